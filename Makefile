@@ -1,0 +1,56 @@
+# The two commands a fresh machine needs: `make demo` and `make test`. Set-up is idempotent: it
+# re-runs only when requirements*.txt or package*.json change.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+STAGE ?= dev
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CDK := node_modules/.bin/cdk
+STAMPS := .stamps
+
+# Offline and quiet: no version check, telemetry or notices; jsii's end-of-life banner for Node 20 silenced.
+export CDK_DISABLE_VERSION_CHECK := 1
+export CDK_DISABLE_CLI_TELEMETRY := true
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help setup demo test synth nag deploy diff clean
+
+help: ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMPS)/venv: requirements.txt requirements-dev.txt
+	@mkdir -p $(STAMPS)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+$(STAMPS)/npm: package.json package-lock.json
+	@mkdir -p $(STAMPS)
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+setup: $(STAMPS)/venv $(STAMPS)/npm ## create .venv and node_modules (idempotent)
+
+demo: setup ## synthesize, deploy into the embedded emulator, and drive a smoke scenario through it
+	$(PY) -m localcloud.demo
+
+test: setup ## the whole test suite
+	$(PY) -m pytest
+
+synth: setup ## synthesize every stack of STAGE offline into cdk.out
+	$(CDK) synth --quiet -c stage=$(STAGE)
+
+nag: setup ## synthesize with the cdk-nag AwsSolutions checks
+	$(CDK) synth --quiet -c stage=$(STAGE) -c nag=true
+
+deploy: setup ## cdk deploy STAGE into your AWS account (needs credentials and a bootstrapped account)
+	$(CDK) deploy --all -c stage=$(STAGE) -c nag=true --require-approval broadening
+
+diff: setup ## cdk diff STAGE against your AWS account
+	$(CDK) diff --all -c stage=$(STAGE)
+
+clean: ## remove what set-up and synth made
+	rm -rf $(VENV) node_modules cdk.out $(STAMPS) .pytest_cache .hypothesis

@@ -1,0 +1,38 @@
+"""Every stack of one stage, wired together; `app.py` and the tests build the app through here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from aws_cdk import App, Environment, Stack, Tags, Validations
+from aws_cdk.cx_api import CloudAssembly
+from cdk_nag import AwsSolutionsChecks
+
+from stacks.config import AppConfig
+from stacks.shared_limits_stack import SharedLimitsStack
+from stacks.workflows_stack import WorkflowsStack
+
+
+def add_stacks(app: App, config: AppConfig) -> dict[str, Stack]:
+    env = Environment(account=config.account, region=config.region)
+    prefix = config.stack_prefix
+    shared_limits = SharedLimitsStack(app, f"{prefix}-SharedLimits", config=config, env=env,
+                                      description="Throttling: shared limits (tunables, limiter tables)")
+    workflows = WorkflowsStack(app, f"{prefix}-Workflows", config=config, shared_limits=shared_limits, env=env,
+                               description="Throttling: workflows and the functions that call downstreams")
+    stacks: dict[str, Stack] = {"shared_limits": shared_limits, "workflows": workflows}
+    for stack in stacks.values():
+        Tags.of(stack).add("project", "throttling-reference")
+        Tags.of(stack).add("stage", config.stage)
+    if config.nag:
+        Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    return stacks
+
+
+def synthesize(config: AppConfig, outdir: Path, context: Mapping[str, Any]) -> tuple[dict[str, Stack], CloudAssembly]:
+    """Synthesize every stack of `config` in this process, as `app.py` does through the CLI."""
+    app = App(outdir=str(outdir), context=dict(context))
+    stacks = add_stacks(app, config)
+    return stacks, app.synth()

@@ -1,0 +1,49 @@
+"""Fixtures shared by every kind of test: the cdk.json context, config, and in-process synthesis."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Tests never touch real AWS: fake credentials and a fixed region before anything builds a client.
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_SESSION_TOKEN="testing",
+    AWS_DEFAULT_REGION="us-east-1",
+    AWS_REGION="us-east-1",
+    AWS_EC2_METADATA_DISABLED="true",
+    JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION="20",
+)
+for leaked in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
+    os.environ.pop(leaked, None)
+
+
+@pytest.fixture(scope="session")
+def cdk_context() -> dict[str, Any]:
+    return json.loads((ROOT / "cdk.json").read_text())["context"]
+
+
+@pytest.fixture(scope="session")
+def dev_config(cdk_context: dict[str, Any]):
+    from stacks.config import load_config
+
+    return load_config(cdk_context["stages"], "dev")
+
+
+@pytest.fixture(scope="session")
+def dev_assembly(tmp_path_factory: pytest.TempPathFactory, dev_config, cdk_context) -> Iterator[tuple[dict, Any]]:
+    """The dev stage synthesized once per session, with cdk-nag on (so synth itself fails on a finding)."""
+    from dataclasses import replace
+
+    from stacks.app_stacks import synthesize
+
+    stacks, assembly = synthesize(replace(dev_config, nag=True), tmp_path_factory.mktemp("cdk.out"), cdk_context)
+    yield stacks, assembly

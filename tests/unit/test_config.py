@@ -1,0 +1,124 @@
+"""Every validation rule of the typed config, and what the error message tells the user."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from stacks.config import ConfigError, load_config
+
+
+@pytest.fixture
+def stages(cdk_context: dict[str, Any]) -> dict[str, Any]:
+    return copy.deepcopy(cdk_context["stages"])
+
+
+def dev(stages: dict[str, Any]) -> dict[str, Any]:
+    return stages["dev"]
+
+
+def test_dev_is_the_default_stage_and_loads(stages):
+    # WHEN no stage is given
+    config = load_config(stages)
+    # THEN dev is built, with every downstream typed
+    assert config.stage == "dev"
+    assert config.ssm_prefix == "/throttling/dev"
+    assert {d.name for d in config.downstreams} == {"crm", "payment_gateway", "ai_model", "legacy_mainframe"}
+    assert config.nag is False
+
+
+def test_prod_loads(stages):
+    assert load_config(stages, "prod").removal_policy == "retain"
+
+
+def test_little_law_sets_default_concurrency(stages):
+    # GIVEN the CRM's 10 req/s limit at 200 ms
+    crm = load_config(stages).downstream("crm")
+    # THEN 2 calls in flight keep it at its limit (the seed's 5 would offer 25 req/s)
+    assert crm.default_max_concurrency == 2
+    # AND a downstream slower than one call per second still gets one call in flight
+    assert load_config(stages).downstream("legacy_mainframe").default_max_concurrency == 1
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda s: s["dev"].update(region="mars-1"), "stages.dev.region must be an AWS region"),
+        (lambda s: s["dev"].pop("region"), "stages.dev.region is required"),
+        (lambda s: s["dev"].update(account="12345"), "stages.dev.account must be a 12-digit"),
+        (lambda s: s["dev"].update(log_retention_days=10), "stages.dev.log_retention_days must be one of"),
+        (lambda s: s["dev"].update(removal_policy="keep"), "stages.dev.removal_policy must be one of ['destroy', 'retain'], got 'keep'"),
+        (lambda s: s["dev"].update(powertools_layer_version=0), "stages.dev.powertools_layer_version must be an integer in [1, 1000], got 0"),
+        (lambda s: s["dev"].update(tunables_cache_sec=301), "stages.dev.tunables_cache_sec must be an integer in [0, 300], got 301"),
+        (lambda s: s["dev"].update(downstreams={}), "stages.dev.downstreams must be a non-empty object"),
+        (lambda s: s["dev"]["downstreams"].update({"Bad-Name": s["dev"]["downstreams"]["crm"]}), "downstream names must be snake_case"),
+        (lambda s: s["dev"]["downstreams"]["crm"].update(rate_limit_per_sec=0), "stages.dev.downstreams.crm.rate_limit_per_sec must be a number in [0.01, 10000], got 0"),
+        (lambda s: s["dev"]["downstreams"]["crm"].update(rate_limit_per_sec="10"), "rate_limit_per_sec must be a number"),
+        (lambda s: s["dev"]["downstreams"]["crm"].update(rate_limit_per_sec=True), "rate_limit_per_sec must be a number"),
+        (lambda s: s["dev"]["downstreams"]["crm"].update(burst=0), "stages.dev.downstreams.crm.burst must be an integer in [1, 5000], got 0"),
+        (lambda s: s["dev"]["downstreams"]["crm"].update(burst=101), "burst must be between 1 and 10 s worth of rate_limit_per_sec (100), got 101"),
+        (lambda s: s["dev"]["downstreams"]["crm"].update(expected_latency_ms=0), "expected_latency_ms must be an integer in [1, 60000]"),
+        (lambda s: s["dev"]["downstreams"]["crm"].update(timeout_sec=0), "timeout_sec must be a number in [0.1, 900]"),
+        (lambda s: s["dev"]["downstreams"]["crm"].update(base_url="ftp://crm"), "stages.dev.downstreams.crm.base_url must be an http(s) URL"),
+        (lambda s: s["dev"]["downstreams"]["crm"].pop("base_url"), "stages.dev.downstreams.crm.base_url is required"),
+    ],
+)
+def test_invalid_values_fail_with_key_value_and_range(stages, mutate, message):
+    # GIVEN one bad value
+    mutate(stages)
+    # WHEN the config is built THEN the error names the key, the value and what is allowed
+    with pytest.raises(ConfigError) as error:
+        load_config(stages)
+    assert message in str(error.value)
+
+
+def test_unknown_stage_says_how_to_choose(stages):
+    with pytest.raises(ConfigError, match=r"stage must be one of \['dev', 'prod'\], got 'qa'; pass -c stage=dev"):
+        load_config(stages, "qa")
+
+
+def test_missing_stage_entry(stages):
+    del stages["prod"]
+    with pytest.raises(ConfigError, match="has no entry for stage 'prod'"):
+        load_config(stages, "prod")
+
+
+@pytest.mark.parametrize(("given", "expected"), [("true", True), ("false", False), (True, True), ("FALSE", False)])
+def test_nag_accepts_command_line_strings(stages, given, expected):
+    assert load_config(stages, nag=given).nag is expected
+
+
+def test_nag_refuses_other_values(stages):
+    with pytest.raises(ConfigError, match="nag must be true or false, got 'yes'"):
+        load_config(stages, nag="yes")
+
+
+def test_downstream_base_urls_override_from_the_command_line(stages):
+    # WHEN a JSON object of base URLs is passed as context
+    config = load_config(stages, downstream_base_urls=json.dumps({"crm": "http://127.0.0.1:8080/"}))
+    # THEN only that downstream moves (trailing slash dropped)
+    assert config.downstream("crm").base_url == "http://127.0.0.1:8080"
+    assert config.downstream("ai_model").base_url == "https://models.example.com"
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("not json", "downstream_base_urls must be a JSON object"),
+        ('["x"]', "downstream_base_urls must be an object"),
+        ('{"erp": "http://x"}', "no downstream named ['erp']"),
+        ('{"crm": "crm.local"}', "downstreams.crm.base_url must be an http(s) URL"),
+    ],
+)
+def test_bad_downstream_base_urls_are_refused(stages, given, message):
+    with pytest.raises(ConfigError) as error:
+        load_config(stages, downstream_base_urls=given)
+    assert message in str(error.value)
+
+
+def test_unknown_downstream_lookup_lists_the_known_ones(stages):
+    with pytest.raises(ConfigError, match="no downstream named 'erp'; configured downstreams: crm"):
+        load_config(stages).downstream("erp")
