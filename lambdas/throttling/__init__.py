@@ -1,0 +1,1 @@
+"""Shared throttling code of every handler: pure cores (no AWS calls) and thin adapters that take injected clients."""

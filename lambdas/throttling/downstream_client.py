@@ -1,0 +1,113 @@
+"""HTTP calls to a rate-limited downstream, with its answers turned into errors Step Functions can route.
+
+The exception class names are the error names workflows retry and catch on (`DownstreamThrottled`
+for a 429, `DownstreamUnavailable` for 5xx, timeouts and refused connections, `DownstreamRejected`
+for other 4xx, which retrying cannot fix). Their message is a JSON document so a workflow can read
+`retry_after_sec` from the error's cause and wait exactly as long as the downstream asked.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from throttling.rate_limit_headers import RateLimitInfo, parse_rate_limit_headers
+
+
+class DownstreamError(Exception):
+    """Base of the downstream errors; `details` is what the message carries as JSON."""
+
+    def __init__(self, details: Mapping[str, Any]) -> None:
+        self.details = dict(details)
+        super().__init__(json.dumps(self.details, sort_keys=True))
+
+
+class DownstreamThrottled(DownstreamError):
+    """The downstream answered 429: slow down, and wait `retry_after_sec` if it said so."""
+
+
+class DownstreamUnavailable(DownstreamError):
+    """5xx, a timeout or a refused connection: worth retrying with backoff."""
+
+
+class DownstreamRejected(DownstreamError):
+    """A 4xx other than 429: the request itself is wrong, so retrying cannot help."""
+
+
+@dataclass(frozen=True)
+class DownstreamResponse:
+    status: int
+    body: Any
+    latency_ms: float
+    rate_limit: RateLimitInfo = field(default_factory=RateLimitInfo)
+
+
+Opener = Callable[..., Any]
+
+
+class DownstreamClient:
+    """Calls one downstream; `opener` is injectable (defaults to `urllib.request.urlopen`)."""
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        *,
+        timeout_sec: float,
+        opener: Opener = urllib.request.urlopen,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self.timeout_sec = timeout_sec
+        self._open = opener
+        self._clock = clock
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> DownstreamResponse:
+        url = f"{self.base_url}/{path.lstrip('/')}"
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(url, data=data, method=method.upper())
+        request.add_header("Content-Type", "application/json")
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
+        started = self._clock()
+        try:
+            with self._open(request, timeout=self.timeout_sec) as response:
+                status, raw, response_headers = response.status, response.read(), dict(response.headers)
+        except urllib.error.HTTPError as error:
+            status, raw, response_headers = error.code, error.read(), dict(error.headers or {})
+        except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as error:
+            raise DownstreamUnavailable(
+                {"downstream": self.name, "url": url, "reason": str(getattr(error, "reason", error))}
+            ) from error
+        latency_ms = (self._clock() - started) * 1000
+        rate_limit = parse_rate_limit_headers(response_headers, now=time.time())
+        details = {"downstream": self.name, "status": status, "url": url}
+        if status == 429:
+            raise DownstreamThrottled({**details, "retry_after_sec": rate_limit.wait_sec})
+        if status >= 500:
+            raise DownstreamUnavailable({**details, "retry_after_sec": rate_limit.wait_sec})
+        if status >= 400:
+            raise DownstreamRejected({**details, "body": _decode(raw)})
+        return DownstreamResponse(status=status, body=_decode(raw), latency_ms=latency_ms, rate_limit=rate_limit)
+
+
+def _decode(raw: bytes) -> Any:
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text

@@ -1,0 +1,28 @@
+"""Every ASL file in statemachines/ passes asl-validator (missing Next targets, unreachable or non-terminal states)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+VALIDATOR = ROOT / "node_modules" / ".bin" / "asl-validator"
+ASL_FILES = sorted((ROOT / "statemachines").glob("*.asl.json"))
+
+
+@pytest.mark.skipif(not ASL_FILES, reason="no state machine files yet")
+@pytest.mark.parametrize("path", ASL_FILES, ids=lambda p: p.name)
+def test_asl_validator_accepts(path: Path):
+    result = subprocess.run([str(VALIDATOR), "--json-definition-path", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_validator_is_installed_and_rejects_a_broken_machine(tmp_path: Path):
+    # GIVEN a definition whose state points at a state that does not exist
+    broken = tmp_path / "broken.asl.json"
+    broken.write_text('{"StartAt": "A", "States": {"A": {"Type": "Pass", "Next": "Nowhere"}}}')
+    # THEN the validator refuses it, so a green run above means something
+    result = subprocess.run([str(VALIDATOR), "--json-definition-path", str(broken)], capture_output=True, text=True)
+    assert result.returncode != 0

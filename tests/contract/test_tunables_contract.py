@@ -1,0 +1,55 @@
+"""The CDK side and the Lambda side agree: every seeded tunable parses, and every variable a handler reads is set."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from aws_cdk.assertions import Template
+
+from throttling.tunables import parse_tunables
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_seeded_tunable_parses_on_the_lambda_side_unclamped(dev_assembly, dev_config):
+    stacks, _ = dev_assembly
+    parameters = Template.from_stack(stacks["shared_limits"]).find_resources("AWS::SSM::Parameter")
+    assert parameters
+    for parameter in parameters.values():
+        name = parameter["Properties"]["Name"]
+        downstream = dev_config.downstream(name.rsplit("/", 1)[-1])
+        # THEN it parses, within range, under its downstream's ceiling
+        result = parse_tunables(parameter["Properties"]["Value"], ceiling_rate_per_sec=downstream.rate_limit_per_sec)
+        assert result.clamped_fields == (), name
+
+
+def test_the_defaults_each_function_carries_equal_its_seed(dev_assembly):
+    stacks, _ = dev_assembly
+    seeds = {
+        p["Properties"]["Name"]: p["Properties"]["Value"]
+        for p in Template.from_stack(stacks["shared_limits"]).find_resources("AWS::SSM::Parameter").values()
+    }
+    functions = Template.from_stack(stacks["workflows"]).find_resources("AWS::Lambda::Function")
+    for function in functions.values():
+        env = function["Properties"]["Environment"]["Variables"]
+        seed = next(value for name, value in seeds.items() if name.endswith("/" + env["DOWNSTREAM_NAME"]))
+        assert parse_tunables(env["TUNABLES_DEFAULTS"]).tunables == parse_tunables(seed).tunables
+
+
+@pytest.mark.parametrize("handler_module", ["call_downstream"])
+def test_every_environment_variable_a_handler_requires_is_set(dev_assembly, handler_module):
+    # GIVEN the variables the handler reads with os.environ[...] (a missing one fails at import)
+    source = (ROOT / "lambdas" / "handlers" / f"{handler_module}.py").read_text()
+    required = set(re.findall(r'os\.environ\["([A-Z_]+)"\]', source))
+    assert required
+    # THEN every function running that handler sets them
+    stacks, _ = dev_assembly
+    functions = Template.from_stack(stacks["workflows"]).find_resources(
+        "AWS::Lambda::Function", {"Properties": {"Handler": f"handlers.{handler_module}.handler"}}
+    )
+    assert functions
+    for function in functions.values():
+        assert required <= set(function["Properties"]["Environment"]["Variables"]), json.dumps(function)[:200]
