@@ -1,0 +1,242 @@
+"""Property-based tests of the pure throttling cores: the guarantees hold for any input, not just examples."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from throttling.backoff import decorrelated_jitter_delay, exponential_delay, full_jitter_delay
+from throttling.circuit_breaker import BreakerPolicy, BreakerState, BreakerStatus, allow, force_open, record
+from throttling.clock import FakeClock
+from throttling.rate_limit_headers import parse_rate_limit_headers
+from throttling.rate_limiter import InMemoryRateLimiter, RatePolicy, decide
+from throttling.semaphore import SemaphoreState, in_use, release, try_acquire
+
+MODEST = settings(max_examples=200, deadline=None)
+
+# Float rounding in the accumulated TAT may admit a request a few ulps early; a micro-unit of
+# slack keeps the bound about the algorithm rather than about IEEE 754.
+COST_SLACK = 1e-6
+
+policies = st.builds(
+    RatePolicy,
+    rate_per_sec=st.floats(min_value=0.1, max_value=200.0),
+    burst=st.integers(min_value=1, max_value=20),
+)
+gaps_sec = st.one_of(st.just(0.0), st.floats(min_value=0.0, max_value=3.0))
+
+
+@MODEST
+@given(
+    policy=policies,
+    start_sec=st.floats(min_value=0.0, max_value=1e6),
+    arrivals=st.lists(st.tuples(gaps_sec, st.integers(min_value=1, max_value=20)), max_size=80),
+)
+def test_limiter_never_admits_more_than_burst_plus_rate_times_interval(policy, start_sec, arrivals):
+    # GIVEN a limiter on a fake clock
+    clock = FakeClock(start_sec)
+    limiter = InMemoryRateLimiter(policy, clock)
+
+    # WHEN arbitrary requests arrive with arbitrary costs
+    admitted: list[tuple[float, int]] = []
+    for gap_sec, raw_cost in arrivals:
+        clock.advance(gap_sec)
+        cost = min(raw_cost, policy.burst)
+        if limiter.try_acquire(cost).allowed:
+            admitted.append((clock.now(), cost))
+
+    # THEN every interval between two admissions holds at most burst + rate * length of cost
+    for i, (first_sec, _) in enumerate(admitted):
+        for last_sec, _ in admitted[i:]:
+            cost_in_interval = sum(cost for at_sec, cost in admitted if first_sec <= at_sec <= last_sec)
+            assert cost_in_interval <= policy.burst + policy.rate_per_sec * (last_sec - first_sec) + COST_SLACK
+
+
+@MODEST
+@given(
+    policy=policies,
+    now=st.floats(min_value=0.0, max_value=1e6),
+    ahead_sec=st.floats(min_value=0.0, max_value=100.0),
+    raw_cost=st.integers(min_value=1, max_value=20),
+)
+def test_retry_after_is_exact(policy, now, ahead_sec, raw_cost):
+    # GIVEN any stored TAT at or ahead of now, and any affordable cost
+    cost = min(raw_cost, policy.burst)
+    tat = now + ahead_sec
+
+    # WHEN the request is denied
+    denied = decide(tat, now, policy, cost)
+    if denied.allowed:
+        return
+
+    # THEN retrying at now + retry_after is admitted, and a microsecond earlier is not
+    assert denied.retry_after_sec > 0
+    assert decide(tat, now + denied.retry_after_sec, policy, cost).allowed
+    assert not decide(tat, now + denied.retry_after_sec - 1e-6, policy, cost).allowed
+
+
+semaphore_steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("acquire"), st.integers(0, 6), st.floats(min_value=0.01, max_value=10.0)),
+        st.tuples(st.just("release"), st.integers(0, 6), st.just(0.0)),
+        st.tuples(st.just("advance"), st.just(0), st.floats(min_value=0.0, max_value=5.0)),
+        # Backwards jumps stand for another host's clock running behind.
+        st.tuples(st.just("rewind"), st.just(0), st.floats(min_value=0.0, max_value=2.0)),
+    ),
+    max_size=100,
+)
+
+
+@MODEST
+@given(limit=st.integers(min_value=0, max_value=4), steps=semaphore_steps)
+def test_semaphore_never_holds_more_than_limit_live_leases(limit, steps):
+    # GIVEN an empty semaphore
+    state, now = SemaphoreState(limit=limit), 0.0
+
+    # WHEN owners acquire, release and time moves, in any interleaving
+    for action, owner, seconds in steps:
+        if action == "acquire":
+            _, state = try_acquire(state, f"owner-{owner}", now, lease_sec=seconds)
+        elif action == "release":
+            state = release(state, f"owner-{owner}")
+        elif action == "advance":
+            now += seconds
+        else:
+            now -= seconds
+
+        # THEN no more than `limit` leases are ever live (nor even held)
+        assert in_use(state, now) <= limit
+        assert state.lease_count <= limit
+
+
+BREAKER_POLICY = BreakerPolicy(
+    failure_rate_threshold=0.5,
+    slow_call_rate_threshold=0.5,
+    slow_call_duration_sec=2.0,
+    minimum_calls=3,
+    window_sec=10.0,
+    window_buckets=5,
+    open_duration_sec=5.0,
+    probe_lease_sec=3.0,
+)
+breaker_steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("allow"), st.integers(0, 4), st.booleans(), st.just(0.0)),
+        st.tuples(st.just("record"), st.integers(0, 4), st.booleans(), st.floats(min_value=0.0, max_value=4.0)),
+        st.tuples(st.just("advance"), st.just(0), st.booleans(), st.floats(min_value=0.0, max_value=4.0)),
+        st.tuples(st.just("force_open"), st.just(0), st.booleans(), st.just(0.0)),
+    ),
+    max_size=120,
+)
+
+
+@MODEST
+@given(start_sec=st.floats(min_value=0.0, max_value=2e9), steps=breaker_steps)
+def test_breaker_admits_one_probe_at_a_time_and_never_sticks_half_open(start_sec, steps):
+    # GIVEN a closed breaker
+    state, now = BreakerState(), start_sec
+    live_probe: tuple[str, float] | None = None  # (caller, lease end) of the probe of this half-open spell
+    last_grant_sec = now
+
+    # WHEN callers ask, report, time passes and alarms force it open, in any order
+    for action, caller_index, success, seconds in steps:
+        caller = f"caller-{caller_index}"
+        if action == "allow":
+            was_half_open = state.status is BreakerStatus.HALF_OPEN
+            admission, state = allow(state, BREAKER_POLICY, now, caller)
+            if admission.is_probe:
+                # THEN a second caller is never admitted as a probe while another probe's lease is live
+                if was_half_open and live_probe is not None and live_probe[0] != caller:
+                    assert live_probe[1] <= now
+                if live_probe is None or live_probe[0] != caller:
+                    live_probe, last_grant_sec = (caller, now + BREAKER_POLICY.probe_lease_sec), now
+        elif action == "record":
+            state = record(state, BREAKER_POLICY, now, success=success, duration_sec=seconds, caller_id=caller)
+        elif action == "advance":
+            now += seconds
+        else:
+            state = force_open(state, BREAKER_POLICY, now, reason="alarm")
+        if state.status is not BreakerStatus.HALF_OPEN:
+            live_probe = None
+
+        # THEN a half-open breaker's lease never outlives probe_lease_sec, and once it ran out the
+        # next caller becomes the probe
+        if state.status is BreakerStatus.HALF_OPEN:
+            assert state.probe_expires_at is not None
+            assert state.probe_expires_at <= last_grant_sec + BREAKER_POLICY.probe_lease_sec
+            later = max(now, state.probe_expires_at)
+            admission, _ = allow(state, BREAKER_POLICY, later, "someone-new")
+            assert admission.allowed and admission.is_probe
+        # AND every reachable state survives a round trip through its DynamoDB item
+        assert BreakerState.from_item(state.to_item()) == state
+
+
+rate_limit_header_names = st.sampled_from(
+    [
+        "Retry-After",
+        "retry-after",
+        "X-RateLimit-Limit",
+        "X-RateLimit-Remaining",
+        "X-RateLimit-Reset",
+        "RateLimit",
+        "RateLimit-Policy",
+        "RateLimit-Limit",
+        "RateLimit-Remaining",
+        "RateLimit-Reset",
+    ]
+)
+header_like_values = st.one_of(
+    st.text(),
+    st.text(alphabet='0123456789.,;="-rtqwlimeaingsdfu ', max_size=40),
+    st.integers(min_value=-(10**20), max_value=10**20).map(str),
+)
+
+
+@MODEST
+@given(
+    arbitrary=st.dictionaries(st.text(), st.text(), max_size=5),
+    known=st.lists(st.tuples(rate_limit_header_names, header_like_values), max_size=8),
+    now=st.floats(min_value=0.0, max_value=4e9),
+)
+def test_header_parsing_never_raises_and_never_returns_a_negative_wait(arbitrary, known, now):
+    # GIVEN / WHEN arbitrary text in arbitrary and in known rate-limit headers
+    for headers in (arbitrary, known, list(arbitrary.items()) + known):
+        info = parse_rate_limit_headers(headers, now=now)
+
+        # THEN the parser answers, with non-negative numbers
+        assert info.wait_sec is None or info.wait_sec >= 0
+        assert info.remaining is None or info.remaining >= 0
+        assert info.limit is None or info.limit >= 0
+
+
+@MODEST
+@given(
+    attempt=st.integers(min_value=1, max_value=5_000),
+    base_sec=st.floats(min_value=0.0, max_value=100.0),
+    cap_sec=st.floats(min_value=0.0, max_value=1_000.0),
+    backoff_rate=st.floats(min_value=1.0, max_value=10.0),
+    seed=st.integers(),
+)
+def test_full_jitter_delay_is_within_zero_and_the_capped_backoff(attempt, base_sec, cap_sec, backoff_rate, seed):
+    # GIVEN / WHEN a full-jitter delay is drawn
+    delay = full_jitter_delay(attempt, base_sec, cap_sec, backoff_rate, rng=random.Random(seed))
+
+    # THEN it lies in [0, min(cap, base * rate ** (attempt - 1))]
+    assert 0.0 <= delay <= exponential_delay(attempt, base_sec, cap_sec, backoff_rate) <= cap_sec
+
+
+@MODEST
+@given(
+    previous_sec=st.floats(min_value=0.0, max_value=1e6),
+    base_sec=st.floats(min_value=0.0, max_value=100.0),
+    cap_sec=st.floats(min_value=0.0, max_value=1_000.0),
+    seed=st.integers(),
+)
+def test_decorrelated_jitter_delay_is_within_zero_and_cap(previous_sec, base_sec, cap_sec, seed):
+    # GIVEN / WHEN a decorrelated-jitter delay is drawn
+    delay = decorrelated_jitter_delay(previous_sec, base_sec, cap_sec, rng=random.Random(seed))
+
+    # THEN it lies in [0, cap]
+    assert 0.0 <= delay <= cap_sec

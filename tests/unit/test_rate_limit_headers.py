@@ -1,0 +1,132 @@
+"""Unit tests of the rate-limit header parser."""
+
+from __future__ import annotations
+
+import pytest
+
+from throttling.rate_limit_headers import RateLimitInfo, parse_rate_limit_headers, parse_retry_after
+
+NOW = 1_445_412_470.0  # Wed, 21 Oct 2015 07:27:50 GMT
+
+
+@pytest.mark.parametrize(
+    ("value", "wait_sec"),
+    [
+        ("120", 120.0),
+        (" 7 ", 7.0),
+        ("1.5", 1.5),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 10.0),
+        ("Wednesday, 21-Oct-15 07:28:00 GMT", 10.0),
+        ("Wed Oct 21 07:28:00 2015", 10.0),
+        ("Wed, 21 Oct 2015 07:00:00 GMT", 0.0),
+    ],
+)
+def test_retry_after_reads_delta_seconds_and_http_dates(value, wait_sec):
+    # GIVEN a Retry-After value / WHEN it is parsed / THEN the wait is in seconds from now, never negative
+    assert parse_retry_after(value, NOW) == pytest.approx(wait_sec)
+
+
+@pytest.mark.parametrize("value", ["", "soon", "-5", "1e3", "٣", "NaN", "inf"])
+def test_retry_after_garbage_is_no_information(value):
+    # GIVEN / WHEN / THEN
+    assert parse_retry_after(value, NOW) is None
+
+
+def test_x_ratelimit_headers_with_reset_as_epoch_seconds():
+    # GIVEN a GitHub-style exhausted quota resetting at an epoch second
+    headers = {"X-RateLimit-Limit": "60", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(NOW) + 30)}
+
+    # WHEN they are parsed
+    info = parse_rate_limit_headers(headers, now=NOW)
+
+    # THEN the wait runs until the reset
+    assert info == RateLimitInfo(wait_sec=30.0, remaining=0, limit=60)
+
+
+def test_x_ratelimit_reset_as_delta_seconds_and_as_epoch_milliseconds():
+    # GIVEN / WHEN a small reset (a delta) and a huge one (epoch milliseconds)
+    delta = parse_rate_limit_headers({"x-ratelimit-remaining": "0", "x-ratelimit-reset": "12"}, now=NOW)
+    millis = parse_rate_limit_headers(
+        {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(NOW * 1000) + 2_500)}, now=NOW
+    )
+
+    # THEN both become seconds to wait
+    assert delta.wait_sec == 12.0
+    assert millis.wait_sec == pytest.approx(2.5)
+
+
+def test_reset_is_not_a_wait_while_requests_remain():
+    # GIVEN a quota with requests left
+    headers = {"X-RateLimit-Limit": "100", "X-RateLimit-Remaining": "42", "X-RateLimit-Reset": "30"}
+
+    # WHEN / THEN nothing says to wait
+    assert parse_rate_limit_headers(headers, now=NOW) == RateLimitInfo(wait_sec=None, remaining=42, limit=100)
+
+
+def test_reset_in_the_past_is_a_zero_wait():
+    # GIVEN / WHEN an epoch reset that has already passed
+    info = parse_rate_limit_headers({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(NOW) - 100)}, now=NOW)
+
+    # THEN the wait is 0, not negative
+    assert info.wait_sec == 0.0
+
+
+def test_early_ietf_draft_separate_fields():
+    # GIVEN the draft-03 style fields, with policies after the quota
+    headers = {"RateLimit-Limit": "10, 10;w=1, 1000;w=3600", "RateLimit-Remaining": "0", "RateLimit-Reset": "4"}
+
+    # WHEN / THEN
+    assert parse_rate_limit_headers(headers, now=NOW) == RateLimitInfo(wait_sec=4.0, remaining=0, limit=10)
+
+
+def test_structured_ratelimit_dictionary_form():
+    # GIVEN / WHEN the draft-07 dictionary form
+    info = parse_rate_limit_headers({"RateLimit": "limit=10, remaining=0, reset=5"}, now=NOW)
+
+    # THEN
+    assert info == RateLimitInfo(wait_sec=5.0, remaining=0, limit=10)
+
+
+def test_structured_ratelimit_list_form_with_policy():
+    # GIVEN the draft-08 list form and its policy field
+    headers = {"RateLimit": '"default";r=0;t=5', "RateLimit-Policy": '"default";q=100;w=10'}
+
+    # WHEN / THEN
+    assert parse_rate_limit_headers(headers, now=NOW) == RateLimitInfo(wait_sec=5.0, remaining=0, limit=100)
+
+
+def test_policy_with_quota_as_the_item():
+    # GIVEN / WHEN / THEN `RateLimit-Policy: 10;w=1`
+    assert parse_rate_limit_headers({"ratelimit-policy": "10;w=1"}, now=NOW).limit == 10
+
+
+def test_most_conservative_reading_wins_when_sources_disagree():
+    # GIVEN three sources disagreeing on the wait, two on the remaining count
+    headers = [
+        ("Retry-After", "3"),
+        ("X-RateLimit-Remaining", "0"),
+        ("X-RateLimit-Reset", "8"),
+        ("RateLimit", '"burst";r=0;t=2, "daily";r=0;t=20'),
+        ("RETRY-AFTER", "1"),
+    ]
+
+    # WHEN they are parsed (as name/value pairs, names in any case)
+    info = parse_rate_limit_headers(headers, now=NOW)
+
+    # THEN the longest wait and the lowest remaining win
+    assert info.wait_sec == 20.0
+    assert info.remaining == 0
+
+
+def test_garbage_and_absent_headers_give_no_information():
+    # GIVEN / WHEN / THEN
+    garbage = {
+        "Retry-After": "tomorrow-ish",
+        "X-RateLimit-Remaining": "-1",
+        "X-RateLimit-Reset": "9" * 5_000,
+        "RateLimit": '";;,,=="',
+        "RateLimit-Policy": "q=;w",
+        "Content-Type": "application/json",
+    }
+    assert parse_rate_limit_headers(garbage, now=NOW) == RateLimitInfo()
+    assert parse_rate_limit_headers({}, now=NOW) == RateLimitInfo()
