@@ -1,0 +1,131 @@
+"""The embedded AWS emulator: moto as a server thread in this process, with the fixes this app needs.
+
+    with LocalCloud() as cloud:
+        stacks = cloud.deploy(Path("cdk.out"))
+        cloud.client("lambda").invoke(FunctionName=..., Payload=...)
+
+Everything speaks to it over HTTP on loopback, as to AWS: the tests, the demo, the Lambda handlers
+(in their own worker processes) and moto's own Step Functions interpreter. Its state lives in
+moto's process-wide backends, so run one LocalCloud per process at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from localcloud import moto_patches
+from localcloud.deployer import DeployedStack, Deployer
+from localcloud.lambda_runtime import LambdaRuntime
+
+ACCOUNT_ID = "123456789012"  # moto's default account
+FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
+
+
+class LocalCloud:
+    """Start, deploy into, and stop the emulator.
+
+    :param region: the region every client and function uses.
+    :param work_dir: where unpacked function code and function logs go; a temporary folder by default.
+    """
+
+    def __init__(self, *, region: str = "us-east-1", work_dir: Path | None = None) -> None:
+        self.region = region
+        self.account_id = ACCOUNT_ID
+        self._own_work_dir = work_dir is None
+        self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="localcloud-"))
+        self._server: Any = None
+        self._undo: list[Any] = []
+        self._saved_env: dict[str, str | None] = {}
+        self.lambda_runtime: LambdaRuntime | None = None
+        self.stacks: dict[str, DeployedStack] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> LocalCloud:
+        from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+
+        # No request from this process may reach real AWS, whatever the caller's environment says.
+        self._set_env({**FAKE_CREDENTIALS, "AWS_DEFAULT_REGION": self.region, "AWS_REGION": self.region})
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access-log line per request drowns the rest
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.endpoint_url = f"http://{host}:{port}"
+        # moto's Step Functions interpreter calls services back at localhost:$MOTO_PORT.
+        self._set_env({"MOTO_PORT": str(port)})
+        self._undo += [
+            moto_patches.enable_state_machine_execution(),
+            moto_patches.apply_executing_state_machines_from_cloudformation(),
+            moto_patches.apply_atomic_dynamodb(),
+            moto_patches.apply_jsonata(),
+            moto_patches.apply_ssm_parameter_tags_from_cloudformation(),
+        ]
+        self.lambda_runtime = LambdaRuntime(endpoint_url=self.endpoint_url, region=self.region, work_dir=self.work_dir)
+        self._undo.append(self.lambda_runtime.install())
+        return self
+
+    def stop(self) -> None:
+        if self.lambda_runtime:
+            self.lambda_runtime.shutdown()
+        if self._server:
+            self._server.stop()
+            self._server = None
+        for undo in reversed(self._undo):
+            undo()
+        self._undo.clear()
+        from moto.core.models import reset_model_data
+
+        reset_model_data()
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        if self._own_work_dir:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def __enter__(self) -> LocalCloud:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    # -- use ------------------------------------------------------------------------------------
+    def client(self, service: str, *, config: Config | None = None) -> Any:
+        """A boto3 client for the emulator (fake credentials, loopback endpoint, few retries unless `config` says)."""
+        defaults = Config(retries={"mode": "standard", "max_attempts": 3}, read_timeout=120)
+        return boto3.client(
+            service,
+            region_name=self.region,
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            aws_session_token="testing",
+            config=defaults.merge(config) if config else defaults,
+        )
+
+    def deploy(self, cdk_out: Path) -> dict[str, DeployedStack]:
+        """Deploy every stack of a synthesized assembly, in dependency order."""
+        deployer = Deployer(
+            cloudformation=self.client("cloudformation"),
+            s3=self.client("s3"),
+            ssm=self.client("ssm"),
+            account=self.account_id,
+            region=self.region,
+        )
+        deployed = deployer.deploy(Path(cdk_out))
+        self.stacks.update(deployed)
+        return deployed
+
+    def _set_env(self, values: dict[str, str]) -> None:
+        for name, value in values.items():
+            self._saved_env.setdefault(name, os.environ.get(name))
+            os.environ[name] = value

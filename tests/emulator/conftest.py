@@ -1,0 +1,63 @@
+"""Emulator fixtures: downstream simulators, the app synthesized against them, and a LocalCloud to deploy into.
+
+The LocalCloud is per module: moto's state is process-wide, and unit tests using `mock_aws` reset it.
+Simulators and the synthesized assembly do not depend on moto, so they are built once per session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from localcloud.cloud import LocalCloud
+from localcloud.deployer import DeployedStack
+from localcloud.downstream_simulator import PROFILES, DownstreamSimulator
+from stacks.app_stacks import synthesize
+
+
+@pytest.fixture(scope="session")
+def simulators(dev_config) -> Iterator[dict[str, DownstreamSimulator]]:
+    started = {d.name: DownstreamSimulator(PROFILES[d.name]).start() for d in dev_config.downstreams}
+    yield started
+    for simulator in started.values():
+        simulator.stop()
+
+
+@pytest.fixture
+def fresh_simulators(simulators) -> dict[str, DownstreamSimulator]:
+    """The session's simulators, reset to their named profiles with no recorded requests."""
+    for simulator in simulators.values():
+        simulator.reset()
+    return simulators
+
+
+@pytest.fixture(scope="session")
+def emulator_assembly(tmp_path_factory, dev_config, cdk_context, simulators) -> Path:
+    """The dev stage pointed at the simulators, read fresh from SSM on every call (cache 0 s) so tests see tuning at once."""
+    config = replace(
+        dev_config.with_downstream_base_urls({name: sim.base_url for name, sim in simulators.items()}),
+        tunables_cache_sec=0,
+    )
+    outdir = tmp_path_factory.mktemp("cdk.out.emulator")
+    synthesize(config, outdir, cdk_context)
+    return outdir
+
+
+@pytest.fixture(scope="module")
+def cloud() -> Iterator[LocalCloud]:
+    with LocalCloud() as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def deployed(cloud: LocalCloud, emulator_assembly: Path) -> dict[str, DeployedStack]:
+    return cloud.deploy(emulator_assembly)
+
+
+def stack_output(stacks: dict[str, DeployedStack], stack_suffix: str, output: str) -> Any:
+    (stack,) = [s for name, s in stacks.items() if name.endswith(stack_suffix)]
+    return stack.outputs[output]

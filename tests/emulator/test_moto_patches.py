@@ -1,0 +1,175 @@
+"""Each moto fix the emulator applies, shown with and without it where the limitation is observable."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from botocore.exceptions import ClientError
+
+from localcloud import moto_patches
+
+pytestmark = pytest.mark.emulator
+
+TOKENS = 200
+THREADS = 8
+PAUSE_SEC = 0.5
+
+
+@pytest.fixture
+def pause_after_condition_check(monkeypatch):
+    """Hold every request for PAUSE_SEC between moto's condition check and its write.
+
+    The race is real but its natural window is narrow; widening it makes the limitation show every
+    time. With the fix, the pause is inside the request lock and changes nothing but speed.
+    """
+    import moto.dynamodb.models as dynamodb_models
+
+    original = dynamodb_models.create_condition_expression_parser
+
+    def pausing_parser(*args, **kwargs):
+        parser = original(*args, **kwargs)
+        parse = parser.parse
+
+        def parse_then_pause():
+            op = parse()
+            check = op.expr
+
+            def expr(item):
+                result = check(item)
+                time.sleep(PAUSE_SEC)
+                return result
+
+            op.expr = expr
+            return op
+
+        parser.parse = parse_then_pause
+        return parser
+
+    monkeypatch.setattr(dynamodb_models, "create_condition_expression_parser", pausing_parser)
+
+
+def create_bucket(cloud, table: str, tokens: int) -> None:
+    dynamodb = cloud.client("dynamodb")
+    dynamodb.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
+                          KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                          AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}])
+    dynamodb.put_item(TableName=table, Item={"pk": {"S": "bucket"}, "tokens": {"N": str(tokens)}})
+
+
+def take_token(dynamodb, table: str) -> bool:
+    try:
+        dynamodb.update_item(
+            TableName=table, Key={"pk": {"S": "bucket"}},
+            UpdateExpression="SET tokens = tokens - :one",
+            ConditionExpression="tokens >= :one",
+            ExpressionAttributeValues={":one": {"N": "1"}},
+        )
+        return True
+    except ClientError as error:
+        if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            return False
+        raise
+
+
+def race_for_the_last_token(cloud, table: str) -> int:
+    """Eight callers released together against a bucket holding one token; how many got it."""
+    create_bucket(cloud, table, tokens=1)
+    clients = [cloud.client("dynamodb") for _ in range(THREADS)]
+    start = threading.Barrier(THREADS)
+
+    def contend(dynamodb) -> bool:
+        start.wait()
+        return take_token(dynamodb, table)
+
+    with ThreadPoolExecutor(max_workers=THREADS) as pool:
+        return sum(pool.map(contend, clients))
+
+
+def test_one_token_goes_to_exactly_one_of_eight_concurrent_callers(cloud, pause_after_condition_check):
+    assert race_for_the_last_token(cloud, "last-token-atomic") == 1
+
+
+def test_without_the_fix_moto_gives_the_last_token_to_several_callers(cloud, pause_after_condition_check):
+    # GIVEN the fix removed
+    moto_patches.remove_atomic_dynamodb()
+    try:
+        granted = race_for_the_last_token(cloud, "last-token-racy")
+    finally:
+        moto_patches.apply_atomic_dynamodb()
+    # THEN callers that passed the condition together all "took" the one token: why the fix exists
+    assert granted > 1
+
+
+def test_a_bucket_drained_by_eight_threads_grants_exactly_its_tokens(cloud):
+    create_bucket(cloud, "bucket-drain", tokens=TOKENS)
+
+    def drain(_: int) -> int:
+        dynamodb = cloud.client("dynamodb")
+        granted = 0
+        while take_token(dynamodb, "bucket-drain"):
+            granted += 1
+        return granted
+
+    with ThreadPoolExecutor(max_workers=THREADS) as pool:
+        assert sum(pool.map(drain, range(THREADS))) == TOKENS
+
+
+def test_jsonata_and_variables_evaluate(cloud):
+    # GIVEN a JSONata workflow that assigns a variable and computes its output from it
+    definition = {
+        "Comment": "probe: JSONata and Variables",
+        "QueryLanguage": "JSONata",
+        "StartAt": "Double",
+        "States": {
+            "Double": {"Type": "Pass", "Comment": "assign", "Assign": {"factor": 2}, "Next": "Answer"},
+            "Answer": {"Type": "Pass", "Comment": "use the variable",
+                       "Output": {"doubled": "{% $states.input.value * $factor %}",
+                                  "ids": "{% $states.input.users.id %}"},
+                       "End": True},
+        },
+    }
+    output = run(cloud, "jsonata", definition, {"value": 21, "users": [{"id": "a"}, {"id": "b"}]})
+    # THEN the expressions were evaluated
+    assert output == {"doubled": 42, "ids": ["a", "b"]}
+
+
+def test_state_machines_from_cloudformation_can_be_executed(cloud):
+    # GIVEN a state machine created by a CloudFormation stack
+    template = {"Resources": {
+        "Role": {"Type": "AWS::IAM::Role", "Properties": {"AssumeRolePolicyDocument": {"Version": "2012-10-17",
+                 "Statement": [{"Effect": "Allow", "Principal": {"Service": "states.amazonaws.com"},
+                                "Action": "sts:AssumeRole"}]}}},
+        "Machine": {"Type": "AWS::StepFunctions::StateMachine", "Properties": {
+            "RoleArn": {"Fn::GetAtt": ["Role", "Arn"]},
+            "DefinitionString": json.dumps({"StartAt": "Hello", "States": {
+                "Hello": {"Type": "Pass", "Result": {"from": "cloudformation"}, "End": True}}})}},
+    }, "Outputs": {"Arn": {"Value": {"Ref": "Machine"}}}}
+    cfn = cloud.client("cloudformation")
+    cfn.create_stack(StackName="machine", TemplateBody=json.dumps(template), Capabilities=["CAPABILITY_IAM"])
+    arn = cfn.describe_stacks(StackName="machine")["Stacks"][0]["Outputs"][0]["OutputValue"]
+    # WHEN it is started THEN it runs (without the fix StartExecution finds no such machine)
+    assert wait_for(cloud, arn, {}) == {"from": "cloudformation"}
+
+
+def run(cloud, name: str, definition: dict, payload: dict):
+    sfn = cloud.client("stepfunctions")
+    role = "arn:aws:iam::123456789012:role/probe"
+    arn = sfn.create_state_machine(name=name, definition=json.dumps(definition), roleArn=role)["stateMachineArn"]
+    return wait_for(cloud, arn, payload)
+
+
+def wait_for(cloud, arn: str, payload: dict):
+    sfn = cloud.client("stepfunctions")
+    execution = sfn.start_execution(stateMachineArn=arn, input=json.dumps(payload))["executionArn"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        described = sfn.describe_execution(executionArn=execution)
+        if described["status"] != "RUNNING":
+            assert described["status"] == "SUCCEEDED", described
+            return json.loads(described["output"])
+        time.sleep(0.05)
+    raise AssertionError("execution still RUNNING after 60 s")
