@@ -1,26 +1,33 @@
 """Shared limits: the state every workflow and consumer throttles against.
 
-For now, the operator-tunable limits of each downstream in SSM. The token-bucket, semaphore and
-circuit-breaker tables join this stack with the throttling primitives.
+The operator-tunable limits of each downstream and breaker in SSM, the DynamoDB tables of the
+sharded rate limiter, the lease semaphores and the circuit breakers, and the sweep that reclaims
+leases whose owners died.
 """
 
 from __future__ import annotations
 
-from aws_cdk import Stack
+import json
+
+from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from constructs import Construct
 
 from stacks.config import AppConfig, DownstreamConfig
-from stacks.patterns import TunableParameters
+from stacks.patterns import CircuitBreakerTable, HandlerFunction, RateLimiterTable, SemaphoreTable, TunableParameters
 
 
 def downstream_tunables_key(downstream: DownstreamConfig) -> str:
     return f"downstreams/{downstream.name}"
 
 
-def downstream_tunables_seed(downstream: DownstreamConfig) -> str:
-    """The first value of a downstream's tunables document (the Lambda side parses it: see the contract test)."""
-    import json
+def breaker_tunables_key(downstream: DownstreamConfig) -> str:
+    return f"breakers/{downstream.name}"
 
+
+def downstream_tunables_seed(downstream: DownstreamConfig) -> str:
+    """The first value of a downstream's limits (the Lambda side parses it: see the contract test)."""
     return json.dumps(
         {
             "rate_per_sec": downstream.rate_limit_per_sec,
@@ -32,12 +39,65 @@ def downstream_tunables_seed(downstream: DownstreamConfig) -> str:
     )
 
 
+def breaker_tunables_seed(downstream: DownstreamConfig) -> str:
+    """The first value of a downstream's breaker policy.
+
+    A call is slow at five times its planned latency (never beyond its timeout), and the half-open
+    probe's lease outlives the longest call it may make, so a slow probe is not taken for a dead one.
+    """
+    return json.dumps(
+        {
+            "failure_rate_threshold": 0.5,
+            "slow_call_rate_threshold": 0.8,
+            "slow_call_duration_sec": min(downstream.timeout_sec, downstream.expected_latency_ms * 5 / 1000),
+            "minimum_calls": 10,
+            "window_sec": 60,
+            "open_duration_sec": 30,
+            "probe_lease_sec": downstream.timeout_sec * 2,
+        },
+        sort_keys=True,
+    )
+
+
 class SharedLimitsStack(Stack):
     def __init__(self, scope: Construct, construct_id: str, *, config: AppConfig, **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        self.tunables = TunableParameters(
+        removal_policy = RemovalPolicy.DESTROY if config.removal_policy == "destroy" else RemovalPolicy.RETAIN
+        documents = {}
+        for downstream in config.downstreams:
+            documents[downstream_tunables_key(downstream)] = downstream_tunables_seed(downstream)
+            documents[breaker_tunables_key(downstream)] = breaker_tunables_seed(downstream)
+        self.tunables = TunableParameters(self, "Tunables", prefix=config.ssm_prefix, documents=documents)
+
+        self.rate_limiter = RateLimiterTable(self, "RateLimiter", removal_policy=removal_policy)
+        self.semaphores = SemaphoreTable(self, "Semaphores", removal_policy=removal_policy)
+        self.breakers = CircuitBreakerTable(self, "CircuitBreakers", removal_policy=removal_policy)
+
+        # Leases of owners that died (a timed-out Lambda, an aborted execution) would hold permits
+        # until the next contended acquire reclaims them; the sweep frees them within a minute.
+        self.lease_reclaimer = HandlerFunction(
             self,
-            "Tunables",
-            prefix=config.ssm_prefix,
-            documents={downstream_tunables_key(d): downstream_tunables_seed(d) for d in config.downstreams},
+            "LeaseReclaimer",
+            handler="handlers.reclaim_leases.handler",
+            service="lease-reclaimer",
+            description="Removes semaphore leases whose owners died",
+            log_retention_days=config.log_retention_days,
+            powertools_layer_version=config.powertools_layer_version,
+            removal_policy=removal_policy,
+            timeout_sec=60,
+            reserved_concurrency=1,
+            environment={"SEMAPHORE_TABLE_NAME": self.semaphores.table.table_name},
         )
+        self.semaphores.grant_reclaim(self.lease_reclaimer.function)
+        events.Rule(
+            self,
+            "LeaseReclaimSchedule",
+            description="Sweep expired semaphore leases every minute",
+            schedule=events.Schedule.rate(Duration.minutes(1)),
+            targets=[targets.LambdaFunction(self.lease_reclaimer.function, retry_attempts=0)],
+        )
+
+        CfnOutput(self, "RateLimiterTableName", value=self.rate_limiter.table.table_name)
+        CfnOutput(self, "SemaphoreTableName", value=self.semaphores.table.table_name)
+        CfnOutput(self, "CircuitBreakerTableName", value=self.breakers.table.table_name)
+        CfnOutput(self, "LeaseReclaimerName", value=self.lease_reclaimer.function.function_name)

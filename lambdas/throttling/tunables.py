@@ -1,7 +1,8 @@
-"""Operator- and controller-tunable limits of one downstream, read from SSM Parameter Store.
+"""Operator- and controller-tunable limits, read from SSM Parameter Store.
 
-The CDK app seeds one JSON document per downstream under `/throttling/<stage>/downstreams/<name>`;
-operators and the controller own it afterwards. A bad value must never take a consumer down, so:
+The CDK app seeds JSON documents under `/throttling/<stage>/`: one per downstream
+(`downstreams/<name>`: rate, burst, concurrency) and one per circuit breaker (`breakers/<name>`);
+operators and the controller own them afterwards. A bad value must never take a consumer down, so:
 - a field out of range is clamped into range and logged as a warning;
 - a document that does not parse (bad JSON, wrong type, missing field) or a failed read is refused:
   the last good value stays in force and an error is logged; before any good value was seen, the
@@ -15,7 +16,9 @@ import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+from throttling.circuit_breaker import BreakerPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -48,15 +51,20 @@ class DownstreamTunables:
         return json.dumps(asdict(self), sort_keys=True)
 
 
+T = TypeVar("T")
+
+
 @dataclass(frozen=True)
-class Clamped:
+class Clamped(Generic[T]):
     """A parsed document and the fields that had to be clamped (empty when it was within range)."""
 
-    tunables: DownstreamTunables
+    tunables: T
     clamped_fields: tuple[str, ...]
 
 
-def parse_tunables(raw: str | Mapping[str, Any], *, ceiling_rate_per_sec: float | None = None) -> Clamped:
+def parse_tunables(
+    raw: str | Mapping[str, Any], *, ceiling_rate_per_sec: float | None = None
+) -> Clamped[DownstreamTunables]:
     """Parse and clamp a tunables document; raise `InvalidTunables` when it cannot be used.
 
     `ceiling_rate_per_sec` is the downstream's contractual limit: a rate above it is clamped to it,
@@ -87,49 +95,64 @@ def parse_tunables(raw: str | Mapping[str, Any], *, ceiling_rate_per_sec: float 
     )
 
 
-class TunablesReader:
-    """Reads one downstream's tunables with a short cache, and never lets a bad value through.
+def parse_breaker_policy(raw: str | Mapping[str, Any]) -> Clamped[BreakerPolicy]:
+    """Parse a breaker's tunables document; every field is optional and defaults as in `BreakerPolicy`."""
+    document = _as_mapping(raw)
+    known = set(BreakerPolicy.__dataclass_fields__)
+    unknown = set(document) - known
+    if unknown:
+        raise InvalidTunables(f"unknown breaker fields {sorted(unknown)}; known: {sorted(known)}")
+    try:
+        return Clamped(BreakerPolicy(**document), ())
+    except (TypeError, ValueError) as error:
+        raise InvalidTunables(str(error)) from None
+
+
+class TunablesReader(Generic[T]):
+    """Reads one tunables document with a short cache, and never lets a bad value through.
 
     `fetch` returns the raw parameter value; in Lambda it is Powertools' SSM provider (which caches
-    for `max_age_sec`), injected so tests and the lab can pass a plain function.
+    for `max_age_sec`), injected so tests and the lab can pass a plain function. `parse` turns it
+    into a value or raises `InvalidTunables` (downstream limits by default).
     """
 
     def __init__(
         self,
         parameter_name: str,
         *,
-        defaults: DownstreamTunables,
+        defaults: T,
         fetch: Callable[[str], str],
         ceiling_rate_per_sec: float | None = None,
+        parse: Callable[[str], Clamped[T]] | None = None,
     ) -> None:
         self.parameter_name = parameter_name
         self._fetch = fetch
-        self._ceiling = ceiling_rate_per_sec
+        self._parse = parse or (lambda raw: parse_tunables(raw, ceiling_rate_per_sec=ceiling_rate_per_sec))
         self._last_good = defaults
 
-    def get(self) -> DownstreamTunables:
+    def get(self) -> T:
         try:
             raw = self._fetch(self.parameter_name)
         except Exception as error:  # noqa: BLE001 - any read failure must fall back, not crash-loop
             logger.error(
                 "could not read tunables; keeping the last good value",
-                extra={"parameter": self.parameter_name, "error": repr(error), "in_force": asdict(self._last_good)},
+                extra={"parameter": self.parameter_name, "error": repr(error), "in_force": _describe(self._last_good)},
             )
             return self._last_good
         try:
-            result = parse_tunables(raw, ceiling_rate_per_sec=self._ceiling)
+            result = self._parse(raw)
         except InvalidTunables as error:
             logger.error(
                 "refused an invalid tunables document; keeping the last good value",
                 extra={"parameter": self.parameter_name, "error": str(error), "value": str(raw)[:500],
-                       "in_force": asdict(self._last_good)},
+                       "in_force": _describe(self._last_good)},
             )
             return self._last_good
         if result.clamped_fields:
             logger.warning(
                 "tunables out of range were clamped",
                 extra={"parameter": self.parameter_name, "clamped": list(result.clamped_fields),
-                       "value": str(raw)[:500], "in_force": asdict(result.tunables)},
+                       "value": str(raw)[:500], "in_force": _describe(result.tunables)},
             )
         self._last_good = result.tunables
         return result.tunables
@@ -158,6 +181,10 @@ def defaults_from_environment(raw: str | None, fallback: DownstreamTunables) -> 
         logger.error("deploy-time tunables defaults are invalid; using built-in fallback",
                      extra={"error": str(error), "value": raw[:500]})
         return fallback
+
+
+def _describe(value: Any) -> Any:
+    return asdict(value) if hasattr(value, "__dataclass_fields__") else value
 
 
 def _as_mapping(raw: str | Mapping[str, Any]) -> Mapping[str, Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from aws_cdk.assertions import Template
 
-from throttling.tunables import parse_tunables
+from throttling.tunables import parse_breaker_policy, parse_tunables
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -17,13 +17,20 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_every_seeded_tunable_parses_on_the_lambda_side_unclamped(dev_assembly, dev_config):
     stacks, _ = dev_assembly
     parameters = Template.from_stack(stacks["shared_limits"]).find_resources("AWS::SSM::Parameter")
-    assert parameters
+    kinds = set()
     for parameter in parameters.values():
-        name = parameter["Properties"]["Name"]
-        downstream = dev_config.downstream(name.rsplit("/", 1)[-1])
+        name, value = parameter["Properties"]["Name"], parameter["Properties"]["Value"]
+        kind, downstream_name = name.removeprefix("/throttling/dev/").split("/")
+        downstream = dev_config.downstream(downstream_name)
+        kinds.add(kind)
         # THEN it parses, within range, under its downstream's ceiling
-        result = parse_tunables(parameter["Properties"]["Value"], ceiling_rate_per_sec=downstream.rate_limit_per_sec)
+        if kind == "downstreams":
+            result = parse_tunables(value, ceiling_rate_per_sec=downstream.rate_limit_per_sec)
+        else:
+            result = parse_breaker_policy(value)
         assert result.clamped_fields == (), name
+    # AND no kind of document was left unchecked
+    assert kinds == {"downstreams", "breakers"}
 
 
 def test_the_defaults_each_function_carries_equal_its_seed(dev_assembly):

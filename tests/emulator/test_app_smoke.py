@@ -30,10 +30,14 @@ def test_every_stack_is_deployed_with_its_resources(deployed, cloud, dev_config)
     # AND every tunable is seeded under the stage prefix
     ssm = cloud.client("ssm")
     names = {p["Name"] for p in ssm.get_parameters_by_path(Path="/throttling/dev", Recursive=True)["Parameters"]}
-    assert names == {f"/throttling/dev/downstreams/{d.name}" for d in dev_config.downstreams}
+    assert names == {f"/throttling/dev/{kind}/{d.name}" for d in dev_config.downstreams
+                     for kind in ("downstreams", "breakers")}
     # AND every caller function exists with its environment
     functions = cloud.client("lambda").list_functions()["Functions"]
     assert len([f for f in functions if "Caller" in f["FunctionName"]]) == len(dev_config.downstreams)
+    # AND the limit tables exist
+    tables = cloud.client("dynamodb").list_tables()["TableNames"]
+    assert len([t for t in tables if t.startswith("Throttling-dev-SharedLimits")]) == 3
 
 
 def test_a_deployed_handler_calls_the_downstream(cloud, crm_caller, fresh_simulators):

@@ -22,7 +22,7 @@ def workflows(dev_assembly) -> Template:
 
 def test_one_tunables_document_per_downstream_under_the_stage_prefix(shared_limits, dev_config):
     # THEN each downstream has its parameter, seeded with its contract rate and Little's-law concurrency
-    shared_limits.resource_count_is("AWS::SSM::Parameter", len(dev_config.downstreams))
+    shared_limits.resource_count_is("AWS::SSM::Parameter", 2 * len(dev_config.downstreams))
     crm = shared_limits.find_resources(
         "AWS::SSM::Parameter", {"Properties": {"Name": "/throttling/dev/downstreams/crm"}}
     )
@@ -30,6 +30,46 @@ def test_one_tunables_document_per_downstream_under_the_stage_prefix(shared_limi
     assert json.loads(resource["Properties"]["Value"]) == {
         "burst": 10, "max_concurrency": 2, "mode": "auto", "rate_per_sec": 10.0,
     }
+
+
+def test_each_downstream_has_a_breaker_policy_whose_probe_outlives_its_slowest_call(shared_limits, dev_config):
+    for downstream in dev_config.downstreams:
+        (resource,) = shared_limits.find_resources(
+            "AWS::SSM::Parameter", {"Properties": {"Name": f"/throttling/dev/breakers/{downstream.name}"}}
+        ).values()
+        policy = json.loads(resource["Properties"]["Value"])
+        assert policy["probe_lease_sec"] > downstream.timeout_sec
+        assert policy["slow_call_duration_sec"] <= downstream.timeout_sec
+
+
+def test_limit_tables_are_on_demand_encrypted_recoverable_and_expire_idle_items(shared_limits):
+    shared_limits.resource_count_is("AWS::DynamoDB::Table", 3)
+    shared_limits.all_resources_properties(
+        "AWS::DynamoDB::Table",
+        {
+            "BillingMode": "PAY_PER_REQUEST",
+            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+            "SSESpecification": {"SSEEnabled": True},
+            "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+            "TimeToLiveSpecification": {"AttributeName": "expires_at", "Enabled": True},
+        },
+    )
+
+
+def test_expired_leases_are_swept_every_minute_by_a_function_that_may_only_scan_and_update(shared_limits):
+    shared_limits.has_resource_properties("AWS::Events::Rule", {"ScheduleExpression": "rate(1 minute)",
+                                                                "State": "ENABLED"})
+    shared_limits.has_resource_properties("AWS::Lambda::Function", {
+        "Handler": "handlers.reclaim_leases.handler", "ReservedConcurrentExecutions": 1})
+    statements = [
+        statement
+        for policy in shared_limits.find_resources("AWS::IAM::Policy").values()
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if any(str(a).startswith("dynamodb:") for a in _list(statement["Action"]))
+    ]
+    assert [sorted(_list(s["Action"])) for s in statements] == [
+        ["dynamodb:GetItem", "dynamodb:Scan", "dynamodb:UpdateItem"]
+    ]
 
 
 def test_each_downstream_gets_its_own_caller(workflows, dev_config):

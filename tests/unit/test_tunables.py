@@ -7,11 +7,13 @@ import logging
 
 import pytest
 
+from throttling.circuit_breaker import BreakerPolicy
 from throttling.tunables import (
     DownstreamTunables,
     InvalidTunables,
     TunablesReader,
     defaults_from_environment,
+    parse_breaker_policy,
     parse_tunables,
 )
 
@@ -123,3 +125,30 @@ def test_defaults_from_environment():
 def test_document_round_trips():
     tunables = DownstreamTunables(2.5, 3, 4, "manual")
     assert parse_tunables(tunables.to_document()).tunables == tunables
+
+
+def test_breaker_documents_parse_with_defaults_for_missing_fields():
+    policy = parse_breaker_policy('{"failure_rate_threshold": 0.25, "open_duration_sec": 10}').tunables
+    assert (policy.failure_rate_threshold, policy.open_duration_sec, policy.minimum_calls) == (0.25, 10, 10)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ('{"failure_rate_threshold": 2}', "failure_rate_threshold must be a rate in (0, 1], got 2"),
+        ('{"minimum_calls": 0}', "minimum_calls must be an int >= 1, got 0"),
+        ('{"open_for": 3}', "unknown breaker fields ['open_for']"),
+    ],
+)
+def test_bad_breaker_documents_are_refused(raw, message):
+    with pytest.raises(InvalidTunables) as error:
+        parse_breaker_policy(raw)
+    assert message in str(error.value)
+
+
+def test_a_breaker_reader_keeps_its_last_good_policy():
+    store = FakeParameterStore('{"minimum_calls": 4}')
+    reader = TunablesReader("/b", defaults=BreakerPolicy(), fetch=store.fetch, parse=parse_breaker_policy)
+    assert reader.get().minimum_calls == 4
+    store.value = '{"minimum_calls": -1}'
+    assert reader.get().minimum_calls == 4

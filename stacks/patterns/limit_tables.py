@@ -1,0 +1,82 @@
+"""The DynamoDB tables behind the shared limits: a sharded rate limiter, lease semaphores and circuit breakers.
+
+All three are on-demand, encrypted, point-in-time recoverable, and keyed by one string `pk`; the
+item layouts live with their adapters in `lambdas/throttling/dynamodb_limits.py`. Each construct
+grants exactly the actions one side needs, and exposes the metrics that tell whether a limit is
+biting (`ConditionalCheckFailedRequests` is a denied acquire) or the table itself is throttled.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+TTL_ATTRIBUTE = "expires_at"
+
+
+class _LimitTable(Construct):
+    """One on-demand table keyed by `pk`, with TTL on `expires_at`."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, removal_policy: RemovalPolicy) -> None:
+        super().__init__(scope, construct_id)
+        self.table = dynamodb.Table(
+            self,
+            "Table",
+            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            encryption=dynamodb.TableEncryption.AWS_MANAGED,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            time_to_live_attribute=TTL_ATTRIBUTE,
+            removal_policy=removal_policy,
+        )
+
+    def metric_denied(self, operation: str = "UpdateItem", **props) -> cloudwatch.Metric:
+        """Conditional writes that failed: each one is an acquire the limit refused."""
+        return self.table.metric("ConditionalCheckFailedRequests", statistic="Sum", period=Duration.minutes(1),
+                                 dimensions_map={"TableName": self.table.table_name, "Operation": operation}, **props)
+
+    def metric_throttled(self, **props) -> cloudwatch.Metric:
+        """Requests DynamoDB itself throttled: a hot partition, the reason to add shards."""
+        return self.table.metric_throttled_requests_for_operations(
+            operations=[dynamodb.Operation.UPDATE_ITEM, dynamodb.Operation.GET_ITEM], period=Duration.minutes(1),
+            **props,
+        )
+
+    def metric_consumed_writes(self, **props) -> cloudwatch.Metric:
+        return self.table.metric_consumed_write_capacity_units(period=Duration.minutes(1), **props)
+
+
+class RateLimiterTable(_LimitTable):
+    """GCRA state, one item per shard of each logical bucket (`<bucket>#<shard>`), idle shards expiring by TTL."""
+
+    def grant_acquire(self, grantee: iam.IGrantable) -> iam.Grant:
+        """One conditional UpdateItem per attempt; no read is ever needed."""
+        return self.table.grant(grantee, "dynamodb:UpdateItem")
+
+
+class SemaphoreTable(_LimitTable):
+    """One item per semaphore: a map of owner -> lease expiry and a count, so one UpdateItem takes a lease."""
+
+    def grant_acquire_release(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Take, renew and release leases, and reclaim expired ones on contention (which reads the item)."""
+        return self.table.grant(grantee, "dynamodb:UpdateItem", "dynamodb:GetItem", "dynamodb:PutItem")
+
+    def grant_reclaim(self, grantee: iam.IGrantable) -> iam.Grant:
+        """The cleanup sweep: scan for semaphores and remove leases whose owners died."""
+        return self.table.grant(grantee, "dynamodb:Scan", "dynamodb:GetItem", "dynamodb:UpdateItem")
+
+
+class CircuitBreakerTable(_LimitTable):
+    """One item per breaker; workflows branch on it with a `dynamodb:getItem` task and no Lambda."""
+
+    def grant_read_state(self, grantee: iam.IGrantable) -> iam.Grant:
+        return self.table.grant(grantee, "dynamodb:GetItem")
+
+    def grant_update(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Record outcomes and move the breaker (optimistic writes guarded by a version)."""
+        return self.table.grant(grantee, "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem")
