@@ -11,6 +11,7 @@ moto's process-wide backends, so run one LocalCloud per process at a time.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -24,6 +25,11 @@ from botocore.config import Config
 
 from localcloud import moto_patches
 from localcloud.deployer import DeployedStack, Deployer
+from localcloud.event_source_poller import (
+    EventSourcePollerManager,
+    InvocationResult,
+    disable_moto_synchronous_sqs_trigger,
+)
 from localcloud.lambda_runtime import LambdaRuntime
 
 ACCOUNT_ID = "123456789012"  # moto's default account
@@ -46,6 +52,7 @@ class LocalCloud:
         self._undo: list[Any] = []
         self._saved_env: dict[str, str | None] = {}
         self.lambda_runtime: LambdaRuntime | None = None
+        self.event_sources: EventSourcePollerManager | None = None
         self.stacks: dict[str, DeployedStack] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -70,9 +77,17 @@ class LocalCloud:
         ]
         self.lambda_runtime = LambdaRuntime(endpoint_url=self.endpoint_url, region=self.region, work_dir=self.work_dir)
         self._undo.append(self.lambda_runtime.install())
+        # SQS event sources are polled the way Lambda does (batches, window, maximum concurrency,
+        # partial batch responses) instead of moto's one-message call inside SendMessage.
+        self._undo.append(disable_moto_synchronous_sqs_trigger())
+        self.event_sources = EventSourcePollerManager(
+            invoke=self._invoke_for_event_source, sqs_client_factory=lambda region: self.client("sqs")
+        )
         return self
 
     def stop(self) -> None:
+        if self.event_sources:
+            self.event_sources.stop_all()
         if self.lambda_runtime:
             self.lambda_runtime.shutdown()
         if self._server:
@@ -123,7 +138,18 @@ class LocalCloud:
         )
         deployed = deployer.deploy(Path(cdk_out))
         self.stacks.update(deployed)
+        assert self.event_sources is not None
+        self.event_sources.sync()
         return deployed
+
+    def _invoke_for_event_source(self, function_name: str, event: dict[str, Any]) -> InvocationResult:
+        """How an event-source poller invokes a function: through moto's backend to the Lambda runtime."""
+        from moto.awslambda.models import lambda_backends
+
+        assert self.lambda_runtime is not None
+        function = lambda_backends[self.account_id][self.region].get_function(function_name)
+        payload, errored, _ = self.lambda_runtime.invoke(function, event)
+        return InvocationResult(payload=json.loads(payload) if payload else None, errored=errored)
 
     def _set_env(self, values: dict[str, str]) -> None:
         for name, value in values.items():

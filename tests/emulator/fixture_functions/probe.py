@@ -21,3 +21,9 @@ def fail(event, context):
 def sleep(event, context):
     time.sleep(event["sec"])
     return {"slept": event["sec"]}
+
+
+def partial_batch(event, context):
+    """Fail the records whose body is "poison"; report them as partial batch failures."""
+    failures = [{"itemIdentifier": r["messageId"]} for r in event["Records"] if r["body"] == "poison"]
+    return {"batchItemFailures": failures, "batch_size": len(event["Records"])}
