@@ -30,8 +30,8 @@ def downstream_tunables_seed(downstream: DownstreamConfig) -> str:
     """The first value of a downstream's limits (the Lambda side parses it: see the contract test)."""
     return json.dumps(
         {
-            "rate_per_sec": downstream.rate_limit_per_sec,
-            "burst": downstream.burst,
+            "rate_per_sec": downstream.planned_rate_per_sec,
+            "burst": downstream.planned_burst,
             "max_concurrency": downstream.default_max_concurrency,
             "mode": "auto",
         },

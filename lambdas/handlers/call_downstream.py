@@ -2,23 +2,33 @@
 
 Event: `{"method": "GET", "path": "/users/42", "body": {...}?, "correlation_id": "..."?}`.
 Answer: the downstream's status and JSON body, its latency, and the tunables in force for it.
-A 429, 5xx or timeout raises the error a workflow retries on (see `throttling.downstream_client`).
+
+Every call first takes a token from the shared limiter (one logical bucket per downstream, shared
+by every execution and environment), so the downstream's limit holds whatever the concurrency and
+latency. A refusal shorter than `LIMITER_MAX_WAIT_SEC` is waited out here (cheaper than a workflow
+round trip); a longer one raises `RateLimited` with the wait for the workflow. A 429, 5xx or
+timeout raises the error a workflow retries on (see `throttling.downstream_client`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
+import boto3
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from throttling.downstream_client import DownstreamClient, DownstreamThrottled, DownstreamUnavailable
+from throttling.downstream_client import DownstreamClient, DownstreamThrottled, DownstreamUnavailable, RateLimited
+from throttling.dynamodb_limits import DynamoDbRateLimiter
+from throttling.rate_limiter import RatePolicy
 from throttling.tunables import DownstreamTunables, TunablesReader, defaults_from_environment, powertools_ssm_fetch
 
 DOWNSTREAM = os.environ["DOWNSTREAM_NAME"]
+LIMITER_MAX_WAIT_SEC = float(os.environ.get("LIMITER_MAX_WAIT_SEC", "1"))
 logger = Logger()
 metrics = Metrics()
 
@@ -31,6 +41,7 @@ tunables = TunablesReader(
     fetch=powertools_ssm_fetch(max_age_sec=int(os.environ.get("TUNABLES_CACHE_SEC", "5"))),
     ceiling_rate_per_sec=float(os.environ["DOWNSTREAM_RATE_LIMIT_PER_SEC"]),
 )
+limiter = DynamoDbRateLimiter(os.environ["RATE_LIMITER_TABLE_NAME"], client=boto3.client("dynamodb"))
 client = DownstreamClient(
     DOWNSTREAM,
     os.environ["DOWNSTREAM_BASE_URL"],
@@ -43,7 +54,10 @@ client = DownstreamClient(
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_dimension(name="Downstream", value=DOWNSTREAM)
     in_force = tunables.get()
+    take_token(RatePolicy(rate_per_sec=in_force.rate_per_sec, burst=in_force.burst), context)
     headers = {"X-Correlation-Id": logger.get_correlation_id() or context.aws_request_id}
+    if event.get("idempotency_key"):
+        headers["Idempotency-Key"] = str(event["idempotency_key"])
     metrics.add_metric(name="DownstreamCalls", unit=MetricUnit.Count, value=1)
     try:
         response = client.call(event.get("method", "GET"), event["path"], body=event.get("body"), headers=headers)
@@ -62,3 +76,22 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         "latency_ms": round(response.latency_ms, 1),
         "tunables_in_force": json.loads(in_force.to_document()),
     }
+
+
+def take_token(policy: RatePolicy, context: LambdaContext) -> None:
+    """Take one token, waiting out a short refusal; raise `RateLimited` for a long one."""
+    decision = limiter.try_acquire(DOWNSTREAM, policy)
+    if not decision.allowed and decision.retry_after_sec <= _affordable_wait_sec(context):
+        metrics.add_metric(name="LimiterWaitedMs", unit=MetricUnit.Milliseconds, value=decision.retry_after_sec * 1000)
+        time.sleep(decision.retry_after_sec)
+        decision = limiter.try_acquire(DOWNSTREAM, policy)
+    if not decision.allowed:
+        metrics.add_metric(name="RateLimited", unit=MetricUnit.Count, value=1)
+        raise RateLimited({"downstream": DOWNSTREAM, "retry_after_sec": round(decision.retry_after_sec, 3)})
+    metrics.add_metric(name="LimiterAdmitted", unit=MetricUnit.Count, value=1)
+
+
+def _affordable_wait_sec(context: LambdaContext) -> float:
+    """Wait in the function only while it leaves time for the call itself."""
+    remaining_sec = context.get_remaining_time_in_millis() / 1000 - client.timeout_sec
+    return max(0.0, min(LIMITER_MAX_WAIT_SEC, remaining_sec))

@@ -1,8 +1,9 @@
 """HTTP calls to a rate-limited downstream, with its answers turned into errors Step Functions can route.
 
-The exception class names are the error names workflows retry and catch on (`DownstreamThrottled`
-for a 429, `DownstreamUnavailable` for 5xx, timeouts and refused connections, `DownstreamRejected`
-for other 4xx, which retrying cannot fix). Their message is a JSON document so a workflow can read
+The exception class names are the error names workflows retry and catch on (`RateLimited` when our
+own shared limiter refused the call before it was sent, `DownstreamThrottled` for a 429,
+`DownstreamUnavailable` for 5xx, timeouts and refused connections, `DownstreamRejected` for other
+4xx, which retrying cannot fix). Their message is a JSON document so a workflow can read
 `retry_after_sec` from the error's cause and wait exactly as long as the downstream asked.
 """
 
@@ -26,6 +27,10 @@ class DownstreamError(Exception):
     def __init__(self, details: Mapping[str, Any]) -> None:
         self.details = dict(details)
         super().__init__(json.dumps(self.details, sort_keys=True))
+
+
+class RateLimited(DownstreamError):
+    """Our shared limiter had no token for this call; it was not sent. Wait `retry_after_sec`."""
 
 
 class DownstreamThrottled(DownstreamError):

@@ -1,0 +1,111 @@
+"""Unit tests of the DynamoDB adapters' own logic: number encoding, expression placeholders, validation, fail-open."""
+
+from __future__ import annotations
+
+import math
+import re
+from decimal import Decimal
+
+import pytest
+
+from throttling import dynamodb_limits as limits
+from throttling.circuit_breaker import BreakerPolicy, BreakerStatus
+from throttling.clock import FakeClock
+
+
+class StoreDown(Exception):
+    """What botocore raises for a throttled or failing request: a ClientError with a code other than a failed condition."""
+
+    response = {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}}
+
+
+class DownClient:
+    def __getattr__(self, operation):
+        def fail(**kwargs):
+            raise StoreDown(operation)
+
+        return fail
+
+
+class NoCallsClient:
+    def __getattr__(self, operation):
+        raise AssertionError(f"unexpected DynamoDB call {operation}")
+
+
+@pytest.mark.parametrize("value", [0.1, 1 / 3, 1e20, 1e-7, 1_700_000_000.125, 1_700_000_000.1, 3, 0.0])
+def test_numbers_round_trip_exactly_and_never_use_exponent_notation(value):
+    encoded = limits._number(value)["N"]
+    assert "e" not in encoded.lower()
+    assert float(Decimal(encoded)) == value
+
+
+@pytest.mark.parametrize("bad", [math.inf, math.nan, True, "1"])
+def test_numbers_refuse_what_dynamodb_cannot_store(bad):
+    with pytest.raises(ValueError, match="cannot store"):
+        limits._number(bad)
+
+
+def test_a_tat_with_more_digits_than_a_float_reads_as_a_lower_bound():
+    # GIVEN a TAT an ADD left with more digits than a float holds
+    stored = "1700000000.10000000000000000001"
+    # THEN it reads as the largest float not above it, so a denial proved from it is a true denial
+    tat = limits._tat_lower_bound({"tat": {"N": stored}})
+    assert Decimal(tat) <= Decimal(stored)
+    assert Decimal(math.nextafter(tat, math.inf)) > Decimal(stored)
+    assert limits._tat_lower_bound(None) is None and limits._tat_lower_bound({}) is None
+
+
+@pytest.mark.parametrize(
+    ("expressions", "names", "values"),
+    [
+        ((limits.RATE_LIMITER_UPDATE, limits.RATE_LIMITER_CONDITION), set(), {":new_tat", ":expires_at", ":based_on_tat"}),
+        (
+            (limits.RATE_LIMITER_BACKLOG_UPDATE, limits.RATE_LIMITER_BACKLOG_CONDITION),
+            set(),
+            {":cost_interval", ":expires_at", ":now", ":latest_tat"},
+        ),
+        ((limits.SEMAPHORE_ACQUIRE_UPDATE, limits.SEMAPHORE_ACQUIRE_CONDITION), {"#owner"}, {":expiry", ":one", ":limit"}),
+        ((limits.SEMAPHORE_RENEW_UPDATE, limits.SEMAPHORE_RENEW_CONDITION), {"#owner"}, {":expiry"}),
+        ((limits.SEMAPHORE_RELEASE_UPDATE, limits.SEMAPHORE_RELEASE_CONDITION), {"#owner"}, {":minus_one"}),
+        ((limits.SEMAPHORE_RECLAIM_UPDATE, limits.SEMAPHORE_RECLAIM_CONDITION), {"#owner"}, {":minus_one", ":seen_expiry"}),
+        ((limits.BREAKER_WRITE_CONDITION,), {"#version"}, {":read_version"}),
+    ],
+)
+def test_each_expression_pair_uses_exactly_the_documented_placeholders(expressions, names, values):
+    # DynamoDB rejects unused ExpressionAttributeValues, so an ASL task copying these must pass exactly these
+    text = " ".join(expressions)
+    assert set(re.findall(r"#\w+", text)) == names
+    assert set(re.findall(r":\w+", text)) == values
+
+
+def test_bad_arguments_fail_before_any_dynamodb_call():
+    semaphore = limits.DynamoDbSemaphore("t", client=NoCallsClient(), clock=FakeClock())
+    with pytest.raises(ValueError, match="limit must be an int >= 0, got -1"):
+        semaphore.acquire("crm", "me", limit=-1, lease_sec=10)
+    with pytest.raises(ValueError, match="lease_sec must be a finite number > 0, got 0"):
+        semaphore.acquire("crm", "me", limit=1, lease_sec=0)
+    with pytest.raises(ValueError, match="owner_id must be a non-empty string"):
+        semaphore.release("crm", "")
+    with pytest.raises(ValueError, match="max_attempts_per_shard must be an int >= 1, got 0"):
+        limits.DynamoDbRateLimiter("t", client=NoCallsClient(), max_attempts_per_shard=0)
+    with pytest.raises(ValueError, match="headroom"):
+        limits.DynamoDbRateLimiter("t", client=NoCallsClient(), headroom=2)
+
+
+def test_a_breaker_whose_store_is_down_admits_and_drops_outcomes_but_a_forced_open_raises():
+    # GIVEN every DynamoDB request fails (throttled, unreachable)
+    breaker = limits.DynamoDbCircuitBreaker("t", client=DownClient(), policy=BreakerPolicy(), clock=FakeClock())
+
+    # THEN calls go ahead (the breaker must not become the outage) and outcomes are dropped, not raised
+    admission = breaker.allow("crm", "caller")
+    assert admission.allowed and admission.status is BreakerStatus.CLOSED
+    breaker.record("crm", "caller", success=False, duration_sec=0.1)
+    # AND an operator's force_open says it did not happen
+    with pytest.raises(StoreDown):
+        breaker.force_open("crm", "alarm")
+
+
+def test_a_breaker_can_be_told_to_fail_closed_instead():
+    breaker = limits.DynamoDbCircuitBreaker("t", client=DownClient(), policy=BreakerPolicy(), fail_open=False)
+    with pytest.raises(StoreDown):
+        breaker.allow("crm", "caller")
