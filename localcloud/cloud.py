@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 import shutil
 import tempfile
 from pathlib import Path
@@ -62,6 +63,13 @@ class LocalCloud:
         # No request from this process may reach real AWS, whatever the caller's environment says.
         self._set_env({**FAKE_CREDENTIALS, "AWS_DEFAULT_REGION": self.region, "AWS_REGION": self.region})
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access-log line per request drowns the rest
+        # moto names each resource type its CloudFormation skips (queue and topic policies here); the
+        # README lists them once instead.
+        logging.getLogger("moto.cloudformation.parsing").setLevel(logging.ERROR)
+        # moto's interpreter logs every failed state (an expected Fail, an IsPresent miss) as an error;
+        # executions report their own failures through DescribeExecution and the history.
+        logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
+        warnings.filterwarnings("ignore", message="Tried to parse .* but it's not supported by moto's CloudFormation")
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self._server.start()
         host, port = self._server.get_host_and_port()
@@ -71,9 +79,14 @@ class LocalCloud:
         self._undo += [
             moto_patches.enable_state_machine_execution(),
             moto_patches.apply_executing_state_machines_from_cloudformation(),
+            moto_patches.apply_definition_substitutions_from_cloudformation(),
+            moto_patches.apply_rfc3339_timestamps_in_choice(),
             moto_patches.apply_atomic_dynamodb(),
             moto_patches.apply_jsonata(),
             moto_patches.apply_ssm_parameter_tags_from_cloudformation(),
+            moto_patches.apply_cloudwatch_percentiles(),
+            moto_patches.apply_kms_key_tags_from_cloudformation(),
+            moto_patches.apply_cloudwatch_alarms_from_cloudformation(),
         ]
         self.lambda_runtime = LambdaRuntime(endpoint_url=self.endpoint_url, region=self.region, work_dir=self.work_dir)
         self._undo.append(self.lambda_runtime.install())
@@ -96,8 +109,11 @@ class LocalCloud:
         for undo in reversed(self._undo):
             undo()
         self._undo.clear()
+        # moto's backends are process-wide: forget everything, so the next LocalCloud starts empty.
+        from moto.core.base_backend import BackendDict
         from moto.core.models import reset_model_data
 
+        BackendDict.reset()
         reset_model_data()
         for name, value in self._saved_env.items():
             if value is None:

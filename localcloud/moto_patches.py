@@ -7,6 +7,8 @@ limitation by running without the fix.
 from __future__ import annotations
 
 import json
+import math
+import re
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -134,3 +136,311 @@ def apply_ssm_parameter_tags_from_cloudformation() -> Undo:
         Parameter.create_from_cloudformation_json = classmethod(original)  # type: ignore[assignment]
 
     return undo
+
+
+def apply_cloudwatch_percentiles() -> Undo:
+    """Answer percentile statistics (`p50`, `p99`, `p99.9`) in `GetMetricData`.
+
+    moto limitation: its statistics are Sum, Average, Minimum, Maximum and SampleCount only; for a
+    percentile it puts None among a result's values and the response fails to serialize (a 500 in
+    server mode). CloudWatch computes percentiles from every value put (EMF and `Values`/`Counts`
+    keep them all), which moto stores as single values: the nearest-rank percentile of those is
+    what this answers. A period holding only `StatisticValues` has no percentile, and its
+    datapoint is left out, as CloudWatch leaves out periods without data.
+    """
+    from moto.cloudwatch.models import CloudWatchBackend, Statistics
+
+    if getattr(Statistics.get_statistics_for_type, "_localcloud_original", None) is not None:
+        return remove_cloudwatch_percentiles
+    original_statistic = Statistics.get_statistics_for_type
+    original_get_metric_data = CloudWatchBackend.get_metric_data
+    percentile = re.compile(r"p(\d{1,2}(?:\.\d+)?|100)")
+
+    def get_statistics_for_type(self: Any, stat: str) -> Any:
+        match = percentile.fullmatch(stat)
+        if match is None:
+            return original_statistic(self, stat)
+        values = sorted(self.metric_single_values_list)
+        if not values:
+            return None
+        rank = max(1, math.ceil(float(match.group(1)) / 100 * len(values)))
+        return values[rank - 1]
+
+    def get_metric_data(self: Any, *args: Any, **kwargs: Any) -> Any:
+        results = original_get_metric_data(self, *args, **kwargs)
+        for result in results:
+            kept = [(t, v) for t, v in zip(result.get("timestamps", []), result.get("values", [])) if v is not None]
+            result["timestamps"] = [t for t, _ in kept]
+            result["values"] = [v for _, v in kept]
+        return results
+
+    get_statistics_for_type._localcloud_original = original_statistic  # type: ignore[attr-defined]
+    get_metric_data._localcloud_original = original_get_metric_data  # type: ignore[attr-defined]
+    Statistics.get_statistics_for_type = get_statistics_for_type  # type: ignore[method-assign]
+    CloudWatchBackend.get_metric_data = get_metric_data  # type: ignore[method-assign]
+    return remove_cloudwatch_percentiles
+
+
+def remove_cloudwatch_percentiles() -> None:
+    """Undo `apply_cloudwatch_percentiles` (tests use it to show the failure the fix removes)."""
+    from moto.cloudwatch.models import CloudWatchBackend, Statistics
+
+    original = getattr(Statistics.get_statistics_for_type, "_localcloud_original", None)
+    if original is not None:
+        Statistics.get_statistics_for_type = original  # type: ignore[method-assign]
+    original = getattr(CloudWatchBackend.get_metric_data, "_localcloud_original", None)
+    if original is not None:
+        CloudWatchBackend.get_metric_data = original  # type: ignore[method-assign]
+
+
+def apply_kms_key_tags_from_cloudformation() -> Undo:
+    """Accept `AWS::KMS::Key` tags in CloudFormation's shape.
+
+    moto limitation: CloudFormation gives this resource's `Tags` as `[{"Key": ..., "Value": ...}]`,
+    but moto's handler passes them on to KMS's tagger, which expects KMS's own
+    `[{"TagKey": ..., "TagValue": ...}]`, and the stack fails with a KeyError (any tagged key, and
+    CDK tags every resource of a stack tagged with `Tags.of(stack)`).
+    """
+    from moto.kms.models import Key
+
+    original = Key.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
+    if getattr(original, "_localcloud_original", None) is not None:
+        return remove_kms_key_tags_from_cloudformation
+
+    def create_from_cloudformation_json(cls: Any, resource_name: str, cloudformation_json: Any, *args: Any,
+                                        **kwargs: Any) -> Any:
+        tags = cloudformation_json.get("Properties", {}).get("Tags")
+        if isinstance(tags, list) and all(isinstance(t, dict) and "Key" in t for t in tags):
+            properties = {**cloudformation_json["Properties"],
+                          "Tags": [{"TagKey": t["Key"], "TagValue": t.get("Value", "")} for t in tags]}
+            cloudformation_json = {**cloudformation_json, "Properties": properties}
+        return original(cls, resource_name, cloudformation_json, *args, **kwargs)
+
+    create_from_cloudformation_json._localcloud_original = original  # type: ignore[attr-defined]
+    Key.create_from_cloudformation_json = classmethod(create_from_cloudformation_json)  # type: ignore[assignment]
+    return remove_kms_key_tags_from_cloudformation
+
+
+def remove_kms_key_tags_from_cloudformation() -> None:
+    """Undo `apply_kms_key_tags_from_cloudformation` (tests use it to show the failure the fix removes)."""
+    from moto.kms.models import Key
+
+    original = getattr(Key.create_from_cloudformation_json.__func__, "_localcloud_original", None)  # type: ignore[attr-defined]
+    if original is not None:
+        Key.create_from_cloudformation_json = classmethod(original)  # type: ignore[assignment]
+
+
+class _CloudFormationAlarm:
+    """`AWS::CloudWatch::Alarm` for moto's CloudFormation, backed by moto's own `PutMetricAlarm`."""
+
+    def __init__(self, alarm: Any) -> None:
+        self.alarm = alarm
+        self.physical_resource_id = alarm.name  # what Ref answers, as in AWS
+
+    def get_cfn_attribute(self, attribute: str) -> Any:
+        if attribute == "Arn":
+            return self.alarm.alarm_arn
+        from moto.cloudformation.exceptions import UnformattedGetAttTemplateException
+
+        raise UnformattedGetAttTemplateException()
+
+    def is_created(self) -> bool:
+        return True
+
+    @staticmethod
+    def cloudformation_name_type() -> str:
+        return "AlarmName"
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::CloudWatch::Alarm"
+
+    @classmethod
+    def update_from_cloudformation_json(cls, original_resource: Any, new_resource_name: str, cloudformation_json: Any,
+                                        account_id: str, region_name: str) -> _CloudFormationAlarm:
+        # PutMetricAlarm on the same name replaces the alarm, as an update does.
+        return cls.create_from_cloudformation_json(new_resource_name, cloudformation_json, account_id, region_name)
+
+    @classmethod
+    def delete_from_cloudformation_json(cls, resource_name: str, cloudformation_json: Any, account_id: str,
+                                        region_name: str) -> None:
+        from moto.cloudwatch.models import cloudwatch_backends
+
+        name = cloudformation_json.get("Properties", {}).get("AlarmName") or resource_name
+        cloudwatch_backends[account_id][region_name].delete_alarms([name])
+
+    @classmethod
+    def has_cfn_attr(cls, attribute: str) -> bool:
+        return attribute == "Arn"
+
+    @classmethod
+    def create_from_cloudformation_json(cls, resource_name: str, cloudformation_json: Any, account_id: str,
+                                        region_name: str, **kwargs: Any) -> _CloudFormationAlarm:
+        from moto.cloudwatch.models import Dimension, Metric, MetricDataQuery, MetricStat, cloudwatch_backends
+
+        properties = cloudformation_json.get("Properties", {})
+        queries = None
+        if properties.get("Metrics"):
+            queries = []
+            for query in properties["Metrics"]:
+                stat = query.get("MetricStat")
+                metric_stat = None
+                if stat:
+                    metric = stat["Metric"]
+                    metric_stat = MetricStat(
+                        metric=Metric(metric_name=metric["MetricName"], namespace=metric.get("Namespace"),
+                                      dimensions=[Dimension(d["Name"], d["Value"]) for d in metric.get("Dimensions", [])]),
+                        period=stat.get("Period"), stat=stat.get("Stat"), unit=stat.get("Unit"))
+                queries.append(MetricDataQuery(query_id=query["Id"], label=query.get("Label"), period=query.get("Period"),
+                                               return_data=query.get("ReturnData"), expression=query.get("Expression"),
+                                               metric_stat=metric_stat))
+        alarm = cloudwatch_backends[account_id][region_name].put_metric_alarm(
+            name=properties.get("AlarmName") or resource_name,
+            namespace=properties.get("Namespace"),
+            metric_name=properties.get("MetricName"),
+            comparison_operator=properties["ComparisonOperator"],
+            evaluation_periods=int(properties["EvaluationPeriods"]),
+            period=properties.get("Period"),
+            threshold=float(properties["Threshold"]) if "Threshold" in properties else None,
+            statistic=properties.get("Statistic"),
+            extended_statistic=properties.get("ExtendedStatistic"),
+            description=properties.get("AlarmDescription"),
+            dimensions=properties.get("Dimensions", []),
+            alarm_actions=properties.get("AlarmActions", []),
+            ok_actions=properties.get("OKActions", []),
+            insufficient_data_actions=properties.get("InsufficientDataActions", []),
+            metric_data_queries=queries,
+            datapoints_to_alarm=properties.get("DatapointsToAlarm"),
+            unit=properties.get("Unit"),
+            actions_enabled=properties.get("ActionsEnabled", True),
+            treat_missing_data=properties.get("TreatMissingData"),
+            tags=properties.get("Tags"),
+        )
+        return cls(alarm)
+
+
+def apply_cloudwatch_alarms_from_cloudformation() -> Undo:
+    """Create `AWS::CloudWatch::Alarm` resources of a CloudFormation stack (moto's `PutMetricAlarm`).
+
+    moto limitation: its CloudFormation skips alarms (not supported), so the alarms of a deployed
+    stack do not exist, and anything that takes an alarm's ARN (`Fn::GetAtt [Alarm, Arn]`, e.g. a
+    dashboard's alarm status widget or a composite alarm) fails the whole stack. moto still
+    evaluates no alarm and runs no action: the alarms exist to be described.
+    """
+    import moto.cloudformation.parsing as parsing
+
+    original = parsing.resource_class_from_type
+    if getattr(original, "_localcloud_original", None) is not None:
+        return remove_cloudwatch_alarms_from_cloudformation
+
+    def resource_class_from_type(resource_type: str) -> Any:
+        if resource_type == _CloudFormationAlarm.cloudformation_type():
+            return _CloudFormationAlarm
+        return original(resource_type)
+
+    resource_class_from_type._localcloud_original = original  # type: ignore[attr-defined]
+    parsing.resource_class_from_type = resource_class_from_type
+    return remove_cloudwatch_alarms_from_cloudformation
+
+
+def remove_cloudwatch_alarms_from_cloudformation() -> None:
+    """Undo `apply_cloudwatch_alarms_from_cloudformation` (tests use it to show the failure the fix removes)."""
+    import moto.cloudformation.parsing as parsing
+
+    original = getattr(parsing.resource_class_from_type, "_localcloud_original", None)
+    if original is not None:
+        parsing.resource_class_from_type = original
+
+
+def apply_definition_substitutions_from_cloudformation() -> Undo:
+    """Apply `DefinitionSubstitutions` when CloudFormation creates or updates a state machine.
+
+    moto limitation: its `AWS::StepFunctions::StateMachine` handler passes `DefinitionString` on
+    as it is and ignores `DefinitionSubstitutions`, so a deployed machine keeps its literal
+    `${Placeholders}` and fails at its first Task. CloudFormation resolves the intrinsics inside the
+    substitutions before the handler runs, so replacing each `${Name}` with its value is all AWS does.
+    """
+    import re
+
+    from moto.stepfunctions.models import StateMachine
+
+    if getattr(StateMachine.create_from_cloudformation_json, "_localcloud_originals", None):
+        return lambda: None  # already in force; whoever applied it first owns the undo
+    original_create = StateMachine.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
+    original_update = StateMachine.update_from_cloudformation_json.__func__  # type: ignore[attr-defined]
+
+    def substituted(cloudformation_json: Any) -> Any:
+        properties = cloudformation_json.get("Properties", {})
+        substitutions = properties.get("DefinitionSubstitutions") or {}
+        if not substitutions or "DefinitionString" not in properties:
+            return cloudformation_json
+        definition = re.sub(r"\$\{([A-Za-z0-9_]+)\}",
+                            lambda m: str(substitutions.get(m.group(1), m.group(0))), properties["DefinitionString"])
+        return {**cloudformation_json, "Properties": {**properties, "DefinitionString": definition}}
+
+    def create(cls: Any, resource_name: str, cloudformation_json: Any, *args: Any, **kwargs: Any) -> Any:
+        return original_create(cls, resource_name, substituted(cloudformation_json), *args, **kwargs)
+
+    def update(cls: Any, original_resource: Any, new_resource_name: str, cloudformation_json: Any, *args: Any,
+               **kwargs: Any) -> Any:
+        return original_update(cls, original_resource, new_resource_name, substituted(cloudformation_json),
+                               *args, **kwargs)
+
+    create._localcloud_originals = (original_create, original_update)  # type: ignore[attr-defined]
+    StateMachine.create_from_cloudformation_json = classmethod(create)  # type: ignore[assignment]
+    StateMachine.update_from_cloudformation_json = classmethod(update)  # type: ignore[assignment]
+    return remove_definition_substitutions_from_cloudformation
+
+
+def remove_definition_substitutions_from_cloudformation() -> None:
+    """Undo `apply_definition_substitutions_from_cloudformation` (a test shows the limitation with it)."""
+    from moto.stepfunctions.models import StateMachine
+
+    originals = getattr(StateMachine.create_from_cloudformation_json, "_localcloud_originals", None)
+    if originals:
+        StateMachine.create_from_cloudformation_json = classmethod(originals[0])  # type: ignore[assignment]
+        StateMachine.update_from_cloudformation_json = classmethod(originals[1])  # type: ignore[assignment]
+
+
+def apply_rfc3339_timestamps_in_choice() -> Undo:
+    """Compare RFC 3339 timestamps with fractions of a second and offsets in Choice rules, as AWS does.
+
+    moto limitation: its `Timestamp*` comparisons parse only `%Y-%m-%dT%H:%M:%SZ`. A breaker's
+    `open_until_utc` ("2026-11-26T02:32:02.257Z") then never compares as later than anything, so an
+    open breaker would never park an order, and moto's own `$$.State.EnteredTime` (an `isoformat()`
+    with microseconds and "+00:00") parses as nothing, so comparing with it fails the execution.
+    """
+    from datetime import datetime
+
+    from moto.stepfunctions.parser.asl.component.state.choice.comparison.operator.implementations.is_operator import (
+        IsTimestamp,
+    )
+
+    current = IsTimestamp.__dict__["string_to_timestamp"]
+    if getattr(current.__func__, "moto_original", None) is not None:
+        return lambda: None  # already in force; whoever applied it first owns the undo
+
+    def string_to_timestamp(string: Any) -> datetime | None:
+        # RFC 3339 (ISO 8601 with an upper-case T, and Z or a numeric offset); naive times are not timestamps.
+        if not isinstance(string, str) or "T" not in string:
+            return None
+        try:
+            moment = datetime.fromisoformat(string)
+        except ValueError:
+            return None
+        return moment if moment.tzinfo is not None else None
+
+    string_to_timestamp.moto_original = current  # type: ignore[attr-defined]
+    IsTimestamp.string_to_timestamp = staticmethod(string_to_timestamp)
+    return remove_rfc3339_timestamps_in_choice
+
+
+def remove_rfc3339_timestamps_in_choice() -> None:
+    """Undo `apply_rfc3339_timestamps_in_choice` (a test shows the limitation with it)."""
+    from moto.stepfunctions.parser.asl.component.state.choice.comparison.operator.implementations.is_operator import (
+        IsTimestamp,
+    )
+
+    original = getattr(IsTimestamp.__dict__["string_to_timestamp"].__func__, "moto_original", None)
+    if original is not None:
+        IsTimestamp.string_to_timestamp = original

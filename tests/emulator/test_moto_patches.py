@@ -173,3 +173,108 @@ def wait_for(cloud, arn: str, payload: dict):
             return json.loads(described["output"])
         time.sleep(0.05)
     raise AssertionError("execution still RUNNING after 60 s")
+
+
+def put_latencies(cloud, metric: str, at, values: list[float]) -> None:
+    cloud.client("cloudwatch").put_metric_data(Namespace="Probe", MetricData=[
+        {"MetricName": metric, "Timestamp": at, "Values": values, "Unit": "Milliseconds"}])
+
+
+def percentiles(cloud, metric: str, start, stats: tuple[str, ...]) -> dict[str, list[float]]:
+    from datetime import timedelta
+
+    answer = cloud.client("cloudwatch").get_metric_data(
+        StartTime=start, EndTime=start + timedelta(seconds=60),
+        MetricDataQueries=[{"Id": f"s{i}", "MetricStat": {"Metric": {"Namespace": "Probe", "MetricName": metric},
+                                                          "Period": 60, "Stat": stat}}
+                           for i, stat in enumerate(stats)])
+    return {stats[int(r["Id"][1:])]: r["Values"] for r in answer["MetricDataResults"]}
+
+
+def test_get_metric_data_answers_percentiles(cloud):
+    from datetime import datetime, timedelta, timezone
+
+    # GIVEN 100 latencies of 1..100 ms in one minute
+    start = datetime.now(timezone.utc).replace(second=0, microsecond=0) - timedelta(minutes=2)
+    put_latencies(cloud, "Latency", start + timedelta(seconds=5), [float(v) for v in range(1, 101)])
+    # WHEN percentiles are asked for THEN they are the nearest-rank ones, beside the plain statistics
+    assert percentiles(cloud, "Latency", start, ("p50", "p99", "p99.9", "Average")) == {
+        "p50": [50.0], "p99": [99.0], "p99.9": [100.0], "Average": [50.5]}
+
+
+def test_without_the_fix_a_percentile_fails_the_whole_request(cloud):
+    from datetime import datetime, timedelta, timezone
+
+    start = datetime.now(timezone.utc).replace(second=0, microsecond=0) - timedelta(minutes=2)
+    put_latencies(cloud, "LatencyRaw", start + timedelta(seconds=5), [10.0, 20.0])
+    moto_patches.remove_cloudwatch_percentiles()
+    try:
+        with pytest.raises(ClientError) as error:
+            percentiles(cloud, "LatencyRaw", start, ("p99",))
+    finally:
+        moto_patches.apply_cloudwatch_percentiles()
+    assert error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+
+
+KEY_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*",
+                                                     "Principal": {"AWS": "arn:aws:iam::123456789012:root"}}]}
+
+
+def alarm_stack(alarm_name: str) -> dict:
+    return {"Resources": {
+        "Key": {"Type": "AWS::KMS::Key", "Properties": {"KeyPolicy": KEY_POLICY,
+                                                        "Tags": [{"Key": "stage", "Value": "dev"}]}},
+        "Alarm": {"Type": "AWS::CloudWatch::Alarm", "Properties": {
+            "AlarmName": alarm_name, "Namespace": "Probe", "MetricName": "Errors", "Statistic": "Sum", "Period": 60,
+            "EvaluationPeriods": 1, "Threshold": 3, "ComparisonOperator": "GreaterThanThreshold",
+            "TreatMissingData": "notBreaching"}},
+    }, "Outputs": {"AlarmArn": {"Value": {"Fn::GetAtt": ["Alarm", "Arn"]}},
+                   "KeyArn": {"Value": {"Fn::GetAtt": ["Key", "Arn"]}}}}
+
+
+def test_cloudformation_creates_alarms_and_tagged_kms_keys(cloud):
+    # GIVEN a stack with a tagged KMS key and an alarm whose ARN is an output
+    cfn = cloud.client("cloudformation")
+    cfn.create_stack(StackName="alarms", TemplateBody=json.dumps(alarm_stack("probe-alarm")))
+    # THEN it completes, and the alarm exists as declared
+    stack = cfn.describe_stacks(StackName="alarms")["Stacks"][0]
+    assert stack["StackStatus"] == "CREATE_COMPLETE"
+    (alarm,) = cloud.client("cloudwatch").describe_alarms(AlarmNames=["probe-alarm"])["MetricAlarms"]
+    assert (alarm["Threshold"], alarm["AlarmArn"]) == (3.0, {o["OutputKey"]: o["OutputValue"]
+                                                             for o in stack["Outputs"]}["AlarmArn"])
+
+
+@pytest.mark.parametrize("remove", ["alarms", "kms_key_tags"])
+def test_without_either_fix_such_a_stack_fails(cloud, remove):
+    {"alarms": moto_patches.remove_cloudwatch_alarms_from_cloudformation,
+     "kms_key_tags": moto_patches.remove_kms_key_tags_from_cloudformation}[remove]()
+    try:
+        with pytest.raises(Exception):  # noqa: B017 - moto answers a 500 whose body is not even XML
+            cloud.client("cloudformation").create_stack(StackName=f"no-{remove.replace('_', '-')}",
+                                                        TemplateBody=json.dumps(alarm_stack(f"probe-{remove}")))
+    finally:
+        moto_patches.apply_cloudwatch_alarms_from_cloudformation()
+        moto_patches.apply_kms_key_tags_from_cloudformation()
+
+
+@pytest.mark.parametrize("patched", [False, True], ids=["moto-alone", "patched"])
+def test_definition_substitutions_from_cloudformation_need_the_fix(cloud, patched):
+    # GIVEN a template whose state machine has a placeholder filled by DefinitionSubstitutions
+    template = {"Resources": {"Machine": {"Type": "AWS::StepFunctions::StateMachine", "Properties": {
+        "RoleArn": "arn:aws:iam::123456789012:role/any",
+        "DefinitionString": '{"StartAt": "A", "States": {"A": {"Type": "Pass", "Comment": "${Why}", "End": true}}}',
+        "DefinitionSubstitutions": {"Why": "filled"}}}}}
+    if not patched:
+        moto_patches.remove_definition_substitutions_from_cloudformation()
+    try:
+        # WHEN CloudFormation creates it
+        stack_name = f"substitutions-{'patched' if patched else 'alone'}"
+        cfn = cloud.client("cloudformation")
+        cfn.create_stack(StackName=stack_name, TemplateBody=json.dumps(template))
+    finally:
+        moto_patches.apply_definition_substitutions_from_cloudformation()
+    arn = cfn.describe_stack_resource(StackName=stack_name, LogicalResourceId="Machine")["StackResourceDetail"][
+        "PhysicalResourceId"]
+    definition = json.loads(cloud.client("stepfunctions").describe_state_machine(stateMachineArn=arn)["definition"])
+    # THEN only the fix fills the placeholder, as CloudFormation does on AWS
+    assert definition["States"]["A"]["Comment"] == ("filled" if patched else "${Why}")
