@@ -22,9 +22,11 @@ LOG_RETENTION_DAYS_ALLOWED = (
     1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
 )
 REMOVAL_POLICIES = ("destroy", "retain")
+CONTROLLER_MODES = ("aimd", "gradient")
 _DOWNSTREAM_NAME = re.compile(r"^[a-z][a-z0-9_]{1,30}$")
 _REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
 _ACCOUNT = re.compile(r"^\d{12}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 class ConfigError(ValueError):
@@ -35,8 +37,9 @@ class ConfigError(ValueError):
 class DownstreamConfig:
     """A rate-limited third party the app calls, and the numbers we plan its traffic with.
 
-    `rate_limit_per_sec` is the downstream's contractual limit: it seeds the tunable rate and is the
-    ceiling the Lambda-side reader clamps any operator or controller value to.
+    `rate_limit_per_sec` is the downstream's contractual limit: the ceiling the Lambda-side reader
+    clamps any operator or controller value to. `headroom` is the fraction of it we leave unused so
+    network jitter (calls admitted apart arriving together) never pushes the downstream over.
     """
 
     name: str
@@ -45,6 +48,16 @@ class DownstreamConfig:
     burst: int
     expected_latency_ms: int
     timeout_sec: float = 5.0
+    headroom: float = 0.1
+
+    @property
+    def planned_rate_per_sec(self) -> float:
+        """The rate the shared limiter admits by default: the contract less the headroom."""
+        return round(self.rate_limit_per_sec * (1 - self.headroom), 3)
+
+    @property
+    def planned_burst(self) -> int:
+        return max(1, math.floor(self.burst * (1 - self.headroom)))
 
     @property
     def default_max_concurrency(self) -> int:
@@ -54,6 +67,49 @@ class DownstreamConfig:
         seed's guess of 5 would offer 25 req/s to a 10 req/s CRM.
         """
         return max(1, math.floor(self.rate_limit_per_sec * self.expected_latency_ms / 1000))
+
+
+@dataclass(frozen=True)
+class ControlLoopConfig:
+    """The control loop's mode and thresholds (`stages.<stage>.control_loop`; every key is optional).
+
+    The same thresholds drive the alarms and the controller, so an alarm that says "slow down" and
+    the controller's own reading of the metrics agree.
+
+    :param mode: how the controller grows a healthy downstream's concurrency: "aimd" (additive
+        increase, multiplicative decrease; default) or "gradient" (latency-based, as Gradient2).
+    :param throttle_rate_threshold: 429s per call above which we slow down; default 0.01.
+    :param error_rate_threshold: 5xx and timeouts per call above which we slow down; default 0.05.
+    :param breaker_error_rate_threshold: an error rate that, sustained for
+        `breaker_alarm_periods` minutes, opens the downstream's breaker; default 0.25.
+    :param breaker_alarm_periods: minutes in a row for that; default 3.
+    :param p99_latency_factor: the p99 latency alarm fires at this many times the downstream's
+        expected latency (never above its timeout); default 5 (a slow call, as the breaker counts).
+    :param max_concurrency_factor: the concurrency ceiling is this many times the Little's-law
+        concurrency; default 4.
+    :param min_rate_fraction: the controller never sets a rate below this fraction of the planned
+        rate; default 0.1 (a downstream that is down is the breaker's job).
+    :param clean_periods_to_increase: clean minutes in a row before any increase; default 3.
+    :param cooldown_sec: after a decrease nothing moves for this long; default 120.
+    :param metrics_delay_sec: how long after a minute its metrics are taken as complete; default 30.
+    :param backlog_age_alarm_sec: a buffer whose oldest message is older than this alarms; default
+        900 (15 minutes behind the downstream's pace).
+    :param alarm_emails: who the alarm topic e-mails; default nobody (subscribe elsewhere).
+    """
+
+    mode: str = "aimd"
+    throttle_rate_threshold: float = 0.01
+    error_rate_threshold: float = 0.05
+    breaker_error_rate_threshold: float = 0.25
+    breaker_alarm_periods: int = 3
+    p99_latency_factor: float = 5.0
+    max_concurrency_factor: int = 4
+    min_rate_fraction: float = 0.1
+    clean_periods_to_increase: int = 3
+    cooldown_sec: int = 120
+    metrics_delay_sec: int = 30
+    backlog_age_alarm_sec: int = 900
+    alarm_emails: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -69,6 +125,7 @@ class AppConfig:
     tunables_cache_sec: int
     nag: bool
     downstreams: tuple[DownstreamConfig, ...] = field(default_factory=tuple)
+    control_loop: ControlLoopConfig = field(default_factory=ControlLoopConfig)
 
     @property
     def ssm_prefix(self) -> str:
@@ -146,6 +203,7 @@ def load_config(
         downstreams=tuple(
             _downstream(f"{key}.downstreams.{name}", name, value) for name, value in downstreams_raw.items()
         ),
+        control_loop=_control_loop(f"{key}.control_loop", raw.get("control_loop", {})),
     )
     if downstream_base_urls:
         config = config.with_downstream_base_urls(_json_object("downstream_base_urls", downstream_base_urls))
@@ -171,6 +229,50 @@ def _downstream(key: str, name: str, raw: Any) -> DownstreamConfig:
         burst=burst,
         expected_latency_ms=_int(raw, key, "expected_latency_ms", 1, 60_000),
         timeout_sec=_number(raw, key, "timeout_sec", 0.1, 900) if "timeout_sec" in raw else 5.0,
+        headroom=_number(raw, key, "headroom", 0, 0.5) if "headroom" in raw else 0.1,
+    )
+
+
+def _control_loop(key: str, raw: Any) -> ControlLoopConfig:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{key} must be an object, got {raw!r}")
+    defaults = ControlLoopConfig()
+    known = set(ControlLoopConfig.__dataclass_fields__)
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{key} has unknown keys {unknown}; known: {sorted(known)}")
+
+    def number(name: str, low: float, high: float) -> float:
+        return _number(raw, key, name, low, high) if name in raw else getattr(defaults, name)
+
+    def integer(name: str, low: int, high: int) -> int:
+        return _int(raw, key, name, low, high) if name in raw else getattr(defaults, name)
+
+    emails = raw.get("alarm_emails", [])
+    if not isinstance(emails, list) or not all(isinstance(e, str) and _EMAIL.match(e) for e in emails):
+        raise ConfigError(f"{key}.alarm_emails must be a list of e-mail addresses, got {emails!r}")
+    throttle = number("throttle_rate_threshold", 0.001, 0.5)
+    errors = number("error_rate_threshold", 0.001, 0.5)
+    breaker = number("breaker_error_rate_threshold", 0.01, 1)
+    if breaker < errors:
+        raise ConfigError(
+            f"{key}.breaker_error_rate_threshold must be >= error_rate_threshold ({errors}), got {breaker}:"
+            " the breaker is for errors the controller's slow-down did not cure"
+        )
+    return ControlLoopConfig(
+        mode=_choice(raw, key, "mode", CONTROLLER_MODES) if "mode" in raw else defaults.mode,
+        throttle_rate_threshold=throttle,
+        error_rate_threshold=errors,
+        breaker_error_rate_threshold=breaker,
+        breaker_alarm_periods=integer("breaker_alarm_periods", 1, 60),
+        p99_latency_factor=number("p99_latency_factor", 1, 100),
+        max_concurrency_factor=integer("max_concurrency_factor", 1, 100),
+        min_rate_fraction=number("min_rate_fraction", 0.01, 1),
+        clean_periods_to_increase=integer("clean_periods_to_increase", 1, 60),
+        cooldown_sec=integer("cooldown_sec", 0, 3600),
+        metrics_delay_sec=integer("metrics_delay_sec", 0, 300),
+        backlog_age_alarm_sec=integer("backlog_age_alarm_sec", 60, 1_209_600),
+        alarm_emails=tuple(emails),
     )
 
 

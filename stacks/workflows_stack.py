@@ -1,18 +1,47 @@
-"""Workflows: the functions that call downstreams, and (with the use cases) the state machines that run them.
+"""Workflows: the functions that call downstreams, and the state machines of the use cases that run them.
 
 One `call_downstream` function per downstream, so each has its own limits, metrics dimension and
-blast radius, and reads only its own tunables.
+blast radius, and reads only its own tunables. Use case 1 (`statemachines/crm_batch_email.asl.json`)
+e-mails a CRM segment once a day through the CRM's caller. Use case 2
+(`statemachines/payment_authorization.asl.json`) authorizes each order's payment at the 2 req/s
+payment gateway, once per order, and parks orders while the gateway's breaker is open.
 """
 
 from __future__ import annotations
 
-from aws_cdk import CfnOutput, RemovalPolicy, Stack
+import math
+
+from aws_cdk import Acknowledgment, CfnOutput, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from stacks.config import AppConfig
-from stacks.patterns import HandlerFunction
-from stacks.shared_limits_stack import SharedLimitsStack, downstream_tunables_key, downstream_tunables_seed
+from stacks.config import AppConfig, DownstreamConfig
+from stacks.patterns import AslStateMachine, HandlerFunction
+from stacks.shared_limits_stack import (
+    SharedLimitsStack,
+    breaker_tunables_key,
+    breaker_tunables_seed,
+    downstream_tunables_key,
+    downstream_tunables_seed,
+)
+
+# Use case 2. The order events that start a payment (EventBridge, default bus).
+ORDER_EVENT_SOURCE = "shop.orders"
+ORDER_PLACED_DETAIL_TYPE = "OrderPlaced"
+# The payment authorizer waits this long in the function for a limiter token, then hands the wait to the workflow.
+PAYMENT_LIMITER_MAX_WAIT_SEC = 2
+# How long an authorization is remembered per order id (Powertools idempotency): a retry or a duplicate within it
+# gets the first answer, never a second charge.
+PAYMENT_IDEMPOTENCY_EXPIRY_SEC = 24 * 3600
+# Receives of a parked order before it moves to the dead-letter queue (a re-drive that keeps failing).
+PARKED_ORDER_MAX_RECEIVE_COUNT = 5
 
 
 class WorkflowsStack(Stack):
@@ -43,11 +72,279 @@ class WorkflowsStack(Stack):
                     "TUNABLES_PARAMETER_NAME": parameter.parameter_name,
                     "TUNABLES_DEFAULTS": downstream_tunables_seed(downstream),
                     "TUNABLES_CACHE_SEC": str(config.tunables_cache_sec),
+                    "RATE_LIMITER_TABLE_NAME": shared_limits.rate_limiter.table.table_name,
+                    "LIMITER_MAX_WAIT_SEC": "1",
                 },
             )
             shared_limits.tunables.grant_read(caller.function, key)
+            shared_limits.rate_limiter.grant_acquire(caller.function)
             self.downstream_callers[downstream.name] = caller.function
             CfnOutput(self, f"{_pascal(downstream.name)}CallerName", value=caller.function.function_name)
+
+        self._add_crm_batch_email(config, shared_limits, removal_policy)
+        self._add_payment_authorization(config, shared_limits, removal_policy)
+
+    def _add_crm_batch_email(
+        self, config: AppConfig, shared_limits: SharedLimitsStack, removal_policy: RemovalPolicy
+    ) -> None:
+        """Use case 1: a daily e-mail to every user of a CRM segment, within the CRM's 10 req/s."""
+        crm = config.downstream("crm")
+        crm_caller = self.downstream_callers[crm.name]
+        crm_tunables = shared_limits.tunables.parameter(downstream_tunables_key(crm))
+
+        # One item per segment: {pk: segment_id, user_ids: [user id strings]} (see the ASL's ReadSegment).
+        self.segments_table = dynamodb.Table(
+            self,
+            "SegmentsTable",
+            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            encryption=dynamodb.TableEncryption.AWS_MANAGED,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            removal_policy=removal_policy,
+        )
+        self.crm_batch_email_dlq = sqs.Queue(
+            self,
+            "CrmBatchEmailDeadLetterQueue",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+            removal_policy=removal_policy,
+        )
+        Validations.of(self.crm_batch_email_dlq).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions::AwsSolutions-SQS3",
+                reason="this queue is the dead-letter queue of the CRM batch e-mail workflow (its RecordFailure"
+                " state sends here, not an SQS redrive policy); a dead-letter queue of a dead-letter queue would"
+                " only move the failed users one step further from the operator",
+            )
+        )
+
+        self.crm_batch_email = AslStateMachine(
+            self,
+            "CrmBatchEmail",
+            definition_file="crm_batch_email.asl.json",
+            definition_substitutions={
+                "CrmTunablesParameterName": crm_tunables.parameter_name,
+                "SegmentsTableName": self.segments_table.table_name,
+                "CrmCallerFunctionArn": crm_caller.function_arn,
+                "DeadLetterQueueUrl": self.crm_batch_email_dlq.queue_url,
+            },
+            log_retention_days=config.log_retention_days,
+            removal_policy=removal_policy,
+        )
+        # Exactly what the file's Tasks do, each on its one resource.
+        role = self.crm_batch_email.role
+        shared_limits.tunables.grant_read(role, downstream_tunables_key(crm))
+        self.segments_table.grant(role, "dynamodb:GetItem")
+        # The unqualified ARN only: grant_invoke would add `<arn>:*` (every version and alias) as well.
+        iam.Grant.add_to_principal(grantee=role, actions=["lambda:InvokeFunction"],
+                                   resource_arns=[crm_caller.function_arn])
+        self.crm_batch_email_dlq.grant_send_messages(role)
+
+        self.crm_batch_email_schedule = events.Rule(
+            self,
+            "CrmBatchEmailSchedule",
+            description="E-mail the daily CRM segment at 06:00 UTC",
+            schedule=events.Schedule.cron(minute="0", hour="6"),
+            targets=[
+                targets.SfnStateMachine(
+                    self.crm_batch_email.state_machine,
+                    input=events.RuleTargetInput.from_object({"segment_id": "daily"}),
+                )
+            ],
+        )
+
+        CfnOutput(self, "CrmBatchEmailStateMachineArn", value=self.crm_batch_email.state_machine.state_machine_arn)
+        CfnOutput(self, "SegmentsTableName", value=self.segments_table.table_name)
+        CfnOutput(self, "CrmBatchEmailDeadLetterQueueUrl", value=self.crm_batch_email_dlq.queue_url)
+
+    def _add_payment_authorization(
+        self, config: AppConfig, shared_limits: SharedLimitsStack, removal_policy: RemovalPolicy
+    ) -> None:
+        """Use case 2: authorize each order's payment at a 2 req/s gateway, once, and park orders while it fails."""
+        gateway = config.downstream("payment_gateway")
+        gateway_caller = self.downstream_callers[gateway.name]
+        limits_key, breaker_key = downstream_tunables_key(gateway), breaker_tunables_key(gateway)
+
+        # {pk: order_id, status: pending|paid|parked|cancelled, ...}: written only by the workflow, read by
+        # GET /payments/{id}.
+        self.orders_table = _on_demand_table(self, "OrdersTable", removal_policy)
+        # {pk: sku, stock: N}: the workflow takes stock with a conditional decrement and gives it back.
+        self.inventory_table = _on_demand_table(self, "InventoryTable", removal_policy)
+        # Powertools idempotency records, in its default layout (key `id`, TTL `expiration`).
+        self.payment_idempotency_table = dynamodb.Table(
+            self,
+            "PaymentIdempotencyTable",
+            partition_key=dynamodb.Attribute(name="id", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            encryption=dynamodb.TableEncryption.AWS_MANAGED,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            time_to_live_attribute="expiration",
+            removal_policy=removal_policy,
+        )
+
+        self.parked_orders_dlq = sqs.Queue(
+            self,
+            "ParkedOrdersDeadLetterQueue",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+            removal_policy=removal_policy,
+        )
+        Validations.of(self.parked_orders_dlq).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions::AwsSolutions-SQS3",
+                reason="this queue is the dead-letter queue of the parked-orders queue; a dead-letter queue of a"
+                " dead-letter queue would only move the orders one step further from the operator",
+            )
+        )
+        # Orders waiting for the gateway's breaker to close, to be started again; kept as long as SQS allows.
+        self.parked_orders_queue = sqs.Queue(
+            self,
+            "ParkedOrdersQueue",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+            dead_letter_queue=sqs.DeadLetterQueue(max_receive_count=PARKED_ORDER_MAX_RECEIVE_COUNT,
+                                                  queue=self.parked_orders_dlq),
+            removal_policy=removal_policy,
+        )
+        # Encrypted with the AWS managed key: publishers and subscribers of this account need no key policy.
+        self.customer_notifications = sns.Topic(
+            self,
+            "CustomerNotificationsTopic",
+            master_key=kms.Alias.from_alias_name(self, "SnsManagedKey", "alias/aws/sns"),
+            enforce_ssl=True,
+        )
+
+        authorizer = HandlerFunction(
+            self,
+            "PaymentAuthorizer",
+            handler="handlers.authorize_payment.handler",
+            service="payment-authorizer",
+            description="Authorizes an order's payment at the gateway, at most once per order",
+            log_retention_days=config.log_retention_days,
+            powertools_layer_version=config.powertools_layer_version,
+            removal_policy=removal_policy,
+            timeout_sec=int(gateway.timeout_sec) + PAYMENT_LIMITER_MAX_WAIT_SEC + 5,
+            reserved_concurrency=payment_authorizer_concurrency(gateway),
+            environment={
+                "DOWNSTREAM_NAME": gateway.name,
+                "DOWNSTREAM_BASE_URL": gateway.base_url,
+                "DOWNSTREAM_TIMEOUT_SEC": str(gateway.timeout_sec),
+                "DOWNSTREAM_RATE_LIMIT_PER_SEC": str(gateway.rate_limit_per_sec),
+                "TUNABLES_PARAMETER_NAME": shared_limits.tunables.parameter(limits_key).parameter_name,
+                "TUNABLES_DEFAULTS": downstream_tunables_seed(gateway),
+                "TUNABLES_CACHE_SEC": str(config.tunables_cache_sec),
+                "BREAKER_TUNABLES_PARAMETER_NAME": shared_limits.tunables.parameter(breaker_key).parameter_name,
+                "BREAKER_TUNABLES_DEFAULTS": breaker_tunables_seed(gateway),
+                "RATE_LIMITER_TABLE_NAME": shared_limits.rate_limiter.table.table_name,
+                "LIMITER_MAX_WAIT_SEC": str(PAYMENT_LIMITER_MAX_WAIT_SEC),
+                "BREAKER_TABLE_NAME": shared_limits.breakers.table.table_name,
+                "IDEMPOTENCY_TABLE_NAME": self.payment_idempotency_table.table_name,
+                "IDEMPOTENCY_EXPIRY_SEC": str(PAYMENT_IDEMPOTENCY_EXPIRY_SEC),
+            },
+        )
+        self.payment_authorizer = authorizer.function
+        shared_limits.rate_limiter.grant_acquire(authorizer.function)
+        shared_limits.breakers.grant_update(authorizer.function)
+        shared_limits.tunables.grant_read(authorizer.function, limits_key)
+        shared_limits.tunables.grant_read(authorizer.function, breaker_key)
+        # What Powertools' DynamoDB persistence layer does, and nothing more.
+        self.payment_idempotency_table.grant(
+            authorizer.function, "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"
+        )
+
+        self.payment_authorization = AslStateMachine(
+            self,
+            "PaymentAuthorization",
+            definition_file="payment_authorization.asl.json",
+            definition_substitutions={
+                "OrdersTableName": self.orders_table.table_name,
+                "InventoryTableName": self.inventory_table.table_name,
+                "CircuitBreakerTableName": shared_limits.breakers.table.table_name,
+                "ParkedOrdersQueueUrl": self.parked_orders_queue.queue_url,
+                "CustomerNotificationsTopicArn": self.customer_notifications.topic_arn,
+                "AuthorizeFunctionArn": authorizer.function.function_arn,
+                "PaymentGatewayCallerArn": gateway_caller.function_arn,
+            },
+            log_retention_days=config.log_retention_days,
+            removal_policy=removal_policy,
+        )
+        # Exactly what the file's Tasks do, each on its one resource.
+        role = self.payment_authorization.role
+        self.orders_table.grant(role, "dynamodb:PutItem", "dynamodb:UpdateItem")
+        self.inventory_table.grant(role, "dynamodb:UpdateItem")
+        shared_limits.breakers.grant_read_state(role)
+        self.parked_orders_queue.grant_send_messages(role)
+        self.customer_notifications.grant_publish(role)
+        # The unqualified ARNs only: grant_invoke would add `<arn>:*` (every version and alias) as well.
+        iam.Grant.add_to_principal(grantee=role, actions=["lambda:InvokeFunction"],
+                                   resource_arns=[authorizer.function.function_arn, gateway_caller.function_arn])
+
+        starter = HandlerFunction(
+            self,
+            "PaymentStarter",
+            handler="handlers.start_payment.handler",
+            service="payment-starter",
+            description="Starts the payment workflow once per order (execution name order-<order_id>)",
+            log_retention_days=config.log_retention_days,
+            powertools_layer_version=config.powertools_layer_version,
+            removal_policy=removal_policy,
+            timeout_sec=10,
+            environment={"PAYMENT_STATE_MACHINE_ARN": self.payment_authorization.state_machine.state_machine_arn},
+        )
+        self.payment_starter = starter.function
+        self.payment_authorization.state_machine.grant_start_execution(starter.function)
+        self.order_placed_rule = events.Rule(
+            self,
+            "OrderPlacedRule",
+            description="Start the payment workflow for every order placed",
+            event_pattern=events.EventPattern(source=[ORDER_EVENT_SOURCE], detail_type=[ORDER_PLACED_DETAIL_TYPE]),
+            # Delivered at least once, and a failed start is retried by Lambda's asynchronous invocation:
+            # a repeat is refused by the execution name, so neither can start a second workflow.
+            targets=[targets.LambdaFunction(starter.function)],
+        )
+
+        CfnOutput(self, "PaymentAuthorizationStateMachineArn",
+                  value=self.payment_authorization.state_machine.state_machine_arn)
+        CfnOutput(self, "OrdersTableName", value=self.orders_table.table_name)
+        CfnOutput(self, "InventoryTableName", value=self.inventory_table.table_name)
+        CfnOutput(self, "PaymentIdempotencyTableName", value=self.payment_idempotency_table.table_name)
+        CfnOutput(self, "ParkedOrdersQueueUrl", value=self.parked_orders_queue.queue_url)
+        CfnOutput(self, "CustomerNotificationsTopicArn", value=self.customer_notifications.topic_arn)
+        CfnOutput(self, "PaymentStarterName", value=starter.function.function_name)
+        CfnOutput(self, "PaymentAuthorizerName", value=authorizer.function.function_name)
+
+
+def payment_authorizer_concurrency(gateway: DownstreamConfig) -> int:
+    """Environments the payment authorizer may use: the gateway's calls in flight plus the callers waiting for a token.
+
+    At 2 req/s and 0.4 s a call that is 1 call in flight, and up to 2 req/s x 2 s = 4 callers waiting
+    in the function for their token. Beyond that Lambda throttles and the workflow retries for free,
+    instead of a flood of orders holding the account's concurrency to wait for a 2 req/s gateway.
+    """
+    seconds_per_call = gateway.expected_latency_ms / 1000 + PAYMENT_LIMITER_MAX_WAIT_SEC
+    return max(2, math.ceil(gateway.rate_limit_per_sec * seconds_per_call))
+
+
+def _on_demand_table(scope: Construct, construct_id: str, removal_policy: RemovalPolicy) -> dynamodb.Table:
+    """A table keyed by a string `pk`: on-demand, encrypted, point-in-time recoverable."""
+    return dynamodb.Table(
+        scope,
+        construct_id,
+        partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
+        billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+        encryption=dynamodb.TableEncryption.AWS_MANAGED,
+        point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+            point_in_time_recovery_enabled=True
+        ),
+        removal_policy=removal_policy,
+    )
 
 
 def _pascal(snake: str) -> str:

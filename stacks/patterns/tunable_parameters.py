@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aws_cdk import Arn, ArnFormat, Stack
+from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
@@ -50,15 +50,14 @@ class TunableParameters(Construct):
 
     def grant_write(self, grantee: iam.IGrantable) -> iam.Grant:
         """Read and write every tunable under the prefix (the controller and operator tooling)."""
-        stack = Stack.of(self)
+        # Stack.format_arn with keyword arguments: a plain dict passed to Arn.format loses its
+        # snake_case keys in jsii, leaving `...:parameter` with no name (a grant on nothing).
+        parameters_arn = Stack.of(self).format_arn(
+            service="ssm", resource="parameter", resource_name=f"{self.prefix.lstrip('/')}/*",
+            arn_format=ArnFormat.SLASH_RESOURCE_NAME,
+        )
         return iam.Grant.add_to_principal(
             grantee=grantee,
             actions=["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath", "ssm:PutParameter"],
-            resource_arns=[
-                Arn.format(
-                    {"service": "ssm", "resource": "parameter", "resource_name": f"{self.prefix.lstrip('/')}/*",
-                     "arn_format": ArnFormat.SLASH_RESOURCE_NAME},
-                    stack,
-                )
-            ],
+            resource_arns=[parameters_arn],
         )

@@ -40,13 +40,18 @@ def test_the_defaults_each_function_carries_equal_its_seed(dev_assembly):
         for p in Template.from_stack(stacks["shared_limits"]).find_resources("AWS::SSM::Parameter").values()
     }
     functions = Template.from_stack(stacks["workflows"]).find_resources("AWS::Lambda::Function")
-    for function in functions.values():
-        env = function["Properties"]["Environment"]["Variables"]
-        seed = next(value for name, value in seeds.items() if name.endswith("/" + env["DOWNSTREAM_NAME"]))
+    carrying = [f["Properties"]["Environment"]["Variables"] for f in functions.values()
+                if "TUNABLES_DEFAULTS" in f["Properties"]["Environment"]["Variables"]]
+    assert carrying
+    for env in carrying:
+        seed = seeds[f"/throttling/dev/downstreams/{env['DOWNSTREAM_NAME']}"]
         assert parse_tunables(env["TUNABLES_DEFAULTS"]).tunables == parse_tunables(seed).tunables
+        if "BREAKER_TUNABLES_DEFAULTS" in env:  # the payment authorizer also asks the breaker
+            breaker_seed = seeds[f"/throttling/dev/breakers/{env['DOWNSTREAM_NAME']}"]
+            assert parse_breaker_policy(env["BREAKER_TUNABLES_DEFAULTS"]) == parse_breaker_policy(breaker_seed)
 
 
-@pytest.mark.parametrize("handler_module", ["call_downstream"])
+@pytest.mark.parametrize("handler_module", ["call_downstream", "authorize_payment", "start_payment"])
 def test_every_environment_variable_a_handler_requires_is_set(dev_assembly, handler_module):
     # GIVEN the variables the handler reads with os.environ[...] (a missing one fails at import)
     source = (ROOT / "lambdas" / "handlers" / f"{handler_module}.py").read_text()

@@ -35,9 +35,10 @@ def test_prod_loads(stages):
 
 
 def test_little_law_sets_default_concurrency(stages):
-    # GIVEN the CRM's 10 req/s limit at 200 ms
+    # GIVEN the CRM's 10 req/s limit at 200 ms, planned at 9 req/s (10 % headroom for jitter)
     crm = load_config(stages).downstream("crm")
-    # THEN 2 calls in flight keep it at its limit (the seed's 5 would offer 25 req/s)
+    assert (crm.planned_rate_per_sec, crm.planned_burst) == (9.0, 9)
+    # THEN 2 calls in flight reach it (the seed's 5 would offer 25 req/s)
     assert crm.default_max_concurrency == 2
     # AND a downstream slower than one call per second still gets one call in flight
     assert load_config(stages).downstream("legacy_mainframe").default_max_concurrency == 1
@@ -62,6 +63,7 @@ def test_little_law_sets_default_concurrency(stages):
         (lambda s: s["dev"]["downstreams"]["crm"].update(burst=101), "burst must be between 1 and 10 s worth of rate_limit_per_sec (100), got 101"),
         (lambda s: s["dev"]["downstreams"]["crm"].update(expected_latency_ms=0), "expected_latency_ms must be an integer in [1, 60000]"),
         (lambda s: s["dev"]["downstreams"]["crm"].update(timeout_sec=0), "timeout_sec must be a number in [0.1, 900]"),
+        (lambda s: s["dev"]["downstreams"]["crm"].update(headroom=0.6), "crm.headroom must be a number in [0, 0.5], got 0.6"),
         (lambda s: s["dev"]["downstreams"]["crm"].update(base_url="ftp://crm"), "stages.dev.downstreams.crm.base_url must be an http(s) URL"),
         (lambda s: s["dev"]["downstreams"]["crm"].pop("base_url"), "stages.dev.downstreams.crm.base_url is required"),
     ],
@@ -122,3 +124,42 @@ def test_bad_downstream_base_urls_are_refused(stages, given, message):
 def test_unknown_downstream_lookup_lists_the_known_ones(stages):
     with pytest.raises(ConfigError, match="no downstream named 'erp'; configured downstreams: crm"):
         load_config(stages).downstream("erp")
+
+
+# -- control loop ----------------------------------------------------------------------------------
+
+
+def test_the_control_loop_loads_from_cdk_json_and_defaults_what_is_left_out(stages):
+    # GIVEN dev's control_loop object, and one stage without any
+    loop = load_config(stages).control_loop
+    assert (loop.mode, loop.throttle_rate_threshold, loop.cooldown_sec) == ("aimd", 0.01, 120)
+    del stages["prod"]["control_loop"]
+    # THEN the missing object means every default
+    from stacks.config import ControlLoopConfig
+
+    assert load_config(stages, "prod").control_loop == ControlLoopConfig()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"mode": "pid"}, "stages.dev.control_loop.mode must be one of ['aimd', 'gradient'], got 'pid'"),
+        ({"throttle_rate_threshold": 0}, "stages.dev.control_loop.throttle_rate_threshold must be a number in [0.001, 0.5], got 0"),
+        ({"cooldown_sec": -1}, "stages.dev.control_loop.cooldown_sec must be an integer in [0, 3600], got -1"),
+        ({"max_concurrency_factor": 0.5}, "stages.dev.control_loop.max_concurrency_factor must be an integer in [1, 100]"),
+        ({"breaker_error_rate_threshold": 0.01}, "breaker_error_rate_threshold must be >= error_rate_threshold (0.05), got 0.01"),
+        ({"alarm_emails": ["ops"]}, "stages.dev.control_loop.alarm_emails must be a list of e-mail addresses, got ['ops']"),
+        ({"beta": 0.5}, "stages.dev.control_loop has unknown keys ['beta']"),
+    ],
+)
+def test_bad_control_loop_values_fail_with_key_value_and_range(stages, changes, message):
+    dev(stages)["control_loop"].update(changes)
+    with pytest.raises(ConfigError) as error:
+        load_config(stages)
+    assert message in str(error.value)
+
+
+def test_the_control_loop_must_be_an_object(stages):
+    dev(stages)["control_loop"] = "aimd"
+    with pytest.raises(ConfigError, match="stages.dev.control_loop must be an object, got 'aimd'"):
+        load_config(stages)

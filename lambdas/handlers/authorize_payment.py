@@ -1,0 +1,232 @@
+"""Authorize one order's payment at the payment gateway, at most once per order whatever the retries.
+
+Event (from `statemachines/payment_authorization.asl.json`, or anything retrying it): an order
+`{"order_id", "customer_id", "amount", "currency", "items": [{"sku", "quantity"}]}`.
+Answer: `{"order_id", "authorized": bool, "authorization_id": str | None, "decline_reason": str | None}`.
+A declined card is an answer (`authorized: false`), not an error.
+
+At most one charge per order, in two layers:
+- Powertools idempotency on DynamoDB, keyed by `order_id` (`key_prefix` fixed, so a renamed or
+  redeployed function still recognises an order) for `IDEMPOTENCY_EXPIRY_SEC` (a day): a second
+  call for an order that was answered gets the stored answer and never reaches the gateway; one
+  arriving while the first still runs gets `IdempotencyAlreadyInProgressError` (retried by the
+  workflow); the same order id with another customer, amount or currency gets
+  `IdempotencyValidationError`. An error deletes the record, so a retry after a refusal or a
+  failure authorizes afresh.
+- `Idempotency-Key: <order_id>` on the request, so the gateway itself drops a repeat of a request
+  whose answer we lost (a timeout after it charged).
+
+Inside the idempotent section, in this order: the fleet-wide circuit breaker (refused:
+`BreakerOpen`, and the workflow parks the order), then one token from the limiter shared by every
+caller of the gateway (bucket `payment_gateway`, with `call_downstream`'s voids; a refusal is waited
+out up to `LIMITER_MAX_WAIT_SEC`, longer ones raise `RateLimited` with the wait), then the call,
+whose outcome the breaker records. The token comes last so that nothing stands between it and its
+request: the gateway sees the requests spaced as the limiter admitted them, where a store read in
+between would let a slow one bunch up with the next. A half-open probe is not starved by it (while
+half-open the breaker refuses every other authorization, so only voids compete for tokens), and a
+probe that still ends in `RateLimited` holds its lease until it expires, then the next caller probes.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from payments.orders import Order, interpret_gateway_answer, parse_order
+from throttling.circuit_breaker import BreakerPolicy
+from throttling.downstream_client import (
+    DownstreamClient,
+    DownstreamError,
+    DownstreamRejected,
+    DownstreamThrottled,
+    DownstreamUnavailable,
+    RateLimited,
+)
+from throttling.dynamodb_limits import DynamoDbCircuitBreaker, DynamoDbRateLimiter
+from throttling.rate_limiter import RatePolicy
+from throttling.tunables import (
+    DownstreamTunables,
+    TunablesReader,
+    defaults_from_environment,
+    parse_breaker_policy,
+    powertools_ssm_fetch,
+)
+
+DOWNSTREAM = os.environ["DOWNSTREAM_NAME"]
+BREAKER_NAME = DOWNSTREAM  # one breaker per downstream; the workflow reads the same item
+BREAKER_TABLE_NAME = os.environ["BREAKER_TABLE_NAME"]
+LIMITER_MAX_WAIT_SEC = float(os.environ.get("LIMITER_MAX_WAIT_SEC", "2"))
+IDEMPOTENCY_KEY_PREFIX = "authorize_payment"
+# Waiters woken by the same refusal would all retry at the same instant; a few ms apart, one wins
+# and the others learn the next slot without a burst of conditional writes.
+WAKE_UP_JITTER_SEC = 0.05
+
+logger = Logger()
+metrics = Metrics()
+
+
+class BreakerOpen(DownstreamError):
+    """The gateway's circuit breaker refused the call (open, or half-open with the probe taken); nothing was sent."""
+
+
+# Built once per execution environment: the SSM caches, the breaker's view of an open state, and
+# the limiter's last-seen TAT live as long as it does.
+_fetch = powertools_ssm_fetch(max_age_sec=int(os.environ.get("TUNABLES_CACHE_SEC", "5")))
+tunables = TunablesReader(
+    os.environ["TUNABLES_PARAMETER_NAME"],
+    defaults=defaults_from_environment(
+        os.environ.get("TUNABLES_DEFAULTS"), fallback=DownstreamTunables(rate_per_sec=1, burst=1, max_concurrency=1)
+    ),
+    fetch=_fetch,
+    ceiling_rate_per_sec=float(os.environ["DOWNSTREAM_RATE_LIMIT_PER_SEC"]),
+)
+breaker_policies = TunablesReader(
+    os.environ["BREAKER_TUNABLES_PARAMETER_NAME"],
+    defaults=parse_breaker_policy(os.environ.get("BREAKER_TUNABLES_DEFAULTS") or "{}").tunables,
+    fetch=_fetch,
+    parse=parse_breaker_policy,
+)
+_dynamodb = boto3.client("dynamodb")
+limiter = DynamoDbRateLimiter(os.environ["RATE_LIMITER_TABLE_NAME"], client=_dynamodb)
+_breakers: dict[BreakerPolicy, DynamoDbCircuitBreaker] = {}
+client = DownstreamClient(
+    DOWNSTREAM,
+    os.environ["DOWNSTREAM_BASE_URL"],
+    timeout_sec=float(os.environ.get("DOWNSTREAM_TIMEOUT_SEC", "10")),
+)
+_rng = random.Random()
+
+
+def _replayed(response: Any, record: DataRecord) -> Any:
+    """Powertools calls this when it answers from the idempotency record instead of running the authorization."""
+    logger.info("duplicate authorization answered from the idempotency record",
+                extra={"idempotency_key": record.idempotency_key})
+    metrics.add_metric(name="AuthorizationReplayed", unit=MetricUnit.Count, value=1)
+    return response
+
+
+idempotency_config = IdempotencyConfig(
+    event_key_jmespath="order_id",
+    # The same order id with another customer, amount or currency is a bug upstream, not a retry.
+    payload_validation_jmespath="[customer_id, amount, currency]",
+    raise_on_no_idempotency_key=True,
+    expires_after_seconds=int(os.environ.get("IDEMPOTENCY_EXPIRY_SEC", "86400")),
+    response_hook=_replayed,
+)
+persistence = DynamoDBPersistenceLayer(table_name=os.environ["IDEMPOTENCY_TABLE_NAME"], boto3_client=_dynamodb)
+
+
+@logger.inject_lambda_context(correlation_id_path="order_id")
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    metrics.add_dimension(name="Downstream", value=DOWNSTREAM)
+    order = parse_order(event)  # InvalidOrder before anything is recorded or sent
+    # In-progress records then expire with this invocation, so a duplicate after a crash is not blocked for a day.
+    idempotency_config.register_lambda_context(context)
+    return authorize(order=order.to_input(), context=context)
+
+
+@idempotent_function(
+    data_keyword_argument="order",
+    persistence_store=persistence,
+    config=idempotency_config,
+    key_prefix=IDEMPOTENCY_KEY_PREFIX,
+)
+def authorize(order: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Breaker, token, `POST /authorize`; runs at most once per order id while its record lives."""
+    parsed = parse_order(order)
+    in_force = tunables.get()
+    breaker = _breaker()
+    caller_id = context.aws_request_id
+    admission = breaker.allow(BREAKER_NAME, caller_id)
+    if not admission.allowed:
+        metrics.add_metric(name="BreakerRefused", unit=MetricUnit.Count, value=1)
+        raise BreakerOpen({"downstream": DOWNSTREAM, "breaker": admission.status.value,
+                           "retry_after_sec": round(admission.retry_after_sec, 3)})
+
+    take_token(RatePolicy(rate_per_sec=in_force.rate_per_sec, burst=in_force.burst), context)
+    answer = call_gateway(parsed, breaker, caller_id)
+    authorization = interpret_gateway_answer(answer, parsed)
+    metrics.add_metric(name="PaymentsAuthorized" if authorization.authorized else "PaymentsDeclined",
+                       unit=MetricUnit.Count, value=1)
+    logger.info("payment authorization decided", extra={"authorized": authorization.authorized,
+                                                        "decline_reason": authorization.decline_reason})
+    return authorization.to_answer(parsed.order_id)
+
+
+def call_gateway(order: Order, breaker: DynamoDbCircuitBreaker, caller_id: str) -> Any:
+    """`POST /authorize`, with its outcome recorded in the breaker.
+
+    Only 5xx, timeouts and refused connections count as failures: a 429 or another 4xx means the
+    gateway is up and answering, and a throttled gateway is the limiter's business, not the breaker's.
+    """
+    headers = {"Idempotency-Key": order.order_id, "X-Correlation-Id": order.order_id}
+    started = time.monotonic()
+    metrics.add_metric(name="DownstreamCalls", unit=MetricUnit.Count, value=1)
+    try:
+        response = client.call("POST", "/authorize", body=order.gateway_request(), headers=headers)
+    except DownstreamUnavailable:
+        breaker.record(BREAKER_NAME, caller_id, success=False, duration_sec=time.monotonic() - started)
+        metrics.add_metric(name="DownstreamUnavailable", unit=MetricUnit.Count, value=1)
+        raise
+    except (DownstreamThrottled, DownstreamRejected) as error:
+        breaker.record(BREAKER_NAME, caller_id, success=True, duration_sec=time.monotonic() - started)
+        if isinstance(error, DownstreamThrottled):
+            metrics.add_metric(name="DownstreamThrottled", unit=MetricUnit.Count, value=1)
+        raise
+    breaker.record(BREAKER_NAME, caller_id, success=True, duration_sec=time.monotonic() - started)
+    metrics.add_metric(name="DownstreamLatency", unit=MetricUnit.Milliseconds, value=response.latency_ms)
+    return response.body
+
+
+def take_token(policy: RatePolicy, context: LambdaContext) -> None:
+    """Take one token of the gateway's bucket, waiting refusals out while the invocation can afford it.
+
+    A refusal says exactly when the next token is due; this waits for it (plus a little jitter)
+    and competes again, until the wait would pass `LIMITER_MAX_WAIT_SEC` or leave too little time
+    for the call. Then `RateLimited` carries the wait for the workflow, which waits for free.
+    """
+    deadline = time.monotonic() + _affordable_wait_sec(context)
+    waited_sec = 0.0
+    while True:
+        decision = limiter.try_acquire(DOWNSTREAM, policy)
+        if decision.allowed:
+            metrics.add_metric(name="LimiterAdmitted", unit=MetricUnit.Count, value=1)
+            if waited_sec:
+                metrics.add_metric(name="LimiterWaitedMs", unit=MetricUnit.Milliseconds, value=waited_sec * 1000)
+            return
+        pause_sec = decision.retry_after_sec + _rng.uniform(0, WAKE_UP_JITTER_SEC)
+        if time.monotonic() + pause_sec > deadline:
+            metrics.add_metric(name="RateLimited", unit=MetricUnit.Count, value=1)
+            raise RateLimited({"downstream": DOWNSTREAM, "retry_after_sec": round(decision.retry_after_sec, 3)})
+        time.sleep(pause_sec)
+        waited_sec += pause_sec
+
+
+def _affordable_wait_sec(context: LambdaContext) -> float:
+    """Wait in the function only while it leaves time for the call itself."""
+    remaining_sec = context.get_remaining_time_in_millis() / 1000 - client.timeout_sec - 1
+    return max(0.0, min(LIMITER_MAX_WAIT_SEC, remaining_sec))
+
+
+def _breaker() -> DynamoDbCircuitBreaker:
+    """The breaker under the policy in force; one instance per policy, so its cache of an open state survives calls."""
+    policy = breaker_policies.get()
+    breaker = _breakers.get(policy)
+    if breaker is None:
+        _breakers.clear()
+        breaker = _breakers[policy] = DynamoDbCircuitBreaker(BREAKER_TABLE_NAME, client=_dynamodb, policy=policy)
+    return breaker

@@ -1,0 +1,97 @@
+"""A Step Functions state machine defined by an ASL file in `statemachines/`, with `${Placeholders}`.
+
+The ASL stays a reviewable file (validated by asl-validator, readable in the console) and the
+template carries it verbatim as `DefinitionString`, with every ARN and name filled in by
+CloudFormation from `DefinitionSubstitutions`. Every state machine of the app gets the same
+defaults: its own log group with a retention, every event logged, and X-Ray tracing. The
+construct grants nothing the file needs; the stack grants each resource explicitly (the contract
+tests check that the role may do every Task of the file).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from aws_cdk import Acknowledgment, RemovalPolicy, Validations
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from stacks.patterns.handler_function import retention_days
+
+STATEMACHINES_DIR = Path(__file__).resolve().parents[2] / "statemachines"
+PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
+
+
+def placeholders_in(definition: str) -> set[str]:
+    """The `${Name}` placeholders of an ASL text (the names CloudFormation substitutes)."""
+    return set(PLACEHOLDER.findall(definition))
+
+
+class AslStateMachine(Construct):
+    """One state machine from one ASL file.
+
+    :param definition_file: the file's name in `statemachines/`, e.g. `crm_batch_email.asl.json`.
+    :param definition_substitutions: placeholder -> value (usually a token: an ARN, a name, a URL);
+        must name exactly the file's placeholders, or synth fails saying which are missing or unused.
+    :param log_retention_days: retention of the state machine's log group.
+    :param removal_policy: of the log group and the state machine.
+    :param state_machine_type: default STANDARD (waits are free, executions last up to a year).
+    :param include_execution_data: log states' input and output; default False, because the
+        payloads may hold personal data that the execution history already keeps under access control.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        definition_file: str,
+        definition_substitutions: Mapping[str, str],
+        log_retention_days: int,
+        removal_policy: RemovalPolicy,
+        state_machine_type: sfn.StateMachineType = sfn.StateMachineType.STANDARD,
+        include_execution_data: bool = False,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.definition_path = STATEMACHINES_DIR / definition_file
+        if not self.definition_path.is_file():
+            raise ValueError(f"definition_file must name a file in {STATEMACHINES_DIR}, got {definition_file!r}")
+        definition = self.definition_path.read_text()
+        self.placeholders = placeholders_in(definition)
+        missing = sorted(self.placeholders - set(definition_substitutions))
+        unused = sorted(set(definition_substitutions) - self.placeholders)
+        if missing or unused:
+            raise ValueError(
+                f"definition_substitutions must name exactly the placeholders of {definition_file}:"
+                f" missing {missing}, unused {unused}; add the missing ones or drop the unused ones"
+            )
+
+        self.log_group = logs.LogGroup(
+            self, "LogGroup", retention=retention_days(log_retention_days), removal_policy=removal_policy
+        )
+        # from_string, not from_file: from_file uploads the file as an S3 asset (DefinitionS3Location),
+        # which hides the definition from the template, from cfn diffs and from the contract tests.
+        self.state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            definition_body=sfn.DefinitionBody.from_string(definition),
+            definition_substitutions=dict(definition_substitutions),
+            state_machine_type=state_machine_type,
+            logs=sfn.LogOptions(
+                destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=include_execution_data
+            ),
+            tracing_enabled=True,
+            removal_policy=removal_policy,
+        )
+        self.role: iam.IRole = self.state_machine.role
+        Validations.of(self.state_machine).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions::AwsSolutions-IAM5[Resource::*]",
+                reason="X-Ray's PutTraceSegments/PutTelemetryRecords/GetSampling* and CloudWatch Logs' log-delivery"
+                " actions (CreateLogDelivery, PutResourcePolicy, ...) do not support resource-level permissions",
+            )
+        )

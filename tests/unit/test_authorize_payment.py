@@ -1,0 +1,193 @@
+"""The payment authorizer's rules without AWS: waiting for a token, what the breaker counts, and a refusal.
+
+The handler module builds its clients at import from its environment, as on Lambda; `authorizer`
+imports it once with a test environment (boto3 clients are created, never called) and each test
+swaps the limiter, the gateway client and the breaker for fakes. Idempotency itself runs on the
+emulator (`tests/emulator/test_payment_workflow.py`), where the gateway counts the charges.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from throttling.circuit_breaker import Admission, BreakerPolicy, BreakerStatus
+from throttling.downstream_client import (
+    DownstreamRejected,
+    DownstreamResponse,
+    DownstreamThrottled,
+    DownstreamUnavailable,
+    RateLimited,
+)
+from throttling.rate_limiter import RateDecision, RatePolicy
+from throttling.tunables import DownstreamTunables
+
+ENVIRONMENT = {
+    "DOWNSTREAM_NAME": "payment_gateway",
+    "DOWNSTREAM_BASE_URL": "http://127.0.0.1:9",
+    "DOWNSTREAM_TIMEOUT_SEC": "10",
+    "DOWNSTREAM_RATE_LIMIT_PER_SEC": "2",
+    "TUNABLES_PARAMETER_NAME": "/throttling/test/downstreams/payment_gateway",
+    "BREAKER_TUNABLES_PARAMETER_NAME": "/throttling/test/breakers/payment_gateway",
+    "RATE_LIMITER_TABLE_NAME": "limiter",
+    "BREAKER_TABLE_NAME": "breakers",
+    "IDEMPOTENCY_TABLE_NAME": "idempotency",
+    "LIMITER_MAX_WAIT_SEC": "0.5",
+    "POWERTOOLS_SERVICE_NAME": "payment-authorizer",
+    "POWERTOOLS_METRICS_NAMESPACE": "Test",
+}
+ALLOW = RateDecision(allowed=True, retry_after_sec=0.0, remaining=0, reset_after_sec=1.0, new_tat=1.0, based_on_tat=0.0)
+ORDER = {"order_id": "o-1", "customer_id": "c-1", "amount": 12.5, "currency": "EUR",
+         "items": [{"sku": "sku-1", "quantity": 1}]}
+
+
+def deny(retry_after_sec: float) -> RateDecision:
+    return RateDecision(allowed=False, retry_after_sec=retry_after_sec, remaining=0, reset_after_sec=retry_after_sec,
+                        new_tat=None, based_on_tat=0.0)
+
+
+@dataclass
+class Context:
+    remaining_ms: int = 17_000
+    aws_request_id: str = "request-1"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+@dataclass
+class Limiter:
+    decisions: list[RateDecision]
+    asked: int = 0
+
+    def try_acquire(self, bucket: str, policy: RatePolicy) -> RateDecision:
+        self.asked += 1
+        return self.decisions.pop(0)
+
+
+@dataclass
+class Breaker:
+    admission: Admission = field(default_factory=lambda: Admission(True, False, 0.0, BreakerStatus.CLOSED))
+    recorded: list[bool] = field(default_factory=list)
+
+    def allow(self, name: str, caller_id: str) -> Admission:
+        return self.admission
+
+    def record(self, name: str, caller_id: str, *, success: bool, duration_sec: float) -> None:
+        self.recorded.append(success)
+
+
+@dataclass
+class Gateway:
+    outcome: Any
+    timeout_sec: float = 10.0
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+    def call(self, method: str, path: str, *, body: Any = None, headers: Any = None) -> DownstreamResponse:
+        self.calls.append({"method": method, "path": path, "body": body, "headers": headers})
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return DownstreamResponse(status=200, body=self.outcome, latency_ms=300.0)
+
+
+@pytest.fixture(scope="module")
+def authorizer():
+    saved = {name: os.environ.get(name) for name in ENVIRONMENT}
+    os.environ.update(ENVIRONMENT)
+    try:
+        return importlib.import_module("handlers.authorize_payment")
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture
+def fakes(authorizer, monkeypatch):
+    """Fakes for everything the authorization talks to; returns (limiter, breaker, gateway) to script."""
+    limiter, breaker, gateway = Limiter([ALLOW]), Breaker(), Gateway({"request_id": "req-000001"})
+    monkeypatch.setattr(authorizer, "limiter", limiter)
+    monkeypatch.setattr(authorizer, "client", gateway)
+    monkeypatch.setattr(authorizer, "_breaker", lambda: breaker)
+    monkeypatch.setattr(authorizer.tunables, "get", lambda: DownstreamTunables(1.8, 1, 1))
+    return limiter, breaker, gateway
+
+
+def test_short_refusals_are_waited_out_in_the_function(authorizer, fakes):
+    # GIVEN a limiter that refuses twice, each time for 10 ms
+    limiter, _, _ = fakes
+    limiter.decisions[:] = [deny(0.01), deny(0.01), ALLOW]
+    # WHEN a token is taken THEN it waits and gets one, asking three times
+    authorizer.take_token(RatePolicy(1.8, 1), Context())
+    assert limiter.asked == 3
+
+
+def test_a_refusal_longer_than_the_function_may_wait_is_handed_to_the_workflow(authorizer, fakes):
+    # GIVEN a refusal of 5 s, beyond LIMITER_MAX_WAIT_SEC (0.5 s here)
+    limiter, _, _ = fakes
+    limiter.decisions[:] = [deny(5.0)]
+    # WHEN a token is taken THEN RateLimited carries the wait for the workflow, without waiting here
+    with pytest.raises(RateLimited) as raised:
+        authorizer.take_token(RatePolicy(1.8, 1), Context())
+    assert json.loads(str(raised.value)) == {"downstream": "payment_gateway", "retry_after_sec": 5.0}
+
+
+def test_no_wait_when_the_invocation_has_no_time_left_for_the_call(authorizer, fakes):
+    limiter, _, _ = fakes
+    limiter.decisions[:] = [deny(0.01)]
+    with pytest.raises(RateLimited):
+        authorizer.take_token(RatePolicy(1.8, 1), Context(remaining_ms=10_500))  # the call needs its 10 s
+
+
+@pytest.mark.parametrize(
+    ("outcome", "counted_as_success"),
+    [
+        (DownstreamUnavailable({"status": 503}), False),  # 5xx, timeouts: the gateway is failing
+        (DownstreamThrottled({"status": 429}), True),  # up and answering: the limiter's business
+        (DownstreamRejected({"status": 400}), True),  # up and answering: our request is wrong
+    ],
+)
+def test_only_failures_of_the_gateway_count_against_the_breaker(authorizer, fakes, outcome, counted_as_success):
+    _, breaker, gateway = fakes
+    gateway.outcome = outcome
+    with pytest.raises(type(outcome)):
+        authorizer.authorize.__wrapped__(order=ORDER, context=Context())
+    assert breaker.recorded == [counted_as_success]
+
+
+def test_an_authorization_sends_the_order_id_as_idempotency_key_and_answers_the_decision(authorizer, fakes):
+    _, breaker, gateway = fakes
+    answer = authorizer.authorize.__wrapped__(order=ORDER, context=Context())
+    assert answer == {"order_id": "o-1", "authorized": True, "authorization_id": "req-000001", "decline_reason": None}
+    (call,) = gateway.calls
+    assert (call["method"], call["path"], call["headers"]["Idempotency-Key"]) == ("POST", "/authorize", "o-1")
+    assert call["body"] == {"order_id": "o-1", "customer_id": "c-1", "amount": "12.5", "currency": "EUR"}
+    assert breaker.recorded == [True]
+
+
+def test_a_refusing_breaker_raises_breaker_open_before_the_token_and_sends_nothing(authorizer, fakes):
+    # GIVEN a breaker that is open for 12 s more
+    limiter, breaker, gateway = fakes
+    breaker.admission = Admission(False, False, 12.0, BreakerStatus.OPEN)
+    # WHEN the order is authorized THEN BreakerOpen (the workflow parks the order) says for how long
+    with pytest.raises(authorizer.BreakerOpen) as raised:
+        authorizer.authorize.__wrapped__(order=ORDER, context=Context())
+    assert json.loads(str(raised.value)) == {"downstream": "payment_gateway", "breaker": "open",
+                                             "retry_after_sec": 12.0}
+    assert (limiter.asked, gateway.calls, breaker.recorded) == (0, [], [])
+
+
+def test_the_breaker_follows_its_tunables(authorizer, monkeypatch):
+    # GIVEN an operator's breaker policy WHEN the breaker is asked for THEN it runs under that policy,
+    # and the same instance (with its cache of an open state) serves while the policy stays
+    policy = BreakerPolicy(open_duration_sec=90)
+    monkeypatch.setattr(authorizer.breaker_policies, "get", lambda: policy)
+    first = authorizer._breaker()
+    assert first.policy == policy and authorizer._breaker() is first
