@@ -1,0 +1,345 @@
+"""Deliver the legacy buffer queue's records to the mainframe, one shared-limiter token per record.
+
+Event: a batch from the queue's event-source mapping (`ReportBatchItemFailures` on). Each message
+body is a record `{"record_id": "...", "payload": ...}` (published by `legacy_publish.asl.json`).
+Answer: `{"batchItemFailures": [...]}`: only the records not delivered return to the queue.
+
+Per record, in order (Powertools' `BatchProcessor`, so one bad record fails alone):
+1. Parse. A body that is not a record is a poison message: it fails, its error is logged, and its
+   visibility is set to 0 so it comes straight back and reaches the dead-letter queue after
+   `QUEUE_MAX_RECEIVE_COUNT` receives in seconds instead of after that many visibility timeouts.
+   No mainframe call is spent on it.
+2. Take one token for the bucket `legacy_mainframe` from the shared limiter (the same bucket every
+   caller of the mainframe uses, so the rate holds across all concurrent batches). A refusal is
+   waited out while the invocation can still afford the wait and the call after it. A token that
+   took longer than half the headroom to come back is not used (`stale_token_after_sec`): a call
+   that late could land too close to the next caller's, and the mainframe has no burst to absorb it.
+3. `POST /records` with `Idempotency-Key: <record_id>` (a redelivered record is recognised).
+4. Write the record's status: `delivered` with its timestamps, or `failed` with the error.
+
+When the limiter's wait is longer than the time left, or the mainframe refuses (429, 5xx, timeout,
+with or without Retry-After), this record and every later one of the batch are postponed, not
+failed one by one: their visibility is set to `postpone_for_sec(...)` (at least the Retry-After,
+doubling with each receive, within SQS's 12-hour cap) with one `ChangeMessageVisibilityBatch`,
+and they are reported as batch item failures. A postponed record is received again, so each
+postponement spends one receive of `QUEUE_MAX_RECEIVE_COUNT` (N). Thanks to the doubling, a healthy
+record reaches the dead-letter queue only after N postponements in a row spanning at least
+sum(min(2^(n-1) s, ~12 h)), about 66 hours for N = 20, instead of N Retry-Afters (20 s at 1 s
+each); and at most N x 12 h = 10 days, inside the queue's 14-day retention, so it never expires
+there either. A 4xx other than 429 fails that record alone (after the visibility timeout it is
+tried again, one mainframe call per receive, until the dead-letter queue).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from throttling.downstream_client import (
+    DownstreamClient,
+    DownstreamError,
+    DownstreamRejected,
+    DownstreamThrottled,
+    DownstreamUnavailable,
+)
+from throttling.dynamodb_limits import DynamoDbRateLimiter
+from throttling.rate_limiter import RatePolicy
+from throttling.tunables import DownstreamTunables, TunablesReader, defaults_from_environment, powertools_ssm_fetch
+
+# SQS refuses a visibility beyond 12 h counted from the receive; the mapping may have held the batch
+# for up to its 300 s batching window before invoking, and the invocation has run meanwhile.
+MAX_VISIBILITY_SEC = 43_200
+LONGEST_HOLD_BEFORE_INVOKE_SEC = 300
+# Kept back from the time left for the status write and the visibility change after the last call.
+FINISHING_RESERVE_SEC = 2.0
+VISIBILITY_BATCH_MAX = 10
+
+DOWNSTREAM = os.environ["DOWNSTREAM_NAME"]
+RECORDS_TABLE_NAME = os.environ["RECORDS_TABLE_NAME"]
+QUEUE_URL = os.environ["QUEUE_URL"]
+MAX_RECEIVE_COUNT = int(os.environ.get("QUEUE_MAX_RECEIVE_COUNT", "0")) or None
+STATUS_RETENTION_SEC = int(os.environ.get("STATUS_RETENTION_DAYS", "30")) * 86_400
+CONTRACT_RATE_PER_SEC = float(os.environ["DOWNSTREAM_RATE_LIMIT_PER_SEC"])
+
+logger = Logger()
+metrics = Metrics()
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+# Built once per execution environment: the SSM cache and the last good value live as long as it does.
+tunables = TunablesReader(
+    os.environ["TUNABLES_PARAMETER_NAME"],
+    defaults=defaults_from_environment(
+        os.environ.get("TUNABLES_DEFAULTS"), fallback=DownstreamTunables(rate_per_sec=1, burst=1, max_concurrency=1)
+    ),
+    fetch=powertools_ssm_fetch(max_age_sec=int(os.environ.get("TUNABLES_CACHE_SEC", "5"))),
+    ceiling_rate_per_sec=CONTRACT_RATE_PER_SEC,
+)
+limiter = DynamoDbRateLimiter(os.environ["RATE_LIMITER_TABLE_NAME"], client=boto3.client("dynamodb"))
+client = DownstreamClient(
+    DOWNSTREAM, os.environ["DOWNSTREAM_BASE_URL"], timeout_sec=float(os.environ.get("DOWNSTREAM_TIMEOUT_SEC", "5"))
+)
+dynamodb = boto3.client("dynamodb")
+sqs = boto3.client("sqs")
+
+
+class PoisonRecord(ValueError):
+    """The message body is not a record; retrying cannot fix it."""
+
+
+class Postponed(Exception):
+    """The record was not delivered now and comes back after its new visibility timeout."""
+
+
+@dataclass(frozen=True)
+class LegacyRecord:
+    record_id: str
+    payload: Any
+
+
+def parse_record(body: str | None) -> LegacyRecord:
+    """The record a message body holds; `PoisonRecord` says why it holds none."""
+    try:
+        document = json.loads(body or "")
+    except ValueError as error:
+        raise PoisonRecord(f"the body is not JSON ({error})") from None
+    if not isinstance(document, dict):
+        raise PoisonRecord(f"the body must be a JSON object with a record_id, got {type(document).__name__}")
+    record_id = document.get("record_id")
+    if not isinstance(record_id, str) or not record_id.strip():
+        raise PoisonRecord(f"record_id must be a non-empty string, got {record_id!r}")
+    return LegacyRecord(record_id=record_id, payload=document.get("payload"))
+
+
+def stale_token_after_sec(planned_rate_per_sec: float, contract_rate_per_sec: float) -> float:
+    """How late an admitted token may still be used.
+
+    The limiter spaces admissions 1/planned apart, but a call lands at the downstream only after
+    the limiter's round trip and its own way there; if one caller is slower than the next by more
+    than the headroom (1/planned - 1/contract), their calls land closer than the contract allows.
+    A token whose admission took longer than half the headroom is not used (the other half is left
+    for the call's own path); without headroom there is nothing to keep, and every token is used.
+    """
+    headroom_sec = 1 / planned_rate_per_sec - 1 / contract_rate_per_sec
+    return headroom_sec / 2 if headroom_sec > 0 else math.inf
+
+
+def postpone_for_sec(retry_after_sec: float | None, receive_count: int, held_sec: float = 0.0) -> int:
+    """The visibility timeout that postpones a record received `receive_count` times.
+
+    At least the wait the mainframe or the limiter asked for (rounded up to whole seconds, as SQS
+    takes them), and at least 2^(receive_count - 1) s, so repeated postponements back off instead
+    of spending the receive count one Retry-After at a time; never past SQS's 12-hour limit from
+    the receive (less the longest a batch may wait before the invocation and `held_sec`, how long
+    this invocation has held it).
+    """
+    asked_sec = math.ceil(max(0.0, retry_after_sec or 0.0) - 1e-9)
+    backoff_sec = 2 ** min(max(receive_count, 1) - 1, 16)
+    cap_sec = MAX_VISIBILITY_SEC - LONGEST_HOLD_BEFORE_INVOKE_SEC - math.ceil(max(0.0, held_sec))
+    return max(0, min(max(asked_sec, backoff_sec, 1), cap_sec))
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    metrics.add_dimension(name="Downstream", value=DOWNSTREAM)
+    in_force = tunables.get()
+    batch = Batch(RatePolicy(rate_per_sec=in_force.rate_per_sec, burst=in_force.burst), context)
+    response = process_partial_response(event=event, record_handler=batch.handle, processor=processor, context=context)
+    batch.change_visibilities()
+    logger.info("batch done", extra={"records": len(event.get("Records", [])), **batch.summary()})
+    return response
+
+
+class Batch:
+    """One invocation: once the limiter or the mainframe says "not now", every later record is postponed."""
+
+    def __init__(self, policy: RatePolicy, context: LambdaContext) -> None:
+        self.policy = policy
+        self.context = context
+        self.stale_after_sec = stale_token_after_sec(policy.rate_per_sec, CONTRACT_RATE_PER_SEC)
+        self.started = time.monotonic()
+        self.postpone_after_sec: float | None = None
+        self.new_visibility: list[tuple[SQSRecord, int]] = []
+        self.delivered = 0
+
+    def handle(self, record: SQSRecord) -> str:
+        receive_count = int(record.attributes.approximate_receive_count or "1")
+        if self.postpone_after_sec is not None:
+            self._postpone(record, receive_count)
+            raise Postponed(f"postponed behind an earlier refusal (retry after {self.postpone_after_sec:.3f} s)")
+        try:
+            item = parse_record(record.body)
+        except PoisonRecord as error:
+            metrics.add_metric(name="PoisonRecords", unit=MetricUnit.Count, value=1)
+            logger.error(
+                "poison message: it fails alone and reaches the dead-letter queue after its receive count",
+                extra={"message_id": record.message_id, "error": str(error), "receive_count": receive_count,
+                       "max_receive_count": MAX_RECEIVE_COUNT, "body_preview": (record.body or "")[:200]},
+            )
+            # Retrying cannot fix it: straight back, so its receive count runs out in seconds.
+            self.new_visibility.append((record, 0))
+            raise
+
+        wait_sec = self._take_token()
+        if wait_sec is not None:
+            metrics.add_metric(name="LimiterPostponed", unit=MetricUnit.Count, value=1)
+            self.postpone_after_sec = wait_sec
+            self._postpone(record, receive_count)
+            raise Postponed(f"the limiter's wait of {wait_sec:.3f} s is longer than this invocation can afford")
+
+        headers = {"Idempotency-Key": item.record_id, "X-Correlation-Id": record.message_id}
+        metrics.add_metric(name="DownstreamCalls", unit=MetricUnit.Count, value=1)
+        try:
+            response = client.call("POST", "/records", body={"record_id": item.record_id, "payload": item.payload},
+                                   headers=headers)
+        except (DownstreamThrottled, DownstreamUnavailable) as error:
+            # The mainframe refused or is down: the rest of the batch would meet the same answer.
+            metrics.add_metric(name=type(error).__name__, unit=MetricUnit.Count, value=1)
+            self.postpone_after_sec = error.details.get("retry_after_sec") or 0.0
+            visibility_sec = self._postpone(record, receive_count)
+            record_failed(item.record_id, record.message_id, receive_count, error, retry_after_sec=visibility_sec)
+            raise
+        except DownstreamRejected as error:
+            metrics.add_metric(name="DownstreamRejected", unit=MetricUnit.Count, value=1)
+            record_failed(item.record_id, record.message_id, receive_count, error)
+            logger.error("the mainframe rejected the record; it is retried until the dead-letter queue",
+                         extra={"record_id": item.record_id, "message_id": record.message_id,
+                                "receive_count": receive_count, "error": str(error)})
+            raise
+        metrics.add_metric(name="DownstreamLatency", unit=MetricUnit.Milliseconds, value=response.latency_ms)
+        record_delivered(item.record_id, record.message_id, receive_count, response.status)
+        metrics.add_metric(name="RecordsDelivered", unit=MetricUnit.Count, value=1)
+        self.delivered += 1
+        return item.record_id
+
+    def change_visibilities(self) -> None:
+        """Apply the postponements and poison fast-tracks; a failure leaves the queue's visibility timeout."""
+        for start in range(0, len(self.new_visibility), VISIBILITY_BATCH_MAX):
+            chunk = self.new_visibility[start : start + VISIBILITY_BATCH_MAX]
+            entries = [
+                {"Id": str(index), "ReceiptHandle": record.receipt_handle, "VisibilityTimeout": seconds}
+                for index, (record, seconds) in enumerate(chunk)
+            ]
+            try:
+                answer = sqs.change_message_visibility_batch(QueueUrl=QUEUE_URL, Entries=entries)
+            except Exception:  # noqa: BLE001 - the records are already failures; they only come back later
+                logger.exception("could not change visibilities; the records come back after the visibility timeout")
+                continue
+            for failure in answer.get("Failed", []):
+                logger.warning("could not change a record's visibility", extra={"failure": failure})
+
+    def summary(self) -> dict[str, Any]:
+        postponed = [seconds for _, seconds in self.new_visibility if seconds > 0]
+        return {
+            "delivered": self.delivered,
+            "postponed": len(postponed),
+            "postponed_for_sec": max(postponed, default=0),
+            "poison": len(self.new_visibility) - len(postponed),
+        }
+
+    def _postpone(self, record: SQSRecord, receive_count: int) -> int:
+        seconds = postpone_for_sec(self.postpone_after_sec, receive_count, time.monotonic() - self.started)
+        self.new_visibility.append((record, seconds))
+        metrics.add_metric(name="RecordsPostponed", unit=MetricUnit.Count, value=1)
+        return seconds
+
+    def _take_token(self) -> float | None:
+        """Wait for a token while affordable: None once admitted, else the wait that cannot be afforded."""
+        waited_sec = 0.0
+        while True:
+            asked_at = time.time()
+            decision = limiter.try_acquire(DOWNSTREAM, self.policy)
+            if decision.allowed:
+                late_sec = time.time() - asked_at
+                if late_sec > self.stale_after_sec:
+                    # Sent now, this call could land too close to the next caller's: spend another token.
+                    metrics.add_metric(name="LimiterStaleTokens", unit=MetricUnit.Count, value=1)
+                    logger.warning("a token came back too late to use; taking another",
+                                   extra={"late_sec": round(late_sec, 3), "stale_after_sec": self.stale_after_sec})
+                    continue
+                metrics.add_metric(name="LimiterWaitedMs", unit=MetricUnit.Milliseconds, value=waited_sec * 1000)
+                return None
+            if decision.retry_after_sec > self._affordable_wait_sec():
+                return decision.retry_after_sec
+            # A lost race answers 0 s; a few milliseconds keep two losers from spinning in step.
+            pause_sec = max(decision.retry_after_sec, 0.005)
+            time.sleep(pause_sec)
+            waited_sec += pause_sec
+
+    def _affordable_wait_sec(self) -> float:
+        remaining_sec = self.context.get_remaining_time_in_millis() / 1000
+        return max(0.0, remaining_sec - client.timeout_sec - FINISHING_RESERVE_SEC)
+
+
+def record_delivered(record_id: str, message_id: str, receive_count: int, status_code: int) -> None:
+    now = time.time()
+    dynamodb.update_item(
+        TableName=RECORDS_TABLE_NAME,
+        Key={"pk": {"S": record_id}},
+        UpdateExpression=(
+            "SET #status = :delivered, delivered_at = :now, updated_at = :now, attempts = :attempts,"
+            " message_id = :message_id, downstream_status = :code, expires_at = :expires_at,"
+            " first_attempt_at = if_not_exists(first_attempt_at, :now) REMOVE #error, retry_after_sec"
+        ),
+        ExpressionAttributeNames={"#status": "status", "#error": "error"},
+        ExpressionAttributeValues={
+            ":delivered": {"S": "delivered"},
+            ":now": {"S": _iso(now)},
+            ":attempts": {"N": str(receive_count)},
+            ":message_id": {"S": message_id},
+            ":code": {"N": str(status_code)},
+            ":expires_at": {"N": str(int(now) + STATUS_RETENTION_SEC)},
+        },
+    )
+
+
+def record_failed(
+    record_id: str, message_id: str, receive_count: int, error: DownstreamError, *, retry_after_sec: int | None = None
+) -> None:
+    """Best effort: the record is already a failure, and a delivered record is never marked failed."""
+    now = time.time()
+    values = {
+        ":failed": {"S": "failed"},
+        ":delivered": {"S": "delivered"},
+        ":error": {"S": f"{type(error).__name__}: {error}"[:1000]},
+        ":now": {"S": _iso(now)},
+        ":attempts": {"N": str(receive_count)},
+        ":message_id": {"S": message_id},
+        ":expires_at": {"N": str(int(now) + STATUS_RETENTION_SEC)},
+    }
+    update = (
+        "SET #status = :failed, #error = :error, updated_at = :now, attempts = :attempts, message_id = :message_id,"
+        " expires_at = :expires_at, first_attempt_at = if_not_exists(first_attempt_at, :now)"
+    )
+    if retry_after_sec is not None:
+        update += ", retry_after_sec = :retry_after"
+        values[":retry_after"] = {"N": str(retry_after_sec)}
+    try:
+        dynamodb.update_item(
+            TableName=RECORDS_TABLE_NAME,
+            Key={"pk": {"S": record_id}},
+            UpdateExpression=update,
+            ConditionExpression="attribute_not_exists(#status) OR #status <> :delivered",
+            ExpressionAttributeNames={"#status": "status", "#error": "error"},
+            ExpressionAttributeValues=values,
+        )
+    except Exception as write_error:  # noqa: BLE001 - botocore's ClientError, told apart by its code
+        code = getattr(write_error, "response", {}).get("Error", {}).get("Code")
+        if code != "ConditionalCheckFailedException":
+            logger.warning("could not record a failure", extra={"record_id": record_id, "error": repr(write_error)})
+
+
+def _iso(epoch_sec: float) -> str:
+    return datetime.fromtimestamp(epoch_sec, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

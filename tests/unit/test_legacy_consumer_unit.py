@@ -1,0 +1,327 @@
+"""The legacy consumer's rules without AWS: parsing, postponement arithmetic, and what one batch does with fakes.
+
+The handler module builds its clients at import from its environment, as on Lambda; `consumer`
+imports it once with a test environment (boto3 clients are created, never called) and each test
+swaps the limiter, the mainframe client, SQS and DynamoDB for fakes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from throttling.downstream_client import (
+    DownstreamRejected,
+    DownstreamResponse,
+    DownstreamThrottled,
+    DownstreamUnavailable,
+)
+from throttling.rate_limiter import RateDecision
+from throttling.tunables import DownstreamTunables
+
+ENVIRONMENT = {
+    "DOWNSTREAM_NAME": "legacy_mainframe",
+    "DOWNSTREAM_BASE_URL": "http://127.0.0.1:9",
+    "DOWNSTREAM_TIMEOUT_SEC": "10",
+    "DOWNSTREAM_RATE_LIMIT_PER_SEC": "1",
+    "TUNABLES_PARAMETER_NAME": "/throttling/test/downstreams/legacy_mainframe",
+    "RATE_LIMITER_TABLE_NAME": "limiter",
+    "RECORDS_TABLE_NAME": "records",
+    "QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/legacy",
+    "QUEUE_MAX_RECEIVE_COUNT": "20",
+    "POWERTOOLS_SERVICE_NAME": "legacy_mainframe-consumer",
+    "POWERTOOLS_METRICS_NAMESPACE": "Test",
+}
+ALLOW = RateDecision(allowed=True, retry_after_sec=0.0, remaining=0, reset_after_sec=1.0, new_tat=1.0, based_on_tat=0.0)
+
+
+def deny(retry_after_sec: float) -> RateDecision:
+    return RateDecision(allowed=False, retry_after_sec=retry_after_sec, remaining=0, reset_after_sec=retry_after_sec,
+                        new_tat=None, based_on_tat=0.0)
+
+
+@pytest.fixture(scope="module")
+def consumer():
+    saved = {name: os.environ.get(name) for name in ENVIRONMENT}
+    os.environ.update(ENVIRONMENT)
+    try:
+        return importlib.import_module("handlers.legacy_consumer")
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+# -- parsing -------------------------------------------------------------------------------------
+
+
+def test_a_record_is_an_object_with_a_record_id(consumer):
+    record = consumer.parse_record('{"record_id": "r-1", "payload": {"amount": 5}}')
+    assert (record.record_id, record.payload) == ("r-1", {"amount": 5})
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("{not json", "the body is not JSON"),
+        ("", "the body is not JSON"),
+        ('["r-1"]', "must be a JSON object with a record_id, got list"),
+        ('{"payload": 1}', "record_id must be a non-empty string, got None"),
+        ('{"record_id": "  "}', "record_id must be a non-empty string, got '  '"),
+        ('{"record_id": 7}', "record_id must be a non-empty string, got 7"),
+    ],
+)
+def test_a_body_that_is_not_a_record_is_poison(consumer, body, reason):
+    with pytest.raises(consumer.PoisonRecord, match=reason.replace("[", r"\[")):
+        consumer.parse_record(body)
+
+
+# -- postponement --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("retry_after_sec", "receive_count", "expected_sec"),
+    [
+        (4.2, 1, 5),  # the Retry-After, rounded up to whole seconds
+        (3.0, 1, 3),  # ... but not a whole second up for an exact value
+        (None, 1, 1),  # no Retry-After: at least one second
+        (0.01, 1, 1),
+        (1.0, 5, 16),  # the fifth receive: 2^4 s, more than the mainframe asked
+        (120.0, 5, 120),  # a longer Retry-After wins
+        (None, 17, 42_900),  # 2^16 s is beyond 12 h: capped (less the 300 s a batch may wait to be invoked)
+        (86_400.0, 1, 42_900),  # so is a Retry-After of a day
+    ],
+)
+def test_a_postponement_honours_the_retry_after_and_backs_off_with_each_receive(
+    consumer, retry_after_sec, receive_count, expected_sec
+):
+    assert consumer.postpone_for_sec(retry_after_sec, receive_count) == expected_sec
+
+
+def test_the_cap_counts_the_time_this_invocation_has_held_the_batch(consumer):
+    assert consumer.postpone_for_sec(86_400.0, 1, held_sec=59.5) == 42_900 - 60
+
+
+@given(retry_after_sec=st.one_of(st.none(), st.floats(0, 1e6)), receive_count=st.integers(1, 1_000),
+       held_sec=st.floats(0, 900))
+def test_a_postponement_is_whole_seconds_within_sqs_limits_and_never_shorter_than_asked(
+    consumer, retry_after_sec, receive_count, held_sec
+):
+    seconds = consumer.postpone_for_sec(retry_after_sec, receive_count, held_sec)
+    assert isinstance(seconds, int) and 1 <= seconds <= 43_200 - 300 - held_sec
+    assert seconds >= min(retry_after_sec or 0, 43_200 - 300 - held_sec - 1)
+    assert seconds >= consumer.postpone_for_sec(retry_after_sec, max(1, receive_count - 1), held_sec)
+
+
+@pytest.mark.parametrize(
+    ("planned", "contract", "expected_sec"),
+    [(0.8, 1.0, 0.125), (2.5, 5.0, 0.1), (1.0, 1.0, float("inf")), (2.0, 1.0, float("inf"))],
+)
+def test_a_token_is_stale_after_half_the_headroom_between_the_planned_and_the_contract_interval(
+    consumer, planned, contract, expected_sec
+):
+    assert consumer.stale_token_after_sec(planned, contract) == pytest.approx(expected_sec)
+
+
+# -- one batch, with fakes -----------------------------------------------------------------------
+
+
+@dataclass
+class FakeLimiter:
+    """Answers `decisions` in turn (then admits); each answer takes the next of `delays` on `clock`."""
+
+    decisions: list[RateDecision] = field(default_factory=list)
+    delays: list[float] = field(default_factory=list)
+    clock: list[float] = field(default_factory=lambda: [1_000.0])
+    calls: int = 0
+
+    def try_acquire(self, bucket: str, policy: Any, cost: int = 1) -> RateDecision:
+        assert bucket == "legacy_mainframe"
+        self.calls += 1
+        self.clock[0] += self.delays.pop(0) if self.delays else 0.0
+        return self.decisions.pop(0) if self.decisions else ALLOW
+
+
+@dataclass
+class FakeMainframe:
+    """Answers 200 unless `errors` names the record id; records every call."""
+
+    errors: dict[str, Exception] = field(default_factory=dict)
+    calls: list[tuple[str, dict]] = field(default_factory=list)
+    timeout_sec: float = 10.0
+
+    def call(self, method: str, path: str, *, body: Any = None, headers: dict | None = None) -> DownstreamResponse:
+        assert (method, path) == ("POST", "/records")
+        self.calls.append((body["record_id"], dict(headers or {})))
+        if body["record_id"] in self.errors:
+            raise self.errors[body["record_id"]]
+        return DownstreamResponse(status=200, body={}, latency_ms=3.0)
+
+
+@dataclass
+class FakeAws:
+    """Stands in for both the SQS and the DynamoDB client: records what the handler asked for."""
+
+    visibility_calls: list[dict] = field(default_factory=list)
+    updates: list[dict] = field(default_factory=list)
+
+    def change_message_visibility_batch(self, **request):
+        self.visibility_calls.append(request)
+        return {"Successful": [{"Id": e["Id"]} for e in request["Entries"]], "Failed": []}
+
+    def update_item(self, **request):
+        self.updates.append(request)
+        return {}
+
+    def statuses(self) -> dict[str, str]:
+        return {u["Key"]["pk"]["S"]: u["ExpressionAttributeValues"].get(":delivered" if "delivered_at" in
+                                                                           u["UpdateExpression"] else ":failed")["S"]
+                for u in self.updates}
+
+    def new_visibilities(self) -> dict[str, int]:
+        return {e["ReceiptHandle"]: e["VisibilityTimeout"] for call in self.visibility_calls for e in call["Entries"]}
+
+
+class FakeContext:
+    function_name = "legacy-consumer"
+    memory_limit_in_mb = 256
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:legacy-consumer"
+    aws_request_id = "request-1"
+
+    def __init__(self, remaining_ms: int = 60_000) -> None:
+        self.remaining_ms = remaining_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+@pytest.fixture
+def fakes(consumer, monkeypatch):
+    limiter, mainframe, aws = FakeLimiter(), FakeMainframe(), FakeAws()
+    monkeypatch.setattr(consumer, "limiter", limiter)
+    monkeypatch.setattr(consumer, "client", mainframe)
+    monkeypatch.setattr(consumer, "sqs", aws)
+    monkeypatch.setattr(consumer, "dynamodb", aws)
+    monkeypatch.setattr(consumer.tunables, "get", lambda: DownstreamTunables(rate_per_sec=0.8, burst=1,
+                                                                              max_concurrency=1))
+    slept: list[float] = []
+    monkeypatch.setattr(consumer.time, "sleep", slept.append)
+    return limiter, mainframe, aws, slept
+
+
+def sqs_event(*bodies: str, receive_count: int = 1) -> dict[str, Any]:
+    return {"Records": [
+        {"messageId": f"m-{i}", "receiptHandle": f"h-{i}", "body": body,
+         "attributes": {"ApproximateReceiveCount": str(receive_count), "SentTimestamp": "1"},
+         "messageAttributes": {}, "md5OfBody": "x", "eventSource": "aws:sqs",
+         "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:legacy", "awsRegion": "us-east-1"}
+        for i, body in enumerate(bodies)]}
+
+
+def record(record_id: str) -> str:
+    return json.dumps({"record_id": record_id, "payload": {}})
+
+
+def failures(response: dict) -> list[str]:
+    return [f["itemIdentifier"] for f in response["batchItemFailures"]]
+
+
+def test_a_poison_message_fails_alone_and_comes_straight_back(consumer, fakes):
+    limiter, mainframe, aws, _ = fakes
+    # WHEN a batch holds a malformed body between two records
+    response = consumer.handler(sqs_event(record("r-0"), "{oops", record("r-2")), FakeContext())
+    # THEN only it fails; the records are sent with their id as Idempotency-Key and marked delivered
+    assert failures(response) == ["m-1"]
+    assert [(rid, headers["Idempotency-Key"]) for rid, headers in mainframe.calls] == [("r-0", "r-0"), ("r-2", "r-2")]
+    assert aws.statuses() == {"r-0": "delivered", "r-2": "delivered"}
+    # AND it spent no token, and its visibility is 0 so its receive count runs out at once
+    assert limiter.calls == 2
+    assert aws.new_visibilities() == {"h-1": 0}
+
+
+def test_a_429_postpones_that_record_and_the_rest_by_the_retry_after(consumer, fakes):
+    _, mainframe, aws, _ = fakes
+    mainframe.errors["r-1"] = DownstreamThrottled({"status": 429, "retry_after_sec": 4.2})
+    # WHEN the second of four records is answered 429
+    response = consumer.handler(sqs_event(*(record(f"r-{i}") for i in range(4))), FakeContext())
+    # THEN it and the two after it fail, the later ones without a call, all invisible for 5 s, in one request
+    assert failures(response) == ["m-1", "m-2", "m-3"]
+    assert [rid for rid, _ in mainframe.calls] == ["r-0", "r-1"]
+    assert aws.new_visibilities() == {"h-1": 5, "h-2": 5, "h-3": 5}
+    assert len(aws.visibility_calls) == 1
+    # AND the refused record says why; the untouched ones have no status yet
+    assert aws.statuses() == {"r-0": "delivered", "r-1": "failed"}
+    (failed,) = [u for u in aws.updates if u["Key"]["pk"]["S"] == "r-1"]
+    assert "DownstreamThrottled" in failed["ExpressionAttributeValues"][":error"]["S"]
+    assert failed["ExpressionAttributeValues"][":retry_after"] == {"N": "5"}
+    assert "#status <> :delivered" in failed["ConditionExpression"]
+
+
+def test_a_limiter_wait_the_invocation_cannot_afford_postpones_the_rest_without_a_call(consumer, fakes):
+    limiter, mainframe, aws, slept = fakes
+    # GIVEN a limiter that admits the first record, then asks for 30 s while 20 s are left
+    limiter.decisions = [ALLOW, deny(30.0)]
+    # WHEN a batch of three is handled
+    response = consumer.handler(sqs_event(*(record(f"r-{i}") for i in range(3))), FakeContext(remaining_ms=20_000))
+    # THEN the first is delivered and the other two come back after the limiter's wait, never sent
+    assert failures(response) == ["m-1", "m-2"]
+    assert [rid for rid, _ in mainframe.calls] == ["r-0"]
+    assert aws.new_visibilities() == {"h-1": 30, "h-2": 30}
+    assert slept == [] and limiter.calls == 2
+
+
+def test_a_short_limiter_wait_is_waited_out_in_the_invocation(consumer, fakes):
+    limiter, mainframe, aws, slept = fakes
+    limiter.decisions = [ALLOW, deny(1.25)]
+    response = consumer.handler(sqs_event(record("r-0"), record("r-1")), FakeContext())
+    assert failures(response) == []
+    assert slept == [1.25] and [rid for rid, _ in mainframe.calls] == ["r-0", "r-1"]
+    assert aws.new_visibilities() == {}
+
+
+def test_a_token_that_came_back_too_late_is_not_used(consumer, fakes, monkeypatch):
+    limiter, mainframe, aws, _ = fakes
+    # GIVEN a limiter whose first answer takes 0.3 s, longer than half the 0.25 s headroom of 0.8 vs 1 req/s
+    limiter.delays = [0.3, 0.01]
+    monkeypatch.setattr(consumer.time, "time", lambda: limiter.clock[0])
+    # WHEN one record is handled
+    response = consumer.handler(sqs_event(record("r-0")), FakeContext())
+    # THEN the late token is dropped and a second one taken before the one call
+    assert failures(response) == []
+    assert limiter.calls == 2 and [rid for rid, _ in mainframe.calls] == ["r-0"]
+
+
+def test_a_down_mainframe_postpones_with_a_backoff_that_grows_with_the_receive_count(consumer, fakes):
+    _, mainframe, aws, _ = fakes
+    mainframe.errors["r-0"] = DownstreamUnavailable({"reason": "connection refused"})
+    # WHEN records received for the fourth time meet a refused connection (no Retry-After)
+    response = consumer.handler(sqs_event(record("r-0"), record("r-1"), receive_count=4), FakeContext())
+    # THEN both are postponed by 2^3 s and only the first was tried
+    assert failures(response) == ["m-0", "m-1"]
+    assert aws.new_visibilities() == {"h-0": 8, "h-1": 8}
+    assert [rid for rid, _ in mainframe.calls] == ["r-0"]
+
+
+def test_a_rejected_record_fails_alone_and_the_batch_goes_on(consumer, fakes):
+    _, mainframe, aws, _ = fakes
+    mainframe.errors["r-0"] = DownstreamRejected({"status": 400, "body": "bad account"})
+    response = consumer.handler(sqs_event(record("r-0"), record("r-1")), FakeContext())
+    # THEN it is retried after the queue's visibility timeout (no visibility change); the next is delivered
+    assert failures(response) == ["m-0"]
+    assert aws.new_visibilities() == {}
+    assert aws.statuses() == {"r-0": "failed", "r-1": "delivered"}
+
+
+def test_a_batch_of_only_failures_is_answered_not_raised(consumer, fakes):
+    # A raised error would fail the whole batch and leave the poison message at the visibility timeout
+    response = consumer.handler(sqs_event("{oops", "nope"), FakeContext())
+    assert failures(response) == ["m-0", "m-1"]
