@@ -1,0 +1,198 @@
+"""The controller: every minute, and on each slow-down alarm, retune the downstreams' limits in SSM.
+
+Events:
+- the schedule's `Scheduled Event` (every minute): every downstream, on the period its metrics are
+  complete for;
+- a `CloudWatch Alarm State Change` (`detail.alarmName`, `detail.state.value`) of an alarm named
+  in `CONTROLLER_ALARMS`: that alarm's downstream only. In ALARM it slows down at once (cooldown
+  permitting); a sustained error-rate alarm ("breaker") also opens the downstream's circuit
+  breaker. Back to OK, the downstream is simply re-evaluated.
+
+The event's `time` is the time the controller judges at (a late or retried delivery judges the
+period it was meant for, and a period is never counted twice); a `time` more than
+`MAX_EVENT_AGE_SEC` from the clock is not believed. Answer: one summary per downstream. Every
+change is logged with its reason and emitted as metrics (`ControllerIncreases`,
+`ControllerDecreases`, with the reason as metadata), with the setting in force
+(`ControllerMaxConcurrency`, `ControllerRatePerSec`) and each breaker's state (`BreakerOpen`).
+A downstream the run could not handle fails the invocation at the end (after the others ran),
+so the function's Errors metric tells an operator.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from throttling.circuit_breaker import BreakerPolicy, BreakerStatus
+from throttling.clock import SystemClock
+from throttling.control_loop import (
+    CloudWatchPeriodReader,
+    ControlLoop,
+    ControllerStateStore,
+    EventSourceMappingReconciler,
+    Outcome,
+    TunablesDocumentStore,
+    parse_alarm_routes,
+    parse_plans,
+)
+from throttling.controller import AlarmSignal, ControllerPolicy
+from throttling.dynamodb_limits import DynamoDbCircuitBreaker
+from throttling.tunables import InvalidTunables, parse_breaker_policy
+
+ALARM_EVENT = "CloudWatch Alarm State Change"
+MAX_EVENT_AGE_SEC = float(os.environ.get("MAX_EVENT_AGE_SEC", "600"))
+
+logger = Logger()
+metrics = Metrics()
+clock = SystemClock()
+
+PLANS = parse_plans(os.environ["CONTROLLER_DOWNSTREAMS"])
+ALARMS = parse_alarm_routes(os.environ.get("CONTROLLER_ALARMS", "{}"))
+ssm = boto3.client("ssm")
+dynamodb = boto3.client("dynamodb")
+loop = ControlLoop(
+    plans=PLANS,
+    policy=ControllerPolicy.from_mapping(json.loads(os.environ.get("CONTROLLER_POLICY", "{}"))),
+    metrics=CloudWatchPeriodReader(boto3.client("cloudwatch"),
+                                   namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Throttling")),
+    tunables=TunablesDocumentStore(ssm),
+    states=ControllerStateStore(os.environ["CONTROLLER_STATE_TABLE_NAME"], dynamodb),
+    mappings=EventSourceMappingReconciler(boto3.client("lambda")),
+    period_sec=float(os.environ.get("PERIOD_SEC", "60")),
+    metrics_delay_sec=float(os.environ.get("METRICS_DELAY_SEC", "30")),
+)
+BREAKER_TABLE_NAME = os.environ["BREAKER_TABLE_NAME"]
+
+
+class ControlLoopFailed(Exception):
+    """Some downstreams could not be handled this run (the others were); the message lists them."""
+
+
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    now = judged_at(event, clock.now())
+    breaker_opened = None
+    if event.get("detail-type") == ALARM_EVENT:
+        detail = event.get("detail") or {}
+        name = str(detail.get("alarmName", ""))
+        state = str((detail.get("state") or {}).get("value", ""))
+        route = ALARMS.get(name)
+        if route is None:
+            logger.warning("ignored the state change of an alarm the controller does not route",
+                           extra={"alarm": name, "state": state})
+            return {"ignored_alarm": name}
+        logger.info("alarm state change", extra={"alarm": name, "state": state, "downstream": route.downstream,
+                                                 "kind": route.kind})
+        signals = {}
+        if state == "ALARM":
+            signals = {route.downstream: [AlarmSignal(name, route.signal_kind)]}
+            if route.kind == "breaker":
+                reason = f"alarm {name}: {(detail.get('state') or {}).get('reason', 'in ALARM')}"[:500]
+                breaker_opened = open_breaker(route.downstream, reason)
+        outcomes = loop.run(now, only=[route.downstream], alarms=signals)
+    else:
+        outcomes = loop.run(now)
+
+    for outcome in outcomes:
+        report(outcome)
+    failed = [o.summary() for o in outcomes if o.error]
+    if failed:
+        raise ControlLoopFailed(json.dumps(failed, default=str))
+    return {"judged_at": now, "breaker_opened": breaker_opened, "decisions": [o.summary() for o in outcomes]}
+
+
+def judged_at(event: dict[str, Any], now: float) -> float:
+    """The event's `time` (what a schedule or an alarm meant), unless it is too far from the clock."""
+    raw = event.get("time")
+    if not isinstance(raw, str):
+        return now
+    try:
+        meant = datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        logger.warning("event time is not ISO 8601; judging at the clock", extra={"time": raw})
+        return now
+    if abs(meant - now) > MAX_EVENT_AGE_SEC:
+        logger.warning("event time too far from the clock; judging at the clock",
+                       extra={"time": raw, "skew_sec": round(meant - now, 1)})
+        return now
+    return meant
+
+
+def open_breaker(downstream: str, reason: str) -> dict[str, Any]:
+    """Force the downstream's breaker open for its policy's open duration (recovery: half-open probes)."""
+    policy = breaker_policy(downstream)
+    breaker = DynamoDbCircuitBreaker(BREAKER_TABLE_NAME, client=dynamodb, policy=policy, clock=clock)
+    breaker.force_open(downstream, reason)
+    state = breaker.state(downstream)
+    logger.warning("opened the circuit breaker", extra={"downstream": downstream, "reason": reason,
+                                                        "open_until": state.open_until})
+    metrics.add_dimension(name="Downstream", value=downstream)
+    metrics.add_metric(name="BreakerForcedOpen", unit=MetricUnit.Count, value=1)
+    metrics.add_metadata(key="reason", value=reason)
+    metrics.flush_metrics()
+    return {"downstream": downstream, "status": state.status.value, "open_until": state.open_until, "reason": reason}
+
+
+def breaker_policy(downstream: str) -> BreakerPolicy:
+    name = PLANS[downstream].breaker_parameter_name
+    if not name:
+        return BreakerPolicy()
+    try:
+        return parse_breaker_policy(ssm.get_parameter(Name=name)["Parameter"]["Value"]).tunables
+    except (InvalidTunables, Exception) as error:  # noqa: BLE001 - an unreadable policy must not keep the breaker shut
+        logger.error("could not read the breaker policy; opening with the defaults",
+                     extra={"parameter": name, "error": repr(error)})
+        return BreakerPolicy()
+
+
+def report(outcome: Outcome) -> None:
+    """One log line and one EMF document per downstream (dimension Downstream, the reason as metadata)."""
+    summary = outcome.summary()
+    if outcome.error:
+        logger.error("controller could not handle the downstream", extra=summary)
+    elif outcome.written or outcome.mapping_changes:
+        logger.warning("controller changed the limits", extra=summary)
+    else:
+        logger.info("controller held the limits", extra=summary)
+
+    metrics.add_dimension(name="Downstream", value=outcome.downstream)
+    if outcome.setting is not None:
+        metrics.add_metric(name="ControllerMaxConcurrency", unit=MetricUnit.Count, value=outcome.setting.max_concurrency)
+        metrics.add_metric(name="ControllerRatePerSec", unit=MetricUnit.CountPerSecond,
+                           value=outcome.setting.rate_per_sec)
+    metrics.add_metric(name="ControllerIncreases", unit=MetricUnit.Count,
+                       value=1 if outcome.written and outcome.action == "increase" else 0)
+    metrics.add_metric(name="ControllerDecreases", unit=MetricUnit.Count,
+                       value=1 if outcome.written and outcome.action in ("decrease", "clamp") else 0)
+    if outcome.mapping_changes:
+        metrics.add_metric(name="MappingConcurrencyReconciled", unit=MetricUnit.Count,
+                           value=len(outcome.mapping_changes))
+    if outcome.error:
+        metrics.add_metric(name="ControllerErrors", unit=MetricUnit.Count, value=1)
+    breaker_open = breaker_is_open(outcome.downstream)
+    if breaker_open is not None:
+        metrics.add_metric(name="BreakerOpen", unit=MetricUnit.Count, value=1 if breaker_open else 0)
+    metrics.add_metadata(key="action", value=outcome.action)
+    metrics.add_metadata(key="reason", value=outcome.reason)
+    metrics.flush_metrics()
+
+
+def breaker_is_open(downstream: str) -> bool | None:
+    """Whether the downstream's breaker refuses calls now (open or half-open); None if unreadable."""
+    try:
+        breaker = DynamoDbCircuitBreaker(BREAKER_TABLE_NAME, client=dynamodb, policy=BreakerPolicy(), clock=clock)
+        state = breaker.state(downstream)
+    except Exception:  # noqa: BLE001 - a gauge is not worth failing the run
+        logger.warning("could not read the breaker state", extra={"downstream": downstream}, exc_info=True)
+        return None
+    if state.status is BreakerStatus.OPEN:
+        # Past open_until the item still says open, but the next caller probes (half-open).
+        return state.open_until is None or state.open_until > clock.now()
+    return state.status is BreakerStatus.HALF_OPEN

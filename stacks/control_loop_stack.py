@@ -1,0 +1,521 @@
+"""Control loop: alarms per downstream and per layer, the controller that retunes SSM, and the stage's dashboard.
+
+Metric factories (`DownstreamMetrics`) are kept apart from what is built from them: the alarms are
+declared as data (`AlarmSpec`, one list) and composed in one place, where each gets the people's
+SNS topic as its action and, when it means "slow down" for a downstream, a route to the
+controller (an EventBridge rule on its state changes). The controller also runs every minute, so
+it acts without alarms and raises limits again after a recovery.
+
+The callers publish Powertools EMF metrics in the `Throttling` namespace with the dimensions
+`service` and `Downstream`; a downstream's metrics are summed over the services that call it,
+found in the app itself: every function whose environment names a `DOWNSTREAM_NAME` (callers,
+consumers, any later use case). So this stack is built after every other stack of the app.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from aws_cdk import Acknowledgment, ArnFormat, CfnOutput, Duration, RemovalPolicy, Stack, Token, Validations
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from stacks.config import AppConfig, ControlLoopConfig, DownstreamConfig
+from stacks.patterns import HandlerFunction, ThrottledQueueConsumer
+from stacks.patterns.handler_function import METRICS_NAMESPACE
+from stacks.shared_limits_stack import SharedLimitsStack, breaker_tunables_key, downstream_tunables_key
+
+CONTROLLER_SERVICE = "throttling-controller"
+# A period with fewer calls says nothing: the alarms and the controller both ignore it.
+MIN_CALLS = 10
+PERIOD = Duration.minutes(1)
+
+# What a routed alarm means to the controller (see `throttling.control_loop.ALARM_ROUTE_KINDS`).
+THROTTLED, ERRORS, LATENCY, BREAKER = "throttled", "errors", "latency", "breaker"
+
+
+def caller_service(downstream: DownstreamConfig) -> str:
+    """The Powertools service of a downstream's caller (as the workflows stack names it)."""
+    return f"{downstream.name}-caller"
+
+
+def downstream_services(scope: Construct) -> dict[str, list[str]]:
+    """Downstream name -> the Powertools services of every function of the app that calls it.
+
+    A function that calls a downstream names it in `DOWNSTREAM_NAME`, and its metrics carry its
+    `POWERTOOLS_SERVICE_NAME`. The L2 function exposes no accessor for its environment, so it is
+    read from the L1 resource's properties (what CloudFormation will get).
+    """
+    found: dict[str, set[str]] = {}
+    for construct in scope.node.root.node.find_all():
+        if not isinstance(construct, lambda_.CfnFunction):
+            continue
+        environment = Stack.of(construct).resolve(construct._cfn_properties.get("environment")) or {}
+        variables = environment.get("variables") or {}
+        name, service = variables.get("DOWNSTREAM_NAME"), variables.get("POWERTOOLS_SERVICE_NAME")
+        if isinstance(name, str) and isinstance(service, str):
+            found.setdefault(name, set()).add(service)
+    return {name: sorted(services) for name, services in found.items()}
+
+
+def p99_latency_threshold_ms(downstream: DownstreamConfig, loop: ControlLoopConfig) -> float:
+    """A p99 this slow means slow down: a slow call as the breaker counts it, never beyond the timeout."""
+    return float(min(downstream.expected_latency_ms * loop.p99_latency_factor, downstream.timeout_sec * 1000))
+
+
+def controller_bounds(downstream: DownstreamConfig, loop: ControlLoopConfig) -> dict[str, float | int]:
+    """Where the controller may move a downstream (parsed by the Lambda side's `Bounds.from_mapping`).
+
+    The rate ceiling is the planned rate (the contract less the headroom kept for jitter), the
+    concurrency ceiling `max_concurrency_factor` times the Little's-law concurrency.
+    """
+    return {
+        "min_concurrency": 1,
+        "max_concurrency": max(1, downstream.default_max_concurrency * loop.max_concurrency_factor),
+        "min_rate_per_sec": max(0.01, round(downstream.planned_rate_per_sec * loop.min_rate_fraction, 3)),
+        "max_rate_per_sec": downstream.planned_rate_per_sec,
+        "max_burst": downstream.planned_burst,
+        "expected_latency_ms": downstream.expected_latency_ms,
+    }
+
+
+def controller_policy(loop: ControlLoopConfig) -> dict[str, object]:
+    """The controller's policy (parsed by the Lambda side's `ControllerPolicy.from_mapping`)."""
+    return {
+        "mode": loop.mode,
+        "min_calls": MIN_CALLS,
+        "throttle_rate_threshold": loop.throttle_rate_threshold,
+        "error_rate_threshold": loop.error_rate_threshold,
+        "clean_periods_to_increase": loop.clean_periods_to_increase,
+        "cooldown_sec": loop.cooldown_sec,
+    }
+
+
+class DownstreamMetrics:
+    """The callers' EMF metrics of one downstream, summed over the services that call it."""
+
+    def __init__(self, downstream: str, services: Sequence[str]) -> None:
+        if not services:
+            raise ValueError(f"services must name at least one caller of {downstream!r}, got {list(services)!r}")
+        self.downstream = downstream
+        self.services = tuple(services)
+
+    def metric(self, name: str, service: str, statistic: str = "Sum") -> cloudwatch.Metric:
+        return cloudwatch.Metric(namespace=METRICS_NAMESPACE, metric_name=name, statistic=statistic, period=PERIOD,
+                                 dimensions_map={"Downstream": self.downstream, "service": service},
+                                 label=f"{name} {service}")
+
+    def controller(self, name: str, statistic: str = "Maximum") -> cloudwatch.Metric:
+        """A metric the controller publishes about this downstream."""
+        return cloudwatch.Metric(namespace=METRICS_NAMESPACE, metric_name=name, statistic=statistic, period=PERIOD,
+                                 dimensions_map={"Downstream": self.downstream, "service": CONTROLLER_SERVICE},
+                                 label=name)
+
+    def total(self, name: str, label: str) -> cloudwatch.IMetric:
+        """The sum over the services (missing points count as 0)."""
+        if len(self.services) == 1:
+            return self.metric(name, self.services[0])
+        # Ids are unique per metric name: one graph may hold several totals.
+        using = {f"{name.lower()}{i}": self.metric(name, service) for i, service in enumerate(self.services)}
+        return cloudwatch.MathExpression(expression=" + ".join(f"FILL({k}, 0)" for k in using), using_metrics=using,
+                                         period=PERIOD, label=label)
+
+    def rate_percent(self, numerator: str, label: str) -> cloudwatch.MathExpression:
+        """`100 * numerator / DownstreamCalls`, only when at least MIN_CALLS calls were made (else 0)."""
+        using: dict[str, cloudwatch.IMetric] = {}
+        calls, part = [], []
+        for i, service in enumerate(self.services):
+            using[f"c{i}"] = self.metric("DownstreamCalls", service)
+            using[f"{numerator.lower()}{i}"] = self.metric(numerator, service)
+            calls.append(f"FILL(c{i}, 0)")
+            part.append(f"FILL({numerator.lower()}{i}, 0)")
+        total_calls = f"({' + '.join(calls)})"
+        expression = f"IF({total_calls} >= {MIN_CALLS}, 100 * ({' + '.join(part)}) / {total_calls}, 0)"
+        return cloudwatch.MathExpression(expression=expression, using_metrics=using, period=PERIOD, label=label)
+
+    def throttle_rate_percent(self) -> cloudwatch.MathExpression:
+        return self.rate_percent("DownstreamThrottled", f"{self.downstream} 429 rate (%)")
+
+    def error_rate_percent(self) -> cloudwatch.MathExpression:
+        return self.rate_percent("DownstreamUnavailable", f"{self.downstream} error rate (%)")
+
+    def latency(self, statistic: str) -> cloudwatch.IMetric:
+        """The worst service's latency statistic (a percentile cannot be summed)."""
+        if len(self.services) == 1:
+            return self.metric("DownstreamLatency", self.services[0], statistic)
+        using = {f"{statistic.lower()}_{i}": self.metric("DownstreamLatency", s, statistic)
+                 for i, s in enumerate(self.services)}
+        return cloudwatch.MathExpression(expression=f"MAX([{', '.join(using)}])", using_metrics=using, period=PERIOD,
+                                         label=f"{self.downstream} latency {statistic} (ms)")
+
+
+@dataclass(frozen=True)
+class AlarmSpec:
+    """One alarm as data. `route` (downstream, kind) makes its state changes reach the controller."""
+
+    construct_id: str
+    alarm_name: str
+    description: str
+    metric: cloudwatch.IMetric
+    threshold: float
+    evaluation_periods: int = 1
+    datapoints_to_alarm: int | None = None
+    comparison: cloudwatch.ComparisonOperator = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD
+    route: tuple[str, str] | None = None
+
+
+class ControlLoopStack(Stack):
+    """The alarms, the controller and the dashboard of one stage.
+
+    :param shared_limits: the tunables the controller owns (with the operators), and the tables it watches.
+    :param downstream_callers: downstream name -> its caller function (Lambda throttles alarm); default none.
+    :param state_machines: PascalCase name -> a workflow (failed / throttled executions alarms); default none.
+    :param queue_consumers: downstream name -> its buffer's consumer: backlog age and dead-letter alarms,
+        and the SQS mapping whose `MaximumConcurrency` the controller reconciles; default none.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: AppConfig,
+        shared_limits: SharedLimitsStack,
+        downstream_callers: Mapping[str, lambda_.IFunction] | None = None,
+        state_machines: Mapping[str, sfn.IStateMachine] | None = None,
+        queue_consumers: Mapping[str, ThrottledQueueConsumer] | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        removal_policy = RemovalPolicy.DESTROY if config.removal_policy == "destroy" else RemovalPolicy.RETAIN
+        loop = config.control_loop
+        callers = dict(downstream_callers or {})
+        machines = dict(state_machines or {})
+        consumers = dict(queue_consumers or {})
+        for name in [*callers, *consumers]:
+            config.downstream(name)  # fails early, naming the configured downstreams
+
+        # A downstream nobody calls yet is still watched under its caller's name.
+        services = downstream_services(self)
+        self.downstream_metrics = {
+            d.name: DownstreamMetrics(d.name, services.get(d.name) or [caller_service(d)]) for d in config.downstreams
+        }
+
+        # -- people: an encrypted topic (CloudWatch may use the key to publish) -------------------
+        self.alarm_key = kms.Key(self, "AlarmTopicKey", enable_key_rotation=True, removal_policy=removal_policy,
+                                 description="Encrypts the alarm topic; CloudWatch alarms may publish with it")
+        self.alarm_key.grant(iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*")
+        self.alarm_topic = sns.Topic(self, "AlarmTopic", master_key=self.alarm_key, enforce_ssl=True,
+                                     display_name=f"{config.stack_prefix} throttling alarms")
+        for email in loop.alarm_emails:
+            self.alarm_topic.add_subscription(subscriptions.EmailSubscription(email))
+
+        # -- the alarms, as data -------------------------------------------------------------------
+        self.alarm_specs = self._alarm_specs(config, shared_limits, callers, machines, consumers)
+        self.alarms: dict[str, cloudwatch.Alarm] = {}
+        for spec in self.alarm_specs:
+            self._add_alarm(spec)
+        routes = {s.alarm_name: {"downstream": s.route[0], "kind": s.route[1]} for s in self.alarm_specs if s.route}
+
+        # -- the controller ------------------------------------------------------------------------
+        self.state_table = dynamodb.Table(
+            self,
+            "ControllerStateTable",
+            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            encryption=dynamodb.TableEncryption.AWS_MANAGED,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            removal_policy=removal_policy,
+        )
+        plans = {
+            d.name: {
+                "parameter_name": f"{config.ssm_prefix}/{downstream_tunables_key(d)}",
+                "breaker_parameter_name": f"{config.ssm_prefix}/{breaker_tunables_key(d)}",
+                "services": list(self.downstream_metrics[d.name].services),
+                "bounds": controller_bounds(d, loop),
+                "contract_rate_per_sec": d.rate_limit_per_sec,
+                "p99_latency_threshold_ms": p99_latency_threshold_ms(d, loop),
+                "consumer_functions": [consumers[d.name].function.function_name] if d.name in consumers else [],
+            }
+            for d in config.downstreams
+        }
+        self.controller = HandlerFunction(
+            self,
+            "Controller",
+            handler="handlers.controller.handler",
+            service=CONTROLLER_SERVICE,
+            description="Retunes each downstream's concurrency and rate in SSM from its metrics and alarms",
+            log_retention_days=config.log_retention_days,
+            powertools_layer_version=config.powertools_layer_version,
+            removal_policy=removal_policy,
+            timeout_sec=50,  # done before the next minute's run
+            reserved_concurrency=1,  # one writer: a schedule and an alarm never decide at once
+            environment={
+                "CONTROLLER_DOWNSTREAMS": self.to_json_string(plans),
+                "CONTROLLER_POLICY": json.dumps(controller_policy(loop), sort_keys=True),
+                "CONTROLLER_ALARMS": json.dumps(routes, sort_keys=True),
+                "CONTROLLER_STATE_TABLE_NAME": self.state_table.table_name,
+                "BREAKER_TABLE_NAME": shared_limits.breakers.table.table_name,
+                "PERIOD_SEC": str(int(PERIOD.to_seconds())),
+                "METRICS_DELAY_SEC": str(loop.metrics_delay_sec),
+            },
+        )
+        function = self.controller.function
+        shared_limits.tunables.grant_write(function)
+        region = "<AWS::Region>" if Token.is_unresolved(self.region) else self.region  # as cdk-nag prints it
+        Validations.of(self.controller.role).acknowledge(
+            Acknowledgment(
+                id=f"AwsSolutions::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ssm:{region}:<AWS::AccountId>:"
+                f"parameter{config.ssm_prefix}/*]",
+                reason="the controller owns every tunable of the stage (downstreams/* and breakers/*, added with the"
+                " config); the wildcard is under the stage's own prefix",
+            )
+        )
+        shared_limits.breakers.grant_update(function)
+        self.state_table.grant(function, "dynamodb:GetItem", "dynamodb:PutItem")
+        self._grant_metrics_and_mappings(function, [c.function for c in consumers.values()])
+
+        self.schedule = events.Rule(
+            self,
+            "ControllerSchedule",
+            description="Run the controller every minute, alarms or not",
+            schedule=events.Schedule.rate(Duration.minutes(1)),
+            targets=[targets.LambdaFunction(function, retry_attempts=0, max_event_age=Duration.minutes(1))],
+        )
+        # Matched by name (the names are literals), so the rule does not depend on the alarms' ARNs.
+        self.alarm_rule = events.Rule(
+            self,
+            "ControllerAlarmStateChanges",
+            description="Deliver the slow-down alarms' state changes to the controller",
+            event_pattern=events.EventPattern(
+                source=["aws.cloudwatch"],
+                detail_type=["CloudWatch Alarm State Change"],
+                detail={"alarmName": sorted(routes)},
+            ),
+            targets=[targets.LambdaFunction(function, retry_attempts=2, max_event_age=Duration.minutes(10))],
+        )
+        # The control loop itself failing (an unusable tunables document, an AWS error) is for people.
+        controller_errors = AlarmSpec(
+            "ControllerErrors", f"{config.stack_prefix}-controller-Errors",
+            "The controller could not handle a downstream (see its log: an operator's broken document?)",
+            function.metric_errors(period=PERIOD, statistic="Sum"), 0, evaluation_periods=3, datapoints_to_alarm=2)
+        self.alarm_specs.append(controller_errors)
+        self._add_alarm(controller_errors)
+
+        self.dashboard = self._dashboard(config, shared_limits, callers, machines, consumers)
+
+        CfnOutput(self, "ControllerName", value=function.function_name)
+        CfnOutput(self, "ControllerStateTableName", value=self.state_table.table_name)
+        CfnOutput(self, "AlarmTopicArn", value=self.alarm_topic.topic_arn)
+        CfnOutput(self, "DashboardName", value=self.dashboard.dashboard_name)
+
+    # -- alarms ------------------------------------------------------------------------------------
+    def _alarm_specs(
+        self,
+        config: AppConfig,
+        shared_limits: SharedLimitsStack,
+        callers: Mapping[str, lambda_.IFunction],
+        machines: Mapping[str, sfn.IStateMachine],
+        consumers: Mapping[str, ThrottledQueueConsumer],
+    ) -> list[AlarmSpec]:
+        loop = config.control_loop
+        prefix = config.stack_prefix
+        specs: list[AlarmSpec] = []
+        for d in config.downstreams:
+            m = self.downstream_metrics[d.name]
+            pascal = _pascal(d.name)
+            specs += [
+                AlarmSpec(
+                    f"{pascal}ThrottleRate", f"{prefix}-{d.name}-ThrottleRate",
+                    f"{d.name} answers more than {loop.throttle_rate_threshold:.1%} of calls with 429: slow down",
+                    m.throttle_rate_percent(), loop.throttle_rate_threshold * 100, route=(d.name, THROTTLED)),
+                AlarmSpec(
+                    f"{pascal}ErrorRate", f"{prefix}-{d.name}-ErrorRate",
+                    f"{d.name} fails more than {loop.error_rate_threshold:.1%} of calls (5xx, timeouts): slow down",
+                    m.error_rate_percent(), loop.error_rate_threshold * 100, route=(d.name, ERRORS)),
+                AlarmSpec(
+                    f"{pascal}ErrorRateSustained", f"{prefix}-{d.name}-ErrorRateSustained",
+                    f"{d.name} fails more than {loop.breaker_error_rate_threshold:.0%} of calls for"
+                    f" {loop.breaker_alarm_periods} minutes: open its circuit breaker",
+                    m.error_rate_percent(), loop.breaker_error_rate_threshold * 100,
+                    evaluation_periods=loop.breaker_alarm_periods, route=(d.name, BREAKER)),
+                AlarmSpec(
+                    f"{pascal}LatencyP99", f"{prefix}-{d.name}-LatencyP99",
+                    f"{d.name} p99 latency above {p99_latency_threshold_ms(d, loop):.0f} ms in 2 of 3 minutes:"
+                    " fewer calls in flight",
+                    m.latency("p99"), p99_latency_threshold_ms(d, loop), evaluation_periods=3, datapoints_to_alarm=2,
+                    route=(d.name, LATENCY)),
+            ]
+        for construct_name, table in (("RateLimiter", shared_limits.rate_limiter),
+                                      ("Semaphores", shared_limits.semaphores),
+                                      ("CircuitBreakers", shared_limits.breakers)):
+            specs.append(AlarmSpec(
+                f"{construct_name}TableThrottled", f"{prefix}-{construct_name}Table-Throttled",
+                f"DynamoDB throttled requests on the {construct_name} table: a hot partition (add shards)",
+                table.metric_throttled(), 0))
+        for name, caller in callers.items():
+            specs.append(AlarmSpec(
+                f"{_pascal(name)}CallerThrottles", f"{prefix}-{name}-caller-Throttles",
+                f"Lambda throttled the {name} caller: the account's concurrency is exhausted",
+                caller.metric_throttles(period=PERIOD, statistic="Sum"), 0))
+        for name, machine in machines.items():
+            specs += [
+                AlarmSpec(f"{name}ExecutionsFailed", f"{prefix}-{name}-ExecutionsFailed",
+                          f"{name} executions failed", machine.metric_failed(period=PERIOD, statistic="Sum"), 0),
+                AlarmSpec(f"{name}ExecutionsThrottled", f"{prefix}-{name}-ExecutionsThrottled",
+                          f"Step Functions throttled {name}", machine.metric_throttled(period=PERIOD, statistic="Sum"),
+                          0),
+            ]
+        for name, consumer in consumers.items():
+            pascal = _pascal(name)
+            specs += [
+                AlarmSpec(
+                    f"{pascal}BacklogAge", f"{prefix}-{name}-BacklogAge",
+                    f"The {name} buffer's oldest message is older than {loop.backlog_age_alarm_sec} s",
+                    consumer.metric_oldest_message_age(), loop.backlog_age_alarm_sec),
+                AlarmSpec(
+                    f"{pascal}DeadLetters", f"{prefix}-{name}-DeadLetters",
+                    f"The {name} buffer's dead-letter queue is not empty: fix the cause, then redrive",
+                    consumer.metric_dead_letters(), 0),
+            ]
+        return specs
+
+    def _add_alarm(self, spec: AlarmSpec) -> cloudwatch.Alarm:
+        """Every alarm tells people (in ALARM and back to OK); missing data is not breaching."""
+        alarm = cloudwatch.Alarm(
+            self,
+            spec.construct_id,
+            alarm_name=spec.alarm_name,
+            alarm_description=spec.description,
+            metric=spec.metric,
+            threshold=spec.threshold,
+            evaluation_periods=spec.evaluation_periods,
+            datapoints_to_alarm=spec.datapoints_to_alarm,
+            comparison_operator=spec.comparison,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        notify = cloudwatch_actions.SnsAction(self.alarm_topic)
+        alarm.add_alarm_action(notify)
+        alarm.add_ok_action(notify)
+        self.alarms[spec.construct_id] = alarm
+        return alarm
+
+    # -- permissions -------------------------------------------------------------------------------
+    def _grant_metrics_and_mappings(self, function: lambda_.IFunction, consumers: Sequence[lambda_.IFunction]) -> None:
+        statements = [iam.PolicyStatement(actions=["cloudwatch:GetMetricData"], resources=["*"])]
+        if consumers:
+            statements += [
+                iam.PolicyStatement(actions=["lambda:ListEventSourceMappings"], resources=["*"]),
+                iam.PolicyStatement(actions=["lambda:GetFunctionConcurrency"],
+                                    resources=[c.function_arn for c in consumers]),
+                iam.PolicyStatement(
+                    actions=["lambda:UpdateEventSourceMapping"],
+                    resources=[self.format_arn(service="lambda", resource="event-source-mapping", resource_name="*",
+                                               arn_format=ArnFormat.COLON_RESOURCE_NAME)],
+                    conditions={"StringEquals": {"lambda:FunctionArn": [c.function_arn for c in consumers]}},
+                ),
+            ]
+        region = "<AWS::Region>" if Token.is_unresolved(self.region) else self.region  # as cdk-nag prints it
+        policy = iam.Policy(self, "ControllerReadsMetricsAndTunesMappings", statements=statements,
+                            roles=[self.controller.role])
+        Validations.of(policy).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions::AwsSolutions-IAM5[Resource::*]",
+                reason="cloudwatch:GetMetricData and lambda:ListEventSourceMappings do not support resource-level"
+                " permissions",
+            ),
+            Acknowledgment(
+                id=f"AwsSolutions::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:lambda:{region}:"
+                "<AWS::AccountId>:event-source-mapping:*]",
+                reason="mapping UUIDs are generated at deploy time; the condition lambda:FunctionArn limits the"
+                " update to the mappings of the buffers' consumers",
+            ),
+        )
+
+    # -- dashboard ---------------------------------------------------------------------------------
+    def _dashboard(
+        self,
+        config: AppConfig,
+        shared_limits: SharedLimitsStack,
+        callers: Mapping[str, lambda_.IFunction],
+        machines: Mapping[str, sfn.IStateMachine],
+        consumers: Mapping[str, ThrottledQueueConsumer],
+    ) -> cloudwatch.Dashboard:
+        rows: list[list[cloudwatch.IWidget]] = [
+            [cloudwatch.TextWidget(
+                markdown=f"# Throttling, {config.stage}\nPer downstream: what the callers saw, what our limiter"
+                " admitted, and what the controller set (SSM tunables, with the reason in its log). Below: the"
+                " layers (limit tables, callers, workflows, buffers).", width=24, height=2)],
+            [cloudwatch.AlarmStatusWidget(alarms=list(self.alarms.values()), title="Alarms", width=24, height=4)],
+        ]
+        for d in config.downstreams:
+            m = self.downstream_metrics[d.name]
+            rows.append([
+                cloudwatch.GraphWidget(
+                    title=f"{d.name}: calls, 429s, errors", width=6,
+                    left=[m.total("DownstreamCalls", "calls"), m.total("DownstreamThrottled", "429s"),
+                          m.total("DownstreamUnavailable", "5xx + timeouts")]),
+                cloudwatch.GraphWidget(
+                    title=f"{d.name}: latency (ms)", width=6, left=[m.latency("p50"), m.latency("p99")],
+                    left_annotations=[cloudwatch.HorizontalAnnotation(
+                        value=p99_latency_threshold_ms(d, config.control_loop), label="p99 alarm")]),
+                cloudwatch.GraphWidget(
+                    title=f"{d.name}: limiter admitted / refused", width=6,
+                    left=[m.total("LimiterAdmitted", "admitted"), m.total("RateLimited", "refused (RateLimited)")]),
+                cloudwatch.GraphWidget(
+                    title=f"{d.name}: controller (in force, decisions, breaker)", width=6,
+                    left=[m.controller("ControllerMaxConcurrency"), m.controller("BreakerOpen")],
+                    right=[m.controller("ControllerRatePerSec"), m.controller("ControllerIncreases", "Sum"),
+                           m.controller("ControllerDecreases", "Sum")]),
+            ])
+        # One graph per table: each table's throttle metric is an expression over the same operation ids.
+        layers: list[cloudwatch.IWidget] = [
+            cloudwatch.GraphWidget(
+                title=f"{name} table: {'denied acquires and ' if name == 'RateLimiter' else ''}DynamoDB throttles",
+                width=4,
+                left=([table.metric_denied(label="denied (conditional check failed)")] if name == "RateLimiter" else [])
+                + [table.metric_throttled(label="throttled requests")])
+            for name, table in (("RateLimiter", shared_limits.rate_limiter), ("Semaphores", shared_limits.semaphores),
+                                ("CircuitBreakers", shared_limits.breakers))
+        ]
+        if callers:
+            layers.append(cloudwatch.GraphWidget(
+                title="Callers: Lambda throttles", width=4,
+                left=[fn.metric_throttles(period=PERIOD, statistic="Sum", label=name) for name, fn in callers.items()]))
+        if machines:
+            layers.append(cloudwatch.GraphWidget(
+                title="Workflows: executions", width=4,
+                left=[metric for name, machine in machines.items() for metric in (
+                    machine.metric_started(period=PERIOD, statistic="Sum", label=f"{name} started"),
+                    machine.metric_failed(period=PERIOD, statistic="Sum", label=f"{name} failed"),
+                    machine.metric_throttled(period=PERIOD, statistic="Sum", label=f"{name} throttled"))]))
+        if consumers:
+            layers.append(cloudwatch.GraphWidget(
+                title="Buffers: backlog, oldest message (s), dead letters", width=4,
+                left=[c.metric_backlog(label=f"{name} backlog") for name, c in consumers.items()]
+                + [c.metric_dead_letters(label=f"{name} dead letters") for name, c in consumers.items()],
+                right=[c.metric_oldest_message_age(label=f"{name} oldest (s)") for name, c in consumers.items()]))
+        rows.append(layers)
+        dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=f"{config.stack_prefix}-throttling",
+                                         default_interval=Duration.hours(3))
+        for row in rows:
+            dashboard.add_widgets(*row)
+        return dashboard
+
+
+def _pascal(snake: str) -> str:
+    return "".join(part.title() for part in snake.split("_"))

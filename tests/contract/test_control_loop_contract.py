@@ -1,0 +1,90 @@
+"""The CDK side and the controller agree: its environment parses, its plans cover every caller, its alarms exist."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from aws_cdk.assertions import Template
+
+from throttling.control_loop import parse_alarm_routes, parse_plans
+from throttling.controller import ControllerPolicy, Setting
+from throttling.tunables import parse_tunables
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def rendered(value: Any) -> str:
+    """A template string value with each CloudFormation token replaced by a placeholder."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "Fn::Join" in value:
+        separator, parts = value["Fn::Join"]
+        return separator.join(part if isinstance(part, str) else "TOKEN" for part in parts)
+    return "TOKEN"
+
+
+def controller_environment(stacks) -> dict[str, str]:
+    (function,) = Template.from_stack(stacks["control_loop"]).find_resources(
+        "AWS::Lambda::Function", {"Properties": {"Handler": "handlers.controller.handler"}}).values()
+    return {name: rendered(value) for name, value in function["Properties"]["Environment"]["Variables"].items()}
+
+
+def test_the_controller_environment_parses_on_the_lambda_side(dev_assembly, dev_config):
+    stacks, _ = dev_assembly
+    env = controller_environment(stacks)
+    plans = parse_plans(env["CONTROLLER_DOWNSTREAMS"])
+    policy = ControllerPolicy.from_mapping(json.loads(env["CONTROLLER_POLICY"]))
+    routes = parse_alarm_routes(env["CONTROLLER_ALARMS"])
+    assert set(plans) == {d.name for d in dev_config.downstreams}
+    assert policy.mode == dev_config.control_loop.mode
+    assert {route.downstream for route in routes.values()} == set(plans)
+    # AND the SQS consumer's mapping is the one to reconcile
+    assert plans["legacy_mainframe"].consumer_functions == ("TOKEN",)
+
+
+def test_every_seed_is_inside_the_controller_bounds_so_its_first_run_changes_nothing(dev_assembly):
+    stacks, _ = dev_assembly
+    plans = parse_plans(controller_environment(stacks)["CONTROLLER_DOWNSTREAMS"])
+    seeds = {p["Properties"]["Name"]: p["Properties"]["Value"]
+             for p in Template.from_stack(stacks["shared_limits"]).find_resources("AWS::SSM::Parameter").values()}
+    for plan in plans.values():
+        seed = parse_tunables(seeds[plan.parameter_name], ceiling_rate_per_sec=plan.contract_rate_per_sec).tunables
+        assert plan.bounds.contains(Setting(seed.max_concurrency, seed.rate_per_sec)), plan.name
+        assert plan.bounds.burst_for(seed.rate_per_sec) == seed.burst, plan.name
+        assert plan.breaker_parameter_name in seeds
+
+
+def test_every_function_that_calls_a_downstream_is_counted_in_its_plan(dev_assembly):
+    # GIVEN every function of the app that names a downstream (its metrics carry its service)
+    stacks, _ = dev_assembly
+    plans = parse_plans(controller_environment(stacks)["CONTROLLER_DOWNSTREAMS"])
+    seen = set()
+    for stack in stacks.values():
+        for function in Template.from_stack(stack).find_resources("AWS::Lambda::Function").values():
+            env = function["Properties"].get("Environment", {}).get("Variables", {})
+            if "DOWNSTREAM_NAME" in env:
+                # THEN the controller reads that service's metrics for that downstream
+                assert env["POWERTOOLS_SERVICE_NAME"] in plans[env["DOWNSTREAM_NAME"]].services
+                seen.add((env["DOWNSTREAM_NAME"], env["POWERTOOLS_SERVICE_NAME"]))
+    # AND no plan lists a service nobody runs
+    assert seen == {(name, service) for name, plan in plans.items() for service in plan.services}
+
+
+def test_every_routed_alarm_exists_and_reaches_the_controller(dev_assembly):
+    stacks, _ = dev_assembly
+    template = Template.from_stack(stacks["control_loop"])
+    routes = parse_alarm_routes(controller_environment(stacks)["CONTROLLER_ALARMS"])
+    names = {a["Properties"]["AlarmName"] for a in template.find_resources("AWS::CloudWatch::Alarm").values()}
+    assert set(routes) <= names
+    (rule,) = [r for r in template.find_resources("AWS::Events::Rule").values() if "EventPattern" in r["Properties"]]
+    assert set(rule["Properties"]["EventPattern"]["detail"]["alarmName"]) == set(routes)
+
+
+def test_every_environment_variable_the_controller_requires_is_set(dev_assembly):
+    source = (ROOT / "lambdas" / "handlers" / "controller.py").read_text()
+    required = set(re.findall(r'os\.environ\["([A-Z_]+)"\]', source))
+    stacks, _ = dev_assembly
+    assert required and required <= set(controller_environment(stacks))

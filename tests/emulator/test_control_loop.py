@@ -1,0 +1,226 @@
+"""The deployed controller closing the loop: metrics and alarm events in, SSM tunables and mappings out.
+
+moto runs no alarm actions and the handlers' EMF lines never reach its CloudWatch, so each test
+puts the callers' metrics itself and invokes the controller with the event AWS would send (a
+`CloudWatch Alarm State Change`, or the minute schedule's `Scheduled Event`), with an event time
+that names the period the metrics were put in.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+
+from localcloud.demo_workflows import crm_batch_outputs, run_execution, seed_segment
+from throttling.controller import evaluated_period
+
+pytestmark = pytest.mark.emulator
+
+DOWNSTREAMS = ("crm", "payment_gateway", "ai_model", "legacy_mainframe")
+
+
+@pytest.fixture(scope="module")
+def controller(deployed) -> str:
+    (stack,) = [s for name, s in deployed.items() if name.endswith("-ControlLoop")]
+    return stack.outputs["ControllerName"]
+
+
+@pytest.fixture
+def tunables(cloud, deployed, controller) -> Iterator[Any]:
+    """Write a downstream's document as an operator would; every seed and the controller's state are restored after."""
+    ssm = cloud.client("ssm")
+    (loop,) = [s for name, s in deployed.items() if name.endswith("-ControlLoop")]
+    seeds = {name: ssm.get_parameter(Name=parameter(name))["Parameter"]["Value"] for name in DOWNSTREAMS}
+
+    def write(downstream: str, **document: Any) -> None:
+        ssm.put_parameter(Name=parameter(downstream), Value=json.dumps(document), Type="String", Overwrite=True)
+
+    yield write
+    for name, seed in seeds.items():
+        ssm.put_parameter(Name=parameter(name), Value=seed, Type="String", Overwrite=True)
+        cloud.client("dynamodb").delete_item(TableName=loop.outputs["ControllerStateTableName"],
+                                             Key={"pk": {"S": name}})
+
+
+def parameter(downstream: str) -> str:
+    return f"/throttling/dev/downstreams/{downstream}"
+
+
+def document(cloud, downstream: str) -> dict[str, Any]:
+    return json.loads(cloud.client("ssm").get_parameter(Name=parameter(downstream))["Parameter"]["Value"])
+
+
+def put_period(cloud, downstream: str, at: float, *, calls: float, throttled: float = 0, unavailable: float = 0,
+               latency_ms: float = 200, delay_sec: float = 30) -> None:
+    """Put one minute of a caller's metrics: the minute the controller judges at `at`."""
+    start, _ = evaluated_period(at, 60, delay_sec)
+    dims = [{"Name": "Downstream", "Value": downstream}, {"Name": "service", "Value": f"{downstream}-caller"}]
+    stamp = datetime.fromtimestamp(start + 5, tz=timezone.utc)
+    data = [
+        {"MetricName": "DownstreamCalls", "Value": calls, "Unit": "Count"},
+        {"MetricName": "DownstreamThrottled", "Value": throttled, "Unit": "Count"},
+        {"MetricName": "DownstreamUnavailable", "Value": unavailable, "Unit": "Count"},
+        {"MetricName": "DownstreamLatency", "Values": [latency_ms], "Counts": [max(1.0, calls - throttled)],
+         "Unit": "Milliseconds"},
+    ]
+    cloud.client("cloudwatch").put_metric_data(
+        Namespace="Throttling", MetricData=[{**d, "Dimensions": dims, "Timestamp": stamp} for d in data])
+
+
+def iso(epoch_sec: float) -> str:
+    return datetime.fromtimestamp(epoch_sec, tz=timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def alarm_event(alarm_name: str, state: str, at: float) -> dict[str, Any]:
+    """The event EventBridge delivers for an alarm's state change (moto does not run alarm actions)."""
+    return {
+        "version": "0", "id": str(uuid.uuid4()), "detail-type": "CloudWatch Alarm State Change",
+        "source": "aws.cloudwatch", "account": "123456789012", "time": iso(at), "region": "us-east-1",
+        "resources": [f"arn:aws:cloudwatch:us-east-1:123456789012:alarm:{alarm_name}"],
+        "detail": {"alarmName": alarm_name, "state": {"value": state, "reason": "Threshold Crossed: test",
+                                                      "timestamp": iso(at)},
+                   "previousState": {"value": "OK" if state == "ALARM" else "ALARM"}},
+    }
+
+
+def scheduled_event(at: float) -> dict[str, Any]:
+    return {"version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event", "source": "aws.events",
+            "account": "123456789012", "time": iso(at), "region": "us-east-1",
+            "resources": ["arn:aws:events:us-east-1:123456789012:rule/ControllerSchedule"], "detail": {}}
+
+
+def invoke(cloud, function_name: str, event: dict[str, Any]) -> dict[str, Any]:
+    response = cloud.client("lambda").invoke(FunctionName=function_name, Payload=json.dumps(event))
+    payload = json.loads(response["Payload"].read())
+    assert "FunctionError" not in response, payload
+    return payload
+
+
+def decision(result: dict[str, Any], downstream: str) -> dict[str, Any]:
+    (found,) = [d for d in result["decisions"] if d["downstream"] == downstream]
+    return found
+
+
+def run_crm_segment(cloud, deployed, users: int) -> Any:
+    batch = crm_batch_outputs(deployed)
+    segment_id = f"control-{uuid.uuid4().hex[:8]}"
+    seed_segment(cloud, batch["segments_table"], segment_id, [f"user-{i:03d}" for i in range(users)])
+    result = run_execution(cloud, batch["state_machine_arn"], {"segment_id": segment_id})
+    assert result.status == "SUCCEEDED", (result.error, result.cause)
+    return result
+
+
+def test_the_deployed_alarms_exist_and_tell_people(cloud, deployed):
+    topic = deployed["Throttling-dev-ControlLoop"].outputs["AlarmTopicArn"]
+    alarms = {a["AlarmName"]: a for page in cloud.client("cloudwatch").get_paginator("describe_alarms").paginate()
+              for a in page["MetricAlarms"]}
+    crm = alarms["Throttling-dev-crm-ThrottleRate"]
+    assert (crm["Threshold"], crm["AlarmActions"], crm["OKActions"]) == (1.0, [topic], [topic])
+    assert {f"Throttling-dev-{d}-{kind}" for d in DOWNSTREAMS
+            for kind in ("ThrottleRate", "ErrorRate", "ErrorRateSustained", "LatencyP99")} <= set(alarms)
+
+
+def test_a_429_alarm_lowers_the_crm_concurrency_and_the_next_batch_runs_with_it(
+    cloud, deployed, controller, tunables, fresh_simulators
+):
+    crm = fresh_simulators["crm"]
+    # GIVEN the controller in charge of the CRM (mode auto) at 6 calls in flight, and a batch that used them
+    tunables("crm", rate_per_sec=9.0, burst=9, max_concurrency=6, mode="auto")
+    before = run_crm_segment(cloud, deployed, users=18)
+    peak_before = crm.stats()["max_in_flight"]
+    assert before.output["max_concurrency"] == 6
+    # WHEN a minute of 20 % 429s lands in CloudWatch and the 429-rate alarm's state change is delivered
+    now = time.time()
+    put_period(cloud, "crm", now, calls=600, throttled=120)
+    result = invoke(cloud, controller, alarm_event("Throttling-dev-crm-ThrottleRate", "ALARM", now))
+    # THEN the controller halved the CRM's concurrency and rate in SSM (burst with the rate), and said why
+    crm_decision = decision(result, "crm")
+    assert (crm_decision["action"], crm_decision["written"]) == ("decrease", True)
+    assert crm_decision["reason"].startswith("alarm Throttling-dev-crm-ThrottleRate in ALARM; 429 rate 20.0% > 1.0%")
+    assert document(cloud, "crm") == {"rate_per_sec": 4.5, "burst": 4, "max_concurrency": 3, "mode": "auto"}
+    # AND the next batch reads it and never has more than 3 calls in flight at the CRM
+    crm.reset()
+    after = run_crm_segment(cloud, deployed, users=12)
+    peak_after = crm.stats()["max_in_flight"]
+    assert after.output == {**after.output, "max_concurrency": 3, "succeeded": 12, "failed": 0}
+    assert peak_after <= 3 < peak_before, (peak_before, peak_after)
+
+
+def test_a_pinned_document_is_left_alone_by_the_alarm(cloud, controller, tunables):
+    # GIVEN an operator who pinned the AI model's limits
+    tunables("ai_model", rate_per_sec=4.5, burst=4, max_concurrency=6, mode="manual")
+    version = cloud.client("ssm").get_parameter(Name=parameter("ai_model"))["Parameter"]["Version"]
+    # WHEN it answers 50 % 429s and its alarm fires
+    now = time.time()
+    put_period(cloud, "ai_model", now, calls=100, throttled=50, latency_ms=800)
+    result = invoke(cloud, controller, alarm_event("Throttling-dev-ai_model-ThrottleRate", "ALARM", now))
+    # THEN the controller held, and the document was not even rewritten
+    assert decision(result, "ai_model")["reason"] == "hold: mode manual (pinned by an operator)"
+    assert cloud.client("ssm").get_parameter(Name=parameter("ai_model"))["Parameter"]["Version"] == version
+
+
+def test_after_a_decrease_clean_minutes_raise_the_limits_again_within_bounds(cloud, controller, tunables):
+    # GIVEN the payment gateway cut to its floor by a 429 minute, nine minutes ago
+    tunables("payment_gateway", rate_per_sec=1.8, burst=1, max_concurrency=2, mode="auto")
+    start = (time.time() // 60) * 60 - 9 * 60
+    put_period(cloud, "payment_gateway", start + 35, calls=120, throttled=30, latency_ms=500)
+    cut = invoke(cloud, controller, alarm_event("Throttling-dev-payment_gateway-ThrottleRate", "ALARM", start + 35))
+    assert decision(cut, "payment_gateway")["action"] == "decrease"
+    settings = [(document(cloud, "payment_gateway")["max_concurrency"], document(cloud, "payment_gateway")["rate_per_sec"])]
+    assert settings == [(1, 0.9)]
+    # WHEN six clean minutes follow (2 calls/s at 1 s: 2 in flight, so both limits are used), each
+    # judged by the schedule
+    for minute in range(1, 7):
+        at = start + 35 + 60 * minute
+        put_period(cloud, "payment_gateway", at, calls=120, latency_ms=1000)
+        result = invoke(cloud, controller, scheduled_event(at))
+        assert decision(result, "payment_gateway")["action"] in ("hold", "increase")
+        settings.append((document(cloud, "payment_gateway")["max_concurrency"],
+                         document(cloud, "payment_gateway")["rate_per_sec"]))
+    # THEN after the cooldown and three clean minutes it steps up, three minutes later again, never
+    # past the bounds (1-4 in flight, 0.18-1.8 req/s) and never down
+    assert settings == [(1, 0.9), (1, 0.9), (1, 0.9), (2, 1.08), (2, 1.08), (2, 1.08), (3, 1.26)]
+
+
+def test_a_sustained_error_alarm_opens_the_downstreams_breaker(cloud, deployed, controller, tunables):
+    # WHEN the AI model's sustained error-rate alarm fires
+    now = time.time()
+    result = invoke(cloud, controller, alarm_event("Throttling-dev-ai_model-ErrorRateSustained", "ALARM", now))
+    # THEN its breaker is open for the policy's 30 s, as the breakers table shows every caller
+    assert result["breaker_opened"]["status"] == "open"
+    shared = deployed["Throttling-dev-SharedLimits"].outputs
+    item = cloud.client("dynamodb").get_item(TableName=shared["CircuitBreakerTableName"],
+                                             Key={"pk": {"S": "ai_model"}}, ConsistentRead=True)["Item"]
+    assert item["status"] == {"S": "open"}
+    assert 25 <= float(item["open_until"]["N"]) - now <= 35
+
+
+def test_the_consumers_mapping_follows_ssm_within_the_reserved_concurrency(cloud, deployed, controller, tunables):
+    lambda_client = cloud.client("lambda")
+    consumer = deployed["Throttling-dev-Buffers"].outputs["LegacyConsumerName"]
+    (mapping,) = lambda_client.list_event_source_mappings(FunctionName=consumer)["EventSourceMappings"]
+    # GIVEN a mapping someone changed by hand to 5, while SSM says 1 call in flight for the mainframe
+    lambda_client.update_event_source_mapping(UUID=mapping["UUID"], ScalingConfig={"MaximumConcurrency": 5})
+    tunables("legacy_mainframe", rate_per_sec=0.8, burst=1, max_concurrency=1, mode="manual")
+    # WHEN the controller runs THEN the mapping is back at what SSM says (Lambda's minimum of 2)
+    result = invoke(cloud, controller, scheduled_event(time.time()))
+    assert [(c["from"], c["to"]) for c in decision(result, "legacy_mainframe")["mapping_changes"]] == [(5, 2)]
+    # WHEN SSM allows 3 but the consumer reserves only 2 THEN the mapping stays at 2 (no throttled batches)
+    tunables("legacy_mainframe", rate_per_sec=0.8, burst=1, max_concurrency=3, mode="manual")
+    result = invoke(cloud, controller, scheduled_event(time.time()))
+    assert decision(result, "legacy_mainframe")["mapping_changes"] == []
+    # AND once 4 are reserved, the mapping takes the 3
+    lambda_client.put_function_concurrency(FunctionName=consumer, ReservedConcurrentExecutions=4)
+    try:
+        result = invoke(cloud, controller, scheduled_event(time.time()))
+    finally:
+        lambda_client.put_function_concurrency(FunctionName=consumer, ReservedConcurrentExecutions=2)
+    assert [(c["from"], c["to"]) for c in decision(result, "legacy_mainframe")["mapping_changes"]] == [(2, 3)]
+    assert lambda_client.get_event_source_mapping(UUID=mapping["UUID"])["ScalingConfig"] == {"MaximumConcurrency": 3}
+    invoke(cloud, controller, scheduled_event(time.time()))  # back to 2 with the reserved concurrency

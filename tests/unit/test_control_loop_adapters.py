@@ -1,0 +1,347 @@
+"""The control loop's adapters and its run, against moto in process (CloudWatch, SSM, DynamoDB, Lambda, SQS)."""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from localcloud import moto_patches
+from throttling.control_loop import (
+    CloudWatchPeriodReader,
+    ControlLoop,
+    ControllerStateStore,
+    DownstreamPlan,
+    EventSourceMappingReconciler,
+    TunablesDocumentStore,
+    mapping_concurrency,
+    parse_alarm_routes,
+    parse_plans,
+)
+from throttling.controller import AlarmSignal, Bounds, ControllerPolicy, ControllerState, Setting
+
+REGION = "us-east-1"
+PARAMETER = "/throttling/test/downstreams/crm"
+STATE_TABLE = "controller-state"
+NOW = 1_800_000_050.0  # judged at :50 of a minute: the period [-1:20, -0:20) rounded is the minute before
+PERIOD = (1_799_999_940.0, 1_800_000_000.0)
+
+PLAN = DownstreamPlan(
+    name="crm",
+    parameter_name=PARAMETER,
+    services=("crm-caller", "crm-consumer"),
+    bounds=Bounds(1, 8, 0.9, 9.0, max_burst=9, expected_latency_ms=200),
+    contract_rate_per_sec=10.0,
+)
+
+
+@pytest.fixture
+def aws() -> Iterator[None]:
+    undo = moto_patches.apply_cloudwatch_percentiles()
+    try:
+        with mock_aws():
+            yield
+    finally:
+        undo()
+
+
+def client(service: str) -> Any:
+    return boto3.client(service, region_name=REGION)
+
+
+def put_period(service: str, *, calls: float, throttled: float = 0, unavailable: float = 0,
+               latencies: list[float] | None = None, at: float = PERIOD[0] + 10) -> None:
+    dims = [{"Name": "Downstream", "Value": "crm"}, {"Name": "service", "Value": service}]
+    stamp = datetime.fromtimestamp(at, tz=timezone.utc)
+    data = [{"MetricName": "DownstreamCalls", "Dimensions": dims, "Timestamp": stamp, "Value": calls, "Unit": "Count"}]
+    if throttled:
+        data.append({"MetricName": "DownstreamThrottled", "Dimensions": dims, "Timestamp": stamp, "Value": throttled,
+                     "Unit": "Count"})
+    if unavailable:
+        data.append({"MetricName": "DownstreamUnavailable", "Dimensions": dims, "Timestamp": stamp,
+                     "Value": unavailable, "Unit": "Count"})
+    if latencies:
+        data.append({"MetricName": "DownstreamLatency", "Dimensions": dims, "Timestamp": stamp, "Values": latencies,
+                     "Unit": "Milliseconds"})
+    client("cloudwatch").put_metric_data(Namespace="Throttling", MetricData=data)
+
+
+def seed_tunables(document: dict[str, Any]) -> None:
+    client("ssm").put_parameter(Name=PARAMETER, Value=json.dumps(document), Type="String", Overwrite=True)
+
+
+def tunables() -> dict[str, Any]:
+    return json.loads(client("ssm").get_parameter(Name=PARAMETER)["Parameter"]["Value"])
+
+
+def create_state_table() -> None:
+    client("dynamodb").create_table(
+        TableName=STATE_TABLE, BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}])
+
+
+def control_loop(plan: DownstreamPlan = PLAN, mappings: EventSourceMappingReconciler | None = None) -> ControlLoop:
+    return ControlLoop(
+        plans={plan.name: plan},
+        policy=ControllerPolicy(),
+        metrics=CloudWatchPeriodReader(client("cloudwatch")),
+        tunables=TunablesDocumentStore(client("ssm")),
+        states=ControllerStateStore(STATE_TABLE, client("dynamodb")),
+        mappings=mappings,
+    )
+
+
+# -- reading a period ----------------------------------------------------------------------------
+
+
+def test_a_period_sums_the_services_of_a_downstream_and_keeps_the_worst_p99(aws):
+    # GIVEN a caller and a consumer of the CRM, each with its own calls and latencies
+    put_period("crm-caller", calls=90, throttled=9, latencies=[100.0] * 90 + [900.0] * 10)
+    put_period("crm-consumer", calls=10, unavailable=1, latencies=[300.0] * 10)
+    # WHEN the period is read
+    (metrics,) = CloudWatchPeriodReader(client("cloudwatch")).read([PLAN], *PERIOD).values()
+    # THEN counts are summed, the p99 is the worse one, and the mean is weighted by samples
+    assert (metrics.calls, metrics.throttled, metrics.server_errors) == (100, 9, 1)
+    assert metrics.latency_p99_ms == 900
+    assert metrics.latency_mean_ms == pytest.approx((90 * 100 + 10 * 900 + 10 * 300) / 110)
+    assert metrics.latency_p50_ms == pytest.approx((100 * 100 + 300 * 10) / 110)
+
+
+def test_a_period_without_calls_is_no_data(aws):
+    put_period("crm-caller", calls=50, at=PERIOD[0] - 120)  # an older minute only
+    assert CloudWatchPeriodReader(client("cloudwatch")).read([PLAN], *PERIOD) == {"crm": None}
+
+
+# -- one run -------------------------------------------------------------------------------------
+
+
+def test_a_429_heavy_period_lowers_the_document_and_keeps_its_other_fields(aws):
+    # GIVEN the CRM's document (with a field the controller does not own) and a minute of 12 % 429s
+    create_state_table()
+    seed_tunables({"rate_per_sec": 9.0, "burst": 9, "max_concurrency": 4, "mode": "auto", "note": "keep me"})
+    put_period("crm-caller", calls=600, throttled=72, latencies=[200.0] * 528)
+    # WHEN the controller runs
+    (outcome,) = control_loop().run(NOW)
+    # THEN it halved concurrency and rate, scaled the burst with the rate, and kept the rest
+    assert (outcome.action, outcome.written) == ("decrease", True)
+    assert outcome.reason.startswith("429 rate 12.0% > 1.0%: multiplicative decrease x0.5")
+    assert tunables() == {"rate_per_sec": 4.5, "burst": 4, "max_concurrency": 2, "mode": "auto", "note": "keep me"}
+    # AND its state (the decrease time, what it wrote) is in DynamoDB for the next run
+    state, version = ControllerStateStore(STATE_TABLE, client("dynamodb")).load("crm")
+    assert (state.last_decrease_at, state.written, version) == (NOW, Setting(2, 4.5), 1)
+
+
+def test_a_pinned_document_is_read_and_never_written(aws):
+    create_state_table()
+    seed_tunables({"rate_per_sec": 9.0, "burst": 9, "max_concurrency": 4, "mode": "manual"})
+    put_period("crm-caller", calls=600, throttled=300, latencies=[200.0] * 300)
+    (outcome,) = control_loop().run(NOW)
+    assert (outcome.action, outcome.reason, outcome.written) == ("hold", "hold: mode manual (pinned by an operator)",
+                                                                 False)
+    assert client("ssm").get_parameter(Name=PARAMETER)["Parameter"]["Version"] == 1
+    assert "Item" not in client("dynamodb").get_item(TableName=STATE_TABLE, Key={"pk": {"S": "crm"}})
+
+
+def test_an_unusable_document_is_reported_and_left_alone(aws):
+    create_state_table()
+    client("ssm").put_parameter(Name=PARAMETER, Value="{not json", Type="String")
+    (outcome,) = control_loop().run(NOW)
+    assert outcome.action == "error" and "refused the tunables document" in outcome.reason
+    assert client("ssm").get_parameter(Name=PARAMETER)["Parameter"]["Value"] == "{not json"
+
+
+def test_an_operator_write_between_read_and_write_wins(aws):
+    # GIVEN a document read by the controller
+    seed_tunables({"rate_per_sec": 9.0, "burst": 9, "max_concurrency": 4, "mode": "auto"})
+    store = TunablesDocumentStore(client("ssm"))
+    read = store.read(PARAMETER)
+    # WHEN an operator writes it before the controller does
+    seed_tunables({"rate_per_sec": 9.0, "burst": 9, "max_concurrency": 6, "mode": "auto"})
+    # THEN the controller's write is dropped
+    assert store.write(read, {"max_concurrency": 2}) is False
+    assert tunables()["max_concurrency"] == 6
+
+
+def test_state_writes_are_guarded_by_their_version(aws):
+    create_state_table()
+    store = ControllerStateStore(STATE_TABLE, client("dynamodb"))
+    assert store.save("crm", ControllerState(clean_periods=1), None, NOW) is True
+    assert store.save("crm", ControllerState(clean_periods=2), None, NOW) is False  # someone created it first
+    _, version = store.load("crm")
+    assert store.save("crm", ControllerState(clean_periods=3), version, NOW) is True
+    assert store.save("crm", ControllerState(clean_periods=4), version, NOW) is False  # stale version
+    assert store.load("crm")[0].clean_periods == 3
+
+
+# -- event-source mappings -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("max_concurrency", "reserved", "expected"),
+                         [(1, None, 2), (5, None, 5), (5, 3, 3), (5, 1, 2), (2_000, None, 1_000)])
+def test_mapping_concurrency_is_at_least_2_and_never_above_the_reserved_concurrency(max_concurrency, reserved,
+                                                                                    expected):
+    assert mapping_concurrency(max_concurrency, reserved) == expected
+
+
+def create_consumer(reserved: int | None) -> str:
+    role = client("iam").create_role(RoleName="consumer", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    code = io.BytesIO()
+    with zipfile.ZipFile(code, "w") as archive:
+        archive.writestr("handler.py", "def handler(event, context):\n    return {}\n")
+    client("lambda").create_function(FunctionName="consumer", Runtime="python3.13", Role=role,
+                                     Handler="handler.handler", Code={"ZipFile": code.getvalue()})
+    if reserved is not None:
+        client("lambda").put_function_concurrency(FunctionName="consumer", ReservedConcurrentExecutions=reserved)
+    queue_arn = client("sqs").get_queue_attributes(
+        QueueUrl=client("sqs").create_queue(QueueName="buffer")["QueueUrl"], AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
+    client("lambda").create_event_source_mapping(FunctionName="consumer", EventSourceArn=queue_arn, BatchSize=5,
+                                                 ScalingConfig={"MaximumConcurrency": 2})
+    return "consumer"
+
+
+def maximum_concurrency(function_name: str) -> int:
+    (mapping,) = client("lambda").list_event_source_mappings(FunctionName=function_name)["EventSourceMappings"]
+    return mapping["ScalingConfig"]["MaximumConcurrency"]
+
+
+def test_the_mapping_follows_the_document_within_the_reserved_concurrency(aws):
+    # GIVEN a consumer with 4 reserved and a mapping at 2
+    function_name = create_consumer(reserved=4)
+    reconciler = EventSourceMappingReconciler(client("lambda"))
+    # WHEN the tunables say 3, then 6, then 1
+    first = reconciler.reconcile(function_name, 3)
+    assert maximum_concurrency(function_name) == 3
+    reconciler.reconcile(function_name, 6)
+    assert maximum_concurrency(function_name) == 4  # capped at the reserved concurrency
+    reconciler.reconcile(function_name, 1)
+    assert maximum_concurrency(function_name) == 2  # Lambda's minimum
+    # THEN each change is reported, and an agreeing mapping is left alone
+    assert first == [{"uuid": first[0]["uuid"], "function": "consumer", "from": 2, "to": 3, "reserved_concurrency": 4}]
+    assert reconciler.reconcile(function_name, 1) == []
+
+
+def test_a_run_reconciles_the_consumers_of_a_downstream_even_when_pinned(aws):
+    create_state_table()
+    function_name = create_consumer(reserved=10)
+    seed_tunables({"rate_per_sec": 9.0, "burst": 9, "max_concurrency": 5, "mode": "manual"})
+    plan = DownstreamPlan(**{**PLAN.__dict__, "consumer_functions": (function_name,)})
+    (outcome,) = control_loop(plan, EventSourceMappingReconciler(client("lambda"))).run(NOW)
+    assert [(c["from"], c["to"]) for c in outcome.mapping_changes] == [(2, 5)]
+    assert maximum_concurrency(function_name) == 5
+
+
+# -- plans and routes as the CDK app writes them -------------------------------------------------
+
+
+def test_plans_and_routes_parse_and_refuse_unknown_fields():
+    plans = parse_plans(json.dumps({"crm": {
+        "parameter_name": PARAMETER, "services": ["crm-caller"], "contract_rate_per_sec": 10,
+        "bounds": {"min_concurrency": 1, "max_concurrency": 8, "min_rate_per_sec": 0.9, "max_rate_per_sec": 9}}}))
+    assert plans["crm"].bounds.max_concurrency == 8
+    with pytest.raises(ValueError, match=r"unknown plan fields \['service'\]"):
+        parse_plans(json.dumps({"crm": {"service": "x"}}))
+    routes = parse_alarm_routes(json.dumps({"A": {"downstream": "crm", "kind": "breaker"}}))
+    assert (routes["A"].downstream, routes["A"].signal_kind) == ("crm", "errors")
+    with pytest.raises(ValueError, match="alarm route kind must be one of"):
+        parse_alarm_routes(json.dumps({"A": {"downstream": "crm", "kind": "panic"}}))
+
+
+# -- the handler ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Context:
+    function_name: str = "controller"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:controller"
+    aws_request_id: str = "req-1"
+
+
+@pytest.fixture
+def controller_handler(aws, monkeypatch):
+    """The handler module loaded with the environment the CDK app gives it, against moto."""
+    create_state_table()
+    client("dynamodb").create_table(
+        TableName="breakers", BillingMode="PAY_PER_REQUEST", KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}])
+    seed_tunables({"rate_per_sec": 9.0, "burst": 9, "max_concurrency": 4, "mode": "auto"})
+    plan = {"parameter_name": PARAMETER, "services": ["crm-caller"], "contract_rate_per_sec": 10,
+            "bounds": {"min_concurrency": 1, "max_concurrency": 8, "min_rate_per_sec": 0.9, "max_rate_per_sec": 9,
+                       "max_burst": 9}}
+    monkeypatch.setenv("CONTROLLER_DOWNSTREAMS", json.dumps({"crm": plan}))
+    monkeypatch.setenv("CONTROLLER_ALARMS", json.dumps({
+        "Throttling-test-crm-ThrottleRate": {"downstream": "crm", "kind": "throttled"},
+        "Throttling-test-crm-ErrorRateSustained": {"downstream": "crm", "kind": "breaker"}}))
+    monkeypatch.setenv("CONTROLLER_STATE_TABLE_NAME", STATE_TABLE)
+    monkeypatch.setenv("BREAKER_TABLE_NAME", "breakers")
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "throttling-controller")
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Throttling")
+    import handlers.controller as module
+
+    return importlib.reload(module)
+
+
+def alarm_event(name: str, state: str, time: str) -> dict[str, Any]:
+    return {"version": "0", "id": "e-1", "detail-type": "CloudWatch Alarm State Change", "source": "aws.cloudwatch",
+            "account": "123456789012", "time": time, "region": REGION,
+            "resources": [f"arn:aws:cloudwatch:{REGION}:123456789012:alarm:{name}"],
+            "detail": {"alarmName": name, "state": {"value": state, "reason": "Threshold Crossed",
+                                                    "timestamp": time}}}
+
+
+def iso(epoch_sec: float) -> str:
+    return datetime.fromtimestamp(epoch_sec, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def test_the_handler_slows_down_on_a_429_alarm_and_opens_the_breaker_on_a_sustained_error_alarm(controller_handler):
+    now = controller_handler.clock.now()
+    # WHEN the 429-rate alarm goes to ALARM
+    result = controller_handler.handler(alarm_event("Throttling-test-crm-ThrottleRate", "ALARM", iso(now)), Context())
+    # THEN the CRM's limits are halved on the alarm's word, without opening its breaker
+    assert result["decisions"][0]["action"] == "decrease"
+    assert (tunables()["max_concurrency"], tunables()["rate_per_sec"]) == (2, 4.5)
+    assert result["breaker_opened"] is None
+    # WHEN the sustained error-rate alarm goes to ALARM
+    result = controller_handler.handler(alarm_event("Throttling-test-crm-ErrorRateSustained", "ALARM", iso(now + 5)),
+                                        Context())
+    # THEN the breaker is open for its policy's duration, and the limits stay (cooldown)
+    assert result["breaker_opened"]["status"] == "open"
+    assert result["breaker_opened"]["reason"].startswith("alarm Throttling-test-crm-ErrorRateSustained")
+    assert "cooling down" in result["decisions"][0]["reason"]
+
+
+def test_the_handler_ignores_alarms_it_does_not_route_and_oks_change_nothing(controller_handler):
+    now = controller_handler.clock.now()
+    assert controller_handler.handler(alarm_event("Someone-elses", "ALARM", iso(now)), Context()) == {
+        "ignored_alarm": "Someone-elses"}
+    result = controller_handler.handler(alarm_event("Throttling-test-crm-ThrottleRate", "OK", iso(now)), Context())
+    assert result["decisions"][0]["action"] == "hold"
+    assert tunables()["max_concurrency"] == 4
+
+
+def test_the_handler_judges_at_the_event_time_unless_it_is_far_from_the_clock(controller_handler):
+    assert controller_handler.judged_at({"time": "2026-11-01T12:00:00Z"}, 1_793_534_410.0) == 1_793_534_400.0
+    assert controller_handler.judged_at({"time": "2020-01-01T00:00:00Z"}, 1_793_534_410.0) == 1_793_534_410.0
+    assert controller_handler.judged_at({}, 5.0) == 5.0
+
+
+def test_a_downstream_the_run_cannot_handle_fails_the_invocation_after_the_others(controller_handler):
+    client("ssm").put_parameter(Name=PARAMETER, Value="[]", Type="String", Overwrite=True)
+    with pytest.raises(controller_handler.ControlLoopFailed, match="refused the tunables document"):
+        controller_handler.handler({"detail-type": "Scheduled Event", "time": iso(controller_handler.clock.now())},
+                                   Context())
+
+
+def test_an_alarm_signal_reaches_the_controller_as_its_kind():
+    assert AlarmSignal("x", "latency").kind == "latency"

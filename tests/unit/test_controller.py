@@ -1,0 +1,396 @@
+"""The pure controller driven through scripted metric sequences against a simulated downstream.
+
+The plant below is deliberately crude (Little's law plus either refusals or queueing above a
+capacity); what is asserted is the controller's contract: always within bounds, never up under
+overload, back up after recovery at a bounded pace, and a stated steady-state amplitude.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from dataclasses import dataclass
+
+import pytest
+
+from throttling.controller import (
+    AlarmSignal,
+    Bounds,
+    ControllerPolicy,
+    ControllerState,
+    Decision,
+    PeriodMetrics,
+    Setting,
+    decide,
+    evaluated_period,
+)
+
+# The CRM of the dev stage: 10 req/s contract planned at 9, Little's-law concurrency 2, ceiling 4x.
+BOUNDS = Bounds(min_concurrency=1, max_concurrency=8, min_rate_per_sec=0.9, max_rate_per_sec=9.0, max_burst=9,
+                expected_latency_ms=1000)
+AIMD = ControllerPolicy()
+GRADIENT = ControllerPolicy(mode="gradient")
+PERIOD_SEC = 60.0
+
+
+@dataclass
+class Downstream:
+    """A downstream with a batch of work always waiting (demand is never the bottleneck unless set).
+
+    Up to `capacity_in_flight` calls in flight it answers in `latency_ms`. Above it, a refusing
+    downstream answers the excess with 429 (fast), a queueing one slows every call down in
+    proportion. `noise` jitters the latency by up to that fraction either way.
+    """
+
+    capacity_in_flight: float
+    latency_ms: float = 1000.0
+    refuses: bool = True
+    noise: float = 0.0
+    demand_per_sec: float = math.inf
+
+    def period(self, setting: Setting, rng: random.Random) -> PeriodMetrics:
+        latency = self.latency_ms * (1 + rng.uniform(-self.noise, self.noise))
+        rate = min(setting.rate_per_sec, setting.max_concurrency * 1000 / latency, self.demand_per_sec)
+        in_flight = rate * latency / 1000
+        throttled = 0.0
+        if in_flight > self.capacity_in_flight:
+            if self.refuses:
+                throttled = rate * PERIOD_SEC * (in_flight - self.capacity_in_flight) / in_flight
+            else:
+                latency *= in_flight / self.capacity_in_flight
+                rate = min(rate, setting.max_concurrency * 1000 / latency)
+        return PeriodMetrics(
+            calls=rate * PERIOD_SEC,
+            throttled=throttled,
+            latency_p50_ms=latency,
+            latency_p99_ms=latency * 2,
+            latency_mean_ms=latency,
+            period_sec=PERIOD_SEC,
+        )
+
+
+def run(
+    downstream: Downstream,
+    periods: int,
+    *,
+    setting: Setting = Setting(2, 9.0),
+    state: ControllerState = ControllerState(),
+    policy: ControllerPolicy = AIMD,
+    start_sec: float = 1_000_000.0,
+    seed: int = 7,
+) -> list[Decision]:
+    """One decision per period, each on the metrics the previous decision's setting produced."""
+    rng = random.Random(seed)
+    decisions = []
+    for index in range(periods):
+        period_end = start_sec + index * PERIOD_SEC
+        decision = decide(downstream.period(setting, rng), setting, BOUNDS, state, policy,
+                          now=period_end + 30, period_end=period_end)
+        decisions.append(decision)
+        setting, state = decision.setting, decision.state
+    return decisions
+
+
+def concurrencies(decisions: list[Decision]) -> list[int]:
+    return [d.setting.max_concurrency for d in decisions]
+
+
+def assert_within_bounds(decisions: list[Decision]) -> None:
+    for decision in decisions:
+        assert BOUNDS.contains(decision.setting), decision
+
+
+# -- scripted sequences --------------------------------------------------------------------------
+
+
+def test_overload_halves_with_the_reason_and_never_increases():
+    # GIVEN a downstream answering 12 % of 600 calls with 429
+    metrics = PeriodMetrics(calls=600, throttled=72, latency_p50_ms=200)
+    # WHEN the controller sees the period
+    decision = decide(metrics, Setting(4, 9.0), BOUNDS, ControllerState(), AIMD, now=1090, period_end=1080)
+    # THEN it halves both values and says why
+    assert decision.action == "decrease"
+    assert decision.setting == Setting(2, 4.5)
+    assert decision.reason == (
+        "429 rate 12.0% > 1.0%: multiplicative decrease x0.5 (max_concurrency 4 -> 2, rate_per_sec 9 -> 4.5)"
+    )
+
+
+def test_sustained_overload_walks_down_to_the_floor_once_per_cooldown_and_stays():
+    # GIVEN a downstream that refuses 30 % of everything whatever we do
+    always_refusing = Downstream(capacity_in_flight=0.7 * 8)
+    always_refusing.period = lambda setting, rng: PeriodMetrics(  # type: ignore[method-assign]
+        calls=300, throttled=90, latency_p50_ms=200, latency_mean_ms=200)
+    # WHEN it goes on for 20 periods
+    decisions = run(always_refusing, 20, setting=Setting(8, 9.0))
+    # THEN nothing ever goes up, and both values reach the floor
+    for before, after in zip([Setting(8, 9.0)] + [d.setting for d in decisions], [d.setting for d in decisions]):
+        assert after.max_concurrency <= before.max_concurrency
+        assert after.rate_per_sec <= before.rate_per_sec
+    assert decisions[-1].setting == Setting(BOUNDS.min_concurrency, BOUNDS.min_rate_per_sec)
+    # AND decreases are at least one cooldown apart (the period after a cut still shows the old setting)
+    cuts = [i for i, d in enumerate(decisions) if d.action == "decrease"]
+    assert all((b - a) * PERIOD_SEC >= AIMD.cooldown_sec for a, b in zip(cuts, cuts[1:]))
+    assert "already at the floor" in decisions[-1].reason
+
+
+def test_steady_state_at_a_refusing_capacity_saws_within_the_stated_amplitude():
+    # GIVEN a downstream that refuses above 6 calls in flight (1 s calls, so 6 req/s)
+    downstream = Downstream(capacity_in_flight=6)
+    # WHEN the controller runs for three hours
+    decisions = run(downstream, 180)
+    # THEN after the first hour concurrency saws between floor((C + 1) x beta) and C + 1, never wider
+    steady = concurrencies(decisions[60:])
+    assert min(steady) >= math.floor((6 + 1) * AIMD.decrease_factor)
+    assert max(steady) <= 6 + 1
+    # AND the downstream refuses in few periods (one probe above capacity per cycle)
+    refused = [d for d in decisions[60:] if "429 rate" in d.reason]
+    assert len(refused) <= len(steady) * 0.15
+    assert_within_bounds(decisions)
+
+
+def test_steady_state_below_capacity_is_flat_once_the_limit_stops_being_used():
+    # GIVEN a downstream with room to spare, 200 ms calls, and our limiter holding 9 req/s
+    downstream = Downstream(capacity_in_flight=100, latency_ms=200)
+    # WHEN the controller runs for an hour
+    decisions = run(downstream, 60)
+    # THEN concurrency grows while it is used (1.8 of 2 in flight: 9 req/s x 0.2 s), then stops once
+    # the rate binds instead (1.8 of 3), and stays flat
+    steady = concurrencies(decisions[20:])
+    assert set(steady) == {3}
+    assert "max_concurrency not used and rate_per_sec at its ceiling" in decisions[-1].reason
+    assert all(d.setting.rate_per_sec == 9.0 for d in decisions)
+
+
+def test_when_capacity_halves_the_controller_follows_it_down_within_a_few_periods():
+    # GIVEN an hour at a capacity of 8 in flight
+    before = run(Downstream(capacity_in_flight=8), 60)
+    # WHEN the downstream's capacity halves to 4
+    after = run(Downstream(capacity_in_flight=4), 120, setting=before[-1].setting, state=before[-1].state,
+                start_sec=1_000_000.0 + 60 * PERIOD_SEC)
+    # THEN within 3 periods (one decrease, one cooldown) the concurrency is at or below the new capacity
+    assert min(concurrencies(after[:3])) <= 4
+    # AND from then on it saws in the band of the new capacity
+    steady = concurrencies(after[30:])
+    assert math.floor((4 + 1) * AIMD.decrease_factor) <= min(steady) and max(steady) <= 4 + 1
+    assert_within_bounds(before + after)
+
+
+def test_recovery_climbs_back_to_the_ceiling_one_step_per_hysteresis_window():
+    # GIVEN a controller at its floor after an outage, and a healthy downstream with 1 s calls
+    decisions = run(Downstream(capacity_in_flight=100), 45, setting=Setting(1, 0.9))
+    # THEN it climbs back to the ceiling and no further
+    assert decisions[-1].setting == Setting(BOUNDS.max_concurrency, BOUNDS.max_rate_per_sec)
+    assert_within_bounds(decisions)
+    # AND no step adds more than one slot or a tenth of the rate ceiling
+    previous = Setting(1, 0.9)
+    for decision in decisions:
+        assert decision.setting.max_concurrency - previous.max_concurrency <= AIMD.concurrency_step
+        assert decision.setting.rate_per_sec - previous.rate_per_sec <= AIMD.rate_step_fraction * 9.0 + 1e-9
+        previous = decision.setting
+    # AND increases are at least `clean_periods_to_increase` periods apart (hysteresis)
+    ups = [i for i, d in enumerate(decisions) if d.action == "increase"]
+    assert all(b - a >= AIMD.clean_periods_to_increase for a, b in zip(ups, ups[1:]))
+
+
+def test_no_data_holds_and_neither_counts_as_clean_nor_breaks_a_streak():
+    # GIVEN two clean periods already counted
+    state = ControllerState(clean_periods=2, last_period_end=0.0, written=Setting(2, 9.0))
+    # WHEN ten periods pass with no data at all, or too few calls to judge
+    for index in range(10):
+        metrics = None if index % 2 else PeriodMetrics(calls=3, throttled=3)
+        decision = decide(metrics, Setting(2, 9.0), BOUNDS, state, AIMD, now=60.0 * (index + 1) + 30,
+                          period_end=60.0 * (index + 1))
+        # THEN each one holds, saying why
+        assert (decision.action, decision.setting) == ("hold", Setting(2, 9.0))
+        assert ("no data" in decision.reason) or ("too few calls to judge (3 < 10)" in decision.reason)
+        state = decision.state
+    assert state.clean_periods == 2
+
+
+def test_a_limit_that_is_not_used_does_not_grow():
+    # GIVEN clean periods in which 2 req/s of 200 ms calls use 0.4 of 4 slots and 2 of 9 req/s
+    decisions = run(Downstream(capacity_in_flight=100, latency_ms=200, demand_per_sec=2), 30, setting=Setting(4, 9.0))
+    # THEN nothing grows however long it stays clean
+    assert {d.setting for d in decisions} == {Setting(4, 9.0)}
+    assert "(0.4 of 4 in flight, 2 of 9 req/s), but max_concurrency not used and rate_per_sec not used" in (
+        decisions[-1].reason)
+
+
+def test_a_period_counts_once_even_when_a_schedule_and_an_alarm_both_evaluate_it():
+    clean = PeriodMetrics(calls=540, latency_p50_ms=1000)
+    first = decide(clean, Setting(2, 9.0), BOUNDS, ControllerState(), AIMD, now=90, period_end=60)
+    again = decide(clean, Setting(2, 9.0), BOUNDS, first.state, AIMD, now=95, period_end=60)
+    assert first.state.clean_periods == 1
+    assert again.state.clean_periods == 1
+    assert "already evaluated" in again.reason
+
+
+def test_an_alarm_slows_down_even_on_a_period_already_evaluated_and_then_cools_down():
+    # GIVEN a period the schedule found clean
+    clean = PeriodMetrics(calls=540, latency_p50_ms=1000)
+    scheduled = decide(clean, Setting(4, 9.0), BOUNDS, ControllerState(), AIMD, now=90, period_end=60)
+    # WHEN the 429-rate alarm's state change arrives in the same minute
+    alarm = AlarmSignal("Throttling-dev-crm-ThrottleRate", "throttled")
+    alarmed = decide(clean, scheduled.setting, BOUNDS, scheduled.state, AIMD, now=100, period_end=60, alarms=[alarm])
+    # THEN it halves on the alarm's word, and a second delivery within the cooldown changes nothing
+    assert alarmed.setting == Setting(2, 4.5)
+    assert alarmed.reason.startswith("alarm Throttling-dev-crm-ThrottleRate in ALARM: multiplicative decrease")
+    repeated = decide(clean, alarmed.setting, BOUNDS, alarmed.state, AIMD, now=130, period_end=60, alarms=[alarm])
+    assert repeated.action == "hold" and "cooling down 30 s after a decrease" in repeated.reason
+
+
+def test_a_latency_alarm_lowers_the_concurrency_but_not_the_rate():
+    alarm = AlarmSignal("Throttling-dev-crm-LatencyP99", "latency")
+    decision = decide(None, Setting(4, 9.0), BOUNDS, ControllerState(), AIMD, now=90, period_end=60, alarms=[alarm])
+    assert decision.setting == Setting(2, 9.0)
+
+
+def test_errors_above_the_threshold_slow_down_like_429s():
+    metrics = PeriodMetrics(calls=100, server_errors=4, timeouts=4, latency_p50_ms=200)
+    decision = decide(metrics, Setting(4, 9.0), BOUNDS, ControllerState(), AIMD, now=90, period_end=60)
+    assert decision.reason.startswith("error rate 8.0% > 5.0%")
+    assert decision.setting == Setting(2, 4.5)
+
+
+def test_aimd_slows_down_on_a_p99_above_its_threshold_when_one_is_set():
+    policy = dataclasses.replace(AIMD, p99_latency_threshold_ms=1000)
+    metrics = PeriodMetrics(calls=100, latency_p50_ms=200, latency_p99_ms=1500)
+    decision = decide(metrics, Setting(4, 9.0), BOUNDS, ControllerState(), policy, now=90, period_end=60)
+    assert decision.reason.startswith("p99 latency 1500 ms > 1000 ms")
+    assert decision.setting == Setting(2, 9.0)
+
+
+def test_a_value_written_by_someone_else_is_adopted_not_fought():
+    # GIVEN the controller last wrote 2 and was counting clean periods
+    state = ControllerState(clean_periods=2, last_period_end=0.0, written=Setting(2, 9.0))
+    # WHEN an operator (or a redeploy) sets 5, and the period is clean
+    decision = decide(PeriodMetrics(calls=540, latency_p50_ms=1000), Setting(5, 9.0), BOUNDS, state, AIMD,
+                      now=90, period_end=60)
+    # THEN the controller starts from 5, with its hysteresis started over
+    assert decision.setting == Setting(5, 9.0)
+    assert decision.reason.startswith("adopted max_concurrency 5, rate_per_sec 9 written by someone else")
+    assert decision.state.clean_periods == 1 and decision.state.written == Setting(5, 9.0)
+
+
+def test_a_setting_outside_the_bounds_is_clamped_into_them():
+    decision = decide(None, Setting(50, 20.0), BOUNDS, ControllerState(), AIMD, now=90, period_end=60)
+    assert (decision.action, decision.setting) == ("clamp", Setting(8, 9.0))
+
+
+def test_burst_follows_the_rate_at_the_ceiling_ratio():
+    assert [BOUNDS.burst_for(rate) for rate in (9.0, 4.5, 0.9)] == [9, 4, 1]
+    assert dataclasses.replace(BOUNDS, max_burst=None).burst_for(4.5) is None
+
+
+# -- gradient mode -------------------------------------------------------------------------------
+
+
+def test_gradient_mode_ignores_latency_noise_inside_its_tolerance():
+    # GIVEN a healthy downstream whose 1 s latency jitters by +-30 %
+    decisions = run(Downstream(capacity_in_flight=100, noise=0.3), 60, policy=GRADIENT, setting=Setting(2, 9.0))
+    # THEN the controller never cuts, and climbs to the ceiling
+    assert all(d.action != "decrease" for d in decisions)
+    assert decisions[-1].setting.max_concurrency == BOUNDS.max_concurrency
+    assert_within_bounds(decisions)
+
+
+def test_gradient_mode_settles_near_a_queueing_capacity():
+    # GIVEN a downstream that queues (latency grows) above 4 calls in flight, with +-10 % noise
+    decisions = run(Downstream(capacity_in_flight=4, refuses=False, noise=0.1), 240, policy=GRADIENT)
+    # THEN after the first hour the concurrency stays within [C, tolerance x C + 1]: it lets the
+    # latency grow up to the tolerance (1.5 x), and no further
+    steady = concurrencies(decisions[60:])
+    assert min(steady) >= 4 and max(steady) <= 1.5 * 4 + 1, steady
+    assert_within_bounds(decisions)
+
+
+def test_gradient_mode_cuts_at_least_one_slot_when_latency_alone_says_so():
+    # GIVEN a baseline of 200 ms and a period at 800 ms (gradient 1.5 x 200 / 800 < 1)
+    state = ControllerState(baseline_latency_ms=200, last_period_end=0.0, written=Setting(2, 9.0))
+    metrics = PeriodMetrics(calls=120, latency_p50_ms=800, latency_mean_ms=800)
+    decision = decide(metrics, Setting(2, 9.0), BOUNDS, state, GRADIENT, now=90, period_end=60)
+    # THEN the concurrency drops by at least one (the queue allowance alone would keep it) and the rate stays
+    assert decision.setting == Setting(1, 9.0)
+    assert "latency gradient 0.50 < 1" in decision.reason and "gradient decrease" in decision.reason
+
+
+def test_gradient_mode_still_halves_on_429s():
+    state = ControllerState(baseline_latency_ms=200, last_period_end=0.0, written=Setting(6, 9.0))
+    metrics = PeriodMetrics(calls=540, throttled=60, latency_p50_ms=200)
+    decision = decide(metrics, Setting(6, 9.0), BOUNDS, state, GRADIENT, now=90, period_end=60)
+    assert decision.setting == Setting(3, 4.5)
+    assert "multiplicative decrease" in decision.reason
+
+
+def test_the_baseline_learns_healthy_periods_only_and_not_above_the_planned_latency():
+    state = ControllerState(baseline_latency_ms=800, last_period_end=0.0, written=Setting(2, 9.0))
+    # a healthy period (within the tolerance) moves it by the EWMA weight
+    healthy = decide(PeriodMetrics(calls=540, latency_p50_ms=900), Setting(2, 9.0), BOUNDS, state, GRADIENT,
+                     now=90, period_end=60)
+    assert healthy.state.baseline_latency_ms == pytest.approx(810)
+    # a period far slower (latency overload) leaves it where it was
+    slow = decide(PeriodMetrics(calls=540, latency_p50_ms=10_000), Setting(2, 9.0), BOUNDS, healthy.state, GRADIENT,
+                  now=150, period_end=120)
+    assert slow.state.baseline_latency_ms == pytest.approx(810)
+    # and healthy periods one after another cannot walk it above the planned 1 s
+    walked = ControllerState(baseline_latency_ms=1000, last_period_end=0.0, written=Setting(2, 9.0))
+    higher = decide(PeriodMetrics(calls=540, latency_p50_ms=1400), Setting(2, 9.0), BOUNDS, walked, GRADIENT,
+                    now=90, period_end=60)
+    assert higher.state.baseline_latency_ms == 1000
+
+
+def test_a_downstream_slower_for_good_is_re_measured_at_the_floor():
+    # GIVEN a 900 ms baseline and a downstream now answering in 3 s even at the floor concurrency
+    state = ControllerState(baseline_latency_ms=900, last_period_end=0.0, written=Setting(1, 9.0))
+    metrics = PeriodMetrics(calls=60, latency_p50_ms=3000)
+    decision = decide(metrics, Setting(1, 9.0), BOUNDS, state, GRADIENT, now=90, period_end=60)
+    # THEN 3 s becomes the baseline (above the planned 1 s), so the limit can grow again from there
+    assert decision.state.baseline_latency_ms == 3000
+
+
+# -- the small parts -----------------------------------------------------------------------------
+
+
+def test_the_evaluated_period_is_the_last_whole_minute_before_the_metrics_delay():
+    assert evaluated_period(1_000_000_050.0, 60, 30) == (999_999_960.0, 1_000_000_020.0)
+    with pytest.raises(ValueError, match="period_sec must be > 0"):
+        evaluated_period(0.0, 0, 30)
+
+
+def test_state_round_trips_through_an_item_with_decimals():
+    from decimal import Decimal
+
+    state = ControllerState(clean_periods=2, last_period_end=60.0, last_decrease_at=30.5, baseline_latency_ms=210.25,
+                            floor_latency_ms=900.0, estimated_limit=2.5, written=Setting(2, 4.5))
+    item = {key: Decimal(str(value)) for key, value in state.to_item().items()}
+    assert ControllerState.from_item(item) == state
+    assert ControllerState.from_item(None) == ControllerState()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"mode": "pid"}, "mode must be one of ['aimd', 'gradient'], got 'pid'"),
+        ({"decrease_factor": 1.0}, "decrease_factor must be a number in (0.0, 1.0), got 1.0"),
+        ({"clean_periods_to_increase": 0}, "clean_periods_to_increase must be an int >= 1, got 0"),
+        ({"rtt_tolerance": 0.5}, "rtt_tolerance must be a number >= 1, got 0.5"),
+        ({"cooldown_sec": -1}, "cooldown_sec must be a number >= 0, got -1"),
+    ],
+)
+def test_a_bad_policy_is_refused_with_the_value(changes, message):
+    with pytest.raises(ValueError) as error:
+        dataclasses.replace(AIMD, **changes)
+    assert message in str(error.value)
+
+
+def test_policies_and_bounds_parse_from_plain_mappings_and_refuse_unknown_fields():
+    assert ControllerPolicy.from_mapping({"mode": "gradient", "cooldown_sec": 60}).cooldown_sec == 60
+    assert Bounds.from_mapping({"min_concurrency": 1, "max_concurrency": 8, "min_rate_per_sec": 0.9,
+                                "max_rate_per_sec": 9}) == dataclasses.replace(BOUNDS, max_burst=None,
+                                                                                expected_latency_ms=None)
+    with pytest.raises(ValueError, match=r"unknown controller policy fields \['beta'\]"):
+        ControllerPolicy.from_mapping({"beta": 0.5})
+    with pytest.raises(ValueError, match="max_concurrency must be an int >= min_concurrency, got 0 < 1"):
+        Bounds(1, 0, 1.0, 2.0)
