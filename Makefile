@@ -20,11 +20,12 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-$(STAMPS)/venv: requirements.txt requirements-dev.txt
+$(STAMPS)/venv: requirements.txt requirements-dev.txt pyproject.toml
 	@mkdir -p $(STAMPS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
 
 $(STAMPS)/npm: package.json package-lock.json
@@ -53,4 +54,4 @@ diff: setup ## cdk diff STAGE against your AWS account
 	$(CDK) diff --all -c stage=$(STAGE)
 
 clean: ## remove what set-up and synth made
-	rm -rf $(VENV) node_modules cdk.out $(STAMPS) .pytest_cache .hypothesis
+	rm -rf $(VENV) node_modules cdk.out $(STAMPS) .pytest_cache .hypothesis .demo *.egg-info

@@ -1,0 +1,7 @@
+"""`python -m throttlectl ...`"""
+
+import sys
+
+from throttlectl.cli import main
+
+sys.exit(main())

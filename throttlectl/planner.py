@@ -1,0 +1,292 @@
+"""Capacity planning by Little's law, as pure arithmetic the CLI, the lab and the docs can share.
+
+Little's law: the calls in flight L equal the arrival rate lambda times the time each call takes W
+(L = lambda x W). Read the other way, N calls kept in flight at latency W offer N / W calls per second
+to the downstream: 5 concurrent calls of 200 ms offer 25 req/s, two and a half times a 10 req/s
+limit. So concurrency is sized from the limit (floor(limit x W)), the shared limiter admits a
+little less than the limit (the headroom absorbs jitter and retries), and retries back off from one
+emission interval of the limiter with full jitter.
+
+Every number comes with the arithmetic that produced it (`CapacityPlan.steps`), so a reader can
+check a plan by hand. Nothing here calls AWS.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = [
+    "SQS_MIN_MAXIMUM_CONCURRENCY",
+    "CapacityPlan",
+    "ConcurrencyCheck",
+    "RetryPlan",
+    "in_flight",
+    "offered_rps",
+    "plan_capacity",
+    "retry_plan",
+]
+
+# Lambda's lower bound for an SQS event-source mapping's MaximumConcurrency.
+SQS_MIN_MAXIMUM_CONCURRENCY = 2
+# Step Functions' Retry fields: IntervalSeconds and MaxDelaySeconds are whole seconds >= 1.
+MIN_RETRY_INTERVAL_SEC = 1
+# Beyond this many attempts a retry policy is hiding an outage, not riding out a blip.
+MAX_RETRY_ATTEMPTS = 20
+
+
+@dataclass(frozen=True)
+class ConcurrencyCheck:
+    """What a proposed number of calls in flight offers the downstream, and whether the limit takes it."""
+
+    concurrency: int
+    offered_rps: float
+    limit_rps: float
+
+    @property
+    def exceeds_limit(self) -> bool:
+        return self.offered_rps > self.limit_rps
+
+    @property
+    def times_the_limit(self) -> float:
+        return self.offered_rps / self.limit_rps
+
+
+@dataclass(frozen=True)
+class RetryPlan:
+    """A Step Functions `Retry` for throttling errors (`JitterStrategy: FULL`)."""
+
+    interval_sec: int
+    backoff_rate: float
+    max_delay_sec: int
+    max_attempts: int
+    mean_total_wait_sec: float
+    worst_total_wait_sec: float
+
+    def as_asl(self) -> dict[str, Any]:
+        return {
+            "IntervalSeconds": self.interval_sec,
+            "BackoffRate": self.backoff_rate,
+            "MaxDelaySeconds": self.max_delay_sec,
+            "MaxAttempts": self.max_attempts,
+            "JitterStrategy": "FULL",
+        }
+
+
+@dataclass(frozen=True)
+class CapacityPlan:
+    """The settings that keep one downstream at its limit and no further."""
+
+    limit_rps: float
+    latency_ms: float
+    burst_limit: int
+    headroom: float
+    map_concurrency: int
+    map_offered_rps: float
+    consumer_max_concurrency: int
+    limiter_rate_per_sec: float
+    limiter_burst: int
+    retry: RetryPlan
+    check: ConcurrencyCheck | None
+    steps: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+    def tunables_document(self) -> dict[str, Any]:
+        """The SSM document (`/throttling/<stage>/downstreams/<name>`) this plan amounts to."""
+        return {
+            "rate_per_sec": self.limiter_rate_per_sec,
+            "burst": self.limiter_burst,
+            "max_concurrency": self.map_concurrency,
+            "mode": "auto",
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        result = asdict(self)
+        result["retry"]["asl"] = self.retry.as_asl()
+        result["tunables_document"] = self.tunables_document()
+        if self.check is not None:
+            result["check"]["exceeds_limit"] = self.check.exceeds_limit
+        result["steps"] = list(self.steps)
+        result["warnings"] = list(self.warnings)
+        return result
+
+
+def in_flight(rate_per_sec: float, latency_ms: float) -> float:
+    """Little's law: calls in flight at `rate_per_sec` when each takes `latency_ms` (L = lambda x W)."""
+    return rate_per_sec * latency_ms / 1000
+
+
+def offered_rps(concurrency: float, latency_ms: float) -> float:
+    """The rate `concurrency` calls kept in flight offer the downstream (lambda = L / W)."""
+    _positive("latency_ms", latency_ms)
+    return concurrency / (latency_ms / 1000)
+
+
+def retry_plan(
+    limiter_rate_per_sec: float,
+    *,
+    ride_out_sec: float = 60.0,
+    max_delay_sec: int = 30,
+    backoff_rate: float = 2.0,
+) -> tuple[RetryPlan, list[str]]:
+    """Retries that start one emission interval out and, on average, ride out `ride_out_sec`.
+
+    The first wait is one emission interval of the limiter (sooner, no token is there to take),
+    rounded up to whole seconds. With full jitter a wait is uniform in [0, delay], so its mean is
+    half the delay: attempts are added until the mean waits add up to `ride_out_sec`.
+    """
+    _positive("limiter_rate_per_sec", limiter_rate_per_sec)
+    _positive("ride_out_sec", ride_out_sec)
+    if isinstance(max_delay_sec, bool) or not isinstance(max_delay_sec, int) or max_delay_sec < MIN_RETRY_INTERVAL_SEC:
+        raise ValueError(f"max_delay_sec must be a whole number of seconds >= 1, got {max_delay_sec!r}")
+    if not _is_number(backoff_rate) or backoff_rate < 1:
+        raise ValueError(f"backoff_rate must be a number >= 1, got {backoff_rate!r}")
+    emission_interval = 1 / limiter_rate_per_sec
+    interval = max(MIN_RETRY_INTERVAL_SEC, math.ceil(emission_interval - 1e-9))
+    cap = max(max_delay_sec, interval)
+    delays: list[float] = []
+    while sum(delays) / 2 < ride_out_sec and len(delays) < MAX_RETRY_ATTEMPTS:
+        delays.append(min(interval * backoff_rate ** len(delays), cap))
+    plan = RetryPlan(
+        interval_sec=interval,
+        backoff_rate=backoff_rate,
+        max_delay_sec=cap,
+        max_attempts=len(delays),
+        mean_total_wait_sec=round(sum(delays) / 2, 3),
+        worst_total_wait_sec=round(sum(delays), 3),
+    )
+    steps = [
+        f"retry IntervalSeconds = max(1, ceil(1 / {_n(limiter_rate_per_sec)} req/s)) = "
+        f"max(1, ceil({_n(round(emission_interval, 3))} s)) = {interval} s (sooner, the limiter has no token yet)",
+        f"retry delays (BackoffRate {_n(backoff_rate)}, MaxDelaySeconds {cap}): "
+        f"{' + '.join(_n(d) for d in delays)} = {_n(plan.worst_total_wait_sec)} s at worst",
+        f"retry MaxAttempts = {plan.max_attempts}: with FULL jitter the mean wait is half the delay, "
+        f"{_n(plan.worst_total_wait_sec)} / 2 = {_n(plan.mean_total_wait_sec)} s "
+        f"{'>=' if plan.mean_total_wait_sec >= ride_out_sec else '<'} {_n(ride_out_sec)} s to ride out",
+    ]
+    return plan, steps
+
+
+def plan_capacity(
+    limit_rps: float,
+    latency_ms: float,
+    *,
+    burst: int | None = None,
+    headroom: float = 0.1,
+    check_concurrency: int | None = None,
+    ride_out_sec: float = 60.0,
+    max_retry_delay_sec: int = 30,
+) -> CapacityPlan:
+    """Plan one downstream from its contract (`limit_rps`, `burst`) and its expected latency.
+
+    - Map concurrency: floor(limit x W), never below 1; in flight alone it never offers more than
+      the limit (at 1 it may: then only the shared limiter holds the rate, and a warning says so).
+    - Queue consumer: the same, but never below 2 (Lambda's minimum for SQS); extra batches wait
+      at the limiter, which holds the rate whatever the concurrency.
+    - Limiter: the limit and the burst less `headroom`, as `DownstreamConfig` seeds them.
+    - Retries: see `retry_plan`.
+
+    :param burst: the downstream's burst allowance; default one second's worth, floor(limit), at least 1.
+    :param headroom: fraction of the limit left unused; default 0.1 (as in cdk.json).
+    :param check_concurrency: a proposed number of calls in flight to test against the limit.
+    """
+    _positive("limit_rps", limit_rps)
+    _positive("latency_ms", latency_ms)
+    if not _is_number(headroom) or not 0 <= headroom < 1:
+        raise ValueError(f"headroom must be a fraction in [0, 1), got {headroom!r}; 0.1 leaves 10% of the limit unused")
+    if burst is None:
+        burst = max(1, math.floor(limit_rps))
+    if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+        raise ValueError(f"burst must be a whole number >= 1, got {burst!r}")
+    if check_concurrency is not None and (
+        isinstance(check_concurrency, bool) or not isinstance(check_concurrency, int) or check_concurrency < 1
+    ):
+        raise ValueError(f"check_concurrency must be a whole number >= 1, got {check_concurrency!r}")
+
+    latency_sec = latency_ms / 1000
+    steps = [
+        "Little's law: calls in flight L = rate x latency W; so N calls in flight offer N / W req/s",
+        f"W = {_n(latency_ms)} ms = {_n(latency_sec)} s",
+    ]
+    warnings: list[str] = []
+
+    check = None
+    if check_concurrency is not None:
+        offered = offered_rps(check_concurrency, latency_ms)
+        check = ConcurrencyCheck(check_concurrency, round(offered, 6), limit_rps)
+        verdict = (
+            f"too many for a {_n(limit_rps)} req/s limit ({_n(round(check.times_the_limit, 2))}x it)"
+            if check.exceeds_limit
+            else f"within the {_n(limit_rps)} req/s limit"
+        )
+        steps.append(
+            f"check: {check_concurrency} concurrent calls / {_n(latency_sec)} s = {_n(check.offered_rps)} req/s: {verdict}"
+        )
+
+    exact = in_flight(limit_rps, latency_ms)
+    map_concurrency = max(1, math.floor(exact + 1e-9))
+    map_offered = round(offered_rps(map_concurrency, latency_ms), 6)
+    steps.append(
+        f"Map concurrency = max(1, floor({_n(limit_rps)} req/s x {_n(latency_sec)} s)) = "
+        f"max(1, floor({_n(round(exact, 6))})) = {map_concurrency}; it offers {map_concurrency} / {_n(latency_sec)} s = "
+        f"{_n(map_offered)} req/s {'<=' if map_offered <= limit_rps else '>'} {_n(limit_rps)} req/s"
+    )
+    if map_offered > limit_rps:
+        warnings.append(
+            f"even 1 call in flight offers {_n(map_offered)} req/s > {_n(limit_rps)} req/s: concurrency cannot hold "
+            f"this limit, only the shared limiter does"
+        )
+
+    consumer = max(SQS_MIN_MAXIMUM_CONCURRENCY, map_concurrency)
+    steps.append(
+        f"queue consumer MaximumConcurrency = max({SQS_MIN_MAXIMUM_CONCURRENCY} (Lambda's minimum for SQS), "
+        f"{map_concurrency}) = {consumer}; reserve at least {consumer} for the function; the limiter holds the rate"
+    )
+
+    limiter_rate = round(limit_rps * (1 - headroom), 3)
+    limiter_burst = max(1, math.floor(burst * (1 - headroom) + 1e-9))
+    steps.append(
+        f"limiter rate_per_sec = {_n(limit_rps)} x (1 - {_n(headroom)}) = {_n(limiter_rate)} req/s; "
+        f"burst = max(1, floor({burst} x (1 - {_n(headroom)}))) = {limiter_burst}"
+    )
+    if limiter_burst > limiter_rate * 10:
+        warnings.append(f"burst {limiter_burst} is more than 10 s worth of {_n(limiter_rate)} req/s")
+
+    retry, retry_steps = retry_plan(limiter_rate, ride_out_sec=ride_out_sec, max_delay_sec=max_retry_delay_sec)
+    steps.extend(retry_steps)
+    if retry.mean_total_wait_sec < ride_out_sec:
+        warnings.append(
+            f"{MAX_RETRY_ATTEMPTS} attempts wait {_n(retry.mean_total_wait_sec)} s on average, less than "
+            f"{_n(ride_out_sec)} s: raise max_retry_delay_sec or send the rest to a dead-letter queue"
+        )
+
+    return CapacityPlan(
+        limit_rps=limit_rps,
+        latency_ms=latency_ms,
+        burst_limit=burst,
+        headroom=headroom,
+        map_concurrency=map_concurrency,
+        map_offered_rps=map_offered,
+        consumer_max_concurrency=consumer,
+        limiter_rate_per_sec=limiter_rate,
+        limiter_burst=limiter_burst,
+        retry=retry,
+        check=check,
+        steps=tuple(steps),
+        warnings=tuple(warnings),
+    )
+
+
+def _n(value: float) -> str:
+    """A number as people write it: 25, 0.2, 9.5 (no trailing .0, no float noise)."""
+    return f"{round(value, 6):g}" if isinstance(value, float) else str(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive(name: str, value: Any) -> None:
+    if not _is_number(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
