@@ -10,7 +10,9 @@ from aws_cdk import App, Environment, Stack, Tags, Validations
 from aws_cdk.cx_api import CloudAssembly
 from cdk_nag import AwsSolutionsChecks
 
+from stacks.buffers_stack import LEGACY_DOWNSTREAM, BuffersStack
 from stacks.config import AppConfig
+from stacks.control_loop_stack import ControlLoopStack
 from stacks.shared_limits_stack import SharedLimitsStack
 from stacks.workflows_stack import WorkflowsStack
 
@@ -22,7 +24,16 @@ def add_stacks(app: App, config: AppConfig) -> dict[str, Stack]:
                                       description="Throttling: shared limits (tunables, limiter tables)")
     workflows = WorkflowsStack(app, f"{prefix}-Workflows", config=config, shared_limits=shared_limits, env=env,
                                description="Throttling: workflows and the functions that call downstreams")
-    stacks: dict[str, Stack] = {"shared_limits": shared_limits, "workflows": workflows}
+    buffers = BuffersStack(app, f"{prefix}-Buffers", config=config, shared_limits=shared_limits, env=env,
+                           description="Throttling: buffers (queues in front of slow downstreams, and their consumers)")
+    control_loop = ControlLoopStack(
+        app, f"{prefix}-ControlLoop", config=config, shared_limits=shared_limits,
+        downstream_callers=workflows.downstream_callers,
+        state_machines={"CrmBatchEmail": workflows.crm_batch_email.state_machine},
+        queue_consumers={LEGACY_DOWNSTREAM: buffers.legacy_consumer},
+        env=env, description="Throttling: control loop (alarms, the controller that tunes SSM, the dashboard)")
+    stacks: dict[str, Stack] = {"shared_limits": shared_limits, "workflows": workflows, "buffers": buffers,
+                                "control_loop": control_loop}
     for stack in stacks.values():
         Tags.of(stack).add("project", "throttling-reference")
         Tags.of(stack).add("stage", config.stage)

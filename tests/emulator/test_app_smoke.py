@@ -25,8 +25,9 @@ def crm_caller(deployed) -> str:
 
 
 def test_every_stack_is_deployed_with_its_resources(deployed, cloud, dev_config):
-    # THEN both layers are up, in dependency order
-    assert list(deployed) == ["Throttling-dev-SharedLimits", "Throttling-dev-Workflows"]
+    # THEN every layer is up, in dependency order
+    assert list(deployed) == ["Throttling-dev-SharedLimits", "Throttling-dev-Workflows", "Throttling-dev-Buffers",
+                              "Throttling-dev-ControlLoop"]
     # AND every tunable is seeded under the stage prefix
     ssm = cloud.client("ssm")
     names = {p["Name"] for p in ssm.get_parameters_by_path(Path="/throttling/dev", Recursive=True)["Parameters"]}
@@ -50,7 +51,7 @@ def test_a_deployed_handler_calls_the_downstream(cloud, crm_caller, fresh_simula
     (request,) = fresh_simulators["crm"].requests
     assert request.headers.get("X-Correlation-Id") == "smoke-1"
     # AND the tunables in force are the ones seeded in SSM
-    assert result["tunables_in_force"] == {"rate_per_sec": 10.0, "burst": 10, "max_concurrency": 2, "mode": "auto"}
+    assert result["tunables_in_force"] == {"rate_per_sec": 9.0, "burst": 9, "max_concurrency": 2, "mode": "auto"}
 
 
 def test_the_code_that_ran_is_the_deployed_asset(cloud, crm_caller, fresh_simulators):

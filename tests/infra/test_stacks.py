@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from aws_cdk.assertions import Match, Template
@@ -28,7 +29,7 @@ def test_one_tunables_document_per_downstream_under_the_stage_prefix(shared_limi
     )
     (resource,) = crm.values()
     assert json.loads(resource["Properties"]["Value"]) == {
-        "burst": 10, "max_concurrency": 2, "mode": "auto", "rate_per_sec": 10.0,
+        "burst": 9, "max_concurrency": 2, "mode": "auto", "rate_per_sec": 9.0,
     }
 
 
@@ -73,7 +74,9 @@ def test_expired_leases_are_swept_every_minute_by_a_function_that_may_only_scan_
 
 
 def test_each_downstream_gets_its_own_caller(workflows, dev_config):
-    workflows.resource_count_is("AWS::Lambda::Function", len(dev_config.downstreams))
+    callers = [f for f in workflows.find_resources("AWS::Lambda::Function").values()
+               if f["Properties"]["Handler"] == "handlers.call_downstream.handler"]
+    assert len(callers) == len(dev_config.downstreams)
     workflows.has_resource_properties(
         "AWS::Lambda::Function",
         {
@@ -105,11 +108,14 @@ def test_functions_use_the_powertools_layer_of_their_runtime(workflows):
 
 
 def test_logs_are_kept_for_the_configured_retention(workflows, dev_config):
-    workflows.resource_count_is("AWS::Logs::LogGroup", len(dev_config.downstreams))
+    # one per function, one per state machine
+    writers = len(workflows.find_resources("AWS::Lambda::Function")) + len(
+        workflows.find_resources("AWS::StepFunctions::StateMachine"))
+    workflows.resource_count_is("AWS::Logs::LogGroup", writers)
     workflows.all_resources_properties("AWS::Logs::LogGroup", {"RetentionInDays": 14})
 
 
-def test_no_managed_policies_and_tunables_read_is_scoped_to_one_parameter(workflows):
+def test_no_managed_policies_and_tunables_read_is_scoped_to_one_parameter(workflows, dev_config):
     # THEN the roles carry no AWS managed policy
     for role in workflows.find_resources("AWS::IAM::Role").values():
         assert "ManagedPolicyArns" not in role["Properties"]
@@ -121,12 +127,603 @@ def test_no_managed_policies_and_tunables_read_is_scoped_to_one_parameter(workfl
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]
         if any(str(a).startswith("ssm:") for a in _list(statement["Action"]))
     ]
-    assert len(ssm_statements) == 4
+    assert len(ssm_statements) >= len(dev_config.downstreams)  # each caller, and workflows reading their tunables
     for statement in ssm_statements:
         assert set(_list(statement["Action"])) <= {"ssm:DescribeParameters", "ssm:GetParameter", "ssm:GetParameters",
                                                      "ssm:GetParameterHistory"}
         assert "*" not in json.dumps(statement["Resource"])
 
 
+@pytest.fixture(scope="module")
+def crm_batch(workflows) -> dict:
+    (machine,) = [m for logical_id, m in workflows.find_resources("AWS::StepFunctions::StateMachine").items()
+                  if logical_id.startswith("CrmBatchEmail")]
+    return machine
+
+
+def test_the_crm_batch_is_a_standard_workflow_from_its_asl_file_with_logs_and_tracing(crm_batch, workflows):
+    properties = crm_batch["Properties"]
+    assert properties["StateMachineType"] == "STANDARD"
+    assert json.loads(properties["DefinitionString"])["StartAt"] == "ReadCrmTunables"
+    assert sorted(properties["DefinitionSubstitutions"]) == [
+        "CrmCallerFunctionArn", "CrmTunablesParameterName", "DeadLetterQueueUrl", "SegmentsTableName"]
+    assert properties["TracingConfiguration"] == {"Enabled": True}
+    assert properties["LoggingConfiguration"]["Level"] == "ALL"
+    # AND it logs to a log group of its own
+    (log_group_id,) = _refs(properties["LoggingConfiguration"]["Destinations"])
+    assert workflows.to_json()["Resources"][log_group_id]["Type"] == "AWS::Logs::LogGroup"
+
+
+def test_the_crm_batch_reads_the_crm_caller_the_crm_tunables_and_the_segments_table(crm_batch, workflows):
+    substitutions = crm_batch["Properties"]["DefinitionSubstitutions"]
+    resources = workflows.to_json()["Resources"]
+    (caller,) = _refs(substitutions["CrmCallerFunctionArn"])
+    assert resources[caller]["Properties"]["Environment"]["Variables"]["DOWNSTREAM_NAME"] == "crm"
+    assert "TunablesDownstreamsCrm" in json.dumps(substitutions["CrmTunablesParameterName"])
+    (table,) = _refs(substitutions["SegmentsTableName"])
+    (queue,) = _refs(substitutions["DeadLetterQueueUrl"])
+    assert (resources[table]["Type"], resources[queue]["Type"]) == ("AWS::DynamoDB::Table", "AWS::SQS::Queue")
+
+
+def test_the_segments_table_is_on_demand_encrypted_and_recoverable(workflows):
+    (table,) = [t for logical_id, t in workflows.find_resources("AWS::DynamoDB::Table").items()
+                if logical_id.startswith("SegmentsTable")]
+    assert {k: table["Properties"].get(k) for k in ("BillingMode", "KeySchema", "SSESpecification",
+                                                    "PointInTimeRecoverySpecification")} == {
+        "BillingMode": "PAY_PER_REQUEST",
+        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+        "SSESpecification": {"SSEEnabled": True},
+        "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+    }
+
+
+def test_the_dead_letter_queue_is_encrypted_refuses_plain_http_and_keeps_messages_14_days(crm_batch, workflows):
+    (queue_id,) = _refs(crm_batch["Properties"]["DefinitionSubstitutions"]["DeadLetterQueueUrl"])
+    queue = workflows.to_json()["Resources"][queue_id]["Properties"]
+    assert (queue["SqsManagedSseEnabled"], queue["MessageRetentionPeriod"]) == (True, 14 * 24 * 3600)
+    (policy,) = [p for p in workflows.find_resources("AWS::SQS::QueuePolicy").values()
+                 if {"Ref": queue_id} in p["Properties"]["Queues"]]
+    assert any(s["Effect"] == "Deny" and s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}
+               for s in policy["Properties"]["PolicyDocument"]["Statement"])
+
+
+def test_the_state_machine_role_may_do_exactly_what_the_file_does(crm_batch, workflows):
+    (role,) = _refs(crm_batch["Properties"]["RoleArn"])
+    statements = [
+        statement
+        for policy in workflows.find_resources("AWS::IAM::Policy").values()
+        if {"Ref": role} in policy["Properties"]["Roles"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if statement["Resource"] != "*"  # X-Ray and log delivery (no resource-level permissions)
+    ]
+    by_service = {sorted(_list(s["Action"]))[0].split(":")[0]: sorted(_list(s["Action"])) for s in statements}
+    assert by_service == {
+        "ssm": ["ssm:DescribeParameters", "ssm:GetParameter", "ssm:GetParameterHistory", "ssm:GetParameters"],
+        "dynamodb": ["dynamodb:GetItem"],
+        # the unqualified function only, not `<arn>:*` (every version and alias)
+        "lambda": ["lambda:InvokeFunction"],
+        "sqs": ["sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"],
+    }
+    (invoke,) = [s for s in statements if s["Action"] == "lambda:InvokeFunction"]
+    assert isinstance(invoke["Resource"], dict)
+
+
+def test_the_crm_batch_runs_daily_for_the_daily_segment(crm_batch, workflows):
+    (machine_id,) = [i for i in workflows.find_resources("AWS::StepFunctions::StateMachine")
+                     if i.startswith("CrmBatchEmail")]
+    (rule,) = [r for r in workflows.find_resources("AWS::Events::Rule").values()
+               if _refs(r["Properties"]["Targets"]) & {machine_id}]
+    assert rule["Properties"]["ScheduleExpression"] == "cron(0 6 * * ? *)"
+    (target,) = rule["Properties"]["Targets"]
+    assert json.loads(target["Input"]) == {"segment_id": "daily"}
+
+
+def test_the_crm_batch_outputs_what_operators_and_the_demo_need(workflows):
+    outputs = workflows.to_json()["Outputs"]
+    assert {"CrmBatchEmailStateMachineArn", "SegmentsTableName", "CrmBatchEmailDeadLetterQueueUrl"} <= set(outputs)
+
+
+def test_an_asl_file_and_its_substitutions_must_agree_at_synth():
+    from aws_cdk import App, RemovalPolicy, Stack
+
+    from stacks.patterns import AslStateMachine
+
+    # GIVEN the CRM batch file, with one placeholder left out and one stray substitution
+    stack = Stack(App(), "Probe")
+    # WHEN the construct is built THEN it refuses, naming both
+    with pytest.raises(ValueError, match=r"missing \['SegmentsTableName'\], unused \['Stray'\]"):
+        AslStateMachine(stack, "Machine", definition_file="crm_batch_email.asl.json",
+                        definition_substitutions={"CrmTunablesParameterName": "p", "CrmCallerFunctionArn": "f",
+                                                  "DeadLetterQueueUrl": "q", "Stray": "x"},
+                        log_retention_days=14, removal_policy=RemovalPolicy.DESTROY)
+
+
+def _refs(value) -> set:
+    """Logical ids a CloudFormation value refers to with Ref or Fn::GetAtt."""
+    found = set()
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if key == "Ref" and not str(inner).startswith("AWS::"):
+                found.add(inner)
+            elif key == "Fn::GetAtt":
+                found.add(inner[0])
+            else:
+                found |= _refs(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            found |= _refs(inner)
+    return found
+
+
 def _list(value):
     return value if isinstance(value, list) else [value]
+
+
+# -- use case 4: the legacy mainframe's buffer (Buffers stack) ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def buffers(dev_assembly) -> Template:
+    stacks, _ = dev_assembly
+    return Template.from_stack(stacks["buffers"])
+
+
+@pytest.fixture(scope="module")
+def legacy_consumer(buffers) -> tuple[str, dict]:
+    (item,) = buffers.find_resources(
+        "AWS::Lambda::Function", {"Properties": {"Handler": "handlers.legacy_consumer.handler"}}).items()
+    return item
+
+
+def _legacy_queues(buffers) -> tuple[tuple[str, dict], tuple[str, dict]]:
+    queues = buffers.find_resources("AWS::SQS::Queue")
+    (source,) = [(lid, q) for lid, q in queues.items() if "RedrivePolicy" in q["Properties"]]
+    (dead,) = [(lid, q) for lid, q in queues.items() if "RedrivePolicy" not in q["Properties"]]
+    return source, dead
+
+
+def test_the_legacy_consumer_reserves_the_concurrency_its_mapping_may_use_and_reports_item_failures(
+    buffers, legacy_consumer
+):
+    function_id, function = legacy_consumer
+    # THEN the mapping runs batches of 5, at most 2 at once (Lambda's minimum), reporting partial failures
+    buffers.resource_count_is("AWS::Lambda::EventSourceMapping", 1)
+    (mapping,) = buffers.find_resources("AWS::Lambda::EventSourceMapping").values()
+    assert mapping["Properties"]["BatchSize"] == 5
+    assert mapping["Properties"]["ScalingConfig"] == {"MaximumConcurrency": 2}
+    assert mapping["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert "MaximumBatchingWindowInSeconds" not in mapping["Properties"]
+    assert _refs(mapping["Properties"]["FunctionName"]) == {function_id}
+    # AND the function reserves exactly that concurrency, so the mapping is never throttled
+    assert function["Properties"]["ReservedConcurrentExecutions"] == 2
+    # AND its timeout fits 5 records each waiting 2 turns at 0.8 req/s plus a 10 s call, and 3 s to finish
+    assert function["Properties"]["Timeout"] == 66
+
+
+def test_the_legacy_queue_redrives_to_its_dead_letter_queue_after_20_receives(buffers, legacy_consumer):
+    (source_id, source), (dead_id, dead) = _legacy_queues(buffers)
+    _, function = legacy_consumer
+    assert source["Properties"]["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": [dead_id, "Arn"]},
+                                                     "maxReceiveCount": 20}
+    # AND a message stays invisible for six function timeouts while a batch holds it
+    assert source["Properties"]["VisibilityTimeout"] == 6 * function["Properties"]["Timeout"] == 396
+    # AND both keep messages 14 days (a dead message keeps its first enqueue time) and are encrypted
+    for queue in (source, dead):
+        assert queue["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
+        assert queue["Properties"]["SqsManagedSseEnabled"] is True
+    # AND the consumer polls the source queue, not the dead-letter queue
+    (mapping,) = buffers.find_resources("AWS::Lambda::EventSourceMapping").values()
+    assert _refs(mapping["Properties"]["EventSourceArn"]) == {source_id}
+
+
+def test_both_legacy_queues_refuse_plain_http(buffers):
+    (source_id, _), (dead_id, _) = _legacy_queues(buffers)
+    policies = buffers.find_resources("AWS::SQS::QueuePolicy", {"Properties": {"PolicyDocument": {
+        "Statement": Match.array_with([Match.object_like({
+            "Effect": "Deny", "Action": "sqs:*", "Condition": {"Bool": {"aws:SecureTransport": "false"}}})])}}})
+    assert {queue for policy in policies.values() for queue in _refs(policy["Properties"]["Queues"])} == {
+        source_id, dead_id}
+
+
+def test_the_legacy_consumer_is_wired_to_the_mainframe_its_limiter_bucket_and_its_queue(buffers, legacy_consumer):
+    from throttling.tunables import parse_tunables
+
+    (source_id, _), _ = _legacy_queues(buffers)
+    _, function = legacy_consumer
+    env = function["Properties"]["Environment"]["Variables"]
+    names = ("DOWNSTREAM_NAME", "DOWNSTREAM_BASE_URL", "DOWNSTREAM_RATE_LIMIT_PER_SEC", "DOWNSTREAM_TIMEOUT_SEC",
+             "QUEUE_MAX_RECEIVE_COUNT", "TUNABLES_CACHE_SEC")
+    assert {name: env[name] for name in names} == {
+        "DOWNSTREAM_NAME": "legacy_mainframe",
+        "DOWNSTREAM_BASE_URL": "https://mainframe.example.com",
+        "DOWNSTREAM_RATE_LIMIT_PER_SEC": "1.0",
+        "DOWNSTREAM_TIMEOUT_SEC": "10.0",
+        "QUEUE_MAX_RECEIVE_COUNT": "20",
+        "TUNABLES_CACHE_SEC": "5",
+    }
+    # AND it plans 0.8 req/s (the 1 req/s contract less 20 % headroom), burst 1, until SSM says otherwise
+    defaults = parse_tunables(env["TUNABLES_DEFAULTS"]).tunables
+    assert (defaults.rate_per_sec, defaults.burst) == (0.8, 1)
+    assert "TunablesDownstreamsLegacyMainframe" in json.dumps(env["TUNABLES_PARAMETER_NAME"])
+    assert "RateLimiterTable" in json.dumps(env["RATE_LIMITER_TABLE_NAME"])
+    assert _refs(env["QUEUE_URL"]) == {source_id}
+
+
+def test_the_legacy_consumer_may_take_tokens_read_its_tunables_consume_its_queue_and_write_statuses(
+    buffers, legacy_consumer
+):
+    function_id, function = legacy_consumer
+    (role,) = _refs(function["Properties"]["Role"])
+    (source_id, _), _ = _legacy_queues(buffers)
+    (records_table,) = buffers.find_resources("AWS::DynamoDB::Table")
+    statements = [
+        statement
+        for policy in buffers.find_resources("AWS::IAM::Policy").values()
+        if {"Ref": role} in policy["Properties"]["Roles"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if statement["Resource"] != "*"  # X-Ray (no resource-level permissions)
+    ]
+    by_service = {sorted(_list(s["Action"]))[0].split(":")[0]: s for s in statements}
+    assert sorted(by_service) == ["dynamodb", "logs", "sqs", "ssm"]
+    # one conditional UpdateItem on the limiter (imported) and on the records table; no read, no scan
+    assert by_service["dynamodb"]["Action"] == "dynamodb:UpdateItem"
+    assert _refs(by_service["dynamodb"]["Resource"]) == {records_table}
+    assert "RateLimiterTable" in json.dumps(by_service["dynamodb"]["Resource"])
+    # its own queue only, including ChangeMessageVisibility for postponements
+    assert "sqs:ChangeMessageVisibility" in by_service["sqs"]["Action"]
+    assert _refs(by_service["sqs"]["Resource"]) == {source_id}
+    # the mainframe's tunables only
+    assert "TunablesDownstreamsLegacyMainframe" in json.dumps(by_service["ssm"]["Resource"])
+    assert "ssm:PutParameter" not in by_service["ssm"]["Action"]
+
+
+def test_the_records_table_is_on_demand_encrypted_recoverable_and_forgets_old_statuses(buffers):
+    buffers.resource_count_is("AWS::DynamoDB::Table", 1)
+    buffers.has_resource_properties("AWS::DynamoDB::Table", {
+        "BillingMode": "PAY_PER_REQUEST",
+        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+        "SSESpecification": {"SSEEnabled": True},
+        "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+        "TimeToLiveSpecification": {"AttributeName": "expires_at", "Enabled": True},
+    })
+
+
+def test_the_publishing_workflow_comes_from_its_file_and_may_only_send_to_the_legacy_queue(buffers):
+    (source_id, _), _ = _legacy_queues(buffers)
+    (machine,) = buffers.find_resources("AWS::StepFunctions::StateMachine").values()
+    properties = machine["Properties"]
+    assert properties["StateMachineType"] == "STANDARD"
+    assert json.loads(properties["DefinitionString"])["StartAt"] == "PublishEachRecord"
+    assert _refs(properties["DefinitionSubstitutions"]["LegacyQueueUrl"]) == {source_id}
+    assert (properties["TracingConfiguration"], properties["LoggingConfiguration"]["Level"]) == ({"Enabled": True},
+                                                                                                  "ALL")
+    (role,) = _refs(properties["RoleArn"])
+    statements = [
+        statement
+        for policy in buffers.find_resources("AWS::IAM::Policy").values()
+        if {"Ref": role} in policy["Properties"]["Roles"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if statement["Resource"] != "*"  # X-Ray and log delivery (no resource-level permissions)
+    ]
+    assert [(sorted(_list(s["Action"])), _refs(s["Resource"])) for s in statements] == [
+        (["sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"], {source_id})]
+
+
+def test_the_buffers_stack_outputs_what_operators_and_the_demo_need(buffers):
+    assert set(buffers.to_json()["Outputs"]) >= {
+        "LegacyPublishStateMachineArn", "LegacyQueueUrl", "LegacyQueueArn", "LegacyDeadLetterQueueUrl",
+        "LegacyDeadLetterQueueArn", "LegacyConsumerName", "LegacyRecordsTableName"}
+
+
+# -- control loop ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def control_loop(dev_assembly) -> Template:
+    stacks, _ = dev_assembly
+    return Template.from_stack(stacks["control_loop"])
+
+
+def _alarm(template: Template, name: str) -> dict:
+    (alarm,) = template.find_resources("AWS::CloudWatch::Alarm", {"Properties": {"AlarmName": name}}).values()
+    return alarm["Properties"]
+
+
+def _topic(template: Template) -> str:
+    (topic,) = template.find_resources("AWS::SNS::Topic")
+    return topic
+
+
+def test_every_downstream_has_its_slow_down_alarms_with_the_configured_thresholds(control_loop, dev_config):
+    loop = dev_config.control_loop
+    for d in dev_config.downstreams:
+        prefix = f"Throttling-dev-{d.name}"
+        # THEN each alarm exists with its threshold and evaluation, and missing data is not breaching
+        expected = {
+            f"{prefix}-ThrottleRate": (loop.throttle_rate_threshold * 100, 1, None),
+            f"{prefix}-ErrorRate": (loop.error_rate_threshold * 100, 1, None),
+            f"{prefix}-ErrorRateSustained": (loop.breaker_error_rate_threshold * 100, loop.breaker_alarm_periods, None),
+            f"{prefix}-LatencyP99": (min(d.expected_latency_ms * loop.p99_latency_factor, d.timeout_sec * 1000), 3, 2),
+        }
+        for name, (threshold, periods, datapoints) in expected.items():
+            alarm = _alarm(control_loop, name)
+            assert (alarm["Threshold"], alarm["EvaluationPeriods"], alarm.get("DatapointsToAlarm")) == (
+                pytest.approx(threshold), periods, datapoints), name
+            assert (alarm["ComparisonOperator"], alarm["TreatMissingData"]) == ("GreaterThanThreshold", "notBreaching")
+        # AND the rates only count periods with enough calls to mean something
+        rate = _alarm(control_loop, f"{prefix}-ThrottleRate")["Metrics"][0]["Expression"]
+        assert re.fullmatch(r"IF\((\(.+?\)) >= 10, 100 \* \(FILL\(downstreamthrottled0, 0\).*\) / \1, 0\)", rate), rate
+        p99 = _alarm(control_loop, f"{prefix}-LatencyP99")["Metrics"]
+        assert {m["MetricStat"]["Stat"] for m in p99 if "MetricStat" in m} == {"p99"}
+
+
+def test_the_legacy_mainframe_counts_its_caller_and_its_queue_consumer(control_loop):
+    metrics = _alarm(control_loop, "Throttling-dev-legacy_mainframe-ThrottleRate")["Metrics"]
+    services = {d["Value"] for m in metrics if "MetricStat" in m for d in m["MetricStat"]["Metric"]["Dimensions"]
+                if d["Name"] == "service"}
+    assert services == {"legacy_mainframe-caller", "legacy_mainframe-consumer"}
+
+
+def test_every_layer_that_exists_has_its_alarms(control_loop, dev_config):
+    names = {a["Properties"]["AlarmName"] for a in control_loop.find_resources("AWS::CloudWatch::Alarm").values()}
+    layers = {
+        "Throttling-dev-RateLimiterTable-Throttled", "Throttling-dev-SemaphoresTable-Throttled",
+        "Throttling-dev-CircuitBreakersTable-Throttled",
+        *(f"Throttling-dev-{d.name}-caller-Throttles" for d in dev_config.downstreams),
+        "Throttling-dev-CrmBatchEmail-ExecutionsFailed", "Throttling-dev-CrmBatchEmail-ExecutionsThrottled",
+        "Throttling-dev-legacy_mainframe-BacklogAge", "Throttling-dev-legacy_mainframe-DeadLetters",
+        "Throttling-dev-controller-Errors",
+    }
+    assert layers <= names
+    assert len(names) == len(layers) + 4 * len(dev_config.downstreams)
+    assert _alarm(control_loop, "Throttling-dev-legacy_mainframe-BacklogAge")["Threshold"] == (
+        dev_config.control_loop.backlog_age_alarm_sec)
+    throttled = _alarm(control_loop, "Throttling-dev-RateLimiterTable-Throttled")
+    assert throttled["Threshold"] == 0 and "ThrottledRequests" in json.dumps(throttled["Metrics"])
+
+
+def test_every_alarm_tells_people_through_an_encrypted_topic_that_refuses_plain_http(control_loop):
+    topic = _topic(control_loop)
+    for alarm in control_loop.find_resources("AWS::CloudWatch::Alarm").values():
+        assert alarm["Properties"]["AlarmActions"] == [{"Ref": topic}]
+        assert alarm["Properties"]["OKActions"] == [{"Ref": topic}]
+    control_loop.has_resource_properties("AWS::SNS::Topic", {"KmsMasterKeyId": Match.any_value()})
+    control_loop.has_resource_properties("AWS::KMS::Key", {"EnableKeyRotation": True})
+    control_loop.has_resource_properties("AWS::KMS::Key", {"KeyPolicy": {"Statement": Match.array_with([
+        Match.object_like({"Principal": {"Service": "cloudwatch.amazonaws.com"},
+                           "Action": ["kms:Decrypt", "kms:GenerateDataKey*"]})])}})
+    control_loop.has_resource_properties("AWS::SNS::TopicPolicy", {"PolicyDocument": {"Statement": [
+        Match.object_like({"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}})]}})
+
+
+def test_the_slow_down_alarms_and_a_minute_schedule_invoke_the_controller(control_loop, dev_config):
+    (function_id,) = control_loop.find_resources(
+        "AWS::Lambda::Function", {"Properties": {"Handler": "handlers.controller.handler"}})
+    rules = control_loop.find_resources("AWS::Events::Rule").values()
+    (schedule,) = [r for r in rules if r["Properties"].get("ScheduleExpression") == "rate(1 minute)"]
+    (on_alarms,) = [r for r in rules if "EventPattern" in r["Properties"]]
+    for rule in (schedule, on_alarms):
+        assert [t["Arn"] for t in rule["Properties"]["Targets"]] == [{"Fn::GetAtt": [function_id, "Arn"]}]
+    pattern = on_alarms["Properties"]["EventPattern"]
+    assert (pattern["source"], pattern["detail-type"]) == (["aws.cloudwatch"], ["CloudWatch Alarm State Change"])
+    assert sorted(pattern["detail"]["alarmName"]) == sorted(
+        f"Throttling-dev-{d.name}-{kind}" for d in dev_config.downstreams
+        for kind in ("ThrottleRate", "ErrorRate", "ErrorRateSustained", "LatencyP99"))
+
+
+def test_the_controller_runs_alone_and_may_tune_ssm_breakers_and_the_consumers_mappings(control_loop):
+    control_loop.has_resource_properties("AWS::Lambda::Function", {
+        "Handler": "handlers.controller.handler", "ReservedConcurrentExecutions": 1, "Timeout": 50})
+    statements = [s for p in control_loop.find_resources("AWS::IAM::Policy").values()
+                  for s in p["Properties"]["PolicyDocument"]["Statement"]]
+    actions = {a for s in statements for a in _list(s["Action"])}
+    assert {"ssm:PutParameter", "ssm:GetParameter", "cloudwatch:GetMetricData", "dynamodb:PutItem",
+            "lambda:UpdateEventSourceMapping", "lambda:ListEventSourceMappings",
+            "lambda:GetFunctionConcurrency"} <= actions
+    (update,) = [s for s in statements if s["Action"] == "lambda:UpdateEventSourceMapping"]
+    assert "lambda:FunctionArn" in update["Condition"]["StringEquals"]
+    (put,) = [s for s in statements if "ssm:PutParameter" in _list(s["Action"])]
+    assert json.dumps(put["Resource"]).endswith(':parameter/throttling/dev/*"]]}')
+
+
+def test_the_stage_has_a_dashboard_of_every_downstream_and_layer(control_loop, dev_config):
+    (dashboard,) = control_loop.find_resources("AWS::CloudWatch::Dashboard").values()
+    assert dashboard["Properties"]["DashboardName"] == "Throttling-dev-throttling"
+    body = json.dumps(dashboard["Properties"]["DashboardBody"])
+    for d in dev_config.downstreams:
+        for title in ("calls, 429s, errors", "latency (ms)", "limiter admitted / refused", "controller"):
+            assert f"{d.name}: {title}" in body
+    for title in ("RateLimiter table", "Callers: Lambda throttles", "Workflows: executions", "Buffers: backlog",
+                  "ControllerMaxConcurrency", "BreakerOpen"):
+        assert title in body
+
+
+def test_the_control_loop_outputs_what_operators_and_the_tests_need(control_loop):
+    assert set(control_loop.to_json()["Outputs"]) >= {"ControllerName", "ControllerStateTableName", "AlarmTopicArn",
+                                                      "DashboardName"}
+
+
+# -- use case 2: payment authorization (Workflows stack) ------------------------------------------
+
+
+def _by_prefix(template: Template, resource_type: str, prefix: str) -> tuple[str, dict]:
+    (found,) = [(i, r) for i, r in template.find_resources(resource_type).items() if i.startswith(prefix)]
+    return found
+
+
+def _statements_of(template: Template, role_id: str) -> list[dict]:
+    """The role's Allow statements, without the X-Ray and log-delivery ones (no resource-level permissions)."""
+    return [s for p in template.find_resources("AWS::IAM::Policy").values()
+            if {"Ref": role_id} in p["Properties"]["Roles"]
+            for s in p["Properties"]["PolicyDocument"]["Statement"] if s["Resource"] != "*"]
+
+
+def _granted(template: Template, role_id: str) -> dict[str, list[str]]:
+    """What the role may do, by resource: its logical id without the hash (an import: the exported resource's)."""
+    granted = {}
+    for statement in _statements_of(template, role_id):
+        for resource in _list(statement["Resource"]):
+            text = json.dumps(resource)
+            imported = re.search(r"ExportsOutput(?:Ref|FnGetAtt)([A-Za-z]+?)[0-9A-F]{8}", text)
+            (name,) = [imported.group(1)] if imported else [re.sub(r"[0-9A-F]{8}$", "", r) for r in _refs(resource)]
+            granted[name] = sorted(_list(statement["Action"]))
+    return granted
+
+
+@pytest.fixture(scope="module")
+def payment_machine(workflows) -> dict:
+    return _by_prefix(workflows, "AWS::StepFunctions::StateMachine", "PaymentAuthorization")[1]
+
+
+@pytest.fixture(scope="module")
+def payment_authorizer(workflows) -> tuple[str, dict]:
+    return _by_prefix(workflows, "AWS::Lambda::Function", "PaymentAuthorizer")
+
+
+def test_the_orders_and_inventory_tables_are_on_demand_encrypted_and_recoverable(workflows):
+    for prefix in ("OrdersTable", "InventoryTable"):
+        _, table = _by_prefix(workflows, "AWS::DynamoDB::Table", prefix)
+        assert {k: table["Properties"].get(k) for k in ("BillingMode", "KeySchema", "SSESpecification",
+                                                        "PointInTimeRecoverySpecification")} == {
+            "BillingMode": "PAY_PER_REQUEST",
+            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+            "SSESpecification": {"SSEEnabled": True},
+            "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+        }
+
+
+def test_the_idempotency_table_has_powertools_layout_and_forgets_records_by_ttl(workflows):
+    _, table = _by_prefix(workflows, "AWS::DynamoDB::Table", "PaymentIdempotencyTable")
+    assert table["Properties"]["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
+    assert table["Properties"]["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
+    assert table["Properties"]["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["Properties"]["SSESpecification"] == {"SSEEnabled": True}
+    assert table["Properties"]["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+
+
+def test_parked_orders_wait_in_an_encrypted_queue_that_redrives_to_its_dead_letter_queue(workflows):
+    _, queue = _by_prefix(workflows, "AWS::SQS::Queue", "ParkedOrdersQueue")
+    dlq_id, dlq = _by_prefix(workflows, "AWS::SQS::Queue", "ParkedOrdersDeadLetterQueue")
+    assert queue["Properties"]["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": [dlq_id, "Arn"]},
+                                                    "maxReceiveCount": 5}
+    for properties in (queue["Properties"], dlq["Properties"]):
+        assert (properties["SqsManagedSseEnabled"], properties["MessageRetentionPeriod"]) == (True, 14 * 24 * 3600)
+    policies = [p["Properties"] for p in workflows.find_resources("AWS::SQS::QueuePolicy").values()
+                if any(r["Ref"].startswith("ParkedOrders") for r in p["Properties"]["Queues"])]
+    assert len(policies) == 2
+    for policy in policies:
+        assert {"Bool": {"aws:SecureTransport": "false"}} in [s.get("Condition") for s in
+                                                              policy["PolicyDocument"]["Statement"]]
+
+
+def test_customer_notifications_are_encrypted_and_refuse_plain_http(workflows):
+    topic_id, topic = _by_prefix(workflows, "AWS::SNS::Topic", "CustomerNotificationsTopic")
+    assert json.dumps(topic["Properties"]["KmsMasterKeyId"]).endswith(':alias/aws/sns"]]}')
+    (policy,) = [p["Properties"] for p in workflows.find_resources("AWS::SNS::TopicPolicy").values()
+                 if p["Properties"]["Topics"] == [{"Ref": topic_id}]]
+    assert {"Bool": {"aws:SecureTransport": "false"}} in [s.get("Condition") for s in
+                                                          policy["PolicyDocument"]["Statement"]]
+
+
+def test_the_authorizer_is_wired_to_the_gateway_its_limits_and_its_idempotency_table(payment_authorizer, workflows):
+    _, function = payment_authorizer
+    properties = function["Properties"]
+    assert properties["Handler"] == "handlers.authorize_payment.handler"
+    # 1 call in flight at 2 req/s x 0.4 s, plus 2 req/s x 2 s of callers waiting for a token
+    assert properties["ReservedConcurrentExecutions"] == 5
+    assert properties["Timeout"] == 10 + 2 + 5  # the gateway's timeout, the limiter wait, a margin
+    variables = properties["Environment"]["Variables"]
+    assert {k: variables[k] for k in ("DOWNSTREAM_NAME", "DOWNSTREAM_BASE_URL", "DOWNSTREAM_RATE_LIMIT_PER_SEC",
+                                      "LIMITER_MAX_WAIT_SEC", "IDEMPOTENCY_EXPIRY_SEC")} == {
+        "DOWNSTREAM_NAME": "payment_gateway", "DOWNSTREAM_BASE_URL": "https://payments.example.com",
+        "DOWNSTREAM_RATE_LIMIT_PER_SEC": "2.0", "LIMITER_MAX_WAIT_SEC": "2", "IDEMPOTENCY_EXPIRY_SEC": "86400"}
+    (idempotency_table,) = _refs(variables["IDEMPOTENCY_TABLE_NAME"])
+    assert idempotency_table.startswith("PaymentIdempotencyTable")
+    assert "RateLimiterTable" in json.dumps(variables["RATE_LIMITER_TABLE_NAME"])
+    assert "CircuitBreakersTable" in json.dumps(variables["BREAKER_TABLE_NAME"])
+    assert "TunablesDownstreamsPaymentGateway" in json.dumps(variables["TUNABLES_PARAMETER_NAME"])
+    assert "TunablesBreakersPaymentGateway" in json.dumps(variables["BREAKER_TUNABLES_PARAMETER_NAME"])
+    assert json.loads(variables["BREAKER_TUNABLES_DEFAULTS"])["open_duration_sec"] > 0
+
+
+def test_the_authorizer_may_take_tokens_move_the_breaker_read_its_two_documents_and_keep_idempotency_records(
+    payment_authorizer, workflows
+):
+    _, function = payment_authorizer
+    (role,) = _refs(function["Properties"]["Role"])
+    granted = _granted(workflows, role)
+    assert {k: v for k, v in granted.items() if not k.startswith("Tunables")} == {
+        "RateLimiterTable": ["dynamodb:UpdateItem"],  # one conditional update per attempt, never a read
+        "CircuitBreakersTable": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
+        "PaymentIdempotencyTable": ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem",
+                                    "dynamodb:UpdateItem"],  # what Powertools' persistence layer does
+        "PaymentAuthorizerLogGroup": ["logs:CreateLogStream", "logs:PutLogEvents"],
+    }
+    assert sorted(k for k in granted if k.startswith("Tunables")) == [
+        "TunablesBreakersPaymentGateway", "TunablesDownstreamsPaymentGateway"]
+
+
+def test_the_payment_workflow_is_a_standard_one_from_its_file_with_logs_and_tracing(payment_machine):
+    properties = payment_machine["Properties"]
+    assert properties["StateMachineType"] == "STANDARD"
+    assert json.loads(properties["DefinitionString"])["StartAt"] == "RecordPending"
+    assert sorted(properties["DefinitionSubstitutions"]) == [
+        "AuthorizeFunctionArn", "CircuitBreakerTableName", "CustomerNotificationsTopicArn", "InventoryTableName",
+        "OrdersTableName", "ParkedOrdersQueueUrl", "PaymentGatewayCallerArn"]
+    assert properties["TracingConfiguration"] == {"Enabled": True}
+    assert properties["LoggingConfiguration"]["Level"] == "ALL"
+
+
+def test_every_payment_outcome_ends_in_succeed_or_a_named_fail(payment_machine):
+    definition = json.loads(payment_machine["Properties"]["DefinitionString"])
+    ends = {name: state for name, state in definition["States"].items()
+            if state["Type"] in ("Succeed", "Fail") or state.get("End")}
+    assert {name: state["Type"] for name, state in ends.items()} == {
+        "OrderPaid": "Succeed", "OrderParked": "Succeed", "PaymentDeclined": "Fail", "OutOfStock": "Fail",
+        "PaymentFailed": "Fail", "DuplicateOrder": "Fail", "CompensationFailed": "Fail"}
+    assert all(state["Error"] == name for name, state in ends.items() if state["Type"] == "Fail")
+
+
+def test_the_payment_workflow_role_may_do_exactly_what_the_file_does(payment_machine, workflows):
+    (role,) = _refs(payment_machine["Properties"]["RoleArn"])
+    assert _granted(workflows, role) == {
+        "OrdersTable": ["dynamodb:PutItem", "dynamodb:UpdateItem"],
+        "InventoryTable": ["dynamodb:UpdateItem"],
+        "CircuitBreakersTable": ["dynamodb:GetItem"],  # ReadBreaker, in the shared-limits stack
+        "ParkedOrdersQueue": ["sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"],
+        "CustomerNotificationsTopic": ["sns:Publish"],
+        # the unqualified functions only, not `<arn>:*` (every version and alias)
+        "PaymentAuthorizerFunction": ["lambda:InvokeFunction"],
+        "PaymentGatewayCallerFunction": ["lambda:InvokeFunction"],
+    }
+
+
+def test_order_placed_events_reach_a_starter_that_may_only_start_the_payment_workflow(workflows):
+    _, rule = _by_prefix(workflows, "AWS::Events::Rule", "OrderPlacedRule")
+    assert rule["Properties"]["EventPattern"] == {"source": ["shop.orders"], "detail-type": ["OrderPlaced"]}
+    (target,) = rule["Properties"]["Targets"]
+    starter_id, starter = _by_prefix(workflows, "AWS::Lambda::Function", "PaymentStarter")
+    assert _refs(target["Arn"]) == {starter_id}
+    assert starter["Properties"]["Handler"] == "handlers.start_payment.handler"
+    machine_id, _ = _by_prefix(workflows, "AWS::StepFunctions::StateMachine", "PaymentAuthorization")
+    assert starter["Properties"]["Environment"]["Variables"]["PAYMENT_STATE_MACHINE_ARN"] == {"Ref": machine_id}
+    (role,) = _refs(starter["Properties"]["Role"])
+    statements = [s for s in _statements_of(workflows, role) if s["Action"] != ["logs:CreateLogStream",
+                                                                                  "logs:PutLogEvents"]]
+    assert [(s["Action"], s["Resource"]) for s in statements] == [("states:StartExecution", {"Ref": machine_id})]
+
+
+def test_the_payment_workflow_outputs_what_operators_and_the_demo_need(workflows):
+    assert {"PaymentAuthorizationStateMachineArn", "OrdersTableName", "InventoryTableName", "ParkedOrdersQueueUrl",
+            "PaymentStarterName", "PaymentAuthorizerName", "CustomerNotificationsTopicArn",
+            "PaymentIdempotencyTableName"} <= set(workflows.to_json()["Outputs"])
+
+
+def test_the_authorizer_concurrency_covers_calls_in_flight_and_callers_waiting_for_a_token(dev_config):
+    from dataclasses import replace
+
+    from stacks.workflows_stack import payment_authorizer_concurrency
+
+    gateway = dev_config.downstream("payment_gateway")
+    assert payment_authorizer_concurrency(gateway) == 5
+    assert payment_authorizer_concurrency(replace(gateway, rate_limit_per_sec=0.1)) == 2  # never below 2
