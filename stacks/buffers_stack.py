@@ -10,11 +10,11 @@ from __future__ import annotations
 import math
 
 from aws_cdk import CfnOutput, RemovalPolicy, Stack
-from aws_cdk import aws_dynamodb as dynamodb
 from constructs import Construct
 
 from stacks.config import AppConfig, DownstreamConfig
 from stacks.patterns import AslStateMachine, ThrottledQueueConsumer
+from stacks.patterns.secure_defaults import encrypted_table
 from stacks.shared_limits_stack import SharedLimitsStack, downstream_tunables_key, downstream_tunables_seed
 
 LEGACY_DOWNSTREAM = "legacy_mainframe"
@@ -54,17 +54,8 @@ class BuffersStack(Stack):
         key = downstream_tunables_key(legacy)
 
         # One item per record: {pk: record_id, status: delivered|failed, timestamps, error}; idle items expire.
-        self.records_table = dynamodb.Table(
-            self,
-            "LegacyRecordsTable",
-            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
-            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-            encryption=dynamodb.TableEncryption.AWS_MANAGED,
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True
-            ),
-            time_to_live_attribute="expires_at",
-            removal_policy=removal_policy,
+        self.records_table = encrypted_table(
+            self, "LegacyRecordsTable", removal_policy=removal_policy, ttl_attribute="expires_at"
         )
 
         self.legacy_consumer = ThrottledQueueConsumer(

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from aws_cdk import Acknowledgment, ArnFormat, CfnOutput, Duration, RemovalPolicy, Stack, Token, Validations
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
-from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -34,6 +33,7 @@ from constructs import Construct
 
 from stacks.config import AppConfig, ControlLoopConfig, DownstreamConfig
 from stacks.patterns import HandlerFunction, ThrottledQueueConsumer
+from stacks.patterns.secure_defaults import encrypted_table
 from stacks.patterns.handler_function import METRICS_NAMESPACE
 from stacks.shared_limits_stack import SharedLimitsStack, breaker_tunables_key, downstream_tunables_key
 
@@ -230,17 +230,7 @@ class ControlLoopStack(Stack):
         routes = {s.alarm_name: {"downstream": s.route[0], "kind": s.route[1]} for s in self.alarm_specs if s.route}
 
         # -- the controller ------------------------------------------------------------------------
-        self.state_table = dynamodb.Table(
-            self,
-            "ControllerStateTable",
-            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
-            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-            encryption=dynamodb.TableEncryption.AWS_MANAGED,
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True
-            ),
-            removal_policy=removal_policy,
-        )
+        self.state_table = encrypted_table(self, "ControllerStateTable", removal_policy=removal_policy)
         plans = {
             d.name: {
                 "parameter_name": f"{config.ssm_prefix}/{downstream_tunables_key(d)}",

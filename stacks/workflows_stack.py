@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import math
 
-from aws_cdk import Acknowledgment, CfnOutput, Duration, RemovalPolicy, Stack, Validations
-from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -24,6 +23,7 @@ from constructs import Construct
 
 from stacks.config import AppConfig, DownstreamConfig
 from stacks.patterns import AslStateMachine, HandlerFunction
+from stacks.patterns.secure_defaults import dead_letter_queue, encrypted_table
 from stacks.shared_limits_stack import (
     SharedLimitsStack,
     breaker_tunables_key,
@@ -93,32 +93,10 @@ class WorkflowsStack(Stack):
         crm_tunables = shared_limits.tunables.parameter(downstream_tunables_key(crm))
 
         # One item per segment: {pk: segment_id, user_ids: [user id strings]} (see the ASL's ReadSegment).
-        self.segments_table = dynamodb.Table(
-            self,
-            "SegmentsTable",
-            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
-            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-            encryption=dynamodb.TableEncryption.AWS_MANAGED,
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True
-            ),
-            removal_policy=removal_policy,
-        )
-        self.crm_batch_email_dlq = sqs.Queue(
-            self,
-            "CrmBatchEmailDeadLetterQueue",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
-            removal_policy=removal_policy,
-        )
-        Validations.of(self.crm_batch_email_dlq).acknowledge(
-            Acknowledgment(
-                id="AwsSolutions::AwsSolutions-SQS3",
-                reason="this queue is the dead-letter queue of the CRM batch e-mail workflow (its RecordFailure"
-                " state sends here, not an SQS redrive policy); a dead-letter queue of a dead-letter queue would"
-                " only move the failed users one step further from the operator",
-            )
+        self.segments_table = encrypted_table(self, "SegmentsTable", removal_policy=removal_policy)
+        self.crm_batch_email_dlq = dead_letter_queue(
+            self, "CrmBatchEmailDeadLetterQueue", removal_policy=removal_policy,
+            holds="the users the CRM batch could not e-mail, sent by its RecordFailure state",
         )
 
         self.crm_batch_email = AslStateMachine(
@@ -170,37 +148,18 @@ class WorkflowsStack(Stack):
 
         # {pk: order_id, status: pending|paid|parked|cancelled, ...}: written only by the workflow, read by
         # GET /payments/{id}.
-        self.orders_table = _on_demand_table(self, "OrdersTable", removal_policy)
+        self.orders_table = encrypted_table(self, "OrdersTable", removal_policy=removal_policy)
         # {pk: sku, stock: N}: the workflow takes stock with a conditional decrement and gives it back.
-        self.inventory_table = _on_demand_table(self, "InventoryTable", removal_policy)
+        self.inventory_table = encrypted_table(self, "InventoryTable", removal_policy=removal_policy)
         # Powertools idempotency records, in its default layout (key `id`, TTL `expiration`).
-        self.payment_idempotency_table = dynamodb.Table(
-            self,
-            "PaymentIdempotencyTable",
-            partition_key=dynamodb.Attribute(name="id", type=dynamodb.AttributeType.STRING),
-            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-            encryption=dynamodb.TableEncryption.AWS_MANAGED,
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True
-            ),
-            time_to_live_attribute="expiration",
-            removal_policy=removal_policy,
+        self.payment_idempotency_table = encrypted_table(
+            self, "PaymentIdempotencyTable", removal_policy=removal_policy, partition_key="id",
+            ttl_attribute="expiration",
         )
 
-        self.parked_orders_dlq = sqs.Queue(
-            self,
-            "ParkedOrdersDeadLetterQueue",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
-            removal_policy=removal_policy,
-        )
-        Validations.of(self.parked_orders_dlq).acknowledge(
-            Acknowledgment(
-                id="AwsSolutions::AwsSolutions-SQS3",
-                reason="this queue is the dead-letter queue of the parked-orders queue; a dead-letter queue of a"
-                " dead-letter queue would only move the orders one step further from the operator",
-            )
+        self.parked_orders_dlq = dead_letter_queue(
+            self, "ParkedOrdersDeadLetterQueue", removal_policy=removal_policy,
+            holds="parked orders the parked-orders queue could not keep",
         )
         # Orders waiting for the gateway's breaker to close, to be started again; kept as long as SQS allows.
         self.parked_orders_queue = sqs.Queue(
@@ -330,21 +289,6 @@ def payment_authorizer_concurrency(gateway: DownstreamConfig) -> int:
     """
     seconds_per_call = gateway.expected_latency_ms / 1000 + PAYMENT_LIMITER_MAX_WAIT_SEC
     return max(2, math.ceil(gateway.rate_limit_per_sec * seconds_per_call))
-
-
-def _on_demand_table(scope: Construct, construct_id: str, removal_policy: RemovalPolicy) -> dynamodb.Table:
-    """A table keyed by a string `pk`: on-demand, encrypted, point-in-time recoverable."""
-    return dynamodb.Table(
-        scope,
-        construct_id,
-        partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
-        billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-        encryption=dynamodb.TableEncryption.AWS_MANAGED,
-        point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-            point_in_time_recovery_enabled=True
-        ),
-        removal_policy=removal_policy,
-    )
 
 
 def _pascal(snake: str) -> str:

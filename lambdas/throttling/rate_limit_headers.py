@@ -88,7 +88,8 @@ def parse_rate_limit_headers(
         wait = parse_retry_after(value, now)
         if wait is not None:
             findings.waits.append(wait)
-    for prefix in ("x-ratelimit-", "ratelimit-"):
+    # X (Twitter) spells it with a second hyphen: x-rate-limit-limit, -remaining, -reset (epoch).
+    for prefix in ("x-ratelimit-", "x-rate-limit-", "ratelimit-"):
         _read_separate_fields(values, prefix, now, findings)
     for value in values.get("ratelimit", []):
         _read_structured_ratelimit(value, now, findings)

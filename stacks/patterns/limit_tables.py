@@ -14,6 +14,8 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from stacks.patterns.secure_defaults import encrypted_table
+
 TTL_ATTRIBUTE = "expires_at"
 
 
@@ -22,18 +24,7 @@ class _LimitTable(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, *, removal_policy: RemovalPolicy) -> None:
         super().__init__(scope, construct_id)
-        self.table = dynamodb.Table(
-            self,
-            "Table",
-            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
-            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-            encryption=dynamodb.TableEncryption.AWS_MANAGED,
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True
-            ),
-            time_to_live_attribute=TTL_ATTRIBUTE,
-            removal_policy=removal_policy,
-        )
+        self.table = encrypted_table(self, "Table", removal_policy=removal_policy, ttl_attribute=TTL_ATTRIBUTE)
 
     def metric_denied(self, operation: str = "UpdateItem", **props) -> cloudwatch.Metric:
         """Conditional writes that failed: each one is an acquire the limit refused."""

@@ -130,3 +130,43 @@ def test_garbage_and_absent_headers_give_no_information():
     }
     assert parse_rate_limit_headers(garbage, now=NOW) == RateLimitInfo()
     assert parse_rate_limit_headers({}, now=NOW) == RateLimitInfo()
+
+
+# Headers as public APIs send them (429s unless noted), and what a caller should take from each.
+PUBLIC_API_NOW = 1_764_000_000.0  # Mon, 24 Nov 2025 16:00:00 GMT
+PUBLIC_API_EXAMPLES = {
+    "github primary quota": (
+        {"x-ratelimit-limit": "5000", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "1764001800",
+         "x-ratelimit-used": "5000", "x-ratelimit-resource": "core"},
+        RateLimitInfo(wait_sec=1800.0, remaining=0, limit=5000)),
+    "github secondary limit": ({"retry-after": "60"}, RateLimitInfo(wait_sec=60.0)),
+    "github 200 with quota left": (
+        {"x-ratelimit-limit": "5000", "x-ratelimit-remaining": "4999", "x-ratelimit-reset": "1764003600"},
+        RateLimitInfo(wait_sec=None, remaining=4999, limit=5000)),
+    "discord (reset as fractional epoch)": (
+        {"X-RateLimit-Limit": "5", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1764000001.250",
+         "X-RateLimit-Reset-After": "1.250", "Retry-After": "1"},
+        RateLimitInfo(wait_sec=1.25, remaining=0, limit=5)),
+    "x (twitter), hyphenated names": (
+        {"x-rate-limit-limit": "900", "x-rate-limit-remaining": "0", "x-rate-limit-reset": "1764000600"},
+        RateLimitInfo(wait_sec=600.0, remaining=0, limit=900)),
+    "openai (its per-kind names are not read; Retry-After is)": (
+        {"x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "0",
+         "x-ratelimit-reset-requests": "1s", "retry-after": "2"},
+        RateLimitInfo(wait_sec=2.0)),
+    "shopify (leaky bucket header is not read; Retry-After is)": (
+        {"X-Shopify-Shop-Api-Call-Limit": "40/40", "Retry-After": "2.0"}, RateLimitInfo(wait_sec=2.0)),
+    "ietf draft, separate fields": (
+        {"RateLimit-Limit": "100", "RateLimit-Remaining": "0", "RateLimit-Reset": "30"},
+        RateLimitInfo(wait_sec=30.0, remaining=0, limit=100)),
+    "ietf structured fields": (
+        {"RateLimit-Policy": '"default";q=100;w=60', "RateLimit": '"default";r=0;t=30'},
+        RateLimitInfo(wait_sec=30.0, remaining=0, limit=100)),
+    "retry-after as an http-date": ({"Retry-After": "Mon, 24 Nov 2025 16:00:30 GMT"}, RateLimitInfo(wait_sec=30.0)),
+}
+
+
+@pytest.mark.parametrize("api", list(PUBLIC_API_EXAMPLES))
+def test_headers_of_public_apis(api):
+    headers, expected = PUBLIC_API_EXAMPLES[api]
+    assert parse_rate_limit_headers(headers, now=PUBLIC_API_NOW) == expected
