@@ -22,6 +22,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from botocore.config import Config
 
 from localcloud import moto_patches
 
@@ -79,6 +80,9 @@ def breaker(cloud, payments) -> Iterator[Any]:
     dynamodb.delete_item(TableName=payments["breaker_table"], Key={"pk": {"S": BREAKER}})
     yield DynamoDbCircuitBreaker(payments["breaker_table"], client=dynamodb, policy=BreakerPolicy())
     dynamodb.delete_item(TableName=payments["breaker_table"], Key={"pk": {"S": BREAKER}})
+    # Warm authorizers remember an open breaker until its open_until (by design: no read per call);
+    # deleting the item is an operator's force-close, so start them afresh as a redeploy would.
+    cloud.lambda_runtime.shutdown()
 
 
 @pytest.fixture
@@ -217,8 +221,9 @@ def test_duplicated_orders_and_retried_authorizations_charge_each_order_once(clo
         assert one["status"] == "started"
         assert two["status"] == "duplicate" or two.get("execution_arn") == one["execution_arn"], (one, two)
     # WHEN, while the workflows run, the authorizer is also invoked directly for every order, as a caller
-    # retrying after a timeout would, and once more after they all ended
-    lambda_client = cloud.client("lambda")
+    # retrying after a timeout would (and, like any caller, retrying Lambda's own 429 while the
+    # authorizer's reserved environments are all busy with the workflows), and once more after they all ended
+    lambda_client = cloud.client("lambda", config=Config(retries={"mode": "standard", "max_attempts": 20}))
 
     def authorize(order: dict[str, Any]) -> dict[str, Any]:
         response = lambda_client.invoke(FunctionName=payments["authorizer_name"], Payload=json.dumps(order))
