@@ -47,3 +47,28 @@ def dev_assembly(tmp_path_factory: pytest.TempPathFactory, dev_config, cdk_conte
 
     stacks, assembly = synthesize(replace(dev_config, nag=True), tmp_path_factory.mktemp("cdk.out"), cdk_context)
     yield stacks, assembly
+
+
+@pytest.fixture(scope="session")
+def import_handler():
+    """Import a handler module as Lambda would: with its environment variables set while it loads.
+
+    Handlers read their environment at import (clients and readers are built once per execution
+    environment); the variables are restored afterwards so no other test sees them.
+    """
+    import importlib
+    from collections.abc import Mapping
+
+    def load(module: str, environment: Mapping[str, str]) -> Any:
+        saved = {name: os.environ.get(name) for name in environment}
+        os.environ.update(environment)
+        try:
+            return importlib.import_module(module)
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+    return load

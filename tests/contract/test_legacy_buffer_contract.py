@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
 import re
 from pathlib import Path
 
@@ -56,18 +54,18 @@ def test_every_state_says_why_and_every_task_retries_with_jitter():
             assert state["Retry"] and all(r.get("JitterStrategy") == "FULL" for r in state["Retry"]), name
 
 
-def test_what_the_workflow_sends_is_what_the_consumer_parses():
+def test_what_the_workflow_sends_is_what_the_consumer_parses(import_handler):
     # GIVEN a record as the workflow's input holds it, turned into a body as its Task does (States.JsonToString)
-    module = _import_consumer()
+    module = _import_consumer(import_handler)
     record = {"record_id": "r-1", "payload": {"amount_cents": 100}}
     # THEN the consumer reads the same record back
     parsed = module.parse_record(json.dumps(record, separators=(",", ":")))
     assert (parsed.record_id, parsed.payload) == ("r-1", {"amount_cents": 100})
 
 
-def test_a_healthy_record_cannot_reach_the_dead_letter_queue_short_of_days_of_refusals_nor_expire(buffers):
+def test_a_healthy_record_cannot_reach_the_dead_letter_queue_short_of_days_of_refusals_nor_expire(buffers, import_handler):
     # GIVEN the deployed receive count and retention, and the consumer's postponement rule
-    module = _import_consumer()
+    module = _import_consumer(import_handler)
     (queue,) = [q for q in buffers.find_resources("AWS::SQS::Queue").values() if "RedrivePolicy" in q["Properties"]]
     max_receive_count = queue["Properties"]["RedrivePolicy"]["maxReceiveCount"]
     retention_sec = queue["Properties"]["MessageRetentionPeriod"]
@@ -80,7 +78,7 @@ def test_a_healthy_record_cannot_reach_the_dead_letter_queue_short_of_days_of_re
     assert longest < retention_sec
 
 
-def _import_consumer():
+def _import_consumer(import_handler):
     """The handler module, imported once with a stand-in environment (its clients are built, never called)."""
     environment = {
         "DOWNSTREAM_NAME": "legacy_mainframe", "DOWNSTREAM_BASE_URL": "http://127.0.0.1:9",
@@ -88,13 +86,4 @@ def _import_consumer():
         "RECORDS_TABLE_NAME": "r", "QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/q",
         "POWERTOOLS_METRICS_NAMESPACE": "Test",
     }
-    saved = {name: os.environ.get(name) for name in environment}
-    os.environ.update(environment)
-    try:
-        return importlib.import_module("handlers.legacy_consumer")
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    return import_handler("handlers.legacy_consumer", environment)

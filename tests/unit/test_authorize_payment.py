@@ -8,9 +8,7 @@ emulator (`tests/emulator/test_payment_workflow.py`), where the gateway counts t
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,17 +94,8 @@ class Gateway:
 
 
 @pytest.fixture(scope="module")
-def authorizer():
-    saved = {name: os.environ.get(name) for name in ENVIRONMENT}
-    os.environ.update(ENVIRONMENT)
-    try:
-        return importlib.import_module("handlers.authorize_payment")
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+def authorizer(import_handler):
+    return import_handler("handlers.authorize_payment", ENVIRONMENT)
 
 
 @pytest.fixture

@@ -7,9 +7,7 @@ swaps the limiter, the mainframe client, SQS and DynamoDB for fakes.
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,17 +46,8 @@ def deny(retry_after_sec: float) -> RateDecision:
 
 
 @pytest.fixture(scope="module")
-def consumer():
-    saved = {name: os.environ.get(name) for name in ENVIRONMENT}
-    os.environ.update(ENVIRONMENT)
-    try:
-        return importlib.import_module("handlers.legacy_consumer")
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+def consumer(import_handler):
+    return import_handler("handlers.legacy_consumer", ENVIRONMENT)
 
 
 # -- parsing -------------------------------------------------------------------------------------
