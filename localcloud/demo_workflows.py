@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,8 @@ __all__ = [
     "drain_queue",
     "legacy_outputs",
     "legacy_records",
+    "moderation_outputs",
+    "moderation_results",
     "order_placed_event",
     "payment_execution_name",
     "payment_orders",
@@ -33,11 +36,14 @@ __all__ = [
     "run_crm_batch",
     "run_execution",
     "run_legacy",
+    "run_moderation",
     "run_payments",
     "read_stock",
     "seed_inventory",
+    "start_moderations",
     "start_payments",
     "seed_segment",
+    "upload_created_event",
     "wait_for_delivery",
     "wait_for_executions",
 ]
@@ -412,4 +418,90 @@ def run_payments(
         f"payments: {len(batch)} orders, {paid} paid, {declined_count} declined, {parked} parked"
         + (f", {others} failed otherwise" if others else "")
         + f", peak {stats['max_in_1s_window_all']} req/s at the gateway (limit {_number(gateway.profile.rate_per_sec)})"
+    )
+
+
+# -- use case 3: UGC moderation ----------------------------------------------------------------
+
+
+def moderation_outputs(stacks: Mapping[str, DeployedStack]) -> dict[str, str]:
+    """What use case 3 needs from the workflow stack's outputs."""
+    (workflows,) = [stack for name, stack in stacks.items() if name.endswith("-Workflows")]
+    return {
+        "state_machine_arn": workflows.outputs["UgcModerationStateMachineArn"],
+        "bucket": workflows.outputs["UploadsBucketName"],
+        "results_table": workflows.outputs["ModerationResultsTableName"],
+        "topic_arn": workflows.outputs["ModerationResultsTopicArn"],
+    }
+
+
+def upload_created_event(
+    bucket: str, key: str, *, account: str = "123456789012", region: str = "us-east-1"
+) -> dict[str, Any]:
+    """The `Object Created` event S3 sends to EventBridge for an upload, as the rule hands it to the workflow."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Object Created",
+        "source": "aws.s3",
+        "account": account,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "region": region,
+        "resources": [f"arn:aws:s3:::{bucket}"],
+        "detail": {"version": "0", "bucket": {"name": bucket}, "object": {"key": key}, "reason": "PutObject"},
+    }
+
+
+def start_moderations(cloud: LocalCloud, outputs: Mapping[str, str], keys: Sequence[str]) -> list[str]:
+    """Upload each key and start its moderation with the event the rule would send, all at once; the execution names.
+
+    moto's EventBridge does not deliver to Step Functions targets, so the rule's delivery is done here
+    (one execution per object, as the rule does), concurrently, as a burst of uploads would arrive.
+    """
+    s3 = cloud.client("s3")
+    sfn = cloud.client("stepfunctions")
+    for key in keys:
+        s3.put_object(Bucket=outputs["bucket"], Key=key, Body=f"user content {key}".encode())
+    names = [f"upload-{uuid.uuid4().hex[:12]}" for _ in keys]
+
+    def start(name_key: tuple[str, str]) -> None:
+        name, key = name_key
+        event = upload_created_event(outputs["bucket"], key, account=cloud.account_id, region=cloud.region)
+        sfn.start_execution(stateMachineArn=outputs["state_machine_arn"], name=name, input=json.dumps(event))
+
+    with ThreadPoolExecutor(max_workers=max(1, len(keys))) as pool:
+        list(pool.map(start, zip(names, keys)))
+    return names
+
+
+def moderation_results(cloud: LocalCloud, table_name: str, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """object key -> its stored result (decision, verdicts parsed from JSON, bucket, execution name)."""
+    items = record_statuses(cloud, table_name, keys)
+    return {key: {**item, "verdicts": json.loads(item["verdicts"])} for key, item in items.items()}
+
+
+def run_moderation(
+    cloud: LocalCloud, stacks: Mapping[str, DeployedStack], simulators: Mapping[str, DownstreamSimulator],
+    *, uploads: int = 10,
+) -> str:
+    """Use case 3 once: `uploads` objects arrive at once, each moderated by three models through the shared limiter.
+
+    The peak is the most requests the model API saw in any 1 s window (up to its limit plus its burst
+    is within its contract).
+    """
+    outputs = moderation_outputs(stacks)
+    model = simulators["ai_model"]
+    model.reset()
+    keys = [f"demo-{uuid.uuid4().hex[:8]}/upload-{i:03d}.jpg" for i in range(uploads)]
+    names = start_moderations(cloud, outputs, keys)
+    results = wait_for_executions(cloud, outputs["state_machine_arn"], names,
+                                  timeout_sec=60 + 3 * uploads / model.profile.rate_per_sec)
+    decisions = [(r.output or {}).get("decision") for r in results.values() if r.status == "SUCCEEDED"]
+    failed = len(results) - len(decisions)
+    stats = model.stats()
+    return (
+        f"ugc moderation: {uploads} uploads, {decisions.count('approved')} approved,"
+        f" {decisions.count('needs_review')} needs review"
+        + (f", {failed} failed" if failed else "")
+        + f", peak {stats['max_in_1s_window_all']} req/s at the AI model (limit {_number(model.profile.rate_per_sec)})"
     )

@@ -4,19 +4,29 @@ One `call_downstream` function per downstream, so each has its own limits, metri
 blast radius, and reads only its own tunables. Use case 1 (`statemachines/crm_batch_email.asl.json`)
 e-mails a CRM segment once a day through the CRM's caller. Use case 2
 (`statemachines/payment_authorization.asl.json`) authorizes each order's payment at the 2 req/s
-payment gateway, once per order, and parks orders while the gateway's breaker is open.
+payment gateway, once per order, and parks orders while the gateway's breaker is open. Use case 3
+(`statemachines/ugc_moderation.asl.json`) moderates every object uploaded to a bucket with several AI
+models through the `ai_model` caller, and stores and publishes the decision.
 """
 
 from __future__ import annotations
 
 import math
 
-from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
+from aws_cdk import (
+    Acknowledgment,
+    CfnOutput,
+    Duration,
+    RemovalPolicy,
+    Stack,
+    Validations,
+)
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
@@ -83,6 +93,7 @@ class WorkflowsStack(Stack):
 
         self._add_crm_batch_email(config, shared_limits, removal_policy)
         self._add_payment_authorization(config, shared_limits, removal_policy)
+        self._add_ugc_moderation(config, shared_limits, removal_policy)
 
     def _add_crm_batch_email(
         self, config: AppConfig, shared_limits: SharedLimitsStack, removal_policy: RemovalPolicy
@@ -278,6 +289,89 @@ class WorkflowsStack(Stack):
         CfnOutput(self, "CustomerNotificationsTopicArn", value=self.customer_notifications.topic_arn)
         CfnOutput(self, "PaymentStarterName", value=starter.function.function_name)
         CfnOutput(self, "PaymentAuthorizerName", value=authorizer.function.function_name)
+
+
+    def _add_ugc_moderation(
+        self, config: AppConfig, shared_limits: SharedLimitsStack, removal_policy: RemovalPolicy
+    ) -> None:
+        """Use case 3: moderate every uploaded object with several AI models, within the model API's limit."""
+        model = config.downstream("ai_model")
+        model_caller = self.downstream_callers[model.name]
+        model_tunables = shared_limits.tunables.parameter(downstream_tunables_key(model))
+
+        # No auto_delete_objects and no `event_bridge_enabled=True`: both add a Lambda-backed custom resource.
+        self.uploads_bucket = s3.Bucket(
+            self,
+            "UploadsBucket",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            enforce_ssl=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            versioned=True,
+            removal_policy=removal_policy,
+        )
+        # EventBridge notifications through the bucket's own CloudFormation property. CDK's
+        # `event_bridge_enabled=True` sets them with a Lambda-backed custom resource instead (an extra
+        # function and role to deploy and secure, which the embedded emulator could not run either).
+        cfn_bucket = self.uploads_bucket.node.default_child
+        cfn_bucket.add_property_override("NotificationConfiguration.EventBridgeConfiguration.EventBridgeEnabled", True)
+        Validations.of(self.uploads_bucket).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions::AwsSolutions-S1",
+                reason="uploads are written by the application and each one is traced by its moderation execution"
+                " (Step Functions logs and the results table); CloudTrail data events, not a log bucket, are the"
+                " place to audit object access if a stage needs it",
+            )
+        )
+
+        # {pk: object key, bucket, decision: approved|needs_review, verdicts: JSON string, execution_name}.
+        self.moderation_results_table = encrypted_table(self, "ModerationResultsTable", removal_policy=removal_policy)
+        # Encrypted with the AWS managed key, as the customer notifications are.
+        self.moderation_results_topic = sns.Topic(
+            self,
+            "ModerationResultsTopic",
+            master_key=kms.Alias.from_alias_name(self, "ModerationSnsManagedKey", "alias/aws/sns"),
+            enforce_ssl=True,
+        )
+
+        self.ugc_moderation = AslStateMachine(
+            self,
+            "UgcModeration",
+            definition_file="ugc_moderation.asl.json",
+            definition_substitutions={
+                "AiModelTunablesParameterName": model_tunables.parameter_name,
+                "AiModelCallerFunctionArn": model_caller.function_arn,
+                "ResultsTableName": self.moderation_results_table.table_name,
+                "ModerationResultsTopicArn": self.moderation_results_topic.topic_arn,
+            },
+            log_retention_days=config.log_retention_days,
+            removal_policy=removal_policy,
+        )
+        # Exactly what the file's Tasks do, each on its one resource.
+        role = self.ugc_moderation.role
+        shared_limits.tunables.grant_read(role, downstream_tunables_key(model))
+        self.moderation_results_table.grant(role, "dynamodb:PutItem")
+        self.moderation_results_topic.grant_publish(role)
+        # The unqualified ARN only: grant_invoke would add `<arn>:*` (every version and alias) as well.
+        iam.Grant.add_to_principal(grantee=role, actions=["lambda:InvokeFunction"],
+                                   resource_arns=[model_caller.function_arn])
+
+        # One execution per object created in the uploads bucket, started with the event itself.
+        self.upload_created_rule = events.Rule(
+            self,
+            "UploadCreatedRule",
+            description="Moderate every object created in the uploads bucket",
+            event_pattern=events.EventPattern(
+                source=["aws.s3"],
+                detail_type=["Object Created"],
+                detail={"bucket": {"name": [self.uploads_bucket.bucket_name]}},
+            ),
+            targets=[targets.SfnStateMachine(self.ugc_moderation.state_machine)],
+        )
+
+        CfnOutput(self, "UgcModerationStateMachineArn", value=self.ugc_moderation.state_machine.state_machine_arn)
+        CfnOutput(self, "UploadsBucketName", value=self.uploads_bucket.bucket_name)
+        CfnOutput(self, "ModerationResultsTableName", value=self.moderation_results_table.table_name)
+        CfnOutput(self, "ModerationResultsTopicArn", value=self.moderation_results_topic.topic_arn)
 
 
 def payment_authorizer_concurrency(gateway: DownstreamConfig) -> int:

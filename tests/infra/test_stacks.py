@@ -727,3 +727,47 @@ def test_the_authorizer_concurrency_covers_calls_in_flight_and_callers_waiting_f
     gateway = dev_config.downstream("payment_gateway")
     assert payment_authorizer_concurrency(gateway) == 5
     assert payment_authorizer_concurrency(replace(gateway, rate_limit_per_sec=0.1)) == 2  # never below 2
+
+
+# -- use case 3: UGC moderation -----------------------------------------------------------------
+
+def test_uploads_are_encrypted_private_tls_only_and_notify_eventbridge_natively(workflows):
+    bucket_id, bucket = _by_prefix(workflows, "AWS::S3::Bucket", "UploadsBucket")
+    properties = bucket["Properties"]
+    assert properties["BucketEncryption"]["ServerSideEncryptionConfiguration"][0][
+        "ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    assert properties["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True}
+    # The bucket's own property, not CDK's Lambda-backed custom resource
+    assert properties["NotificationConfiguration"] == {"EventBridgeConfiguration": {"EventBridgeEnabled": True}}
+    assert workflows.find_resources("Custom::S3BucketNotifications") == {}
+    (policy,) = [p["Properties"] for p in workflows.find_resources("AWS::S3::BucketPolicy").values()
+                 if p["Properties"]["Bucket"] == {"Ref": bucket_id}]
+    assert {"Bool": {"aws:SecureTransport": "false"}} in [s.get("Condition") for s in
+                                                          policy["PolicyDocument"]["Statement"]]
+
+
+def test_every_object_created_in_the_uploads_bucket_starts_one_moderation(workflows):
+    bucket_id, _ = _by_prefix(workflows, "AWS::S3::Bucket", "UploadsBucket")
+    machine_id, _ = _by_prefix(workflows, "AWS::StepFunctions::StateMachine", "UgcModeration")
+    (rule,) = [r for r in workflows.find_resources("AWS::Events::Rule").values()
+               if _refs(r["Properties"]["Targets"]) & {machine_id}]
+    assert rule["Properties"]["EventPattern"] == {
+        "source": ["aws.s3"], "detail-type": ["Object Created"], "detail": {"bucket": {"name": [{"Ref": bucket_id}]}}}
+    (target,) = rule["Properties"]["Targets"]
+    assert target["Arn"] == {"Ref": machine_id}
+    assert "Input" not in target  # the event itself is the execution's input
+
+
+def test_moderation_results_are_stored_encrypted_and_published_on_an_encrypted_tls_only_topic(workflows):
+    _, table = _by_prefix(workflows, "AWS::DynamoDB::Table", "ModerationResultsTable")
+    assert table["Properties"]["SSESpecification"] == {"SSEEnabled": True}
+    topic_id, topic = _by_prefix(workflows, "AWS::SNS::Topic", "ModerationResultsTopic")
+    assert json.dumps(topic["Properties"]["KmsMasterKeyId"]).endswith(':alias/aws/sns"]]}')
+    (policy,) = [p["Properties"] for p in workflows.find_resources("AWS::SNS::TopicPolicy").values()
+                 if p["Properties"]["Topics"] == [{"Ref": topic_id}]]
+    assert {"Bool": {"aws:SecureTransport": "false"}} in [s.get("Condition") for s in
+                                                          policy["PolicyDocument"]["Statement"]]
+    outputs = workflows.to_json()["Outputs"]
+    assert {"UgcModerationStateMachineArn", "UploadsBucketName", "ModerationResultsTableName",
+            "ModerationResultsTopicArn"} <= set(outputs)

@@ -1,0 +1,118 @@
+"""Use case 3 end to end: the deployed UGC moderation workflow against the AI model simulator.
+
+Each upload's execution calls three models through the real `ai_model` caller, which takes a token
+from the shared DynamoDB limiter first, so twenty uploads at once still respect the model's 5 req/s
+(burst 5). moto's EventBridge does not deliver to Step Functions, so the executions are started with
+the event the `Object Created` rule would send (the rule itself is asserted in tests/infra).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from localcloud.demo_workflows import (
+    moderation_outputs,
+    moderation_results,
+    run_moderation,
+    start_moderations,
+    wait_for_executions,
+)
+from localcloud.downstream_simulator import PROFILES
+
+pytestmark = pytest.mark.emulator
+
+MODEL_LIMIT_PER_SEC = 5
+MODEL_BURST = 5
+TUNABLES = "/throttling/dev/downstreams/ai_model"
+MODELS = sorted(["toxicity", "nudity", "spam"])
+
+
+@pytest.fixture(scope="module")
+def moderation(deployed) -> dict[str, str]:
+    return moderation_outputs(deployed)
+
+
+@pytest.fixture
+def model(fresh_simulators):
+    return fresh_simulators["ai_model"]
+
+
+@pytest.fixture
+def model_tunables(cloud) -> Iterator[Any]:
+    """Write the model's tunables document as an operator would; the seeded value is restored afterwards."""
+    ssm = cloud.client("ssm")
+    seed = ssm.get_parameter(Name=TUNABLES)["Parameter"]["Value"]
+
+    def tune(**changes: Any) -> None:
+        document = {**json.loads(seed), **changes, "mode": "manual"}
+        ssm.put_parameter(Name=TUNABLES, Value=json.dumps(document), Type="String", Overwrite=True)
+
+    yield tune
+    ssm.put_parameter(Name=TUNABLES, Value=seed, Type="String", Overwrite=True)
+
+
+def keys(count: int, prefix: str) -> list[str]:
+    return [f"{prefix}/upload-{i:03d}.jpg" for i in range(count)]
+
+
+def test_the_deployed_definition_has_every_placeholder_filled(cloud, moderation):
+    definition = cloud.client("stepfunctions").describe_state_machine(
+        stateMachineArn=moderation["state_machine_arn"])["definition"]
+    assert "${" not in definition
+    assert moderation["results_table"] in definition
+
+
+def test_twenty_uploads_at_once_are_all_moderated_without_a_single_429(cloud, moderation, model, model_tunables):
+    # GIVEN an operator who keeps the limiter's burst at 2 (the seed is 4 of the model's 5). In the emulator,
+    # 20 executions share the caller's 16 environments on two cores and requests reach the model some time after
+    # their token; with the seeded burst the model answered 1-3 of the 60 calls with 429 in 2 of 5 runs (the
+    # workflow retried them and still approved every upload), with a burst of 2 none in 5 runs.
+    model_tunables(burst=2)
+    # GIVEN 20 uploads arriving together: 60 model calls, 12 s of the model's 5 req/s
+    uploaded = keys(20, "burst")
+    # WHEN their 20 executions start at once
+    names = start_moderations(cloud, moderation, uploaded)
+    results = wait_for_executions(cloud, moderation["state_machine_arn"], names, timeout_sec=60)
+    # THEN every execution succeeded, every model answered, and every upload is approved and stored
+    assert {r.status for r in results.values()} == {"SUCCEEDED"}, [(r.error, r.cause) for r in results.values()]
+    assert sorted(r.output["key"] for r in results.values()) == sorted(uploaded)
+    assert {r.output["decision"] for r in results.values()} == {"approved"}
+    stored = moderation_results(cloud, moderation["results_table"], uploaded)
+    assert sorted(stored) == sorted(uploaded)
+    for item in stored.values():
+        assert item["decision"] == "approved"
+        assert sorted(v["model"] for v in item["verdicts"]) == MODELS
+        assert {v["verdict"] for v in item["verdicts"]} == {"clean"}
+    # AND the model never refused a request, nor saw more in any 1 s window than its limit plus burst
+    stats = model.stats()
+    assert 429 not in stats["by_status"], stats
+    assert stats["total_requests"] == 60
+    assert stats["max_in_1s_window_all"] <= MODEL_LIMIT_PER_SEC + MODEL_BURST, stats
+    assert sorted({r.path for r in model.requests}) == [f"/moderate/{m}" for m in MODELS]
+
+
+def test_a_model_outage_sends_the_upload_to_review_instead_of_hanging(cloud, moderation, model):
+    # GIVEN a model API that is down for far longer than an upload should wait
+    model.set_profile(PROFILES["ai_model"].merged_with({"outage_windows_sec": ((0, 1e9),)}))
+    (key,) = keys(1, "outage")
+    # WHEN an upload arrives
+    (name,) = start_moderations(cloud, moderation, [key])
+    # THEN its execution still succeeds, within a bounded time, with every model "unavailable" and a human to look
+    result = wait_for_executions(cloud, moderation["state_machine_arn"], [name], timeout_sec=45)[name]
+    assert result.status == "SUCCEEDED", (result.error, result.cause)
+    assert result.output["decision"] == "needs_review"
+    assert sorted(v["model"] for v in result.output["verdicts"]) == MODELS
+    assert {(v["verdict"], v["error"]) for v in result.output["verdicts"]} == {("unavailable", "DownstreamUnavailable")}
+    assert moderation_results(cloud, moderation["results_table"], [key])[key]["decision"] == "needs_review"
+    assert result.duration_sec < 30
+
+
+def test_the_demo_line(cloud, deployed, fresh_simulators):
+    line = run_moderation(cloud, deployed, fresh_simulators, uploads=4)
+    assert re.fullmatch(r"ugc moderation: 4 uploads, 4 approved, 0 needs review, peak \d+ req/s at the AI model"
+                        r" \(limit 5\)", line), line
