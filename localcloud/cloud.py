@@ -37,6 +37,14 @@ ACCOUNT_ID = "123456789012"  # moto's default account
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
 
 
+class _SkippedResourceNotices(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No Moto CloudFormation support for")
+
+
+_SKIPPED_RESOURCE_NOTICES = _SkippedResourceNotices()
+
+
 class LocalCloud:
     """Start, deploy into, and stop the emulator.
 
@@ -65,7 +73,7 @@ class LocalCloud:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access-log line per request drowns the rest
         # moto names each resource type its CloudFormation skips (queue and topic policies here); the
         # README lists them once instead.
-        logging.getLogger("moto.cloudformation.parsing").setLevel(logging.ERROR)
+        logging.getLogger("moto").addFilter(_SKIPPED_RESOURCE_NOTICES)
         # moto's interpreter logs every failed state (an expected Fail, an IsPresent miss) as an error;
         # executions report their own failures through DescribeExecution and the history.
         logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)

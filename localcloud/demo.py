@@ -32,7 +32,7 @@ def main() -> int:
             stacks = cloud.deploy(cdk_out)
             section("Deployed into the emulator")
             for stack in stacks.values():
-                kinds = Counter(t.removeprefix("AWS::") for t in stack.resource_types.values())
+                kinds = Counter(kind for t in stack.resource_types.values() if (kind := t.removeprefix("AWS::")))
                 print(f"  {stack.name}: {len(stack.resource_types)} resources ({_counts(kinds)})")
             smoke(cloud, stacks, simulators)
     finally:
