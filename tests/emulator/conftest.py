@@ -61,3 +61,27 @@ def deployed(cloud: LocalCloud, emulator_assembly: Path) -> dict[str, DeployedSt
 def stack_output(stacks: dict[str, DeployedStack], stack_suffix: str, output: str) -> Any:
     (stack,) = [s for name, s in stacks.items() if name.endswith(stack_suffix)]
     return stack.outputs[output]
+
+
+@pytest.fixture
+def tune_downstream(cloud):
+    """Write a downstream's tunables document as an operator would (pinned); seeds are restored afterwards.
+
+    `tune_downstream("crm", max_concurrency=3)` merges the changes into the seeded document, so each
+    call starts from the seed, not from the previous call.
+    """
+    import json
+
+    ssm = cloud.client("ssm")
+    seeds: dict[str, str] = {}
+
+    def tune(downstream: str, **changes: Any) -> None:
+        name = f"/throttling/dev/downstreams/{downstream}"
+        if name not in seeds:
+            seeds[name] = ssm.get_parameter(Name=name)["Parameter"]["Value"]
+        document = {**json.loads(seeds[name]), **changes, "mode": "manual"}
+        ssm.put_parameter(Name=name, Value=json.dumps(document), Type="String", Overwrite=True)
+
+    yield tune
+    for name, seed in seeds.items():
+        ssm.put_parameter(Name=name, Value=seed, Type="String", Overwrite=True)

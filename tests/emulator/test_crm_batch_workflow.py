@@ -7,6 +7,7 @@ The simulator is the referee: it enforces the CRM's 10 req/s (burst 10) and reco
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import uuid
@@ -16,14 +17,19 @@ from typing import Any
 
 import pytest
 
-from localcloud.demo_workflows import crm_batch_outputs, drain_queue, run_crm_batch, run_execution, seed_segment
+from localcloud.demo_workflows import (
+    crm_batch_outputs,
+    drain_queue,
+    run_crm_batch,
+    run_execution,
+    seed_segment,
+)
 from localcloud.downstream_simulator import PROFILES
 
 pytestmark = pytest.mark.emulator
 
 CRM_LIMIT_PER_SEC = 10
 CRM_BURST = 10
-TUNABLES = "/throttling/dev/downstreams/crm"
 
 
 @pytest.fixture(scope="module")
@@ -45,17 +51,8 @@ def dead_letters(cloud, batch) -> Iterator[None]:
 
 
 @pytest.fixture
-def crm_tunables(cloud) -> Iterator[Any]:
-    """Write the CRM's tunables document as an operator would; the seeded value is restored afterwards."""
-    ssm = cloud.client("ssm")
-    seed = ssm.get_parameter(Name=TUNABLES)["Parameter"]["Value"]
-
-    def tune(**changes: Any) -> None:
-        document = {**json.loads(seed), **changes, "mode": "manual"}
-        ssm.put_parameter(Name=TUNABLES, Value=json.dumps(document), Type="String", Overwrite=True)
-
-    yield tune
-    ssm.put_parameter(Name=TUNABLES, Value=seed, Type="String", Overwrite=True)
+def crm_tunables(tune_downstream):
+    return functools.partial(tune_downstream, "crm")
 
 
 def run_segment(cloud, batch, user_ids: list[str], **kwargs):

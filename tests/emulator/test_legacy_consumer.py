@@ -10,6 +10,7 @@ instead (the same code and sizing rules, five times faster) and gives the simula
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections import Counter
@@ -45,7 +46,6 @@ CONTRACT_PER_SEC = 5
 # came back later than half of it (see `stale_token_after_sec`).
 HEADROOM = 0.5
 PLANNED_PER_SEC = CONTRACT_PER_SEC * (1 - HEADROOM)
-TUNABLES = "/throttling/dev/downstreams/legacy_mainframe"
 MAINFRAME = PROFILES["legacy_mainframe"].merged_with({"rate_per_sec": CONTRACT_PER_SEC, "latency": {"median_ms": 60}})
 
 
@@ -76,17 +76,8 @@ def mainframe(fresh_simulators):
 
 
 @pytest.fixture
-def legacy_tunables(cloud) -> Iterator[Any]:
-    """Write the mainframe's tunables document as an operator would; the seeded value is restored afterwards."""
-    ssm = cloud.client("ssm")
-    seed = ssm.get_parameter(Name=TUNABLES)["Parameter"]["Value"]
-
-    def tune(**changes: Any) -> None:
-        document = {**json.loads(seed), **changes, "mode": "manual"}
-        ssm.put_parameter(Name=TUNABLES, Value=json.dumps(document), Type="String", Overwrite=True)
-
-    yield tune
-    ssm.put_parameter(Name=TUNABLES, Value=seed, Type="String", Overwrite=True)
+def legacy_tunables(tune_downstream):
+    return functools.partial(tune_downstream, "legacy_mainframe")
 
 
 @pytest.fixture

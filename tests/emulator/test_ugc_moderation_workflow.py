@@ -8,10 +8,8 @@ the event the `Object Created` rule would send (the rule itself is asserted in t
 
 from __future__ import annotations
 
-import json
+import functools
 import re
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -28,7 +26,6 @@ pytestmark = pytest.mark.emulator
 
 MODEL_LIMIT_PER_SEC = 5
 MODEL_BURST = 5
-TUNABLES = "/throttling/dev/downstreams/ai_model"
 MODELS = sorted(["toxicity", "nudity", "spam"])
 
 
@@ -43,17 +40,8 @@ def model(fresh_simulators):
 
 
 @pytest.fixture
-def model_tunables(cloud) -> Iterator[Any]:
-    """Write the model's tunables document as an operator would; the seeded value is restored afterwards."""
-    ssm = cloud.client("ssm")
-    seed = ssm.get_parameter(Name=TUNABLES)["Parameter"]["Value"]
-
-    def tune(**changes: Any) -> None:
-        document = {**json.loads(seed), **changes, "mode": "manual"}
-        ssm.put_parameter(Name=TUNABLES, Value=json.dumps(document), Type="String", Overwrite=True)
-
-    yield tune
-    ssm.put_parameter(Name=TUNABLES, Value=seed, Type="String", Overwrite=True)
+def model_tunables(tune_downstream):
+    return functools.partial(tune_downstream, "ai_model")
 
 
 def keys(count: int, prefix: str) -> list[str]:
