@@ -13,6 +13,7 @@ from cdk_nag import AwsSolutionsChecks
 from stacks.buffers_stack import LEGACY_DOWNSTREAM, BuffersStack
 from stacks.config import AppConfig
 from stacks.control_loop_stack import ControlLoopStack
+from stacks.ingress_stack import IngressStack
 from stacks.shared_limits_stack import SharedLimitsStack
 from stacks.workflows_stack import WorkflowsStack
 
@@ -26,6 +27,8 @@ def add_stacks(app: App, config: AppConfig) -> dict[str, Stack]:
                                description="Throttling: workflows and the functions that call downstreams")
     buffers = BuffersStack(app, f"{prefix}-Buffers", config=config, shared_limits=shared_limits, env=env,
                            description="Throttling: buffers (queues in front of slow downstreams, and their consumers)")
+    ingress = IngressStack(app, f"{prefix}-Ingress", config=config, workflows=workflows, buffers=buffers, env=env,
+                           description="Throttling: ingress (the throttled API in front of the workflows and buffers)")
     control_loop = ControlLoopStack(
         app, f"{prefix}-ControlLoop", config=config, shared_limits=shared_limits,
         downstream_callers=workflows.downstream_callers,
@@ -33,7 +36,7 @@ def add_stacks(app: App, config: AppConfig) -> dict[str, Stack]:
         queue_consumers={LEGACY_DOWNSTREAM: buffers.legacy_consumer},
         env=env, description="Throttling: control loop (alarms, the controller that tunes SSM, the dashboard)")
     stacks: dict[str, Stack] = {"shared_limits": shared_limits, "workflows": workflows, "buffers": buffers,
-                                "control_loop": control_loop}
+                                "ingress": ingress, "control_loop": control_loop}
     for stack in stacks.values():
         Tags.of(stack).add("project", "throttling-reference")
         Tags.of(stack).add("stage", config.stage)

@@ -27,6 +27,15 @@ _DOWNSTREAM_NAME = re.compile(r"^[a-z][a-z0-9_]{1,30}$")
 _REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
 _ACCOUNT = re.compile(r"^\d{12}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# "POST /payments", "GET /payments/{id}": a verb and a resource path as API Gateway spells them.
+_ROUTE = re.compile(r"^(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS) (/|(/([A-Za-z0-9._-]+|\{[A-Za-z0-9_]+\}))+)$")
+_API_KEY_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+# API Gateway's account-level defaults per region: what one account's APIs may take together.
+ACCOUNT_RATE_LIMIT_PER_SEC = 10_000
+ACCOUNT_BURST = 5_000
+QUOTA_PERIODS = ("DAY", "WEEK", "MONTH")
+# AWS WAF's bounds for a rate-based rule's limit (requests per 5-minute window per source IP).
+WAF_RATE_LIMIT_BOUNDS = (10, 2_000_000_000)
 
 
 class ConfigError(ValueError):
@@ -113,6 +122,71 @@ class ControlLoopConfig:
 
 
 @dataclass(frozen=True)
+class ThrottleConfig:
+    """An API Gateway token bucket: a steady rate and the burst (the bucket's size) it allows."""
+
+    rate_limit_per_sec: float
+    burst: int
+
+
+@dataclass(frozen=True)
+class QuotaConfig:
+    """How many requests a client of a tier may make per period (API Gateway resets it at 00:00 UTC)."""
+
+    limit: int
+    period: str
+
+
+@dataclass(frozen=True)
+class UsageTierConfig:
+    """A usage plan: a per-client throttle and quota, per-method throttles, and the API keys it holds."""
+
+    name: str
+    throttle: ThrottleConfig
+    quota: QuotaConfig
+    method_throttles: Mapping[str, ThrottleConfig] = field(default_factory=dict)
+    api_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class WafConfig:
+    """An optional AWS WAF web ACL in front of the API, with a rate-based rule per source IP."""
+
+    enabled: bool = False
+    requests_per_5_min_per_ip: int = 1_000
+
+
+@dataclass(frozen=True)
+class IngressConfig:
+    """The API's limits (`stages.<stage>.ingress`): stage, per method, per client tier, and WAF.
+
+    A request meets them in the order account, WAF, usage plan (its key's tier, then the tier's
+    method throttle), method, stage; the tightest refuses it with 429.
+    """
+
+    throttle: ThrottleConfig
+    method_throttles: Mapping[str, ThrottleConfig]
+    tiers: tuple[UsageTierConfig, ...]
+    quota_retry_after_sec: int = 3600
+    waf: WafConfig = field(default_factory=WafConfig)
+
+    @property
+    def throttle_retry_after_sec(self) -> int:
+        """The Retry-After of a throttled request: one token of the slowest bucket a client can meet."""
+        rates = [self.throttle.rate_limit_per_sec, *(t.rate_limit_per_sec for t in self.method_throttles.values())]
+        for tier in self.tiers:
+            rates += [tier.throttle.rate_limit_per_sec, *(t.rate_limit_per_sec for t in tier.method_throttles.values())]
+        return max(1, math.ceil(1 / min(rates)))
+
+    def routes(self) -> set[str]:
+        """Every route some throttle names, so the API can refuse a throttle for a route it does not have."""
+        names = set(self.method_throttles)
+        for tier in self.tiers:
+            names |= set(tier.method_throttles)
+        return names
+
+
+@dataclass(frozen=True)
 class AppConfig:
     """Everything one stage of the app is built from."""
 
@@ -126,6 +200,7 @@ class AppConfig:
     nag: bool
     downstreams: tuple[DownstreamConfig, ...] = field(default_factory=tuple)
     control_loop: ControlLoopConfig = field(default_factory=ControlLoopConfig)
+    ingress: IngressConfig | None = None
 
     @property
     def ssm_prefix(self) -> str:
@@ -204,6 +279,7 @@ def load_config(
             _downstream(f"{key}.downstreams.{name}", name, value) for name, value in downstreams_raw.items()
         ),
         control_loop=_control_loop(f"{key}.control_loop", raw.get("control_loop", {})),
+        ingress=_ingress(f"{key}.ingress", _required(raw, key, "ingress")),
     )
     if downstream_base_urls:
         config = config.with_downstream_base_urls(_json_object("downstream_base_urls", downstream_base_urls))
@@ -274,6 +350,101 @@ def _control_loop(key: str, raw: Any) -> ControlLoopConfig:
         backlog_age_alarm_sec=integer("backlog_age_alarm_sec", 60, 1_209_600),
         alarm_emails=tuple(emails),
     )
+
+
+def _ingress(key: str, raw: Any) -> IngressConfig:
+    _object(key, raw, known=("throttle", "method_throttles", "tiers", "quota_retry_after_sec", "waf"))
+    stage = _throttle(f"{key}.throttle", _required(raw, key, "throttle"), ceiling=None)
+    method_throttles = _method_throttles(f"{key}.method_throttles", raw.get("method_throttles", {}), ceiling=stage)
+    tiers_raw = _required(raw, key, "tiers")
+    if not isinstance(tiers_raw, Mapping) or not tiers_raw:
+        raise ConfigError(f"{key}.tiers must be a non-empty object of tier name -> usage plan, got {tiers_raw!r}")
+    tiers = tuple(_tier(f"{key}.tiers.{name}", name, value, stage) for name, value in tiers_raw.items())
+    seen: dict[str, str] = {}
+    for tier in tiers:
+        for api_key in tier.api_keys:
+            if api_key in seen:
+                raise ConfigError(
+                    f"{key}.tiers: API key {api_key!r} is in tiers {seen[api_key]!r} and {tier.name!r}; API Gateway"
+                    " allows a key in one usage plan per stage, so give each client one tier")
+            seen[api_key] = tier.name
+    waf_raw = raw.get("waf", {})
+    _object(f"{key}.waf", waf_raw, known=("enabled", "requests_per_5_min_per_ip"))
+    low, high = WAF_RATE_LIMIT_BOUNDS
+    waf = WafConfig(
+        enabled=_bool(f"{key}.waf.enabled", waf_raw.get("enabled", False)),
+        requests_per_5_min_per_ip=(_int(waf_raw, f"{key}.waf", "requests_per_5_min_per_ip", low, high)
+                                   if "requests_per_5_min_per_ip" in waf_raw else WafConfig.requests_per_5_min_per_ip),
+    )
+    return IngressConfig(
+        throttle=stage,
+        method_throttles=method_throttles,
+        tiers=tiers,
+        quota_retry_after_sec=(_int(raw, key, "quota_retry_after_sec", 1, 31 * 86_400)
+                               if "quota_retry_after_sec" in raw else IngressConfig.quota_retry_after_sec),
+        waf=waf,
+    )
+
+
+def _tier(key: str, name: str, raw: Any, stage: ThrottleConfig) -> UsageTierConfig:
+    if not _API_KEY_NAME.match(name):
+        raise ConfigError(f"{key}: tier names must be lower-case letters, digits and '-', got {name!r}")
+    _object(key, raw, known=("throttle", "quota", "method_throttles", "api_keys"))
+    throttle = _throttle(f"{key}.throttle", _required(raw, key, "throttle"), ceiling=stage)
+    quota_raw = _required(raw, key, "quota")
+    _object(f"{key}.quota", quota_raw, known=("limit", "period"))
+    api_keys = raw.get("api_keys", [])
+    if not isinstance(api_keys, list) or not all(isinstance(k, str) and _API_KEY_NAME.match(k) for k in api_keys):
+        raise ConfigError(
+            f"{key}.api_keys must be a list of client names (lower-case letters, digits and '-'), got {api_keys!r}")
+    return UsageTierConfig(
+        name=name,
+        throttle=throttle,
+        quota=QuotaConfig(
+            limit=_int(quota_raw, f"{key}.quota", "limit", 1, 2_000_000_000),
+            period=_choice(quota_raw, f"{key}.quota", "period", QUOTA_PERIODS),
+        ),
+        method_throttles=_method_throttles(f"{key}.method_throttles", raw.get("method_throttles", {}), ceiling=throttle),
+        api_keys=tuple(api_keys),
+    )
+
+
+def _method_throttles(key: str, raw: Any, *, ceiling: ThrottleConfig) -> dict[str, ThrottleConfig]:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{key} must be an object of route -> throttle, got {raw!r}")
+    throttles = {}
+    for route, value in raw.items():
+        if not _ROUTE.match(route):
+            raise ConfigError(f"{key}: routes are written 'VERB /path', e.g. 'POST /payments', got {route!r}")
+        throttles[route] = _throttle(f"{key}.{route}", value, ceiling=ceiling)
+    return throttles
+
+
+def _throttle(key: str, raw: Any, *, ceiling: ThrottleConfig | None) -> ThrottleConfig:
+    """A token bucket within the account's API Gateway limits and within the bucket it sits under."""
+    _object(key, raw, known=("rate_limit_per_sec", "burst"))
+    rate = _number(raw, key, "rate_limit_per_sec", 0.01, ACCOUNT_RATE_LIMIT_PER_SEC)
+    burst = _int(raw, key, "burst", 1, ACCOUNT_BURST)
+    if ceiling and (rate > ceiling.rate_limit_per_sec or burst > ceiling.burst):
+        raise ConfigError(
+            f"{key} ({rate:g} req/s, burst {burst}) exceeds the bucket it sits under ({ceiling.rate_limit_per_sec:g}"
+            f" req/s, burst {ceiling.burst}); a request passes both, so the larger one would never apply")
+    # AWS's own account defaults keep half a second of rate in the bucket (5,000 at 10,000 req/s). A
+    # smaller bucket refuses clients whose requests arrive milliseconds apart, well below the rate.
+    needed = max(1, math.ceil(rate / 2))
+    if burst < needed:
+        raise ConfigError(
+            f"{key}.burst must be at least half a second of rate_limit_per_sec ({needed} for {rate:g} req/s), got"
+            f" {burst}; requests arriving together would be refused with 429 well below the rate")
+    return ThrottleConfig(rate_limit_per_sec=rate, burst=burst)
+
+
+def _object(key: str, raw: Any, *, known: tuple[str, ...]) -> None:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{key} must be an object, got {raw!r}")
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"{key} has unknown keys {unknown}; known: {sorted(known)}")
 
 
 def _json_object(key: str, value: Any) -> Mapping[str, Any]:

@@ -20,7 +20,7 @@ def snapshot_json(snapshot):
     return snapshot.use_extension(JSONSnapshotExtension)
 
 
-@pytest.mark.parametrize("stack_key", ["shared_limits", "workflows", "buffers", "control_loop"])
+@pytest.mark.parametrize("stack_key", ["shared_limits", "workflows", "buffers", "ingress", "control_loop"])
 def test_stack_snapshot(dev_assembly, snapshot_json, stack_key):
     stacks, _ = dev_assembly
     template = Template.from_stack(stacks[stack_key]).to_json()

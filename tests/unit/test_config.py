@@ -163,3 +163,71 @@ def test_the_control_loop_must_be_an_object(stages):
     dev(stages)["control_loop"] = "aimd"
     with pytest.raises(ConfigError, match="stages.dev.control_loop must be an object, got 'aimd'"):
         load_config(stages)
+
+
+def ingress(stages: dict[str, Any]) -> dict[str, Any]:
+    return stages["dev"]["ingress"]
+
+
+def test_ingress_loads_tiers_throttles_and_the_retry_after_they_imply(stages):
+    # GIVEN cdk.json's dev ingress WHEN it is loaded
+    loaded = load_config(stages).ingress
+    # THEN every limit is typed, and the routes the throttles name are known
+    assert (loaded.throttle.rate_limit_per_sec, loaded.throttle.burst) == (100, 200)
+    assert loaded.routes() == {"POST /payments", "GET /payments/{id}", "POST /legacy-records"}
+    assert [t.name for t in loaded.tiers] == ["free", "standard", "partner"]
+    free = loaded.tiers[0]
+    assert (free.quota.limit, free.quota.period, free.api_keys) == (1000, "DAY", ("example-free-client",))
+    # AND a throttled client is told to wait one token of the slowest bucket (free: 1 req/s -> 1 s)
+    assert loaded.throttle_retry_after_sec == 1
+    ingress(stages)["tiers"]["free"]["throttle"] = {"rate_limit_per_sec": 0.2, "burst": 1}
+    assert load_config(stages).ingress.throttle_retry_after_sec == 5
+    # AND WAF is off in dev and on in prod
+    assert not loaded.waf.enabled and load_config(stages, "prod").ingress.waf.enabled
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda i: i["throttle"].update(rate_limit_per_sec=20_000),
+         "stages.dev.ingress.throttle.rate_limit_per_sec must be a number in [0.01, 10000], got 20000"),
+        (lambda i: i["throttle"].update(burst=6_000),
+         "stages.dev.ingress.throttle.burst must be an integer in [1, 5000], got 6000"),
+        (lambda i: i["throttle"].update(burst=10),
+         "stages.dev.ingress.throttle.burst must be at least half a second of rate_limit_per_sec (50 for 100 req/s), got 10"),
+        (lambda i: i["method_throttles"].update({"POST /payments": {"rate_limit_per_sec": 500, "burst": 500}}),
+         "stages.dev.ingress.method_throttles.POST /payments (500 req/s, burst 500) exceeds the bucket it sits under"
+         " (100 req/s, burst 200)"),
+        (lambda i: i["method_throttles"].update({"payments": {"rate_limit_per_sec": 1, "burst": 1}}),
+         "routes are written 'VERB /path', e.g. 'POST /payments', got 'payments'"),
+        (lambda i: i["tiers"]["free"]["quota"].update(period="HOUR"),
+         "stages.dev.ingress.tiers.free.quota.period must be one of ['DAY', 'WEEK', 'MONTH'], got 'HOUR'"),
+        (lambda i: i["tiers"]["free"]["quota"].update(limit=0),
+         "stages.dev.ingress.tiers.free.quota.limit must be an integer in [1, 2000000000], got 0"),
+        (lambda i: i["tiers"]["standard"]["method_throttles"]["POST /payments"].update(rate_limit_per_sec=11),
+         "stages.dev.ingress.tiers.standard.method_throttles.POST /payments (11 req/s, burst 4) exceeds the bucket it"
+         " sits under (10 req/s, burst 20)"),
+        (lambda i: i["tiers"]["partner"].update(api_keys=["example-free-client"]),
+         "API key 'example-free-client' is in tiers 'free' and 'partner'"),
+        (lambda i: i["tiers"]["partner"].update(api_keys=["Partner A"]),
+         "stages.dev.ingress.tiers.partner.api_keys must be a list of client names"),
+        (lambda i: i.update(tiers={}), "stages.dev.ingress.tiers must be a non-empty object"),
+        (lambda i: i["waf"].update(requests_per_5_min_per_ip=5),
+         "stages.dev.ingress.waf.requests_per_5_min_per_ip must be an integer in [10, 2000000000], got 5"),
+        (lambda i: i["waf"].update(enabled="yes"), "stages.dev.ingress.waf.enabled must be true or false, got 'yes'"),
+        (lambda i: i.update(throttles={}), "stages.dev.ingress has unknown keys ['throttles']"),
+    ],
+)
+def test_bad_ingress_values_fail_with_key_value_and_range(stages, mutate, message):
+    # GIVEN one bad ingress value
+    mutate(ingress(stages))
+    # WHEN the config is built THEN the error names the key, the value and what is allowed
+    with pytest.raises(ConfigError) as error:
+        load_config(stages)
+    assert message in str(error.value)
+
+
+def test_ingress_is_required(stages):
+    del stages["dev"]["ingress"]
+    with pytest.raises(ConfigError, match="stages.dev.ingress is required"):
+        load_config(stages)

@@ -1,0 +1,248 @@
+"""Ingress: the API clients call, in front of the workflows and buffers, with no Lambda on the way in.
+
+Routes (every one needs an API key; see `stacks/patterns/throttled_api.py` for the limits met):
+- `POST /payments` starts the payment workflow (use case 2) through Step Functions' StartExecution,
+  named after the order, so a repeated request starts nothing twice;
+- `POST /legacy-records` queues a record for the mainframe (use case 4) through SQS SendMessage;
+- `GET /payments/{id}` reads the order's state from the orders table through DynamoDB GetItem.
+
+Direct service integrations instead of a Lambda in between: one hop less latency, no cold starts,
+no function concurrency to share with the workers, and nothing to pay per request but the service
+call itself. The mapping templates live in `stacks/mapping_templates/` with `${Placeholders}`, and
+the request models below are the contract a body must meet before any integration runs (the
+workflow's and the consumer's own parsers agree with them; a contract test checks both).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from aws_cdk import Aws, CfnOutput, RemovalPolicy, Stack
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+from stacks.buffers_stack import BuffersStack
+from stacks.config import AppConfig
+from stacks.patterns.throttled_api import JSON, ThrottledApi
+from stacks.workflows_stack import WorkflowsStack
+
+MAPPING_TEMPLATES_DIR = Path(__file__).resolve().parent / "mapping_templates"
+# What a client is told to wait when an AWS service behind a route throttles or fails.
+SERVICE_RETRY_AFTER_SEC = 1
+
+
+def mapping_template(name: str, **placeholders: str | int) -> str:
+    """`stacks/mapping_templates/<name>.vtl` with its `${Placeholders}` filled; every one must be given."""
+    text = (MAPPING_TEMPLATES_DIR / f"{name}.vtl").read_text()
+    for key, value in placeholders.items():
+        if f"${{{key}}}" not in text:
+            raise ValueError(f"mapping template {name}.vtl has no placeholder ${{{key}}}; remove it from the call")
+        text = text.replace(f"${{{key}}}", str(value))
+    missing = sorted(set(re.findall(r"\$\{([A-Z]\w*)\}", text)))
+    if missing:
+        raise ValueError(f"mapping template {name}.vtl needs placeholders {missing}; pass them to mapping_template()")
+    return text
+
+
+# The same rules as `payments.orders.parse_order`, which the payment workflow's authorizer applies
+# again; unknown keys are refused here, so the workflow's input is exactly the order.
+PAYMENT_ORDER_SCHEMA = apigw.JsonSchema(
+    schema=apigw.JsonSchemaVersion.DRAFT4,
+    title="PaymentOrder",
+    type=apigw.JsonSchemaType.OBJECT,
+    required=["order_id", "customer_id", "amount", "currency", "items"],
+    additional_properties=False,
+    properties={
+        "order_id": apigw.JsonSchema(type=apigw.JsonSchemaType.STRING, pattern="^[A-Za-z0-9_-]{1,74}$"),
+        "customer_id": apigw.JsonSchema(type=apigw.JsonSchemaType.STRING, min_length=1, max_length=128,
+                                        pattern="\\S"),
+        "amount": apigw.JsonSchema(type=apigw.JsonSchemaType.NUMBER, minimum=0, exclusive_minimum=True,
+                                   maximum=1_000_000, multiple_of=0.01),
+        "currency": apigw.JsonSchema(type=apigw.JsonSchemaType.STRING, pattern="^[A-Z]{3}$"),
+        "items": apigw.JsonSchema(
+            type=apigw.JsonSchemaType.ARRAY,
+            min_items=1,
+            max_items=100,
+            items=apigw.JsonSchema(
+                type=apigw.JsonSchemaType.OBJECT,
+                required=["sku", "quantity"],
+                additional_properties=False,
+                properties={
+                    "sku": apigw.JsonSchema(type=apigw.JsonSchemaType.STRING, pattern="^[A-Za-z0-9_.:-]{1,64}$"),
+                    "quantity": apigw.JsonSchema(type=apigw.JsonSchemaType.INTEGER, minimum=1, maximum=10_000),
+                },
+            ),
+        ),
+    },
+)
+
+# A record for the mainframe, as the legacy consumer takes it: its id is the mainframe's
+# Idempotency-Key, so it is limited to characters any HTTP header carries.
+LEGACY_RECORD_SCHEMA = apigw.JsonSchema(
+    schema=apigw.JsonSchemaVersion.DRAFT4,
+    title="LegacyRecord",
+    type=apigw.JsonSchemaType.OBJECT,
+    required=["record_id", "payload"],
+    additional_properties=False,
+    properties={
+        "record_id": apigw.JsonSchema(type=apigw.JsonSchemaType.STRING, pattern="^[A-Za-z0-9_.:-]{1,128}$"),
+        "payload": apigw.JsonSchema(type=apigw.JsonSchemaType.OBJECT),
+    },
+)
+
+# A method's answers, each with a JSON body (the gateway's own refusals are gateway responses).
+def _responses(*status_codes: str) -> list[apigw.MethodResponse]:
+    return [
+        apigw.MethodResponse(
+            status_code=code,
+            response_models={JSON: apigw.Model.EMPTY_MODEL},
+            response_parameters={"method.response.header.Retry-After": False} if code in ("429", "503") else None,
+        )
+        for code in status_codes
+    ]
+
+
+def _unavailable() -> apigw.IntegrationResponse:
+    return apigw.IntegrationResponse(
+        status_code="503",
+        selection_pattern="5\\d{2}",
+        response_parameters={"method.response.header.Retry-After": f"'{SERVICE_RETRY_AFTER_SEC}'"},
+        response_templates={JSON: mapping_template("service_unavailable", RetryAfterSec=SERVICE_RETRY_AFTER_SEC)},
+    )
+
+
+class IngressStack(Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: AppConfig,
+        workflows: WorkflowsStack,
+        buffers: BuffersStack,
+        **kwargs,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        if config.ingress is None:
+            raise ValueError(f"stage {config.stage} has no ingress config; add stages.{config.stage}.ingress")
+        removal_policy = RemovalPolicy.DESTROY if config.removal_policy == "destroy" else RemovalPolicy.RETAIN
+        self.api = ThrottledApi(
+            self,
+            "Api",
+            ingress=config.ingress,
+            api_name=f"{config.stack_prefix}-api",
+            stage_name=config.stage,
+            log_retention_days=config.log_retention_days,
+            removal_policy=removal_policy,
+        )
+        self._add_start_payment(workflows)
+        self._add_get_payment(workflows)
+        self._add_send_legacy_record(buffers)
+        self.api.add_usage_plans(name_prefix=config.stack_prefix.lower())
+
+        CfnOutput(self, "ApiUrl", value=self.api.rest_api.url)
+        CfnOutput(self, "RestApiId", value=self.api.rest_api.rest_api_id)
+        for client, key in self.api.api_keys.items():
+            CfnOutput(self, f"ApiKeyId{''.join(p.capitalize() for p in client.split('-'))}", value=key.key_id,
+                      description=f"API key id of client {client} (aws apigateway get-api-key --include-value)")
+
+    def _integration_role(self, construct_id: str, purpose: str) -> iam.Role:
+        return iam.Role(self, construct_id, assumed_by=iam.ServicePrincipal("apigateway.amazonaws.com"),
+                        description=f"API Gateway: {purpose}; nothing else")
+
+    def _add_start_payment(self, workflows: WorkflowsStack) -> None:
+        state_machine = workflows.payment_authorization.state_machine
+        role = self._integration_role("StartPaymentRole", "starts the payment workflow")
+        state_machine.grant_start_execution(role)
+        integration = apigw.AwsIntegration(
+            service="states",
+            action="StartExecution",
+            integration_http_method="POST",
+            options=apigw.IntegrationOptions(
+                credentials_role=role,
+                passthrough_behavior=apigw.PassthroughBehavior.NEVER,
+                request_templates={JSON: mapping_template(
+                    "start_payment.request", PaymentStateMachineArn=state_machine.state_machine_arn)},
+                integration_responses=[
+                    apigw.IntegrationResponse(status_code="202",
+                                              response_templates={JSON: mapping_template("start_payment.accepted")}),
+                    apigw.IntegrationResponse(
+                        status_code="500",
+                        selection_pattern="4\\d{2}",
+                        response_templates={JSON: mapping_template(
+                            "start_payment.refused", RetryAfterSec=SERVICE_RETRY_AFTER_SEC)},
+                    ),
+                    _unavailable(),
+                ],
+            ),
+        )
+        self.api.add_route(
+            "POST /payments",
+            integration,
+            request_model=self.api.add_model("PaymentOrder", PAYMENT_ORDER_SCHEMA),
+            method_responses=_responses("202", "200", "429", "500", "503"),
+            operation_name="StartPayment",
+        )
+
+    def _add_get_payment(self, workflows: WorkflowsStack) -> None:
+        role = self._integration_role("GetPaymentRole", "reads one order from the orders table")
+        workflows.orders_table.grant(role, "dynamodb:GetItem")
+        integration = apigw.AwsIntegration(
+            service="dynamodb",
+            action="GetItem",
+            integration_http_method="POST",
+            options=apigw.IntegrationOptions(
+                credentials_role=role,
+                passthrough_behavior=apigw.PassthroughBehavior.NEVER,
+                request_templates={JSON: mapping_template(
+                    "get_payment.request", OrdersTableName=workflows.orders_table.table_name)},
+                integration_responses=[
+                    apigw.IntegrationResponse(status_code="200",
+                                              response_templates={JSON: mapping_template("get_payment.response")}),
+                    _unavailable(),
+                ],
+            ),
+        )
+        self.api.add_route(
+            "GET /payments/{id}",
+            integration,
+            request_parameters={"method.request.path.id": True},
+            method_responses=_responses("200", "404", "503"),
+            operation_name="GetPayment",
+        )
+
+    def _add_send_legacy_record(self, buffers: BuffersStack) -> None:
+        queue = buffers.legacy_consumer.queue
+        role = self._integration_role("SendLegacyRecordRole", "queues records for the legacy mainframe")
+        queue.grant_send_messages(role)
+        integration = apigw.AwsIntegration(
+            service="sqs",
+            path=f"{Aws.ACCOUNT_ID}/{queue.queue_name}",
+            integration_http_method="POST",
+            options=apigw.IntegrationOptions(
+                credentials_role=role,
+                passthrough_behavior=apigw.PassthroughBehavior.NEVER,
+                request_parameters={
+                    "integration.request.header.Content-Type": "'application/x-www-form-urlencoded'"},
+                request_templates={JSON: mapping_template("send_legacy_record.request")},
+                integration_responses=[
+                    apigw.IntegrationResponse(
+                        status_code="202", response_templates={JSON: mapping_template("send_legacy_record.accepted")}),
+                    apigw.IntegrationResponse(
+                        status_code="400",
+                        selection_pattern="4\\d{2}",
+                        response_templates={JSON: mapping_template("send_legacy_record.refused")},
+                    ),
+                    _unavailable(),
+                ],
+            ),
+        )
+        self.api.add_route(
+            "POST /legacy-records",
+            integration,
+            request_model=self.api.add_model("LegacyRecord", LEGACY_RECORD_SCHEMA),
+            method_responses=_responses("202", "400", "503"),
+            operation_name="QueueLegacyRecord",
+        )

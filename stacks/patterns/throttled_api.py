@@ -1,0 +1,348 @@
+"""A REST API whose every limit comes from config, and whose every refusal tells the client what to do.
+
+What a request meets on its way in, in order (each refuses with its own status and body):
+1. AWS WAF, when enabled: a rate-based rule per source IP (429, Retry-After: the rule's window).
+2. The API key: missing or unknown on a route that needs one (403, `INVALID_API_KEY`).
+3. The key's usage plan: the tier's quota for the period (429 `QUOTA_EXCEEDED`), then the tier's
+   throttle and its per-method throttles (429 `THROTTLED`).
+4. The stage's per-method throttle, then the stage throttle (429 `THROTTLED`), all inside the
+   account's 10,000 req/s and 5,000 burst per region.
+5. Request validation against the route's JSON schema model (400 `BAD_REQUEST_BODY` with the
+   validator's message), so a malformed body never reaches an integration.
+
+Every 429 carries `Retry-After`. API Gateway's gateway responses substitute variables but cannot
+compute, so the value is static: for throttling, the time one token takes at the slowest bucket a
+client can meet (a throttled client that waits that long finds a token); for a quota, the configured
+`quota_retry_after_sec` (quotas reset at 00:00 UTC; the body says so).
+
+The stage writes JSON access logs (with the API key id, so a tier's traffic can be told apart),
+execution logs at ERROR, per-method metrics and X-Ray traces, each log group with a retention.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import jsii
+from aws_cdk import Acknowledgment, RemovalPolicy, Stack, Validations
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_wafv2 as wafv2
+from constructs import Construct, IValidation
+
+from stacks.config import IngressConfig, ThrottleConfig
+from stacks.patterns.handler_function import retention_days
+
+# The access log line: one JSON object per request, with what an operator needs to tell a client's
+# 429 (its key, its tier's limit) from the stage's, and to join the line to the X-Ray trace.
+ACCESS_LOG_FIELDS = {
+    "request_id": "$context.requestId",
+    "time": "$context.requestTimeEpoch",
+    "route": "$context.httpMethod $context.resourcePath",
+    "status": "$context.status",
+    "response_type": "$context.error.responseType",
+    "error": "$context.error.message",
+    "api_key_id": "$context.identity.apiKeyId",
+    "source_ip": "$context.identity.sourceIp",
+    "user_agent": "$context.identity.userAgent",
+    "latency_ms": "$context.responseLatency",
+    "integration_status": "$context.integration.status",
+    "integration_latency_ms": "$context.integration.latency",
+    "waf_status": "$context.waf.status",
+    "xray_trace_id": "$context.xrayTraceId",
+}
+# Gateway responses are not VTL: `$context...` values are substituted as they are. `messageString`
+# comes JSON-quoted; the others are placed inside quotes.
+_ERROR_FIELDS = '"type": "$context.error.responseType", "request_id": "$context.requestId"'
+JSON = "application/json"
+
+
+class ThrottledApi(Construct):
+    """A regional REST API with stage, method and per-tier limits, validation, and explicit refusals.
+
+    Routes are added with `add_route("POST /payments", integration, request_model=...)`; the
+    usage plans (one per tier, with its API keys and per-method throttles) are added once the
+    routes exist, by `add_usage_plans()`. Synth fails if a configured throttle names a route the
+    API does not have, or if the usage plans were never added.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        ingress: IngressConfig,
+        api_name: str,
+        stage_name: str,
+        log_retention_days: int,
+        removal_policy: RemovalPolicy,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.ingress = ingress
+        self.access_logs = logs.LogGroup(
+            self, "AccessLogs", retention=retention_days(log_retention_days), removal_policy=removal_policy
+        )
+        self.rest_api = apigw.RestApi(
+            self,
+            "Api",
+            rest_api_name=api_name,
+            description="Throttled ingress: every limit from config, 429 with Retry-After, 400 before any integration",
+            endpoint_types=[apigw.EndpointType.REGIONAL],
+            api_key_source_type=apigw.ApiKeySourceType.HEADER,
+            # The account-level role that lets API Gateway write logs in this region; kept on delete,
+            # since every API of the account and region shares it.
+            cloud_watch_role=True,
+            cloud_watch_role_removal_policy=RemovalPolicy.RETAIN,
+            deploy_options=apigw.StageOptions(
+                stage_name=stage_name,
+                throttling_rate_limit=ingress.throttle.rate_limit_per_sec,
+                throttling_burst_limit=ingress.throttle.burst,
+                method_options={
+                    # A method's settings replace the stage's for that method, so metrics and logging are repeated.
+                    stage_method_path(route): apigw.MethodDeploymentOptions(
+                        throttling_rate_limit=throttle.rate_limit_per_sec, throttling_burst_limit=throttle.burst,
+                        metrics_enabled=True, logging_level=apigw.MethodLoggingLevel.ERROR, data_trace_enabled=False,
+                    )
+                    for route, throttle in ingress.method_throttles.items()
+                },
+                metrics_enabled=True,
+                tracing_enabled=True,
+                logging_level=apigw.MethodLoggingLevel.ERROR,
+                # Request and response bodies in logs would put payment details there.
+                data_trace_enabled=False,
+                access_log_destination=apigw.LogGroupLogDestination(self.access_logs),
+                access_log_format=apigw.AccessLogFormat.custom(json.dumps(ACCESS_LOG_FIELDS)),
+            ),
+        )
+        # API Gateway creates its execution log group on first use, without a retention; created here
+        # first, under the name it will use, it gets one.
+        Validations.of(self.rest_api).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions::AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                "AmazonAPIGatewayPushToCloudWatchLogs]",
+                reason="API Gateway's account-level logging role takes AWS's own policy for it, which only"
+                " writes to CloudWatch Logs; the role is shared by every API of the account and region",
+            )
+        )
+        self.execution_logs = logs.LogGroup(
+            self,
+            "ExecutionLogs",
+            log_group_name=f"API-Gateway-Execution-Logs_{self.rest_api.rest_api_id}/{stage_name}",
+            retention=retention_days(log_retention_days),
+            removal_policy=removal_policy,
+        )
+        self.request_validator = self.rest_api.add_request_validator(
+            "Validator", request_validator_name="body-and-parameters",
+            validate_request_body=True, validate_request_parameters=True,
+        )
+        self._add_gateway_responses()
+        self.methods: dict[str, apigw.Method] = {}
+        self.usage_plans: dict[str, apigw.UsagePlan] = {}
+        self.api_keys: dict[str, apigw.IApiKey] = {}
+        self.web_acl: wafv2.CfnWebACL | None = self._add_web_acl() if ingress.waf.enabled else None
+        if self.web_acl is None:
+            Validations.of(self.rest_api.deployment_stage).acknowledge(
+                Acknowledgment(
+                    id="AwsSolutions::AwsSolutions-APIG3",
+                    reason="WAF is off for this stage (ingress.waf.enabled); the stage, method and usage-plan"
+                    " throttles still bound every client. Turn it on where the API faces the internet",
+                )
+            )
+        self.node.add_validation(_RoutesAndPlansComplete(self))
+
+    def add_route(
+        self,
+        route: str,
+        integration: apigw.Integration,
+        *,
+        method_responses: list[apigw.MethodResponse],
+        request_model: apigw.IModel | None = None,
+        request_parameters: dict[str, bool] | None = None,
+        operation_name: str | None = None,
+    ) -> apigw.Method:
+        """Add `route` ("POST /payments"), API key required, validated before the integration runs."""
+        verb, path = route.split(" ", 1)
+        resource = self.rest_api.root.resource_for_path(path)
+        method = resource.add_method(
+            verb,
+            integration,
+            api_key_required=True,
+            request_validator=self.request_validator,
+            request_models={JSON: request_model} if request_model else None,
+            request_parameters=request_parameters,
+            method_responses=method_responses,
+            operation_name=operation_name,
+        )
+        Validations.of(method).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions::AwsSolutions-APIG4",
+                reason="API keys here pick the client's usage plan (its throttle and quota); they are not"
+                " authentication. Put the identity provider's authorizer (Cognito, IAM or a Lambda"
+                " authorizer) on the method where the API is deployed; the limits do not depend on it",
+            ),
+            Acknowledgment(
+                id="AwsSolutions::AwsSolutions-COG4",
+                reason="As APIG4: the authorizer is the deployment's choice of identity provider, not the throttling's",
+            ),
+        )
+        self.methods[route] = method
+        return method
+
+    def add_model(self, model_name: str, schema: apigw.JsonSchema) -> apigw.Model:
+        return self.rest_api.add_model(f"{model_name}Model", model_name=model_name, content_type=JSON, schema=schema)
+
+    def add_usage_plans(self, *, name_prefix: str) -> None:
+        """One usage plan per tier, with its quota, its throttles and one API key per named client."""
+        for tier in self.ingress.tiers:
+            plan = self.rest_api.add_usage_plan(
+                f"{_pascal(tier.name)}Plan",
+                name=f"{name_prefix}-{tier.name}",
+                description=f"Tier {tier.name}: {tier.throttle.rate_limit_per_sec:g} req/s, burst"
+                f" {tier.throttle.burst}, {tier.quota.limit} requests per {tier.quota.period.lower()}",
+                throttle=_throttle_settings(tier.throttle),
+                quota=apigw.QuotaSettings(limit=tier.quota.limit, period=apigw.Period[tier.quota.period]),
+                api_stages=[
+                    apigw.UsagePlanPerApiStage(
+                        api=self.rest_api,
+                        stage=self.rest_api.deployment_stage,
+                        throttle=[
+                            apigw.ThrottlingPerMethod(method=self.methods[route], throttle=_throttle_settings(t))
+                            for route, t in tier.method_throttles.items()
+                            if route in self.methods
+                        ],
+                    )
+                ],
+            )
+            for client in tier.api_keys:
+                key = self.rest_api.add_api_key(
+                    f"{_pascal(client)}Key", api_key_name=f"{name_prefix}-{client}",
+                    description=f"Client {client}, tier {tier.name}",
+                )
+                plan.add_api_key(key)
+                self.api_keys[client] = key
+            self.usage_plans[tier.name] = plan
+
+    def _add_gateway_responses(self) -> None:
+        ingress = self.ingress
+        refusals = [
+            ("Throttled", apigw.ResponseType.THROTTLED, "429", ingress.throttle_retry_after_sec,
+             "Too many requests: retry after Retry-After seconds, spreading retries with jitter"),
+            ("QuotaExceeded", apigw.ResponseType.QUOTA_EXCEEDED, "429", ingress.quota_retry_after_sec,
+             "This API key's quota for the period is used up; it resets at 00:00 UTC (a day, a week's"
+             " Monday or a month's first day); ask for a higher tier to raise it"),
+        ]
+        for construct_id, response_type, status, retry_after_sec, message in refusals:
+            self.rest_api.add_gateway_response(
+                construct_id,
+                type=response_type,
+                status_code=status,
+                response_headers={"Retry-After": f"'{retry_after_sec}'", "Content-Type": f"'{JSON}'"},
+                templates={JSON: f'{{"message": "{message}", "retry_after_sec": {retry_after_sec}, {_ERROR_FIELDS}}}'},
+            )
+        self.rest_api.add_gateway_response(
+            "BadRequestBody",
+            type=apigw.ResponseType.BAD_REQUEST_BODY,
+            status_code="400",
+            response_headers={"Content-Type": f"'{JSON}'"},
+            templates={JSON: '{"message": "The request body does not match the route\'s model; nothing was'
+                       ' started", "validation_errors": "$context.error.validationErrorString", '
+                       + _ERROR_FIELDS + "}"},
+        )
+        for construct_id, response_type in (
+            ("BadRequestParameters", apigw.ResponseType.BAD_REQUEST_PARAMETERS),
+            ("Default4xx", apigw.ResponseType.DEFAULT_4_XX),
+            ("Default5xx", apigw.ResponseType.DEFAULT_5_XX),
+        ):
+            self.rest_api.add_gateway_response(
+                construct_id,
+                type=response_type,
+                response_headers={"Content-Type": f"'{JSON}'"},
+                templates={JSON: f'{{"message": $context.error.messageString, {_ERROR_FIELDS}}}'},
+            )
+
+    def _add_web_acl(self) -> wafv2.CfnWebACL:
+        waf = self.ingress.waf
+        window_sec = 300
+        metric_prefix = re.sub(r"[^A-Za-z0-9]", "", Stack.of(self).stack_name)
+        web_acl = wafv2.CfnWebACL(
+            self,
+            "WebAcl",
+            scope="REGIONAL",
+            default_action=wafv2.CfnWebACL.DefaultActionProperty(allow={}),
+            visibility_config=_visibility(f"{metric_prefix}WebAcl"),
+            custom_response_bodies={
+                "rate-limited": wafv2.CfnWebACL.CustomResponseBodyProperty(
+                    content_type="APPLICATION_JSON",
+                    content=json.dumps({"message": f"Too many requests from this address: more than"
+                                        f" {waf.requests_per_5_min_per_ip} in 5 minutes; retry after"
+                                        " Retry-After seconds", "retry_after_sec": window_sec}),
+                )
+            },
+            rules=[
+                wafv2.CfnWebACL.RuleProperty(
+                    name="rate-per-source-ip",
+                    priority=0,
+                    statement=wafv2.CfnWebACL.StatementProperty(
+                        rate_based_statement=wafv2.CfnWebACL.RateBasedStatementProperty(
+                            aggregate_key_type="IP", limit=waf.requests_per_5_min_per_ip,
+                            evaluation_window_sec=window_sec,
+                        )
+                    ),
+                    action=wafv2.CfnWebACL.RuleActionProperty(
+                        block=wafv2.CfnWebACL.BlockActionProperty(
+                            custom_response=wafv2.CfnWebACL.CustomResponseProperty(
+                                response_code=429,
+                                custom_response_body_key="rate-limited",
+                                response_headers=[
+                                    wafv2.CfnWebACL.CustomHTTPHeaderProperty(name="Retry-After", value=str(window_sec))
+                                ],
+                            )
+                        )
+                    ),
+                    visibility_config=_visibility(f"{metric_prefix}RatePerSourceIp"),
+                )
+            ],
+        )
+        wafv2.CfnWebACLAssociation(
+            self, "WebAclAssociation", resource_arn=self.rest_api.deployment_stage.stage_arn,
+            web_acl_arn=web_acl.attr_arn,
+        )
+        return web_acl
+
+
+def stage_method_path(route: str) -> str:
+    """'GET /payments/{id}' as a stage's method settings name it: '/payments/{id}/GET'."""
+    verb, path = route.split(" ", 1)
+    return f"{path.rstrip('/')}/{verb}"
+
+
+def _throttle_settings(throttle: ThrottleConfig) -> apigw.ThrottleSettings:
+    return apigw.ThrottleSettings(rate_limit=throttle.rate_limit_per_sec, burst_limit=throttle.burst)
+
+
+def _visibility(metric_name: str) -> wafv2.CfnWebACL.VisibilityConfigProperty:
+    return wafv2.CfnWebACL.VisibilityConfigProperty(
+        cloud_watch_metrics_enabled=True, metric_name=metric_name, sampled_requests_enabled=True
+    )
+
+
+def _pascal(name: str) -> str:
+    return "".join(part.capitalize() for part in re.split(r"[-_]", name))
+
+
+@jsii.implements(IValidation)
+class _RoutesAndPlansComplete:
+    """Refuses a synth whose throttles name routes the API lacks, or whose usage plans were never added."""
+
+    def __init__(self, api: ThrottledApi) -> None:
+        self._api = api
+
+    def validate(self) -> list[str]:
+        errors = [
+            f"ingress config throttles {route!r}, but the API has no such route; routes: {sorted(self._api.methods)}"
+            for route in sorted(self._api.ingress.routes() - set(self._api.methods))
+        ]
+        if not self._api.usage_plans:
+            errors.append("ThrottledApi.add_usage_plans() was never called: no client tier could use the API")
+        return errors
