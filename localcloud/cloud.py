@@ -95,6 +95,7 @@ class LocalCloud:
             moto_patches.apply_cloudwatch_percentiles(),
             moto_patches.apply_kms_key_tags_from_cloudformation(),
             moto_patches.apply_cloudwatch_alarms_from_cloudformation(),
+            moto_patches.apply_api_gateway_integrations_from_cloudformation(),
         ]
         self.lambda_runtime = LambdaRuntime(endpoint_url=self.endpoint_url, region=self.region, work_dir=self.work_dir)
         self._undo.append(self.lambda_runtime.install())

@@ -327,29 +327,32 @@ def apply_cloudwatch_alarms_from_cloudformation() -> Undo:
     dashboard's alarm status widget or a composite alarm) fails the whole stack. moto still
     evaluates no alarm and runs no action: the alarms exist to be described.
     """
-    import moto.cloudformation.parsing as parsing
-
-    original = parsing.resource_class_from_type
-    if getattr(original, "_localcloud_original", None) is not None:
-        return remove_cloudwatch_alarms_from_cloudformation
-
-    def resource_class_from_type(resource_type: str) -> Any:
-        if resource_type == _CloudFormationAlarm.cloudformation_type():
-            return _CloudFormationAlarm
-        return original(resource_type)
-
-    resource_class_from_type._localcloud_original = original  # type: ignore[attr-defined]
-    parsing.resource_class_from_type = resource_class_from_type
+    _add_cloudformation_resources({_CloudFormationAlarm.cloudformation_type(): _CloudFormationAlarm})
     return remove_cloudwatch_alarms_from_cloudformation
 
 
 def remove_cloudwatch_alarms_from_cloudformation() -> None:
     """Undo `apply_cloudwatch_alarms_from_cloudformation` (tests use it to show the failure the fix removes)."""
+    _CLOUDFORMATION_RESOURCES.pop(_CloudFormationAlarm.cloudformation_type(), None)
+
+
+# Resource types the emulator adds to moto's CloudFormation: type -> class with moto's CloudFormationModel shape.
+_CLOUDFORMATION_RESOURCES: dict[str, Any] = {}
+
+
+def _add_cloudformation_resources(classes: dict[str, Any]) -> None:
+    """Teach moto's CloudFormation `classes`; one lookup in front of moto's, installed once, shared by the fixes."""
     import moto.cloudformation.parsing as parsing
 
-    original = getattr(parsing.resource_class_from_type, "_localcloud_original", None)
-    if original is not None:
-        parsing.resource_class_from_type = original
+    if not getattr(parsing.resource_class_from_type, "_localcloud_lookup", False):
+        original = parsing.resource_class_from_type
+
+        def resource_class_from_type(resource_type: str) -> Any:
+            return _CLOUDFORMATION_RESOURCES.get(resource_type) or original(resource_type)
+
+        resource_class_from_type._localcloud_lookup = True  # type: ignore[attr-defined]
+        parsing.resource_class_from_type = resource_class_from_type
+    _CLOUDFORMATION_RESOURCES.update(classes)
 
 
 def apply_definition_substitutions_from_cloudformation() -> Undo:
@@ -444,3 +447,121 @@ def remove_rfc3339_timestamps_in_choice() -> None:
     original = getattr(IsTimestamp.__dict__["string_to_timestamp"].__func__, "moto_original", None)
     if original is not None:
         IsTimestamp.string_to_timestamp = original
+
+
+class _CloudFormationApiGatewayPart:
+    """An `AWS::ApiGateway::{Model,RequestValidator,GatewayResponse}` for moto's CloudFormation.
+
+    Each is created with moto's own API call; `Ref` answers what AWS's does (the model's name, the
+    validator's id), so a method's `RequestModels` and `RequestValidatorId` resolve.
+    """
+
+    resource_type = ""
+
+    def __init__(self, physical_resource_id: str) -> None:
+        self.physical_resource_id = physical_resource_id
+
+    def is_created(self) -> bool:
+        return True
+
+    @staticmethod
+    def cloudformation_name_type() -> str:
+        return "Name"
+
+    @classmethod
+    def has_cfn_attr(cls, attribute: str) -> bool:
+        return False
+
+    @classmethod
+    def create_from_cloudformation_json(cls, resource_name: str, cloudformation_json: Any, account_id: str,
+                                        region_name: str, **kwargs: Any) -> _CloudFormationApiGatewayPart:
+        from moto.apigateway.models import apigateway_backends
+
+        backend = apigateway_backends[account_id][region_name]
+        properties = cloudformation_json["Properties"]
+        api_id = properties["RestApiId"]
+        if cls.resource_type == "AWS::ApiGateway::Model":
+            name = properties.get("Name") or resource_name
+            backend.create_model(api_id, name, properties.get("ContentType", "application/json"),
+                                 properties.get("Description", ""), json.dumps(properties.get("Schema", {})))
+            return cls(name)
+        if cls.resource_type == "AWS::ApiGateway::RequestValidator":
+            validator = backend.create_request_validator(
+                api_id, properties.get("Name") or resource_name,
+                properties.get("ValidateRequestBody", False), properties.get("ValidateRequestParameters", False))
+            return cls(validator.id)
+        backend.put_gateway_response(api_id, properties["ResponseType"], properties.get("StatusCode"),
+                                     properties.get("ResponseParameters", {}), properties.get("ResponseTemplates", {}))
+        return cls(f"{api_id}-{properties['ResponseType']}")
+
+
+def _api_gateway_part(resource_type: str) -> type[_CloudFormationApiGatewayPart]:
+    return type(resource_type.rsplit("::", 1)[-1], (_CloudFormationApiGatewayPart,), {
+        "resource_type": resource_type, "cloudformation_type": staticmethod(lambda: resource_type)})
+
+
+_API_GATEWAY_PARTS = {t: _api_gateway_part(t) for t in (
+    "AWS::ApiGateway::Model", "AWS::ApiGateway::RequestValidator", "AWS::ApiGateway::GatewayResponse")}
+
+
+def apply_api_gateway_integrations_from_cloudformation() -> Undo:
+    """Deploy a REST API's whole request contract from CloudFormation, not just its skeleton.
+
+    moto limitations: its CloudFormation handler for `AWS::ApiGateway::Method` keeps only the
+    integration's type, URI and HTTP method (the mapping templates, the integration's role, its
+    passthrough behavior, request parameters and integration responses, and the method's
+    responses, request models and validator are dropped), and it skips models, request validators
+    and gateway responses altogether. A deployed API then says nothing of what it validates, sends
+    or answers. With this fix they are stored as moto's own API calls store them, resolved by
+    CloudFormation (ARNs and table names in the templates filled in). moto still executes none of
+    it; `localcloud.api_gateway` validates, renders and sends.
+    """
+    from moto.apigateway.models import Method, apigateway_backends
+
+    _add_cloudformation_resources(_API_GATEWAY_PARTS)
+    original = Method.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
+    if getattr(original, "_localcloud_patched", False):
+        return remove_api_gateway_integrations_from_cloudformation
+
+    def create_from_cloudformation_json(cls: Any, resource_name: str, cloudformation_json: Any, account_id: str,
+                                        region_name: str, **kwargs: Any) -> Any:
+        method = original(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
+        properties = cloudformation_json["Properties"]
+        backend = apigateway_backends[account_id][region_name]
+        api_id, resource_id, verb = properties["RestApiId"], properties["ResourceId"], properties["HttpMethod"]
+        method.request_models = properties.get("RequestModels")
+        method.request_parameters = properties.get("RequestParameters")
+        method.request_validator_id = properties.get("RequestValidatorId")
+        method.operation_name = properties.get("OperationName")
+        for response in properties.get("MethodResponses", []):
+            method.create_response(str(response["StatusCode"]), response.get("ResponseModels", {}),
+                                   response.get("ResponseParameters", {}))
+        integration = method.method_integration
+        spec = properties["Integration"]
+        integration.request_templates = spec.get("RequestTemplates")
+        integration.request_parameters = spec.get("RequestParameters")
+        integration.credentials = spec.get("Credentials")
+        integration.passthrough_behaviour = spec.get("PassthroughBehavior", integration.passthrough_behaviour)
+        for response in spec.get("IntegrationResponses", []):
+            backend.put_integration_response(
+                api_id, resource_id, verb, str(response["StatusCode"]), response.get("SelectionPattern"),
+                response.get("ResponseTemplates", {}), response.get("ResponseParameters", {}),
+            )
+        return method
+
+    create_from_cloudformation_json._localcloud_patched = True  # type: ignore[attr-defined]
+    create_from_cloudformation_json._localcloud_original = original  # type: ignore[attr-defined]
+    Method.create_from_cloudformation_json = classmethod(create_from_cloudformation_json)  # type: ignore[assignment]
+    return remove_api_gateway_integrations_from_cloudformation
+
+
+def remove_api_gateway_integrations_from_cloudformation() -> None:
+    """Undo `apply_api_gateway_integrations_from_cloudformation`."""
+    from moto.apigateway.models import Method
+
+    current = Method.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
+    original = getattr(current, "_localcloud_original", None)
+    if original is not None:
+        Method.create_from_cloudformation_json = classmethod(original)  # type: ignore[assignment]
+    for resource_type in _API_GATEWAY_PARTS:
+        _CLOUDFORMATION_RESOURCES.pop(resource_type, None)

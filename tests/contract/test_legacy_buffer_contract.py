@@ -54,18 +54,18 @@ def test_every_state_says_why_and_every_task_retries_with_jitter():
             assert state["Retry"] and all(r.get("JitterStrategy") == "FULL" for r in state["Retry"]), name
 
 
-def test_what_the_workflow_sends_is_what_the_consumer_parses(import_handler):
+def test_what_the_workflow_sends_is_what_the_consumer_parses(legacy_consumer_module):
     # GIVEN a record as the workflow's input holds it, turned into a body as its Task does (States.JsonToString)
-    module = _import_consumer(import_handler)
+    module = legacy_consumer_module
     record = {"record_id": "r-1", "payload": {"amount_cents": 100}}
     # THEN the consumer reads the same record back
     parsed = module.parse_record(json.dumps(record, separators=(",", ":")))
     assert (parsed.record_id, parsed.payload) == ("r-1", {"amount_cents": 100})
 
 
-def test_a_healthy_record_cannot_reach_the_dead_letter_queue_short_of_days_of_refusals_nor_expire(buffers, import_handler):
+def test_a_healthy_record_cannot_reach_the_dead_letter_queue_short_of_days_of_refusals_nor_expire(buffers, legacy_consumer_module):
     # GIVEN the deployed receive count and retention, and the consumer's postponement rule
-    module = _import_consumer(import_handler)
+    module = legacy_consumer_module
     (queue,) = [q for q in buffers.find_resources("AWS::SQS::Queue").values() if "RedrivePolicy" in q["Properties"]]
     max_receive_count = queue["Properties"]["RedrivePolicy"]["maxReceiveCount"]
     retention_sec = queue["Properties"]["MessageRetentionPeriod"]
@@ -77,13 +77,3 @@ def test_a_healthy_record_cannot_reach_the_dead_letter_queue_short_of_days_of_re
     # ... and even the longest postponements leave it in the queue before its retention ends
     assert longest < retention_sec
 
-
-def _import_consumer(import_handler):
-    """The handler module, imported once with a stand-in environment (its clients are built, never called)."""
-    environment = {
-        "DOWNSTREAM_NAME": "legacy_mainframe", "DOWNSTREAM_BASE_URL": "http://127.0.0.1:9",
-        "DOWNSTREAM_RATE_LIMIT_PER_SEC": "1", "TUNABLES_PARAMETER_NAME": "/t", "RATE_LIMITER_TABLE_NAME": "l",
-        "RECORDS_TABLE_NAME": "r", "QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/q",
-        "POWERTOOLS_METRICS_NAMESPACE": "Test",
-    }
-    return import_handler("handlers.legacy_consumer", environment)

@@ -27,7 +27,7 @@ def crm_caller(deployed) -> str:
 def test_every_stack_is_deployed_with_its_resources(deployed, cloud, dev_config):
     # THEN every layer is up, in dependency order
     assert list(deployed) == ["Throttling-dev-SharedLimits", "Throttling-dev-Workflows", "Throttling-dev-Buffers",
-                              "Throttling-dev-ControlLoop"]
+                              "Throttling-dev-Ingress", "Throttling-dev-ControlLoop"]
     # AND every tunable is seeded under the stage prefix
     ssm = cloud.client("ssm")
     names = {p["Name"] for p in ssm.get_parameters_by_path(Path="/throttling/dev", Recursive=True)["Parameters"]}

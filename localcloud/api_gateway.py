@@ -1,0 +1,287 @@
+"""What API Gateway does with a request to an AWS-integration route, done on the emulator.
+
+moto stores a REST API but executes neither its validation nor its mapping templates nor its AWS
+service integrations. `LocalRestApi` does those steps in the order API Gateway does, with the
+API's own deployed definition (templates, integration responses, roles, as CloudFormation resolved
+them), its models and its gateway responses:
+
+1. the route is matched; an API key must be present where the method requires one (403);
+2. the body must be JSON of the request model's content type (415), and valid against the model's
+   JSON schema (400 `BAD_REQUEST_BODY`, with the validator's message), checked with a draft-4
+   validator reading numbers as decimals, as API Gateway's own does;
+3. the request template is rendered by a Velocity engine (airspeed) with `$input`, `$util` and
+   `$context` as API Gateway defines them, and sent, signed, to the emulator's service endpoint:
+   exactly the bytes the template produced;
+4. the integration response is chosen by matching the service's status code against each
+   selection pattern, and its template rendered with the service's answer; `responseOverride`
+   status and headers are applied.
+
+Not modelled: throttling, quotas and WAF (moto has no token buckets; the limits are checked in the
+synthesized template, and the README says what a client meets), key-to-plan membership (a key
+must only be present), authorizers, caching and binary payloads.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import airspeed
+import jsonschema
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+# The JSON-protocol services an `action/<Action>` integration URI is sent to, and how they name it.
+_JSON_TARGET_PREFIX = {"states": "AWSStepFunctions", "dynamodb": "DynamoDB_20120810"}
+_AWS_URI = re.compile(r"^arn:aws:apigateway:(?P<region>[^:]+):(?P<service>[^:]+):(?P<kind>action|path)/(?P<rest>.+)$")
+
+
+@dataclass
+class ApiResponse:
+    status: int
+    body: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class IntegrationCall:
+    """What the route sent to the AWS service, and what the service answered."""
+
+    url: str
+    headers: dict[str, str]
+    body: str
+    status: int
+    answer: str
+
+
+class LocalRestApi:
+    """One deployed REST API of the emulator, answering requests as API Gateway would (see module doc)."""
+
+    def __init__(self, cloud: Any, rest_api_id: str, *, stage: str = "dev") -> None:
+        self._cloud = cloud
+        self._client = cloud.client("apigateway")
+        self.rest_api_id = rest_api_id
+        self.stage = stage
+        self.calls: list[IntegrationCall] = []
+
+    def request(self, verb: str, path: str, *, body: Any = None, headers: dict[str, str] | None = None) -> ApiResponse:
+        """Send one request; `body` is a str sent as it is, or anything else sent as JSON."""
+        headers = {k.lower(): v for k, v in (headers or {}).items()}
+        raw_body = body if isinstance(body, str) or body is None else json.dumps(body)
+        if raw_body is not None:
+            headers.setdefault("content-type", "application/json")
+        request_id = str(uuid.uuid4())
+        context: dict[str, Any] = {
+            "requestId": request_id, "httpMethod": verb, "stage": self.stage, "path": f"/{self.stage}{path}",
+            "xrayTraceId": f"1-{uuid.uuid4().hex[:8]}-{uuid.uuid4().hex[:24]}",
+            "identity": {"sourceIp": "198.51.100.7", "apiKey": headers.get("x-api-key", ""),
+                         "userAgent": headers.get("user-agent", "localcloud")},
+            "error": {}, "responseOverride": {"header": {}}, "requestOverride": {"header": {}},
+        }
+        found = self._route(verb, path)
+        if found is None:
+            return self._gateway_response("MISSING_AUTHENTICATION_TOKEN", 403, context, "Missing Authentication Token")
+        resource, method, path_params = found
+        context["resourcePath"] = resource["path"]
+        if method.get("apiKeyRequired") and not headers.get("x-api-key"):
+            return self._gateway_response("INVALID_API_KEY", 403, context, "Forbidden")
+        integration = method["methodIntegration"]
+        content_type = headers.get("content-type", "application/json").split(";")[0].strip()
+        templates = integration.get("requestTemplates") or {}
+        if integration.get("passthroughBehavior") == "NEVER" and content_type not in templates:
+            return self._gateway_response("UNSUPPORTED_MEDIA_TYPE", 415, context, "Unsupported Media Type")
+        refusal = self._validate(method, content_type, raw_body, context)
+        if refusal is not None:
+            return refusal
+        params = {"path": path_params, "querystring": {}, "header": headers}
+        rendered = render_template(templates[content_type], body=raw_body or "{}", params=params, context=context)
+        call = self._send(integration, rendered, context)
+        self.calls.append(call)
+        return self._integration_response(integration, call, params, context)
+
+    def _route(self, verb: str, path: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]] | None:
+        for resource in self._client.get_resources(restApiId=self.rest_api_id)["items"]:
+            pattern = "^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(resource["path"])) + "$"
+            match = re.match(pattern, path)
+            if match and verb in resource.get("resourceMethods", {}):
+                method = self._client.get_method(restApiId=self.rest_api_id, resourceId=resource["id"], httpMethod=verb)
+                return resource, method, {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
+        return None
+
+    def _validate(self, method: dict[str, Any], content_type: str, raw_body: str | None,
+                  context: dict[str, Any]) -> ApiResponse | None:
+        model_name = (method.get("requestModels") or {}).get(content_type)
+        validator_id = method.get("requestValidatorId")
+        if model_name is None or model_name == "Empty" or validator_id is None:
+            return None
+        validator = self._client.get_request_validator(restApiId=self.rest_api_id, requestValidatorId=validator_id)
+        if not validator.get("validateRequestBody"):
+            return None
+        model = self._client.get_model(restApiId=self.rest_api_id, modelName=model_name)
+        # Read with decimals, so `multipleOf: 0.01` is exact, as in API Gateway's validator.
+        schema = json.loads(model["schema"], parse_float=Decimal)
+        try:
+            document = json.loads(raw_body or "", parse_float=Decimal)
+        except ValueError:
+            return self._gateway_response("BAD_REQUEST_BODY", 400, context, "Invalid request body",
+                                          validation="Invalid request body: not JSON")
+        errors = sorted(jsonschema.Draft4Validator(schema).iter_errors(document), key=str)
+        if errors:
+            described = "[" + ", ".join(_describe(e) for e in errors) + "]"
+            return self._gateway_response("BAD_REQUEST_BODY", 400, context, "Invalid request body",
+                                          validation=described)
+        return None
+
+    def _send(self, integration: dict[str, Any], rendered: str, context: dict[str, Any]) -> IntegrationCall:
+        match = _AWS_URI.match(integration["uri"])
+        if integration["type"] != "AWS" or match is None:
+            raise NotImplementedError(f"only AWS service integrations are executed here, got {integration['uri']!r}")
+        service, kind, rest = match["service"], match["kind"], match["rest"]
+        headers = {"X-Amzn-Trace-Id": f"Root={context['xrayTraceId']}"}
+        for name, value in (integration.get("requestParameters") or {}).items():
+            if name.startswith("integration.request.header.") and value.startswith("'"):
+                headers[name.removeprefix("integration.request.header.")] = value.strip("'")
+        if kind == "action":
+            url = f"{self._cloud.endpoint_url}/"
+            headers["X-Amz-Target"] = f"{_JSON_TARGET_PREFIX[service]}.{rest}"
+            headers["Content-Type"] = "application/x-amz-json-1.0"
+        else:
+            url = f"{self._cloud.endpoint_url}/{rest}"
+        request = AWSRequest(method=integration["httpMethod"], url=url, data=rendered.encode(), headers=headers)
+        SigV4Auth(Credentials("testing", "testing"), service, match["region"]).add_auth(request)
+        prepared = request.prepare()
+        http_request = urllib.request.Request(prepared.url, data=prepared.body, method=prepared.method,
+                                              headers=dict(prepared.headers))
+        try:
+            with urllib.request.urlopen(http_request, timeout=30) as answer:
+                status, text = answer.status, answer.read().decode()
+        except urllib.error.HTTPError as refused:
+            status, text = refused.code, refused.read().decode()
+        return IntegrationCall(url=url, headers=headers, body=rendered, status=status, answer=text)
+
+    def _integration_response(self, integration: dict[str, Any], call: IntegrationCall, params: dict[str, Any],
+                              context: dict[str, Any]) -> ApiResponse:
+        responses = integration.get("integrationResponses") or {}
+        chosen = next((r for r in responses.values() if r.get("selectionPattern")
+                       and re.fullmatch(r["selectionPattern"], str(call.status))), None)
+        if chosen is None:
+            chosen = next(r for r in responses.values() if not r.get("selectionPattern"))
+        headers = {"Content-Type": "application/json"}
+        for name, value in (chosen.get("responseParameters") or {}).items():
+            headers[name.removeprefix("method.response.header.")] = value.strip("'")
+        template = (chosen.get("responseTemplates") or {}).get("application/json")
+        body = call.answer if template is None else render_template(template, body=call.answer or "{}",
+                                                                    params=params, context=context)
+        override = context["responseOverride"]
+        headers.update({k: str(v) for k, v in override["header"].items()})
+        return ApiResponse(status=int(override.get("status") or chosen["statusCode"]), body=body, headers=headers)
+
+    def _gateway_response(self, response_type: str, default_status: int, context: dict[str, Any], message: str,
+                          *, validation: str = "") -> ApiResponse:
+        """API Gateway's own refusal: the gateway response of its type if the API has one, else DEFAULT_4XX."""
+        # API Gateway places the validation message inside the template's quotes with its quotes escaped
+        # ("[object has missing required properties ([\"amount\"])]"), so the body stays JSON.
+        context["error"] = {"responseType": response_type, "message": message,
+                            "messageString": json.dumps(message), "validationErrorString": json.dumps(validation)[1:-1]}
+        responses = {r["responseType"]: r for r in
+                     self._client.get_gateway_responses(restApiId=self.rest_api_id).get("items", [])}
+        spec = responses.get(response_type) or responses.get("DEFAULT_4XX") or {}
+        status = int(spec.get("statusCode") or default_status)
+        headers = {k.removeprefix("gatewayresponse.header."): v.strip("'")
+                   for k, v in (spec.get("responseParameters") or {}).items()}
+        template = (spec.get("responseTemplates") or {}).get("application/json", json.dumps({"message": message}))
+        return ApiResponse(status=status, body=_substitute(template, context), headers=headers)
+
+
+def render_template(template: str, *, body: str, params: dict[str, Any], context: dict[str, Any]) -> str:
+    """Render an API Gateway mapping template with its `$input`, `$util` and `$context` variables."""
+    return airspeed.Template(template).merge({"input": _Input(body, params), "util": _Util(), "context": context})
+
+
+class _Input:
+    """`$input`: the body (`body`, `json(path)`, `path(path)`) and the request's parameters (`params`)."""
+
+    def __init__(self, body: str, params: dict[str, Any]) -> None:
+        self.body = body
+        self._params = params
+
+    def _document(self) -> Any:
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
+
+    def path(self, expression: str) -> Any:
+        """The value at a `$.a.b` JSONPath; what matches nothing is an empty string, as API Gateway renders it."""
+        value = self._document()
+        for part in [p for p in expression.removeprefix("$").split(".") if p]:
+            if isinstance(value, dict) and part in value:
+                value = value[part]
+            else:
+                return ""
+        return value
+
+    def json(self, expression: str) -> str:
+        value = self.path(expression)
+        return json.dumps(value, separators=(",", ":"))
+
+    def params(self, name: str | None = None) -> Any:
+        if name is None:
+            return self._params
+        for where in ("path", "querystring", "header"):
+            if name in self._params[where]:
+                return self._params[where][name]
+        return ""
+
+
+class _Util:
+    """`$util` as API Gateway documents it."""
+
+    def escapeJavaScript(self, value: Any) -> str:  # noqa: N802 (API Gateway's name)
+        # Java's StringEscapeUtils.escapeJavaScript: quotes (both kinds), backslash, slash, control characters.
+        escapes = {'"': '\\"', "'": "\\'", "\\": "\\\\", "/": "\\/", "\b": "\\b", "\f": "\\f", "\n": "\\n",
+                   "\r": "\\r", "\t": "\\t"}
+        return "".join(escapes.get(c, c if 0x20 <= ord(c) < 0x7F else f"\\u{ord(c):04X}") for c in str(value))
+
+    def urlEncode(self, value: Any) -> str:  # noqa: N802
+        return urllib.parse.quote_plus(str(value), safe="*-._")
+
+    def urlDecode(self, value: Any) -> str:  # noqa: N802
+        return urllib.parse.unquote_plus(str(value))
+
+    def base64Encode(self, value: Any) -> str:  # noqa: N802
+        return base64.b64encode(str(value).encode()).decode()
+
+    def base64Decode(self, value: Any) -> str:  # noqa: N802
+        return base64.b64decode(str(value)).decode()
+
+    def parseJson(self, value: str) -> Any:  # noqa: N802
+        return json.loads(value)
+
+
+def _substitute(template: str, context: dict[str, Any]) -> str:
+    """Gateway response templates: `$context.a.b` substituted as it is, no VTL."""
+    def value(match: re.Match[str]) -> str:
+        current: Any = context
+        for part in match[1].split("."):
+            current = current.get(part, "") if isinstance(current, dict) else ""
+        return str(current)
+
+    return re.sub(r"\$context\.([A-Za-z.]+[A-Za-z])", value, template)
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    where = "/".join(str(p) for p in error.absolute_path) or "(body)"
+    return f"{where}: {error.message}"

@@ -1,0 +1,179 @@
+"""The API's contracts, read from the synthesized template: its models agree with the parsers behind them,
+and its mapping templates, rendered by a Velocity engine, produce what the services take and answer
+what clients are promised, for the awkward inputs as well as the plain ones.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from decimal import Decimal
+from typing import Any
+
+import jsonschema
+import pytest
+from aws_cdk.assertions import Template
+
+from localcloud.api_gateway import render_template
+from payments.orders import InvalidOrder, parse_order
+
+STATE_MACHINE_ARN = "arn:aws:states:us-east-1:123456789012:stateMachine:Payments"
+TABLE = "OrdersTable"
+
+
+@pytest.fixture(scope="module")
+def ingress(dev_assembly) -> dict[str, Any]:
+    stacks, _ = dev_assembly
+    return Template.from_stack(stacks["ingress"]).to_json()["Resources"]
+
+
+def _filled(value: Any, token: str) -> str:
+    """A template string with CloudFormation's tokens (one ARN or name each) replaced by `token`."""
+    if isinstance(value, str):
+        return value
+    return "".join(p if isinstance(p, str) else token for p in value["Fn::Join"][1])
+
+
+def _method(resources: dict[str, Any], operation: str) -> dict[str, Any]:
+    (method,) = [r["Properties"] for r in resources.values()
+                 if r["Type"] == "AWS::ApiGateway::Method" and r["Properties"].get("OperationName") == operation]
+    return method
+
+
+def _model(resources: dict[str, Any], name: str) -> jsonschema.Draft4Validator:
+    (schema,) = [r["Properties"]["Schema"] for r in resources.values()
+                 if r["Type"] == "AWS::ApiGateway::Model" and r["Properties"]["Name"] == name]
+    return jsonschema.Draft4Validator(json.loads(json.dumps(schema), parse_float=Decimal))
+
+
+def _context() -> dict[str, Any]:
+    return {"requestId": "req-1", "responseOverride": {"header": {}}, "identity": {}}
+
+
+def _render(template: str, body: Any, context: dict[str, Any] | None = None, path: dict | None = None) -> str:
+    raw = body if isinstance(body, str) else json.dumps(body)
+    return render_template(template, body=raw, params={"path": path or {}, "querystring": {}, "header": {}},
+                           context=context if context is not None else _context())
+
+
+VALID_ORDER = {"order_id": "ord-1", "customer_id": "c-1", "amount": 12.5, "currency": "EUR",
+               "items": [{"sku": "sku-1", "quantity": 2}]}
+
+ORDERS = [
+    VALID_ORDER,
+    {**VALID_ORDER, "amount": 1000000},
+    {**VALID_ORDER, "amount": 0.01},
+    {**VALID_ORDER, "amount": 19.99},
+    {**VALID_ORDER, "customer_id": "Zoë O'Brien \"VIP\" / <b>"},
+    {**VALID_ORDER, "amount": 0},
+    {**VALID_ORDER, "amount": -5},
+    {**VALID_ORDER, "amount": 1000000.01},
+    {**VALID_ORDER, "amount": 10.001},
+    {**VALID_ORDER, "amount": True},
+    {**VALID_ORDER, "currency": "eur"},
+    {**VALID_ORDER, "customer_id": "   "},
+    {**VALID_ORDER, "customer_id": "x" * 129},
+    {**VALID_ORDER, "order_id": "x" * 75},
+    {**VALID_ORDER, "order_id": "a/b"},
+    {**VALID_ORDER, "items": []},
+    {**VALID_ORDER, "items": [{"sku": "s", "quantity": 1}] * 101},
+    {**VALID_ORDER, "items": [{"sku": "sku 1", "quantity": 1}]},
+    {**VALID_ORDER, "items": [{"sku": "sku-1", "quantity": 0}]},
+    {**VALID_ORDER, "items": [{"sku": "sku-1", "quantity": 1.5}]},
+    {**VALID_ORDER, "items": [{"sku": "sku-1", "quantity": 10001}]},
+    {k: v for k, v in VALID_ORDER.items() if k != "currency"},
+]
+
+
+@pytest.mark.parametrize("order", ORDERS, ids=range(len(ORDERS)))
+def test_the_order_model_and_the_workflow_s_parser_agree(ingress, order):
+    # An order the gateway lets through is one the authorizer accepts, and a refused one is refused by both
+    document = json.loads(json.dumps(order), parse_float=Decimal)
+    gateway_accepts = _model(ingress, "PaymentOrder").is_valid(document)
+    try:
+        parse_order(order)
+        parser_accepts = True
+    except InvalidOrder:
+        parser_accepts = False
+    assert gateway_accepts == parser_accepts
+
+
+def test_where_the_model_is_stricter_than_the_parser_it_says_so(ingress):
+    # The parser ignores unknown keys and takes amounts as strings (operators' events); the API takes neither,
+    # so the workflow's input is exactly the order, and clients learn of a typo at once.
+    model = _model(ingress, "PaymentOrder")
+    for lenient in ({**VALID_ORDER, "coupon": "FREE"}, {**VALID_ORDER, "amount": "12.50"}):
+        parse_order(lenient)
+        assert not model.is_valid(json.loads(json.dumps(lenient), parse_float=Decimal))
+
+
+def test_every_record_the_model_accepts_the_consumer_accepts(ingress, legacy_consumer_module):
+    consumer = legacy_consumer_module
+    model = _model(ingress, "LegacyRecord")
+    records = [{"record_id": "r-1", "payload": {}}, {"record_id": "R:1.2_3-4", "payload": {"a": [1, "b"]}},
+               {"record_id": "", "payload": {}}, {"record_id": "r 1", "payload": {}}, {"record_id": "r-1"},
+               {"record_id": "r-1", "payload": "text"}, {"record_id": 7, "payload": {}}]
+    accepted = [r for r in records if model.is_valid(r)]
+    assert len(accepted) == 2
+    for record in accepted:
+        assert consumer.parse_record(json.dumps(record)).record_id == record["record_id"]
+
+
+@pytest.mark.parametrize("order", [o for o in ORDERS[:5]], ids=range(5))
+def test_start_payment_renders_json_naming_the_execution_after_the_order(ingress, order):
+    integration = _method(ingress, "StartPayment")["Integration"]
+    template = _filled(integration["RequestTemplates"]["application/json"], STATE_MACHINE_ARN)
+    rendered = json.loads(_render(template, order))
+    assert rendered["stateMachineArn"] == STATE_MACHINE_ARN
+    assert rendered["name"] == f"order-{order['order_id']}"
+    # The input is the body itself, quotes, apostrophes, slashes and non-ASCII included
+    assert json.loads(rendered["input"]) == order
+
+
+@pytest.mark.parametrize(
+    ("service_answer", "status", "client_status", "retry_after"),
+    [
+        ({"__type": "com.amazonaws.swf.service.v2.model#ExecutionAlreadyExists", "message": "exists"}, 400,
+         200, None),
+        ({"__type": "com.amazonaws.swf.service.v2.model#ThrottlingException", "message": "slow down"}, 400, 429, "1"),
+        ({"__type": "com.amazonaws.swf.service.v2.model#InvalidName", "message": "bad"}, 400, 500, None),
+    ],
+    ids=["repeat", "throttled", "our-mistake"],
+)
+def test_start_payment_refusals_become_what_the_client_can_act_on(ingress, service_answer, status, client_status,
+                                                                  retry_after):
+    integration = _method(ingress, "StartPayment")["Integration"]
+    (refused,) = [r for r in integration["IntegrationResponses"] if r.get("SelectionPattern") == "4\\d{2}"]
+    context = _context()
+    body = json.loads(_render(refused["ResponseTemplates"]["application/json"], service_answer, context))
+    assert context["responseOverride"].get("status") == client_status
+    assert context["responseOverride"]["header"].get("Retry-After") == retry_after
+    assert body["request_id"] == "req-1"
+
+
+def test_get_payment_renders_the_order_nulls_what_is_missing_and_404s_what_is_not_there(ingress):
+    integration = _method(ingress, "GetPayment")["Integration"]
+    request = json.loads(_render(_filled(integration["RequestTemplates"]["application/json"], TABLE), "",
+                                 path={"id": 'o"1'}))
+    assert request["TableName"] == TABLE and request["Key"] == {"pk": {"S": 'o"1'}}
+    (found,) = [r for r in integration["IntegrationResponses"] if r["StatusCode"] == "200"]
+    template = found["ResponseTemplates"]["application/json"]
+    item = {"pk": {"S": "o1"}, "status": {"S": "cancelled"}, "amount": {"N": "12.5"}, "currency": {"S": "EUR"},
+            "cancel_reason": {"S": "declined: \"do not honor\""}, "created_at": {"S": "t0"}, "updated_at": {"S": "t1"}}
+    order = json.loads(_render(template, {"Item": item}, path={"id": "o1"}))
+    assert order == {"order_id": "o1", "status": "cancelled", "amount": "12.5", "currency": "EUR",
+                     "authorization_id": None, "parked_reason": None, "cancel_reason": 'declined: "do not honor"',
+                     "created_at": "t0", "updated_at": "t1"}
+    context = _context()
+    missing = json.loads(_render(template, {}, context, path={"id": "o2"}))
+    assert context["responseOverride"]["status"] == 404 and missing["order_id"] == "o2"
+
+
+def test_a_legacy_record_is_queued_byte_for_byte_with_the_request_id_alongside(ingress):
+    integration = _method(ingress, "QueueLegacyRecord")["Integration"]
+    body = json.dumps({"record_id": "r-1", "payload": {"note": "a&b=c + d % é"}})
+    rendered = _render(integration["RequestTemplates"]["application/json"], body)
+    form = urllib.parse.parse_qs(rendered.strip(), strict_parsing=True)
+    assert form["Action"] == ["SendMessage"]
+    assert form["MessageBody"] == [body]
+    assert form["MessageAttribute.1.Value.StringValue"] == ["req-1"]

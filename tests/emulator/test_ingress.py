@@ -1,0 +1,159 @@
+"""The API's routes end to end: validated, rendered by their own mapping templates, and run on the emulator.
+
+moto executes neither API Gateway's validation nor its mapping templates nor its AWS integrations,
+so `localcloud.api_gateway.LocalRestApi` does those steps with the deployed API's own definition
+(see its docstring). What runs behind it is real: the payment workflow from its ASL file with its
+handlers against the gateway simulator, the legacy queue drained by its consumer into the
+mainframe simulator. Each test says what becomes of every request it sends.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from localcloud.demo_ingress import DEMO_API_KEY, local_api
+from localcloud.demo_workflows import (
+    discard_messages,
+    legacy_outputs,
+    payment_execution_name,
+    payment_orders,
+    payment_outputs,
+    queue_depth,
+    seed_inventory,
+    wait_for_delivery,
+    wait_for_executions,
+)
+
+pytestmark = pytest.mark.emulator
+
+KEY = {"x-api-key": DEMO_API_KEY}
+
+
+@pytest.fixture(scope="module")
+def api(cloud, deployed):
+    return local_api(cloud, deployed)
+
+
+@pytest.fixture(scope="module")
+def payments(deployed) -> dict[str, str]:
+    return payment_outputs(deployed)
+
+
+@pytest.fixture(scope="module")
+def legacy(deployed) -> dict[str, str]:
+    return legacy_outputs(deployed)
+
+
+@pytest.fixture
+def order(cloud, payments) -> dict:
+    sku = f"sku-{uuid.uuid4().hex[:8]}"
+    seed_inventory(cloud, payments["inventory_table"], {sku: 10})
+    (placed,) = payment_orders(1, prefix=f"api-{uuid.uuid4().hex[:8]}", skus=(sku,))
+    return placed
+
+
+def executions_named(cloud, state_machine_arn: str, prefix: str) -> list[str]:
+    sfn = cloud.client("stepfunctions")
+    return [e["name"] for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=state_machine_arn)
+            for e in page["executions"] if e["name"].startswith(prefix)]
+
+
+def test_a_payment_posted_runs_the_workflow_once_and_its_state_is_readable(cloud, api, payments, order,
+                                                                         fresh_simulators):
+    gateway = fresh_simulators["payment_gateway"]
+    # WHEN a client posts an order
+    accepted = api.request("POST", "/payments", body=order, headers=KEY)
+    # THEN the gateway answers 202, having started the execution named after the order with the body as input
+    assert accepted.status == 202, accepted.body
+    assert accepted.json()["status"] == "accepted"
+    name = payment_execution_name(order["order_id"])
+    assert accepted.json()["execution_arn"].endswith(f":{name}")
+    result = wait_for_executions(cloud, payments["state_machine_arn"], [name], timeout_sec=60)[name]
+    assert (result.status, result.output["status"]) == ("SUCCEEDED", "paid")
+    # AND GET /payments/{id} reports it paid, with its authorization
+    state = api.request("GET", f"/payments/{order['order_id']}", headers=KEY)
+    assert state.status == 200
+    body = state.json()
+    assert (body["order_id"], body["status"], body["currency"]) == (order["order_id"], "paid", "EUR")
+    assert body["authorization_id"] and body["cancel_reason"] is None
+    # WHEN the client repeats the same request (a retry after a timeout, a double click)
+    repeated = api.request("POST", "/payments", body=order, headers=KEY)
+    # THEN it is told the payment was accepted before, and nothing starts twice or is charged twice
+    assert (repeated.status, repeated.json()["status"]) == (200, "already_accepted")
+    assert executions_named(cloud, payments["state_machine_arn"], name) == [name]
+    authorizations = [r for r in gateway.requests
+                      if r.path == "/authorize" and r.body.get("order_id") == order["order_id"] and r.status < 300]
+    assert len(authorizations) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "expected_in_message"),
+    [
+        (lambda o: o.pop("amount"), "'amount' is a required property"),
+        (lambda o: o.update(amount=10.005), "is not a multiple of 0.01"),
+        (lambda o: o.update(amount=0), "minimum"),
+        (lambda o: o.update(currency="euro"), "does not match '^[A-Z]{3}$'"),
+        (lambda o: o.update(order_id="has space"), "does not match"),
+        (lambda o: o["items"][0].update(quantity=0), "items/0/quantity"),
+        (lambda o: o.update(items=[]), "items: [] should be non-empty"),
+        (lambda o: o.update(coupon="FREE"), "Additional properties are not allowed ('coupon' was unexpected)"),
+    ],
+    ids=["no-amount", "three-decimals", "zero-amount", "bad-currency", "bad-order-id", "zero-quantity",
+         "no-items", "unknown-key"],
+)
+def test_a_malformed_payment_gets_400_with_the_reason_and_starts_nothing(cloud, api, payments, order, change,
+                                                                        expected_in_message):
+    calls_before = len(api.calls)
+    change(order)
+    refused = api.request("POST", "/payments", body=order, headers=KEY)
+    assert refused.status == 400
+    body = refused.json()
+    assert body["type"] == "BAD_REQUEST_BODY"
+    assert expected_in_message in body["validation_errors"]
+    # Nothing reached Step Functions
+    assert len(api.calls) == calls_before
+    assert executions_named(cloud, payments["state_machine_arn"], payment_execution_name(order["order_id"])) == []
+
+
+def test_what_is_not_json_or_not_keyed_is_refused_before_validation(api, order):
+    assert api.request("POST", "/payments", body="{not json", headers=KEY).status == 400
+    wrong_type = api.request("POST", "/payments", body="order_id=1",
+                             headers={**KEY, "content-type": "application/x-www-form-urlencoded"})
+    assert wrong_type.status == 415
+    missing_key = api.request("POST", "/payments", body=order)
+    assert missing_key.status == 403
+    assert missing_key.json()["type"] == "INVALID_API_KEY"
+
+
+def test_an_unknown_order_is_404_with_its_id(api):
+    missing = api.request("GET", "/payments/no-such-order", headers=KEY)
+    assert missing.status == 404
+    assert missing.json()["order_id"] == "no-such-order"
+
+
+def test_legacy_records_posted_are_queued_and_delivered_and_bad_ones_are_not_queued(cloud, api, legacy,
+                                                                                    fresh_simulators):
+    mainframe = fresh_simulators["legacy_mainframe"]
+    discard_messages(cloud, legacy["dead_letter_queue_url"])
+    records = [{"record_id": f"api-{uuid.uuid4().hex[:8]}-{i}", "payload": {"account": f"ACC{i:05d}",
+                                                                              "note": "it's \"quoted\" / ünïcode"}}
+               for i in range(3)]
+    # WHEN a malformed record (no payload) and one with an unknown key are posted
+    for bad in ({"record_id": "no-payload"}, {"record_id": "extra", "payload": {}, "priority": 1}):
+        refused = api.request("POST", "/legacy-records", body=bad, headers=KEY)
+        # THEN each gets 400 and nothing is queued
+        assert refused.status == 400, refused.body
+    assert queue_depth(cloud, legacy["queue_url"]) == 0
+    # WHEN three records are posted
+    for record in records:
+        queued = api.request("POST", "/legacy-records", body=record, headers=KEY)
+        assert (queued.status, queued.json()["status"]) == (202, "queued")
+    # THEN the consumer delivers each to the mainframe with its payload intact, and none reach the DLQ
+    ids = [r["record_id"] for r in records]
+    statuses = wait_for_delivery(cloud, legacy["records_table"], ids, timeout_sec=30)
+    assert {record_id: statuses[record_id]["status"] for record_id in ids} == dict.fromkeys(ids, "delivered")
+    delivered = {r.body["record_id"]: r.body["payload"] for r in mainframe.requests if r.path == "/records"}
+    assert {record_id: delivered[record_id] for record_id in ids} == {r["record_id"]: r["payload"] for r in records}
+    assert queue_depth(cloud, legacy["dead_letter_queue_url"]) == 0
