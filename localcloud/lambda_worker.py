@@ -59,6 +59,9 @@ def main(code_dir: str, handler_path: str) -> None:
             answers.write(json.dumps({"errored": True, "payload": init_error}) + "\n")
             continue
         context = LambdaContext(request.get("request_id") or str(uuid.uuid4()), request["deadline_epoch_ms"])
+        # Lambda sets the invocation's trace header here; unsampled, so X-Ray's SDK records nothing to send.
+        os.environ["_X_AMZN_TRACE_ID"] = (f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};"
+                                          f"Parent={uuid.uuid4().hex[:16]};Sampled=0")
         try:
             result = handler(request["event"], context)
         except Exception as error:  # noqa: BLE001 - the error goes back in Lambda's shape

@@ -32,8 +32,12 @@ def add_stacks(app: App, config: AppConfig) -> dict[str, Stack]:
     control_loop = ControlLoopStack(
         app, f"{prefix}-ControlLoop", config=config, shared_limits=shared_limits,
         downstream_callers=workflows.downstream_callers,
-        state_machines={"CrmBatchEmail": workflows.crm_batch_email.state_machine},
+        state_machines={"CrmBatchEmail": workflows.crm_batch_email.state_machine,
+                        "UgcModeration": workflows.ugc_moderation.state_machine,
+                        "LegacyPublish": buffers.legacy_publish.state_machine},
+        decision_workflows={"PaymentAuthorization": workflows.payment_authorization.state_machine},
         queue_consumers={LEGACY_DOWNSTREAM: buffers.legacy_consumer},
+        apis={"Api": ingress.api},
         env=env, description="Throttling: control loop (alarms, the controller that tunes SSM, the dashboard)")
     stacks: dict[str, Stack] = {"shared_limits": shared_limits, "workflows": workflows, "buffers": buffers,
                                 "ingress": ingress, "control_loop": control_loop}

@@ -103,6 +103,10 @@ class ControlLoopConfig:
     :param metrics_delay_sec: how long after a minute its metrics are taken as complete; default 30.
     :param backlog_age_alarm_sec: a buffer whose oldest message is older than this alarms; default
         900 (15 minutes behind the downstream's pace).
+    :param ingress_refused_rate_threshold: the share of the API's requests answered 429 (throttle,
+        quota, WAF) above which people are told, in 2 of 3 minutes; default 0.05. Clients refused at
+        the door are a plan or a stage limit to revisit, not the controller's business.
+    :param ingress_p99_latency_ms: the API's p99 latency alarm, in ms; default 3000.
     :param alarm_emails: who the alarm topic e-mails; default nobody (subscribe elsewhere).
     """
 
@@ -118,6 +122,8 @@ class ControlLoopConfig:
     cooldown_sec: int = 120
     metrics_delay_sec: int = 30
     backlog_age_alarm_sec: int = 900
+    ingress_refused_rate_threshold: float = 0.05
+    ingress_p99_latency_ms: int = 3000
     alarm_emails: tuple[str, ...] = ()
 
 
@@ -348,6 +354,9 @@ def _control_loop(key: str, raw: Any) -> ControlLoopConfig:
         cooldown_sec=integer("cooldown_sec", 0, 3600),
         metrics_delay_sec=integer("metrics_delay_sec", 0, 300),
         backlog_age_alarm_sec=integer("backlog_age_alarm_sec", 60, 1_209_600),
+        ingress_refused_rate_threshold=number("ingress_refused_rate_threshold", 0.001, 1),
+        # API Gateway ends an integration at 29 s, so a p99 above that cannot be observed.
+        ingress_p99_latency_ms=integer("ingress_p99_latency_ms", 50, 29_000),
         alarm_emails=tuple(emails),
     )
 

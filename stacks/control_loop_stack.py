@@ -33,8 +33,9 @@ from constructs import Construct
 
 from stacks.config import AppConfig, ControlLoopConfig, DownstreamConfig
 from stacks.patterns import HandlerFunction, ThrottledQueueConsumer
-from stacks.patterns.secure_defaults import encrypted_table
 from stacks.patterns.handler_function import METRICS_NAMESPACE
+from stacks.patterns.secure_defaults import encrypted_table
+from stacks.patterns.throttled_api import ThrottledApi
 from stacks.shared_limits_stack import SharedLimitsStack, breaker_tunables_key, downstream_tunables_key
 
 CONTROLLER_SERVICE = "throttling-controller"
@@ -182,6 +183,10 @@ class ControlLoopStack(Stack):
     :param shared_limits: the tunables the controller owns (with the operators), and the tables it watches.
     :param downstream_callers: downstream name -> its caller function (Lambda throttles alarm); default none.
     :param state_machines: PascalCase name -> a workflow (failed / throttled executions alarms); default none.
+    :param decision_workflows: PascalCase name -> a workflow whose `Fail` states are business outcomes (a
+        declined payment): alarmed on throttled and timed-out executions, not on failed ones; default none.
+    :param apis: PascalCase name -> a `ThrottledApi` (429 share, 5xx share and p99 latency alarms for
+        people, and the dashboard's ingress row); default none.
     :param queue_consumers: downstream name -> its buffer's consumer: backlog age and dead-letter alarms,
         and the SQS mapping whose `MaximumConcurrency` the controller reconciles; default none.
     """
@@ -195,7 +200,9 @@ class ControlLoopStack(Stack):
         shared_limits: SharedLimitsStack,
         downstream_callers: Mapping[str, lambda_.IFunction] | None = None,
         state_machines: Mapping[str, sfn.IStateMachine] | None = None,
+        decision_workflows: Mapping[str, sfn.IStateMachine] | None = None,
         queue_consumers: Mapping[str, ThrottledQueueConsumer] | None = None,
+        apis: Mapping[str, ThrottledApi] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -203,7 +210,9 @@ class ControlLoopStack(Stack):
         loop = config.control_loop
         callers = dict(downstream_callers or {})
         machines = dict(state_machines or {})
+        decisions = dict(decision_workflows or {})
         consumers = dict(queue_consumers or {})
+        self.apis = dict(apis or {})
         for name in [*callers, *consumers]:
             config.downstream(name)  # fails early, naming the configured downstreams
 
@@ -223,7 +232,7 @@ class ControlLoopStack(Stack):
             self.alarm_topic.add_subscription(subscriptions.EmailSubscription(email))
 
         # -- the alarms, as data -------------------------------------------------------------------
-        self.alarm_specs = self._alarm_specs(config, shared_limits, callers, machines, consumers)
+        self.alarm_specs = self._alarm_specs(config, shared_limits, callers, machines, decisions, consumers)
         self.alarms: dict[str, cloudwatch.Alarm] = {}
         for spec in self.alarm_specs:
             self._add_alarm(spec)
@@ -306,7 +315,7 @@ class ControlLoopStack(Stack):
         self.alarm_specs.append(controller_errors)
         self._add_alarm(controller_errors)
 
-        self.dashboard = self._dashboard(config, shared_limits, callers, machines, consumers)
+        self.dashboard = self._dashboard(config, shared_limits, callers, {**machines, **decisions}, consumers)
 
         CfnOutput(self, "ControllerName", value=function.function_name)
         CfnOutput(self, "ControllerStateTableName", value=self.state_table.table_name)
@@ -320,6 +329,7 @@ class ControlLoopStack(Stack):
         shared_limits: SharedLimitsStack,
         callers: Mapping[str, lambda_.IFunction],
         machines: Mapping[str, sfn.IStateMachine],
+        decisions: Mapping[str, sfn.IStateMachine],
         consumers: Mapping[str, ThrottledQueueConsumer],
     ) -> list[AlarmSpec]:
         loop = config.control_loop
@@ -369,6 +379,35 @@ class ControlLoopStack(Stack):
                 AlarmSpec(f"{name}ExecutionsThrottled", f"{prefix}-{name}-ExecutionsThrottled",
                           f"Step Functions throttled {name}", machine.metric_throttled(period=PERIOD, statistic="Sum"),
                           0),
+            ]
+        for name, machine in decisions.items():
+            specs += [
+                AlarmSpec(f"{name}ExecutionsTimedOut", f"{prefix}-{name}-ExecutionsTimedOut",
+                          f"{name} executions timed out (its failures are outcomes; a timeout is not)",
+                          machine.metric_timed_out(period=PERIOD, statistic="Sum"), 0),
+                AlarmSpec(f"{name}ExecutionsThrottled", f"{prefix}-{name}-ExecutionsThrottled",
+                          f"Step Functions throttled {name}", machine.metric_throttled(period=PERIOD, statistic="Sum"),
+                          0),
+            ]
+        for name, api in self.apis.items():
+            specs += [
+                AlarmSpec(
+                    f"{name}RefusedRate", f"{prefix}-{name}-RefusedRate",
+                    f"The API answers more than {loop.ingress_refused_rate_threshold:.0%} of requests with 429 in 2"
+                    " of 3 minutes: a client over its plan, or a stage limit too low (the access log's response_type"
+                    " and api_key_id say which)",
+                    api.metric_refused_rate_percent(), loop.ingress_refused_rate_threshold * 100,
+                    evaluation_periods=3, datapoints_to_alarm=2),
+                AlarmSpec(
+                    f"{name}ServerErrorRate", f"{prefix}-{name}-ServerErrorRate",
+                    f"The API answers more than {loop.error_rate_threshold:.1%} of requests with 5xx: a service"
+                    " behind a route fails or refuses the integration's role",
+                    api.metric_server_error_rate_percent(), loop.error_rate_threshold * 100),
+                AlarmSpec(
+                    f"{name}LatencyP99", f"{prefix}-{name}-LatencyP99",
+                    f"The API's p99 latency is above {loop.ingress_p99_latency_ms} ms in 2 of 3 minutes",
+                    api.metric_latency("p99"), loop.ingress_p99_latency_ms, evaluation_periods=3,
+                    datapoints_to_alarm=2),
             ]
         for name, consumer in consumers.items():
             pascal = _pascal(name)
@@ -500,6 +539,22 @@ class ControlLoopStack(Stack):
                 + [c.metric_dead_letters(label=f"{name} dead letters") for name, c in consumers.items()],
                 right=[c.metric_oldest_message_age(label=f"{name} oldest (s)") for name, c in consumers.items()]))
         rows.append(layers)
+        for name, api in self.apis.items():
+            rows.append([
+                cloudwatch.GraphWidget(
+                    title=f"Ingress {name}: requests, 4xx, 429s, 5xx", width=8,
+                    left=[api.metric_requests(), api.metric_client_errors(), api.metric_refused(),
+                          api.metric_server_errors()]),
+                cloudwatch.GraphWidget(
+                    title=f"Ingress {name}: latency (ms)", width=8,
+                    left=[api.metric_latency("p50"), api.metric_latency("p99")],
+                    left_annotations=[cloudwatch.HorizontalAnnotation(
+                        value=config.control_loop.ingress_p99_latency_ms, label="p99 alarm")]),
+                cloudwatch.GraphWidget(
+                    title=f"Ingress {name}: requests and 4xx per route", width=8,
+                    left=[api.metric_route(route, "Count") for route in api.methods],
+                    right=[api.metric_route(route, "4XXError") for route in api.methods]),
+            ])
         dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=f"{config.stack_prefix}-throttling",
                                          default_interval=Duration.hours(3))
         for row in rows:

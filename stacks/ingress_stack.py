@@ -35,7 +35,8 @@ SERVICE_RETRY_AFTER_SEC = 1
 
 def mapping_template(name: str, **placeholders: str | int) -> str:
     """`stacks/mapping_templates/<name>.vtl` with its `${Placeholders}` filled; every one must be given."""
-    text = (MAPPING_TEMPLATES_DIR / f"{name}.vtl").read_text()
+    # Without the file's last newline: API Gateway would send it, and a form-encoded body's last value would keep it.
+    text = (MAPPING_TEMPLATES_DIR / f"{name}.vtl").read_text().rstrip("\n")
     for key, value in placeholders.items():
         if f"${{{key}}}" not in text:
             raise ValueError(f"mapping template {name}.vtl has no placeholder ${{{key}}}; remove it from the call")

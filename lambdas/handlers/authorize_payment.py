@@ -35,7 +35,7 @@ import time
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
@@ -76,6 +76,8 @@ WAKE_UP_JITTER_SEC = 0.05
 
 logger = Logger()
 metrics = Metrics()
+# Patches boto3 and http.client, so every AWS call and every downstream call is a subsegment of the trace.
+tracer = Tracer()
 
 
 class BreakerOpen(DownstreamError):
@@ -130,6 +132,7 @@ persistence = DynamoDBPersistenceLayer(table_name=os.environ["IDEMPOTENCY_TABLE_
 
 
 @logger.inject_lambda_context(correlation_id_path="order_id")
+@tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_dimension(name="Downstream", value=DOWNSTREAM)

@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -31,6 +31,8 @@ DOWNSTREAM = os.environ["DOWNSTREAM_NAME"]
 LIMITER_MAX_WAIT_SEC = float(os.environ.get("LIMITER_MAX_WAIT_SEC", "1"))
 logger = Logger()
 metrics = Metrics()
+# Patches boto3 and http.client, so every AWS call and every downstream call is a subsegment of the trace.
+tracer = Tracer()
 
 # Built once per execution environment: the SSM cache and the last good value live as long as it does.
 tunables = TunablesReader(
@@ -50,6 +52,7 @@ client = DownstreamClient(
 
 
 @logger.inject_lambda_context(correlation_id_path="correlation_id")
+@tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_dimension(name="Downstream", value=DOWNSTREAM)

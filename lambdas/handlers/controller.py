@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -51,6 +51,8 @@ MAX_EVENT_AGE_SEC = float(os.environ.get("MAX_EVENT_AGE_SEC", "600"))
 
 logger = Logger()
 metrics = Metrics()
+# Patches boto3 and http.client, so every AWS call and every downstream call is a subsegment of the trace.
+tracer = Tracer()
 clock = SystemClock()
 
 PLANS = parse_plans(os.environ["CONTROLLER_DOWNSTREAMS"])
@@ -76,6 +78,7 @@ class ControlLoopFailed(Exception):
 
 
 @logger.inject_lambda_context
+@tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     now = judged_at(event, clock.now())
     breaker_opened = None

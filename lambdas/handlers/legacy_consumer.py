@@ -41,7 +41,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -75,6 +75,8 @@ CONTRACT_RATE_PER_SEC = float(os.environ["DOWNSTREAM_RATE_LIMIT_PER_SEC"])
 
 logger = Logger()
 metrics = Metrics()
+# Patches boto3 and http.client, so every AWS call and every downstream call is a subsegment of the trace.
+tracer = Tracer()
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 # Built once per execution environment: the SSM cache and the last good value live as long as it does.
@@ -151,6 +153,7 @@ def postpone_for_sec(retry_after_sec: float | None, receive_count: int, held_sec
 
 
 @logger.inject_lambda_context
+@tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_dimension(name="Downstream", value=DOWNSTREAM)
@@ -160,6 +163,18 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     batch.change_visibilities()
     logger.info("batch done", extra={"records": len(event.get("Records", [])), **batch.summary()})
     return response
+
+
+def correlation_id_of(record: SQSRecord) -> str:
+    """The id that joins this record's logs and its mainframe call to where it came from.
+
+    A record posted to the API carries the API's request id in its `correlation_id` attribute (the
+    access log's `request_id`); any other record is known by its message id.
+    """
+    attributes = record.message_attributes
+    if attributes and "correlation_id" in attributes:
+        return attributes["correlation_id"].string_value or record.message_id
+    return record.message_id
 
 
 class Batch:
@@ -175,6 +190,18 @@ class Batch:
         self.delivered = 0
 
     def handle(self, record: SQSRecord) -> str:
+        try:
+            return self._handle(record)
+        except (Postponed, PoisonRecord, DownstreamThrottled, DownstreamUnavailable, DownstreamRejected):
+            raise  # each is logged and counted where it happens
+        except Exception:
+            # Anything else is a bug or an AWS failure: the record returns to the queue, and it must not do so silently.
+            metrics.add_metric(name="UnexpectedRecordErrors", unit=MetricUnit.Count, value=1)
+            logger.exception("unexpected error; the record returns to the queue",
+                             extra={"message_id": record.message_id})
+            raise
+
+    def _handle(self, record: SQSRecord) -> str:
         receive_count = int(record.attributes.approximate_receive_count or "1")
         if self.postpone_after_sec is not None:
             self._postpone(record, receive_count)
@@ -199,7 +226,9 @@ class Batch:
             self._postpone(record, receive_count)
             raise Postponed(f"the limiter's wait of {wait_sec:.3f} s is longer than this invocation can afford")
 
-        headers = {"Idempotency-Key": item.record_id, "X-Correlation-Id": record.message_id}
+        correlation_id = correlation_id_of(record)
+        logger.set_correlation_id(correlation_id)
+        headers = {"Idempotency-Key": item.record_id, "X-Correlation-Id": correlation_id}
         metrics.add_metric(name="DownstreamCalls", unit=MetricUnit.Count, value=1)
         try:
             response = client.call("POST", "/records", body={"record_id": item.record_id, "payload": item.payload},

@@ -10,7 +10,7 @@ import os
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -18,10 +18,13 @@ from throttling.dynamodb_limits import DynamoDbSemaphore
 
 logger = Logger()
 metrics = Metrics()
+# Patches boto3 and http.client, so every AWS call and every downstream call is a subsegment of the trace.
+tracer = Tracer()
 semaphores = DynamoDbSemaphore(os.environ["SEMAPHORE_TABLE_NAME"], client=boto3.client("dynamodb"))
 
 
 @logger.inject_lambda_context
+@tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     reclaimed = semaphores.reclaim_all_expired()

@@ -20,7 +20,7 @@ import os
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -29,10 +29,13 @@ from payments.orders import execution_name, parse_order
 STATE_MACHINE_ARN = os.environ["PAYMENT_STATE_MACHINE_ARN"]
 logger = Logger()
 metrics = Metrics()
+# Patches boto3 and http.client, so every AWS call and every downstream call is a subsegment of the trace.
+tracer = Tracer()
 stepfunctions = boto3.client("stepfunctions")
 
 
 @logger.inject_lambda_context(correlation_id_path="detail.order_id")
+@tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     order = parse_order(event["detail"] if isinstance(event, dict) and "detail" in event else event)

@@ -25,8 +25,9 @@ import json
 import re
 
 import jsii
-from aws_cdk import Acknowledgment, RemovalPolicy, Stack, Validations
+from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct, IValidation
@@ -39,6 +40,7 @@ from stacks.patterns.handler_function import retention_days
 ACCESS_LOG_FIELDS = {
     "request_id": "$context.requestId",
     "time": "$context.requestTimeEpoch",
+    "stage": "$context.stage",
     "route": "$context.httpMethod $context.resourcePath",
     "status": "$context.status",
     "response_type": "$context.error.responseType",
@@ -56,6 +58,11 @@ ACCESS_LOG_FIELDS = {
 # comes JSON-quoted; the others are placed inside quotes.
 _ERROR_FIELDS = '"type": "$context.error.responseType", "request_id": "$context.requestId"'
 JSON = "application/json"
+# API Gateway counts 4xx together; the 429s the door answers (throttle, quota, WAF) are counted from
+# the access log into this metric, per stage.
+REFUSED_METRIC_NAMESPACE = "Throttling"
+REFUSED_METRIC_NAME = "IngressRefused429"
+METRIC_PERIOD = Duration.minutes(1)
 
 
 class ThrottledApi(Construct):
@@ -132,6 +139,16 @@ class ThrottledApi(Construct):
             retention=retention_days(log_retention_days),
             removal_policy=removal_policy,
         )
+        self.api_name = api_name
+        self.stage_name = stage_name
+        self.access_logs.add_metric_filter(
+            "Refused429",
+            filter_pattern=logs.FilterPattern.string_value("$.status", "=", "429"),
+            metric_namespace=REFUSED_METRIC_NAMESPACE,
+            metric_name=REFUSED_METRIC_NAME,
+            metric_value="1",
+            dimensions={"Stage": "$.stage"},
+        )
         self.request_validator = self.rest_api.add_request_validator(
             "Validator", request_validator_name="body-and-parameters",
             validate_request_body=True, validate_request_parameters=True,
@@ -188,6 +205,48 @@ class ThrottledApi(Construct):
         )
         self.methods[route] = method
         return method
+
+    # -- metrics (per stage; the stage's detailed metrics also have them per method) ----------------
+    # Built from the names, not from the stage resource, so a stack watching them takes no reference on it.
+    def _stage_metric(self, metric_name: str, statistic: str, label: str, **route: str) -> cloudwatch.Metric:
+        return cloudwatch.Metric(
+            namespace="AWS/ApiGateway", metric_name=metric_name, period=METRIC_PERIOD, statistic=statistic,
+            dimensions_map={"ApiName": self.api_name, "Stage": self.stage_name, **route}, label=label)
+
+    def metric_requests(self) -> cloudwatch.Metric:
+        return self._stage_metric("Count", "Sum", "requests")
+
+    def metric_client_errors(self) -> cloudwatch.Metric:
+        return self._stage_metric("4XXError", "Sum", "4xx")
+
+    def metric_server_errors(self) -> cloudwatch.Metric:
+        return self._stage_metric("5XXError", "Sum", "5xx")
+
+    def metric_latency(self, statistic: str) -> cloudwatch.Metric:
+        return self._stage_metric("Latency", statistic, f"latency {statistic} (ms)")
+
+    def metric_route(self, route: str, metric_name: str, statistic: str = "Sum") -> cloudwatch.Metric:
+        """A stage's detailed (per-method) metric for `route` ("POST /payments")."""
+        verb, path = route.split(" ", 1)
+        return self._stage_metric(metric_name, statistic, f"{route} {metric_name}", Method=verb, Resource=path)
+
+    def metric_refused(self) -> cloudwatch.Metric:
+        """Requests answered 429 at the door (throttle, quota, WAF), from the access log."""
+        return cloudwatch.Metric(namespace=REFUSED_METRIC_NAMESPACE, metric_name=REFUSED_METRIC_NAME,
+                                 dimensions_map={"Stage": self.stage_name}, period=METRIC_PERIOD, statistic="Sum",
+                                 label="429s")
+
+    def metric_refused_rate_percent(self) -> cloudwatch.MathExpression:
+        return cloudwatch.MathExpression(
+            expression="IF(requests >= 10, 100 * FILL(refused, 0) / requests, 0)",
+            using_metrics={"requests": self.metric_requests(), "refused": self.metric_refused()},
+            period=METRIC_PERIOD, label="429s (% of requests)")
+
+    def metric_server_error_rate_percent(self) -> cloudwatch.MathExpression:
+        return cloudwatch.MathExpression(
+            expression="IF(requests >= 10, 100 * FILL(errors, 0) / requests, 0)",
+            using_metrics={"requests": self.metric_requests(), "errors": self.metric_server_errors()},
+            period=METRIC_PERIOD, label="5xx (% of requests)")
 
     def add_model(self, model_name: str, schema: apigw.JsonSchema) -> apigw.Model:
         return self.rest_api.add_model(f"{model_name}Model", model_name=model_name, content_type=JSON, schema=schema)

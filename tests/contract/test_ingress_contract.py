@@ -176,4 +176,5 @@ def test_a_legacy_record_is_queued_byte_for_byte_with_the_request_id_alongside(i
     form = urllib.parse.parse_qs(rendered.strip(), strict_parsing=True)
     assert form["Action"] == ["SendMessage"]
     assert form["MessageBody"] == [body]
-    assert form["MessageAttribute.1.Value.StringValue"] == ["req-1"]
+    assert (form["MessageAttribute.1.Name"], form["MessageAttribute.1.Value.StringValue"]) == (["correlation_id"],
+                                                                                                ["req-1"])

@@ -147,9 +147,11 @@ def test_legacy_records_posted_are_queued_and_delivered_and_bad_ones_are_not_que
         assert refused.status == 400, refused.body
     assert queue_depth(cloud, legacy["queue_url"]) == 0
     # WHEN three records are posted
+    request_ids = {}
     for record in records:
         queued = api.request("POST", "/legacy-records", body=record, headers=KEY)
         assert (queued.status, queued.json()["status"]) == (202, "queued")
+        request_ids[record["record_id"]] = queued.json()["request_id"]
     # THEN the consumer delivers each to the mainframe with its payload intact, and none reach the DLQ
     ids = [r["record_id"] for r in records]
     statuses = wait_for_delivery(cloud, legacy["records_table"], ids, timeout_sec=30)
@@ -157,3 +159,8 @@ def test_legacy_records_posted_are_queued_and_delivered_and_bad_ones_are_not_que
     delivered = {r.body["record_id"]: r.body["payload"] for r in mainframe.requests if r.path == "/records"}
     assert {record_id: delivered[record_id] for record_id in ids} == {r["record_id"]: r["payload"] for r in records}
     assert queue_depth(cloud, legacy["dead_letter_queue_url"]) == 0
+    # AND the API's request id reached the mainframe as each call's X-Correlation-Id: one id from the
+    # client's request through the queue and the consumer's logs to the downstream
+    correlation = {r.body["record_id"]: r.headers.get("X-Correlation-Id") for r in mainframe.requests
+                   if r.path == "/records"}
+    assert {record_id: correlation[record_id] for record_id in ids} == request_ids

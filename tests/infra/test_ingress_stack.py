@@ -56,6 +56,15 @@ def test_stage_and_method_throttles_come_from_config_with_metrics_logs_and_traci
     assert access_format["response_type"] == "$context.error.responseType"
 
 
+def test_the_access_log_counts_429s_per_stage(ingress):
+    metric_filter = _only(ingress, "AWS::Logs::MetricFilter")
+    assert metric_filter["FilterPattern"] == '{ $.status = "429" }'
+    (transformation,) = metric_filter["MetricTransformations"]
+    assert (transformation["MetricNamespace"], transformation["MetricName"], transformation["MetricValue"]) == (
+        "Throttling", "IngressRefused429", "1")
+    assert transformation["Dimensions"] == [{"Key": "Stage", "Value": "$.stage"}]
+
+
 def test_both_log_groups_have_a_retention(ingress, dev_config):
     groups = ingress.find_resources("AWS::Logs::LogGroup")
     assert len(groups) == 2

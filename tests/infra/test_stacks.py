@@ -470,8 +470,12 @@ def test_every_layer_that_exists_has_its_alarms(control_loop, dev_config):
         "Throttling-dev-RateLimiterTable-Throttled", "Throttling-dev-SemaphoresTable-Throttled",
         "Throttling-dev-CircuitBreakersTable-Throttled",
         *(f"Throttling-dev-{d.name}-caller-Throttles" for d in dev_config.downstreams),
-        "Throttling-dev-CrmBatchEmail-ExecutionsFailed", "Throttling-dev-CrmBatchEmail-ExecutionsThrottled",
+        *(f"Throttling-dev-{workflow}-{kind}" for workflow in ("CrmBatchEmail", "UgcModeration", "LegacyPublish")
+          for kind in ("ExecutionsFailed", "ExecutionsThrottled")),
+        # Payments fail by design (a declined card ends in a named Fail): only throttles and timeouts alarm
+        "Throttling-dev-PaymentAuthorization-ExecutionsThrottled", "Throttling-dev-PaymentAuthorization-ExecutionsTimedOut",
         "Throttling-dev-legacy_mainframe-BacklogAge", "Throttling-dev-legacy_mainframe-DeadLetters",
+        "Throttling-dev-Api-RefusedRate", "Throttling-dev-Api-ServerErrorRate", "Throttling-dev-Api-LatencyP99",
         "Throttling-dev-controller-Errors",
     }
     assert layers <= names
@@ -534,8 +538,24 @@ def test_the_stage_has_a_dashboard_of_every_downstream_and_layer(control_loop, d
         for title in ("calls, 429s, errors", "latency (ms)", "limiter admitted / refused", "controller"):
             assert f"{d.name}: {title}" in body
     for title in ("RateLimiter table", "Callers: Lambda throttles", "Workflows: executions", "Buffers: backlog",
-                  "ControllerMaxConcurrency", "BreakerOpen"):
+                  "ControllerMaxConcurrency", "BreakerOpen", "Ingress Api: requests, 4xx, 429s, 5xx",
+                  "Ingress Api: latency (ms)", "Ingress Api: requests and 4xx per route", "IngressRefused429"):
         assert title in body
+
+
+def test_the_ingress_alarms_tell_people_of_refusals_errors_and_latency(control_loop, dev_config):
+    loop = dev_config.control_loop
+    refused = _alarm(control_loop, "Throttling-dev-Api-RefusedRate")
+    assert (refused["Threshold"], refused["EvaluationPeriods"], refused["DatapointsToAlarm"]) == (
+        pytest.approx(loop.ingress_refused_rate_threshold * 100), 3, 2)
+    # The 429 share counts the access log's 429s against all requests, once there are enough to mean something
+    (expression,) = [m["Expression"] for m in refused["Metrics"] if "Expression" in m]
+    assert expression == "IF(requests >= 10, 100 * FILL(refused, 0) / requests, 0)"
+    assert _alarm(control_loop, "Throttling-dev-Api-ServerErrorRate")["Threshold"] == pytest.approx(
+        loop.error_rate_threshold * 100)
+    latency = _alarm(control_loop, "Throttling-dev-Api-LatencyP99")
+    assert latency["Threshold"] == loop.ingress_p99_latency_ms
+    assert [m["MetricStat"]["Stat"] for m in latency["Metrics"]] == ["p99"]
 
 
 def test_the_control_loop_outputs_what_operators_and_the_tests_need(control_loop):

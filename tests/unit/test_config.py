@@ -150,6 +150,8 @@ def test_the_control_loop_loads_from_cdk_json_and_defaults_what_is_left_out(stag
         ({"breaker_error_rate_threshold": 0.01}, "breaker_error_rate_threshold must be >= error_rate_threshold (0.05), got 0.01"),
         ({"alarm_emails": ["ops"]}, "stages.dev.control_loop.alarm_emails must be a list of e-mail addresses, got ['ops']"),
         ({"beta": 0.5}, "stages.dev.control_loop has unknown keys ['beta']"),
+        ({"ingress_refused_rate_threshold": 0}, "ingress_refused_rate_threshold must be a number in [0.001, 1], got 0"),
+        ({"ingress_p99_latency_ms": 30_000}, "ingress_p99_latency_ms must be an integer in [50, 29000], got 30000"),
     ],
 )
 def test_bad_control_loop_values_fail_with_key_value_and_range(stages, changes, message):

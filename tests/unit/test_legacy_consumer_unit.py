@@ -314,3 +314,27 @@ def test_a_batch_of_only_failures_is_answered_not_raised(consumer, fakes):
     # A raised error would fail the whole batch and leave the poison message at the visibility timeout
     response = consumer.handler(sqs_event("{oops", "nope"), FakeContext())
     assert failures(response) == ["m-0", "m-1"]
+
+
+def test_the_mainframe_call_carries_the_api_request_id_or_else_the_message_id(consumer, fakes):
+    _, mainframe, _, _ = fakes
+    # GIVEN one record posted through the API (it carries the API's request id) and one published by the workflow
+    event = sqs_event(record("r-api"), record("r-workflow"))
+    event["Records"][0]["messageAttributes"] = {"correlation_id": {"stringValue": "api-request-7",
+                                                                   "dataType": "String"}}
+    consumer.handler(event, FakeContext())
+    # THEN each call's X-Correlation-Id joins it to where it came from
+    assert {rid: headers["X-Correlation-Id"] for rid, headers in mainframe.calls} == {
+        "r-api": "api-request-7", "r-workflow": "m-1"}
+
+
+def test_an_unexpected_error_fails_that_record_alone_and_is_logged(consumer, fakes, caplog):
+    _, mainframe, aws, _ = fakes
+    mainframe.errors["r-1"] = ValueError("Invalid header value b'x\\n'")
+    response = consumer.handler(sqs_event(record("r-0"), record("r-1"), record("r-2")), FakeContext())
+    # THEN it returns to the queue, the others are delivered, and the log says why, with its message id
+    assert failures(response) == ["m-1"]
+    assert aws.statuses() == {"r-0": "delivered", "r-2": "delivered"}
+    (error,) = [r for r in caplog.records if r.getMessage() == "unexpected error; the record returns to the queue"]
+    assert error.levelname == "ERROR" and error.message_id == "m-1"
+    assert "Invalid header value" in str(error.exc_info[1])
