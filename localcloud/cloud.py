@@ -96,6 +96,9 @@ class LocalCloud:
             moto_patches.apply_kms_key_tags_from_cloudformation(),
             moto_patches.apply_cloudwatch_alarms_from_cloudformation(),
             moto_patches.apply_api_gateway_integrations_from_cloudformation(),
+            moto_patches.apply_distributed_map_failure_tolerance(),
+            moto_patches.apply_distributed_map_result_writer(),
+            moto_patches.apply_aws_sdk_pascal_case(),
         ]
         self.lambda_runtime = LambdaRuntime(endpoint_url=self.endpoint_url, region=self.region, work_dir=self.work_dir)
         self._undo.append(self.lambda_runtime.install())

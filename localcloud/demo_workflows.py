@@ -21,6 +21,7 @@ from localcloud.downstream_simulator import DownstreamSimulator
 __all__ = [
     "ExecutionResult",
     "crm_batch_outputs",
+    "crm_segment_large_outputs",
     "discard_messages",
     "drain_queue",
     "legacy_outputs",
@@ -34,6 +35,7 @@ __all__ = [
     "queue_depth",
     "record_statuses",
     "run_crm_batch",
+    "run_crm_segment_large",
     "run_execution",
     "run_legacy",
     "run_moderation",
@@ -43,6 +45,7 @@ __all__ = [
     "start_moderations",
     "start_payments",
     "seed_segment",
+    "seed_segment_object",
     "upload_created_event",
     "wait_for_delivery",
     "wait_for_executions",
@@ -151,6 +154,48 @@ def run_crm_batch(
         f"crm batch e-mail: {report['items']} items, {report['succeeded']} sent, {report['failed']} failed,"
         f" peak {stats['max_in_1s_window_all']} req/s at the CRM"
         f" (limit {_number(crm.profile.rate_per_sec)}, burst {crm.profile.burst})"
+    )
+
+
+def crm_segment_large_outputs(stacks: Mapping[str, DeployedStack]) -> dict[str, str]:
+    """What the large-segment path needs: its state machine, the segments bucket, the CRM batch's dead-letter queue."""
+    (workflows,) = [stack for name, stack in stacks.items() if name.endswith("-Workflows")]
+    return {
+        "state_machine_arn": workflows.outputs["CrmSegmentLargeStateMachineArn"],
+        "bucket": workflows.outputs["SegmentsBucketName"],
+        "dead_letter_queue_url": workflows.outputs["CrmBatchEmailDeadLetterQueueUrl"],
+    }
+
+
+def seed_segment_object(cloud: LocalCloud, bucket: str, user_ids: Sequence[str], *, name: str | None = None) -> str:
+    """Write a segment export as the workflow reads it (CSV, header `user_id`) under `segments/`; return its key."""
+    key = f"segments/{name or uuid.uuid4().hex[:8]}.csv"
+    body = "\n".join(["user_id", *user_ids]) + "\n"
+    cloud.client("s3").put_object(Bucket=bucket, Key=key, Body=body.encode(), ContentType="text/csv")
+    return key
+
+
+def run_crm_segment_large(
+    cloud: LocalCloud, stacks: Mapping[str, DeployedStack], simulators: Mapping[str, DownstreamSimulator],
+    *, users: int = 40,
+) -> str:
+    """Use case 1 for a large segment once: a CSV export in S3, one child execution per user, what the CRM saw."""
+    outputs = crm_segment_large_outputs(stacks)
+    crm = simulators["crm"]
+    key = seed_segment_object(cloud, outputs["bucket"], [f"user-{i:04d}" for i in range(users)],
+                              name=f"demo-{uuid.uuid4().hex[:8]}")
+    drain_queue(cloud, outputs["dead_letter_queue_url"])
+    crm.reset()
+    result = run_execution(cloud, outputs["state_machine_arn"], {"segment_key": key},
+                           timeout_sec=60 + 3 * users / crm.profile.rate_per_sec)
+    if result.status != "SUCCEEDED":
+        return f"crm large segment: execution {result.status} ({result.error}: {result.cause})"
+    report = result.output
+    stats = crm.stats()
+    return (
+        f"crm large segment: {report['items']} users from s3, {report['succeeded']} sent, {report['failed']} failed,"
+        f" peak {stats['max_in_1s_window_all']} req/s at the CRM (limit {_number(crm.profile.rate_per_sec)},"
+        f" burst {crm.profile.burst}), results in s3://{report['results']['Bucket']}/{report['results']['Key']}"
     )
 
 

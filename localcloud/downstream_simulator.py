@@ -132,6 +132,8 @@ class DownstreamProfile:
     ``error_rate_5xx`` fraction is answered 500. ``outage_windows_sec`` are half-open ``[start, end)``
     offsets from the simulator's start (or last reset) during which every request gets 503.
     ``max_concurrency`` caps requests in flight, also answered 429; ``None`` means no cap.
+    ``not_found_paths`` are answered 404 once admitted (a token spent, as a CRM spends one looking up a
+    user it does not hold): a request no retry can fix.
     """
 
     name: str
@@ -144,6 +146,7 @@ class DownstreamProfile:
     outage_windows_sec: tuple[tuple[float, float], ...] = ()
     retry_after_style: RetryAfterStyle = "seconds"
     max_concurrency: int | None = None
+    not_found_paths: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _require(isinstance(self.name, str) and self.name != "", f"name must be a non-empty string, got {self.name!r}")
@@ -189,6 +192,11 @@ class DownstreamProfile:
             self.max_concurrency is None or (_is_count(self.max_concurrency) and self.max_concurrency >= 1),
             f"max_concurrency must be None (no cap) or an integer >= 1, got {self.max_concurrency!r}",
         )
+        _require(
+            isinstance(self.not_found_paths, (list, tuple)) and all(isinstance(p, str) for p in self.not_found_paths),
+            f"not_found_paths must be a sequence of paths such as '/users/42', got {self.not_found_paths!r}",
+        )
+        object.__setattr__(self, "not_found_paths", tuple(self.not_found_paths))
 
     def merged_with(self, changes: Mapping[str, Any]) -> DownstreamProfile:
         """Apply a JSON-shaped partial update, e.g. ``{"rate_per_sec": 2.5}`` or ``{"latency": {"median_ms": 50}}``."""
@@ -556,6 +564,8 @@ class DownstreamSimulator:
                     delay_sec = profile.latency.sample_sec(self._latency_rng)
                     if roll < profile.timeout_rate + profile.error_rate_5xx:
                         status, answer = 500, {"error": "internal_error"}
+                    elif path in profile.not_found_paths:
+                        status, answer = 404, {"error": "not_found", "path": path}
                     else:
                         status = 200
                         answer = {"method": method, "path": path, "request_id": request_id, "body": parsed_body}

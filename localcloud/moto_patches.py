@@ -10,7 +10,9 @@ import json
 import math
 import re
 import threading
+import uuid
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 Undo = Callable[[], None]
@@ -565,3 +567,359 @@ def remove_api_gateway_integrations_from_cloudformation() -> None:
         Method.create_from_cloudformation_json = classmethod(original)  # type: ignore[assignment]
     for resource_type in _API_GATEWAY_PARTS:
         _CLOUDFORMATION_RESOURCES.pop(resource_type, None)
+
+
+# -- Distributed Map ---------------------------------------------------------------------------------
+
+_EXCEEDED_CAUSE = "The specified tolerated failure threshold was exceeded"
+
+
+class _ToleranceExceeded(Exception):
+    """Stops a Map Run's job pool; the Map Run turns it into `States.ExceedToleratedFailureThreshold`."""
+
+
+def _tolerance_exceeded(record: Any, total_items: int, declared: tuple[bool, bool]) -> bool:
+    """AWS's rule: failed (or timed out) items above the count, or above the percentage of all items.
+
+    A threshold the definition does not set does not apply; with neither set, one failure is too many.
+    """
+    failed = record.item_counter.failed.get() + record.item_counter.timed_out.get()
+    count_declared, percentage_declared = declared
+    if not (count_declared or percentage_declared):
+        return failed > 0
+    over_count = count_declared and failed > record.tolerated_failure_count
+    over_percentage = percentage_declared and failed * 100 > record.tolerated_failure_percentage * total_items
+    return over_count or over_percentage
+
+
+def _with_float_percentages(definition: str) -> str:
+    try:
+        document = json.loads(definition)
+    except ValueError:
+        return definition  # moto's parser reports it
+    changed = False
+
+    def visit(node: Any) -> None:
+        nonlocal changed
+        if isinstance(node, dict):
+            value = node.get("ToleratedFailurePercentage")
+            if isinstance(value, int) and not isinstance(value, bool):
+                node["ToleratedFailurePercentage"] = float(value)
+                changed = True
+            for inner in node.values():
+                visit(inner)
+        elif isinstance(node, list):
+            for inner in node:
+                visit(inner)
+
+    visit(document)
+    return json.dumps(document) if changed else definition
+
+
+def apply_distributed_map_failure_tolerance() -> Undo:
+    """Apply a Distributed Map's tolerated failure threshold, written as AWS accepts it.
+
+    moto limitations: its grammar takes `ToleratedFailurePercentage` only with a decimal point (`10` is
+    a parse error that refuses the whole state machine, where AWS takes any number from 0 to 100), and
+    it ignores both thresholds: a failed child execution is counted and the Map Run carries on, so a
+    Map Run never fails. AWS fails the Map Run with `States.ExceedToleratedFailureThreshold` once the
+    failed or timed-out items exceed `ToleratedFailureCount`, or `ToleratedFailurePercentage` of all the
+    items (one failure when neither is set), and starts no child execution after that; children already
+    running may still finish.
+    """
+    from moto.stepfunctions.parser.api import HistoryEventType, MapRunFailedEventDetails
+    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
+        FailureEvent,
+        FailureEventException,
+    )
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
+        StatesErrorNameType,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration import job as job_module
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.distributed_iteration_component import (
+        DistributedIterationComponent,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.max_concurrency import (
+        DEFAULT_MAX_CONCURRENCY_VALUE,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.state_map import StateMap
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.tolerated_failure import (
+        ToleratedFailureCountDecl,
+        ToleratedFailurePercentageDecl,
+    )
+    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+    from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+
+    if getattr(StateMap.from_state_props, "_localcloud_original", None) is not None:
+        return remove_distributed_map_failure_tolerance
+    JobPool = job_module.JobPool
+    originals = {
+        "parse": AmazonStateLanguageParser.__dict__["parse"],
+        "from_state_props": StateMap.from_state_props,
+        "map_run": DistributedIterationComponent._map_run,
+        "next_job": JobPool.next_job,
+        "close_job": JobPool.close_job,
+    }
+
+    def parse(definition: str) -> Any:
+        return originals["parse"].__func__(_with_float_percentages(definition))
+
+    def from_state_props(self: Any, state_props: Any) -> None:
+        originals["from_state_props"](self, state_props)
+        # The defaults moto fills in cannot be told from declared zeros, and an undeclared threshold must not apply.
+        self.iteration_component._localcloud_tolerance_declared = (
+            state_props.get(ToleratedFailureCountDecl) is not None,
+            state_props.get(ToleratedFailurePercentageDecl) is not None,
+        )
+
+    def map_run(self: Any, env: Any, eval_input: Any) -> None:
+        # moto's own _map_run, with the threshold checked as each child execution ends.
+        input_items = env.stack.pop()
+        job_pool = JobPool(job_program=self._get_iteration_program(), job_inputs=input_items)
+        record = eval_input.map_run_record
+        job_pool._localcloud_threshold = (
+            record, len(input_items), getattr(self, "_localcloud_tolerance_declared", (False, False)))
+        max_concurrency = record.max_concurrency
+        workers = len(input_items) if max_concurrency == DEFAULT_MAX_CONCURRENCY_VALUE else max_concurrency
+        for _ in range(workers):
+            self._launch_worker(env=env, eval_input=eval_input, job_pool=job_pool)
+        job_pool.await_jobs()
+        worker_exception = job_pool.get_worker_exception()
+        if isinstance(worker_exception, _ToleranceExceeded):
+            error = StatesErrorNameType.StatesExceedToleratedFailureThreshold.to_name()
+            raise FailureEventException(failure_event=FailureEvent(
+                env=env,
+                error_name=StatesErrorName(typ=StatesErrorNameType.StatesExceedToleratedFailureThreshold),
+                event_type=HistoryEventType.MapRunFailed,
+                event_details=EventDetails(
+                    mapRunFailedEventDetails=MapRunFailedEventDetails(error=error, cause=_EXCEEDED_CAUSE)),
+            ))
+        if worker_exception is not None:
+            raise worker_exception
+        env.stack.append([closed.job_output for closed in job_pool.get_closed_jobs()])
+
+    def stop_if_exceeded(pool: Any) -> None:
+        threshold = getattr(pool, "_localcloud_threshold", None)
+        if threshold is not None and _tolerance_exceeded(*threshold):
+            with pool._mutex:
+                if pool._worker_exception is None:
+                    pool._worker_exception = _ToleranceExceeded()
+                    pool._termination_event.set()
+
+    def next_job(self: Any) -> Any:
+        # A worker asks for its next item as soon as its child execution ends: past the threshold, none is started.
+        stop_if_exceeded(self)
+        return originals["next_job"](self)
+
+    def close_job(self: Any, job: Any) -> None:
+        # Closing the last job wakes the Map Run, which must by then see the verdict on it.
+        stop_if_exceeded(self)
+        originals["close_job"](self, job)
+
+    from_state_props._localcloud_original = originals  # type: ignore[attr-defined]
+    AmazonStateLanguageParser.parse = staticmethod(parse)  # type: ignore[method-assign]
+    StateMap.from_state_props = from_state_props  # type: ignore[method-assign]
+    DistributedIterationComponent._map_run = map_run  # type: ignore[method-assign]
+    JobPool.next_job = next_job  # type: ignore[method-assign]
+    JobPool.close_job = close_job  # type: ignore[method-assign]
+    return remove_distributed_map_failure_tolerance
+
+
+def remove_distributed_map_failure_tolerance() -> None:
+    """Undo `apply_distributed_map_failure_tolerance` (tests use it to show what moto does alone)."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.distributed_iteration_component import (
+        DistributedIterationComponent,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.job import JobPool
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.state_map import StateMap
+    from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+
+    originals = getattr(StateMap.from_state_props, "_localcloud_original", None)
+    if originals is None:
+        return
+    AmazonStateLanguageParser.parse = originals["parse"]  # type: ignore[method-assign]
+    StateMap.from_state_props = originals["from_state_props"]  # type: ignore[method-assign]
+    DistributedIterationComponent._map_run = originals["map_run"]  # type: ignore[method-assign]
+    JobPool.next_job = originals["next_job"]  # type: ignore[method-assign]
+    JobPool.close_job = originals["close_job"]  # type: ignore[method-assign]
+
+
+_RESULTS_LOCK = threading.Lock()
+
+
+def _iso_millis(moment: Any) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def apply_distributed_map_result_writer() -> Undo:
+    """Export a Distributed Map's child executions to S3 as AWS does: result files and a manifest that lists them.
+
+    moto limitation: its `ResultWriter` writes only `<prefix>/<map run id>/manifest.json` with empty
+    result file lists (a TODO in moto), so what each child execution returned, or why it failed, is
+    nowhere. AWS writes `SUCCEEDED_0.json` and `FAILED_0.json` beside the manifest, each a JSON array
+    of the child executions with that outcome (ARN, name, input, output or error and cause, dates,
+    status), and lists each file with its key and size in the manifest's `ResultFiles`.
+    """
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.itemprocessor.distributed_item_processor_worker import (
+        DistributedItemProcessorWorker,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.result_writer.resource_eval.resource_eval_s3 import (
+        ResourceEvalS3,
+    )
+    from moto.stepfunctions.parser.asl.eval.program_state import ProgramEnded, ProgramError, ProgramStopped
+
+    if getattr(DistributedItemProcessorWorker._eval_job, "_localcloud_original", None) is not None:
+        return remove_distributed_map_result_writer
+    originals = {
+        "eval_input": DistributedItemProcessorWorker._eval_input,
+        "eval_job": DistributedItemProcessorWorker._eval_job,
+        "put_object": ResourceEvalS3.__dict__["_handle_put_object"],
+    }
+
+    def eval_input(self: Any, env_frame: Any) -> None:
+        originals["eval_input"](self, env_frame)
+        # The child execution's input is the item after ItemSelector, which the job itself does not keep.
+        env_frame._localcloud_child_input = env_frame.states.get_input()
+
+    def eval_job(self: Any, env: Any, job: Any) -> None:
+        started = datetime.now(timezone.utc)
+        originals["eval_job"](self, env, job)
+        record = self._map_run_record
+        name = str(uuid.uuid4())
+        result: dict[str, Any] = {
+            "ExecutionArn": f"{record.map_state_machine_arn.replace(':stateMachine:', ':execution:')}:{name}",
+            "Input": json.dumps(getattr(env, "_localcloud_child_input", job.job_input)),
+            "InputDetails": {"Included": True},
+            "Name": name,
+            "StartDate": _iso_millis(started),
+            "StateMachineArn": record.map_state_machine_arn,
+            "StopDate": _iso_millis(datetime.now(timezone.utc)),
+        }
+        state = env.program_state()
+        if isinstance(state, ProgramEnded):
+            result.update(Status="SUCCEEDED", Output=json.dumps(job.job_output), OutputDetails={"Included": True})
+        else:
+            details = (state.error if isinstance(state, ProgramError) else None) or {}
+            result.update(Status="ABORTED" if isinstance(state, ProgramStopped) else "FAILED",
+                          Error=details.get("error", "States.Runtime"), Cause=details.get("cause", ""))
+        with _RESULTS_LOCK:
+            record.__dict__.setdefault("_localcloud_results", []).append((job.job_index, result))
+
+    def put_object(env: Any, resource_runtime_part: Any, state_credentials: Any) -> None:
+        parameters = env.stack.pop()
+        env.stack.pop()  # the children's outputs: AWS writes them to S3 instead of the state's output
+        s3 = ResourceEvalS3._get_s3_client(resource_runtime_part=resource_runtime_part,
+                                           state_credentials=state_credentials)
+        record = env.map_run_record_pool_manager.get_all()[-1]
+        bucket, prefix = parameters["Bucket"], parameters.get("Prefix", "")
+        folder = f"{prefix.rstrip('/')}/" if prefix else ""
+        folder += record.map_run_arn.split(":")[-1] + "/"
+        with _RESULTS_LOCK:
+            results = [result for _, result in sorted(record.__dict__.get("_localcloud_results", []),
+                                                      key=lambda indexed: indexed[0])]
+        files: dict[str, list[dict[str, Any]]] = {"FAILED": [], "PENDING": [], "SUCCEEDED": []}
+        for status in ("SUCCEEDED", "FAILED"):
+            entries = [r for r in results if (r["Status"] == "SUCCEEDED") == (status == "SUCCEEDED")]
+            if entries:
+                body = json.dumps(entries).encode()
+                key = f"{folder}{status}_0.json"
+                s3.put_object(Bucket=bucket, Key=key, Body=body)
+                files[status].append({"Key": key, "Size": len(body)})
+        manifest_key = f"{folder}manifest.json"
+        s3.put_object(Bucket=bucket, Key=manifest_key, Body=json.dumps(
+            {"DestinationBucket": bucket, "MapRunArn": record.map_run_arn, "ResultFiles": files}).encode())
+        env.stack.append({"MapRunArn": record.map_run_arn,
+                          "ResultWriterDetails": {"Bucket": bucket, "Key": manifest_key}})
+
+    eval_job._localcloud_original = originals  # type: ignore[attr-defined]
+    DistributedItemProcessorWorker._eval_input = eval_input  # type: ignore[method-assign]
+    DistributedItemProcessorWorker._eval_job = eval_job  # type: ignore[method-assign]
+    ResourceEvalS3._handle_put_object = staticmethod(put_object)  # type: ignore[method-assign]
+    return remove_distributed_map_result_writer
+
+
+def remove_distributed_map_result_writer() -> None:
+    """Undo `apply_distributed_map_result_writer` (tests use it to show what moto does alone)."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.itemprocessor.distributed_item_processor_worker import (
+        DistributedItemProcessorWorker,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.result_writer.resource_eval.resource_eval_s3 import (
+        ResourceEvalS3,
+    )
+
+    originals = getattr(DistributedItemProcessorWorker._eval_job, "_localcloud_original", None)
+    if originals is None:
+        return
+    DistributedItemProcessorWorker._eval_input = originals["eval_input"]  # type: ignore[method-assign]
+    DistributedItemProcessorWorker._eval_job = originals["eval_job"]  # type: ignore[method-assign]
+    ResourceEvalS3._handle_put_object = originals["put_object"]  # type: ignore[method-assign]
+
+
+# -- AWS SDK integrations ------------------------------------------------------------------------------
+
+def _timestamps_as_text(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return _iso_millis(value)
+    if isinstance(value, dict):
+        return {key: _timestamps_as_text(inner) for key, inner in value.items()}
+    if isinstance(value, list):
+        return [_timestamps_as_text(inner) for inner in value]
+    return value
+
+
+def apply_aws_sdk_pascal_case() -> Undo:
+    """Translate `aws-sdk:*` Task parameters and results between Step Functions' PascalCase and the API's names.
+
+    moto limitation: its `aws-sdk` integration hands a Task's parameters to botocore as written, so an
+    API whose members are camelCase, such as Step Functions' own (`aws-sdk:sfn:describeMapRun` takes
+    `MapRunArn`, botocore knows only `mapRunArn`), fails the state with a KeyError; and the result keeps
+    botocore's names and `datetime` values, which then break the execution's output (a 500 on
+    `DescribeExecution`). AWS takes parameters and returns results in PascalCase (`ItemCounts.Succeeded`),
+    timestamps as text.
+    """
+    import botocore.session
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_aws_sdk import (
+        StateTaskServiceAwsSdk,
+    )
+    from moto.stepfunctions.parser.utils import camel_to_snake_case
+
+    if "_normalise_parameters" in StateTaskServiceAwsSdk.__dict__:
+        return remove_aws_sdk_pascal_case
+    session = botocore.session.get_session()
+    operations: dict[tuple[str, str], Any] = {}
+
+    def operation(task: Any) -> Any:
+        service, action = task._get_boto_service_name(), task._get_boto_service_action()
+        if (service, action) not in operations:
+            model = session.get_service_model(service)
+            names = {camel_to_snake_case(name): name for name in model.operation_names}
+            operations[(service, action)] = model.operation_model(names[action]) if action in names else None
+        return operations[(service, action)]
+
+    def normalise_parameters(self: Any, parameters: dict, *args: Any, **kwargs: Any) -> None:
+        model = operation(self)
+        if model is not None and model.input_shape is not None:
+            self._to_boto_request(parameters, model.input_shape)
+
+    def normalise_response(self: Any, response: Any, *args: Any, **kwargs: Any) -> None:
+        model = operation(self)
+        if model is not None and model.output_shape is not None:
+            self._from_boto_response(response, model.output_shape)
+        if isinstance(response, dict):
+            response.update(_timestamps_as_text(response))
+
+    StateTaskServiceAwsSdk._normalise_parameters = normalise_parameters  # type: ignore[attr-defined]
+    StateTaskServiceAwsSdk._normalise_response = normalise_response  # type: ignore[attr-defined]
+    return remove_aws_sdk_pascal_case
+
+
+def remove_aws_sdk_pascal_case() -> None:
+    """Undo `apply_aws_sdk_pascal_case` (tests use it to show what moto does alone)."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_aws_sdk import (
+        StateTaskServiceAwsSdk,
+    )
+
+    for name in ("_normalise_parameters", "_normalise_response"):
+        if name in StateTaskServiceAwsSdk.__dict__:
+            delattr(StateTaskServiceAwsSdk, name)

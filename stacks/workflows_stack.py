@@ -2,7 +2,9 @@
 
 One `call_downstream` function per downstream, so each has its own limits, metrics dimension and
 blast radius, and reads only its own tunables. Use case 1 (`statemachines/crm_batch_email.asl.json`)
-e-mails a CRM segment once a day through the CRM's caller. Use case 2
+e-mails a CRM segment once a day through the CRM's caller; a segment too large for one execution is a
+CSV object in the segments bucket, e-mailed by a Distributed Map (`statemachines/crm_segment_large.asl.json`)
+through the same caller. Use case 2
 (`statemachines/payment_authorization.asl.json`) authorizes each order's payment at the 2 req/s
 payment gateway, once per order, and parks orders while the gateway's breaker is open. Use case 3
 (`statemachines/ugc_moderation.asl.json`) moderates every object uploaded to a bucket with several AI
@@ -15,10 +17,12 @@ import math
 
 from aws_cdk import (
     Acknowledgment,
+    ArnFormat,
     CfnOutput,
     Duration,
     RemovalPolicy,
     Stack,
+    Token,
     Validations,
 )
 from aws_cdk import aws_events as events
@@ -33,7 +37,7 @@ from constructs import Construct
 
 from stacks.config import AppConfig, DownstreamConfig
 from stacks.patterns import AslStateMachine, HandlerFunction
-from stacks.patterns.secure_defaults import dead_letter_queue, encrypted_table
+from stacks.patterns.secure_defaults import dead_letter_queue, encrypted_bucket, encrypted_table
 from stacks.shared_limits_stack import (
     SharedLimitsStack,
     breaker_tunables_key,
@@ -41,6 +45,13 @@ from stacks.shared_limits_stack import (
     downstream_tunables_key,
     downstream_tunables_seed,
 )
+
+# Use case 1, large segments. Where segment exports are read from and where each run writes its users' outcomes.
+SEGMENT_OBJECTS_PREFIX = "segments/"
+SEGMENT_RUN_RESULTS_PREFIX = "runs/"
+# Segment exports and run results name users: kept long enough to audit a run and redrive it (a failed
+# execution can be redriven for 14 days), then deleted.
+SEGMENT_OBJECTS_RETENTION_DAYS = 30
 
 # Use case 2. The order events that start a payment (EventBridge, default bus).
 ORDER_EVENT_SOURCE = "shop.orders"
@@ -79,6 +90,7 @@ class WorkflowsStack(Stack):
                     "DOWNSTREAM_BASE_URL": downstream.base_url,
                     "DOWNSTREAM_TIMEOUT_SEC": str(downstream.timeout_sec),
                     "DOWNSTREAM_RATE_LIMIT_PER_SEC": str(downstream.rate_limit_per_sec),
+                    "DOWNSTREAM_BURST": str(downstream.burst),
                     "TUNABLES_PARAMETER_NAME": parameter.parameter_name,
                     "TUNABLES_DEFAULTS": downstream_tunables_seed(downstream),
                     "TUNABLES_CACHE_SEC": str(config.tunables_cache_sec),
@@ -92,6 +104,7 @@ class WorkflowsStack(Stack):
             CfnOutput(self, f"{_pascal(downstream.name)}CallerName", value=caller.function.function_name)
 
         self._add_crm_batch_email(config, shared_limits, removal_policy)
+        self._add_crm_segment_large(config, shared_limits, removal_policy)
         self._add_payment_authorization(config, shared_limits, removal_policy)
         self._add_ugc_moderation(config, shared_limits, removal_policy)
 
@@ -148,6 +161,104 @@ class WorkflowsStack(Stack):
         CfnOutput(self, "CrmBatchEmailStateMachineArn", value=self.crm_batch_email.state_machine.state_machine_arn)
         CfnOutput(self, "SegmentsTableName", value=self.segments_table.table_name)
         CfnOutput(self, "CrmBatchEmailDeadLetterQueueUrl", value=self.crm_batch_email_dlq.queue_url)
+
+    def _add_crm_segment_large(
+        self, config: AppConfig, shared_limits: SharedLimitsStack, removal_policy: RemovalPolicy
+    ) -> None:
+        """Use case 1 for large segments: a CSV object per segment, one child execution per user, same CRM limits."""
+        crm = config.downstream("crm")
+        crm_caller = self.downstream_callers[crm.name]
+        crm_tunables = shared_limits.tunables.parameter(downstream_tunables_key(crm))
+
+        self.segments_bucket = encrypted_bucket(
+            self, "SegmentsBucket", removal_policy=removal_policy,
+            audited_by="segment exports are written by the CRM's export job and each one is read by the execution it"
+            " starts, which writes every user's outcome back under runs/",
+            expire_after_days=SEGMENT_OBJECTS_RETENTION_DAYS,
+        )
+        # EventBridge notifications through the bucket's own property, as for the uploads bucket.
+        self.segments_bucket.node.default_child.add_property_override(
+            "NotificationConfiguration.EventBridgeConfiguration.EventBridgeEnabled", True)
+
+        self.crm_segment_large = AslStateMachine(
+            self,
+            "CrmSegmentLarge",
+            definition_file="crm_segment_large.asl.json",
+            definition_substitutions={
+                "CrmTunablesParameterName": crm_tunables.parameter_name,
+                "SegmentsBucketName": self.segments_bucket.bucket_name,
+                "CrmCallerFunctionArn": crm_caller.function_arn,
+                "DeadLetterQueueUrl": self.crm_batch_email_dlq.queue_url,
+            },
+            log_retention_days=config.log_retention_days,
+            removal_policy=removal_policy,
+        )
+        machine = self.crm_segment_large.state_machine
+        # Exactly what the file's Tasks, its ItemReader and its ResultWriter do, each on its one resource.
+        role = self.crm_segment_large.role
+        shared_limits.tunables.grant_read(role, downstream_tunables_key(crm))
+        # The unqualified ARN only: grant_invoke would add `<arn>:*` (every version and alias) as well.
+        iam.Grant.add_to_principal(grantee=role, actions=["lambda:InvokeFunction"],
+                                   resource_arns=[crm_caller.function_arn])
+        self.crm_batch_email_dlq.grant_send_messages(role)
+        # The Distributed Map runs its children as executions of this very state machine, and the role names
+        # the machine: a policy of its own, since the machine already depends on the role's default policy.
+        stack = Stack.of(self)
+        segments = self.segments_bucket.arn_for_objects(f"{SEGMENT_OBJECTS_PREFIX}*")
+        results = self.segments_bucket.arn_for_objects(f"{SEGMENT_RUN_RESULTS_PREFIX}*")
+        executions, map_runs = (
+            stack.format_arn(service="states", resource=resource, resource_name=f"{machine.state_machine_name}/*",
+                             arn_format=ArnFormat.COLON_RESOURCE_NAME)
+            for resource in ("execution", "mapRun"))
+        map_run_policy = iam.Policy(self, "CrmSegmentLargeMapRunPolicy", roles=[role], statements=[
+            iam.PolicyStatement(actions=["s3:GetObject"], resources=[segments]),
+            # The actions AWS documents for ResultWriter, which uploads a large result file in parts.
+            iam.PolicyStatement(actions=["s3:PutObject", "s3:GetObject", "s3:ListMultipartUploadParts",
+                                         "s3:AbortMultipartUpload"], resources=[results]),
+            iam.PolicyStatement(actions=["states:StartExecution"], resources=[machine.state_machine_arn]),
+            iam.PolicyStatement(actions=["states:DescribeExecution", "states:StopExecution"], resources=[executions]),
+            iam.PolicyStatement(actions=["states:DescribeMapRun"], resources=[map_runs]),
+        ])
+        bucket_id = stack.get_logical_id(self.segments_bucket.node.default_child)
+        machine_id = stack.get_logical_id(machine.node.default_child)
+        region = "<AWS::Region>" if Token.is_unresolved(self.region) else self.region  # as cdk-nag prints it
+        own_runs = f"arn:<AWS::Partition>:states:{region}:<AWS::AccountId>"
+        Validations.of(map_run_policy).acknowledge(*(
+            Acknowledgment(id=f"AwsSolutions::AwsSolutions-IAM5[Resource::{resource}]", reason=reason)
+            for resource, reason in (
+                (f"<{bucket_id}.Arn>/{SEGMENT_OBJECTS_PREFIX}*",
+                 "the segment to read is the run's input; any export under the segments prefix, nothing else"),
+                (f"<{bucket_id}.Arn>/{SEGMENT_RUN_RESULTS_PREFIX}*",
+                 "ResultWriter names its files after the map run's id, made at run time, under the results prefix"),
+                (f"{own_runs}:execution:<{machine_id}.Name>/*",
+                 "the child executions of this state machine's own map runs, whose names are made at run time"),
+                (f"{own_runs}:mapRun:<{machine_id}.Name>/*",
+                 "this state machine's own map runs, whose ids are made at run time"),
+            )
+        ))
+
+        # One run per segment export created under segments/, started with the object's key.
+        self.segment_created_rule = events.Rule(
+            self,
+            "SegmentCreatedRule",
+            description="E-mail every segment export created in the segments bucket",
+            event_pattern=events.EventPattern(
+                source=["aws.s3"],
+                detail_type=["Object Created"],
+                detail={"bucket": {"name": [self.segments_bucket.bucket_name]},
+                        "object": {"key": [{"prefix": SEGMENT_OBJECTS_PREFIX}]}},
+            ),
+            targets=[
+                targets.SfnStateMachine(
+                    machine,
+                    input=events.RuleTargetInput.from_object(
+                        {"segment_key": events.EventField.from_path("$.detail.object.key")}),
+                )
+            ],
+        )
+
+        CfnOutput(self, "CrmSegmentLargeStateMachineArn", value=machine.state_machine_arn)
+        CfnOutput(self, "SegmentsBucketName", value=self.segments_bucket.bucket_name)
 
     def _add_payment_authorization(
         self, config: AppConfig, shared_limits: SharedLimitsStack, removal_policy: RemovalPolicy
@@ -207,6 +318,7 @@ class WorkflowsStack(Stack):
                 "DOWNSTREAM_BASE_URL": gateway.base_url,
                 "DOWNSTREAM_TIMEOUT_SEC": str(gateway.timeout_sec),
                 "DOWNSTREAM_RATE_LIMIT_PER_SEC": str(gateway.rate_limit_per_sec),
+                "DOWNSTREAM_BURST": str(gateway.burst),
                 "TUNABLES_PARAMETER_NAME": shared_limits.tunables.parameter(limits_key).parameter_name,
                 "TUNABLES_DEFAULTS": downstream_tunables_seed(gateway),
                 "TUNABLES_CACHE_SEC": str(config.tunables_cache_sec),

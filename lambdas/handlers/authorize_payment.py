@@ -56,7 +56,7 @@ from throttling.downstream_client import (
     RateLimited,
 )
 from throttling.dynamodb_limits import DynamoDbCircuitBreaker, DynamoDbRateLimiter
-from throttling.rate_limiter import RatePolicy
+from throttling.rate_limiter import RatePolicy, stale_token_after_sec
 from throttling.tunables import (
     DownstreamTunables,
     TunablesReader,
@@ -69,6 +69,9 @@ DOWNSTREAM = os.environ["DOWNSTREAM_NAME"]
 BREAKER_NAME = DOWNSTREAM  # one breaker per downstream; the workflow reads the same item
 BREAKER_TABLE_NAME = os.environ["BREAKER_TABLE_NAME"]
 LIMITER_MAX_WAIT_SEC = float(os.environ.get("LIMITER_MAX_WAIT_SEC", "2"))
+# The gateway's own limits, which the tunables in force must leave room under.
+CONTRACT = RatePolicy(rate_per_sec=float(os.environ["DOWNSTREAM_RATE_LIMIT_PER_SEC"]),
+                      burst=int(os.environ["DOWNSTREAM_BURST"]))
 IDEMPOTENCY_KEY_PREFIX = "authorize_payment"
 # Waiters woken by the same refusal would all retry at the same instant; a few ms apart, one wins
 # and the others learn the next slot without a burst of conditional writes.
@@ -200,17 +203,30 @@ def take_token(policy: RatePolicy, context: LambdaContext) -> None:
 
     A refusal says exactly when the next token is due; this waits for it (plus a little jitter)
     and competes again, until the wait would pass `LIMITER_MAX_WAIT_SEC` or leave too little time
-    for the call. Then `RateLimited` carries the wait for the workflow, which waits for free.
+    for the call. Then `RateLimited` carries the wait for the workflow, which waits for free. A token
+    that comes back later than `stale_token_after_sec` allows is not spent: sent now, the call could
+    reach the gateway too close to calls decided after it.
     """
     deadline = time.monotonic() + _affordable_wait_sec(context)
+    stale_after_sec = stale_token_after_sec(policy, CONTRACT)
     waited_sec = 0.0
     while True:
+        asked_at = time.monotonic()
         decision = limiter.try_acquire(DOWNSTREAM, policy)
         if decision.allowed:
-            metrics.add_metric(name="LimiterAdmitted", unit=MetricUnit.Count, value=1)
-            if waited_sec:
-                metrics.add_metric(name="LimiterWaitedMs", unit=MetricUnit.Milliseconds, value=waited_sec * 1000)
-            return
+            late_sec = time.monotonic() - asked_at
+            if late_sec <= stale_after_sec:
+                metrics.add_metric(name="LimiterAdmitted", unit=MetricUnit.Count, value=1)
+                if waited_sec:
+                    metrics.add_metric(name="LimiterWaitedMs", unit=MetricUnit.Milliseconds, value=waited_sec * 1000)
+                return
+            metrics.add_metric(name="LimiterStaleTokens", unit=MetricUnit.Count, value=1)
+            logger.warning("a token came back too late to use; taking another",
+                           extra={"late_sec": round(late_sec, 3), "stale_after_sec": round(stale_after_sec, 3)})
+            if time.monotonic() < deadline:
+                continue
+            metrics.add_metric(name="RateLimited", unit=MetricUnit.Count, value=1)
+            raise RateLimited({"downstream": DOWNSTREAM, "retry_after_sec": 0.0})
         pause_sec = decision.retry_after_sec + _rng.uniform(0, WAKE_UP_JITTER_SEC)
         if time.monotonic() + pause_sec > deadline:
             metrics.add_metric(name="RateLimited", unit=MetricUnit.Count, value=1)

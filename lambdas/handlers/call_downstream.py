@@ -6,8 +6,10 @@ Answer: the downstream's status and JSON body, its latency, and the tunables in 
 Every call first takes a token from the shared limiter (one logical bucket per downstream, shared
 by every execution and environment), so the downstream's limit holds whatever the concurrency and
 latency. A refusal shorter than `LIMITER_MAX_WAIT_SEC` is waited out here (cheaper than a workflow
-round trip); a longer one raises `RateLimited` with the wait for the workflow. A 429, 5xx or
-timeout raises the error a workflow retries on (see `throttling.downstream_client`).
+round trip); a longer one raises `RateLimited` with the wait for the workflow. A token that comes
+back later than `stale_token_after_sec` allows is not spent on the call: sent now, it could reach
+the downstream too close to calls decided after it. A 429, 5xx or timeout raises the error a
+workflow retries on (see `throttling.downstream_client`).
 """
 
 from __future__ import annotations
@@ -24,11 +26,16 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from throttling.downstream_client import DownstreamClient, DownstreamThrottled, DownstreamUnavailable, RateLimited
 from throttling.dynamodb_limits import DynamoDbRateLimiter
-from throttling.rate_limiter import RatePolicy
+from throttling.rate_limiter import RatePolicy, stale_token_after_sec
 from throttling.tunables import DownstreamTunables, TunablesReader, defaults_from_environment, powertools_ssm_fetch
 
 DOWNSTREAM = os.environ["DOWNSTREAM_NAME"]
 LIMITER_MAX_WAIT_SEC = float(os.environ.get("LIMITER_MAX_WAIT_SEC", "1"))
+# The downstream's own limits, which the tunables in force must leave room under.
+CONTRACT = RatePolicy(rate_per_sec=float(os.environ["DOWNSTREAM_RATE_LIMIT_PER_SEC"]),
+                      burst=int(os.environ["DOWNSTREAM_BURST"]))
+# Stale tokens in a row before the wait goes to the workflow: the limiter is that slow right now.
+MAX_STALE_TOKENS = 3
 logger = Logger()
 metrics = Metrics()
 # Patches boto3 and http.client, so every AWS call and every downstream call is a subsegment of the trace.
@@ -82,16 +89,35 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 
 
 def take_token(policy: RatePolicy, context: LambdaContext) -> None:
-    """Take one token, waiting out a short refusal; raise `RateLimited` for a long one."""
-    decision = limiter.try_acquire(DOWNSTREAM, policy)
-    if not decision.allowed and decision.retry_after_sec <= _affordable_wait_sec(context):
-        metrics.add_metric(name="LimiterWaitedMs", unit=MetricUnit.Milliseconds, value=decision.retry_after_sec * 1000)
-        time.sleep(decision.retry_after_sec)
+    """Take one fresh token, waiting out one short refusal; raise `RateLimited` for a long one, or for
+    `MAX_STALE_TOKENS` tokens in a row that came back too late to use."""
+    stale_after_sec = stale_token_after_sec(policy, CONTRACT)
+    waited, stale = False, 0
+    while True:
+        asked_at = time.monotonic()
         decision = limiter.try_acquire(DOWNSTREAM, policy)
-    if not decision.allowed:
+        if decision.allowed:
+            late_sec = time.monotonic() - asked_at
+            if late_sec <= stale_after_sec:
+                metrics.add_metric(name="LimiterAdmitted", unit=MetricUnit.Count, value=1)
+                return
+            stale += 1
+            metrics.add_metric(name="LimiterStaleTokens", unit=MetricUnit.Count, value=1)
+            logger.warning("a token came back too late to use; taking another",
+                           extra={"late_sec": round(late_sec, 3), "stale_after_sec": round(stale_after_sec, 3)})
+            if stale < MAX_STALE_TOKENS:
+                continue
+            retry_after_sec = 0.0  # the next token is due at once; the workflow's own retry spaces it out
+        elif not waited and decision.retry_after_sec <= _affordable_wait_sec(context):
+            metrics.add_metric(name="LimiterWaitedMs", unit=MetricUnit.Milliseconds,
+                               value=decision.retry_after_sec * 1000)
+            time.sleep(decision.retry_after_sec)
+            waited = True
+            continue
+        else:
+            retry_after_sec = decision.retry_after_sec
         metrics.add_metric(name="RateLimited", unit=MetricUnit.Count, value=1)
-        raise RateLimited({"downstream": DOWNSTREAM, "retry_after_sec": round(decision.retry_after_sec, 3)})
-    metrics.add_metric(name="LimiterAdmitted", unit=MetricUnit.Count, value=1)
+        raise RateLimited({"downstream": DOWNSTREAM, "retry_after_sec": round(retry_after_sec, 3)})
 
 
 def _affordable_wait_sec(context: LambdaContext) -> float:

@@ -56,6 +56,7 @@ from throttling.downstream_client import (
 )
 from throttling.dynamodb_limits import DynamoDbRateLimiter
 from throttling.rate_limiter import RatePolicy
+from throttling.rate_limiter import stale_token_after_sec as shared_stale_token_after_sec
 from throttling.tunables import DownstreamTunables, TunablesReader, defaults_from_environment, powertools_ssm_fetch
 
 # SQS refuses a visibility beyond 12 h counted from the receive; the mapping may have held the batch
@@ -125,16 +126,9 @@ def parse_record(body: str | None) -> LegacyRecord:
 
 
 def stale_token_after_sec(planned_rate_per_sec: float, contract_rate_per_sec: float) -> float:
-    """How late an admitted token may still be used.
-
-    The limiter spaces admissions 1/planned apart, but a call lands at the downstream only after
-    the limiter's round trip and its own way there; if one caller is slower than the next by more
-    than the headroom (1/planned - 1/contract), their calls land closer than the contract allows.
-    A token whose admission took longer than half the headroom is not used (the other half is left
-    for the call's own path); without headroom there is nothing to keep, and every token is used.
-    """
-    headroom_sec = 1 / planned_rate_per_sec - 1 / contract_rate_per_sec
-    return headroom_sec / 2 if headroom_sec > 0 else math.inf
+    """How late an admitted token may still be used: `throttling.rate_limiter.stale_token_after_sec` for a
+    one-request-at-a-time mainframe, half the headroom between the planned and the contract interval."""
+    return shared_stale_token_after_sec(RatePolicy(planned_rate_per_sec), RatePolicy(contract_rate_per_sec))
 
 
 def postpone_for_sec(retry_after_sec: float | None, receive_count: int, held_sec: float = 0.0) -> int:

@@ -27,6 +27,7 @@ __all__ = [
     "decide",
     "shard_count_for",
     "split_policy",
+    "stale_token_after_sec",
 ]
 
 # `remaining` is derived by division while admission uses subtraction; without a little slack a
@@ -170,6 +171,23 @@ def split_policy(policy: RatePolicy, shards: int) -> RatePolicy:
         rate_per_sec=policy.rate_per_sec / shards,
         burst=max(1, math.ceil(policy.burst / shards)),
     )
+
+
+def stale_token_after_sec(limiter: RatePolicy, downstream: RatePolicy) -> float:
+    """How long after asking the limiter an admitted token may still be spent on a call.
+
+    The limiter decides at its caller's `now`, but the call reaches the downstream only after the
+    limiter's write returns and the call travels: calls decided apart arrive closer together when
+    an earlier one was slower. GCRA lets no `n` decisions fall within `(n - limiter.burst) / rate`
+    of each other, and the downstream's bucket refuses `n` arrivals within
+    `(n - downstream.burst) / downstream rate`; with the limiter no faster than the downstream,
+    the tightest case is `n = downstream.burst + 1`, so arrivals may lag their decisions unevenly by
+    `(downstream.burst + 1 - limiter.burst) / rate - 1 / downstream rate` and never be refused.
+    Half of that is for the limiter's round trip, the other half for the call's own way there; a
+    limiter as loose as the downstream leaves nothing to keep, and every token is spent (inf).
+    """
+    spread_sec = (downstream.burst + 1 - limiter.burst) / limiter.rate_per_sec - 1 / downstream.rate_per_sec
+    return spread_sec / 2 if spread_sec > 0 else math.inf
 
 
 def _check_cost(cost: int, policy: RatePolicy) -> None:

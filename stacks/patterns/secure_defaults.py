@@ -1,6 +1,6 @@
 """The storage every layer builds with the same defaults: encrypted, recoverable, TLS-only.
 
-One place for them, so a table or a dead-letter queue cannot be added without point-in-time
+One place for them, so a table, a dead-letter queue or a bucket cannot be added without point-in-time
 recovery or encryption, and cdk-nag's findings on dead-letter queues are answered once.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Validations
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
@@ -62,3 +63,41 @@ def dead_letter_queue(
         )
     )
     return queue
+
+
+def encrypted_bucket(
+    scope: Construct,
+    construct_id: str,
+    *,
+    removal_policy: RemovalPolicy,
+    audited_by: str,
+    expire_after_days: int | None = None,
+) -> s3.Bucket:
+    """A private bucket: S3-managed encryption, TLS only, every form of public access blocked.
+
+    No `auto_delete_objects` and no `event_bridge_enabled=True`: both add a Lambda-backed custom resource.
+
+    :param audited_by: how reads and writes of its objects are traced instead of server access logs,
+        e.g. "each object is read by the execution it starts"; it completes the reason cdk-nag's
+        "no access logs" finding is acknowledged with.
+    :param expire_after_days: objects are deleted this many days after they are written; default never.
+    """
+    if expire_after_days is not None and expire_after_days < 1:
+        raise ValueError(f"expire_after_days must be None (keep) or >= 1, got {expire_after_days}")
+    bucket = s3.Bucket(
+        scope,
+        construct_id,
+        encryption=s3.BucketEncryption.S3_MANAGED,
+        enforce_ssl=True,
+        block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+        lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(expire_after_days))] if expire_after_days else None,
+        removal_policy=removal_policy,
+    )
+    Validations.of(bucket).acknowledge(
+        Acknowledgment(
+            id="AwsSolutions::AwsSolutions-S1",
+            reason=f"{audited_by}; CloudTrail data events, not a log bucket, are the place to audit object access"
+            " if a stage needs it",
+        )
+    )
+    return bucket

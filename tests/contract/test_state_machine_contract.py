@@ -4,8 +4,9 @@ For every file in `statemachines/`: some state machine deploys it verbatim; ever
 substitution and every substitution a `${X}`; every state says why it exists; every Task retries
 with full jitter and a delay cap (and a Task calling a downstream caller retries its three
 retryable errors); and the state machine's role may do what each Task does, on the resource
-each Task names. Each check is a pure function returning the problems it found, and the last
-tests show each one catches the mistake it is for.
+each Task names, and what a Distributed Map does to its own child executions and map runs. Each
+check is a pure function returning the problems it found, and the last tests show each one
+catches the mistake it is for.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ DOWNSTREAM_CALLER_HANDLER = "handlers.call_downstream.handler"
 RETRYABLE_DOWNSTREAM_ERRORS = {"RateLimited", "DownstreamThrottled", "DownstreamUnavailable"}
 # Optimized integrations whose IAM action is not simply the API name capitalised.
 SPECIAL_ACTIONS = {("lambda", "invoke"): "lambda:InvokeFunction", ("http", "invoke"): "states:InvokeHTTPEndpoint"}
+# AWS SDK integrations named after the SDK's service, whose IAM prefix differs.
+IAM_PREFIXES = {"sfn": "states"}
 
 
 # -- reading the templates ------------------------------------------------------------------------------
@@ -112,12 +115,13 @@ def states_of(definition: dict[str, Any], path: str = "") -> Iterator[tuple[str,
 
 
 def task_resources(state: dict[str, Any]) -> list[tuple[str, Any]]:
-    """(integration ARN, the parameters it is called with) for a Task, and for a Map's ItemReader."""
+    """(integration ARN, the parameters it is called with) for a Task, and for a Map's ItemReader and ResultWriter."""
     found = []
     if state["Type"] == "Task":
         found.append((state["Resource"], state.get("Parameters", {})))
-    if "ItemReader" in state:
-        found.append((state["ItemReader"]["Resource"], state["ItemReader"].get("Parameters", {})))
+    for field in ("ItemReader", "ResultWriter"):
+        if field in state:
+            found.append((state[field]["Resource"], state[field].get("Parameters", {})))
     return found
 
 
@@ -127,7 +131,7 @@ def iam_action(integration: str) -> str:
                          integration)
     if match:
         service, api = match.groups()
-        return SPECIAL_ACTIONS.get((service, api), f"{service}:{api[0].upper()}{api[1:]}")
+        return SPECIAL_ACTIONS.get((service, api), f"{IAM_PREFIXES.get(service, service)}:{api[0].upper()}{api[1:]}")
     if integration.startswith("arn:aws:lambda:") or PLACEHOLDER.fullmatch(integration):
         return "lambda:InvokeFunction"  # a Task whose Resource is the function itself invokes it directly
     raise ValueError(f"no IAM action known for the Task resource {integration!r}; teach iam_action about it")
@@ -184,6 +188,25 @@ def permission_problems(
                     problems.append(f"{where}: the role may not {action} on ${{{name}}} ({sorted(wanted)})")
                 elif resolve(next(iter(wanted)), templates) is None:
                     problems.append(f"{where}: ${{{name}}} refers to nothing in the app ({sorted(wanted)})")
+    return problems
+
+
+def own_run_problems(definition: dict[str, Any], machine_id: str, statements: list[dict[str, Any]]) -> list[str]:
+    """A Distributed Map starts, watches and stops its children as executions of the machine itself, and a
+    Task on Step Functions that names no other machine (describeMapRun) acts on this one's runs: the role
+    must allow each on a resource that refers to the machine."""
+    problems = []
+    for where, state in states_of(definition):
+        actions = []
+        if state.get("ItemProcessor", {}).get("ProcessorConfig", {}).get("Mode") == "DISTRIBUTED":
+            actions += ["states:StartExecution", "states:DescribeExecution", "states:StopExecution"]
+        if state["Type"] == "Task" and iam_action(state["Resource"]).startswith("states:") \
+                and not PLACEHOLDER.search(json.dumps(state.get("Parameters", {}))):
+            actions.append(iam_action(state["Resource"]))
+        for action in actions:
+            if not any(any(fnmatch.fnmatchcase(action, pattern) for pattern in _list(statement["Action"]))
+                       and machine_id in references(statement["Resource"]) for statement in statements):
+                problems.append(f"{where}: the role may not {action} on the state machine's own runs")
     return problems
 
 
@@ -244,6 +267,8 @@ def test_the_role_may_do_every_task_on_the_resource_it_names(path, deployed_mach
     substitutions = machine["Properties"].get("DefinitionSubstitutions", {})
     statements = role_statements(templates[key], machine)
     assert permission_problems(json.loads(path.read_text()), substitutions, statements, templates) == []
+    (machine_id,) = [i for i, r in templates[key]["Resources"].items() if r is machine]
+    assert own_run_problems(json.loads(path.read_text()), machine_id, statements) == []
 
 
 # -- the checks are live --------------------------------------------------------------------------------
@@ -306,3 +331,22 @@ def test_a_grant_on_a_table_of_another_stack_is_seen_through_its_exports_and_its
     without = [s for s in statements if s["Action"] != "dynamodb:GetItem"]
     problems = permission_problems(definition, substitutions, without, templates)
     assert len(problems) == 1 and problems[0].startswith("ReadBreaker: the role may not dynamodb:GetItem")
+
+
+def test_a_distributed_map_without_the_right_to_start_its_children_or_write_its_results_is_caught(
+    deployed_machines, templates
+):
+    # GIVEN the large-segment workflow, whose Distributed Map reads the segment, writes its results and
+    # runs its children as executions of the machine itself
+    path = ROOT / "statemachines" / "crm_segment_large.asl.json"
+    key, machine = machine_for(path, deployed_machines)
+    (machine_id,) = [i for i, r in templates[key]["Resources"].items() if r is machine]
+    definition, substitutions = json.loads(path.read_text()), machine["Properties"]["DefinitionSubstitutions"]
+    statements = role_statements(templates[key], machine)
+    # WHEN the role loses the right to start executions, and the right to put objects
+    without = [s for s in statements if not {"states:StartExecution", "s3:PutObject"} & set(_list(s["Action"]))]
+    # THEN both are reported, at the Map
+    assert own_run_problems(definition, machine_id, without) == [
+        "EmailEachUser: the role may not states:StartExecution on the state machine's own runs"]
+    (problem,) = permission_problems(definition, substitutions, without, templates)
+    assert problem.startswith("EmailEachUser: the role may not s3:PutObject on ${SegmentsBucketName}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -278,3 +279,133 @@ def test_definition_substitutions_from_cloudformation_need_the_fix(cloud, patche
     definition = json.loads(cloud.client("stepfunctions").describe_state_machine(stateMachineArn=arn)["definition"])
     # THEN only the fix fills the placeholder, as CloudFormation does on AWS
     assert definition["States"]["A"]["Comment"] == ("filled" if patched else "${Why}")
+
+
+def distributed_map(*, tolerance: dict | None = None, result_writer: dict | None = None) -> dict:
+    """A Distributed Map over `$.items`: a child fails for an item starting with `bad`, and succeeds otherwise."""
+    each = {
+        "Type": "Map", "Comment": "one child execution per item", "ItemsPath": "$.items",
+        "ItemProcessor": {
+            "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}, "StartAt": "Check",
+            "States": {
+                "Check": {"Type": "Choice", "Comment": "bad items fail",
+                          "Choices": [{"Variable": "$", "StringMatches": "bad*", "Next": "Bad"}], "Default": "Good"},
+                "Bad": {"Type": "Fail", "Comment": "a failed child", "Error": "BadItem", "CausePath": "$"},
+                "Good": {"Type": "Pass", "Comment": "a child that succeeds", "Parameters": {"item.$": "$"},
+                         "End": True}}},
+        **(tolerance or {}), "End": True}
+    if result_writer:
+        each["ResultWriter"] = {"Resource": "arn:aws:states:::s3:putObject", "Parameters": result_writer}
+    return {"Comment": "probe: a Distributed Map", "StartAt": "Each", "States": {"Each": each}}
+
+
+def run_to_the_end(cloud, name: str, definition: dict, payload: dict) -> dict:
+    """Create, start and wait for a state machine; its execution's description, whatever the status."""
+    sfn = cloud.client("stepfunctions")
+    arn = sfn.create_state_machine(name=name, definition=json.dumps(definition),
+                                   roleArn="arn:aws:iam::123456789012:role/probe")["stateMachineArn"]
+    execution = sfn.start_execution(stateMachineArn=arn, input=json.dumps(payload))["executionArn"]
+    deadline = time.monotonic() + 60
+    while (described := sfn.describe_execution(executionArn=execution))["status"] == "RUNNING":
+        assert time.monotonic() < deadline, "execution still RUNNING after 60 s"
+        time.sleep(0.05)
+    return described
+
+
+def items(good: int, bad: int) -> dict:
+    return {"items": [f"bad-{i}" for i in range(bad)] + [f"good-{i}" for i in range(good)]}
+
+
+@pytest.mark.parametrize(("tolerance", "bad", "status"), [
+    ({"ToleratedFailurePercentage": 10}, 2, "SUCCEEDED"),
+    ({"ToleratedFailurePercentage": 10}, 3, "FAILED"),
+    ({"ToleratedFailureCount": 2}, 2, "SUCCEEDED"),
+    ({"ToleratedFailureCount": 2}, 3, "FAILED"),
+    ({}, 1, "FAILED"),
+], ids=["percent-within", "percent-past", "count-within", "count-past", "none-set"])
+def test_a_distributed_map_fails_past_its_tolerated_failures(cloud, tolerance, bad, status):
+    # GIVEN 20 items of which `bad` fail their child execution
+    described = run_to_the_end(cloud, f"tolerance-{uuid.uuid4().hex[:8]}", distributed_map(tolerance=tolerance),
+                               items(20 - bad, bad))
+    # THEN the Map Run fails as AWS's does once the failures exceed the threshold (any failure when none is set)
+    assert described["status"] == status
+    if status == "FAILED":
+        assert (described["error"], described["cause"]) == (
+            "States.ExceedToleratedFailureThreshold", "The specified tolerated failure threshold was exceeded")
+
+
+def test_without_the_fix_a_whole_percentage_is_refused_and_no_threshold_applies(cloud):
+    moto_patches.remove_distributed_map_failure_tolerance()
+    try:
+        # WHEN the percentage is written as AWS takes it THEN moto refuses the whole state machine
+        with pytest.raises(ClientError, match="ToleratedFailurePercentage"):
+            run_to_the_end(cloud, "tolerance-int", distributed_map(tolerance={"ToleratedFailurePercentage": 10}),
+                           items(17, 3))
+        # AND written as moto parses it, 3 of 20 failed children (15%) do not fail the Map Run, nor do any
+        assert run_to_the_end(cloud, "tolerance-float", distributed_map(
+            tolerance={"ToleratedFailurePercentage": 10.0}), items(17, 3))["status"] == "SUCCEEDED"
+        assert run_to_the_end(cloud, "tolerance-none", distributed_map(), items(0, 20))["status"] == "SUCCEEDED"
+    finally:
+        moto_patches.apply_distributed_map_failure_tolerance()
+
+
+def written_results(cloud, bucket: str, output: dict) -> tuple[dict, dict[str, list[dict]]]:
+    s3 = cloud.client("s3")
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key=output["ResultWriterDetails"]["Key"])["Body"].read())
+    return manifest, {status: [e for f in files for e in json.loads(s3.get_object(Bucket=bucket, Key=f["Key"])[
+        "Body"].read())] for status, files in manifest["ResultFiles"].items()}
+
+
+@pytest.mark.parametrize("patched", [False, True], ids=["moto-alone", "patched"])
+def test_result_writer_exports_each_child_execution_to_s3_only_with_the_fix(cloud, patched):
+    # GIVEN a Distributed Map that tolerates failures and writes its results under runs/
+    bucket = f"results-{'patched' if patched else 'alone'}"
+    cloud.client("s3").create_bucket(Bucket=bucket)
+    definition = distributed_map(tolerance={"ToleratedFailurePercentage": 50},
+                                 result_writer={"Bucket": bucket, "Prefix": "runs"})
+    if not patched:
+        moto_patches.remove_distributed_map_result_writer()
+    try:
+        # WHEN 3 items succeed and 1 fails
+        described = run_to_the_end(cloud, f"writer-{bucket}", definition, items(3, 1))
+    finally:
+        moto_patches.apply_distributed_map_result_writer()
+    # THEN in both the state's output is where the results went, as on AWS
+    output = json.loads(described["output"])
+    map_run_id = output["MapRunArn"].split(":")[-1]
+    assert output["ResultWriterDetails"] == {"Bucket": bucket, "Key": f"runs/{map_run_id}/manifest.json"}
+    manifest, results = written_results(cloud, bucket, output)
+    if not patched:
+        # AND moto alone lists no result file, so nothing says what any child returned or why it failed
+        assert manifest["ResultFiles"] == {"FAILED": [], "PENDING": [], "SUCCEEDED": []}
+        return
+    # AND with the fix each child execution is in the file of its outcome, with its output or its error
+    assert manifest["ResultFiles"]["SUCCEEDED"][0]["Key"] == f"runs/{map_run_id}/SUCCEEDED_0.json"
+    assert sorted(json.loads(e["Output"])["item"] for e in results["SUCCEEDED"]) == ["good-0", "good-1", "good-2"]
+    (failed,) = results["FAILED"]
+    assert (failed["Status"], failed["Error"], failed["Cause"], json.loads(failed["Input"])) == (
+        "FAILED", "BadItem", "bad-0", "bad-0")
+    assert failed["ExecutionArn"].startswith(output["MapRunArn"].split(":mapRun:")[0] + ":execution:")
+
+
+@pytest.mark.parametrize("patched", [False, True], ids=["moto-alone", "patched"])
+def test_aws_sdk_tasks_speak_pascal_case_only_with_the_fix(cloud, patched):
+    # GIVEN a Task on Step Functions' own camelCase API, written as AWS documents it (PascalCase)
+    definition = {"Comment": "probe: an aws-sdk Task", "StartAt": "Describe", "States": {"Describe": {
+        "Type": "Task", "Comment": "describe this very state machine",
+        "Resource": "arn:aws:states:::aws-sdk:sfn:describeStateMachine",
+        "Parameters": {"StateMachineArn.$": "$$.StateMachine.Id"}, "End": True}}}
+    if not patched:
+        moto_patches.remove_aws_sdk_pascal_case()
+    try:
+        described = run_to_the_end(cloud, f"sdk-{'patched' if patched else 'alone'}", definition, {})
+    finally:
+        moto_patches.apply_aws_sdk_pascal_case()
+    if not patched:
+        # THEN moto alone hands `StateMachineArn` to botocore, which knows only `stateMachineArn`
+        assert (described["status"], described["error"]) == ("FAILED", "States.Runtime")
+        return
+    # THEN with the fix the call is made and answered in PascalCase, its timestamps as text
+    output = json.loads(described["output"])
+    assert (output["Name"], output["Type"]) == ("sdk-patched", "STANDARD")
+    assert isinstance(output["CreationDate"], str)

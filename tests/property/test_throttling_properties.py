@@ -11,7 +11,7 @@ from throttling.backoff import decorrelated_jitter_delay, exponential_delay, ful
 from throttling.circuit_breaker import BreakerPolicy, BreakerState, BreakerStatus, allow, force_open, record
 from throttling.clock import FakeClock
 from throttling.rate_limit_headers import parse_rate_limit_headers
-from throttling.rate_limiter import InMemoryRateLimiter, RatePolicy, decide
+from throttling.rate_limiter import InMemoryRateLimiter, RatePolicy, decide, stale_token_after_sec
 from throttling.semaphore import SemaphoreState, in_use, release, try_acquire
 
 MODEST = settings(max_examples=200, deadline=None)
@@ -90,6 +90,69 @@ semaphore_steps = st.lists(
 
 
 @MODEST
+def refused_by_bucket(arrivals_sec: list[float], policy: RatePolicy) -> int:
+    """How many of these arrivals a token bucket of `policy` (full at first) refuses: the downstream's view."""
+    tokens, last, refused = float(policy.burst), None, 0
+    for at in sorted(arrivals_sec):
+        if last is not None:
+            tokens = min(float(policy.burst), tokens + (at - last) * policy.rate_per_sec)
+        last = at
+        if tokens + 1e-9 >= 1:
+            tokens = max(0.0, tokens - 1)
+        else:
+            refused += 1
+    return refused
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    downstream_rate=st.floats(min_value=0.5, max_value=50),
+    downstream_burst=st.integers(min_value=1, max_value=10),
+    rate_fraction=st.floats(min_value=0.5, max_value=1.0),
+    burst_cut=st.integers(min_value=0, max_value=4),
+    idle_then_late=st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=60),
+)
+def test_calls_sent_within_twice_the_stale_age_of_their_token_are_never_refused_downstream(
+    downstream_rate, downstream_burst, rate_fraction, burst_cut, idle_then_late
+):
+    # GIVEN a limiter no looser than the downstream, asked as often as it admits (or after a pause that refills it)
+    downstream = RatePolicy(downstream_rate, downstream_burst)
+    limiter_policy = RatePolicy(downstream_rate * rate_fraction, max(1, downstream_burst - burst_cut))
+    stale_sec = stale_token_after_sec(limiter_policy, downstream)
+    spread_sec = 0.0 if stale_sec == float("inf") else 2 * stale_sec
+    clock = FakeClock(1000.0)
+    limiter = InMemoryRateLimiter(limiter_policy, clock)
+    arrivals = []
+    for idle, late in idle_then_late:
+        clock.advance(limiter_policy.burst / limiter_policy.rate_per_sec if idle else 0.0)
+        while not limiter.try_acquire().allowed:
+            clock.advance(0.01 / limiter_policy.rate_per_sec)
+        # WHEN each call reaches the downstream at once or the whole spread after its decision (the extremes:
+        # arrivals bunch most when earlier decisions are late and later ones are not)
+        arrivals.append(clock.now() + (spread_sec if late else 0.0))
+    # THEN the downstream refuses none: half the spread for the limiter's round trip, half for the way there
+    assert refused_by_bucket(arrivals, downstream) == 0
+
+
+def test_a_call_lagging_its_token_by_more_than_the_spread_can_be_refused():
+    # GIVEN a model's 5 at 5/s and a limiter of 4 at 4.5/s: a spread of 2/4.5 - 1/5 s
+    downstream, limiter_policy = RatePolicy(5.0, 5), RatePolicy(4.5, 4)
+    spread_sec = 2 * stale_token_after_sec(limiter_policy, downstream)
+    clock = FakeClock(1000.0)
+    limiter = InMemoryRateLimiter(limiter_policy, clock)
+    decided = []
+    for _ in range(6):  # a burst of 4 at once, then one each 1/4.5 s
+        while not limiter.try_acquire().allowed:
+            clock.advance(0.001)
+        decided.append(clock.now())
+    # WHEN the burst's calls are late by a little more than the spread, the fifth joins them, the sixth is on time
+    late = decided[0] + spread_sec + 0.01
+    arrivals = [late] * 5 + [decided[5]]
+    # THEN six arrive within less than one token's time of the downstream's burst, and one is refused
+    assert decided[4] <= late and decided[5] - late < 1 / downstream.rate_per_sec
+    assert refused_by_bucket(arrivals, downstream) == 1
+
+
 @given(limit=st.integers(min_value=0, max_value=4), steps=semaphore_steps)
 def test_semaphore_never_holds_more_than_limit_live_leases(limit, steps):
     # GIVEN an empty semaphore

@@ -9,6 +9,7 @@ emulator (`tests/emulator/test_payment_workflow.py`), where the gateway counts t
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ ENVIRONMENT = {
     "DOWNSTREAM_BASE_URL": "http://127.0.0.1:9",
     "DOWNSTREAM_TIMEOUT_SEC": "10",
     "DOWNSTREAM_RATE_LIMIT_PER_SEC": "2",
+    "DOWNSTREAM_BURST": "2",
     "TUNABLES_PARAMETER_NAME": "/throttling/test/downstreams/payment_gateway",
     "BREAKER_TUNABLES_PARAMETER_NAME": "/throttling/test/breakers/payment_gateway",
     "RATE_LIMITER_TABLE_NAME": "limiter",
@@ -62,9 +64,12 @@ class Context:
 class Limiter:
     decisions: list[RateDecision]
     asked: int = 0
+    answer_after_sec: list[float] = field(default_factory=list)
 
     def try_acquire(self, bucket: str, policy: RatePolicy) -> RateDecision:
         self.asked += 1
+        if self.answer_after_sec:
+            time.sleep(self.answer_after_sec.pop(0))
         return self.decisions.pop(0)
 
 
@@ -126,6 +131,16 @@ def test_a_refusal_longer_than_the_function_may_wait_is_handed_to_the_workflow(a
     with pytest.raises(RateLimited) as raised:
         authorizer.take_token(RatePolicy(1.8, 1), Context())
     assert json.loads(str(raised.value)) == {"downstream": "payment_gateway", "retry_after_sec": 5.0}
+
+
+def test_a_token_that_comes_back_too_late_is_not_spent_and_another_is_taken(authorizer, fakes):
+    # GIVEN a first admission slower than the room the gateway's 2 at 2/s leaves over 1 at 1.8/s allows
+    limiter, _, _ = fakes
+    limiter.decisions[:] = [ALLOW, ALLOW]
+    limiter.answer_after_sec[:] = [authorizer.stale_token_after_sec(RatePolicy(1.8, 1), RatePolicy(2.0, 2)) + 0.05]
+    # WHEN a token is taken THEN the late one is dropped and a second one asked for
+    authorizer.take_token(RatePolicy(1.8, 1), Context())
+    assert limiter.asked == 2
 
 
 def test_no_wait_when_the_invocation_has_no_time_left_for_the_call(authorizer, fakes):

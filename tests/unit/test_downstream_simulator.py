@@ -431,6 +431,20 @@ def test_concurrency_cap_answers_429_without_spending_a_token():
     assert simulator.stats()["max_in_flight"] == 1
 
 
+def test_a_path_it_does_not_hold_is_answered_404_and_spends_a_token():
+    # GIVEN a downstream with one token that holds no /users/ghost
+    simulator = make_simulator(FakeClock(), rate_per_sec=0.01, burst=1, not_found_paths=["/users/ghost"])
+
+    # WHEN the missing path is asked for, then another
+    missing = simulator.decide("GET", "/users/ghost")
+    after = simulator.decide("GET", "/users/42")
+
+    # THEN the first is a 404 naming the path, and it spent the only token, as a lookup does
+    assert (missing.status, missing.body) == (404, {"error": "not_found", "path": "/users/ghost"})
+    assert after.status == 429
+    assert simulator.profile.not_found_paths == ("/users/ghost",)
+
+
 def test_profile_change_clamps_tokens_and_changes_the_rate():
     # GIVEN a full 10 rps downstream with a burst of 10
     clock = FakeClock()

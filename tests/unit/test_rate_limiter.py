@@ -11,6 +11,7 @@ from throttling.rate_limiter import (
     decide,
     shard_count_for,
     split_policy,
+    stale_token_after_sec,
 )
 
 
@@ -156,3 +157,21 @@ def test_fake_clock_refuses_to_advance_backwards():
     # GIVEN / WHEN / THEN
     with pytest.raises(ValueError, match="got -1; use set\\(\\)"):
         FakeClock().advance(-1)
+
+
+@pytest.mark.parametrize(
+    ("limiter", "downstream", "expected_sec"),
+    [
+        # 4 at 4.5/s under a model's 5 at 5/s: ((5 + 1 - 4) / 4.5 - 1 / 5) / 2
+        (RatePolicy(4.5, 4), RatePolicy(5.0, 5), (2 / 4.5 - 0.2) / 2),
+        # one burst token less buys more time than the rate headroom alone
+        (RatePolicy(4.5, 2), RatePolicy(5.0, 5), (4 / 4.5 - 0.2) / 2),
+        # a one-at-a-time mainframe: half the headroom between the intervals, 1/0.8 - 1/1
+        (RatePolicy(0.8, 1), RatePolicy(1.0, 1), 0.125),
+        # a limiter as loose as the downstream leaves nothing to keep: every token is spent
+        (RatePolicy(5.0, 5), RatePolicy(5.0, 5), float("inf")),
+        (RatePolicy(5.0, 6), RatePolicy(5.0, 5), float("inf")),
+    ],
+)
+def test_a_token_is_stale_after_half_the_spread_the_downstream_absorbs(limiter, downstream, expected_sec):
+    assert stale_token_after_sec(limiter, downstream) == pytest.approx(expected_sec)

@@ -1,0 +1,35 @@
+"""The large-segment workflow treats each user exactly as the inline CRM batch does.
+
+Both files carry the per-user states (FetchUser ... Sent), one in an inline Map, one in a Distributed
+Map's child executions; a retry, a wait or a dead letter changed in one and not in the other fails here.
+Only a failed user's last state differs: a child execution must fail to count against the tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def states(name: str) -> dict:
+    return json.loads((ROOT / "statemachines" / name).read_text())["States"]
+
+
+def test_each_child_execution_treats_its_user_as_an_inline_iteration_does():
+    inline = states("crm_batch_email.asl.json")["EmailEachUser"]["ItemProcessor"]["States"]
+    large = states("crm_segment_large.asl.json")["EmailEachUser"]["ItemProcessor"]["States"]
+    assert {n: s for n, s in large.items() if n != "Failed"} == {n: s for n, s in inline.items() if n != "Failed"}
+    assert (inline["Failed"]["Type"], large["Failed"]["Type"]) == ("Pass", "Fail")
+
+
+def test_both_read_the_crm_concurrency_and_replace_an_unusable_value_alike():
+    inline, large = states("crm_batch_email.asl.json"), states("crm_segment_large.asl.json")
+    assert large["ReadCrmTunables"] == inline["ReadCrmTunables"]
+    assert large["CheckMaxConcurrency"]["Choices"] == inline["CheckMaxConcurrency"]["Choices"]
+    assert large["UseSafeConcurrency"]["Result"] == inline["UseSafeConcurrency"]["Result"]
+    inline_map, large_map = inline["EmailEachUser"], large["EmailEachUser"]
+    assert large_map["MaxConcurrencyPath"] == inline_map["MaxConcurrencyPath"]
+    assert {k: v for k, v in large_map["ItemSelector"].items() if k not in ("user_id.$", "segment_id.$")} == {
+        k: v for k, v in inline_map["ItemSelector"].items() if k not in ("user_id.$", "segment_id.$")}
