@@ -15,7 +15,7 @@ export CDK_DISABLE_CLI_TELEMETRY := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup demo test synth nag deploy diff clean
+.PHONY: help setup demo test synth nag deploy diff clean bench plan
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -52,6 +52,13 @@ deploy: setup ## cdk deploy STAGE into your AWS account (needs credentials and a
 
 diff: setup ## cdk diff STAGE against your AWS account
 	$(CDK) diff --all -c stage=$(STAGE)
+
+bench: setup ## the strategy benchmark in virtual time: bench/results (tables, plots, costs)
+	$(PY) -m bench.strategies
+
+plan: $(STAMPS)/venv ## Little's-law settings: make plan LIMIT_RPS=10 LATENCY_MS=200 [CONCURRENCY=5] [BURST=10]
+	$(if $(and $(LIMIT_RPS),$(LATENCY_MS)),,$(error give the limit and the latency: make plan LIMIT_RPS=10 LATENCY_MS=200))
+	$(PY) -m throttlectl plan --limit-rps $(LIMIT_RPS) --latency-ms $(LATENCY_MS)$(if $(CONCURRENCY), --concurrency $(CONCURRENCY))$(if $(BURST), --burst $(BURST))
 
 clean: ## remove what set-up and synth made
 	rm -rf $(VENV) node_modules cdk.out $(STAMPS) .pytest_cache .hypothesis .demo *.egg-info

@@ -12,7 +12,11 @@ overload path and every guard:
   clean periods in a row, if the limit is actually used, concurrency grows by `concurrency_step`
   and the rate by `rate_step_fraction` of its ceiling. On 429s above `throttle_rate_threshold`,
   errors (5xx, timeouts) above `error_rate_threshold`, a p99 latency above
-  `p99_latency_threshold_ms`, or a slow-down alarm, both shrink to `decrease_factor` times.
+  `p99_latency_threshold_ms`, or a slow-down alarm, both shrink to `decrease_factor` times
+  (1.5 slots rounded up to 2, not down to 1). A period whose only trouble is a few 429s (at most
+  `probe_throttle_rate`) is a probe just over the limit: the rate backs off to what got through
+  (the period's successes per second, less `fallback_margin`), with the concurrency that carries
+  it, rather than to half: halving after every probe would saw well below the limit.
 - `gradient`, in the spirit of Netflix's Gradient2 and Envoy's adaptive concurrency: a long-term
   latency baseline (an EWMA of the period medians) against this period's median gives
   `gradient = clamp(rtt_tolerance * baseline / median, min_gradient, 1)`, and the limit moves to
@@ -32,6 +36,10 @@ The known failure modes of both, and the guard for each:
   decrease still show the old setting): `cooldown_sec` after a decrease, nothing moves.
 - A limit driven to nothing: never below the floor of `Bounds`; a downstream that is really down
   is the circuit breaker's job, not the controller's.
+- aimd: a downstream whose own p99 rises above the threshold (no cut can lower it) would pin the
+  concurrency to the floor for good: a p99 above the threshold at the floor is taken as the
+  downstream's own (`floor_p99_latency_ms`), and only a p99 `rtt_tolerance` times above it slows
+  down again, until the p99 is back under the threshold.
 - Acting on no evidence: no data, or fewer than `min_calls` calls, holds (and neither counts as
   clean nor breaks a clean streak, so a bursty daily batch can still recover).
 - Counting one period twice (a schedule and an alarm in the same minute): a period at or before
@@ -47,9 +55,11 @@ The known failure modes of both, and the guard for each:
 
 Defaults (see `ControllerPolicy`): AIMD, 1 % 429s, 5 % errors, x0.5 decrease, +1 concurrency and
 +10 % of the rate ceiling per increase, 3 clean periods, 120 s cooldown, at least 10 calls, 80 %
-utilization to grow; gradient tolerance 1.5, baseline EWMA weight 0.1, smoothing 0.5, gradient
-floor 0.5. With these, steady-state AIMD against a downstream that refuses above `C` calls in
-flight saws between `floor(C x 0.5)` and `C + 1`, and is flat at its ceiling when nothing refuses.
+utilization to grow, a probe's back-off for up to 5 % 429s to 5 % below what got through;
+gradient tolerance 1.5, baseline EWMA weight 0.1, smoothing 0.5, gradient floor 0.5. With
+these, steady-state AIMD against a downstream that refuses above `C` calls in flight saws between
+`floor(C x 0.5)` and `C + 1`, and is flat at its ceiling when nothing refuses. The lab
+(`make bench`) shows what the defaults do against a modelled downstream, next to the baselines.
 """
 
 from __future__ import annotations
@@ -261,6 +271,9 @@ class ControllerPolicy:
     :param baseline_weight: gradient: the EWMA weight of a new (healthy) median in the baseline.
     :param smoothing: gradient: the weight of the newly computed limit against the old one.
     :param min_gradient: gradient: the largest latency-driven cut of one period (0.5 = halve).
+    :param probe_throttle_rate: 429s per call up to which a period with 429s alone is a probe just
+        over the limit: back off to what got through, not by `decrease_factor`.
+    :param fallback_margin: how far below what got through such a back-off goes.
     """
 
     mode: Mode = "aimd"
@@ -279,6 +292,8 @@ class ControllerPolicy:
     baseline_weight: float = 0.1
     smoothing: float = 0.5
     min_gradient: float = 0.5
+    probe_throttle_rate: float = 0.05
+    fallback_margin: float = 0.05
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -294,6 +309,8 @@ class ControllerPolicy:
         _require_in("baseline_weight", self.baseline_weight, 0.0, 1.0, open_low=True)
         _require_in("smoothing", self.smoothing, 0.0, 1.0, open_low=True)
         _require_in("min_gradient", self.min_gradient, 0.0, 1.0, open_low=True, open_high=True)
+        _require_in("probe_throttle_rate", self.probe_throttle_rate, 0.0, 1.0)
+        _require_in("fallback_margin", self.fallback_margin, 0.0, 1.0, open_high=True)
         if not (_finite(self.cooldown_sec) and self.cooldown_sec >= 0):
             raise ValueError(f"cooldown_sec must be a number >= 0, got {self.cooldown_sec!r}")
         if not (_finite(self.rtt_tolerance) and self.rtt_tolerance >= 1):
@@ -324,6 +341,7 @@ class ControllerState:
     last_change_at: float | None = None
     baseline_latency_ms: float | None = None
     floor_latency_ms: float | None = None
+    floor_p99_latency_ms: float | None = None
     estimated_limit: float | None = None
     written: Setting | None = None
 
@@ -331,7 +349,7 @@ class ControllerState:
         """A flat dict of plain numbers (None fields left out), for a DynamoDB item."""
         item: dict[str, Any] = {}
         for name in ("clean_periods", "last_period_end", "last_decrease_at", "last_change_at",
-                     "baseline_latency_ms", "floor_latency_ms", "estimated_limit"):
+                     "baseline_latency_ms", "floor_latency_ms", "floor_p99_latency_ms", "estimated_limit"):
             value = getattr(self, name)
             if value is not None:
                 item[name] = value
@@ -360,6 +378,7 @@ class ControllerState:
             last_change_at=number("last_change_at"),
             baseline_latency_ms=number("baseline_latency_ms"),
             floor_latency_ms=number("floor_latency_ms"),
+            floor_p99_latency_ms=number("floor_p99_latency_ms"),
             estimated_limit=number("estimated_limit"),
             written=written,
         )
@@ -446,13 +465,11 @@ def decide(
         if metrics.error_rate > policy.error_rate_threshold:
             overload.append(f"error rate {_pct(metrics.error_rate)} > {_pct(policy.error_rate_threshold)}")
             slows_rate = True
-        if (
-            policy.mode == "aimd"
-            and policy.p99_latency_threshold_ms is not None
-            and metrics.latency_p99_ms is not None
-            and metrics.latency_p99_ms > policy.p99_latency_threshold_ms
-        ):
-            overload.append(f"p99 latency {_num(metrics.latency_p99_ms)} ms > {_num(policy.p99_latency_threshold_ms)} ms")
+        if policy.mode == "aimd" and policy.p99_latency_threshold_ms is not None and metrics.latency_p99_ms is not None:
+            state, latency_note = _p99_check(metrics.latency_p99_ms, current, bounds, state, policy,
+                                             cooling=_cooling(state, policy, now))
+            if latency_note is not None:
+                overload.append(latency_note)
 
     gradient_limit: float | None = None
     latency_only = False
@@ -464,9 +481,15 @@ def decide(
             latency_only = not overload
             overload.append(gradient_note)
 
+    # 429s alone, and only a few: we are just over the limit (our own probe, or a small drop), and
+    # what got through in the period is the best estimate of it; halving would undershoot.
+    probe_overshoot = (
+        usable and not alarms and len(overload) == 1
+        and policy.throttle_rate_threshold < metrics.throttle_rate <= policy.probe_throttle_rate  # type: ignore[union-attr]
+    )
     if overload:
         return _decrease(current, bounds, state, policy, now, notes, overload, slows_rate,
-                         gradient_limit if latency_only else None)
+                         gradient_limit if latency_only else None, metrics if probe_overshoot else None)
 
     if metrics is None or not metrics.has_calls:
         return _hold(current, state, notes, "no data for the period")
@@ -499,15 +522,23 @@ def _decrease(
     overload: list[str],
     slows_rate: bool,
     latency_limit: float | None,
+    overshoot: PeriodMetrics | None = None,
 ) -> Decision:
-    """`latency_limit` is the gradient's limit when latency alone says slow down (else None: x beta)."""
+    """`latency_limit` is the gradient's limit when latency alone says slow down (else None: x beta);
+    `overshoot` the period of a probe just over the limit (back to what got through, not x beta)."""
     state = dataclasses.replace(state, clean_periods=0)
     why = "; ".join(overload)
     if _cooling(state, policy, now):
         return _hold(current, state, notes, f"{why}: cooling down {_num(now - state.last_decrease_at)} s after a"  # type: ignore[operator]
                                             f" decrease (< {_num(policy.cooldown_sec)} s)")
     if latency_limit is None:
-        concurrency = math.floor(current.max_concurrency * policy.decrease_factor)
+        halved = current.max_concurrency * policy.decrease_factor
+        concurrency = math.floor(halved)
+        if concurrency == 1 and halved >= 1.5 and current.max_concurrency > 2:
+            # Flooring 1.5 slots to 1 would cut two thirds, and one call in flight carries less than
+            # the halved rate; from 4 slots up, flooring is the halving the stated amplitude assumes.
+            # (From 2 slots a gentle factor must still reach 1, or the decrease would be no decrease.)
+            concurrency = 2
         how = f"multiplicative decrease x{_num(policy.decrease_factor)}"
     else:
         # At small limits the queue allowance outweighs the gradient: still at least one slot less.
@@ -516,7 +547,19 @@ def _decrease(
     concurrency = min(current.max_concurrency, max(bounds.min_concurrency, concurrency))
     rate = current.rate_per_sec
     if policy.adjust_rate and slows_rate:
-        rate = min(current.rate_per_sec, max(bounds.min_rate_per_sec, _round_rate(current.rate_per_sec * policy.decrease_factor)))
+        rate = current.rate_per_sec * policy.decrease_factor
+        if overshoot is not None:
+            accepted = min(current.rate_per_sec, overshoot.successes / overshoot.period_sec)
+            fallback = accepted * (1 - policy.fallback_margin)
+            # Compared with what the halved setting would carry, not with half the rate: when the
+            # concurrency is what binds, half the rate may be more than halving leaves to get through.
+            if fallback > _carried(Setting(concurrency, rate), overshoot):
+                rate = fallback
+                needed = _in_flight_for(rate, overshoot, policy)
+                concurrency = current.max_concurrency if needed is None else max(
+                    concurrency, min(current.max_concurrency, needed))
+                how = f"back to the {_num(round(accepted, 3))} req/s that got through, less {_pct(policy.fallback_margin)}"
+        rate = min(current.rate_per_sec, max(bounds.min_rate_per_sec, _round_rate(rate)))
     proposed = Setting(concurrency, rate)
     if proposed == current:
         return _hold(current, state, notes, f"{why}: already at the floor ({current.describe()})")
@@ -575,6 +618,52 @@ def _increase(
         state = dataclasses.replace(state, estimated_limit=float(concurrency))
     return _change("increase", proposed, current, state, now, notes,
                    f"clean for {clean} periods and the limit is used ({usage}): {how} ({_delta(current, proposed)})")
+
+
+def _carried(setting: Setting, metrics: PeriodMetrics) -> float:
+    """The calls per second `setting` lets through at the period's latency (its rate alone without one)."""
+    latency_ms = metrics.latency_mean_ms or metrics.latency_p50_ms
+    if not latency_ms:
+        return setting.rate_per_sec
+    return min(setting.rate_per_sec, setting.max_concurrency * 1000 / latency_ms)
+
+
+def _in_flight_for(rate_per_sec: float, metrics: PeriodMetrics, policy: ControllerPolicy) -> int | None:
+    """The concurrency that carries `rate_per_sec` at the period's latency, used at `utilization_to_increase`."""
+    latency_ms = metrics.latency_mean_ms or metrics.latency_p50_ms
+    if not latency_ms:
+        return None
+    return math.ceil(rate_per_sec * latency_ms / 1000 / policy.utilization_to_increase - 1e-9)
+
+
+def _p99_check(
+    p99_ms: float, current: Setting, bounds: Bounds, state: ControllerState, policy: ControllerPolicy,
+    *, cooling: bool,
+) -> tuple[ControllerState, str | None]:
+    """aimd's latency test: a note when the p99 says slow down, and the state (the floor's p99)."""
+    threshold = policy.p99_latency_threshold_ms
+    assert threshold is not None
+    if p99_ms <= threshold:
+        # Fast again: a p99 learnt at the floor no longer raises the bar.
+        return (state if state.floor_p99_latency_ms is None
+                else dataclasses.replace(state, floor_p99_latency_ms=None)), None
+    note = f"p99 latency {_num(p99_ms)} ms > {_num(threshold)} ms"
+    if current.max_concurrency <= bounds.min_concurrency:
+        if cooling:
+            # Just cut: this period still shows the load before the cut, not the downstream's own
+            # latency. Nothing is learnt from it (and the cooldown holds the setting).
+            return state, note
+        # Too slow even with the fewest calls we send: the downstream's own latency, which no cut can
+        # lower. Pinned at the floor it would stay there for good; it is measured here, every period
+        # at the floor (as gradient mode measures its baseline), and only a p99 well above the last
+        # such measure, once there are more calls in flight, means our load again.
+        return dataclasses.replace(state, floor_p99_latency_ms=p99_ms), None
+    if state.floor_p99_latency_ms is not None:
+        threshold = max(threshold, policy.rtt_tolerance * state.floor_p99_latency_ms)
+        if p99_ms <= threshold:
+            return state, None
+        note = f"p99 latency {_num(p99_ms)} ms > {_num(threshold)} ms"
+    return state, note
 
 
 def _gradient(

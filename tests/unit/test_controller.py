@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 
 import pytest
 
@@ -90,6 +92,41 @@ def run(
         decisions.append(decision)
         setting, state = decision.setting, decision.state
     return decisions
+
+
+def stored(state: ControllerState) -> ControllerState:
+    """The state as the control loop gets it back from DynamoDB: through `to_item`, numbers as Decimal."""
+    return ControllerState.from_item({key: Decimal(str(value)) for key, value in state.to_item().items()})
+
+
+def script(
+    periods: list[Callable[[Setting], PeriodMetrics]],
+    *,
+    setting: Setting,
+    state: ControllerState | None = None,
+    policy: ControllerPolicy = AIMD,
+    start_sec: float = 1_000_000.0,
+) -> list[Decision]:
+    """One decision per scripted period, a minute apart on a fake clock (each evaluated 30 s after it
+    ends), each period's metrics made from the setting in force, and the state stored and loaded
+    between periods as the control loop does."""
+    state = ControllerState() if state is None else state
+    decisions = []
+    for index, period in enumerate(periods):
+        period_end = start_sec + index * PERIOD_SEC
+        decision = decide(period(setting), setting, BOUNDS, state, policy, now=period_end + 30, period_end=period_end)
+        decisions.append(decision)
+        setting, state = decision.setting, stored(decision.state)
+    return decisions
+
+
+def busy_with_p99(p99_ms: float) -> Callable[[Setting], PeriodMetrics]:
+    """A period of 1 s calls that fill every slot (the limit is used), with the given p99."""
+    def period(setting: Setting) -> PeriodMetrics:
+        per_sec = min(setting.rate_per_sec, float(setting.max_concurrency))
+        return PeriodMetrics(calls=per_sec * PERIOD_SEC, latency_p50_ms=1000, latency_mean_ms=1000,
+                             latency_p99_ms=p99_ms, period_sec=PERIOD_SEC)
+    return period
 
 
 def concurrencies(decisions: list[Decision]) -> list[int]:
@@ -284,6 +321,262 @@ def test_burst_follows_the_rate_at_the_ceiling_ratio():
     assert dataclasses.replace(BOUNDS, max_burst=None).burst_for(4.5) is None
 
 
+# -- a probe just over the limit -----------------------------------------------------------------
+
+
+def test_a_few_429s_back_the_rate_off_to_what_got_through_not_to_half():
+    # GIVEN 9 req/s of 500 ms calls in 8 slots, of which the downstream refused 18 of 540 (3.3 %)
+    metrics = PeriodMetrics(calls=540, throttled=18, latency_p50_ms=500, latency_mean_ms=500)
+    # WHEN the controller sees the period
+    decision = decide(metrics, Setting(8, 9.0), BOUNDS, ControllerState(), AIMD, now=90, period_end=60)
+    # THEN the rate drops to the 8.7 req/s that got through less 5 % (8.265), not to 4.5, and the
+    # concurrency to what 8.265 req/s of 500 ms calls need at 80 % use (ceil(5.17) = 6), not to 4
+    assert decision.action == "decrease"
+    assert decision.setting == Setting(6, 8.265)
+    assert decision.reason == (
+        "429 rate 3.3% > 1.0%: back to the 8.7 req/s that got through, less 5.0%"
+        " (max_concurrency 8 -> 6, rate_per_sec 9 -> 8.27)"
+    )
+    # AND it is a decrease like any other: the streak restarts and the cooldown starts
+    assert decision.state.clean_periods == 0 and decision.state.last_decrease_at == 90
+
+
+def test_a_probe_back_off_never_raises_the_concurrency_to_what_the_rate_needs():
+    # GIVEN the same small overshoot from 5 slots (the 8.265 req/s left would need 6)
+    metrics = PeriodMetrics(calls=540, throttled=18, latency_p50_ms=500, latency_mean_ms=500)
+    # WHEN the controller sees the period
+    decision = decide(metrics, Setting(5, 9.0), BOUNDS, ControllerState(), AIMD, now=90, period_end=60)
+    # THEN the concurrency stays at 5 (a decrease never raises anything) and only the rate backs off
+    assert decision.setting == Setting(5, 8.265)
+    assert decision.reason.endswith("(rate_per_sec 9 -> 8.27)")
+
+
+@pytest.mark.parametrize(
+    ("throttled", "action", "expected", "how"),
+    [
+        # 1.0 % exactly is not above the 429 threshold: a clean period
+        (5.4, "hold", Setting(8, 9.0), "clean period 1/3"),
+        # just above the threshold: back to the 8.9 req/s that got through, less 5 %
+        (6, "decrease", Setting(6, 8.455), "back to the 8.9 req/s that got through, less 5.0%"),
+        # 5.0 % exactly is still a probe
+        (27, "decrease", Setting(6, 8.123), "back to the 8.55 req/s that got through, less 5.0%"),
+        # 5.2 %, just above `probe_throttle_rate`: halved as before
+        (28, "decrease", Setting(4, 4.5), "multiplicative decrease x0.5"),
+    ],
+)
+def test_the_probe_back_off_covers_429_shares_up_to_the_probe_rate_and_halving_resumes_above_it(
+    throttled, action, expected, how
+):
+    # GIVEN 540 calls of 500 ms at 9 req/s in 8 slots, `throttled` of them refused
+    metrics = PeriodMetrics(calls=540, throttled=throttled, latency_p50_ms=500, latency_mean_ms=500)
+    # WHEN the controller sees the period
+    decision = decide(metrics, Setting(8, 9.0), BOUNDS, ControllerState(), AIMD, now=90, period_end=60)
+    # THEN it holds, backs off to what got through, or halves, by the share refused
+    assert (decision.action, decision.setting) == (action, expected)
+    assert how in decision.reason
+
+
+@pytest.mark.parametrize("kind", ["throttled", "latency"])
+def test_an_alarm_firing_halves_even_a_small_overshoot(kind):
+    # GIVEN a period with only 3.3 % 429s, and a slow-down alarm of this downstream in ALARM
+    metrics = PeriodMetrics(calls=540, throttled=18, latency_p50_ms=500, latency_mean_ms=500)
+    alarm = AlarmSignal("Throttling-dev-crm-SlowDown", kind)
+    # WHEN the controller sees both
+    decision = decide(metrics, Setting(8, 9.0), BOUNDS, ControllerState(), AIMD, now=90, period_end=60,
+                      alarms=[alarm])
+    # THEN the alarm's word wins: both values halve
+    assert decision.setting == Setting(4, 4.5)
+    assert decision.reason == (
+        "alarm Throttling-dev-crm-SlowDown in ALARM; 429 rate 3.3% > 1.0%: multiplicative decrease x0.5"
+        " (max_concurrency 8 -> 4, rate_per_sec 9 -> 4.5)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "policy", "trouble"),
+    [
+        ({"server_errors": 30}, AIMD, "error rate 5.6% > 5.0%"),
+        ({"latency_p99_ms": 1500}, dataclasses.replace(AIMD, p99_latency_threshold_ms=1000),
+         "p99 latency 1500 ms > 1000 ms"),
+    ],
+)
+def test_a_small_overshoot_with_any_other_trouble_halves(extra, policy, trouble):
+    # GIVEN 3.3 % 429s and, in the same period, errors or a slow p99 above their thresholds
+    metrics = PeriodMetrics(calls=540, throttled=18, latency_p50_ms=500, latency_mean_ms=500, **extra)
+    # WHEN the controller sees the period
+    decision = decide(metrics, Setting(8, 9.0), BOUNDS, ControllerState(), policy, now=90, period_end=60)
+    # THEN it is more than a probe over the limit: both values halve
+    assert decision.setting == Setting(4, 4.5)
+    assert decision.reason == (
+        f"429 rate 3.3% > 1.0%; {trouble}: multiplicative decrease x0.5 (max_concurrency 8 -> 4, rate_per_sec 9 -> 4.5)"
+    )
+
+
+def test_a_probe_back_off_never_cuts_deeper_than_halving():
+    # GIVEN a demand of only 2 req/s (200 ms calls) against 8 slots and 9 req/s, and 2.5 % of it refused
+    metrics = PeriodMetrics(calls=120, throttled=3, latency_p50_ms=200, latency_mean_ms=200)
+    # WHEN the controller sees the period
+    decision = decide(metrics, Setting(8, 9.0), BOUNDS, ControllerState(), AIMD, now=90, period_end=60)
+    # THEN what got through (1.95 req/s) is the demand, not the limit: it halves, and goes no lower
+    assert decision.setting == Setting(4, 4.5)
+    assert "multiplicative decrease x0.5" in decision.reason
+
+
+def test_gradient_mode_backs_a_small_overshoot_off_the_same_way():
+    # GIVEN gradient mode with a healthy 500 ms baseline, and a period with only 3.3 % 429s
+    state = ControllerState(baseline_latency_ms=500, last_period_end=0.0, written=Setting(8, 9.0))
+    metrics = PeriodMetrics(calls=540, throttled=18, latency_p50_ms=500, latency_mean_ms=500)
+    # WHEN the controller sees the period
+    decision = decide(metrics, Setting(8, 9.0), BOUNDS, state, GRADIENT, now=90, period_end=60)
+    # THEN it backs off to what got through, as aimd does
+    assert decision.setting == Setting(6, 8.265)
+    assert "back to the 8.7 req/s that got through, less 5.0%" in decision.reason
+
+
+def test_steady_state_just_over_a_rate_capacity_saws_by_the_margin_not_by_half():
+    # GIVEN a downstream that refuses above 4.35 calls in flight of 500 ms (8.7 req/s), so 9 req/s is
+    # refused 3.3 % of the time
+    downstream = Downstream(capacity_in_flight=4.35, latency_ms=500)
+    # WHEN the controller runs for two hours from its ceiling
+    decisions = run(downstream, 120, setting=Setting(8, 9.0))
+    # THEN every cut is a probe back-off, and the rate saws between 5 % under what got through and the
+    # ceiling (halving would saw between 4.5 and 9)
+    cuts = [d for d in decisions if d.action == "decrease"]
+    assert cuts and all("back to the 8.7 req/s that got through, less 5.0%" in d.reason for d in cuts)
+    assert {d.setting.rate_per_sec for d in decisions[10:]} == {8.265, 9.0}
+    assert {d.setting.max_concurrency for d in decisions[10:]} == {6}
+    assert_within_bounds(decisions)
+
+
+def test_a_small_overshoot_while_the_concurrency_binds_does_not_halve_what_gets_through():
+    # GIVEN 4 slots of 1 s calls (4 req/s) under a 9 req/s rate, and 3 % of them refused
+    metrics = PeriodMetrics(calls=240, throttled=7.2, latency_p50_ms=1000, latency_mean_ms=1000)
+    # WHEN the controller sees the period
+    decision = decide(metrics, Setting(4, 9.0), BOUNDS, ControllerState(), AIMD, now=90, period_end=60)
+    # THEN what the new setting carries is what got through (3.88 req/s) less the 5 % margin, not half of it
+    after = decision.setting
+    carried = min(after.rate_per_sec, after.max_concurrency * 1000 / 1000)
+    assert carried == pytest.approx(3.88 * (1 - AIMD.fallback_margin), abs=0.01)
+
+
+# -- x0.5 at small limits ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("before", "after"), [(8, 4), (5, 2), (4, 2), (3, 2), (2, 1)])
+def test_halving_floors_the_concurrency_except_that_three_slots_keep_two(before, after):
+    # GIVEN a latency alarm (it lowers only the concurrency) at `before` slots
+    alarm = AlarmSignal("Throttling-dev-crm-LatencyP99", "latency")
+    # WHEN the controller halves
+    decision = decide(None, Setting(before, 9.0), BOUNDS, ControllerState(), AIMD, now=90, period_end=60,
+                      alarms=[alarm])
+    # THEN 1.5 slots round up to 2; every other half is floored
+    assert (decision.action, decision.setting) == ("decrease", Setting(after, 9.0))
+    assert decision.reason.endswith(f"multiplicative decrease x0.5 (max_concurrency {before} -> {after})")
+
+
+def test_three_slots_halve_to_two_on_429s_too():
+    # GIVEN 3 slots and 12 % 429s
+    metrics = PeriodMetrics(calls=540, throttled=65, latency_p50_ms=200)
+    # WHEN the controller sees the period
+    decision = decide(metrics, Setting(3, 9.0), BOUNDS, ControllerState(), AIMD, now=90, period_end=60)
+    # THEN the concurrency goes to 2, the rate halves
+    assert decision.setting == Setting(2, 4.5)
+
+
+@pytest.mark.parametrize(
+    ("min_concurrency", "before", "action", "after"),
+    [(1, 1, "hold", 1), (2, 3, "decrease", 2), (2, 2, "hold", 2)],
+)
+def test_halving_stops_at_the_floor(min_concurrency, before, action, after):
+    # GIVEN a floor of `min_concurrency` slots, and a latency alarm at `before` slots
+    bounds = dataclasses.replace(BOUNDS, min_concurrency=min_concurrency)
+    alarm = AlarmSignal("Throttling-dev-crm-LatencyP99", "latency")
+    # WHEN the controller halves
+    decision = decide(None, Setting(before, 9.0), bounds, ControllerState(), AIMD, now=90, period_end=60,
+                      alarms=[alarm])
+    # THEN it never goes below the floor, and says so when already there
+    assert (decision.action, decision.setting) == (action, Setting(after, 9.0))
+    if action == "hold":
+        assert "already at the floor" in decision.reason
+
+
+def test_a_gentler_decrease_factor_still_takes_two_slots_to_one():
+    # GIVEN a decrease factor of 0.8, a floor of 1 slot, and a latency alarm at 2 slots
+    policy = dataclasses.replace(AIMD, decrease_factor=0.8)
+    alarm = AlarmSignal("Throttling-dev-crm-LatencyP99", "latency")
+    # WHEN the controller decreases
+    decision = decide(None, Setting(2, 9.0), BOUNDS, ControllerState(), policy, now=90, period_end=60, alarms=[alarm])
+    # THEN it goes to 1 slot (floor(1.6)), not "already at the floor" at 2
+    assert (decision.action, decision.setting) == ("decrease", Setting(1, 9.0))
+
+
+# -- aimd: a slow p99 at the floor ---------------------------------------------------------------
+
+P99_AIMD = dataclasses.replace(AIMD, p99_latency_threshold_ms=1000)
+
+
+def test_a_slow_p99_at_the_floor_is_remembered_as_the_downstreams_own_and_does_not_slow_down():
+    # GIVEN a p99 threshold of 1 s, and a period at the floor (1 slot) with a 2 s p99
+    metrics = busy_with_p99(2000)(Setting(1, 9.0))
+    # WHEN the controller sees the period
+    decision = decide(metrics, Setting(1, 9.0), BOUNDS, ControllerState(), P99_AIMD, now=90, period_end=60)
+    # THEN no cut can lower it: it is remembered, and the period counts as clean
+    assert decision.state.floor_p99_latency_ms == 2000
+    assert (decision.action, decision.setting) == ("hold", Setting(1, 9.0))
+    assert decision.reason == "hold: clean period 1/3: holding (hysteresis)"
+
+
+def test_a_slow_p99_above_the_floor_slows_down_and_is_not_remembered():
+    # GIVEN the same 2 s p99 with 2 slots in force (above the floor)
+    metrics = busy_with_p99(2000)(Setting(2, 9.0))
+    # WHEN the controller sees the period
+    decision = decide(metrics, Setting(2, 9.0), BOUNDS, ControllerState(), P99_AIMD, now=90, period_end=60)
+    # THEN it is our load: it slows down as before, and learns nothing
+    assert decision.setting == Setting(1, 9.0)
+    assert decision.reason.startswith("p99 latency 2000 ms > 1000 ms: multiplicative decrease")
+    assert decision.state.floor_p99_latency_ms is None
+
+
+def test_a_downstream_slow_on_its_own_lets_the_limit_grow_and_only_1_5x_its_p99_slows_down():
+    # GIVEN a downstream whose own p99 is 2 s (above the 1 s threshold), with the controller at its floor
+    # WHEN it stays there for 10 periods, then reaches 1.5 x 2 s, then goes just above it (the state
+    # stored and loaded between periods, as the control loop does)
+    decisions = script([busy_with_p99(2000)] * 10 + [busy_with_p99(3000), busy_with_p99(3001)],
+                       setting=Setting(1, 9.0), policy=P99_AIMD)
+    # THEN the floor's p99 is remembered through every round trip, and the limit grows as if healthy
+    assert all(d.state.floor_p99_latency_ms == 2000 for d in decisions)
+    assert [d.setting.max_concurrency for d in decisions[:10]] == [1, 1, 2, 2, 2, 3, 3, 3, 4, 4]
+    # AND exactly 1.5 x still counts as clean; just above it slows down, against 1.5 x the floor's p99
+    assert decisions[10].action == "hold" and "clean period 2/3" in decisions[10].reason
+    assert decisions[11].setting == Setting(2, 9.0)
+    assert decisions[11].reason == "p99 latency 3001 ms > 3000 ms: multiplicative decrease x0.5 (max_concurrency 4 -> 2)"
+
+
+def test_the_floors_p99_is_forgotten_once_p99_is_back_under_the_threshold():
+    # GIVEN a remembered floor p99 of 2 s with 3 slots in force
+    state = ControllerState(last_period_end=0.0, floor_p99_latency_ms=2000, written=Setting(3, 9.0))
+    # WHEN a period's p99 is back at the 1 s threshold, and the next one is at 1.5 s
+    decisions = script([busy_with_p99(1000), busy_with_p99(1500)], setting=Setting(3, 9.0), state=state,
+                       policy=P99_AIMD)
+    # THEN the memory is dropped (and the stored item no longer carries it) ...
+    assert decisions[0].state.floor_p99_latency_ms is None
+    assert "floor_p99_latency_ms" not in decisions[0].state.to_item()
+    # ... so 1.5 s, tolerated while the memory held, slows down against the plain threshold again
+    assert decisions[1].setting == Setting(2, 9.0)
+    assert decisions[1].reason.startswith("p99 latency 1500 ms > 1000 ms: multiplicative decrease")
+
+
+def test_a_higher_p99_at_the_floor_is_re_measured_not_fought():
+    # GIVEN a remembered floor p99 of 2 s, at the floor
+    state = ControllerState(last_period_end=0.0, floor_p99_latency_ms=2000, written=Setting(1, 9.0))
+    # WHEN the downstream's p99 there goes to 4 s (above 1.5 x 2 s)
+    decision = decide(busy_with_p99(4000)(Setting(1, 9.0)), Setting(1, 9.0), BOUNDS, state, P99_AIMD,
+                      now=90, period_end=60)
+    # THEN nothing lower is possible: 4 s becomes the floor's p99, and the period is clean
+    assert decision.state.floor_p99_latency_ms == 4000
+    assert decision.action == "hold" and "already at the floor" not in decision.reason
+
+
 # -- gradient mode -------------------------------------------------------------------------------
 
 
@@ -369,6 +662,18 @@ def test_state_round_trips_through_an_item_with_decimals():
     assert ControllerState.from_item(None) == ControllerState()
 
 
+def test_the_floors_p99_round_trips_through_an_item_with_decimals_and_none_leaves_no_key():
+    # GIVEN a state that remembers a floor p99
+    state = ControllerState(clean_periods=1, last_period_end=60.0, floor_p99_latency_ms=2345.5, written=Setting(1, 9.0))
+    # WHEN it is stored and loaded (DynamoDB hands numbers back as Decimal)
+    item = state.to_item()
+    # THEN the field is in the item and comes back as it was
+    assert item["floor_p99_latency_ms"] == 2345.5
+    assert stored(state) == state
+    # AND a forgotten one leaves no key behind (the whole item is replaced on save)
+    assert "floor_p99_latency_ms" not in dataclasses.replace(state, floor_p99_latency_ms=None).to_item()
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
@@ -394,3 +699,28 @@ def test_policies_and_bounds_parse_from_plain_mappings_and_refuse_unknown_fields
         ControllerPolicy.from_mapping({"beta": 0.5})
     with pytest.raises(ValueError, match="max_concurrency must be an int >= min_concurrency, got 0 < 1"):
         Bounds(1, 0, 1.0, 2.0)
+
+
+def test_the_period_just_after_a_cut_does_not_teach_the_floor_its_p99():
+    # GIVEN a cut to the floor (1 slot) for a slow p99 a minute ago, still cooling down
+    cut_at = 30.0
+    state = ControllerState(last_decrease_at=cut_at)
+    # WHEN the next period, which still mostly shows the load before the cut, has a 2.9 s p99
+    decision = decide(busy_with_p99(2900)(Setting(1, 9.0)), Setting(1, 9.0), BOUNDS, state, P99_AIMD, now=90,
+                      period_end=60)
+    # THEN nothing is learnt from it, and the cooldown holds the setting
+    assert decision.state.floor_p99_latency_ms is None
+    assert decision.action == "hold" and "cooling down" in decision.reason
+
+
+def test_the_floor_re_measures_its_p99_every_period_so_a_faster_downstream_lowers_the_bar():
+    # GIVEN a floor p99 of 2.9 s learnt earlier, at the floor, out of the cooldown
+    state = ControllerState(floor_p99_latency_ms=2900)
+    # WHEN the downstream's own p99 is now 1.1 s (still above the 1 s threshold)
+    decision = decide(busy_with_p99(1100)(Setting(1, 9.0)), Setting(1, 9.0), BOUNDS, state, P99_AIMD, now=500,
+                      period_end=480)
+    # THEN the memory follows it down, so only 1.65 s (1.5 x 1.1 s) will slow down once there are more slots
+    assert decision.state.floor_p99_latency_ms == 1100
+    above = decide(busy_with_p99(1700)(Setting(2, 9.0)), Setting(2, 9.0), BOUNDS, decision.state, P99_AIMD,
+                   now=560, period_end=540)
+    assert above.action == "decrease" and "p99 latency 1700 ms > 1650 ms" in above.reason

@@ -1,0 +1,234 @@
+"""One strategy through one scenario, and the figures the benchmark reports for it.
+
+Figures (`summarize`):
+- `goodput_fraction_of_limit`: successful calls over what the downstream could have answered in the
+  hour: the integral of its limit (its rate limit, or its concurrency over its service time when
+  that is lower, zero during an outage). Demand below the limit caps it (`offered_fraction_of_limit`).
+- `net_goodput_fraction_of_limit`: the same, less one for every 429 answered: a refused call spends
+  the downstream's patience and our money as a successful one does, so a strategy cannot buy goodput
+  with 429s. The benchmark calls one strategy better than another when this is higher.
+- `throttled_share`: the share of calls answered by the downstream that were 429s.
+- `latency_p50_sec`, `latency_p99_sec`: end to end, arrival to success, of the requests that succeeded.
+- `reconverge_periods`: after each of the scenario's changes, controller periods until the first of
+  three periods in a row (fewer if the next change or the end comes first) in which the strategy is
+  settled: successes at least 85 % of what it could achieve (the downstream's limit over the
+  period, or its own backlog plus arrivals when that is less), at most 1 % 429s and 5 % errors.
+  The worst over the changes; None when the scenario has no change; `reconverged` False when some
+  change never settled.
+- `excess_throttled_share`: 429s answered between each change and the strategy settling again,
+  over all the calls answered in the run.
+- `backlog_at_end`: requests neither succeeded nor failed when the hour ends (queued or running).
+Every request ends in one of `succeeded`, `failed`, `queued_at_end`, `running_at_end`; they add up
+to `arrived` (checked on every run).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from throttling.controller import Bounds, ControllerPolicy, Setting
+from throttling.rate_limiter import InMemoryRateLimiter, RatePolicy
+
+from lab.controllers import Gradient2, PlainAimd, ProjectController
+from lab.downstream import Downstream
+from lab.engine import Simulation
+from lab.ledger import FAILED, QUEUED, RUNNING, SUCCEEDED, Ledger, percentile
+from lab.mechanisms import (
+    Adjustment,
+    Caller,
+    ControlLoop,
+    MapState,
+    StepFunctionsTask,
+    workflow_retry_policy,
+)
+from lab.scenarios import Scenario
+from lab.strategies import (
+    HEADROOM,
+    Strategy,
+    controller_bounds_for,
+    p99_threshold_ms,
+    plan_for,
+)
+from lab.workload import start_arrivals
+from throttlectl.planner import CapacityPlan
+
+__all__ = ["PERIOD_SEC", "Run", "run", "summarize"]
+
+PERIOD_SEC = 60.0
+SETTLED_GOODPUT = 0.85
+SETTLED_THROTTLED_SHARE = 0.01
+SETTLED_ERROR_SHARE = 0.05
+SETTLED_PERIODS_IN_A_ROW = 3
+
+
+@dataclass
+class Run:
+    strategy: Strategy
+    scenario: Scenario
+    seed: int
+    ledger: Ledger
+    decisions: list[tuple[float, Adjustment]]
+    max_running_seen: int
+    limiter_policy: RatePolicy | None
+
+
+def run(strategy: Strategy, scenario: Scenario, *, seed: int = 1, headroom: float = HEADROOM,
+        period_sec: float = PERIOD_SEC) -> Run:
+    """An hour (the scenario's duration) of `strategy`; `headroom` is what the plan keeps below the
+    contract (the stage's 10 % by default; the benchmark passes its own)."""
+    sim = Simulation(seed)
+    ledger = Ledger(scenario.duration_sec, period_sec)
+    downstream = Downstream(sim, scenario.downstream)
+    plan = plan_for(scenario, headroom)
+
+    limiter = None
+    if strategy.limiter == "advertised":
+        limiter = InMemoryRateLimiter(RatePolicy(scenario.advertised_limit_rps, scenario.advertised_burst), sim.clock)
+    elif strategy.limiter == "planned":
+        limiter = InMemoryRateLimiter(RatePolicy(plan.limiter_rate_per_sec, plan.limiter_burst), sim.clock)
+    caller = Caller(sim, downstream, ledger, limiter=limiter, timeout_sec=scenario.timeout_sec)
+    task = StepFunctionsTask(sim, caller, ledger, workflow_retry_policy())
+    intake = MapState(sim, ledger, task, strategy.initial_map_concurrency(plan))
+
+    decisions: list[tuple[float, Adjustment]] = []
+    controller = _controller(strategy, scenario, plan, intake.max_concurrency)
+    if controller is not None:
+
+        def apply(adjustment: Adjustment) -> None:
+            intake.set_max_concurrency(adjustment.max_concurrency)
+            if limiter is not None and adjustment.rate_per_sec is not None:
+                burst = adjustment.burst if adjustment.burst is not None else limiter.policy.burst
+                limiter.policy = RatePolicy(adjustment.rate_per_sec, burst)
+
+        loop = ControlLoop(sim, ledger, controller, apply, period_sec=period_sec)
+        decisions = loop.decisions
+
+    def arrive() -> None:
+        intake.submit(ledger.arrive(sim.now))
+
+    start_arrivals(sim, scenario.arrivals, arrive, until=scenario.duration_sec)
+
+    def sample() -> None:
+        ledger.sample(
+            running=intake.running,
+            in_flight=downstream.in_flight,
+            pending=intake.pending,
+            concurrency_limit=intake.effective_limit,
+            rate_limit=limiter.policy.rate_per_sec if limiter is not None else math.nan,
+            capacity_rps=scenario.downstream.capacity_rps_at(sim.now),
+        )
+
+    # Sampled at the start of each second, so second s describes [s, s + 1).
+    sim.every(1.0, sample, first_at=0.0)
+    sim.run(scenario.duration_sec - 1e-9)
+    return Run(strategy, scenario, seed, ledger, decisions, intake.max_running_seen,
+               limiter.policy if limiter is not None else None)
+
+
+def _controller(strategy: Strategy, scenario: Scenario, plan: CapacityPlan, initial_concurrency: int) -> Any:
+    bounds = Bounds.from_mapping(controller_bounds_for(plan, scenario))
+    if strategy.controller in ("aimd", "gradient"):
+        policy = ControllerPolicy(mode=strategy.controller, p99_latency_threshold_ms=p99_threshold_ms(scenario))
+        return ProjectController(policy, bounds, Setting(plan.map_concurrency, plan.limiter_rate_per_sec))
+    if strategy.controller == "plain_aimd":
+        return PlainAimd(initial_concurrency, min_limit=bounds.min_concurrency, max_limit=bounds.max_concurrency)
+    if strategy.controller == "gradient2":
+        return Gradient2(initial_concurrency, min_limit=bounds.min_concurrency, max_limit=bounds.max_concurrency)
+    return None
+
+
+# -- the figures ---------------------------------------------------------------------------------
+
+
+def summarize(result: Run) -> dict[str, Any]:
+    ledger, scenario = result.ledger, result.scenario
+    seconds = len(ledger.running)
+    capacity = sum(ledger.capacity_rps[:seconds])
+    arrived = len(ledger.requests)
+    states = {state: ledger.count(state) for state in (SUCCEEDED, FAILED, QUEUED, RUNNING)}
+    if sum(states.values()) != arrived:
+        raise AssertionError(f"requests unaccounted for: {states} do not add up to {arrived} arrivals")
+    answered = sum(ledger.answered)
+    throttled = sum(ledger.throttled)
+    end_to_end = sorted(ledger.end_to_end_sec)
+    by_change = [_reconvergence(ledger, at_sec, what, scenario, result) for at_sec, what in scenario.changes]
+    settled = [change["periods"] for change in by_change]
+    failed_why: dict[str, int] = {}
+    for request in ledger.requests:
+        if request.state == FAILED:
+            reason = (request.why_failed or "").split(" after")[0].split(" asked")[0]
+            failed_why[reason] = failed_why.get(reason, 0) + 1
+    return {
+        "scenario": scenario.name,
+        "strategy": result.strategy.name,
+        "seed": result.seed,
+        "goodput_fraction_of_limit": _round(states[SUCCEEDED] / capacity if capacity else 0.0),
+        "net_goodput_fraction_of_limit": _round((states[SUCCEEDED] - throttled) / capacity if capacity else 0.0),
+        "throttled_share": _round(throttled / answered if answered else 0.0, 5),
+        "latency_p50_sec": _round(percentile(end_to_end, 50) if end_to_end else None, 2),
+        "latency_p99_sec": _round(percentile(end_to_end, 99) if end_to_end else None, 2),
+        "reconverge_periods": None if not settled or None in settled else max(settled),
+        "reconverged": None if not settled else None not in settled,
+        "excess_throttled_share": _round(sum(c["throttled"] for c in by_change) / answered if answered else 0.0, 5)
+        if by_change else None,
+        "backlog_at_end": states[QUEUED] + states[RUNNING],
+        "offered_fraction_of_limit": _round(arrived / capacity if capacity else 0.0),
+        "arrived": arrived,
+        "succeeded": states[SUCCEEDED],
+        "failed": states[FAILED],
+        "failed_because": dict(sorted(failed_why.items())),
+        "queued_at_end": states[QUEUED],
+        "running_at_end": states[RUNNING],
+        "calls": sum(ledger.calls),
+        "calls_answered": answered,
+        "throttled": throttled,
+        "errors": sum(ledger.errors),
+        "limiter_decisions": ledger.limiter_decisions,
+        "limiter_refused": sum(ledger.limiter_refused),
+        "task_attempts": sum(r.task_attempts for r in ledger.requests),
+        "waits": sum(r.waits for r in ledger.requests),
+        "max_concurrency_seen": result.max_running_seen,
+        "controller_changes": sum(1 for _, a in result.decisions if a.action != "hold"),
+        "by_change": by_change,
+    }
+
+
+def _reconvergence(ledger: Ledger, at_sec: float, what: str, scenario: Scenario, result: Run) -> dict[str, Any]:
+    period = int(ledger.period_sec)
+    later_changes = [t for t, _ in scenario.changes if t > at_sec]
+    horizon = int(min(later_changes)) if later_changes else len(ledger.running)
+    first = math.ceil(at_sec / period) * period
+    starts = list(range(first, horizon - period + 1, period))
+    flags = [_settled(ledger, start, period) for start in starts]
+    settled_at = None
+    for index in range(len(flags)):
+        window = flags[index:index + SETTLED_PERIODS_IN_A_ROW]
+        if window and all(window):
+            settled_at = starts[index]
+            break
+    until = settled_at if settled_at is not None else horizon
+    return {
+        "at_sec": at_sec,
+        "what": what,
+        "periods": None if settled_at is None else round((settled_at - at_sec) / period, 2),
+        "throttled": sum(ledger.throttled[int(at_sec):until]),
+    }
+
+
+def _settled(ledger: Ledger, start: int, period: int) -> bool:
+    end = start + period
+    successes = sum(ledger.successes[start:end])
+    capacity = sum(ledger.capacity_rps[start:end])
+    backlog = ledger.pending[start] + ledger.running[start]
+    achievable = min(capacity, backlog + sum(ledger.arrivals[start:end]))
+    answered = sum(ledger.answered[start:end])
+    if answered and (sum(ledger.throttled[start:end]) > SETTLED_THROTTLED_SHARE * answered
+                     or sum(ledger.errors[start:end]) > SETTLED_ERROR_SHARE * answered):
+        return False
+    return successes >= SETTLED_GOODPUT * achievable
+
+
+def _round(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)

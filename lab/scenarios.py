@@ -1,0 +1,87 @@
+"""The benchmark's scenarios: one downstream like the dev stage's CRM (10 req/s, burst 10, about
+200 ms per call), and five ways the world treats it over an hour.
+
+Each scenario lists its `changes`: the moments after which the benchmark measures how long each
+strategy takes to settle again (see `lab.run`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lab.downstream import DownstreamModel, Latency
+from lab.workload import Arrivals
+
+__all__ = ["CRM", "LATENCY_MS", "LIMIT_RPS", "SCENARIOS", "Scenario", "scenario"]
+
+# The dev stage's CRM (cdk.json): its contract and the latency the plan assumes.
+LIMIT_RPS = 10.0
+LATENCY_MS = 200.0
+CRM = DownstreamModel(rate_per_sec=LIMIT_RPS, burst=10, concurrency=8, latency=Latency("uniform", LATENCY_MS, 50.0))
+HOUR_SEC = 3600.0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    arrivals: Arrivals
+    downstream: DownstreamModel = field(default_factory=lambda: CRM)
+    duration_sec: float = HOUR_SEC
+    changes: tuple[tuple[float, str], ...] = ()
+    # What the plan is made from: the downstream's advertised contract and expected latency.
+    advertised_limit_rps: float = LIMIT_RPS
+    advertised_burst: int = 10
+    expected_latency_ms: float = LATENCY_MS
+    timeout_sec: float = 5.0
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario(
+        name="steady_overload",
+        title="Steady overload: 30 req/s offered to a 10 req/s limit for an hour",
+        arrivals=Arrivals(rate_per_sec=3 * LIMIT_RPS),
+    ),
+    Scenario(
+        name="capacity_halved",
+        title="Capacity halved at 20:15 (10 -> 5 req/s), restored at 40:15; 30 req/s offered",
+        arrivals=Arrivals(rate_per_sec=3 * LIMIT_RPS),
+        downstream=DownstreamModel(
+            rate_per_sec=LIMIT_RPS, burst=10, concurrency=8, latency=Latency("uniform", LATENCY_MS, 50.0),
+            capacity_changes=((1215.0, 0.5), (2415.0, 1.0)),
+        ),
+        changes=((1215.0, "capacity halved"), (2415.0, "capacity restored")),
+    ),
+    Scenario(
+        name="latency_creep",
+        title="Latency creeps from 200 to 800 ms (10:00-50:00); 4 calls served at once; 30 req/s offered",
+        arrivals=Arrivals(rate_per_sec=3 * LIMIT_RPS),
+        downstream=DownstreamModel(
+            rate_per_sec=LIMIT_RPS, burst=10, concurrency=4, latency=Latency("uniform", LATENCY_MS, 50.0),
+            latency_ramp=(600.0, 3000.0, 4.0),
+        ),
+        changes=((3000.0, "latency stops growing"),),
+    ),
+    Scenario(
+        name="outage",
+        title="A 60-second outage at 20:15 (503 with Retry-After); 7 req/s offered",
+        arrivals=Arrivals(rate_per_sec=0.7 * LIMIT_RPS),
+        downstream=DownstreamModel(
+            rate_per_sec=LIMIT_RPS, burst=10, concurrency=8, latency=Latency("uniform", LATENCY_MS, 50.0),
+            outages=((1215.0, 1275.0),),
+        ),
+        changes=((1275.0, "outage over"),),
+    ),
+    Scenario(
+        name="bursty",
+        title="Bursts: 20 s at 40 req/s every 2 minutes, 2 req/s between (8.3 req/s on average)",
+        arrivals=Arrivals(rate_per_sec=2.0, burst_rate_per_sec=4 * LIMIT_RPS, burst_sec=20.0, every_sec=120.0),
+    ),
+)
+
+
+def scenario(name: str) -> Scenario:
+    for candidate in SCENARIOS:
+        if candidate.name == name:
+            return candidate
+    raise ValueError(f"no scenario {name!r}; known: {[s.name for s in SCENARIOS]}")

@@ -1,0 +1,108 @@
+"""The ways to protect a downstream that the benchmark compares, on the same scenarios and seeds.
+
+Every strategy sends each item through the same workflow Task (the deployed workflow's `Retry`,
+then its wait-as-asked `Catch` loop: `lab.mechanisms.workflow_retry_policy`) in an inline Map; they
+differ only in what holds the traffic back:
+
+| name | Map MaxConcurrency | shared limiter | who moves them |
+|---|---|---|---|
+| retries_only | 0 (the inline Map's 40) | none | nobody: retries are the only brake |
+| static_guess | 5, the seed's guess | none | nobody |
+| static_littles_law | floor(limit x latency) = 2 | none | nobody |
+| token_bucket | 5 | the advertised limit and burst | nobody |
+| adaptive_aimd | the plan's | the plan's rate and burst | the project's controller, aimd mode |
+| adaptive_gradient | the plan's | the plan's rate and burst | the project's controller, gradient mode |
+| aimd_baseline | the plan's | none | plain AIMD (+1 / x0.5 on 429s) |
+| gradient2_baseline | the plan's | none | Netflix Gradient2 |
+
+"The plan" is `throttlectl.planner.plan_capacity` on the advertised limit and latency, with the
+headroom of the run (the stage's 10 %, or the benchmark's `LAB_HEADROOM`); the controller's bounds are those the control-loop stack gives it (concurrency
+1 to 4x the plan's, rate 10 % to 100 % of the planned rate, burst scaled with the rate, the p99
+threshold at 5x the expected latency but never above the timeout).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from lab.scenarios import Scenario
+from throttlectl.planner import CapacityPlan, plan_capacity
+
+__all__ = ["HEADROOM", "LAB_HEADROOM", "STRATEGIES", "Strategy", "controller_bounds_for", "plan_for", "strategy"]
+
+# What the stage keeps below the contract (cdk.json `headroom`, default 0.1 in stacks/config.py).
+HEADROOM = 0.1
+# What the benchmark gives our limiter: against a downstream whose bucket holds a second's worth of
+# calls, 1 % is enough to keep network jitter from ever finding it empty (see the headroom sweep in
+# bench/results/summary.md), and the stage's 10 % would cap goodput at 0.90 by construction.
+LAB_HEADROOM = 0.01
+# The seed's Map concurrency for the CRM: 5 calls of 200 ms in flight (25 req/s for a 10 req/s limit).
+SEED_MAP_CONCURRENCY = 5
+# stacks/config.py ControlLoopConfig: max_concurrency_factor, min_rate_fraction, p99_latency_factor.
+MAX_CONCURRENCY_FACTOR = 4
+MIN_RATE_FRACTION = 0.1
+P99_LATENCY_FACTOR = 5.0
+
+ControllerKind = Literal["none", "aimd", "gradient", "plain_aimd", "gradient2"]
+LimiterKind = Literal["none", "advertised", "planned"]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    label: str
+    map_concurrency: Literal["inline_max", "seed", "littles_law", "plan"]
+    limiter: LimiterKind
+    controller: ControllerKind
+
+    @property
+    def ours(self) -> bool:
+        return self.controller in ("aimd", "gradient")
+
+    def initial_map_concurrency(self, plan: CapacityPlan) -> int:
+        if self.map_concurrency == "inline_max":
+            return 0
+        if self.map_concurrency == "seed":
+            return SEED_MAP_CONCURRENCY
+        return plan.map_concurrency
+
+
+STRATEGIES: tuple[Strategy, ...] = (
+    Strategy("retries_only", "retries only", "inline_max", "none", "none"),
+    Strategy("static_guess", "static Map concurrency 5 (a guess)", "seed", "none", "none"),
+    Strategy("static_littles_law", "static concurrency by Little's law", "littles_law", "none", "none"),
+    Strategy("token_bucket", "token bucket at the advertised limit", "seed", "advertised", "none"),
+    Strategy("adaptive_aimd", "ours: adaptive, aimd mode", "plan", "planned", "aimd"),
+    Strategy("adaptive_gradient", "ours: adaptive, gradient mode", "plan", "planned", "gradient"),
+    Strategy("aimd_baseline", "plain AIMD (baseline)", "plan", "none", "plain_aimd"),
+    Strategy("gradient2_baseline", "Netflix Gradient2 (baseline)", "plan", "none", "gradient2"),
+)
+
+
+def strategy(name: str) -> Strategy:
+    for candidate in STRATEGIES:
+        if candidate.name == name:
+            return candidate
+    raise ValueError(f"no strategy {name!r}; known: {[s.name for s in STRATEGIES]}")
+
+
+def plan_for(scenario: Scenario, headroom: float = HEADROOM) -> CapacityPlan:
+    return plan_capacity(scenario.advertised_limit_rps, scenario.expected_latency_ms,
+                         burst=scenario.advertised_burst, headroom=headroom)
+
+
+def controller_bounds_for(plan: CapacityPlan, scenario: Scenario) -> dict[str, float | int]:
+    """The bounds the control-loop stack hands the controller for this downstream."""
+    return {
+        "min_concurrency": 1,
+        "max_concurrency": max(1, plan.map_concurrency * MAX_CONCURRENCY_FACTOR),
+        "min_rate_per_sec": max(0.01, round(plan.limiter_rate_per_sec * MIN_RATE_FRACTION, 3)),
+        "max_rate_per_sec": plan.limiter_rate_per_sec,
+        "max_burst": plan.limiter_burst,
+        "expected_latency_ms": scenario.expected_latency_ms,
+    }
+
+
+def p99_threshold_ms(scenario: Scenario) -> float:
+    return float(min(scenario.expected_latency_ms * P99_LATENCY_FACTOR, scenario.timeout_sec * 1000))

@@ -1,0 +1,115 @@
+"""The lab's runs: every request accounted for, one seed one history, and the figures the benchmark reports."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from lab.engine import Simulation
+from lab.ledger import FAILED, QUEUED, RUNNING, STATES, SUCCEEDED, Ledger
+from lab.run import run, summarize
+from lab.scenarios import SCENARIOS, scenario
+from lab.strategies import STRATEGIES, strategy
+
+# Ten minutes of each scenario's traffic is plenty to exercise every path and keeps these fast.
+SHORT_SEC = 600.0
+
+
+def short(name: str, **changes) -> object:
+    return dataclasses.replace(scenario(name), duration_sec=SHORT_SEC, **changes)
+
+
+@pytest.mark.parametrize("strategy_name", [s.name for s in STRATEGIES])
+def test_every_request_ends_succeeded_failed_or_still_waiting_and_they_add_up(strategy_name):
+    # GIVEN ten minutes of a capacity that halves at 5:00, under three times the limit
+    halved = short("capacity_halved", downstream=dataclasses.replace(
+        scenario("capacity_halved").downstream, capacity_changes=((300.0, 0.5),)), changes=((300.0, "halved"),))
+    # WHEN a strategy runs through it
+    result = run(strategy(strategy_name), halved, seed=3)
+    ledger = result.ledger
+    # THEN each request is in exactly one state, and the states add up to the arrivals
+    by_state = {state: sum(1 for r in ledger.requests if r.state == state) for state in STATES}
+    assert by_state == {state: ledger.count(state) for state in STATES}
+    assert sum(by_state.values()) == len(ledger.requests) == sum(ledger.arrivals) > 0
+    # AND a succeeded request has a finish time and at least one call; a failed one says why; the
+    # rest are still queued (never taken) or running (calling, or waiting out a retry or a Retry-After)
+    for request in ledger.requests:
+        if request.state == SUCCEEDED:
+            assert request.finished_at is not None and request.calls >= 1
+        elif request.state == FAILED:
+            assert request.finished_at is not None and request.why_failed
+        else:
+            assert request.state in (QUEUED, RUNNING) and request.finished_at is None
+    # AND the summary says the same
+    summary = summarize(result)
+    assert summary["succeeded"] + summary["failed"] + summary["queued_at_end"] + summary["running_at_end"] == (
+        summary["arrived"])
+    assert summary["backlog_at_end"] == summary["queued_at_end"] + summary["running_at_end"]
+    assert sum(ledger.successes) == summary["succeeded"] and sum(ledger.failures) == summary["failed"]
+
+
+def test_the_same_seed_gives_the_same_summary_and_another_seed_another():
+    # GIVEN one strategy and one scenario
+    ours, steady = strategy("adaptive_aimd"), short("steady_overload")
+    # WHEN it runs twice with seed 7, and once with seed 8
+    first, again, other = (summarize(run(ours, steady, seed=seed)) for seed in (7, 7, 8))
+    # THEN the two runs with the same seed agree in every figure, and the other seed differs
+    assert first == again
+    assert first != other
+
+
+def test_simulation_runs_actions_in_time_order_and_same_instant_in_scheduling_order():
+    sim, seen = Simulation(), []
+    sim.at(2.0, seen.append, "late")
+    sim.at(1.0, seen.append, "first")
+    sim.at(1.0, seen.append, "second")
+    sim.run(until=1.5)
+    assert (seen, sim.now) == (["first", "second"], 1.5)
+    with pytest.raises(ValueError, match="finite time >= now"):
+        sim.at(1.0, seen.append, "in the past")
+
+
+def test_random_streams_are_named_so_one_purpose_does_not_reshuffle_another():
+    one, two = Simulation(seed=5), Simulation(seed=5)
+    one.rng("latency").random()  # an extra draw for one purpose...
+    assert one.rng("arrivals").random() == two.rng("arrivals").random()  # ...leaves the others as they were
+
+
+def test_a_request_that_already_finished_cannot_change_state():
+    ledger = Ledger(10.0)
+    request = ledger.arrive(0.0)
+    ledger.move(request, RUNNING)
+    ledger.succeed(request, 1.0)
+    with pytest.raises(ValueError, match="already succeeded"):
+        ledger.fail(request, 2.0, "late")
+
+
+def test_goodput_is_measured_against_the_limit_and_429s_count_against_it():
+    # GIVEN the seed's guess of 5 calls in flight against a 10 req/s limit, unprotected
+    summary = summarize(run(strategy("static_guess"), short("steady_overload")))
+    # THEN it saturates the limit but pays for it in 429s, which net goodput subtracts
+    assert summary["goodput_fraction_of_limit"] >= 0.95
+    assert summary["throttled_share"] > 0.05
+    assert summary["net_goodput_fraction_of_limit"] < summary["goodput_fraction_of_limit"] - 0.05
+
+
+def test_reconvergence_is_counted_in_periods_after_each_change():
+    # GIVEN our controller through a capacity halving at 5:15
+    halved = short("capacity_halved", downstream=dataclasses.replace(
+        scenario("capacity_halved").downstream, capacity_changes=((315.0, 0.5),)), changes=((315.0, "halved"),))
+    summary = summarize(run(strategy("adaptive_aimd"), halved))
+    (change,) = summary["by_change"]
+    # THEN it settles again, measured from the change in 60 s periods, and the 429s it took are counted
+    assert change["what"] == "halved" and change["periods"] is not None
+    assert summary["reconverge_periods"] == change["periods"] and summary["reconverged"] is True
+    assert summary["excess_throttled_share"] == pytest.approx(change["throttled"] / summary["calls_answered"], abs=1e-5)
+    # AND a scenario without changes reports none
+    assert summarize(run(strategy("adaptive_aimd"), short("steady_overload")))["reconverge_periods"] is None
+
+
+def test_every_scenario_and_strategy_has_a_unique_name():
+    assert len({s.name for s in SCENARIOS}) == len(SCENARIOS) == 5
+    assert len({s.name for s in STRATEGIES}) == len(STRATEGIES)
+    with pytest.raises(ValueError, match="no scenario 'nope'"):
+        scenario("nope")
