@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from localcloud.cloud import LocalCloud
+from localcloud.demo_control_loop import run_control_loop
 from localcloud.demo_ingress import run_ingress
 from localcloud.demo_workflows import run_crm_batch, run_crm_segment_large, run_legacy, run_moderation, run_payments
 from localcloud.downstream_simulator import PROFILES, DownstreamSimulator
@@ -79,7 +80,8 @@ def smoke(cloud: LocalCloud, stacks: dict[str, Any], simulators: dict[str, Downs
           f" before it left")
 
     section("3. The use cases, each against its downstream's simulator")
-    for run in (run_crm_batch, run_crm_segment_large, run_moderation, run_payments, run_legacy, run_ingress):
+    for run in (run_crm_batch, run_crm_segment_large, run_moderation, run_payments, run_legacy, run_ingress,
+                run_control_loop):
         print(f"  {run(cloud, stacks, simulators)}", flush=True)
 
     section("4. An operator tunes the CRM through SSM, then someone writes garbage")

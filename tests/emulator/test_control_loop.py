@@ -12,13 +12,19 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 
+from localcloud.demo_control_loop import (
+    alarm_state_change as alarm_event,
+    decision_for as decision,
+    invoke_controller as invoke,
+    put_caller_minute as put_period,
+    scheduled_event,
+    tunables_parameter,
+)
 from localcloud.demo_workflows import crm_batch_outputs, run_execution, seed_segment
-from throttling.controller import evaluated_period
 
 pytestmark = pytest.mark.emulator
 
@@ -49,62 +55,11 @@ def tunables(cloud, deployed, controller) -> Iterator[Any]:
 
 
 def parameter(downstream: str) -> str:
-    return f"/throttling/dev/downstreams/{downstream}"
+    return tunables_parameter(downstream)
 
 
 def document(cloud, downstream: str) -> dict[str, Any]:
     return json.loads(cloud.client("ssm").get_parameter(Name=parameter(downstream))["Parameter"]["Value"])
-
-
-def put_period(cloud, downstream: str, at: float, *, calls: float, throttled: float = 0, unavailable: float = 0,
-               latency_ms: float = 200, delay_sec: float = 30) -> None:
-    """Put one minute of a caller's metrics: the minute the controller judges at `at`."""
-    start, _ = evaluated_period(at, 60, delay_sec)
-    dims = [{"Name": "Downstream", "Value": downstream}, {"Name": "service", "Value": f"{downstream}-caller"}]
-    stamp = datetime.fromtimestamp(start + 5, tz=timezone.utc)
-    data = [
-        {"MetricName": "DownstreamCalls", "Value": calls, "Unit": "Count"},
-        {"MetricName": "DownstreamThrottled", "Value": throttled, "Unit": "Count"},
-        {"MetricName": "DownstreamUnavailable", "Value": unavailable, "Unit": "Count"},
-        {"MetricName": "DownstreamLatency", "Values": [latency_ms], "Counts": [max(1.0, calls - throttled)],
-         "Unit": "Milliseconds"},
-    ]
-    cloud.client("cloudwatch").put_metric_data(
-        Namespace="Throttling", MetricData=[{**d, "Dimensions": dims, "Timestamp": stamp} for d in data])
-
-
-def iso(epoch_sec: float) -> str:
-    return datetime.fromtimestamp(epoch_sec, tz=timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def alarm_event(alarm_name: str, state: str, at: float) -> dict[str, Any]:
-    """The event EventBridge delivers for an alarm's state change (moto does not run alarm actions)."""
-    return {
-        "version": "0", "id": str(uuid.uuid4()), "detail-type": "CloudWatch Alarm State Change",
-        "source": "aws.cloudwatch", "account": "123456789012", "time": iso(at), "region": "us-east-1",
-        "resources": [f"arn:aws:cloudwatch:us-east-1:123456789012:alarm:{alarm_name}"],
-        "detail": {"alarmName": alarm_name, "state": {"value": state, "reason": "Threshold Crossed: test",
-                                                      "timestamp": iso(at)},
-                   "previousState": {"value": "OK" if state == "ALARM" else "ALARM"}},
-    }
-
-
-def scheduled_event(at: float) -> dict[str, Any]:
-    return {"version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event", "source": "aws.events",
-            "account": "123456789012", "time": iso(at), "region": "us-east-1",
-            "resources": ["arn:aws:events:us-east-1:123456789012:rule/ControllerSchedule"], "detail": {}}
-
-
-def invoke(cloud, function_name: str, event: dict[str, Any]) -> dict[str, Any]:
-    response = cloud.client("lambda").invoke(FunctionName=function_name, Payload=json.dumps(event))
-    payload = json.loads(response["Payload"].read())
-    assert "FunctionError" not in response, payload
-    return payload
-
-
-def decision(result: dict[str, Any], downstream: str) -> dict[str, Any]:
-    (found,) = [d for d in result["decisions"] if d["downstream"] == downstream]
-    return found
 
 
 def run_crm_segment(cloud, deployed, users: int) -> Any:
