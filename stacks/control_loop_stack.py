@@ -496,8 +496,9 @@ class ControlLoopStack(Stack):
             rows.append([
                 cloudwatch.GraphWidget(
                     title=f"{d.name}: calls, 429s, errors", width=6,
-                    left=[m.total("DownstreamCalls", "calls"), m.total("DownstreamThrottled", "429s"),
-                          m.total("DownstreamUnavailable", "5xx + timeouts")]),
+                    left=[m.total("DownstreamCalls", "calls"), m.total("DownstreamSucceeded", "succeeded"),
+                          m.total("DownstreamThrottled", "429s"), m.total("DownstreamUnavailable", "5xx + timeouts"),
+                          m.total("DownstreamTimeouts", "of which timeouts"), m.total("DownstreamRejected", "other 4xx")]),
                 cloudwatch.GraphWidget(
                     title=f"{d.name}: latency (ms)", width=6, left=[m.latency("p50"), m.latency("p99")],
                     left_annotations=[cloudwatch.HorizontalAnnotation(

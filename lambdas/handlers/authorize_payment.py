@@ -55,6 +55,7 @@ from throttling.downstream_client import (
     DownstreamUnavailable,
     RateLimited,
 )
+from throttling.call_metrics import record_call
 from throttling.dynamodb_limits import DynamoDbCircuitBreaker, DynamoDbRateLimiter
 from throttling.rate_limiter import RatePolicy, stale_token_after_sec
 from throttling.tunables import (
@@ -181,20 +182,18 @@ def call_gateway(order: Order, breaker: DynamoDbCircuitBreaker, caller_id: str) 
     """
     headers = {"Idempotency-Key": order.order_id, "X-Correlation-Id": order.order_id}
     started = time.monotonic()
-    metrics.add_metric(name="DownstreamCalls", unit=MetricUnit.Count, value=1)
     try:
         response = client.call("POST", "/authorize", body=order.gateway_request(), headers=headers)
-    except DownstreamUnavailable:
+    except DownstreamUnavailable as error:
         breaker.record(BREAKER_NAME, caller_id, success=False, duration_sec=time.monotonic() - started)
-        metrics.add_metric(name="DownstreamUnavailable", unit=MetricUnit.Count, value=1)
+        record_call(metrics, error=error)
         raise
     except (DownstreamThrottled, DownstreamRejected) as error:
         breaker.record(BREAKER_NAME, caller_id, success=True, duration_sec=time.monotonic() - started)
-        if isinstance(error, DownstreamThrottled):
-            metrics.add_metric(name="DownstreamThrottled", unit=MetricUnit.Count, value=1)
+        record_call(metrics, error=error)
         raise
     breaker.record(BREAKER_NAME, caller_id, success=True, duration_sec=time.monotonic() - started)
-    metrics.add_metric(name="DownstreamLatency", unit=MetricUnit.Milliseconds, value=response.latency_ms)
+    record_call(metrics, response=response)
     return response.body
 
 

@@ -24,7 +24,8 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from throttling.downstream_client import DownstreamClient, DownstreamThrottled, DownstreamUnavailable, RateLimited
+from throttling.call_metrics import record_call
+from throttling.downstream_client import DownstreamClient, DownstreamError, RateLimited
 from throttling.dynamodb_limits import DynamoDbRateLimiter
 from throttling.rate_limiter import RatePolicy, stale_token_after_sec
 from throttling.tunables import DownstreamTunables, TunablesReader, defaults_from_environment, powertools_ssm_fetch
@@ -68,16 +69,12 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     headers = {"X-Correlation-Id": logger.get_correlation_id() or context.aws_request_id}
     if event.get("idempotency_key"):
         headers["Idempotency-Key"] = str(event["idempotency_key"])
-    metrics.add_metric(name="DownstreamCalls", unit=MetricUnit.Count, value=1)
     try:
         response = client.call(event.get("method", "GET"), event["path"], body=event.get("body"), headers=headers)
-    except DownstreamThrottled:
-        metrics.add_metric(name="DownstreamThrottled", unit=MetricUnit.Count, value=1)
+    except DownstreamError as error:
+        record_call(metrics, error=error)
         raise
-    except DownstreamUnavailable:
-        metrics.add_metric(name="DownstreamUnavailable", unit=MetricUnit.Count, value=1)
-        raise
-    metrics.add_metric(name="DownstreamLatency", unit=MetricUnit.Milliseconds, value=response.latency_ms)
+    record_call(metrics, response=response)
     logger.info("downstream answered", extra={"status": response.status, "latency_ms": round(response.latency_ms, 1)})
     return {
         "downstream": DOWNSTREAM,

@@ -54,6 +54,7 @@ from throttling.downstream_client import (
     DownstreamThrottled,
     DownstreamUnavailable,
 )
+from throttling.call_metrics import record_call
 from throttling.dynamodb_limits import DynamoDbRateLimiter
 from throttling.rate_limiter import RatePolicy
 from throttling.rate_limiter import stale_token_after_sec as shared_stale_token_after_sec
@@ -223,25 +224,24 @@ class Batch:
         correlation_id = correlation_id_of(record)
         logger.set_correlation_id(correlation_id)
         headers = {"Idempotency-Key": item.record_id, "X-Correlation-Id": correlation_id}
-        metrics.add_metric(name="DownstreamCalls", unit=MetricUnit.Count, value=1)
         try:
             response = client.call("POST", "/records", body={"record_id": item.record_id, "payload": item.payload},
                                    headers=headers)
         except (DownstreamThrottled, DownstreamUnavailable) as error:
             # The mainframe refused or is down: the rest of the batch would meet the same answer.
-            metrics.add_metric(name=type(error).__name__, unit=MetricUnit.Count, value=1)
+            record_call(metrics, error=error)
             self.postpone_after_sec = error.details.get("retry_after_sec") or 0.0
             visibility_sec = self._postpone(record, receive_count)
             record_failed(item.record_id, record.message_id, receive_count, error, retry_after_sec=visibility_sec)
             raise
         except DownstreamRejected as error:
-            metrics.add_metric(name="DownstreamRejected", unit=MetricUnit.Count, value=1)
+            record_call(metrics, error=error)
             record_failed(item.record_id, record.message_id, receive_count, error)
             logger.error("the mainframe rejected the record; it is retried until the dead-letter queue",
                          extra={"record_id": item.record_id, "message_id": record.message_id,
                                 "receive_count": receive_count, "error": str(error)})
             raise
-        metrics.add_metric(name="DownstreamLatency", unit=MetricUnit.Milliseconds, value=response.latency_ms)
+        record_call(metrics, response=response)
         record_delivered(item.record_id, record.message_id, receive_count, response.status)
         metrics.add_metric(name="RecordsDelivered", unit=MetricUnit.Count, value=1)
         self.delivered += 1

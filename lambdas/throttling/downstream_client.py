@@ -95,8 +95,11 @@ class DownstreamClient:
         except urllib.error.HTTPError as error:
             status, raw, response_headers = error.code, error.read(), dict(error.headers or {})
         except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as error:
+            reason = getattr(error, "reason", error)
             raise DownstreamUnavailable(
-                {"downstream": self.name, "url": url, "reason": str(getattr(error, "reason", error))}
+                {"downstream": self.name, "url": url, "reason": str(reason),
+                 # A slow downstream and a failing one call for different remedies; the metrics tell them apart.
+                 "timed_out": isinstance(reason, (socket.timeout, TimeoutError))}
             ) from error
         latency_ms = (self._clock() - started) * 1000
         rate_limit = parse_rate_limit_headers(response_headers, now=time.time())

@@ -1,0 +1,53 @@
+"""The metrics of one downstream call, named once for every caller.
+
+The callers (`call_downstream`, the payment authorizer, the legacy consumer) emit the same names
+under their own `service` and a `Downstream` dimension, so the control loop's alarms, the
+controller's `GetMetricData` queries and the dashboard read one vocabulary:
+
+| metric | when |
+|---|---|
+| `DownstreamCalls` | a call was sent (its token taken) |
+| `DownstreamSucceeded` | it answered 2xx/3xx |
+| `DownstreamThrottled` | it answered 429 |
+| `DownstreamUnavailable` | 5xx, a timeout or a refused connection |
+| `DownstreamTimeouts` | of those, the timeouts (a slow downstream, not a failing one) |
+| `DownstreamRejected` | another 4xx (our request was wrong) |
+| `DownstreamLatency` | milliseconds to an answer (successes), for p50/p99 |
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from aws_lambda_powertools.metrics import MetricUnit
+
+from throttling.downstream_client import (
+    DownstreamError,
+    DownstreamRejected,
+    DownstreamResponse,
+    DownstreamThrottled,
+    DownstreamUnavailable,
+)
+
+__all__ = ["record_call"]
+
+
+class MetricsSink(Protocol):
+    def add_metric(self, name: str, unit: Any, value: float) -> None: ...
+
+
+def record_call(metrics: MetricsSink, *, response: DownstreamResponse | None = None,
+                error: DownstreamError | None = None) -> None:
+    """Count one call: its outcome from `response` (an answer) or `error` (what the client raised)."""
+    metrics.add_metric(name="DownstreamCalls", unit=MetricUnit.Count, value=1)
+    if error is None:
+        if response is None:
+            raise ValueError("record_call needs the response of a call or the error it raised, got neither")
+        metrics.add_metric(name="DownstreamSucceeded", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name="DownstreamLatency", unit=MetricUnit.Milliseconds, value=response.latency_ms)
+        return
+    for kind in (DownstreamThrottled, DownstreamUnavailable, DownstreamRejected):
+        if isinstance(error, kind):
+            metrics.add_metric(name=kind.__name__, unit=MetricUnit.Count, value=1)
+    if isinstance(error, DownstreamUnavailable) and error.details.get("timed_out"):
+        metrics.add_metric(name="DownstreamTimeouts", unit=MetricUnit.Count, value=1)
