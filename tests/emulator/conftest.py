@@ -6,6 +6,7 @@ Simulators and the synthesized assembly do not depend on moto, so they are built
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from localcloud.cloud import LocalCloud
+from localcloud.demo_workflows import crm_batch_outputs, drain_queue
 from localcloud.deployer import DeployedStack
 from localcloud.downstream_simulator import PROFILES, DownstreamSimulator
 from stacks.app_stacks import synthesize
@@ -85,3 +87,23 @@ def tune_downstream(cloud):
     yield tune
     for name, seed in seeds.items():
         ssm.put_parameter(Name=name, Value=seed, Type="String", Overwrite=True)
+
+
+@pytest.fixture
+def crm(fresh_simulators) -> DownstreamSimulator:
+    return fresh_simulators["crm"]
+
+
+@pytest.fixture
+def crm_tunables(tune_downstream):
+    """`crm_tunables(max_concurrency=3)`: the CRM's document tuned as an operator would (see `tune_downstream`)."""
+    return functools.partial(tune_downstream, "crm")
+
+
+@pytest.fixture
+def crm_dead_letters(cloud, deployed) -> Iterator[None]:
+    """The CRM batch's dead-letter queue (both segment paths use it) empty before the test and after it."""
+    url = crm_batch_outputs(deployed)["dead_letter_queue_url"]
+    drain_queue(cloud, url)
+    yield
+    drain_queue(cloud, url)

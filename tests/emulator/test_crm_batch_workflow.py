@@ -7,12 +7,10 @@ The simulator is the referee: it enforces the CRM's 10 req/s (burst 10) and reco
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -35,24 +33,6 @@ CRM_BURST = 10
 @pytest.fixture(scope="module")
 def batch(deployed) -> dict[str, str]:
     return crm_batch_outputs(deployed)
-
-
-@pytest.fixture
-def crm(fresh_simulators):
-    return fresh_simulators["crm"]
-
-
-@pytest.fixture
-def dead_letters(cloud, batch) -> Iterator[None]:
-    """An empty dead-letter queue before the test, emptied again after it."""
-    drain_queue(cloud, batch["dead_letter_queue_url"])
-    yield
-    drain_queue(cloud, batch["dead_letter_queue_url"])
-
-
-@pytest.fixture
-def crm_tunables(tune_downstream):
-    return functools.partial(tune_downstream, "crm")
 
 
 def run_segment(cloud, batch, user_ids: list[str], **kwargs):
@@ -95,7 +75,7 @@ def test_the_deployed_definition_has_every_placeholder_filled(cloud, batch):
     assert batch["dead_letter_queue_url"] in definition
 
 
-def test_sixty_users_are_all_emailed_without_a_single_429(cloud, batch, crm, crm_tunables, dead_letters):
+def test_sixty_users_are_all_emailed_without_a_single_429(cloud, batch, crm, crm_tunables, crm_dead_letters):
     # GIVEN a Map allowed 5 users at once: ~20 req/s offered at 200 ms a call, twice the CRM's limit,
     # so the shared limiter, not the concurrency, is what holds the rate
     crm_tunables(max_concurrency=5)
@@ -115,7 +95,7 @@ def test_sixty_users_are_all_emailed_without_a_single_429(cloud, batch, crm, crm
     assert stats["max_in_1s_window_all"] <= CRM_LIMIT_PER_SEC + CRM_BURST, stats
 
 
-def test_max_concurrency_tuned_in_ssm_applies_from_the_next_run(cloud, batch, crm, crm_tunables, dead_letters):
+def test_max_concurrency_tuned_in_ssm_applies_from_the_next_run(cloud, batch, crm, crm_tunables, crm_dead_letters):
     # GIVEN an operator who allows one user at a time
     crm_tunables(max_concurrency=1)
     _, sequential = run_segment(cloud, batch, users(4))
@@ -133,7 +113,7 @@ def test_max_concurrency_tuned_in_ssm_applies_from_the_next_run(cloud, batch, cr
     assert 1 < concurrent_in_flight <= 3
 
 
-def test_an_unusable_max_concurrency_runs_one_user_at_a_time(cloud, batch, crm, crm_tunables, dead_letters):
+def test_an_unusable_max_concurrency_runs_one_user_at_a_time(cloud, batch, crm, crm_tunables, crm_dead_letters):
     # GIVEN a document whose max_concurrency would mean "unlimited" to a Map
     crm_tunables(max_concurrency=0)
     # WHEN a batch runs THEN it falls back to one user at a time, and still sends
@@ -143,7 +123,7 @@ def test_an_unusable_max_concurrency_runs_one_user_at_a_time(cloud, batch, crm, 
 
 
 def test_a_crm_throttling_below_its_contract_makes_the_workflow_wait_and_lose_nobody(
-    cloud, batch, crm, dead_letters
+    cloud, batch, crm, crm_dead_letters
 ):
     # GIVEN a CRM that admits 3 req/s with no burst, a third of what our limiter lets through
     crm.set_profile(PROFILES["crm"].merged_with({"rate_per_sec": 3, "burst": 1}))
@@ -164,7 +144,7 @@ def test_a_crm_throttling_below_its_contract_makes_the_workflow_wait_and_lose_no
     assert (dead, result.output["succeeded"]) == ([], 15)
 
 
-def test_users_the_crm_cannot_serve_land_in_the_dlq_with_their_error(cloud, batch, crm, dead_letters):
+def test_users_the_crm_cannot_serve_land_in_the_dlq_with_their_error(cloud, batch, crm, crm_dead_letters):
     # GIVEN a CRM that is down for longer than the workflow is willing to wait
     crm.set_profile(PROFILES["crm"].merged_with({"outage_windows_sec": ((0, 1e9),)}))
     user_ids = users(2, prefix="unlucky")
@@ -195,7 +175,7 @@ def test_an_empty_segment_reports_zero(cloud, batch, crm):
     assert crm.requests == []
 
 
-def test_the_demo_line(cloud, deployed, fresh_simulators, dead_letters):
+def test_the_demo_line(cloud, deployed, fresh_simulators, crm_dead_letters):
     line = run_crm_batch(cloud, deployed, fresh_simulators, users=10)
     assert re.fullmatch(r"crm batch e-mail: 10 items, 10 sent, 0 failed, peak \d+ req/s at the CRM"
                         r" \(limit 10, burst 10\)", line), line

@@ -10,10 +10,8 @@ Functions, so runs are started with the input the `Object Created` rule would gi
 
 from __future__ import annotations
 
-import functools
 import json
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -36,24 +34,6 @@ CRM_BURST = 10
 @pytest.fixture(scope="module")
 def large(deployed) -> dict[str, str]:
     return crm_segment_large_outputs(deployed)
-
-
-@pytest.fixture
-def crm(fresh_simulators):
-    return fresh_simulators["crm"]
-
-
-@pytest.fixture
-def dead_letters(cloud, large) -> Iterator[None]:
-    """An empty dead-letter queue before the test, emptied again after it."""
-    drain_queue(cloud, large["dead_letter_queue_url"])
-    yield
-    drain_queue(cloud, large["dead_letter_queue_url"])
-
-
-@pytest.fixture
-def crm_tunables(tune_downstream):
-    return functools.partial(tune_downstream, "crm")
 
 
 def unknown_to_the_crm(crm, user_ids: list[str]) -> None:
@@ -95,7 +75,7 @@ def test_the_deployed_definition_has_every_placeholder_filled(cloud, large):
 
 
 def test_a_segment_of_two_hundred_users_in_s3_is_all_accounted_for_without_a_single_429(
-    cloud, large, crm, crm_tunables, dead_letters
+    cloud, large, crm, crm_tunables, crm_dead_letters
 ):
     # GIVEN 5 children allowed at once: ~25 req/s offered at 200 ms a call, so the shared limiter, not the
     # concurrency, holds the CRM's 10 req/s
@@ -137,7 +117,7 @@ def test_a_segment_of_two_hundred_users_in_s3_is_all_accounted_for_without_a_sin
 @pytest.mark.parametrize(("poisoned", "outcome"), [(2, "SUCCEEDED"), (3, "FAILED")],
                          ids=["10-percent-tolerated", "one-more-stops-the-run"])
 def test_poison_users_up_to_the_tolerance_are_parked_and_one_more_stops_the_run(
-    cloud, large, crm, crm_tunables, dead_letters, poisoned, outcome
+    cloud, large, crm, crm_tunables, crm_dead_letters, poisoned, outcome
 ):
     # GIVEN one child at a time, and a segment of 20 users whose first `poisoned` the CRM does not hold
     crm_tunables(max_concurrency=1)
@@ -168,7 +148,7 @@ def test_a_segment_that_is_not_there_fails_the_run_before_any_call(cloud, large,
     assert crm.requests == []
 
 
-def test_the_demo_line(cloud, deployed, fresh_simulators, dead_letters):
+def test_the_demo_line(cloud, deployed, fresh_simulators, crm_dead_letters):
     line = run_crm_segment_large(cloud, deployed, fresh_simulators, users=10)
     assert re.fullmatch(r"crm large segment: 10 users from s3, 10 sent, 0 failed, peak \d+ req/s at the CRM"
                         r" \(limit 10, burst 10\), results in s3://\S+/runs/\S+/manifest\.json", line), line

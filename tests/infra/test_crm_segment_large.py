@@ -9,6 +9,8 @@ import re
 import pytest
 from aws_cdk.assertions import Template
 
+from tests.infra.cloudformation import referenced_ids
+
 
 @pytest.fixture(scope="module")
 def workflows(dev_assembly) -> Template:
@@ -23,22 +25,6 @@ def machine(workflows) -> tuple[str, dict]:
 
 def by_prefix(template: Template, resource_type: str, prefix: str) -> tuple[str, dict]:
     (found,) = [(i, r) for i, r in template.find_resources(resource_type).items() if i.startswith(prefix)]
-    return found
-
-
-def refs(value) -> set[str]:
-    found: set[str] = set()
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            if key == "Ref" and not str(inner).startswith("AWS::"):
-                found.add(inner)
-            elif key == "Fn::GetAtt":
-                found.add(inner[0])
-            else:
-                found |= refs(inner)
-    elif isinstance(value, list):
-        for inner in value:
-            found |= refs(inner)
     return found
 
 
@@ -87,12 +73,12 @@ def test_the_large_segment_workflow_is_a_standard_one_from_its_file_with_the_inl
     for shared in ("CrmCallerFunctionArn", "DeadLetterQueueUrl", "CrmTunablesParameterName"):
         assert substitutions[shared] == inline[shared], shared
     (bucket_id, _) = by_prefix(workflows, "AWS::S3::Bucket", "SegmentsBucket")
-    assert refs(substitutions["SegmentsBucketName"]) == {bucket_id}
+    assert referenced_ids(substitutions["SegmentsBucketName"]) == {bucket_id}
 
 
 def test_the_role_may_do_exactly_what_the_file_does_each_on_its_prefix_or_its_own_runs(workflows, machine):
     machine_id, resource = machine
-    (role_id,) = refs(resource["Properties"]["RoleArn"])
+    (role_id,) = referenced_ids(resource["Properties"]["RoleArn"])
     granted = sorted(
         (described(r), sorted(s["Action"] if isinstance(s["Action"], list) else [s["Action"]]))
         for p in workflows.find_resources("AWS::IAM::Policy").values() if {"Ref": role_id} in p["Properties"]["Roles"]
@@ -119,7 +105,7 @@ def test_every_segment_export_created_under_segments_starts_one_run_with_its_key
     machine_id, _ = machine
     bucket_id, _ = by_prefix(workflows, "AWS::S3::Bucket", "SegmentsBucket")
     (rule,) = [r for r in workflows.find_resources("AWS::Events::Rule").values()
-               if refs(r["Properties"]["Targets"]) & {machine_id}]
+               if referenced_ids(r["Properties"]["Targets"]) & {machine_id}]
     assert rule["Properties"]["EventPattern"] == {
         "source": ["aws.s3"], "detail-type": ["Object Created"],
         "detail": {"bucket": {"name": [{"Ref": bucket_id}]}, "object": {"key": [{"prefix": "segments/"}]}}}

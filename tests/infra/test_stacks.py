@@ -8,6 +8,8 @@ import re
 import pytest
 from aws_cdk.assertions import Match, Template
 
+from tests.infra.cloudformation import referenced_ids
+
 
 @pytest.fixture(scope="module")
 def shared_limits(dev_assembly) -> Template:
@@ -150,18 +152,18 @@ def test_the_crm_batch_is_a_standard_workflow_from_its_asl_file_with_logs_and_tr
     assert properties["TracingConfiguration"] == {"Enabled": True}
     assert properties["LoggingConfiguration"]["Level"] == "ALL"
     # AND it logs to a log group of its own
-    (log_group_id,) = _refs(properties["LoggingConfiguration"]["Destinations"])
+    (log_group_id,) = referenced_ids(properties["LoggingConfiguration"]["Destinations"])
     assert workflows.to_json()["Resources"][log_group_id]["Type"] == "AWS::Logs::LogGroup"
 
 
 def test_the_crm_batch_reads_the_crm_caller_the_crm_tunables_and_the_segments_table(crm_batch, workflows):
     substitutions = crm_batch["Properties"]["DefinitionSubstitutions"]
     resources = workflows.to_json()["Resources"]
-    (caller,) = _refs(substitutions["CrmCallerFunctionArn"])
+    (caller,) = referenced_ids(substitutions["CrmCallerFunctionArn"])
     assert resources[caller]["Properties"]["Environment"]["Variables"]["DOWNSTREAM_NAME"] == "crm"
     assert "TunablesDownstreamsCrm" in json.dumps(substitutions["CrmTunablesParameterName"])
-    (table,) = _refs(substitutions["SegmentsTableName"])
-    (queue,) = _refs(substitutions["DeadLetterQueueUrl"])
+    (table,) = referenced_ids(substitutions["SegmentsTableName"])
+    (queue,) = referenced_ids(substitutions["DeadLetterQueueUrl"])
     assert (resources[table]["Type"], resources[queue]["Type"]) == ("AWS::DynamoDB::Table", "AWS::SQS::Queue")
 
 
@@ -178,7 +180,7 @@ def test_the_segments_table_is_on_demand_encrypted_and_recoverable(workflows):
 
 
 def test_the_dead_letter_queue_is_encrypted_refuses_plain_http_and_keeps_messages_14_days(crm_batch, workflows):
-    (queue_id,) = _refs(crm_batch["Properties"]["DefinitionSubstitutions"]["DeadLetterQueueUrl"])
+    (queue_id,) = referenced_ids(crm_batch["Properties"]["DefinitionSubstitutions"]["DeadLetterQueueUrl"])
     queue = workflows.to_json()["Resources"][queue_id]["Properties"]
     assert (queue["SqsManagedSseEnabled"], queue["MessageRetentionPeriod"]) == (True, 14 * 24 * 3600)
     (policy,) = [p for p in workflows.find_resources("AWS::SQS::QueuePolicy").values()
@@ -188,7 +190,7 @@ def test_the_dead_letter_queue_is_encrypted_refuses_plain_http_and_keeps_message
 
 
 def test_the_state_machine_role_may_do_exactly_what_the_file_does(crm_batch, workflows):
-    (role,) = _refs(crm_batch["Properties"]["RoleArn"])
+    (role,) = referenced_ids(crm_batch["Properties"]["RoleArn"])
     statements = [
         statement
         for policy in workflows.find_resources("AWS::IAM::Policy").values()
@@ -212,7 +214,7 @@ def test_the_crm_batch_runs_daily_for_the_daily_segment(crm_batch, workflows):
     (machine_id,) = [i for i in workflows.find_resources("AWS::StepFunctions::StateMachine")
                      if i.startswith("CrmBatchEmail")]
     (rule,) = [r for r in workflows.find_resources("AWS::Events::Rule").values()
-               if _refs(r["Properties"]["Targets"]) & {machine_id}]
+               if referenced_ids(r["Properties"]["Targets"]) & {machine_id}]
     assert rule["Properties"]["ScheduleExpression"] == "cron(0 6 * * ? *)"
     (target,) = rule["Properties"]["Targets"]
     assert json.loads(target["Input"]) == {"segment_id": "daily"}
@@ -236,23 +238,6 @@ def test_an_asl_file_and_its_substitutions_must_agree_at_synth():
                         definition_substitutions={"CrmTunablesParameterName": "p", "CrmCallerFunctionArn": "f",
                                                   "DeadLetterQueueUrl": "q", "Stray": "x"},
                         log_retention_days=14, removal_policy=RemovalPolicy.DESTROY)
-
-
-def _refs(value) -> set:
-    """Logical ids a CloudFormation value refers to with Ref or Fn::GetAtt."""
-    found = set()
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            if key == "Ref" and not str(inner).startswith("AWS::"):
-                found.add(inner)
-            elif key == "Fn::GetAtt":
-                found.add(inner[0])
-            else:
-                found |= _refs(inner)
-    elif isinstance(value, list):
-        for inner in value:
-            found |= _refs(inner)
-    return found
 
 
 def _list(value):
@@ -293,7 +278,7 @@ def test_the_legacy_consumer_reserves_the_concurrency_its_mapping_may_use_and_re
     assert mapping["Properties"]["ScalingConfig"] == {"MaximumConcurrency": 2}
     assert mapping["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert "MaximumBatchingWindowInSeconds" not in mapping["Properties"]
-    assert _refs(mapping["Properties"]["FunctionName"]) == {function_id}
+    assert referenced_ids(mapping["Properties"]["FunctionName"]) == {function_id}
     # AND the function reserves exactly that concurrency, so the mapping is never throttled
     assert function["Properties"]["ReservedConcurrentExecutions"] == 2
     # AND its timeout fits 5 records each waiting 2 turns at 0.8 req/s plus a 10 s call, and 3 s to finish
@@ -313,7 +298,7 @@ def test_the_legacy_queue_redrives_to_its_dead_letter_queue_after_20_receives(bu
         assert queue["Properties"]["SqsManagedSseEnabled"] is True
     # AND the consumer polls the source queue, not the dead-letter queue
     (mapping,) = buffers.find_resources("AWS::Lambda::EventSourceMapping").values()
-    assert _refs(mapping["Properties"]["EventSourceArn"]) == {source_id}
+    assert referenced_ids(mapping["Properties"]["EventSourceArn"]) == {source_id}
 
 
 def test_both_legacy_queues_refuse_plain_http(buffers):
@@ -321,7 +306,7 @@ def test_both_legacy_queues_refuse_plain_http(buffers):
     policies = buffers.find_resources("AWS::SQS::QueuePolicy", {"Properties": {"PolicyDocument": {
         "Statement": Match.array_with([Match.object_like({
             "Effect": "Deny", "Action": "sqs:*", "Condition": {"Bool": {"aws:SecureTransport": "false"}}})])}}})
-    assert {queue for policy in policies.values() for queue in _refs(policy["Properties"]["Queues"])} == {
+    assert {queue for policy in policies.values() for queue in referenced_ids(policy["Properties"]["Queues"])} == {
         source_id, dead_id}
 
 
@@ -346,14 +331,14 @@ def test_the_legacy_consumer_is_wired_to_the_mainframe_its_limiter_bucket_and_it
     assert (defaults.rate_per_sec, defaults.burst) == (0.8, 1)
     assert "TunablesDownstreamsLegacyMainframe" in json.dumps(env["TUNABLES_PARAMETER_NAME"])
     assert "RateLimiterTable" in json.dumps(env["RATE_LIMITER_TABLE_NAME"])
-    assert _refs(env["QUEUE_URL"]) == {source_id}
+    assert referenced_ids(env["QUEUE_URL"]) == {source_id}
 
 
 def test_the_legacy_consumer_may_take_tokens_read_its_tunables_consume_its_queue_and_write_statuses(
     buffers, legacy_consumer
 ):
     function_id, function = legacy_consumer
-    (role,) = _refs(function["Properties"]["Role"])
+    (role,) = referenced_ids(function["Properties"]["Role"])
     (source_id, _), _ = _legacy_queues(buffers)
     (records_table,) = buffers.find_resources("AWS::DynamoDB::Table")
     statements = [
@@ -367,11 +352,11 @@ def test_the_legacy_consumer_may_take_tokens_read_its_tunables_consume_its_queue
     assert sorted(by_service) == ["dynamodb", "logs", "sqs", "ssm"]
     # one conditional UpdateItem on the limiter (imported) and on the records table; no read, no scan
     assert by_service["dynamodb"]["Action"] == "dynamodb:UpdateItem"
-    assert _refs(by_service["dynamodb"]["Resource"]) == {records_table}
+    assert referenced_ids(by_service["dynamodb"]["Resource"]) == {records_table}
     assert "RateLimiterTable" in json.dumps(by_service["dynamodb"]["Resource"])
     # its own queue only, including ChangeMessageVisibility for postponements
     assert "sqs:ChangeMessageVisibility" in by_service["sqs"]["Action"]
-    assert _refs(by_service["sqs"]["Resource"]) == {source_id}
+    assert referenced_ids(by_service["sqs"]["Resource"]) == {source_id}
     # the mainframe's tunables only
     assert "TunablesDownstreamsLegacyMainframe" in json.dumps(by_service["ssm"]["Resource"])
     assert "ssm:PutParameter" not in by_service["ssm"]["Action"]
@@ -394,10 +379,10 @@ def test_the_publishing_workflow_comes_from_its_file_and_may_only_send_to_the_le
     properties = machine["Properties"]
     assert properties["StateMachineType"] == "STANDARD"
     assert json.loads(properties["DefinitionString"])["StartAt"] == "PublishEachRecord"
-    assert _refs(properties["DefinitionSubstitutions"]["LegacyQueueUrl"]) == {source_id}
+    assert referenced_ids(properties["DefinitionSubstitutions"]["LegacyQueueUrl"]) == {source_id}
     assert (properties["TracingConfiguration"], properties["LoggingConfiguration"]["Level"]) == ({"Enabled": True},
                                                                                                   "ALL")
-    (role,) = _refs(properties["RoleArn"])
+    (role,) = referenced_ids(properties["RoleArn"])
     statements = [
         statement
         for policy in buffers.find_resources("AWS::IAM::Policy").values()
@@ -405,7 +390,7 @@ def test_the_publishing_workflow_comes_from_its_file_and_may_only_send_to_the_le
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]
         if statement["Resource"] != "*"  # X-Ray and log delivery (no resource-level permissions)
     ]
-    assert [(sorted(_list(s["Action"])), _refs(s["Resource"])) for s in statements] == [
+    assert [(sorted(_list(s["Action"])), referenced_ids(s["Resource"])) for s in statements] == [
         (["sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"], {source_id})]
 
 
@@ -585,7 +570,7 @@ def _granted(template: Template, role_id: str) -> dict[str, list[str]]:
         for resource in _list(statement["Resource"]):
             text = json.dumps(resource)
             imported = re.search(r"ExportsOutput(?:Ref|FnGetAtt)([A-Za-z]+?)[0-9A-F]{8}", text)
-            (name,) = [imported.group(1)] if imported else [re.sub(r"[0-9A-F]{8}$", "", r) for r in _refs(resource)]
+            (name,) = [imported.group(1)] if imported else [re.sub(r"[0-9A-F]{8}$", "", r) for r in referenced_ids(resource)]
             granted[name] = sorted(_list(statement["Action"]))
     return granted
 
@@ -657,7 +642,7 @@ def test_the_authorizer_is_wired_to_the_gateway_its_limits_and_its_idempotency_t
                                       "LIMITER_MAX_WAIT_SEC", "IDEMPOTENCY_EXPIRY_SEC")} == {
         "DOWNSTREAM_NAME": "payment_gateway", "DOWNSTREAM_BASE_URL": "https://payments.example.com",
         "DOWNSTREAM_RATE_LIMIT_PER_SEC": "2.0", "LIMITER_MAX_WAIT_SEC": "2", "IDEMPOTENCY_EXPIRY_SEC": "86400"}
-    (idempotency_table,) = _refs(variables["IDEMPOTENCY_TABLE_NAME"])
+    (idempotency_table,) = referenced_ids(variables["IDEMPOTENCY_TABLE_NAME"])
     assert idempotency_table.startswith("PaymentIdempotencyTable")
     assert "RateLimiterTable" in json.dumps(variables["RATE_LIMITER_TABLE_NAME"])
     assert "CircuitBreakersTable" in json.dumps(variables["BREAKER_TABLE_NAME"])
@@ -670,7 +655,7 @@ def test_the_authorizer_may_take_tokens_move_the_breaker_read_its_two_documents_
     payment_authorizer, workflows
 ):
     _, function = payment_authorizer
-    (role,) = _refs(function["Properties"]["Role"])
+    (role,) = referenced_ids(function["Properties"]["Role"])
     granted = _granted(workflows, role)
     assert {k: v for k, v in granted.items() if not k.startswith("Tunables")} == {
         "RateLimiterTable": ["dynamodb:UpdateItem"],  # one conditional update per attempt, never a read
@@ -705,7 +690,7 @@ def test_every_payment_outcome_ends_in_succeed_or_a_named_fail(payment_machine):
 
 
 def test_the_payment_workflow_role_may_do_exactly_what_the_file_does(payment_machine, workflows):
-    (role,) = _refs(payment_machine["Properties"]["RoleArn"])
+    (role,) = referenced_ids(payment_machine["Properties"]["RoleArn"])
     assert _granted(workflows, role) == {
         "OrdersTable": ["dynamodb:PutItem", "dynamodb:UpdateItem"],
         "InventoryTable": ["dynamodb:UpdateItem"],
@@ -723,11 +708,11 @@ def test_order_placed_events_reach_a_starter_that_may_only_start_the_payment_wor
     assert rule["Properties"]["EventPattern"] == {"source": ["shop.orders"], "detail-type": ["OrderPlaced"]}
     (target,) = rule["Properties"]["Targets"]
     starter_id, starter = _by_prefix(workflows, "AWS::Lambda::Function", "PaymentStarter")
-    assert _refs(target["Arn"]) == {starter_id}
+    assert referenced_ids(target["Arn"]) == {starter_id}
     assert starter["Properties"]["Handler"] == "handlers.start_payment.handler"
     machine_id, _ = _by_prefix(workflows, "AWS::StepFunctions::StateMachine", "PaymentAuthorization")
     assert starter["Properties"]["Environment"]["Variables"]["PAYMENT_STATE_MACHINE_ARN"] == {"Ref": machine_id}
-    (role,) = _refs(starter["Properties"]["Role"])
+    (role,) = referenced_ids(starter["Properties"]["Role"])
     statements = [s for s in _statements_of(workflows, role) if s["Action"] != ["logs:CreateLogStream",
                                                                                   "logs:PutLogEvents"]]
     assert [(s["Action"], s["Resource"]) for s in statements] == [("states:StartExecution", {"Ref": machine_id})]
@@ -771,7 +756,7 @@ def test_every_object_created_in_the_uploads_bucket_starts_one_moderation(workfl
     bucket_id, _ = _by_prefix(workflows, "AWS::S3::Bucket", "UploadsBucket")
     machine_id, _ = _by_prefix(workflows, "AWS::StepFunctions::StateMachine", "UgcModeration")
     (rule,) = [r for r in workflows.find_resources("AWS::Events::Rule").values()
-               if _refs(r["Properties"]["Targets"]) & {machine_id}]
+               if referenced_ids(r["Properties"]["Targets"]) & {machine_id}]
     assert rule["Properties"]["EventPattern"] == {
         "source": ["aws.s3"], "detail-type": ["Object Created"], "detail": {"bucket": {"name": [{"Ref": bucket_id}]}}}
     (target,) = rule["Properties"]["Targets"]
