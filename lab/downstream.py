@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from lab.engine import Simulation
+from localcloud.downstream_simulator import TokenBucket
 
 __all__ = ["OK", "SERVER_ERROR", "THROTTLED", "TIMED_OUT", "UNAVAILABLE", "Downstream", "DownstreamModel", "Latency"]
 
@@ -146,10 +147,7 @@ class Downstream:
     def __init__(self, sim: Simulation, model: DownstreamModel) -> None:
         self.sim = sim
         self.model = model
-        self.rate_per_sec = model.rate_per_sec
-        self.burst = model.burst
-        self._tokens = float(model.burst)
-        self._refilled_at = 0.0
+        self._bucket = TokenBucket(model.rate_per_sec, model.burst, now=0.0)
         self._servers_free_at = [0.0] * model.concurrency
         self._network = sim.rng("network")
         self._service = sim.rng("service")
@@ -175,8 +173,8 @@ class Downstream:
         if outage_end is not None:
             self._answer_after(self._one_way_sec(), sent_at, timeout_sec, UNAVAILABLE, outage_end - now, on_answer, args)
             return
-        if not self._take_token(now):
-            wait = (1.0 - self._tokens) / self.rate_per_sec
+        if not self._bucket.try_take(now):
+            wait = self._bucket.seconds_until_next_token(now)
             self._answer_after(self._one_way_sec(), sent_at, timeout_sec, THROTTLED, wait, on_answer, args)
             return
         self.admitted += 1
@@ -200,23 +198,17 @@ class Downstream:
         self.in_flight -= 1
         on_answer(status, latency_sec, retry_after, *args)
 
-    def _refill(self, now: float) -> None:
-        self._tokens = min(float(self.burst), self._tokens + (now - self._refilled_at) * self.rate_per_sec)
-        self._refilled_at = now
+    @property
+    def rate_per_sec(self) -> float:
+        return self._bucket.rate_per_sec
 
-    def _take_token(self, now: float) -> bool:
-        self._refill(now)
-        if self._tokens + _EPSILON < 1.0:
-            return False
-        self._tokens = max(0.0, self._tokens - 1.0)
-        return True
+    @property
+    def burst(self) -> int:
+        return self._bucket.capacity
 
     def _change_capacity(self, factor: float) -> None:
-        now = self.sim.now
-        self._refill(now)  # what the old rate earned is banked before the new rate applies
-        self.rate_per_sec = self.model.rate_per_sec * factor
-        self.burst = max(1, math.floor(self.model.burst * factor + _EPSILON))
-        self._tokens = min(self._tokens, float(self.burst))
+        self._bucket.resize(self.sim.now, self.model.rate_per_sec * factor,
+                            max(1, math.floor(self.model.burst * factor + _EPSILON)))
 
     def _outage_end(self, t: float) -> float | None:
         ends = [end for start, end in self.model.outages if start <= t < end]

@@ -314,8 +314,11 @@ def max_requests_in_window(timestamps_sec: Iterable[float], window_sec: float = 
     return most
 
 
-class _TokenBucket:
-    """The simulator's own bucket, written independently of the project's limiter so it can referee it."""
+class TokenBucket:
+    """The downstream's own bucket, written independently of the project's limiter so it can referee it.
+
+    The lab's downstream model (`lab.downstream`) refills the same bucket in virtual time.
+    """
 
     def __init__(self, rate_per_sec: float, capacity: int, now: float) -> None:
         self.rate_per_sec = rate_per_sec
@@ -335,6 +338,13 @@ class _TokenBucket:
             return False
         self._tokens = max(0.0, self._tokens - 1)
         return True
+
+    def resize(self, now: float, rate_per_sec: float, capacity: int) -> None:
+        """A new rate and size from `now`; what the old rate earned until then is kept (up to the new size)."""
+        self._refill(now)
+        self.rate_per_sec = rate_per_sec
+        self.capacity = capacity
+        self._tokens = min(self._tokens, float(capacity))
 
     def remaining(self, now: float) -> int:
         self._refill(now)
@@ -414,7 +424,7 @@ class DownstreamSimulator:
         now = self._clock()
         self._profile = self._initial_profile
         self._started_at = now
-        self._bucket = _TokenBucket(self._profile.rate_per_sec, self._profile.burst, now)
+        self._bucket = TokenBucket(self._profile.rate_per_sec, self._profile.burst, now)
         # Separate streams so changing the latency distribution does not change which requests fail.
         self._fault_rng = random.Random(self._seed)
         self._latency_rng = random.Random(self._seed + 1)
