@@ -40,6 +40,17 @@ The known failure modes of both, and the guard for each:
   concurrency to the floor for good: a p99 above the threshold at the floor is taken as the
   downstream's own (`floor_p99_latency_ms`), and only a p99 `rtt_tolerance` times above it slows
   down again, until the p99 is back under the threshold.
+- aimd: a downstream whose latency creeps up on its own (it queues what it cannot serve at once,
+  and refuses nothing) would be cut by the p99 guard as if we overloaded it, though it still
+  answers every call we send: halving then gives up throughput and lowers nothing but our share
+  of its queue. The guard cuts only for a rise our load can explain, as Gradient2 compares latency
+  before and after: a p99 above the bar in a period our setting held through (the one before it
+  evaluated too, no change of ours or anyone's since), with no 429s, errors or alarm, is measured
+  as the downstream's own, as at the floor, and raises the bar to `rtt_tolerance` times it; the
+  same p99 in the period of a change (our increase, someone else's write) or of no known history
+  still cuts. What it still misreads: a demand that grows under an unchanged setting reads as the
+  downstream's own; a creep that crosses the bar just after our increase reads as ours (one
+  halving; the bar follows from the next crossing on).
 - Acting on no evidence: no data, or fewer than `min_calls` calls, holds (and neither counts as
   clean nor breaks a clean streak, so a bursty daily batch can still recover).
 - Counting one period twice (a schedule and an alarm in the same minute): a period at or before
@@ -51,7 +62,11 @@ The known failure modes of both, and the guard for each:
   downstream that is slow even there got slower for good, and is re-measured (as Envoy measures
   its minRTT at minimum concurrency) instead of pinning the limit to the floor. At small limits
   the queue allowance outweighs any gradient, so a latency-driven decrease is at least one slot.
-  The tolerance must exceed the spread of the per-period medians, or noise alone cuts.
+  The tolerance must exceed the spread of the per-period medians, or noise alone cuts. aimd's
+  re-measuring at a setting that held is not used here: the gradient moves a slot at a time, so
+  the period after its cut still sits near the tolerance, where noise is read as the
+  downstream's own and the baseline walks up into the queue (the limit then reaches its ceiling
+  against a downstream that queues above 4 calls).
 
 Defaults (see `ControllerPolicy`): AIMD, 1 % 429s, 5 % errors, x0.5 decrease, +1 concurrency and
 +10 % of the rate ceiling per increase, 3 clean periods, 120 s cooldown, at least 10 calls, 80 %
@@ -333,6 +348,8 @@ class ControllerState:
 
     `written` is the setting it last wrote: a setting in SSM that differs from it was changed by
     someone else (an operator, a redeploy), and the controller adopts it instead of fighting it.
+    `floor_p99_latency_ms` is aimd's measure of the downstream's own p99: taken at the floor, or in a
+    period our setting held through (the name stays: stored items carry it).
     """
 
     clean_periods: int = 0
@@ -429,7 +446,8 @@ def decide(
     increases anything when the period or an alarm shows overload.
     """
     notes: list[str] = []
-    if state.written is not None and state.written != current:
+    adopted = state.written is not None and state.written != current
+    if adopted:
         # Someone else wrote the document since our last write: their value is the new truth.
         notes.append(f"adopted {current.describe()} written by someone else (ours was {state.written.describe()})")
         state = dataclasses.replace(state, written=current, clean_periods=0, estimated_limit=None)
@@ -445,6 +463,10 @@ def decide(
             f" clamped to {clamped.describe()}",
         )
 
+    # Our load was the same through the whole period, and the one before it was evaluated too: what
+    # changed in it was not of our making.
+    held = (not adopted and state.last_period_end is not None and metrics is not None
+            and (state.last_change_at is None or state.last_change_at <= period_end - metrics.period_sec))
     new_period = state.last_period_end is None or period_end > state.last_period_end
     if not new_period and not alarms:
         return _hold(current, state, notes, f"the period ending at {_num(period_end)} was already evaluated")
@@ -466,10 +488,12 @@ def decide(
             overload.append(f"error rate {_pct(metrics.error_rate)} > {_pct(policy.error_rate_threshold)}")
             slows_rate = True
         if policy.mode == "aimd" and policy.p99_latency_threshold_ms is not None and metrics.latency_p99_ms is not None:
-            state, latency_note = _p99_check(metrics.latency_p99_ms, current, bounds, state, policy,
-                                             cooling=_cooling(state, policy, now))
+            state, latency_note, own = _p99_check(metrics.latency_p99_ms, current, bounds, state, policy,
+                                                  cooling=_cooling(state, policy, now), held=held and not overload)
             if latency_note is not None:
                 overload.append(latency_note)
+            if own is not None:
+                notes.append(own)
 
     gradient_limit: float | None = None
     latency_only = False
@@ -638,32 +662,41 @@ def _in_flight_for(rate_per_sec: float, metrics: PeriodMetrics, policy: Controll
 
 def _p99_check(
     p99_ms: float, current: Setting, bounds: Bounds, state: ControllerState, policy: ControllerPolicy,
-    *, cooling: bool,
-) -> tuple[ControllerState, str | None]:
-    """aimd's latency test: a note when the p99 says slow down, and the state (the floor's p99)."""
+    *, cooling: bool, held: bool,
+) -> tuple[ControllerState, str | None, str | None]:
+    """aimd's latency test: a note when the p99 says slow down, the state (the downstream's own p99),
+    and a note when a slow p99 is taken as the downstream's own.
+
+    `held`: the setting was in force through the whole period, and no 429s, errors or alarm came with it."""
     threshold = policy.p99_latency_threshold_ms
     assert threshold is not None
     if p99_ms <= threshold:
         # Fast again: a p99 learnt at the floor no longer raises the bar.
         return (state if state.floor_p99_latency_ms is None
-                else dataclasses.replace(state, floor_p99_latency_ms=None)), None
+                else dataclasses.replace(state, floor_p99_latency_ms=None)), None, None
     note = f"p99 latency {_num(p99_ms)} ms > {_num(threshold)} ms"
     if current.max_concurrency <= bounds.min_concurrency:
         if cooling:
             # Just cut: this period still shows the load before the cut, not the downstream's own
             # latency. Nothing is learnt from it (and the cooldown holds the setting).
-            return state, note
+            return state, note, None
         # Too slow even with the fewest calls we send: the downstream's own latency, which no cut can
         # lower. Pinned at the floor it would stay there for good; it is measured here, every period
         # at the floor (as gradient mode measures its baseline), and only a p99 well above the last
         # such measure, once there are more calls in flight, means our load again.
-        return dataclasses.replace(state, floor_p99_latency_ms=p99_ms), None
+        return dataclasses.replace(state, floor_p99_latency_ms=p99_ms), None, None
     if state.floor_p99_latency_ms is not None:
         threshold = max(threshold, policy.rtt_tolerance * state.floor_p99_latency_ms)
         if p99_ms <= threshold:
-            return state, None
+            return state, None, None
         note = f"p99 latency {_num(p99_ms)} ms > {_num(threshold)} ms"
-    return state, note
+    if held:
+        # Our load did not change, yet the p99 crossed the bar: the downstream got slower on its own,
+        # and a cut would give up calls it still answers (429s or errors would say it cannot). It is
+        # measured as at the floor; only a p99 above the raised bar just after a change of ours cuts.
+        return (dataclasses.replace(state, floor_p99_latency_ms=p99_ms), None,
+                f"{note} with our setting unchanged: the downstream's own latency, no cut")
+    return state, note, None
 
 
 def _gradient(

@@ -539,26 +539,31 @@ def test_a_slow_p99_above_the_floor_slows_down_and_is_not_remembered():
 
 def test_a_downstream_slow_on_its_own_lets_the_limit_grow_and_only_1_5x_its_p99_slows_down():
     # GIVEN a downstream whose own p99 is 2 s (above the 1 s threshold), with the controller at its floor
-    # WHEN it stays there for 10 periods, then reaches 1.5 x 2 s, then goes just above it (the state
-    # stored and loaded between periods, as the control loop does)
-    decisions = script([busy_with_p99(2000)] * 10 + [busy_with_p99(3000), busy_with_p99(3001)],
+    # WHEN it stays there for 10 periods, then reaches 1.5 x 2 s for two, then goes just above it in
+    # the period after the next increase (the state stored and loaded between periods, as the control
+    # loop does)
+    decisions = script([busy_with_p99(2000)] * 10 + [busy_with_p99(3000)] * 2 + [busy_with_p99(3001)],
                        setting=Setting(1, 9.0), policy=P99_AIMD)
     # THEN the floor's p99 is remembered through every round trip, and the limit grows as if healthy
     assert all(d.state.floor_p99_latency_ms == 2000 for d in decisions)
     assert [d.setting.max_concurrency for d in decisions[:10]] == [1, 1, 2, 2, 2, 3, 3, 3, 4, 4]
-    # AND exactly 1.5 x still counts as clean; just above it slows down, against 1.5 x the floor's p99
+    # AND exactly 1.5 x still counts as clean; just above it, with our increase, slows down against
+    # 1.5 x the floor's p99
     assert decisions[10].action == "hold" and "clean period 2/3" in decisions[10].reason
-    assert decisions[11].setting == Setting(2, 9.0)
-    assert decisions[11].reason == "p99 latency 3001 ms > 3000 ms: multiplicative decrease x0.5 (max_concurrency 4 -> 2)"
+    assert decisions[11].setting == Setting(5, 9.0)
+    assert decisions[12].setting == Setting(2, 9.0)
+    assert decisions[12].reason == "p99 latency 3001 ms > 3000 ms: multiplicative decrease x0.5 (max_concurrency 5 -> 2)"
 
 
 def test_the_floors_p99_is_forgotten_once_p99_is_back_under_the_threshold():
-    # GIVEN a remembered floor p99 of 2 s with 3 slots in force
-    state = ControllerState(last_period_end=0.0, floor_p99_latency_ms=2000, written=Setting(3, 9.0))
-    # WHEN a period's p99 is back at the 1 s threshold, and the next one is at 1.5 s
+    # GIVEN a remembered floor p99 of 2 s with 3 slots in force, two clean periods into the hysteresis
+    state = ControllerState(clean_periods=2, last_period_end=0.0, floor_p99_latency_ms=2000, written=Setting(3, 9.0))
+    # WHEN a period's p99 is back at the 1 s threshold (the third clean period: one slot more), and
+    # the next one, with that slot, is at 1.5 s
     decisions = script([busy_with_p99(1000), busy_with_p99(1500)], setting=Setting(3, 9.0), state=state,
                        policy=P99_AIMD)
     # THEN the memory is dropped (and the stored item no longer carries it) ...
+    assert decisions[0].setting == Setting(4, 9.0)
     assert decisions[0].state.floor_p99_latency_ms is None
     assert "floor_p99_latency_ms" not in decisions[0].state.to_item()
     # ... so 1.5 s, tolerated while the memory held, slows down against the plain threshold again
@@ -575,6 +580,68 @@ def test_a_higher_p99_at_the_floor_is_re_measured_not_fought():
     # THEN nothing lower is possible: 4 s becomes the floor's p99, and the period is clean
     assert decision.state.floor_p99_latency_ms == 4000
     assert decision.action == "hold" and "already at the floor" not in decision.reason
+
+
+# -- aimd: a slow p99 at a setting that held -----------------------------------------------------
+
+
+def test_a_p99_that_crosses_the_threshold_while_our_setting_holds_is_the_downstreams_own():
+    # GIVEN 4 slots in force through a period with a 900 ms p99 (under the 1 s threshold)
+    # WHEN the next period, with the same setting and no 429s or errors, has a 1.2 s p99
+    decisions = script([busy_with_p99(900), busy_with_p99(1200)], setting=Setting(4, 9.0), policy=P99_AIMD)
+    # THEN our load did not change, so the rise is the downstream's: no cut, and 1.2 s is remembered
+    # as its own (the bar becomes 1.5 x it), the reason saying so
+    assert (decisions[1].action, decisions[1].setting) == ("hold", Setting(4, 9.0))
+    assert decisions[1].state.floor_p99_latency_ms == 1200
+    assert decisions[1].reason == ("p99 latency 1200 ms > 1000 ms with our setting unchanged: the downstream's own"
+                                   " latency, no cut; hold: clean period 2/3: holding (hysteresis)")
+
+
+def test_the_same_p99_in_the_period_after_our_increase_is_our_load_and_cuts():
+    # GIVEN three clean periods at 3 slots with a 900 ms p99: the third adds a slot
+    # WHEN the period with that slot has a 1.2 s p99
+    decisions = script([busy_with_p99(900)] * 3 + [busy_with_p99(1200)], setting=Setting(3, 9.0), policy=P99_AIMD)
+    # THEN the rise came with our added load: it halves, and nothing is remembered
+    assert decisions[2].setting == Setting(4, 9.0)
+    assert decisions[3].setting == Setting(2, 9.0)
+    assert decisions[3].reason == "p99 latency 1200 ms > 1000 ms: multiplicative decrease x0.5 (max_concurrency 4 -> 2)"
+    assert decisions[3].state.floor_p99_latency_ms is None
+
+
+def test_a_p99_that_keeps_creeping_while_our_setting_holds_never_cuts_and_the_bar_follows_it():
+    # GIVEN the ceiling (8 slots, 9 req/s) in force, so nothing of ours changes
+    # WHEN the downstream's p99 creeps 4 % a period, from 900 ms to over 3 s in 32 periods
+    creep = [900 * 1.04 ** k for k in range(32)]
+    decisions = script([busy_with_p99(p99) for p99 in creep], setting=Setting(8, 9.0), policy=P99_AIMD)
+    # THEN it never cuts: each crossing of the bar is re-measured as the downstream's own
+    assert all(d.action == "hold" and d.setting == Setting(8, 9.0) for d in decisions)
+    learnt = [d.state.floor_p99_latency_ms for d in decisions if d.state.floor_p99_latency_ms is not None]
+    assert learnt[0] == pytest.approx(creep[3]) and learnt[-1] > 2000
+
+
+def test_a_slow_p99_with_429s_is_not_taken_as_the_downstreams_own_even_while_our_setting_holds():
+    # GIVEN 8 slots in force through a clean period with a 900 ms p99
+    first = decide(busy_with_p99(900)(Setting(8, 9.0)), Setting(8, 9.0), BOUNDS, ControllerState(), P99_AIMD,
+                   now=90, period_end=60)
+    # WHEN the next period, same setting, has 3.3 % 429s and a 1.2 s p99
+    metrics = PeriodMetrics(calls=540, throttled=18, latency_p50_ms=1000, latency_mean_ms=1000, latency_p99_ms=1200)
+    decision = decide(metrics, Setting(8, 9.0), BOUNDS, first.state, P99_AIMD, now=150, period_end=120)
+    # THEN it is overload, not the downstream's own latency: both halve, and nothing is remembered
+    assert decision.setting == Setting(4, 4.5)
+    assert decision.reason.startswith("429 rate 3.3% > 1.0%; p99 latency 1200 ms > 1000 ms: multiplicative decrease")
+    assert decision.state.floor_p99_latency_ms is None
+
+
+def test_a_setting_written_by_someone_else_is_a_change_of_load_not_a_setting_that_held():
+    # GIVEN the controller last wrote 2 slots and evaluated the period before
+    state = ControllerState(last_period_end=0.0, written=Setting(2, 9.0))
+    # WHEN an operator set 4, and the period shows a 1.2 s p99
+    decision = decide(busy_with_p99(1200)(Setting(4, 9.0)), Setting(4, 9.0), BOUNDS, state, P99_AIMD,
+                      now=90, period_end=60)
+    # THEN the load changed during the period, so the rise may come with it: it cuts
+    assert decision.setting == Setting(2, 9.0)
+    assert "p99 latency 1200 ms > 1000 ms: multiplicative decrease" in decision.reason
+    assert decision.state.floor_p99_latency_ms is None
 
 
 # -- gradient mode -------------------------------------------------------------------------------
