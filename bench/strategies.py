@@ -37,7 +37,7 @@ from lab.costs import (  # noqa: E402
 from lab.mechanisms import INLINE_MAP_MAX_CONCURRENCY  # noqa: E402
 from lab.run import PERIOD_SEC, run, summarize  # noqa: E402
 from lab.scenarios import SCENARIOS, scenario  # noqa: E402
-from lab.strategies import LAB_HEADROOM, STRATEGIES, strategy  # noqa: E402
+from lab.strategies import HEADROOM, STRATEGIES, plan_for, strategy  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OURS = "adaptive_aimd"  # the controller's default mode
@@ -57,8 +57,8 @@ TARGETS = {
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.strategies", description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--headroom", type=float, default=LAB_HEADROOM,
-                        help=f"share of the limit our limiter leaves unused (default {LAB_HEADROOM})")
+    parser.add_argument("--headroom", type=float, default=HEADROOM,
+                        help=f"share of the limit our limiter leaves unused (default {HEADROOM}, the stage's)")
     parser.add_argument("--jobs", type=int, default=2, help="processes to run the scenarios in (default 2)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -85,7 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "records": records,
         "targets": targets,
         "headroom_sweep": [
-            {"headroom": h, **{k: summary[k] for k in ("goodput_fraction_of_limit", "throttled_share")}}
+            {"headroom": h, **_limiter_of(plan_for(scenario("steady_overload"), h)),
+             **{k: summary[k] for k in ("goodput_fraction_of_limit", "throttled_share")}}
             for h, (summary, _) in zip(HEADROOM_SWEEP, sweep)
         ],
         "cost_per_million_calls": costs,
@@ -100,6 +101,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote {args.out}/summary.json, summary.md, cost.md and {len(SCENARIOS)} plots "
           f"in {time.monotonic() - started:.0f} s")
     return 0
+
+
+def _limiter_of(plan: Any) -> dict[str, float]:
+    return {"limiter_rate_per_sec": plan.limiter_rate_per_sec, "limiter_burst": plan.limiter_burst,
+            "jitter_margin_sec": plan.jitter_margin_sec}
 
 
 def _run_one(job: tuple[str, str, int, float]) -> tuple[dict[str, Any], dict[str, list[float]]]:
@@ -211,7 +217,7 @@ def summary_markdown(document: dict[str, Any]) -> str:
         "# Strategy benchmark",
         "",
         f"`python -m bench.strategies` (seed {document['seed']}, our limiter's headroom "
-        f"{document['headroom']:.0%}, controller period {document['period_sec']:.0f} s). One hour of virtual "
+        f"{document['headroom']:.0%} and half the downstream's burst, controller period {document['period_sec']:.0f} s). One hour of virtual "
         "time per run; the downstream is the dev stage's CRM (10 req/s, burst 10, 200 +- 50 ms). "
         "Goodput and net goodput are fractions of what the downstream's limit allowed over the hour; "
         "p50/p99 are end to end (arrival to success); reconverge is in controller periods (worst change); "
@@ -257,9 +263,11 @@ def summary_markdown(document: dict[str, Any]) -> str:
         lines.append(f"| {loss['scenario']} | {loss['figure']} | {loss['strategy']} | {_plain(loss['theirs'])} "
                      f"| {_plain(loss['ours'])} |")
     lines += ["", "## Headroom (adaptive_aimd, steady overload)", "",
-              "| headroom | goodput | 429s |", "|---|---|---|"]
+              "| headroom | our rate / burst | jitter margin | goodput | 429s |", "|---|---|---|---|---|"]
     for row in document["headroom_sweep"]:
-        lines.append(f"| {row['headroom']:.0%} | {row['goodput_fraction_of_limit']:.3f} | {_pct(row['throttled_share'])} |")
+        lines.append(f"| {row['headroom']:.0%} | {row['limiter_rate_per_sec']:g} / {row['limiter_burst']} "
+                     f"| {row['jitter_margin_sec']:.3f} s | {row['goodput_fraction_of_limit']:.3f} "
+                     f"| {_pct(row['throttled_share'])} |")
     lines += ["", "Plots: " + ", ".join(f"[{c.name}]({c.name}.png)" for c in SCENARIOS) + "; costs: [cost.md](cost.md).", ""]
     return "\n".join(lines)
 

@@ -77,7 +77,7 @@ class Run:
 def run(strategy: Strategy, scenario: Scenario, *, seed: int = 1, headroom: float = HEADROOM,
         period_sec: float = PERIOD_SEC) -> Run:
     """An hour (the scenario's duration) of `strategy`; `headroom` is what the plan keeps below the
-    contract (the stage's 10 % by default; the benchmark passes its own)."""
+    contract (the stage's default unless given; the benchmark's headroom sweep passes others)."""
     sim = Simulation(seed)
     ledger = Ledger(scenario.duration_sec, period_sec)
     downstream = Downstream(sim, scenario.downstream)

@@ -16,7 +16,8 @@ differ only in what holds the traffic back:
 | gradient2_baseline | the plan's | none | Netflix Gradient2 |
 
 "The plan" is `throttlectl.planner.plan_capacity` on the advertised limit and latency, with the
-headroom of the run (the stage's 10 %, or the benchmark's `LAB_HEADROOM`); the controller's bounds are those the control-loop stack gives it (concurrency
+headroom of the run (the stage's default, 1 %, unless the run is given another); the controller's
+bounds are those the control-loop stack gives it (concurrency
 1 to 4x the plan's, rate 10 % to 100 % of the planned rate, burst scaled with the rate, the p99
 threshold at 5x the expected latency but never above the timeout).
 """
@@ -27,16 +28,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 from lab.scenarios import Scenario
-from throttlectl.planner import CapacityPlan, plan_capacity
+from throttlectl.planner import DEFAULT_HEADROOM, CapacityPlan, plan_capacity
 
-__all__ = ["HEADROOM", "LAB_HEADROOM", "STRATEGIES", "Strategy", "controller_bounds_for", "plan_for", "strategy"]
+__all__ = ["HEADROOM", "STRATEGIES", "Strategy", "controller_bounds_for", "plan_for", "strategy"]
 
-# What the stage keeps below the contract (cdk.json `headroom`, default 0.1 in stacks/config.py).
-HEADROOM = 0.1
-# What the benchmark gives our limiter: against a downstream whose bucket holds a second's worth of
-# calls, 1 % is enough to keep network jitter from ever finding it empty (see the headroom sweep in
-# bench/results/summary.md), and the stage's 10 % would cap goodput at 0.90 by construction.
-LAB_HEADROOM = 0.01
+# What a deployed downstream keeps below its contract unless cdk.json says otherwise, so the
+# benchmark measures the defaults we ship (its headroom sweep shows what other values would do).
+HEADROOM = DEFAULT_HEADROOM
 # The seed's Map concurrency for the CRM: 5 calls of 200 ms in flight (25 req/s for a 10 req/s limit).
 SEED_MAP_CONCURRENCY = 5
 # stacks/config.py ControlLoopConfig: max_concurrency_factor, min_rate_fraction, p99_latency_factor.

@@ -64,7 +64,7 @@ def smoke(cloud: LocalCloud, stacks: dict[str, Any], simulators: dict[str, Downs
         print(f"  {name:17} -> {result.get('status', error)} in {result.get('latency_ms', '?')} ms;"
               f" tunables in force {result.get('tunables_in_force')}")
 
-    section("2. A burst of 15 CRM calls at once (the CRM admits 10/s, burst 10; our limiter plans 9/s)")
+    section("2. A burst of 15 CRM calls at once (the CRM admits 10/s, burst 10; our limiter plans 9.9/s, burst 5)")
     crm_caller = callers["CrmCallerName"]
     simulators["crm"].reset()
     with ThreadPoolExecutor(max_workers=15) as pool:

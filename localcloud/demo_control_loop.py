@@ -108,7 +108,7 @@ def run_control_loop(
 
     try:
         ssm.put_parameter(Name=name, Type="String", Overwrite=True, Value=json.dumps(
-            {"rate_per_sec": 9.0, "burst": 9, "max_concurrency": 6, "mode": "auto"}))
+            {"rate_per_sec": 9.9, "burst": 5, "max_concurrency": 6, "mode": "auto"}))
         peak_before = run_batch()
         now = time.time()
         put_caller_minute(cloud, "crm", now, calls=600, throttled=120)

@@ -14,6 +14,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from throttlectl.planner import (
+    DEFAULT_HEADROOM,
+    MIN_JITTER_MARGIN_SEC,
+    headroom_for_margin,
+    jitter_margin_sec,
+    limiter_settings,
+)
+
 STAGES = ("dev", "prod")
 DEFAULT_STAGE = "dev"
 
@@ -47,8 +55,12 @@ class DownstreamConfig:
     """A rate-limited third party the app calls, and the numbers we plan its traffic with.
 
     `rate_limit_per_sec` is the downstream's contractual limit: the ceiling the Lambda-side reader
-    clamps any operator or controller value to. `headroom` is the fraction of it we leave unused so
-    network jitter (calls admitted apart arriving together) never pushes the downstream over.
+    clamps any operator or controller value to. `headroom` is the fraction of it we leave unused;
+    what keeps network jitter (calls admitted apart arriving together) from pushing the downstream
+    over is mostly the half of its burst we leave unused (`throttlectl.planner.limiter_settings`
+    gives the arithmetic), so 1 % suffices where the burst is 2 or more, and a burst-1 downstream
+    needs a real rate headroom (the loader refuses one that keeps less than
+    `MIN_JITTER_MARGIN_SEC` of jitter margin).
     """
 
     name: str
@@ -57,16 +69,22 @@ class DownstreamConfig:
     burst: int
     expected_latency_ms: int
     timeout_sec: float = 5.0
-    headroom: float = 0.1
+    headroom: float = DEFAULT_HEADROOM
 
     @property
     def planned_rate_per_sec(self) -> float:
         """The rate the shared limiter admits by default: the contract less the headroom."""
-        return round(self.rate_limit_per_sec * (1 - self.headroom), 3)
+        return limiter_settings(self.rate_limit_per_sec, self.burst, self.headroom)[0]
 
     @property
     def planned_burst(self) -> int:
-        return max(1, math.floor(self.burst * (1 - self.headroom)))
+        """The shared limiter's default burst: half the downstream's, at least 1 (see `limiter_settings`)."""
+        return limiter_settings(self.rate_limit_per_sec, self.burst, self.headroom)[1]
+
+    @property
+    def jitter_margin_sec(self) -> float:
+        """How unevenly calls may lag the limiter's decisions under the planned rate and burst, 429-free."""
+        return jitter_margin_sec(self.rate_limit_per_sec, self.burst, self.planned_rate_per_sec, self.planned_burst)
 
     @property
     def default_max_concurrency(self) -> int:
@@ -304,15 +322,32 @@ def _downstream(key: str, name: str, raw: Any) -> DownstreamConfig:
             f"{key}.burst must be between 1 and 10 s worth of rate_limit_per_sec ({max(1, math.ceil(rate * 10))}),"
             f" got {burst}; a larger burst would let a downstream limit be exceeded tenfold after an idle spell"
         )
-    return DownstreamConfig(
+    downstream = DownstreamConfig(
         name=name,
         base_url=_url(f"{key}.base_url", _required(raw, key, "base_url")),
         rate_limit_per_sec=rate,
         burst=burst,
         expected_latency_ms=_int(raw, key, "expected_latency_ms", 1, 60_000),
         timeout_sec=_number(raw, key, "timeout_sec", 0.1, 900) if "timeout_sec" in raw else 5.0,
-        headroom=_number(raw, key, "headroom", 0, 0.5) if "headroom" in raw else 0.1,
+        headroom=_number(raw, key, "headroom", 0, 0.5) if "headroom" in raw else DEFAULT_HEADROOM,
     )
+    # Below this margin a call that travels a little slower than the one before it meets a 429, and
+    # callers would drop most tokens as stale (they keep half the margin for the limiter's answer).
+    margin = downstream.jitter_margin_sec
+    if margin < MIN_JITTER_MARGIN_SEC - 1e-9:
+        needed = headroom_for_margin(rate, burst)
+        remedy = (
+            f"set {key}.headroom to at least {needed:g}"
+            if needed <= 0.5
+            else f"no headroom up to 0.5 does (it needs {needed:g}): ask the downstream for a burst of 2 or more"
+        )
+        raise ConfigError(
+            f"{key}.headroom {downstream.headroom:g}{'' if 'headroom' in raw else ' (the default)'} leaves a jitter margin"
+            f" of {margin:.3g} s at {downstream.planned_rate_per_sec:g}"
+            f" req/s, burst {downstream.planned_burst} under {name}'s {rate:g} req/s, burst {burst}; calls must be allowed"
+            f" to lag our limiter's decisions by {MIN_JITTER_MARGIN_SEC:g} s unevenly without a 429: {remedy}"
+        )
+    return downstream
 
 
 def _control_loop(key: str, raw: Any) -> ControlLoopConfig:

@@ -79,8 +79,9 @@ def p99_latency_threshold_ms(downstream: DownstreamConfig, loop: ControlLoopConf
 def controller_bounds(downstream: DownstreamConfig, loop: ControlLoopConfig) -> dict[str, float | int]:
     """Where the controller may move a downstream (parsed by the Lambda side's `Bounds.from_mapping`).
 
-    The rate ceiling is the planned rate (the contract less the headroom kept for jitter), the
-    concurrency ceiling `max_concurrency_factor` times the Little's-law concurrency.
+    The rate and burst ceilings are the planned ones (the contract less the headroom, half the
+    downstream's burst: the room kept for jitter), the concurrency ceiling `max_concurrency_factor`
+    times the Little's-law concurrency.
     """
     return {
         "min_concurrency": 1,

@@ -146,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--limit-rps", type=float, required=True, help="the downstream's contractual limit, req/s")
     plan.add_argument("--latency-ms", type=float, required=True, help="expected latency of one call, ms")
     plan.add_argument("--burst", type=int, help="the downstream's burst allowance (default: one second's worth)")
-    plan.add_argument("--headroom", type=float, default=0.1, help="fraction of the limit left unused (default 0.1)")
+    plan.add_argument("--headroom", type=float, default=planner.DEFAULT_HEADROOM,
+                      help=f"fraction of the limit left unused (default {planner.DEFAULT_HEADROOM}; our burst is half the downstream's)")
     plan.add_argument("--concurrency", type=int, help="check what this many calls in flight would offer")
     plan.add_argument("--ride-out-sec", type=float, default=60.0, help="outage retries should ride out (default 60)")
     plan.add_argument("--max-retry-delay-sec", type=int, default=30, help="cap of one retry wait (default 30)")

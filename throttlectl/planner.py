@@ -4,8 +4,8 @@ Little's law: the calls in flight L equal the arrival rate lambda times the time
 (L = lambda x W). Read the other way, N calls kept in flight at latency W offer N / W calls per second
 to the downstream: 5 concurrent calls of 200 ms offer 25 req/s, two and a half times a 10 req/s
 limit. So concurrency is sized from the limit (floor(limit x W)), the shared limiter admits a
-little less than the limit (the headroom absorbs jitter and retries), and retries back off from one
-emission interval of the limiter with full jitter.
+little less than the limit with half its burst (`limiter_settings`: the downstream's spare bucket is
+what absorbs jitter), and retries back off from one emission interval of the limiter with full jitter.
 
 Every number comes with the arithmetic that produced it (`CapacityPlan.steps`), so a reader can
 check a plan by hand. Nothing here calls AWS.
@@ -18,15 +18,31 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 __all__ = [
+    "DEFAULT_HEADROOM",
+    "MIN_JITTER_MARGIN_SEC",
     "SQS_MIN_MAXIMUM_CONCURRENCY",
     "CapacityPlan",
     "ConcurrencyCheck",
     "RetryPlan",
+    "headroom_for_margin",
     "in_flight",
+    "jitter_margin_sec",
+    "limiter_settings",
     "offered_rps",
     "plan_capacity",
     "retry_plan",
 ]
+
+# The rate headroom a downstream gets unless its config says otherwise (`DownstreamConfig.headroom`).
+# Against a burst of 2 or more the downstream's spare bucket absorbs jitter (`limiter_settings`), so
+# 1 % only covers rounding and clock drift; a burst-1 downstream needs a real one, which
+# `MIN_JITTER_MARGIN_SEC` enforces.
+DEFAULT_HEADROOM = 0.01
+# The least uneven lag between a decision and its call's arrival a plan must absorb: callers spend
+# a token only within half of it (`stale_token_after_sec`), and 50 ms covers a DynamoDB write's
+# round trip from Lambda with room for its tail. Every configured downstream clears it (the
+# mainframe's 20 % leaves 0.25 s); a burst-1 downstream at the 1 % default would keep 10 ms.
+MIN_JITTER_MARGIN_SEC = 0.1
 
 # Lambda's lower bound for an SQS event-source mapping's MaximumConcurrency.
 SQS_MIN_MAXIMUM_CONCURRENCY = 2
@@ -87,6 +103,7 @@ class CapacityPlan:
     consumer_max_concurrency: int
     limiter_rate_per_sec: float
     limiter_burst: int
+    jitter_margin_sec: float
     retry: RetryPlan
     check: ConcurrencyCheck | None
     steps: tuple[str, ...]
@@ -110,6 +127,54 @@ class CapacityPlan:
         result["steps"] = list(self.steps)
         result["warnings"] = list(self.warnings)
         return result
+
+
+def limiter_settings(limit_rps: float, burst: int, headroom: float) -> tuple[float, int]:
+    """The shared limiter's rate and burst for a downstream that allows `limit_rps` with `burst`.
+
+    Our limiter decides when a call may go; the call reaches the downstream only after the
+    limiter's write returns and the request travels, so calls decided apart can arrive closer
+    together. With our rate r and burst b under the downstream's R and B, arrivals may lag their
+    decisions unevenly by
+
+        margin = (B + 1 - b) / r - 1 / R   (`jitter_margin_sec`)
+
+    and never be refused: GCRA keeps any n decisions at least (n - b) / r apart, the downstream
+    refuses n arrivals within less than (n - B) / R, and with r <= R the tightest n is B + 1. Each
+    burst token we give up adds a whole emission interval (1 / r) to the margin; a rate headroom h
+    adds only about h x (B + 1 - b) / R. For the CRM (10 req/s, burst 10) that is 0.1 s a token
+    against 0.006 s per 1 % of rate: 10 % off both (9 req/s, burst 9) keeps 0.12 s and 90 % of the
+    contract, 9.9 req/s with burst 5 keeps 0.51 s and 99 %.
+
+    Our own burst buys nothing: whoever waits for a token waits on our side (a workflow's retry, a
+    consumer that postpones its batch), and the steady rate, not the first second, is what drains a
+    backlog. So the headroom goes into the burst: ours is half the downstream's, at least 1 (and
+    never more than the rate headroom leaves of it), and the rate keeps only `headroom`. A burst-1
+    downstream has no spare bucket: there b is 1 whatever we do, the margin is headroom / ((1 -
+    headroom) x R), and only a real rate headroom buys it (the mainframe's 20 %: 0.25 s).
+    """
+    rate = round(limit_rps * (1 - headroom), 3)
+    our_burst = max(1, min(burst // 2, math.floor(burst * (1 - headroom) + 1e-9)))
+    return rate, our_burst
+
+
+def jitter_margin_sec(limit_rps: float, burst: int, limiter_rate_per_sec: float, limiter_burst: int) -> float:
+    """How unevenly calls may lag their limiter's decisions and never meet a 429 (see `limiter_settings`).
+
+    Zero when our limiter is as loose as the downstream's own bucket: then any lag may meet a 429.
+    """
+    return (burst + 1 - limiter_burst) / limiter_rate_per_sec - 1 / limit_rps
+
+
+def headroom_for_margin(limit_rps: float, burst: int, margin_sec: float = MIN_JITTER_MARGIN_SEC) -> float:
+    """The least rate headroom, rounded up to a hundredth, whose plan keeps at least `margin_sec`.
+
+    Solves (B + 1 - b) / (R x (1 - h)) - 1 / R >= margin for h with b = max(1, floor(B / 2)), the
+    burst of any headroom up to a half (above that ours only shrinks, and the margin with it grows).
+    """
+    our_burst = max(1, burst // 2)
+    needed = 1 - (burst + 1 - our_burst) / (1 + limit_rps * margin_sec)
+    return max(0.0, math.ceil(needed * 100 - 1e-9) / 100)
 
 
 def in_flight(rate_per_sec: float, latency_ms: float) -> float:
@@ -173,7 +238,7 @@ def plan_capacity(
     latency_ms: float,
     *,
     burst: int | None = None,
-    headroom: float = 0.1,
+    headroom: float = DEFAULT_HEADROOM,
     check_concurrency: int | None = None,
     ride_out_sec: float = 60.0,
     max_retry_delay_sec: int = 30,
@@ -184,17 +249,19 @@ def plan_capacity(
       the limit (at 1 it may: then only the shared limiter holds the rate, and a warning says so).
     - Queue consumer: the same, but never below 2 (Lambda's minimum for SQS); extra batches wait
       at the limiter, which holds the rate whatever the concurrency.
-    - Limiter: the limit and the burst less `headroom`, as `DownstreamConfig` seeds them.
+    - Limiter: the limit less `headroom` and half the burst (`limiter_settings`, which
+      `DownstreamConfig` seeds too), with the jitter margin that leaves; a margin below
+      `MIN_JITTER_MARGIN_SEC` is a warning naming the headroom that would keep it.
     - Retries: see `retry_plan`.
 
     :param burst: the downstream's burst allowance; default one second's worth, floor(limit), at least 1.
-    :param headroom: fraction of the limit left unused; default 0.1 (as in cdk.json).
+    :param headroom: fraction of the limit left unused; default `DEFAULT_HEADROOM` (1 %).
     :param check_concurrency: a proposed number of calls in flight to test against the limit.
     """
     _positive("limit_rps", limit_rps)
     _positive("latency_ms", latency_ms)
     if not _is_number(headroom) or not 0 <= headroom < 1:
-        raise ValueError(f"headroom must be a fraction in [0, 1), got {headroom!r}; 0.1 leaves 10% of the limit unused")
+        raise ValueError(f"headroom must be a fraction in [0, 1), got {headroom!r}; 0.01 leaves 1% of the limit unused")
     if burst is None:
         burst = max(1, math.floor(limit_rps))
     if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
@@ -244,12 +311,23 @@ def plan_capacity(
         f"{map_concurrency}) = {consumer}; reserve at least {consumer} for the function; the limiter holds the rate"
     )
 
-    limiter_rate = round(limit_rps * (1 - headroom), 3)
-    limiter_burst = max(1, math.floor(burst * (1 - headroom) + 1e-9))
+    limiter_rate, limiter_burst = limiter_settings(limit_rps, burst, headroom)
+    margin = jitter_margin_sec(limit_rps, burst, limiter_rate, limiter_burst)
     steps.append(
         f"limiter rate_per_sec = {_n(limit_rps)} x (1 - {_n(headroom)}) = {_n(limiter_rate)} req/s; "
-        f"burst = max(1, floor({burst} x (1 - {_n(headroom)}))) = {limiter_burst}"
+        f"burst = max(1, min(floor({burst} / 2), floor({burst} x (1 - {_n(headroom)})))) = {limiter_burst} "
+        f"(the downstream's spare bucket absorbs jitter; ours would only let calls leave together)"
     )
+    steps.append(
+        f"jitter margin = ({burst} + 1 - {limiter_burst}) / {_n(limiter_rate)} req/s - 1 / {_n(limit_rps)} req/s = "
+        f"{_n(round(margin, 3))} s: calls may lag their limiter's decisions this unevenly and never meet a 429"
+    )
+    if margin < MIN_JITTER_MARGIN_SEC:
+        warnings.append(
+            f"a jitter margin of {_n(round(margin, 3))} s is below {_n(MIN_JITTER_MARGIN_SEC)} s: a call delayed that much "
+            f"more than another meets a 429; a headroom of {_n(headroom_for_margin(limit_rps, burst))} keeps "
+            f"{_n(MIN_JITTER_MARGIN_SEC)} s"
+        )
     if limiter_burst > limiter_rate * 10:
         warnings.append(f"burst {limiter_burst} is more than 10 s worth of {_n(limiter_rate)} req/s")
 
@@ -271,6 +349,7 @@ def plan_capacity(
         consumer_max_concurrency=consumer,
         limiter_rate_per_sec=limiter_rate,
         limiter_burst=limiter_burst,
+        jitter_margin_sec=round(margin, 6),
         retry=retry,
         check=check,
         steps=tuple(steps),

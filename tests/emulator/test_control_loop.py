@@ -86,7 +86,7 @@ def test_a_429_alarm_lowers_the_crm_concurrency_and_the_next_batch_runs_with_it(
 ):
     crm = fresh_simulators["crm"]
     # GIVEN the controller in charge of the CRM (mode auto) at 6 calls in flight, and a batch that used them
-    tunables("crm", rate_per_sec=9.0, burst=9, max_concurrency=6, mode="auto")
+    tunables("crm", rate_per_sec=9.9, burst=5, max_concurrency=6, mode="auto")
     before = run_crm_segment(cloud, deployed, users=18)
     peak_before = crm.stats()["max_in_flight"]
     assert before.output["max_concurrency"] == 6
@@ -98,7 +98,7 @@ def test_a_429_alarm_lowers_the_crm_concurrency_and_the_next_batch_runs_with_it(
     crm_decision = decision(result, "crm")
     assert (crm_decision["action"], crm_decision["written"]) == ("decrease", True)
     assert crm_decision["reason"].startswith("alarm Throttling-dev-crm-ThrottleRate in ALARM; 429 rate 20.0% > 1.0%")
-    assert document(cloud, "crm") == {"rate_per_sec": 4.5, "burst": 4, "max_concurrency": 3, "mode": "auto"}
+    assert document(cloud, "crm") == {"rate_per_sec": 4.95, "burst": 2, "max_concurrency": 3, "mode": "auto"}
     # AND the next batch reads it and never has more than 3 calls in flight at the CRM
     crm.reset()
     after = run_crm_segment(cloud, deployed, users=12)
@@ -122,13 +122,13 @@ def test_a_pinned_document_is_left_alone_by_the_alarm(cloud, controller, tunable
 
 def test_after_a_decrease_clean_minutes_raise_the_limits_again_within_bounds(cloud, controller, tunables):
     # GIVEN the payment gateway cut to its floor by a 429 minute, nine minutes ago
-    tunables("payment_gateway", rate_per_sec=1.8, burst=1, max_concurrency=2, mode="auto")
+    tunables("payment_gateway", rate_per_sec=1.98, burst=1, max_concurrency=2, mode="auto")
     start = (time.time() // 60) * 60 - 9 * 60
     put_period(cloud, "payment_gateway", start + 35, calls=120, throttled=30, latency_ms=500)
     cut = invoke(cloud, controller, alarm_event("Throttling-dev-payment_gateway-ThrottleRate", "ALARM", start + 35))
     assert decision(cut, "payment_gateway")["action"] == "decrease"
     settings = [(document(cloud, "payment_gateway")["max_concurrency"], document(cloud, "payment_gateway")["rate_per_sec"])]
-    assert settings == [(1, 0.9)]
+    assert settings == [(1, 0.99)]
     # WHEN six clean minutes follow (2 calls/s at 1 s: 2 in flight, so both limits are used), each
     # judged by the schedule
     for minute in range(1, 7):
@@ -139,8 +139,8 @@ def test_after_a_decrease_clean_minutes_raise_the_limits_again_within_bounds(clo
         settings.append((document(cloud, "payment_gateway")["max_concurrency"],
                          document(cloud, "payment_gateway")["rate_per_sec"]))
     # THEN after the cooldown and three clean minutes it steps up, three minutes later again, never
-    # past the bounds (1-4 in flight, 0.18-1.8 req/s) and never down
-    assert settings == [(1, 0.9), (1, 0.9), (1, 0.9), (2, 1.08), (2, 1.08), (2, 1.08), (3, 1.26)]
+    # past the bounds (1-4 in flight, 0.198-1.98 req/s) and never down
+    assert settings == [(1, 0.99), (1, 0.99), (1, 0.99), (2, 1.188), (2, 1.188), (2, 1.188), (3, 1.386)]
 
 
 def test_a_sustained_error_alarm_opens_the_downstreams_breaker(cloud, deployed, controller, tunables):

@@ -106,14 +106,14 @@ def test_show_lists_every_tunable_with_its_value_seed_bounds_and_origin(ctl, dev
     entries = {e["key"]: e for e in result.json()["tunables"]}
     assert set(entries) == {f"{kind}/{d.name}" for d in dev_config.downstreams for kind in ("downstreams", "breakers")}
     crm = entries["downstreams/crm"]
-    assert crm["value"] == crm["seed"] == {"rate_per_sec": 9.0, "burst": 9, "max_concurrency": 2, "mode": "auto"}
+    assert crm["value"] == crm["seed"] == {"rate_per_sec": 9.9, "burst": 5, "max_concurrency": 2, "mode": "auto"}
     assert crm["bounds"] == {"rate_per_sec": "0.01..10 (contract)", "burst": "whole 1..5000",
                              "max_concurrency": "whole 1..1000", "mode": "auto|manual"}
     assert (crm["pinned"], crm["changed_by"], crm["lambdas_see"]) == (False, "CloudFormation (seed)", "as stored")
     assert entries["breakers/crm"]["bounds"]["failure_rate_threshold"] == "(0, 1]"
     # AND the table shows the same, one block per tunable
     assert "downstreams/crm  v1 | changed " in text.out
-    assert "rate_per_sec     9.0    9.0   0.01..10 (contract)" in text.out
+    assert "rate_per_sec     9.9    9.9   0.01..10 (contract)" in text.out
     assert "window_buckets            (6)" in text.out  # absent: the Lambdas use BreakerPolicy's default
 
 
@@ -154,13 +154,13 @@ def test_set_merges_validates_pins_and_audits_and_the_lambda_reads_it(ctl, cloud
     # THEN the merged document is written as version 2, and the output shows the diff and the audit
     assert result.code == 0, result.err
     assert json.loads(cloud.client("ssm").get_parameter(Name=CRM)["Parameter"]["Value"]) == {
-        "rate_per_sec": 5.0, "burst": 9, "max_concurrency": 2, "mode": "manual"}
+        "rate_per_sec": 5.0, "burst": 5, "max_concurrency": 2, "mode": "manual"}
     assert f"downstreams/crm: version {before} -> {before + 1}" in result.out
-    assert "rate_per_sec  9.0   5.0" in result.out and "mode          auto  manual" in result.out
+    assert "rate_per_sec  9.9   5.0" in result.out and "mode          auto  manual" in result.out
     assert f'by arn:aws:sts::123456789012:user/moto: "{REASON}"' in result.out
     # AND the audit (who, when, old, new, why) is in the local log and in the parameter's history
     (line,) = [json.loads(text) for text in audit_log.read_text().splitlines()]
-    assert (line["old"]["rate_per_sec"], line["new"]["rate_per_sec"], line["audit"]["reason"]) == (9.0, 5.0, REASON)
+    assert (line["old"]["rate_per_sec"], line["new"]["rate_per_sec"], line["audit"]["reason"]) == (9.9, 5.0, REASON)
     assert line["audit"]["by"] == "arn:aws:sts::123456789012:user/moto"
     history = ctl("history", "downstreams/crm", "--json").json()["versions"]
     assert (history[0]["version"], history[0]["by"]) == (1, "CloudFormation (seed)")
@@ -172,7 +172,7 @@ def test_set_merges_validates_pins_and_audits_and_the_lambda_reads_it(ctl, cloud
     caller = deployed["Throttling-dev-Workflows"].outputs["CrmCallerName"]
     response = cloud.client("lambda").invoke(FunctionName=caller, Payload=json.dumps({"path": "/users/1"}))
     assert json.loads(response["Payload"].read())["tunables_in_force"] == {
-        "rate_per_sec": 5.0, "burst": 9, "max_concurrency": 2, "mode": "manual"}
+        "rate_per_sec": 5.0, "burst": 5, "max_concurrency": 2, "mode": "manual"}
 
 
 def test_a_write_racing_another_writer_is_reported(ctl, cloud):
@@ -180,7 +180,7 @@ def test_a_write_racing_another_writer_is_reported(ctl, cloud):
     def controller_writes_first(**kwargs: Any) -> None:
         if kwargs["params"].get("Description", "").startswith("throttlectl: "):
             cloud.client("ssm").put_parameter(Name=CRM, Overwrite=True, Value=json.dumps(
-                {"rate_per_sec": 8.0, "burst": 9, "max_concurrency": 2, "mode": "auto"}))
+                {"rate_per_sec": 8.0, "burst": 5, "max_concurrency": 2, "mode": "auto"}))
 
     def factory(name: str) -> Any:
         client = cloud.client(name)
@@ -200,11 +200,11 @@ def test_a_write_racing_another_writer_is_reported(ctl, cloud):
 def test_dry_run_prints_the_diff_and_writes_nothing(ctl, cloud):
     # GIVEN / WHEN a change is tried with --dry-run (no reason needed)
     before = _version(cloud)
-    result = ctl("set", "downstreams/crm", "max_concurrency=1", "burst=5", "--dry-run")
+    result = ctl("set", "downstreams/crm", "max_concurrency=1", "burst=3", "--dry-run")
     # THEN the diff is printed and the parameter is untouched
     assert result.code == 0, result.err
     assert f"dry run, version {before} would become" in result.out
-    assert "burst            9    5" in result.out and "max_concurrency  2    1" in result.out
+    assert "burst            5    3" in result.out and "max_concurrency  2    1" in result.out
     assert result.out.rstrip().endswith("nothing written")
     assert _version(cloud) == before
 
@@ -218,10 +218,10 @@ def test_unpin_and_reset_to_the_seed(ctl, cloud):
     reset = ctl("set", "downstreams/crm", "--reset", "--reason", "back to the plan", "--json")
     # THEN the first only flips the mode and the second restores the seeded document
     assert [(c["field"], c["new"]) for c in unpinned.json()["changes"]] == [("mode", "auto")]
-    assert reset.json()["new"] == {"rate_per_sec": 9.0, "burst": 9, "max_concurrency": 2, "mode": "auto"}
+    assert reset.json()["new"] == {"rate_per_sec": 9.9, "burst": 5, "max_concurrency": 2, "mode": "auto"}
     assert _version(cloud) == before + 3
     # AND setting what is already there writes nothing
-    same = ctl("set", "downstreams/crm", "rate_per_sec=9", "--reason", "no-op")
+    same = ctl("set", "downstreams/crm", "rate_per_sec=9.9", "--reason", "no-op")
     assert (same.code, _version(cloud)) == (0, before + 3)
     assert "no change" in same.out
 
@@ -352,7 +352,7 @@ def limit_state(cloud, deployed) -> Iterator[float]:
                            clock=clock).force_open("crm", "operator drill", duration_sec=600)
     limiter = DynamoDbRateLimiter(shared["RateLimiterTableName"], client=dynamodb, clock=clock)
     for _ in range(3):
-        assert limiter.try_acquire("crm", RatePolicy(9.0, 9)).allowed
+        assert limiter.try_acquire("crm", RatePolicy(9.9, 5)).allowed
     dynamodb.put_item(TableName=shared["SemaphoreTableName"], Item={
         "pk": {"S": "ai_model"}, "lease_count": {"N": "2"},
         "leases": {"M": {"dead": {"N": str(now - 60)}, "live": {"N": str(now + 600)}}}})
@@ -384,10 +384,10 @@ def test_status_shows_breakers_limiters_leases_queues_and_concurrency(ctl, cloud
     assert breakers["crm"]["retry_after_sec"] == pytest.approx(600, abs=0.01)
     assert breakers["payment_gateway"]["status"] == "closed"
     limiters = {r["bucket"]: r for r in status["limiters"]}
-    # the limiter runs at the document's 9 req/s, burst 9; 3 tokens were taken at `now`
-    assert (limiters["crm"]["tokens_available"], limiters["crm"]["burst"]) == (6.0, 9)
-    assert limiters["crm"]["full_in_sec"] == pytest.approx(3 / 9, abs=0.001)
-    assert limiters["ai_model"]["tokens_available"] == 4.0  # untouched: a full burst
+    # the limiter runs at the document's 9.9 req/s, burst 5; 3 tokens were taken at `now`
+    assert (limiters["crm"]["tokens_available"], limiters["crm"]["burst"]) == (2.0, 5)
+    assert limiters["crm"]["full_in_sec"] == pytest.approx(3 / 9.9, abs=0.001)
+    assert limiters["ai_model"]["tokens_available"] == 2.0  # untouched: a full burst
     (semaphore,) = status["semaphores"]
     assert (semaphore["name"], semaphore["live"], semaphore["expired"], semaphore["lease_count"]) == ("ai_model", 1, 1, 2)
     queues = {q["label"]: q for q in status["queues"]}
@@ -535,11 +535,11 @@ def test_plan_shows_the_arithmetic_and_fails_a_concurrency_that_overruns_the_lim
     checked = ctl("plan", "--limit-rps", "10", "--latency-ms", "200", "--concurrency", "5", stage=None)
     planned = ctl("plan", "--limit-rps", "10", "--latency-ms", "200", "--burst", "10", "--json", stage=None)
     bad = ctl("plan", "--limit-rps", "0", "--latency-ms", "200", stage=None)
-    # THEN 5 x 200 ms is 25 req/s, too many (exit 2), and the plan itself is 2 in flight at 9 req/s
+    # THEN 5 x 200 ms is 25 req/s, too many (exit 2), and the plan itself is 2 in flight at 9.9 req/s
     assert checked.code == 2
     assert "check: 5 concurrent calls / 0.2 s = 25 req/s: too many for a 10 req/s limit (2.5x it)" in checked.out
     assert planned.code == 0
-    assert planned.json()["tunables_document"] == {"rate_per_sec": 9.0, "burst": 9, "max_concurrency": 2,
+    assert planned.json()["tunables_document"] == {"rate_per_sec": 9.9, "burst": 5, "max_concurrency": 2,
                                                     "mode": "auto"}
     assert (bad.code, bad.out) == (2, "")
     assert "limit_rps must be a finite number > 0, got 0" in bad.err

@@ -50,7 +50,7 @@ def test_the_deployed_definition_has_every_placeholder_filled(cloud, moderation)
 
 
 def test_twenty_uploads_at_once_are_all_moderated_without_a_single_429(cloud, moderation, model):
-    # GIVEN the seeded limits (4 at 4.5 req/s under the model's 5 at 5 req/s), and 20 uploads arriving together:
+    # GIVEN the seeded limits (2 at 4.95 req/s under the model's 5 at 5 req/s), and 20 uploads arriving together:
     # 60 model calls, 12 s of the model's rate. In the emulator the limiter's DynamoDB write can take a second to
     # come back; the caller spends no token that came back too late to leave in step (`stale_token_after_sec`).
     uploaded = keys(20, "burst")

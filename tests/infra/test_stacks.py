@@ -31,7 +31,7 @@ def test_one_tunables_document_per_downstream_under_the_stage_prefix(shared_limi
     )
     (resource,) = crm.values()
     assert json.loads(resource["Properties"]["Value"]) == {
-        "burst": 9, "max_concurrency": 2, "mode": "auto", "rate_per_sec": 9.0,
+        "burst": 5, "max_concurrency": 2, "mode": "auto", "rate_per_sec": 9.9,
     }
 
 

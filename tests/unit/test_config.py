@@ -35,9 +35,9 @@ def test_prod_loads(stages):
 
 
 def test_little_law_sets_default_concurrency(stages):
-    # GIVEN the CRM's 10 req/s limit at 200 ms, planned at 9 req/s (10 % headroom for jitter)
+    # GIVEN the CRM's 10 req/s limit at 200 ms, planned at 9.9 req/s with half its burst (jitter's room)
     crm = load_config(stages).downstream("crm")
-    assert (crm.planned_rate_per_sec, crm.planned_burst) == (9.0, 9)
+    assert (crm.planned_rate_per_sec, crm.planned_burst) == (9.9, 5)
     # THEN 2 calls in flight reach it (the seed's 5 would offer 25 req/s)
     assert crm.default_max_concurrency == 2
     # AND a downstream slower than one call per second still gets one call in flight
@@ -64,6 +64,12 @@ def test_little_law_sets_default_concurrency(stages):
         (lambda s: s["dev"]["downstreams"]["crm"].update(expected_latency_ms=0), "expected_latency_ms must be an integer in [1, 60000]"),
         (lambda s: s["dev"]["downstreams"]["crm"].update(timeout_sec=0), "timeout_sec must be a number in [0.1, 900]"),
         (lambda s: s["dev"]["downstreams"]["crm"].update(headroom=0.6), "crm.headroom must be a number in [0, 0.5], got 0.6"),
+        (lambda s: s["dev"]["downstreams"]["legacy_mainframe"].pop("headroom"),
+         "legacy_mainframe.headroom 0.01 (the default) leaves a jitter margin of 0.0101 s at 0.99 req/s, burst 1 under"
+         " legacy_mainframe's 1 req/s, burst 1; calls must be allowed to lag our limiter's decisions by 0.1 s unevenly"
+         " without a 429: set stages.dev.downstreams.legacy_mainframe.headroom to at least 0.1"),
+        (lambda s: s["dev"]["downstreams"]["legacy_mainframe"].update(rate_limit_per_sec=30),
+         "no headroom up to 0.5 does (it needs 0.75): ask the downstream for a burst of 2 or more"),
         (lambda s: s["dev"]["downstreams"]["crm"].update(base_url="ftp://crm"), "stages.dev.downstreams.crm.base_url must be an http(s) URL"),
         (lambda s: s["dev"]["downstreams"]["crm"].pop("base_url"), "stages.dev.downstreams.crm.base_url is required"),
     ],

@@ -8,12 +8,17 @@ import pytest
 
 from throttlectl.planner import (
     MAX_RETRY_ATTEMPTS,
+    MIN_JITTER_MARGIN_SEC,
     SQS_MIN_MAXIMUM_CONCURRENCY,
+    headroom_for_margin,
     in_flight,
+    jitter_margin_sec,
+    limiter_settings,
     offered_rps,
     plan_capacity,
     retry_plan,
 )
+from throttling.rate_limiter import RatePolicy, stale_token_after_sec
 
 
 def test_five_concurrent_calls_of_200_ms_offer_25_rps_too_many_for_a_10_rps_limit():
@@ -40,12 +45,17 @@ def test_littles_law_both_ways():
 
 
 def test_limiter_keeps_the_headroom_below_the_contract():
-    # GIVEN a 10 req/s contract with a burst of 10 and the default 10 % headroom
+    # GIVEN a 10 req/s contract with a burst of 10 and the default 1 % headroom
     plan = plan_capacity(10, 200, burst=10)
-    # THEN the limiter admits 9 req/s with a burst of 9, which is the SSM document the plan proposes
-    assert (plan.limiter_rate_per_sec, plan.limiter_burst) == (9.0, 9)
-    assert plan.tunables_document() == {"rate_per_sec": 9.0, "burst": 9, "max_concurrency": 2, "mode": "auto"}
-    assert "limiter rate_per_sec = 10 x (1 - 0.1) = 9 req/s; burst = max(1, floor(10 x (1 - 0.1))) = 9" in plan.steps
+    # THEN the limiter admits 9.9 req/s with half the burst, which is the SSM document the plan proposes
+    assert (plan.limiter_rate_per_sec, plan.limiter_burst) == (9.9, 5)
+    assert plan.tunables_document() == {"rate_per_sec": 9.9, "burst": 5, "max_concurrency": 2, "mode": "auto"}
+    assert any(step.startswith("limiter rate_per_sec = 10 x (1 - 0.01) = 9.9 req/s; "
+                               "burst = max(1, min(floor(10 / 2), floor(10 x (1 - 0.01)))) = 5") for step in plan.steps)
+    # AND calls may lag their decisions unevenly by half a second and never meet a 429
+    assert plan.jitter_margin_sec == pytest.approx(6 / 9.9 - 0.1)
+    assert "jitter margin = (10 + 1 - 5) / 9.9 req/s - 1 / 10 req/s = 0.506 s" in plan.steps[-4]
+    assert plan.warnings == ()
 
 
 def test_a_slow_one_request_per_second_downstream_warns_that_only_the_limiter_holds_it():
@@ -100,6 +110,7 @@ def test_the_plan_reproduces_what_the_stacks_seed_for_every_configured_downstrea
         assert plan.map_concurrency == downstream.default_max_concurrency, downstream.name
         assert plan.limiter_rate_per_sec == downstream.planned_rate_per_sec, downstream.name
         assert plan.limiter_burst == downstream.planned_burst, downstream.name
+        assert plan.jitter_margin_sec == pytest.approx(downstream.jitter_margin_sec), downstream.name
 
 
 @pytest.mark.parametrize(
@@ -118,3 +129,63 @@ def test_bad_inputs_are_refused_with_the_value(kwargs, message):
     with pytest.raises(ValueError) as raised:
         plan_capacity(**kwargs)
     assert message in str(raised.value)
+
+
+def test_half_the_burst_buys_four_times_the_jitter_margin_of_ten_percent_rate_headroom():
+    # GIVEN the CRM (10 req/s, burst 10): the old plan, 10 % off the rate and the burst (9 req/s, burst 9)
+    old = jitter_margin_sec(10, 10, 9.0, 9)
+    # WHEN 1 % comes off the rate and half off the burst instead
+    rate, burst = limiter_settings(10, 10, 0.01)
+    new = jitter_margin_sec(10, 10, rate, burst)
+    # THEN the downstream absorbs 0.51 s of uneven lag instead of 0.12 s, at 99 % of its rate instead of 90 %
+    assert (rate, burst) == (9.9, 5)
+    assert (round(old, 3), round(new, 3)) == (0.122, 0.506)
+    assert new > 4 * old
+
+
+@pytest.mark.parametrize(
+    ("limit", "burst", "headroom", "planned", "margin"),
+    [
+        (10, 10, 0.01, (9.9, 5), 0.506),  # the CRM
+        (2, 2, 0.01, (1.98, 1), 0.51),  # the payment gateway
+        (5, 5, 0.01, (4.95, 2), 0.608),  # the AI model
+        (1, 1, 0.2, (0.8, 1), 0.25),  # the mainframe: burst 1, nothing to absorb jitter but the rate headroom
+        (1, 1, 0.01, (0.99, 1), 0.01),  # the same at the default: too little, hence its 20 %
+        (10, 1, 0.5, (5.0, 1), 0.1),  # a 10 req/s burst-1 downstream needs half its rate for 0.1 s
+    ],
+)
+def test_our_burst_is_half_the_downstreams_and_only_a_burst_of_1_needs_a_rate_headroom(
+    limit, burst, headroom, planned, margin
+):
+    rate, our_burst = limiter_settings(limit, burst, headroom)
+    assert (rate, our_burst) == planned
+    assert round(jitter_margin_sec(limit, burst, rate, our_burst), 3) == margin
+
+
+def test_a_headroom_never_leaves_our_burst_above_what_it_leaves_of_the_downstreams():
+    # GIVEN / WHEN / THEN 80 % off a burst of 10 leaves 2, less than half of it
+    assert limiter_settings(10, 10, 0.8) == (2.0, 2)
+
+
+def test_the_headroom_for_a_margin_is_the_least_that_keeps_it():
+    # GIVEN the mainframe (1 req/s, burst 1) THEN 10 % keeps 0.1 s, and 9 % would not
+    assert headroom_for_margin(1, 1, MIN_JITTER_MARGIN_SEC) == 0.1
+    assert jitter_margin_sec(1, 1, *limiter_settings(1, 1, 0.1)) >= MIN_JITTER_MARGIN_SEC
+    assert jitter_margin_sec(1, 1, *limiter_settings(1, 1, 0.09)) < MIN_JITTER_MARGIN_SEC
+    # AND a downstream whose spare bucket already absorbs it needs none
+    assert headroom_for_margin(10, 10, MIN_JITTER_MARGIN_SEC) == 0
+
+
+def test_a_plan_that_keeps_too_little_margin_warns_with_the_headroom_that_keeps_enough():
+    plan = plan_capacity(1, 300, burst=1, headroom=0.01)
+    assert any(w.startswith("a jitter margin of 0.01 s is below 0.1 s") and w.endswith("a headroom of 0.1 keeps 0.1 s")
+               for w in plan.warnings), plan.warnings
+
+
+def test_the_margin_is_what_callers_split_between_the_limiters_answer_and_the_call(dev_config):
+    # GIVEN every configured downstream WHEN its callers judge a token stale THEN they keep half the plan's margin
+    for downstream in dev_config.downstreams:
+        limiter = RatePolicy(downstream.planned_rate_per_sec, downstream.planned_burst)
+        contract = RatePolicy(downstream.rate_limit_per_sec, downstream.burst)
+        assert stale_token_after_sec(limiter, contract) == pytest.approx(downstream.jitter_margin_sec / 2), downstream.name
+        assert downstream.jitter_margin_sec >= MIN_JITTER_MARGIN_SEC, downstream.name
