@@ -462,7 +462,8 @@ def run_payments(
     return (
         f"payments: {len(batch)} orders, {paid} paid, {declined_count} declined, {parked} parked"
         + (f", {others} failed otherwise" if others else "")
-        + f", peak {stats['max_in_1s_window_all']} req/s at the gateway (limit {_number(gateway.profile.rate_per_sec)})"
+        + f", peak {stats['max_in_1s_window_all']} req/s at the gateway (limit {_number(gateway.profile.rate_per_sec)},"
+        f" burst {gateway.profile.burst}), {stats['by_status'].get(429, 0)} answered 429"
     )
 
 
@@ -548,5 +549,6 @@ def run_moderation(
         f"ugc moderation: {uploads} uploads, {decisions.count('approved')} approved,"
         f" {decisions.count('needs_review')} needs review"
         + (f", {failed} failed" if failed else "")
-        + f", peak {stats['max_in_1s_window_all']} req/s at the AI model (limit {_number(model.profile.rate_per_sec)})"
+        + f", peak {stats['max_in_1s_window_all']} req/s at the AI model (limit {_number(model.profile.rate_per_sec)},"
+        f" burst {model.profile.burst}), {stats['by_status'].get(429, 0)} answered 429"
     )

@@ -94,4 +94,4 @@ def test_a_model_outage_sends_the_upload_to_review_instead_of_hanging(cloud, mod
 def test_the_demo_line(cloud, deployed, fresh_simulators):
     line = run_moderation(cloud, deployed, fresh_simulators, uploads=4)
     assert re.fullmatch(r"ugc moderation: 4 uploads, 4 approved, 0 needs review, peak \d+ req/s at the AI model"
-                        r" \(limit 5\)", line), line
+                        r" \(limit 5, burst 5\), 0 answered 429", line), line
