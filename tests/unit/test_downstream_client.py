@@ -1,0 +1,107 @@
+"""The downstream client over real HTTP: kept-alive connections, and every kind of answer mapped to its error."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from throttling.downstream_client import (
+    DownstreamClient,
+    DownstreamRejected,
+    DownstreamThrottled,
+    DownstreamUnavailable,
+    KeepAliveOpener,
+)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keeps the connection open between requests, as real APIs do
+    server: _Server
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        self.server.connections.add(self.client_address)
+        length = int(self.headers.get("Content-Length", 0))
+        body = json.loads(self.rfile.read(length) or b"{}")
+        self.server.bodies.append((self.path, body, self.headers.get("X-Correlation-Id")))
+        status, headers, delay = {
+            "/ok": (200, {}, 0.0),
+            "/throttled": (429, {"Retry-After": "3"}, 0.0),
+            "/broken": (503, {}, 0.0),
+            "/missing": (404, {}, 0.0),
+            "/slow": (200, {}, 1.0),
+        }[self.path]
+        time.sleep(delay)
+        answer = json.dumps({"echo": body}).encode()
+        self.send_response(status)
+        for name, value in {**headers, "Content-Type": "application/json", "Content-Length": str(len(answer))}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args) -> None:
+        return None
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.connections: set[tuple[str, int]] = set()
+        self.bodies: list = []
+
+
+@pytest.fixture
+def server() -> Iterator[_Server]:
+    started = _Server()
+    thread = threading.Thread(target=started.serve_forever, daemon=True)
+    thread.start()
+    yield started
+    started.shutdown()
+    started.server_close()
+
+
+@pytest.fixture
+def client(server) -> DownstreamClient:
+    host, port = server.server_address
+    return DownstreamClient("crm", f"http://{host}:{port}", timeout_sec=0.5, opener=KeepAliveOpener())
+
+
+def test_calls_reuse_one_connection_instead_of_a_handshake_each(client, server):
+    for i in range(5):
+        response = client.call("POST", "/ok", body={"n": i}, headers={"X-Correlation-Id": f"c-{i}"})
+        assert (response.status, response.body) == (200, {"echo": {"n": i}})
+    # One connection carried all five, with every body and header as sent
+    assert len(server.connections) == 1
+    assert server.bodies == [("/ok", {"n": i}, f"c-{i}") for i in range(5)]
+
+
+@pytest.mark.parametrize(
+    ("path", "error", "details"),
+    [
+        ("/throttled", DownstreamThrottled, {"status": 429, "retry_after_sec": 3.0}),
+        ("/broken", DownstreamUnavailable, {"status": 503}),
+        ("/missing", DownstreamRejected, {"status": 404, "body": {"echo": {}}}),
+        ("/slow", DownstreamUnavailable, {"timed_out": True}),
+    ],
+    ids=["429", "503", "404", "timeout"],
+)
+def test_each_refusal_becomes_the_error_a_workflow_routes_on(client, path, error, details):
+    with pytest.raises(error) as raised:
+        client.call("POST", path, body={})
+    assert details.items() <= raised.value.details.items()
+
+
+def test_a_refused_connection_is_unavailable_and_not_a_timeout(server):
+    host, port = server.server_address
+    server.shutdown()
+    server.server_close()
+    client = DownstreamClient("crm", f"http://{host}:{port}", timeout_sec=0.5, opener=KeepAliveOpener())
+    with pytest.raises(DownstreamUnavailable) as raised:
+        client.call("POST", "/ok", body={})
+    assert raised.value.details["timed_out"] is False
