@@ -153,7 +153,8 @@ def run_crm_batch(
     return (
         f"crm batch e-mail: {report['items']} items, {report['succeeded']} sent, {report['failed']} failed,"
         f" peak {stats['max_in_1s_window_all']} req/s at the CRM"
-        f" (limit {_number(crm.profile.rate_per_sec)}, burst {crm.profile.burst})"
+        f" (limit {_number(crm.profile.rate_per_sec)}, burst {crm.profile.burst}), {stats['by_status'].get(429, 0)}"
+        " answered 429"
     )
 
 
@@ -195,7 +196,8 @@ def run_crm_segment_large(
     return (
         f"crm large segment: {report['items']} users from s3, {report['succeeded']} sent, {report['failed']} failed,"
         f" peak {stats['max_in_1s_window_all']} req/s at the CRM (limit {_number(crm.profile.rate_per_sec)},"
-        f" burst {crm.profile.burst}), results in s3://{report['results']['Bucket']}/{report['results']['Key']}"
+        f" burst {crm.profile.burst}), {stats['by_status'].get(429, 0)} answered 429,"
+        f" results in s3://{report['results']['Bucket']}/{report['results']['Key']}"
     )
 
 

@@ -151,4 +151,4 @@ def test_a_segment_that_is_not_there_fails_the_run_before_any_call(cloud, large,
 def test_the_demo_line(cloud, deployed, fresh_simulators, crm_dead_letters):
     line = run_crm_segment_large(cloud, deployed, fresh_simulators, users=10)
     assert re.fullmatch(r"crm large segment: 10 users from s3, 10 sent, 0 failed, peak \d+ req/s at the CRM"
-                        r" \(limit 10, burst 10\), results in s3://\S+/runs/\S+/manifest\.json", line), line
+                        r" \(limit 10, burst 10\), 0 answered 429, results in s3://\S+/runs/\S+/manifest\.json", line), line
