@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from lab.scenarios import Scenario
+from stacks.config import ControlLoopConfig
 from throttlectl.planner import DEFAULT_HEADROOM, CapacityPlan, plan_capacity
 
 __all__ = ["HEADROOM", "STRATEGIES", "Strategy", "controller_bounds_for", "plan_for", "strategy"]
@@ -37,10 +38,8 @@ __all__ = ["HEADROOM", "STRATEGIES", "Strategy", "controller_bounds_for", "plan_
 HEADROOM = DEFAULT_HEADROOM
 # The seed's Map concurrency for the CRM: 5 calls of 200 ms in flight (25 req/s for a 10 req/s limit).
 SEED_MAP_CONCURRENCY = 5
-# stacks/config.py ControlLoopConfig: max_concurrency_factor, min_rate_fraction, p99_latency_factor.
-MAX_CONCURRENCY_FACTOR = 4
-MIN_RATE_FRACTION = 0.1
-P99_LATENCY_FACTOR = 5.0
+# The control loop's defaults, as a stage without a control_loop block in cdk.json gets them.
+CONTROL_LOOP = ControlLoopConfig()
 
 ControllerKind = Literal["none", "aimd", "gradient", "plain_aimd", "gradient2"]
 LimiterKind = Literal["none", "advertised", "planned"]
@@ -94,8 +93,8 @@ def controller_bounds_for(plan: CapacityPlan, scenario: Scenario) -> dict[str, f
     """The bounds the control-loop stack hands the controller for this downstream."""
     return {
         "min_concurrency": 1,
-        "max_concurrency": max(1, plan.map_concurrency * MAX_CONCURRENCY_FACTOR),
-        "min_rate_per_sec": max(0.01, round(plan.limiter_rate_per_sec * MIN_RATE_FRACTION, 3)),
+        "max_concurrency": max(1, plan.map_concurrency * CONTROL_LOOP.max_concurrency_factor),
+        "min_rate_per_sec": max(0.01, round(plan.limiter_rate_per_sec * CONTROL_LOOP.min_rate_fraction, 3)),
         "max_rate_per_sec": plan.limiter_rate_per_sec,
         "max_burst": plan.limiter_burst,
         "expected_latency_ms": scenario.expected_latency_ms,
@@ -103,4 +102,4 @@ def controller_bounds_for(plan: CapacityPlan, scenario: Scenario) -> dict[str, f
 
 
 def p99_threshold_ms(scenario: Scenario) -> float:
-    return float(min(scenario.expected_latency_ms * P99_LATENCY_FACTOR, scenario.timeout_sec * 1000))
+    return float(min(scenario.expected_latency_ms * CONTROL_LOOP.p99_latency_factor, scenario.timeout_sec * 1000))
