@@ -128,7 +128,7 @@ def run(strategy: Strategy, scenario: Scenario, *, seed: int = 1, headroom: floa
 
 
 def _controller(strategy: Strategy, scenario: Scenario, plan: CapacityPlan, initial_concurrency: int) -> Any:
-    bounds = Bounds.from_mapping(controller_bounds_for(plan, scenario))
+    bounds = Bounds.from_mapping(controller_bounds_for(scenario, plan.headroom))
     if strategy.controller in ("aimd", "gradient"):
         policy = ControllerPolicy(mode=strategy.controller, p99_latency_threshold_ms=p99_threshold_ms(scenario))
         return ProjectController(policy, bounds, Setting(plan.map_concurrency, plan.limiter_rate_per_sec))

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from lab.scenarios import Scenario
-from stacks.config import ControlLoopConfig
+from stacks.config import ControlLoopConfig, DownstreamConfig
 from throttlectl.planner import DEFAULT_HEADROOM, CapacityPlan, plan_capacity
 
 __all__ = ["HEADROOM", "STRATEGIES", "Strategy", "controller_bounds_for", "plan_for", "strategy"]
@@ -89,17 +89,18 @@ def plan_for(scenario: Scenario, headroom: float = HEADROOM) -> CapacityPlan:
                          burst=scenario.advertised_burst, headroom=headroom)
 
 
-def controller_bounds_for(plan: CapacityPlan, scenario: Scenario) -> dict[str, float | int]:
+def planned_downstream(scenario: Scenario, headroom: float = HEADROOM) -> DownstreamConfig:
+    """The scenario's downstream as cdk.json would declare it, so the lab plans it as a stage does."""
+    return DownstreamConfig(name="lab", base_url="https://downstream.invalid",
+                            rate_limit_per_sec=scenario.advertised_limit_rps, burst=scenario.advertised_burst,
+                            expected_latency_ms=scenario.expected_latency_ms, timeout_sec=scenario.timeout_sec,
+                            headroom=headroom)
+
+
+def controller_bounds_for(scenario: Scenario, headroom: float = HEADROOM) -> dict[str, float | int]:
     """The bounds the control-loop stack hands the controller for this downstream."""
-    return {
-        "min_concurrency": 1,
-        "max_concurrency": max(1, plan.map_concurrency * CONTROL_LOOP.max_concurrency_factor),
-        "min_rate_per_sec": max(0.01, round(plan.limiter_rate_per_sec * CONTROL_LOOP.min_rate_fraction, 3)),
-        "max_rate_per_sec": plan.limiter_rate_per_sec,
-        "max_burst": plan.limiter_burst,
-        "expected_latency_ms": scenario.expected_latency_ms,
-    }
+    return CONTROL_LOOP.controller_bounds(planned_downstream(scenario, headroom))
 
 
 def p99_threshold_ms(scenario: Scenario) -> float:
-    return float(min(scenario.expected_latency_ms * CONTROL_LOOP.p99_latency_factor, scenario.timeout_sec * 1000))
+    return CONTROL_LOOP.p99_latency_threshold_ms(planned_downstream(scenario))

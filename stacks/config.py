@@ -144,6 +144,26 @@ class ControlLoopConfig:
     ingress_p99_latency_ms: int = 3000
     alarm_emails: tuple[str, ...] = ()
 
+    def p99_latency_threshold_ms(self, downstream: DownstreamConfig) -> float:
+        """A p99 this slow means slow down: a slow call as the breaker counts it, never beyond the timeout."""
+        return float(min(downstream.expected_latency_ms * self.p99_latency_factor, downstream.timeout_sec * 1000))
+
+    def controller_bounds(self, downstream: DownstreamConfig) -> dict[str, float | int]:
+        """Where the controller may move `downstream` (parsed by the Lambda side's `Bounds.from_mapping`).
+
+        The rate and burst ceilings are the planned ones (the contract less the headroom, half the
+        downstream's burst: the room kept for jitter), the concurrency ceiling `max_concurrency_factor`
+        times the Little's-law concurrency.
+        """
+        return {
+            "min_concurrency": 1,
+            "max_concurrency": max(1, downstream.default_max_concurrency * self.max_concurrency_factor),
+            "min_rate_per_sec": max(0.01, round(downstream.planned_rate_per_sec * self.min_rate_fraction, 3)),
+            "max_rate_per_sec": downstream.planned_rate_per_sec,
+            "max_burst": downstream.planned_burst,
+            "expected_latency_ms": downstream.expected_latency_ms,
+        }
+
 
 @dataclass(frozen=True)
 class ThrottleConfig:

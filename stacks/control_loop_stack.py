@@ -71,28 +71,6 @@ def downstream_services(scope: Construct) -> dict[str, list[str]]:
     return {name: sorted(services) for name, services in found.items()}
 
 
-def p99_latency_threshold_ms(downstream: DownstreamConfig, loop: ControlLoopConfig) -> float:
-    """A p99 this slow means slow down: a slow call as the breaker counts it, never beyond the timeout."""
-    return float(min(downstream.expected_latency_ms * loop.p99_latency_factor, downstream.timeout_sec * 1000))
-
-
-def controller_bounds(downstream: DownstreamConfig, loop: ControlLoopConfig) -> dict[str, float | int]:
-    """Where the controller may move a downstream (parsed by the Lambda side's `Bounds.from_mapping`).
-
-    The rate and burst ceilings are the planned ones (the contract less the headroom, half the
-    downstream's burst: the room kept for jitter), the concurrency ceiling `max_concurrency_factor`
-    times the Little's-law concurrency.
-    """
-    return {
-        "min_concurrency": 1,
-        "max_concurrency": max(1, downstream.default_max_concurrency * loop.max_concurrency_factor),
-        "min_rate_per_sec": max(0.01, round(downstream.planned_rate_per_sec * loop.min_rate_fraction, 3)),
-        "max_rate_per_sec": downstream.planned_rate_per_sec,
-        "max_burst": downstream.planned_burst,
-        "expected_latency_ms": downstream.expected_latency_ms,
-    }
-
-
 def controller_policy(loop: ControlLoopConfig) -> dict[str, object]:
     """The controller's policy (parsed by the Lambda side's `ControllerPolicy.from_mapping`)."""
     return {
@@ -246,9 +224,9 @@ class ControlLoopStack(Stack):
                 "parameter_name": f"{config.ssm_prefix}/{downstream_tunables_key(d)}",
                 "breaker_parameter_name": f"{config.ssm_prefix}/{breaker_tunables_key(d)}",
                 "services": list(self.downstream_metrics[d.name].services),
-                "bounds": controller_bounds(d, loop),
+                "bounds": loop.controller_bounds(d),
                 "contract_rate_per_sec": d.rate_limit_per_sec,
-                "p99_latency_threshold_ms": p99_latency_threshold_ms(d, loop),
+                "p99_latency_threshold_ms": loop.p99_latency_threshold_ms(d),
                 "consumer_functions": [consumers[d.name].function.function_name] if d.name in consumers else [],
             }
             for d in config.downstreams
@@ -356,9 +334,9 @@ class ControlLoopStack(Stack):
                     evaluation_periods=loop.breaker_alarm_periods, route=(d.name, BREAKER)),
                 AlarmSpec(
                     f"{pascal}LatencyP99", f"{prefix}-{d.name}-LatencyP99",
-                    f"{d.name} p99 latency above {p99_latency_threshold_ms(d, loop):.0f} ms in 2 of 3 minutes:"
+                    f"{d.name} p99 latency above {loop.p99_latency_threshold_ms(d):.0f} ms in 2 of 3 minutes:"
                     " fewer calls in flight",
-                    m.latency("p99"), p99_latency_threshold_ms(d, loop), evaluation_periods=3, datapoints_to_alarm=2,
+                    m.latency("p99"), loop.p99_latency_threshold_ms(d), evaluation_periods=3, datapoints_to_alarm=2,
                     route=(d.name, LATENCY)),
             ]
         for construct_name, table in (("RateLimiter", shared_limits.rate_limiter),
@@ -503,7 +481,7 @@ class ControlLoopStack(Stack):
                 cloudwatch.GraphWidget(
                     title=f"{d.name}: latency (ms)", width=6, left=[m.latency("p50"), m.latency("p99")],
                     left_annotations=[cloudwatch.HorizontalAnnotation(
-                        value=p99_latency_threshold_ms(d, config.control_loop), label="p99 alarm")]),
+                        value=config.control_loop.p99_latency_threshold_ms(d), label="p99 alarm")]),
                 cloudwatch.GraphWidget(
                     title=f"{d.name}: limiter admitted / refused", width=6,
                     left=[m.total("LimiterAdmitted", "admitted"), m.total("RateLimited", "refused (RateLimited)")]),
