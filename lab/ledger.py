@@ -9,8 +9,9 @@ Every request is in exactly one state at any time, and the ledger can say so at 
   item, or the queue's receive count spent: the dead-letter queue).
 
 The per-period figures are what the callers publish and the controller reads from CloudWatch in
-production (calls, 429s, 5xx and timeouts, our limiter's refusals, latency percentiles of answered
-calls), so the controller gets the same kind of evidence in the lab as in an account.
+production (calls, 429s, 5xx and timeouts, of those the 5xx with a Retry-After (`down`), our
+limiter's refusals, latency percentiles of answered calls), so the controller gets the same kind
+of evidence in the lab as in an account.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class _Period:
     calls: int = 0
     throttled: int = 0
     errors: int = 0
+    down: int = 0
     refused: int = 0
     latencies_ms: list[float] = field(default_factory=list)
 
@@ -117,7 +119,7 @@ class Ledger:
         self.calls[int(now)] += 1
         self._period(now).calls += 1
 
-    def call_answered(self, now: float, status: int, latency_sec: float) -> None:
+    def call_answered(self, now: float, status: int, latency_sec: float, retry_after: float | None = None) -> None:
         second = int(now)
         self.answered[second] += 1
         period = self._period(now)
@@ -126,7 +128,11 @@ class Ledger:
             period.throttled += 1
         elif status >= 500:
             self.errors[second] += 1
-            period.errors += 1
+            # As the callers count it: a 5xx with a Retry-After is the downstream saying it is down.
+            if retry_after is not None:
+                period.down += 1
+            else:
+                period.errors += 1
         else:
             # As in the caller Lambda: the latency metric is put only for a call that returned.
             period.latencies_ms.append(latency_sec * 1000)
@@ -161,6 +167,7 @@ class Ledger:
             calls=float(period.calls),
             throttled=float(period.throttled),
             server_errors=float(period.errors),
+            down=float(period.down),
             limiter_refused=float(period.refused),
             latency_p50_ms=percentile(latencies, 50) if latencies else None,
             latency_p99_ms=percentile(latencies, 99) if latencies else None,

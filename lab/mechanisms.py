@@ -133,7 +133,7 @@ class Caller:
 
     def _answered(self, status: int, latency_sec: float, retry_after: int | None, request: Request,
                   on_result: CallResult, args: tuple[Any, ...]) -> None:
-        self.ledger.call_answered(self.sim.now, status, latency_sec)
+        self.ledger.call_answered(self.sim.now, status, latency_sec, retry_after)
         if self.breaker_policy is not None:
             self.breaker_state = record(self.breaker_state, self.breaker_policy, self.sim.now, status == OK,
                                         latency_sec, self._caller_id(request))

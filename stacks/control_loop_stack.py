@@ -112,15 +112,19 @@ class DownstreamMetrics:
         return cloudwatch.MathExpression(expression=" + ".join(f"FILL({k}, 0)" for k in using), using_metrics=using,
                                          period=PERIOD, label=label)
 
-    def rate_percent(self, numerator: str, label: str) -> cloudwatch.MathExpression:
-        """`100 * numerator / DownstreamCalls`, only when at least MIN_CALLS calls were made (else 0)."""
+    def rate_percent(self, numerator: str, label: str, *, less: str | None = None) -> cloudwatch.MathExpression:
+        """`100 * (numerator - less) / DownstreamCalls`, only when at least MIN_CALLS calls were made (else 0)."""
         using: dict[str, cloudwatch.IMetric] = {}
         calls, part = [], []
         for i, service in enumerate(self.services):
             using[f"c{i}"] = self.metric("DownstreamCalls", service)
             using[f"{numerator.lower()}{i}"] = self.metric(numerator, service)
             calls.append(f"FILL(c{i}, 0)")
-            part.append(f"FILL({numerator.lower()}{i}, 0)")
+            term = f"FILL({numerator.lower()}{i}, 0)"
+            if less is not None:
+                using[f"{less.lower()}{i}"] = self.metric(less, service)
+                term = f"({term} - FILL({less.lower()}{i}, 0))"
+            part.append(term)
         total_calls = f"({' + '.join(calls)})"
         expression = f"IF({total_calls} >= {MIN_CALLS}, 100 * ({' + '.join(part)}) / {total_calls}, 0)"
         return cloudwatch.MathExpression(expression=expression, using_metrics=using, period=PERIOD, label=label)
@@ -129,7 +133,14 @@ class DownstreamMetrics:
         return self.rate_percent("DownstreamThrottled", f"{self.downstream} 429 rate (%)")
 
     def error_rate_percent(self) -> cloudwatch.MathExpression:
+        """Every 5xx and timeout: what the breaker counts (a downstream that is down should trip it)."""
         return self.rate_percent("DownstreamUnavailable", f"{self.downstream} error rate (%)")
+
+    def overload_error_rate_percent(self) -> cloudwatch.MathExpression:
+        """5xx and timeouts less the answers that said "down until" (5xx with Retry-After): slowing down
+        helps an overloaded downstream, not one that is down, which is the breaker's business."""
+        return self.rate_percent("DownstreamUnavailable", f"{self.downstream} error rate, down answers aside (%)",
+                                 less="DownstreamDown")
 
     def latency(self, statistic: str) -> cloudwatch.IMetric:
         """The worst service's latency statistic (a percentile cannot be summed)."""
@@ -324,8 +335,9 @@ class ControlLoopStack(Stack):
                     m.throttle_rate_percent(), loop.throttle_rate_threshold * 100, route=(d.name, THROTTLED)),
                 AlarmSpec(
                     f"{pascal}ErrorRate", f"{prefix}-{d.name}-ErrorRate",
-                    f"{d.name} fails more than {loop.error_rate_threshold:.1%} of calls (5xx, timeouts): slow down",
-                    m.error_rate_percent(), loop.error_rate_threshold * 100, route=(d.name, ERRORS)),
+                    f"{d.name} fails more than {loop.error_rate_threshold:.1%} of calls (5xx, timeouts; not the"
+                    " 5xx that say when to come back): slow down",
+                    m.overload_error_rate_percent(), loop.error_rate_threshold * 100, route=(d.name, ERRORS)),
                 AlarmSpec(
                     f"{pascal}ErrorRateSustained", f"{prefix}-{d.name}-ErrorRateSustained",
                     f"{d.name} fails more than {loop.breaker_error_rate_threshold:.0%} of calls for"

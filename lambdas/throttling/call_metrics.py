@@ -11,6 +11,7 @@ controller's `GetMetricData` queries and the dashboard read one vocabulary:
 | `DownstreamThrottled` | it answered 429 |
 | `DownstreamUnavailable` | 5xx, a timeout or a refused connection |
 | `DownstreamTimeouts` | of those, the timeouts (a slow downstream, not a failing one) |
+| `DownstreamDown` | of those, the 5xx with a Retry-After: down until a time (an outage, not overload) |
 | `DownstreamRejected` | another 4xx (our request was wrong) |
 | `DownstreamLatency` | milliseconds to an answer (successes), for p50/p99 |
 """
@@ -51,3 +52,5 @@ def record_call(metrics: MetricsSink, *, response: DownstreamResponse | None = N
             metrics.add_metric(name=kind.__name__, unit=MetricUnit.Count, value=1)
     if isinstance(error, DownstreamUnavailable) and error.details.get("timed_out"):
         metrics.add_metric(name="DownstreamTimeouts", unit=MetricUnit.Count, value=1)
+    if isinstance(error, DownstreamUnavailable) and error.details.get("retry_after_sec") is not None:
+        metrics.add_metric(name="DownstreamDown", unit=MetricUnit.Count, value=1)

@@ -164,6 +164,7 @@ _SUMS = {
     "throttled": "DownstreamThrottled",
     "server_errors": "DownstreamUnavailable",
     "limiter_refused": "RateLimited",
+    "down": "DownstreamDown",
 }
 _LATENCY = "DownstreamLatency"
 _LATENCY_STATS = {"p50": "p50", "p99": "p99", "mean": "Average", "samples": "SampleCount"}
@@ -239,6 +240,7 @@ def _combine(plan: DownstreamPlan, values: Mapping[tuple[str, str, str], float],
     calls = total("calls")
     if calls is None:
         return None
+    down = total("down") or 0.0
     weighted: dict[str, float] = {}
     weights: dict[str, float] = {}
     p99: float | None = None
@@ -255,8 +257,10 @@ def _combine(plan: DownstreamPlan, values: Mapping[tuple[str, str, str], float],
     return PeriodMetrics(
         calls=calls,
         throttled=total("throttled") or 0.0,
-        server_errors=total("server_errors") or 0.0,
+        # The callers count a "down" answer as `DownstreamUnavailable` too; the controller wants them apart.
+        server_errors=max(0.0, (total("server_errors") or 0.0) - down),
         limiter_refused=total("limiter_refused") or 0.0,
+        down=down,
         latency_p50_ms=weighted["p50"] / weights["p50"] if weights.get("p50") else None,
         latency_p99_ms=p99,
         latency_mean_ms=weighted["mean"] / weights["mean"] if weights.get("mean") else None,

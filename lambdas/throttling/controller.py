@@ -53,6 +53,13 @@ The known failure modes of both, and the guard for each:
   halving; the bar follows from the next crossing on).
 - Acting on no evidence: no data, or fewer than `min_calls` calls, holds (and neither counts as
   clean nor breaks a clean streak, so a bursty daily batch can still recover).
+- Reading an outage as overload: a downstream that answers 5xx with a Retry-After (`down`) says it
+  is unavailable until a time, not that we send too much; slowing down does not bring it back
+  sooner, and the additive climb afterwards would take many periods. Such answers are not errors
+  (the error rate counts the other 5xx and timeouts), and a period where they are more than
+  `error_rate_threshold` of the calls holds as with no data (not clean, the streak kept): the
+  outage is the circuit breaker's business. 429s, the other errors, latency and alarms in that
+  period still slow down.
 - Counting one period twice (a schedule and an alarm in the same minute): a period at or before
   the last one evaluated does not advance the clean streak; only an alarm may act on it.
 - Gradient: a baseline that drifts up with sustained load (so the gradient creeps back to 1 and
@@ -127,9 +134,11 @@ class PeriodMetrics:
 
     `calls` is None when CloudWatch had no datapoint (nobody called). `server_errors` are 5xx and
     refused connections, `timeouts` calls that got no answer in time (the callers here count both
-    as `DownstreamUnavailable`, so `timeouts` may stay 0). `limiter_refused` counts calls our own
-    limiter turned away (`RateLimited`): demand above the rate in force. Successes are what is
-    left: `calls - throttled - server_errors - timeouts`. Latencies are of answered calls.
+    as `DownstreamUnavailable`, so `timeouts` may stay 0). `down` are 5xx that came with a
+    Retry-After (`DownstreamDown`): the downstream said it is unavailable until a time; they are
+    not in `server_errors`. `limiter_refused` counts calls our own limiter turned away
+    (`RateLimited`): demand above the rate in force. Successes are what is left:
+    `calls - throttled - server_errors - timeouts - down`. Latencies are of answered calls.
     """
 
     calls: float | None = None
@@ -137,13 +146,14 @@ class PeriodMetrics:
     server_errors: float = 0.0
     timeouts: float = 0.0
     limiter_refused: float = 0.0
+    down: float = 0.0
     latency_p50_ms: float | None = None
     latency_p99_ms: float | None = None
     latency_mean_ms: float | None = None
     period_sec: float = 60.0
 
     def __post_init__(self) -> None:
-        for name in ("throttled", "server_errors", "timeouts", "limiter_refused"):
+        for name in ("throttled", "server_errors", "timeouts", "limiter_refused", "down"):
             _require_non_negative(name, getattr(self, name))
         for name in ("calls", "latency_p50_ms", "latency_p99_ms", "latency_mean_ms"):
             value = getattr(self, name)
@@ -163,11 +173,17 @@ class PeriodMetrics:
 
     @property
     def error_rate(self) -> float:
+        """5xx and timeouts per call, answers of a downstream that said it is down left out."""
         return min(1.0, (self.server_errors + self.timeouts) / self.calls) if self.has_calls else 0.0  # type: ignore[operator]
 
     @property
     def successes(self) -> float:
-        return max(0.0, (self.calls or 0.0) - self.throttled - self.server_errors - self.timeouts)
+        return max(0.0, (self.calls or 0.0) - self.throttled - self.server_errors - self.timeouts - self.down)
+
+    @property
+    def down_rate(self) -> float:
+        """Answers "down until a time" (5xx with a Retry-After) per call."""
+        return min(1.0, self.down / self.calls) if self.has_calls else 0.0  # type: ignore[operator]
 
     @property
     def call_rate_per_sec(self) -> float:
@@ -519,6 +535,10 @@ def decide(
         return _hold(current, state, notes, "no data for the period")
     if not usable:
         return _hold(current, state, notes, f"too few calls to judge ({_num(metrics.calls)} < {policy.min_calls})")
+    if metrics.down_rate > policy.error_rate_threshold:
+        # An outage says nothing of our load: neither clean nor overloaded, so the streak is kept.
+        return _hold(current, state, notes, f"the downstream answered {_num(metrics.down)} calls with 5xx + Retry-After"
+                                            " (down, not overloaded; the breaker's business)")
     if not new_period:
         return _hold(current, state, notes, "the period was already counted")
 

@@ -438,6 +438,12 @@ def test_every_downstream_has_its_slow_down_alarms_with_the_configured_threshold
         # AND the rates only count periods with enough calls to mean something
         rate = _alarm(control_loop, f"{prefix}-ThrottleRate")["Metrics"][0]["Expression"]
         assert re.fullmatch(r"IF\((\(.+?\)) >= 10, 100 \* \(FILL\(downstreamthrottled0, 0\).*\) / \1, 0\)", rate), rate
+        # AND the slow-down error rate leaves out the 5xx that said when to come back (an outage is the
+        # breaker's business), while the sustained rate that opens the breaker counts them
+        errors = _alarm(control_loop, f"{prefix}-ErrorRate")["Metrics"][0]["Expression"]
+        assert "downstreamdown0" in errors and "downstreamunavailable0" in errors, errors
+        sustained = _alarm(control_loop, f"{prefix}-ErrorRateSustained")["Metrics"][0]["Expression"]
+        assert "downstreamdown" not in sustained, sustained
         p99 = _alarm(control_loop, f"{prefix}-LatencyP99")["Metrics"]
         assert {m["MetricStat"]["Stat"] for m in p99 if "MetricStat" in m} == {"p99"}
 

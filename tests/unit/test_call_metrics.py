@@ -36,11 +36,15 @@ class Sink:
          {"DownstreamCalls": 1, "DownstreamSucceeded": 1, "DownstreamLatency": 42.0}),
         (DownstreamThrottled({"status": 429}), {"DownstreamCalls": 1, "DownstreamThrottled": 1}),
         (DownstreamUnavailable({"status": 503}), {"DownstreamCalls": 1, "DownstreamUnavailable": 1}),
+        (DownstreamUnavailable({"status": 503, "retry_after_sec": 30}),
+         {"DownstreamCalls": 1, "DownstreamUnavailable": 1, "DownstreamDown": 1}),
+        (DownstreamUnavailable({"status": 503, "retry_after_sec": None}),
+         {"DownstreamCalls": 1, "DownstreamUnavailable": 1}),
         (DownstreamUnavailable({"reason": "timed out", "timed_out": True}),
          {"DownstreamCalls": 1, "DownstreamUnavailable": 1, "DownstreamTimeouts": 1}),
         (DownstreamRejected({"status": 404}), {"DownstreamCalls": 1, "DownstreamRejected": 1}),
     ],
-    ids=["2xx", "429", "5xx", "timeout", "4xx"],
+    ids=["2xx", "429", "5xx", "5xx-retry-after", "5xx-no-retry-after", "timeout", "4xx"],
 )
 def test_each_outcome_counts_the_call_and_its_kind(outcome, expected):
     sink = Sink()
@@ -75,7 +79,8 @@ def test_the_client_says_whether_an_unavailable_downstream_timed_out(raised, tim
 def test_the_control_loop_reads_only_metrics_the_callers_emit():
     # Every outcome once: the names a caller can emit
     emitted: set[str] = set()
-    for outcome in (DownstreamThrottled({}), DownstreamUnavailable({"timed_out": True}), DownstreamRejected({})):
+    for outcome in (DownstreamThrottled({}), DownstreamUnavailable({"timed_out": True}),
+                    DownstreamUnavailable({"retry_after_sec": 30}), DownstreamRejected({})):
         sink = Sink()
         record_call(sink, error=outcome)
         emitted |= set(sink.metrics)

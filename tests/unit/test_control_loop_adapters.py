@@ -58,7 +58,7 @@ def client(service: str) -> Any:
     return boto3.client(service, region_name=REGION)
 
 
-def put_period(service: str, *, calls: float, throttled: float = 0, unavailable: float = 0,
+def put_period(service: str, *, calls: float, throttled: float = 0, unavailable: float = 0, down: float = 0,
                latencies: list[float] | None = None, at: float = PERIOD[0] + 10) -> None:
     dims = [{"Name": "Downstream", "Value": "crm"}, {"Name": "service", "Value": service}]
     stamp = datetime.fromtimestamp(at, tz=timezone.utc)
@@ -69,6 +69,9 @@ def put_period(service: str, *, calls: float, throttled: float = 0, unavailable:
     if unavailable:
         data.append({"MetricName": "DownstreamUnavailable", "Dimensions": dims, "Timestamp": stamp,
                      "Value": unavailable, "Unit": "Count"})
+    if down:
+        data.append({"MetricName": "DownstreamDown", "Dimensions": dims, "Timestamp": stamp, "Value": down,
+                     "Unit": "Count"})
     if latencies:
         data.append({"MetricName": "DownstreamLatency", "Dimensions": dims, "Timestamp": stamp, "Values": latencies,
                      "Unit": "Milliseconds"})
@@ -115,6 +118,30 @@ def test_a_period_sums_the_services_of_a_downstream_and_keeps_the_worst_p99(aws)
     assert metrics.latency_p99_ms == 900
     assert metrics.latency_mean_ms == pytest.approx((90 * 100 + 10 * 900 + 10 * 300) / 110)
     assert metrics.latency_p50_ms == pytest.approx((100 * 100 + 300 * 10) / 110)
+
+
+def test_answers_of_a_downstream_that_said_it_is_down_are_read_apart_from_its_errors(aws):
+    # GIVEN a minute where 40 of 42 unavailable answers came with a Retry-After (the callers count them twice)
+    put_period("crm-caller", calls=60, unavailable=32, down=30, latencies=[200.0] * 28)
+    put_period("crm-consumer", calls=40, unavailable=10, down=10, latencies=[200.0] * 30)
+    # WHEN the period is read
+    (metrics,) = CloudWatchPeriodReader(client("cloudwatch")).read([PLAN], *PERIOD).values()
+    # THEN the "down" answers are their own count, and only the other 2 are errors
+    assert (metrics.calls, metrics.down, metrics.server_errors) == (100, 40, 2)
+    assert metrics.error_rate == pytest.approx(0.02)
+
+
+def test_a_down_period_holds_the_document(aws):
+    # GIVEN the CRM's document and a minute the CRM answered mostly 503 with a Retry-After
+    create_state_table()
+    seed_tunables({"rate_per_sec": 9.0, "burst": 9, "max_concurrency": 4, "mode": "auto"})
+    put_period("crm-caller", calls=600, unavailable=300, down=300, latencies=[200.0] * 300)
+    # WHEN the controller runs
+    (outcome,) = control_loop().run(NOW)
+    # THEN it holds: an outage is not overload
+    assert (outcome.action, outcome.written) == ("hold", False)
+    assert "answered 300 calls with 5xx + Retry-After" in outcome.reason
+    assert tunables()["max_concurrency"] == 4
 
 
 def test_a_period_without_calls_is_no_data(aws):

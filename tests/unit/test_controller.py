@@ -291,6 +291,70 @@ def test_errors_above_the_threshold_slow_down_like_429s():
     assert decision.setting == Setting(2, 4.5)
 
 
+# -- a downstream that said it is down -------------------------------------------------------------
+
+
+def down_for(share: float) -> Callable[[Setting], PeriodMetrics]:
+    """A busy period of 1 s calls in which `share` of them were answered 503 with a Retry-After."""
+    def period(setting: Setting) -> PeriodMetrics:
+        calls = min(setting.rate_per_sec, float(setting.max_concurrency)) * PERIOD_SEC
+        return PeriodMetrics(calls=calls, down=calls * share, latency_p50_ms=1000, latency_mean_ms=1000,
+                             latency_p99_ms=1500, period_sec=PERIOD_SEC)
+    return period
+
+
+@pytest.mark.parametrize("policy", [AIMD, GRADIENT], ids=["aimd", "gradient"])
+def test_an_outage_holds_the_setting_instead_of_halving_it(policy):
+    # GIVEN a setting in use, and a minute in which the downstream answered 400 of 480 calls 503 + Retry-After
+    metrics = PeriodMetrics(calls=480, down=400, latency_p50_ms=200, latency_mean_ms=200, latency_p99_ms=300)
+    # WHEN the controller sees the period
+    decision = decide(metrics, Setting(4, 9.0), BOUNDS, ControllerState(), policy, now=90, period_end=60)
+    # THEN it holds, says why, and the "down" answers are not errors
+    assert (decision.action, decision.setting) == ("hold", Setting(4, 9.0))
+    assert decision.reason == ("hold: the downstream answered 400 calls with 5xx + Retry-After"
+                               " (down, not overloaded; the breaker's business)")
+    assert metrics.error_rate == 0.0
+    assert metrics.successes == 80
+
+
+def test_an_outage_neither_counts_as_clean_nor_breaks_a_streak_so_the_climb_resumes_after_it():
+    # GIVEN two clean periods, then a two-minute outage, then clean periods again
+    decisions = script([busy_with_p99(1500)] * 2 + [down_for(0.9), down_for(0.3)] + [busy_with_p99(1500)],
+                       setting=Setting(2, 9.0))
+    # THEN the outage holds without touching the streak, and the first clean period after it is the third
+    assert [d.action for d in decisions] == ["hold", "hold", "hold", "hold", "increase"]
+    assert [d.state.clean_periods for d in decisions[:4]] == [1, 2, 2, 2]
+    assert decisions[-1].reason.startswith("clean for 3 periods")
+
+
+def test_a_few_down_answers_are_neither_errors_nor_a_hold():
+    # GIVEN a period where 5 % of the calls met the end of an outage (not above the 5 % error threshold)
+    decisions = script([busy_with_p99(1500)] * 2 + [down_for(0.05)], setting=Setting(2, 9.0))
+    # THEN it is the third clean period, and the limit grows
+    assert decisions[-1].action == "increase"
+    assert decisions[-1].reason.startswith("clean for 3 periods")
+
+
+@pytest.mark.parametrize(
+    ("extra", "trouble"),
+    [({"throttled": 60}, "429 rate 12.5% > 1.0%"), ({"server_errors": 40}, "error rate 8.3% > 5.0%")],
+    ids=["429s", "errors"],
+)
+def test_overload_in_a_down_period_still_slows_down(extra, trouble):
+    # GIVEN a period the downstream was partly down in, which also shows 429s or other 5xx
+    metrics = PeriodMetrics(calls=480, down=200, latency_p50_ms=200, **extra)
+    # WHEN the controller sees the period
+    decision = decide(metrics, Setting(4, 9.0), BOUNDS, ControllerState(), AIMD, now=90, period_end=60)
+    # THEN the overload is acted on as in any period (the outage hides nothing)
+    assert decision.action == "decrease"
+    assert decision.reason.startswith(f"{trouble}: multiplicative decrease x0.5")
+
+
+def test_down_is_refused_when_negative_with_the_value():
+    with pytest.raises(ValueError, match=r"down must be a finite number >= 0, got -1"):
+        PeriodMetrics(calls=10, down=-1)
+
+
 def test_aimd_slows_down_on_a_p99_above_its_threshold_when_one_is_set():
     policy = dataclasses.replace(AIMD, p99_latency_threshold_ms=1000)
     metrics = PeriodMetrics(calls=100, latency_p50_ms=200, latency_p99_ms=1500)
