@@ -26,6 +26,7 @@ from botocore.config import Config
 
 from localcloud import moto_patches
 from localcloud.deployer import DeployedStack, Deployer
+from localcloud.faults import FaultInjector
 from localcloud.event_source_poller import (
     EventSourcePollerManager,
     InvocationResult,
@@ -63,6 +64,8 @@ class LocalCloud:
         self.lambda_runtime: LambdaRuntime | None = None
         self.event_sources: EventSourcePollerManager | None = None
         self.stacks: dict[str, DeployedStack] = {}
+        # AWS errors on demand (throttling, access denied) for chosen calls: `cloud.faults.inject(...)`.
+        self.faults = FaultInjector()
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> LocalCloud:
@@ -99,6 +102,8 @@ class LocalCloud:
             moto_patches.apply_distributed_map_failure_tolerance(),
             moto_patches.apply_distributed_map_result_writer(),
             moto_patches.apply_aws_sdk_pascal_case(),
+            moto_patches.apply_aws_sdk_error_names(),
+            self.faults.install(),
         ]
         self.lambda_runtime = LambdaRuntime(endpoint_url=self.endpoint_url, region=self.region, work_dir=self.work_dir)
         self._undo.append(self.lambda_runtime.install())

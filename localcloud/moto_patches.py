@@ -923,3 +923,57 @@ def remove_aws_sdk_pascal_case() -> None:
     for name in ("_normalise_parameters", "_normalise_response"):
         if name in StateTaskServiceAwsSdk.__dict__:
             delattr(StateTaskServiceAwsSdk, name)
+
+
+# The service part of an `aws-sdk` Task's error names, as Step Functions spells it (PascalCase).
+_AWS_SDK_ERROR_SERVICE_NAMES = {
+    "cloudwatch": "CloudWatch", "dynamodb": "DynamoDb", "eventbridge": "EventBridge", "lambda": "Lambda",
+    "s3": "S3", "sfn": "Sfn", "sns": "Sns", "sqs": "Sqs", "ssm": "Ssm",
+}
+
+
+def apply_aws_sdk_error_names() -> Undo:
+    """Name an `aws-sdk:*` Task's errors as Step Functions does: `Ssm.ThrottlingException`.
+
+    moto limitation: it spells the service part in lower case for every service but DynamoDB and
+    Step Functions (`ssm.ThrottlingException`), and takes the error part from the botocore
+    exception's class, so an error the API does not model is named after the service. AWS names
+    both parts in PascalCase, the error from the service's error code with `Exception` appended
+    when it lacks it; a Retry or Catch on `Ssm.ThrottlingException` never matches moto's name.
+    """
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_aws_sdk import (
+        StateTaskServiceAwsSdk,
+    )
+
+    if "_localcloud_error_names" in StateTaskServiceAwsSdk.__dict__:
+        return remove_aws_sdk_error_names
+    originals = {name: StateTaskServiceAwsSdk.__dict__[name]
+                 for name in ("_normalise_service_error_name", "_normalise_exception_name")}
+
+    def service_error_name(service_name: str) -> str:
+        lower = service_name.lower()
+        return _AWS_SDK_ERROR_SERVICE_NAMES.get(lower, lower[:1].upper() + lower[1:])
+
+    def exception_name(norm_service_name: str, ex: Exception) -> str:
+        code = getattr(ex, "response", {}).get("Error", {}).get("Code") or ex.__class__.__name__
+        code = code.rsplit("#", 1)[-1]  # JSON protocols may qualify it: com.amazonaws.dynamodb.v20120810#...
+        return f"{norm_service_name}.{code if code.endswith('Exception') else code + 'Exception'}"
+
+    StateTaskServiceAwsSdk._normalise_service_error_name = staticmethod(service_error_name)  # type: ignore[method-assign]
+    StateTaskServiceAwsSdk._normalise_exception_name = staticmethod(exception_name)  # type: ignore[method-assign]
+    StateTaskServiceAwsSdk._localcloud_error_names = originals  # type: ignore[attr-defined]
+    return remove_aws_sdk_error_names
+
+
+def remove_aws_sdk_error_names() -> None:
+    """Undo `apply_aws_sdk_error_names` (tests use it to show what moto does alone)."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_aws_sdk import (
+        StateTaskServiceAwsSdk,
+    )
+
+    originals = StateTaskServiceAwsSdk.__dict__.get("_localcloud_error_names")
+    if originals is None:
+        return
+    for name, original in originals.items():
+        setattr(StateTaskServiceAwsSdk, name, original)
+    delattr(StateTaskServiceAwsSdk, "_localcloud_error_names")
