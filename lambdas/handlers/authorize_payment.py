@@ -5,7 +5,7 @@ Event (from `statemachines/payment_authorization.asl.json`, or anything retrying
 Answer: `{"order_id", "authorized": bool, "authorization_id": str | None, "decline_reason": str | None}`.
 A declined card is an answer (`authorized: false`), not an error.
 
-At most one charge per order, in two layers:
+At most one charge per order, in two layers and a limit to the second:
 - Powertools idempotency on DynamoDB, keyed by `order_id` (`key_prefix` fixed, so a renamed or
   redeployed function still recognises an order) for `IDEMPOTENCY_EXPIRY_SEC` (a day): a second
   call for an order that was answered gets the stored answer and never reaches the gateway; one
@@ -15,6 +15,10 @@ At most one charge per order, in two layers:
   failure authorizes afresh.
 - `Idempotency-Key: <order_id>` on the request, so the gateway itself drops a repeat of a request
   whose answer we lost (a timeout after it charged).
+- Only while the gateway keeps that key (`GATEWAY_IDEMPOTENCY_KEY_KEPT_SEC`): the first
+  authorization of an order that went unanswered (`DownstreamUnavailable`) is noted, and once it is
+  older than that, the order is not sent again but refused with `AuthorizationOutcomeUnknown` (the
+  workflow cancels it). A parked order is resumed when the breaker closes, possibly days later.
 
 Inside the idempotent section, in this order: the fleet-wide circuit breaker (refused:
 `BreakerOpen`, and the workflow parks the order), then one token from the limiter shared by every
@@ -25,6 +29,7 @@ request: the gateway sees the requests spaced as the limiter admitted them, wher
 between would let a slow one bunch up with the next. A half-open probe is not starved by it (while
 half-open the breaker refuses every other authorization, so only voids compete for tokens), and a
 probe that still ends in `RateLimited` holds its lease until it expires, then the next caller probes.
+Before all three comes the check of an unanswered authorization (above), which sends nothing.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import D
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from payments.orders import Order, interpret_gateway_answer, parse_order
+from payments.unanswered import UnansweredAuthorizations, may_repeat_authorization
 from throttling.circuit_breaker import BreakerPolicy
 from throttling.downstream_client import (
     DownstreamClient,
@@ -74,6 +80,8 @@ LIMITER_MAX_WAIT_SEC = float(os.environ.get("LIMITER_MAX_WAIT_SEC", "2"))
 CONTRACT = RatePolicy(rate_per_sec=float(os.environ["DOWNSTREAM_RATE_LIMIT_PER_SEC"]),
                       burst=int(os.environ["DOWNSTREAM_BURST"]))
 IDEMPOTENCY_KEY_PREFIX = "authorize_payment"
+# How long the gateway keeps an Idempotency-Key for certain (Stripe prunes keys once they are 24 h old).
+GATEWAY_IDEMPOTENCY_KEY_KEPT_SEC = float(os.environ.get("GATEWAY_IDEMPOTENCY_KEY_KEPT_SEC", "82800"))
 # Waiters woken by the same refusal would all retry at the same instant; a few ms apart, one wins
 # and the others learn the next slot without a burst of conditional writes.
 WAKE_UP_JITTER_SEC = 0.05
@@ -86,6 +94,10 @@ tracer = Tracer()
 
 class BreakerOpen(DownstreamError):
     """The gateway's circuit breaker refused the call (open, or half-open with the probe taken); nothing was sent."""
+
+
+class AuthorizationOutcomeUnknown(DownstreamError):
+    """An authorization of the order went unanswered longer ago than the gateway keeps its key; nothing was sent."""
 
 
 # Built once per execution environment: the SSM caches, the breaker's view of an open state, and
@@ -133,6 +145,7 @@ idempotency_config = IdempotencyConfig(
     response_hook=_replayed,
 )
 persistence = DynamoDBPersistenceLayer(table_name=os.environ["IDEMPOTENCY_TABLE_NAME"], boto3_client=_dynamodb)
+unanswered = UnansweredAuthorizations(os.environ["IDEMPOTENCY_TABLE_NAME"], client=_dynamodb)
 
 
 @logger.inject_lambda_context(correlation_id_path="order_id")
@@ -155,6 +168,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 def authorize(order: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Breaker, token, `POST /authorize`; runs at most once per order id while its record lives."""
     parsed = parse_order(order)
+    refuse_a_repeat_the_gateway_may_not_recognise(parsed.order_id)
     in_force = tunables.get()
     breaker = _breaker()
     caller_id = context.aws_request_id
@@ -187,6 +201,7 @@ def call_gateway(order: Order, breaker: DynamoDbCircuitBreaker, caller_id: str) 
     except DownstreamUnavailable as error:
         breaker.record(BREAKER_NAME, caller_id, success=False, duration_sec=time.monotonic() - started)
         record_call(metrics, error=error)
+        note_unanswered(order.order_id)
         raise
     except (DownstreamThrottled, DownstreamRejected) as error:
         breaker.record(BREAKER_NAME, caller_id, success=True, duration_sec=time.monotonic() - started)
@@ -195,6 +210,29 @@ def call_gateway(order: Order, breaker: DynamoDbCircuitBreaker, caller_id: str) 
     breaker.record(BREAKER_NAME, caller_id, success=True, duration_sec=time.monotonic() - started)
     record_call(metrics, response=response)
     return response.body
+
+
+def refuse_a_repeat_the_gateway_may_not_recognise(order_id: str) -> None:
+    """`AuthorizationOutcomeUnknown` when an unanswered authorization of the order is older than the gateway's key."""
+    first_unanswered_at = unanswered.first_at(order_id)
+    if may_repeat_authorization(first_unanswered_at, time.time(), GATEWAY_IDEMPOTENCY_KEY_KEPT_SEC):
+        return
+    assert first_unanswered_at is not None  # may_repeat_authorization allows every order without one
+    metrics.add_metric(name="AuthorizationsNotRepeated", unit=MetricUnit.Count, value=1)
+    details = {"downstream": DOWNSTREAM, "first_unanswered_at": round(first_unanswered_at, 3),
+               "key_kept_sec": GATEWAY_IDEMPOTENCY_KEY_KEPT_SEC}
+    logger.error("an unanswered authorization is older than the gateway keeps its Idempotency-Key: not sending"
+                 " another, the order is cancelled and any authorization made lapses uncaptured", extra=details)
+    raise AuthorizationOutcomeUnknown(details)
+
+
+def note_unanswered(order_id: str) -> None:
+    """Remember that this authorization may have been made; a failure to is logged, the call's own error stands."""
+    try:
+        unanswered.note(order_id, time.time())
+    except Exception:  # noqa: BLE001 - the caller re-raises the gateway's error, which is what the workflow needs
+        metrics.add_metric(name="UnansweredNotNoted", unit=MetricUnit.Count, value=1)
+        logger.exception("could not note an unanswered authorization; a resumption days from now could repeat it")
 
 
 def take_token(policy: RatePolicy, context: LambdaContext) -> None:

@@ -98,6 +98,19 @@ class Gateway:
         return DownstreamResponse(status=200, body=self.outcome, latency_ms=300.0)
 
 
+@dataclass
+class Unanswered:
+    """The notes of unanswered authorizations: order id -> when the first went unanswered."""
+
+    first: dict[str, float] = field(default_factory=dict)
+
+    def first_at(self, order_id: str) -> float | None:
+        return self.first.get(order_id)
+
+    def note(self, order_id: str, now: float) -> None:
+        self.first.setdefault(order_id, now)
+
+
 @pytest.fixture(scope="module")
 def authorizer(import_handler):
     return import_handler("handlers.authorize_payment", ENVIRONMENT)
@@ -111,6 +124,7 @@ def fakes(authorizer, monkeypatch):
     monkeypatch.setattr(authorizer, "client", gateway)
     monkeypatch.setattr(authorizer, "_breaker", lambda: breaker)
     monkeypatch.setattr(authorizer.tunables, "get", lambda: DownstreamTunables(1.8, 1, 1))
+    monkeypatch.setattr(authorizer, "unanswered", Unanswered())
     return limiter, breaker, gateway
 
 
@@ -186,6 +200,51 @@ def test_a_refusing_breaker_raises_breaker_open_before_the_token_and_sends_nothi
     assert json.loads(str(raised.value)) == {"downstream": "payment_gateway", "breaker": "open",
                                              "retry_after_sec": 12.0}
     assert (limiter.asked, gateway.calls, breaker.recorded) == (0, [], [])
+
+
+def test_an_unanswered_authorization_is_noted_once_with_its_first_time(authorizer, fakes):
+    # GIVEN a gateway that times out (the authorization may have been made) twice
+    limiter, _, gateway = fakes
+    limiter.decisions[:] = [ALLOW, ALLOW]
+    gateway.outcome = DownstreamUnavailable({"reason": "timeout"})
+    # WHEN the order is authorized twice THEN each attempt fails as before, and the first one is noted
+    before = time.time()
+    for _ in range(2):
+        with pytest.raises(DownstreamUnavailable):
+            authorizer.authorize.__wrapped__(order=ORDER, context=Context())
+    assert list(authorizer.unanswered.first) == ["o-1"]
+    assert before <= authorizer.unanswered.first["o-1"] <= before + 5
+
+
+@pytest.mark.parametrize("outcome", [DownstreamThrottled({"status": 429}), DownstreamRejected({"status": 400})])
+def test_an_answered_refusal_is_not_noted(authorizer, fakes, outcome):
+    _, _, gateway = fakes
+    gateway.outcome = outcome
+    with pytest.raises(type(outcome)):
+        authorizer.authorize.__wrapped__(order=ORDER, context=Context())
+    assert authorizer.unanswered.first == {}
+
+
+def test_an_order_unanswered_for_longer_than_the_gateway_keeps_its_key_is_not_sent_again(authorizer, fakes):
+    # GIVEN an order whose authorization went unanswered two days ago, then was parked, and is resumed now
+    limiter, breaker, gateway = fakes
+    two_days_ago = time.time() - 2 * 86_400
+    authorizer.unanswered.first["o-1"] = two_days_ago
+    # WHEN it is authorized THEN nothing is sent (not even the breaker or the limiter asked): the workflow cancels it
+    with pytest.raises(authorizer.AuthorizationOutcomeUnknown) as raised:
+        authorizer.authorize.__wrapped__(order=ORDER, context=Context())
+    assert json.loads(str(raised.value)) == {
+        "downstream": "payment_gateway", "first_unanswered_at": round(two_days_ago, 3), "key_kept_sec": 23 * 3600}
+    assert (limiter.asked, gateway.calls, breaker.recorded) == (0, [], [])
+
+
+def test_an_order_unanswered_an_hour_ago_is_sent_again_under_the_same_key(authorizer, fakes):
+    # GIVEN an order resumed an hour after its authorization went unanswered: the gateway still has the key
+    _, _, gateway = fakes
+    authorizer.unanswered.first["o-1"] = time.time() - 3600
+    # WHEN it is authorized THEN it is sent, with the order id as Idempotency-Key (the gateway answers the first)
+    assert authorizer.authorize.__wrapped__(order=ORDER, context=Context())["authorized"] is True
+    assert [call["headers"]["Idempotency-Key"] for call in gateway.calls] == ["o-1"]
 
 
 def test_the_breaker_follows_its_tunables(authorizer, monkeypatch):
