@@ -103,6 +103,7 @@ class LocalCloud:
             moto_patches.apply_distributed_map_result_writer(),
             moto_patches.apply_aws_sdk_pascal_case(),
             moto_patches.apply_aws_sdk_error_names(),
+            moto_patches.apply_execution_name_rules(),
             self.faults.install(),
         ]
         self.lambda_runtime = LambdaRuntime(endpoint_url=self.endpoint_url, region=self.region, work_dir=self.work_dir)

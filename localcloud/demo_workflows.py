@@ -41,6 +41,7 @@ __all__ = [
     "run_moderation",
     "run_payments",
     "read_stock",
+    "resume_parked_orders",
     "seed_inventory",
     "start_moderations",
     "start_payments",
@@ -321,6 +322,8 @@ def payment_outputs(stacks: Mapping[str, DeployedStack]) -> dict[str, str]:
         "starter_name": workflows.outputs["PaymentStarterName"],
         "authorizer_name": workflows.outputs["PaymentAuthorizerName"],
         "breaker_table": shared.outputs["CircuitBreakerTableName"],
+        "parked_dlq_url": workflows.outputs["ParkedOrdersDeadLetterQueueUrl"],
+        "resumer_name": workflows.outputs["ParkedOrderResumerName"],
     }
 
 
@@ -390,6 +393,22 @@ def start_payments(cloud: LocalCloud, starter_name: str, orders: Sequence[Mappin
             raise RuntimeError(f"the payment starter failed for order {order.get('order_id')!r}: {answer}")
         answers.append(answer)
     return answers
+
+
+def resume_parked_orders(cloud: LocalCloud, resumer_name: str, event: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One run of the parked-order resumer, as its minute schedule (or an operator) starts it; its answer.
+
+    moto's EventBridge does not deliver to Lambda targets, so the scheduled event is handed to the function.
+    """
+    scheduled = {"version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event", "source": "aws.events",
+                 "account": cloud.account_id, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                 "region": cloud.region, "resources": [], "detail": {}}
+    response = cloud.client("lambda").invoke(FunctionName=resumer_name, Payload=json.dumps(
+        scheduled if event is None else dict(event)))
+    answer = json.loads(response["Payload"].read())
+    if response.get("FunctionError"):
+        raise RuntimeError(f"the parked-order resumer failed: {answer}")
+    return answer
 
 
 def wait_for_executions(

@@ -72,6 +72,8 @@ def main(code_dir: str, handler_path: str) -> None:
                 answer = json.dumps({"errored": False, "payload": result})
             except (TypeError, ValueError) as error:  # as on Lambda, a result that is not JSON is an error
                 answer = json.dumps({"errored": True, "payload": _error_shape(error, "Runtime.MarshalError")})
+        # Lambda ships what an invocation printed (EMF metrics with print()) as it ends, not when the process does.
+        sys.stdout.flush()
         sys.stderr.flush()
         answers.write(answer + "\n")
 

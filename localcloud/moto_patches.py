@@ -977,3 +977,40 @@ def remove_aws_sdk_error_names() -> None:
     for name, original in originals.items():
         setattr(StateTaskServiceAwsSdk, name, original)
     delattr(StateTaskServiceAwsSdk, "_localcloud_error_names")
+
+
+def apply_execution_name_rules() -> Undo:
+    """Refuse the execution names Step Functions refuses: past 80 characters, or with whitespace, brackets,
+    wildcards, the special characters it lists or control characters.
+
+    moto limitation: the backend that executes state machines starts an execution under any name (moto
+    checks names only in the backend that does not execute), so a name that would fail every
+    `StartExecution` on AWS (an 81-character resumption of a 74-character order id, an order id with
+    a space) runs here. AWS answers `ValidationException` for the length and `InvalidName` for the
+    characters; moto's own check raises both.
+    """
+    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+
+    if "_localcloud_original_start_execution" in StepFunctionsParserBackend.__dict__:
+        return remove_execution_name_rules
+    original = StepFunctionsParserBackend.__dict__["start_execution"]
+
+    def start_execution(self: Any, state_machine_arn: str, name: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if name:
+            self._validate_name(name)
+        return original(self, state_machine_arn, name, *args, **kwargs)
+
+    StepFunctionsParserBackend._localcloud_original_start_execution = original  # type: ignore[attr-defined]
+    StepFunctionsParserBackend.start_execution = start_execution  # type: ignore[method-assign]
+    return remove_execution_name_rules
+
+
+def remove_execution_name_rules() -> None:
+    """Undo `apply_execution_name_rules` (a test shows the limitation with it)."""
+    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+
+    original = StepFunctionsParserBackend.__dict__.get("_localcloud_original_start_execution")
+    if original is None:
+        return
+    StepFunctionsParserBackend.start_execution = original  # type: ignore[method-assign]
+    delattr(StepFunctionsParserBackend, "_localcloud_original_start_execution")

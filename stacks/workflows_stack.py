@@ -63,6 +63,15 @@ PAYMENT_LIMITER_MAX_WAIT_SEC = 2
 PAYMENT_IDEMPOTENCY_EXPIRY_SEC = 24 * 3600
 # Receives of a parked order before it moves to the dead-letter queue (a re-drive that keeps failing).
 PARKED_ORDER_MAX_RECEIVE_COUNT = 5
+# The resumer of parked orders runs every minute (EventBridge's finest rate), and may take this long; a
+# message it received stays invisible as long, so no other run acts on it meanwhile.
+PARKED_ORDER_RESUME_PERIOD_SEC = 60
+PARKED_ORDER_RESUMER_TIMEOUT_SEC = 60
+# The share of the gateway's planned tokens per period that resumptions may take; new orders keep the rest.
+PARKED_ORDER_RESUME_SHARE = 0.25
+# How long the payment gateway keeps an Idempotency-Key for certain: Stripe prunes keys once they are 24 hours
+# old; an hour less leaves room for clocks and the call's own time. Set it to your gateway's documented retention.
+PAYMENT_GATEWAY_IDEMPOTENCY_KEY_KEPT_SEC = 23 * 3600
 
 
 class WorkflowsStack(Stack):
@@ -283,13 +292,14 @@ class WorkflowsStack(Stack):
             self, "ParkedOrdersDeadLetterQueue", removal_policy=removal_policy,
             holds="parked orders the parked-orders queue could not keep",
         )
-        # Orders waiting for the gateway's breaker to close, to be started again; kept as long as SQS allows.
+        # Orders waiting for the gateway's breaker to close, to be resumed; kept as long as SQS allows.
         self.parked_orders_queue = sqs.Queue(
             self,
             "ParkedOrdersQueue",
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
             retention_period=Duration.days(14),
+            visibility_timeout=Duration.seconds(PARKED_ORDER_RESUMER_TIMEOUT_SEC),
             dead_letter_queue=sqs.DeadLetterQueue(max_receive_count=PARKED_ORDER_MAX_RECEIVE_COUNT,
                                                   queue=self.parked_orders_dlq),
             removal_policy=removal_policy,
@@ -329,6 +339,7 @@ class WorkflowsStack(Stack):
                 "BREAKER_TABLE_NAME": shared_limits.breakers.table.table_name,
                 "IDEMPOTENCY_TABLE_NAME": self.payment_idempotency_table.table_name,
                 "IDEMPOTENCY_EXPIRY_SEC": str(PAYMENT_IDEMPOTENCY_EXPIRY_SEC),
+                "GATEWAY_IDEMPOTENCY_KEY_KEPT_SEC": str(PAYMENT_GATEWAY_IDEMPOTENCY_KEY_KEPT_SEC),
             },
         )
         self.payment_authorizer = authorizer.function
@@ -367,6 +378,7 @@ class WorkflowsStack(Stack):
         # The unqualified ARNs only: grant_invoke would add `<arn>:*` (every version and alias) as well.
         iam.Grant.add_to_principal(grantee=role, actions=["lambda:InvokeFunction"],
                                    resource_arns=[authorizer.function.function_arn, gateway_caller.function_arn])
+        self._add_parked_order_resumer(config, shared_limits, removal_policy)
 
         starter = HandlerFunction(
             self,
@@ -398,10 +410,75 @@ class WorkflowsStack(Stack):
         CfnOutput(self, "InventoryTableName", value=self.inventory_table.table_name)
         CfnOutput(self, "PaymentIdempotencyTableName", value=self.payment_idempotency_table.table_name)
         CfnOutput(self, "ParkedOrdersQueueUrl", value=self.parked_orders_queue.queue_url)
+        CfnOutput(self, "ParkedOrdersDeadLetterQueueUrl", value=self.parked_orders_dlq.queue_url)
+        CfnOutput(self, "ParkedOrderResumerName", value=self.parked_order_resumer.function_name)
         CfnOutput(self, "CustomerNotificationsTopicArn", value=self.customer_notifications.topic_arn)
         CfnOutput(self, "PaymentStarterName", value=starter.function.function_name)
         CfnOutput(self, "PaymentAuthorizerName", value=authorizer.function.function_name)
 
+    def _add_parked_order_resumer(
+        self, config: AppConfig, shared_limits: SharedLimitsStack, removal_policy: RemovalPolicy
+    ) -> None:
+        """Use case 2, parked orders: resumed every minute once the gateway's breaker lets calls through.
+
+        No event-source mapping: it would receive while the breaker is open and spend the messages'
+        receive counts until healthy orders reached the dead-letter queue. The function reads the
+        breaker first and receives only what it may resume (`handlers.resume_parked_orders`).
+        """
+        gateway = config.downstream("payment_gateway")
+        machine = self.payment_authorization.state_machine
+        resumer = HandlerFunction(
+            self,
+            "ParkedOrderResumer",
+            handler="handlers.resume_parked_orders.handler",
+            service="parked-order-resumer",
+            description="Resumes parked payments once the gateway's breaker lets calls through",
+            log_retention_days=config.log_retention_days,
+            powertools_layer_version=config.powertools_layer_version,
+            removal_policy=removal_policy,
+            timeout_sec=PARKED_ORDER_RESUMER_TIMEOUT_SEC,
+            environment={
+                "PARKED_ORDERS_QUEUE_URL": self.parked_orders_queue.queue_url,
+                "PARKED_ORDERS_DLQ_URL": self.parked_orders_dlq.queue_url,
+                "ORDERS_TABLE_NAME": self.orders_table.table_name,
+                "BREAKER_TABLE_NAME": shared_limits.breakers.table.table_name,
+                "BREAKER_NAME": gateway.name,
+                "PAYMENT_STATE_MACHINE_ARN": machine.state_machine_arn,
+                "RESUMES_PER_RUN": str(parked_order_resumes_per_run(gateway)),
+            },
+        )
+        self.parked_order_resumer = resumer.function
+        shared_limits.breakers.grant_read_state(resumer.function)
+        self.parked_orders_queue.grant_consume_messages(resumer.function)
+        self.parked_orders_dlq.grant_send_messages(resumer.function)
+        # Read an order, and claim it for its resumption (the workflow's RecordPending checks the claim).
+        self.orders_table.grant(resumer.function, "dynamodb:GetItem", "dynamodb:UpdateItem")
+        machine.grant_start_execution(resumer.function)
+        # Whether the execution that parked an order still runs, and whether a resumption already started.
+        stack = Stack.of(self)
+        executions = stack.format_arn(service="states", resource="execution",
+                                      resource_name=f"{machine.state_machine_name}:*",
+                                      arn_format=ArnFormat.COLON_RESOURCE_NAME)
+        iam.Grant.add_to_principal(grantee=resumer.function, actions=["states:DescribeExecution"],
+                                   resource_arns=[executions])
+        machine_id = stack.get_logical_id(machine.node.default_child)
+        region = "<AWS::Region>" if Token.is_unresolved(self.region) else self.region  # as cdk-nag prints it
+        Validations.of(resumer.role).acknowledge(
+            Acknowledgment(
+                id=f"AwsSolutions::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:{region}:<AWS::AccountId>"
+                   f":execution:<{machine_id}.Name>:*]",
+                reason="the payment workflow's executions, named per order at run time; DescribeExecution only",
+            )
+        )
+        # A run that failed is not worth repeating: the next one starts within a minute, with fresh state.
+        resumer.function.configure_async_invoke(retry_attempts=0, max_event_age=Duration.minutes(1))
+        self.parked_order_resume_schedule = events.Rule(
+            self,
+            "ParkedOrderResumeSchedule",
+            description="Resume parked payments once the gateway's breaker lets calls through",
+            schedule=events.Schedule.rate(Duration.seconds(PARKED_ORDER_RESUME_PERIOD_SEC)),
+            targets=[targets.LambdaFunction(resumer.function, retry_attempts=0, max_event_age=Duration.minutes(1))],
+        )
 
     def _add_ugc_moderation(
         self, config: AppConfig, shared_limits: SharedLimitsStack, removal_policy: RemovalPolicy
@@ -495,6 +572,17 @@ def payment_authorizer_concurrency(gateway: DownstreamConfig) -> int:
     """
     seconds_per_call = gateway.expected_latency_ms / 1000 + PAYMENT_LIMITER_MAX_WAIT_SEC
     return max(2, math.ceil(gateway.rate_limit_per_sec * seconds_per_call))
+
+
+def parked_order_resumes_per_run(gateway: DownstreamConfig) -> int:
+    """Orders one run of the resumer may resume: a quarter of the gateway's planned tokens per period, at least 1.
+
+    Each resumption makes one authorization, so at 1.98 req/s x 60 s x 0.25 = 29 they take a quarter
+    of the minute's tokens and new orders keep the rest; the shared limiter, not this number, keeps the
+    gateway within its rate, and 29 executions started at once drain through it in about 15 s, well
+    within the authorizer's retries (the emulator shows 30 orders at once paid with no 429).
+    """
+    return max(1, math.floor(gateway.planned_rate_per_sec * PARKED_ORDER_RESUME_PERIOD_SEC * PARKED_ORDER_RESUME_SHARE))
 
 
 def _pascal(snake: str) -> str:

@@ -18,7 +18,6 @@ the longest id can be parked and resumed 9,999 times before `NoExecutionNameLeft
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,7 +42,6 @@ __all__ = [
     "resume_execution_name",
     "resume_input",
     "resumes_allowed",
-    "resumes_per_run",
 ]
 
 MAX_EXECUTION_NAME_LENGTH = 80
@@ -222,17 +220,3 @@ def resumes_allowed(breaker: BreakerState, now: float, per_run: int) -> tuple[in
         return 0, "probing"
     return min(1, per_run), "due_a_probe"
 
-
-def resumes_per_run(planned_rate_per_sec: float, period_sec: float, share: float) -> int:
-    """Orders one run resumes: `share` of the gateway tokens the limiter plans over one period, at least 1.
-
-    Each resumption makes one authorization, so 1.98 req/s x 60 s x 0.25 = 29 resumptions take a
-    quarter of the minute's tokens and leave the rest to new orders; the limiter, not this number,
-    keeps the gateway within its rate whatever a run starts.
-    """
-    for name, value in (("planned_rate_per_sec", planned_rate_per_sec), ("period_sec", period_sec)):
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
-            raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    if not isinstance(share, (int, float)) or isinstance(share, bool) or not 0 < share <= 1:
-        raise ValueError(f"share must be a fraction in (0, 1], got {share!r}")
-    return max(1, math.floor(planned_rate_per_sec * period_sec * share))

@@ -22,7 +22,6 @@ from payments.parked import (
     resume_execution_name,
     resume_input,
     resumes_allowed,
-    resumes_per_run,
 )
 from throttling.circuit_breaker import BreakerState, BreakerStatus
 
@@ -193,11 +192,3 @@ def test_a_run_resumes_its_share_when_the_breaker_is_closed_one_probe_when_it_is
 ):
     assert resumes_allowed(state, NOW, per_run=29) == allowed
 
-
-def test_a_run_takes_a_quarter_of_the_gateways_planned_tokens_per_minute_and_at_least_one():
-    assert resumes_per_run(1.98, 60, 0.25) == 29
-    assert resumes_per_run(0.01, 60, 0.25) == 1
-    for bad in [dict(planned_rate_per_sec=0), dict(period_sec=float("inf")), dict(share=1.5), dict(share=True)]:
-        arguments = {"planned_rate_per_sec": 1.98, "period_sec": 60, "share": 0.25, **bad}
-        with pytest.raises(ValueError, match="must be"):
-            resumes_per_run(**arguments)
