@@ -216,5 +216,164 @@ def test_a_parked_order_waits_out_the_open_breaker_and_is_paid_exactly_once_afte
     assert logged[2] == ("parked message dropped: nothing to resume", "already_paid", 1), logged
     assert len(logged) == 3, logged
     # AND the three runs' metrics say the same: held by the breaker once, one resumed, two dropped
-    assert emitted_metrics(cloud, payments) - metrics_before == Counter({"ParkedOrdersHeldByBreaker": 1, "ParkedOrdersResumed": 1,
-                                                        "ParkedOrdersDropped": 2})
+    assert emitted_metrics(cloud, payments) - metrics_before == Counter(
+        {"ParkedOrdersHeldByBreaker": 1, "ParkedOrdersResumed": 1, "ParkedOrdersDropped": 2})
+
+
+def test_an_order_its_workflow_could_not_mark_parked_is_resumed_once_that_workflow_ended(
+    cloud, payments, gateway, skus, breaker, queues
+):
+    parked_queue, _ = queues
+    # GIVEN an order parked while the orders table refuses every write that marks an order parked: its message
+    # is queued, but the order stays pending under the execution that parked it
+    (order,) = payment_orders(1, skus=skus)
+    order_id = order["order_id"]
+
+    def marks_parked(parameters) -> bool:
+        return (parameters.get("TableName") == payments["orders_table"]
+                and ":parked" in parameters.get("ExpressionAttributeValues", {}))
+
+    with cloud.faults.inject("dynamodb", "UpdateItem", code="ProvisionedThroughputExceededException",
+                             matches=marks_parked):
+        park(cloud, payments, breaker, [order])
+    item = order_of(cloud, payments, order_id)
+    assert (item["status"], item["execution"]) == ("pending", f"order-{order_id}")
+    # WHEN the breaker closes and the resumer runs
+    close(cloud, payments)
+    run = resume_parked_orders(cloud, payments["resumer_name"])
+    # THEN the parker has ended, so its mark will never land: the order is resumed all the same, and paid once
+    assert (run["received"], run["resumed"]) == (1, 1), run
+    result = wait_for_executions(cloud, payments["state_machine_arn"], [f"r1-{order_id}"], timeout_sec=60)
+    assert result[f"r1-{order_id}"].output["status"] == "paid"
+    assert order_of(cloud, payments, order_id)["status"] == "paid"
+    assert authorizations(gateway) == Counter({order_id: 1})
+    assert queue_depth(cloud, parked_queue) == 0
+    (resumed,) = [r for r in resumer_logs(cloud, payments, order_id) if r["message"] == "parked order resumed"]
+    assert resumed["reason"] == "parker_ended_before_marking_it_parked"
+
+
+def test_what_cannot_be_resumed_goes_to_the_dead_letter_queue_with_its_reason_and_a_paid_order_is_dropped(
+    cloud, payments, gateway, skus, breaker, queues
+):
+    parked_queue, dead_letters = queues
+    # GIVEN an order paid with the breaker closed, then three messages: a copy of the paid order's parked message
+    # (as a retried ParkOrder could leave), one for an order the orders table does not know, and one that is not JSON
+    (paid,) = payment_orders(1, skus=skus)
+    start_payments(cloud, payments["starter_name"], [paid])
+    wait_for_executions(cloud, payments["state_machine_arn"], [payment_execution_name(paid["order_id"])],
+                        timeout_sec=60)
+    (unknown,) = payment_orders(1, skus=skus)
+
+    def parked_message(order: dict[str, Any]) -> str:
+        return json.dumps({**order, "reason": "circuit_breaker_open", "execution": f"order-{order['order_id']}",
+                           "parked_at": "2026-12-01T10:00:00.000Z"})
+
+    sqs = cloud.client("sqs")
+    for body in (parked_message(paid), parked_message(unknown), "not json"):
+        sqs.send_message(QueueUrl=parked_queue, MessageBody=body)
+    # WHEN the resumer runs with the breaker closed
+    run = resume_parked_orders(cloud, payments["resumer_name"])
+    # THEN the paid order's message is dropped, and the two others are in the dead-letter queue, each as it came
+    # with its reason; nothing was started or charged, and the parked-orders queue is empty
+    assert (run["received"], run["resumed"], run["dropped"], run["dead_lettered"]) == (3, 0, 1, 2), run
+    messages = sqs.receive_message(QueueUrl=dead_letters, MaxNumberOfMessages=10,
+                                   MessageAttributeNames=["All"])["Messages"]
+    errors = {m["Body"]: m["MessageAttributes"]["error"]["StringValue"] for m in messages}
+    assert errors[parked_message(unknown)] == "no automatic resumption: unknown_order"
+    assert errors["not json"].startswith("the body is not JSON")
+    assert len(errors) == 2
+    assert queue_depth(cloud, parked_queue) == 0
+    assert executions_of(cloud, payments, paid["order_id"]) == [f"order-{paid['order_id']}"]
+    assert executions_of(cloud, payments, unknown["order_id"]) == []
+    assert authorizations(gateway) == Counter({paid["order_id"]: 1})
+
+
+def test_a_breaker_due_a_probe_with_nobody_calling_gets_one_resumed_order_as_its_probe(
+    cloud, payments, gateway, skus, breaker, queues
+):
+    from throttling.circuit_breaker import BreakerState, BreakerStatus
+
+    parked_queue, _ = queues
+    # GIVEN two parked orders, and a breaker whose opening has run out (open past open_until) with no new order to
+    # probe it: only an authorization can close it
+    orders = payment_orders(2, skus=skus)
+    park(cloud, payments, breaker, orders)
+    now = time.time()
+    lapsed = BreakerState(status=BreakerStatus.OPEN, version=7, opened_at=now - 60, open_until=now - 1,
+                          reason="forced: gateway failing")
+    cloud.client("dynamodb").put_item(TableName=payments["breaker_table"], Item={
+        "pk": {"S": BREAKER},
+        **{k: {"S": v} if isinstance(v, str) else {"N": str(v)} for k, v in lapsed.to_item().items()}})
+    # WHEN the resumer runs
+    probe = resume_parked_orders(cloud, payments["resumer_name"])
+    # THEN it resumes exactly one order, whose authorization is the probe; the other waits
+    assert (probe["breaker"], probe["allowed"], probe["received"], probe["resumed"]) == ("due_a_probe", 1, 1, 1)
+    assert queue_depth(cloud, parked_queue) == 1
+    (first,) = [o["order_id"] for o in orders if executions_of(cloud, payments, o["order_id"])[-1].startswith("r1-")]
+    wait_for_executions(cloud, payments["state_machine_arn"], [f"r1-{first}"], timeout_sec=60)
+    # AND the probe succeeded, so the breaker closed, and the next run resumes the other order
+    assert breaker.state(BREAKER).status is BreakerStatus.CLOSED
+    rest = resume_parked_orders(cloud, payments["resumer_name"])
+    assert (rest["breaker"], rest["resumed"]) == ("closed", 1)
+    wait_for_executions(cloud, payments["state_machine_arn"], [f"r1-{o['order_id']}" for o in orders], timeout_sec=60)
+    assert {o["order_id"]: order_of(cloud, payments, o["order_id"])["status"] for o in orders} == {
+        o["order_id"]: "paid" for o in orders}
+    assert authorizations(gateway) == Counter({o["order_id"]: 1 for o in orders})
+
+
+def test_a_parked_order_is_taken_up_only_by_the_resumption_it_was_claimed_for(
+    cloud, payments, gateway, skus, breaker, queues
+):
+    # GIVEN a parked order, and the breaker closed
+    (order,) = payment_orders(1, skus=skus)
+    order_id = order["order_id"]
+    park(cloud, payments, breaker, [order])
+    close(cloud, payments)
+    # WHEN an execution is started for it under a name the resumer did not claim it for (an operator, a stale copy)
+    sfn = cloud.client("stepfunctions")
+    sfn.start_execution(stateMachineArn=payments["state_machine_arn"], name=f"r2-{order_id}", input=json.dumps(order))
+    stray = wait_for_executions(cloud, payments["state_machine_arn"], [f"r2-{order_id}"], timeout_sec=60)
+    # THEN the workflow refuses to take the order up: nothing is charged and the order is still parked
+    assert (stray[f"r2-{order_id}"].status, stray[f"r2-{order_id}"].error) == ("FAILED", "DuplicateOrder")
+    assert order_of(cloud, payments, order_id)["status"] == "parked"
+    assert gateway.requests == []
+    # AND the resumer still resumes it, once, under its episode's name
+    assert resume_parked_orders(cloud, payments["resumer_name"])["resumed"] == 1
+    result = wait_for_executions(cloud, payments["state_machine_arn"], [f"r1-{order_id}"], timeout_sec=60)
+    assert result[f"r1-{order_id}"].output["status"] == "paid"
+    assert authorizations(gateway) == Counter({order_id: 1})
+
+
+def test_a_parked_order_whose_authorization_went_unanswered_days_ago_is_cancelled_not_authorized_again(
+    cloud, payments, gateway, skus, breaker, queues
+):
+    from dataclasses import replace
+
+    # GIVEN an order whose authorization the gateway answered with a 500: it may have authorized it
+    (order,) = payment_orders(1, skus=skus)
+    order_id = order["order_id"]
+    gateway.set_profile(replace(gateway.profile, error_rate_5xx=1.0))
+    response = cloud.client("lambda").invoke(FunctionName=payments["authorizer_name"], Payload=json.dumps(order))
+    assert json.loads(response["Payload"].read())["errorType"] == "DownstreamUnavailable"
+    gateway.reset()
+    # THEN the authorizer noted when, beside its idempotency records
+    dynamodb = cloud.client("dynamodb")
+    key = {"id": {"S": f"authorize_payment.unanswered#{order_id}"}}
+    note = dynamodb.get_item(TableName=payments["idempotency_table"], Key=key)["Item"]
+    noted = float(note["first_unanswered_at"]["N"])
+    assert abs(noted - time.time()) < 60
+    # GIVEN the order was then parked, and the breaker stayed open two days: longer than the gateway keeps its key
+    park(cloud, payments, breaker, [order])
+    dynamodb.update_item(TableName=payments["idempotency_table"], Key=key,
+                         UpdateExpression="SET first_unanswered_at = :then",
+                         ExpressionAttributeValues={":then": {"N": str(noted - 2 * 86_400)}})
+    # WHEN the breaker closes and the resumer runs
+    close(cloud, payments)
+    assert resume_parked_orders(cloud, payments["resumer_name"])["resumed"] == 1
+    result = wait_for_executions(cloud, payments["state_machine_arn"], [f"r1-{order_id}"], timeout_sec=60)
+    # THEN the resumption is cancelled instead of sending a second authorization the gateway may not recognise:
+    # the gateway saw nothing, and the order says why (an authorization made two days ago lapses uncaptured)
+    assert (result[f"r1-{order_id}"].status, result[f"r1-{order_id}"].error) == ("FAILED", "PaymentFailed")
+    item = order_of(cloud, payments, order_id)
+    assert (item["status"], item["cancel_reason"]) == ("cancelled", "AuthorizationOutcomeUnknown")
+    assert gateway.requests == []

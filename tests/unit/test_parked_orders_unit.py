@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from payments.orders import parse_order
+from payments.orders import execution_name, parse_order
 from payments.parked import (
     Action,
     InvalidParkedMessage,
@@ -74,8 +74,10 @@ def test_every_resumption_name_of_every_order_is_one_step_functions_takes_and_cl
     parked_by = f"order-{order_id}" if episode == 0 else f"r{episode}-{order_id}"
     # WHEN the episode's resumption is named
     name = resume_execution_name(parked_by, order_id)
-    # THEN the name is valid, distinct from the parker's, and names the next episode of the same order
+    # THEN the name is valid, as the order's first execution's is, distinct from the parker's, and names the next
+    # episode of the same order
     assert is_valid_execution_name(name), name
+    assert is_valid_execution_name(execution_name(order_id))
     assert name != parked_by
     assert episode_of(name, order_id) == episode + 1
 
