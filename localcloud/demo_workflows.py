@@ -31,6 +31,7 @@ __all__ = [
     "order_placed_event",
     "payment_execution_name",
     "payment_orders",
+    "park_payments",
     "payment_outputs",
     "queue_depth",
     "record_statuses",
@@ -304,6 +305,8 @@ def _number(value: float) -> str:
 ORDER_EVENT_SOURCE = "shop.orders"
 ORDER_PLACED_DETAIL_TYPE = "OrderPlaced"
 PAYMENT_EXECUTION_PREFIX = "order-"
+# The gateway's breaker item, which the workflow reads and the authorizer moves.
+PAYMENT_GATEWAY_BREAKER = "payment_gateway"
 # An amount the sandbox gateway declines (`payments.orders.DECLINED_TEST_AMOUNTS`: 2000.00 to 2999.99).
 DECLINED_TEST_AMOUNT = 2500.0
 
@@ -454,13 +457,17 @@ def wait_for_executions(
 
 def run_payments(
     cloud: LocalCloud, stacks: Mapping[str, DeployedStack], simulators: Mapping[str, DownstreamSimulator],
-    *, orders: int = 12, declined: int = 2,
+    *, orders: int = 12, declined: int = 2, parked: int = 2,
 ) -> str:
-    """Use case 2 once: place `orders` orders at once (`declined` of them for an amount the gateway declines).
+    """Use case 2 once: place `orders` orders (`declined` of them for an amount the gateway declines, `parked` of
+    them while the gateway's breaker is open).
 
-    Every order's event goes to the starter, every workflow runs to its end, and the line says how
-    the orders ended and the most requests the gateway saw in any 1 s window (its limit is 2 req/s
-    with a burst of 2, so up to 4 is within its contract and answered without a 429).
+    The parked orders are placed first, with the breaker forced open, as its alarm would; then the
+    breaker is closed, as an operator would, the other orders are placed at once, and the resumer
+    runs once, as its minute schedule would. Every workflow runs to its end (a parked order's in its
+    resumption, `r1-<order_id>`), and the line says how the orders ended and the most requests the
+    gateway saw in any 1 s window (its limit is 2 req/s with a burst of 2, so up to 4 is within its
+    contract and answered without a 429).
     """
     outputs = payment_outputs(stacks)
     gateway = simulators["payment_gateway"]
@@ -468,24 +475,48 @@ def run_payments(
     batch = payment_orders(orders, prefix=f"demo-{uuid.uuid4().hex[:8]}", skus=(sku,))
     for order in batch[:declined]:
         order["amount"] = DECLINED_TEST_AMOUNT
+    to_park, placed = batch[declined:declined + parked], batch[:declined] + batch[declined + parked:]
     seed_inventory(cloud, outputs["inventory_table"], {sku: 2 * orders})
     gateway.reset()
-    start_payments(cloud, outputs["starter_name"], batch)
-    results = wait_for_executions(cloud, outputs["state_machine_arn"],
-                                  [payment_execution_name(o["order_id"]) for o in batch],
+    if to_park:
+        park_payments(cloud, outputs, to_park)
+    start_payments(cloud, outputs["starter_name"], placed)
+    resumed = resume_parked_orders(cloud, outputs["resumer_name"])["resumed"] if to_park else 0
+    names = [payment_execution_name(o["order_id"]) for o in placed] + [f"r1-{o['order_id']}" for o in to_park]
+    results = wait_for_executions(cloud, outputs["state_machine_arn"], names,
                                   timeout_sec=60 + 2 * orders / gateway.profile.rate_per_sec)
     ended = [(r.status, (r.output or {}).get("status") if r.status == "SUCCEEDED" else r.error)
              for r in results.values()]
-    paid, parked = ended.count(("SUCCEEDED", "paid")), ended.count(("SUCCEEDED", "parked"))
+    paid, still_parked = ended.count(("SUCCEEDED", "paid")), ended.count(("SUCCEEDED", "parked"))
     declined_count = ended.count(("FAILED", "PaymentDeclined"))
-    others = len(ended) - paid - parked - declined_count
+    others = len(ended) - paid - still_parked - declined_count
     stats = gateway.stats()
     return (
-        f"payments: {len(batch)} orders, {paid} paid, {declined_count} declined, {parked} parked"
+        f"payments: {len(batch)} orders, {paid} paid, {declined_count} declined, {still_parked} parked"
+        + (f" ({resumed} resumed once the breaker closed)" if to_park else "")
         + (f", {others} failed otherwise" if others else "")
         + f", peak {stats['max_in_1s_window_all']} req/s at the gateway (limit {_number(gateway.profile.rate_per_sec)},"
         f" burst {gateway.profile.burst}), {stats['by_status'].get(429, 0)} answered 429"
     )
+
+
+def park_payments(cloud: LocalCloud, outputs: Mapping[str, str], orders: Sequence[Mapping[str, Any]]) -> None:
+    """Place `orders` while the gateway's breaker is forced open, wait until each is parked, then close the breaker.
+
+    Closing is an operator's force-close: the breaker's item deleted (no item is a closed breaker).
+    """
+    from throttling.circuit_breaker import BreakerPolicy
+    from throttling.dynamodb_limits import DynamoDbCircuitBreaker
+
+    dynamodb = cloud.client("dynamodb")
+    breaker = DynamoDbCircuitBreaker(outputs["breaker_table"], client=dynamodb, policy=BreakerPolicy())
+    breaker.force_open(PAYMENT_GATEWAY_BREAKER, reason="demo: the gateway is failing", duration_sec=300)
+    try:
+        start_payments(cloud, outputs["starter_name"], orders)
+        wait_for_executions(cloud, outputs["state_machine_arn"],
+                            [payment_execution_name(o["order_id"]) for o in orders], timeout_sec=60)
+    finally:
+        dynamodb.delete_item(TableName=outputs["breaker_table"], Key={"pk": {"S": PAYMENT_GATEWAY_BREAKER}})
 
 
 # -- use case 3: UGC moderation ----------------------------------------------------------------
