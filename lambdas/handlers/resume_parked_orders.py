@@ -2,7 +2,7 @@
 
 Event: the schedule's event, or an operator's `{"max_orders": N}` to resume at most N orders in this
 run (1 to `RESUMES_PER_RUN`). Answer: `{"breaker", "allowed", "received", "resumed", "dropped",
-"waiting", "dead_lettered"}`, where `breaker` is `closed`, `open`, `probing` or `due_a_probe`.
+"waiting", "dead_lettered", "failed"}`, where `breaker` is `closed`, `open`, `probing` or `due_a_probe`.
 
 1. The gateway's breaker, one consistent read before each batch. Open, or a probe in flight: the run
    receives nothing, so an outage of any length spends no receive count and sends no healthy order
@@ -21,10 +21,11 @@ run (1 to `RESUMES_PER_RUN`). Answer: `{"breaker", "allowed", "received", "resum
    - wait (its parker has not marked it parked yet): left; it comes back after its visibility timeout.
    - dead-letter (unreadable, an unknown order, a name the workflow does not give, no name left):
      sent to the dead-letter queue with the reason in its `error` attribute, then deleted.
-   An AWS error ends the run; the messages it held come back after their visibility timeout.
+   An error (an AWS call failing) ends the run as an errored invocation, after the metrics; the
+   message and the rest of its batch come back after their visibility timeout.
 
 Metrics: ParkedOrdersResumed, ParkedOrdersDropped, ParkedOrdersWaiting, ParkedOrdersDeadLettered,
-and ParkedOrdersHeldByBreaker (1 for a run that the breaker kept from receiving).
+ParkedOrdersFailed, and ParkedOrdersHeldByBreaker (1 for a run that the breaker kept from receiving).
 """
 
 from __future__ import annotations
@@ -61,11 +62,12 @@ ORDERS_TABLE_NAME = os.environ["ORDERS_TABLE_NAME"]
 STATE_MACHINE_ARN = os.environ["PAYMENT_STATE_MACHINE_ARN"]
 BREAKER_NAME = os.environ["BREAKER_NAME"]
 RESUMES_PER_RUN = int(os.environ["RESUMES_PER_RUN"])
-# SQS's largest receive.
+# SQS's largest receive, and a long poll short enough for a run that finds the queue empty.
 RECEIVE_BATCH_MAX = 10
+RECEIVE_WAIT_SEC = 1
 # No new batch with less time left than this: a batch of ten takes a few seconds of AWS calls.
 FINISHING_RESERVE_SEC = 10.0
-OUTCOMES = ("resumed", "dropped", "waiting", "dead_lettered")
+OUTCOMES = ("resumed", "dropped", "waiting", "dead_lettered", "failed")
 
 logger = Logger()
 metrics = Metrics()
@@ -101,19 +103,28 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     per_run = requested_per_run(event)
     counts: Counter[str] = Counter()
     allowed, breaker_says = 0, "open"
-    while context.get_remaining_time_in_millis() / 1000 > FINISHING_RESERVE_SEC:
+    failure: Exception | None = None
+    while failure is None and context.get_remaining_time_in_millis() / 1000 > FINISHING_RESERVE_SEC:
         allowed, breaker_says = resumes_allowed(breaker.state(BREAKER_NAME), time.time(), per_run)
         if counts["resumed"] >= allowed:
             break
+        # A second's long poll asks every SQS server; a short poll may answer empty while messages wait.
         messages = sqs.receive_message(
             QueueUrl=QUEUE_URL, MaxNumberOfMessages=min(RECEIVE_BATCH_MAX, allowed - counts["resumed"]),
-            WaitTimeSeconds=0, AttributeNames=["ApproximateReceiveCount"],
+            WaitTimeSeconds=RECEIVE_WAIT_SEC, AttributeNames=["ApproximateReceiveCount"],
         ).get("Messages", [])
         if not messages:
             break
         counts["received"] += len(messages)
         for message in messages:
-            counts[handle(message)] += 1
+            try:
+                counts[handle(message)] += 1
+            except Exception as error:  # noqa: BLE001 - reported below; the run stops rather than hammer a failing AWS
+                logger.exception("a parked message could not be handled: it comes back after its visibility timeout",
+                                 extra={"message_id": message["MessageId"]})
+                counts["failed"] += 1
+                failure = error
+                break
     logger.set_correlation_id(None)
     if not counts["received"] and allowed == 0:
         metrics.add_metric(name="ParkedOrdersHeldByBreaker", unit=MetricUnit.Count, value=1)
@@ -124,6 +135,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     summary = {"breaker": breaker_says, "allowed": allowed, "received": counts["received"],
                **{outcome: counts[outcome] for outcome in OUTCOMES}}
     logger.info("parked orders run done", extra=summary)
+    if failure is not None:
+        raise failure  # an errored invocation is what Lambda's Errors metric and its alarms count
     return summary
 
 

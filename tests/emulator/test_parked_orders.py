@@ -182,7 +182,7 @@ def test_a_parked_order_waits_out_the_open_breaker_and_is_paid_exactly_once_afte
     held = resume_parked_orders(cloud, payments["resumer_name"])
     # THEN it receives nothing: both messages wait, and the gateway saw nothing
     assert held == {"breaker": "open", "allowed": 0, "received": 0, "resumed": 0, "dropped": 0, "waiting": 0,
-                    "dead_lettered": 0}
+                    "dead_lettered": 0, "failed": 0}
     assert queue_depth(cloud, parked_queue) == 2
     assert gateway.requests == []
     # WHEN the breaker closes and the resumer runs
@@ -278,6 +278,8 @@ def test_what_cannot_be_resumed_goes_to_the_dead_letter_queue_with_its_reason_an
     assert (run["received"], run["resumed"], run["dropped"], run["dead_lettered"]) == (3, 0, 1, 2), run
     messages = sqs.receive_message(QueueUrl=dead_letters, MaxNumberOfMessages=10,
                                    MessageAttributeNames=["All"])["Messages"]
+    for message in messages:
+        sqs.delete_message(QueueUrl=dead_letters, ReceiptHandle=message["ReceiptHandle"])
     errors = {m["Body"]: m["MessageAttributes"]["error"]["StringValue"] for m in messages}
     assert errors[parked_message(unknown)] == "no automatic resumption: unknown_order"
     assert errors["not json"].startswith("the body is not JSON")
@@ -376,4 +378,29 @@ def test_a_parked_order_whose_authorization_went_unanswered_days_ago_is_cancelle
     assert (result[f"r1-{order_id}"].status, result[f"r1-{order_id}"].error) == ("FAILED", "PaymentFailed")
     item = order_of(cloud, payments, order_id)
     assert (item["status"], item["cancel_reason"]) == ("cancelled", "AuthorizationOutcomeUnknown")
+    assert gateway.requests == []
+
+
+def test_a_run_that_cannot_start_a_resumption_fails_loudly_and_loses_nothing(
+    cloud, payments, gateway, skus, breaker, queues
+):
+    parked_queue, dead_letters = queues
+    # GIVEN a parked order, the breaker closed, and Step Functions refusing every StartExecution (throttled)
+    (order,) = payment_orders(1, skus=skus)
+    order_id = order["order_id"]
+    park(cloud, payments, breaker, [order])
+    close(cloud, payments)
+    metrics_before = emitted_metrics(cloud, payments)
+    # WHEN the resumer runs
+    with cloud.faults.inject("states", "StartExecution", code="ThrottlingException", message="Rate exceeded"):
+        with pytest.raises(RuntimeError, match="ThrottlingException"):
+            resume_parked_orders(cloud, payments["resumer_name"])
+    # THEN the run is an errored invocation that still counted the failure, and nothing is lost: the message is
+    # still in the queue (back after its visibility timeout), not in the dead-letter queue, and the order is
+    # parked, claimed for its resumption, with nothing started or charged
+    assert emitted_metrics(cloud, payments) - metrics_before == Counter({"ParkedOrdersFailed": 1})
+    assert (queue_depth(cloud, parked_queue), queue_depth(cloud, dead_letters)) == (1, 0)
+    item = order_of(cloud, payments, order_id)
+    assert (item["status"], item["resume_execution"]) == ("parked", f"r1-{order_id}")
+    assert executions_of(cloud, payments, order_id) == [f"order-{order_id}"]
     assert gateway.requests == []

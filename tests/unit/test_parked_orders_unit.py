@@ -194,3 +194,35 @@ def test_a_run_resumes_its_share_when_the_breaker_is_closed_one_probe_when_it_is
 ):
     assert resumes_allowed(state, NOW, per_run=29) == allowed
 
+
+
+# -- the resumer's event ----------------------------------------------------------------------------------
+
+RESUMER_ENVIRONMENT = {
+    "PARKED_ORDERS_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/parked",
+    "PARKED_ORDERS_DLQ_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/parked-dlq",
+    "ORDERS_TABLE_NAME": "orders",
+    "BREAKER_TABLE_NAME": "breakers",
+    "BREAKER_NAME": "payment_gateway",
+    "PAYMENT_STATE_MACHINE_ARN": "arn:aws:states:us-east-1:123456789012:stateMachine:payments",
+    "RESUMES_PER_RUN": "29",
+    "POWERTOOLS_SERVICE_NAME": "parked-order-resumer",
+    "POWERTOOLS_METRICS_NAMESPACE": "Test",
+}
+
+
+@pytest.fixture(scope="module")
+def resumer(import_handler):
+    return import_handler("handlers.resume_parked_orders", RESUMER_ENVIRONMENT)
+
+
+def test_a_scheduled_run_resumes_the_scheduled_share_and_an_operator_may_ask_for_fewer(resumer):
+    assert resumer.requested_per_run({"source": "aws.events", "detail-type": "Scheduled Event"}) == 29
+    assert resumer.requested_per_run({"max_orders": 1}) == 1
+    assert resumer.EXECUTION_ARN_PREFIX == "arn:aws:states:us-east-1:123456789012:execution:payments"
+
+
+@pytest.mark.parametrize("max_orders", [0, 30, -1, 2.5, "5", True, None])
+def test_an_operator_asking_for_what_a_run_cannot_do_is_refused_saying_what_it_may_ask(resumer, max_orders):
+    with pytest.raises(resumer.InvalidRun, match=r"max_orders must be a whole number from 1 to 29 .* got "):
+        resumer.requested_per_run({"max_orders": max_orders})
