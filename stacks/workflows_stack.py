@@ -6,7 +6,8 @@ e-mails a CRM segment once a day through the CRM's caller; a segment too large f
 CSV object in the segments bucket, e-mailed by a Distributed Map (`statemachines/crm_segment_large.asl.json`)
 through the same caller. Use case 2
 (`statemachines/payment_authorization.asl.json`) authorizes each order's payment at the 2 req/s
-payment gateway, once per order, and parks orders while the gateway's breaker is open. Use case 3
+payment gateway, once per order, parks orders while the gateway's breaker is open, and resumes them
+once it lets calls through. Use case 3
 (`statemachines/ugc_moderation.asl.json`) moderates every object uploaded to a bucket with several AI
 models through the `ai_model` caller, and stores and publishes the decision.
 """
@@ -277,8 +278,8 @@ class WorkflowsStack(Stack):
         gateway_caller = self.downstream_callers[gateway.name]
         limits_key, breaker_key = downstream_tunables_key(gateway), breaker_tunables_key(gateway)
 
-        # {pk: order_id, status: pending|paid|parked|cancelled, ...}: written only by the workflow, read by
-        # GET /payments/{id}.
+        # {pk: order_id, status: pending|paid|parked|cancelled, ...}: written by the workflow (and by the resumer
+        # claiming a parked order for its resumption), read by GET /payments/{id}.
         self.orders_table = encrypted_table(self, "OrdersTable", removal_policy=removal_policy)
         # {pk: sku, stock: N}: the workflow takes stock with a conditional decrement and gives it back.
         self.inventory_table = encrypted_table(self, "InventoryTable", removal_policy=removal_policy)

@@ -21,7 +21,6 @@ import pytest
 from localcloud import moto_patches
 from localcloud.demo_workflows import (
     discard_messages,
-    drain_queue,
     payment_execution_name,
     payment_orders,
     payment_outputs,
