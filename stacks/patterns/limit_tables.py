@@ -26,10 +26,14 @@ class _LimitTable(Construct):
         super().__init__(scope, construct_id)
         self.table = encrypted_table(self, "Table", removal_policy=removal_policy, ttl_attribute=TTL_ATTRIBUTE)
 
-    def metric_denied(self, operation: str = "UpdateItem", **props) -> cloudwatch.Metric:
-        """Conditional writes that failed: each one is an acquire the limit refused."""
+    def metric_denied(self, **props) -> cloudwatch.Metric:
+        """Conditional writes that failed: each one is an acquire the limit refused.
+
+        DynamoDB publishes `ConditionalCheckFailedRequests` per table only (no `Operation` dimension):
+        a graph asking for one per operation stays empty.
+        """
         return self.table.metric("ConditionalCheckFailedRequests", statistic="Sum", period=Duration.minutes(1),
-                                 dimensions_map={"TableName": self.table.table_name, "Operation": operation}, **props)
+                                 **props)
 
     def metric_throttled(self, **props) -> cloudwatch.Metric:
         """Requests DynamoDB itself throttled: a hot partition, the reason to add shards."""
