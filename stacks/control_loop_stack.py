@@ -39,6 +39,7 @@ from stacks.patterns.throttled_api import ThrottledApi
 from stacks.shared_limits_stack import SharedLimitsStack, breaker_tunables_key, downstream_tunables_key
 
 CONTROLLER_SERVICE = "throttling-controller"
+CLOUDWATCH_PRINCIPAL = "cloudwatch.amazonaws.com"
 # A period with fewer calls says nothing: the alarms and the controller both ignore it.
 MIN_CALLS = 10
 PERIOD = Duration.minutes(1)
@@ -212,12 +213,28 @@ class ControlLoopStack(Stack):
             d.name: DownstreamMetrics(d.name, services.get(d.name) or [caller_service(d)]) for d in config.downstreams
         }
 
-        # -- people: an encrypted topic (CloudWatch may use the key to publish) -------------------
+        # -- people: an encrypted topic that this stage's alarms may publish to ---------------------
+        # `enforce_ssl` gives the topic a policy, and a topic with a policy accepts only whom it names:
+        # CloudWatch is named, for this account's alarms of this stage only (confused-deputy conditions,
+        # as SNS documents them for CloudWatch on the topic and on the key). The AWS managed key would
+        # not do: its policy cannot let CloudWatch in.
+        self.alarm_name_prefix = f"{config.stack_prefix}-"
+        alarms_of_this_stage = {
+            "StringEquals": {"aws:SourceAccount": self.account},
+            "ArnLike": {"aws:SourceArn": self.format_arn(service="cloudwatch", resource="alarm",
+                                                         resource_name=f"{self.alarm_name_prefix}*",
+                                                         arn_format=ArnFormat.COLON_RESOURCE_NAME)},
+        }
         self.alarm_key = kms.Key(self, "AlarmTopicKey", enable_key_rotation=True, removal_policy=removal_policy,
                                  description="Encrypts the alarm topic; CloudWatch alarms may publish with it")
-        self.alarm_key.grant(iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*")
+        self.alarm_key.add_to_resource_policy(iam.PolicyStatement(
+            sid="CloudWatchAlarmsEncryptForTheAlarmTopic", principals=[iam.ServicePrincipal(CLOUDWATCH_PRINCIPAL)],
+            actions=["kms:Decrypt", "kms:GenerateDataKey*"], resources=["*"], conditions=alarms_of_this_stage))
         self.alarm_topic = sns.Topic(self, "AlarmTopic", master_key=self.alarm_key, enforce_ssl=True,
                                      display_name=f"{config.stack_prefix} throttling alarms")
+        self.alarm_topic.add_to_resource_policy(iam.PolicyStatement(
+            sid="CloudWatchAlarmsPublish", principals=[iam.ServicePrincipal(CLOUDWATCH_PRINCIPAL)],
+            actions=["sns:Publish"], resources=[self.alarm_topic.topic_arn], conditions=alarms_of_this_stage))
         for email in loop.alarm_emails:
             self.alarm_topic.add_subscription(subscriptions.EmailSubscription(email))
 
@@ -416,6 +433,10 @@ class ControlLoopStack(Stack):
 
     def _add_alarm(self, spec: AlarmSpec) -> cloudwatch.Alarm:
         """Every alarm tells people (in ALARM and back to OK); missing data is not breaching."""
+        if not spec.alarm_name.startswith(self.alarm_name_prefix):
+            raise ValueError(
+                f"alarm names must start with {self.alarm_name_prefix!r}, got {spec.alarm_name!r}: the alarm topic"
+                " lets CloudWatch publish for this stage's alarms only, so this alarm would notify nobody")
         alarm = cloudwatch.Alarm(
             self,
             spec.construct_id,

@@ -484,11 +484,20 @@ def test_every_alarm_tells_people_through_an_encrypted_topic_that_refuses_plain_
         assert alarm["Properties"]["OKActions"] == [{"Ref": topic}]
     control_loop.has_resource_properties("AWS::SNS::Topic", {"KmsMasterKeyId": Match.any_value()})
     control_loop.has_resource_properties("AWS::KMS::Key", {"EnableKeyRotation": True})
+    # AND CloudWatch may publish and use the key, for this account's alarms of this stage only
+    this_stages_alarms = {
+        "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+        "ArnLike": {"aws:SourceArn": {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":cloudwatch:us-east-1:",
+                                                        {"Ref": "AWS::AccountId"}, ":alarm:Throttling-dev-*"]]}},
+    }
     control_loop.has_resource_properties("AWS::KMS::Key", {"KeyPolicy": {"Statement": Match.array_with([
-        Match.object_like({"Principal": {"Service": "cloudwatch.amazonaws.com"},
-                           "Action": ["kms:Decrypt", "kms:GenerateDataKey*"]})])}})
+        Match.object_like({"Principal": {"Service": "cloudwatch.amazonaws.com"}, "Effect": "Allow",
+                           "Action": ["kms:Decrypt", "kms:GenerateDataKey*"], "Condition": this_stages_alarms})])}})
     control_loop.has_resource_properties("AWS::SNS::TopicPolicy", {"PolicyDocument": {"Statement": [
-        Match.object_like({"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}})]}})
+        Match.object_like({"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}}),
+        Match.object_like({"Effect": "Allow", "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                           "Action": "sns:Publish", "Resource": {"Ref": topic}, "Condition": this_stages_alarms}),
+    ]}})
 
 
 def test_the_slow_down_alarms_and_a_minute_schedule_invoke_the_controller(control_loop, dev_config):
