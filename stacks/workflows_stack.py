@@ -216,17 +216,23 @@ class WorkflowsStack(Stack):
         stack = Stack.of(self)
         segments = self.segments_bucket.arn_for_objects(f"{SEGMENT_OBJECTS_PREFIX}*")
         results = self.segments_bucket.arn_for_objects(f"{SEGMENT_RUN_RESULTS_PREFIX}*")
-        executions, map_runs = (
-            stack.format_arn(service="states", resource=resource, resource_name=f"{machine.state_machine_name}/*",
+        # The machine's own executions are `execution:<machine>:<name>`; the children of its map runs
+        # `execution:<machine>/<map run label>:<id>`, and the map runs `mapRun:<machine>/<label>:<id>`.
+        own_executions, child_executions, map_runs = (
+            stack.format_arn(service="states", resource=resource, resource_name=f"{machine.state_machine_name}{tail}",
                              arn_format=ArnFormat.COLON_RESOURCE_NAME)
-            for resource in ("execution", "mapRun"))
+            for resource, tail in (("execution", ":*"), ("execution", "/*"), ("mapRun", "/*")))
         map_run_policy = iam.Policy(self, "CrmSegmentLargeMapRunPolicy", roles=[role], statements=[
             iam.PolicyStatement(actions=["s3:GetObject"], resources=[segments]),
             # The actions AWS documents for ResultWriter, which uploads a large result file in parts.
             iam.PolicyStatement(actions=["s3:PutObject", "s3:GetObject", "s3:ListMultipartUploadParts",
                                          "s3:AbortMultipartUpload"], resources=[results]),
             iam.PolicyStatement(actions=["states:StartExecution"], resources=[machine.state_machine_arn]),
-            iam.PolicyStatement(actions=["states:DescribeExecution", "states:StopExecution"], resources=[executions]),
+            iam.PolicyStatement(actions=["states:DescribeExecution", "states:StopExecution"],
+                                resources=[own_executions, child_executions]),
+            # Redriving a failed run redrives its Map Run, which redrives the children that failed or never
+            # started (the README's promise): AWS documents RedriveExecution on the child executions.
+            iam.PolicyStatement(actions=["states:RedriveExecution"], resources=[child_executions]),
             iam.PolicyStatement(actions=["states:DescribeMapRun"], resources=[map_runs]),
         ])
         bucket_id = stack.get_logical_id(self.segments_bucket.node.default_child)
@@ -240,6 +246,8 @@ class WorkflowsStack(Stack):
                  "the segment to read is the run's input; any export under the segments prefix, nothing else"),
                 (f"<{bucket_id}.Arn>/{SEGMENT_RUN_RESULTS_PREFIX}*",
                  "ResultWriter names its files after the map run's id, made at run time, under the results prefix"),
+                (f"{own_runs}:execution:<{machine_id}.Name>:*",
+                 "this state machine's own executions, which the Distributed Map describes and stops"),
                 (f"{own_runs}:execution:<{machine_id}.Name>/*",
                  "the child executions of this state machine's own map runs, whose names are made at run time"),
                 (f"{own_runs}:mapRun:<{machine_id}.Name>/*",

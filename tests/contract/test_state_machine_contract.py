@@ -4,9 +4,15 @@ For every file in `statemachines/`: some state machine deploys it verbatim; ever
 substitution and every substitution a `${X}`; every state says why it exists; every Task retries
 with full jitter and a delay cap (and a Task calling a downstream caller retries its three
 retryable errors); and the state machine's role may do what each Task does, on the resource
-each Task names, and what a Distributed Map does to its own child executions and map runs. Each
-check is a pure function returning the problems it found, and the last tests show each one
-catches the mistake it is for.
+each Task names, and every API the workflow's own features call, derived from the file: a
+Distributed Map starts, describes and stops its child executions, and redrives them when its
+parent is redriven; its ItemReader reads and its ResultWriter writes (in parts) the bucket they
+name; a Task on Step Functions that names no other machine (describeMapRun) acts on this one's
+runs. The feature actions and their resources are AWS's
+(https://docs.aws.amazon.com/step-functions/latest/dg/iam-policies-eg-dist-map.html); each is
+checked against the role's statements on an example ARN of what it acts on, so a grant on the
+wrong kind of resource fails as a missing one does. Each check is a pure function returning the
+problems it found, and the last tests show each one catches the mistake it is for.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Template
 
+from tests.infra.cloudformation import PSEUDO_PARAMETERS, references, rendered, resolve
+
 ROOT = Path(__file__).resolve().parents[2]
 ASL_FILES = sorted((ROOT / "statemachines").glob("*.asl.json"))
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
@@ -31,6 +39,14 @@ RETRYABLE_DOWNSTREAM_ERRORS = {"RateLimited", "DownstreamThrottled", "Downstream
 SPECIAL_ACTIONS = {("lambda", "invoke"): "lambda:InvokeFunction", ("http", "invoke"): "states:InvokeHTTPEndpoint"}
 # AWS SDK integrations named after the SDK's service, whose IAM prefix differs.
 IAM_PREFIXES = {"sfn": "states"}
+RESULT_WRITER_ACTIONS = ("s3:PutObject", "s3:GetObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload")
+# What a Distributed Map does to the machine's own runs, with the kind of resource each acts on (AWS's
+# policy examples: StartExecution on the machine, DescribeExecution on its executions, RedriveExecution on
+# the child executions `execution:<machine>/<map run label>:<id>`; StopExecution as CDK grants it).
+DISTRIBUTED_MAP_ACTIONS = (("states:StartExecution", "state machine"), ("states:DescribeExecution", "execution"),
+                           ("states:StopExecution", "execution"), ("states:RedriveExecution", "child execution"))
+# A Task on Step Functions that names no machine of its own acts on this machine's map runs.
+OWN_RUN_TASK_RESOURCES = {"states:DescribeMapRun": "map run"}
 
 
 # -- reading the templates ------------------------------------------------------------------------------
@@ -59,25 +75,6 @@ def machine_for(path: Path, deployed_machines) -> tuple[str, dict[str, Any]]:
     return deployed_machines[text]
 
 
-def references(value: Any) -> set[str]:
-    """The logical ids (Ref, GetAtt) and export names (ImportValue) a CloudFormation value refers to."""
-    found: set[str] = set()
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            if key == "Ref" and isinstance(inner, str) and not inner.startswith("AWS::"):
-                found.add(inner)
-            elif key == "Fn::GetAtt":
-                found.add(inner[0] if isinstance(inner, list) else inner.split(".")[0])
-            elif key == "Fn::ImportValue" and isinstance(inner, str):
-                found.add(inner)
-            else:
-                found |= references(inner)
-    elif isinstance(value, list):
-        for inner in value:
-            found |= references(inner)
-    return found
-
-
 def role_statements(template: dict[str, Any], machine: dict[str, Any]) -> list[dict[str, Any]]:
     """Every Allow statement of the state machine's role (its inline policies and the policies attached to it)."""
     (role_id,) = references(machine["Properties"]["RoleArn"])
@@ -91,18 +88,6 @@ def role_statements(template: dict[str, Any], machine: dict[str, Any]) -> list[d
     return [s for document in documents for s in document["Statement"] if s.get("Effect") == "Allow"]
 
 
-def resolve(reference: str, templates: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]] | None:
-    """(logical id, resource) behind a logical id or an export name, looking through every stack."""
-    for template in templates.values():
-        if reference in template["Resources"]:
-            return reference, template["Resources"][reference]
-        for output in template.get("Outputs", {}).values():
-            if output.get("Export", {}).get("Name") == reference:
-                (logical_id,) = references(output["Value"])
-                return logical_id, template["Resources"][logical_id]
-    return None
-
-
 # -- walking the ASL ------------------------------------------------------------------------------------
 def states_of(definition: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
     """Every state, with its path, including those inside Map processors and Parallel branches."""
@@ -114,15 +99,24 @@ def states_of(definition: dict[str, Any], path: str = "") -> Iterator[tuple[str,
                 yield from states_of(inner, f"{where}/")
 
 
-def task_resources(state: dict[str, Any]) -> list[tuple[str, Any]]:
-    """(integration ARN, the parameters it is called with) for a Task, and for a Map's ItemReader and ResultWriter."""
+def task_resources(state: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """(field, integration ARN, the parameters it is called with) for a Task, and a Map's ItemReader and ResultWriter."""
     found = []
     if state["Type"] == "Task":
-        found.append((state["Resource"], state.get("Parameters", {})))
+        found.append(("Resource", state["Resource"], state.get("Parameters", {})))
     for field in ("ItemReader", "ResultWriter"):
         if field in state:
-            found.append((state[field]["Resource"], state[field].get("Parameters", {})))
+            found.append((field, state[field]["Resource"], state[field].get("Parameters", {})))
     return found
+
+
+def iam_actions(field: str, integration: str) -> list[str]:
+    """What the role must allow for one integration: its API, and for a ResultWriter the multipart upload AWS
+    documents (it writes large result files in parts, and must be able to read and abort them)."""
+    action = iam_action(integration)
+    if field == "ResultWriter" and action == "s3:PutObject":
+        return [*RESULT_WRITER_ACTIONS]
+    return [action]
 
 
 def iam_action(integration: str) -> str:
@@ -175,38 +169,61 @@ def permission_problems(
 ) -> list[str]:
     problems = []
     for where, state in states_of(definition):
-        for integration, parameters in task_resources(state):
-            action = iam_action(integration)
-            for name in sorted(set(PLACEHOLDER.findall(json.dumps([integration, parameters])))):
-                wanted = references(substitutions.get(name))
-                granted = any(
-                    any(fnmatch.fnmatchcase(action, pattern) for pattern in _list(statement["Action"]))
-                    and same_resources(wanted, references(statement["Resource"]), templates)
-                    for statement in statements
-                )
-                if not wanted or not granted:
-                    problems.append(f"{where}: the role may not {action} on ${{{name}}} ({sorted(wanted)})")
-                elif resolve(next(iter(wanted)), templates) is None:
-                    problems.append(f"{where}: ${{{name}}} refers to nothing in the app ({sorted(wanted)})")
+        for field, integration, parameters in task_resources(state):
+            for action in iam_actions(field, integration):
+                for name in sorted(set(PLACEHOLDER.findall(json.dumps([integration, parameters])))):
+                    wanted = references(substitutions.get(name))
+                    granted = any(
+                        any(fnmatch.fnmatchcase(action, pattern) for pattern in _list(statement["Action"]))
+                        and same_resources(wanted, references(statement["Resource"]), templates)
+                        for statement in statements
+                    )
+                    if not wanted or not granted:
+                        problems.append(f"{where}: the role may not {action} on ${{{name}}} ({sorted(wanted)})")
+                    elif resolve(next(iter(wanted)), templates) is None:
+                        problems.append(f"{where}: ${{{name}}} refers to nothing in the app ({sorted(wanted)})")
     return problems
 
 
-def own_run_problems(definition: dict[str, Any], machine_id: str, statements: list[dict[str, Any]]) -> list[str]:
-    """A Distributed Map starts, watches and stops its children as executions of the machine itself, and a
-    Task on Step Functions that names no other machine (describeMapRun) acts on this one's runs: the role
-    must allow each on a resource that refers to the machine."""
-    problems = []
+def own_runs(machine_id: str, label: str = "label") -> dict[str, list[str]]:
+    """Example ARNs of what a machine's own features act on, as `rendered` writes them (the machine's
+    `Ref` is `<id>`, its name `<id.Name>`), so a grant's resource can be matched against each."""
+    prefix = f"arn:aws:states:{PSEUDO_PARAMETERS['AWS::Region']}:{PSEUDO_PARAMETERS['AWS::AccountId']}"
+    name = f"<{machine_id}.Name>"
+    return {
+        "state machine": [f"<{machine_id}>", f"{prefix}:stateMachine:{name}"],
+        "execution": [f"{prefix}:execution:{name}:run-1"],
+        "child execution": [f"{prefix}:execution:{name}/{label}:0a1b2c3d-child"],
+        "map run": [f"{prefix}:mapRun:{name}/{label}:0a1b2c3d-map-run"],
+    }
+
+
+def feature_calls(definition: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(state path, action, kind of resource, map run label) for every call the file's own features make on
+    the machine's own runs."""
+    calls = []
     for where, state in states_of(definition):
-        actions = []
         if state.get("ItemProcessor", {}).get("ProcessorConfig", {}).get("Mode") == "DISTRIBUTED":
-            actions += ["states:StartExecution", "states:DescribeExecution", "states:StopExecution"]
-        if state["Type"] == "Task" and iam_action(state["Resource"]).startswith("states:") \
-                and not PLACEHOLDER.search(json.dumps(state.get("Parameters", {}))):
-            actions.append(iam_action(state["Resource"]))
-        for action in actions:
-            if not any(any(fnmatch.fnmatchcase(action, pattern) for pattern in _list(statement["Action"]))
-                       and machine_id in references(statement["Resource"]) for statement in statements):
-                problems.append(f"{where}: the role may not {action} on the state machine's own runs")
+            calls += [(where, action, kind, state.get("Label", "label")) for action, kind in DISTRIBUTED_MAP_ACTIONS]
+        if state["Type"] == "Task" and not PLACEHOLDER.search(json.dumps(state.get("Parameters", {}))):
+            action = iam_action(state["Resource"])
+            if action.startswith("states:"):
+                calls.append((where, action, OWN_RUN_TASK_RESOURCES.get(action, "execution"), "label"))
+    return calls
+
+
+def own_run_problems(definition: dict[str, Any], machine_id: str, statements: list[dict[str, Any]],
+                     templates: dict[str, dict[str, Any]]) -> list[str]:
+    """Each feature call must be allowed by a statement whose resource, as deployed, covers an example of
+    what it acts on (a grant on the machine's executions does not cover its child executions)."""
+    problems = []
+    for where, action, kind, label in feature_calls(definition):
+        examples = own_runs(machine_id, label)[kind]
+        if not any(any(fnmatch.fnmatchcase(action, pattern) for pattern in _list(statement["Action"]))
+                   and any(fnmatch.fnmatchcase(example, rendered(resource, templates))
+                           for resource in _list(statement["Resource"]) for example in examples)
+                   for statement in statements):
+            problems.append(f"{where}: the role may not {action} on the state machine's own {kind}s ({examples[-1]})")
     return problems
 
 
@@ -262,13 +279,13 @@ def test_every_task_retries_with_full_jitter_and_callers_retry_the_retryable_err
 
 
 @pytest.mark.parametrize("path", ASL_FILES, ids=lambda p: p.name)
-def test_the_role_may_do_every_task_on_the_resource_it_names(path, deployed_machines, templates):
+def test_the_role_may_do_every_task_and_every_feature_on_the_resource_it_acts_on(path, deployed_machines, templates):
     key, machine = machine_for(path, deployed_machines)
     substitutions = machine["Properties"].get("DefinitionSubstitutions", {})
     statements = role_statements(templates[key], machine)
     assert permission_problems(json.loads(path.read_text()), substitutions, statements, templates) == []
     (machine_id,) = [i for i, r in templates[key]["Resources"].items() if r is machine]
-    assert own_run_problems(json.loads(path.read_text()), machine_id, statements) == []
+    assert own_run_problems(json.loads(path.read_text()), machine_id, statements, templates) == []
 
 
 # -- the checks are live --------------------------------------------------------------------------------
@@ -333,20 +350,55 @@ def test_a_grant_on_a_table_of_another_stack_is_seen_through_its_exports_and_its
     assert len(problems) == 1 and problems[0].startswith("ReadBreaker: the role may not dynamodb:GetItem")
 
 
-def test_a_distributed_map_without_the_right_to_start_its_children_or_write_its_results_is_caught(
-    deployed_machines, templates
-):
-    # GIVEN the large-segment workflow, whose Distributed Map reads the segment, writes its results and
-    # runs its children as executions of the machine itself
+@pytest.fixture(scope="module")
+def segment_large(deployed_machines, templates) -> dict[str, Any]:
+    """The large-segment workflow, whose Distributed Map reads the segment, writes its results and runs its
+    children as executions of the machine itself."""
     path = ROOT / "statemachines" / "crm_segment_large.asl.json"
     key, machine = machine_for(path, deployed_machines)
     (machine_id,) = [i for i, r in templates[key]["Resources"].items() if r is machine]
-    definition, substitutions = json.loads(path.read_text()), machine["Properties"]["DefinitionSubstitutions"]
-    statements = role_statements(templates[key], machine)
-    # WHEN the role loses the right to start executions, and the right to put objects
-    without = [s for s in statements if not {"states:StartExecution", "s3:PutObject"} & set(_list(s["Action"]))]
-    # THEN both are reported, at the Map
-    assert own_run_problems(definition, machine_id, without) == [
-        "EmailEachUser: the role may not states:StartExecution on the state machine's own runs"]
-    (problem,) = permission_problems(definition, substitutions, without, templates)
-    assert problem.startswith("EmailEachUser: the role may not s3:PutObject on ${SegmentsBucketName}")
+    return {"definition": json.loads(path.read_text()), "machine_id": machine_id,
+            "substitutions": machine["Properties"]["DefinitionSubstitutions"],
+            "statements": role_statements(templates[key], machine)}
+
+
+def test_the_checks_derive_the_distributed_maps_calls_from_the_file(segment_large):
+    assert [(where, action, kind) for where, action, kind, _ in feature_calls(segment_large["definition"])] == [
+        ("EmailEachUser", "states:StartExecution", "state machine"),
+        ("EmailEachUser", "states:DescribeExecution", "execution"),
+        ("EmailEachUser", "states:StopExecution", "execution"),
+        ("EmailEachUser", "states:RedriveExecution", "child execution"),
+        ("CountOutcomes", "states:DescribeMapRun", "map run"),
+    ]
+
+
+def test_a_distributed_map_without_the_right_to_start_its_children_or_write_its_results_is_caught(
+    segment_large, templates
+):
+    definition, machine_id = segment_large["definition"], segment_large["machine_id"]
+    # WHEN the role loses the right to start executions, and its ResultWriter statement
+    without = [s for s in segment_large["statements"]
+               if not {"states:StartExecution", "s3:PutObject"} & set(_list(s["Action"]))]
+    # THEN both are reported, at the Map: the start, and every part of a multipart result upload
+    assert own_run_problems(definition, machine_id, without, templates) == [
+        "EmailEachUser: the role may not states:StartExecution on the state machine's own state machines"
+        f" (arn:aws:states:us-east-1:123456789012:stateMachine:<{machine_id}.Name>)"]
+    problems = permission_problems(definition, segment_large["substitutions"], without, templates)
+    assert [p.split(" on ")[0] for p in problems] == [
+        f"EmailEachUser: the role may not {action}" for action in
+        ("s3:PutObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload")]
+
+
+def test_a_distributed_map_that_may_not_redrive_its_children_is_caught(segment_large, templates):
+    definition, machine_id = segment_large["definition"], segment_large["machine_id"]
+    # WHEN the role may not redrive at all
+    without = [{**s, "Action": [a for a in _list(s["Action"]) if a != "states:RedriveExecution"]}
+               for s in segment_large["statements"]]
+    (problem,) = own_run_problems(definition, machine_id, without, templates)
+    # THEN redriving the run (which redrives the Map Run's failed children) is reported
+    assert problem.startswith("EmailEachUser: the role may not states:RedriveExecution on the state machine's own"
+                              " child executions")
+    # AND so is a grant on the machine's executions only: a child is `execution:<machine>/<label>:<id>`
+    parent_form = {"Effect": "Allow", "Action": "states:RedriveExecution", "Resource": {"Fn::Join": ["", [
+        "arn:aws:states:us-east-1:123456789012:execution:", {"Fn::GetAtt": [machine_id, "Name"]}, ":*"]]}}
+    assert own_run_problems(definition, machine_id, [*without, parent_form], templates) == [problem]

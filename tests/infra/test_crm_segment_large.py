@@ -93,8 +93,12 @@ def test_the_role_may_do_exactly_what_the_file_does_each_on_its_prefix_or_its_ow
         ("SegmentsBucket.Arn/runs/*", ["s3:AbortMultipartUpload", "s3:GetObject", "s3:ListMultipartUploadParts",
                                        "s3:PutObject"]),
         (machine_name, ["states:StartExecution"]),
+        (f"arn::states:us-east-1::execution:{machine_name}.Name:*", ["states:DescribeExecution",
+                                                                      "states:StopExecution"]),
         (f"arn::states:us-east-1::execution:{machine_name}.Name/*", ["states:DescribeExecution",
                                                                       "states:StopExecution"]),
+        # redriving a run redrives the children its Map Run failed or never started
+        (f"arn::states:us-east-1::execution:{machine_name}.Name/*", ["states:RedriveExecution"]),
         (f"arn::states:us-east-1::mapRun:{machine_name}.Name/*", ["states:DescribeMapRun"]),
         ("arn::ssm:us-east-1::parameter<TunablesDownstreamsCrm>", ["ssm:DescribeParameters", "ssm:GetParameter",
                                                                   "ssm:GetParameterHistory", "ssm:GetParameters"]),
