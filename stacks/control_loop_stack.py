@@ -43,6 +43,8 @@ CLOUDWATCH_PRINCIPAL = "cloudwatch.amazonaws.com"
 # A period with fewer calls says nothing: the alarms and the controller both ignore it.
 MIN_CALLS = 10
 PERIOD = Duration.minutes(1)
+# Lambda's minimum for an asynchronous event's age: a controller run is worth a minute, no more.
+CONTROLLER_EVENT_MAX_AGE_SEC = 60
 
 # What a routed alarm means to the controller (see `throttling.control_loop.ALARM_ROUTE_KINDS`).
 THROTTLED, ERRORS, LATENCY, BREAKER = "throttled", "errors", "latency", "breaker"
@@ -295,6 +297,11 @@ class ControlLoopStack(Stack):
         self.state_table.grant(function, "dynamodb:GetItem", "dynamodb:PutItem")
         self._grant_metrics_and_mappings(function, [c.function for c in consumers.values()])
 
+        # Lambda's own asynchronous retries (two, over up to six hours, whatever a rule target's
+        # retry_attempts says: those are EventBridge's delivery retries) would replay a stale minute and
+        # queue behind the single reserved environment. A run that fails is replaced by the next minute's,
+        # and an event throttled behind a running one waits at most a minute, then is dropped.
+        function.configure_async_invoke(retry_attempts=0, max_event_age=Duration.seconds(CONTROLLER_EVENT_MAX_AGE_SEC))
         self.schedule = events.Rule(
             self,
             "ControllerSchedule",

@@ -17,6 +17,9 @@ from constructs import Construct
 from stacks.config import AppConfig, DownstreamConfig
 from stacks.patterns import CircuitBreakerTable, HandlerFunction, RateLimiterTable, SemaphoreTable, TunableParameters
 
+# Lambda's and EventBridge's minimum event age: a sweep is worth a minute, then the next one runs.
+LEASE_SWEEP_MAX_AGE_SEC = 60
+
 
 def downstream_tunables_key(downstream: DownstreamConfig) -> str:
     return f"downstreams/{downstream.name}"
@@ -89,12 +92,17 @@ class SharedLimitsStack(Stack):
             environment={"SEMAPHORE_TABLE_NAME": self.semaphores.table.table_name},
         )
         self.semaphores.grant_reclaim(self.lease_reclaimer.function)
+        # A sweep that fails is replaced by the next minute's: no Lambda retries (by default two, over
+        # up to six hours) and no event older than a minute, which would only stack sweeps up.
+        self.lease_reclaimer.function.configure_async_invoke(
+            retry_attempts=0, max_event_age=Duration.seconds(LEASE_SWEEP_MAX_AGE_SEC))
         events.Rule(
             self,
             "LeaseReclaimSchedule",
             description="Sweep expired semaphore leases every minute",
             schedule=events.Schedule.rate(Duration.minutes(1)),
-            targets=[targets.LambdaFunction(self.lease_reclaimer.function, retry_attempts=0)],
+            targets=[targets.LambdaFunction(self.lease_reclaimer.function, retry_attempts=0,
+                                            max_event_age=Duration.seconds(LEASE_SWEEP_MAX_AGE_SEC))],
         )
 
         CfnOutput(self, "RateLimiterTableName", value=self.rate_limiter.table.table_name)

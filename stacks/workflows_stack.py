@@ -31,6 +31,7 @@ from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_destinations as lambda_destinations
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
@@ -73,6 +74,13 @@ PARKED_ORDER_RESUME_SHARE = 0.25
 # How long the payment gateway keeps an Idempotency-Key for certain: Stripe prunes keys once they are 24 hours
 # old; an hour less leaves room for clocks and the call's own time. Set it to your gateway's documented retention.
 PAYMENT_GATEWAY_IDEMPOTENCY_KEY_KEPT_SEC = 23 * 3600
+# A failed start of an order's workflow: Lambda's asynchronous retries (its maximum, 2) over up to its
+# maximum event age (6 h), then the event goes to the starter's on-failure queue. EventBridge's delivery to
+# the starter: its defaults (185 attempts over 24 h), then its dead-letter queue.
+ORDER_START_RETRY_ATTEMPTS = 2
+ORDER_START_MAX_EVENT_AGE_HOURS = 6
+ORDER_DELIVERY_RETRY_ATTEMPTS = 185
+ORDER_DELIVERY_MAX_EVENT_AGE_HOURS = 24
 
 
 class WorkflowsStack(Stack):
@@ -403,14 +411,33 @@ class WorkflowsStack(Stack):
         )
         self.payment_starter = starter.function
         self.payment_authorization.state_machine.grant_start_execution(starter.function)
+        # An order whose workflow could not be started must never vanish. Lambda retries a failed start
+        # (a repeat is refused by the execution name, so no retry starts a second workflow), then hands
+        # the event, with its error, to this queue; EventBridge hands the events it could not deliver to
+        # the starter at all to the other. Both are dead-letter queues: any message in them alarms.
+        self.order_start_failures = dead_letter_queue(
+            self, "OrderStartFailedQueue", removal_policy=removal_policy,
+            holds="OrderPlaced events whose workflow the starter could not start after Lambda's retries, as"
+            " Lambda's invocation records (the event under requestPayload, the error under responsePayload)",
+        )
+        self.order_placed_undelivered = dead_letter_queue(
+            self, "OrderPlacedUndeliveredQueue", removal_policy=removal_policy,
+            holds="OrderPlaced events EventBridge could not hand to the starter, with its error code as message"
+            " attributes",
+        )
+        starter.function.configure_async_invoke(
+            on_failure=lambda_destinations.SqsDestination(self.order_start_failures),
+            retry_attempts=ORDER_START_RETRY_ATTEMPTS, max_event_age=Duration.hours(ORDER_START_MAX_EVENT_AGE_HOURS))
         self.order_placed_rule = events.Rule(
             self,
             "OrderPlacedRule",
             description="Start the payment workflow for every order placed",
             event_pattern=events.EventPattern(source=[ORDER_EVENT_SOURCE], detail_type=[ORDER_PLACED_DETAIL_TYPE]),
-            # Delivered at least once, and a failed start is retried by Lambda's asynchronous invocation:
-            # a repeat is refused by the execution name, so neither can start a second workflow.
-            targets=[targets.LambdaFunction(starter.function)],
+            # EventBridge's own delivery retries (its defaults, written out), then the undelivered queue.
+            targets=[targets.LambdaFunction(
+                starter.function, dead_letter_queue=self.order_placed_undelivered,
+                retry_attempts=ORDER_DELIVERY_RETRY_ATTEMPTS,
+                max_event_age=Duration.hours(ORDER_DELIVERY_MAX_EVENT_AGE_HOURS))],
         )
 
         CfnOutput(self, "PaymentAuthorizationStateMachineArn",
@@ -423,6 +450,8 @@ class WorkflowsStack(Stack):
         CfnOutput(self, "ParkedOrderResumerName", value=self.parked_order_resumer.function_name)
         CfnOutput(self, "CustomerNotificationsTopicArn", value=self.customer_notifications.topic_arn)
         CfnOutput(self, "PaymentStarterName", value=starter.function.function_name)
+        CfnOutput(self, "OrderStartFailedQueueUrl", value=self.order_start_failures.queue_url)
+        CfnOutput(self, "OrderPlacedUndeliveredQueueUrl", value=self.order_placed_undelivered.queue_url)
         CfnOutput(self, "PaymentAuthorizerName", value=authorizer.function.function_name)
 
     def _add_parked_order_resumer(

@@ -718,7 +718,9 @@ def test_the_payment_workflow_role_may_do_exactly_what_the_file_does(payment_mac
     }
 
 
-def test_order_placed_events_reach_a_starter_that_may_only_start_the_payment_workflow(workflows):
+def test_order_placed_events_reach_a_starter_that_may_only_start_the_payment_workflow_and_hand_over_failures(
+    workflows
+):
     _, rule = _by_prefix(workflows, "AWS::Events::Rule", "OrderPlacedRule")
     assert rule["Properties"]["EventPattern"] == {"source": ["shop.orders"], "detail-type": ["OrderPlaced"]}
     (target,) = rule["Properties"]["Targets"]
@@ -730,7 +732,12 @@ def test_order_placed_events_reach_a_starter_that_may_only_start_the_payment_wor
     (role,) = referenced_ids(starter["Properties"]["Role"])
     statements = [s for s in _statements_of(workflows, role) if s["Action"] != ["logs:CreateLogStream",
                                                                                   "logs:PutLogEvents"]]
-    assert [(s["Action"], s["Resource"]) for s in statements] == [("states:StartExecution", {"Ref": machine_id})]
+    failed_id, _ = _by_prefix(workflows, "AWS::SQS::Queue", "OrderStartFailedQueue")
+    assert [(s["Action"], s["Resource"]) for s in statements] == [
+        ("states:StartExecution", {"Ref": machine_id}),
+        # Lambda sends the events it gave up on to the on-failure queue with the function's own role
+        (["sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"], {"Fn::GetAtt": [failed_id, "Arn"]}),
+    ]
 
 
 def test_the_payment_workflow_outputs_what_operators_and_the_demo_need(workflows):
