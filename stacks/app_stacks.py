@@ -29,13 +29,10 @@ def add_stacks(app: App, config: AppConfig) -> dict[str, Stack]:
                            description="Throttling: buffers (queues in front of slow downstreams, and their consumers)")
     ingress = IngressStack(app, f"{prefix}-Ingress", config=config, workflows=workflows, buffers=buffers, env=env,
                            description="Throttling: ingress (the throttled API in front of the workflows and buffers)")
+    # Last: the control loop finds every workflow and queue of the stacks above and alarms on each.
     control_loop = ControlLoopStack(
         app, f"{prefix}-ControlLoop", config=config, shared_limits=shared_limits,
         downstream_callers=workflows.downstream_callers,
-        state_machines={"CrmBatchEmail": workflows.crm_batch_email.state_machine,
-                        "UgcModeration": workflows.ugc_moderation.state_machine,
-                        "LegacyPublish": buffers.legacy_publish.state_machine},
-        decision_workflows={"PaymentAuthorization": workflows.payment_authorization.state_machine},
         queue_consumers={LEGACY_DOWNSTREAM: buffers.legacy_consumer},
         apis={"Api": ingress.api},
         env=env, description="Throttling: control loop (alarms, the controller that tunes SSM, the dashboard)")

@@ -9,7 +9,11 @@ it acts without alarms and raises limits again after a recovery.
 The callers publish Powertools EMF metrics in the `Throttling` namespace with the dimensions
 `service` and `Downstream`; a downstream's metrics are summed over the services that call it,
 found in the app itself: every function whose environment names a `DOWNSTREAM_NAME` (callers,
-consumers, any later use case). So this stack is built after every other stack of the app.
+consumers, any later use case). Workflows and queues are found the same way, in every stack: each
+state machine alarms on its failed (or, when its `Fail` states are outcomes, timed-out) and
+throttled executions, each queue with a dead-letter queue of its own on the age of its oldest
+message, each dead-letter queue on any message at all. So this stack is built after every other
+stack of the app, and nothing needs registering by hand.
 """
 
 from __future__ import annotations
@@ -28,12 +32,14 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from stacks.config import AppConfig, ControlLoopConfig, DownstreamConfig
-from stacks.patterns import HandlerFunction, ThrottledQueueConsumer
+from stacks.patterns import AslStateMachine, HandlerFunction, ThrottledQueueConsumer
 from stacks.patterns.handler_function import METRICS_NAMESPACE
+from stacks.patterns.monitoring import OldestMessageAlarm, oldest_message_alarm
 from stacks.patterns.secure_defaults import encrypted_table
 from stacks.patterns.throttled_api import ThrottledApi
 from stacks.shared_limits_stack import SharedLimitsStack, breaker_tunables_key, downstream_tunables_key
@@ -72,6 +78,63 @@ def downstream_services(scope: Construct) -> dict[str, list[str]]:
         if isinstance(name, str) and isinstance(service, str):
             found.setdefault(name, set()).add(service)
     return {name: sorted(services) for name, services in found.items()}
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """A state machine of the app, named after its construct (`CrmBatchEmail`)."""
+
+    name: str
+    state_machine: sfn.StateMachine
+    fail_states_are_outcomes: bool
+
+
+@dataclass(frozen=True)
+class WatchedQueue:
+    """A queue of the app, named after its construct path in its stack (`LegacyConsumerDeadLetterQueue`).
+
+    A queue without a dead-letter queue of its own is one (cdk-nag's SQS3 lets no other queue go without).
+    """
+
+    name: str
+    queue: sqs.Queue
+    is_dead_letter_queue: bool
+    oldest_message_alarm: OldestMessageAlarm | None
+
+
+def app_workflows(scope: Construct) -> list[Workflow]:
+    """Every state machine of the app, in construct order; an `AslStateMachine` lends it its name and says
+    whether its `Fail` states are outcomes."""
+    found = []
+    for construct in scope.node.root.node.find_all():
+        if isinstance(construct, sfn.StateMachine):
+            parent = construct.node.scope
+            asl = parent if isinstance(parent, AslStateMachine) else None
+            found.append(Workflow(name=(asl or construct).node.id, state_machine=construct,
+                                  fail_states_are_outcomes=bool(asl and asl.fail_states_are_outcomes)))
+    _refuse_duplicate_names([(w.name, w.state_machine.node.path) for w in found], "state machines")
+    return found
+
+
+def app_queues(scope: Construct) -> list[WatchedQueue]:
+    """Every queue of the app, in construct order, each named by its path in its stack."""
+    found = []
+    for construct in scope.node.root.node.find_all():
+        if isinstance(construct, sqs.Queue):
+            in_stack = construct.node.path.removeprefix(Stack.of(construct).node.path + "/")
+            found.append(WatchedQueue(name="".join(part[:1].upper() + part[1:] for part in in_stack.split("/")),
+                                      queue=construct, is_dead_letter_queue=construct.dead_letter_queue is None,
+                                      oldest_message_alarm=oldest_message_alarm(construct)))
+    _refuse_duplicate_names([(q.name, q.queue.node.path) for q in found], "queues")
+    return found
+
+
+def _refuse_duplicate_names(named: Sequence[tuple[str, str]], kind: str) -> None:
+    paths: dict[str, list[str]] = {}
+    for name, path in named:
+        paths.setdefault(name, []).append(path)
+    if clashes := {name: found for name, found in paths.items() if len(found) > 1}:
+        raise ValueError(f"{kind} must have distinct names for their alarms, got {clashes}: rename a construct")
 
 
 def controller_policy(loop: ControlLoopConfig) -> dict[str, object]:
@@ -174,14 +237,14 @@ class ControlLoopStack(Stack):
     """The alarms, the controller and the dashboard of one stage.
 
     :param shared_limits: the tunables the controller owns (with the operators), and the tables it watches.
+    Every state machine and every queue of the app is found and alarmed on (see the module's docstring):
+    they are not parameters.
+
     :param downstream_callers: downstream name -> its caller function (Lambda throttles alarm); default none.
-    :param state_machines: PascalCase name -> a workflow (failed / throttled executions alarms); default none.
-    :param decision_workflows: PascalCase name -> a workflow whose `Fail` states are business outcomes (a
-        declined payment): alarmed on throttled and timed-out executions, not on failed ones; default none.
     :param apis: PascalCase name -> a `ThrottledApi` (429 share, 5xx share and p99 latency alarms for
         people, and the dashboard's ingress row); default none.
-    :param queue_consumers: downstream name -> its buffer's consumer: backlog age and dead-letter alarms,
-        and the SQS mapping whose `MaximumConcurrency` the controller reconciles; default none.
+    :param queue_consumers: downstream name -> its buffer's consumer: the SQS mapping whose
+        `MaximumConcurrency` the controller reconciles, and the dashboard's buffer graph; default none.
     """
 
     def __init__(
@@ -192,8 +255,6 @@ class ControlLoopStack(Stack):
         config: AppConfig,
         shared_limits: SharedLimitsStack,
         downstream_callers: Mapping[str, lambda_.IFunction] | None = None,
-        state_machines: Mapping[str, sfn.IStateMachine] | None = None,
-        decision_workflows: Mapping[str, sfn.IStateMachine] | None = None,
         queue_consumers: Mapping[str, ThrottledQueueConsumer] | None = None,
         apis: Mapping[str, ThrottledApi] | None = None,
         **kwargs,
@@ -202,9 +263,9 @@ class ControlLoopStack(Stack):
         removal_policy = RemovalPolicy.DESTROY if config.removal_policy == "destroy" else RemovalPolicy.RETAIN
         loop = config.control_loop
         callers = dict(downstream_callers or {})
-        machines = dict(state_machines or {})
-        decisions = dict(decision_workflows or {})
         consumers = dict(queue_consumers or {})
+        self.workflows = app_workflows(self)
+        self.queues = app_queues(self)
         self.apis = dict(apis or {})
         for name in [*callers, *consumers]:
             config.downstream(name)  # fails early, naming the configured downstreams
@@ -241,7 +302,7 @@ class ControlLoopStack(Stack):
             self.alarm_topic.add_subscription(subscriptions.EmailSubscription(email))
 
         # -- the alarms, as data -------------------------------------------------------------------
-        self.alarm_specs = self._alarm_specs(config, shared_limits, callers, machines, decisions, consumers)
+        self.alarm_specs = self._alarm_specs(config, shared_limits, callers)
         self.alarms: dict[str, cloudwatch.Alarm] = {}
         for spec in self.alarm_specs:
             self._add_alarm(spec)
@@ -329,7 +390,7 @@ class ControlLoopStack(Stack):
         self.alarm_specs.append(controller_errors)
         self._add_alarm(controller_errors)
 
-        self.dashboard = self._dashboard(config, shared_limits, callers, {**machines, **decisions}, consumers)
+        self.dashboard = self._dashboard(config, shared_limits, callers, consumers)
 
         CfnOutput(self, "ControllerName", value=function.function_name)
         CfnOutput(self, "ControllerStateTableName", value=self.state_table.table_name)
@@ -338,13 +399,7 @@ class ControlLoopStack(Stack):
 
     # -- alarms ------------------------------------------------------------------------------------
     def _alarm_specs(
-        self,
-        config: AppConfig,
-        shared_limits: SharedLimitsStack,
-        callers: Mapping[str, lambda_.IFunction],
-        machines: Mapping[str, sfn.IStateMachine],
-        decisions: Mapping[str, sfn.IStateMachine],
-        consumers: Mapping[str, ThrottledQueueConsumer],
+        self, config: AppConfig, shared_limits: SharedLimitsStack, callers: Mapping[str, lambda_.IFunction]
     ) -> list[AlarmSpec]:
         loop = config.control_loop
         prefix = config.stack_prefix
@@ -387,23 +442,21 @@ class ControlLoopStack(Stack):
                 f"{_pascal(name)}CallerThrottles", f"{prefix}-{name}-caller-Throttles",
                 f"Lambda throttled the {name} caller: the account's concurrency is exhausted",
                 caller.metric_throttles(period=PERIOD, statistic="Sum"), 0))
-        for name, machine in machines.items():
-            specs += [
-                AlarmSpec(f"{name}ExecutionsFailed", f"{prefix}-{name}-ExecutionsFailed",
-                          f"{name} executions failed", machine.metric_failed(period=PERIOD, statistic="Sum"), 0),
-                AlarmSpec(f"{name}ExecutionsThrottled", f"{prefix}-{name}-ExecutionsThrottled",
-                          f"Step Functions throttled {name}", machine.metric_throttled(period=PERIOD, statistic="Sum"),
-                          0),
-            ]
-        for name, machine in decisions.items():
-            specs += [
-                AlarmSpec(f"{name}ExecutionsTimedOut", f"{prefix}-{name}-ExecutionsTimedOut",
-                          f"{name} executions timed out (its failures are outcomes; a timeout is not)",
-                          machine.metric_timed_out(period=PERIOD, statistic="Sum"), 0),
-                AlarmSpec(f"{name}ExecutionsThrottled", f"{prefix}-{name}-ExecutionsThrottled",
-                          f"Step Functions throttled {name}", machine.metric_throttled(period=PERIOD, statistic="Sum"),
-                          0),
-            ]
+        for workflow in self.workflows:
+            name, machine = workflow.name, workflow.state_machine
+            if workflow.fail_states_are_outcomes:
+                specs.append(AlarmSpec(
+                    f"{name}ExecutionsTimedOut", f"{prefix}-{name}-ExecutionsTimedOut",
+                    f"{name} executions timed out (its failures are outcomes; a timeout is not)",
+                    machine.metric_timed_out(period=PERIOD, statistic="Sum"), 0))
+            else:
+                specs.append(AlarmSpec(
+                    f"{name}ExecutionsFailed", f"{prefix}-{name}-ExecutionsFailed",
+                    f"{name} executions failed (the execution's error names why)",
+                    machine.metric_failed(period=PERIOD, statistic="Sum"), 0))
+            specs.append(AlarmSpec(
+                f"{name}ExecutionsThrottled", f"{prefix}-{name}-ExecutionsThrottled",
+                f"Step Functions throttled {name}", machine.metric_throttled(period=PERIOD, statistic="Sum"), 0))
         for name, api in self.apis.items():
             specs += [
                 AlarmSpec(
@@ -424,18 +477,21 @@ class ControlLoopStack(Stack):
                     api.metric_latency("p99"), loop.ingress_p99_latency_ms, evaluation_periods=3,
                     datapoints_to_alarm=2),
             ]
-        for name, consumer in consumers.items():
-            pascal = _pascal(name)
-            specs += [
-                AlarmSpec(
-                    f"{pascal}BacklogAge", f"{prefix}-{name}-BacklogAge",
-                    f"The {name} buffer's oldest message is older than {loop.backlog_age_alarm_sec} s",
-                    consumer.metric_oldest_message_age(), loop.backlog_age_alarm_sec),
-                AlarmSpec(
-                    f"{pascal}DeadLetters", f"{prefix}-{name}-DeadLetters",
-                    f"The {name} buffer's dead-letter queue is not empty: fix the cause, then redrive",
-                    consumer.metric_dead_letters(), 0),
-            ]
+        for watched in self.queues:
+            name, queue = watched.name, watched.queue
+            if watched.is_dead_letter_queue:
+                specs.append(AlarmSpec(
+                    f"{name}DeadLetters", f"{prefix}-{name}-DeadLetters",
+                    f"{name} holds messages that failed: read their errors, fix the cause, then redrive",
+                    queue.metric_approximate_number_of_messages_visible(period=PERIOD, statistic="Maximum"), 0))
+            else:
+                own = watched.oldest_message_alarm
+                after_sec = own.after_sec if own else loop.backlog_age_alarm_sec
+                specs.append(AlarmSpec(
+                    f"{name}OldestMessage", f"{prefix}-{name}-OldestMessageAge",
+                    f"{name}'s oldest message is older than {after_sec} s"
+                    + (f" ({own.reason})" if own else ": its consumer is behind, or stopped"),
+                    queue.metric_approximate_age_of_oldest_message(period=PERIOD, statistic="Maximum"), after_sec))
         return specs
 
     def _add_alarm(self, spec: AlarmSpec) -> cloudwatch.Alarm:
@@ -500,7 +556,6 @@ class ControlLoopStack(Stack):
         config: AppConfig,
         shared_limits: SharedLimitsStack,
         callers: Mapping[str, lambda_.IFunction],
-        machines: Mapping[str, sfn.IStateMachine],
         consumers: Mapping[str, ThrottledQueueConsumer],
     ) -> cloudwatch.Dashboard:
         rows: list[list[cloudwatch.IWidget]] = [
@@ -545,13 +600,6 @@ class ControlLoopStack(Stack):
             layers.append(cloudwatch.GraphWidget(
                 title="Callers: Lambda throttles", width=4,
                 left=[fn.metric_throttles(period=PERIOD, statistic="Sum", label=name) for name, fn in callers.items()]))
-        if machines:
-            layers.append(cloudwatch.GraphWidget(
-                title="Workflows: executions", width=4,
-                left=[metric for name, machine in machines.items() for metric in (
-                    machine.metric_started(period=PERIOD, statistic="Sum", label=f"{name} started"),
-                    machine.metric_failed(period=PERIOD, statistic="Sum", label=f"{name} failed"),
-                    machine.metric_throttled(period=PERIOD, statistic="Sum", label=f"{name} throttled"))]))
         if consumers:
             layers.append(cloudwatch.GraphWidget(
                 title="Buffers: backlog, oldest message (s), dead letters", width=4,
@@ -559,6 +607,26 @@ class ControlLoopStack(Stack):
                 + [c.metric_dead_letters(label=f"{name} dead letters") for name, c in consumers.items()],
                 right=[c.metric_oldest_message_age(label=f"{name} oldest (s)") for name, c in consumers.items()]))
         rows.append(layers)
+        watched: list[cloudwatch.IWidget] = []
+        if self.workflows:
+            watched.append(cloudwatch.GraphWidget(
+                title="Workflows: executions", width=12,
+                left=[metric for w in self.workflows for metric in (
+                    w.state_machine.metric_started(period=PERIOD, statistic="Sum", label=f"{w.name} started"),
+                    w.state_machine.metric_failed(period=PERIOD, statistic="Sum", label=f"{w.name} failed"),
+                    w.state_machine.metric_timed_out(period=PERIOD, statistic="Sum", label=f"{w.name} timed out"),
+                    w.state_machine.metric_throttled(period=PERIOD, statistic="Sum", label=f"{w.name} throttled"))]))
+        if self.queues:
+            watched.append(cloudwatch.GraphWidget(
+                title="Queues: oldest message (s), dead letters", width=12,
+                left=[q.queue.metric_approximate_age_of_oldest_message(
+                    period=PERIOD, statistic="Maximum", label=f"{q.name} oldest (s)")
+                    for q in self.queues if not q.is_dead_letter_queue],
+                right=[q.queue.metric_approximate_number_of_messages_visible(
+                    period=PERIOD, statistic="Maximum", label=f"{q.name} dead letters")
+                    for q in self.queues if q.is_dead_letter_queue]))
+        if watched:
+            rows.append(watched)
         for name, api in self.apis.items():
             rows.append([
                 cloudwatch.GraphWidget(

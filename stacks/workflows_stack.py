@@ -38,7 +38,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from stacks.config import AppConfig, DownstreamConfig
-from stacks.patterns import AslStateMachine, HandlerFunction
+from stacks.patterns import AslStateMachine, HandlerFunction, alarm_on_oldest_message_after
 from stacks.patterns.secure_defaults import dead_letter_queue, encrypted_bucket, encrypted_table
 from stacks.shared_limits_stack import (
     SharedLimitsStack,
@@ -74,6 +74,9 @@ PARKED_ORDER_RESUME_SHARE = 0.25
 # How long the payment gateway keeps an Idempotency-Key for certain: Stripe prunes keys once they are 24 hours
 # old; an hour less leaves room for clocks and the call's own time. Set it to your gateway's documented retention.
 PAYMENT_GATEWAY_IDEMPOTENCY_KEY_KEPT_SEC = 23 * 3600
+# A parked order older than this alarms: the stage's backlog-age default (15 minutes) is shorter than an
+# ordinary gateway outage, through which parking is the design.
+PARKED_ORDER_AGE_ALARM_SEC = 3600
 # A failed start of an order's workflow: Lambda's asynchronous retries (its maximum, 2) over up to its
 # maximum event age (6 h), then the event goes to the starter's on-failure queue. EventBridge's delivery to
 # the starter: its defaults (185 attempts over 24 h), then its dead-letter queue.
@@ -321,6 +324,10 @@ class WorkflowsStack(Stack):
                                                   queue=self.parked_orders_dlq),
             removal_policy=removal_policy,
         )
+        alarm_on_oldest_message_after(
+            self.parked_orders_queue, after_sec=PARKED_ORDER_AGE_ALARM_SEC,
+            reason="an order waits here as long as the payment gateway's breaker stays open; an hour is an outage"
+            " someone should know about, or orders that nothing resumes")
         # Encrypted with the AWS managed key: publishers and subscribers of this account need no key policy.
         self.customer_notifications = sns.Topic(
             self,
@@ -384,6 +391,8 @@ class WorkflowsStack(Stack):
             },
             log_retention_days=config.log_retention_days,
             removal_policy=removal_policy,
+            # A declined card or an empty shelf ends in a named Fail: the control loop watches its timeouts.
+            fail_states_are_outcomes=True,
         )
         # Exactly what the file's Tasks do, each on its one resource.
         role = self.payment_authorization.role

@@ -42,6 +42,9 @@ class AslStateMachine(Construct):
     :param state_machine_type: default STANDARD (waits are free, executions last up to a year).
     :param include_execution_data: log states' input and output; default False, because the
         payloads may hold personal data that the execution history already keeps under access control.
+    :param fail_states_are_outcomes: its `Fail` states are business outcomes (a declined card), so a
+        failed execution is not a fault: the control loop then alarms on its timed-out executions
+        instead of its failed ones. Default False.
     """
 
     def __init__(
@@ -55,8 +58,10 @@ class AslStateMachine(Construct):
         removal_policy: RemovalPolicy,
         state_machine_type: sfn.StateMachineType = sfn.StateMachineType.STANDARD,
         include_execution_data: bool = False,
+        fail_states_are_outcomes: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
+        self.fail_states_are_outcomes = fail_states_are_outcomes
         self.definition_path = STATEMACHINES_DIR / definition_file
         if not self.definition_path.is_file():
             raise ValueError(f"definition_file must name a file in {STATEMACHINES_DIR}, got {definition_file!r}")

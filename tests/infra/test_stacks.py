@@ -461,18 +461,28 @@ def test_every_layer_that_exists_has_its_alarms(control_loop, dev_config):
         "Throttling-dev-RateLimiterTable-Throttled", "Throttling-dev-SemaphoresTable-Throttled",
         "Throttling-dev-CircuitBreakersTable-Throttled",
         *(f"Throttling-dev-{d.name}-caller-Throttles" for d in dev_config.downstreams),
-        *(f"Throttling-dev-{workflow}-{kind}" for workflow in ("CrmBatchEmail", "UgcModeration", "LegacyPublish")
+        *(f"Throttling-dev-{workflow}-{kind}" for workflow in ("CrmBatchEmail", "CrmSegmentLarge", "UgcModeration",
+                                                              "LegacyPublish")
           for kind in ("ExecutionsFailed", "ExecutionsThrottled")),
         # Payments fail by design (a declined card ends in a named Fail): only throttles and timeouts alarm
         "Throttling-dev-PaymentAuthorization-ExecutionsThrottled", "Throttling-dev-PaymentAuthorization-ExecutionsTimedOut",
-        "Throttling-dev-legacy_mainframe-BacklogAge", "Throttling-dev-legacy_mainframe-DeadLetters",
+        # every queue with a dead-letter queue, on its oldest message; every dead-letter queue, on any message
+        "Throttling-dev-LegacyConsumerQueue-OldestMessageAge", "Throttling-dev-ParkedOrdersQueue-OldestMessageAge",
+        *(f"Throttling-dev-{queue}-DeadLetters" for queue in (
+            "LegacyConsumerDeadLetterQueue", "CrmBatchEmailDeadLetterQueue", "ParkedOrdersDeadLetterQueue",
+            "OrderStartFailedQueue", "OrderPlacedUndeliveredQueue")),
         "Throttling-dev-Api-RefusedRate", "Throttling-dev-Api-ServerErrorRate", "Throttling-dev-Api-LatencyP99",
         "Throttling-dev-controller-Errors",
     }
     assert layers <= names
     assert len(names) == len(layers) + 4 * len(dev_config.downstreams)
-    assert _alarm(control_loop, "Throttling-dev-legacy_mainframe-BacklogAge")["Threshold"] == (
+    # AND a queue's oldest-message alarm uses the stage's backlog age, unless the queue says why not
+    assert _alarm(control_loop, "Throttling-dev-LegacyConsumerQueue-OldestMessageAge")["Threshold"] == (
         dev_config.control_loop.backlog_age_alarm_sec)
+    parked = _alarm(control_loop, "Throttling-dev-ParkedOrdersQueue-OldestMessageAge")
+    assert parked["Threshold"] == 3600 and "breaker stays open" in parked["AlarmDescription"]
+    dead_letters = _alarm(control_loop, "Throttling-dev-OrderStartFailedQueue-DeadLetters")
+    assert (dead_letters["Threshold"], dead_letters["ComparisonOperator"]) == (0, "GreaterThanThreshold")
     throttled = _alarm(control_loop, "Throttling-dev-RateLimiterTable-Throttled")
     assert throttled["Threshold"] == 0 and "ThrottledRequests" in json.dumps(throttled["Metrics"])
 
@@ -538,6 +548,7 @@ def test_the_stage_has_a_dashboard_of_every_downstream_and_layer(control_loop, d
         for title in ("calls, 429s, errors", "latency (ms)", "limiter admitted / refused", "controller"):
             assert f"{d.name}: {title}" in body
     for title in ("RateLimiter table", "Callers: Lambda throttles", "Workflows: executions", "Buffers: backlog",
+                  "Queues: oldest message (s), dead letters", "CrmSegmentLarge timed out",
                   "ControllerMaxConcurrency", "BreakerOpen", "Ingress Api: requests, 4xx, 429s, 5xx",
                   "Ingress Api: latency (ms)", "Ingress Api: requests and 4xx per route", "IngressRefused429"):
         assert title in body

@@ -1,0 +1,52 @@
+"""What the control loop cannot read from a queue's shape, said next to the queue.
+
+The control loop finds every workflow and queue of the app by walking the construct tree and gives
+each the alarms of its kind (`stacks/control_loop_stack.py`): a queue with a dead-letter queue of
+its own alarms on the age of its oldest message, a dead-letter queue on any message at all. A
+queue whose messages may rightly wait longer than the stage's `backlog_age_alarm_sec` (orders
+parked while a downstream's breaker is open) says so here, with the reason, where it is built; the
+setting travels as construct metadata, so any stack can set it and the control loop reads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_cdk import aws_sqs as sqs
+
+OLDEST_MESSAGE_ALARM = "throttling:oldest-message-alarm"
+# SQS keeps a message at most 14 days: an age alarm past that could never fire.
+OLDEST_MESSAGE_ALARM_RANGE_SEC = (60, 14 * 24 * 3600)
+
+
+@dataclass(frozen=True)
+class OldestMessageAlarm:
+    """A queue's own threshold for the age of its oldest message, and why the stage's default does not fit."""
+
+    after_sec: int
+    reason: str
+
+
+def alarm_on_oldest_message_after(queue: sqs.IQueue, *, after_sec: int, reason: str) -> None:
+    """Give `queue` its own oldest-message alarm threshold instead of the stage's `backlog_age_alarm_sec`.
+
+    :param after_sec: alarm when the oldest message is older than this (60 s to 14 days).
+    :param reason: why messages may wait this long; it goes into the alarm's description.
+    """
+    low, high = OLDEST_MESSAGE_ALARM_RANGE_SEC
+    if isinstance(after_sec, bool) or not isinstance(after_sec, int) or not low <= after_sec <= high:
+        raise ValueError(f"after_sec must be a whole number of seconds from {low} to {high} (SQS keeps a message"
+                         f" 14 days at most), got {after_sec!r}")
+    if not reason.strip():
+        raise ValueError("reason must say why this queue's messages may wait longer than the stage's default")
+    if oldest_message_alarm(queue) is not None:
+        raise ValueError(f"{queue.node.path} already has its own oldest-message alarm threshold; set it once")
+    queue.node.add_metadata(OLDEST_MESSAGE_ALARM, {"after_sec": after_sec, "reason": reason}, stack_trace=False)
+
+
+def oldest_message_alarm(queue: sqs.IQueue) -> OldestMessageAlarm | None:
+    """The threshold `alarm_on_oldest_message_after` gave `queue`, if any."""
+    for entry in queue.node.metadata:
+        if entry.type == OLDEST_MESSAGE_ALARM:
+            return OldestMessageAlarm(after_sec=int(entry.data["after_sec"]), reason=str(entry.data["reason"]))
+    return None

@@ -1,0 +1,191 @@
+"""Nothing in the app goes unwatched: every workflow, queue and dead-letter queue has its alarms.
+
+The control loop finds workflows and queues itself (`app_workflows`, `app_queues`); this check does
+not trust that: it reads the synthesized templates of every stack and, for each state machine and
+queue, looks for the alarms that watch it, by metric and by the resource its dimension resolves to
+(through a cross-stack export when the alarm lives in another stack):
+
+- a state machine: `ExecutionThrottled`, and `ExecutionsFailed` (or `ExecutionsTimedOut`, for one
+  whose `Fail` states are business outcomes);
+- a dead-letter queue (no dead-letter queue of its own, or named as one by a queue's redrive
+  policy, a rule target or a Lambda on-failure destination): `ApproximateNumberOfMessagesVisible`
+  above 0, so any message at all is seen;
+- any other queue: `ApproximateAgeOfOldestMessage`.
+
+Each such alarm must also have an action (its delivery is checked in `test_alarm_actions.py`).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from aws_cdk import App, Stack
+from aws_cdk import aws_sqs as sqs
+from aws_cdk.assertions import Template
+
+from tests.infra.cloudformation import resolved_ids, resources_of
+
+
+def _watching(templates: dict[str, dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """(metric name, logical id of the resource its dimension names) -> the alarms reading it."""
+    found: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for _, _, alarm in resources_of(templates, "AWS::CloudWatch::Alarm"):
+        properties = alarm["Properties"]
+        metrics = [properties] if "MetricName" in properties else [
+            q["MetricStat"]["Metric"] for q in properties.get("Metrics", []) if "MetricStat" in q]
+        for metric in metrics:
+            for dimension in metric.get("Dimensions", []):
+                for logical_id in resolved_ids(dimension["Value"], templates):
+                    found.setdefault((metric["MetricName"], logical_id), []).append(properties)
+    return found
+
+
+def dead_letter_queue_ids(templates: dict[str, dict[str, Any]]) -> set[str]:
+    """Queues that receive what failed elsewhere, or that have no dead-letter queue of their own."""
+    queues = {logical_id: queue for _, logical_id, queue in resources_of(templates, "AWS::SQS::Queue")}
+    named = set()
+    for queue in queues.values():
+        named |= resolved_ids(queue.get("Properties", {}).get("RedrivePolicy", {}).get("deadLetterTargetArn"),
+                              templates)
+    for _, _, rule in resources_of(templates, "AWS::Events::Rule"):
+        for target in rule["Properties"].get("Targets", []):
+            named |= resolved_ids(target.get("DeadLetterConfig", {}).get("Arn"), templates)
+    for _, _, config in resources_of(templates, "AWS::Lambda::EventInvokeConfig"):
+        named |= resolved_ids(config["Properties"].get("DestinationConfig", {}).get("OnFailure"), templates)
+    return (named & set(queues)) | {i for i, q in queues.items() if "RedrivePolicy" not in q.get("Properties", {})}
+
+
+def coverage_problems(templates: dict[str, dict[str, Any]]) -> list[str]:
+    watching = _watching(templates)
+
+    def alarmed(metric: str, logical_id: str, *, any_message: bool = False) -> bool:
+        return any(alarm.get("AlarmActions") and (not any_message or (
+            alarm.get("Threshold") == 0 and alarm.get("ComparisonOperator") == "GreaterThanThreshold"))
+            for alarm in watching.get((metric, logical_id), []))
+
+    problems = []
+    for _, machine_id, _ in resources_of(templates, "AWS::StepFunctions::StateMachine"):
+        if not alarmed("ExecutionThrottled", machine_id):
+            problems.append(f"state machine {machine_id} has no alarm on its throttled executions")
+        if not (alarmed("ExecutionsFailed", machine_id) or alarmed("ExecutionsTimedOut", machine_id)):
+            problems.append(f"state machine {machine_id} has no alarm on its failed (or timed-out) executions")
+    dead_letter_queues = dead_letter_queue_ids(templates)
+    for _, queue_id, _ in resources_of(templates, "AWS::SQS::Queue"):
+        if queue_id in dead_letter_queues:
+            if not alarmed("ApproximateNumberOfMessagesVisible", queue_id, any_message=True):
+                problems.append(f"dead-letter queue {queue_id} has no alarm on any message at all")
+        elif not alarmed("ApproximateAgeOfOldestMessage", queue_id):
+            problems.append(f"queue {queue_id} has no alarm on the age of its oldest message")
+    return problems
+
+
+@pytest.fixture(scope="module")
+def templates(dev_assembly) -> dict[str, dict[str, Any]]:
+    stacks, _ = dev_assembly
+    return {key: Template.from_stack(stack).to_json() for key, stack in stacks.items()}
+
+
+def test_every_workflow_queue_and_dead_letter_queue_of_the_app_has_its_alarms(templates):
+    # GIVEN every state machine and queue of every stack
+    assert len(resources_of(templates, "AWS::StepFunctions::StateMachine")) == 5
+    assert len(resources_of(templates, "AWS::SQS::Queue")) == 7
+    # THEN each is watched as its kind requires
+    assert coverage_problems(templates) == []
+
+
+def test_the_dead_letter_queues_are_told_apart_from_the_queues_they_back(templates):
+    names = {queue_id.rstrip("0123456789ABCDEF") for queue_id in dead_letter_queue_ids(templates)}
+    assert names == {"CrmBatchEmailDeadLetterQueue", "ParkedOrdersDeadLetterQueue", "OrderStartFailedQueue",
+                     "OrderPlacedUndeliveredQueue", "LegacyConsumerDeadLetterQueue"}
+
+
+def test_the_workflows_whose_failures_are_outcomes_alarm_on_timeouts_and_the_others_on_failures(dev_assembly):
+    stacks, _ = dev_assembly
+    kinds = {w.name: w.fail_states_are_outcomes for w in stacks["control_loop"].workflows}
+    assert kinds == {"CrmBatchEmail": False, "CrmSegmentLarge": False, "PaymentAuthorization": True,
+                     "UgcModeration": False, "LegacyPublish": False}
+
+
+# -- the check is live ----------------------------------------------------------------------------
+def test_a_dead_letter_queue_a_state_machine_or_a_queue_without_its_alarm_is_caught(templates):
+    # GIVEN the app without the alarms of the parked orders' dead-letter queue, the large-segment workflow's
+    # failures and the parked orders' age
+    dropped = ("ParkedOrdersDeadLetterQueueDeadLetters", "CrmSegmentLargeExecutionsFailed",
+               "ParkedOrdersQueueOldestMessage")
+    without = copy.deepcopy(templates)
+    resources = without["control_loop"]["Resources"]
+    for logical_id in [i for i in resources if i.rstrip("0123456789ABCDEF") in dropped]:
+        del resources[logical_id]
+    # WHEN checked THEN exactly those three are reported
+    problems = coverage_problems(without)
+    assert sorted(re.sub(r"[0-9A-F]{8} ", " ", p) for p in problems) == [
+        "dead-letter queue ParkedOrdersDeadLetterQueue has no alarm on any message at all",
+        "queue ParkedOrdersQueue has no alarm on the age of its oldest message",
+        "state machine CrmSegmentLargeStateMachine has no alarm on its failed (or timed-out) executions",
+    ]
+
+
+def test_a_dead_letter_alarm_that_tolerates_some_messages_is_caught(templates):
+    without = copy.deepcopy(templates)
+    for logical_id, resource in without["control_loop"]["Resources"].items():
+        if logical_id.startswith("OrderStartFailedQueueDeadLetters"):
+            resource["Properties"]["Threshold"] = 5
+    (problem,) = coverage_problems(without)
+    assert problem.startswith("dead-letter queue OrderStartFailedQueue")
+
+
+def test_a_queue_added_in_any_stack_is_found_and_watched(cdk_context, dev_config, tmp_path):
+    from stacks.app_stacks import add_stacks
+
+    # GIVEN an app with one more stack, as a later use case would add, holding a queue and its dead-letter queue
+    app = App(outdir=str(tmp_path), context=dict(cdk_context))
+    config = replace(dev_config, nag=False)
+    later = Stack(app, f"{config.stack_prefix}-LaterUseCase", env=_env(config))
+    dead = sqs.Queue(later, "LaterDeadLetters")
+    sqs.Queue(later, "LaterQueue", dead_letter_queue=sqs.DeadLetterQueue(queue=dead, max_receive_count=3))
+    # WHEN the stage's stacks are added after it
+    stacks = add_stacks(app, config)
+    app.synth()
+    # THEN the control loop alarms on both, as their kinds require, and the whole app passes the check
+    names = {a["Properties"]["AlarmName"] for a in
+             Template.from_stack(stacks["control_loop"]).find_resources("AWS::CloudWatch::Alarm").values()}
+    assert {"Throttling-dev-LaterQueue-OldestMessageAge", "Throttling-dev-LaterDeadLetters-DeadLetters"} <= names
+    templates = {key: Template.from_stack(stack).to_json() for key, stack in {**stacks, "later": later}.items()}
+    assert coverage_problems(templates) == []
+
+
+def _env(config):
+    from aws_cdk import Environment
+
+    return Environment(account=config.account, region=config.region)
+
+
+def test_a_queues_own_threshold_is_refused_outside_what_sqs_keeps_without_a_reason_or_twice():
+    from stacks.patterns.monitoring import alarm_on_oldest_message_after, oldest_message_alarm
+
+    queue = sqs.Queue(Stack(App(), "Probe"), "Queue")
+    for after_sec, reason, message in ((30, "r", r"from 60 to 1209600 .* got 30"),
+                                       (15 * 24 * 3600, "r", r"got 1296000"),
+                                       (600.5, "r", r"got 600.5"),
+                                       (600, " ", r"reason must say why")):
+        with pytest.raises(ValueError, match=message):
+            alarm_on_oldest_message_after(queue, after_sec=after_sec, reason=reason)
+    assert oldest_message_alarm(queue) is None
+    alarm_on_oldest_message_after(queue, after_sec=600, reason="a nightly batch")
+    with pytest.raises(ValueError, match="already has its own"):
+        alarm_on_oldest_message_after(queue, after_sec=700, reason="again")
+    assert (oldest_message_alarm(queue).after_sec, oldest_message_alarm(queue).reason) == (600, "a nightly batch")
+
+
+def test_two_queues_that_would_share_alarm_names_are_refused():
+    from stacks.control_loop_stack import app_queues
+
+    app = App()
+    for stack_id in ("One", "Two"):
+        sqs.Queue(Stack(app, stack_id), "Orders")
+    with pytest.raises(ValueError, match=r"queues must have distinct names for their alarms, got \{'Orders'"):
+        app_queues(app)
