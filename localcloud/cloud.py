@@ -104,6 +104,7 @@ class LocalCloud:
             moto_patches.apply_aws_sdk_pascal_case(),
             moto_patches.apply_aws_sdk_error_names(),
             moto_patches.apply_execution_name_rules(),
+            moto_patches.apply_lambda_asynchronous_invocation(),
             self.faults.install(),
         ]
         self.lambda_runtime = LambdaRuntime(endpoint_url=self.endpoint_url, region=self.region, work_dir=self.work_dir)

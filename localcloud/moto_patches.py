@@ -1014,3 +1014,138 @@ def remove_execution_name_rules() -> None:
         return
     StepFunctionsParserBackend.start_execution = original  # type: ignore[method-assign]
     delattr(StepFunctionsParserBackend, "_localcloud_original_start_execution")
+# -- asynchronous Lambda invocation ------------------------------------------------------------------
+# Lambda's defaults for an asynchronous invocation without an EventInvokeConfig.
+LAMBDA_ASYNC_DEFAULT_RETRY_ATTEMPTS = 2
+
+
+class _CloudFormationEventInvokeConfig:
+    """`AWS::Lambda::EventInvokeConfig` for moto's CloudFormation, stored with moto's own PutFunctionEventInvokeConfig."""
+
+    def __init__(self, function_name: str, qualifier: str) -> None:
+        self.function_name = function_name
+        self.physical_resource_id = f"{function_name}:{qualifier}"
+
+    def is_created(self) -> bool:
+        return True
+
+    @staticmethod
+    def cloudformation_name_type() -> str:
+        return ""
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::Lambda::EventInvokeConfig"
+
+    @classmethod
+    def has_cfn_attr(cls, attribute: str) -> bool:
+        return False
+
+    @classmethod
+    def create_from_cloudformation_json(cls, resource_name: str, cloudformation_json: Any, account_id: str,
+                                        region_name: str, **kwargs: Any) -> _CloudFormationEventInvokeConfig:
+        from moto.awslambda.models import lambda_backends
+
+        properties = cloudformation_json["Properties"]
+        config = {key: properties[key] for key in ("MaximumRetryAttempts", "MaximumEventAgeInSeconds",
+                                                   "DestinationConfig") if key in properties}
+        backend = lambda_backends[account_id][region_name]
+        function = backend.get_function(properties["FunctionName"])
+        function.event_invoke_config = []  # one configuration per function and qualifier, as on Lambda
+        backend.put_function_event_invoke_config(properties["FunctionName"], config)
+        return cls(properties["FunctionName"], properties.get("Qualifier", "$LATEST"))
+
+    @classmethod
+    def update_from_cloudformation_json(cls, original_resource: Any, new_resource_name: str, cloudformation_json: Any,
+                                        account_id: str, region_name: str) -> _CloudFormationEventInvokeConfig:
+        return cls.create_from_cloudformation_json(new_resource_name, cloudformation_json, account_id, region_name)
+
+    @classmethod
+    def delete_from_cloudformation_json(cls, resource_name: str, cloudformation_json: Any, account_id: str,
+                                        region_name: str) -> None:
+        from moto.awslambda.models import lambda_backends
+
+        lambda_backends[account_id][region_name].get_function(
+            cloudformation_json["Properties"]["FunctionName"]).event_invoke_config = []
+
+
+def _invocation_record(function: Any, event: Any, payload: str, errored: bool, attempts: int) -> dict[str, Any]:
+    """The record Lambda sends to a destination (its documented shape: request and response, with context)."""
+    try:
+        response = json.loads(payload) if payload else None
+    except ValueError:
+        response = payload
+    return {
+        "version": "1.0",
+        "timestamp": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+        "requestContext": {"requestId": str(uuid.uuid4()), "functionArn": f"{function.function_arn}:$LATEST",
+                           "condition": "RetriesExhausted" if errored else "Success",
+                           "approximateInvokeCount": attempts},
+        "requestPayload": event,
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST",
+                            **({"functionError": "Unhandled"} if errored else {})},
+        "responsePayload": response,
+    }
+
+
+def _deliver_invocation_record(function: Any, destination: str, record: dict[str, Any]) -> None:
+    from moto.sqs.models import sqs_backends
+
+    arn = destination.split(":")
+    if arn[2] != "sqs":
+        raise NotImplementedError(f"the emulator delivers invocation records to SQS queues only, got {destination!r}:"
+                                  " teach apply_lambda_asynchronous_invocation that destination")
+    region, account, queue_name = arn[3], arn[4], arn[5]
+    sqs_backends[account][region].send_message(queue_name, json.dumps(record))
+
+
+def apply_lambda_asynchronous_invocation() -> Undo:
+    """Invoke a function asynchronously as Lambda does: its retries, then its destinations.
+
+    moto limitations: its CloudFormation skips `AWS::Lambda::EventInvokeConfig`, and an `Event`
+    invocation runs the function once and forgets the result, so a failed event vanishes whatever
+    the function's configuration says. With this fix the configuration is deployed, and a failed
+    `Event` invocation is retried `MaximumRetryAttempts` times (Lambda's default, 2, without a
+    configuration), then its invocation record goes to the `OnFailure` destination; a successful
+    one's to `OnSuccess`. Not modelled: the minutes Lambda waits between retries (they run at once)
+    and the event's age (no event waits), so `MaximumEventAgeInSeconds` is stored, not applied;
+    destinations other than SQS queues.
+    """
+    from moto.awslambda.models import LambdaFunction
+
+    _add_cloudformation_resources({_CloudFormationEventInvokeConfig.cloudformation_type():
+                                   _CloudFormationEventInvokeConfig})
+    if "_localcloud_original_invoke" in LambdaFunction.__dict__:
+        return remove_lambda_asynchronous_invocation
+    original = LambdaFunction.invoke
+
+    def invoke(self: Any, body: str, request_headers: Any, response_headers: Any) -> str | bytes:
+        if (request_headers.get("x-amz-invocation-type") or "RequestResponse") != "Event":
+            return original(self, body, request_headers, response_headers)
+        config = self.event_invoke_config[0].config if self.event_invoke_config else {}
+        attempts = 1 + int(config.get("MaximumRetryAttempts", LAMBDA_ASYNC_DEFAULT_RETRY_ATTEMPTS))
+        for attempt in range(1, attempts + 1):
+            payload, errored, _ = self._invoke_lambda(event=body)
+            if not errored:
+                break
+        outcome = "OnFailure" if errored else "OnSuccess"
+        destination = config.get("DestinationConfig", {}).get(outcome, {}).get("Destination")
+        if destination:
+            event = json.loads(body) if body else {}
+            _deliver_invocation_record(self, destination, _invocation_record(self, event, payload, errored, attempt))
+        return b""
+
+    LambdaFunction._localcloud_original_invoke = original  # type: ignore[attr-defined]
+    LambdaFunction.invoke = invoke  # type: ignore[method-assign]
+    return remove_lambda_asynchronous_invocation
+
+
+def remove_lambda_asynchronous_invocation() -> None:
+    """Undo `apply_lambda_asynchronous_invocation` (tests use it to show what moto does alone)."""
+    from moto.awslambda.models import LambdaFunction
+
+    _CLOUDFORMATION_RESOURCES.pop(_CloudFormationEventInvokeConfig.cloudformation_type(), None)
+    original = LambdaFunction.__dict__.get("_localcloud_original_invoke")
+    if original is not None:
+        LambdaFunction.invoke = original  # type: ignore[method-assign]
+        delattr(LambdaFunction, "_localcloud_original_invoke")
