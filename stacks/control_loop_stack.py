@@ -121,12 +121,38 @@ def app_queues(scope: Construct) -> list[WatchedQueue]:
     found = []
     for construct in scope.node.root.node.find_all():
         if isinstance(construct, sqs.Queue):
-            in_stack = construct.node.path.removeprefix(Stack.of(construct).node.path + "/")
-            found.append(WatchedQueue(name="".join(part[:1].upper() + part[1:] for part in in_stack.split("/")),
-                                      queue=construct, is_dead_letter_queue=construct.dead_letter_queue is None,
+            found.append(WatchedQueue(name=_name_in_stack(construct), queue=construct,
+                                      is_dead_letter_queue=construct.dead_letter_queue is None,
                                       oldest_message_alarm=oldest_message_alarm(construct)))
     _refuse_duplicate_names([(q.name, q.queue.node.path) for q in found], "queues")
     return found
+
+
+def app_failure_handovers(scope: Construct) -> list[tuple[str, cloudwatch.Metric]]:
+    """(name, metric) for every place the app hands a failed event to a destination: a function's
+    on-failure destination (`DestinationDeliveryFailures`) and a rule target's dead-letter queue
+    (`InvocationsFailedToBeSentToDlq`). When that hand-over itself fails, the event is gone."""
+    found = []
+    for construct in scope.node.root.node.find_all():
+        if isinstance(construct, lambda_.CfnEventInvokeConfig):
+            destinations = Stack.of(construct).resolve(construct.destination_config) or {}
+            function = construct.node.scope.node.scope  # CfnEventInvokeConfig < EventInvokeConfig < Function
+            if destinations.get("onFailure") and isinstance(function, lambda_.Function):
+                found.append((f"{_name_in_stack(function)}-DestinationDeliveryFailures", function.metric(
+                    "DestinationDeliveryFailures", period=PERIOD, statistic="Sum")))
+        elif isinstance(construct, events.Rule):
+            rule = construct.node.default_child
+            if any("deadLetterConfig" in target for target in Stack.of(rule).resolve(rule.targets) or []):
+                found.append((f"{_name_in_stack(construct)}-DeadLetterDeliveryFailures", cloudwatch.Metric(
+                    namespace="AWS/Events", metric_name="InvocationsFailedToBeSentToDlq",
+                    dimensions_map={"RuleName": construct.rule_name}, period=PERIOD, statistic="Sum")))
+    return found
+
+
+def _name_in_stack(construct: Construct) -> str:
+    """`LegacyConsumer/DeadLetterQueue` in its stack -> `LegacyConsumerDeadLetterQueue`: stable, and free of config."""
+    in_stack = construct.node.path.removeprefix(Stack.of(construct).node.path + "/")
+    return "".join(part[:1].upper() + part[1:] for part in in_stack.split("/"))
 
 
 def _refuse_duplicate_names(named: Sequence[tuple[str, str]], kind: str) -> None:
@@ -477,6 +503,11 @@ class ControlLoopStack(Stack):
                     api.metric_latency("p99"), loop.ingress_p99_latency_ms, evaluation_periods=3,
                     datapoints_to_alarm=2),
             ]
+        for name, metric in app_failure_handovers(self):
+            specs.append(AlarmSpec(
+                name.replace("-", ""), f"{prefix}-{name}",
+                f"{name.split('-')[0]} could not hand a failed event to its destination: the event is lost (its"
+                " destination's permissions or limits?)", metric, 0))
         for watched in self.queues:
             name, queue = watched.name, watched.queue
             if watched.is_dead_letter_queue:

@@ -58,11 +58,25 @@ def async_invocation_problems(templates: dict[str, dict[str, Any]]) -> list[str]
         if not on_failure or not resolved_ids(on_failure, templates):
             problems.append(f"{function_id}: no schedule repeats its events, but Lambda drops the ones it gives up on:"
                             " give it an on-failure destination in the app")
+        elif not _alarmed(templates, "DestinationDeliveryFailures", function_id):
+            problems.append(f"{function_id}: nothing alarms when its on-failure destination refuses an event"
+                            " (DestinationDeliveryFailures)")
         for rule_id, _, target in invoked_by:
             if not resolved_ids(target.get("DeadLetterConfig", {}).get("Arn"), templates):
                 problems.append(f"{function_id}: rule {rule_id} has no dead-letter queue for the events it cannot"
                                 " deliver to it")
+            elif not _alarmed(templates, "InvocationsFailedToBeSentToDlq", rule_id):
+                problems.append(f"{function_id}: nothing alarms when rule {rule_id}'s dead-letter queue refuses an"
+                                " event (InvocationsFailedToBeSentToDlq)")
     return problems
+
+
+def _alarmed(templates: dict[str, dict[str, Any]], metric_name: str, logical_id: str) -> bool:
+    """Whether an alarm with actions reads `metric_name` of the resource `logical_id` (its dimension's value)."""
+    return any(alarm["Properties"].get("MetricName") == metric_name and alarm["Properties"].get("AlarmActions")
+               and any(logical_id in resolved_ids(d["Value"], templates)
+                       for d in alarm["Properties"].get("Dimensions", []))
+               for _, _, alarm in resources_of(templates, "AWS::CloudWatch::Alarm"))
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +135,20 @@ def test_a_target_with_only_eventbridge_retries_is_caught():
     problems = async_invocation_problems(_probe(lambda f: targets.LambdaFunction(f, retry_attempts=0)))
     # THEN the missing EventInvokeConfig is reported
     assert len(problems) == 1 and "has no EventInvokeConfig" in problems[0]
+
+
+def test_a_hand_over_nothing_alarms_on_is_caught(templates):
+    # GIVEN the app without the alarms on the starter's hand-overs of failed events
+    import copy
+
+    without = copy.deepcopy(templates)
+    resources = without["control_loop"]["Resources"]
+    for logical_id in [i for i in resources if "DeliveryFailures" in i]:
+        del resources[logical_id]
+    # THEN both hand-overs are reported
+    problems = async_invocation_problems(without)
+    assert len(problems) == 2
+    assert "(DestinationDeliveryFailures)" in problems[0] and "(InvocationsFailedToBeSentToDlq)" in problems[1]
 
 
 def test_an_event_no_schedule_repeats_without_a_destination_or_a_dead_letter_queue_is_caught():

@@ -12,6 +12,8 @@ namespace (the same sets CDK generates its canned metrics from):
 - SQS: https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-available-cloudwatch-metrics.html
 - Step Functions: https://docs.aws.amazon.com/step-functions/latest/dg/procedure-cw-metrics.html
 - API Gateway: https://docs.aws.amazon.com/apigateway/latest/developerguide/api-gateway-metrics-and-dimensions.html
+- EventBridge: https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-monitoring.html (a rule of the
+  default bus is published by `RuleName` alone)
 
 A metric missing from the table fails too: add it, with the dimension sets its page lists.
 """
@@ -63,6 +65,9 @@ PUBLISHED_DIMENSIONS: dict[str, dict[str, list[set[str]]]] = {
         "ExecutionThrottled", "ExecutionTime")},
     "AWS/ApiGateway": {name: _REST_API for name in ("Count", "4XXError", "5XXError", "Latency",
                                                      "IntegrationLatency")},
+    "AWS/Events": {name: [{"RuleName"}] for name in (
+        "Invocations", "FailedInvocations", "DeadLetterInvocations", "InvocationsSentToDlq",
+        "InvocationsFailedToBeSentToDlq", "TriggeredRules")},
 }
 
 Metric = tuple[str, str, frozenset[str], str]  # namespace, name, dimension names, where it is read

@@ -471,6 +471,9 @@ def test_every_layer_that_exists_has_its_alarms(control_loop, dev_config):
         *(f"Throttling-dev-{queue}-DeadLetters" for queue in (
             "LegacyConsumerDeadLetterQueue", "CrmBatchEmailDeadLetterQueue", "ParkedOrdersDeadLetterQueue",
             "OrderStartFailedQueue", "OrderPlacedUndeliveredQueue")),
+        # a failed OrderPlaced handed to a queue that refuses it would be lost
+        "Throttling-dev-PaymentStarterFunction-DestinationDeliveryFailures",
+        "Throttling-dev-OrderPlacedRule-DeadLetterDeliveryFailures",
         "Throttling-dev-Api-RefusedRate", "Throttling-dev-Api-ServerErrorRate", "Throttling-dev-Api-LatencyP99",
         "Throttling-dev-controller-Errors",
     }
