@@ -262,10 +262,10 @@ class AlarmSpec:
 class ControlLoopStack(Stack):
     """The alarms, the controller and the dashboard of one stage.
 
-    :param shared_limits: the tunables the controller owns (with the operators), and the tables it watches.
     Every state machine and every queue of the app is found and alarmed on (see the module's docstring):
     they are not parameters.
 
+    :param shared_limits: the tunables the controller owns (with the operators), and the tables it watches.
     :param downstream_callers: downstream name -> its caller function (Lambda throttles alarm); default none.
     :param apis: PascalCase name -> a `ThrottledApi` (429 share, 5xx share and p99 latency alarms for
         people, and the dashboard's ingress row); default none.
