@@ -86,8 +86,9 @@ def templates(dev_assembly) -> dict[str, dict[str, Any]]:
 
 
 def test_every_function_a_rule_invokes_has_its_asynchronous_invocation_written_out(templates):
-    # GIVEN the functions rules invoke: the controller, the lease reclaimer and the payment starter
-    assert len(_targets_by_function(templates)) == 3
+    # GIVEN the functions rules invoke: the controller, the lease reclaimer, the parked-order resumer and the
+    # payment starter
+    assert len(_targets_by_function(templates)) == 4
     # THEN each has its retries and event age set, and the one no schedule repeats loses no event
     assert async_invocation_problems(templates) == []
 
@@ -95,7 +96,8 @@ def test_every_function_a_rule_invokes_has_its_asynchronous_invocation_written_o
 def test_the_scheduled_functions_are_not_retried_and_give_up_on_a_stale_event(templates):
     by_handler = {resolve(f, templates)[1]["Properties"]["Handler"]: invoke_configs(f, templates)
                   for f in _targets_by_function(templates)}
-    for handler in ("handlers.controller.handler", "handlers.reclaim_leases.handler"):
+    for handler in ("handlers.controller.handler", "handlers.reclaim_leases.handler",
+                    "handlers.resume_parked_orders.handler"):
         (config,) = by_handler[handler]
         assert (config["MaximumRetryAttempts"], config["MaximumEventAgeInSeconds"]) == (0, 60), handler
         assert "DestinationConfig" not in config
