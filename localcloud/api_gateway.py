@@ -10,8 +10,9 @@ them), its models and its gateway responses:
    JSON schema (400 `BAD_REQUEST_BODY`, with the validator's message), checked with a draft-4
    validator reading numbers as decimals, as API Gateway's own does;
 3. the request template is rendered by a Velocity engine (airspeed) with `$input`, `$util` and
-   `$context` as API Gateway defines them, and sent, signed, to the emulator's service endpoint:
-   exactly the bytes the template produced;
+   `$context` as API Gateway defines them (path parameters percent-decoded once, as UTF-8, `+` kept;
+   `$util.escapeJavaScript` character for character as AWS's Commons Lang 2 writes it), and sent,
+   signed, to the emulator's service endpoint: exactly the bytes the template produced;
 4. the integration response is chosen by matching the service's status code against each
    selection pattern, and its template rendered with the service's answer; `responseOverride`
    status and headers are applied.
@@ -250,10 +251,7 @@ class _Util:
     """`$util` as API Gateway documents it."""
 
     def escapeJavaScript(self, value: Any) -> str:  # noqa: N802 (API Gateway's name)
-        # Java's StringEscapeUtils.escapeJavaScript: quotes (both kinds), backslash, slash, control characters.
-        escapes = {'"': '\\"', "'": "\\'", "\\": "\\\\", "/": "\\/", "\b": "\\b", "\f": "\\f", "\n": "\\n",
-                   "\r": "\\r", "\t": "\\t"}
-        return "".join(escapes.get(c, c if 0x20 <= ord(c) < 0x7F else f"\\u{ord(c):04X}") for c in str(value))
+        return escape_javascript(str(value))
 
     def urlEncode(self, value: Any) -> str:  # noqa: N802
         return urllib.parse.quote_plus(str(value), safe="*-._")
@@ -269,6 +267,33 @@ class _Util:
 
     def parseJson(self, value: str) -> Any:  # noqa: N802
         return json.loads(value)
+
+
+# What Commons Lang 2's `StringEscapeUtils.escapeJavaScript` writes for the characters it escapes by name;
+# API Gateway's `$util.escapeJavaScript` is that method.
+_JAVASCRIPT_ESCAPES = {"'": "\\'", '"': '\\"', "\\": "\\\\", "/": "\\/", "\b": "\\b", "\f": "\\f",
+                       "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape_javascript(text: str) -> str:
+    """`$util.escapeJavaScript`, character for character as Commons Lang 2 writes it on AWS.
+
+    Java strings are UTF-16, and the method walks their code units: every unit above 0x7F becomes
+    `\\uXXXX` in upper-case hex, so a character outside the Basic Multilingual Plane (an emoji)
+    becomes its surrogate pair (`\\uD83D\\uDE00`), which any JSON parser reads back as the character.
+    Other units below 0x20 are `\\u00XX`; DEL (0x7F) and the rest of ASCII pass as they are. Note
+    `'` becomes `\\'`, which is not a JSON escape: templates undo it (`.replaceAll("\\\\'", "'")`).
+    """
+    out = []
+    for char in text:
+        if char in _JAVASCRIPT_ESCAPES:
+            out.append(_JAVASCRIPT_ESCAPES[char])
+        elif 0x20 <= ord(char) <= 0x7F:
+            out.append(char)
+        else:
+            encoded = char.encode("utf-16-be", "surrogatepass")
+            out.extend(f"\\u{int.from_bytes(encoded[i:i + 2], 'big'):04X}" for i in range(0, len(encoded), 2))
+    return "".join(out)
 
 
 def _substitute(template: str, context: dict[str, Any]) -> str:

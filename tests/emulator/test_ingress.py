@@ -9,6 +9,7 @@ mainframe simulator. Each test says what becomes of every request it sends.
 
 from __future__ import annotations
 
+import urllib.parse
 import uuid
 
 import pytest
@@ -131,6 +132,22 @@ def test_an_unknown_order_is_404_with_its_id(api):
     missing = api.request("GET", "/payments/no-such-order", headers=KEY)
     assert missing.status == 404
     assert missing.json()["order_id"] == "no-such-order"
+
+
+def test_an_order_id_outside_the_basic_multilingual_plane_is_looked_up_under_its_own_key(cloud, api, payments):
+    # GIVEN an order whose id holds an emoji and accents, written straight into the orders table (the
+    # model refuses such ids at POST; this pins down which key GET reads, as API Gateway escapes it)
+    order_id = f"emoji-\U0001F600-\u00e9-{uuid.uuid4().hex[:6]}"
+    cloud.client("dynamodb").put_item(TableName=payments["orders_table"], Item={
+        "pk": {"S": order_id}, "status": {"S": "paid"}, "currency": {"S": "EUR"},
+        "created_at": {"S": "2026-12-01T00:00:00Z"}, "updated_at": {"S": "2026-12-01T00:00:01Z"}})
+    # WHEN a client reads it, percent-encoding the id in the path as HTTP requires
+    found = api.request("GET", f"/payments/{urllib.parse.quote(order_id, safe='')}", headers=KEY)
+    # THEN the id reaches DynamoDB as the same string (escaped as UTF-16 surrogate pairs, which JSON
+    # reads back as the emoji) and the order is found, its id intact in the answer
+    assert found.status == 200, found.body
+    assert (found.json()["order_id"], found.json()["status"]) == (order_id, "paid")
+    assert "\\uD83D\\uDE00" in api.calls[-1].body
 
 
 def test_legacy_records_posted_are_queued_and_delivered_and_bad_ones_are_not_queued(cloud, api, legacy,
