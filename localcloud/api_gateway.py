@@ -8,7 +8,8 @@ them), its models and its gateway responses:
 1. the route is matched; an API key must be present where the method requires one (403);
 2. the body must be JSON of the request model's content type (415), and valid against the model's
    JSON schema (400 `BAD_REQUEST_BODY`, with the validator's message), checked with a draft-4
-   validator reading numbers as decimals, as API Gateway's own does;
+   validator reading numbers as decimals and `pattern` as the ECMA-262 regex it is, as API
+   Gateway's own does (`model_validator`);
 3. the request template is rendered by a Velocity engine (airspeed) with `$input`, `$util` and
    `$context` as API Gateway defines them (path parameters percent-decoded once, as UTF-8, `+` kept;
    `$util.escapeJavaScript` character for character as AWS's Commons Lang 2 writes it), and sent,
@@ -25,6 +26,7 @@ must only be present), authorizers, caching and binary payloads.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 import urllib.error
@@ -138,7 +140,7 @@ class LocalRestApi:
         except ValueError:
             return self._gateway_response("BAD_REQUEST_BODY", 400, context, "Invalid request body",
                                           validation="Invalid request body: not JSON")
-        errors = sorted(jsonschema.Draft4Validator(schema).iter_errors(document), key=str)
+        errors = sorted(model_validator(schema).iter_errors(document), key=str)
         if errors:
             described = "[" + ", ".join(_describe(e) for e in errors) + "]"
             return self._gateway_response("BAD_REQUEST_BODY", 400, context, "Invalid request body",
@@ -204,6 +206,81 @@ class LocalRestApi:
                    for k, v in (spec.get("responseParameters") or {}).items()}
         template = (spec.get("responseTemplates") or {}).get("application/json", json.dumps({"message": message}))
         return ApiResponse(status=status, body=_substitute(template, context), headers=headers)
+
+
+def model_validator(schema: dict[str, Any]) -> jsonschema.protocols.Validator:
+    """A validator of a request model as API Gateway's: JSON Schema draft 4, `pattern` in ECMA-262 semantics.
+
+    Read the schema and the body with `parse_float=Decimal`, as `_validate` does, so `multipleOf`
+    and bounds compare exact decimals.
+    """
+    return _EcmaDraft4Validator(schema)
+
+
+class UnsupportedRegex(ValueError):
+    """A model's `pattern` uses ECMA-262 syntax this translation does not carry into Python's `re`."""
+
+
+# ECMA-262's \s: its WhiteSpace and LineTerminator characters (Python's \s adds U+001C-U+001F and U+0085).
+_ECMA_SPACE = "\\t\\n\\x0b\\x0c\\r \\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff"
+_ECMA_CLASS_ESCAPES = {"d": "0-9", "w": "A-Za-z0-9_", "s": _ECMA_SPACE}
+
+
+@functools.lru_cache(maxsize=256)
+def ecma_regex(pattern: str) -> re.Pattern[str]:
+    """Compile an ECMA-262 regex (without flags) into a Python regex that matches the same strings.
+
+    Where the two dialects differ in meaning: `$` matches only at the very end (Python's also
+    before a final newline, so `"abc\\n"` would pass `^[a-z]+$`); `\\d`, `\\w` and `\\b` are ASCII;
+    `\\s` is ECMA's set of spaces; `.` stops at every line terminator; `(?<name>` names a group.
+    Syntax with no Python equivalent here (`[]`, `[^]`, `\\D \\W \\S` inside a class) is refused.
+    """
+    out: list[str] = []
+    in_class = False
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            if i + 1 == len(pattern):
+                raise UnsupportedRegex(f"pattern {pattern!r} ends with a lone backslash")
+            escaped = pattern[i + 1]
+            if escaped.lower() in _ECMA_CLASS_ESCAPES:
+                members = _ECMA_CLASS_ESCAPES[escaped.lower()]
+                if in_class and escaped.isupper():
+                    raise UnsupportedRegex(f"pattern {pattern!r}: \\{escaped} inside a character class; spell the set out")
+                out.append(members if in_class else f"[{'^' if escaped.isupper() else ''}{members}]")
+            else:
+                out.append(char + escaped)
+            i += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+            out.append(char)
+        elif char == "[":
+            if pattern.startswith(("[]", "[^]"), i):
+                raise UnsupportedRegex(f"pattern {pattern!r}: ECMA's empty class [] and any-character [^] differ in Python")
+            in_class = True
+            out.append(char + ("^" if pattern.startswith("[^", i) else ""))
+            i += 1 if pattern.startswith("[^", i) else 0
+        elif char == "$":
+            out.append("\\Z")
+        elif char == ".":
+            out.append("[^\\n\\r\\u2028\\u2029]")
+        elif pattern.startswith("(?<", i) and pattern[i + 3:i + 4] not in ("=", "!"):
+            out.append("(?P<")
+            i += 2
+        else:
+            out.append(char)
+        i += 1
+    return re.compile("".join(out), re.ASCII)
+
+
+def _ecma_pattern(validator: Any, pattern: str, instance: Any, schema: dict[str, Any]) -> Any:
+    if validator.is_type(instance, "string") and not ecma_regex(pattern).search(instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+_EcmaDraft4Validator = jsonschema.validators.extend(jsonschema.Draft4Validator, {"pattern": _ecma_pattern})
 
 
 def render_template(template: str, *, body: str, params: dict[str, Any], context: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 from aws_cdk.assertions import Template
 
-from localcloud.api_gateway import render_template
+from localcloud.api_gateway import model_validator, render_template
 from payments.orders import InvalidOrder, parse_order
 
 STATE_MACHINE_ARN = "arn:aws:states:us-east-1:123456789012:stateMachine:Payments"
@@ -43,7 +43,7 @@ def _method(resources: dict[str, Any], operation: str) -> dict[str, Any]:
 def _model(resources: dict[str, Any], name: str) -> jsonschema.Draft4Validator:
     (schema,) = [r["Properties"]["Schema"] for r in resources.values()
                  if r["Type"] == "AWS::ApiGateway::Model" and r["Properties"]["Name"] == name]
-    return jsonschema.Draft4Validator(json.loads(json.dumps(schema), parse_float=Decimal))
+    return model_validator(json.loads(json.dumps(schema), parse_float=Decimal))
 
 
 def _context() -> dict[str, Any]:

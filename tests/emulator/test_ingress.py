@@ -97,11 +97,15 @@ def test_a_payment_posted_runs_the_workflow_once_and_its_state_is_readable(cloud
         (lambda o: o.update(amount=0), "minimum"),
         (lambda o: o.update(currency="euro"), "does not match '^[A-Z]{3}$'"),
         (lambda o: o.update(order_id="has space"), "does not match"),
+        # ECMA-262's `$` (API Gateway's validator) matches only at the very end, unlike Python's re
+        (lambda o: o.update(order_id=o["order_id"] + "\n"), "does not match '^[A-Za-z0-9_-]{1,74}$'"),
+        (lambda o: o.update(currency="EUR\n"), "does not match '^[A-Z]{3}$'"),
         (lambda o: o["items"][0].update(quantity=0), "items/0/quantity"),
         (lambda o: o.update(items=[]), "items: [] should be non-empty"),
         (lambda o: o.update(coupon="FREE"), "Additional properties are not allowed ('coupon' was unexpected)"),
     ],
-    ids=["no-amount", "three-decimals", "zero-amount", "bad-currency", "bad-order-id", "zero-quantity",
+    ids=["no-amount", "three-decimals", "zero-amount", "bad-currency", "bad-order-id", "order-id-newline",
+         "currency-newline", "zero-quantity",
          "no-items", "unknown-key"],
 )
 def test_a_malformed_payment_gets_400_with_the_reason_and_starts_nothing(cloud, api, payments, order, change,
