@@ -54,8 +54,13 @@ ACCESS_LOG_FIELDS = {
     "waf_status": "$context.waf.status",
     "xray_trace_id": "$context.xrayTraceId",
 }
-# Gateway responses are not VTL: `$context...` values are substituted as they are. `messageString`
-# comes JSON-quoted; the others are placed inside quotes.
+# Gateway responses are not VTL: `$context...` values are substituted as they are, with no escaping
+# of ours possible. Only values no client writes go in: the response type and request id (API
+# Gateway's own), `messageString` (API Gateway's message, JSON-quoted by it) and, in the 400 for a
+# body, `validationErrorString`: the validator's message, which quotes the offending value. API
+# Gateway escapes the double quotes in it; whether it escapes a control character there is not
+# documented, so a value holding one could leave that client's own 400 body unparseable (its status
+# says enough to act on). Nothing a client sends reaches any other client's answer.
 _ERROR_FIELDS = '"type": "$context.error.responseType", "request_id": "$context.requestId"'
 JSON = "application/json"
 # API Gateway counts 4xx together; the 429s the door answers (throttle, quota, WAF) are counted from

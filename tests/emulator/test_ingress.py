@@ -154,6 +154,21 @@ def test_an_order_id_outside_the_basic_multilingual_plane_is_looked_up_under_its
     assert "\\uD83D\\uDE00" in api.calls[-1].body
 
 
+def test_a_stored_reason_with_an_apostrophe_or_quotes_is_read_back_as_valid_json(cloud, api, payments):
+    # GIVEN a cancelled order whose reason holds an apostrophe, quotes, a backslash and a line break
+    order_id = f"reason-{uuid.uuid4().hex[:8]}"
+    reason = 'the card\'s issuer declined: "do not honor" \\ call\nthe bank'
+    cloud.client("dynamodb").put_item(TableName=payments["orders_table"], Item={
+        "pk": {"S": order_id}, "status": {"S": "cancelled"}, "cancel_reason": {"S": reason}, "currency": {"S": "EUR"},
+        "created_at": {"S": "2026-12-01T00:00:00Z"}, "updated_at": {"S": "2026-12-01T00:00:01Z"}})
+    # WHEN a client reads it, twice
+    answers = [api.request("GET", f"/payments/{order_id}", headers=KEY) for _ in range(2)]
+    # THEN each answer is JSON with the reason as stored
+    for answer in answers:
+        assert answer.status == 200, answer.body
+        assert answer.json()["cancel_reason"] == reason
+
+
 def test_legacy_records_posted_are_queued_and_delivered_and_bad_ones_are_not_queued(cloud, api, legacy,
                                                                                     fresh_simulators):
     mainframe = fresh_simulators["legacy_mainframe"]
