@@ -29,7 +29,10 @@ from stacks.patterns.throttled_api import JSON, ThrottledApi
 from stacks.workflows_stack import WorkflowsStack
 
 MAPPING_TEMPLATES_DIR = Path(__file__).resolve().parent / "mapping_templates"
-# What a client is told to wait when an AWS service behind a route throttles or fails.
+# What a client is told to wait when an AWS service behind a route throttles or fails. Every route
+# answers the same way: the service's 5xx and its throttling (which DynamoDB, SQS and Step Functions
+# answer with 400) become 503 with Retry-After; its other 4xx become 500, or 400 where the content
+# is the client's; 429 is left to the client's own limits at the door.
 SERVICE_RETRY_AFTER_SEC = 1
 
 
@@ -183,7 +186,7 @@ class IngressStack(Stack):
             "POST /payments",
             integration,
             request_model=self.api.add_model("PaymentOrder", PAYMENT_ORDER_SCHEMA),
-            method_responses=_responses("202", "200", "429", "500", "503"),
+            method_responses=_responses("202", "200", "500", "503"),
             operation_name="StartPayment",
         )
 
@@ -202,6 +205,12 @@ class IngressStack(Stack):
                 integration_responses=[
                     apigw.IntegrationResponse(status_code="200",
                                               response_templates={JSON: mapping_template("get_payment.response")}),
+                    apigw.IntegrationResponse(
+                        status_code="500",
+                        selection_pattern="4\\d{2}",
+                        response_templates={JSON: mapping_template(
+                            "get_payment.refused", RetryAfterSec=SERVICE_RETRY_AFTER_SEC)},
+                    ),
                     _unavailable(),
                 ],
             ),
@@ -210,7 +219,7 @@ class IngressStack(Stack):
             "GET /payments/{id}",
             integration,
             request_parameters={"method.request.path.id": True},
-            method_responses=_responses("200", "404", "503"),
+            method_responses=_responses("200", "404", "500", "503"),
             operation_name="GetPayment",
         )
 
@@ -232,9 +241,10 @@ class IngressStack(Stack):
                     apigw.IntegrationResponse(
                         status_code="202", response_templates={JSON: mapping_template("send_legacy_record.accepted")}),
                     apigw.IntegrationResponse(
-                        status_code="400",
+                        status_code="500",
                         selection_pattern="4\\d{2}",
-                        response_templates={JSON: mapping_template("send_legacy_record.refused")},
+                        response_templates={JSON: mapping_template(
+                            "send_legacy_record.refused", RetryAfterSec=SERVICE_RETRY_AFTER_SEC)},
                     ),
                     _unavailable(),
                 ],
@@ -244,6 +254,6 @@ class IngressStack(Stack):
             "POST /legacy-records",
             integration,
             request_model=self.api.add_model("LegacyRecord", LEGACY_RECORD_SCHEMA),
-            method_responses=_responses("202", "400", "503"),
+            method_responses=_responses("202", "400", "500", "503"),
             operation_name="QueueLegacyRecord",
         )

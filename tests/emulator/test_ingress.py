@@ -169,6 +169,81 @@ def test_a_stored_reason_with_an_apostrophe_or_quotes_is_read_back_as_valid_json
         assert answer.json()["cancel_reason"] == reason
 
 
+THROTTLED = "throttled"
+# (error code AWS answers with HTTP 400, what the client must get): throttling is ours to absorb (503 with
+# Retry-After), anything else is our mistake (500), and an order is never reported missing (404).
+DYNAMODB_ERRORS = [("ProvisionedThroughputExceededException", THROTTLED), ("ThrottlingException", THROTTLED),
+                   ("RequestLimitExceeded", THROTTLED), ("AccessDeniedException", 500), ("ValidationException", 500),
+                   ("ResourceNotFoundException", 500)]
+
+
+@pytest.mark.parametrize(("code", "expected"), DYNAMODB_ERRORS, ids=[code for code, _ in DYNAMODB_ERRORS])
+def test_a_dynamodb_error_behind_get_is_never_a_missing_order(cloud, api, payments, code, expected):
+    # GIVEN an order that exists
+    order_id = f"exists-{uuid.uuid4().hex[:8]}"
+    cloud.client("dynamodb").put_item(TableName=payments["orders_table"], Item={
+        "pk": {"S": order_id}, "status": {"S": "paid"}, "currency": {"S": "EUR"}})
+    # WHEN DynamoDB answers the route's GetItem with an error (HTTP 400, as it answers them all)
+    with cloud.faults.inject("dynamodb", "GetItem", code=code, message="injected",
+                             matches=lambda call: call.get("TableName") == payments["orders_table"]) as fault:
+        answer = api.request("GET", f"/payments/{order_id}", headers=KEY)
+    # THEN the client is told to come back (throttling) or that the fault is ours, never that there is no order
+    assert fault.hits == 1
+    assert answer.status != 404 and "order_id" not in answer.json()
+    if expected == THROTTLED:
+        assert (answer.status, answer.headers.get("Retry-After"), answer.json()["retry_after_sec"]) == (503, "1", 1)
+    else:
+        assert answer.status == expected and "Retry-After" not in answer.headers
+    assert answer.json()["request_id"]
+    # AND once DynamoDB answers again, the order is there
+    assert api.request("GET", f"/payments/{order_id}", headers=KEY).json()["status"] == "paid"
+
+
+STEP_FUNCTIONS_ERRORS = [("ThrottlingException", THROTTLED), ("ExecutionLimitExceeded", THROTTLED),
+                         ("KmsThrottlingException", THROTTLED), ("AccessDeniedException", 500),
+                         ("KmsAccessDeniedException", 500), ("InvalidExecutionInput", 500)]
+
+
+@pytest.mark.parametrize(("code", "expected"), STEP_FUNCTIONS_ERRORS, ids=[code for code, _ in STEP_FUNCTIONS_ERRORS])
+def test_a_step_functions_refusal_behind_post_starts_nothing_and_says_what_to_do(cloud, api, payments, order, code,
+                                                                                expected):
+    # WHEN Step Functions refuses the route's StartExecution
+    with cloud.faults.inject("states", "StartExecution", code=code, times=1) as fault:
+        answer = api.request("POST", "/payments", body=order, headers=KEY)
+    # THEN the client is asked to retry after a pause (throttling, quotas) or told the fault is ours,
+    # and nothing was started
+    assert fault.hits == 1
+    if expected == THROTTLED:
+        assert (answer.status, answer.headers.get("Retry-After")) == (503, "1")
+    else:
+        assert answer.status == expected and "Retry-After" not in answer.headers
+    assert executions_named(cloud, payments["state_machine_arn"], payment_execution_name(order["order_id"])) == []
+
+
+SQS_ERRORS = [("RequestThrottled", THROTTLED), ("KmsThrottled", THROTTLED), ("KMS.ThrottlingException", THROTTLED),
+              ("OverLimit", THROTTLED), ("InvalidMessageContents", 400), ("InvalidParameterValue", 400),
+              ("KmsAccessDenied", 500), ("AWS.SimpleQueueService.NonExistentQueue", 500)]
+
+
+@pytest.mark.parametrize(("code", "expected"), SQS_ERRORS, ids=[code for code, _ in SQS_ERRORS])
+def test_an_sqs_refusal_behind_post_legacy_records_queues_nothing_and_says_why(cloud, api, legacy, code, expected):
+    record = {"record_id": f"refused-{uuid.uuid4().hex[:8]}", "payload": {"account": "ACC00001"}}
+    depth_before = queue_depth(cloud, legacy["queue_url"])
+    # WHEN SQS refuses the route's SendMessage (query protocol: the code comes in an XML body)
+    with cloud.faults.inject("sqs", "SendMessage", code=code, times=1) as fault:
+        answer = api.request("POST", "/legacy-records", body=record, headers=KEY)
+    # THEN a throttle is a 503 with Retry-After, contents SQS cannot carry a 400, anything else a 500;
+    # never "is it larger than 1 MiB?" for a KMS or throttling error, and nothing is queued
+    assert fault.hits == 1
+    if expected == THROTTLED:
+        assert (answer.status, answer.headers.get("Retry-After")) == (503, "1")
+        assert "busy" in answer.json()["message"]
+    else:
+        assert answer.status == expected and "Retry-After" not in answer.headers
+        assert ("1 MiB" in answer.json()["message"]) == (expected == 400)
+    assert queue_depth(cloud, legacy["queue_url"]) == depth_before
+
+
 def test_legacy_records_posted_are_queued_and_delivered_and_bad_ones_are_not_queued(cloud, api, legacy,
                                                                                     fresh_simulators):
     mainframe = fresh_simulators["legacy_mainframe"]

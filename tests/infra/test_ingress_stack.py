@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from dataclasses import replace
 
 import pytest
@@ -147,13 +148,39 @@ def test_post_payments_starts_the_standard_workflow_named_after_the_order(ingres
     integration = _only(ingress, "AWS::ApiGateway::Method", {"OperationName": "StartPayment"})["Integration"]
     assert _joined(integration["Uri"]).endswith(":states:action/StartExecution")
     request = _joined(integration["RequestTemplates"]["application/json"])
-    assert '"name": "order-$input.path(\'$.order_id\')"' in request
+    assert '"name": "order-$util.escapeJavaScript($input.path(\'$.order_id\'))' in request
     assert '"stateMachineArn": "<token>"' in request
     by_status = {r["StatusCode"]: r for r in integration["IntegrationResponses"]}
     assert set(by_status) == {"202", "500", "503"}
     assert by_status["500"]["SelectionPattern"] == "4\\d{2}"
     assert "ExecutionAlreadyExists" in by_status["500"]["ResponseTemplates"]["application/json"]
     assert by_status["503"]["ResponseParameters"] == {"method.response.header.Retry-After": "'1'"}
+
+
+def error_statuses_answered_as_success(integration: dict) -> list[int]:
+    """The service statuses (4xx, 5xx) that no selection pattern takes, so the default (success) answer renders them."""
+    patterns = [r["SelectionPattern"] for r in integration["IntegrationResponses"] if r.get("SelectionPattern")]
+    return [status for status in range(400, 600) if not any(re.fullmatch(p, str(status)) for p in patterns)]
+
+
+def test_no_service_error_behind_any_route_reaches_its_success_answer(ingress):
+    # DynamoDB, SQS and Step Functions answer throttling and denials with 4xx: a route without a
+    # pattern for them renders an error through its 200 template (GET once answered "no such order").
+    methods = ingress.find_resources("AWS::ApiGateway::Method")
+    integrations = {m["Properties"]["OperationName"]: m["Properties"]["Integration"] for m in methods.values()
+                    if m["Properties"].get("Integration", {}).get("Type") == "AWS"}
+    assert set(integrations) == {"StartPayment", "GetPayment", "QueueLegacyRecord"}
+    for operation, integration in integrations.items():
+        assert error_statuses_answered_as_success(integration) == [], operation
+
+
+def test_the_guard_catches_a_route_whose_service_errors_fall_through(ingress):
+    # GIVEN GET /payments/{id} as it was: a 200 answer and a 5xx pattern, nothing for 4xx
+    get = _only(ingress, "AWS::ApiGateway::Method", {"OperationName": "GetPayment"})["Integration"]
+    as_it_was = {**get, "IntegrationResponses": [r for r in get["IntegrationResponses"]
+                                                  if r.get("SelectionPattern") != "4\\d{2}"]}
+    # THEN every 4xx is reported
+    assert error_statuses_answered_as_success(as_it_was) == list(range(400, 500))
 
 
 def test_get_payment_reads_the_orders_table_and_legacy_records_go_straight_to_the_queue(ingress):
