@@ -308,7 +308,8 @@ PAYMENT_EXECUTION_PREFIX = "order-"
 # The gateway's breaker item, which the workflow reads and the authorizer moves.
 PAYMENT_GATEWAY_BREAKER = "payment_gateway"
 # An amount the sandbox gateway declines (`payments.orders.DECLINED_TEST_AMOUNTS`: 2000.00 to 2999.99).
-DECLINED_TEST_AMOUNT = 2500.0
+# Money travels as a decimal string with two decimals (`payments.orders`), never as a JSON number.
+DECLINED_TEST_AMOUNT = "2500.00"
 
 
 def payment_outputs(stacks: Mapping[str, DeployedStack]) -> dict[str, str]:
@@ -339,7 +340,7 @@ def payment_orders(
         {
             "order_id": f"{prefix}-{i:03d}",
             "customer_id": f"customer-{i % 7:02d}",
-            "amount": round(10 + 1.25 * i, 2),
+            "amount": f"{10 + 1.25 * i:.2f}",
             "currency": "EUR",
             "items": [{"sku": skus[i % len(skus)], "quantity": 1 + i % 2}],
         }

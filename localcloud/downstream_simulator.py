@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import random
+import re
 import signal
 import sys
 import threading
@@ -133,7 +134,10 @@ class DownstreamProfile:
     offsets from the simulator's start (or last reset) during which every request gets 503.
     ``max_concurrency`` caps requests in flight, also answered 429; ``None`` means no cap.
     ``not_found_paths`` are answered 404 once admitted (a token spent, as a CRM spends one looking up a
-    user it does not hold): a request no retry can fix.
+    user it does not hold): a request no retry can fix. ``money_fields`` name body fields that, where
+    present, must be money as payment APIs take it, a decimal string with two decimals (``"19.99"``,
+    never the number 19.99); a request breaking that is answered 400 once admitted, a request no
+    retry can fix either.
     """
 
     name: str
@@ -147,6 +151,7 @@ class DownstreamProfile:
     retry_after_style: RetryAfterStyle = "seconds"
     max_concurrency: int | None = None
     not_found_paths: tuple[str, ...] = ()
+    money_fields: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _require(isinstance(self.name, str) and self.name != "", f"name must be a non-empty string, got {self.name!r}")
@@ -197,6 +202,11 @@ class DownstreamProfile:
             f"not_found_paths must be a sequence of paths such as '/users/42', got {self.not_found_paths!r}",
         )
         object.__setattr__(self, "not_found_paths", tuple(self.not_found_paths))
+        _require(
+            isinstance(self.money_fields, (list, tuple)) and all(isinstance(f, str) for f in self.money_fields),
+            f"money_fields must be a sequence of body field names such as 'amount', got {self.money_fields!r}",
+        )
+        object.__setattr__(self, "money_fields", tuple(self.money_fields))
 
     def merged_with(self, changes: Mapping[str, Any]) -> DownstreamProfile:
         """Apply a JSON-shaped partial update, e.g. ``{"rate_per_sec": 2.5}`` or ``{"latency": {"median_ms": 50}}``."""
@@ -245,6 +255,7 @@ PAYMENT_GATEWAY = DownstreamProfile(
     burst=2,
     latency=LatencyDistribution(kind="uniform", median_ms=350, jitter_ms=100),
     retry_after_style="http-date",
+    money_fields=("amount",),
 )
 # Model inference has a long latency tail; its "variable capacity" is changed at runtime (POST /__sim/profile).
 AI_MODEL = DownstreamProfile(
@@ -294,6 +305,17 @@ class SimulatedResponse:
 
     def body_bytes(self) -> bytes:
         return json.dumps(self.body).encode("utf-8")
+
+
+_MONEY = re.compile(r"[0-9]+\.[0-9]{2}")
+
+
+def _bad_money_fields(body: Any, fields: tuple[str, ...]) -> dict[str, Any]:
+    """The named fields present in a JSON object body that are not money as a string with two decimals."""
+    if not fields or not isinstance(body, dict):
+        return {}
+    return {name: body[name] for name in fields
+            if name in body and not (isinstance(body[name], str) and _MONEY.fullmatch(body[name]))}
 
 
 def max_requests_in_window(timestamps_sec: Iterable[float], window_sec: float = 1.0) -> int:
@@ -576,6 +598,9 @@ class DownstreamSimulator:
                         status, answer = 500, {"error": "internal_error"}
                     elif path in profile.not_found_paths:
                         status, answer = 404, {"error": "not_found", "path": path}
+                    elif bad_money := _bad_money_fields(parsed_body, profile.money_fields):
+                        status, answer = 400, {"error": "invalid_amount", "fields": bad_money,
+                                               "expected": "a decimal string with two decimals, such as \"19.99\""}
                     else:
                         status = 200
                         answer = {"method": method, "path": path, "request_id": request_id, "body": parsed_body}

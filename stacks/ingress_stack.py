@@ -50,6 +50,14 @@ def mapping_template(name: str, **placeholders: str | int) -> str:
     return text
 
 
+# Money as a decimal string with exactly two decimals, "0.01" to "1000000.00" (as PayPal's API takes
+# it, and as GET /payments/{id} answers it). Not a number with `multipleOf: 0.01`: a validator that
+# divides in binary floating point refuses 19.99, 0.07 or 1.13, and JSON Schema leaves that
+# arithmetic to the validator. A pattern has no arithmetic, so every validator agrees, and one
+# spelling per amount keeps a repeated order the same bytes for Step Functions' idempotency.
+# `payments.orders` parses with the same pattern; a property test checks both ways.
+AMOUNT_PATTERN = "^(0\\.(0[1-9]|[1-9][0-9])|[1-9][0-9]{0,5}\\.[0-9]{2}|1000000\\.00)$"
+
 # The same rules as `payments.orders.parse_order`, which the payment workflow's authorizer applies
 # again; unknown keys are refused here, so the workflow's input is exactly the order.
 PAYMENT_ORDER_SCHEMA = apigw.JsonSchema(
@@ -62,8 +70,7 @@ PAYMENT_ORDER_SCHEMA = apigw.JsonSchema(
         "order_id": apigw.JsonSchema(type=apigw.JsonSchemaType.STRING, pattern="^[A-Za-z0-9_-]{1,74}$"),
         "customer_id": apigw.JsonSchema(type=apigw.JsonSchemaType.STRING, min_length=1, max_length=128,
                                         pattern="\\S"),
-        "amount": apigw.JsonSchema(type=apigw.JsonSchemaType.NUMBER, minimum=0, exclusive_minimum=True,
-                                   maximum=1_000_000, multiple_of=0.01),
+        "amount": apigw.JsonSchema(type=apigw.JsonSchemaType.STRING, pattern=AMOUNT_PATTERN),
         "currency": apigw.JsonSchema(type=apigw.JsonSchemaType.STRING, pattern="^[A-Z]{3}$"),
         "items": apigw.JsonSchema(
             type=apigw.JsonSchemaType.ARRAY,

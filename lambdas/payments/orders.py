@@ -10,11 +10,10 @@ way, and the workflow branches on `authorized`. Only an answer that says neither
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 __all__ = [
@@ -35,7 +34,13 @@ EXECUTION_NAME_PREFIX = "order-"
 _ORDER_ID = re.compile(r"^[A-Za-z0-9_-]{1,74}$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _SKU = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-MAX_AMOUNT = Decimal("1000000")
+MAX_AMOUNT = Decimal("1000000.00")
+# Money is a decimal string with exactly two decimals, from 0.01 to 1000000.00 ("19.99", as PayPal's
+# API takes it), never a JSON number: a validator doing binary floating point refuses 19.99 as a
+# multiple of 0.01, and a float cannot say 0.07. A string checked by its pattern is exact in every
+# validator, and one canonical spelling per amount makes a repeated order the same bytes (Step
+# Functions' and the authorizer's idempotency compare them). The API's model has the same pattern.
+_AMOUNT = re.compile(r"(0\.(0[1-9]|[1-9][0-9])|[1-9][0-9]{0,5}\.[0-9]{2}|1000000\.00)")
 MAX_QUANTITY = 10_000
 MAX_ITEMS = 100
 
@@ -62,7 +67,7 @@ class OrderItem:
 
 @dataclass(frozen=True)
 class Order:
-    """One order; `amount` is a Decimal so no float rounding reaches the gateway."""
+    """One order; `amount` is a Decimal read from its two-decimal string, so no float rounding reaches the gateway."""
 
     order_id: str
     customer_id: str
@@ -80,7 +85,7 @@ class Order:
         return {
             "order_id": self.order_id,
             "customer_id": self.customer_id,
-            "amount": _json_number(self.amount),
+            "amount": str(self.amount),
             "currency": self.currency,
             "items": [{"sku": item.sku, "quantity": item.quantity} for item in self.items],
         }
@@ -156,18 +161,10 @@ def interpret_gateway_answer(answer: Any, order: Order) -> Authorization:
 
 
 def _amount(value: Any) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise InvalidOrder(f"amount must be a number greater than 0, got {value!r}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise InvalidOrder(f"amount must be a finite number, got {value!r}")
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation:
-        raise InvalidOrder(f"amount must be a number greater than 0, got {value!r}") from None
-    if not amount.is_finite() or not Decimal(0) < amount <= MAX_AMOUNT or amount.as_tuple().exponent < -2:
-        raise InvalidOrder(
-            f"amount must be greater than 0, at most {MAX_AMOUNT} and have at most 2 decimals, got {value!r}")
-    return amount
+    if not isinstance(value, str) or not _AMOUNT.fullmatch(value):
+        raise InvalidOrder(f"amount must be a decimal string with two decimals from \"0.01\" to \"{MAX_AMOUNT}\","
+                           f" such as \"19.99\", got {value!r}")
+    return Decimal(value)
 
 
 def _item(index: int, raw: Any) -> OrderItem:
@@ -181,7 +178,3 @@ def _item(index: int, raw: Any) -> OrderItem:
     if isinstance(quantity, bool) or not isinstance(quantity, int) or not 1 <= quantity <= MAX_QUANTITY:
         raise InvalidOrder(f"items[{index}].quantity must be a whole number from 1 to {MAX_QUANTITY}, got {quantity!r}")
     return OrderItem(sku, quantity)
-
-
-def _json_number(amount: Decimal) -> int | float:
-    return int(amount) if amount == amount.to_integral_value() else float(amount)

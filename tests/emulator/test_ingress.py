@@ -78,6 +78,9 @@ def test_a_payment_posted_runs_the_workflow_once_and_its_state_is_readable(cloud
     assert state.status == 200
     body = state.json()
     assert (body["order_id"], body["status"], body["currency"]) == (order["order_id"], "paid", "EUR")
+    # AND the amount is the client's decimal string throughout, its trailing zeros kept: in the order's
+    # state and in the one authorization the gateway saw (which takes money only as such a string)
+    assert body["amount"] == order["amount"] == "10.00"
     assert body["authorization_id"] and body["cancel_reason"] is None
     # WHEN the client repeats the same request (a retry after a timeout, a double click)
     repeated = api.request("POST", "/payments", body=order, headers=KEY)
@@ -87,14 +90,16 @@ def test_a_payment_posted_runs_the_workflow_once_and_its_state_is_readable(cloud
     authorizations = [r for r in gateway.requests
                       if r.path == "/authorize" and r.body.get("order_id") == order["order_id"] and r.status < 300]
     assert len(authorizations) == 1
+    assert authorizations[0].body["amount"] == "10.00"
 
 
 @pytest.mark.parametrize(
     ("change", "expected_in_message"),
     [
         (lambda o: o.pop("amount"), "'amount' is a required property"),
-        (lambda o: o.update(amount=10.005), "is not a multiple of 0.01"),
-        (lambda o: o.update(amount=0), "minimum"),
+        (lambda o: o.update(amount="10.005"), "amount: '10.005' does not match"),
+        (lambda o: o.update(amount="0.00"), "amount: '0.00' does not match"),
+        (lambda o: o.update(amount=19.99), "is not of type 'string'"),
         (lambda o: o.update(currency="euro"), "does not match '^[A-Z]{3}$'"),
         (lambda o: o.update(order_id="has space"), "does not match"),
         # ECMA-262's `$` (API Gateway's validator) matches only at the very end, unlike Python's re
@@ -104,7 +109,7 @@ def test_a_payment_posted_runs_the_workflow_once_and_its_state_is_readable(cloud
         (lambda o: o.update(items=[]), "items: [] should be non-empty"),
         (lambda o: o.update(coupon="FREE"), "Additional properties are not allowed ('coupon' was unexpected)"),
     ],
-    ids=["no-amount", "three-decimals", "zero-amount", "bad-currency", "bad-order-id", "order-id-newline",
+    ids=["no-amount", "three-decimals", "zero-amount", "amount-as-a-number", "bad-currency", "bad-order-id", "order-id-newline",
          "currency-newline", "zero-quantity",
          "no-items", "unknown-key"],
 )

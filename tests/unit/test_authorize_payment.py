@@ -42,7 +42,7 @@ ENVIRONMENT = {
     "POWERTOOLS_METRICS_NAMESPACE": "Test",
 }
 ALLOW = RateDecision(allowed=True, retry_after_sec=0.0, remaining=0, reset_after_sec=1.0, new_tat=1.0, based_on_tat=0.0)
-ORDER = {"order_id": "o-1", "customer_id": "c-1", "amount": 12.5, "currency": "EUR",
+ORDER = {"order_id": "o-1", "customer_id": "c-1", "amount": "12.50", "currency": "EUR",
          "items": [{"sku": "sku-1", "quantity": 1}]}
 
 
@@ -186,7 +186,7 @@ def test_an_authorization_sends_the_order_id_as_idempotency_key_and_answers_the_
     assert answer == {"order_id": "o-1", "authorized": True, "authorization_id": "req-000001", "decline_reason": None}
     (call,) = gateway.calls
     assert (call["method"], call["path"], call["headers"]["Idempotency-Key"]) == ("POST", "/authorize", "o-1")
-    assert call["body"] == {"order_id": "o-1", "customer_id": "c-1", "amount": "12.5", "currency": "EUR"}
+    assert call["body"] == {"order_id": "o-1", "customer_id": "c-1", "amount": "12.50", "currency": "EUR"}
     assert breaker.recorded == [True]
 
 

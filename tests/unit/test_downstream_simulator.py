@@ -724,3 +724,18 @@ def test_cli_prints_its_url_and_serves():
         process.terminate()
         process.communicate(timeout=10)
     assert process.returncode == 0
+
+
+@pytest.mark.parametrize(("amount", "status"), [("19.99", 200), ("0.07", 200), ("1000000.00", 200), (19.99, 400),
+                                                 ("19.9", 400), ("19", 400), ("-1.00", 400), ("1e3", 400)])
+def test_the_payment_gateway_takes_money_only_as_a_decimal_string_with_two_decimals(amount, status):
+    # GIVEN the payment gateway's profile (its contract, as payment APIs state it)
+    simulator = make_simulator(FakeClock(), money_fields=PROFILES["payment_gateway"].money_fields)
+    # WHEN an authorization carries `amount`
+    response = simulator.decide("POST", "/authorize", {}, json.dumps({"order_id": "o-1", "amount": amount}))
+    # THEN only a decimal string with two decimals is taken; anything else is a 400 naming the field
+    assert response.status == status
+    if status == 400:
+        assert response.body["fields"] == {"amount": amount}
+    # AND a request without the field (a void) is not the gateway's business
+    assert simulator.decide("POST", "/void", {}, json.dumps({"order_id": "o-1"})).status != 400
