@@ -409,3 +409,61 @@ def test_aws_sdk_tasks_speak_pascal_case_only_with_the_fix(cloud, patched):
     output = json.loads(described["output"])
     assert (output["Name"], output["Type"]) == ("sdk-patched", "STANDARD")
     assert isinstance(output["CreationDate"], str)
+
+
+def waiting_machine(cloud, name: str) -> str:
+    """A state machine whose executions wait a minute, so a test decides when each one ends (StopExecution)."""
+    definition = {"Comment": "probe: a long wait", "StartAt": "Wait",
+                  "States": {"Wait": {"Type": "Wait", "Comment": "held open by the test", "Seconds": 60, "End": True}}}
+    return cloud.client("stepfunctions").create_state_machine(
+        name=name, definition=json.dumps(definition), roleArn="arn:aws:iam::123456789012:role/probe")["stateMachineArn"]
+
+
+def test_a_start_repeated_while_its_execution_runs_returns_that_execution_and_only_then(cloud):
+    # Step Functions' own idempotency (Standard workflows), which POST /payments relies on; moto 5.2.5
+    # keeps it without a fix, and this pins it down.
+    sfn = cloud.client("stepfunctions")
+    arn = waiting_machine(cloud, f"idempotent-{uuid.uuid4().hex[:6]}")
+    # GIVEN a running execution
+    first = sfn.start_execution(stateMachineArn=arn, name="order-1", input='{"amount": "19.99"}')
+    # WHEN it is started again with the same name and input THEN the same execution is answered
+    again = sfn.start_execution(stateMachineArn=arn, name="order-1", input='{"amount": "19.99"}')
+    assert (again["executionArn"], again["startDate"]) == (first["executionArn"], first["startDate"])
+    # AND the same name with another input is refused
+    with pytest.raises(ClientError, match="ExecutionAlreadyExists"):
+        sfn.start_execution(stateMachineArn=arn, name="order-1", input='{"amount": "20.00"}')
+    # AND once the execution has ended, even the same input is refused
+    sfn.stop_execution(executionArn=first["executionArn"])
+    with pytest.raises(ClientError, match="ExecutionAlreadyExists"):
+        sfn.start_execution(stateMachineArn=arn, name="order-1", input='{"amount": "19.99"}')
+    assert [e["name"] for e in sfn.list_executions(stateMachineArn=arn)["executions"]] == ["order-1"]
+
+
+# (An empty name or one past 80 characters never leaves botocore, which checks the lengths itself.)
+BAD_EXECUTION_NAMES = ["order-abc\n", "order abc", "order/abc", "order:abc", "order-\x7f", "tab\there", "a{b}",
+                       "50%", "\u0085next-line"]
+
+
+@pytest.mark.parametrize("patched", [False, True], ids=["moto-alone", "patched"])
+def test_an_execution_name_step_functions_refuses_is_refused_only_with_the_fix(cloud, patched):
+    sfn = cloud.client("stepfunctions")
+    arn = waiting_machine(cloud, f"names-{'patched' if patched else 'alone'}")
+    if not patched:
+        moto_patches.remove_execution_name_rules()
+    try:
+        outcomes = {}
+        for name in BAD_EXECUTION_NAMES:
+            try:
+                started = sfn.start_execution(stateMachineArn=arn, name=name, input="{}")
+                outcomes[name] = "started"
+                sfn.stop_execution(executionArn=started["executionArn"])
+            except ClientError as error:
+                outcomes[name] = error.response["Error"]["Code"]
+        # A name within the rules starts either way: letters, digits, '-' and '_', 80 characters
+        good = sfn.start_execution(stateMachineArn=arn, name="order-" + "A_9-" * 18 + "zz", input="{}")
+        sfn.stop_execution(executionArn=good["executionArn"])
+    finally:
+        moto_patches.apply_execution_name_rules()
+    # THEN moto alone starts every one of them, though AWS refuses each; with the fix each is refused
+    # as AWS refuses it, and nothing starts
+    assert outcomes == dict.fromkeys(BAD_EXECUTION_NAMES, "InvalidName" if patched else "started")
