@@ -6,8 +6,10 @@ what clients are promised, for the awkward inputs as well as the plain ones.
 from __future__ import annotations
 
 import json
+import re
 import urllib.parse
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -254,3 +256,35 @@ def test_a_legacy_record_is_queued_byte_for_byte_with_the_request_id_alongside(i
     assert form["MessageBody"] == [body]
     assert (form["MessageAttribute.1.Name"], form["MessageAttribute.1.Value.StringValue"]) == (["correlation_id"],
                                                                                                 ["req-1"])
+
+
+def readme_route_answers(readme: str) -> dict[str, set[str]]:
+    """Route -> the statuses the README's API table says it answers."""
+    section = readme.split("## The API (ingress)", 1)[1].split("\n\n", 2)[1]
+    rows = [line.split("|") for line in section.splitlines() if line.startswith("| `")]
+    return {row[1].strip().strip("`"): set(re.findall(r"\b[1-5][0-9]{2}\b", row[3])) for row in rows}
+
+
+def test_the_readme_states_every_answer_each_route_can_give_and_no_other(ingress):
+    # The routes' own answers (not the door's 400/403/429, which the README tabulates apart) as the
+    # methods declare them, against the README's table: a repeat's 202 or a throttle's 503 documented
+    # as something else, or not at all, fails here.
+    routes = {"StartPayment": "POST /payments", "GetPayment": "GET /payments/{id}",
+              "QueueLegacyRecord": "POST /legacy-records"}
+    declared = {route: {r["StatusCode"] for r in _method(ingress, operation)["MethodResponses"]}
+                for operation, route in routes.items()}
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert readme_route_answers(readme) == declared
+
+
+def test_the_readme_guard_catches_an_answer_left_out():
+    # GIVEN the API table as it was: POST /payments said nothing of 500 and 503
+    table = """## The API (ingress)
+
+| route | integration | answers |
+|---|---|---|
+| `POST /payments` | Step Functions | 202 accepted; 200 `already_accepted` for a repeat; 429 if Step Functions throttles |
+
+Every route needs an API key."""
+    # THEN the guard reads exactly what it says, which differs from the method's 202, 200, 500 and 503
+    assert readme_route_answers(table) == {"POST /payments": {"202", "200", "429"}}

@@ -93,6 +93,38 @@ def test_a_payment_posted_runs_the_workflow_once_and_its_state_is_readable(cloud
     assert authorizations[0].body["amount"] == "10.00"
 
 
+def test_a_repeat_while_the_payment_runs_is_answered_with_that_execution_and_starts_nothing(cloud, api, payments,
+                                                                                          order, fresh_simulators):
+    gateway = fresh_simulators["payment_gateway"]
+    name = payment_execution_name(order["order_id"])
+    # GIVEN a gateway that takes 6 s to answer (within the authorizer's 10 s timeout), so the payment
+    # is still running when its client repeats the request
+    usual = gateway.profile
+    gateway.set_profile(usual.merged_with({"latency": {"kind": "fixed", "median_ms": 6000}}))
+    try:
+        first = api.request("POST", "/payments", body=order, headers=KEY)
+        # WHEN the client repeats it at once (a retry after a timeout, a double click)
+        repeat = api.request("POST", "/payments", body=order, headers=KEY)
+        still_running = cloud.client("stepfunctions").describe_execution(
+            executionArn=first.json()["execution_arn"])["status"] == "RUNNING"
+        # THEN both are 202 naming the one execution: Step Functions answers the same name and the same
+        # input (the same bytes) with the running execution
+        assert still_running, "the premise failed: the first execution ended before the repeat was answered"
+        assert (first.status, repeat.status) == (202, 202), repeat.body
+        assert repeat.json()["execution_arn"] == first.json()["execution_arn"]
+        result = wait_for_executions(cloud, payments["state_machine_arn"], [name], timeout_sec=60)[name]
+    finally:
+        gateway.set_profile(usual)
+    assert (result.status, result.output["status"]) == ("SUCCEEDED", "paid")
+    # AND a repeat after it ended is told it was accepted before
+    late = api.request("POST", "/payments", body=order, headers=KEY)
+    assert (late.status, late.json()["status"]) == (200, "already_accepted")
+    # AND whatever the timing, one execution ran and the gateway authorized once
+    assert executions_named(cloud, payments["state_machine_arn"], name) == [name]
+    assert len([r for r in gateway.requests if r.path == "/authorize" and r.body.get("order_id") == order["order_id"]
+                and r.status < 300]) == 1
+
+
 @pytest.mark.parametrize(
     ("change", "expected_in_message"),
     [
