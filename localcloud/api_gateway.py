@@ -247,7 +247,8 @@ def ecma_regex(pattern: str) -> re.Pattern[str]:
             if escaped.lower() in _ECMA_CLASS_ESCAPES:
                 members = _ECMA_CLASS_ESCAPES[escaped.lower()]
                 if in_class and escaped.isupper():
-                    raise UnsupportedRegex(f"pattern {pattern!r}: \\{escaped} inside a character class; spell the set out")
+                    raise UnsupportedRegex(
+                        f"pattern {pattern!r}: \\{escaped} inside a character class; spell the set out")
                 out.append(members if in_class else f"[{'^' if escaped.isupper() else ''}{members}]")
             else:
                 out.append(char + escaped)
@@ -258,7 +259,8 @@ def ecma_regex(pattern: str) -> re.Pattern[str]:
             out.append(char)
         elif char == "[":
             if pattern.startswith(("[]", "[^]"), i):
-                raise UnsupportedRegex(f"pattern {pattern!r}: ECMA's empty class [] and any-character [^] differ in Python")
+                raise UnsupportedRegex(
+                    f"pattern {pattern!r}: ECMA's empty class [] and any-character [^] differ in Python")
             in_class = True
             out.append(char + ("^" if pattern.startswith("[^", i) else ""))
             i += 1 if pattern.startswith("[^", i) else 0

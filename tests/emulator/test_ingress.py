@@ -141,8 +141,8 @@ def test_a_repeat_while_the_payment_runs_is_answered_with_that_execution_and_sta
         (lambda o: o.update(items=[]), "items: [] should be non-empty"),
         (lambda o: o.update(coupon="FREE"), "Additional properties are not allowed ('coupon' was unexpected)"),
     ],
-    ids=["no-amount", "three-decimals", "zero-amount", "amount-as-a-number", "bad-currency", "bad-order-id", "order-id-newline",
-         "currency-newline", "zero-quantity",
+    ids=["no-amount", "three-decimals", "zero-amount", "amount-as-a-number", "bad-currency", "bad-order-id",
+         "order-id-newline", "currency-newline", "zero-quantity",
          "no-items", "unknown-key"],
 )
 def test_a_malformed_payment_gets_400_with_the_reason_and_starts_nothing(cloud, api, payments, order, change,
