@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from localcloud.demo_ingress import DEMO_API_KEY, local_api
+from localcloud.demo_ingress import DEMO_API_KEY, local_api, run_ingress
 from localcloud.demo_workflows import (
     discard_messages,
     legacy_outputs,
@@ -312,3 +312,12 @@ def test_legacy_records_posted_are_queued_and_delivered_and_bad_ones_are_not_que
     correlation = {r.body["record_id"]: r.headers.get("X-Correlation-Id") for r in mainframe.requests
                    if r.path == "/records"}
     assert {record_id: correlation[record_id] for record_id in ids} == request_ids
+
+
+def test_the_demo_s_ingress_line_reports_what_the_api_answered(cloud, deployed, fresh_simulators):
+    # WHEN the demo's ingress path runs: a payment (its amount a decimal string), its repeat once it ended,
+    # a malformed payment, a legacy record
+    line = run_ingress(cloud, deployed, fresh_simulators)
+    # THEN its one line says each answer
+    assert line == ("ingress: POST /payments 202 then paid at GET /payments/{id}, repeated 200 (already_accepted),"
+                    " malformed 400; POST /legacy-records 202 then delivered"), line
