@@ -25,7 +25,7 @@ from payments.parked import (
 )
 from throttling.circuit_breaker import BreakerState, BreakerStatus
 
-ORDER = {"order_id": "o-1", "customer_id": "c-1", "amount": 12.5, "currency": "EUR",
+ORDER = {"order_id": "o-1", "customer_id": "c-1", "amount": "12.50", "currency": "EUR",
          "items": [{"sku": "sku-1", "quantity": 2}]}
 ORDER_IDS = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-", min_size=1,
                     max_size=74)
@@ -109,7 +109,7 @@ def test_a_parked_message_is_read_with_its_order_and_the_execution_that_parked_i
     [
         ("not json", "the body is not JSON"),
         ("[1, 2]", "must be a JSON object, got list"),
-        (a_message(amount=-1), "the parked order is invalid: amount must be greater than 0"),
+        (a_message(amount="-1.00"), "the parked order is invalid: amount must be a decimal string"),
         (a_message(order_id="has space"), "the parked order is invalid: order_id"),
         (a_message(execution=None), "execution .* must be a name, got None"),
         (a_message(execution="order-another"), "not a name the payment workflow gives order 'o-1'"),
