@@ -156,7 +156,7 @@ def apply_cloudwatch_percentiles() -> Undo:
         return remove_cloudwatch_percentiles
     original_statistic = Statistics.get_statistics_for_type
     original_get_metric_data = CloudWatchBackend.get_metric_data
-    percentile = re.compile(r"p(\d{1,2}(?:\.\d+)?|100)")
+    percentile = re.compile(r"p([0-9]{1,2}(?:\.[0-9]+)?|100)")
 
     def get_statistics_for_type(self: Any, stat: str) -> Any:
         match = percentile.fullmatch(stat)

@@ -31,13 +31,16 @@ LOG_RETENTION_DAYS_ALLOWED = (
 )
 REMOVAL_POLICIES = ("destroy", "retain")
 CONTROLLER_MODES = ("aimd", "gradient")
-_DOWNSTREAM_NAME = re.compile(r"^[a-z][a-z0-9_]{1,30}$")
-_REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
-_ACCOUNT = re.compile(r"^\d{12}$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# Matched whole with fullmatch: `$` would let a trailing newline through ("crm\n"); [0-9], not \d,
+# which takes any Unicode digit.
+_DOWNSTREAM_NAME = re.compile(r"[a-z][a-z0-9_]{1,30}")
+_REGION = re.compile(r"[a-z]{2}(-gov)?-[a-z]+-[0-9]")
+_ACCOUNT = re.compile(r"[0-9]{12}")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 # "POST /payments", "GET /payments/{id}": a verb and a resource path as API Gateway spells them.
-_ROUTE = re.compile(r"^(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS) (/|(/([A-Za-z0-9._-]+|\{[A-Za-z0-9_]+\}))+)$")
-_API_KEY_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+_ROUTE = re.compile(r"(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS) (/|(/([A-Za-z0-9._-]+|\{[A-Za-z0-9_]+\}))+)")
+_API_KEY_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+_URL = re.compile(r"https?://[^\s/]+(/\S*)?")
 # API Gateway's account-level defaults per region: what one account's APIs may take together.
 ACCOUNT_RATE_LIMIT_PER_SEC = 10_000
 ACCOUNT_BURST = 5_000
@@ -304,10 +307,10 @@ def load_config(
         raise ConfigError(f"{key}.downstreams must be a non-empty object of name -> settings, got {downstreams_raw!r}")
 
     account = raw.get("account")
-    if account is not None and not (isinstance(account, str) and _ACCOUNT.match(account)):
+    if account is not None and not (isinstance(account, str) and _ACCOUNT.fullmatch(account)):
         raise ConfigError(f"{key}.account must be a 12-digit AWS account id or absent, got {account!r}")
     region = _required(raw, key, "region")
-    if not (isinstance(region, str) and _REGION.match(region)):
+    if not (isinstance(region, str) and _REGION.fullmatch(region)):
         raise ConfigError(f"{key}.region must be an AWS region such as 'eu-west-1', got {region!r}")
 
     config = AppConfig(
@@ -331,7 +334,7 @@ def load_config(
 
 
 def _downstream(key: str, name: str, raw: Any) -> DownstreamConfig:
-    if not _DOWNSTREAM_NAME.match(name):
+    if not _DOWNSTREAM_NAME.fullmatch(name):
         raise ConfigError(f"{key}: downstream names must be snake_case (a-z, 0-9, _; 2-31 chars), got {name!r}")
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{key} must be an object, got {raw!r}")
@@ -386,7 +389,7 @@ def _control_loop(key: str, raw: Any) -> ControlLoopConfig:
         return _int(raw, key, name, low, high) if name in raw else getattr(defaults, name)
 
     emails = raw.get("alarm_emails", [])
-    if not isinstance(emails, list) or not all(isinstance(e, str) and _EMAIL.match(e) for e in emails):
+    if not isinstance(emails, list) or not all(isinstance(e, str) and _EMAIL.fullmatch(e) for e in emails):
         raise ConfigError(f"{key}.alarm_emails must be a list of e-mail addresses, got {emails!r}")
     throttle = number("throttle_rate_threshold", 0.001, 0.5)
     errors = number("error_rate_threshold", 0.001, 0.5)
@@ -451,14 +454,14 @@ def _ingress(key: str, raw: Any) -> IngressConfig:
 
 
 def _tier(key: str, name: str, raw: Any, stage: ThrottleConfig) -> UsageTierConfig:
-    if not _API_KEY_NAME.match(name):
+    if not _API_KEY_NAME.fullmatch(name):
         raise ConfigError(f"{key}: tier names must be lower-case letters, digits and '-', got {name!r}")
     _object(key, raw, known=("throttle", "quota", "method_throttles", "api_keys"))
     throttle = _throttle(f"{key}.throttle", _required(raw, key, "throttle"), ceiling=stage)
     quota_raw = _required(raw, key, "quota")
     _object(f"{key}.quota", quota_raw, known=("limit", "period"))
     api_keys = raw.get("api_keys", [])
-    if not isinstance(api_keys, list) or not all(isinstance(k, str) and _API_KEY_NAME.match(k) for k in api_keys):
+    if not isinstance(api_keys, list) or not all(isinstance(k, str) and _API_KEY_NAME.fullmatch(k) for k in api_keys):
         raise ConfigError(
             f"{key}.api_keys must be a list of client names (lower-case letters, digits and '-'), got {api_keys!r}")
     return UsageTierConfig(
@@ -478,7 +481,7 @@ def _method_throttles(key: str, raw: Any, *, ceiling: ThrottleConfig) -> dict[st
         raise ConfigError(f"{key} must be an object of route -> throttle, got {raw!r}")
     throttles = {}
     for route, value in raw.items():
-        if not _ROUTE.match(route):
+        if not _ROUTE.fullmatch(route):
             raise ConfigError(f"{key}: routes are written 'VERB /path', e.g. 'POST /payments', got {route!r}")
         throttles[route] = _throttle(f"{key}.{route}", value, ceiling=ceiling)
     return throttles
@@ -558,6 +561,6 @@ def _bool(key: str, value: Any) -> bool:
 
 
 def _url(key: str, value: Any) -> str:
-    if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+(/\S*)?$", value):
+    if not isinstance(value, str) or not _URL.fullmatch(value):
         raise ConfigError(f"{key} must be an http(s) URL such as 'https://crm.example.com', got {value!r}")
     return value.rstrip("/")

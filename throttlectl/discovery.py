@@ -22,7 +22,7 @@ __all__ = ["SHARED_LIMITS_OUTPUTS", "Deployment", "QueueRef", "discover", "stack
 SHARED_LIMITS_OUTPUTS = ("RateLimiterTableName", "SemaphoreTableName", "CircuitBreakerTableName", "LeaseReclaimerName")
 _GONE = {"DELETE_COMPLETE"}
 # CDK appends an 8-hex-digit hash of the construct path to every logical ID.
-_CDK_HASH = re.compile(r"[0-9A-F]{8}$")
+_CDK_HASH = re.compile(r"[0-9A-F]{8}\Z")
 
 
 def stack_prefix(stage: str) -> str:

@@ -31,9 +31,10 @@ __all__ = [
 EXECUTION_NAME_PREFIX = "order-"
 # Step Functions execution names are at most 80 characters; CloudWatch metrics and logs accept only
 # these characters in them. The prefix takes 6, which leaves 74 for the order id.
-_ORDER_ID = re.compile(r"^[A-Za-z0-9_-]{1,74}$")
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
-_SKU = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+# Used with fullmatch: `$` would also match before a trailing newline ("ord-1\n").
+_ORDER_ID = re.compile(r"[A-Za-z0-9_-]{1,74}")
+_CURRENCY = re.compile(r"[A-Z]{3}")
+_SKU = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 MAX_AMOUNT = Decimal("1000000.00")
 # Money is a decimal string with exactly two decimals, from 0.01 to 1000000.00 ("19.99", as PayPal's
 # API takes it), never a JSON number: a validator doing binary floating point refuses 19.99 as a
@@ -107,7 +108,7 @@ class Authorization:
 
 def execution_name(order_id: str) -> str:
     """The one execution name an order may have: a second start with it is refused by Step Functions."""
-    if not isinstance(order_id, str) or not _ORDER_ID.match(order_id):
+    if not isinstance(order_id, str) or not _ORDER_ID.fullmatch(order_id):
         raise InvalidOrder(f"order_id must be 1-74 characters of A-Z, a-z, 0-9, '_' or '-', got {order_id!r}")
     return f"{EXECUTION_NAME_PREFIX}{order_id}"
 
@@ -127,7 +128,7 @@ def parse_order(raw: Any) -> Order:
         raise InvalidOrder(f"customer_id must be a non-empty string of at most 128 characters, got {customer_id!r}")
     amount = _amount(raw.get("amount"))
     currency = raw.get("currency")
-    if not isinstance(currency, str) or not _CURRENCY.match(currency):
+    if not isinstance(currency, str) or not _CURRENCY.fullmatch(currency):
         raise InvalidOrder(f"currency must be an ISO 4217 code such as 'EUR', got {currency!r}")
     items = raw.get("items")
     if not isinstance(items, list) or not 1 <= len(items) <= MAX_ITEMS:
@@ -171,7 +172,7 @@ def _item(index: int, raw: Any) -> OrderItem:
     if not isinstance(raw, Mapping):
         raise InvalidOrder(f"items[{index}] must be an object {{sku, quantity}}, got {raw!r}")
     sku, quantity = raw.get("sku"), raw.get("quantity")
-    if not isinstance(sku, str) or not _SKU.match(sku):
+    if not isinstance(sku, str) or not _SKU.fullmatch(sku):
         raise InvalidOrder(
             f"items[{index}].sku must be 1-64 characters of A-Z, a-z, 0-9, '_', '.', ':' or '-', got {sku!r}")
     # A zero or negative quantity would turn the workflow's stock decrement into an increment.

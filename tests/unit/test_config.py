@@ -72,6 +72,16 @@ def test_little_law_sets_default_concurrency(stages):
          "no headroom up to 0.5 does (it needs 0.75): ask the downstream for a burst of 2 or more"),
         (lambda s: s["dev"]["downstreams"]["crm"].update(base_url="ftp://crm"), "stages.dev.downstreams.crm.base_url must be an http(s) URL"),
         (lambda s: s["dev"]["downstreams"]["crm"].pop("base_url"), "stages.dev.downstreams.crm.base_url is required"),
+        # Every name and id is matched whole: none takes a trailing newline, nor a digit outside 0-9
+        (lambda s: s["dev"].update(region="eu-west-1\n"), "stages.dev.region must be an AWS region"),
+        (lambda s: s["dev"].update(account="123456789012\n"), "stages.dev.account must be a 12-digit"),
+        (lambda s: s["dev"].update(account="\u0661" * 12), "stages.dev.account must be a 12-digit"),
+        (lambda s: s["dev"]["downstreams"].update({"crm\n": s["dev"]["downstreams"]["crm"]}), "downstream names must be snake_case"),
+        (lambda s: s["dev"]["downstreams"]["crm"].update(base_url="https://crm.example.com\n"), "base_url must be an http(s) URL"),
+        (lambda s: s["dev"]["control_loop"].update(alarm_emails=["ops@example.com\n"]), "alarm_emails must be a list of e-mail addresses"),
+        (lambda s: s["dev"]["ingress"]["tiers"]["free"].update(api_keys=["example-free-client\n"]), "api_keys must be a list of client names"),
+        (lambda s: s["dev"]["ingress"]["method_throttles"].update({"POST /payments\n": {"rate_limit_per_sec": 1, "burst": 1}}),
+         "routes are written 'VERB /path'"),
     ],
 )
 def test_invalid_values_fail_with_key_value_and_range(stages, mutate, message):

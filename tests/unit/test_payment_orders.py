@@ -51,6 +51,11 @@ def test_an_order_is_parsed_with_a_decimal_amount_and_its_items():
         ({"items": [{"sku": "s", "quantity": 0}]}, r"items\[0\].quantity must be a whole number"),
         ({"items": [{"sku": "s", "quantity": -1}]}, r"items\[0\].quantity must be a whole number"),
         ({"items": [{"sku": "", "quantity": 1}]}, r"items\[0\].sku must be"),
+        # `$` in a Python pattern also matches before a final newline: each field is matched whole
+        ({"order_id": "o-1\n"}, "order_id must be 1-74 characters"),
+        ({"currency": "EUR\n"}, "currency must be an ISO 4217 code"),
+        ({"items": [{"sku": "sku-1\n", "quantity": 1}]}, r"items\[0\].sku must be"),
+        ({"order_id": "o-\u0661"}, "order_id must be 1-74 characters"),
     ],
 )
 def test_a_bad_field_is_refused_by_name_with_its_value(changes, message):
