@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from throttling.tunables import InvalidTunables, decode_document
 from throttlectl.discovery import Deployment
 from throttlectl.exceptions import NotFound, Refused
 
@@ -66,9 +67,9 @@ class Audit:
         if not description or not description.startswith(AUDIT_PREFIX):
             return None
         try:
-            note = json.loads(description[len(AUDIT_PREFIX):])
+            note = decode_document(description[len(AUDIT_PREFIX):])
             return cls(str(note["by"]), str(note["at"]), str(note["reason"]), int(note["from_version"]))
-        except (ValueError, KeyError, TypeError):
+        except (InvalidTunables, ValueError, KeyError, TypeError):
             return None
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from throttling.circuit_breaker import MAX_WINDOW_BUCKETS, BreakerPolicy
+from throttling.circuit_breaker import DURATION_BOUNDS_SEC, MAX_MINIMUM_CALLS, MAX_WINDOW_BUCKETS, BreakerPolicy
 from throttling.tunables import (
     BURST_BOUNDS,
     MAX_CONCURRENCY_BOUNDS,
@@ -23,6 +23,7 @@ from throttling.tunables import (
     RATE_PER_SEC_BOUNDS,
     DownstreamTunables,
     InvalidTunables,
+    decode_document,
     parse_breaker_policy,
     parse_tunables,
 )
@@ -41,15 +42,16 @@ __all__ = [
 ]
 
 # What BreakerPolicy.__post_init__ enforces, worded for a table (validation itself is the parser's).
+_SECONDS = f"{DURATION_BOUNDS_SEC[0]:g}..{DURATION_BOUNDS_SEC[1]:g} s"
 BREAKER_BOUNDS = {
     "failure_rate_threshold": "(0, 1]",
     "slow_call_rate_threshold": "(0, 1]",
-    "slow_call_duration_sec": "> 0 s",
-    "minimum_calls": "whole >= 1",
-    "window_sec": "> 0 s",
+    "slow_call_duration_sec": _SECONDS,
+    "minimum_calls": f"whole 1..{MAX_MINIMUM_CALLS}",
+    "window_sec": _SECONDS,
     "window_buckets": f"whole 1..{MAX_WINDOW_BUCKETS}",
-    "open_duration_sec": "> 0 s",
-    "probe_lease_sec": "> 0 s",
+    "open_duration_sec": _SECONDS,
+    "probe_lease_sec": _SECONDS,
 }
 _HARD_BOUNDS = {
     "rate_per_sec": RATE_PER_SEC_BOUNDS,
@@ -219,9 +221,9 @@ def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
         if name in assignments:
             raise Refused(f"{name} is given twice ({name}={json.dumps(assignments[name])} and {item})")
         try:
-            value = json.loads(text)
-        except ValueError:
-            value = text
+            value = decode_document(text)
+        except InvalidTunables:
+            value = text  # then refused by the field's own check, with the value as typed
         assignments[name] = value
     return assignments
 
@@ -231,8 +233,8 @@ def document_of(raw: str | None) -> dict[str, Any] | None:
     if raw is None:
         return None
     try:
-        value = json.loads(raw)
-    except (TypeError, ValueError):
+        value = decode_document(raw)
+    except InvalidTunables:
         return None
     return value if isinstance(value, dict) else None
 

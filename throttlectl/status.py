@@ -20,7 +20,7 @@ from throttling.rate_limiter import RatePolicy, shard_count_for, split_policy
 from throttling.tunables import InvalidTunables
 from throttlectl.discovery import Deployment, QueueRef
 from throttlectl.parameters import StoredTunable
-from throttlectl.schema import BREAKER_POLICY, DOWNSTREAM_LIMITS
+from throttlectl.schema import BREAKER_POLICY, DOWNSTREAM_LIMITS, document_of
 
 __all__ = [
     "BreakerRow",
@@ -231,7 +231,7 @@ def _concurrency(deployment: Deployment, tunables: Mapping[str, StoredTunable]) 
             continue
         note = "pinned (manual)" if values["mode"] == "manual" else "auto"
         if "max_concurrency" in clamped:
-            note += f"; stored {json.loads(stored.value).get('max_concurrency')!r} is clamped"
+            note += f"; stored {(document_of(stored.value) or {}).get('max_concurrency')!r} is clamped"
         rows.append(ConcurrencyRow(name, values["max_concurrency"], note))
     return tuple(rows)
 

@@ -56,6 +56,11 @@ __all__ = [
 # Beyond this the item grows for no real gain in precision; 60 buckets of one second already
 # give a one-minute window with one-second granularity.
 MAX_WINDOW_BUCKETS = 60
+# Every duration of a policy: below 10 ms no call is timed that finely; beyond a day the breaker's
+# item outlives its TTL margin, and times far out overflow the window's slot arithmetic and what
+# DynamoDB can store.
+DURATION_BOUNDS_SEC = (0.01, 86_400.0)
+MAX_MINIMUM_CALLS = 1_000_000
 
 
 class BreakerStatus(str, Enum):
@@ -80,19 +85,22 @@ class BreakerPolicy:
     probe_lease_sec: float = 10.0
 
     def __post_init__(self) -> None:
+        # Range comparisons only: they hold for any int or float (NaN fails them), where float() or
+        # math.isfinite() would overflow on a huge integer.
         for name in ("failure_rate_threshold", "slow_call_rate_threshold"):
             value = getattr(self, name)
             if not _is_number(value) or not 0 < value <= 1:
-                raise ValueError(f"{name} must be a rate in (0, 1], got {value!r}; 0.5 means half of the calls")
+                raise ValueError(f"{name} must be a rate in (0, 1], got {_shown(value)}; 0.5 means half of the calls")
+        low, high = DURATION_BOUNDS_SEC
         for name in ("slow_call_duration_sec", "window_sec", "open_duration_sec", "probe_lease_sec"):
             value = getattr(self, name)
-            if not _is_number(value) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
-        if not _is_int(self.minimum_calls) or self.minimum_calls < 1:
-            raise ValueError(f"minimum_calls must be an int >= 1, got {self.minimum_calls!r}")
+            if not _is_number(value) or not low <= value <= high:
+                raise ValueError(f"{name} must be a number of seconds in [{low:g}, {high:g}], got {_shown(value)}")
+        if not _is_int(self.minimum_calls) or not 1 <= self.minimum_calls <= MAX_MINIMUM_CALLS:
+            raise ValueError(f"minimum_calls must be an int in [1, {MAX_MINIMUM_CALLS}], got {_shown(self.minimum_calls)}")
         if not _is_int(self.window_buckets) or not 1 <= self.window_buckets <= MAX_WINDOW_BUCKETS:
             raise ValueError(
-                f"window_buckets must be an int in [1, {MAX_WINDOW_BUCKETS}], got {self.window_buckets!r}"
+                f"window_buckets must be an int in [1, {MAX_WINDOW_BUCKETS}], got {_shown(self.window_buckets)}"
             )
 
     @property
@@ -411,6 +419,17 @@ def _is_number(value: object) -> bool:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shown(value: object) -> str:
+    """A value for an error message: short, and never a 4,000-digit repr (which Python refuses to make)."""
+    if _is_int(value) and value.bit_length() > 64:  # type: ignore[union-attr]
+        return "an integer beyond any bound"
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):
+        return f"a {type(value).__name__}"
+    return text if len(text) <= 80 else text[:79] + "\u2026"
 
 
 def _item_float(item: Mapping[str, Any], key: str) -> float:

@@ -42,7 +42,7 @@ from throttling.controller import (
     decide,
     evaluated_period,
 )
-from throttling.tunables import InvalidTunables, parse_tunables
+from throttling.tunables import InvalidTunables, decode_document, parse_tunables
 
 __all__ = [
     "ALARM_ROUTE_KINDS",
@@ -285,8 +285,9 @@ class TunablesDocumentStore:
         self._client = client
 
     def read(self, name: str) -> TunablesDocument:
+        """The document and its version; `InvalidTunables` when the value is not a usable JSON object."""
         parameter = self._client.get_parameter(Name=name)["Parameter"]
-        document = json.loads(parameter["Value"])
+        document = decode_document(parameter["Value"])
         if not isinstance(document, dict):
             raise InvalidTunables(f"the value must be a JSON object, got {type(document).__name__}")
         return TunablesDocument(name, document, int(parameter["Version"]))

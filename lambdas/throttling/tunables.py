@@ -7,6 +7,12 @@ operators and the controller own them afterwards. A bad value must never take a 
 - a document that does not parse (bad JSON, wrong type, missing field) or a failed read is refused:
   the last good value stays in force and an error is logged; before any good value was seen, the
   defaults the function was deployed with are used.
+
+Whatever its shape, a document raises nothing but `InvalidTunables`: `decode_document` refuses,
+before and while decoding, what `json` would choke on or hand over unusable (more than
+`MAX_DOCUMENT_CHARS`, nesting deeper than `MAX_DOCUMENT_DEPTH`, NaN and Infinity, integers of more
+than `MAX_INTEGER_DIGITS` digits, a field given twice), and every field is checked by comparison
+only, which no number can overflow.
 """
 
 from __future__ import annotations
@@ -29,6 +35,17 @@ MODES = ("auto", "manual")
 RATE_PER_SEC_BOUNDS = (0.01, 10_000.0)
 BURST_BOUNDS = (1, 5_000)
 MAX_CONCURRENCY_BOUNDS = (1, 1_000)
+
+# Parameter Store's advanced tier holds at most 8 KB (a standard parameter 4,096 characters); a
+# tunables document is a few dozen. Nothing larger is worth decoding.
+MAX_DOCUMENT_CHARS = 8_192
+# Documents are flat objects. json recurses once per level and raises RecursionError past about a
+# thousand, which a 4 KB parameter of brackets reaches; the bound keeps decoding far from it.
+MAX_DOCUMENT_DEPTH = 8
+# Every bound above has at most 5 digits; an integer beyond a float's exact range is a typo, and
+# past 4,300 digits Python refuses to convert it at all.
+MAX_INTEGER_DIGITS = 15
+_EXAMPLE = '{"rate_per_sec": 10, "burst": 10, "max_concurrency": 2, "mode": "auto"}'
 
 
 class InvalidTunables(ValueError):
@@ -65,7 +82,7 @@ class Clamped(Generic[T]):
 def parse_tunables(
     raw: str | Mapping[str, Any], *, ceiling_rate_per_sec: float | None = None
 ) -> Clamped[DownstreamTunables]:
-    """Parse and clamp a tunables document; raise `InvalidTunables` when it cannot be used.
+    """Parse and clamp a tunables document; raise `InvalidTunables` (and nothing else) when it cannot be used.
 
     `ceiling_rate_per_sec` is the downstream's contractual limit: a rate above it is clamped to it,
     so a typo in Parameter Store cannot melt the downstream.
@@ -75,8 +92,8 @@ def parse_tunables(
     burst = _integer(document, "burst")
     max_concurrency = _integer(document, "max_concurrency")
     mode = document.get("mode", "auto")
-    if mode not in MODES:
-        raise InvalidTunables(f"mode must be one of {list(MODES)}, got {mode!r}")
+    if not isinstance(mode, str) or mode not in MODES:
+        raise InvalidTunables(f"mode must be one of {list(MODES)}, got {_shown(mode)}")
 
     clamped: list[str] = []
     rate_high = RATE_PER_SEC_BOUNDS[1] if ceiling_rate_per_sec is None else min(RATE_PER_SEC_BOUNDS[1], ceiling_rate_per_sec)
@@ -101,7 +118,9 @@ def parse_breaker_policy(raw: str | Mapping[str, Any]) -> Clamped[BreakerPolicy]
     known = set(BreakerPolicy.__dataclass_fields__)
     unknown = set(document) - known
     if unknown:
-        raise InvalidTunables(f"unknown breaker fields {sorted(unknown)}; known: {sorted(known)}")
+        shown = sorted(_shown(name) for name in unknown)
+        listed = ", ".join(shown[:10]) + (f" and {len(shown) - 10} more" if len(shown) > 10 else "")
+        raise InvalidTunables(f"unknown breaker fields [{listed}]; known: {sorted(known)}")
     try:
         return Clamped(BreakerPolicy(**document), ())
     except (TypeError, ValueError) as error:
@@ -144,15 +163,21 @@ class TunablesReader(Generic[T]):
         except InvalidTunables as error:
             logger.error(
                 "refused an invalid tunables document; keeping the last good value",
-                extra={"parameter": self.parameter_name, "error": str(error), "value": str(raw)[:500],
+                extra={"parameter": self.parameter_name, "error": str(error), "value": _preview(raw),
                        "in_force": _describe(self._last_good)},
+            )
+            return self._last_good
+        except Exception:  # noqa: BLE001 - a parser bug must not take the function down either
+            logger.exception(
+                "the tunables parser failed; keeping the last good value",
+                extra={"parameter": self.parameter_name, "value": _preview(raw), "in_force": _describe(self._last_good)},
             )
             return self._last_good
         if result.clamped_fields:
             logger.warning(
                 "tunables out of range were clamped",
                 extra={"parameter": self.parameter_name, "clamped": list(result.clamped_fields),
-                       "value": str(raw)[:500], "in_force": _describe(result.tunables)},
+                       "value": _preview(raw), "in_force": _describe(result.tunables)},
             )
         self._last_good = result.tunables
         return result.tunables
@@ -179,7 +204,7 @@ def defaults_from_environment(raw: str | None, fallback: DownstreamTunables) -> 
         return parse_tunables(raw).tunables
     except InvalidTunables as error:
         logger.error("deploy-time tunables defaults are invalid; using built-in fallback",
-                     extra={"error": str(error), "value": raw[:500]})
+                     extra={"error": str(error), "value": _preview(raw)})
         return fallback
 
 
@@ -187,34 +212,135 @@ def _describe(value: Any) -> Any:
     return asdict(value) if hasattr(value, "__dataclass_fields__") else value
 
 
-def _as_mapping(raw: str | Mapping[str, Any]) -> Mapping[str, Any]:
-    if isinstance(raw, Mapping):
-        return raw
+def decode_document(raw: str) -> Any:
+    """The JSON value a stored document holds; `InvalidTunables` for anything `json` would choke on.
+
+    Refused, with the reason: text longer than `MAX_DOCUMENT_CHARS`, nesting deeper than
+    `MAX_DOCUMENT_DEPTH`, NaN and Infinity (which `json` accepts though JSON has no such values),
+    integers of more than `MAX_INTEGER_DIGITS` digits, a number too large for a float, and an object
+    that gives a field twice (`json` would keep the last one silently).
+    """
+    if not isinstance(raw, str):
+        raise InvalidTunables(f"the value must be JSON text, got {type(raw).__name__}")
+    if len(raw) > MAX_DOCUMENT_CHARS:
+        raise InvalidTunables(f"the value is {len(raw)} characters long; a tunables document is a small JSON object"
+                              f" of at most {MAX_DOCUMENT_CHARS}, e.g. {_EXAMPLE}")
+    depth = _nesting_depth(raw)
+    if depth > MAX_DOCUMENT_DEPTH:
+        raise InvalidTunables(f"the value nests {depth} levels deep; a tunables document is a flat JSON object"
+                              f" (at most {MAX_DOCUMENT_DEPTH} levels), e.g. {_EXAMPLE}")
     try:
-        document = json.loads(raw)
-    except (TypeError, ValueError) as error:
-        raise InvalidTunables(f"the value is not JSON ({error}); expected e.g. "
-                              f'{{"rate_per_sec": 10, "burst": 10, "max_concurrency": 2, "mode": "auto"}}') from None
+        return json.loads(raw, parse_constant=_refuse_constant, parse_int=_bounded_int, parse_float=_finite_float,
+                          object_pairs_hook=_object_without_repeats)
+    except InvalidTunables:
+        raise
+    except (ValueError, RecursionError) as error:
+        raise InvalidTunables(f"the value is not JSON ({_clipped(str(error))}); expected e.g. {_EXAMPLE}") from None
+
+
+def _as_mapping(raw: str | Mapping[str, Any]) -> Mapping[str, Any]:
+    document = raw if isinstance(raw, Mapping) else decode_document(raw)
     if not isinstance(document, Mapping):
         raise InvalidTunables(f"the value must be a JSON object, got {type(document).__name__}")
     return document
+
+
+def _nesting_depth(text: str) -> int:
+    """The deepest nesting of arrays and objects in `text`, brackets inside strings left out."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _refuse_constant(name: str) -> Any:
+    raise InvalidTunables(f"{name} is not a JSON number; give a finite number")
+
+
+def _bounded_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INTEGER_DIGITS:
+        raise InvalidTunables(f"an integer of {digits} digits ({_clipped(text, 24)}) is beyond any bound; "
+                              f"give at most {MAX_INTEGER_DIGITS} digits")
+    return int(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise InvalidTunables(f"{_clipped(text, 24)} is too large for a number; give a finite number")
+    return value
+
+
+def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise InvalidTunables(f"field {_shown(key)} is given twice; give each field once")
+        document[key] = value
+    return document
+
+
+def _check_number(name: str, value: Any) -> None:
+    """Refuse what no numeric check can take: non-finite floats and integers too large for a float."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidTunables(f"{name} must be a finite number, got {value!r}")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**MAX_INTEGER_DIGITS:
+        raise InvalidTunables(f"{name} must have at most {MAX_INTEGER_DIGITS} digits, got {_shown(value)}")
 
 
 def _number(document: Mapping[str, Any], name: str) -> float:
     if name not in document:
         raise InvalidTunables(f"{name} is missing")
     value = document[name]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InvalidTunables(f"{name} must be a finite number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidTunables(f"{name} must be a finite number, got {_shown(value)}")
+    _check_number(name, value)
     return float(value)
 
 
 def _integer(document: Mapping[str, Any], name: str) -> int:
     value = _number(document, name)
     if value != int(value):
-        raise InvalidTunables(f"{name} must be a whole number, got {document[name]!r}")
+        raise InvalidTunables(f"{name} must be a whole number, got {_shown(document[name])}")
     return int(value)
 
 
 def _clamp(value: float, low: float, high: float) -> float:
     return min(max(value, low), high)
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """`repr(value)` for an error message, cut to `limit`; never raises (a huge int's repr can)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):
+        return f"a {type(value).__name__}"
+    return _clipped(text, limit)
+
+
+def _clipped(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _preview(raw: Any) -> str:
+    try:
+        return _clipped(raw if isinstance(raw, str) else _shown(raw, 500), 500)
+    except Exception:  # noqa: BLE001 - a log line must never fail
+        return "<unprintable>"

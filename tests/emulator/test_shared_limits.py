@@ -54,3 +54,60 @@ def test_the_sweep_reclaims_leases_whose_owners_died(cloud, deployed):
                              ConsistentRead=True)["Item"]
     assert set(item["leases"]["M"]) == {"live-owner"}
     assert item["lease_count"] == {"N": "1"}
+
+
+# Each raised inside the seed's tunables reader (OverflowError, RecursionError), so every invocation of
+# the deployed caller failed while it stayed in Parameter Store. Each fits a standard parameter (4 KB).
+HOSTILE_DOCUMENTS = {
+    "400-digit rate": '{"rate_per_sec": 1' + "0" * 400 + ', "burst": 5, "max_concurrency": 2}',
+    "4,000-digit burst": '{"rate_per_sec": 5, "burst": 1' + "0" * 4000 + ', "max_concurrency": 2}',
+    "2,000 nested arrays": "[" * 2000 + "]" * 2000,
+    "1,000 nested objects": '{"":' * 1000 + "1" + "}" * 1000,
+    "NaN rate": '{"rate_per_sec": NaN, "burst": 5, "max_concurrency": 2}',
+    "1e400 rate": '{"rate_per_sec": 1e400, "burst": 5, "max_concurrency": 2}',
+    "boolean burst": '{"rate_per_sec": 5, "burst": true, "max_concurrency": 2}',
+    "not an object": '"rate_per_sec=5"',
+}
+
+
+def test_the_deployed_caller_answers_every_call_whatever_document_is_in_ssm(cloud, deployed, fresh_simulators):
+    # GIVEN the CRM caller running on an operator's good document
+    caller = deployed["Throttling-dev-Workflows"].outputs["CrmCallerName"]
+    ssm, functions = cloud.client("ssm"), cloud.client("lambda")
+    good = {"rate_per_sec": 8.0, "burst": 4, "max_concurrency": 3, "mode": "manual"}
+    seed = ssm.get_parameter(Name=TUNABLES)["Parameter"]["Value"]
+    ssm.put_parameter(Name=TUNABLES, Overwrite=True, Type="String", Value=json.dumps(good))
+    configuration = functions.get_function_configuration(FunctionName=caller)
+    deployed_defaults = json.loads(configuration["Environment"]["Variables"]["TUNABLES_DEFAULTS"])
+
+    def new_environment(marker: str) -> None:
+        # A changed configuration starts new execution environments: no last good value, no last-seen TAT.
+        functions.update_function_configuration(FunctionName=caller, Environment={"Variables": {
+            **configuration["Environment"]["Variables"], "ENVIRONMENT_GENERATION": marker}})
+
+    # A full bucket, whatever the tests before left in it
+    cloud.client("dynamodb").delete_item(TableName=deployed["Throttling-dev-SharedLimits"].outputs["RateLimiterTableName"],
+                                         Key={"pk": {"S": "crm#0"}})
+    try:
+        new_environment("warm")
+        answer, error = invoke(cloud, caller, {"path": "/users/1"})
+        assert error is None, answer
+        assert answer["tunables_in_force"] == good
+        # WHEN each document no parser can use is in SSM in turn
+        in_force = {}
+        for name, document in HOSTILE_DOCUMENTS.items():
+            ssm.put_parameter(Name=TUNABLES, Overwrite=True, Type="String", Value=document)
+            answer, error = invoke(cloud, caller, {"path": "/users/1"})
+            in_force[name] = (error, answer.get("tunables_in_force"))
+        # AND a new execution environment starts while the last of them is still there
+        new_environment("cold")
+        cold, cold_error = invoke(cloud, caller, {"path": "/users/1"})
+    finally:
+        functions.update_function_configuration(FunctionName=caller, Environment=configuration["Environment"])
+        ssm.put_parameter(Name=TUNABLES, Overwrite=True, Type="String", Value=seed)
+    # THEN every call was answered on the last good limits, and the new environment on the deploy-time ones
+    assert in_force == {name: (None, good) for name in HOSTILE_DOCUMENTS}
+    assert cold_error is None, cold
+    assert cold["tunables_in_force"] == {**deployed_defaults, "mode": deployed_defaults.get("mode", "auto")}
+    # AND the CRM saw each of those calls
+    assert len(fresh_simulators["crm"].requests) == len(HOSTILE_DOCUMENTS) + 2

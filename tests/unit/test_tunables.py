@@ -54,7 +54,8 @@ def test_out_of_range_values_are_clamped_and_reported(field, value, expected):
         (json.dumps({**GOOD, "max_concurrency": True}), "max_concurrency must be a finite number, got True"),
         (json.dumps({k: v for k, v in GOOD.items() if k != "burst"}), "burst is missing"),
         (json.dumps({**GOOD, "mode": "turbo"}), "mode must be one of ['auto', 'manual'], got 'turbo'"),
-        ('{"rate_per_sec": NaN, "burst": 1, "max_concurrency": 1}', "rate_per_sec must be a finite number"),
+        # json takes NaN and Infinity, JSON has neither: the whole document is refused
+        ('{"rate_per_sec": NaN, "burst": 1, "max_concurrency": 1}', "NaN is not a JSON number"),
     ],
 )
 def test_unusable_documents_are_refused_with_the_reason(raw, message):
@@ -136,7 +137,7 @@ def test_breaker_documents_parse_with_defaults_for_missing_fields():
     ("raw", "message"),
     [
         ('{"failure_rate_threshold": 2}', "failure_rate_threshold must be a rate in (0, 1], got 2"),
-        ('{"minimum_calls": 0}', "minimum_calls must be an int >= 1, got 0"),
+        ('{"minimum_calls": 0}', "minimum_calls must be an int in [1, 1000000], got 0"),
         ('{"open_for": 3}', "unknown breaker fields ['open_for']"),
     ],
 )
@@ -152,3 +153,80 @@ def test_a_breaker_reader_keeps_its_last_good_policy():
     assert reader.get().minimum_calls == 4
     store.value = '{"minimum_calls": -1}'
     assert reader.get().minimum_calls == 4
+
+
+# -- documents of any shape: refused with the reason, never a crash -----------------------------
+
+# What an operator's slip, a copy-paste or a script can leave in Parameter Store. On the seed's
+# parser each raised OverflowError, RecursionError or ValueError from inside the reader, so the
+# deployed callers failed every invocation while it stayed there.
+HOSTILE_DOCUMENTS = [
+    ('{"rate_per_sec": 1' + "0" * 400 + ', "burst": 1, "max_concurrency": 1}', "an integer of 401 digits"),
+    ('{"rate_per_sec": 1, "burst": 1' + "0" * 5000 + ', "max_concurrency": 1}', "an integer of 5001 digits"),
+    ("[" * 3000 + "]" * 3000, "nests 3000 levels deep"),
+    ('{"":' * 1500 + "1" + "}" * 1500, "nests 1500 levels deep"),
+    ('{"rate_per_sec": 1e400, "burst": 1, "max_concurrency": 1}', "1e400 is too large for a number"),
+    ('{"rate_per_sec": Infinity, "burst": 1, "max_concurrency": 1}', "Infinity is not a JSON number"),
+    ('{"rate_per_sec": -Infinity, "burst": 1, "max_concurrency": 1}', "-Infinity is not a JSON number"),
+    ('{"rate_per_sec": true, "burst": 1, "max_concurrency": 1}', "rate_per_sec must be a finite number, got True"),
+    ('{"rate_per_sec": 5, "burst": 1, "max_concurrency": 1, "rate_per_sec": 50}', "field 'rate_per_sec' is given twice"),
+    (json.dumps({**GOOD, "note": "x" * 9000}), "the value is 9"),
+    ('"{\\"rate_per_sec\\": 5}"', "must be a JSON object, got str"),
+    ("null", "must be a JSON object, got NoneType"),
+    ("", "the value is not JSON"),
+    ('{"rate_per_sec": 5, "burst": 1, "max_concurrency": 1, "mode": ' + "[" * 5 + "]" * 5 + "}", "mode must be one of"),
+]
+
+
+@pytest.mark.parametrize(("raw", "message"), HOSTILE_DOCUMENTS, ids=range(len(HOSTILE_DOCUMENTS)))
+def test_a_document_of_any_shape_is_refused_with_its_reason(raw, message):
+    # GIVEN a document no parser could use / WHEN it is parsed THEN only InvalidTunables, saying why
+    with pytest.raises(InvalidTunables) as error:
+        parse_tunables(raw, ceiling_rate_per_sec=10)
+    assert message in str(error.value)
+    assert len(str(error.value)) < 500
+
+
+@pytest.mark.parametrize(("raw", "message"), HOSTILE_DOCUMENTS, ids=range(len(HOSTILE_DOCUMENTS)))
+def test_a_reader_keeps_its_last_good_value_whatever_the_document(raw, message, caplog):
+    # GIVEN a reader that has seen a good value
+    store = FakeParameterStore(json.dumps(GOOD))
+    reader = TunablesReader("/throttling/dev/downstreams/crm", defaults=DEFAULTS, fetch=store.fetch, ceiling_rate_per_sec=10)
+    reader.get()
+    # WHEN the document turns into something no parser can use
+    store.value = raw
+    with caplog.at_level(logging.ERROR):
+        in_force = reader.get()
+    # THEN the last good value stays in force, and the error says why
+    assert in_force == DownstreamTunables(10.0, 10, 2, "auto")
+    (refused,) = [r for r in caplog.records if r.getMessage().startswith("refused an invalid tunables document")]
+    assert message in refused.error
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ['{"window_sec": 1' + "0" * 400 + "}", '{"open_duration_sec": 1e400}', '{"minimum_calls": NaN}',
+     "[" * 3000 + "]" * 3000, '{"probe_lease_sec": 1e-300}', '{"window_sec": 172800}', '{"minimum_calls": true}'],
+    ids=["long-int", "huge-float", "nan", "deep", "tiny", "two-days", "bool"],
+)
+def test_a_breaker_document_of_any_shape_is_refused(raw):
+    with pytest.raises(InvalidTunables):
+        parse_breaker_policy(raw)
+
+
+def test_a_parser_that_fails_anyway_leaves_the_last_good_value_in_force(caplog):
+    # GIVEN a reader whose parser has a bug on some input
+    store = FakeParameterStore(json.dumps(GOOD))
+
+    def parse(raw: str):
+        if "boom" in raw:
+            raise ZeroDivisionError("a bug")
+        return parse_tunables(raw)
+
+    reader = TunablesReader("/p", defaults=DEFAULTS, fetch=store.fetch, parse=parse)
+    reader.get()
+    # WHEN it meets that input THEN the function still runs on the last good value, and the bug is logged
+    store.value = '{"boom": 1}'
+    with caplog.at_level(logging.ERROR):
+        assert reader.get() == DownstreamTunables(10.0, 10, 2, "auto")
+    assert "the tunables parser failed" in caplog.text and "ZeroDivisionError" in caplog.text
