@@ -78,6 +78,7 @@ class BuffersStack(Stack):
                 "DOWNSTREAM_BASE_URL": legacy.base_url,
                 "DOWNSTREAM_TIMEOUT_SEC": str(legacy.timeout_sec),
                 "DOWNSTREAM_RATE_LIMIT_PER_SEC": str(legacy.rate_limit_per_sec),
+                "DOWNSTREAM_BURST": str(legacy.burst),
                 "TUNABLES_PARAMETER_NAME": shared_limits.tunables.parameter(key).parameter_name,
                 "TUNABLES_DEFAULTS": downstream_tunables_seed(legacy),
                 "TUNABLES_CACHE_SEC": str(config.tunables_cache_sec),

@@ -269,7 +269,7 @@ def _show(ctx: _Context) -> int:
 
 
 def _describe_tunable(deployment: Deployment, stored: StoredTunable) -> dict[str, Any]:
-    ceiling = deployment.ceiling_for(stored.key)
+    ceiling, ceiling_burst = deployment.ceiling_for(stored.key), deployment.burst_ceiling_for(stored.key)
     current = document_of(stored.value)
     seed = document_of(deployment.seeds.get(stored.name))
     entry: dict[str, Any] = {
@@ -291,10 +291,10 @@ def _describe_tunable(deployment: Deployment, stored: StoredTunable) -> dict[str
     except Refused:
         entry["lambdas_see"] = "no schema (not a throttling tunable)"
         return entry
-    entry["bounds"] = kind.bounds(ceiling)
+    entry["bounds"] = kind.bounds(ceiling, ceiling_burst)
     entry["defaults"] = kind.defaults
     try:
-        _, clamped = kind.in_force(stored.value, ceiling)
+        _, clamped = kind.in_force(stored.value, ceiling, ceiling_burst)
     except InvalidTunables as error:
         entry["lambdas_see"] = f"refused ({error}); they keep their last good value"
     else:
@@ -361,7 +361,7 @@ def _set(ctx: _Context) -> int:
     else:
         base = current
     try:
-        new = kind.validate(key, {**base, **assignments}, deployment.ceiling_for(key))
+        new = kind.validate(key, {**base, **assignments}, deployment.ceiling_for(key), deployment.burst_ceiling_for(key))
     except Refused as refusal:
         raise Refused(f"refused: {refusal}{hint}") from None
     changes = diff(current, new)

@@ -3,13 +3,14 @@
 Nothing is configured by hand: the stacks `Throttling-<stage>-*` say where everything is. The
 shared-limits stack's outputs name the limit tables; every stack's resources name its queues;
 the templates hold the seed of every tunable (the `AWS::SSM::Parameter` with that Name) and each
-downstream's contractual rate (the `DOWNSTREAM_RATE_LIMIT_PER_SEC` its functions are deployed
-with), which is the ceiling the Lambdas clamp a tuned rate to.
+downstream's contract (the `DOWNSTREAM_RATE_LIMIT_PER_SEC` and `DOWNSTREAM_BURST` its functions are
+deployed with), the ceilings the Lambdas clamp a tuned rate and burst to.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ class Deployment:
     outputs: Mapping[str, Mapping[str, str]]
     seeds: Mapping[str, str] = field(default_factory=dict)
     contracts: Mapping[str, float] = field(default_factory=dict)
+    contract_bursts: Mapping[str, int] = field(default_factory=dict)
     controller_roles: tuple[str, ...] = ()
     queues: tuple[QueueRef, ...] = ()
 
@@ -85,6 +87,11 @@ class Deployment:
         kind, _, name = key.partition("/")
         return self.contracts.get(name) if kind == "downstreams" else None
 
+    def burst_ceiling_for(self, key: str) -> int | None:
+        """The contractual burst of the downstream a `downstreams/<name>` key tunes (None if unknown)."""
+        kind, _, name = key.partition("/")
+        return self.contract_bursts.get(name) if kind == "downstreams" else None
+
 
 def discover(cloudformation: Any, stage: str) -> Deployment:
     """Read the stage's stacks; raise `NotFound` when its shared-limits stack is not deployed."""
@@ -105,13 +112,14 @@ def discover(cloudformation: Any, stage: str) -> Deployment:
     outputs = {s["StackName"]: {o["OutputKey"]: o["OutputValue"] for o in s.get("Outputs", [])} for s in stacks}
     seeds: dict[str, str] = {}
     contracts: dict[str, float] = {}
+    contract_bursts: dict[str, int] = {}
     controller_roles: list[str] = []
     queues: list[QueueRef] = []
     for name in names:
         template = _template(cloudformation, name)
         for logical_id, resource in (template.get("Resources") or {}).items():
             _collect_seed(resource, seeds)
-            _collect_contract(resource, contracts)
+            _collect_contract(resource, contracts, contract_bursts)
         for resource in _resources(cloudformation, name):
             kind, logical_id = resource["ResourceType"], resource["LogicalResourceId"]
             physical_id = resource.get("PhysicalResourceId")
@@ -127,6 +135,7 @@ def discover(cloudformation: Any, stage: str) -> Deployment:
         outputs=outputs,
         seeds=seeds,
         contracts=contracts,
+        contract_bursts=contract_bursts,
         controller_roles=tuple(controller_roles),
         queues=tuple(queues),
     )
@@ -161,16 +170,27 @@ def _collect_seed(resource: Mapping[str, Any], seeds: dict[str, str]) -> None:
         seeds[name] = value
 
 
-def _collect_contract(resource: Mapping[str, Any], contracts: dict[str, float]) -> None:
+def _collect_contract(resource: Mapping[str, Any], contracts: dict[str, float], bursts: dict[str, int]) -> None:
     if resource.get("Type") != "AWS::Lambda::Function":
         return
     variables = ((resource.get("Properties") or {}).get("Environment") or {}).get("Variables") or {}
-    name, rate = variables.get("DOWNSTREAM_NAME"), variables.get("DOWNSTREAM_RATE_LIMIT_PER_SEC")
-    if not isinstance(name, str) or not isinstance(rate, (str, int, float)):
-        return
-    try:
-        value = float(rate)
-    except ValueError:
+    name = variables.get("DOWNSTREAM_NAME")
+    if not isinstance(name, str):
         return
     # Two functions calling one downstream with different contracts: the lower one binds.
-    contracts[name] = min(value, contracts.get(name, value))
+    rate = _number_of(variables.get("DOWNSTREAM_RATE_LIMIT_PER_SEC"))
+    if rate is not None:
+        contracts[name] = min(rate, contracts.get(name, rate))
+    burst = _number_of(variables.get("DOWNSTREAM_BURST"))
+    if burst is not None and burst == int(burst):
+        bursts[name] = min(int(burst), bursts.get(name, int(burst)))
+
+
+def _number_of(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return None
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None

@@ -71,8 +71,8 @@ class FieldChange:
 class TunableKind:
     """One family of documents under `/throttling/<stage>/<prefix>/<name>`.
 
-    `validate` returns the document to write or raises `Refused`; `ceiling_rate_per_sec` is the
-    downstream's contract, which the Lambdas clamp the rate to.
+    `validate` returns the document to write or raises `Refused`; `ceiling_rate_per_sec` and
+    `ceiling_burst` are the downstream's contract, which the Lambdas clamp the rate and burst to.
     """
 
     prefix: str
@@ -80,18 +80,19 @@ class TunableKind:
     fields: tuple[str, ...]
     has_mode: bool
     _dataclass: type
-    _validate: Callable[[str, Mapping[str, Any], float | None], dict[str, Any]]
-    _bounds: Callable[[float | None], dict[str, str]]
-    _in_force: Callable[[Mapping[str, Any], float | None], tuple[dict[str, Any], tuple[str, ...]]]
+    _validate: Callable[[str, Mapping[str, Any], float | None, int | None], dict[str, Any]]
+    _bounds: Callable[[float | None, int | None], dict[str, str]]
+    _in_force: Callable[[Any, float | None, int | None], tuple[dict[str, Any], tuple[str, ...]]]
 
-    def validate(self, key: str, document: Mapping[str, Any], ceiling_rate_per_sec: float | None = None) -> dict[str, Any]:
+    def validate(self, key: str, document: Mapping[str, Any], ceiling_rate_per_sec: float | None = None,
+                 ceiling_burst: int | None = None) -> dict[str, Any]:
         unknown = sorted(set(document) - set(self.fields))
         if unknown:
             raise Refused(
                 f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} for {key}; "
                 f"known fields: {', '.join(sorted(self.fields))}"
             )
-        return self._validate(key, document, ceiling_rate_per_sec)
+        return self._validate(key, document, ceiling_rate_per_sec, ceiling_burst)
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -100,38 +101,47 @@ class TunableKind:
             f.name: f.default for f in dataclasses.fields(self._dataclass) if f.default is not dataclasses.MISSING
         }
 
-    def bounds(self, ceiling_rate_per_sec: float | None = None) -> dict[str, str]:
-        return self._bounds(ceiling_rate_per_sec)
+    def bounds(self, ceiling_rate_per_sec: float | None = None, ceiling_burst: int | None = None) -> dict[str, str]:
+        return self._bounds(ceiling_rate_per_sec, ceiling_burst)
 
-    def in_force(self, raw: str, ceiling_rate_per_sec: float | None = None) -> tuple[dict[str, Any], tuple[str, ...]]:
+    def in_force(self, raw: str, ceiling_rate_per_sec: float | None = None,
+                 ceiling_burst: int | None = None) -> tuple[dict[str, Any], tuple[str, ...]]:
         """What the Lambdas make of a stored value: the values in force and the fields they clamp.
 
         Raises `InvalidTunables` when they would refuse it (and keep their last good value).
         """
-        return self._in_force(raw, ceiling_rate_per_sec)
+        return self._in_force(raw, ceiling_rate_per_sec, ceiling_burst)
 
 
 # -- downstream limits ---------------------------------------------------------------------------
 
 
-def _downstream_validate(key: str, document: Mapping[str, Any], ceiling: float | None) -> dict[str, Any]:
+def _downstream_validate(key: str, document: Mapping[str, Any], ceiling: float | None,
+                         ceiling_burst: int | None) -> dict[str, Any]:
     try:
-        result = parse_tunables(document, ceiling_rate_per_sec=ceiling)
+        result = parse_tunables(document, ceiling_rate_per_sec=ceiling, ceiling_burst=ceiling_burst)
     except InvalidTunables as error:
         raise Refused(f"{key}: {error}") from None
     if result.clamped_fields:
-        raise Refused("; ".join(_clamp_message(key, name, document[name], ceiling) for name in result.clamped_fields))
+        raise Refused("; ".join(_clamp_message(key, name, document[name], ceiling, ceiling_burst)
+                                for name in result.clamped_fields))
     return json.loads(result.tunables.to_document())
 
 
-def _clamp_message(key: str, name: str, value: Any, ceiling: float | None) -> str:
+def _clamp_message(key: str, name: str, value: Any, ceiling: float | None, ceiling_burst: int | None) -> str:
     low, high = _HARD_BOUNDS[name]
+    downstream = key.rsplit("/", 1)[-1]
     if name == "rate_per_sec" and ceiling is not None and ceiling < high and value > ceiling:
-        downstream = key.rsplit("/", 1)[-1]
         return (
             f"{key}: rate_per_sec {value:g} is above {downstream}'s contract of {ceiling:g} req/s (the "
             f"DOWNSTREAM_RATE_LIMIT_PER_SEC its functions are deployed with); the Lambdas would clamp it to "
             f"{ceiling:g}: give a value in [{low:g}, {ceiling:g}]"
+        )
+    if name == "burst" and ceiling_burst is not None and ceiling_burst < high and value > ceiling_burst:
+        return (
+            f"{key}: burst {value:g} is above {downstream}'s contract burst of {ceiling_burst} (the "
+            f"DOWNSTREAM_BURST its functions are deployed with); the Lambdas would clamp it to "
+            f"{ceiling_burst}: give a whole number in [{low:g}, {ceiling_burst}]"
         )
     side, bound = ("below the lower bound", low) if value < low else ("above the upper bound", high)
     return (
@@ -140,19 +150,22 @@ def _clamp_message(key: str, name: str, value: Any, ceiling: float | None) -> st
     )
 
 
-def _downstream_bounds(ceiling: float | None) -> dict[str, str]:
+def _downstream_bounds(ceiling: float | None, ceiling_burst: int | None) -> dict[str, str]:
     low, high = RATE_PER_SEC_BOUNDS
     rate = f"{low:g}..{high:g}" if ceiling is None or ceiling >= high else f"{low:g}..{ceiling:g} (contract)"
+    burst_low, burst_high = BURST_BOUNDS
+    burst = (f"whole {burst_low}..{burst_high}" if ceiling_burst is None or ceiling_burst >= burst_high
+             else f"whole {burst_low}..{ceiling_burst} (contract)")
     return {
         "rate_per_sec": rate,
-        "burst": f"whole {BURST_BOUNDS[0]}..{BURST_BOUNDS[1]}",
+        "burst": burst,
         "max_concurrency": f"whole {MAX_CONCURRENCY_BOUNDS[0]}..{MAX_CONCURRENCY_BOUNDS[1]}",
         "mode": "|".join(MODES),
     }
 
 
-def _downstream_in_force(raw: Any, ceiling: float | None) -> tuple[dict[str, Any], tuple[str, ...]]:
-    result = parse_tunables(raw, ceiling_rate_per_sec=ceiling)
+def _downstream_in_force(raw: Any, ceiling: float | None, ceiling_burst: int | None) -> tuple[dict[str, Any], tuple[str, ...]]:
+    result = parse_tunables(raw, ceiling_rate_per_sec=ceiling, ceiling_burst=ceiling_burst)
     return json.loads(result.tunables.to_document()), result.clamped_fields
 
 
@@ -171,7 +184,8 @@ DOWNSTREAM_LIMITS = TunableKind(
 # -- breaker policies ----------------------------------------------------------------------------
 
 
-def _breaker_validate(key: str, document: Mapping[str, Any], ceiling: float | None) -> dict[str, Any]:
+def _breaker_validate(key: str, document: Mapping[str, Any], ceiling: float | None,
+                      ceiling_burst: int | None) -> dict[str, Any]:
     try:
         parse_breaker_policy(document)
     except InvalidTunables as error:
@@ -179,7 +193,7 @@ def _breaker_validate(key: str, document: Mapping[str, Any], ceiling: float | No
     return dict(sorted(document.items()))
 
 
-def _breaker_in_force(raw: Any, ceiling: float | None) -> tuple[dict[str, Any], tuple[str, ...]]:
+def _breaker_in_force(raw: Any, ceiling: float | None, ceiling_burst: int | None) -> tuple[dict[str, Any], tuple[str, ...]]:
     result = parse_breaker_policy(raw)
     return dataclasses.asdict(result.tunables), result.clamped_fields
 
@@ -191,7 +205,7 @@ BREAKER_POLICY = TunableKind(
     has_mode=False,
     _dataclass=BreakerPolicy,
     _validate=_breaker_validate,
-    _bounds=lambda ceiling: {name: BREAKER_BOUNDS.get(name, "see BreakerPolicy") for name in
+    _bounds=lambda ceiling, ceiling_burst: {name: BREAKER_BOUNDS.get(name, "see BreakerPolicy") for name in
                              (f.name for f in dataclasses.fields(BreakerPolicy))},
     _in_force=_breaker_in_force,
 )

@@ -225,7 +225,8 @@ def _concurrency(deployment: Deployment, tunables: Mapping[str, StoredTunable]) 
             continue
         name = key.split("/", 1)[1]
         try:
-            values, clamped = DOWNSTREAM_LIMITS.in_force(stored.value, deployment.ceiling_for(key))
+            values, clamped = DOWNSTREAM_LIMITS.in_force(stored.value, deployment.ceiling_for(key),
+                                                         deployment.burst_ceiling_for(key))
         except InvalidTunables as error:
             rows.append(ConcurrencyRow(name, None, f"document refused by the Lambdas ({error}); last good value in force"))
             continue
@@ -242,7 +243,8 @@ def _rate_policy(deployment: Deployment, stored: StoredTunable | None) -> RatePo
         candidates.append(deployment.seeds[stored.name])  # what a function falls back to before any good value
     for raw in candidates:
         try:
-            values, _ = DOWNSTREAM_LIMITS.in_force(raw, deployment.ceiling_for(stored.key))  # type: ignore[union-attr]
+            values, _ = DOWNSTREAM_LIMITS.in_force(raw, deployment.ceiling_for(stored.key),  # type: ignore[union-attr]
+                                                   deployment.burst_ceiling_for(stored.key))  # type: ignore[union-attr]
         except InvalidTunables:
             continue
         return RatePolicy(values["rate_per_sec"], values["burst"])

@@ -109,7 +109,8 @@ tunables = TunablesReader(
         os.environ.get("TUNABLES_DEFAULTS"), fallback=DownstreamTunables(rate_per_sec=1, burst=1, max_concurrency=1)
     ),
     fetch=_fetch,
-    ceiling_rate_per_sec=float(os.environ["DOWNSTREAM_RATE_LIMIT_PER_SEC"]),
+    ceiling_rate_per_sec=CONTRACT.rate_per_sec,
+    ceiling_burst=CONTRACT.burst,
 )
 breaker_policies = TunablesReader(
     os.environ["BREAKER_TUNABLES_PARAMETER_NAME"],

@@ -49,7 +49,8 @@ tunables = TunablesReader(
         os.environ.get("TUNABLES_DEFAULTS"), fallback=DownstreamTunables(rate_per_sec=1, burst=1, max_concurrency=1)
     ),
     fetch=powertools_ssm_fetch(max_age_sec=int(os.environ.get("TUNABLES_CACHE_SEC", "5"))),
-    ceiling_rate_per_sec=float(os.environ["DOWNSTREAM_RATE_LIMIT_PER_SEC"]),
+    ceiling_rate_per_sec=CONTRACT.rate_per_sec,
+    ceiling_burst=CONTRACT.burst,
 )
 limiter = DynamoDbRateLimiter(os.environ["RATE_LIMITER_TABLE_NAME"], client=boto3.client("dynamodb"))
 client = DownstreamClient(

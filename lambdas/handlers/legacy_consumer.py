@@ -74,6 +74,8 @@ QUEUE_URL = os.environ["QUEUE_URL"]
 MAX_RECEIVE_COUNT = int(os.environ.get("QUEUE_MAX_RECEIVE_COUNT", "0")) or None
 STATUS_RETENTION_SEC = int(os.environ.get("STATUS_RETENTION_DAYS", "30")) * 86_400
 CONTRACT_RATE_PER_SEC = float(os.environ["DOWNSTREAM_RATE_LIMIT_PER_SEC"])
+# The mainframe's burst: an operator's burst above it is clamped to it, as the rate is.
+CONTRACT_BURST = int(os.environ["DOWNSTREAM_BURST"])
 
 logger = Logger()
 metrics = Metrics()
@@ -89,6 +91,7 @@ tunables = TunablesReader(
     ),
     fetch=powertools_ssm_fetch(max_age_sec=int(os.environ.get("TUNABLES_CACHE_SEC", "5"))),
     ceiling_rate_per_sec=CONTRACT_RATE_PER_SEC,
+    ceiling_burst=CONTRACT_BURST,
 )
 limiter = DynamoDbRateLimiter(os.environ["RATE_LIMITER_TABLE_NAME"], client=boto3.client("dynamodb"))
 client = DownstreamClient(

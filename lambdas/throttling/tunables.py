@@ -80,12 +80,12 @@ class Clamped(Generic[T]):
 
 
 def parse_tunables(
-    raw: str | Mapping[str, Any], *, ceiling_rate_per_sec: float | None = None
+    raw: str | Mapping[str, Any], *, ceiling_rate_per_sec: float | None = None, ceiling_burst: int | None = None
 ) -> Clamped[DownstreamTunables]:
     """Parse and clamp a tunables document; raise `InvalidTunables` (and nothing else) when it cannot be used.
 
-    `ceiling_rate_per_sec` is the downstream's contractual limit: a rate above it is clamped to it,
-    so a typo in Parameter Store cannot melt the downstream.
+    `ceiling_rate_per_sec` and `ceiling_burst` are the downstream's contract: a rate or a burst above
+    it is clamped to it, so a typo in Parameter Store cannot melt the downstream.
     """
     document = _as_mapping(raw)
     rate = _number(document, "rate_per_sec")
@@ -100,7 +100,8 @@ def parse_tunables(
     rate_in_range = _clamp(rate, RATE_PER_SEC_BOUNDS[0], rate_high)
     if rate_in_range != rate:
         clamped.append("rate_per_sec")
-    burst_in_range = int(_clamp(burst, *BURST_BOUNDS))
+    burst_high = BURST_BOUNDS[1] if ceiling_burst is None else min(BURST_BOUNDS[1], ceiling_burst)
+    burst_in_range = int(_clamp(burst, BURST_BOUNDS[0], burst_high))
     if burst_in_range != burst:
         clamped.append("burst")
     concurrency_in_range = int(_clamp(max_concurrency, *MAX_CONCURRENCY_BOUNDS))
@@ -132,7 +133,8 @@ class TunablesReader(Generic[T]):
 
     `fetch` returns the raw parameter value; in Lambda it is Powertools' SSM provider (which caches
     for `max_age_sec`), injected so tests and the lab can pass a plain function. `parse` turns it
-    into a value or raises `InvalidTunables` (downstream limits by default).
+    into a value or raises `InvalidTunables` (downstream limits by default, clamped to the
+    downstream's contract: `ceiling_rate_per_sec` and `ceiling_burst`).
     """
 
     def __init__(
@@ -142,11 +144,13 @@ class TunablesReader(Generic[T]):
         defaults: T,
         fetch: Callable[[str], str],
         ceiling_rate_per_sec: float | None = None,
+        ceiling_burst: int | None = None,
         parse: Callable[[str], Clamped[T]] | None = None,
     ) -> None:
         self.parameter_name = parameter_name
         self._fetch = fetch
-        self._parse = parse or (lambda raw: parse_tunables(raw, ceiling_rate_per_sec=ceiling_rate_per_sec))
+        self._parse = parse or (lambda raw: parse_tunables(
+            raw, ceiling_rate_per_sec=ceiling_rate_per_sec, ceiling_burst=ceiling_burst))
         self._last_good = defaults
 
     def get(self) -> T:

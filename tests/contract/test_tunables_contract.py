@@ -51,17 +51,86 @@ def test_the_defaults_each_function_carries_equal_its_seed(dev_assembly):
             assert parse_breaker_policy(env["BREAKER_TUNABLES_DEFAULTS"]) == parse_breaker_policy(breaker_seed)
 
 
-@pytest.mark.parametrize("handler_module", ["call_downstream", "authorize_payment", "start_payment"])
+@pytest.mark.parametrize("handler_module", ["call_downstream", "authorize_payment", "start_payment", "legacy_consumer"])
 def test_every_environment_variable_a_handler_requires_is_set(dev_assembly, handler_module):
     # GIVEN the variables the handler reads with os.environ[...] (a missing one fails at import)
     source = (ROOT / "lambdas" / "handlers" / f"{handler_module}.py").read_text()
     required = set(re.findall(r'os\.environ\["([A-Z_]+)"\]', source))
     assert required
-    # THEN every function running that handler sets them
-    stacks, _ = dev_assembly
-    functions = Template.from_stack(stacks["workflows"]).find_resources(
-        "AWS::Lambda::Function", {"Properties": {"Handler": f"handlers.{handler_module}.handler"}}
-    )
+    # THEN every function running that handler, in whichever stack, sets them
+    functions = [f for f in _functions(dev_assembly) if f["Properties"]["Handler"] == f"handlers.{handler_module}.handler"]
     assert functions
-    for function in functions.values():
+    for function in functions:
         assert required <= set(function["Properties"]["Environment"]["Variables"]), json.dumps(function)[:200]
+
+
+def _functions(dev_assembly) -> list[dict]:
+    stacks, _ = dev_assembly
+    return [function for stack in stacks.values()
+            for function in Template.from_stack(stack).find_resources("AWS::Lambda::Function").values()]
+
+
+def contract_gaps(functions: list[dict], config) -> list[str]:
+    """Functions that read a downstream's tunables without that downstream's contract (rate and burst) to clamp to."""
+    gaps = []
+    for function in functions:
+        variables = function["Properties"].get("Environment", {}).get("Variables", {})
+        if "TUNABLES_PARAMETER_NAME" not in variables:
+            continue
+        name = variables.get("DOWNSTREAM_NAME")
+        downstream = next((d for d in config.downstreams if d.name == name), None)
+        if downstream is None:
+            gaps.append(f"{function['Properties'].get('Handler')}: reads tunables but names no known DOWNSTREAM_NAME ({name!r})")
+            continue
+        expected = {"DOWNSTREAM_RATE_LIMIT_PER_SEC": str(downstream.rate_limit_per_sec),
+                    "DOWNSTREAM_BURST": str(downstream.burst)}
+        carried = {key: variables.get(key) for key in expected}
+        if carried != expected:
+            gaps.append(f"{function['Properties'].get('Handler')} ({name}): carries {carried}, its contract is {expected}")
+    return gaps
+
+
+def test_every_function_that_reads_a_downstream_s_tunables_carries_its_contract(dev_assembly, dev_config):
+    # GIVEN every function of the app / THEN each one reading a downstream's tunables can clamp to its contract
+    readers = [f for f in _functions(dev_assembly) if "TUNABLES_PARAMETER_NAME" in f["Properties"]["Environment"]["Variables"]]
+    assert {f["Properties"]["Handler"] for f in readers} >= {
+        "handlers.call_downstream.handler", "handlers.authorize_payment.handler", "handlers.legacy_consumer.handler"}
+    assert contract_gaps(readers, dev_config) == []
+
+
+def test_the_contract_guard_catches_a_function_without_the_burst(dev_config):
+    # GIVEN the legacy consumer as it was deployed before, with the rate and no burst
+    consumer = {"Properties": {"Handler": "handlers.legacy_consumer.handler", "Environment": {"Variables": {
+        "DOWNSTREAM_NAME": "legacy_mainframe", "TUNABLES_PARAMETER_NAME": "/throttling/dev/downstreams/legacy_mainframe",
+        "DOWNSTREAM_RATE_LIMIT_PER_SEC": "1.0"}}}}
+    # WHEN the guard reads it THEN it names the function and the missing burst
+    (gap,) = contract_gaps([consumer], dev_config)
+    assert "handlers.legacy_consumer.handler (legacy_mainframe)" in gap and "'DOWNSTREAM_BURST': None" in gap
+
+
+@pytest.fixture
+def call_downstream_module(import_handler):
+    return import_handler("handlers.call_downstream", {
+        "DOWNSTREAM_NAME": "crm", "DOWNSTREAM_BASE_URL": "http://127.0.0.1:9", "DOWNSTREAM_RATE_LIMIT_PER_SEC": "10",
+        "DOWNSTREAM_BURST": "10", "TUNABLES_PARAMETER_NAME": "/t", "RATE_LIMITER_TABLE_NAME": "l",
+        "POWERTOOLS_METRICS_NAMESPACE": "Test"})
+
+
+@pytest.fixture
+def authorize_payment_module(import_handler):
+    return import_handler("handlers.authorize_payment", {
+        "DOWNSTREAM_NAME": "payment_gateway", "DOWNSTREAM_BASE_URL": "http://127.0.0.1:9",
+        "DOWNSTREAM_RATE_LIMIT_PER_SEC": "2", "DOWNSTREAM_BURST": "2", "TUNABLES_PARAMETER_NAME": "/t",
+        "BREAKER_TUNABLES_PARAMETER_NAME": "/b", "RATE_LIMITER_TABLE_NAME": "l", "BREAKER_TABLE_NAME": "b",
+        "IDEMPOTENCY_TABLE_NAME": "i", "POWERTOOLS_METRICS_NAMESPACE": "Test"})
+
+
+@pytest.mark.parametrize("module_fixture", ["call_downstream_module", "authorize_payment_module", "legacy_consumer_module"])
+def test_each_handler_clamps_a_burst_above_its_contract(request, module_fixture, monkeypatch):
+    # GIVEN a handler as deployed, and a document asking for 40 more than its downstream's burst
+    module = request.getfixturevalue(module_fixture)
+    contract_burst = module.CONTRACT.burst if hasattr(module, "CONTRACT") else module.CONTRACT_BURST
+    document = json.dumps({"rate_per_sec": 0.5, "burst": contract_burst + 40, "max_concurrency": 1, "mode": "manual"})
+    monkeypatch.setattr(module.tunables, "_fetch", lambda name: document)
+    # WHEN it reads its tunables THEN the contract's burst is in force
+    assert module.tunables.get().burst == contract_burst

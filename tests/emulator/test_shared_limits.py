@@ -70,44 +70,73 @@ HOSTILE_DOCUMENTS = {
 }
 
 
-def test_the_deployed_caller_answers_every_call_whatever_document_is_in_ssm(cloud, deployed, fresh_simulators):
-    # GIVEN the CRM caller running on an operator's good document
-    caller = deployed["Throttling-dev-Workflows"].outputs["CrmCallerName"]
-    ssm, functions = cloud.client("ssm"), cloud.client("lambda")
-    good = {"rate_per_sec": 8.0, "burst": 4, "max_concurrency": 3, "mode": "manual"}
-    seed = ssm.get_parameter(Name=TUNABLES)["Parameter"]["Value"]
-    ssm.put_parameter(Name=TUNABLES, Overwrite=True, Type="String", Value=json.dumps(good))
-    configuration = functions.get_function_configuration(FunctionName=caller)
-    deployed_defaults = json.loads(configuration["Environment"]["Variables"]["TUNABLES_DEFAULTS"])
+class CrmCaller:
+    """The deployed CRM caller on a full limiter bucket, in new execution environments on demand."""
 
-    def new_environment(marker: str) -> None:
+    def __init__(self, cloud, deployed) -> None:
+        self.cloud, self.name = cloud, deployed["Throttling-dev-Workflows"].outputs["CrmCallerName"]
+        self.configuration = cloud.client("lambda").get_function_configuration(FunctionName=self.name)["Environment"]
+        self.seed = cloud.client("ssm").get_parameter(Name=TUNABLES)["Parameter"]["Value"]
+        # A full bucket, whatever the tests before left in it
+        cloud.client("dynamodb").delete_item(
+            TableName=deployed["Throttling-dev-SharedLimits"].outputs["RateLimiterTableName"], Key={"pk": {"S": "crm#0"}})
+        self.new_environment("first")
+
+    @property
+    def deployed_defaults(self) -> dict:
+        return json.loads(self.configuration["Variables"]["TUNABLES_DEFAULTS"])
+
+    def new_environment(self, generation: str) -> None:
         # A changed configuration starts new execution environments: no last good value, no last-seen TAT.
-        functions.update_function_configuration(FunctionName=caller, Environment={"Variables": {
-            **configuration["Environment"]["Variables"], "ENVIRONMENT_GENERATION": marker}})
+        self.cloud.client("lambda").update_function_configuration(FunctionName=self.name, Environment={
+            "Variables": {**self.configuration["Variables"], "ENVIRONMENT_GENERATION": generation}})
 
-    # A full bucket, whatever the tests before left in it
-    cloud.client("dynamodb").delete_item(TableName=deployed["Throttling-dev-SharedLimits"].outputs["RateLimiterTableName"],
-                                         Key={"pk": {"S": "crm#0"}})
-    try:
-        new_environment("warm")
-        answer, error = invoke(cloud, caller, {"path": "/users/1"})
-        assert error is None, answer
-        assert answer["tunables_in_force"] == good
-        # WHEN each document no parser can use is in SSM in turn
-        in_force = {}
-        for name, document in HOSTILE_DOCUMENTS.items():
-            ssm.put_parameter(Name=TUNABLES, Overwrite=True, Type="String", Value=document)
-            answer, error = invoke(cloud, caller, {"path": "/users/1"})
-            in_force[name] = (error, answer.get("tunables_in_force"))
-        # AND a new execution environment starts while the last of them is still there
-        new_environment("cold")
-        cold, cold_error = invoke(cloud, caller, {"path": "/users/1"})
-    finally:
-        functions.update_function_configuration(FunctionName=caller, Environment=configuration["Environment"])
-        ssm.put_parameter(Name=TUNABLES, Overwrite=True, Type="String", Value=seed)
+    def tune(self, document: str) -> None:
+        self.cloud.client("ssm").put_parameter(Name=TUNABLES, Overwrite=True, Type="String", Value=document)
+
+    def call(self) -> tuple[dict, str | None]:
+        return invoke(self.cloud, self.name, {"path": "/users/1"})
+
+    def restore(self) -> None:
+        self.cloud.client("lambda").update_function_configuration(FunctionName=self.name, Environment=self.configuration)
+        self.tune(self.seed)
+
+
+@pytest.fixture
+def crm_caller(cloud, deployed, fresh_simulators):
+    caller = CrmCaller(cloud, deployed)
+    yield caller
+    caller.restore()
+
+
+def test_the_deployed_caller_answers_every_call_whatever_document_is_in_ssm(crm_caller, fresh_simulators):
+    # GIVEN the CRM caller running on an operator's good document
+    good = {"rate_per_sec": 8.0, "burst": 4, "max_concurrency": 3, "mode": "manual"}
+    crm_caller.tune(json.dumps(good))
+    answer, error = crm_caller.call()
+    assert (error, answer.get("tunables_in_force")) == (None, good), answer
+    # WHEN each document no parser can use is in SSM in turn
+    in_force = {}
+    for name, document in HOSTILE_DOCUMENTS.items():
+        crm_caller.tune(document)
+        answer, error = crm_caller.call()
+        in_force[name] = (error, answer.get("tunables_in_force"))
+    # AND a new execution environment starts while the last of them is still there
+    crm_caller.new_environment("cold")
+    cold, cold_error = crm_caller.call()
     # THEN every call was answered on the last good limits, and the new environment on the deploy-time ones
     assert in_force == {name: (None, good) for name in HOSTILE_DOCUMENTS}
     assert cold_error is None, cold
-    assert cold["tunables_in_force"] == {**deployed_defaults, "mode": deployed_defaults.get("mode", "auto")}
+    assert cold["tunables_in_force"] == {"mode": "auto", **crm_caller.deployed_defaults}
     # AND the CRM saw each of those calls
     assert len(fresh_simulators["crm"].requests) == len(HOSTILE_DOCUMENTS) + 2
+
+
+def test_the_deployed_caller_clamps_a_burst_above_the_crm_s_contract(crm_caller):
+    # GIVEN an operator who wrote a burst of 50 into the CRM's document (its contract allows 10)
+    crm_caller.tune(json.dumps({"rate_per_sec": 8.0, "burst": 50, "max_concurrency": 2, "mode": "manual"}))
+    # WHEN the caller runs
+    answer, error = crm_caller.call()
+    # THEN it took its token under the contract's burst, not the document's
+    assert error is None, answer
+    assert answer["tunables_in_force"]["burst"] == 10

@@ -107,8 +107,10 @@ def test_show_lists_every_tunable_with_its_value_seed_bounds_and_origin(ctl, dev
     assert set(entries) == {f"{kind}/{d.name}" for d in dev_config.downstreams for kind in ("downstreams", "breakers")}
     crm = entries["downstreams/crm"]
     assert crm["value"] == crm["seed"] == {"rate_per_sec": 9.9, "burst": 5, "max_concurrency": 2, "mode": "auto"}
-    assert crm["bounds"] == {"rate_per_sec": "0.01..10 (contract)", "burst": "whole 1..5000",
+    assert crm["bounds"] == {"rate_per_sec": "0.01..10 (contract)", "burst": "whole 1..10 (contract)",
                              "max_concurrency": "whole 1..1000", "mode": "auto|manual"}
+    # AND the mainframe's burst bound comes from its consumer, the one function that calls it
+    assert entries["downstreams/legacy_mainframe"]["bounds"]["burst"] == "whole 1..1 (contract)"
     assert (crm["pinned"], crm["changed_by"], crm["lambdas_see"]) == (False, "CloudFormation (seed)", "as stored")
     assert entries["breakers/crm"]["bounds"]["failure_rate_threshold"] == "(0, 1]"
     # AND the table shows the same, one block per tunable
@@ -246,7 +248,15 @@ def test_a_breaker_policy_is_validated_by_the_breaker_parser(ctl, cloud):
          "rate_per_sec 50 is above crm's contract of 10 req/s"),
         (("set", "downstreams/crm", "max_concurrency=0", "--reason", REASON), 2,
          "max_concurrency 0 is below the lower bound 1; the Lambdas would clamp it to 1: give a value in [1, 1000]"),
-        (("set", "downstreams/crm", "burst=6000", "--reason", REASON), 2, "burst 6000 is above the upper bound 5000"),
+        (("set", "downstreams/crm", "burst=50", "--reason", REASON), 2,
+         "burst 50 is above crm's contract burst of 10 (the DOWNSTREAM_BURST its functions are deployed with); "
+         "the Lambdas would clamp it to 10: give a whole number in [1, 10]"),
+        (("set", "downstreams/legacy_mainframe", "burst=2", "--reason", REASON), 2,
+         "burst 2 is above legacy_mainframe's contract burst of 1"),
+        (("set", "downstreams/crm", "rate_per_sec=1e400", "--reason", REASON), 2,
+         "rate_per_sec must be a finite number, got '1e400'"),
+        (("set", "downstreams/crm", "burst=" + "[" * 3000 + "]" * 3000, "--reason", REASON), 2,
+         "burst must be a finite number, got '[[[["),
         (("set", "breakers/crm", "failure_rate_threshold=1.5", "--reason", REASON), 2,
          "failure_rate_threshold must be a rate in (0, 1], got 1.5"),
         # wrong type and malformed input
@@ -264,7 +274,8 @@ def test_a_breaker_policy_is_validated_by_the_breaker_parser(ctl, cloud):
         (("set", f"/throttling/prod/downstreams/crm", "rate_per_sec=5", "--reason", REASON), 2,
          "belongs to stage 'prod', not 'dev'"),
     ],
-    ids=["unknown-name", "above-contract", "below-bound", "above-bound", "breaker-range", "wrong-type",
+    ids=["unknown-name", "above-contract", "below-bound", "burst-above-contract", "mainframe-burst-above-contract",
+         "overflowing-number", "deep-nesting", "breaker-range", "wrong-type",
          "not-whole", "bad-mode", "malformed", "unknown-field", "no-reason", "pin-breaker", "no-change-given",
          "other-stage"],
 )

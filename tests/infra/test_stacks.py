@@ -316,12 +316,13 @@ def test_the_legacy_consumer_is_wired_to_the_mainframe_its_limiter_bucket_and_it
     (source_id, _), _ = _legacy_queues(buffers)
     _, function = legacy_consumer
     env = function["Properties"]["Environment"]["Variables"]
-    names = ("DOWNSTREAM_NAME", "DOWNSTREAM_BASE_URL", "DOWNSTREAM_RATE_LIMIT_PER_SEC", "DOWNSTREAM_TIMEOUT_SEC",
-             "QUEUE_MAX_RECEIVE_COUNT", "TUNABLES_CACHE_SEC")
+    names = ("DOWNSTREAM_NAME", "DOWNSTREAM_BASE_URL", "DOWNSTREAM_RATE_LIMIT_PER_SEC", "DOWNSTREAM_BURST",
+             "DOWNSTREAM_TIMEOUT_SEC", "QUEUE_MAX_RECEIVE_COUNT", "TUNABLES_CACHE_SEC")
     assert {name: env[name] for name in names} == {
         "DOWNSTREAM_NAME": "legacy_mainframe",
         "DOWNSTREAM_BASE_URL": "https://mainframe.example.com",
         "DOWNSTREAM_RATE_LIMIT_PER_SEC": "1.0",
+        "DOWNSTREAM_BURST": "1",
         "DOWNSTREAM_TIMEOUT_SEC": "10.0",
         "QUEUE_MAX_RECEIVE_COUNT": "20",
         "TUNABLES_CACHE_SEC": "5",

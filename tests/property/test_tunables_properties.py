@@ -34,6 +34,7 @@ from throttlectl.parameters import AUDIT_PREFIX, Audit
 from throttlectl.schema import BREAKER_POLICY, DOWNSTREAM_LIMITS, document_of, parse_assignments
 
 CONTRACT_RATE_PER_SEC = 10.0
+CONTRACT_BURST = 10
 NOW = 1_700_000_000.0
 MANY = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -79,10 +80,12 @@ documents = st.one_of(
 )
 
 
-def assert_usable_tunables(tunables: DownstreamTunables, ceiling_rate_per_sec: float | None) -> None:
+def assert_usable_tunables(tunables: DownstreamTunables, ceiling_rate_per_sec: float | None,
+                           ceiling_burst: int | None) -> None:
     high = RATE_PER_SEC_BOUNDS[1] if ceiling_rate_per_sec is None else min(RATE_PER_SEC_BOUNDS[1], ceiling_rate_per_sec)
     assert isinstance(tunables.rate_per_sec, float) and RATE_PER_SEC_BOUNDS[0] <= tunables.rate_per_sec <= high
-    assert type(tunables.burst) is int and BURST_BOUNDS[0] <= tunables.burst <= BURST_BOUNDS[1]
+    burst_high = BURST_BOUNDS[1] if ceiling_burst is None else ceiling_burst
+    assert type(tunables.burst) is int and BURST_BOUNDS[0] <= tunables.burst <= burst_high
     assert type(tunables.max_concurrency) is int
     assert MAX_CONCURRENCY_BOUNDS[0] <= tunables.max_concurrency <= MAX_CONCURRENCY_BOUNDS[1]
     assert tunables.mode in MODES
@@ -106,22 +109,22 @@ def assert_usable_breaker_policy(policy: BreakerPolicy) -> None:
 @MANY
 @given(raw=documents)
 def test_the_downstream_parser_returns_usable_limits_or_refuses(raw):
-    for ceiling in (None, CONTRACT_RATE_PER_SEC):
+    for ceiling, ceiling_burst in ((None, None), (CONTRACT_RATE_PER_SEC, CONTRACT_BURST)):
         try:
-            result = parse_tunables(raw, ceiling_rate_per_sec=ceiling)
+            result = parse_tunables(raw, ceiling_rate_per_sec=ceiling, ceiling_burst=ceiling_burst)
         except InvalidTunables:
             continue
-        assert_usable_tunables(result.tunables, ceiling)
+        assert_usable_tunables(result.tunables, ceiling, ceiling_burst)
 
 
 @MANY
 @given(document=st.one_of(shaped_like(downstream_fields), st.dictionaries(st.text(max_size=8), json_values)))
 def test_the_downstream_parser_takes_a_decoded_mapping_alike(document):
     try:
-        result = parse_tunables(document, ceiling_rate_per_sec=CONTRACT_RATE_PER_SEC)
+        result = parse_tunables(document, ceiling_rate_per_sec=CONTRACT_RATE_PER_SEC, ceiling_burst=CONTRACT_BURST)
     except InvalidTunables:
         return
-    assert_usable_tunables(result.tunables, CONTRACT_RATE_PER_SEC)
+    assert_usable_tunables(result.tunables, CONTRACT_RATE_PER_SEC, CONTRACT_BURST)
 
 
 @MANY
@@ -156,9 +159,10 @@ def test_the_controller_reads_a_document_or_refuses_it(raw):
 @given(raw=documents)
 def test_throttlectl_reads_any_stored_value_as_the_lambdas_would(raw):
     # What `show` and `status` make of a stored value: the Lambdas' view, or their refusal
-    for kind, ceiling in ((DOWNSTREAM_LIMITS, CONTRACT_RATE_PER_SEC), (BREAKER_POLICY, None)):
+    for kind, ceiling, ceiling_burst in ((DOWNSTREAM_LIMITS, CONTRACT_RATE_PER_SEC, CONTRACT_BURST),
+                                         (BREAKER_POLICY, None, None)):
         try:
-            values, clamped = kind.in_force(raw, ceiling)
+            values, clamped = kind.in_force(raw, ceiling, ceiling_burst)
         except InvalidTunables:
             continue
         assert set(clamped) <= set(values)
@@ -176,12 +180,12 @@ def test_throttlectl_set_writes_a_usable_document_or_refuses(text, field):
     seed = {"rate_per_sec": 9.9, "burst": 5, "max_concurrency": 2, "mode": "auto"}
     try:
         document = DOWNSTREAM_LIMITS.validate("downstreams/crm", {**seed, **parse_assignments([f"{field}={text}"])},
-                                              CONTRACT_RATE_PER_SEC)
+                                              CONTRACT_RATE_PER_SEC, CONTRACT_BURST)
     except Refused:
         return
-    result = parse_tunables(json.dumps(document), ceiling_rate_per_sec=CONTRACT_RATE_PER_SEC)
+    result = parse_tunables(json.dumps(document), ceiling_rate_per_sec=CONTRACT_RATE_PER_SEC, ceiling_burst=CONTRACT_BURST)
     assert result.clamped_fields == ()
-    assert_usable_tunables(result.tunables, CONTRACT_RATE_PER_SEC)
+    assert_usable_tunables(result.tunables, CONTRACT_RATE_PER_SEC, CONTRACT_BURST)
 
 
 @pytest.mark.parametrize("depth", [1, 999, 1001, 5000])

@@ -29,6 +29,7 @@ ENVIRONMENT = {
     "DOWNSTREAM_BASE_URL": "http://127.0.0.1:9",
     "DOWNSTREAM_TIMEOUT_SEC": "10",
     "DOWNSTREAM_RATE_LIMIT_PER_SEC": "1",
+    "DOWNSTREAM_BURST": "1",
     "TUNABLES_PARAMETER_NAME": "/throttling/test/downstreams/legacy_mainframe",
     "RATE_LIMITER_TABLE_NAME": "limiter",
     "RECORDS_TABLE_NAME": "records",

@@ -32,7 +32,7 @@ def test_the_stages_are_the_apps():
 def test_every_seed_of_the_stacks_passes_the_cli_validation(dev_config):
     for downstream in dev_config.downstreams:
         seed = json.loads(downstream_tunables_seed(downstream))
-        assert DOWNSTREAM_LIMITS.validate("downstreams/x", seed, downstream.rate_limit_per_sec) == seed
+        assert DOWNSTREAM_LIMITS.validate("downstreams/x", seed, downstream.rate_limit_per_sec, downstream.burst) == seed
         breaker = json.loads(breaker_tunables_seed(downstream))
         assert BREAKER_POLICY.validate("breakers/x", breaker) == breaker
 
@@ -57,6 +57,37 @@ def test_downstream_documents_the_lambdas_would_clamp_or_refuse_are_refused(docu
     with pytest.raises(Refused) as refused:
         DOWNSTREAM_LIMITS.validate("downstreams/x", document, ceiling)
     assert message in str(refused.value)
+
+
+def test_a_burst_above_the_contract_is_refused_naming_the_contract():
+    # GIVEN a downstream whose contract allows a burst of 10 / WHEN an operator asks for 50
+    with pytest.raises(Refused) as refused:
+        DOWNSTREAM_LIMITS.validate("downstreams/crm", {"rate_per_sec": 5, "burst": 50, "max_concurrency": 1}, 10.0, 10)
+    # THEN refused, naming the contract and the range the Lambdas would keep it in
+    assert str(refused.value) == (
+        "downstreams/crm: burst 50 is above crm's contract burst of 10 (the DOWNSTREAM_BURST its functions are "
+        "deployed with); the Lambdas would clamp it to 10: give a whole number in [1, 10]")
+    # AND the contract's own burst is accepted, and shown as the bound
+    assert DOWNSTREAM_LIMITS.validate("downstreams/crm", {"rate_per_sec": 5, "burst": 10, "max_concurrency": 1},
+                                      10.0, 10)["burst"] == 10
+    assert DOWNSTREAM_LIMITS.bounds(10.0, 10)["burst"] == "whole 1..10 (contract)"
+
+
+def test_discovery_reads_each_downstream_s_contract_from_its_functions():
+    from throttlectl.discovery import _collect_contract
+
+    rates: dict[str, float] = {}
+    bursts: dict[str, int] = {}
+    for variables in ({"DOWNSTREAM_NAME": "crm", "DOWNSTREAM_RATE_LIMIT_PER_SEC": "10.0", "DOWNSTREAM_BURST": "10"},
+                      {"DOWNSTREAM_NAME": "crm", "DOWNSTREAM_RATE_LIMIT_PER_SEC": "8", "DOWNSTREAM_BURST": "6"},
+                      {"DOWNSTREAM_NAME": "old", "DOWNSTREAM_RATE_LIMIT_PER_SEC": "1"}):
+        _collect_contract({"Type": "AWS::Lambda::Function", "Properties": {"Environment": {"Variables": variables}}},
+                          rates, bursts)
+    # The lowest contract binds; a function deployed without DOWNSTREAM_BURST leaves the burst unknown
+    assert (rates, bursts) == ({"crm": 8.0, "old": 1.0}, {"crm": 6})
+    deployment = Deployment(stage="dev", stacks=(), outputs={}, contracts=rates, contract_bursts=bursts)
+    assert (deployment.ceiling_for("downstreams/crm"), deployment.burst_ceiling_for("downstreams/crm")) == (8.0, 6)
+    assert deployment.burst_ceiling_for("breakers/crm") is None
 
 
 def test_a_valid_downstream_document_is_written_in_the_lambdas_canonical_form():

@@ -39,7 +39,7 @@ def test_a_good_document_parses_unchanged():
     ],
 )
 def test_out_of_range_values_are_clamped_and_reported(field, value, expected):
-    result = parse_tunables({**GOOD, field: value}, ceiling_rate_per_sec=10)
+    result = parse_tunables({**GOOD, field: value}, ceiling_rate_per_sec=10, ceiling_burst=5_000)
     assert getattr(result.tunables, field) == expected
     assert result.clamped_fields == (field,)
 
@@ -107,6 +107,23 @@ def test_reader_survives_a_failed_read(caplog):
     with caplog.at_level(logging.ERROR):
         assert reader.get().rate_per_sec == 10
     assert "could not read tunables" in caplog.text
+
+
+def test_a_burst_above_the_downstream_s_contract_is_clamped_to_it():
+    # GIVEN a downstream whose contract allows a burst of 10 / WHEN a document asks for 50
+    result = parse_tunables({**GOOD, "burst": 50}, ceiling_rate_per_sec=10, ceiling_burst=10)
+    # THEN the contract's burst is in force, and the clamp is reported
+    assert (result.tunables.burst, result.clamped_fields) == (10, ("burst",))
+    assert parse_tunables({**GOOD, "burst": 10}, ceiling_rate_per_sec=10, ceiling_burst=10).clamped_fields == ()
+
+
+def test_a_reader_clamps_the_burst_to_the_contract_with_a_warning(caplog):
+    store = FakeParameterStore(json.dumps({**GOOD, "burst": 50}))
+    reader = TunablesReader("/p", defaults=DEFAULTS, fetch=store.fetch, ceiling_rate_per_sec=10, ceiling_burst=10)
+    with caplog.at_level(logging.WARNING):
+        assert reader.get().burst == 10
+    (warning,) = [r for r in caplog.records if r.getMessage() == "tunables out of range were clamped"]
+    assert warning.clamped == ["burst"]
 
 
 def test_reader_logs_a_warning_when_it_clamps(caplog):
