@@ -88,7 +88,8 @@ class KeepAliveOpener:
             raise urllib.error.URLError(TimeoutError(str(error))) from error
         except urllib3.exceptions.HTTPError as error:
             raise urllib.error.URLError(error) from error
-        headers = dict(answer.headers)
+        # urllib3's own header dict, not dict() of it: that folds a header sent twice into "120, 120".
+        headers = answer.headers
         if answer.status >= 400:
             raise urllib.error.HTTPError(request.full_url, answer.status, answer.reason or "", headers,  # type: ignore[arg-type]
                                          io.BytesIO(answer.data))
@@ -99,7 +100,7 @@ class KeepAliveOpener:
 class _Answer:
     status: int
     body: bytes
-    headers: dict[str, str]
+    headers: Any  # urllib3.HTTPHeaderDict: items() yields a repeated header once per value
 
     def read(self) -> bytes:
         return self.body
@@ -150,9 +151,9 @@ class DownstreamClient:
         started = self._clock()
         try:
             with self._open(request, timeout=self.timeout_sec) as response:
-                status, raw, response_headers = response.status, response.read(), dict(response.headers)
+                status, raw, response_headers = response.status, response.read(), _header_pairs(response.headers)
         except urllib.error.HTTPError as error:
-            status, raw, response_headers = error.code, error.read(), dict(error.headers or {})
+            status, raw, response_headers = error.code, error.read(), _header_pairs(error.headers)
         except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as error:
             reason = getattr(error, "reason", error)
             raise DownstreamUnavailable(
@@ -170,6 +171,17 @@ class DownstreamClient:
         if status >= 400:
             raise DownstreamRejected({**details, "body": _decode(raw)})
         return DownstreamResponse(status=status, body=_decode(raw), latency_ms=latency_ms, rate_limit=rate_limit)
+
+
+def _header_pairs(headers: Any) -> list[tuple[str, str]]:
+    """Every (name, value) line of an answer's headers, a header sent twice included twice.
+
+    Both transports' header objects (urllib3's HTTPHeaderDict, http.client's HTTPMessage) list each
+    line in items(); a dict() of either keeps one value (urllib) or folds them into one (urllib3).
+    """
+    if headers is None:
+        return []
+    return [(str(name), str(value)) for name, value in headers.items()]
 
 
 def _decode(raw: bytes) -> Any:

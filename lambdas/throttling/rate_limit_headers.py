@@ -14,8 +14,11 @@ a value is an epoch timestamp, since nobody means a 31-year delay; above
 only counts as a wait when the same header says nothing is remaining (or does not say).
 
 Several sources may disagree; the most conservative wins (longest wait, lowest remaining and
-limit). Headers come from outside, so garbage never raises: it is ignored, and no usable header
-at all gives `RateLimitInfo()`, "no information".
+limit). That includes one header sent twice, which arrives as two lines or, folded by the
+transport or a proxy, as one comma-separated list (`Retry-After: 120, 120`; an HTTP-date keeps its
+own comma: `Wed, 21 Oct 2015 07:28:00 GMT, 120`): every member counts. Headers come from outside, so
+garbage never raises: it is ignored, and no usable header at all gives `RateLimitInfo()`, "no
+information".
 """
 
 from __future__ import annotations
@@ -42,6 +45,12 @@ EPOCH_MILLISECONDS_THRESHOLD = 10**11
 # strings beyond 4,300 digits, and neither should reach it from a header.
 _INTEGER = re.compile(r"[0-9]{1,15}", re.ASCII)
 _NUMBER = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,9})?", re.ASCII)
+# The day names an HTTP-date starts with (IMF-fixdate "Wed, ..." and RFC 850 "Wednesday, ..."): the
+# comma after one is part of the date, not a list separator.
+_DAY_NAMES = frozenset(
+    ["mon", "tue", "wed", "thu", "fri", "sat", "sun",
+     "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+)
 
 
 @dataclass(frozen=True)
@@ -99,9 +108,19 @@ def parse_rate_limit_headers(
 
 
 def parse_retry_after(value: str, now: float) -> float | None:
-    """Seconds to wait from a `Retry-After` value (delta seconds or HTTP-date); None when unreadable."""
+    """Seconds to wait from a `Retry-After` value (delta seconds or HTTP-date); None when unreadable.
+
+    A value holding several (a header sent twice and folded into one line, or a list) gives the
+    longest wait of the members that are readable.
+    """
     if not isinstance(value, str):
         return None
+    # Split first: the date parser reads "Wed, 21 Oct 2015 07:28:00 GMT, 120" as the date alone.
+    waits = [w for w in (_retry_after_member(member, now) for member in _retry_after_members(value)) if w is not None]
+    return max(waits) if waits else None
+
+
+def _retry_after_member(value: str, now: float) -> float | None:
     text = value.strip()
     if _NUMBER.fullmatch(text):
         return _non_negative(float(text))
@@ -113,6 +132,22 @@ def parse_retry_after(value: str, now: float) -> float | None:
         return _non_negative(moment.timestamp() - now)
     except (ValueError, TypeError, OverflowError, IndexError):
         return None
+
+
+def _retry_after_members(value: str) -> list[str]:
+    """A folded value split at its list commas, each HTTP-date kept whole (`Wed, 21 Oct ...` is one member)."""
+    pieces = value.split(",")
+    members: list[str] = []
+    index = 0
+    while index < len(pieces):
+        piece = pieces[index]
+        if piece.strip().lower() in _DAY_NAMES and index + 1 < len(pieces):
+            members.append(f"{piece},{pieces[index + 1]}")
+            index += 2
+        else:
+            members.append(piece)
+            index += 1
+    return members
 
 
 def _values_by_lowercase_name(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, list[str]]:
@@ -129,9 +164,12 @@ def _values_by_lowercase_name(headers: Mapping[str, str] | Iterable[tuple[str, s
 
 
 def _read_separate_fields(values: dict[str, list[str]], prefix: str, now: float, findings: _Findings) -> None:
-    limits = [n for n in (_leading_integer(v) for v in values.get(prefix + "limit", [])) if n is not None]
-    remainings = [n for n in (_leading_integer(v) for v in values.get(prefix + "remaining", [])) if n is not None]
-    waits = [w for w in (_reset_wait(_number(v), now) for v in values.get(prefix + "reset", [])) if w is not None]
+    # Each value may be a list: a header sent twice and folded, or the early drafts' `10, 10;w=1`
+    # (the quota, then its policy): every member's leading number counts, the safest one wins.
+    limits = [n for n in (_leading_integer(m) for m in _members(values, prefix + "limit")) if n is not None]
+    remainings = [n for n in (_leading_integer(m) for m in _members(values, prefix + "remaining")) if n is not None]
+    waits = [w for w in (_reset_wait(_number(_before_parameters(m)), now) for m in _members(values, prefix + "reset"))
+             if w is not None]
     findings.limits.extend(limits)
     findings.remainings.extend(remainings)
     remaining = min(remainings) if remainings else None
@@ -145,8 +183,13 @@ def _read_structured_ratelimit(value: str, now: float, findings: _Findings) -> N
         item, params = _item_and_params(member)
         key, equals, member_value = item.partition("=")
         if equals and not item.startswith('"'):
-            # Dictionary form (draft 07): `limit=10, remaining=0, reset=5`.
-            dictionary.setdefault(key.strip().lower(), member_value.strip())
+            # Dictionary form (draft 07): `limit=10, remaining=0, reset=5`. A key seen again starts the
+            # next dictionary (the header was sent twice and folded), so each reset keeps its remaining.
+            key = key.strip().lower()
+            if key in dictionary:
+                _read_ratelimit_dictionary(dictionary, now, findings)
+                dictionary = {}
+            dictionary[key] = member_value.strip()
             continue
         # List form (draft 08 and later): `"policy";r=<remaining>;t=<seconds to reset>`.
         remaining = _integer(params.get("r"))
@@ -157,13 +200,17 @@ def _read_structured_ratelimit(value: str, now: float, findings: _Findings) -> N
             findings.limits.append(limit)
         findings.add_reset(_reset_wait(_number(params.get("t")), now), remaining)
     if dictionary:
-        limit = _integer(dictionary.get("limit"))
-        remaining = _integer(dictionary.get("remaining"))
-        if limit is not None:
-            findings.limits.append(limit)
-        if remaining is not None:
-            findings.remainings.append(remaining)
-        findings.add_reset(_reset_wait(_number(dictionary.get("reset")), now), remaining)
+        _read_ratelimit_dictionary(dictionary, now, findings)
+
+
+def _read_ratelimit_dictionary(dictionary: dict[str, str], now: float, findings: _Findings) -> None:
+    limit = _integer(dictionary.get("limit"))
+    remaining = _integer(dictionary.get("remaining"))
+    if limit is not None:
+        findings.limits.append(limit)
+    if remaining is not None:
+        findings.remainings.append(remaining)
+    findings.add_reset(_reset_wait(_number(dictionary.get("reset")), now), remaining)
 
 
 def _read_policy(value: str, findings: _Findings) -> None:
@@ -217,9 +264,16 @@ def _reset_wait(reset: float | None, now: float) -> float | None:
     return _non_negative(reset)
 
 
-def _leading_integer(value: str) -> int | None:
-    # The early drafts allow `RateLimit-Limit: 10, 10;w=1`: the first number is the quota.
-    return _integer(re.split(r"[,;]", value, maxsplit=1)[0])
+def _members(values: dict[str, list[str]], name: str) -> list[str]:
+    return [member for value in values.get(name, []) for member in value.split(",")]
+
+
+def _before_parameters(member: str) -> str:
+    return member.split(";", 1)[0]
+
+
+def _leading_integer(member: str) -> int | None:
+    return _integer(_before_parameters(member))
 
 
 def _integer(value: str | None) -> int | None:

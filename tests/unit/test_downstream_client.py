@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -28,17 +30,26 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length", 0))
         body = json.loads(self.rfile.read(length) or b"{}")
         self.server.bodies.append((self.path, body, self.headers.get("X-Correlation-Id")))
+        # An HTTP-date two minutes ahead: its own comma must not split it from itself.
+        in_two_minutes = formatdate(time.time() + 120, usegmt=True)
         status, headers, delay = {
-            "/ok": (200, {}, 0.0),
-            "/throttled": (429, {"Retry-After": "3"}, 0.0),
-            "/broken": (503, {}, 0.0),
-            "/missing": (404, {}, 0.0),
-            "/slow": (200, {}, 1.0),
+            "/ok": (200, [], 0.0),
+            "/throttled": (429, [("Retry-After", "3")], 0.0),
+            "/broken": (503, [], 0.0),
+            "/missing": (404, [], 0.0),
+            "/slow": (200, [], 1.0),
+            # The same header on two lines, as servers and proxies send it
+            "/throttled-twice": (429, [("Retry-After", "120"), ("Retry-After", "120")], 0.0),
+            "/throttled-disagreeing": (429, [("Retry-After", "2"), ("retry-after", "120")], 0.0),
+            "/throttled-dates": (429, [("Retry-After", in_two_minutes), ("Retry-After", in_two_minutes)], 0.0),
+            "/down-twice": (503, [("Retry-After", "120"), ("Retry-After", "120")], 0.0),
+            "/quota-twice": (200, [("X-RateLimit-Remaining", "7"), ("X-RateLimit-Remaining", "0"),
+                                   ("X-RateLimit-Reset", "30"), ("X-RateLimit-Reset", "30")], 0.0),
         }[self.path]
         time.sleep(delay)
         answer = json.dumps({"echo": body}).encode()
         self.send_response(status)
-        for name, value in {**headers, "Content-Type": "application/json", "Content-Length": str(len(answer))}.items():
+        for name, value in [*headers, ("Content-Type", "application/json"), ("Content-Length", str(len(answer)))]:
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(answer)
@@ -105,3 +116,38 @@ def test_a_refused_connection_is_unavailable_and_not_a_timeout(server):
     with pytest.raises(DownstreamUnavailable) as raised:
         client.call("POST", "/ok", body={})
     assert raised.value.details["timed_out"] is False
+
+
+def _urlopen(request: urllib.request.Request, timeout: float):
+    return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - a local test server
+
+
+@pytest.mark.parametrize("opener", [KeepAliveOpener(), _urlopen], ids=["urllib3-pool", "urllib"])
+@pytest.mark.parametrize(
+    ("path", "error", "at_least_sec"),
+    [
+        ("/throttled-twice", DownstreamThrottled, 120),
+        ("/throttled-disagreeing", DownstreamThrottled, 120),
+        ("/throttled-dates", DownstreamThrottled, 60),  # two minutes, less the whole seconds a date rounds off
+        ("/down-twice", DownstreamUnavailable, 120),
+    ],
+    ids=["same-twice", "disagreeing", "http-dates", "503-twice"],
+)
+def test_a_retry_after_sent_twice_is_read_through_the_real_client(server, opener, path, error, at_least_sec):
+    # GIVEN a downstream that sends its Retry-After on two lines
+    host, port = server.server_address
+    client = DownstreamClient("crm", f"http://{host}:{port}", timeout_sec=2, opener=opener)
+    # WHEN it refuses a call
+    with pytest.raises(error) as raised:
+        client.call("POST", path, body={})
+    # THEN the workflow is told to wait the (longest) time asked, not left to retry after seconds
+    assert at_least_sec <= raised.value.details["retry_after_sec"] <= 120
+
+
+@pytest.mark.parametrize("opener", [KeepAliveOpener(), _urlopen], ids=["urllib3-pool", "urllib"])
+def test_rate_limit_headers_sent_twice_keep_the_safest_reading(server, opener):
+    host, port = server.server_address
+    client = DownstreamClient("crm", f"http://{host}:{port}", timeout_sec=2, opener=opener)
+    # GIVEN an answer saying 7 and 0 remaining / WHEN read THEN 0 remaining and a wait until the reset
+    response = client.call("POST", "/quota-twice", body={})
+    assert (response.rate_limit.remaining, response.rate_limit.wait_sec) == (0, 30.0)

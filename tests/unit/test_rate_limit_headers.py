@@ -170,3 +170,58 @@ PUBLIC_API_EXAMPLES = {
 def test_headers_of_public_apis(api):
     headers, expected = PUBLIC_API_EXAMPLES[api]
     assert parse_rate_limit_headers(headers, now=PUBLIC_API_NOW) == expected
+
+
+# -- one header sent twice: two lines, or folded into one list by the transport or a proxy --------
+
+
+@pytest.mark.parametrize(
+    ("value", "wait_sec"),
+    [
+        ("120, 120", 120.0),
+        ("5, 120", 120.0),
+        ("120,5", 120.0),
+        ("Wed, 21 Oct 2015 07:28:00 GMT, Wed, 21 Oct 2015 07:28:00 GMT", 10.0),
+        ("Wed, 21 Oct 2015 07:28:00 GMT, 120", 120.0),
+        ("3, Wednesday, 21-Oct-15 07:28:00 GMT", 10.0),
+        ("Wed Oct 21 07:28:00 2015, 1", 10.0),
+        ("120, soon", 120.0),
+        ("Wed, 21 Oct 2015 07:00:00 GMT, 0", 0.0),
+    ],
+)
+def test_a_folded_retry_after_gives_the_longest_wait_of_its_members(value, wait_sec):
+    # GIVEN a Retry-After holding several values / WHEN parsed / THEN the safest (longest) wait, dates kept whole
+    assert parse_retry_after(value, NOW) == pytest.approx(wait_sec)
+
+
+@pytest.mark.parametrize("value", ["soon, later", ",", "Wed,", "Wed, soon", ", , ,"])
+def test_a_folded_retry_after_of_garbage_is_no_information(value):
+    assert parse_retry_after(value, NOW) is None
+
+
+def test_a_retry_after_on_two_lines_gives_the_longest_wait():
+    # GIVEN the header twice, as (name, value) lines, disagreeing / WHEN parsed THEN the longer wait
+    info = parse_rate_limit_headers([("Retry-After", "2"), ("retry-after", "120")], now=NOW)
+    assert info.wait_sec == 120.0
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("X-RateLimit-Limit", "100"), ("X-RateLimit-Limit", "60"), ("X-RateLimit-Remaining", "5"),
+         ("X-RateLimit-Remaining", "0"), ("X-RateLimit-Reset", "12"), ("X-RateLimit-Reset", "30")],
+        [("X-RateLimit-Limit", "100, 60"), ("X-RateLimit-Remaining", "5, 0"), ("X-RateLimit-Reset", "12, 30")],
+    ],
+    ids=["two-lines", "folded"],
+)
+def test_separate_rate_limit_fields_sent_twice_keep_the_safest_reading(headers):
+    # THEN the lowest limit and remaining, and the longest wait
+    assert parse_rate_limit_headers(headers, now=NOW) == RateLimitInfo(wait_sec=30.0, remaining=0, limit=60)
+
+
+def test_a_folded_ratelimit_dictionary_keeps_each_reset_with_its_remaining():
+    # GIVEN two draft-07 dictionaries folded into one line: one window still has room, the other is empty
+    info = parse_rate_limit_headers({"RateLimit": "limit=10, remaining=5, reset=60, limit=10, remaining=0, reset=3"},
+                                    now=NOW)
+    # THEN the empty one's reset is the wait (the other's is only when its window refills)
+    assert info == RateLimitInfo(wait_sec=3.0, remaining=0, limit=10)
