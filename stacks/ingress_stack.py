@@ -89,8 +89,27 @@ PAYMENT_ORDER_SCHEMA = apigw.JsonSchema(
     },
 )
 
-# A record for the mainframe, as the legacy consumer takes it: its id is the mainframe's
-# Idempotency-Key, so it is limited to characters any HTTP header carries.
+# The mainframe's record contract, as the legacy consumer checks it (`handlers.legacy_consumer`:
+# RECORD_ID_PATTERN, MAX_PAYLOAD_DEPTH; a contract test keeps the two equal). The id is the
+# mainframe's Idempotency-Key, so only characters any HTTP header carries (ECMA-262 `$`: the very end).
+LEGACY_RECORD_ID_PATTERN = "^[A-Za-z0-9_.:-]{1,128}$"
+LEGACY_PAYLOAD_MAX_DEPTH = 8
+
+
+def nesting_at_most(levels: int) -> apigw.JsonSchema:
+    """A draft-4 schema for any JSON value holding at most `levels` nested objects or arrays.
+
+    Draft 4 has no depth keyword and API Gateway resolves no `#/definitions` reference, so the levels
+    are written out: each applies the next to every array item and object member. Both branches hold
+    the next level, so the model doubles with each level (about 10 KB at 8): keep the bound small.
+    """
+    if levels == 0:
+        return apigw.JsonSchema(type=[apigw.JsonSchemaType.STRING, apigw.JsonSchemaType.NUMBER,
+                                      apigw.JsonSchemaType.BOOLEAN, apigw.JsonSchemaType.NULL])
+    inner = nesting_at_most(levels - 1)
+    return apigw.JsonSchema(items=inner, additional_properties=inner)
+
+
 LEGACY_RECORD_SCHEMA = apigw.JsonSchema(
     schema=apigw.JsonSchemaVersion.DRAFT4,
     title="LegacyRecord",
@@ -98,8 +117,10 @@ LEGACY_RECORD_SCHEMA = apigw.JsonSchema(
     required=["record_id", "payload"],
     additional_properties=False,
     properties={
-        "record_id": apigw.JsonSchema(type=apigw.JsonSchemaType.STRING, pattern="^[A-Za-z0-9_.:-]{1,128}$"),
-        "payload": apigw.JsonSchema(type=apigw.JsonSchemaType.OBJECT),
+        "record_id": apigw.JsonSchema(type=apigw.JsonSchemaType.STRING, pattern=LEGACY_RECORD_ID_PATTERN),
+        # The payload object is level 1; its members may nest the remaining levels.
+        "payload": apigw.JsonSchema(type=apigw.JsonSchemaType.OBJECT,
+                                    additional_properties=nesting_at_most(LEGACY_PAYLOAD_MAX_DEPTH - 1)),
     },
 )
 

@@ -5,10 +5,14 @@ body is a record `{"record_id": "...", "payload": ...}` (published by `legacy_pu
 Answer: `{"batchItemFailures": [...]}`: only the records not delivered return to the queue.
 
 Per record, in order (Powertools' `BatchProcessor`, so one bad record fails alone):
-1. Parse. A body that is not a record is a poison message: it fails, its error is logged, and its
-   visibility is set to 0 so it comes straight back and reaches the dead-letter queue after
-   `QUEUE_MAX_RECEIVE_COUNT` receives in seconds instead of after that many visibility timeouts.
-   No mainframe call is spent on it.
+1. Parse. A body that is not a record the mainframe's contract can carry is a poison message: not
+   JSON, or a record whose `record_id` is not 1-128 characters of `A-Za-z0-9_.:-` (it travels as the
+   Idempotency-Key header: a newline or an emoji cannot), whose payload nests deeper than
+   `MAX_PAYLOAD_DEPTH` or holds NaN, Infinity or text that is not Unicode (JSON and UTF-8 carry
+   neither). It fails, its reason is logged, and its visibility is set to 0 so it comes straight
+   back and reaches the dead-letter queue after `QUEUE_MAX_RECEIVE_COUNT` receives in seconds
+   instead of after that many visibility timeouts. No token and no mainframe call is spent on it.
+   The API's `LegacyRecord` model states the same contract (a contract test keeps them equal).
 2. Take one token for the bucket `legacy_mainframe` from the shared limiter (the same bucket every
    caller of the mainframe uses, so the rate holds across all concurrent batches). A refusal is
    waited out while the invocation can still afford the wait and the call after it. A token that
@@ -35,6 +39,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -56,6 +61,7 @@ from throttling.downstream_client import (
 )
 from throttling.call_metrics import record_call
 from throttling.dynamodb_limits import DynamoDbRateLimiter
+from throttling.json_depth import nesting_depth
 from throttling.rate_limiter import RatePolicy
 from throttling.rate_limiter import stale_token_after_sec as shared_stale_token_after_sec
 from throttling.tunables import DownstreamTunables, TunablesReader, defaults_from_environment, powertools_ssm_fetch
@@ -67,6 +73,12 @@ LONGEST_HOLD_BEFORE_INVOKE_SEC = 300
 # Kept back from the time left for the status write and the visibility change after the last call.
 FINISHING_RESERVE_SEC = 2.0
 VISIBILITY_BATCH_MAX = 10
+# The mainframe's record contract. The id is its Idempotency-Key header and the key of the record's
+# status item, so only characters any header carries; matched whole (`$` would let "r-1\n" through).
+RECORD_ID_PATTERN = r"[A-Za-z0-9_.:-]{1,128}"
+_RECORD_ID = re.compile(RECORD_ID_PATTERN)
+# The payload (an object: level 1) nests at most this deep; the API's model bounds it alike.
+MAX_PAYLOAD_DEPTH = 8
 
 DOWNSTREAM = os.environ["DOWNSTREAM_NAME"]
 RECORDS_TABLE_NAME = os.environ["RECORDS_TABLE_NAME"]
@@ -116,17 +128,53 @@ class LegacyRecord:
 
 
 def parse_record(body: str | None) -> LegacyRecord:
-    """The record a message body holds; `PoisonRecord` says why it holds none."""
+    """The record a message body holds, as the mainframe's contract can carry it; `PoisonRecord` says why not."""
+    text = body or ""
+    depth = nesting_depth(text)
+    if depth > MAX_PAYLOAD_DEPTH + 1:
+        # Measured before decoding: json recurses per level and fails past about a thousand.
+        raise PoisonRecord(f"the body nests {depth} levels deep; a record's payload may nest at most "
+                           f"{MAX_PAYLOAD_DEPTH} (the mainframe's contract)")
     try:
-        document = json.loads(body or "")
-    except ValueError as error:
-        raise PoisonRecord(f"the body is not JSON ({error})") from None
+        document = json.loads(text, parse_constant=_not_a_json_number)
+    except PoisonRecord:
+        raise
+    except (ValueError, RecursionError) as error:
+        raise PoisonRecord(f"the body is not JSON ({str(error)[:200]})") from None
     if not isinstance(document, dict):
         raise PoisonRecord(f"the body must be a JSON object with a record_id, got {type(document).__name__}")
     record_id = document.get("record_id")
-    if not isinstance(record_id, str) or not record_id.strip():
-        raise PoisonRecord(f"record_id must be a non-empty string, got {record_id!r}")
-    return LegacyRecord(record_id=record_id, payload=document.get("payload"))
+    if not isinstance(record_id, str) or not _RECORD_ID.fullmatch(record_id):
+        raise PoisonRecord(f"record_id must be 1-128 characters of A-Z, a-z, 0-9, '_', '.', ':' or '-' (it is the "
+                           f"mainframe's Idempotency-Key), got {record_id!r:.100}")
+    payload = document.get("payload")
+    unencodable = _text_utf8_cannot_carry(payload)
+    if unencodable is not None:
+        raise PoisonRecord(f"the payload holds text that is not Unicode ({unencodable!r:.60}: a lone surrogate), "
+                           "which UTF-8 cannot carry to the mainframe")
+    return LegacyRecord(record_id=record_id, payload=payload)
+
+
+def _not_a_json_number(name: str) -> Any:
+    raise PoisonRecord(f"the body holds {name}, which is not a JSON number: the mainframe could not read it")
+
+
+def _text_utf8_cannot_carry(value: Any) -> str | None:
+    """The first string (key or value) in `value` that is not valid Unicode, or None."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return item
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return None
 
 
 def stale_token_after_sec(planned_rate_per_sec: float, contract_rate_per_sec: float) -> float:

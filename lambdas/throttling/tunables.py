@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Generic, TypeVar
 
 from throttling.circuit_breaker import BreakerPolicy
+from throttling.json_depth import nesting_depth
 
 logger = logging.getLogger(__name__)
 
@@ -229,7 +230,7 @@ def decode_document(raw: str) -> Any:
     if len(raw) > MAX_DOCUMENT_CHARS:
         raise InvalidTunables(f"the value is {len(raw)} characters long; a tunables document is a small JSON object"
                               f" of at most {MAX_DOCUMENT_CHARS}, e.g. {_EXAMPLE}")
-    depth = _nesting_depth(raw)
+    depth = nesting_depth(raw)
     if depth > MAX_DOCUMENT_DEPTH:
         raise InvalidTunables(f"the value nests {depth} levels deep; a tunables document is a flat JSON object"
                               f" (at most {MAX_DOCUMENT_DEPTH} levels), e.g. {_EXAMPLE}")
@@ -247,28 +248,6 @@ def _as_mapping(raw: str | Mapping[str, Any]) -> Mapping[str, Any]:
     if not isinstance(document, Mapping):
         raise InvalidTunables(f"the value must be a JSON object, got {type(document).__name__}")
     return document
-
-
-def _nesting_depth(text: str) -> int:
-    """The deepest nesting of arrays and objects in `text`, brackets inside strings left out."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char in "]}":
-            depth -= 1
-    return deepest
 
 
 def _refuse_constant(name: str) -> Any:

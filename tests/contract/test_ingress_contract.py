@@ -195,6 +195,47 @@ def test_every_record_the_model_accepts_the_consumer_accepts(ingress, legacy_con
         assert consumer.parse_record(json.dumps(record)).record_id == record["record_id"]
 
 
+def _nested(depth: int) -> dict[str, Any]:
+    """A payload `depth` levels deep (the payload object is level 1), alternating objects and arrays."""
+    value: Any = "leaf"
+    for level in range(depth - 1):
+        value = [value, 1] if level % 2 else {"k": value, "n": None}
+    return {"v": value}
+
+
+@pytest.mark.parametrize("depth", [1, 2, 7, 8, 9, 12], ids=lambda d: f"depth-{d}")
+def test_the_model_and_the_consumer_bound_the_payload_s_nesting_alike(ingress, legacy_consumer_module, depth):
+    # GIVEN a record whose payload nests `depth` levels, through objects and arrays
+    record = {"record_id": "r-1", "payload": _nested(depth)}
+    # WHEN the API's model and the consumer judge it
+    gateway_accepts = _model(ingress, "LegacyRecord").is_valid(record)
+    try:
+        legacy_consumer_module.parse_record(json.dumps(record))
+        consumer_accepts = True
+    except legacy_consumer_module.PoisonRecord:
+        consumer_accepts = False
+    # THEN they agree, and both draw the line at the consumer's MAX_PAYLOAD_DEPTH
+    assert gateway_accepts == consumer_accepts == (depth <= legacy_consumer_module.MAX_PAYLOAD_DEPTH)
+
+
+def test_the_model_states_the_consumer_s_record_contract(ingress, legacy_consumer_module):
+    from stacks.ingress_stack import LEGACY_PAYLOAD_MAX_DEPTH
+
+    consumer = legacy_consumer_module
+    (schema,) = [r["Properties"]["Schema"] for r in ingress.values()
+                 if r["Type"] == "AWS::ApiGateway::Model" and r["Properties"]["Name"] == "LegacyRecord"]
+    # The id pattern is the consumer's, anchored at both ends (ECMA-262's `$` is the very end: no trailing newline)
+    assert schema["properties"]["record_id"]["pattern"] == f"^{consumer.RECORD_ID_PATTERN}$"
+    assert LEGACY_PAYLOAD_MAX_DEPTH == consumer.MAX_PAYLOAD_DEPTH
+    # And both refuse what the mainframe's header cannot carry: an emoji, a newline inside, too long
+    model = _model(ingress, "LegacyRecord")
+    for record_id in ("r-\U0001F600", "r-\n1", "x" * 129, "r/1"):
+        record = {"record_id": record_id, "payload": {}}
+        assert not model.is_valid(record), record_id
+        with pytest.raises(consumer.PoisonRecord):
+            consumer.parse_record(json.dumps(record))
+
+
 @pytest.mark.parametrize("order", [o for o in ORDERS[:5]], ids=range(5))
 def test_start_payment_renders_json_naming_the_execution_after_the_order(ingress, order):
     integration = _method(ingress, "StartPayment")["Integration"]

@@ -337,3 +337,73 @@ def test_the_demo_line_reports_what_the_mainframe_saw(cloud, deployed, fresh_sim
 
 def _consumer_invocations(cloud, legacy) -> int:
     return sum(1 for r in cloud.lambda_runtime.invocations if r.function_name == legacy["consumer_name"])
+
+
+# What the mainframe's contract cannot carry, as another producer (the publishing workflow, a script)
+# could queue it. On the seed each one took a token and then failed as "unexpected" (an invalid
+# header, a RecursionError), so it came back only after each visibility timeout, about two hours in all.
+UNDELIVERABLE = {
+    "newline in the id": '{"record_id": "r-1\\n", "payload": {}}',
+    "emoji in the id": '{"record_id": "r-\\ud83d\\ude00", "payload": {}}',
+    "payload 2,000 levels deep": '{"record_id": "r-deep", "payload": ' + '{"a":' * 2000 + "1" + "}" * 2001,
+    "NaN in the payload": '{"record_id": "r-nan", "payload": {"amount": NaN}}',
+    "lone surrogate in the payload": '{"record_id": "r-text", "payload": {"note": "\\ud800"}}',
+}
+
+
+def test_records_the_mainframe_cannot_carry_reach_the_dead_letter_queue_with_their_reason_without_a_call(
+    cloud, legacy, mainframe, empty_queues
+):
+    # GIVEN two records and five bodies the mainframe cannot take, sent together to the drained queue
+    records = legacy_records(2)
+    logged_before = len(consumer_log(cloud, legacy))
+    ids = send(cloud, legacy["queue_url"], [json.dumps(records[0]), *UNDELIVERABLE.values(), json.dumps(records[1])])
+    undeliverable_ids = dict(zip(ids[1:-1], UNDELIVERABLE, strict=True))
+    # WHEN the mapping polls: the records are delivered
+    statuses = wait_for_delivery(cloud, legacy["records_table"], [r["record_id"] for r in records], timeout_sec=15)
+    assert [statuses[r["record_id"]]["status"] for r in records] == ["delivered"] * 2
+    # THEN the five reach the dead-letter queue after their receive count, in seconds, bodies unchanged
+    deadline = time.monotonic() + 60
+    while queue_depth(cloud, legacy["dead_letter_queue_url"]) < len(UNDELIVERABLE) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    dead = receive_all(cloud, legacy["dead_letter_queue_url"], len(UNDELIVERABLE))
+    assert {m["MessageId"]: m["Body"] for m in dead} == dict(zip(ids[1:-1], UNDELIVERABLE.values(), strict=True))
+    assert queue_depth(cloud, legacy["queue_url"]) == 0
+    # AND each receive was refused as poison with its reason, never as an unexpected error
+    log = consumer_log(cloud, legacy)[logged_before:]
+    reasons = {undeliverable_ids[e["message_id"]]: e["error"] for e in log if e.get("message_id") in undeliverable_ids
+               and e["message"].startswith("poison message")}
+    assert reasons.keys() == UNDELIVERABLE.keys()
+    assert "record_id must be 1-128 characters" in reasons["newline in the id"]
+    assert "record_id must be 1-128 characters" in reasons["emoji in the id"]
+    assert "the body nests 2001 levels deep" in reasons["payload 2,000 levels deep"]
+    assert "NaN, which is not a JSON number" in reasons["NaN in the payload"]
+    assert "text that is not Unicode" in reasons["lone surrogate in the payload"]
+    assert not [e for e in log if e["message"].startswith("unexpected error")]
+    # AND the mainframe saw the two records once each and nothing else: no call, so no token, went to the five
+    assert records_sent(mainframe) == Counter(r["record_id"] for r in records)
+    assert len([r for r in mainframe.requests if r.path == "/records"]) == 2
+
+
+def test_the_api_refuses_records_the_mainframe_cannot_carry_and_queues_the_deepest_it_can(cloud, deployed, legacy,
+                                                                                       empty_queues):
+    from localcloud.demo_ingress import DEMO_API_KEY, local_api
+
+    api = local_api(cloud, deployed)
+
+    def payload(depth: int) -> dict:
+        value: Any = 1
+        for level in range(depth - 1):
+            value = [value] if level % 2 else {"a": value}
+        return {"v": value}
+
+    # WHEN records the consumer would refuse are posted THEN each gets 400 and nothing is queued
+    for bad in ({"record_id": "r-\U0001F600", "payload": {}}, {"record_id": "r-\n1", "payload": {}},
+                {"record_id": "r-deep", "payload": payload(9)}):
+        refused = api.request("POST", "/legacy-records", body=bad, headers={"x-api-key": DEMO_API_KEY})
+        assert refused.status == 400, (bad["record_id"], refused.body)
+    assert queue_depth(cloud, legacy["queue_url"]) == 0
+    # AND the deepest payload the contract allows is queued
+    deepest = api.request("POST", "/legacy-records", body={"record_id": "r-eight", "payload": payload(8)},
+                          headers={"x-api-key": DEMO_API_KEY})
+    assert deepest.status == 202, deepest.body
