@@ -18,8 +18,11 @@ and the semaphore at zero reads:
   2 writes when the guess was wrong (1 failed write that returns the stored TAT, then 1 that
   succeeds), at most `max_attempts_per_shard`. A denied request costs 0 writes when the
   last-seen TAT already proves the denial (the stored TAT only grows, so the last-seen one is a
-  lower bound) and 1 failed write otherwise; with 2+ shards a denied shard is followed by one
-  other shard, so a denial costs up to 2 x that. Reads: always 0.
+  lower bound) and 1 failed write otherwise; with N > 1 shards a denial is final only once every
+  shard denied, so it costs up to N x that (a caller that keeps being denied mostly proves it from
+  what it has seen, at no write). Reads: always 0. Every number written is an exact decimal of a
+  time-grid value (`rate_limiter.TIME_GRID_SEC`), so DynamoDB's decimal conditions and sums agree
+  with the float decisions exactly: a lone caller that waits its `retry_after_sec` is admitted.
 - Semaphore: acquiring a free slot costs 1 write; renewing a held lease 2 (the failed take tells
   it is held, then the renewal); a denial 1 failed write, plus 1 per expired lease reclaimed and 1
   retry when any was. The first acquire of a semaphore ever adds a rejected update and 1 put that
@@ -59,13 +62,21 @@ import math
 import random
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal, localcontext
 from typing import Any, TypeVar
 
 from throttling import circuit_breaker as breaker_core
 from throttling.circuit_breaker import Admission, BreakerPolicy, BreakerState, BreakerStatus
 from throttling.clock import Clock, SystemClock
-from throttling.rate_limiter import RateDecision, RatePolicy, decide, shard_count_for, split_policy
+from throttling.rate_limiter import (
+    GRID_STEPS_PER_SEC,
+    RateDecision,
+    RatePolicy,
+    decide,
+    on_grid,
+    shard_count_for,
+    split_policy,
+)
 
 __all__ = [
     "BREAKER_CREATE_CONDITION",
@@ -198,9 +209,11 @@ class DynamoDbRateLimiter:
     def try_acquire(self, bucket: str, policy: RatePolicy, cost: int = 1) -> RateDecision:
         """Admit `cost` units of `bucket` now, or say how long to wait.
 
-        With N > 1 shards a random shard decides under `split_policy(policy, N)`; if it denies,
-        exactly one other shard is tried. A denial carries the smaller of the two waits;
-        `remaining` and `reset_after_sec` describe the shard that decided.
+        With N > 1 shards each decides under `split_policy(policy, N)`: a random shard first (so
+        callers spread), then the others in turn until one admits. A denial, when every shard
+        denied, carries the smallest wait, so `retry_after_sec` keeps its promise, and `burst`
+        requests at one instant are all admitted (the shards' bursts add up to at least it);
+        `remaining` and `reset_after_sec` describe the shard with that wait.
         """
         if not isinstance(bucket, str) or not bucket:
             raise ValueError(f"bucket must be a non-empty string, got {bucket!r}")
@@ -208,14 +221,13 @@ class DynamoDbRateLimiter:
         shard_policy = split_policy(policy, shards) if shards > 1 else policy
         with self._rng_lock:
             first = self._rng.randrange(shards)
-            second = self._rng.randrange(shards - 1) if shards > 1 else 0
-        decision = self.try_acquire_shard(bucket, first, shard_policy, cost)
-        if decision.allowed or shards == 1:
-            return decision
-        other = self.try_acquire_shard(bucket, second + (second >= first), shard_policy, cost)
-        if other.allowed:
-            return other
-        return min(decision, other, key=lambda d: d.retry_after_sec)
+        denials = []
+        for step in range(shards):
+            decision = self.try_acquire_shard(bucket, (first + step) % shards, shard_policy, cost)
+            if decision.allowed:
+                return decision
+            denials.append(decision)
+        return min(denials, key=lambda d: d.retry_after_sec)
 
     def try_acquire_shard(self, bucket: str, shard: int, shard_policy: RatePolicy, cost: int = 1) -> RateDecision:
         """One shard's decision under its own policy (what `try_acquire` calls; tests and the bench use it too)."""
@@ -227,14 +239,15 @@ class DynamoDbRateLimiter:
             if not decision.allowed:
                 # Decided on the stored TAT, or on a lower bound of it: either way a true denial.
                 return decision
-            backlogged = seen is not None and seen >= now
+            # The same test as decide's max(TAT, now): on the grid
+            backlogged = seen is not None and seen >= on_grid(now)
             try:
                 if backlogged:
                     admitted = self._add_to_backlog(key, now, shard_policy, cost)
                 else:
                     admitted = self._set_from_idle(key, decision)
             except Exception as error:  # noqa: BLE001 - botocore's ClientError, told apart by its code
-                seen = _tat_lower_bound(_failed_condition_item(error))
+                seen = _stored_tat(_failed_condition_item(error))
                 self._remember(key, seen)
                 decision = decide(seen, now, shard_policy, cost)
                 continue
@@ -261,8 +274,8 @@ class DynamoDbRateLimiter:
             UpdateExpression=RATE_LIMITER_UPDATE,
             ConditionExpression=RATE_LIMITER_CONDITION,
             ExpressionAttributeValues={
-                ":new_tat": _number(decision.new_tat),
-                ":based_on_tat": _number(decision.based_on_tat),
+                ":new_tat": _grid_number(decision.new_tat),
+                ":based_on_tat": _grid_number(decision.based_on_tat),
                 # Back to a full burst at `new_tat`; from then on an absent item means the same.
                 ":expires_at": {"N": str(math.ceil(decision.new_tat + self._ttl_margin_sec))},
             },
@@ -272,27 +285,29 @@ class DynamoDbRateLimiter:
 
     def _add_to_backlog(self, key: str, now: float, policy: RatePolicy, cost: int) -> RateDecision:
         interval = policy.emission_interval_sec
+        now_on_grid = on_grid(now)  # what decide() compares with
         response = self._client.update_item(
             TableName=self.table_name,
             Key={"pk": {"S": key}},
             UpdateExpression=RATE_LIMITER_BACKLOG_UPDATE,
             ConditionExpression=RATE_LIMITER_BACKLOG_CONDITION,
             ExpressionAttributeValues={
-                ":cost_interval": _number(cost * interval),
-                ":now": _number(now),
+                ":cost_interval": _grid_number(cost * interval),
+                ":now": _grid_number(now_on_grid),
                 # GCRA's test with max(TAT, now) = TAT: TAT + cost*T - burst*T <= now.
-                ":latest_tat": _number(now + (policy.burst - cost) * interval),
+                ":latest_tat": _grid_number(now_on_grid + (policy.burst - cost) * interval),
                 # The new TAT is at most now + burst*T: back to a full burst by then.
                 ":expires_at": {"N": str(math.ceil(now + policy.burst * interval + self._ttl_margin_sec))},
             },
             ReturnValues="UPDATED_OLD",
             ReturnValuesOnConditionCheckFailure="ALL_OLD",
         )
-        old_tat = _tat_lower_bound(response.get("Attributes"))
+        old_tat = _stored_tat(response.get("Attributes"))
         decision = decide(old_tat, now, policy, cost)
         if decision.allowed:
             return decision
-        # DynamoDB admitted in decimal what float rounding put a hair over the line: report it as admitted.
+        # Only for an item written off the grid by an older version, read rounded up: DynamoDB admitted
+        # it, so report it as admitted.
         return RateDecision(True, 0.0, 0, max(0.0, decision.based_on_tat + cost * interval - now),
                             decision.based_on_tat + cost * interval, decision.based_on_tat)
 
@@ -720,13 +735,28 @@ def _number(value: float | int) -> dict[str, str]:
     return {"N": format(Decimal(repr(value)), "f")}
 
 
-def _tat_lower_bound(item: Mapping[str, Any] | None) -> float | None:
-    """The item's `tat` as the largest float not above it (an ADD can store more digits than a float holds)."""
+def _grid_number(value: float) -> dict[str, str]:
+    """A time-grid value as the exact decimal DynamoDB stores and compares (at most 18 fractional digits).
+
+    Not the shortest repr, which `_number` writes: DynamoDB's sums of those drift from the float sums.
+    """
+    if on_grid(value) != value:
+        raise ValueError(f"{value!r} is not on the limiter's time grid; round it with rate_limiter.on_grid")
+    return {"N": format(Decimal(value), "f")}
+
+
+def _stored_tat(item: Mapping[str, Any] | None) -> float | None:
+    """The item's `tat` as a float on the time grid: exact for what this adapter writes, rounded up otherwise.
+
+    Rounded up, an item an older version wrote with more digits still satisfies the conditions
+    computed from it (`tat <= :based_on_tat`), instead of failing them forever.
+    """
     if not item or "tat" not in item:
         return None
-    exact = Decimal(item["tat"]["N"])
-    tat = float(exact)
-    return math.nextafter(tat, -math.inf) if Decimal(tat) > exact else tat
+    with localcontext() as context:
+        context.prec = 60  # ample for 38 significant digits times 2^18
+        steps = (Decimal(item["tat"]["N"]) * GRID_STEPS_PER_SEC).to_integral_value(rounding=ROUND_CEILING)
+    return int(steps) / GRID_STEPS_PER_SEC
 
 
 def _leases_of(item: Mapping[str, Any]) -> dict[str, dict[str, str]]:

@@ -8,6 +8,7 @@ as each Lambda execution environment would.
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 import time
@@ -231,6 +232,63 @@ def test_the_limiter_writes_once_per_admission_and_not_at_all_for_a_denial_it_ca
     # THEN the item carries a TTL: back to full at TAT, plus the margin
     item = cloud.client("dynamodb").get_item(TableName=table, Key={"pk": {"S": "mainframe#0"}})["Item"]
     assert int(item["expires_at"]["N"]) == int(T0 + 2 + 60)
+
+
+# Off every grid: at today's epoch a float's ulp is 2.4e-7 s, and 1.7e9 + k/9.9 has more decimal
+# digits than a float holds, which is where the stored decimal and the float decision used to part.
+AWKWARD_T0 = 1_700_000_000.123456789
+# The CRM's, the gateway's and the AI model's limiter settings, and a rate the seed's core refused at.
+AWKWARD_POLICIES = [RatePolicy(9.9, 5), RatePolicy(1.98, 1), RatePolicy(4.95, 2), RatePolicy(76.09863486680844, 13)]
+
+
+def limiter_with_shards(table: str, client: Any, clock: FakeClock, policy: RatePolicy, shards: int) -> DynamoDbRateLimiter:
+    """A limiter that spreads `policy` over exactly `shards` items (partitions said to absorb 2 x rate / shards writes/s)."""
+    limiter = DynamoDbRateLimiter(table, client=client, clock=clock,
+                                  per_partition_writes_per_sec=2 * policy.rate_per_sec / shards)
+    assert limiter.shards_for(policy) == shards
+    return limiter
+
+
+@pytest.mark.parametrize("shards", [1, 2, 3], ids=lambda n: f"{n}-shards")
+@pytest.mark.parametrize("policy", AWKWARD_POLICIES, ids=lambda p: f"{p.rate_per_sec:g}-per-sec-burst-{p.burst}")
+def test_a_lone_caller_that_waits_exactly_its_retry_after_is_admitted_through_dynamodb(cloud, table, policy, shards):
+    # GIVEN one caller on a fresh bucket at an awkward instant
+    clock = FakeClock(AWKWARD_T0)
+    client = CountingClient(cloud.client("dynamodb"))
+    limiter = limiter_with_shards(table, client, clock, policy, shards)
+    refusals = 0
+    fleet_burst = shards * max(1, math.ceil(policy.burst / shards))  # what the shards admit at once together
+    for _ in range(2 * fleet_burst + 12):
+        decision = limiter.try_acquire("crm", policy)
+        if decision.allowed:
+            continue
+        # WHEN it is refused and waits exactly the time it was given
+        refusals += 1
+        assert decision.retry_after_sec > 0, decision
+        clock.advance(decision.retry_after_sec)
+        # THEN DynamoDB's condition admits it: the stored decimal and the float decision agree
+        retried = limiter.try_acquire("crm", policy)
+        assert retried.allowed, (refusals, retried)
+    assert refusals >= 3
+    # AND no write ever failed: every conditional write matched the state the caller computed
+    assert client.total("update_item") == client.total("update_item", succeeded=True)
+
+
+@pytest.mark.parametrize("shards", [1, 2, 3], ids=lambda n: f"{n}-shards")
+@pytest.mark.parametrize("policy", AWKWARD_POLICIES, ids=lambda p: f"{p.rate_per_sec:g}-per-sec-burst-{p.burst}")
+def test_a_burst_at_one_instant_is_all_admitted_through_dynamodb(cloud, table, policy, shards):
+    # GIVEN a fresh bucket, and a second caller that has seen nothing
+    clock = FakeClock(AWKWARD_T0)
+    first = limiter_with_shards(table, cloud.client("dynamodb"), clock, policy, shards)
+    second = limiter_with_shards(table, cloud.client("dynamodb"), clock, policy, shards)
+    # WHEN `burst` requests arrive at one instant, alternating between the two callers
+    decisions = [(first if i % 2 else second).try_acquire("ai", policy) for i in range(policy.burst)]
+    # THEN every one is admitted, whichever shards they landed on
+    assert [d.allowed for d in decisions] == [True] * policy.burst
+    # AND once every shard is empty a request is refused with a real wait, not a lost race
+    while (decision := first.try_acquire("ai", policy)).allowed:
+        pass
+    assert decision.retry_after_sec > 0
 
 
 # -- semaphore -----------------------------------------------------------------------------------

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import random
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from throttling.backoff import decorrelated_jitter_delay, exponential_delay, full_jitter_delay
 from throttling.circuit_breaker import BreakerPolicy, BreakerState, BreakerStatus, allow, force_open, record
 from throttling.clock import FakeClock
 from throttling.rate_limit_headers import parse_rate_limit_headers
-from throttling.rate_limiter import InMemoryRateLimiter, RatePolicy, decide, stale_token_after_sec
+from throttling.rate_limiter import InMemoryRateLimiter, RatePolicy, decide, on_grid, stale_token_after_sec
 from throttling.semaphore import SemaphoreState, in_use, release, try_acquire
 
 MODEST = settings(max_examples=200, deadline=None)
@@ -75,6 +75,66 @@ def test_retry_after_is_exact(policy, now, ahead_sec, raw_cost):
     assert denied.retry_after_sec > 0
     assert decide(tat, now + denied.retry_after_sec, policy, cost).allowed
     assert not decide(tat, now + denied.retry_after_sec - 1e-6, policy, cost).allowed
+
+
+# The whole range the tunables allow, and instants like today's epoch, where a float's ulp is 2.4e-7 s.
+any_policy = st.builds(
+    RatePolicy,
+    rate_per_sec=st.one_of(st.floats(min_value=0.01, max_value=10_000.0), st.sampled_from([9.9, 1.98, 4.95, 0.8, 10 / 3])),
+    burst=st.integers(min_value=1, max_value=5_000),
+)
+epoch_instants = st.one_of(st.floats(min_value=0.0, max_value=4e9), st.floats(min_value=1.6e9, max_value=1.9e9))
+
+
+@MODEST
+@given(policy=any_policy, now=epoch_instants, raw_costs=st.lists(st.integers(min_value=1, max_value=5_000), max_size=40))
+def test_a_lone_caller_that_waits_exactly_its_retry_after_is_admitted(policy, now, raw_costs):
+    # GIVEN a lone caller on a fresh limiter, at any instant, asking for any affordable costs
+    clock = FakeClock(now)
+    limiter = InMemoryRateLimiter(policy, clock)
+    for raw_cost in raw_costs or [1]:
+        cost = min(raw_cost, policy.burst)
+        decision = limiter.try_acquire(cost)
+        if decision.allowed:
+            continue
+        # WHEN it is refused and waits exactly what it was told (the clock's own float sum)
+        assert decision.retry_after_sec > 0
+        clock.advance(decision.retry_after_sec)
+        # THEN it is admitted: never "retry after 0"
+        assert limiter.try_acquire(cost).allowed
+
+
+@MODEST
+@given(rate_per_sec=st.floats(min_value=0.01, max_value=10_000.0), burst=st.integers(min_value=1, max_value=200),
+       now=epoch_instants)
+# Found on the seed's core: float rounding in the accumulated TAT refused the last token of the burst.
+@example(rate_per_sec=76.09863486680844, burst=13, now=1757744670.2271028)
+@example(rate_per_sec=6.450775192832652, burst=14, now=1709853986.278504)
+def test_a_burst_of_burst_requests_at_one_instant_is_all_admitted(rate_per_sec, burst, now):
+    # GIVEN a fresh limiter / WHEN `burst` requests arrive at one instant THEN all are admitted, and no more
+    limiter = InMemoryRateLimiter(RatePolicy(rate_per_sec, burst), FakeClock(now))
+    assert all(limiter.try_acquire().allowed for _ in range(burst))
+    assert not limiter.try_acquire().allowed
+
+
+@MODEST
+@given(policy=any_policy, now=epoch_instants, idle_sec=st.one_of(st.none(), st.floats(min_value=0.0, max_value=1e6)),
+       costs=st.lists(st.integers(min_value=1, max_value=50), min_size=1, max_size=60))
+def test_requests_costing_a_burst_in_all_at_one_instant_are_all_admitted(policy, now, idle_sec, costs):
+    # GIVEN a limiter that is full (never used, or idle since a TAT it stored, on its grid, at or before now)
+    state_tat = None if idle_sec is None else on_grid(now - idle_sec)
+    # WHEN requests whose costs add up to at most the burst arrive at one instant
+    admitted_cost = 0
+    for cost in costs:
+        if admitted_cost + cost > policy.burst:
+            break
+        decision = decide(state_tat, now, policy, cost)
+        # THEN every one is admitted
+        assert decision.allowed, (admitted_cost, cost, policy)
+        state_tat, admitted_cost = decision.new_tat, admitted_cost + cost
+    # AND past the burst, the next unit is refused
+    if admitted_cost == policy.burst:
+        assert not decide(state_tat, now, policy).allowed
 
 
 semaphore_steps = st.lists(

@@ -11,6 +11,7 @@ import pytest
 from throttling import dynamodb_limits as limits
 from throttling.circuit_breaker import BreakerPolicy, BreakerStatus
 from throttling.clock import FakeClock
+from throttling.rate_limiter import TIME_GRID_SEC, RatePolicy, on_grid
 
 
 class StoreDown(Exception):
@@ -45,14 +46,32 @@ def test_numbers_refuse_what_dynamodb_cannot_store(bad):
         limits._number(bad)
 
 
-def test_a_tat_with_more_digits_than_a_float_reads_as_a_lower_bound():
-    # GIVEN a TAT an ADD left with more digits than a float holds
+def test_a_tat_on_the_time_grid_round_trips_exactly_through_its_decimal():
+    # GIVEN grid instants and sums of grid intervals, as the limiter writes and DynamoDB adds them
+    interval = RatePolicy(9.9, 5).emission_interval_sec
+    for tat in (1_700_000_000.0 + k * interval for k in (0, 1, 7, 1_000_003)):
+        stored = limits._grid_number(tat)["N"]
+        # THEN the decimal is the float's exact value, short enough for DynamoDB (and moto's 28 digits)
+        assert Decimal(stored) == Decimal(tat) and len(stored.replace(".", "")) <= 28
+        assert limits._stored_tat({"tat": {"N": stored}}) == tat
+    # AND the sum DynamoDB computes in decimal is the float sum
+    assert Decimal(limits._grid_number(1_700_000_000.0)["N"]) + 3 * Decimal(limits._grid_number(interval)["N"]) == \
+        Decimal(1_700_000_000.0 + 3 * interval)
+
+
+def test_a_tat_written_off_the_grid_reads_rounded_up_so_conditions_from_it_hold():
+    # GIVEN a TAT an older version left with more digits than a float holds
     stored = "1700000000.10000000000000000001"
-    # THEN it reads as the largest float not above it, so a denial proved from it is a true denial
-    tat = limits._tat_lower_bound({"tat": {"N": stored}})
-    assert Decimal(tat) <= Decimal(stored)
-    assert Decimal(math.nextafter(tat, math.inf)) > Decimal(stored)
-    assert limits._tat_lower_bound(None) is None and limits._tat_lower_bound({}) is None
+    # THEN it reads as the next grid instant at or above it: `tat <= :based_on_tat` holds for a decision on it
+    tat = limits._stored_tat({"tat": {"N": stored}})
+    assert Decimal(tat) >= Decimal(stored) and Decimal(tat) - Decimal(stored) < Decimal(TIME_GRID_SEC)
+    assert on_grid(tat) == tat
+    assert limits._stored_tat(None) is None and limits._stored_tat({}) is None
+
+
+def test_only_grid_values_are_written_as_limiter_numbers():
+    with pytest.raises(ValueError, match="is not on the limiter's time grid"):
+        limits._grid_number(0.1)
 
 
 @pytest.mark.parametrize(

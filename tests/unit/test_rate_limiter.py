@@ -6,6 +6,7 @@ import pytest
 
 from throttling.clock import FakeClock
 from throttling.rate_limiter import (
+    TIME_GRID_SEC,
     InMemoryRateLimiter,
     RatePolicy,
     decide,
@@ -56,11 +57,12 @@ def test_cost_takes_several_units_at_once():
     first = decide(None, 0.0, policy, cost=7)
     second = decide(first.new_tat, 0.0, policy, cost=4)
 
-    # THEN the first passes leaving 3, and the second waits for one more unit (0.2 s)
+    # THEN the first passes leaving 3, and the second waits for one more unit (0.2 s; each interval
+    # rounded up to the time grid)
     assert first.allowed and first.remaining == 3
-    assert first.new_tat == pytest.approx(1.4)
+    assert first.new_tat == 7 * policy.emission_interval_sec == pytest.approx(1.4, abs=7 * TIME_GRID_SEC)
     assert not second.allowed
-    assert second.retry_after_sec == pytest.approx(0.2)
+    assert second.retry_after_sec == policy.emission_interval_sec == pytest.approx(0.2, abs=TIME_GRID_SEC)
     assert second.new_tat == first.new_tat
 
 
@@ -89,8 +91,8 @@ def test_stale_tat_in_the_past_counts_as_an_idle_limiter():
     assert decision.allowed
     assert decision.remaining == 4
     assert decision.based_on_tat == 1_000.0
-    assert decision.new_tat == pytest.approx(1_000.1)
-    assert decision.reset_after_sec == pytest.approx(0.1)
+    assert decision.new_tat == 1_000.0 + policy.emission_interval_sec
+    assert decision.reset_after_sec == policy.emission_interval_sec == pytest.approx(0.1, abs=TIME_GRID_SEC)
 
 
 def test_cost_above_burst_is_an_error_that_says_so():
