@@ -93,6 +93,7 @@ class LocalCloud:
             moto_patches.apply_definition_substitutions_from_cloudformation(),
             moto_patches.apply_rfc3339_timestamps_in_choice(),
             moto_patches.apply_atomic_dynamodb(),
+            moto_patches.apply_dynamodb_number_precision(),
             moto_patches.apply_jsonata(),
             moto_patches.apply_ssm_parameter_tags_from_cloudformation(),
             moto_patches.apply_cloudwatch_percentiles(),

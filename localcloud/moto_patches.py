@@ -1149,3 +1149,67 @@ def remove_lambda_asynchronous_invocation() -> None:
     if original is not None:
         LambdaFunction.invoke = original  # type: ignore[method-assign]
         delattr(LambdaFunction, "_localcloud_original_invoke")
+# DynamoDB's numbers: "up to 38 digits of precision. Exceeding this results in an exception."
+DYNAMODB_NUMBER_DIGITS = 38
+DYNAMODB_TOO_MANY_DIGITS = "Attempting to store more than 38 significant digits in a Number"
+
+
+def apply_dynamodb_number_precision() -> Undo:
+    """Numbers to DynamoDB's 38 significant digits: sums computed at that precision, more refused.
+
+    moto limitation: an `ADD` (and `SET a = b + c`) is computed in Python's default decimal context
+    of 28 digits, so a sum DynamoDB keeps exactly is silently rounded, and an item holding a number
+    of more than 38 significant digits is stored where DynamoDB refuses it. The fix computes sums
+    exactly and refuses, with DynamoDB's ValidationException, a number or a sum beyond 38 digits.
+    """
+    from decimal import Decimal, localcontext
+
+    from moto.dynamodb.exceptions import MockValidationException
+    from moto.dynamodb.models.dynamo_type import DDBType, DynamoType
+    from moto.dynamodb.models.table import Table
+
+    if getattr(DynamoType.__add__, "_localcloud_original", None) is not None:
+        return remove_dynamodb_number_precision
+    originals = (DynamoType.__add__, DynamoType.__sub__, Table._validate_number_type)
+
+    def within_precision(text: str) -> str:
+        # Significant digits of the exact value (normalize() would round to the context's precision first)
+        digits = "".join(map(str, Decimal(text).as_tuple().digits)).strip("0")
+        if len(digits) > DYNAMODB_NUMBER_DIGITS:
+            raise MockValidationException(DYNAMODB_TOO_MANY_DIGITS)
+        return text
+
+    def arithmetic(sign: int) -> Callable[[Any, Any], Any]:
+        original = originals[0] if sign > 0 else originals[1]
+
+        def operate(self: Any, other: Any) -> Any:
+            if self.type != DDBType.NUMBER or other.type != DDBType.NUMBER:
+                return original(self, other)
+            with localcontext() as context:
+                context.prec = 2 * DYNAMODB_NUMBER_DIGITS + 300  # exact for any two DynamoDB numbers
+                total = Decimal(self.value) + sign * Decimal(other.value)
+            return DynamoType({DDBType.NUMBER: within_precision(format(total, "f"))})
+
+        return operate
+
+    def validate_number_type(self: Any, value: Any) -> None:
+        originals[2](self, value)
+        if isinstance(value, str):
+            within_precision(value)
+
+    add, sub = arithmetic(+1), arithmetic(-1)
+    add._localcloud_original = originals  # type: ignore[attr-defined]
+    DynamoType.__add__ = add  # type: ignore[method-assign]
+    DynamoType.__sub__ = sub  # type: ignore[method-assign]
+    Table._validate_number_type = validate_number_type  # type: ignore[method-assign]
+    return remove_dynamodb_number_precision
+
+
+def remove_dynamodb_number_precision() -> None:
+    """Undo `apply_dynamodb_number_precision` (tests use it to show moto's 28-digit sums)."""
+    from moto.dynamodb.models.dynamo_type import DynamoType
+    from moto.dynamodb.models.table import Table
+
+    originals = getattr(DynamoType.__add__, "_localcloud_original", None)
+    if originals is not None:
+        DynamoType.__add__, DynamoType.__sub__, Table._validate_number_type = originals  # type: ignore[method-assign]

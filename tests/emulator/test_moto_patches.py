@@ -467,3 +467,34 @@ def test_an_execution_name_step_functions_refuses_is_refused_only_with_the_fix(c
     # THEN moto alone starts every one of them, though AWS refuses each; with the fix each is refused
     # as AWS refuses it, and nothing starts
     assert outcomes == dict.fromkeys(BAD_EXECUTION_NAMES, "InvalidName" if patched else "started")
+@pytest.mark.parametrize("patched", [False, True], ids=["moto-alone", "patched"])
+def test_dynamodb_numbers_keep_38_digits_and_refuse_more_only_with_the_fix(cloud, patched):
+    # GIVEN a table holding a number of 28 significant digits (a limiter's TAT on its time grid has as many)
+    dynamodb = cloud.client("dynamodb")
+    table = f"numbers-{uuid.uuid4().hex[:8]}"
+    dynamodb.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
+                          KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                          AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}])
+    dynamodb.put_item(TableName=table, Item={"pk": {"S": "n"}, "tat": {"N": "1700000000.123456789012345678"}})
+    if not patched:
+        moto_patches.remove_dynamodb_number_precision()
+    try:
+        # WHEN a sum needs 29 digits, and an item holds a number of 39
+        dynamodb.update_item(TableName=table, Key={"pk": {"S": "n"}}, UpdateExpression="ADD tat :tiny",
+                             ExpressionAttributeValues={":tiny": {"N": "0.0000000000000000001"}})
+        stored = dynamodb.get_item(TableName=table, Key={"pk": {"S": "n"}}, ConsistentRead=True)["Item"]["tat"]["N"]
+        try:
+            dynamodb.put_item(TableName=table, Item={"pk": {"S": "long"}, "n": {"N": "1" * 39}})
+            refused = None
+        except ClientError as error:
+            refused = error.response["Error"]
+    finally:
+        moto_patches.apply_dynamodb_number_precision()
+    if not patched:
+        # THEN moto alone rounds the sum to 28 digits (the ADD is lost) and stores the 39 digits
+        assert stored == "1700000000.123456789012345678"
+        assert refused is None
+        return
+    # THEN with the fix the sum is exact, as DynamoDB keeps it, and 39 digits are refused as DynamoDB refuses them
+    assert stored == "1700000000.1234567890123456781"
+    assert refused == {"Code": "ValidationException", "Message": moto_patches.DYNAMODB_TOO_MANY_DIGITS}
