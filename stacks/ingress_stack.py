@@ -99,9 +99,11 @@ LEGACY_PAYLOAD_MAX_DEPTH = 8
 def nesting_at_most(levels: int) -> apigw.JsonSchema:
     """A draft-4 schema for any JSON value holding at most `levels` nested objects or arrays.
 
-    Draft 4 has no depth keyword and API Gateway resolves no `#/definitions` reference, so the levels
-    are written out: each applies the next to every array item and object member. Both branches hold
-    the next level, so the model doubles with each level (about 10 KB at 8): keep the bound small.
+    Draft 4 has no depth keyword, and API Gateway documents references between models only as
+    absolute model URLs (`https://apigateway.amazonaws.com/restapis/<id>/models/<name>`), so the levels
+    are written out instead: each applies the next to every array item and object member. Both
+    branches hold the next level, so the model doubles with each level (about 10 KB at 8): keep the
+    bound small.
     """
     if levels == 0:
         return apigw.JsonSchema(type=[apigw.JsonSchemaType.STRING, apigw.JsonSchemaType.NUMBER,
