@@ -25,7 +25,8 @@ def test_every_seeded_tunable_parses_on_the_lambda_side_unclamped(dev_assembly, 
         kinds.add(kind)
         # THEN it parses, within range, under its downstream's ceiling
         if kind == "downstreams":
-            result = parse_tunables(value, ceiling_rate_per_sec=downstream.rate_limit_per_sec)
+            result = parse_tunables(value, ceiling_rate_per_sec=downstream.rate_limit_per_sec,
+                                    ceiling_burst=downstream.burst)
         else:
             result = parse_breaker_policy(value)
         assert result.clamped_fields == (), name
