@@ -45,7 +45,7 @@ from botocore.credentials import Credentials
 
 # The JSON-protocol services an `action/<Action>` integration URI is sent to, and how they name it.
 _JSON_TARGET_PREFIX = {"states": "AWSStepFunctions", "dynamodb": "DynamoDB_20120810"}
-_AWS_URI = re.compile(r"^arn:aws:apigateway:(?P<region>[^:]+):(?P<service>[^:]+):(?P<kind>action|path)/(?P<rest>.+)$")
+_AWS_URI = re.compile(r"arn:aws:apigateway:(?P<region>[^:]+):(?P<service>[^:]+):(?P<kind>action|path)/(?P<rest>.+)")
 
 
 @dataclass
@@ -116,8 +116,8 @@ class LocalRestApi:
 
     def _route(self, verb: str, path: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]] | None:
         for resource in self._client.get_resources(restApiId=self.rest_api_id)["items"]:
-            pattern = "^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(resource["path"])) + "$"
-            match = re.match(pattern, path)
+            pattern = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(resource["path"]))
+            match = re.fullmatch(pattern, path)
             if match and verb in resource.get("resourceMethods", {}):
                 method = self._client.get_method(restApiId=self.rest_api_id, resourceId=resource["id"], httpMethod=verb)
                 return resource, method, {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
@@ -148,7 +148,7 @@ class LocalRestApi:
         return None
 
     def _send(self, integration: dict[str, Any], rendered: str, context: dict[str, Any]) -> IntegrationCall:
-        match = _AWS_URI.match(integration["uri"])
+        match = _AWS_URI.fullmatch(integration["uri"])
         if integration["type"] != "AWS" or match is None:
             raise NotImplementedError(f"only AWS service integrations are executed here, got {integration['uri']!r}")
         service, kind, rest = match["service"], match["kind"], match["rest"]

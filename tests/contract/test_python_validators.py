@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SCANNED = ("lambdas", "throttlectl", "stacks", "localcloud")
 # Rewritten in parallel to evaluate JSON-schema patterns as API Gateway does; scanned once that lands.
-NOT_YET_SCANNED = {"localcloud/api_gateway.py"}
+NOT_YET_SCANNED: set[str] = set()
 _PATTERN_FUNCTIONS = {"compile", "match", "search", "fullmatch", "sub", "subn", "split", "findall", "finditer"}
 
 
