@@ -227,9 +227,9 @@ def test_the_model_states_the_consumer_s_record_contract(ingress, legacy_consume
     # The id pattern is the consumer's, anchored at both ends (ECMA-262's `$` is the very end: no trailing newline)
     assert schema["properties"]["record_id"]["pattern"] == f"^{consumer.RECORD_ID_PATTERN}$"
     assert LEGACY_PAYLOAD_MAX_DEPTH == consumer.MAX_PAYLOAD_DEPTH
-    # And both refuse what the mainframe's header cannot carry: an emoji, a newline inside, too long
+    # And both refuse what the mainframe's header cannot carry: an emoji, a newline inside or at the end, too long
     model = _model(ingress, "LegacyRecord")
-    for record_id in ("r-\U0001F600", "r-\n1", "x" * 129, "r/1"):
+    for record_id in ("r-\U0001F600", "r-\n1", "r-1\n", "x" * 129, "r/1"):
         record = {"record_id": record_id, "payload": {}}
         assert not model.is_valid(record), record_id
         with pytest.raises(consumer.PoisonRecord):
