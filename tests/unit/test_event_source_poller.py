@@ -269,7 +269,7 @@ def test_batch_larger_than_one_receive_is_gathered_from_several_receives(sqs, ma
     assert function.batch_sizes == [25]
 
 
-@pytest.mark.parametrize(("window_sec", "expected_batch_sizes"), [(0, [1, 3, 3]), (0.2, [7])])
+@pytest.mark.parametrize(("window_sec", "expected_batch_sizes"), [(0, [1, 3, 3]), (1.0, [7])])
 def test_batching_window_gathers_receives_until_it_ends(
     sqs, make_queue, start_poller, window_sec: float, expected_batch_sizes: list[int]
 ):
