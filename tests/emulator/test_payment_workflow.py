@@ -182,9 +182,7 @@ def test_thirty_orders_at_once_are_all_paid_without_a_single_429(cloud, payments
     # GIVEN 30 orders placed at once: 15 times what the gateway admits in a second
     orders = payment_orders(30, skus=skus)
     # WHEN each order's event reaches the starter
-    started = time.monotonic()
     results = run_orders(cloud, payments, orders)
-    elapsed_sec = time.monotonic() - started
     # THEN every one of the 30 orders is paid, with the gateway's authorization id on the order
     assert {r.status for r in results.values()} == {"SUCCEEDED"}, [(r.name, r.error, r.cause) for r in results.values()
                                                                    if r.status != "SUCCEEDED"]
@@ -206,9 +204,6 @@ def test_thirty_orders_at_once_are_all_paid_without_a_single_429(cloud, payments
     for order in orders:
         ordered[order["items"][0]["sku"]] += order["items"][0]["quantity"]
     assert read_stock(cloud, payments["inventory_table"], skus) == {sku: STOCK - ordered[sku] for sku in skus}
-    # AND all of it took under a minute: 30 calls at the limiter's 1.98 req/s need about 15 s, the rest is
-    # executions waiting (for free) for their turn
-    assert elapsed_sec < 60, elapsed_sec
 
 
 def test_duplicated_orders_and_retried_authorizations_charge_each_order_once(cloud, payments, gateway, skus):
