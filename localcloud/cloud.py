@@ -106,6 +106,10 @@ class LocalCloud:
             moto_patches.apply_aws_sdk_error_names(),
             moto_patches.apply_execution_name_rules(),
             moto_patches.apply_lambda_asynchronous_invocation(),
+            moto_patches.apply_state_payload_limit(),
+            moto_patches.apply_terminal_errors_escape_states_all(),
+            moto_patches.apply_strict_max_concurrency_path(),
+            moto_patches.apply_math_add_integer_range(),
             self.faults.install(),
         ]
         self.lambda_runtime = LambdaRuntime(endpoint_url=self.endpoint_url, region=self.region, work_dir=self.work_dir)

@@ -1213,3 +1213,297 @@ def remove_dynamodb_number_precision() -> None:
     originals = getattr(DynamoType.__add__, "_localcloud_original", None)
     if originals is not None:
         DynamoType.__add__, DynamoType.__sub__, Table._validate_number_type = originals  # type: ignore[method-assign]
+# -- Step Functions rules the interpreter leaves out -----------------------------------------------
+
+# Step Functions' quota for a state's input, output or task result: 256 KiB of UTF-8 text.
+STATE_PAYLOAD_LIMIT_BYTES = 256 * 1024
+# The range AWS documents for `States.MathAdd`'s arguments, and the largest Map concurrency a path
+# can name (a Java int, as Step Functions reads it).
+INT32_RANGE = (-(2**31), 2**31 - 1)
+
+
+def state_payload_bytes(value: Any) -> int:
+    """A payload's size as Step Functions counts it: its JSON text, compact, in UTF-8 (`é` is 2 bytes)."""
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), ensure_ascii=False,
+                                                            default=str)
+    return len(text.encode("utf-8"))
+
+
+def _within_payload_limit(value: Any) -> bool:
+    return state_payload_bytes(value) <= STATE_PAYLOAD_LIMIT_BYTES
+
+
+# Where moto imported its own size check by name.
+_SIZE_QUOTA_MODULES = (
+    "moto.stepfunctions.parser.quotas",
+    "moto.stepfunctions.parser.asl.component.state.state",
+    "moto.stepfunctions.parser.asl.component.state.exec.state_task.state_task_lambda",
+    "moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service",
+)
+
+
+def _data_limit_exceeded(env: Any, what: str) -> Exception:
+    from moto.stepfunctions.parser.api import ExecutionFailedEventDetails, HistoryEventType
+    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
+        FailureEvent,
+        FailureEventException,
+    )
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
+        StatesErrorNameType,
+    )
+    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+
+    error = StatesErrorNameType.StatesStatesDataLimitExceeded
+    return FailureEventException(failure_event=FailureEvent(
+        env=env,
+        error_name=StatesErrorName(typ=error),
+        event_type=HistoryEventType.TaskFailed,
+        event_details=EventDetails(executionFailedEventDetails=ExecutionFailedEventDetails(
+            error=error.to_name(),
+            cause=f"{what} is larger than the payload size quota of {STATE_PAYLOAD_LIMIT_BYTES} bytes"),
+        ),
+    ))
+
+
+def _is_data_limit_exceeded(error: Exception) -> bool:
+    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import FailureEventException
+
+    name = getattr(getattr(error, "failure_event", None), "error_name", None) if isinstance(
+        error, FailureEventException) else None
+    return getattr(name, "error_name", None) == "States.DataLimitExceeded"
+
+
+def _execution_state_classes() -> list[type]:
+    """Every state class that turns a failure into an error name (Task integrations, Map, Parallel)."""
+    import moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_factory  # noqa: F401
+    import moto.stepfunctions.parser.asl.component.state.exec.state_task.state_task_factory  # noqa: F401
+    from moto.stepfunctions.parser.asl.component.state.exec.execute_state import ExecutionState
+
+    found, pending = [], [ExecutionState]
+    while pending:
+        cls = pending.pop()
+        found.append(cls)
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+def apply_state_payload_limit() -> Undo:
+    """Enforce Step Functions' 256 KiB payload quota as AWS does: where, how it counts, and under which name.
+
+    moto limitations: its size check (1) counts JSON with spaces and `\\u` escapes, so a 200 KB
+    payload of accented text is refused at three times its size; (2) looks at a state's output and a
+    task's result only, where AWS also refuses a state's input once Parameters or ItemSelector made
+    it larger than the quota; (3) is renamed by the DynamoDB, SQS, SNS and EventBridge integrations
+    after the service (`DynamoDB.AmazonDynamoDBException`), which a Catch on `States.ALL` then
+    takes. AWS counts the compact UTF-8 text, fails the state with `States.DataLimitExceeded`
+    whatever the integration, and (with `apply_terminal_errors_escape_states_all`) no `States.ALL`
+    catches it.
+    """
+    import importlib
+
+    from moto.stepfunctions.parser.asl.component.common.parargs import Parargs
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.item_selector import ItemSelector
+
+    if "_localcloud_payload_limit" in Parargs.__dict__:
+        return remove_state_payload_limit
+    originals: dict[str, Any] = {
+        "size": {name: importlib.import_module(name).is_within_size_quota for name in _SIZE_QUOTA_MODULES},
+        "parargs": Parargs.__dict__["_eval_body"],
+        "item_selector": ItemSelector.__dict__["_eval_body"],
+        "from_error": {cls: cls.__dict__["_from_error"] for cls in _execution_state_classes()
+                       if "_from_error" in cls.__dict__},
+    }
+
+    def checked(original: Callable[..., None], what: str) -> Callable[..., None]:
+        def eval_body(self: Any, env: Any) -> None:
+            original(self, env)
+            if not _within_payload_limit(env.stack[-1]):
+                raise _data_limit_exceeded(env, what)
+        return eval_body
+
+    def named(original: Callable[..., Any]) -> Callable[..., Any]:
+        def from_error(self: Any, env: Any, ex: Exception) -> Any:
+            return ex.failure_event if _is_data_limit_exceeded(ex) else original(self, env, ex)  # type: ignore[attr-defined]
+        return from_error
+
+    for name in _SIZE_QUOTA_MODULES:
+        importlib.import_module(name).is_within_size_quota = _within_payload_limit
+    Parargs._eval_body = checked(originals["parargs"], "the state's input after Parameters")  # type: ignore[method-assign]
+    ItemSelector._eval_body = checked(originals["item_selector"], "an iteration's input after ItemSelector")  # type: ignore[method-assign]
+    for cls, original in originals["from_error"].items():
+        cls._from_error = named(original)  # type: ignore[attr-defined]
+    Parargs._localcloud_payload_limit = originals  # type: ignore[attr-defined]
+    return remove_state_payload_limit
+
+
+def remove_state_payload_limit() -> None:
+    """Undo `apply_state_payload_limit` (tests use it to show what moto does alone)."""
+    import importlib
+
+    from moto.stepfunctions.parser.asl.component.common.parargs import Parargs
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.item_selector import ItemSelector
+
+    originals = Parargs.__dict__.get("_localcloud_payload_limit")
+    if originals is None:
+        return
+    for name, original in originals["size"].items():
+        importlib.import_module(name).is_within_size_quota = original
+    Parargs._eval_body = originals["parargs"]  # type: ignore[method-assign]
+    ItemSelector._eval_body = originals["item_selector"]  # type: ignore[method-assign]
+    for cls, original in originals["from_error"].items():
+        cls._from_error = original  # type: ignore[attr-defined]
+    delattr(Parargs, "_localcloud_payload_limit")
+
+
+# Errors AWS documents as beyond `States.ALL`: a Retry or Catch must name them to take them.
+_TERMINAL_ERRORS = ("States.DataLimitExceeded", "States.Runtime")
+
+
+def apply_terminal_errors_escape_states_all() -> Undo:
+    """Let no `States.ALL` retrier or catcher take `States.DataLimitExceeded` or `States.Runtime`.
+
+    moto limitation: its `States.ALL` matches every error, so a workflow that catches everything
+    survives, on the emulator, a payload over the quota or a runtime error (an intrinsic function
+    given a value it cannot take, a path to nothing) that fails the execution on AWS, whose
+    documentation says `States.ALL` catches neither.
+    """
+    from moto.stepfunctions.parser.asl.component.common.error_name.error_equals_decl import ErrorEqualsDecl
+
+    if "_localcloud_original" in ErrorEqualsDecl.__dict__:
+        return remove_terminal_errors_escape_states_all
+    original = ErrorEqualsDecl.__dict__["_eval_body"]
+
+    def eval_body(self: Any, env: Any) -> None:
+        error = getattr(env.stack[-1], "error_name", None)
+        original(self, env)
+        named = {getattr(name, "error_name", None) for name in self.error_names}
+        if error in _TERMINAL_ERRORS and error not in named:
+            env.stack[-1] = False
+
+    ErrorEqualsDecl._eval_body = eval_body  # type: ignore[method-assign]
+    ErrorEqualsDecl._localcloud_original = original  # type: ignore[attr-defined]
+    return remove_terminal_errors_escape_states_all
+
+
+def remove_terminal_errors_escape_states_all() -> None:
+    """Undo `apply_terminal_errors_escape_states_all` (tests use it to show what moto does alone)."""
+    from moto.stepfunctions.parser.asl.component.common.error_name.error_equals_decl import ErrorEqualsDecl
+
+    original = ErrorEqualsDecl.__dict__.get("_localcloud_original")
+    if original is not None:
+        ErrorEqualsDecl._eval_body = original  # type: ignore[method-assign]
+        delattr(ErrorEqualsDecl, "_localcloud_original")
+
+
+def apply_strict_max_concurrency_path() -> Undo:
+    """Refuse a `MaxConcurrencyPath` value that is not a whole JSON number from 0 to 2^31 - 1, as AWS does.
+
+    moto limitation: it passes the value through Python's `int()`, so `2.5` runs at 2, the string
+    `"3"` at 3, and `1e15` starts a thread per item; AWS fails the execution with `States.Runtime`
+    ("not a valid integer"), which no Catch can take. A whole number written with a fraction
+    (`2.0`) is refused here too: AWS does not document it, and a workflow never needs to pass one.
+    moto also starts one thread per unit of concurrency, items or not (1,000 threads for three
+    models); at most one per item is started here, which changes nothing but the emulator's load.
+    """
+    from moto.stepfunctions.parser.api import ExecutionFailedEventDetails, HistoryEventType
+    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
+        FailureEvent,
+        FailureEventException,
+    )
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
+        StatesErrorNameType,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.inline_iteration_component import (
+        InlineIterationComponent,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.max_concurrency import MaxConcurrencyPath
+    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+
+    if "_localcloud_original" in MaxConcurrencyPath.__dict__:
+        return remove_strict_max_concurrency_path
+    original = MaxConcurrencyPath.__dict__["_eval_max_concurrency"]
+    original_launch = InlineIterationComponent.__dict__["_launch_worker"]
+
+    def launch_worker(self: Any, env: Any, eval_input: Any, job_pool: Any) -> Any:
+        launched = job_pool.__dict__.setdefault("_localcloud_workers", 0)
+        if launched >= job_pool._jobs_number:
+            return None
+        job_pool._localcloud_workers = launched + 1
+        return original_launch(self, env=env, eval_input=eval_input, job_pool=job_pool)
+
+    def eval_max_concurrency(self: Any, env: Any) -> int:
+        self.string_sampler.eval(env=env)
+        value = env.stack.pop()
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if whole and 0 <= value <= INT32_RANGE[1]:
+            return value
+        path = self.string_sampler.literal_value
+        cause = (f"Expected non-negative integer for MaxConcurrency, got '{value}' instead." if whole and value < 0
+                 else f'The MaxConcurrencyPath field refers to value "{value if isinstance(value, str) else json.dumps(value)}"'
+                      f" which is not a valid integer: {path}")
+        runtime = StatesErrorNameType.StatesRuntime
+        raise FailureEventException(failure_event=FailureEvent(
+            env=env,
+            error_name=StatesErrorName(typ=runtime),
+            event_type=HistoryEventType.ExecutionFailed,
+            event_details=EventDetails(executionFailedEventDetails=ExecutionFailedEventDetails(
+                error=runtime.to_name(), cause=cause)),
+        ))
+
+    MaxConcurrencyPath._eval_max_concurrency = eval_max_concurrency  # type: ignore[method-assign]
+    MaxConcurrencyPath._localcloud_original = (original, original_launch)  # type: ignore[attr-defined]
+    InlineIterationComponent._launch_worker = launch_worker  # type: ignore[method-assign]
+    return remove_strict_max_concurrency_path
+
+
+def remove_strict_max_concurrency_path() -> None:
+    """Undo `apply_strict_max_concurrency_path` (tests use it to show what moto does alone)."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.inline_iteration_component import (
+        InlineIterationComponent,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.max_concurrency import MaxConcurrencyPath
+
+    originals = MaxConcurrencyPath.__dict__.get("_localcloud_original")
+    if originals is not None:
+        MaxConcurrencyPath._eval_max_concurrency, InlineIterationComponent._launch_worker = originals  # type: ignore[method-assign]
+        delattr(MaxConcurrencyPath, "_localcloud_original")
+
+
+def apply_math_add_integer_range() -> Undo:
+    """Refuse `States.MathAdd` arguments outside -2^31 .. 2^31 - 1, as AWS documents.
+
+    moto limitation: it rounds a fraction to the nearest integer as AWS does (half up, as Java's
+    `Math.round`), but adds numbers of any size, so `States.MathAdd(1e15, 0)` answers 10^15 where
+    AWS fails the state. Refused here as moto refuses an argument that is not a number.
+    """
+    from moto.stepfunctions.parser.asl.component.intrinsic.function.statesfunction.math_operations.math_add import (
+        MathAdd,
+    )
+
+    if "_localcloud_original" in MathAdd.__dict__:
+        return remove_math_add_integer_range
+    original = MathAdd.__dict__["_validate_integer_value"]
+
+    def validate_integer_value(value: Any) -> int:
+        rounded = original.__func__(value)
+        if not INT32_RANGE[0] <= rounded <= INT32_RANGE[1]:
+            raise TypeError(f"Expected an integer in [{INT32_RANGE[0]}, {INT32_RANGE[1]}], but got: '{value}'.")
+        return rounded
+
+    MathAdd._validate_integer_value = staticmethod(validate_integer_value)  # type: ignore[method-assign]
+    MathAdd._localcloud_original = original  # type: ignore[attr-defined]
+    return remove_math_add_integer_range
+
+
+def remove_math_add_integer_range() -> None:
+    """Undo `apply_math_add_integer_range` (tests use it to show what moto does alone)."""
+    from moto.stepfunctions.parser.asl.component.intrinsic.function.statesfunction.math_operations.math_add import (
+        MathAdd,
+    )
+
+    original = MathAdd.__dict__.get("_localcloud_original")
+    if original is not None:
+        MathAdd._validate_integer_value = original  # type: ignore[method-assign]
+        delattr(MathAdd, "_localcloud_original")
