@@ -11,6 +11,7 @@ import json
 import re
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -86,8 +87,8 @@ def test_sixty_users_are_all_emailed_without_a_single_429(cloud, batch, crm, crm
     dead = drain_queue(cloud, batch["dead_letter_queue_url"])
     assert_every_user_accounted_for(result, user_ids, crm, dead)
     assert dead == []
-    assert result.output == {"segment_id": segment_id, "max_concurrency": 5, "items": 60, "succeeded": 60,
-                             "failed": 0}
+    assert result.output == {"segment_id": segment_id, "max_concurrency": 5, "max_concurrency_note": None,
+                             "items": 60, "succeeded": 60, "failed": 0}
     # AND the CRM never had to refuse a request, nor saw more in any 1 s window than its limit plus burst
     stats = crm.stats()
     assert 429 not in stats["by_status"], stats
@@ -119,7 +120,64 @@ def test_an_unusable_max_concurrency_runs_one_user_at_a_time(cloud, batch, crm, 
     # WHEN a batch runs THEN it falls back to one user at a time, and still sends
     _, result = run_segment(cloud, batch, users(3))
     assert (result.output["max_concurrency"], result.output["succeeded"]) == (1, 3)
+    assert result.output["max_concurrency_note"] == "max_concurrency missing, not a number or below 1: one at a time"
     assert crm.stats()["max_in_flight"] == 1
+
+
+@pytest.mark.parametrize(("typed", "in_force"), [(2.5, 2), (1e15, 1000), ("3", 1), (-2, 1)],
+                         ids=["fraction", "1e15", "string", "negative"])
+def test_whatever_an_operator_types_as_max_concurrency_the_batch_runs_with_a_whole_bounded_one(
+    cloud, batch, crm, crm_tunables, crm_dead_letters, typed, in_force
+):
+    # GIVEN a max_concurrency the Map itself would refuse with an error no Catch takes (typed in the console)
+    crm_tunables(max_concurrency=typed)
+    user_ids = users(3, prefix="typed")
+    # WHEN a batch runs
+    _, result = run_segment(cloud, batch, user_ids)
+    # THEN it e-mails everybody, with the value made whole and bounded, and says so
+    assert_every_user_accounted_for(result, user_ids, crm, drain_queue(cloud, batch["dead_letter_queue_url"]))
+    assert (result.output["max_concurrency"], result.output["succeeded"]) == (in_force, 3)
+    assert result.output["max_concurrency_note"] is not None
+    assert crm.stats()["max_in_flight"] <= in_force
+
+
+def test_throttled_parameter_reads_back_off_then_run_one_user_at_a_time(cloud, batch, crm, crm_tunables,
+                                                                        crm_dead_letters):
+    # GIVEN a tuned concurrency of 3, and Parameter Store refusing every read (the Lambdas' own included)
+    crm_tunables(max_concurrency=3)
+    segments = {f"segment-{uuid.uuid4().hex[:8]}": users(2, prefix=f"throttled{i}") for i in range(3)}
+    for segment_id, user_ids in segments.items():
+        seed_segment(cloud, batch["segments_table"], segment_id, user_ids)
+    with cloud.faults.inject("ssm", "GetParameter", code="ThrottlingException", message="Rate exceeded") as fault:
+        # WHEN three batches start together
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            results = list(pool.map(
+                lambda segment_id: run_execution(cloud, batch["state_machine_arn"], {"segment_id": segment_id}),
+                segments))
+    # THEN each read was retried (4 retries each, with jittered backoff) before falling back, never failing a run
+    assert fault.hits >= 3 * 5
+    dead = drain_queue(cloud, batch["dead_letter_queue_url"])
+    assert dead == []
+    for result in results:
+        assert result.status == "SUCCEEDED", (result.error, result.cause)
+        assert (result.output["max_concurrency"], result.output["succeeded"], result.output["failed"]) == (1, 2, 0)
+        assert result.output["max_concurrency_note"] == "tunables unreadable (Ssm.ThrottlingException): one at a time"
+    # AND every user got exactly one e-mail
+    assert sorted(emails_sent(crm)) == sorted(u for user_ids in segments.values() for u in user_ids)
+
+
+def test_a_read_throttled_for_a_moment_gets_the_tuned_value(cloud, batch, crm, crm_tunables, crm_dead_letters):
+    # GIVEN Parameter Store refusing the workflow's next two reads only
+    crm_tunables(max_concurrency=3)
+    workflow_reads = {"Name": "/throttling/dev/downstreams/crm"}
+    with cloud.faults.inject("ssm", "GetParameter", code="ThrottlingException", message="Rate exceeded", times=2,
+                             matches=lambda request: request == workflow_reads) as fault:
+        # WHEN a batch runs
+        _, result = run_segment(cloud, batch, users(3, prefix="moment"))
+    # THEN the third read went through: the batch ran with the tuned concurrency, and nothing says otherwise
+    assert fault.hits == 2
+    assert (result.output["max_concurrency"], result.output["max_concurrency_note"], result.output["succeeded"]) == (
+        3, None, 3)
 
 
 def test_a_crm_throttling_below_its_contract_makes_the_workflow_wait_and_lose_nobody(
@@ -153,8 +211,8 @@ def test_users_the_crm_cannot_serve_land_in_the_dlq_with_their_error(cloud, batc
     # THEN the run itself succeeds and reports both users as failed
     dead = drain_queue(cloud, batch["dead_letter_queue_url"])
     assert_every_user_accounted_for(result, user_ids, crm, dead)
-    assert result.output == {"segment_id": segment_id, "max_concurrency": 2, "items": 2, "succeeded": 0,
-                             "failed": 2}
+    assert result.output == {"segment_id": segment_id, "max_concurrency": 2, "max_concurrency_note": None,
+                             "items": 2, "succeeded": 0, "failed": 2}
     # AND each one is in the dead-letter queue with the error and the CRM's answer
     for message in dead:
         assert message["error"] == "DownstreamUnavailable"
@@ -171,7 +229,8 @@ def test_an_unknown_segment_fails_the_run_by_name(cloud, batch):
 
 def test_an_empty_segment_reports_zero(cloud, batch, crm):
     segment_id, result = run_segment(cloud, batch, [])
-    assert result.output == {"segment_id": segment_id, "max_concurrency": 2, "items": 0, "succeeded": 0, "failed": 0}
+    assert result.output == {"segment_id": segment_id, "max_concurrency": 2, "max_concurrency_note": None, "items": 0,
+                             "succeeded": 0, "failed": 0}
     assert crm.requests == []
 
 

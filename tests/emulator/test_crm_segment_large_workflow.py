@@ -91,7 +91,8 @@ def test_a_segment_of_two_hundred_users_in_s3_is_all_accounted_for_without_a_sin
     # THEN it succeeded and counts every user
     assert result.status == "SUCCEEDED", (result.error, result.cause)
     assert {k: v for k, v in result.output.items() if k != "results"} == {
-        "segment_key": key, "max_concurrency": 5, "items": 206, "succeeded": 200, "failed": 6}
+        "segment_key": key, "max_concurrency": 5, "max_concurrency_note": None, "items": 206, "succeeded": 200,
+        "failed": 6}
     # AND every user the CRM holds got exactly one e-mail, keyed by execution name and user id ...
     sent = emails_sent(crm)
     assert sorted(sent) == sorted(good)
@@ -139,6 +140,41 @@ def test_poison_users_up_to_the_tolerance_are_parked_and_one_more_stops_the_run(
         # still finish a child already started; the emulator starts none), leaving them for a redrive
         assert (result.status, result.error) == ("FAILED", "TooManyUsersFailed")
         assert len(emails_sent(crm)) < len(good)
+
+
+@pytest.mark.parametrize(("typed", "in_force"), [(2.5, 2), (1e15, 1000)], ids=["fraction", "1e15"])
+def test_a_max_concurrency_the_map_would_refuse_is_made_whole_and_bounded(
+    cloud, large, crm, crm_tunables, crm_dead_letters, typed, in_force
+):
+    # GIVEN a max_concurrency typed in the console that a Distributed Map refuses with an error no Catch takes
+    crm_tunables(max_concurrency=typed)
+    user_ids = users(4, prefix="typed")
+    # WHEN the run reads a segment
+    _, result = run_segment(cloud, large, user_ids)
+    # THEN every user is e-mailed, with at most the whole, bounded concurrency in flight, and the output says why
+    assert result.status == "SUCCEEDED", (result.error, result.cause)
+    assert (result.output["max_concurrency"], result.output["succeeded"]) == (in_force, 4)
+    assert result.output["max_concurrency_note"] is not None
+    assert sorted(emails_sent(crm)) == user_ids
+    assert crm.stats()["max_in_flight"] <= in_force
+
+
+def test_throttled_parameter_reads_run_the_segment_one_user_at_a_time(cloud, large, crm, crm_tunables,
+                                                                      crm_dead_letters):
+    # GIVEN Parameter Store refusing the workflow's reads for the whole run (the callers' own reads, which the
+    # CRM batch's test throttles too, keep this test short)
+    crm_tunables(max_concurrency=3)
+    user_ids = users(3, prefix="throttled")
+    workflow_reads = {"Name": "/throttling/dev/downstreams/crm"}
+    with cloud.faults.inject("ssm", "GetParameter", code="ThrottlingException", message="Rate exceeded",
+                             matches=lambda request: request == workflow_reads):
+        # WHEN the run reads a segment
+        _, result = run_segment(cloud, large, user_ids)
+    # THEN it backed off, fell back to one child at a time, said why, and e-mailed everybody
+    assert result.status == "SUCCEEDED", (result.error, result.cause)
+    assert (result.output["max_concurrency"], result.output["succeeded"]) == (1, 3)
+    assert result.output["max_concurrency_note"] == "tunables unreadable (Ssm.ThrottlingException): one at a time"
+    assert sorted(emails_sent(crm)) == user_ids
 
 
 def test_a_segment_that_is_not_there_fails_the_run_before_any_call(cloud, large, crm):

@@ -91,6 +91,42 @@ def test_a_model_outage_sends_the_upload_to_review_instead_of_hanging(cloud, mod
     assert result.duration_sec < 30
 
 
+@pytest.mark.parametrize(("typed", "in_force"), [(2.5, 2), (1e15, 1000)], ids=["fraction", "1e15"])
+def test_a_max_concurrency_the_map_would_refuse_is_made_whole_and_bounded(
+    cloud, moderation, model, tune_downstream, typed, in_force
+):
+    # GIVEN the model's max_concurrency typed in the console as a value a Map refuses with an error no Catch takes
+    tune_downstream("ai_model", max_concurrency=typed)
+    (key,) = keys(1, f"typed-{in_force}")
+    # WHEN an upload arrives
+    (name,) = start_moderations(cloud, moderation, [key])
+    result = wait_for_executions(cloud, moderation["state_machine_arn"], [name], timeout_sec=60)[name]
+    # THEN it is moderated by every model, at most the whole, bounded concurrency at once, and the output says why
+    assert result.status == "SUCCEEDED", (result.error, result.cause)
+    assert (result.output["max_concurrency"], result.output["decision"]) == (in_force, "approved")
+    assert result.output["max_concurrency_note"] is not None
+    assert model.stats()["max_in_flight"] <= in_force
+
+
+def test_a_burst_of_uploads_meeting_parameter_store_throttling_is_still_all_moderated(cloud, moderation, model):
+    # GIVEN Parameter Store refusing every read (the callers' own included), as a burst of uploads can make it
+    uploaded = keys(4, "ssm-throttled")
+    with cloud.faults.inject("ssm", "GetParameter", code="ThrottlingException", message="Rate exceeded") as fault:
+        # WHEN four uploads arrive together
+        names = start_moderations(cloud, moderation, uploaded)
+        results = wait_for_executions(cloud, moderation["state_machine_arn"], names, timeout_sec=90)
+    # THEN each execution backed off, fell back to one model at a time, said why, and decided
+    assert fault.hits >= 4 * 5
+    assert {r.status for r in results.values()} == {"SUCCEEDED"}, [(r.error, r.cause) for r in results.values()]
+    for result in results.values():
+        assert result.output["max_concurrency"] == 1
+        assert result.output["max_concurrency_note"] == "tunables unreadable (Ssm.ThrottlingException): one at a time"
+    # AND every upload's result is stored, none lost
+    stored = moderation_results(cloud, moderation["results_table"], uploaded)
+    assert sorted(stored) == sorted(uploaded)
+    assert {item["decision"] for item in stored.values()} == {"approved"}
+
+
 def test_the_demo_line(cloud, deployed, fresh_simulators):
     line = run_moderation(cloud, deployed, fresh_simulators, uploads=4)
     assert re.fullmatch(r"ugc moderation: 4 uploads, 4 approved, 0 needs review, peak \d+ req/s at the AI model"
