@@ -48,6 +48,11 @@ from stacks.shared_limits_stack import (
     downstream_tunables_seed,
 )
 
+# Use case 1, inline. The largest segment one execution e-mails: its history (25,000 events, 14 per user sent without a
+# retry) and its state (256 KiB, the segment's ids in it until the Map) must hold it with room for retries and waits;
+# the ASL's CheckSegmentSize refuses a larger one, and the segment format keeps each user id within the bytes below.
+INLINE_SEGMENT_MAX_USERS = 1_000
+SEGMENT_USER_ID_MAX_BYTES = 128
 # Use case 1, large segments. Where segment exports are read from and where each run writes its users' outcomes.
 SEGMENT_OBJECTS_PREFIX = "segments/"
 SEGMENT_RUN_RESULTS_PREFIX = "runs/"

@@ -23,7 +23,9 @@ from localcloud.demo_workflows import (
     run_execution,
     seed_segment,
 )
+from localcloud import moto_patches
 from localcloud.downstream_simulator import PROFILES
+from stacks.workflows_stack import INLINE_SEGMENT_MAX_USERS, SEGMENT_USER_ID_MAX_BYTES
 
 pytestmark = pytest.mark.emulator
 
@@ -220,6 +222,122 @@ def test_users_the_crm_cannot_serve_land_in_the_dlq_with_their_error(cloud, batc
         assert json.loads(json.loads(message["cause"])["errorMessage"])["status"] == 503
     # AND only the fetch was tried (retried with backoff): no e-mail went out
     assert Counter(r.method for r in crm.requests) == Counter({"GET": len(crm.requests)})
+
+
+def execution_history(cloud, batch, name: str) -> list[dict[str, Any]]:
+    sfn = cloud.client("stepfunctions")
+    arn = f"{batch['state_machine_arn'].replace(':stateMachine:', ':execution:')}:{name}"
+    return [event for page in sfn.get_paginator("get_execution_history").paginate(executionArn=arn)
+            for event in page["events"]]
+
+
+def state_payloads(history: list[dict[str, Any]]) -> dict[str, int]:
+    """'<state> <what>' -> the largest payload it carried in bytes, as Step Functions counts them: each state's
+    input and output, and each task's input after Parameters and its result."""
+    by_id = {event["id"]: event for event in history}
+
+    def state_of(event: dict[str, Any]) -> str:
+        if "stateExitedEventDetails" in event:
+            return event["stateExitedEventDetails"]["name"]
+        while "stateEnteredEventDetails" not in event:  # a task's events follow the state that scheduled it
+            event = by_id[event["previousEventId"]]
+        return event["stateEnteredEventDetails"]["name"]
+
+    largest: dict[str, int] = {}
+    for event in history:
+        for details, field, what in (("stateEnteredEventDetails", "input", "input"),
+                                     ("stateExitedEventDetails", "output", "output"),
+                                     ("taskScheduledEventDetails", "parameters", "parameters"),
+                                     ("taskSucceededEventDetails", "output", "result")):
+            if field in event.get(details, {}):
+                key = f"{state_of(event)} {what}"
+                size = moto_patches.state_payload_bytes(json.loads(event[details][field]))
+                largest[key] = max(largest.get(key, 0), size)
+    return largest
+
+
+def events_per_user_sent_without_a_retry(history: list[dict[str, Any]]) -> set[int]:
+    """The events each iteration that e-mailed its user at the first try took (iterations one at a time)."""
+    counts, current = set(), None
+    for event in history:
+        if event["type"] == "MapIterationStarted":
+            current = []
+        if current is not None:
+            current.append(event)
+        if event["type"] == "MapIterationSucceeded" and current is not None:
+            names = {e.get("stateEnteredEventDetails", {}).get("name") for e in current}
+            if "Sent" in names and not any(e["type"] == "TaskFailed" for e in current):
+                counts.add(len(current))
+            current = None
+    return counts
+
+
+def longest_ids(count: int, prefix: str) -> list[str]:
+    """`count` user ids of exactly SEGMENT_USER_ID_MAX_BYTES bytes, the longest the segment format allows."""
+    return [f"{prefix}-{i:04d}-".ljust(SEGMENT_USER_ID_MAX_BYTES, "x") for i in range(count)]
+
+
+def test_the_largest_segment_the_inline_path_accepts_fits_in_every_state_and_in_the_history(
+    cloud, batch, crm, crm_tunables, crm_dead_letters
+):
+    """The largest segment accepted (INLINE_SEGMENT_MAX_USERS users, ids of SEGMENT_USER_ID_MAX_BYTES bytes)
+    would take 2,000 CRM calls at 10 req/s, over three minutes, so its sizes are measured, not waited for.
+
+    Two runs of the deployed workflow, with 2 and 5 users of maximum-length ids (one of them unknown to the
+    CRM, so both iteration outcomes run), are read back from their execution histories: every state's input
+    and output and every task's input and result, in bytes as Step Functions counts them. A payload grows
+    with the segment only through its ids (the same number of bytes per user) and the Map's flags, so each
+    state's size for the largest segment is its size in the first run plus the growth per user between the
+    two runs, times the users added: that must stay under 256 KiB. The history must hold the largest segment's
+    events (14 per user e-mailed at the first try, measured one iteration at a time) and leave 10,000 of its
+    25,000 events for retries and waits. The emulator enforces the quota too, so a state past it fails here.
+    """
+    # GIVEN one user at a time (each iteration's events then follow each other in the history)
+    crm_tunables(max_concurrency=1)
+    unknown = longest_ids(1, "unknown")
+    crm.set_profile(PROFILES["crm"].merged_with({"not_found_paths": [f"/users/{u}" for u in unknown]}))
+    # WHEN segments of 2 and 5 users of maximum-length ids run
+    small_ids, large_ids = unknown + longest_ids(1, "small"), unknown + longest_ids(4, "large")
+    (_, small), (_, large) = run_segment(cloud, batch, small_ids), run_segment(cloud, batch, large_ids)
+    assert (small.status, large.status) == ("SUCCEEDED", "SUCCEEDED"), (small.cause, large.cause)
+    assert (large.output["succeeded"], large.output["failed"]) == (4, 1)
+    drain_queue(cloud, batch["dead_letter_queue_url"])
+    history = execution_history(cloud, batch, large.name)
+    measured = {"small": state_payloads(execution_history(cloud, batch, small.name)), "large": state_payloads(history)}
+    # THEN, extrapolated to the largest segment, every state's payload stays under the quota
+    added_users = INLINE_SEGMENT_MAX_USERS - len(small_ids)
+    per_user = {key: (measured["large"][key] - measured["small"][key]) / (len(large_ids) - len(small_ids))
+                for key in measured["small"]}
+    largest = {key: measured["small"][key] + per_user[key] * added_users for key in measured["small"]}
+    biggest = max(largest, key=largest.get)
+    assert largest[biggest] <= moto_patches.STATE_PAYLOAD_LIMIT_BYTES, (biggest, largest[biggest])
+    # AND the ids are the only thing that grows, and they are gone once the Map is done: past it, a flag per user
+    id_bytes = len(json.dumps({"S": large_ids[1]}, separators=(",", ":"))) + 1
+    assert max(per_user.values()) == id_bytes
+    assert per_user["EmailEachUser output"] <= 4 and per_user["Report output"] == 0
+    # AND the history holds the largest segment's events with 10,000 to spare for retries and waits
+    (per_user_events,) = events_per_user_sent_without_a_retry(history)
+    base_events = len(history) - len(large_ids) * per_user_events
+    assert base_events + INLINE_SEGMENT_MAX_USERS * per_user_events + 10_000 <= 25_000, per_user_events
+
+
+def test_a_segment_larger_than_one_execution_holds_is_refused_before_any_call(cloud, batch, crm):
+    # GIVEN a segment of one user more than the inline path accepts
+    segment_id, result = run_segment(cloud, batch, users(INLINE_SEGMENT_MAX_USERS + 1), timeout_sec=30)
+    # THEN the run fails at once, by name, pointing to the large-segment workflow, and nobody was called
+    assert (result.status, result.error) == ("FAILED", "SegmentTooLarge")
+    assert f"has {INLINE_SEGMENT_MAX_USERS + 1} users" in result.cause and "large-segment workflow" in result.cause
+    assert crm.requests == []
+
+
+def test_a_segment_item_over_the_payload_quota_fails_at_its_read_before_any_call(cloud, batch, crm):
+    # GIVEN a segment whose ids are far longer than the format allows: 300 KB, past Step Functions' 256 KiB
+    oversized = [f"oversized-{i:04d}-".ljust(600, "x") for i in range(500)]
+    # WHEN it runs
+    _, result = run_segment(cloud, batch, oversized, timeout_sec=30)
+    # THEN the read of the segment fails the run, which no Catch takes, before any call: nothing is half sent
+    assert (result.status, result.error) == ("FAILED", "States.DataLimitExceeded")
+    assert crm.requests == []
 
 
 def test_an_unknown_segment_fails_the_run_by_name(cloud, batch):
