@@ -531,6 +531,7 @@ def moderation_outputs(stacks: Mapping[str, DeployedStack]) -> dict[str, str]:
         "bucket": workflows.outputs["UploadsBucketName"],
         "results_table": workflows.outputs["ModerationResultsTableName"],
         "topic_arn": workflows.outputs["ModerationResultsTopicArn"],
+        "decider_name": workflows.outputs["ModerationDeciderName"],
     }
 
 
@@ -585,13 +586,17 @@ def run_moderation(
 ) -> str:
     """Use case 3 once: `uploads` objects arrive at once, each moderated by three models through the shared limiter.
 
-    The peak is the most requests the model API saw in any 1 s window (up to its limit plus its burst
-    is within its contract).
+    The first upload is one the toxicity model is sure is hateful (rejected), the second one the nudity
+    model finds borderline (a human reviews it); the models score the others low (approved). The peak
+    is the most requests the model API saw in any 1 s window (up to its limit plus its burst is within
+    its contract).
     """
     outputs = moderation_outputs(stacks)
     model = simulators["ai_model"]
     model.reset()
     keys = [f"demo-{uuid.uuid4().hex[:8]}/upload-{i:03d}.jpg" for i in range(uploads)]
+    chosen = ({"toxicity": {"hate": 0.97}}, {"nudity": {"suggestive": 0.55}})
+    model.set_profile(model.profile.merged_with({"content_scores": dict(zip(keys, chosen))}))
     names = start_moderations(cloud, outputs, keys)
     results = wait_for_executions(cloud, outputs["state_machine_arn"], names,
                                   timeout_sec=60 + 3 * uploads / model.profile.rate_per_sec)
@@ -600,7 +605,7 @@ def run_moderation(
     stats = model.stats()
     return (
         f"ugc moderation: {uploads} uploads, {decisions.count('approved')} approved,"
-        f" {decisions.count('needs_review')} needs review"
+        f" {decisions.count('rejected')} rejected, {decisions.count('needs_review')} needs review"
         + (f", {failed} failed" if failed else "")
         + f", peak {stats['max_in_1s_window_all']} req/s at the AI model (limit {_number(model.profile.rate_per_sec)},"
         f" burst {model.profile.burst}), {stats['by_status'].get(429, 0)} answered 429"

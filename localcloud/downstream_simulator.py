@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import email.utils
+import hashlib
 import json
 import logging
 import math
@@ -36,12 +37,14 @@ __all__ = [
     "DownstreamSimulator",
     "LEGACY_MAINFRAME",
     "LatencyDistribution",
+    "MODERATION_CATEGORIES",
     "PAYMENT_GATEWAY",
     "PROFILES",
     "RecordedRequest",
     "SimulatedResponse",
     "main",
     "max_requests_in_window",
+    "moderation_answer",
 ]
 
 logger = logging.getLogger(__name__)
@@ -56,6 +59,19 @@ _TOKEN_EPSILON = 1e-9
 _TIME_EPSILON_SEC = 1e-9
 # A concurrency 429 cannot know when a slot frees up; one second is the smallest Retry-After in whole seconds.
 _CONCURRENCY_RETRY_AFTER_SEC = 1.0
+
+# The AI model's moderation API, `POST /moderate/<model>` with `{"bucket", "key"}`, answers as OpenAI's moderation
+# endpoint does: per category of the model a confidence score from 0 to 1, and its own `flagged` verdicts.
+MODERATE_PREFIX = "/moderate/"
+MODERATION_CATEGORIES: Mapping[str, tuple[str, ...]] = {
+    "toxicity": ("harassment", "hate", "self_harm", "violence"),
+    "nudity": ("sexual", "sexual_minors", "suggestive"),
+    "spam": ("phishing", "scam", "spam"),
+}
+# Where a model's own answer says `flagged`; the workflow decides with the stage's thresholds, not this.
+MODEL_FLAG_SCORE = 0.5
+# An object no test chose scores below this in every category, the same for the same object every time.
+BASELINE_SCORE_CEILING = 0.05
 
 LatencyKind = Literal["fixed", "uniform", "lognormal"]
 RetryAfterStyle = Literal["seconds", "http-date"]
@@ -137,7 +153,8 @@ class DownstreamProfile:
     user it does not hold): a request no retry can fix. ``money_fields`` name body fields that, where
     present, must be money as payment APIs take it, a decimal string with two decimals (``"19.99"``,
     never the number 19.99); a request breaking that is answered 400 once admitted, a request no
-    retry can fix either.
+    retry can fix either. ``content_scores`` are the moderation scores of chosen uploads,
+    ``{object key: {model: {category: score}}}`` (see ``moderation_answer``); every other upload scores low.
     """
 
     name: str
@@ -152,6 +169,7 @@ class DownstreamProfile:
     max_concurrency: int | None = None
     not_found_paths: tuple[str, ...] = ()
     money_fields: tuple[str, ...] = ()
+    content_scores: Mapping[str, Mapping[str, Mapping[str, float]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _require(isinstance(self.name, str) and self.name != "", f"name must be a non-empty string, got {self.name!r}")
@@ -207,6 +225,20 @@ class DownstreamProfile:
             f"money_fields must be a sequence of body field names such as 'amount', got {self.money_fields!r}",
         )
         object.__setattr__(self, "money_fields", tuple(self.money_fields))
+        _require(isinstance(self.content_scores, Mapping), "content_scores must be an object of object key -> model"
+                 f" -> category -> score, got {self.content_scores!r}")
+        for key, by_model in self.content_scores.items():
+            _require(isinstance(key, str) and isinstance(by_model, Mapping),
+                     f"content_scores[{key!r}] must be an object of model -> category -> score, got {by_model!r}")
+            for model, by_category in by_model.items():
+                categories = MODERATION_CATEGORIES.get(model)
+                _require(categories is not None and isinstance(by_category, Mapping),
+                         f"content_scores[{key!r}]: model must be one of {sorted(MODERATION_CATEGORIES)} with an"
+                         f" object of category -> score, got {model!r}: {by_category!r}")
+                for category, score in by_category.items():
+                    _require(category in categories and _is_number(score) and 0 <= score <= 1,
+                             f"content_scores[{key!r}][{model!r}]: categories are {list(categories)} and scores"
+                             f" numbers from 0 to 1, got {category!r}: {score!r}")
 
     def merged_with(self, changes: Mapping[str, Any]) -> DownstreamProfile:
         """Apply a JSON-shaped partial update, e.g. ``{"rate_per_sec": 2.5}`` or ``{"latency": {"median_ms": 50}}``."""
@@ -316,6 +348,38 @@ def _bad_money_fields(body: Any, fields: tuple[str, ...]) -> dict[str, Any]:
         return {}
     return {name: body[name] for name in fields
             if name in body and not (isinstance(body[name], str) and _MONEY.fullmatch(body[name]))}
+def moderation_answer(path: str, body: Any, profile: DownstreamProfile, request_id: str) -> tuple[int, dict[str, Any]]:
+    """(status, body) of `POST /moderate/<model>` for `{"bucket", "key"}`: the model's score for each of its categories.
+
+    The upload's scores in `profile.content_scores` when a test chose them (a category left out scores as
+    any other), otherwise a low score drawn from the model, bucket, key and category: the same answer for
+    the same object every time, below `BASELINE_SCORE_CEILING`. Shaped like OpenAI's moderation answer:
+    `{"id", "model", "results": [{"flagged", "categories": {category: flagged}, "category_scores"}]}`. An
+    unknown model is 404, a body without a key 400: requests no retry fixes.
+    """
+    model = path[len(MODERATE_PREFIX):]
+    categories = MODERATION_CATEGORIES.get(model)
+    if categories is None:
+        return 404, {"error": "unknown_model", "model": model, "models": sorted(MODERATION_CATEGORIES)}
+    if not isinstance(body, dict) or not isinstance(body.get("key"), str) or not body["key"]:
+        return 400, {"error": "invalid_request", "message": 'the body must be {"bucket": "...", "key": "..."}'}
+    bucket, key = str(body.get("bucket", "")), body["key"]
+    chosen = profile.content_scores.get(key, {}).get(model, {})
+    scores = {category: chosen.get(category, _baseline_score(model, bucket, key, category)) for category in categories}
+    return 200, {
+        "id": f"modr-{request_id}",
+        "model": model,
+        "results": [{
+            "flagged": any(score >= MODEL_FLAG_SCORE for score in scores.values()),
+            "categories": {category: score >= MODEL_FLAG_SCORE for category, score in scores.items()},
+            "category_scores": scores,
+        }],
+    }
+
+
+def _baseline_score(model: str, bucket: str, key: str, category: str) -> float:
+    digest = hashlib.sha256(f"{model}\n{bucket}\n{key}\n{category}".encode()).digest()
+    return round(int.from_bytes(digest[:8], "big") / 2**64 * BASELINE_SCORE_CEILING, 6)
 
 
 def max_requests_in_window(timestamps_sec: Iterable[float], window_sec: float = 1.0) -> int:
@@ -601,6 +665,8 @@ class DownstreamSimulator:
                     elif bad_money := _bad_money_fields(parsed_body, profile.money_fields):
                         status, answer = 400, {"error": "invalid_amount", "fields": bad_money,
                                                "expected": "a decimal string with two decimals, such as \"19.99\""}
+                    elif method == "POST" and path.startswith(MODERATE_PREFIX):
+                        status, answer = moderation_answer(path, parsed_body, profile, request_id)
                     else:
                         status = 200
                         answer = {"method": method, "path": path, "request_id": request_id, "body": parsed_body}

@@ -169,6 +169,23 @@ class ControlLoopConfig:
 
 
 @dataclass(frozen=True)
+class ModerationConfig:
+    """How UGC moderation decides from the AI models' scores (`stages.<stage>.moderation`; every key is optional).
+
+    A model scores each of its categories from 0 to 1 (`lambdas/moderation/decision.py` says how the
+    decision is made); one score at or above `reject_score` rejects the upload, one at or above
+    `review_score` (or a model without an answer) sends it to a human, and below that every model
+    must have answered to approve it.
+
+    :param review_score: default 0.4.
+    :param reject_score: default 0.8; 0 < review_score < reject_score <= 1.
+    """
+
+    review_score: float = 0.4
+    reject_score: float = 0.8
+
+
+@dataclass(frozen=True)
 class ThrottleConfig:
     """An API Gateway token bucket: a steady rate and the burst (the bucket's size) it allows."""
 
@@ -248,6 +265,7 @@ class AppConfig:
     downstreams: tuple[DownstreamConfig, ...] = field(default_factory=tuple)
     control_loop: ControlLoopConfig = field(default_factory=ControlLoopConfig)
     ingress: IngressConfig | None = None
+    moderation: ModerationConfig = field(default_factory=ModerationConfig)
 
     @property
     def ssm_prefix(self) -> str:
@@ -327,6 +345,7 @@ def load_config(
         ),
         control_loop=_control_loop(f"{key}.control_loop", raw.get("control_loop", {})),
         ingress=_ingress(f"{key}.ingress", _required(raw, key, "ingress")),
+        moderation=_moderation(f"{key}.moderation", raw.get("moderation", {})),
     )
     if downstream_base_urls:
         config = config.with_downstream_base_urls(_json_object("downstream_base_urls", downstream_base_urls))
@@ -417,6 +436,18 @@ def _control_loop(key: str, raw: Any) -> ControlLoopConfig:
         ingress_p99_latency_ms=integer("ingress_p99_latency_ms", 50, 29_000),
         alarm_emails=tuple(emails),
     )
+
+
+def _moderation(key: str, raw: Any) -> ModerationConfig:
+    _object(key, raw, known=("review_score", "reject_score"))
+    defaults = ModerationConfig()
+    review = _number(raw, key, "review_score", 0.01, 0.99) if "review_score" in raw else defaults.review_score
+    reject = _number(raw, key, "reject_score", 0.01, 1) if "reject_score" in raw else defaults.reject_score
+    if review >= reject:
+        raise ConfigError(
+            f"{key}.review_score must be below reject_score, got {review:g} >= {reject:g}: between them a human"
+            " reviews the upload, so e.g. 0.4 and 0.8")
+    return ModerationConfig(review_score=review, reject_score=reject)
 
 
 def _ingress(key: str, raw: Any) -> IngressConfig:

@@ -9,7 +9,8 @@ through the same caller. Use case 2
 payment gateway, once per order, parks orders while the gateway's breaker is open, and resumes them
 once it lets calls through. Use case 3
 (`statemachines/ugc_moderation.asl.json`) moderates every object uploaded to a bucket with several AI
-models through the `ai_model` caller, and stores and publishes the decision.
+models through the `ai_model` caller, decides from their scores (`handlers.decide_moderation`), and
+stores and publishes the decision.
 """
 
 from __future__ import annotations
@@ -564,7 +565,8 @@ class WorkflowsStack(Stack):
             )
         )
 
-        # {pk: object key, bucket, decision: approved|needs_review, verdicts: JSON string, execution_name}.
+        # {pk: object key, bucket, decision: approved|needs_review|rejected, reason, verdicts: JSON string,
+        # execution_name}.
         self.moderation_results_table = encrypted_table(self, "ModerationResultsTable", removal_policy=removal_policy)
         # Encrypted with the AWS managed key, as the customer notifications are.
         self.moderation_results_topic = sns.Topic(
@@ -574,6 +576,24 @@ class WorkflowsStack(Stack):
             enforce_ssl=True,
         )
 
+        # JSONPath cannot take the highest score over a model's categories: this decides, with the stage's thresholds.
+        decider = HandlerFunction(
+            self,
+            "ModerationDecider",
+            handler="handlers.decide_moderation.handler",
+            service="moderation-decider",
+            description="Decides an upload's moderation from the AI models' scores",
+            log_retention_days=config.log_retention_days,
+            powertools_layer_version=config.powertools_layer_version,
+            removal_policy=removal_policy,
+            timeout_sec=10,
+            environment={
+                "MODERATION_REVIEW_SCORE": str(config.moderation.review_score),
+                "MODERATION_REJECT_SCORE": str(config.moderation.reject_score),
+            },
+        )
+        self.moderation_decider = decider.function
+
         self.ugc_moderation = AslStateMachine(
             self,
             "UgcModeration",
@@ -581,6 +601,7 @@ class WorkflowsStack(Stack):
             definition_substitutions={
                 "AiModelTunablesParameterName": model_tunables.parameter_name,
                 "AiModelCallerFunctionArn": model_caller.function_arn,
+                "ModerationDeciderFunctionArn": decider.function.function_arn,
                 "ResultsTableName": self.moderation_results_table.table_name,
                 "ModerationResultsTopicArn": self.moderation_results_topic.topic_arn,
             },
@@ -594,7 +615,7 @@ class WorkflowsStack(Stack):
         self.moderation_results_topic.grant_publish(role)
         # The unqualified ARN only: grant_invoke would add `<arn>:*` (every version and alias) as well.
         iam.Grant.add_to_principal(grantee=role, actions=["lambda:InvokeFunction"],
-                                   resource_arns=[model_caller.function_arn])
+                                   resource_arns=[model_caller.function_arn, decider.function.function_arn])
 
         # One execution per object created in the uploads bucket, started with the event itself.
         self.upload_created_rule = events.Rule(
@@ -613,6 +634,7 @@ class WorkflowsStack(Stack):
         CfnOutput(self, "UploadsBucketName", value=self.uploads_bucket.bucket_name)
         CfnOutput(self, "ModerationResultsTableName", value=self.moderation_results_table.table_name)
         CfnOutput(self, "ModerationResultsTopicArn", value=self.moderation_results_topic.topic_arn)
+        CfnOutput(self, "ModerationDeciderName", value=decider.function.function_name)
 
 
 def payment_authorizer_concurrency(gateway: DownstreamConfig) -> int:

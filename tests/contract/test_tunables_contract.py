@@ -52,7 +52,8 @@ def test_the_defaults_each_function_carries_equal_its_seed(dev_assembly):
             assert parse_breaker_policy(env["BREAKER_TUNABLES_DEFAULTS"]) == parse_breaker_policy(breaker_seed)
 
 
-@pytest.mark.parametrize("handler_module", ["call_downstream", "authorize_payment", "start_payment", "legacy_consumer"])
+@pytest.mark.parametrize("handler_module", ["call_downstream", "authorize_payment", "start_payment", "legacy_consumer",
+                                            "decide_moderation"])
 def test_every_environment_variable_a_handler_requires_is_set(dev_assembly, handler_module):
     # GIVEN the variables the handler reads with os.environ[...] (a missing one fails at import)
     source = (ROOT / "lambdas" / "handlers" / f"{handler_module}.py").read_text()

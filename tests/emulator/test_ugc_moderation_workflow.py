@@ -9,10 +9,12 @@ the event the `Object Created` rule would send (the rule itself is asserted in t
 from __future__ import annotations
 
 import re
+import uuid
 
 import pytest
 
 from localcloud.demo_workflows import (
+    drain_queue,
     moderation_outputs,
     moderation_results,
     run_moderation,
@@ -127,7 +129,73 @@ def test_a_burst_of_uploads_meeting_parameter_store_throttling_is_still_all_mode
     assert {item["decision"] for item in stored.values()} == {"approved"}
 
 
+@pytest.fixture
+def published(cloud, moderation):
+    """`published()` -> the moderation results the topic delivered since the test began, by object key."""
+    sqs, sns = cloud.client("sqs"), cloud.client("sns")
+    url = sqs.create_queue(QueueName=f"moderation-results-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    subscription = sns.subscribe(TopicArn=moderation["topic_arn"], Protocol="sqs", Endpoint=arn,
+                                 Attributes={"RawMessageDelivery": "true"})["SubscriptionArn"]
+
+    def read() -> dict[str, dict]:
+        return {message["key"]: message for message in drain_queue(cloud, url)}
+
+    yield read
+    sns.unsubscribe(SubscriptionArn=subscription)
+    sqs.delete_queue(QueueUrl=url)
+
+
+def test_each_upload_gets_the_decision_its_scores_call_for_stored_and_published(cloud, moderation, model, published):
+    # GIVEN three uploads: one the toxicity model is sure is hateful, one the nudity model finds borderline, one
+    # no model minds (scored by the simulator as its moderation API would, per model and category)
+    hateful, borderline, clean = keys(3, "scored")
+    model.set_profile(PROFILES["ai_model"].merged_with({"content_scores": {
+        hateful: {"toxicity": {"hate": 0.97}}, borderline: {"nudity": {"suggestive": 0.55}}}}))
+    # WHEN they are uploaded
+    names = start_moderations(cloud, moderation, [hateful, borderline, clean])
+    results = wait_for_executions(cloud, moderation["state_machine_arn"], names, timeout_sec=60)
+    # THEN each is decided from the scores with the stage's thresholds (reject at 0.8, review at 0.4), and says why
+    assert {r.status for r in results.values()} == {"SUCCEEDED"}, [(r.error, r.cause) for r in results.values()]
+    decided = {r.output["key"]: r.output for r in results.values()}
+    assert {key: output["decision"] for key, output in decided.items()} == {
+        hateful: "rejected", borderline: "needs_review", clean: "approved"}
+    assert decided[hateful]["reason"] == "toxicity scored hate 0.97, at or above the rejection score 0.8"
+    assert decided[borderline]["reason"] == "nudity scored suggestive 0.55, at or above the review score 0.4"
+    (toxicity,) = [v for v in decided[hateful]["verdicts"] if v["model"] == "toxicity"]
+    assert (toxicity["verdict"], toxicity["category"], toxicity["score"]) == ("flagged", "hate", 0.97)
+    assert sorted(v["model"] for v in decided[clean]["verdicts"]) == MODELS
+    # AND each result is stored and published with its decision and reason
+    stored = moderation_results(cloud, moderation["results_table"], [hateful, borderline, clean])
+    messages = published()
+    for key, output in decided.items():
+        assert (stored[key]["decision"], stored[key]["reason"], stored[key]["verdicts"]) == (
+            output["decision"], output["reason"], output["verdicts"])
+        assert (messages[key]["decision"], messages[key]["reason"]) == (output["decision"], output["reason"])
+
+
+def test_thresholds_the_decider_refuses_send_every_upload_to_a_human(cloud, moderation, model):
+    # GIVEN a decider deployed with thresholds that cannot decide (review above reject): it fails at every start
+    lambda_ = cloud.client("lambda")
+    name = moderation["decider_name"]
+    variables = lambda_.get_function_configuration(FunctionName=name)["Environment"]["Variables"]
+    lambda_.update_function_configuration(FunctionName=name, Environment={"Variables": {
+        **variables, "MODERATION_REVIEW_SCORE": "0.9", "MODERATION_REJECT_SCORE": "0.5"}})
+    try:
+        # WHEN an upload no model minds arrives
+        (key,) = keys(1, "undecided")
+        (execution,) = start_moderations(cloud, moderation, [key])
+        result = wait_for_executions(cloud, moderation["state_machine_arn"], [execution], timeout_sec=60)[execution]
+    finally:
+        lambda_.update_function_configuration(FunctionName=name, Environment={"Variables": variables})
+    # THEN it is not approved by default: it waits for a human, stored and said so
+    assert result.status == "SUCCEEDED", (result.error, result.cause)
+    assert result.output["decision"] == "needs_review"
+    assert result.output["reason"].startswith("no decision could be made (")
+    assert moderation_results(cloud, moderation["results_table"], [key])[key]["decision"] == "needs_review"
+
+
 def test_the_demo_line(cloud, deployed, fresh_simulators):
     line = run_moderation(cloud, deployed, fresh_simulators, uploads=4)
-    assert re.fullmatch(r"ugc moderation: 4 uploads, 4 approved, 0 needs review, peak \d+ req/s at the AI model"
-                        r" \(limit 5, burst 5\), 0 answered 429", line), line
+    assert re.fullmatch(r"ugc moderation: 4 uploads, 2 approved, 1 rejected, 1 needs review, peak \d+ req/s at the"
+                        r" AI model \(limit 5, burst 5\), 0 answered 429", line), line
