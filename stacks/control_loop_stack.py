@@ -39,7 +39,7 @@ from constructs import Construct
 from stacks.config import AppConfig, ControlLoopConfig, DownstreamConfig
 from stacks.patterns import AslStateMachine, HandlerFunction, ThrottledQueueConsumer
 from stacks.patterns.handler_function import METRICS_NAMESPACE
-from stacks.patterns.monitoring import OldestMessageAlarm, oldest_message_alarm
+from stacks.patterns.monitoring import OldestMessageAlarm, errors_alarm_reason, oldest_message_alarm
 from stacks.patterns.secure_defaults import encrypted_table
 from stacks.patterns.throttled_api import ThrottledApi
 from stacks.shared_limits_stack import SharedLimitsStack, breaker_tunables_key, downstream_tunables_key
@@ -125,6 +125,20 @@ def app_queues(scope: Construct) -> list[WatchedQueue]:
                                       is_dead_letter_queue=construct.dead_letter_queue is None,
                                       oldest_message_alarm=oldest_message_alarm(construct)))
     _refuse_duplicate_names([(q.name, q.queue.node.path) for q in found], "queues")
+    return found
+
+
+def app_functions_alarmed_on_errors(scope: Construct) -> list[tuple[str, lambda_.Function, str]]:
+    """(name, function, reason) for every function of the app marked with `alarm_on_errors`."""
+    found = []
+    for construct in scope.node.root.node.find_all():
+        if isinstance(construct, lambda_.Function):
+            reason = errors_alarm_reason(construct)
+            if reason is not None:
+                # A HandlerFunction's function is named "Function" inside it: the pattern's id says more.
+                named = construct.node.scope if construct.node.id == "Function" else construct
+                found.append((_name_in_stack(named), construct, reason))
+    _refuse_duplicate_names([(name, function.node.path) for name, function, _ in found], "functions")
     return found
 
 
@@ -508,6 +522,10 @@ class ControlLoopStack(Stack):
                 name.replace("-", ""), f"{prefix}-{name}",
                 f"{name.split('-')[0]} could not hand a failed event to its destination: the event is lost (its"
                 " destination's permissions or limits?)", metric, 0))
+        for name, function, reason in app_functions_alarmed_on_errors(self):
+            specs.append(AlarmSpec(
+                f"{name}Errors", f"{prefix}-{name}-Errors", f"{name} failed: {reason}",
+                function.metric_errors(period=PERIOD, statistic="Sum"), 0))
         for watched in self.queues:
             name, queue = watched.name, watched.queue
             if watched.is_dead_letter_queue:

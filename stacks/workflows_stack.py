@@ -39,7 +39,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from stacks.config import AppConfig, DownstreamConfig
-from stacks.patterns import AslStateMachine, HandlerFunction, alarm_on_oldest_message_after
+from stacks.patterns import AslStateMachine, HandlerFunction, alarm_on_errors, alarm_on_oldest_message_after
 from stacks.patterns.secure_defaults import dead_letter_queue, encrypted_bucket, encrypted_table
 from stacks.shared_limits_stack import (
     SharedLimitsStack,
@@ -501,6 +501,8 @@ class WorkflowsStack(Stack):
             },
         )
         self.parked_order_resumer = resumer.function
+        alarm_on_errors(resumer.function, reason="a run stopped on a failing AWS call; parked orders wait until one"
+                        " succeeds (its log names the call)")
         shared_limits.breakers.grant_read_state(resumer.function)
         self.parked_orders_queue.grant_consume_messages(resumer.function)
         self.parked_orders_dlq.grant_send_messages(resumer.function)
@@ -593,6 +595,8 @@ class WorkflowsStack(Stack):
             },
         )
         self.moderation_decider = decider.function
+        alarm_on_errors(decider.function, reason="every upload it could not decide went to human review instead"
+                        " (the workflow's safe outcome), so reviewers are doing the models' work")
 
         self.ugc_moderation = AslStateMachine(
             self,

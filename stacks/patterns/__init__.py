@@ -3,7 +3,7 @@
 from stacks.patterns.asl_state_machine import AslStateMachine
 from stacks.patterns.handler_function import HandlerFunction
 from stacks.patterns.limit_tables import CircuitBreakerTable, RateLimiterTable, SemaphoreTable
-from stacks.patterns.monitoring import alarm_on_oldest_message_after
+from stacks.patterns.monitoring import alarm_on_errors, alarm_on_oldest_message_after
 from stacks.patterns.tunable_parameters import TunableParameters
 from stacks.patterns.throttled_queue_consumer import ThrottledQueueConsumer
 
@@ -15,5 +15,6 @@ __all__ = [
     "SemaphoreTable",
     "TunableParameters",
     "ThrottledQueueConsumer",
+    "alarm_on_errors",
     "alarm_on_oldest_message_after",
 ]

@@ -1,4 +1,4 @@
-"""What the control loop cannot read from a queue's shape, said next to the queue.
+"""What the control loop cannot read from a resource's shape, said next to the resource.
 
 The control loop finds every workflow and queue of the app by walking the construct tree and gives
 each the alarms of its kind (`stacks/control_loop_stack.py`): a queue with a dead-letter queue of
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sqs as sqs
 
 OLDEST_MESSAGE_ALARM = "throttling:oldest-message-alarm"
@@ -49,4 +50,32 @@ def oldest_message_alarm(queue: sqs.IQueue) -> OldestMessageAlarm | None:
     for entry in queue.node.metadata:
         if entry.type == OLDEST_MESSAGE_ALARM:
             return OldestMessageAlarm(after_sec=int(entry.data["after_sec"]), reason=str(entry.data["reason"]))
+    return None
+
+
+ERRORS_ALARM = "throttling:errors-alarm"
+
+
+def alarm_on_errors(function: lambda_.IFunction, *, reason: str) -> None:
+    """Alarm on any error of `function`, for one whose failures nothing else would show.
+
+    Most functions are watched through what they serve (a caller's errors are the downstream's 5xx,
+    counted per downstream; a consumer's failures reach its dead-letter queue). A function whose
+    caller turns its failure into a safe outcome (a moderation decider's error becomes "needs review")
+    or that runs on a schedule with nobody waiting for it fails silently otherwise.
+
+    :param reason: what its errors mean for the business; it goes into the alarm's description.
+    """
+    if not reason.strip():
+        raise ValueError("reason must say what this function's errors mean, for the alarm's description")
+    if errors_alarm_reason(function) is not None:
+        raise ValueError(f"{function.node.path} already alarms on its errors; say it once")
+    function.node.add_metadata(ERRORS_ALARM, {"reason": reason}, stack_trace=False)
+
+
+def errors_alarm_reason(function: lambda_.IFunction) -> str | None:
+    """The reason `alarm_on_errors` gave `function`, if it was given one."""
+    for entry in function.node.metadata:
+        if entry.type == ERRORS_ALARM:
+            return str(entry.data["reason"])
     return None

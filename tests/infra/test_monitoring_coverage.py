@@ -189,3 +189,32 @@ def test_two_queues_that_would_share_alarm_names_are_refused():
         sqs.Queue(Stack(app, stack_id), "Orders")
     with pytest.raises(ValueError, match=r"queues must have distinct names for their alarms, got \{'Orders'"):
         app_queues(app)
+
+
+def test_the_functions_whose_failures_nothing_else_shows_alarm_on_any_error(templates):
+    # GIVEN the functions marked with alarm_on_errors: the moderation decider (its failure becomes "needs
+    # review") and the parked-order resumer (scheduled, nobody waits for it)
+    watching = _watching(templates)
+    functions = {logical_id: function for _, logical_id, function in resources_of(templates, "AWS::Lambda::Function")}
+    by_handler = {function["Properties"]["Handler"]: logical_id for logical_id, function in functions.items()}
+    for handler in ("handlers.decide_moderation.handler", "handlers.resume_parked_orders.handler"):
+        # THEN an alarm with an action fires on its first error
+        alarms = watching.get(("Errors", by_handler[handler]), [])
+        assert [(a["Threshold"], a["ComparisonOperator"], bool(a.get("AlarmActions"))) for a in alarms] == [
+            (0, "GreaterThanThreshold", True)], handler
+
+
+def test_a_function_is_alarmed_on_errors_once_and_only_with_a_reason():
+    from aws_cdk import aws_lambda as lambda_
+
+    from stacks.patterns.monitoring import alarm_on_errors, errors_alarm_reason
+
+    function = lambda_.Function(Stack(App(), "Probe"), "Fn", runtime=lambda_.Runtime.PYTHON_3_13, handler="x.y",
+                                code=lambda_.Code.from_inline("def y(e, c): pass"))
+    with pytest.raises(ValueError, match="reason must say what"):
+        alarm_on_errors(function, reason="  ")
+    assert errors_alarm_reason(function) is None
+    alarm_on_errors(function, reason="uploads go to review")
+    with pytest.raises(ValueError, match="already alarms on its errors"):
+        alarm_on_errors(function, reason="again")
+    assert errors_alarm_reason(function) == "uploads go to review"

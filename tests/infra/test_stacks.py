@@ -477,6 +477,8 @@ def test_every_layer_that_exists_has_its_alarms(control_loop, dev_config):
         "Throttling-dev-OrderPlacedRule-DeadLetterDeliveryFailures",
         "Throttling-dev-Api-RefusedRate", "Throttling-dev-Api-ServerErrorRate", "Throttling-dev-Api-LatencyP99",
         "Throttling-dev-controller-Errors",
+        # functions whose failures nothing else shows: the decider's become reviews, the resumer is scheduled
+        "Throttling-dev-ModerationDecider-Errors", "Throttling-dev-ParkedOrderResumer-Errors",
     }
     assert layers <= names
     assert len(names) == len(layers) + 4 * len(dev_config.downstreams)
