@@ -13,6 +13,7 @@ from cdk_nag import AwsSolutionsChecks
 from stacks.buffers_stack import LEGACY_DOWNSTREAM, BuffersStack
 from stacks.config import AppConfig
 from stacks.control_loop_stack import ControlLoopStack
+from stacks.deploy_rules import DeployRules
 from stacks.ingress_stack import IngressStack
 from stacks.shared_limits_stack import SharedLimitsStack
 from stacks.workflows_stack import WorkflowsStack
@@ -41,6 +42,8 @@ def add_stacks(app: App, config: AppConfig) -> dict[str, Stack]:
     for stack in stacks.values():
         Tags.of(stack).add("project", "throttling-reference")
         Tags.of(stack).add("stage", config.stage)
+    # What AWS would refuse on deploy and moto does not (stacks/deploy_rules.py): always checked.
+    Validations.of(app).add_plugins(DeployRules())
     if config.nag:
         Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     return stacks

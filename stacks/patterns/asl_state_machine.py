@@ -6,6 +6,10 @@ CloudFormation from `DefinitionSubstitutions`. Every state machine of the app ge
 defaults: its own log group with a retention, every event logged, and X-Ray tracing. The
 construct grants nothing the file needs; the stack grants each resource explicitly (the contract
 tests check that the role may do every Task of the file).
+
+The log group is named under `/aws/vendedlogs/states/`: for any other name, `CreateStateMachine`
+adds the group to the account's CloudWatch Logs resource policy, which holds 5,120 characters, so
+in an account with other vended logs the deploy fails; groups under `/aws/vendedlogs/` need no entry.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from aws_cdk import Acknowledgment, RemovalPolicy, Validations
+from aws_cdk import Acknowledgment, Aws, Fn, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
@@ -24,6 +28,8 @@ from stacks.patterns.handler_function import retention_days
 
 STATEMACHINES_DIR = Path(__file__).resolve().parents[2] / "statemachines"
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
+# Where Step Functions' logs go without an entry in the account's CloudWatch Logs resource policy.
+VENDED_LOGS_PREFIX = "/aws/vendedlogs/states/"
 
 
 def placeholders_in(definition: str) -> set[str]:
@@ -76,7 +82,8 @@ class AslStateMachine(Construct):
             )
 
         self.log_group = logs.LogGroup(
-            self, "LogGroup", retention=retention_days(log_retention_days), removal_policy=removal_policy
+            self, "LogGroup", log_group_name=vended_log_group_name(self, construct_id),
+            retention=retention_days(log_retention_days), removal_policy=removal_policy,
         )
         # from_string, not from_file: from_file uploads the file as an S3 asset (DefinitionS3Location),
         # which hides the definition from the template, from cfn diffs and from the contract tests.
@@ -100,3 +107,14 @@ class AslStateMachine(Construct):
                 " actions (CreateLogDelivery, PutResourcePolicy, ...) do not support resource-level permissions",
             )
         )
+
+
+def vended_log_group_name(scope: Construct, machine_name: str) -> str:
+    """`/aws/vendedlogs/states/<stack>-<machine>-<8 hex digits of the stack's id>`.
+
+    The stack's name holds the stage, the machine's construct id tells the machines of a stack apart,
+    and the stack id's first 8 hex digits (fixed for the stack's life, new for each creation) keep a
+    stage that is destroyed and deployed again from colliding with a group its retain policy kept.
+    """
+    stack_id_suffix = Fn.select(0, Fn.split("-", Fn.select(2, Fn.split("/", Aws.STACK_ID))))
+    return f"{VENDED_LOGS_PREFIX}{Stack.of(scope).stack_name}-{machine_name}-{stack_id_suffix}"
