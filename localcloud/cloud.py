@@ -110,6 +110,8 @@ class LocalCloud:
             moto_patches.apply_terminal_errors_escape_states_all(),
             moto_patches.apply_strict_max_concurrency_path(),
             moto_patches.apply_math_add_integer_range(),
+            moto_patches.apply_cloudformation_resource_failures(),
+            moto_patches.apply_lambda_environment_size_limit(),
             self.faults.install(),
         ]
         self.lambda_runtime = LambdaRuntime(endpoint_url=self.endpoint_url, region=self.region, work_dir=self.work_dir)

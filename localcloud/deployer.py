@@ -132,14 +132,16 @@ class Deployer:
             exists = True
         except self._cfn.exceptions.ClientError:
             exists = False
-        if exists:
-            try:
+        # moto raises a resource's refusal (a Lambda limit, a bad property) from the API call itself, where
+        # CloudFormation would roll the stack back with the reason: either way the deploy fails with it.
+        try:
+            if exists:
                 self._cfn.update_stack(StackName=stack.name, TemplateBody=template, Capabilities=CAPABILITIES)
-            except self._cfn.exceptions.ClientError as error:
-                if "No updates are to be performed" not in str(error):
-                    raise
-        else:
-            self._cfn.create_stack(StackName=stack.name, TemplateBody=template, Capabilities=CAPABILITIES)
+            else:
+                self._cfn.create_stack(StackName=stack.name, TemplateBody=template, Capabilities=CAPABILITIES)
+        except self._cfn.exceptions.ClientError as error:
+            if not exists or "No updates are to be performed" not in str(error):
+                raise DeploymentFailed(f"{stack.name} was refused: {error}") from error
         description = self._cfn.describe_stacks(StackName=stack.name)["Stacks"][0]
         if description["StackStatus"] not in ("CREATE_COMPLETE", "UPDATE_COMPLETE"):
             reasons = [

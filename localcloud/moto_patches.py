@@ -1507,3 +1507,146 @@ def remove_math_add_integer_range() -> None:
     if original is not None:
         MathAdd._validate_integer_value = original  # type: ignore[method-assign]
         delattr(MathAdd, "_localcloud_original")
+# Lambda measures an environment as the JSON of its variables ("String measured: {...}" in its error).
+LAMBDA_ENVIRONMENT_LIMIT_BYTES = 4_096
+
+
+def lambda_environment_bytes(variables: dict[str, str] | None) -> int:
+    """The size Lambda holds against its 4 KB limit: the compact JSON of the variables, in UTF-8."""
+    return len(json.dumps(variables or {}, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def apply_lambda_environment_size_limit() -> Undo:
+    """Refuse a function whose environment exceeds Lambda's 4 KB, as `CreateFunction` and
+    `UpdateFunctionConfiguration` do on AWS (and so a CloudFormation deploy of such a function).
+
+    moto limitation: both accept an environment of any size, so a template AWS rolls back deploys.
+    """
+    from moto.awslambda.models import LambdaBackend, LambdaFunction
+
+    if getattr(LambdaBackend.create_function, "_localcloud_original", None) is not None:
+        return remove_lambda_environment_size_limit
+    original_create = LambdaBackend.create_function
+    original_update = LambdaFunction.update_configuration
+
+    def create_function(self: Any, spec: dict[str, Any]) -> Any:
+        _check_lambda_environment((spec.get("Environment") or {}).get("Variables"))
+        return original_create(self, spec)
+
+    def update_configuration(self: Any, config_updates: dict[str, Any]) -> Any:
+        if "Environment" in config_updates:
+            _check_lambda_environment((config_updates.get("Environment") or {}).get("Variables"))
+        return original_update(self, config_updates)
+
+    create_function._localcloud_original = original_create  # type: ignore[attr-defined]
+    update_configuration._localcloud_original = original_update  # type: ignore[attr-defined]
+    LambdaBackend.create_function = create_function  # type: ignore[method-assign]
+    LambdaFunction.update_configuration = update_configuration  # type: ignore[method-assign]
+    return remove_lambda_environment_size_limit
+
+
+def remove_lambda_environment_size_limit() -> None:
+    """Undo `apply_lambda_environment_size_limit` (tests use it to show what moto accepts alone)."""
+    from moto.awslambda.models import LambdaBackend, LambdaFunction
+
+    for owner, name in ((LambdaBackend, "create_function"), (LambdaFunction, "update_configuration")):
+        original = getattr(getattr(owner, name), "_localcloud_original", None)
+        if original is not None:
+            setattr(owner, name, original)
+
+
+def _check_lambda_environment(variables: dict[str, str] | None) -> None:
+    from moto.awslambda.exceptions import InvalidParameterValueException
+
+    if lambda_environment_bytes(variables) > LAMBDA_ENVIRONMENT_LIMIT_BYTES:
+        measured = json.dumps(variables, separators=(",", ":"), ensure_ascii=False)
+        raise InvalidParameterValueException(
+            "Lambda was unable to configure your environment variables because the environment variables you have"
+            f" provided exceeded the 4KB limit. String measured: {measured}"
+        )
+
+
+def apply_cloudformation_resource_failures() -> Undo:
+    """Fail the stack, as CloudFormation does, when a resource's service refuses it.
+
+    moto limitation: a service's refusal while CloudFormation creates or updates a resource (a
+    Lambda limit, a bad property) escapes from the `CreateStack`/`UpdateStack` call itself, in that
+    service's error format (JSON for Lambda), which botocore cannot even parse as CloudFormation's
+    XML. CloudFormation accepts the call, marks the resource `CREATE_FAILED` (or `UPDATE_FAILED`)
+    with the service's message and rolls the stack back; here the stack ends `ROLLBACK_COMPLETE`
+    (`UPDATE_ROLLBACK_COMPLETE`) with that event, and the resources created before it stay (moto
+    does not roll back).
+    """
+    import moto.cloudformation.parsing as parsing
+    from moto.cloudformation.models import Stack as FakeStack
+
+    if getattr(FakeStack.create_resources, "_localcloud_original", None) is not None:
+        return remove_cloudformation_resource_failures
+    original_parse = parsing.parse_and_create_resource
+    original_create = FakeStack.create_resources
+    original_update = FakeStack.update
+
+    def parse_and_create_resource(logical_id: str, resource_json: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return original_parse(logical_id, resource_json, *args, **kwargs)
+        except _SERVICE_ERRORS as error:
+            error._localcloud_resource = (logical_id, resource_json.get("Type", ""))  # type: ignore[attr-defined]
+            raise
+
+    def create_resources(self: Any) -> None:
+        try:
+            original_create(self)
+        except _SERVICE_ERRORS as error:
+            _fail_stack(self, error, "CREATE_FAILED", "ROLLBACK_COMPLETE")
+
+    def update(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            original_update(self, *args, **kwargs)
+        except _SERVICE_ERRORS as error:
+            _fail_stack(self, error, "UPDATE_FAILED", "UPDATE_ROLLBACK_COMPLETE")
+
+    for patched, original in ((parse_and_create_resource, original_parse), (create_resources, original_create),
+                              (update, original_update)):
+        patched._localcloud_original = original  # type: ignore[attr-defined]
+    parsing.parse_and_create_resource = parse_and_create_resource
+    FakeStack.create_resources = create_resources  # type: ignore[method-assign]
+    FakeStack.update = update  # type: ignore[method-assign]
+    return remove_cloudformation_resource_failures
+
+
+def remove_cloudformation_resource_failures() -> None:
+    """Undo `apply_cloudformation_resource_failures` (tests use it to show what moto does alone)."""
+    import moto.cloudformation.parsing as parsing
+    from moto.cloudformation.models import Stack as FakeStack
+
+    original = getattr(parsing.parse_and_create_resource, "_localcloud_original", None)
+    if original is not None:
+        parsing.parse_and_create_resource = original
+    for name in ("create_resources", "update"):
+        original = getattr(getattr(FakeStack, name), "_localcloud_original", None)
+        if original is not None:
+            setattr(FakeStack, name, original)
+
+
+def _service_errors() -> tuple[type[BaseException], ...]:
+    from moto.core import exceptions
+
+    return tuple(getattr(exceptions, name) for name in ("_RESTError", "ServiceException") if hasattr(exceptions, name))
+
+
+_SERVICE_ERRORS = _service_errors()
+
+
+def _fail_stack(stack: Any, error: BaseException, resource_status: str, stack_status: str) -> None:
+    from moto.cloudformation.models import Event
+
+    logical_id, resource_type = getattr(error, "_localcloud_resource", (stack.name, "AWS::CloudFormation::Stack"))
+    code = getattr(error, "error_type", None) or getattr(error, "code", None) or type(error).__name__
+    message = getattr(error, "message", None) or str(error)
+    stack.events.append(Event(
+        stack_id=stack.stack_id, stack_name=stack.name, logical_resource_id=logical_id, physical_resource_id="",
+        resource_type=resource_type, resource_status=resource_status,
+        resource_status_reason=f"{message} (Error Code: {code})", resource_properties=None,
+    ))
+    stack.status = stack_status
+    stack._add_stack_event(stack_status)

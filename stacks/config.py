@@ -273,6 +273,11 @@ class AppConfig:
         return f"/throttling/{self.stage}"
 
     @property
+    def controller_plans_path(self) -> str:
+        """Where the stack writes the controller's plan of each downstream (apart from the tunables it may write)."""
+        return f"/throttling-controller/{self.stage}/plans"
+
+    @property
     def stack_prefix(self) -> str:
         return f"Throttling-{self.stage}"
 

@@ -33,6 +33,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_ssm as ssm
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
@@ -46,6 +47,8 @@ from stacks.shared_limits_stack import SharedLimitsStack, breaker_tunables_key, 
 
 CONTROLLER_SERVICE = "throttling-controller"
 CLOUDWATCH_PRINCIPAL = "cloudwatch.amazonaws.com"
+# The plans change only with a deploy: the controller adopts a new one within a minute.
+PLANS_CACHE_SEC = 60
 # A period with fewer calls says nothing: the alarms and the controller both ignore it.
 MIN_CALLS = 10
 PERIOD = Duration.minutes(1)
@@ -350,8 +353,12 @@ class ControlLoopStack(Stack):
 
         # -- the controller ------------------------------------------------------------------------
         self.state_table = encrypted_table(self, "ControllerStateTable", removal_policy=removal_policy)
-        plans = {
-            d.name: {
+        # One SSM parameter per downstream instead of environment variables: Lambda's environment
+        # holds 4 KB, which the plans of four downstreams already filled in prod.
+        self.plans_path = config.controller_plans_path
+        self.plan_parameters: dict[str, ssm.StringParameter] = {}
+        for d in config.downstreams:
+            plan = {
                 "parameter_name": f"{config.ssm_prefix}/{downstream_tunables_key(d)}",
                 "breaker_parameter_name": f"{config.ssm_prefix}/{breaker_tunables_key(d)}",
                 "services": list(self.downstream_metrics[d.name].services),
@@ -359,9 +366,13 @@ class ControlLoopStack(Stack):
                 "contract_rate_per_sec": d.rate_limit_per_sec,
                 "p99_latency_threshold_ms": loop.p99_latency_threshold_ms(d),
                 "consumer_functions": [consumers[d.name].function.function_name] if d.name in consumers else [],
+                "alarms": {name: route["kind"] for name, route in sorted(routes.items())
+                           if route["downstream"] == d.name},
             }
-            for d in config.downstreams
-        }
+            self.plan_parameters[d.name] = ssm.StringParameter(
+                self, f"{_pascal(d.name)}ControllerPlan", parameter_name=f"{self.plans_path}/{d.name}",
+                string_value=self.to_json_string(plan), tier=ssm.ParameterTier.STANDARD,
+                description=f"The controller's plan for {d.name}, written by each deploy (not a tunable)")
         self.controller = HandlerFunction(
             self,
             "Controller",
@@ -374,15 +385,22 @@ class ControlLoopStack(Stack):
             timeout_sec=50,  # done before the next minute's run
             reserved_concurrency=1,  # one writer: a schedule and an alarm never decide at once
             environment={
-                "CONTROLLER_DOWNSTREAMS": self.to_json_string(plans),
+                "CONTROLLER_PLANS_PATH": self.plans_path,
+                "CONTROLLER_PLANS_CACHE_SEC": str(PLANS_CACHE_SEC),
                 "CONTROLLER_POLICY": json.dumps(controller_policy(loop), sort_keys=True),
-                "CONTROLLER_ALARMS": json.dumps(routes, sort_keys=True),
                 "CONTROLLER_STATE_TABLE_NAME": self.state_table.table_name,
                 "BREAKER_TABLE_NAME": shared_limits.breakers.table.table_name,
                 "PERIOD_SEC": str(int(PERIOD.to_seconds())),
                 "METRICS_DELAY_SEC": str(loop.metrics_delay_sec),
             },
         )
+        # GetParametersByPath is authorized against the path itself, so no wildcard is needed.
+        iam.Grant.add_to_principal(
+            grantee=self.controller.function, actions=["ssm:GetParametersByPath"],
+            resource_arns=[self.format_arn(service="ssm", resource="parameter", resource_name=self.plans_path.lstrip("/"),
+                                           arn_format=ArnFormat.SLASH_RESOURCE_NAME)])
+        for parameter in self.plan_parameters.values():
+            self.controller.function.node.add_dependency(parameter)
         function = self.controller.function
         shared_limits.tunables.grant_write(function)
         region = "<AWS::Region>" if Token.is_unresolved(self.region) else self.region  # as cdk-nag prints it
@@ -434,6 +452,7 @@ class ControlLoopStack(Stack):
 
         CfnOutput(self, "ControllerName", value=function.function_name)
         CfnOutput(self, "ControllerStateTableName", value=self.state_table.table_name)
+        CfnOutput(self, "ControllerPlansPath", value=self.plans_path)
         CfnOutput(self, "AlarmTopicArn", value=self.alarm_topic.topic_arn)
         CfnOutput(self, "DashboardName", value=self.dashboard.dashboard_name)
 

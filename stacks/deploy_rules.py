@@ -9,6 +9,17 @@ is the same check on plain template dicts, so tests can show each rule catching 
 Rules:
 - `state-machine-log-group`: a state machine logs to a group under `/aws/vendedlogs/states/`
   (any other group takes room in the account's 5,120-character CloudWatch Logs resource policy).
+- `lambda-environment-size`: a function's environment, measured as Lambda measures it (the JSON of
+  the variables), stays within 3.5 KB of Lambda's 4 KB, leaving room for one more downstream or a
+  longer stage name.
+- `ssm-parameter-size`: a String parameter's value fits its tier (4 KB standard, 8 KB advanced).
+
+Sizes are estimated before CloudFormation resolves the values: each token counts as the longest
+value CloudFormation can give it (`estimated_length`): a resource's own name when the template
+sets it, else the longest name AWS allows for that resource type (64 characters for a function,
+80 for a queue, 255 for a table), inside its ARN or URL with a partition, region and account
+of their longest; a cross-stack import as the value its exporting template gives; anything else
+as `UNKNOWN_TOKEN_LENGTH` characters. So an estimate is never below what the deploy will measure.
 """
 
 from __future__ import annotations
@@ -30,7 +41,18 @@ from aws_cdk import (
 
 from stacks.patterns.asl_state_machine import VENDED_LOGS_PREFIX
 
-__all__ = ["RULES", "DeployRules", "Finding", "check_templates", "leading_literal"]
+__all__ = [
+    "LAMBDA_ENVIRONMENT_BUDGET_BYTES",
+    "LAMBDA_ENVIRONMENT_LIMIT_BYTES",
+    "RULES",
+    "DeployRules",
+    "Finding",
+    "check_templates",
+    "environment_json",
+    "estimated_environment_bytes",
+    "estimated_length",
+    "leading_literal",
+]
 
 Template = Mapping[str, Any]
 
@@ -49,7 +71,16 @@ class Finding:
 
 RULES: dict[str, str] = {
     "state-machine-log-group": "state machines log under /aws/vendedlogs/states/",
+    "lambda-environment-size": "a function's environment stays within 3.5 KB of Lambda's 4 KB",
+    "ssm-parameter-size": "a String parameter fits its tier (4 KB standard, 8 KB advanced)",
 }
+
+# Lambda refuses an environment whose JSON exceeds 4 KB; the app keeps 512 bytes of it in reserve.
+LAMBDA_ENVIRONMENT_LIMIT_BYTES = 4_096
+LAMBDA_ENVIRONMENT_BUDGET_BYTES = 3_584
+SSM_VALUE_LIMIT_BYTES = {"Standard": 4_096, "Advanced": 8_192, "Intelligent-Tiering": 8_192}
+# A token whose resolved length the rules cannot bound from the template.
+UNKNOWN_TOKEN_LENGTH = 1_024
 
 
 def check_templates(templates: Mapping[str, Template]) -> list[Finding]:
@@ -57,7 +88,21 @@ def check_templates(templates: Mapping[str, Template]) -> list[Finding]:
     findings: list[Finding] = []
     for name, template in templates.items():
         findings += _state_machine_log_groups(name, template)
+        findings += _lambda_environment_sizes(name, template, templates)
+        findings += _ssm_parameter_sizes(name, template, templates)
     return findings
+
+
+def environment_json(variables: Mapping[str, str]) -> str:
+    """The text Lambda measures against its 4 KB limit ("String measured:" in its error): compact JSON."""
+    return json.dumps(dict(variables), separators=(",", ":"))
+
+
+def estimated_environment_bytes(variables: Mapping[str, Any], template: Template,
+                                templates: Mapping[str, Template]) -> int:
+    """An upper bound of the environment's size once CloudFormation has resolved every token in it."""
+    rendered = {name: _render(value, template, templates) for name, value in variables.items()}
+    return len(environment_json(rendered).encode())
 
 
 @jsii.implements(IPolicyValidationPlugin)
@@ -134,6 +179,145 @@ def _log_group_name(arn: Any, resources: Mapping[str, Any]) -> str | None:
     text = leading_literal(arn)
     _, found, rest = text.partition(":log-group:")
     return rest.split(":", 1)[0] if found else None
+
+
+# -- lambda-environment-size and ssm-parameter-size ------------------------------------------------
+
+
+def _lambda_environment_sizes(name: str, template: Template, templates: Mapping[str, Template]) -> Iterator[Finding]:
+    for logical_id, resource in (template.get("Resources") or {}).items():
+        if resource.get("Type") != "AWS::Lambda::Function":
+            continue
+        variables = (((resource.get("Properties") or {}).get("Environment") or {}).get("Variables")) or {}
+        size = estimated_environment_bytes(variables, template, templates)
+        if size <= LAMBDA_ENVIRONMENT_BUDGET_BYTES:
+            continue
+        largest = sorted(variables, key=lambda v: -len(environment_json({v: _render(variables[v], template, templates)})))
+        yield Finding(
+            rule="lambda-environment-size",
+            template=name,
+            logical_id=logical_id,
+            location="Properties/Environment/Variables",
+            message=f"function {logical_id}'s environment may reach {size:,} bytes once deployed (tokens counted at"
+            f" their longest), over the app's budget of {LAMBDA_ENVIRONMENT_BUDGET_BYTES:,} of Lambda's"
+            f" {LAMBDA_ENVIRONMENT_LIMIT_BYTES:,}; largest: {', '.join(largest[:3])}",
+            fix="move large or growing values out of the environment: an SSM parameter the function reads with a"
+            " cache (as the controller reads its plans), or a file in the code asset",
+        )
+
+
+def _ssm_parameter_sizes(name: str, template: Template, templates: Mapping[str, Template]) -> Iterator[Finding]:
+    for logical_id, resource in (template.get("Resources") or {}).items():
+        if resource.get("Type") != "AWS::SSM::Parameter":
+            continue
+        properties = resource.get("Properties") or {}
+        tier = properties.get("Tier", "Standard")
+        limit = SSM_VALUE_LIMIT_BYTES.get(tier, SSM_VALUE_LIMIT_BYTES["Standard"])
+        size = len(_render(properties.get("Value", ""), template, templates).encode())
+        if size > limit:
+            yield Finding(
+                rule="ssm-parameter-size",
+                template=name,
+                logical_id=logical_id,
+                location="Properties/Value",
+                message=f"parameter {logical_id}'s value may reach {size:,} bytes once deployed, over the"
+                f" {limit:,} its {tier} tier holds",
+                fix="split the document (one parameter per downstream, as the controller's plans are) or use the"
+                " Advanced tier (charged per parameter)",
+            )
+
+
+def _render(value: Any, template: Template, templates: Mapping[str, Template]) -> str:
+    """`value` with each token replaced by a placeholder as long as the longest value it can resolve to."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float, bool)):
+        return json.dumps(value)
+    return "x" * estimated_length(value, template, templates)
+
+
+def estimated_length(token: Any, template: Template, templates: Mapping[str, Template]) -> int:
+    """The longest string CloudFormation can resolve `token` to (see the module's docstring)."""
+    if isinstance(token, str):
+        return len(token)
+    if not isinstance(token, dict) or len(token) != 1:
+        return UNKNOWN_TOKEN_LENGTH
+    (function, argument), = token.items()
+    if function == "Fn::Join" and isinstance(argument, list) and len(argument) == 2:
+        separator, parts = argument
+        if isinstance(separator, str) and isinstance(parts, list):
+            return len(separator) * max(0, len(parts) - 1) + sum(
+                estimated_length(part, template, templates) for part in parts)
+    if function == "Ref" and isinstance(argument, str):
+        if argument in _PSEUDO_PARAMETER_LENGTHS:
+            return _PSEUDO_PARAMETER_LENGTHS[argument]
+        return _attribute_length(argument, "Ref", template)
+    if function == "Fn::GetAtt" and isinstance(argument, list) and len(argument) == 2:
+        return _attribute_length(argument[0], argument[1], template)
+    if function == "Fn::ImportValue" and isinstance(argument, str):
+        for other in templates.values():
+            for output in (other.get("Outputs") or {}).values():
+                if (output.get("Export") or {}).get("Name") == argument:
+                    return estimated_length(output.get("Value"), other, templates)
+    return UNKNOWN_TOKEN_LENGTH
+
+
+# The longest value of each pseudo parameter: `aws-us-gov`, a 12-digit account, region names with room.
+_PSEUDO_PARAMETER_LENGTHS = {
+    "AWS::Partition": 10, "AWS::Region": 20, "AWS::AccountId": 12, "AWS::URLSuffix": 20, "AWS::StackName": 128,
+    "AWS::StackId": 256, "AWS::NoValue": 0,
+}
+
+
+def _arn(service: str, resource: int) -> int:
+    """`arn:<partition>:<service>:<region>:<account>:<resource>` at its longest."""
+    lengths = _PSEUDO_PARAMETER_LENGTHS
+    return len(f"arn::{service}:::") + lengths["AWS::Partition"] + lengths["AWS::Region"] + lengths["AWS::AccountId"] \
+        + resource
+
+
+def _queue_url(name: int) -> int:
+    lengths = _PSEUDO_PARAMETER_LENGTHS
+    return len("https://sqs.../") + lengths["AWS::Region"] + lengths["AWS::URLSuffix"] + lengths["AWS::AccountId"] + 1 \
+        + name
+
+
+# Resource type -> (the property that names it, the longest name AWS accepts, attribute -> length from the name's).
+_NAMED_RESOURCES: dict[str, tuple[str, int, dict[str, Any]]] = {
+    "AWS::Lambda::Function": ("FunctionName", 64, {
+        "Ref": lambda n: n, "Arn": lambda n: _arn("lambda", len("function:") + n)}),
+    "AWS::DynamoDB::Table": ("TableName", 255, {
+        "Ref": lambda n: n, "Arn": lambda n: _arn("dynamodb", len("table/") + n),
+        "StreamArn": lambda n: _arn("dynamodb", len("table//stream/2026-01-01T00:00:00.000") + n)}),
+    "AWS::SQS::Queue": ("QueueName", 80, {
+        "Ref": _queue_url, "QueueUrl": _queue_url, "QueueName": lambda n: n, "Arn": lambda n: _arn("sqs", n)}),
+    "AWS::SNS::Topic": ("TopicName", 256, {
+        "Ref": lambda n: _arn("sns", n), "TopicArn": lambda n: _arn("sns", n), "TopicName": lambda n: n}),
+    "AWS::StepFunctions::StateMachine": ("StateMachineName", 80, {
+        "Ref": lambda n: _arn("states", len("stateMachine:") + n),
+        "Arn": lambda n: _arn("states", len("stateMachine:") + n), "Name": lambda n: n}),
+    "AWS::S3::Bucket": ("BucketName", 63, {
+        "Ref": lambda n: n, "Arn": lambda n: _arn("s3", n)}),
+    "AWS::SSM::Parameter": ("Name", 2_048, {"Ref": lambda n: n}),
+    "AWS::Logs::LogGroup": ("LogGroupName", 512, {
+        "Ref": lambda n: n, "Arn": lambda n: _arn("logs", len("log-group::*") + n)}),
+    "AWS::IAM::Role": ("RoleName", 64, {
+        "Ref": lambda n: n, "Arn": lambda n: _arn("iam", len("role/") + 512 + n)}),
+    "AWS::Events::Rule": ("Name", 64, {
+        "Ref": lambda n: n, "Arn": lambda n: _arn("events", len("rule/") + n)}),
+    "AWS::KMS::Key": ("", 36, {"Ref": lambda n: n, "KeyId": lambda n: n, "Arn": lambda n: _arn("kms", len("key/") + n)}),
+}
+
+
+def _attribute_length(logical_id: Any, attribute: Any, template: Template) -> int:
+    resource = (template.get("Resources") or {}).get(logical_id) if isinstance(logical_id, str) else None
+    known = _NAMED_RESOURCES.get((resource or {}).get("Type"))
+    if known is None or attribute not in known[2]:
+        return UNKNOWN_TOKEN_LENGTH
+    name_property, longest_name, attributes = known
+    given = ((resource or {}).get("Properties") or {}).get(name_property) if name_property else None
+    name_length = len(given) if isinstance(given, str) else longest_name
+    return attributes[attribute](name_length)
 
 
 def leading_literal(value: Any) -> str:

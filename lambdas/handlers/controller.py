@@ -3,10 +3,14 @@
 Events:
 - the schedule's `Scheduled Event` (every minute): every downstream, on the period its metrics are
   complete for;
-- a `CloudWatch Alarm State Change` (`detail.alarmName`, `detail.state.value`) of an alarm named
-  in `CONTROLLER_ALARMS`: that alarm's downstream only. In ALARM it slows down at once (cooldown
+- a `CloudWatch Alarm State Change` (`detail.alarmName`, `detail.state.value`) of an alarm a plan
+  routes to its downstream: that downstream only. In ALARM it slows down at once (cooldown
   permitting); a sustained error-rate alarm ("breaker") also opens the downstream's circuit
   breaker. Back to OK, the downstream is simply re-evaluated.
+
+The plans (one SSM parameter per downstream under `CONTROLLER_PLANS_PATH`, written by the stack)
+are read with a short cache; a plan document that does not parse is refused and reported, and
+its downstream keeps its last good plan.
 
 The event's `time` is the time the controller judges at (a late or retried delivery judges the
 period it was meant for, and a period is never counted twice); a `time` more than
@@ -20,6 +24,7 @@ so the function's Errors metric tells an operator.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from datetime import datetime
@@ -28,6 +33,7 @@ from typing import Any
 import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.parameters import SSMProvider
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from throttling.circuit_breaker import BreakerPolicy, BreakerStatus
@@ -38,9 +44,9 @@ from throttling.control_loop import (
     ControllerStateStore,
     EventSourceMappingReconciler,
     Outcome,
+    PlanReader,
+    Plans,
     TunablesDocumentStore,
-    parse_alarm_routes,
-    parse_plans,
 )
 from throttling.controller import AlarmSignal, ControllerPolicy
 from throttling.dynamodb_limits import DynamoDbCircuitBreaker
@@ -55,21 +61,19 @@ metrics = Metrics()
 tracer = Tracer()
 clock = SystemClock()
 
-PLANS = parse_plans(os.environ["CONTROLLER_DOWNSTREAMS"])
-ALARMS = parse_alarm_routes(os.environ.get("CONTROLLER_ALARMS", "{}"))
 ssm = boto3.client("ssm")
 dynamodb = boto3.client("dynamodb")
-loop = ControlLoop(
-    plans=PLANS,
-    policy=ControllerPolicy.from_mapping(json.loads(os.environ.get("CONTROLLER_POLICY", "{}"))),
-    metrics=CloudWatchPeriodReader(boto3.client("cloudwatch"),
-                                   namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Throttling")),
-    tunables=TunablesDocumentStore(ssm),
-    states=ControllerStateStore(os.environ["CONTROLLER_STATE_TABLE_NAME"], dynamodb),
-    mappings=EventSourceMappingReconciler(boto3.client("lambda")),
-    period_sec=float(os.environ.get("PERIOD_SEC", "60")),
-    metrics_delay_sec=float(os.environ.get("METRICS_DELAY_SEC", "30")),
-)
+plans = PlanReader(os.environ["CONTROLLER_PLANS_PATH"],
+                   fetch=functools.partial(SSMProvider(boto3_client=ssm).get_multiple,
+                                           max_age=int(os.environ.get("CONTROLLER_PLANS_CACHE_SEC", "60"))))
+POLICY = ControllerPolicy.from_mapping(json.loads(os.environ.get("CONTROLLER_POLICY", "{}")))
+metrics_reader = CloudWatchPeriodReader(boto3.client("cloudwatch"),
+                                        namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Throttling"))
+tunables_store = TunablesDocumentStore(ssm)
+states = ControllerStateStore(os.environ["CONTROLLER_STATE_TABLE_NAME"], dynamodb)
+mappings = EventSourceMappingReconciler(boto3.client("lambda"))
+PERIOD_SEC = float(os.environ.get("PERIOD_SEC", "60"))
+METRICS_DELAY_SEC = float(os.environ.get("METRICS_DELAY_SEC", "30"))
 BREAKER_TABLE_NAME = os.environ["BREAKER_TABLE_NAME"]
 
 
@@ -81,12 +85,14 @@ class ControlLoopFailed(Exception):
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     now = judged_at(event, clock.now())
+    in_force = plans.get()
+    loop = control_loop(in_force)
     breaker_opened = None
     if event.get("detail-type") == ALARM_EVENT:
         detail = event.get("detail") or {}
         name = str(detail.get("alarmName", ""))
         state = str((detail.get("state") or {}).get("value", ""))
-        route = ALARMS.get(name)
+        route = in_force.alarms.get(name)
         if route is None:
             logger.warning("ignored the state change of an alarm the controller does not route",
                            extra={"alarm": name, "state": state})
@@ -98,7 +104,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             signals = {route.downstream: [AlarmSignal(name, route.signal_kind)]}
             if route.kind == "breaker":
                 reason = f"alarm {name}: {(detail.get('state') or {}).get('reason', 'in ALARM')}"[:500]
-                breaker_opened = open_breaker(route.downstream, reason)
+                breaker_opened = open_breaker(in_force, route.downstream, reason)
         outcomes = loop.run(now, only=[route.downstream], alarms=signals)
     else:
         outcomes = loop.run(now)
@@ -106,9 +112,17 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     for outcome in outcomes:
         report(outcome)
     failed = [o.summary() for o in outcomes if o.error]
+    failed += [{"downstream": name, "action": "error", "error": f"refused its plan document: {why}"}
+               for name, why in in_force.refused.items()]
     if failed:
         raise ControlLoopFailed(json.dumps(failed, default=str))
     return {"judged_at": now, "breaker_opened": breaker_opened, "decisions": [o.summary() for o in outcomes]}
+
+
+def control_loop(in_force: Plans) -> ControlLoop:
+    """One run's loop over the plans in force (cheap: the clients and readers are built once)."""
+    return ControlLoop(plans=in_force.downstreams, policy=POLICY, metrics=metrics_reader, tunables=tunables_store,
+                       states=states, mappings=mappings, period_sec=PERIOD_SEC, metrics_delay_sec=METRICS_DELAY_SEC)
 
 
 def judged_at(event: dict[str, Any], now: float) -> float:
@@ -128,9 +142,9 @@ def judged_at(event: dict[str, Any], now: float) -> float:
     return meant
 
 
-def open_breaker(downstream: str, reason: str) -> dict[str, Any]:
+def open_breaker(in_force: Plans, downstream: str, reason: str) -> dict[str, Any]:
     """Force the downstream's breaker open for its policy's open duration (recovery: half-open probes)."""
-    policy = breaker_policy(downstream)
+    policy = breaker_policy(in_force.downstreams[downstream].breaker_parameter_name)
     breaker = DynamoDbCircuitBreaker(BREAKER_TABLE_NAME, client=dynamodb, policy=policy, clock=clock)
     breaker.force_open(downstream, reason)
     state = breaker.state(downstream)
@@ -143,8 +157,7 @@ def open_breaker(downstream: str, reason: str) -> dict[str, Any]:
     return {"downstream": downstream, "status": state.status.value, "open_until": state.open_until, "reason": reason}
 
 
-def breaker_policy(downstream: str) -> BreakerPolicy:
-    name = PLANS[downstream].breaker_parameter_name
+def breaker_policy(name: str | None) -> BreakerPolicy:
     if not name:
         return BreakerPolicy()
     try:

@@ -1,5 +1,10 @@
 """The control loop's adapters and its one run: CloudWatch in, SSM tunables out, mappings reconciled.
 
+What the controller knows about each downstream (its plan: where its tunables live, its bounds,
+the services whose metrics count, the alarms routed to it) is one SSM parameter per downstream
+that the CDK app writes under one path (`PlanReader`); Lambda's 4 KB environment could not hold
+them for more than a few downstreams.
+
 Per downstream, a run reads the tunables document (SSM is the source of truth: read every run,
 so a redeploy or an operator's edit is adopted, never fought), the controller's state (DynamoDB,
 one item per downstream) and one period of the callers' metrics (`GetMetricData`, one request for
@@ -24,7 +29,7 @@ import dataclasses
 import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -52,11 +57,15 @@ __all__ = [
     "ControlLoop",
     "ControllerStateStore",
     "DownstreamPlan",
+    "Plans",
+    "PlanReader",
+    "PlansUnavailable",
     "EventSourceMappingReconciler",
     "Outcome",
     "TunablesDocumentStore",
     "mapping_concurrency",
     "parse_alarm_routes",
+    "parse_plan_documents",
     "parse_plans",
 ]
 
@@ -81,6 +90,7 @@ class DownstreamPlan:
     :param p99_latency_threshold_ms: a p99 above it slows down (aimd); None ignores latency.
     :param consumer_functions: functions whose SQS mappings follow its `max_concurrency`.
     :param breaker_parameter_name: its breaker's policy document (how long an alarm opens it for).
+    :param alarms: alarm name -> what it means for this downstream (one of `ALARM_ROUTE_KINDS`).
     """
 
     name: str
@@ -91,11 +101,14 @@ class DownstreamPlan:
     p99_latency_threshold_ms: float | None = None
     consumer_functions: tuple[str, ...] = ()
     breaker_parameter_name: str | None = None
+    alarms: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_mapping(cls, name: str, raw: Mapping[str, Any]) -> DownstreamPlan:
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"downstream {name!r}: a plan must be a JSON object, got {type(raw).__name__}")
         known = {"parameter_name", "services", "bounds", "contract_rate_per_sec", "p99_latency_threshold_ms",
-                 "consumer_functions", "breaker_parameter_name"}
+                 "consumer_functions", "breaker_parameter_name", "alarms"}
         unknown = set(raw) - known
         if unknown:
             raise ValueError(f"downstream {name!r}: unknown plan fields {sorted(unknown)}; known: {sorted(known)}")
@@ -111,15 +124,91 @@ class DownstreamPlan:
             p99_latency_threshold_ms=raw.get("p99_latency_threshold_ms"),
             consumer_functions=tuple(raw.get("consumer_functions", ())),
             breaker_parameter_name=raw.get("breaker_parameter_name"),
+            alarms=_alarm_kinds(name, raw.get("alarms", {})),
         )
 
 
+def _alarm_kinds(name: str, raw: Any) -> dict[str, str]:
+    if not isinstance(raw, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+        raise ValueError(f"downstream {name!r}: alarms must map alarm names to kinds, got {raw!r}")
+    for alarm, kind in raw.items():
+        if kind not in ALARM_ROUTE_KINDS:
+            raise ValueError(f"downstream {name!r}: alarm {alarm!r} has kind {kind!r}; kinds: {list(ALARM_ROUTE_KINDS)}")
+    return dict(raw)
+
+
 def parse_plans(raw: str) -> dict[str, DownstreamPlan]:
-    """The `CONTROLLER_DOWNSTREAMS` JSON: name -> plan (`ValueError` naming the bad field)."""
+    """A JSON object of name -> plan (`ValueError` naming the bad field)."""
     document = json.loads(raw)
     if not isinstance(document, Mapping) or not document:
         raise ValueError(f"the downstream plans must be a non-empty JSON object, got {raw[:200]!r}")
     return {name: DownstreamPlan.from_mapping(name, plan) for name, plan in document.items()}
+
+
+class PlansUnavailable(RuntimeError):
+    """No usable plan was ever read: the controller has nothing to run on."""
+
+
+@dataclass(frozen=True)
+class Plans:
+    """The plans in force, the alarm routes they declare, and the documents refused (name -> why)."""
+
+    downstreams: Mapping[str, DownstreamPlan]
+    refused: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def alarms(self) -> dict[str, AlarmRoute]:
+        """Alarm name -> route, from every plan (an alarm speaks for one downstream)."""
+        return {alarm: AlarmRoute(plan.name, kind) for plan in self.downstreams.values()
+                for alarm, kind in plan.alarms.items()}
+
+
+def parse_plan_documents(documents: Mapping[str, str]) -> Plans:
+    """The plan parameters (downstream name -> JSON text), each refused alone when it does not parse."""
+    plans: dict[str, DownstreamPlan] = {}
+    refused: dict[str, str] = {}
+    for name, text in sorted(documents.items()):
+        try:
+            plans[name] = DownstreamPlan.from_mapping(name, json.loads(text))
+        except (TypeError, ValueError, KeyError, RecursionError) as error:
+            refused[name] = f"{type(error).__name__}: {error}"[:500]
+    return Plans(plans, refused)
+
+
+class PlanReader:
+    """Reads the plans under one SSM path; a bad read or document never costs the last good plans.
+
+    `fetch(path)` returns downstream name -> parameter value for every parameter directly under the
+    path; in Lambda it is Powertools' SSM provider (`get_multiple`, cached for a minute), injected
+    so tests pass a plain function. A document that does not parse is refused and its downstream
+    keeps its last good plan (or has none, and is reported); a failed read keeps every last good
+    plan. With no plan ever read, `get` raises `PlansUnavailable`.
+    """
+
+    def __init__(self, path: str, fetch: Callable[[str], Mapping[str, str]]) -> None:
+        self.path = path
+        self._fetch = fetch
+        self._last_good: dict[str, DownstreamPlan] = {}
+
+    def get(self) -> Plans:
+        try:
+            documents = self._fetch(self.path)
+        except Exception as error:  # noqa: BLE001 - any read failure falls back to the last good plans
+            if not self._last_good:
+                raise PlansUnavailable(f"could not read the controller's plans under {self.path}: {error!r}") from error
+            logger.error("could not read the plans; keeping the last good ones",
+                         extra={"path": self.path, "error": repr(error)})
+            return Plans(dict(self._last_good))
+        parsed = parse_plan_documents(documents)
+        for name, why in parsed.refused.items():
+            logger.error("refused a plan document; its last good plan stays in force",
+                         extra={"path": f"{self.path}/{name}", "error": why, "kept": name in self._last_good})
+        in_force = {**{n: p for n, p in self._last_good.items() if n in parsed.refused}, **parsed.downstreams}
+        if not in_force:
+            raise PlansUnavailable(f"no usable plan under {self.path}: found {sorted(documents) or 'none'};"
+                                   f" refused {dict(parsed.refused)}")
+        self._last_good = in_force
+        return Plans(in_force, parsed.refused)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The CDK side and the controller agree: its environment parses, its plans cover every caller, its alarms exist."""
+"""The CDK side and the controller agree: its environment and plans parse, the plans cover every caller, its alarms exist."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from aws_cdk.assertions import Template
 
-from throttling.control_loop import parse_alarm_routes, parse_plans
+from throttling.control_loop import Plans, parse_plan_documents
 from throttling.controller import ControllerPolicy, Setting
 from throttling.tunables import parse_tunables
 
@@ -32,22 +32,33 @@ def controller_environment(stacks) -> dict[str, str]:
     return {name: rendered(value) for name, value in function["Properties"]["Environment"]["Variables"].items()}
 
 
-def test_the_controller_environment_parses_on_the_lambda_side(dev_assembly, dev_config):
+def controller_plans(stacks) -> Plans:
+    """The plan parameters the stack writes under the controller's path, as the controller parses them."""
+    path = controller_environment(stacks)["CONTROLLER_PLANS_PATH"]
+    documents = {}
+    for parameter in Template.from_stack(stacks["control_loop"]).find_resources("AWS::SSM::Parameter").values():
+        name = parameter["Properties"]["Name"]
+        if name.startswith(path + "/"):
+            documents[name.removeprefix(path + "/")] = rendered(parameter["Properties"]["Value"])
+    return parse_plan_documents(documents)
+
+
+def test_the_controller_environment_and_plans_parse_on_the_lambda_side(dev_assembly, dev_config):
     stacks, _ = dev_assembly
     env = controller_environment(stacks)
-    plans = parse_plans(env["CONTROLLER_DOWNSTREAMS"])
+    plans = controller_plans(stacks)
     policy = ControllerPolicy.from_mapping(json.loads(env["CONTROLLER_POLICY"]))
-    routes = parse_alarm_routes(env["CONTROLLER_ALARMS"])
-    assert set(plans) == {d.name for d in dev_config.downstreams}
+    assert plans.refused == {}
+    assert set(plans.downstreams) == {d.name for d in dev_config.downstreams}
     assert policy.mode == dev_config.control_loop.mode
-    assert {route.downstream for route in routes.values()} == set(plans)
+    assert {route.downstream for route in plans.alarms.values()} == set(plans.downstreams)
     # AND the SQS consumer's mapping is the one to reconcile
-    assert plans["legacy_mainframe"].consumer_functions == ("TOKEN",)
+    assert plans.downstreams["legacy_mainframe"].consumer_functions == ("TOKEN",)
 
 
 def test_every_seed_is_inside_the_controller_bounds_so_its_first_run_changes_nothing(dev_assembly):
     stacks, _ = dev_assembly
-    plans = parse_plans(controller_environment(stacks)["CONTROLLER_DOWNSTREAMS"])
+    plans = controller_plans(stacks).downstreams
     seeds = {p["Properties"]["Name"]: p["Properties"]["Value"]
              for p in Template.from_stack(stacks["shared_limits"]).find_resources("AWS::SSM::Parameter").values()}
     for plan in plans.values():
@@ -60,7 +71,7 @@ def test_every_seed_is_inside_the_controller_bounds_so_its_first_run_changes_not
 def test_every_function_that_calls_a_downstream_is_counted_in_its_plan(dev_assembly):
     # GIVEN every function of the app that names a downstream (its metrics carry its service)
     stacks, _ = dev_assembly
-    plans = parse_plans(controller_environment(stacks)["CONTROLLER_DOWNSTREAMS"])
+    plans = controller_plans(stacks).downstreams
     seen = set()
     for stack in stacks.values():
         for function in Template.from_stack(stack).find_resources("AWS::Lambda::Function").values():
@@ -76,7 +87,7 @@ def test_every_function_that_calls_a_downstream_is_counted_in_its_plan(dev_assem
 def test_every_routed_alarm_exists_and_reaches_the_controller(dev_assembly):
     stacks, _ = dev_assembly
     template = Template.from_stack(stacks["control_loop"])
-    routes = parse_alarm_routes(controller_environment(stacks)["CONTROLLER_ALARMS"])
+    routes = controller_plans(stacks).alarms
     names = {a["Properties"]["AlarmName"] for a in template.find_resources("AWS::CloudWatch::Alarm").values()}
     assert set(routes) <= names
     (rule,) = [r for r in template.find_resources("AWS::Events::Rule").values() if "EventPattern" in r["Properties"]]

@@ -6,11 +6,21 @@ from typing import Any
 
 import pytest
 from aws_cdk import App, Stack, Validations
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk.assertions import Template
 
-from stacks.deploy_rules import DeployRules, check_templates, leading_literal
+from stacks.deploy_rules import (
+    LAMBDA_ENVIRONMENT_BUDGET_BYTES,
+    LAMBDA_ENVIRONMENT_LIMIT_BYTES,
+    DeployRules,
+    check_templates,
+    environment_json,
+    estimated_environment_bytes,
+    estimated_length,
+    leading_literal,
+)
 from stacks.patterns.asl_state_machine import VENDED_LOGS_PREFIX, vended_log_group_name
 
 
@@ -89,3 +99,89 @@ def test_synth_fails_for_a_state_machine_whose_log_group_lacks_the_prefix():
         synth_with_rules(machine(None))
     # AND under the prefix it passes
     synth_with_rules(machine(f"{VENDED_LOGS_PREFIX}Probe-Machine"))
+
+
+# -- lambda-environment-size and ssm-parameter-size ------------------------------------------------
+
+
+def test_every_function_of_the_app_stays_within_the_environment_budget_and_the_controller_far_below(dev_assembly):
+    # GIVEN the dev stage's templates, each token counted at its longest
+    stacks, _ = dev_assembly
+    templates = templates_of(stacks)
+    sizes = {}
+    for template in templates.values():
+        for logical_id, resource in template["Resources"].items():
+            if resource["Type"] == "AWS::Lambda::Function":
+                variables = resource["Properties"]["Environment"]["Variables"]
+                sizes[logical_id] = estimated_environment_bytes(variables, template, templates)
+    # THEN every function fits the budget, and the controller (whose plans filled 4 KB in prod) has room to grow
+    assert sizes and max(sizes.values()) <= LAMBDA_ENVIRONMENT_BUDGET_BYTES
+    (controller,) = [size for logical_id, size in sizes.items() if logical_id.startswith("ControllerFunction")]
+    assert controller < 1_500
+    assert [f for f in check_templates(templates) if f.rule in ("lambda-environment-size", "ssm-parameter-size")] == []
+
+
+def function_template(variables: dict[str, Any], **resources: Any) -> dict[str, Any]:
+    return {"Resources": {**resources, "Fn": {"Type": "AWS::Lambda::Function",
+                                              "Properties": {"Environment": {"Variables": variables}}}}}
+
+
+def test_the_rule_catches_an_environment_over_the_budget_though_under_lambdas_limit():
+    # GIVEN a function whose environment is 3.6 KB of literal text: Lambda would still take it
+    variables = {"PLANS": "x" * 3_600}
+    assert len(environment_json(variables)) < LAMBDA_ENVIRONMENT_LIMIT_BYTES
+    # WHEN the rules run THEN they refuse it, naming the variable to move
+    (finding,) = check_templates({"Probe.template.json": function_template(variables)})
+    assert finding.rule == "lambda-environment-size" and "PLANS" in finding.message
+    assert "SSM parameter" in finding.fix
+
+
+def test_tokens_count_at_the_longest_value_cloudformation_can_give_them():
+    # GIVEN a table CloudFormation names, a table named in the template, a queue, and one imported from another stack
+    exporter = {"Resources": {"Imported": {"Type": "AWS::DynamoDB::Table", "Properties": {}}},
+                "Outputs": {"Out": {"Value": {"Ref": "Imported"}, "Export": {"Name": "Other:Imported"}}}}
+    template = function_template({}, Generated={"Type": "AWS::DynamoDB::Table", "Properties": {}},
+                                 Named={"Type": "AWS::DynamoDB::Table", "Properties": {"TableName": "orders"}},
+                                 Queue={"Type": "AWS::SQS::Queue", "Properties": {}})
+    templates = {"Other": exporter, "Probe": template}
+    # THEN each counts as the longest name AWS allows, or as its own name, or as the exporter's value
+    assert estimated_length({"Ref": "Generated"}, template, templates) == 255
+    assert estimated_length({"Ref": "Named"}, template, templates) == len("orders")
+    assert estimated_length({"Fn::ImportValue": "Other:Imported"}, template, templates) == 255
+    # AND a queue URL as `https://sqs.<region>.<suffix>/<account>/<80-character name>`
+    assert estimated_length({"Ref": "Queue"}, template, templates) == len("https://sqs.../") + 20 + 20 + 12 + 1 + 80
+    # AND a join adds its parts, and what the rules cannot bound counts 1 KB
+    assert estimated_length({"Fn::Join": ["-", ["ab", {"Ref": "Named"}]]}, template, templates) == 9
+    assert estimated_length({"Fn::Sub": "${AWS::Region}"}, template, templates) == 1_024
+
+
+def test_a_few_tokens_are_enough_to_break_the_budget_when_counted_at_their_longest():
+    # GIVEN twenty variables each naming a table CloudFormation will name: under 1 KB of template text
+    resources = {f"Table{i}": {"Type": "AWS::DynamoDB::Table", "Properties": {}} for i in range(20)}
+    variables = {f"TABLE_{i}": {"Ref": f"Table{i}"} for i in range(20)}
+    template = function_template(variables, **resources)
+    # WHEN the rules run THEN the function is refused: 20 names of up to 255 characters
+    (finding,) = [f for f in check_templates({"Probe": template}) if f.rule == "lambda-environment-size"]
+    assert "5," in finding.message
+
+
+def test_synth_fails_for_a_function_whose_environment_exceeds_the_budget():
+    def function(size: int):
+        def build(stack: Stack) -> None:
+            lambda_.Function(stack, "Fn", runtime=lambda_.Runtime.PYTHON_3_13, handler="index.handler",
+                             code=lambda_.Code.from_inline("def handler(event, context): pass"),
+                             environment={"PLANS": "x" * size})
+        return build
+
+    with pytest.raises(RuntimeError, match="throttling-deploy-rules::lambda-environment-size"):
+        synth_with_rules(function(3_600))
+    synth_with_rules(function(3_000))
+
+
+def test_the_rule_catches_an_ssm_parameter_over_its_tier():
+    template = {"Resources": {"Plan": {"Type": "AWS::SSM::Parameter", "Properties": {
+        "Type": "String", "Value": {"Fn::Join": ["", ["x" * 4_000, {"Ref": "AWS::StackName"}]]}}}}}
+    (finding,) = check_templates({"Probe": template})
+    assert finding.rule == "ssm-parameter-size" and "4,096" in finding.message
+    template["Resources"]["Plan"]["Properties"]["Tier"] = "Advanced"
+    assert check_templates({"Probe": template}) == []

@@ -22,9 +22,12 @@ from throttling.control_loop import (
     ControllerStateStore,
     DownstreamPlan,
     EventSourceMappingReconciler,
+    PlanReader,
+    PlansUnavailable,
     TunablesDocumentStore,
     mapping_concurrency,
     parse_alarm_routes,
+    parse_plan_documents,
     parse_plans,
 )
 from throttling.controller import AlarmSignal, Bounds, ControllerPolicy, ControllerState, Setting
@@ -32,6 +35,7 @@ from throttling.controller import AlarmSignal, Bounds, ControllerPolicy, Control
 REGION = "us-east-1"
 PARAMETER = "/throttling/test/downstreams/crm"
 STATE_TABLE = "controller-state"
+PLANS_PATH = "/throttling-controller/test/plans"
 NOW = 1_800_000_050.0  # judged at :50 of a minute: the period [-1:20, -0:20) rounded is the minute before
 PERIOD = (1_799_999_940.0, 1_800_000_000.0)
 
@@ -270,6 +274,12 @@ def test_a_run_reconciles_the_consumers_of_a_downstream_even_when_pinned(aws):
 
 # -- plans and routes as the CDK app writes them -------------------------------------------------
 
+CRM_PLAN = {"parameter_name": PARAMETER, "services": ["crm-caller"], "contract_rate_per_sec": 10,
+            "bounds": {"min_concurrency": 1, "max_concurrency": 8, "min_rate_per_sec": 0.9, "max_rate_per_sec": 9,
+                       "max_burst": 9},
+            "alarms": {"Throttling-test-crm-ThrottleRate": "throttled",
+                       "Throttling-test-crm-ErrorRateSustained": "breaker"}}
+
 
 def test_plans_and_routes_parse_and_refuse_unknown_fields():
     plans = parse_plans(json.dumps({"crm": {
@@ -282,6 +292,51 @@ def test_plans_and_routes_parse_and_refuse_unknown_fields():
     assert (routes["A"].downstream, routes["A"].signal_kind) == ("crm", "errors")
     with pytest.raises(ValueError, match="alarm route kind must be one of"):
         parse_alarm_routes(json.dumps({"A": {"downstream": "crm", "kind": "panic"}}))
+
+
+def test_each_plan_document_declares_its_alarms_and_a_bad_one_is_refused_alone():
+    # GIVEN the CRM's plan, and documents that are not JSON, not an object, or route an alarm to a kind that does not exist
+    documents = {"crm": json.dumps(CRM_PLAN), "ai_model": "{not json", "legacy": "[]",
+                 "payments": json.dumps({**CRM_PLAN, "alarms": {"A": "panic"}})}
+    # WHEN they are parsed
+    plans = parse_plan_documents(documents)
+    # THEN the CRM's plan is in force with its routes, and each bad document is refused with its reason
+    assert set(plans.downstreams) == {"crm"}
+    assert {name: (route.downstream, route.kind) for name, route in plans.alarms.items()} == {
+        "Throttling-test-crm-ThrottleRate": ("crm", "throttled"),
+        "Throttling-test-crm-ErrorRateSustained": ("crm", "breaker")}
+    assert set(plans.refused) == {"ai_model", "legacy", "payments"}
+    assert "JSONDecodeError" in plans.refused["ai_model"] and "kind 'panic'" in plans.refused["payments"]
+
+
+def test_the_plan_reader_keeps_the_last_good_plans_through_a_bad_read_or_a_bad_document():
+    answers: list[Any] = [{"crm": json.dumps(CRM_PLAN)}, RuntimeError("ThrottlingException"),
+                          {"crm": "{broken"}, {"crm": json.dumps({**CRM_PLAN, "contract_rate_per_sec": 5})}]
+
+    def fetch(path: str) -> dict[str, str]:
+        assert path == PLANS_PATH
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    reader = PlanReader(PLANS_PATH, fetch)
+    # WHEN the first read succeeds THEN its plan is in force
+    assert reader.get().downstreams["crm"].contract_rate_per_sec == 10
+    # WHEN a read fails THEN the last good plan stays
+    assert reader.get().downstreams["crm"].contract_rate_per_sec == 10
+    # WHEN the document is broken THEN it is refused (reported) and the last good plan stays
+    plans = reader.get()
+    assert plans.downstreams["crm"].contract_rate_per_sec == 10 and "crm" in plans.refused
+    # WHEN a good document comes back THEN it is adopted
+    assert reader.get().downstreams["crm"].contract_rate_per_sec == 5
+
+
+def test_the_plan_reader_raises_when_no_plan_was_ever_usable():
+    with pytest.raises(PlansUnavailable, match="could not read the controller's plans"):
+        PlanReader(PLANS_PATH, lambda path: (_ for _ in ()).throw(RuntimeError("AccessDenied"))).get()
+    with pytest.raises(PlansUnavailable, match="no usable plan"):
+        PlanReader(PLANS_PATH, lambda path: {}).get()
 
 
 # -- the handler ---------------------------------------------------------------------------------
@@ -303,13 +358,9 @@ def controller_handler(aws, monkeypatch):
         TableName="breakers", BillingMode="PAY_PER_REQUEST", KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}])
     seed_tunables({"rate_per_sec": 9.0, "burst": 9, "max_concurrency": 4, "mode": "auto"})
-    plan = {"parameter_name": PARAMETER, "services": ["crm-caller"], "contract_rate_per_sec": 10,
-            "bounds": {"min_concurrency": 1, "max_concurrency": 8, "min_rate_per_sec": 0.9, "max_rate_per_sec": 9,
-                       "max_burst": 9}}
-    monkeypatch.setenv("CONTROLLER_DOWNSTREAMS", json.dumps({"crm": plan}))
-    monkeypatch.setenv("CONTROLLER_ALARMS", json.dumps({
-        "Throttling-test-crm-ThrottleRate": {"downstream": "crm", "kind": "throttled"},
-        "Throttling-test-crm-ErrorRateSustained": {"downstream": "crm", "kind": "breaker"}}))
+    # The plan as the stack writes it: one parameter per downstream under the plans path.
+    client("ssm").put_parameter(Name=f"{PLANS_PATH}/crm", Value=json.dumps(CRM_PLAN), Type="String")
+    monkeypatch.setenv("CONTROLLER_PLANS_PATH", PLANS_PATH)
     monkeypatch.setenv("CONTROLLER_STATE_TABLE_NAME", STATE_TABLE)
     monkeypatch.setenv("BREAKER_TABLE_NAME", "breakers")
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "throttling-controller")
@@ -368,6 +419,18 @@ def test_a_downstream_the_run_cannot_handle_fails_the_invocation_after_the_other
     with pytest.raises(controller_handler.ControlLoopFailed, match="refused the tunables document"):
         controller_handler.handler({"detail-type": "Scheduled Event", "time": iso(controller_handler.clock.now())},
                                    Context())
+
+
+def test_a_refused_plan_document_fails_the_invocation_after_the_downstreams_it_could_run(controller_handler):
+    # GIVEN a second downstream whose plan document is broken
+    client("ssm").put_parameter(Name=f"{PLANS_PATH}/ai_model", Value="{broken", Type="String")
+    controller_handler.plans = PlanReader(PLANS_PATH, controller_handler.SSMProvider(
+        boto3_client=controller_handler.ssm).get_multiple)
+    # WHEN the schedule runs THEN the CRM is judged and the invocation fails naming the refused plan
+    with pytest.raises(controller_handler.ControlLoopFailed, match="ai_model.*refused its plan document"):
+        controller_handler.handler({"detail-type": "Scheduled Event", "time": iso(controller_handler.clock.now())},
+                                   Context())
+    assert client("dynamodb").get_item(TableName=STATE_TABLE, Key={"pk": {"S": "crm"}}).get("Item")
 
 
 def test_an_alarm_signal_reaches_the_controller_as_its_kind():
