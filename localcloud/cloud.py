@@ -33,6 +33,7 @@ from localcloud.event_source_poller import (
     disable_moto_synchronous_sqs_trigger,
 )
 from localcloud.lambda_runtime import LambdaRuntime
+from localcloud.public_layers import PublicLayers
 
 ACCOUNT_ID = "123456789012"  # moto's default account
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
@@ -64,6 +65,8 @@ class LocalCloud:
         self.lambda_runtime: LambdaRuntime | None = None
         self.event_sources: EventSourcePollerManager | None = None
         self.stacks: dict[str, DeployedStack] = {}
+        # Powertools' public layers: the installed release is the one handlers can run with.
+        self.public_layers = PublicLayers(region)
         # AWS errors on demand (throttling, access denied) for chosen calls: `cloud.faults.inject(...)`.
         self.faults = FaultInjector()
 
@@ -112,9 +115,11 @@ class LocalCloud:
             moto_patches.apply_math_add_integer_range(),
             moto_patches.apply_cloudformation_resource_failures(),
             moto_patches.apply_lambda_environment_size_limit(),
+            moto_patches.apply_public_lambda_layers(self.public_layers, self.account_id),
             self.faults.install(),
         ]
-        self.lambda_runtime = LambdaRuntime(endpoint_url=self.endpoint_url, region=self.region, work_dir=self.work_dir)
+        self.lambda_runtime = LambdaRuntime(endpoint_url=self.endpoint_url, region=self.region, work_dir=self.work_dir,
+                                            layers=self.public_layers)
         self._undo.append(self.lambda_runtime.install())
         # SQS event sources are polled the way Lambda does (batches, window, maximum concurrency,
         # partial batch responses) instead of moto's one-message call inside SendMessage.

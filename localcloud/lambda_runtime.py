@@ -10,6 +10,11 @@ the handler imported once. One environment serves one invocation at a time; conc
 of a function get more environments, up to its reserved concurrency, beyond which the call is
 throttled with a 429 `TooManyRequestsException`, as on Lambda. Environment variables and module
 state never leak between functions because they never share a process.
+
+Layers: the python runtime ships boto3, not Powertools, so a function gets `aws_lambda_powertools`
+only through a Powertools layer (`localcloud.public_layers`). Without one, the worker cannot import
+it (Lambda's `Runtime.ImportModuleError`); with a layer of a release other than the installed one
+the emulator runs, every invocation is refused with that error type and the two releases named.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from moto.awslambda.exceptions import LambdaClientError
+
+from localcloud.public_layers import LAYER_MODULES, PublicLayers
 
 WORKER_SCRIPT = Path(__file__).with_name("lambda_worker.py")
 # Without reserved concurrency a function shares the account pool; a small cap keeps 2 cores usable.
@@ -123,13 +130,17 @@ class LambdaRuntime:
 
     :param endpoint_url: where handlers' AWS SDK calls go (the emulator's server).
     :param work_dir: unpacked code and one log file per function are kept here.
+    :param layers: the public layers the emulator knows; default Powertools' of `region`, with the
+        installed release as the one it can run.
     """
 
-    def __init__(self, *, endpoint_url: str, region: str, work_dir: Path, python: str = sys.executable) -> None:
+    def __init__(self, *, endpoint_url: str, region: str, work_dir: Path, python: str = sys.executable,
+                 layers: PublicLayers | None = None) -> None:
         self.endpoint_url = endpoint_url
         self.region = region
         self.work_dir = work_dir
         self.python = python
+        self.layers = layers or PublicLayers(region)
         self._pools: dict[tuple[Any, ...], _Pool] = {}
         self._pools_lock = threading.Lock()
         self._code_lock = threading.Lock()
@@ -175,6 +186,10 @@ class LambdaRuntime:
             event = json.loads(event or "{}")
         elif event is None:
             event = {}
+        refusal = self.layer_refusal(function)
+        if refusal is not None:
+            self._record(function.function_name, str(uuid.uuid4()), True, refusal, time.monotonic(), None)
+            return json.dumps(refusal), True, ""
         pool = self._pool_for(function)
         environment = self._acquire(pool, function)
         request_id = str(uuid.uuid4())
@@ -205,10 +220,28 @@ class LambdaRuntime:
                     environment.close()
                 pool.idle.clear()
 
+    def layer_refusal(self, function: Any) -> dict[str, Any] | None:
+        """Lambda's import error for a function whose Powertools layer is a release the emulator cannot run."""
+        for arn in _layer_arns(function):
+            release = self.layers.release_of(arn)
+            if release is not None and release != self.layers.provided_release:
+                return {
+                    "errorType": "Runtime.ImportModuleError",
+                    "errorMessage": f"localcloud cannot run {function.function_name}: its layer {arn} is Powertools"
+                    f" {release}, and the emulator runs handlers with the installed aws-lambda-powertools"
+                    f" {self.layers.provided_release}; on AWS this function would import {release}, which the tests"
+                    " never ran. Deploy the release requirements-dev.txt pins",
+                }
+        return None
+
+    def _has_powertools(self, function: Any) -> bool:
+        return any(self.layers.release_of(arn) == self.layers.provided_release for arn in _layer_arns(function))
+
     # -- internals ------------------------------------------------------------------------------
     def _pool_for(self, function: Any) -> _Pool:
         env_vars = dict(function.environment_vars or {})
-        key = (function.function_arn, function.code_sha_256, function.handler, tuple(sorted(env_vars.items())))
+        key = (function.function_arn, function.code_sha_256, function.handler, tuple(sorted(env_vars.items())),
+               tuple(_layer_arns(function)))
         with self._pools_lock:
             pool = self._pools.get(key)
             if pool is None:
@@ -266,6 +299,8 @@ class LambdaRuntime:
             # The emulator's own choices: SDK calls go to the emulator, and there is no X-Ray daemon.
             "AWS_ENDPOINT_URL": self.endpoint_url,
             "POWERTOOLS_TRACE_DISABLED": "true",
+            # What the runtime does not ship and no layer of the function adds (the worker refuses the import).
+            "LOCALCLOUD_UNAVAILABLE_MODULES": "" if self._has_powertools(function) else ",".join(LAYER_MODULES),
             **{k: str(v) for k, v in (function.environment_vars or {}).items()},
         }
         return _Environment([self.python, str(WORKER_SCRIPT), str(code_dir), function.handler], env, self.log_path(name))
@@ -282,9 +317,13 @@ class LambdaRuntime:
         return code_dir
 
     def _record(self, name: str, request_id: str, errored: bool, payload: Any, started: float,
-                environment: _Environment) -> None:
+                environment: _Environment | None) -> None:
         error_type = payload.get("errorType") if errored and isinstance(payload, dict) else None
         record = InvocationRecord(name, request_id, errored, error_type, (time.monotonic() - started) * 1000,
-                                  environment.process.pid)
+                                  environment.process.pid if environment else 0)
         with self._records_lock:
             self._records.append(record)
+
+
+def _layer_arns(function: Any) -> list[str]:
+    return [str(layer.get("Arn") if isinstance(layer, dict) else layer) for layer in (function.layers or [])]

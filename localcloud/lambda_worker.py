@@ -11,6 +11,7 @@ handler's own prints and logs go to stderr, which the runtime collects as the fu
 from __future__ import annotations
 
 import importlib
+import importlib.abc
 import json
 import os
 import sys
@@ -39,15 +40,31 @@ class LambdaContext:
         return max(0, self._deadline_epoch_ms - int(time.time() * 1000))
 
 
+class _Unavailable(importlib.abc.MetaPathFinder):
+    """Refuses the packages this environment would not have on Lambda (no layer of the function adds them)."""
+
+    def __init__(self, names: set[str]) -> None:
+        self.names = names
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> None:
+        if fullname.partition(".")[0] in self.names:
+            raise ModuleNotFoundError(f"No module named '{fullname}'", name=fullname)
+        return None
+
+
 def main(code_dir: str, handler_path: str) -> None:
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # handler prints (EMF metrics, logs) go to the log
     sys.path[0] = code_dir  # run as a script, so [0] was this folder: the handler must not see the emulator
+    unavailable = {name for name in os.environ.pop("LOCALCLOUD_UNAVAILABLE_MODULES", "").split(",") if name}
+    if unavailable:
+        sys.meta_path.insert(0, _Unavailable(unavailable))
     module_name, _, function_name = handler_path.rpartition(".")
     try:
         handler = getattr(importlib.import_module(module_name), function_name)
     except Exception as error:  # noqa: BLE001 - an init failure is answered for every invocation, as on Lambda
         init_error: dict[str, Any] | None = _error_shape(error, error_type_prefix="Runtime.ImportModuleError")
+        init_error["errorMessage"] = f"Unable to import module '{module_name}': {error}"
         handler = None
     else:
         init_error = None

@@ -1650,3 +1650,79 @@ def _fail_stack(stack: Any, error: BaseException, resource_status: str, stack_st
     ))
     stack.status = stack_status
     stack._add_stack_event(stack_status)
+
+
+def apply_public_lambda_layers(layers: Any, account_id: str) -> Undo:
+    """Deploy functions with their layers, resolved from the public parameters as CloudFormation does.
+
+    moto limitations: CloudFormation drops an `AWS::Lambda::Function`'s `Layers`; `CreateFunction`
+    refuses a layer that is not in moto's own store (every public layer, such as Powertools' in
+    account 017000801446); the public `/aws/service/powertools/...` parameters do not exist; and a
+    stack parameter of type `AWS::SSM::Parameter::Value<String>` naming a missing parameter crashes
+    moto (an AttributeError, a 500) where CloudFormation refuses the stack. With this patch the
+    parameters of `layers` (a `localcloud.public_layers.PublicLayers`) exist in the account's
+    region, their layers are accepted and kept on the function (the Lambda runtime decides what
+    runs with them), and a missing parameter fails the stack with CloudFormation's message.
+    """
+    from moto.awslambda.models import LambdaFunction
+    from moto.cloudformation.exceptions import ValidationError
+    from moto.cloudformation.parsing import ResourceMap
+    from moto.core.utils import utcnow
+    from moto.ssm.models import Parameter, ssm_backends
+
+    if getattr(LambdaFunction._get_layers_data, "_localcloud_original", None) is not None:
+        remove_public_lambda_layers()
+    original_layers = LambdaFunction._get_layers_data
+    original_create = LambdaFunction.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
+    original_parse = ResourceMap.parse_ssm_parameter
+
+    def get_layers_data(self: Any, arns: list[str]) -> list[dict[str, Any]]:
+        public = [{"Arn": arn, "CodeSize": 0} for arn in arns if layers.release_of(arn) is not None]
+        others = [arn for arn in arns if layers.release_of(arn) is None]
+        kept = original_layers(self, others) if others else []
+        by_arn = {layer["Arn"]: layer for layer in [*public, *kept]}
+        return [by_arn[arn] for arn in arns]  # in the template's order, as Lambda stacks them
+
+    def create_from_cloudformation_json(cls: Any, resource_name: str, cloudformation_json: Any, *args: Any,
+                                        **kwargs: Any) -> Any:
+        function = original_create(cls, resource_name, cloudformation_json, *args, **kwargs)
+        wanted = cloudformation_json.get("Properties", {}).get("Layers")
+        if wanted:
+            function.layers = function._get_layers_data(list(wanted))
+        return function
+
+    def parse_ssm_parameter(self: Any, value: str, value_type: str) -> Any:
+        from moto.ssm.models import ssm_backends as backends
+
+        if backends[self._account_id][self._region_name].get_parameter(value) is None:
+            raise ValidationError(message=f"Unable to fetch parameters [{value}] from parameter store for this account.")
+        return original_parse(self, value, value_type)
+
+    backend = ssm_backends[account_id][layers.region]
+    for name, arn in layers.parameters().items():
+        backend._parameters[name] = [Parameter(
+            account_id=account_id, name=name, value=arn, parameter_type="String", description=None,
+            allowed_pattern=None, keyid=None, last_modified_date=utcnow(), version=1, data_type="text")]
+    get_layers_data._localcloud_original = original_layers  # type: ignore[attr-defined]
+    create_from_cloudformation_json._localcloud_original = original_create  # type: ignore[attr-defined]
+    parse_ssm_parameter._localcloud_original = original_parse  # type: ignore[attr-defined]
+    LambdaFunction._get_layers_data = get_layers_data  # type: ignore[method-assign]
+    LambdaFunction.create_from_cloudformation_json = classmethod(create_from_cloudformation_json)  # type: ignore[assignment]
+    ResourceMap.parse_ssm_parameter = parse_ssm_parameter  # type: ignore[method-assign]
+    return remove_public_lambda_layers
+
+
+def remove_public_lambda_layers() -> None:
+    """Undo `apply_public_lambda_layers` (the parameters it published stay until the emulator stops)."""
+    from moto.awslambda.models import LambdaFunction
+    from moto.cloudformation.parsing import ResourceMap
+
+    original = getattr(LambdaFunction._get_layers_data, "_localcloud_original", None)
+    if original is not None:
+        LambdaFunction._get_layers_data = original  # type: ignore[method-assign]
+    original = getattr(LambdaFunction.create_from_cloudformation_json.__func__, "_localcloud_original", None)  # type: ignore[attr-defined]
+    if original is not None:
+        LambdaFunction.create_from_cloudformation_json = classmethod(original)  # type: ignore[assignment]
+    original = getattr(ResourceMap.parse_ssm_parameter, "_localcloud_original", None)
+    if original is not None:
+        ResourceMap.parse_ssm_parameter = original  # type: ignore[method-assign]

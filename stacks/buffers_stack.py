@@ -65,7 +65,6 @@ class BuffersStack(Stack):
             service=f"{legacy.name}-consumer",
             description=f"Delivers buffered records to {legacy.name} at the shared limiter's pace",
             log_retention_days=config.log_retention_days,
-            powertools_layer_version=config.powertools_layer_version,
             removal_policy=removal_policy,
             function_timeout_sec=consumer_timeout_sec(
                 legacy, batch_size=LEGACY_BATCH_SIZE, max_concurrency=LEGACY_MAX_CONCURRENCY

@@ -259,7 +259,6 @@ class AppConfig:
     account: str | None
     log_retention_days: int
     removal_policy: str
-    powertools_layer_version: int
     tunables_cache_sec: int
     nag: bool
     downstreams: tuple[DownstreamConfig, ...] = field(default_factory=tuple)
@@ -324,6 +323,11 @@ def load_config(
     if not isinstance(raw, Mapping):
         raise ConfigError(f"stages.{stage} must be an object, got {type(raw).__name__}")
     key = f"stages.{stage}"
+    if "powertools_layer_version" in raw:
+        raise ConfigError(
+            f"{key}.powertools_layer_version is no longer read: a layer number pins some Powertools release the tests"
+            " never ran; the layer is now resolved at deploy from the release requirements-dev.txt pins. Remove the key"
+        )
 
     downstreams_raw = _required(raw, key, "downstreams")
     if not isinstance(downstreams_raw, Mapping) or not downstreams_raw:
@@ -342,7 +346,6 @@ def load_config(
         account=account,
         log_retention_days=_choice(raw, key, "log_retention_days", LOG_RETENTION_DAYS_ALLOWED),
         removal_policy=_choice(raw, key, "removal_policy", REMOVAL_POLICIES),
-        powertools_layer_version=_int(raw, key, "powertools_layer_version", 1, 1000),
         tunables_cache_sec=_int(raw, key, "tunables_cache_sec", 0, 300),
         nag=_bool("nag", nag if nag is not None else raw.get("nag", False)),
         downstreams=tuple(

@@ -380,7 +380,6 @@ class ControlLoopStack(Stack):
             service=CONTROLLER_SERVICE,
             description="Retunes each downstream's concurrency and rate in SSM from its metrics and alarms",
             log_retention_days=config.log_retention_days,
-            powertools_layer_version=config.powertools_layer_version,
             removal_policy=removal_policy,
             timeout_sec=50,  # done before the next minute's run
             reserved_concurrency=1,  # one writer: a schedule and an alarm never decide at once

@@ -13,6 +13,10 @@ Rules:
   the variables), stays within 3.5 KB of Lambda's 4 KB, leaving room for one more downstream or a
   longer stage name.
 - `ssm-parameter-size`: a String parameter's value fits its tier (4 KB standard, 8 KB advanced).
+- `powertools-layer`: every function of the shared asset (handler `handlers.*`, which import
+  Powertools; the runtime does not ship it) gets the Powertools release `requirements-dev.txt` pins,
+  resolved at deploy from Powertools' public SSM parameter for its runtime and architecture; never a
+  layer by number (layer 27 is 3.23.0, which lacks modules the handlers import).
 
 Sizes are estimated before CloudFormation resolves the values: each token counts as the longest
 value CloudFormation can give it (`estimated_length`): a resource's own name when the template
@@ -40,6 +44,7 @@ from aws_cdk import (
 )
 
 from stacks.patterns.asl_state_machine import VENDED_LOGS_PREFIX
+from stacks.patterns.handler_function import POWERTOOLS_PARAMETER_PREFIX, POWERTOOLS_VERSION, powertools_layer_parameter
 
 __all__ = [
     "LAMBDA_ENVIRONMENT_BUDGET_BYTES",
@@ -73,6 +78,7 @@ RULES: dict[str, str] = {
     "state-machine-log-group": "state machines log under /aws/vendedlogs/states/",
     "lambda-environment-size": "a function's environment stays within 3.5 KB of Lambda's 4 KB",
     "ssm-parameter-size": "a String parameter fits its tier (4 KB standard, 8 KB advanced)",
+    "powertools-layer": "functions get the Powertools release requirements-dev.txt pins, resolved from its SSM parameter",
 }
 
 # Lambda refuses an environment whose JSON exceeds 4 KB; the app keeps 512 bytes of it in reserve.
@@ -83,13 +89,17 @@ SSM_VALUE_LIMIT_BYTES = {"Standard": 4_096, "Advanced": 8_192, "Intelligent-Tier
 UNKNOWN_TOKEN_LENGTH = 1_024
 
 
-def check_templates(templates: Mapping[str, Template]) -> list[Finding]:
-    """Every finding of every rule over the app's templates (template name or path -> template)."""
+def check_templates(templates: Mapping[str, Template], *, powertools_version: str = POWERTOOLS_VERSION) -> list[Finding]:
+    """Every finding of every rule over the app's templates (template name or path -> template).
+
+    :param powertools_version: the release the functions must get; default the one requirements-dev.txt pins.
+    """
     findings: list[Finding] = []
     for name, template in templates.items():
         findings += _state_machine_log_groups(name, template)
         findings += _lambda_environment_sizes(name, template, templates)
         findings += _ssm_parameter_sizes(name, template, templates)
+        findings += _powertools_layers(name, template, powertools_version)
     return findings
 
 
@@ -107,7 +117,13 @@ def estimated_environment_bytes(variables: Mapping[str, Any], template: Template
 
 @jsii.implements(IPolicyValidationPlugin)
 class DeployRules:
-    """The rules above as a CDK validation plugin: a finding fails synth."""
+    """The rules above as a CDK validation plugin: a finding fails synth.
+
+    :param powertools_version: the Powertools release functions must get; default the one requirements-dev.txt pins.
+    """
+
+    def __init__(self, *, powertools_version: str = POWERTOOLS_VERSION) -> None:
+        self.powertools_version = powertools_version
 
     @property
     def name(self) -> str:
@@ -123,7 +139,7 @@ class DeployRules:
 
     def validate(self, context: IPolicyValidationContext) -> PolicyValidationPluginReport:
         templates = {path: json.loads(Path(path).read_text()) for path in context.template_paths}
-        findings = check_templates(templates)
+        findings = check_templates(templates, powertools_version=self.powertools_version)
         return PolicyValidationPluginReport(
             success=not findings,
             violations=[
@@ -138,6 +154,48 @@ class DeployRules:
                 for finding in findings
             ],
         )
+
+
+# -- powertools-layer ----------------------------------------------------------------------------
+
+
+def _powertools_layers(name: str, template: Template, version: str) -> Iterator[Finding]:
+    parameters = template.get("Parameters") or {}
+    for logical_id, resource in (template.get("Resources") or {}).items():
+        properties = resource.get("Properties") or {}
+        if resource.get("Type") != "AWS::Lambda::Function" or not str(properties.get("Handler", "")).startswith(
+                "handlers."):
+            continue
+        runtime = str(properties.get("Runtime", ""))
+        architecture = str((properties.get("Architectures") or ["x86_64"])[0])
+        expected = powertools_layer_parameter(version, architecture=architecture, runtime=runtime)
+        fix = f"resolve the layer from {expected} (HandlerFunction does, from the pin in requirements-dev.txt)"
+        found = False
+        for index, layer in enumerate(properties.get("Layers") or []):
+            location = f"Properties/Layers/{index}"
+            reference = layer.get("Ref") if isinstance(layer, dict) and len(layer) == 1 else None
+            parameter = parameters.get(reference) if isinstance(reference, str) else None
+            if parameter is not None and str(parameter.get("Default", "")).startswith(POWERTOOLS_PARAMETER_PREFIX):
+                found = True
+                resolved = str(parameter["Default"])
+                if resolved != expected or not str(parameter.get("Type", "")).startswith("AWS::SSM::Parameter::Value"):
+                    yield Finding(
+                        "powertools-layer", name, logical_id, location,
+                        f"function {logical_id} gets the Powertools layer of {resolved!r}, but the tests run"
+                        f" {version} for {runtime} on {architecture} (requirements-dev.txt): on AWS its handler"
+                        " would import a release the tests never ran", fix)
+            elif "AWSLambdaPowertoolsPython" in json.dumps(layer):
+                found = True
+                yield Finding(
+                    "powertools-layer", name, logical_id, location,
+                    f"function {logical_id} pins a Powertools layer by number ({_shown(layer)}): a"
+                    f" number is one release (27 is 3.23.0), not the {version} the tests run, and an older one fails"
+                    " with an ImportError on AWS", fix)
+        if not found:
+            yield Finding(
+                "powertools-layer", name, logical_id, "Properties/Layers",
+                f"function {logical_id} has no Powertools layer: its handler imports aws_lambda_powertools, which the"
+                f" {runtime or 'Lambda'} runtime does not ship (Runtime.ImportModuleError on every invocation)", fix)
 
 
 # -- state-machine-log-group ----------------------------------------------------------------------
@@ -318,6 +376,18 @@ def _attribute_length(logical_id: Any, attribute: Any, template: Template) -> in
     given = ((resource or {}).get("Properties") or {}).get(name_property) if name_property else None
     name_length = len(given) if isinstance(given, str) else longest_name
     return attributes[attribute](name_length)
+
+
+def _shown(value: Any) -> str:
+    """A template value as text, each token written `${...}` (for messages)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "Fn::Join" in value:
+        separator, parts = value["Fn::Join"]
+        return separator.join(_shown(part) for part in parts)
+    if isinstance(value, dict) and "Ref" in value:
+        return "${" + str(value["Ref"]) + "}"
+    return "${...}"
 
 
 def leading_literal(value: Any) -> str:

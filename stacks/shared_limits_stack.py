@@ -85,7 +85,6 @@ class SharedLimitsStack(Stack):
             service="lease-reclaimer",
             description="Removes semaphore leases whose owners died",
             log_retention_days=config.log_retention_days,
-            powertools_layer_version=config.powertools_layer_version,
             removal_policy=removal_policy,
             timeout_sec=60,
             reserved_concurrency=1,

@@ -2,24 +2,58 @@
 
 Every function of the app is built here so they all get the same defaults: one code asset, the
 Powertools layer, X-Ray tracing, JSON logs in a log group with a retention, and no wildcard grants.
+
+The Powertools layer is the release the tests run: `requirements-dev.txt` pins it (the one source
+of truth), and CloudFormation resolves the layer's ARN at deploy from the public SSM parameter
+Powertools publishes for that release, runtime and architecture
+(`/aws/service/powertools/python/<arch>/<python>/<version>`). A layer number in the template would
+pin some other release (layer 27 is 3.23.0, which lacks modules the handlers import).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from aws_cdk import Acknowledgment, Aws, Duration, RemovalPolicy, Validations
+from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from stacks.config import LOG_RETENTION_DAYS_ALLOWED
 
-LAMBDAS_DIR = Path(__file__).resolve().parents[2] / "lambdas"
+ROOT = Path(__file__).resolve().parents[2]
+LAMBDAS_DIR = ROOT / "lambdas"
+# What the tests install; the Lambda runtime's libraries are pinned there.
+REQUIREMENTS_FILE = ROOT / "requirements-dev.txt"
 RUNTIME = lambda_.Runtime.PYTHON_3_13
+ARCHITECTURE = lambda_.Architecture.X86_64
 METRICS_NAMESPACE = "Throttling"
+POWERTOOLS_PACKAGE = "aws-lambda-powertools"
+POWERTOOLS_PARAMETER_PREFIX = "/aws/service/powertools/python/"
+
+
+def pinned_version(package: str, requirements: Path = REQUIREMENTS_FILE) -> str:
+    """The exact version `requirements` pins `package` to (a `name[extras]==X.Y.Z` line); ValueError if none."""
+    pattern = re.compile(rf"^\s*{re.escape(package)}(\[[^\]]*\])?\s*==\s*([0-9][0-9A-Za-z.+-]*)\s*(#.*)?$", re.IGNORECASE)
+    for line in requirements.read_text().splitlines():
+        match = pattern.match(line)
+        if match:
+            return match.group(2)
+    raise ValueError(f"{requirements.name} pins no exact version of {package} (expected a line '{package}==X.Y.Z');"
+                     " the deployed layer is resolved from that pin")
+
+
+def powertools_layer_parameter(version: str, *, architecture: str = ARCHITECTURE.name,
+                               runtime: str = RUNTIME.name) -> str:
+    """Powertools' public SSM parameter holding its layer's ARN for one release, runtime and architecture."""
+    return f"{POWERTOOLS_PARAMETER_PREFIX}{architecture}/{runtime}/{version}"
+
+
+POWERTOOLS_VERSION = pinned_version(POWERTOOLS_PACKAGE)
 
 
 class HandlerFunction(Construct):
@@ -29,6 +63,8 @@ class HandlerFunction(Construct):
     :param service: the Powertools service name (logs, metrics and traces are grouped by it).
     :param timeout_sec: the function timeout; default 30 s.
     :param reserved_concurrency: reserved concurrent executions; default none (account pool).
+    :param powertools_version: the Powertools release whose public layer the function gets; default
+        the one `requirements-dev.txt` pins (what the tests run).
     """
 
     def __init__(
@@ -40,12 +76,12 @@ class HandlerFunction(Construct):
         service: str,
         description: str,
         log_retention_days: int,
-        powertools_layer_version: int,
         removal_policy: RemovalPolicy,
         environment: Mapping[str, str] | None = None,
         timeout_sec: int = 30,
         memory_mb: int = 256,
         reserved_concurrency: int | None = None,
+        powertools_version: str = POWERTOOLS_VERSION,
     ) -> None:
         super().__init__(scope, construct_id)
         self.log_group = logs.LogGroup(
@@ -58,18 +94,18 @@ class HandlerFunction(Construct):
         self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
                              description=f"{service}: writes its own logs; other grants are added per resource")
         self.log_group.grant_write(self.role)
+        # Resolved by CloudFormation at each deploy (an `AWS::SSM::Parameter::Value<String>` parameter).
         powertools = lambda_.LayerVersion.from_layer_version_arn(
             self,
             "PowertoolsLayer",
-            f"arn:{Aws.PARTITION}:lambda:{Aws.REGION}:017000801446:layer:"
-            f"AWSLambdaPowertoolsPythonV3-python313-x86_64:{powertools_layer_version}",
+            ssm.StringParameter.value_for_string_parameter(self, powertools_layer_parameter(powertools_version)),
         )
         self.function = lambda_.Function(
             self,
             "Function",
             description=description,
             runtime=RUNTIME,
-            architecture=lambda_.Architecture.X86_64,
+            architecture=ARCHITECTURE,
             code=lambda_.Code.from_asset(str(LAMBDAS_DIR), exclude=["**/__pycache__", "**/*.pyc"]),
             handler=handler,
             role=self.role,

@@ -73,7 +73,6 @@ class ThrottledQueueConsumer(Construct):
     :param service: Powertools service name of the consumer.
     :param description: the function's description.
     :param log_retention_days: retention of the consumer's log group.
-    :param powertools_layer_version: version of the Powertools layer.
     :param removal_policy: of the queues' and the function's log group.
     :param function_timeout_sec: the consumer's timeout; size it for a whole batch, each record
         waiting its turn at the limiter and its downstream call. Default 60 s.
@@ -101,7 +100,6 @@ class ThrottledQueueConsumer(Construct):
         service: str,
         description: str,
         log_retention_days: int,
-        powertools_layer_version: int,
         removal_policy: RemovalPolicy,
         function_timeout_sec: int = 60,
         environment: Mapping[str, str] | None = None,
@@ -155,7 +153,6 @@ class ThrottledQueueConsumer(Construct):
             service=service,
             description=description,
             log_retention_days=log_retention_days,
-            powertools_layer_version=powertools_layer_version,
             removal_policy=removal_policy,
             timeout_sec=function_timeout_sec,
             memory_mb=memory_mb,

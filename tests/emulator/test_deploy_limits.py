@@ -101,3 +101,81 @@ def test_without_the_failure_patch_the_refusal_escapes_create_stack_in_a_form_bo
             cloud.client("cloudformation").create_stack(StackName="Unparsable", TemplateBody=json.dumps(template))
     finally:
         moto_patches.apply_cloudformation_resource_failures()
+
+
+# -- the Powertools layer a function is deployed with is the one it runs with -----------------------
+
+POWERTOOLS_PROBE = ("from aws_lambda_powertools.shared.version import VERSION\n"
+                    "def handler(event, context):\n    return {'powertools': VERSION}\n")
+
+
+def powertools_stack(role_arn: str, release: str | None) -> dict:
+    """A function importing Powertools, with the layer of `release` resolved as the app's templates resolve it."""
+    function = {"Type": "AWS::Lambda::Function", "Properties": {
+        "Runtime": "python3.13", "Handler": "index.handler", "Role": role_arn, "Code": {"ZipFile": POWERTOOLS_PROBE}}}
+    template: dict = {"Resources": {"Fn": function}, "Outputs": {"Name": {"Value": {"Ref": "Fn"}}}}
+    if release:
+        template["Parameters"] = {"PowertoolsLayer": {
+            "Type": "AWS::SSM::Parameter::Value<String>",
+            "Default": f"/aws/service/powertools/python/x86_64/python3.13/{release}"}}
+        function["Properties"]["Layers"] = [{"Ref": "PowertoolsLayer"}]
+    return template
+
+
+def deploy_one(cloud, tmp_path: Path, name: str, template: dict) -> str:
+    deployer = Deployer(cloudformation=cloud.client("cloudformation"), s3=cloud.client("s3"), ssm=cloud.client("ssm"),
+                        account=cloud.account_id, region=cloud.region)
+    return deployer.deploy(one_stack_assembly(tmp_path, name, template))[name].outputs["Name"]
+
+
+def invoke(cloud, function_name: str) -> tuple[dict, str | None]:
+    response = cloud.client("lambda").invoke(FunctionName=function_name, Payload=b"{}")
+    return json.loads(response["Payload"].read()), response.get("FunctionError")
+
+
+def test_a_function_deployed_with_the_installed_release_runs_with_it(cloud, role_arn, tmp_path):
+    release = cloud.public_layers.provided_release
+    # WHEN a function is deployed with the layer its template resolves for the installed release
+    name = deploy_one(cloud, tmp_path, "PowertoolsInstalled", powertools_stack(role_arn, release))
+    # THEN it keeps the layer the parameter names, and its handler imports that release
+    (layer,) = cloud.client("lambda").get_function_configuration(FunctionName=name)["Layers"]
+    parameter = cloud.client("ssm").get_parameter(Name=f"/aws/service/powertools/python/x86_64/python3.13/{release}")
+    assert layer["Arn"] == parameter["Parameter"]["Value"]
+    assert invoke(cloud, name) == ({"powertools": release}, None)
+
+
+def test_a_function_deployed_with_another_release_is_refused_as_an_import_error(cloud, role_arn, tmp_path):
+    # GIVEN a function deployed with Powertools 3.23.0, the release layer 27 holds (the deploy succeeds, as on AWS)
+    name = deploy_one(cloud, tmp_path, "PowertoolsOld", powertools_stack(role_arn, "3.23.0"))
+    (layer,) = cloud.client("lambda").get_function_configuration(FunctionName=name)["Layers"]
+    assert layer["Arn"].endswith(":layer:AWSLambdaPowertoolsPythonV3-python313-x86_64:27")
+    # WHEN it is invoked THEN every invocation fails as the import on AWS would, naming both releases
+    payload, error = invoke(cloud, name)
+    assert error and payload["errorType"] == "Runtime.ImportModuleError"
+    assert "Powertools 3.23.0" in payload["errorMessage"]
+    assert cloud.public_layers.provided_release in payload["errorMessage"]
+
+
+def test_a_function_without_the_layer_cannot_import_powertools(cloud, role_arn, tmp_path):
+    name = deploy_one(cloud, tmp_path, "PowertoolsNone", powertools_stack(role_arn, None))
+    payload, error = invoke(cloud, name)
+    assert error and payload["errorType"] == "Runtime.ImportModuleError"
+    assert payload["errorMessage"] == "Unable to import module 'index': No module named 'aws_lambda_powertools'"
+
+
+def test_a_release_powertools_never_published_fails_the_deploy(cloud, role_arn, tmp_path):
+    with pytest.raises(DeploymentFailed, match=r"Unable to fetch parameters \[/aws/service/powertools/python/x86_64/"
+                                               r"python3.13/3.99.0\] from parameter store"):
+        deploy_one(cloud, tmp_path, "PowertoolsUnpublished", powertools_stack(role_arn, "3.99.0"))
+
+
+def test_without_the_patch_moto_drops_the_layer_and_the_handler_cannot_import_powertools(cloud, role_arn, tmp_path):
+    moto_patches.remove_public_lambda_layers()
+    try:
+        name = deploy_one(cloud, tmp_path, "PowertoolsDropped",
+                          powertools_stack(role_arn, cloud.public_layers.provided_release))
+    finally:
+        moto_patches.apply_public_lambda_layers(cloud.public_layers, cloud.account_id)
+    assert cloud.client("lambda").get_function_configuration(FunctionName=name).get("Layers", []) == []
+    payload, error = invoke(cloud, name)
+    assert error and "No module named 'aws_lambda_powertools'" in payload["errorMessage"]

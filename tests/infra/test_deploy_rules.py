@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from stacks.deploy_rules import (
     leading_literal,
 )
 from stacks.patterns.asl_state_machine import VENDED_LOGS_PREFIX, vended_log_group_name
+from stacks.patterns.handler_function import pinned_version
 
 
 def templates_of(stacks: dict[str, Stack]) -> dict[str, dict[str, Any]]:
@@ -185,3 +187,61 @@ def test_the_rule_catches_an_ssm_parameter_over_its_tier():
     assert finding.rule == "ssm-parameter-size" and "4,096" in finding.message
     template["Resources"]["Plan"]["Properties"]["Tier"] = "Advanced"
     assert check_templates({"Probe": template}) == []
+
+
+# -- powertools-layer ----------------------------------------------------------------------------
+
+
+def test_every_function_gets_the_powertools_release_the_tests_install_and_run(dev_assembly):
+    # GIVEN the release requirements-dev.txt pins, and the one installed in this environment (what the tests import)
+    pinned = pinned_version("aws-lambda-powertools")
+    assert importlib.metadata.version("aws-lambda-powertools") == pinned, "the venv is stale: run make setup"
+    # WHEN the dev stage is synthesized
+    stacks, _ = dev_assembly
+    functions = 0
+    for template in templates_of(stacks).values():
+        for resource in template["Resources"].values():
+            if resource["Type"] != "AWS::Lambda::Function":
+                continue
+            functions += 1
+            # THEN each function's one layer is resolved at deploy from Powertools' parameter for that release
+            (layer,) = resource["Properties"]["Layers"]
+            parameter = template["Parameters"][layer["Ref"]]
+            assert parameter["Type"] == "AWS::SSM::Parameter::Value<String>"
+            assert parameter["Default"] == f"/aws/service/powertools/python/x86_64/python3.13/{pinned}"
+    assert functions >= 8
+    assert [f for f in check_templates(templates_of(stacks)) if f.rule == "powertools-layer"] == []
+
+
+def test_the_rule_catches_a_template_whose_powertools_differs_from_the_pin(dev_assembly):
+    # GIVEN the dev stage's templates, and a pin that says another release (requirements-dev.txt changed alone)
+    stacks, _ = dev_assembly
+    # WHEN the rules check them against it THEN every function is named, with both releases
+    findings = [f for f in check_templates(templates_of(stacks), powertools_version="3.38.0")
+                if f.rule == "powertools-layer"]
+    assert len(findings) >= 8
+    assert all("3.37.0" in f.message and "3.38.0" in f.message for f in findings)
+
+
+def test_the_rule_catches_a_layer_pinned_by_number_and_a_function_without_powertools():
+    # GIVEN the layer as today's templates carried it (number 27, Powertools 3.23.0), and a function with no layer
+    numbered = {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":lambda:", {"Ref": "AWS::Region"},
+                                  ":017000801446:layer:AWSLambdaPowertoolsPythonV3-python313-x86_64:27"]]}
+    template = {"Resources": {
+        "Numbered": {"Type": "AWS::Lambda::Function", "Properties": {
+            "Handler": "handlers.controller.handler", "Runtime": "python3.13", "Layers": [numbered]}},
+        "Bare": {"Type": "AWS::Lambda::Function", "Properties": {
+            "Handler": "handlers.controller.handler", "Runtime": "python3.13"}}}}
+    # WHEN the rules run THEN both are refused, each with its reason
+    findings = {f.logical_id: f for f in check_templates({"Probe": template})}
+    assert "by number" in findings["Numbered"].message and ":27" in findings["Numbered"].message
+    assert "ImportModuleError" in findings["Bare"].message
+
+
+def test_the_pin_is_read_from_the_requirements_line_with_extras_and_a_missing_pin_is_an_error(tmp_path):
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("# runtime\naws-lambda-powertools[tracer]==3.23.0  # layer 27\nboto3==1.44.*\n")
+    assert pinned_version("aws-lambda-powertools", requirements) == "3.23.0"
+    requirements.write_text("aws-lambda-powertools>=3\n")
+    with pytest.raises(ValueError, match="pins no exact version of aws-lambda-powertools"):
+        pinned_version("aws-lambda-powertools", requirements)

@@ -104,11 +104,6 @@ def test_each_downstream_gets_its_own_caller(workflows, dev_config):
     )
 
 
-def test_functions_use_the_powertools_layer_of_their_runtime(workflows):
-    for function in workflows.find_resources("AWS::Lambda::Function").values():
-        assert "layer:AWSLambdaPowertoolsPythonV3-python313-x86_64:27" in json.dumps(function["Properties"]["Layers"])
-
-
 def test_logs_are_kept_for_the_configured_retention(workflows, dev_config):
     # one per function, one per state machine
     writers = len(workflows.find_resources("AWS::Lambda::Function")) + len(

@@ -16,7 +16,6 @@ REQUIRED = {
     "service": "probe-consumer",
     "description": "probe",
     "log_retention_days": 14,
-    "powertools_layer_version": 27,
     "removal_policy": RemovalPolicy.DESTROY,
 }
 
