@@ -47,8 +47,10 @@ synth: setup ## synthesize every stack of STAGE offline into cdk.out
 nag: setup ## synthesize with the cdk-nag AwsSolutions checks
 	$(CDK) synth --quiet -c stage=$(STAGE) -c nag=true
 
-deploy: setup ## cdk deploy STAGE into your AWS account (needs credentials and a bootstrapped account)
-	$(CDK) deploy --all -c stage=$(STAGE) -c nag=true --require-approval broadening
+deploy: setup ## cdk deploy STAGE into your AWS account, after a pre-flight of the account (credentials, cdk bootstrap)
+	$(CDK) synth --quiet -c stage=$(STAGE) -c nag=true
+	$(PY) -m throttlectl --stage $(STAGE) preflight --assembly cdk.out
+	$(CDK) deploy --app cdk.out --all --require-approval broadening
 
 diff: setup ## cdk diff STAGE against your AWS account
 	$(CDK) diff --all -c stage=$(STAGE)

@@ -52,9 +52,13 @@ class LocalCloud:
 
     :param region: the region every client and function uses.
     :param work_dir: where unpacked function code and function logs go; a temporary folder by default.
+    :param lambda_concurrency_limit: the account's Lambda concurrency (`GetAccountSettings`, and the
+        reservations it allows); default 1,000, AWS's usual limit (a new account's is 10). Tests may
+        change `cloud.lambda_account.concurrency_limit` while it runs.
     """
 
-    def __init__(self, *, region: str = "us-east-1", work_dir: Path | None = None) -> None:
+    def __init__(self, *, region: str = "us-east-1", work_dir: Path | None = None,
+                 lambda_concurrency_limit: int = 1_000) -> None:
         self.region = region
         self.account_id = ACCOUNT_ID
         self._own_work_dir = work_dir is None
@@ -67,6 +71,7 @@ class LocalCloud:
         self.stacks: dict[str, DeployedStack] = {}
         # Powertools' public layers: the installed release is the one handlers can run with.
         self.public_layers = PublicLayers(region)
+        self.lambda_account = moto_patches.LambdaAccount(lambda_concurrency_limit)
         # AWS errors on demand (throttling, access denied) for chosen calls: `cloud.faults.inject(...)`.
         self.faults = FaultInjector()
 
@@ -116,6 +121,7 @@ class LocalCloud:
             moto_patches.apply_cloudformation_resource_failures(),
             moto_patches.apply_lambda_environment_size_limit(),
             moto_patches.apply_public_lambda_layers(self.public_layers, self.account_id),
+            moto_patches.apply_lambda_account_concurrency(self.lambda_account),
             self.faults.install(),
         ]
         self.lambda_runtime = LambdaRuntime(endpoint_url=self.endpoint_url, region=self.region, work_dir=self.work_dir,

@@ -1522,37 +1522,67 @@ def apply_lambda_environment_size_limit() -> Undo:
 
     moto limitation: both accept an environment of any size, so a template AWS rolls back deploys.
     """
+    def on_create(backend: Any, spec: dict[str, Any]) -> None:
+        _check_lambda_environment((spec.get("Environment") or {}).get("Variables"))
+
+    def on_update(function: Any, config_updates: dict[str, Any]) -> None:
+        if "Environment" in config_updates:
+            _check_lambda_environment((config_updates.get("Environment") or {}).get("Variables"))
+
+    _add_lambda_checks("environment-size", on_create, on_update)
+    return remove_lambda_environment_size_limit
+
+
+def remove_lambda_environment_size_limit() -> None:
+    """Undo `apply_lambda_environment_size_limit` (tests use it to show what moto accepts alone)."""
+    _remove_lambda_checks("environment-size")
+
+
+# Checks several patches make before moto's CreateFunction and UpdateFunctionConfiguration, installed
+# as one wrapper each, so that any of the patches can be removed alone.
+_LAMBDA_CREATE_CHECKS: dict[str, Callable[[Any, dict[str, Any]], None]] = {}
+_LAMBDA_UPDATE_CHECKS: dict[str, Callable[[Any, dict[str, Any]], None]] = {}
+
+
+def _add_lambda_checks(name: str, on_create: Callable[[Any, dict[str, Any]], None],
+                       on_update: Callable[[Any, dict[str, Any]], None] | None = None) -> None:
     from moto.awslambda.models import LambdaBackend, LambdaFunction
 
+    _LAMBDA_CREATE_CHECKS[name] = on_create
+    if on_update is not None:
+        _LAMBDA_UPDATE_CHECKS[name] = on_update
     if getattr(LambdaBackend.create_function, "_localcloud_original", None) is not None:
-        return remove_lambda_environment_size_limit
+        return
     original_create = LambdaBackend.create_function
     original_update = LambdaFunction.update_configuration
 
     def create_function(self: Any, spec: dict[str, Any]) -> Any:
-        _check_lambda_environment((spec.get("Environment") or {}).get("Variables"))
+        for check in list(_LAMBDA_CREATE_CHECKS.values()):
+            check(self, spec)
         return original_create(self, spec)
 
     def update_configuration(self: Any, config_updates: dict[str, Any]) -> Any:
-        if "Environment" in config_updates:
-            _check_lambda_environment((config_updates.get("Environment") or {}).get("Variables"))
+        for check in list(_LAMBDA_UPDATE_CHECKS.values()):
+            check(self, config_updates)
         return original_update(self, config_updates)
 
     create_function._localcloud_original = original_create  # type: ignore[attr-defined]
     update_configuration._localcloud_original = original_update  # type: ignore[attr-defined]
     LambdaBackend.create_function = create_function  # type: ignore[method-assign]
     LambdaFunction.update_configuration = update_configuration  # type: ignore[method-assign]
-    return remove_lambda_environment_size_limit
 
 
-def remove_lambda_environment_size_limit() -> None:
-    """Undo `apply_lambda_environment_size_limit` (tests use it to show what moto accepts alone)."""
+def _remove_lambda_checks(name: str) -> None:
     from moto.awslambda.models import LambdaBackend, LambdaFunction
 
-    for owner, name in ((LambdaBackend, "create_function"), (LambdaFunction, "update_configuration")):
-        original = getattr(getattr(owner, name), "_localcloud_original", None)
+    _LAMBDA_CREATE_CHECKS.pop(name, None)
+    _LAMBDA_UPDATE_CHECKS.pop(name, None)
+    if _LAMBDA_CREATE_CHECKS or _LAMBDA_UPDATE_CHECKS:
+        return
+    for owner, method in ((LambdaBackend, "create_function"), (LambdaFunction, "update_configuration")):
+        original = getattr(getattr(owner, method), "_localcloud_original", None)
         if original is not None:
-            setattr(owner, name, original)
+            setattr(owner, method, original)
 
 
 def _check_lambda_environment(variables: dict[str, str] | None) -> None:
@@ -1639,6 +1669,20 @@ _SERVICE_ERRORS = _service_errors()
 
 def _fail_stack(stack: Any, error: BaseException, resource_status: str, stack_status: str) -> None:
     from moto.cloudformation.models import Event
+    from moto.cloudformation.parsing import OutputMap
+
+    # moto creates resources lazily on first use: keep only those it created, and no outputs (a rolled-back
+    # stack has none), so describing or listing the stack does not try the refused resource again.
+    resource_map = stack.resource_map
+    resource_map._resource_json_map = {logical_id: resource for logical_id, resource in
+                                       resource_map._resource_json_map.items()
+                                       if logical_id in resource_map._parsed_resources}
+    stack.output_map = OutputMap(resource_map, {**stack.template_dict, "Outputs": {}}, stack.stack_id)
+    from moto.cloudformation.models import cloudformation_backends
+
+    exports = cloudformation_backends[stack.account_id][stack.region_name].exports
+    for name in [name for name, export in exports.items() if export.exporting_stack_id == stack.stack_id]:
+        del exports[name]
 
     logical_id, resource_type = getattr(error, "_localcloud_resource", (stack.name, "AWS::CloudFormation::Stack"))
     code = getattr(error, "error_type", None) or getattr(error, "code", None) or type(error).__name__
@@ -1726,3 +1770,120 @@ def remove_public_lambda_layers() -> None:
     original = getattr(ResourceMap.parse_ssm_parameter, "_localcloud_original", None)
     if original is not None:
         ResourceMap.parse_ssm_parameter = original  # type: ignore[method-assign]
+
+
+class LambdaAccount:
+    """The account's Lambda concurrency as the emulator enforces it; tests set `concurrency_limit` (a new
+    account's is 10) and restore it.
+
+    Lambda keeps `minimum_unreserved` executions for functions without a reservation: 100, or the whole
+    limit when it is below 100 (as on a new account, which can then reserve nothing).
+    """
+
+    UNRESERVED_MINIMUM = 100
+
+    def __init__(self, concurrency_limit: int = 1_000) -> None:
+        self.concurrency_limit = concurrency_limit
+
+    @property
+    def minimum_unreserved(self) -> int:
+        return min(self.UNRESERVED_MINIMUM, self.concurrency_limit)
+
+
+def apply_lambda_account_concurrency(account: LambdaAccount) -> Undo:
+    """Answer `GetAccountSettings`, and refuse a reservation that leaves the account too little unreserved.
+
+    moto limitations: it has no `GetAccountSettings`; `CreateFunction` (so every CloudFormation
+    deploy) takes any `ReservedConcurrentExecutions`, and `PutFunctionConcurrency` checks the
+    unreserved minimum only when `MOTO_LAMBDA_CONCURRENCY_QUOTA` is set (and then always as 100);
+    a CloudFormation update leaves a function's reservation as it was. With this patch the account
+    has `account.concurrency_limit` executions, `GetAccountSettings` reports it and what is
+    unreserved, and a create, a put or a stack update that would leave fewer than
+    `account.minimum_unreserved` unreserved is refused with Lambda's message (a deploy rolls back).
+    """
+    import moto.awslambda.urls as lambda_urls
+    from moto.awslambda.models import LambdaBackend, LambdaFunction
+    from moto.awslambda.responses import LambdaResponse
+
+    if "_localcloud_account" in LambdaResponse.__dict__:
+        remove_lambda_account_concurrency()
+    original_put = LambdaBackend.put_function_concurrency
+    original_cfn_update = LambdaFunction.update_from_cloudformation_json.__func__  # type: ignore[attr-defined]
+
+    def reserved_by_others(backend: Any, function_name: str | None) -> int:
+        return sum(int(f.reserved_concurrency or 0) for f in backend.list_functions()
+                   if f.function_name != function_name)
+
+    def check(backend: Any, function_name: str | None, wanted: Any) -> None:
+        from moto.awslambda.exceptions import InvalidParameterValueException
+
+        if wanted is None:
+            return
+        unreserved = account.concurrency_limit - reserved_by_others(backend, function_name) - int(wanted)
+        if unreserved < account.minimum_unreserved:
+            raise InvalidParameterValueException(
+                "Specified ReservedConcurrentExecutions for function decreases account's"
+                f" UnreservedConcurrentExecution below its minimum value of [{account.minimum_unreserved}]."
+            )
+
+    def put_function_concurrency(self: Any, function_name: str, reserved_concurrency: Any) -> Any:
+        check(self, self.get_function(function_name).function_name, reserved_concurrency)
+        return original_put(self, function_name, reserved_concurrency)
+
+    def update_from_cloudformation_json(cls: Any, original_resource: Any, new_resource_name: str,
+                                        cloudformation_json: Any, account_id: str, region_name: str) -> Any:
+        from moto.awslambda.models import lambda_backends
+
+        wanted = cloudformation_json.get("Properties", {}).get("ReservedConcurrentExecutions")
+        check(lambda_backends[account_id][region_name], original_resource.function_name, wanted)
+        updated = original_cfn_update(cls, original_resource, new_resource_name, cloudformation_json, account_id,
+                                      region_name)
+        updated.reserved_concurrency = wanted  # a property the template no longer sets is removed
+        return updated
+
+    def get_account_settings(self: Any) -> Any:
+        functions = list(self.backend.list_functions())
+        reserved = sum(int(f.reserved_concurrency or 0) for f in functions)
+        return 200, {}, json.dumps({
+            "AccountLimit": {
+                "TotalCodeSize": 80_530_636_800, "CodeSizeUnzipped": 262_144_000, "CodeSizeZipped": 52_428_800,
+                "ConcurrentExecutions": account.concurrency_limit,
+                "UnreservedConcurrentExecutions": account.concurrency_limit - reserved,
+            },
+            "AccountUsage": {"FunctionCount": len(functions),
+                             "TotalCodeSize": sum(int(getattr(f, "code_size", 0) or 0) for f in functions)},
+        })
+
+    _add_lambda_checks("account-concurrency",
+                       lambda backend, spec: check(backend, None, spec.get("ReservedConcurrentExecutions")))
+    put_function_concurrency._localcloud_original = original_put  # type: ignore[attr-defined]
+    update_from_cloudformation_json._localcloud_original = original_cfn_update  # type: ignore[attr-defined]
+    LambdaBackend.put_function_concurrency = put_function_concurrency  # type: ignore[method-assign]
+    LambdaFunction.update_from_cloudformation_json = classmethod(update_from_cloudformation_json)  # type: ignore[assignment]
+    LambdaResponse.get_account_settings = get_account_settings  # type: ignore[attr-defined]
+    LambdaResponse._localcloud_account = account  # type: ignore[attr-defined]
+    # Served from the moto server's next Lambda app: patch before the emulator's first Lambda request.
+    lambda_urls.url_paths[_ACCOUNT_SETTINGS_PATH] = LambdaResponse.dispatch
+    return remove_lambda_account_concurrency
+
+
+_ACCOUNT_SETTINGS_PATH = r"{0}/(?P<api_version>[^/]+)/account-settings/?$"
+
+
+def remove_lambda_account_concurrency() -> None:
+    """Undo `apply_lambda_account_concurrency` (a moto server already serving Lambda keeps the route)."""
+    import moto.awslambda.urls as lambda_urls
+    from moto.awslambda.models import LambdaBackend, LambdaFunction
+    from moto.awslambda.responses import LambdaResponse
+
+    _remove_lambda_checks("account-concurrency")
+    original = getattr(LambdaBackend.put_function_concurrency, "_localcloud_original", None)
+    if original is not None:
+        LambdaBackend.put_function_concurrency = original  # type: ignore[method-assign]
+    original = getattr(LambdaFunction.update_from_cloudformation_json.__func__, "_localcloud_original", None)  # type: ignore[attr-defined]
+    if original is not None:
+        LambdaFunction.update_from_cloudformation_json = classmethod(original)  # type: ignore[assignment]
+    for name in ("get_account_settings", "_localcloud_account"):
+        if name in LambdaResponse.__dict__:
+            delattr(LambdaResponse, name)
+    lambda_urls.url_paths.pop(_ACCOUNT_SETTINGS_PATH, None)

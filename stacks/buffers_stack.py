@@ -71,6 +71,7 @@ class BuffersStack(Stack):
             ),
             batch_size=LEGACY_BATCH_SIZE,
             max_concurrency=LEGACY_MAX_CONCURRENCY,
+            reserve_concurrency=config.reserve_concurrency,
             max_receive_count=LEGACY_MAX_RECEIVE_COUNT,
             environment={
                 "DOWNSTREAM_NAME": legacy.name,

@@ -252,7 +252,14 @@ class IngressConfig:
 
 @dataclass(frozen=True)
 class AppConfig:
-    """Everything one stage of the app is built from."""
+    """Everything one stage of the app is built from.
+
+    :param reserve_concurrency: give the functions that need a ceiling or a guaranteed share their
+        reserved concurrency (the controller 1, the lease sweep 1, the payment authorizer, the legacy
+        consumer its mapping's); default true. A new account's limit (10, or 50) leaves nothing to
+        reserve, since Lambda keeps 100 unreserved: a sandbox turns it off, and the SQS mappings'
+        `MaximumConcurrency` and the shared limiter still bound the calls.
+    """
 
     stage: str
     region: str
@@ -261,6 +268,7 @@ class AppConfig:
     removal_policy: str
     tunables_cache_sec: int
     nag: bool
+    reserve_concurrency: bool = True
     downstreams: tuple[DownstreamConfig, ...] = field(default_factory=tuple)
     control_loop: ControlLoopConfig = field(default_factory=ControlLoopConfig)
     ingress: IngressConfig | None = None
@@ -348,6 +356,7 @@ def load_config(
         removal_policy=_choice(raw, key, "removal_policy", REMOVAL_POLICIES),
         tunables_cache_sec=_int(raw, key, "tunables_cache_sec", 0, 300),
         nag=_bool("nag", nag if nag is not None else raw.get("nag", False)),
+        reserve_concurrency=_bool(f"{key}.reserve_concurrency", raw.get("reserve_concurrency", True)),
         downstreams=tuple(
             _downstream(f"{key}.downstreams.{name}", name, value) for name, value in downstreams_raw.items()
         ),

@@ -382,8 +382,11 @@ class ControlLoopStack(Stack):
             log_retention_days=config.log_retention_days,
             removal_policy=removal_policy,
             timeout_sec=50,  # done before the next minute's run
-            reserved_concurrency=1,  # one writer: a schedule and an alarm never decide at once
+            # One writer: a schedule and an alarm never decide at once. A lease in the shared semaphores
+            # table guarantees it; the reservation only also caps the controller where one is available.
+            reserved_concurrency=1 if config.reserve_concurrency else None,
             environment={
+                "SEMAPHORE_TABLE_NAME": shared_limits.semaphores.table.table_name,
                 "CONTROLLER_PLANS_PATH": self.plans_path,
                 "CONTROLLER_PLANS_CACHE_SEC": str(PLANS_CACHE_SEC),
                 "CONTROLLER_POLICY": json.dumps(controller_policy(loop), sort_keys=True),
@@ -412,6 +415,7 @@ class ControlLoopStack(Stack):
             )
         )
         shared_limits.breakers.grant_update(function)
+        shared_limits.semaphores.grant_acquire_release(function)
         self.state_table.grant(function, "dynamodb:GetItem", "dynamodb:PutItem")
         self._grant_metrics_and_mappings(function, [c.function for c in consumers.values()])
 

@@ -87,7 +87,9 @@ class SharedLimitsStack(Stack):
             log_retention_days=config.log_retention_days,
             removal_policy=removal_policy,
             timeout_sec=60,
-            reserved_concurrency=1,
+            # A ceiling, not a need: two sweeps at once are harmless (each removal is conditioned on the
+            # lease's expiry being unchanged), so a stage without reservations runs it unreserved.
+            reserved_concurrency=1 if config.reserve_concurrency else None,
             environment={"SEMAPHORE_TABLE_NAME": self.semaphores.table.table_name},
         )
         self.semaphores.grant_reclaim(self.lease_reclaimer.function)

@@ -350,7 +350,9 @@ class WorkflowsStack(Stack):
             log_retention_days=config.log_retention_days,
             removal_policy=removal_policy,
             timeout_sec=int(gateway.timeout_sec) + PAYMENT_LIMITER_MAX_WAIT_SEC + 5,
-            reserved_concurrency=payment_authorizer_concurrency(gateway),
+            # Without a reservation the limiter still holds the gateway's rate; only the cap on orders waiting
+            # in the function for a token goes (they then hold the account's concurrency for up to 2 s each).
+            reserved_concurrency=payment_authorizer_concurrency(gateway) if config.reserve_concurrency else None,
             environment={
                 "DOWNSTREAM_NAME": gateway.name,
                 "DOWNSTREAM_BASE_URL": gateway.base_url,

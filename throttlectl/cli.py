@@ -5,11 +5,13 @@
     throttlectl --stage dev status
     throttlectl --stage dev redrive LegacyConsumerDeadLetterQueue --dry-run
     throttlectl plan --limit-rps 10 --latency-ms 200 --concurrency 5
+    throttlectl --stage dev preflight --assembly cdk.out
 
 Exit codes: 0 done; 2 usage error or refusal (the value would be clamped or refused by the
 Lambdas, unknown field, no --reason; also `plan --concurrency N` when N calls in flight would
-overrun the limit); 3 not found (stage not deployed, unknown tunable or queue); 4 AWS said no
-(permission denied, throttled, unreachable) or a redrive left messages behind; 1 a bug (traceback).
+overrun the limit, and `preflight` when the account cannot take the stage); 3 not found (stage
+not deployed, unknown tunable or queue); 4 AWS said no (permission denied, throttled,
+unreachable) or a redrive left messages behind; 1 a bug (traceback).
 
 `set` requires --reason for a write (not for --dry-run): in an incident review the value history
 says what changed and SSM says who, but only the writer knows why, and only at the time.
@@ -25,10 +27,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, TextIO
 
 from throttling.tunables import InvalidTunables
-from throttlectl import planner
+from throttlectl import planner, preflight
 from throttlectl.discovery import Deployment, discover
 from throttlectl.exceptions import EXIT_OK, EXIT_USAGE, AwsFailure, CliError, NotFound, Refused
 from throttlectl.parameters import (
@@ -78,6 +81,12 @@ class Aws:
     @property
     def endpoint_url(self) -> str | None:
         return self._endpoint_url
+
+    def in_region(self, region: str | None) -> Aws:
+        """The same account and endpoint in `region` (this one if None)."""
+        if region is None or region == self._region:
+            return self
+        return Aws(region=region, profile=self._profile, endpoint_url=self._endpoint_url, client_factory=self._factory)
 
     def client(self, service: str) -> Any:
         if service not in self._clients:
@@ -141,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="move-task: SQS StartMessageMoveTask; copy: receive/send/delete in batches; "
                               "auto: copy with --endpoint-url (emulators lack move tasks), else move-task")
     redrive.add_argument("--no-wait", action="store_true", help="move-task: start it and return its handle")
+
+    before_deploy = command("preflight",
+                            "before a deploy: can this account take the stage as synthesized? (what to do if not)")
+    before_deploy.add_argument("--assembly", default="cdk.out", help="the synthesized cloud assembly (default cdk.out)")
 
     plan = command("plan", "Little's-law capacity plan for one downstream (no AWS calls)")
     plan.add_argument("--limit-rps", type=float, required=True, help="the downstream's contractual limit, req/s")
@@ -514,8 +527,33 @@ def _plan(ctx: _Context) -> int:
     return EXIT_OK
 
 
+def _preflight(ctx: _Context) -> int:
+    if ctx.stage not in STAGES:
+        raise Refused(f"--stage is required (one of {', '.join(STAGES)}), or set {STAGE_ENV}")
+    assembly = preflight.read_stage_assembly(Path(ctx.args.assembly), ctx.stage)
+    asked = getattr(ctx.args, "region", None)
+    if asked and assembly.region and asked != assembly.region:
+        raise Refused(f"stage {ctx.stage} deploys to {assembly.region} (its assembly says so), not {asked}: checking"
+                      f" {asked} would say nothing about it; drop --region or pass --region {assembly.region}")
+    region = asked or assembly.region
+    aws = ctx.aws.in_region(region)
+    checks = [
+        preflight.check_concurrency(assembly, lambda_client=aws.client("lambda"),
+                                    cloudformation=aws.client("cloudformation"), region=region),
+        preflight.check_powertools_parameters(assembly, ssm=aws.client("ssm"), region=region),
+    ]
+    lines = [f"preflight of stage {ctx.stage} ({region or 'the default region'}, from {ctx.args.assembly})"]
+    lines += [f"  {'ok' if check.ok else 'REFUSED':8} {check.name}: {check.summary}" for check in checks]
+    ctx.emit({"stage": ctx.stage, "region": region, "checks": [c.to_dict() for c in checks]}, "\n".join(lines))
+    failed = preflight.refusal(checks)
+    if failed is not None:
+        raise failed
+    return EXIT_OK
+
+
 _COMMANDS: dict[str, Callable[[_Context], int]] = {
     "show": _show, "set": _set, "history": _history, "status": _status, "redrive": _redrive, "plan": _plan,
+    "preflight": _preflight,
 }
 
 

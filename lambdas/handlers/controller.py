@@ -12,6 +12,12 @@ The plans (one SSM parameter per downstream under `CONTROLLER_PLANS_PATH`, writt
 are read with a short cache; a plan document that does not parse is refused and reported, and
 its downstream keeps its last good plan.
 
+One run at a time decides: each run holds a lease (the `throttling-controller` semaphore of the
+shared semaphores table, for at most its remaining time) while it reads and writes. A run that
+cannot get it within `CONTROLLER_LEASE_WAIT_SEC`: a schedule's skips (the next minute judges), an
+alarm's fails, so Lambda delivers the alarm again. Reserved concurrency 1 does the same where the
+account has concurrency to reserve; the lease holds without it.
+
 The event's `time` is the time the controller judges at (a late or retried delivery judges the
 period it was meant for, and a period is never counted twice); a `time` more than
 `MAX_EVENT_AGE_SEC` from the clock is not believed. Answer: one summary per downstream. Every
@@ -27,6 +33,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import time
 from datetime import datetime
 from typing import Any
 
@@ -49,7 +56,7 @@ from throttling.control_loop import (
     TunablesDocumentStore,
 )
 from throttling.controller import AlarmSignal, ControllerPolicy
-from throttling.dynamodb_limits import DynamoDbCircuitBreaker
+from throttling.dynamodb_limits import DynamoDbCircuitBreaker, DynamoDbSemaphore
 from throttling.tunables import InvalidTunables, parse_breaker_policy
 
 ALARM_EVENT = "CloudWatch Alarm State Change"
@@ -75,15 +82,47 @@ mappings = EventSourceMappingReconciler(boto3.client("lambda"))
 PERIOD_SEC = float(os.environ.get("PERIOD_SEC", "60"))
 METRICS_DELAY_SEC = float(os.environ.get("METRICS_DELAY_SEC", "30"))
 BREAKER_TABLE_NAME = os.environ["BREAKER_TABLE_NAME"]
+LEASE_NAME = "throttling-controller"
+LEASE_WAIT_SEC = float(os.environ.get("CONTROLLER_LEASE_WAIT_SEC", "10"))
+LEASE_POLL_SEC = 0.5
+lease = DynamoDbSemaphore(os.environ["SEMAPHORE_TABLE_NAME"], client=dynamodb, clock=clock)
 
 
 class ControlLoopFailed(Exception):
     """Some downstreams could not be handled this run (the others were); the message lists them."""
 
 
+class ControllerBusy(Exception):
+    """Another run held the controller's lease for longer than an alarm's run waits: deliver the alarm again."""
+
+
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    owner = context.aws_request_id
+    if not take_lease(owner, context.get_remaining_time_in_millis() / 1000):
+        if event.get("detail-type") == ALARM_EVENT:
+            raise ControllerBusy(f"another controller run held the lease for {LEASE_WAIT_SEC:g} s")
+        logger.info("skipped: another controller run holds the lease; the next minute judges")
+        return {"skipped": "another controller run holds the lease"}
+    try:
+        return run(event)
+    finally:
+        lease.release(LEASE_NAME, owner)
+
+
+def take_lease(owner: str, remaining_sec: float) -> bool:
+    """Hold the one-writer lease until this invocation would time out; wait up to LEASE_WAIT_SEC for it."""
+    deadline = time.monotonic() + LEASE_WAIT_SEC
+    while True:
+        if lease.acquire(LEASE_NAME, owner, limit=1, lease_sec=max(1.0, remaining_sec)):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(LEASE_POLL_SEC)
+
+
+def run(event: dict[str, Any]) -> dict[str, Any]:
     now = judged_at(event, clock.now())
     in_force = plans.get()
     loop = control_loop(in_force)

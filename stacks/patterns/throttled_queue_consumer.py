@@ -53,6 +53,12 @@ class ThrottledQueueConsumer(Construct):
       after `max_receive_count` such throttles a healthy message lands in the dead-letter queue. So
       `reserved_concurrency` must be >= `max_concurrency` (it defaults to it, and a lower value is an
       error). Several mappings on one function need the sum of their concurrencies reserved.
+    - **A reservation is not always available.** A new account's concurrency limit (10, or 50)
+      leaves nothing to reserve, since Lambda keeps 100 executions unreserved, and the deploy rolls
+      back. `reserve_concurrency=False` reserves nothing: the mapping's `MaximumConcurrency` still
+      caps the batches in flight and the shared limiter the rate; what is lost is the guarantee, so
+      when the account's other functions exhaust its pool the consumer is throttled and a batch
+      spends a receive (size `max_receive_count` for it).
     - **A visibility timeout shorter than the function timeout redelivers batches still running.**
       Lambda requires it to be at least the function timeout and AWS advises six times, so that a
       throttled-then-retried invocation still owns its batch; it defaults to six times the function
@@ -82,6 +88,8 @@ class ThrottledQueueConsumer(Construct):
     :param max_batching_window_sec: how long the mapping gathers records before invoking (0-300);
         default 0 (invoke as soon as records arrive).
     :param max_concurrency: the mapping's `ScalingConfig.MaximumConcurrency` (2-1,000); default 2.
+    :param reserve_concurrency: reserve concurrency for the consumer at all; default true (false for
+        an account whose limit leaves nothing to reserve; `reserved_concurrency` must then be unset).
     :param reserved_concurrency: the function's reserved concurrency; default `max_concurrency`.
     :param max_receive_count: receives before SQS moves a message to the dead-letter queue
         (1-1,000); default 10. Size it from how often the handler may postpone a healthy record.
@@ -107,13 +115,20 @@ class ThrottledQueueConsumer(Construct):
         batch_size: int = 10,
         max_batching_window_sec: int = 0,
         max_concurrency: int = 2,
+        reserve_concurrency: bool = True,
         reserved_concurrency: int | None = None,
         max_receive_count: int = 10,
         visibility_timeout_sec: int | None = None,
         retention_days: int = 14,
     ) -> None:
         super().__init__(scope, construct_id)
-        reserved_concurrency = max_concurrency if reserved_concurrency is None else reserved_concurrency
+        if not reserve_concurrency and reserved_concurrency is not None:
+            raise ValueError(
+                f"reserved_concurrency {reserved_concurrency} was given with reserve_concurrency=False; give one or"
+                " the other"
+            )
+        if reserve_concurrency and reserved_concurrency is None:
+            reserved_concurrency = max_concurrency
         if visibility_timeout_sec is None:
             visibility_timeout_sec = function_timeout_sec * VISIBILITY_TO_TIMEOUT_RATIO
         validate_consumer_settings(
@@ -211,12 +226,15 @@ def validate_consumer_settings(
     batch_size: int,
     max_batching_window_sec: int,
     max_concurrency: int,
-    reserved_concurrency: int,
+    reserved_concurrency: int | None,
     max_receive_count: int,
     visibility_timeout_sec: int,
     retention_days: int,
 ) -> None:
-    """Raise `ValueError` naming the first setting Lambda or SQS would refuse, or that would lose messages."""
+    """Raise `ValueError` naming the first setting Lambda or SQS would refuse, or that would lose messages.
+
+    `reserved_concurrency` None means no reservation (the account's pool), which loses nothing by itself.
+    """
     _check_int("function_timeout_sec", function_timeout_sec, FUNCTION_TIMEOUT_RANGE_SEC)
     _check_int("batch_size", batch_size, BATCH_SIZE_RANGE)
     _check_int("max_batching_window_sec", max_batching_window_sec, BATCHING_WINDOW_RANGE_SEC)
@@ -231,7 +249,8 @@ def validate_consumer_settings(
             f" {max_concurrency}; hold a lower rate with the shared limiter in the handler, not with concurrency"
         )
     _check_int("max_concurrency", max_concurrency, MAX_CONCURRENCY_RANGE)
-    if not _is_int(reserved_concurrency) or reserved_concurrency < max_concurrency:
+    if reserved_concurrency is not None and (
+            not _is_int(reserved_concurrency) or reserved_concurrency < max_concurrency):
         raise ValueError(
             f"reserved_concurrency must be >= max_concurrency, got {reserved_concurrency!r} < {max_concurrency}:"
             " throttled invocations would send healthy messages back to the queue and, after max_receive_count"

@@ -156,7 +156,8 @@ def test_a_sustained_error_alarm_opens_the_downstreams_breaker(cloud, deployed, 
     assert 25 <= float(item["open_until"]["N"]) - now <= 35
 
 
-def test_the_consumers_mapping_follows_ssm_within_the_reserved_concurrency(cloud, deployed, controller, tunables):
+def test_the_consumers_mapping_follows_ssm_within_the_reserved_concurrency_if_any(cloud, deployed, controller,
+                                                                                  tunables):
     lambda_client = cloud.client("lambda")
     consumer = deployed["Throttling-dev-Buffers"].outputs["LegacyConsumerName"]
     (mapping,) = lambda_client.list_event_source_mappings(FunctionName=consumer)["EventSourceMappings"]
@@ -166,16 +167,22 @@ def test_the_consumers_mapping_follows_ssm_within_the_reserved_concurrency(cloud
     # WHEN the controller runs THEN the mapping is back at what SSM says (Lambda's minimum of 2)
     result = invoke(cloud, controller, scheduled_event(time.time()))
     assert [(c["from"], c["to"]) for c in decision(result, "legacy_mainframe")["mapping_changes"]] == [(5, 2)]
-    # WHEN SSM allows 3 but the consumer reserves only 2 THEN the mapping stays at 2 (no throttled batches)
+    # WHEN SSM allows 3 and the consumer reserves nothing (dev reserves no concurrency) THEN the mapping takes 3
     tunables("legacy_mainframe", rate_per_sec=0.8, burst=1, max_concurrency=3, mode="manual")
     result = invoke(cloud, controller, scheduled_event(time.time()))
-    assert decision(result, "legacy_mainframe")["mapping_changes"] == []
-    # AND once 4 are reserved, the mapping takes the 3
-    lambda_client.put_function_concurrency(FunctionName=consumer, ReservedConcurrentExecutions=4)
+    assert [(c["from"], c["to"]) for c in decision(result, "legacy_mainframe")["mapping_changes"]] == [(2, 3)]
     try:
+        # WHEN the consumer reserves only 2 (as in a stage that reserves) THEN the mapping keeps to 2 (no throttled
+        # batches)
+        lambda_client.put_function_concurrency(FunctionName=consumer, ReservedConcurrentExecutions=2)
+        result = invoke(cloud, controller, scheduled_event(time.time()))
+        assert [(c["from"], c["to"]) for c in decision(result, "legacy_mainframe")["mapping_changes"]] == [(3, 2)]
+        # AND once 4 are reserved, the mapping takes the 3
+        lambda_client.put_function_concurrency(FunctionName=consumer, ReservedConcurrentExecutions=4)
         result = invoke(cloud, controller, scheduled_event(time.time()))
     finally:
-        lambda_client.put_function_concurrency(FunctionName=consumer, ReservedConcurrentExecutions=2)
+        lambda_client.delete_function_concurrency(FunctionName=consumer)
     assert [(c["from"], c["to"]) for c in decision(result, "legacy_mainframe")["mapping_changes"]] == [(2, 3)]
     assert lambda_client.get_event_source_mapping(UUID=mapping["UUID"])["ScalingConfig"] == {"MaximumConcurrency": 3}
-    invoke(cloud, controller, scheduled_event(time.time()))  # back to 2 with the reserved concurrency
+    tunables("legacy_mainframe", rate_per_sec=0.8, burst=1, max_concurrency=1, mode="manual")
+    invoke(cloud, controller, scheduled_event(time.time()))  # back to 2, as deployed

@@ -250,6 +250,7 @@ def test_fifty_records_drained_by_four_concurrent_batches_never_push_the_mainfra
     # queue, so four batches at once compete for tokens, with the reserved concurrency raised to match
     # (below it, throttled batches would only come back after the visibility timeout: the construct's rule)
     lambda_ = cloud.client("lambda")
+    reserved = lambda_.get_function_concurrency(FunctionName=legacy["consumer_name"]).get("ReservedConcurrentExecutions")
     lambda_.put_function_concurrency(FunctionName=legacy["consumer_name"],
                                      ReservedConcurrentExecutions=2 * LEGACY_MAX_CONCURRENCY)
     cloud.lambda_runtime.shutdown()  # environments are pooled per reserved concurrency
@@ -287,8 +288,10 @@ def test_fifty_records_drained_by_four_concurrent_batches_never_push_the_mainfra
     finally:
         lambda_.delete_event_source_mapping(UUID=second)
         cloud.event_sources.sync()
-        lambda_.put_function_concurrency(FunctionName=legacy["consumer_name"],
-                                         ReservedConcurrentExecutions=LEGACY_MAX_CONCURRENCY)
+        if reserved is None:  # the stage reserves no concurrency (dev)
+            lambda_.delete_function_concurrency(FunctionName=legacy["consumer_name"])
+        else:
+            lambda_.put_function_concurrency(FunctionName=legacy["consumer_name"], ReservedConcurrentExecutions=reserved)
         cloud.lambda_runtime.shutdown()
 
 

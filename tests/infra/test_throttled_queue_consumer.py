@@ -96,3 +96,18 @@ def test_metrics_watch_the_backlog_its_age_and_the_dead_letters():
     assert consumer.metric_oldest_message_age().metric_name == "ApproximateAgeOfOldestMessage"
     dead = consumer.metric_dead_letters(statistic="Sum")
     assert (dead.metric_name, dead.statistic) == ("ApproximateNumberOfMessagesVisible", "Sum")
+
+
+def test_without_a_reservation_the_mapping_still_caps_the_batches_in_flight():
+    # WHEN the consumer is built for an account with nothing to reserve
+    stack, _ = build(reserve_concurrency=False)
+    template = Template.from_stack(stack)
+    # THEN the function reserves nothing, and the mapping still takes at most 2 batches at once
+    (function,) = template.find_resources("AWS::Lambda::Function").values()
+    assert "ReservedConcurrentExecutions" not in function["Properties"]
+    template.has_resource_properties("AWS::Lambda::EventSourceMapping", {"ScalingConfig": {"MaximumConcurrency": 2}})
+
+
+def test_a_reservation_given_with_reservations_off_is_refused():
+    with pytest.raises(ValueError, match="reserved_concurrency 4 was given with reserve_concurrency=False"):
+        build(reserve_concurrency=False, reserved_concurrency=4)

@@ -349,20 +349,26 @@ class Context:
     invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:controller"
     aws_request_id: str = "req-1"
 
+    def get_remaining_time_in_millis(self) -> int:
+        return 50_000
+
 
 @pytest.fixture
 def controller_handler(aws, monkeypatch):
     """The handler module loaded with the environment the CDK app gives it, against moto."""
     create_state_table()
-    client("dynamodb").create_table(
-        TableName="breakers", BillingMode="PAY_PER_REQUEST", KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}])
+    for table in ("breakers", "semaphores"):
+        client("dynamodb").create_table(
+            TableName=table, BillingMode="PAY_PER_REQUEST", KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}])
     seed_tunables({"rate_per_sec": 9.0, "burst": 9, "max_concurrency": 4, "mode": "auto"})
     # The plan as the stack writes it: one parameter per downstream under the plans path.
     client("ssm").put_parameter(Name=f"{PLANS_PATH}/crm", Value=json.dumps(CRM_PLAN), Type="String")
     monkeypatch.setenv("CONTROLLER_PLANS_PATH", PLANS_PATH)
     monkeypatch.setenv("CONTROLLER_STATE_TABLE_NAME", STATE_TABLE)
     monkeypatch.setenv("BREAKER_TABLE_NAME", "breakers")
+    monkeypatch.setenv("SEMAPHORE_TABLE_NAME", "semaphores")
+    monkeypatch.setenv("CONTROLLER_LEASE_WAIT_SEC", "0")
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "throttling-controller")
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Throttling")
     import handlers.controller as module
@@ -431,6 +437,27 @@ def test_a_refused_plan_document_fails_the_invocation_after_the_downstreams_it_c
         controller_handler.handler({"detail-type": "Scheduled Event", "time": iso(controller_handler.clock.now())},
                                    Context())
     assert client("dynamodb").get_item(TableName=STATE_TABLE, Key={"pk": {"S": "crm"}}).get("Item")
+
+
+def test_one_run_decides_at_a_time_without_reserved_concurrency(controller_handler):
+    # GIVEN another run holding the controller's lease (reserved concurrency off: both were started)
+    from throttling.dynamodb_limits import DynamoDbSemaphore
+
+    other = DynamoDbSemaphore("semaphores", client=client("dynamodb"))
+    assert other.acquire("throttling-controller", "req-other", limit=1, lease_sec=50)
+    now = controller_handler.clock.now()
+    # WHEN the schedule's run comes THEN it skips and writes nothing (the next minute judges)
+    assert controller_handler.handler({"detail-type": "Scheduled Event", "time": iso(now)}, Context()) == {
+        "skipped": "another controller run holds the lease"}
+    assert tunables()["max_concurrency"] == 4
+    # AND an alarm's run fails, so Lambda delivers the alarm again
+    with pytest.raises(controller_handler.ControllerBusy):
+        controller_handler.handler(alarm_event("Throttling-test-crm-ThrottleRate", "ALARM", iso(now)), Context())
+    # WHEN the other run is done THEN the alarm's run decides, and gives the lease back
+    other.release("throttling-controller", "req-other")
+    result = controller_handler.handler(alarm_event("Throttling-test-crm-ThrottleRate", "ALARM", iso(now)), Context())
+    assert result["decisions"][0]["action"] == "decrease"
+    assert other.acquire("throttling-controller", "req-after", limit=1, lease_sec=50)
 
 
 def test_an_alarm_signal_reaches_the_controller_as_its_kind():

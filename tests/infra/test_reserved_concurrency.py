@@ -1,0 +1,55 @@
+"""Reserved concurrency is a stage setting: a stage that reserves gets 9 in all, one that does not gets none."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from aws_cdk.assertions import Template
+
+from stacks.app_stacks import synthesize
+from stacks.workflows_stack import payment_authorizer_concurrency
+
+
+@pytest.fixture(scope="module")
+def reserving_stacks(tmp_path_factory, dev_config, cdk_context):
+    stacks, _ = synthesize(replace(dev_config, reserve_concurrency=True), tmp_path_factory.mktemp("cdk.out"),
+                           cdk_context)
+    return stacks
+
+
+def reservations(stacks) -> dict[str, int]:
+    found = {}
+    for stack in stacks.values():
+        for function in Template.from_stack(stack).find_resources("AWS::Lambda::Function").values():
+            reserved = function["Properties"].get("ReservedConcurrentExecutions")
+            if reserved is not None:
+                found[function["Properties"]["Handler"]] = reserved
+    return found
+
+
+def test_a_stage_that_reserves_gives_each_function_its_share(reserving_stacks, dev_config):
+    # THEN the controller and the sweep reserve 1, the authorizer its gateway's calls and waiters, the consumer its
+    # mapping's concurrency: 9 in all, more than a new account (limit 10, 100 kept unreserved) can give
+    assert reservations(reserving_stacks) == {
+        "handlers.controller.handler": 1,
+        "handlers.reclaim_leases.handler": 1,
+        "handlers.authorize_payment.handler": payment_authorizer_concurrency(dev_config.downstream("payment_gateway")),
+        "handlers.legacy_consumer.handler": 2,
+    }
+    assert sum(reservations(reserving_stacks).values()) == 9
+
+
+def test_dev_reserves_nothing_and_its_calls_stay_bounded(dev_assembly):
+    stacks, _ = dev_assembly
+    assert reservations(stacks) == {}
+    # AND the consumer's mapping still takes at most 2 batches at once
+    Template.from_stack(stacks["buffers"]).has_resource_properties(
+        "AWS::Lambda::EventSourceMapping", {"ScalingConfig": {"MaximumConcurrency": 2}})
+
+
+def test_prod_reserves(cdk_context):
+    from stacks.config import load_config
+
+    assert load_config(cdk_context["stages"], "prod").reserve_concurrency is True
+    assert load_config(cdk_context["stages"], "dev").reserve_concurrency is False
