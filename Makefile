@@ -49,7 +49,7 @@ nag: setup ## synthesize with the cdk-nag AwsSolutions checks
 
 deploy: setup ## cdk deploy STAGE into your AWS account, after a pre-flight of the account (credentials, cdk bootstrap)
 	$(CDK) synth --quiet -c stage=$(STAGE) -c nag=true
-	$(PY) -m throttlectl --stage $(STAGE) preflight --assembly cdk.out
+	$(PY) -m throttlectl --stage $(STAGE) preflight --assembly cdk.out --apply
 	$(CDK) deploy --app cdk.out --all --require-approval broadening
 
 diff: setup ## cdk diff STAGE against your AWS account

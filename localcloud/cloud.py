@@ -122,6 +122,7 @@ class LocalCloud:
             moto_patches.apply_lambda_environment_size_limit(),
             moto_patches.apply_public_lambda_layers(self.public_layers, self.account_id),
             moto_patches.apply_lambda_account_concurrency(self.lambda_account),
+            moto_patches.apply_ssm_service_settings(),
             self.faults.install(),
         ]
         self.lambda_runtime = LambdaRuntime(endpoint_url=self.endpoint_url, region=self.region, work_dir=self.work_dir,

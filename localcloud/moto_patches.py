@@ -1887,3 +1887,80 @@ def remove_lambda_account_concurrency() -> None:
         if name in LambdaResponse.__dict__:
             delattr(LambdaResponse, name)
     lambda_urls.url_paths.pop(_ACCOUNT_SETTINGS_PATH, None)
+
+
+# Service settings of Parameter Store the emulator knows, with AWS's defaults.
+SSM_SERVICE_SETTING_DEFAULTS = {
+    "/ssm/parameter-store/high-throughput-enabled": "false",
+    "/ssm/parameter-store/default-parameter-tier": "Standard",
+}
+_SSM_SERVICE_SETTING_VALUES = {
+    "/ssm/parameter-store/high-throughput-enabled": ("true", "false"),
+    "/ssm/parameter-store/default-parameter-tier": ("Standard", "Advanced", "Intelligent-Tiering"),
+}
+
+
+def apply_ssm_service_settings() -> Undo:
+    """Answer `GetServiceSetting`, `UpdateServiceSetting` and `ResetServiceSetting` for Parameter Store's settings.
+
+    moto limitation: it has none of the three (an unknown action), so nothing that checks or turns
+    on Parameter Store's higher throughput can run against it. Each account and region starts with
+    AWS's defaults (`high-throughput-enabled` "false"); the id is accepted as a path or as its ARN.
+    """
+    from moto.core.exceptions import JsonRESTError
+    from moto.core.utils import utcnow
+    from moto.ssm.exceptions import ValidationException
+    from moto.ssm.responses import SimpleSystemManagerResponse
+
+    settings: dict[tuple[str, str, str], tuple[str, Any]] = {}
+
+    def setting_id(self: Any) -> str:
+        raw = str(self._get_param("SettingId") or "")
+        path = "/" + raw.split(":servicesetting/", 1)[1] if ":servicesetting/" in raw else raw
+        if path not in SSM_SERVICE_SETTING_DEFAULTS:
+            raise JsonRESTError("ServiceSettingNotFound",
+                                f"{raw} is not a service setting the emulator knows: {sorted(SSM_SERVICE_SETTING_DEFAULTS)}")
+        return path
+
+    def answer(self: Any, path: str) -> str:
+        value, modified = settings.get((self.current_account, self.region, path),
+                                       (SSM_SERVICE_SETTING_DEFAULTS[path], None))
+        return json.dumps({"ServiceSetting": {
+            "SettingId": path, "SettingValue": value,
+            "ARN": f"arn:aws:ssm:{self.region}:{self.current_account}:servicesetting{path}",
+            "LastModifiedDate": (modified or utcnow()).timestamp(),
+            "LastModifiedUser": "System" if modified is None else f"arn:aws:iam::{self.current_account}:root",
+            "Status": "Default" if modified is None else "Customized",
+        }})
+
+    def get_service_setting(self: Any) -> str:
+        return answer(self, setting_id(self))
+
+    def update_service_setting(self: Any) -> str:
+        path = setting_id(self)
+        value = str(self._get_param("SettingValue"))
+        if value not in _SSM_SERVICE_SETTING_VALUES[path]:
+            raise ValidationException(
+                f"SettingValue {value!r} is not valid for {path}: one of {list(_SSM_SERVICE_SETTING_VALUES[path])}")
+        settings[(self.current_account, self.region, path)] = (value, utcnow())
+        return "{}"
+
+    def reset_service_setting(self: Any) -> str:
+        path = setting_id(self)
+        settings.pop((self.current_account, self.region, path), None)
+        return answer(self, path)
+
+    for name, method in (("get_service_setting", get_service_setting),
+                         ("update_service_setting", update_service_setting),
+                         ("reset_service_setting", reset_service_setting)):
+        setattr(SimpleSystemManagerResponse, name, method)
+    return remove_ssm_service_settings
+
+
+def remove_ssm_service_settings() -> None:
+    """Undo `apply_ssm_service_settings` (tests use it to show moto has no such action)."""
+    from moto.ssm.responses import SimpleSystemManagerResponse
+
+    for name in ("get_service_setting", "update_service_setting", "reset_service_setting"):
+        if name in SimpleSystemManagerResponse.__dict__:
+            delattr(SimpleSystemManagerResponse, name)

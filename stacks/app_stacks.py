@@ -19,6 +19,10 @@ from stacks.shared_limits_stack import SharedLimitsStack
 from stacks.workflows_stack import WorkflowsStack
 
 
+# The template metadata key under which the shared-limits stack carries the account settings the stage needs.
+ACCOUNT_SETTINGS_METADATA = "Throttling::AccountSettings"
+
+
 def add_stacks(app: App, config: AppConfig) -> dict[str, Stack]:
     env = Environment(account=config.account, region=config.region)
     prefix = config.stack_prefix
@@ -42,6 +46,9 @@ def add_stacks(app: App, config: AppConfig) -> dict[str, Stack]:
     for stack in stacks.values():
         Tags.of(stack).add("project", "throttling-reference")
         Tags.of(stack).add("stage", config.stage)
+    # Account-wide settings the stage needs, which no resource can set: `throttlectl preflight` applies them.
+    shared_limits.template_options.metadata = {ACCOUNT_SETTINGS_METADATA: {
+        "ParameterStoreHighThroughput": config.parameter_store_high_throughput}}
     # What AWS would refuse on deploy and moto does not (stacks/deploy_rules.py): always checked.
     Validations.of(app).add_plugins(DeployRules())
     if config.nag:

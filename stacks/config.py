@@ -259,6 +259,10 @@ class AppConfig:
         consumer its mapping's); default true. A new account's limit (10, or 50) leaves nothing to
         reserve, since Lambda keeps 100 unreserved: a sandbox turns it off, and the SQS mappings'
         `MaximumConcurrency` and the shared limiter still bound the calls.
+    :param parameter_store_high_throughput: the stage needs Parameter Store's higher throughput (the
+        account-wide setting `/ssm/parameter-store/high-throughput-enabled`: more than the default
+        40 reads/s shared by every execution start and every function's tunables read, billed per API
+        interaction); `make deploy`'s pre-flight turns it on when asked, never off; default false.
     """
 
     stage: str
@@ -269,6 +273,7 @@ class AppConfig:
     tunables_cache_sec: int
     nag: bool
     reserve_concurrency: bool = True
+    parameter_store_high_throughput: bool = False
     downstreams: tuple[DownstreamConfig, ...] = field(default_factory=tuple)
     control_loop: ControlLoopConfig = field(default_factory=ControlLoopConfig)
     ingress: IngressConfig | None = None
@@ -357,6 +362,8 @@ def load_config(
         tunables_cache_sec=_int(raw, key, "tunables_cache_sec", 0, 300),
         nag=_bool("nag", nag if nag is not None else raw.get("nag", False)),
         reserve_concurrency=_bool(f"{key}.reserve_concurrency", raw.get("reserve_concurrency", True)),
+        parameter_store_high_throughput=_bool(f"{key}.parameter_store_high_throughput",
+                                              raw.get("parameter_store_high_throughput", False)),
         downstreams=tuple(
             _downstream(f"{key}.downstreams.{name}", name, value) for name, value in downstreams_raw.items()
         ),

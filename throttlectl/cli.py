@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     before_deploy = command("preflight",
                             "before a deploy: can this account take the stage as synthesized? (what to do if not)")
     before_deploy.add_argument("--assembly", default="cdk.out", help="the synthesized cloud assembly (default cdk.out)")
+    before_deploy.add_argument("--apply", action="store_true",
+                               help="turn on the account settings the stage asks for (Parameter Store's higher"
+                                    " throughput, which is billed); without it a missing one is refused")
 
     plan = command("plan", "Little's-law capacity plan for one downstream (no AWS calls)")
     plan.add_argument("--limit-rps", type=float, required=True, help="the downstream's contractual limit, req/s")
@@ -541,6 +544,8 @@ def _preflight(ctx: _Context) -> int:
         preflight.check_concurrency(assembly, lambda_client=aws.client("lambda"),
                                     cloudformation=aws.client("cloudformation"), region=region),
         preflight.check_powertools_parameters(assembly, ssm=aws.client("ssm"), region=region),
+        preflight.check_parameter_store_throughput(assembly, ssm=aws.client("ssm"), apply=ctx.args.apply,
+                                                   region=region),
     ]
     lines = [f"preflight of stage {ctx.stage} ({region or 'the default region'}, from {ctx.args.assembly})"]
     lines += [f"  {'ok' if check.ok else 'REFUSED':8} {check.name}: {check.summary}" for check in checks]

@@ -12,6 +12,11 @@ exactly that assembly. The checks read the stage's templates and ask the account
 - **Powertools' layer.** Each `/aws/service/powertools/...` parameter the templates resolve exists
   in the region (Powertools has missed publishing one for a release before); otherwise the deploy
   fails with "Unable to fetch parameters".
+- **Parameter Store throughput.** A stage that asks for the higher throughput (its templates'
+  `Throttling::AccountSettings` metadata) gets the account-wide setting
+  `/ssm/parameter-store/high-throughput-enabled` turned on with `--apply` (it is billed per API
+  interaction, so never without it), or is refused saying how; it is never turned off here, since
+  other applications of the account may rely on it.
 
 Adapters take injected clients (boto3's, a stub's or the emulator's); the arithmetic is pure.
 """
@@ -33,6 +38,7 @@ __all__ = [
     "Reservation",
     "StageAssembly",
     "check_concurrency",
+    "check_parameter_store_throughput",
     "check_powertools_parameters",
     "concurrency_verdict",
     "read_stage_assembly",
@@ -46,6 +52,9 @@ UNRESERVED_MINIMUM = 100
 # AWS's usual limit, what an increase request for a new account normally asks for.
 USUAL_CONCURRENCY_LIMIT = 1_000
 POWERTOOLS_PARAMETER_PREFIX = "/aws/service/powertools/"
+# Where the CDK app writes the account settings a stage needs (stacks.app_stacks.ACCOUNT_SETTINGS_METADATA).
+ACCOUNT_SETTINGS_METADATA = "Throttling::AccountSettings"
+HIGH_THROUGHPUT_SETTING = "/ssm/parameter-store/high-throughput-enabled"
 
 
 @dataclass(frozen=True)
@@ -260,6 +269,43 @@ def check_powertools_parameters(assembly: StageAssembly, *, ssm: Any, region: st
             {"missing": missing})
     return Check("powertools layer", True, "; ".join(f"{name} -> {arn}" for name, arn in resolved.items()),
                  details={"resolved": resolved})
+
+
+# -- Parameter Store throughput --------------------------------------------------------------------
+
+
+def wants_high_throughput(templates: Mapping[str, Mapping[str, Any]]) -> bool:
+    """Whether any template of the stage asks for Parameter Store's higher throughput."""
+    return any(bool(((template.get("Metadata") or {}).get(ACCOUNT_SETTINGS_METADATA) or {}).get(
+        "ParameterStoreHighThroughput")) for template in templates.values())
+
+
+def check_parameter_store_throughput(assembly: StageAssembly, *, ssm: Any, apply: bool, region: str | None) -> Check:
+    wanted = wants_high_throughput(assembly.templates)
+    current = ssm.get_service_setting(SettingId=HIGH_THROUGHPUT_SETTING)["ServiceSetting"]["SettingValue"]
+    on = str(current).lower() == "true"
+    details = {"wanted": wanted, "was": "on" if on else "off"}
+    where = f" in {region}" if region else ""
+    if not wanted:
+        note = (" (on for the whole account; this stage does not need it: aws ssm reset-service-setting --setting-id"
+                f" {HIGH_THROUGHPUT_SETTING} turns it off if nothing else does)" if on else "")
+        return Check("parameter store throughput", True,
+                     f"the stage does not ask for higher throughput; it is {details['was']}{where}{note}",
+                     details=details)
+    if on:
+        return Check("parameter store throughput", True, f"higher throughput is on{where}, as the stage asks",
+                     details=details)
+    if apply:
+        ssm.update_service_setting(SettingId=HIGH_THROUGHPUT_SETTING, SettingValue="true")
+        return Check("parameter store throughput", True,
+                     f"turned higher throughput on{where}, as the stage asks (billed per API interaction, account-wide)",
+                     details={**details, "now": "on"})
+    return Check(
+        "parameter store throughput", False, f"the stage asks for Parameter Store's higher throughput, which is off{where}",
+        "rerun with --apply (make deploy does), or aws ssm update-service-setting --setting-id"
+        f" {HIGH_THROUGHPUT_SETTING} --setting-value true; it is billed per API interaction for the whole account and"
+        f" region; or set \"parameter_store_high_throughput\": false under stages.{assembly.stage} in cdk.json",
+        details)
 
 
 def refusal(checks: list[Check]) -> Refused | None:

@@ -179,3 +179,28 @@ def test_without_the_patch_moto_drops_the_layer_and_the_handler_cannot_import_po
     assert cloud.client("lambda").get_function_configuration(FunctionName=name).get("Layers", []) == []
     payload, error = invoke(cloud, name)
     assert error and "No module named 'aws_lambda_powertools'" in payload["errorMessage"]
+
+
+# -- Parameter Store's service settings ---------------------------------------------------------------
+
+
+def test_parameter_store_throughput_is_an_account_setting_with_aws_default(cloud):
+    ssm = cloud.client("ssm")
+    setting = "/ssm/parameter-store/high-throughput-enabled"
+    assert ssm.get_service_setting(SettingId=setting)["ServiceSetting"]["SettingValue"] == "false"
+    ssm.update_service_setting(SettingId=setting, SettingValue="true")
+    arn = f"arn:aws:ssm:{cloud.region}:{cloud.account_id}:servicesetting{setting}"
+    answer = ssm.get_service_setting(SettingId=arn)["ServiceSetting"]
+    assert (answer["SettingValue"], answer["Status"]) == ("true", "Customized")
+    with pytest.raises(ClientError, match="ValidationException"):
+        ssm.update_service_setting(SettingId=setting, SettingValue="yes")
+    assert ssm.reset_service_setting(SettingId=setting)["ServiceSetting"]["SettingValue"] == "false"
+
+
+def test_without_the_patch_moto_has_no_service_settings(cloud):
+    moto_patches.remove_ssm_service_settings()
+    try:
+        with pytest.raises(ClientError):
+            cloud.client("ssm").get_service_setting(SettingId="/ssm/parameter-store/high-throughput-enabled")
+    finally:
+        moto_patches.apply_ssm_service_settings()

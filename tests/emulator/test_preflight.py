@@ -103,3 +103,26 @@ def one_stack_assembly(directory: Path, name: str, template: dict) -> Path:
         name: {"type": "aws:cloudformation:stack", "environment": "aws://unknown-account/us-east-1",
                "properties": {"templateFile": f"{name}.template.json"}}}}))
     return directory
+
+
+def test_the_higher_throughput_a_stage_asks_for_is_turned_on_with_apply(cloud, tmp_path):
+    # GIVEN a stage whose templates ask for Parameter Store's higher throughput, in an account at the default
+    template = {"Metadata": {"Throttling::AccountSettings": {"ParameterStoreHighThroughput": True}}, "Resources": {}}
+    assembly = one_stack_assembly(tmp_path, "Throttling-dev-SharedLimits", template)
+    ssm = cloud.client("ssm")
+    setting = "/ssm/parameter-store/high-throughput-enabled"
+    assert ssm.get_service_setting(SettingId=setting)["ServiceSetting"]["SettingValue"] == "false"
+    try:
+        # WHEN the pre-flight runs without --apply THEN it refuses and changes nothing
+        code, report, error = preflight(cloud, assembly)
+        assert code == 2 and "billed per API interaction" in error
+        assert ssm.get_service_setting(SettingId=setting)["ServiceSetting"]["SettingValue"] == "false"
+        # WHEN it runs with --apply THEN the setting is on, and the next run finds it so
+        out = io.StringIO()
+        assert main(["--stage", "dev", "preflight", "--assembly", str(assembly), "--apply"],
+                    client_factory=cloud.client, stdout=out, stderr=io.StringIO()) == 0
+        assert "turned higher throughput on" in out.getvalue()
+        assert ssm.get_service_setting(SettingId=setting)["ServiceSetting"]["SettingValue"] == "true"
+        assert preflight(cloud, assembly)[0] == 0
+    finally:
+        ssm.reset_service_setting(SettingId=setting)

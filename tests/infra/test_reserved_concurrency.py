@@ -53,3 +53,20 @@ def test_prod_reserves(cdk_context):
 
     assert load_config(cdk_context["stages"], "prod").reserve_concurrency is True
     assert load_config(cdk_context["stages"], "dev").reserve_concurrency is False
+
+
+def test_the_account_settings_a_stage_needs_travel_with_its_templates(dev_assembly, reserving_stacks):
+    # GIVEN dev (which does not ask for Parameter Store's higher throughput) THEN its shared-limits template says so,
+    # where `throttlectl preflight` reads it
+    from stacks.app_stacks import ACCOUNT_SETTINGS_METADATA
+
+    stacks, _ = dev_assembly
+    metadata = Template.from_stack(stacks["shared_limits"]).to_json()["Metadata"]
+    assert metadata[ACCOUNT_SETTINGS_METADATA] == {"ParameterStoreHighThroughput": False}
+
+
+def test_prod_asks_for_parameter_stores_higher_throughput(cdk_context):
+    from stacks.config import load_config
+
+    assert load_config(cdk_context["stages"], "prod").parameter_store_high_throughput is True
+    assert load_config(cdk_context["stages"], "dev").parameter_store_high_throughput is False

@@ -53,6 +53,8 @@ def test_little_law_sets_default_concurrency(stages):
         (lambda s: s["dev"].update(log_retention_days=10), "stages.dev.log_retention_days must be one of"),
         (lambda s: s["dev"].update(removal_policy="keep"), "stages.dev.removal_policy must be one of ['destroy', 'retain'], got 'keep'"),
         (lambda s: s["dev"].update(reserve_concurrency="no"), "stages.dev.reserve_concurrency must be true or false, got 'no'"),
+        (lambda s: s["dev"].update(parameter_store_high_throughput=1),
+         "stages.dev.parameter_store_high_throughput must be true or false, got 1"),
         (lambda s: s["dev"].update(powertools_layer_version=27), "stages.dev.powertools_layer_version is no longer read: a layer number pins some Powertools release the tests never ran"),
         (lambda s: s["dev"].update(tunables_cache_sec=301), "stages.dev.tunables_cache_sec must be an integer in [0, 300], got 301"),
         (lambda s: s["dev"].update(downstreams={}), "stages.dev.downstreams must be a non-empty object"),

@@ -127,3 +127,43 @@ def test_an_assembly_without_the_stage_is_not_found(tmp_path):
 
     with pytest.raises(NotFound, match="holds no stack of stage 'prod'"):
         read_stage_assembly(assembly_of(tmp_path, {"Throttling-dev-Workflows": {"Resources": {}}}), "prod")
+
+
+# -- Parameter Store throughput --------------------------------------------------------------------
+
+SETTING = "/ssm/parameter-store/high-throughput-enabled"
+
+
+def throughput_assembly(tmp_path: Path, wanted: bool):
+    templates = {"Throttling-prod-SharedLimits": {
+        "Metadata": {"Throttling::AccountSettings": {"ParameterStoreHighThroughput": wanted}}, "Resources": {}}}
+    return read_stage_assembly(assembly_of(tmp_path, templates), "prod")
+
+
+def service_setting(value: str) -> dict:
+    return {"ServiceSetting": {"SettingId": SETTING, "SettingValue": value, "Status": "Default",
+                               "ARN": f"arn:aws:ssm:us-east-1:123456789012:servicesetting{SETTING}"}}
+
+
+@pytest.mark.parametrize(("wanted", "was", "apply", "ok", "updated"), [
+    (True, "false", True, True, True),     # the stage asks, --apply turns it on
+    (True, "false", False, False, False),  # the stage asks, without --apply: refused, nothing changed
+    (True, "true", False, True, False),    # already on
+    (False, "true", True, True, False),    # not asked for: never turned off (others may rely on it)
+    (False, "false", True, True, False),
+])
+def test_higher_throughput_is_turned_on_only_when_the_stage_asks_and_only_with_apply(tmp_path, wanted, was, apply,
+                                                                                     ok, updated):
+    from throttlectl.preflight import check_parameter_store_throughput
+
+    ssm = client("ssm")
+    with Stubber(ssm) as stub:
+        stub.add_response("get_service_setting", service_setting(was), {"SettingId": SETTING})
+        if updated:
+            stub.add_response("update_service_setting", {}, {"SettingId": SETTING, "SettingValue": "true"})
+        check = check_parameter_store_throughput(throughput_assembly(tmp_path, wanted), ssm=ssm, apply=apply,
+                                                 region="us-east-1")
+        stub.assert_no_pending_responses()
+    assert check.ok is ok
+    if not ok:
+        assert "--apply" in check.remedy and "billed per API interaction" in check.remedy
