@@ -15,7 +15,7 @@ export CDK_DISABLE_CLI_TELEMETRY := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup demo test synth nag deploy diff clean bench plan
+.PHONY: help setup demo test synth nag deploy destroy diff clean bench plan
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -51,6 +51,10 @@ deploy: setup ## cdk deploy STAGE into your AWS account, after a pre-flight of t
 	$(CDK) synth --quiet -c stage=$(STAGE) -c nag=true
 	$(PY) -m throttlectl --stage $(STAGE) preflight --assembly cdk.out --apply
 	$(CDK) deploy --app cdk.out --all --require-approval broadening
+
+destroy: setup ## empty STAGE's buckets (a destroy stage only; asks first unless YES=1), then cdk destroy its stacks
+	$(PY) -m throttlectl --stage $(STAGE) empty-buckets$(if $(YES), --yes)
+	$(CDK) destroy --all -c stage=$(STAGE) --force
 
 diff: setup ## cdk diff STAGE against your AWS account
 	$(CDK) diff --all -c stage=$(STAGE)

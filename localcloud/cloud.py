@@ -123,6 +123,8 @@ class LocalCloud:
             moto_patches.apply_public_lambda_layers(self.public_layers, self.account_id),
             moto_patches.apply_lambda_account_concurrency(self.lambda_account),
             moto_patches.apply_ssm_service_settings(),
+            moto_patches.apply_cloudformation_bucket_deletion(),
+            moto_patches.apply_s3_versioning_from_cloudformation(),
             self.faults.install(),
         ]
         self.lambda_runtime = LambdaRuntime(endpoint_url=self.endpoint_url, region=self.region, work_dir=self.work_dir,

@@ -6,6 +6,7 @@
     throttlectl --stage dev redrive LegacyConsumerDeadLetterQueue --dry-run
     throttlectl plan --limit-rps 10 --latency-ms 200 --concurrency 5
     throttlectl --stage dev preflight --assembly cdk.out
+    throttlectl --stage dev empty-buckets --yes
 
 Exit codes: 0 done; 2 usage error or refusal (the value would be clamped or refused by the
 Lambdas, unknown field, no --reason; also `plan --concurrency N` when N calls in flight would
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from throttling.tunables import InvalidTunables
-from throttlectl import planner, preflight
+from throttlectl import cleanup, planner, preflight
 from throttlectl.discovery import Deployment, discover
 from throttlectl.exceptions import EXIT_OK, EXIT_USAGE, AwsFailure, CliError, NotFound, Refused
 from throttlectl.parameters import (
@@ -157,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     before_deploy.add_argument("--apply", action="store_true",
                                help="turn on the account settings the stage asks for (Parameter Store's higher"
                                     " throughput, which is billed); without it a missing one is refused")
+
+    empty = command("empty-buckets", "before cdk destroy: delete every object version of the stage's buckets"
+                                      " (a stage whose removal policy is destroy only)")
+    empty.add_argument("--yes", action="store_true", help="do not ask (scripts); without it, type the stage to confirm")
 
     plan = command("plan", "Little's-law capacity plan for one downstream (no AWS calls)")
     plan.add_argument("--limit-rps", type=float, required=True, help="the downstream's contractual limit, req/s")
@@ -556,9 +561,29 @@ def _preflight(ctx: _Context) -> int:
     return EXIT_OK
 
 
+def _empty_buckets(ctx: _Context) -> int:
+    if ctx.stage not in STAGES:
+        raise Refused(f"--stage is required (one of {', '.join(STAGES)}), or set {STAGE_ENV}")
+    buckets = cleanup.stage_buckets(ctx.aws.client("cloudformation"), ctx.stage)
+    cleanup.refuse_kept_data(ctx.stage, buckets)
+    if not ctx.args.yes:
+        names = ", ".join(bucket.name for bucket in buckets) or "none"
+        if not sys.stdin.isatty():
+            raise Refused(f"this deletes every object version in {names}: pass --yes to confirm without a terminal")
+        print(f"this deletes every object version and delete marker in: {names}", file=ctx.err)
+        if input(f"type the stage name ({ctx.stage}) to go on: ").strip() != ctx.stage:
+            raise Refused("not confirmed; nothing was deleted")
+    s3 = ctx.aws.client("s3")
+    emptied = [cleanup.empty_bucket(s3, bucket.name) for bucket in buckets]
+    lines = [f"emptied {len(emptied)} bucket{'s' if len(emptied) != 1 else ''} of stage {ctx.stage}:"]
+    lines += [f"  {e.name}: {e.versions} object versions, {e.delete_markers} delete markers" for e in emptied]
+    ctx.emit({"stage": ctx.stage, "emptied": [asdict(e) for e in emptied]}, "\n".join(lines))
+    return EXIT_OK
+
+
 _COMMANDS: dict[str, Callable[[_Context], int]] = {
     "show": _show, "set": _set, "history": _history, "status": _status, "redrive": _redrive, "plan": _plan,
-    "preflight": _preflight,
+    "preflight": _preflight, "empty-buckets": _empty_buckets,
 }
 
 
