@@ -109,7 +109,7 @@ class WorkflowsStack(Stack):
                 service=f"{downstream.name}-caller",
                 description=f"Calls {downstream.name} within its limits",
                 log_retention_days=config.log_retention_days,
-                    removal_policy=removal_policy,
+                removal_policy=removal_policy,
                 timeout_sec=int(downstream.timeout_sec) + 5,
                 environment={
                     "DOWNSTREAM_NAME": downstream.name,
