@@ -486,7 +486,6 @@ class WorkflowsStack(Stack):
             service="parked-order-resumer",
             description="Resumes parked payments once the gateway's breaker lets calls through",
             log_retention_days=config.log_retention_days,
-            powertools_layer_version=config.powertools_layer_version,
             removal_policy=removal_policy,
             timeout_sec=PARKED_ORDER_RESUMER_TIMEOUT_SEC,
             environment={
@@ -585,7 +584,6 @@ class WorkflowsStack(Stack):
             service="moderation-decider",
             description="Decides an upload's moderation from the AI models' scores",
             log_retention_days=config.log_retention_days,
-            powertools_layer_version=config.powertools_layer_version,
             removal_policy=removal_policy,
             timeout_sec=10,
             environment={
