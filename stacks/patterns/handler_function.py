@@ -38,9 +38,9 @@ POWERTOOLS_PARAMETER_PREFIX = "/aws/service/powertools/python/"
 
 def pinned_version(package: str, requirements: Path = REQUIREMENTS_FILE) -> str:
     """The exact version `requirements` pins `package` to (a `name[extras]==X.Y.Z` line); ValueError if none."""
-    pattern = re.compile(rf"^\s*{re.escape(package)}(\[[^\]]*\])?\s*==\s*([0-9][0-9A-Za-z.+-]*)\s*(#.*)?$", re.IGNORECASE)
+    pattern = re.compile(rf"\s*{re.escape(package)}(\[[^\]]*\])?\s*==\s*([0-9][0-9A-Za-z.+-]*)\s*(#.*)?", re.IGNORECASE)
     for line in requirements.read_text().splitlines():
-        match = pattern.match(line)
+        match = pattern.fullmatch(line)
         if match:
             return match.group(2)
     raise ValueError(f"{requirements.name} pins no exact version of {package} (expected a line '{package}==X.Y.Z');"
