@@ -1063,13 +1063,16 @@ class _CloudFormationEventInvokeConfig:
                                         account_id: str, region_name: str) -> _CloudFormationEventInvokeConfig:
         return cls.create_from_cloudformation_json(new_resource_name, cloudformation_json, account_id, region_name)
 
-    @classmethod
-    def delete_from_cloudformation_json(cls, resource_name: str, cloudformation_json: Any, account_id: str,
-                                        region_name: str) -> None:
+    def delete(self, account_id: str, region_name: str) -> None:
+        """Forget the function's configuration, by the name resolved at creation (a stack's deletion passes the
+        template's unresolved `Ref`); nothing to do when the function went first."""
+        from moto.awslambda.exceptions import UnknownFunctionException
         from moto.awslambda.models import lambda_backends
 
-        lambda_backends[account_id][region_name].get_function(
-            cloudformation_json["Properties"]["FunctionName"]).event_invoke_config = []
+        try:
+            lambda_backends[account_id][region_name].get_function(self.function_name).event_invoke_config = []
+        except UnknownFunctionException:
+            pass
 
 
 def _invocation_record(function: Any, event: Any, payload: str, errored: bool, attempts: int) -> dict[str, Any]:
