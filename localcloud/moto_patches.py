@@ -2082,3 +2082,42 @@ def remove_s3_versioning_from_cloudformation() -> None:
     original = getattr(FakeBucket.create_from_cloudformation_json.__func__, "_localcloud_original", None)  # type: ignore[attr-defined]
     if original is not None:
         FakeBucket.create_from_cloudformation_json = classmethod(original)  # type: ignore[assignment]
+
+
+def apply_ssm_allowed_pattern() -> Undo:
+    """Refuse a parameter value its `AllowedPattern` does not match, as Parameter Store does.
+
+    moto limitation: it stores a parameter's AllowedPattern and returns it, but takes any value, so a
+    document that is not JSON reaches the readers on the emulator where Parameter Store would have
+    answered `ParameterPatternMismatchException`. The pattern is matched with `re.search`, which
+    reads `^`, `$`, classes and repetitions as Java's `find` does for the patterns this app writes.
+    """
+    from moto.core.exceptions import JsonRESTError
+    from moto.ssm.models import SimpleSystemManagerBackend
+
+    if getattr(SimpleSystemManagerBackend.put_parameter, "_localcloud_original", None) is not None:
+        return remove_ssm_allowed_pattern
+    original = SimpleSystemManagerBackend.put_parameter
+
+    def put_parameter(self: Any, name: str, description: str, value: str, parameter_type: str,
+                      allowed_pattern: str, *args: Any, **kwargs: Any) -> Any:
+        pattern = allowed_pattern
+        if pattern is None and self._parameters.get(name):
+            pattern = self._parameters[name][-1].allowed_pattern
+        if pattern and value is not None and not re.search(pattern, value):
+            raise JsonRESTError("ParameterPatternMismatchException",
+                                f"Parameter value, cannot be validated against allowedPattern: {pattern}")
+        return original(self, name, description, value, parameter_type, allowed_pattern, *args, **kwargs)
+
+    put_parameter._localcloud_original = original  # type: ignore[attr-defined]
+    SimpleSystemManagerBackend.put_parameter = put_parameter  # type: ignore[method-assign]
+    return remove_ssm_allowed_pattern
+
+
+def remove_ssm_allowed_pattern() -> None:
+    """Undo `apply_ssm_allowed_pattern` (tests use it to show moto taking any value)."""
+    from moto.ssm.models import SimpleSystemManagerBackend
+
+    original = getattr(SimpleSystemManagerBackend.put_parameter, "_localcloud_original", None)
+    if original is not None:
+        SimpleSystemManagerBackend.put_parameter = original  # type: ignore[method-assign]

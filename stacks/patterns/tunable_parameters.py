@@ -3,16 +3,38 @@
 CloudFormation writes each value once; afterwards operators and the controller own it. A value only
 changes on deploy when its seed in `cdk.json` changes, so routine redeploys never undo a tuning.
 Lambdas get the parameter *name* in their environment and read the value themselves, with a cache.
+
+Every value must be a flat JSON object (`FLAT_JSON_OBJECT_PATTERN`, the parameters' AllowedPattern),
+so Parameter Store itself refuses what no reader could use, whoever writes it: the console, the CLI,
+throttlectl or the controller. The Lambdas would refuse a broken document and keep their last good
+value anyway, but the workflows read the same documents with `States.StringToJson`, and a value that
+is not JSON fails that with `States.Runtime`, which no Catch can take: every run would fail at its
+start for as long as the value stayed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+import re
+
 from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
+
+
+# A flat JSON object: quoted snake_case keys, and numbers (JSON's grammar: no NaN, no leading zeros),
+# short identifier strings ("auto"), true, false or null as values, with JSON's whitespace anywhere
+# between. Every text it matches parses as JSON (a property test generates them from the pattern).
+# It uses only the syntax regex engines share (classes, groups, bounded repeats, both anchors), so
+# Parameter Store reads it as the emulator and the tests do, whether it matches the whole value or finds it.
+_WS = r"[ \t\n\r]*"
+_MEMBER = (r'"[a-z][a-z0-9_]{0,39}"' + _WS + ":" + _WS
+           + r'(-?(0|[1-9][0-9]{0,15})(\.[0-9]{1,20})?([eE][+-]?[0-9]{1,2})?|"[A-Za-z0-9_.:-]{0,64}"|true|false|null)')
+FLAT_JSON_OBJECT_PATTERN = f"^{_WS}\\{{{_WS}({_MEMBER}({_WS},{_WS}{_MEMBER})*)?{_WS}\\}}{_WS}$"
+# Parameter Store's limit on an AllowedPattern.
+ALLOWED_PATTERN_MAX_LENGTH = 1024
 
 
 class TunableParameters(Construct):
@@ -26,6 +48,10 @@ class TunableParameters(Construct):
         super().__init__(scope, construct_id)
         if not prefix.startswith("/") or prefix.endswith("/"):
             raise ValueError(f"prefix must start with '/' and not end with one, got {prefix!r}")
+        for key, document in documents.items():
+            if not re.search(FLAT_JSON_OBJECT_PATTERN, document):
+                raise ValueError(f"documents[{key!r}] must be a flat JSON object of numbers and short strings (the"
+                                 f" parameter's AllowedPattern would refuse it), got {document!r}")
         self.prefix = prefix
         self.parameters: dict[str, ssm.StringParameter] = {}
         for key, document in documents.items():
@@ -37,6 +63,7 @@ class TunableParameters(Construct):
                 string_value=document,
                 description=f"Tunable, owned by operators and the controller after the first deploy: {key}",
                 tier=ssm.ParameterTier.STANDARD,
+                allowed_pattern=FLAT_JSON_OBJECT_PATTERN,
             )
 
     def parameter(self, key: str) -> ssm.StringParameter:

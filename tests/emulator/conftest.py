@@ -107,3 +107,16 @@ def crm_dead_letters(cloud, deployed) -> Iterator[None]:
     drain_queue(cloud, url)
     yield
     drain_queue(cloud, url)
+
+
+def store_past_allowed_pattern(cloud, name: str, value: str) -> None:
+    """Write `value` to the parameter `name` as Parameter Store would not: the tunables carry an AllowedPattern
+    (flat JSON objects only) since it was deployed, but a value stored before that, or in a parameter created
+    by hand, can still be anything, and the readers must cope with it."""
+    from localcloud import moto_patches
+
+    moto_patches.remove_ssm_allowed_pattern()
+    try:
+        cloud.client("ssm").put_parameter(Name=name, Value=value, Type="String", Overwrite=True)
+    finally:
+        moto_patches.apply_ssm_allowed_pattern()

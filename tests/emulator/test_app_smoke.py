@@ -95,8 +95,10 @@ def test_operators_tune_through_ssm_and_a_bad_value_keeps_the_last_good(cloud, c
     tuned, _ = invoke(cloud, crm_caller, {"path": "/users/3"})
     # THEN the next call runs with it
     assert tuned["tunables_in_force"] == {"rate_per_sec": 4.0, "burst": 4, "max_concurrency": 1, "mode": "manual"}
-    # WHEN someone writes garbage
-    ssm.put_parameter(Name=name, Overwrite=True, Type="String", Value='{"rate_per_sec": "fast"')
+    # WHEN someone writes a document no Lambda can use (Parameter Store takes only flat JSON objects, so a
+    # field of the wrong type is the garbage that gets through)
+    ssm.put_parameter(Name=name, Overwrite=True, Type="String",
+                      Value='{"rate_per_sec": "fast", "burst": 4, "max_concurrency": 1}')
     kept, error = invoke(cloud, crm_caller, {"path": "/users/4"})
     # THEN the function still works with the last good value, and says so in its log
     assert error is None

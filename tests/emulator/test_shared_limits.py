@@ -92,7 +92,16 @@ class CrmCaller:
             "Variables": {**self.configuration["Variables"], "ENVIRONMENT_GENERATION": generation}})
 
     def tune(self, document: str) -> None:
-        self.cloud.client("ssm").put_parameter(Name=TUNABLES, Overwrite=True, Type="String", Value=document)
+        """Store `document` whatever it is. Parameter Store refuses most hostile ones (the tunables carry an
+        AllowedPattern: see the last test); the readers must survive them anyway, in a parameter written
+        before the pattern was deployed or by anyone the pattern does not cover, so they are written past it."""
+        from localcloud import moto_patches
+
+        moto_patches.remove_ssm_allowed_pattern()
+        try:
+            self.cloud.client("ssm").put_parameter(Name=TUNABLES, Overwrite=True, Type="String", Value=document)
+        finally:
+            moto_patches.apply_ssm_allowed_pattern()
 
     def call(self) -> tuple[dict, str | None]:
         """One call as a workflow makes it: our own limiter's refusal (the CRM saw nothing) is retried after
@@ -148,3 +157,33 @@ def test_the_deployed_caller_clamps_a_burst_above_the_crm_s_contract(crm_caller)
     # THEN it took its token under the contract's burst, not the document's
     assert error is None, answer
     assert answer["tunables_in_force"]["burst"] == 10
+
+
+@pytest.mark.parametrize("patched", [True, False], ids=["parameter-store", "moto-alone"])
+def test_a_tunables_value_that_is_not_a_flat_json_object_is_refused_by_parameter_store(cloud, deployed, patched):
+    from botocore.exceptions import ClientError
+
+    from localcloud import moto_patches
+
+    ssm = cloud.client("ssm")
+    seed = ssm.get_parameter(Name=TUNABLES)["Parameter"]["Value"]
+    if not patched:
+        moto_patches.remove_ssm_allowed_pattern()
+    try:
+        # WHEN an operator types something that is not a flat JSON object into the console
+        try:
+            ssm.put_parameter(Name=TUNABLES, Value="rate 5 please", Type="String", Overwrite=True)
+            outcome = "stored"
+        except ClientError as error:
+            outcome = error.response["Error"]["Code"]
+        stored = ssm.get_parameter(Name=TUNABLES)["Parameter"]["Value"]
+    finally:
+        ssm.put_parameter(Name=TUNABLES, Value=seed, Type="String", Overwrite=True)
+        moto_patches.apply_ssm_allowed_pattern()
+    if patched:
+        # THEN Parameter Store refuses it and the document in force is untouched: no workflow's
+        # States.StringToJson can meet it (its failure, States.Runtime, is one no Catch takes)
+        assert (outcome, stored) == ("ParameterPatternMismatchException", seed)
+    else:
+        # moto alone stores it, and every CRM and UGC run would then fail at its start
+        assert (outcome, stored) == ("stored", "rate 5 please")

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from tests.emulator.conftest import store_past_allowed_pattern
 from throttling.circuit_breaker import BreakerPolicy
 from throttling.clock import FakeClock
 from throttling.dynamodb_limits import DynamoDbCircuitBreaker, DynamoDbRateLimiter
@@ -122,7 +123,7 @@ def test_show_lists_every_tunable_with_its_value_seed_bounds_and_origin(ctl, dev
 def test_show_flags_a_value_the_lambdas_would_refuse_and_names_the_controller(ctl, cloud):
     # GIVEN garbage written to one document, and a parameter last written by the controller's role
     ssm = cloud.client("ssm")
-    ssm.put_parameter(Name=CRM, Value='{"rate_per_sec": "fast"', Overwrite=True)
+    store_past_allowed_pattern(cloud, CRM, '{"rate_per_sec": "fast"')
     controller = "arn:aws:sts::123456789012:assumed-role/Throttling-dev-Controller-ControllerRole1A2B/tuner"
 
     def factory(name: str) -> Any:
@@ -292,8 +293,8 @@ def test_set_refuses_and_writes_nothing(ctl, cloud, argv, code, message):
 
 
 def test_a_document_refused_by_the_lambdas_can_be_replaced_whole_or_reset(ctl, cloud):
-    # GIVEN garbage in the CRM document
-    cloud.client("ssm").put_parameter(Name=CRM, Value='{"rate_per_sec": "fast"', Overwrite=True)
+    # GIVEN garbage in the CRM document, stored before its AllowedPattern was deployed
+    store_past_allowed_pattern(cloud, CRM, '{"rate_per_sec": "fast"')
     # WHEN the operator sets one field, then every field
     partial = ctl("set", "downstreams/crm", "rate_per_sec=5", "--reason", REASON)
     whole = ctl("set", "downstreams/crm", "rate_per_sec=5", "burst=5", "max_concurrency=1", "--reason", REASON)
