@@ -36,7 +36,15 @@ from stacks.config import IngressConfig, ThrottleConfig
 from stacks.patterns.handler_function import retention_days
 
 # The access log line: one JSON object per request, with what an operator needs to tell a client's
-# 429 (its key, its tier's limit) from the stage's, and to join the line to the X-Ray trace.
+# 429 (its key, its tier's limit) from the stage's, and to join the line to the X-Ray trace. API
+# Gateway substitutes each variable as it is, without escaping, so only values no client writes go
+# in: a quote in a User-Agent (or a path, a header) would break the line's JSON, and the metric
+# filter that counts 429s from `$.status` would skip it. The request id joins the line to the
+# execution logs and the trace, which hold the rest.
+CLIENT_WRITTEN_CONTEXT_VARIABLES = (
+    "$context.identity.userAgent", "$context.identity.caller", "$context.identity.user", "$context.path",
+    "$context.identity.userArn", "$context.authorizer", "$context.requestOverride",
+)
 ACCESS_LOG_FIELDS = {
     "request_id": "$context.requestId",
     "time": "$context.requestTimeEpoch",
@@ -47,7 +55,6 @@ ACCESS_LOG_FIELDS = {
     "error": "$context.error.message",
     "api_key_id": "$context.identity.apiKeyId",
     "source_ip": "$context.identity.sourceIp",
-    "user_agent": "$context.identity.userAgent",
     "latency_ms": "$context.responseLatency",
     "integration_status": "$context.integration.status",
     "integration_latency_ms": "$context.integration.latency",

@@ -266,3 +266,34 @@ def test_a_throttle_for_a_route_the_api_lacks_fails_synth(cdk_context):
     with pytest.raises(Exception, match=r"ingress config throttles 'DELETE /payments/\{id\}', but the API has no such route"):
         app.synth()
 
+
+
+def access_log_problems(log_format: str) -> list[str]:
+    """Why an access log format could write a line that is not JSON: a variable a client writes, substituted
+    unescaped, or a format that is not a JSON object of strings to begin with."""
+    from stacks.patterns.throttled_api import CLIENT_WRITTEN_CONTEXT_VARIABLES
+
+    problems = [f"{variable} is written by the client and substituted unescaped"
+                for variable in CLIENT_WRITTEN_CONTEXT_VARIABLES
+                if re.search(re.escape(variable) + r"(?![A-Za-z0-9_])", log_format)]
+    try:
+        fields = json.loads(log_format)
+    except ValueError as error:
+        return [*problems, f"the format is not JSON: {error}"]
+    problems += [f"{name} is not a quoted value" for name, value in fields.items() if not isinstance(value, str)]
+    return problems
+
+
+def test_every_access_log_line_stays_json_whatever_a_client_sends(ingress):
+    # GIVEN the stage's access log format (the 429 metric filter reads $.status from each line)
+    (stage,) = ingress.find_resources("AWS::ApiGateway::Stage").values()
+    log_format = stage["Properties"]["AccessLogSetting"]["Format"]
+    # THEN it holds only values API Gateway writes, each in quotes
+    assert access_log_problems(log_format) == []
+    assert {"request_id", "status", "api_key_id", "xray_trace_id"} <= set(json.loads(log_format))
+
+
+def test_the_access_log_guard_catches_a_client_written_value():
+    log_format = json.dumps({"status": "$context.status", "user_agent": "$context.identity.userAgent"})
+    assert access_log_problems(log_format) == [
+        "$context.identity.userAgent is written by the client and substituted unescaped"]
