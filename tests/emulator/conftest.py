@@ -120,3 +120,22 @@ def store_past_allowed_pattern(cloud, name: str, value: str) -> None:
         cloud.client("ssm").put_parameter(Name=name, Value=value, Type="String", Overwrite=True)
     finally:
         moto_patches.apply_ssm_allowed_pattern()
+
+
+@pytest.fixture
+def breaker(cloud, payments) -> Iterator[Any]:
+    """The payment gateway's breaker, as alarms and operators move it; closed again (its item deleted) afterwards.
+
+    Needs the module's `payments` fixture (the deployed payment workflow's names, with `breaker_table`).
+    """
+    from throttling.circuit_breaker import BreakerPolicy
+    from throttling.dynamodb_limits import DynamoDbCircuitBreaker
+
+    dynamodb = cloud.client("dynamodb")
+    key = {"pk": {"S": "payment_gateway"}}
+    dynamodb.delete_item(TableName=payments["breaker_table"], Key=key)
+    yield DynamoDbCircuitBreaker(payments["breaker_table"], client=dynamodb, policy=BreakerPolicy())
+    dynamodb.delete_item(TableName=payments["breaker_table"], Key=key)
+    # Warm authorizers remember an open breaker until its open_until (by design: no read per call);
+    # deleting the item is an operator's force-close, so start them afresh as a redeploy would.
+    cloud.lambda_runtime.shutdown()

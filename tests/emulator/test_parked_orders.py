@@ -54,19 +54,6 @@ def skus(cloud, payments) -> list[str]:
     return names
 
 
-@pytest.fixture
-def breaker(cloud, payments) -> Iterator[Any]:
-    """The gateway's breaker as an alarm or an operator moves it; closed again (its item deleted) afterwards."""
-    from throttling.circuit_breaker import BreakerPolicy
-    from throttling.dynamodb_limits import DynamoDbCircuitBreaker
-
-    dynamodb = cloud.client("dynamodb")
-    dynamodb.delete_item(TableName=payments["breaker_table"], Key={"pk": {"S": BREAKER}})
-    yield DynamoDbCircuitBreaker(payments["breaker_table"], client=dynamodb, policy=BreakerPolicy())
-    dynamodb.delete_item(TableName=payments["breaker_table"], Key={"pk": {"S": BREAKER}})
-    # Warm authorizers remember an open breaker until its open_until; start them afresh, as a redeploy would.
-    cloud.lambda_runtime.shutdown()
-
 
 @pytest.fixture
 def queues(cloud, payments) -> Iterator[tuple[str, str]]:
