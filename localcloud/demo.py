@@ -86,27 +86,49 @@ def smoke(cloud: LocalCloud, stacks: dict[str, Any], simulators: dict[str, Downs
 
     section("4. An operator tunes the CRM through SSM, then someone writes garbage")
     cloud.lambda_runtime.shutdown()  # one warm environment from here on, so its memory of the last good value shows
-    ssm = cloud.client("ssm")
-    name = f"/throttling/{STAGE}/downstreams/crm"
-    seed = ssm.get_parameter(Name=name)["Parameter"]["Value"]
-    ssm.put_parameter(Name=name, Overwrite=True, Type="String",
-                      Value=json.dumps({"rate_per_sec": 4, "burst": 4, "max_concurrency": 1, "mode": "manual"}))
-    print(f"  after tuning:  {invoke_after_cache(cloud, crm_caller)}")
-    ssm.put_parameter(Name=name, Overwrite=True, Type="String", Value='{"rate_per_sec": "fast"')
-    print(f"  after garbage: {invoke_after_cache(cloud, crm_caller)}  (last good value kept, error logged)")
-    ssm.put_parameter(Name=name, Overwrite=True, Type="String", Value=seed)
+    for line in tune_then_break(cloud, crm_caller):
+        print(f"  {line}", flush=True)
 
     section("Done")
     print(f"  {len(cloud.lambda_runtime.invocations)} invocations ran the deployed handler code;"
           f" function logs are in {cloud.work_dir.relative_to(ROOT) / 'logs'}")
 
 
+def tune_then_break(cloud: LocalCloud, crm_caller: str) -> list[str]:
+    """An operator's tuning of the CRM, then two bad values: what Parameter Store and the caller make of each.
+
+    Text that is not JSON never reaches a reader (the tunables' AllowedPattern); JSON the caller cannot use
+    (a rate that is not a number) does, and the caller keeps the last good value. The seed is put back.
+    """
+    ssm = cloud.client("ssm")
+    name = f"/throttling/{STAGE}/downstreams/crm"
+    seed = ssm.get_parameter(Name=name)["Parameter"]["Value"]
+    lines = []
+    try:
+        ssm.put_parameter(Name=name, Overwrite=True, Type="String",
+                          Value=json.dumps({"rate_per_sec": 4, "burst": 4, "max_concurrency": 1, "mode": "manual"}))
+        lines.append(f"after tuning: {invoke_after_cache(cloud, crm_caller)}")
+        try:
+            ssm.put_parameter(Name=name, Overwrite=True, Type="String", Value='{"rate_per_sec": "fast"')
+            lines.append("text that is not JSON: stored (Parameter Store should have refused it)")
+        except ssm.exceptions.ParameterPatternMismatchException:
+            lines.append("text that is not JSON: refused by Parameter Store (the tunables' AllowedPattern)")
+        ssm.put_parameter(Name=name, Overwrite=True, Type="String",
+                          Value='{"rate_per_sec": "fast", "burst": 4, "max_concurrency": 1}')
+        lines.append(f"after a rate that is not a number: {invoke_after_cache(cloud, crm_caller)}"
+                     " (last good value kept, error logged)")
+    finally:
+        ssm.put_parameter(Name=name, Overwrite=True, Type="String", Value=seed)
+    return lines
+
+
 def invoke_after_cache(cloud: LocalCloud, function_name: str) -> Any:
     """Wait out the tunables cache (TUNABLES_CACHE_SEC) so the next call reads SSM afresh."""
     cache_sec = float(cloud.client("lambda").get_function_configuration(FunctionName=function_name)
                       ["Environment"]["Variables"]["TUNABLES_CACHE_SEC"])
-    print(f"  (waiting {cache_sec:.0f} s for the tunables cache)", flush=True)
-    time.sleep(cache_sec + 0.5)
+    if cache_sec:
+        print(f"  (waiting {cache_sec:.0f} s for the tunables cache)", flush=True)
+        time.sleep(cache_sec + 0.5)
     result, _ = invoke(cloud, function_name, {"path": "/users/1"})
     return result.get("tunables_in_force")
 

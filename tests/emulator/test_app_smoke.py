@@ -109,3 +109,22 @@ def test_operators_tune_through_ssm_and_a_bad_value_keeps_the_last_good(cloud, c
                       Value=json.dumps({"rate_per_sec": 500, "burst": 10, "max_concurrency": 2}))
     clamped, _ = invoke(cloud, crm_caller, {"path": "/users/5"})
     assert clamped["tunables_in_force"]["rate_per_sec"] == 10.0
+
+
+def test_the_demo_s_tuning_section(cloud, crm_caller, fresh_simulators):
+    from localcloud.demo import tune_then_break
+
+    # GIVEN the deployed CRM caller (its tunables read fresh: the emulator's stage caches for 0 s)
+    ssm = cloud.client("ssm")
+    before = ssm.get_parameter(Name="/throttling/dev/downstreams/crm")["Parameter"]["Value"]
+    # WHEN the demo's operator tunes it, then writes text that is not JSON, then JSON it cannot use
+    lines = tune_then_break(cloud, crm_caller)
+    # THEN the tuning is in force, Parameter Store refuses the text, and the caller keeps the tuning
+    tuned = {"burst": 4, "max_concurrency": 1, "mode": "manual", "rate_per_sec": 4.0}
+    assert lines == [
+        f"after tuning: {tuned}",
+        "text that is not JSON: refused by Parameter Store (the tunables' AllowedPattern)",
+        f"after a rate that is not a number: {tuned} (last good value kept, error logged)",
+    ]
+    # AND the document is back as it was
+    assert ssm.get_parameter(Name="/throttling/dev/downstreams/crm")["Parameter"]["Value"] == before
