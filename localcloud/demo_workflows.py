@@ -493,8 +493,9 @@ def run_payments(
     others = len(ended) - paid - still_parked - declined_count
     stats = gateway.stats()
     return (
-        f"payments: {len(batch)} orders, {paid} paid, {declined_count} declined, {still_parked} parked"
-        + (f" ({resumed} resumed once the breaker closed)" if to_park else "")
+        f"payments: {len(batch)} orders, {paid} paid, {declined_count} declined"
+        + (f" ({len(to_park)} parked while the breaker was open, {resumed} resumed once it closed)" if to_park else "")
+        + (f", {still_parked} still parked" if still_parked else "")
         + (f", {others} failed otherwise" if others else "")
         + f", peak {stats['max_in_1s_window_all']} req/s at the gateway (limit {_number(gateway.profile.rate_per_sec)},"
         f" burst {gateway.profile.burst}), {stats['by_status'].get(429, 0)} answered 429"
