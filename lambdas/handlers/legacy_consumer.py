@@ -2,16 +2,24 @@
 
 Event: a batch from the queue's event-source mapping (`ReportBatchItemFailures` on). Each message
 body is a record `{"record_id": "...", "payload": ...}` (published by `legacy_publish.asl.json`).
-Answer: `{"batchItemFailures": [...]}`: only the records not delivered return to the queue.
+Answer: `{"batchItemFailures": [...]}`: only the records to try again return to the queue; the
+mapping deletes the others (delivered, or dead-lettered by this function).
 
 Per record, in order (Powertools' `BatchProcessor`, so one bad record fails alone):
 1. Parse. A body that is not a record the mainframe's contract can carry is a poison message: not
    JSON, or a record whose `record_id` is not 1-128 characters of `A-Za-z0-9_.:-` (it travels as the
    Idempotency-Key header: a newline or an emoji cannot), whose payload nests deeper than
    `MAX_PAYLOAD_DEPTH` or holds NaN, Infinity or text that is not Unicode (JSON and UTF-8 carry
-   neither). It fails, its reason is logged, and its visibility is set to 0 so it comes straight
-   back and reaches the dead-letter queue after `QUEUE_MAX_RECEIVE_COUNT` receives in seconds
-   instead of after that many visibility timeouts. No token and no mainframe call is spent on it.
+   neither). No retry can fix it, so it is not retried, even behind an earlier refusal: this
+   function sends it to `DEAD_LETTER_QUEUE_URL` at once, its body unchanged, its own message
+   attributes kept and the reason beside them (`error`, `source_queue_arn`, `source_message_id`,
+   `receive_count`), and it is deleted from the queue like a delivered record. If that send fails
+   (SQS refuses it: more than 10 attributes in all, or over the queue's size with them; throttling;
+   an outage), nothing is lost: it fails, and its visibility is set to 0 so it comes straight back
+   and SQS moves it to the dead-letter queue itself after `QUEUE_MAX_RECEIVE_COUNT` receives, in
+   seconds, without the reason attributes. Either way no token and no mainframe call is spent on
+   it; the log line and the metric (`PoisonRecordsDeadLettered`, `PoisonRecordsReturnedToQueue`)
+   say which happened. An invocation that fails after the send (a timeout) may dead-letter it twice.
    The API's `LegacyRecord` model states the same contract (a contract test keeps them equal).
 2. Take one token for the bucket `legacy_mainframe` from the shared limiter (the same bucket every
    caller of the mainframe uses, so the rate holds across all concurrent batches). A refusal is
@@ -36,6 +44,7 @@ tried again, one mainframe call per receive, until the dead-letter queue).
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -79,10 +88,13 @@ RECORD_ID_PATTERN = r"[A-Za-z0-9_.:-]{1,128}"
 _RECORD_ID = re.compile(RECORD_ID_PATTERN)
 # The payload (an object: level 1) nests at most this deep; the API's model bounds it alike.
 MAX_PAYLOAD_DEPTH = 8
+# A poison message's reason, as its dead letter carries it in the `error` attribute.
+REASON_MAX_CHARS = 1000
 
 DOWNSTREAM = os.environ["DOWNSTREAM_NAME"]
 RECORDS_TABLE_NAME = os.environ["RECORDS_TABLE_NAME"]
 QUEUE_URL = os.environ["QUEUE_URL"]
+DEAD_LETTER_QUEUE_URL = os.environ["DEAD_LETTER_QUEUE_URL"]
 MAX_RECEIVE_COUNT = int(os.environ.get("QUEUE_MAX_RECEIVE_COUNT", "0")) or None
 STATUS_RETENTION_SEC = int(os.environ.get("STATUS_RETENTION_DAYS", "30")) * 86_400
 CONTRACT_RATE_PER_SEC = float(os.environ["DOWNSTREAM_RATE_LIMIT_PER_SEC"])
@@ -211,6 +223,30 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return response
 
 
+def dead_letter_attributes(record: SQSRecord, reason: str, receive_count: int) -> dict[str, dict[str, Any]]:
+    """The message's own attributes as `SendMessage` takes them, with why and where from beside them.
+
+    The producer's attributes (the API's `correlation_id`) stay, so a redriven message is the one it
+    sent; the reason's names replace any of the producer's that share them.
+    """
+    attributes = {name: _sendable_attribute(value) for name, value in (record.get("messageAttributes") or {}).items()}
+    attributes.update({
+        "error": {"DataType": "String", "StringValue": reason[:REASON_MAX_CHARS]},
+        "source_queue_arn": {"DataType": "String", "StringValue": record.event_source_arn},
+        "source_message_id": {"DataType": "String", "StringValue": record.message_id},
+        "receive_count": {"DataType": "Number", "StringValue": str(receive_count)},
+    })
+    return attributes
+
+
+def _sendable_attribute(value: dict[str, Any]) -> dict[str, Any]:
+    """Lambda's event shape of a message attribute (`binaryValue` base64-encoded) in `SendMessage`'s."""
+    data_type = value["dataType"]
+    if data_type.split(".")[0] == "Binary":
+        return {"DataType": data_type, "BinaryValue": base64.b64decode(value.get("binaryValue") or "")}
+    return {"DataType": data_type, "StringValue": value.get("stringValue") or ""}
+
+
 def correlation_id_of(record: SQSRecord) -> str:
     """The id that joins this record's logs and its mainframe call to where it came from.
 
@@ -234,6 +270,7 @@ class Batch:
         self.postpone_after_sec: float | None = None
         self.new_visibility: list[tuple[SQSRecord, int]] = []
         self.delivered = 0
+        self.dead_lettered = 0
 
     def handle(self, record: SQSRecord) -> str:
         try:
@@ -249,21 +286,14 @@ class Batch:
 
     def _handle(self, record: SQSRecord) -> str:
         receive_count = int(record.attributes.approximate_receive_count or "1")
-        if self.postpone_after_sec is not None:
-            self._postpone(record, receive_count)
-            raise Postponed(f"postponed behind an earlier refusal (retry after {self.postpone_after_sec:.3f} s)")
         try:
             item = parse_record(record.body)
         except PoisonRecord as error:
-            metrics.add_metric(name="PoisonRecords", unit=MetricUnit.Count, value=1)
-            logger.error(
-                "poison message: it fails alone and reaches the dead-letter queue after its receive count",
-                extra={"message_id": record.message_id, "error": str(error), "receive_count": receive_count,
-                       "max_receive_count": MAX_RECEIVE_COUNT, "body_preview": (record.body or "")[:200]},
-            )
-            # Retrying cannot fix it: straight back, so its receive count runs out in seconds.
-            self.new_visibility.append((record, 0))
-            raise
+            # Before any postponement: waiting cannot fix it, and it needs no token.
+            return self._dead_letter(record, receive_count, error)
+        if self.postpone_after_sec is not None:
+            self._postpone(record, receive_count)
+            raise Postponed(f"postponed behind an earlier refusal (retry after {self.postpone_after_sec:.3f} s)")
 
         wait_sec = self._take_token()
         if wait_sec is not None:
@@ -298,6 +328,30 @@ class Batch:
         self.delivered += 1
         return item.record_id
 
+    def _dead_letter(self, record: SQSRecord, receive_count: int, error: PoisonRecord) -> str:
+        """Send a poison message to the dead-letter queue with its reason (it is then deleted from the queue);
+        if SQS will not take it there, fail it with visibility 0, so SQS moves it after its receive count."""
+        metrics.add_metric(name="PoisonRecords", unit=MetricUnit.Count, value=1)
+        context = {"message_id": record.message_id, "error": str(error), "receive_count": receive_count,
+                   "body_preview": (record.body or "")[:200]}
+        try:
+            answer = sqs.send_message(QueueUrl=DEAD_LETTER_QUEUE_URL, MessageBody=record.body,
+                                      MessageAttributes=dead_letter_attributes(record, str(error), receive_count))
+        except Exception as send_error:  # noqa: BLE001 - whatever SQS answered, the message must not be lost
+            metrics.add_metric(name="PoisonRecordsReturnedToQueue", unit=MetricUnit.Count, value=1)
+            logger.error(
+                "poison message: the dead-letter queue did not take it, so it comes straight back and SQS moves it "
+                "there after its receive count",
+                extra={**context, "max_receive_count": MAX_RECEIVE_COUNT, "send_error": repr(send_error)[:500]},
+            )
+            self.new_visibility.append((record, 0))
+            raise error from None
+        metrics.add_metric(name="PoisonRecordsDeadLettered", unit=MetricUnit.Count, value=1)
+        logger.error("poison message: sent to the dead-letter queue with its reason, and deleted from the queue",
+                     extra={**context, "dead_letter_message_id": answer.get("MessageId")})
+        self.dead_lettered += 1
+        return "dead-lettered"
+
     def change_visibilities(self) -> None:
         """Apply the postponements and poison fast-tracks; a failure leaves the queue's visibility timeout."""
         for start in range(0, len(self.new_visibility), VISIBILITY_BATCH_MAX):
@@ -316,11 +370,13 @@ class Batch:
 
     def summary(self) -> dict[str, Any]:
         postponed = [seconds for _, seconds in self.new_visibility if seconds > 0]
+        returned = len(self.new_visibility) - len(postponed)
         return {
             "delivered": self.delivered,
             "postponed": len(postponed),
             "postponed_for_sec": max(postponed, default=0),
-            "poison": len(self.new_visibility) - len(postponed),
+            "poison": self.dead_lettered + returned,
+            "dead_lettered": self.dead_lettered,
         }
 
     def _postpone(self, record: SQSRecord, receive_count: int) -> int:

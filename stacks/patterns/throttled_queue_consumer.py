@@ -39,7 +39,10 @@ class ThrottledQueueConsumer(Construct):
     The handler is expected to take one token per record from the shared limiter and to report
     partial batch failures (`ReportBatchItemFailures` is always on), so one bad record fails alone.
     The construct adds `QUEUE_URL` and `QUEUE_MAX_RECEIVE_COUNT` to the function's environment,
-    so the handler can postpone records (`ChangeMessageVisibility`) and tell a last attempt.
+    so the handler can postpone records (`ChangeMessageVisibility`) and tell a last attempt, and
+    `DEAD_LETTER_QUEUE_URL` with the right to send there (`grant_send_messages`) and no other, so
+    it can dead-letter a message no retry can fix at once, with its reason, instead of failing it
+    until its receive count runs out.
 
     Pitfalls of SQS event sources, and how this construct designs around them:
 
@@ -72,6 +75,9 @@ class ThrottledQueueConsumer(Construct):
 
         aws sqs start-message-move-task --source-arn <dead_letter_queue arn> --destination-arn <queue arn>
         aws sqs list-message-move-tasks --source-arn <dead_letter_queue arn>
+
+    Always name the destination: without one, a task returns each message to the queue SQS moved it
+    from, and a message the handler sent to the dead-letter queue itself was never moved by SQS.
 
     `grant_redrive(role)` gives an operator role or a redrive function exactly these permissions.
 
@@ -176,9 +182,12 @@ class ThrottledQueueConsumer(Construct):
                 **(environment or {}),
                 "QUEUE_URL": self.queue.queue_url,
                 "QUEUE_MAX_RECEIVE_COUNT": str(max_receive_count),
+                "DEAD_LETTER_QUEUE_URL": self.dead_letter_queue.queue_url,
             },
         )
         self.function = self.handler_function.function
+        # Sending only (with CDK's GetQueueAttributes and GetQueueUrl): the handler never reads dead letters.
+        self.dead_letter_queue.grant_send_messages(self.function)
         # Also grants the consumer ReceiveMessage, DeleteMessage and ChangeMessageVisibility on the queue.
         self.event_source = event_sources.SqsEventSource(
             self.queue,

@@ -310,7 +310,7 @@ def test_both_legacy_queues_refuse_plain_http(buffers):
 def test_the_legacy_consumer_is_wired_to_the_mainframe_its_limiter_bucket_and_its_queue(buffers, legacy_consumer):
     from throttling.tunables import parse_tunables
 
-    (source_id, _), _ = _legacy_queues(buffers)
+    (source_id, _), (dead_id, _) = _legacy_queues(buffers)
     _, function = legacy_consumer
     env = function["Properties"]["Environment"]["Variables"]
     names = ("DOWNSTREAM_NAME", "DOWNSTREAM_BASE_URL", "DOWNSTREAM_RATE_LIMIT_PER_SEC", "DOWNSTREAM_BURST",
@@ -330,6 +330,8 @@ def test_the_legacy_consumer_is_wired_to_the_mainframe_its_limiter_bucket_and_it
     assert "TunablesDownstreamsLegacyMainframe" in json.dumps(env["TUNABLES_PARAMETER_NAME"])
     assert "RateLimiterTable" in json.dumps(env["RATE_LIMITER_TABLE_NAME"])
     assert referenced_ids(env["QUEUE_URL"]) == {source_id}
+    # AND it knows its dead-letter queue, where it sends a poison message itself
+    assert referenced_ids(env["DEAD_LETTER_QUEUE_URL"]) == {dead_id}
 
 
 def test_the_legacy_consumer_may_take_tokens_read_its_tunables_consume_its_queue_and_write_statuses(
@@ -337,7 +339,7 @@ def test_the_legacy_consumer_may_take_tokens_read_its_tunables_consume_its_queue
 ):
     function_id, function = legacy_consumer
     (role,) = referenced_ids(function["Properties"]["Role"])
-    (source_id, _), _ = _legacy_queues(buffers)
+    (source_id, _), (dead_id, _) = _legacy_queues(buffers)
     (records_table,) = buffers.find_resources("AWS::DynamoDB::Table")
     statements = [
         statement
@@ -346,15 +348,22 @@ def test_the_legacy_consumer_may_take_tokens_read_its_tunables_consume_its_queue
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]
         if statement["Resource"] != "*"  # X-Ray (no resource-level permissions)
     ]
+    sqs_statements = {frozenset(referenced_ids(s["Resource"])): s for s in statements
+                      if _list(s["Action"])[0].startswith("sqs:")}
     by_service = {sorted(_list(s["Action"]))[0].split(":")[0]: s for s in statements}
+    by_service["sqs"] = sqs_statements.pop(frozenset({source_id}))
     assert sorted(by_service) == ["dynamodb", "logs", "sqs", "ssm"]
     # one conditional UpdateItem on the limiter (imported) and on the records table; no read, no scan
     assert by_service["dynamodb"]["Action"] == "dynamodb:UpdateItem"
     assert referenced_ids(by_service["dynamodb"]["Resource"]) == {records_table}
     assert "RateLimiterTable" in json.dumps(by_service["dynamodb"]["Resource"])
-    # its own queue only, including ChangeMessageVisibility for postponements
+    # its own queue, including ChangeMessageVisibility for postponements
     assert "sqs:ChangeMessageVisibility" in by_service["sqs"]["Action"]
     assert referenced_ids(by_service["sqs"]["Resource"]) == {source_id}
+    # and its dead-letter queue, where it may send a poison message and nothing else (no receive, no delete)
+    assert list(sqs_statements) == [frozenset({dead_id})]
+    assert sorted(sqs_statements[frozenset({dead_id})]["Action"]) == [
+        "sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"]
     # the mainframe's tunables only
     assert "TunablesDownstreamsLegacyMainframe" in json.dumps(by_service["ssm"]["Resource"])
     assert "ssm:PutParameter" not in by_service["ssm"]["Action"]

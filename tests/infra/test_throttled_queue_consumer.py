@@ -89,6 +89,22 @@ def test_grant_redrive_lets_an_operator_move_dead_letters_back_and_nothing_else(
     assert not any(action in actions for action in ("sqs:*", "sqs:PurgeQueue", "sqs:DeleteQueue"))
 
 
+def test_the_handler_may_send_to_its_dead_letter_queue_and_knows_where_it_is():
+    # GIVEN a consumer on its own
+    stack, consumer = build()
+    template = Template.from_stack(stack).to_json()
+    dead_letter_id = stack.get_logical_id(consumer.dead_letter_queue.node.default_child)
+    (function,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::Lambda::Function"]
+    # THEN its environment names the dead-letter queue's URL
+    assert function["Properties"]["Environment"]["Variables"]["DEAD_LETTER_QUEUE_URL"] == {"Ref": dead_letter_id}
+    # AND its role may send there, and do nothing else there: no receive, no delete, no move task
+    statements = [s for r in template["Resources"].values() if r["Type"] == "AWS::IAM::Policy"
+                  for s in r["Properties"]["PolicyDocument"]["Statement"]]
+    on_dead_letters = [s for s in statements if s["Resource"] == {"Fn::GetAtt": [dead_letter_id, "Arn"]}]
+    assert [sorted(s["Action"]) for s in on_dead_letters] == [
+        ["sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"]]
+
+
 def test_metrics_watch_the_backlog_its_age_and_the_dead_letters():
     _, consumer = build()
     assert consumer.metric_backlog().metric_name == "ApproximateNumberOfMessagesVisible"

@@ -34,6 +34,7 @@ ENVIRONMENT = {
     "RATE_LIMITER_TABLE_NAME": "limiter",
     "RECORDS_TABLE_NAME": "records",
     "QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/legacy",
+    "DEAD_LETTER_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/legacy-dead-letters",
     "QUEUE_MAX_RECEIVE_COUNT": "20",
     "POWERTOOLS_SERVICE_NAME": "legacy_mainframe-consumer",
     "POWERTOOLS_METRICS_NAMESPACE": "Test",
@@ -183,14 +184,25 @@ class FakeMainframe:
 
 @dataclass
 class FakeAws:
-    """Stands in for both the SQS and the DynamoDB client: records what the handler asked for."""
+    """Stands in for both the SQS and the DynamoDB client: records what the handler asked for.
+
+    `send_error` is raised by every `SendMessage` (as boto3 raises SQS's refusal), after recording it.
+    """
 
     visibility_calls: list[dict] = field(default_factory=list)
     updates: list[dict] = field(default_factory=list)
+    sent: list[dict] = field(default_factory=list)
+    send_error: Exception | None = None
 
     def change_message_visibility_batch(self, **request):
         self.visibility_calls.append(request)
         return {"Successful": [{"Id": e["Id"]} for e in request["Entries"]], "Failed": []}
+
+    def send_message(self, **request):
+        self.sent.append(request)
+        if self.send_error is not None:
+            raise self.send_error
+        return {"MessageId": f"dead-{len(self.sent)}", "MD5OfMessageBody": "x"}
 
     def update_item(self, **request):
         self.updates.append(request)
@@ -249,33 +261,131 @@ def failures(response: dict) -> list[str]:
     return [f["itemIdentifier"] for f in response["batchItemFailures"]]
 
 
-def test_a_poison_message_fails_alone_and_comes_straight_back(consumer, fakes):
+def emitted_metrics(capsys) -> dict[str, float]:
+    """What the invocations so far published (Powertools' EMF lines on stdout), summed per metric."""
+    totals: dict[str, float] = {}
+    for line in capsys.readouterr().out.splitlines():
+        if '"_aws"' not in line:
+            continue
+        document = json.loads(line)
+        for directive in document["_aws"]["CloudWatchMetrics"]:
+            for metric in directive["Metrics"]:
+                values = document[metric["Name"]]
+                totals[metric["Name"]] = totals.get(metric["Name"], 0) + sum(values if isinstance(values, list)
+                                                                             else [values])
+    return totals
+
+
+def test_a_poison_message_goes_to_the_dead_letter_queue_at_once_with_its_reason(consumer, fakes, capsys):
     limiter, mainframe, aws, _ = fakes
     # WHEN a batch holds a malformed body between two records
-    response = consumer.handler(sqs_event(record("r-0"), "{oops", record("r-2")), FakeContext())
-    # THEN only it fails; the records are sent with their id as Idempotency-Key and marked delivered
-    assert failures(response) == ["m-1"]
+    response = consumer.handler(sqs_event(record("r-0"), "{oops", record("r-2"), receive_count=1), FakeContext())
+    # THEN nothing fails: the records are sent with their id as Idempotency-Key and marked delivered ...
+    assert failures(response) == []
     assert [(rid, headers["Idempotency-Key"]) for rid, headers in mainframe.calls] == [("r-0", "r-0"), ("r-2", "r-2")]
     assert aws.statuses() == {"r-0": "delivered", "r-2": "delivered"}
-    # AND it spent no token, and its visibility is 0 so its receive count runs out at once
+    # ... and the malformed body is in the dead-letter queue after its first receive, unchanged, with why,
+    # where from, which message and which receive (so the mapping deletes it from the queue)
+    (dead,) = aws.sent
+    assert (dead["QueueUrl"], dead["MessageBody"]) == (ENVIRONMENT["DEAD_LETTER_QUEUE_URL"], "{oops")
+    attributes = dead["MessageAttributes"]
+    assert attributes["error"]["DataType"] == "String"
+    assert attributes["error"]["StringValue"].startswith("the body is not JSON (Expecting property name")
+    assert attributes["source_queue_arn"] == {"DataType": "String",
+                                              "StringValue": "arn:aws:sqs:us-east-1:123456789012:legacy"}
+    assert attributes["source_message_id"] == {"DataType": "String", "StringValue": "m-1"}
+    assert attributes["receive_count"] == {"DataType": "Number", "StringValue": "1"}
+    # AND it spent no token and changed no visibility
     assert limiter.calls == 2
-    assert aws.new_visibilities() == {"h-1": 0}
+    assert aws.new_visibilities() == {}
+    # AND the metrics say it was poison and went to the dead-letter queue
+    metrics = emitted_metrics(capsys)
+    assert (metrics["PoisonRecords"], metrics["PoisonRecordsDeadLettered"]) == (1, 1)
+    assert "PoisonRecordsReturnedToQueue" not in metrics
 
 
-def test_records_the_mainframe_cannot_carry_fail_alone_before_any_token_or_call(consumer, fakes):
+def test_records_the_mainframe_cannot_carry_are_dead_lettered_before_any_token_or_call(consumer, fakes):
     limiter, mainframe, aws, _ = fakes
     # GIVEN a batch where an id with a newline, an id with an emoji, a too-deep payload and NaN sit between records
     poison = ['{"record_id": "r-1\\n", "payload": {}}', '{"record_id": "r-\\ud83d\\ude00", "payload": {}}',
               '{"record_id": "r-deep", "payload": ' + "[" * 900 + "]" * 900 + "}",
               '{"record_id": "r-nan", "payload": {"x": NaN}}']
-    response = consumer.handler(sqs_event(record("r-0"), *poison, record("r-5")), FakeContext())
-    # THEN the four fail, and come straight back (visibility 0) towards the dead-letter queue
-    assert failures(response) == ["m-1", "m-2", "m-3", "m-4"]
-    assert aws.new_visibilities() == {"h-1": 0, "h-2": 0, "h-3": 0, "h-4": 0}
+    response = consumer.handler(sqs_event(record("r-0"), *poison, record("r-5"), receive_count=3), FakeContext())
+    # THEN none of the four fails: each is in the dead-letter queue, body unchanged, with its own reason
+    assert failures(response) == [] and aws.new_visibilities() == {}
+    assert [dead["MessageBody"] for dead in aws.sent] == poison
+    reasons = [dead["MessageAttributes"]["error"]["StringValue"] for dead in aws.sent]
+    assert [reason.split(" (")[0].split(",")[0] for reason in reasons] == [
+        "record_id must be 1-128 characters of A-Z", "record_id must be 1-128 characters of A-Z",
+        "the body nests 901 levels deep; a record's payload may nest at most 8",
+        "the body holds NaN"]
+    assert {dead["MessageAttributes"]["receive_count"]["StringValue"] for dead in aws.sent} == {"3"}
     # AND the records around them were delivered, with one token each: none was spent on the poison
     assert [rid for rid, _ in mainframe.calls] == ["r-0", "r-5"]
     assert limiter.calls == 2
     assert aws.statuses() == {"r-0": "delivered", "r-5": "delivered"}
+
+
+def test_a_dead_letter_keeps_the_producer_s_attributes_beside_its_reason(consumer, fakes):
+    _, _, aws, _ = fakes
+    # GIVEN a poison message posted through the API (its request id) with a binary attribute and one named "error"
+    event = sqs_event("not a record")
+    event["Records"][0]["messageAttributes"] = {
+        "correlation_id": {"stringValue": "api-request-7", "stringListValues": [], "binaryListValues": [],
+                           "dataType": "String"},
+        "signature": {"binaryValue": "AAEC/w==", "stringListValues": [], "binaryListValues": [],
+                      "dataType": "Binary.sig"},
+        "error": {"stringValue": "the producer's own", "stringListValues": [], "binaryListValues": [],
+                  "dataType": "String"},
+    }
+    # WHEN it is handled
+    consumer.handler(event, FakeContext())
+    # THEN its dead letter carries the producer's attributes as SendMessage takes them, the reason replacing "error"
+    (dead,) = aws.sent
+    attributes = dead["MessageAttributes"]
+    assert attributes["correlation_id"] == {"DataType": "String", "StringValue": "api-request-7"}
+    assert attributes["signature"] == {"DataType": "Binary.sig", "BinaryValue": b"\x00\x01\x02\xff"}
+    assert attributes["error"]["StringValue"].startswith("the body is not JSON")
+    assert set(attributes) == {"correlation_id", "signature", "error", "source_queue_arn", "source_message_id",
+                               "receive_count"}
+
+
+def test_a_poison_message_the_dead_letter_queue_refuses_comes_straight_back_and_nothing_is_lost(
+    consumer, fakes, capsys, caplog
+):
+    from botocore.exceptions import ClientError
+
+    limiter, mainframe, aws, _ = fakes
+    # GIVEN a dead-letter queue that refuses the send (SQS's answer to an 11th message attribute)
+    aws.send_error = ClientError({"Error": {"Code": "InvalidParameterValue", "Message": "Number of message "
+                                            "attributes [11] exceeds the allowed maximum [10]."}}, "SendMessage")
+    # WHEN a batch holds a malformed body between two records
+    response = consumer.handler(sqs_event(record("r-0"), "{oops", record("r-2")), FakeContext())
+    # THEN the send was tried once, and the poison message fails with visibility 0: it comes straight back,
+    # so SQS moves it to the dead-letter queue after its receive count, in seconds
+    assert len(aws.sent) == 1
+    assert failures(response) == ["m-1"]
+    assert aws.new_visibilities() == {"h-1": 0}
+    # AND the records around it were delivered with one token each
+    assert [rid for rid, _ in mainframe.calls] == ["r-0", "r-2"] and limiter.calls == 2
+    # AND the log and the metrics say it went back to the queue, and why
+    (logged,) = [r for r in caplog.records if r.getMessage().startswith("poison message")]
+    assert logged.getMessage().startswith("poison message: the dead-letter queue did not take it")
+    assert "exceeds the allowed maximum [10]" in logged.send_error and "not JSON" in logged.error
+    metrics = emitted_metrics(capsys)
+    assert (metrics["PoisonRecords"], metrics["PoisonRecordsReturnedToQueue"]) == (1, 1)
+    assert "PoisonRecordsDeadLettered" not in metrics
+
+
+def test_a_poison_message_behind_a_refusal_is_dead_lettered_not_postponed(consumer, fakes):
+    _, mainframe, aws, _ = fakes
+    mainframe.errors["r-0"] = DownstreamThrottled({"status": 429, "retry_after_sec": 4.2})
+    # WHEN the first record is answered 429 and a poison message and a record follow it
+    response = consumer.handler(sqs_event(record("r-0"), "{oops", record("r-2")), FakeContext())
+    # THEN the two records are postponed by the Retry-After, and the poison message is dead-lettered now
+    assert failures(response) == ["m-0", "m-2"]
+    assert aws.new_visibilities() == {"h-0": 5, "h-2": 5}
+    assert [dead["MessageBody"] for dead in aws.sent] == ["{oops"]
 
 
 def test_a_429_postpones_that_record_and_the_rest_by_the_retry_after(consumer, fakes):
@@ -352,9 +462,13 @@ def test_a_rejected_record_fails_alone_and_the_batch_goes_on(consumer, fakes):
 
 
 def test_a_batch_of_only_failures_is_answered_not_raised(consumer, fakes):
-    # A raised error would fail the whole batch and leave the poison message at the visibility timeout
+    # GIVEN a dead-letter queue that cannot be reached, so two poison messages are failures
+    _, _, aws, _ = fakes
+    aws.send_error = ConnectionError("sqs unreachable")
+    # A raised error would fail the whole batch and leave the poison messages at the visibility timeout
     response = consumer.handler(sqs_event("{oops", "nope"), FakeContext())
     assert failures(response) == ["m-0", "m-1"]
+    assert aws.new_visibilities() == {"h-0": 0, "h-1": 0}
 
 
 def test_the_mainframe_call_carries_the_api_request_id_or_else_the_message_id(consumer, fakes):
