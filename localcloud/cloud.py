@@ -126,6 +126,7 @@ class LocalCloud:
             moto_patches.apply_cloudformation_bucket_deletion(),
             moto_patches.apply_s3_versioning_from_cloudformation(),
             moto_patches.apply_ssm_allowed_pattern(),
+            moto_patches.apply_sqs_message_limits(),
             self.faults.install(),
         ]
         self.lambda_runtime = LambdaRuntime(endpoint_url=self.endpoint_url, region=self.region, work_dir=self.work_dir,

@@ -498,3 +498,54 @@ def test_dynamodb_numbers_keep_38_digits_and_refuse_more_only_with_the_fix(cloud
     # THEN with the fix the sum is exact, as DynamoDB keeps it, and 39 digits are refused as DynamoDB refuses them
     assert stored == "1700000000.1234567890123456781"
     assert refused == {"Code": "ValidationException", "Message": moto_patches.DYNAMODB_TOO_MANY_DIGITS}
+
+
+def attributes(count: int) -> dict:
+    return {f"a{i}": {"DataType": "String", "StringValue": "v"} for i in range(count)}
+
+
+@pytest.mark.parametrize("patched", [False, True], ids=["moto-alone", "patched"])
+def test_sqs_refuses_an_eleventh_attribute_and_a_message_over_its_size_with_its_attributes_only_with_the_fix(
+    cloud, patched
+):
+    # GIVEN a queue taking messages of at most 1,024 bytes (SQS's smallest MaximumMessageSize)
+    sqs = cloud.client("sqs")
+    url = sqs.create_queue(QueueName=f"limits-{uuid.uuid4().hex[:8]}", Attributes={"MaximumMessageSize": "1024"})[
+        "QueueUrl"]
+    # ten one-letter attributes: 2 + 6 + 1 bytes each, 90 in all
+    exactly_full = "x" * (1024 - 90)
+    refused_sends = {
+        "eleven attributes": {"MessageBody": "x", "MessageAttributes": attributes(11)},
+        "a body that fits, with its attribute, does not": {"MessageBody": "x" * 1020,
+                                                           "MessageAttributes": attributes(1)},
+        "600 characters of 2 bytes each": {"MessageBody": "\u00e9" * 600},
+    }
+    if not patched:
+        moto_patches.remove_sqs_message_limits()
+    try:
+        outcomes = {}
+        for name, send in refused_sends.items():
+            try:
+                sqs.send_message(QueueUrl=url, **send)
+                outcomes[name] = "queued"
+            except ClientError as error:
+                outcomes[name] = error.response["Error"]["Message"]
+        # WHEN a message exactly at the limit with ten attributes is sent THEN it is queued either way
+        sqs.send_message(QueueUrl=url, MessageBody=exactly_full, MessageAttributes=attributes(10))
+    finally:
+        moto_patches.apply_sqs_message_limits()
+    queued = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
+    if not patched:
+        # THEN moto alone queues all three, though SQS refuses each
+        assert outcomes == dict.fromkeys(refused_sends, "queued")
+        assert queued["ApproximateNumberOfMessages"] == "4"
+        return
+    # THEN with the fix each is refused with SQS's message, and only the message at the limit is queued
+    assert outcomes == {
+        "eleven attributes": "Number of message attributes [11] exceeds the allowed maximum [10].",
+        "a body that fits, with its attribute, does not":
+            "One or more parameters are invalid. Reason: Message must be shorter than 1024 bytes.",
+        "600 characters of 2 bytes each":
+            "One or more parameters are invalid. Reason: Message must be shorter than 1024 bytes.",
+    }
+    assert queued["ApproximateNumberOfMessages"] == "1"
