@@ -11,6 +11,7 @@ instead (the same code and sizing rules, five times faster) and gives the simula
 from __future__ import annotations
 
 import functools
+import io
 import json
 import time
 from collections import Counter
@@ -109,10 +110,14 @@ def _set_enabled(cloud, uuid: str, enabled: bool) -> None:
     cloud.event_sources.sync()
 
 
-def send(cloud, queue_url: str, bodies: list[str]) -> list[str]:
-    """Send the bodies in one call (so a poller finds them together); return their message ids in order."""
-    answer = cloud.client("sqs").send_message_batch(
-        QueueUrl=queue_url, Entries=[{"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies)])
+def send(cloud, queue_url: str, bodies: list[str], attributes: dict[int, dict[str, str]] | None = None) -> list[str]:
+    """Send the bodies in one call (so a poller finds them together), the i-th with `attributes[i]` (string
+    message attributes) if given; return their message ids in order."""
+    entries = [{"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies)]
+    for index, named in (attributes or {}).items():
+        entries[index]["MessageAttributes"] = {name: {"DataType": "String", "StringValue": value}
+                                               for name, value in named.items()}
+    answer = cloud.client("sqs").send_message_batch(QueueUrl=queue_url, Entries=entries)
     assert not answer.get("Failed"), answer
     by_entry = {entry["Id"]: entry["MessageId"] for entry in answer["Successful"]}
     return [by_entry[str(i)] for i in range(len(bodies))]
@@ -163,28 +168,52 @@ def consumer_log(cloud, legacy) -> list[dict[str, Any]]:
     return [entry for entry in entries if "message" in entry and "level" in entry]
 
 
+def reason_attributes(message: dict[str, Any]) -> dict[str, str]:
+    """A received message's attributes, name -> value."""
+    return {name: value["StringValue"] for name, value in message.get("MessageAttributes", {}).items()}
+
+
+def consumer_metrics(cloud, legacy, since_line: int = 0) -> Counter[str]:
+    """How many data points of each metric the consumer emitted (Powertools' EMF lines) after line `since_line`."""
+    path = cloud.lambda_runtime.log_path(legacy["consumer_name"])
+    counts: Counter[str] = Counter()
+    for line in (path.read_text().splitlines() if path.exists() else [])[since_line:]:
+        if line.startswith("{") and '"_aws"' in line:
+            document = json.loads(line)
+            for definition in document["_aws"]["CloudWatchMetrics"][0]["Metrics"]:
+                value = document[definition["Name"]]
+                counts[definition["Name"]] += len(value) if isinstance(value, list) else 1
+    return counts
+
+
+def log_lines(cloud, legacy) -> int:
+    path = cloud.lambda_runtime.log_path(legacy["consumer_name"])
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
 def records_sent(mainframe) -> Counter[str]:
     """Idempotency-Key -> how many times the mainframe answered it 2xx."""
     return Counter(request.headers.get("Idempotency-Key") for request in mainframe.requests
                    if request.path == "/records" and 200 <= request.status < 300)
 
 
-def test_one_invocation_delivers_a_batch_and_a_poison_message_fails_alone(
+def test_one_invocation_delivers_a_batch_and_dead_letters_a_poison_message_at_once(
     cloud, legacy, mainframe, paused_mapping, empty_queues
 ):
-    # GIVEN four records and one body that is not JSON, received as one batch as the mapping would
+    # GIVEN four records and one body that is not JSON (posted through the API: it carries a correlation id),
+    # received as one batch as the mapping would
     records = legacy_records(4)
     bodies = [json.dumps(records[0]), json.dumps(records[1]), "{not json", json.dumps(records[2]),
               json.dumps(records[3])]
-    ids = send(cloud, legacy["queue_url"], bodies)
+    ids = send(cloud, legacy["queue_url"], bodies, attributes={2: {"correlation_id": "api-request-9"}})
     messages = receive_all(cloud, legacy["queue_url"], 5)
     assert sorted(m["MessageId"] for m in messages) == sorted(ids)
     invocations_before = _consumer_invocations(cloud, legacy)
     # WHEN the deployed consumer is invoked once with that batch
     payload = invoke_with(cloud, legacy, messages)
-    # THEN one invocation handled all five: only the poison message is reported failed ...
+    # THEN one invocation handled all five and reported none failed ...
     assert _consumer_invocations(cloud, legacy) == invocations_before + 1
-    assert failed_ids(payload) == [ids[2]]
+    assert failed_ids(payload) == []
     # ... the four records reached the mainframe once each, keyed by record id, and each has its status
     record_ids = [r["record_id"] for r in records]
     assert records_sent(mainframe) == Counter(record_ids)
@@ -193,14 +222,18 @@ def test_one_invocation_delivers_a_batch_and_a_poison_message_fails_alone(
     assert all(statuses[rid]["delivered_at"].endswith("Z") and statuses[rid]["attempts"] == "1" for rid in record_ids)
     # ... without a single 429, as the limiter spaced the four calls
     assert 429 not in mainframe.stats()["by_status"]
-    # AND the poison message came straight back (visibility 0), received once so far, its error logged
-    (again,) = receive_all(cloud, legacy["queue_url"], 1, timeout_sec=2)
-    assert (again["MessageId"], again["Attributes"]["ApproximateReceiveCount"]) == (ids[2], "2")
+    # AND the poison message is in the dead-letter queue after this one receive, its body and correlation id
+    # unchanged, with why, where from, which message and which receive
+    (dead,) = take_dead_letters(cloud, legacy, 1)
+    assert dead["Body"] == "{not json"
+    attributes = reason_attributes(dead)
+    assert attributes.pop("error").startswith("the body is not JSON (")
+    assert attributes == {"correlation_id": "api-request-9", "source_queue_arn": legacy["queue_arn"],
+                          "source_message_id": ids[2], "receive_count": "1"}
     (logged,) = [e for e in consumer_log(cloud, legacy) if e.get("message_id") == ids[2]]
-    assert logged["level"] == "ERROR" and "not JSON" in logged["error"]
-    # AND nothing else is left: the four were deleted as the mapping would (the test deletes the poison
-    # message here; the last test follows one to the dead-letter queue)
-    cloud.client("sqs").delete_message(QueueUrl=legacy["queue_url"], ReceiptHandle=again["ReceiptHandle"])
+    assert logged["level"] == "ERROR" and logged["message"].startswith("poison message: sent to the dead-letter queue")
+    assert logged["dead_letter_message_id"] == dead["MessageId"]
+    # AND nothing is left in the queue: the five were deleted as the mapping deletes what did not fail
     assert queue_depth(cloud, legacy["queue_url"]) == 0
 
 
@@ -295,38 +328,6 @@ def test_fifty_records_drained_by_four_concurrent_batches_never_push_the_mainfra
         cloud.lambda_runtime.shutdown()
 
 
-def test_a_poison_message_ends_in_the_dead_letter_queue_while_its_batch_mates_are_delivered(
-    cloud, legacy, mainframe, empty_queues
-):
-    # GIVEN four records and one malformed body sent together to the queue the deployed mapping drains
-    records = legacy_records(4)
-    poison_body = '{"record_id": "half a record'
-    logged_before = len(consumer_log(cloud, legacy))
-    ids = send(cloud, legacy["queue_url"], [json.dumps(r) for r in records[:2]] + [poison_body]
-               + [json.dumps(r) for r in records[2:]])
-    poison_id = ids[2]
-    # WHEN the mapping polls: the four records are delivered, the poison message fails every time
-    statuses = wait_for_delivery(cloud, legacy["records_table"], [r["record_id"] for r in records], timeout_sec=15)
-    assert [statuses[r["record_id"]]["status"] for r in records] == ["delivered"] * 4
-    # THEN after its receive count SQS moves the poison message, and only it, to the dead-letter queue
-    deadline = time.monotonic() + 30
-    while queue_depth(cloud, legacy["dead_letter_queue_url"]) < 1 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    (dead,) = receive_all(cloud, legacy["dead_letter_queue_url"], 1)
-    assert (dead["MessageId"], dead["Body"]) == (poison_id, poison_body)
-    assert queue_depth(cloud, legacy["queue_url"]) == 0
-    cloud.client("sqs").delete_message(QueueUrl=legacy["dead_letter_queue_url"], ReceiptHandle=dead["ReceiptHandle"])
-    # AND each of its receives was a failure logged with its error, the last one at the receive count
-    failures = [e for e in consumer_log(cloud, legacy) if e.get("message_id") == poison_id]
-    assert len(failures) == LEGACY_MAX_RECEIVE_COUNT
-    assert {e["error"].split(" (")[0] for e in failures} == {"the body is not JSON"}
-    assert max(e["receive_count"] for e in failures) == LEGACY_MAX_RECEIVE_COUNT
-    # AND it failed alone in a batch with records: they were delivered once and deleted, not retried
-    assert any(e["message"] == "batch done" and e["poison"] == 1 and e["delivered"] >= 1
-               for e in consumer_log(cloud, legacy)[logged_before:])
-    assert records_sent(mainframe) == Counter(r["record_id"] for r in records)
-
-
 def test_the_demo_line_reports_what_the_mainframe_saw(cloud, deployed, fresh_simulators, legacy_tunables,
                                                       empty_queues):
     # GIVEN the real plan of the dev stage: the limiter at 0.8 req/s against the 1 req/s mainframe
@@ -346,46 +347,132 @@ def _consumer_invocations(cloud, legacy) -> int:
 # could queue it. On the seed each one took a token and then failed as "unexpected" (an invalid
 # header, a RecursionError), so it came back only after each visibility timeout, about two hours in all.
 UNDELIVERABLE = {
+    "not JSON": '{"record_id": "half a record',
     "newline in the id": '{"record_id": "r-1\\n", "payload": {}}',
     "emoji in the id": '{"record_id": "r-\\ud83d\\ude00", "payload": {}}',
     "payload 2,000 levels deep": '{"record_id": "r-deep", "payload": ' + '{"a":' * 2000 + "1" + "}" * 2001,
     "NaN in the payload": '{"record_id": "r-nan", "payload": {"amount": NaN}}',
     "lone surrogate in the payload": '{"record_id": "r-text", "payload": {"note": "\\ud800"}}',
 }
+REASONS = {
+    "not JSON": "the body is not JSON (",
+    "newline in the id": "record_id must be 1-128 characters",
+    "emoji in the id": "record_id must be 1-128 characters",
+    "payload 2,000 levels deep": "the body nests 2001 levels deep",
+    "NaN in the payload": "the body holds NaN, which is not a JSON number",
+    "lone surrogate in the payload": "the payload holds text that is not Unicode",
+}
 
 
-def test_records_the_mainframe_cannot_carry_reach_the_dead_letter_queue_with_their_reason_without_a_call(
+def take_dead_letters(cloud, legacy, count: int, timeout_sec: float = 30, keep: bool = False) -> list[dict[str, Any]]:
+    """Wait for `count` messages in the dead-letter queue and receive them; delete them unless `keep`
+    (then they are visible again at once)."""
+    deadline = time.monotonic() + timeout_sec
+    while queue_depth(cloud, legacy["dead_letter_queue_url"]) < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+    messages = receive_all(cloud, legacy["dead_letter_queue_url"], count)
+    sqs = cloud.client("sqs")
+    for message in messages:
+        if keep:
+            sqs.change_message_visibility(QueueUrl=legacy["dead_letter_queue_url"],
+                                          ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
+        else:
+            sqs.delete_message(QueueUrl=legacy["dead_letter_queue_url"], ReceiptHandle=message["ReceiptHandle"])
+    return messages
+
+
+def test_poison_records_reach_the_dead_letter_queue_after_one_receive_with_their_reason_and_no_token(
     cloud, legacy, mainframe, empty_queues
 ):
-    # GIVEN two records and five bodies the mainframe cannot take, sent together to the drained queue
+    # GIVEN two records and six bodies the mainframe cannot take, sent together to the queue the mapping drains
     records = legacy_records(2)
-    logged_before = len(consumer_log(cloud, legacy))
+    since = log_lines(cloud, legacy)
     ids = send(cloud, legacy["queue_url"], [json.dumps(records[0]), *UNDELIVERABLE.values(), json.dumps(records[1])])
-    undeliverable_ids = dict(zip(ids[1:-1], UNDELIVERABLE, strict=True))
+    poison_ids = dict(zip(ids[1:-1], UNDELIVERABLE, strict=True))
     # WHEN the mapping polls: the records are delivered
     statuses = wait_for_delivery(cloud, legacy["records_table"], [r["record_id"] for r in records], timeout_sec=15)
     assert [statuses[r["record_id"]]["status"] for r in records] == ["delivered"] * 2
-    # THEN the five reach the dead-letter queue after their receive count, in seconds, bodies unchanged
-    deadline = time.monotonic() + 60
-    while queue_depth(cloud, legacy["dead_letter_queue_url"]) < len(UNDELIVERABLE) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    dead = receive_all(cloud, legacy["dead_letter_queue_url"], len(UNDELIVERABLE))
-    assert {m["MessageId"]: m["Body"] for m in dead} == dict(zip(ids[1:-1], UNDELIVERABLE.values(), strict=True))
+    # THEN each of the six is in the dead-letter queue after its first receive, body unchanged, its reason beside it
+    dead = take_dead_letters(cloud, legacy, len(UNDELIVERABLE))
+    by_source = {reason_attributes(m)["source_message_id"]: m for m in dead}
+    assert by_source.keys() == poison_ids.keys()
+    for message_id, name in poison_ids.items():
+        attributes = reason_attributes(by_source[message_id])
+        assert by_source[message_id]["Body"] == UNDELIVERABLE[name], name
+        assert attributes["error"].startswith(REASONS[name]), (name, attributes["error"])
+        assert (attributes["receive_count"], attributes["source_queue_arn"]) == ("1", legacy["queue_arn"]), name
     assert queue_depth(cloud, legacy["queue_url"]) == 0
-    # AND each receive was refused as poison with its reason, never as an unexpected error
-    log = consumer_log(cloud, legacy)[logged_before:]
-    reasons = {undeliverable_ids[e["message_id"]]: e["error"] for e in log if e.get("message_id") in undeliverable_ids
-               and e["message"].startswith("poison message")}
-    assert reasons.keys() == UNDELIVERABLE.keys()
-    assert "record_id must be 1-128 characters" in reasons["newline in the id"]
-    assert "record_id must be 1-128 characters" in reasons["emoji in the id"]
-    assert "the body nests 2001 levels deep" in reasons["payload 2,000 levels deep"]
-    assert "NaN, which is not a JSON number" in reasons["NaN in the payload"]
-    assert "text that is not Unicode" in reasons["lone surrogate in the payload"]
+    # AND each was received once: one log line each, saying it was dead-lettered, never an unexpected error
+    log = consumer_log(cloud, legacy)
+    poison_lines = [e for e in log if e.get("message_id") in poison_ids]
+    assert sorted(e["message_id"] for e in poison_lines) == sorted(poison_ids)
+    assert all(e["message"].startswith("poison message: sent to the dead-letter queue") for e in poison_lines)
     assert not [e for e in log if e["message"].startswith("unexpected error")]
-    # AND the mainframe saw the two records once each and nothing else: no call, so no token, went to the five
+    # AND no mainframe call and no limiter token went to them: the mainframe saw the two records once each,
+    # and the consumer used two tokens
     assert records_sent(mainframe) == Counter(r["record_id"] for r in records)
     assert len([r for r in mainframe.requests if r.path == "/records"]) == 2
+    metrics = consumer_metrics(cloud, legacy, since)
+    assert metrics["LimiterWaitedMs"] == 2
+    assert (metrics["PoisonRecords"], metrics["PoisonRecordsDeadLettered"]) == (6, 6)
+    assert metrics["PoisonRecordsReturnedToQueue"] == 0
+
+
+def test_a_redrive_that_fixed_nothing_brings_poison_back_once_and_it_is_dead_lettered_again(
+    cloud, legacy, mainframe, empty_queues
+):
+    from throttlectl.cli import main
+
+    # GIVEN two poison messages the consumer dead-lettered with their reason
+    ids = send(cloud, legacy["queue_url"], [UNDELIVERABLE["newline in the id"], UNDELIVERABLE["not JSON"]])
+    first = take_dead_letters(cloud, legacy, 2, keep=True)
+    assert {reason_attributes(m)["source_message_id"] for m in first} == set(ids)
+    # WHEN an operator redrives the dead-letter queue without fixing anything (the emulator copies: moto has
+    # no message move tasks), naming only the dead-letter queue: it goes back to the queue that dead-letters there
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["--stage", "dev", "--endpoint-url", cloud.endpoint_url, "redrive", "LegacyConsumerDeadLetterQueue"],
+                stdout=out, stderr=err, environ={})
+    assert code == 0, err.getvalue()
+    assert "moved 2 messages from LegacyConsumerDeadLetterQueue to LegacyConsumerQueue" in out.getvalue()
+    # THEN the consumer receives each once more and dead-letters it again, with the same reason, as new messages
+    # of the queue (their redriven ids), each after its first receive there
+    again = take_dead_letters(cloud, legacy, 2)
+    by_body = {m["Body"]: reason_attributes(m) for m in again}
+    assert by_body.keys() == {UNDELIVERABLE["newline in the id"], UNDELIVERABLE["not JSON"]}
+    assert by_body[UNDELIVERABLE["newline in the id"]]["error"].startswith(REASONS["newline in the id"])
+    assert by_body[UNDELIVERABLE["not JSON"]]["error"].startswith(REASONS["not JSON"])
+    assert {attributes["receive_count"] for attributes in by_body.values()} == {"1"}
+    assert not {attributes["source_message_id"] for attributes in by_body.values()} & set(ids)
+    # AND nothing else: the queue is empty, and the mainframe saw no call for them
+    assert queue_depth(cloud, legacy["queue_url"]) == 0
+    assert [r for r in mainframe.requests if r.path == "/records"] == []
+
+
+def test_a_poison_message_the_dead_letter_queue_refuses_still_reaches_it_after_its_receive_count(
+    cloud, legacy, mainframe, empty_queues
+):
+    # GIVEN a poison message whose producer gave it 7 attributes: with the consumer's 4, SQS refuses it (11 > 10)
+    producer_attributes = {f"tag{i}": f"value-{i}" for i in range(7)}
+    since = log_lines(cloud, legacy)
+    (message_id,) = send(cloud, legacy["queue_url"], ["{not json"], attributes={0: producer_attributes})
+    # WHEN the mapping polls
+    (dead,) = take_dead_letters(cloud, legacy, 1, timeout_sec=60)
+    # THEN it still reaches the dead-letter queue, moved there by SQS after its receive count, in seconds
+    # (visibility 0), body and attributes unchanged, with no reason beside them
+    assert (dead["MessageId"], dead["Body"], reason_attributes(dead)) == (message_id, "{not json",
+                                                                          producer_attributes)
+    assert queue_depth(cloud, legacy["queue_url"]) == 0
+    # AND every receive says why it went back to the queue: SQS refused the dead letter's eleven attributes
+    failures = [e for e in consumer_log(cloud, legacy) if e.get("message_id") == message_id]
+    assert len(failures) == LEGACY_MAX_RECEIVE_COUNT
+    assert all(e["message"].startswith("poison message: the dead-letter queue did not take it") for e in failures)
+    assert all("Number of message attributes [11] exceeds the allowed maximum [10]" in e["send_error"]
+               for e in failures)
+    assert max(e["receive_count"] for e in failures) == LEGACY_MAX_RECEIVE_COUNT
+    metrics = consumer_metrics(cloud, legacy, since)
+    assert metrics["PoisonRecordsReturnedToQueue"] == LEGACY_MAX_RECEIVE_COUNT
+    assert (metrics["PoisonRecordsDeadLettered"], metrics["LimiterWaitedMs"]) == (0, 0)
+    assert [r for r in mainframe.requests if r.path == "/records"] == []
 
 
 def test_the_api_refuses_records_the_mainframe_cannot_carry_and_queues_the_deepest_it_can(cloud, deployed, legacy,
