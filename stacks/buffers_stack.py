@@ -26,8 +26,9 @@ LEGACY_MAX_CONCURRENCY = 2
 # A postponed record spends one receive, and the consumer doubles its postponement with each
 # receive (1 s, 2 s, 4 s, ... up to 12 h), so 20 receives need ~66 h of uninterrupted refusals
 # before a healthy record reaches the dead-letter queue, and at most 20 x 12 h = 10 days in total,
-# inside the queue's 14-day retention. Poison messages do not wait: the consumer sends them
-# straight back, so their 20 receives take seconds.
+# inside the queue's 14-day retention. Poison messages do not wait: the consumer sends them to the
+# dead-letter queue on their first receive (or, if SQS refuses that, straight back to this queue,
+# so their 20 receives take seconds).
 LEGACY_MAX_RECEIVE_COUNT = 20
 # Seconds the timeout adds for the last status write and the batch's visibility changes.
 FINISHING_RESERVE_SEC = 3

@@ -3,7 +3,9 @@
 Two ways, same result (the messages are back in the source queue with a fresh receive count, the
 consumer delivers them at the limiter's pace):
 - `move-task`: SQS's own message move task (`StartMessageMoveTask`), polled for progress. What a
-  real account should use: SQS moves the messages server-side.
+  real account should use: SQS moves the messages server-side. The task always names its
+  destination: without one SQS returns each message to the queue it moved it from, and a message a
+  consumer sent to its dead-letter queue itself (the legacy consumer's poison messages) has none.
 - `copy`: receive a batch from the dead-letter queue, send it to the source with its body and
   message attributes (and FIFO group/deduplication ids), delete what was sent; repeat. For
   endpoints without move tasks: moto 5.2 answers `StartMessageMoveTask` with a 500
