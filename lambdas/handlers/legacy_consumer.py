@@ -347,7 +347,7 @@ class Batch:
             self.new_visibility.append((record, 0))
             raise error from None
         metrics.add_metric(name="PoisonRecordsDeadLettered", unit=MetricUnit.Count, value=1)
-        logger.error("poison message: sent to the dead-letter queue with its reason, and deleted from the queue",
+        logger.error("poison message: sent to the dead-letter queue with its reason; it leaves the queue as delivered",
                      extra={**context, "dead_letter_message_id": answer.get("MessageId")})
         self.dead_lettered += 1
         return "dead-lettered"
