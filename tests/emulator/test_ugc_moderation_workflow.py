@@ -8,10 +8,9 @@ the event the `Object Created` rule would send (the rule itself is asserted in t
 
 from __future__ import annotations
 
-from collections import Counter
-
 import re
 import uuid
+from collections import Counter
 
 import pytest
 
