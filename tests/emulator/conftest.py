@@ -122,6 +122,19 @@ def store_past_allowed_pattern(cloud, name: str, value: str) -> None:
         moto_patches.apply_ssm_allowed_pattern()
 
 
+@pytest.fixture(scope="module")
+def payments(deployed) -> dict[str, str]:
+    """The deployed payment workflow's names (state machine, tables, queues, functions)."""
+    from localcloud.demo_workflows import payment_outputs
+
+    return payment_outputs(deployed)
+
+
+@pytest.fixture
+def gateway(fresh_simulators) -> DownstreamSimulator:
+    return fresh_simulators["payment_gateway"]
+
+
 @pytest.fixture
 def breaker(cloud, payments) -> Iterator[Any]:
     """The payment gateway's breaker, as alarms and operators move it; closed again (its item deleted) afterwards.

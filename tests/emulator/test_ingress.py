@@ -20,7 +20,6 @@ from localcloud.demo_workflows import (
     legacy_outputs,
     payment_execution_name,
     payment_orders,
-    payment_outputs,
     queue_depth,
     seed_inventory,
     wait_for_delivery,
@@ -35,11 +34,6 @@ KEY = {"x-api-key": DEMO_API_KEY}
 @pytest.fixture(scope="module")
 def api(cloud, deployed):
     return local_api(cloud, deployed)
-
-
-@pytest.fixture(scope="module")
-def payments(deployed) -> dict[str, str]:
-    return payment_outputs(deployed)
 
 
 @pytest.fixture(scope="module")

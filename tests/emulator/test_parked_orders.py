@@ -23,7 +23,6 @@ from localcloud.demo_workflows import (
     discard_messages,
     payment_execution_name,
     payment_orders,
-    payment_outputs,
     queue_depth,
     record_statuses,
     resume_parked_orders,
@@ -35,16 +34,6 @@ from localcloud.demo_workflows import (
 pytestmark = pytest.mark.emulator
 
 BREAKER = "payment_gateway"
-
-
-@pytest.fixture(scope="module")
-def payments(deployed) -> dict[str, str]:
-    return payment_outputs(deployed)
-
-
-@pytest.fixture
-def gateway(fresh_simulators):
-    return fresh_simulators["payment_gateway"]
 
 
 @pytest.fixture

@@ -35,7 +35,6 @@ from localcloud.demo_workflows import (
     order_placed_event,
     payment_execution_name,
     payment_orders,
-    payment_outputs,
     read_stock,
     record_statuses,
     run_payments,
@@ -50,16 +49,6 @@ GATEWAY_LIMIT_PER_SEC = 2
 GATEWAY_BURST = 2
 BREAKER = "payment_gateway"
 STOCK = 1_000
-
-
-@pytest.fixture(scope="module")
-def payments(deployed) -> dict[str, str]:
-    return payment_outputs(deployed)
-
-
-@pytest.fixture
-def gateway(fresh_simulators):
-    return fresh_simulators["payment_gateway"]
 
 
 @pytest.fixture
