@@ -39,6 +39,15 @@ def dev_config(cdk_context: dict[str, Any]):
 
 
 @pytest.fixture(scope="session")
+def templates(dev_assembly) -> dict[str, dict[str, Any]]:
+    """The dev stage's templates as CloudFormation gets them, by stack key; read them, copy before changing."""
+    from aws_cdk.assertions import Template
+
+    stacks, _ = dev_assembly
+    return {key: Template.from_stack(stack).to_json() for key, stack in stacks.items()}
+
+
+@pytest.fixture(scope="session")
 def dev_assembly(tmp_path_factory: pytest.TempPathFactory, dev_config, cdk_context) -> Iterator[tuple[dict, Any]]:
     """The dev stage synthesized once per session, with cdk-nag on (so synth itself fails on a finding)."""
     from dataclasses import replace

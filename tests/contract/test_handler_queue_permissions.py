@@ -17,8 +17,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import pytest
-from aws_cdk.assertions import Template
 
 from tests.infra.cloudformation import references, resolve
 
@@ -102,12 +100,6 @@ def _resolved(value: Any, templates: dict[str, dict[str, Any]]) -> list[tuple[st
 
 def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
-
-
-@pytest.fixture(scope="module")
-def templates(dev_assembly) -> dict[str, dict[str, Any]]:
-    stacks, _ = dev_assembly
-    return {key: Template.from_stack(stack).to_json() for key, stack in stacks.items()}
 
 
 def functions(templates: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aws_cdk.assertions import Template
 
 from tests.infra.cloudformation import PSEUDO_PARAMETERS, references, rendered, resolve
 
@@ -50,12 +49,6 @@ OWN_RUN_TASK_RESOURCES = {"states:DescribeMapRun": "map run"}
 
 
 # -- reading the templates ------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def templates(dev_assembly) -> dict[str, dict[str, Any]]:
-    stacks, _ = dev_assembly
-    return {key: Template.from_stack(stack).to_json() for key, stack in stacks.items()}
-
-
 @pytest.fixture(scope="module")
 def deployed_machines(templates) -> dict[str, tuple[str, dict[str, Any]]]:
     """ASL text -> (stack key, the state machine resource) for every state machine of the app."""

@@ -140,12 +140,6 @@ def topic_problems(topic_id: str, topic: dict[str, Any], source_arn: str | None,
     return problems
 
 
-@pytest.fixture(scope="module")
-def templates(dev_assembly) -> dict[str, dict[str, Any]]:
-    stacks, _ = dev_assembly
-    return {key: Template.from_stack(stack).to_json() for key, stack in stacks.items()}
-
-
 def test_every_alarm_notification_of_the_app_can_be_delivered(templates):
     # GIVEN every alarm of the app, each with actions (the control loop's have ALARM and OK actions)
     alarms = resources_of(templates, "AWS::CloudWatch::Alarm")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from aws_cdk import App, Duration, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
@@ -77,12 +76,6 @@ def _alarmed(templates: dict[str, dict[str, Any]], metric_name: str, logical_id:
                and any(logical_id in resolved_ids(d["Value"], templates)
                        for d in alarm["Properties"].get("Dimensions", []))
                for _, _, alarm in resources_of(templates, "AWS::CloudWatch::Alarm"))
-
-
-@pytest.fixture(scope="module")
-def templates(dev_assembly) -> dict[str, dict[str, Any]]:
-    stacks, _ = dev_assembly
-    return {key: Template.from_stack(stack).to_json() for key, stack in stacks.items()}
 
 
 def test_every_function_a_rule_invokes_has_its_asynchronous_invocation_written_out(templates):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from aws_cdk import App, Duration, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk.assertions import Template
@@ -125,12 +124,6 @@ def dimension_problems(metrics: list[Metric], published: dict[str, dict[str, lis
             problems.append(f"{where}: {namespace} {name} is not published with dimensions {sorted(dimensions)};"
                             f" AWS publishes it with {[sorted(s) for s in published[namespace][name]]}")
     return problems
-
-
-@pytest.fixture(scope="module")
-def templates(dev_assembly) -> dict[str, dict[str, Any]]:
-    stacks, _ = dev_assembly
-    return {key: Template.from_stack(stack).to_json() for key, stack in stacks.items()}
 
 
 def test_every_aws_metric_of_every_alarm_and_graph_is_published_with_its_dimensions(templates):

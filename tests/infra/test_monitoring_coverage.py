@@ -83,12 +83,6 @@ def coverage_problems(templates: dict[str, dict[str, Any]]) -> list[str]:
     return problems
 
 
-@pytest.fixture(scope="module")
-def templates(dev_assembly) -> dict[str, dict[str, Any]]:
-    stacks, _ = dev_assembly
-    return {key: Template.from_stack(stack).to_json() for key, stack in stacks.items()}
-
-
 def test_every_workflow_queue_and_dead_letter_queue_of_the_app_has_its_alarms(templates):
     # GIVEN every state machine and queue of every stack
     assert len(resources_of(templates, "AWS::StepFunctions::StateMachine")) == 5

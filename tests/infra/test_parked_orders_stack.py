@@ -8,15 +8,8 @@ import re
 from typing import Any
 
 import pytest
-from aws_cdk.assertions import Template
 
 from tests.infra.cloudformation import referenced_ids
-
-
-@pytest.fixture(scope="module")
-def templates(dev_assembly) -> dict[str, dict[str, Any]]:
-    stacks, _ = dev_assembly
-    return {key: Template.from_stack(stack).to_json() for key, stack in stacks.items()}
 
 
 @pytest.fixture(scope="module")
