@@ -301,7 +301,7 @@ def _number(value: float) -> str:
 
 # -- use case 2: payment authorization ---------------------------------------------------------
 
-# What the order events that start a payment carry (`stacks.workflows_stack` builds the rule from the same values).
+# What the order events that start a payment carry (`stacks.use_cases.payments` builds the rule from the same values).
 ORDER_EVENT_SOURCE = "shop.orders"
 ORDER_PLACED_DETAIL_TYPE = "OrderPlaced"
 PAYMENT_EXECUTION_PREFIX = "order-"

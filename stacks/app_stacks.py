@@ -10,7 +10,7 @@ from aws_cdk import App, Environment, Stack, Tags, Validations
 from aws_cdk.cx_api import CloudAssembly
 from cdk_nag import AwsSolutionsChecks
 
-from stacks.buffers_stack import LEGACY_DOWNSTREAM, BuffersStack
+from stacks.buffers_stack import BuffersStack
 from stacks.config import AppConfig
 from stacks.control_loop_stack import ControlLoopStack
 from stacks.deploy_rules import DeployRules
@@ -38,7 +38,7 @@ def add_stacks(app: App, config: AppConfig) -> dict[str, Stack]:
     control_loop = ControlLoopStack(
         app, f"{prefix}-ControlLoop", config=config, shared_limits=shared_limits,
         downstream_callers=workflows.downstream_callers,
-        queue_consumers={LEGACY_DOWNSTREAM: buffers.legacy_consumer},
+        queue_consumers=buffers.queue_consumers,
         apis={"Api": ingress.api},
         env=env, description="Throttling: control loop (alarms, the controller that tunes SSM, the dashboard)")
     stacks: dict[str, Stack] = {"shared_limits": shared_limits, "workflows": workflows, "buffers": buffers,

@@ -1,113 +1,50 @@
 """Buffers: queues in front of downstreams too slow to be called from a workflow, with their consumers.
 
-Use case 4: a legacy mainframe takes 1 request per second. A workflow publishes records to a queue
-and ends; a consumer drains it at the pace the shared limiter allows (the limiter's bucket is the
-same one every caller of the mainframe uses) and writes each record's outcome to a records table.
+The use cases of the buffers layer (`stacks/use_cases/`, in `registry.USE_CASES` order) are built
+here: use case 4, the legacy mainframe's buffer (`stacks/use_cases/legacy_buffer.py`).
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from aws_cdk import CfnOutput, RemovalPolicy, Stack
+from aws_cdk import RemovalPolicy, Stack
 from constructs import Construct
 
-from stacks.config import AppConfig, DownstreamConfig
-from stacks.patterns import AslStateMachine, ThrottledQueueConsumer
-from stacks.patterns.secure_defaults import encrypted_table
-from stacks.shared_limits_stack import SharedLimitsStack, downstream_tunables_key, downstream_tunables_seed
-
-LEGACY_DOWNSTREAM = "legacy_mainframe"
-# Five records are ~6 s of the mainframe's time at 0.8 req/s: long enough to amortise an
-# invocation, short enough that one Retry-After postpones few records.
-LEGACY_BATCH_SIZE = 5
-# Lambda's minimum for an SQS mapping; the limiter, not concurrency, holds the rate.
-LEGACY_MAX_CONCURRENCY = 2
-# A postponed record spends one receive, and the consumer doubles its postponement with each
-# receive (1 s, 2 s, 4 s, ... up to 12 h), so 20 receives need ~66 h of uninterrupted refusals
-# before a healthy record reaches the dead-letter queue, and at most 20 x 12 h = 10 days in total,
-# inside the queue's 14-day retention. Poison messages do not wait: the consumer sends them to the
-# dead-letter queue on their first receive (or, if SQS refuses that, straight back to this queue,
-# so their 20 receives take seconds).
-LEGACY_MAX_RECEIVE_COUNT = 20
-# Seconds the timeout adds for the last status write and the batch's visibility changes.
-FINISHING_RESERVE_SEC = 3
-
-
-def consumer_timeout_sec(downstream: DownstreamConfig, *, batch_size: int, max_concurrency: int) -> int:
-    """A timeout that fits a whole batch when every record meets the worst wait at the limiter.
-
-    With `max_concurrency` batches taking turns, a record waits up to `max_concurrency` emission
-    intervals of the planned rate for its token, then up to the downstream's timeout for the call.
-    A lower rate tuned in SSM lengthens the waits; the consumer then postpones what no longer fits.
-    """
-    worst_per_record_sec = max_concurrency / downstream.planned_rate_per_sec + downstream.timeout_sec
-    return min(900, math.ceil(batch_size * worst_per_record_sec) + FINISHING_RESERVE_SEC)
+from stacks.config import AppConfig
+from stacks.patterns import ThrottledQueueConsumer
+from stacks.shared_limits_stack import SharedLimitsStack
+from stacks.use_cases import USE_CASES, Layer, Registered, UseCase, build_layer
+from stacks.use_cases.base import U, the_use_case
 
 
 class BuffersStack(Stack):
+    """The buffers layer's use cases.
+
+    :param use_cases: the registry whose buffers-layer lines are built here; default `USE_CASES`.
+    """
+
     def __init__(
-        self, scope: Construct, construct_id: str, *, config: AppConfig, shared_limits: SharedLimitsStack, **kwargs
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: AppConfig,
+        shared_limits: SharedLimitsStack,
+        use_cases: Sequence[Registered[Any]] = USE_CASES,
+        **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         removal_policy = RemovalPolicy.DESTROY if config.removal_policy == "destroy" else RemovalPolicy.RETAIN
-        legacy = config.downstream(LEGACY_DOWNSTREAM)
-        key = downstream_tunables_key(legacy)
+        self.use_cases: list[UseCase[Any]] = build_layer(
+            self, Layer.BUFFERS, use_cases, config=config, shared_limits=shared_limits, removal_policy=removal_policy)
 
-        # One item per record: {pk: record_id, status: delivered|failed, timestamps, error}; idle items expire.
-        self.records_table = encrypted_table(
-            self, "LegacyRecordsTable", removal_policy=removal_policy, ttl_attribute="expires_at"
-        )
+    def use_case(self, kind: type[U]) -> U:
+        """The use case of `kind` built here (the ingress routes to its queue)."""
+        return the_use_case(self.use_cases, kind)
 
-        self.legacy_consumer = ThrottledQueueConsumer(
-            self,
-            "LegacyConsumer",
-            handler="handlers.legacy_consumer.handler",
-            service=f"{legacy.name}-consumer",
-            description=f"Delivers buffered records to {legacy.name} at the shared limiter's pace",
-            log_retention_days=config.log_retention_days,
-            removal_policy=removal_policy,
-            function_timeout_sec=consumer_timeout_sec(
-                legacy, batch_size=LEGACY_BATCH_SIZE, max_concurrency=LEGACY_MAX_CONCURRENCY
-            ),
-            batch_size=LEGACY_BATCH_SIZE,
-            max_concurrency=LEGACY_MAX_CONCURRENCY,
-            reserve_concurrency=config.reserve_concurrency,
-            max_receive_count=LEGACY_MAX_RECEIVE_COUNT,
-            environment={
-                "DOWNSTREAM_NAME": legacy.name,
-                "DOWNSTREAM_BASE_URL": legacy.base_url,
-                "DOWNSTREAM_TIMEOUT_SEC": str(legacy.timeout_sec),
-                "DOWNSTREAM_RATE_LIMIT_PER_SEC": str(legacy.rate_limit_per_sec),
-                "DOWNSTREAM_BURST": str(legacy.burst),
-                "TUNABLES_PARAMETER_NAME": shared_limits.tunables.parameter(key).parameter_name,
-                "TUNABLES_DEFAULTS": downstream_tunables_seed(legacy),
-                "TUNABLES_CACHE_SEC": str(config.tunables_cache_sec),
-                "RATE_LIMITER_TABLE_NAME": shared_limits.rate_limiter.table.table_name,
-                "RECORDS_TABLE_NAME": self.records_table.table_name,
-            },
-        )
-        consumer = self.legacy_consumer.function
-        shared_limits.rate_limiter.grant_acquire(consumer)
-        shared_limits.tunables.grant_read(consumer, key)
-        self.records_table.grant(consumer, "dynamodb:UpdateItem")
-
-        # The producer lives next to its buffer: the queue is this layer's contract with the workflow
-        # (it may only send to it), and a change of either (a FIFO queue, batched sends) ships as one.
-        self.legacy_publish = AslStateMachine(
-            self,
-            "LegacyPublish",
-            definition_file="legacy_publish.asl.json",
-            definition_substitutions={"LegacyQueueUrl": self.legacy_consumer.queue.queue_url},
-            log_retention_days=config.log_retention_days,
-            removal_policy=removal_policy,
-        )
-        self.legacy_consumer.queue.grant_send_messages(self.legacy_publish.role)
-
-        CfnOutput(self, "LegacyPublishStateMachineArn", value=self.legacy_publish.state_machine.state_machine_arn)
-        CfnOutput(self, "LegacyQueueUrl", value=self.legacy_consumer.queue.queue_url)
-        CfnOutput(self, "LegacyQueueArn", value=self.legacy_consumer.queue.queue_arn)
-        CfnOutput(self, "LegacyDeadLetterQueueUrl", value=self.legacy_consumer.dead_letter_queue.queue_url)
-        CfnOutput(self, "LegacyDeadLetterQueueArn", value=self.legacy_consumer.dead_letter_queue.queue_arn)
-        CfnOutput(self, "LegacyConsumerName", value=consumer.function_name)
-        CfnOutput(self, "LegacyRecordsTableName", value=self.records_table.table_name)
+    @property
+    def queue_consumers(self) -> Mapping[str, ThrottledQueueConsumer]:
+        """Downstream name -> its buffer's consumer, over every use case of the layer."""
+        return {name: c for u in self.use_cases for name, c in u.queue_consumers.items()}

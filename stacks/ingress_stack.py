@@ -26,6 +26,7 @@ from constructs import Construct
 from stacks.buffers_stack import BuffersStack
 from stacks.config import AppConfig
 from stacks.patterns.throttled_api import JSON, ThrottledApi
+from stacks.use_cases import LegacyBuffer, Payments
 from stacks.workflows_stack import WorkflowsStack
 
 MAPPING_TEMPLATES_DIR = Path(__file__).resolve().parent / "mapping_templates"
@@ -187,7 +188,7 @@ class IngressStack(Stack):
                         description=f"API Gateway: {purpose}; nothing else")
 
     def _add_start_payment(self, workflows: WorkflowsStack) -> None:
-        state_machine = workflows.payment_authorization.state_machine
+        state_machine = workflows.use_case(Payments).workflow.state_machine
         role = self._integration_role("StartPaymentRole", "starts the payment workflow")
         state_machine.grant_start_execution(role)
         integration = apigw.AwsIntegration(
@@ -221,8 +222,9 @@ class IngressStack(Stack):
         )
 
     def _add_get_payment(self, workflows: WorkflowsStack) -> None:
+        orders_table = workflows.use_case(Payments).orders_table
         role = self._integration_role("GetPaymentRole", "reads one order from the orders table")
-        workflows.orders_table.grant(role, "dynamodb:GetItem")
+        orders_table.grant(role, "dynamodb:GetItem")
         integration = apigw.AwsIntegration(
             service="dynamodb",
             action="GetItem",
@@ -231,7 +233,7 @@ class IngressStack(Stack):
                 credentials_role=role,
                 passthrough_behavior=apigw.PassthroughBehavior.NEVER,
                 request_templates={JSON: mapping_template(
-                    "get_payment.request", OrdersTableName=workflows.orders_table.table_name)},
+                    "get_payment.request", OrdersTableName=orders_table.table_name)},
                 integration_responses=[
                     apigw.IntegrationResponse(status_code="200",
                                               response_templates={JSON: mapping_template("get_payment.response")}),
@@ -254,7 +256,7 @@ class IngressStack(Stack):
         )
 
     def _add_send_legacy_record(self, buffers: BuffersStack) -> None:
-        queue = buffers.legacy_consumer.queue
+        queue = buffers.use_case(LegacyBuffer).consumer.queue
         role = self._integration_role("SendLegacyRecordRole", "queues records for the legacy mainframe")
         queue.grant_send_messages(role)
         integration = apigw.AwsIntegration(

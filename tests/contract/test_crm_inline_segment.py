@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from stacks.workflows_stack import INLINE_SEGMENT_MAX_USERS
+from stacks.use_cases.crm_batch_email import INLINE_SEGMENT_MAX_USERS
 
 ROOT = Path(__file__).resolve().parents[2]
 BATCH = ROOT / "statemachines" / "crm_batch_email.asl.json"

@@ -25,7 +25,7 @@ from localcloud.demo_workflows import (
 )
 from localcloud import moto_patches
 from localcloud.downstream_simulator import PROFILES
-from stacks.workflows_stack import INLINE_SEGMENT_MAX_USERS, SEGMENT_USER_ID_MAX_BYTES
+from stacks.use_cases.crm_batch_email import INLINE_SEGMENT_MAX_USERS, SEGMENT_USER_ID_MAX_BYTES
 
 pytestmark = pytest.mark.emulator
 

@@ -35,7 +35,7 @@ from localcloud.demo_workflows import (
 from localcloud.downstream_simulator import PROFILES
 from localcloud.event_source_poller import build_sqs_event
 from stacks.app_stacks import synthesize
-from stacks.buffers_stack import LEGACY_MAX_CONCURRENCY, LEGACY_MAX_RECEIVE_COUNT
+from stacks.use_cases.legacy_buffer import LEGACY_MAX_CONCURRENCY, LEGACY_MAX_RECEIVE_COUNT
 
 pytestmark = pytest.mark.emulator
 

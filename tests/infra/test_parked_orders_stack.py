@@ -120,7 +120,7 @@ def test_operators_find_the_resumer_and_the_dead_letter_queue_in_the_outputs(wor
 def test_a_resumption_takes_a_quarter_of_the_gateways_planned_tokens_per_minute(dev_config):
     from dataclasses import replace
 
-    from stacks.workflows_stack import parked_order_resumes_per_run
+    from stacks.use_cases.payments import parked_order_resumes_per_run
 
     gateway = dev_config.downstream("payment_gateway")
     assert gateway.planned_rate_per_sec == 1.98

@@ -8,7 +8,7 @@ import pytest
 from aws_cdk.assertions import Template
 
 from stacks.app_stacks import synthesize
-from stacks.workflows_stack import payment_authorizer_concurrency
+from stacks.use_cases.payments import payment_authorizer_concurrency
 
 
 @pytest.fixture(scope="module")

@@ -773,7 +773,7 @@ def test_the_payment_workflow_outputs_what_operators_and_the_demo_need(workflows
 def test_the_authorizer_concurrency_covers_calls_in_flight_and_callers_waiting_for_a_token(dev_config):
     from dataclasses import replace
 
-    from stacks.workflows_stack import payment_authorizer_concurrency
+    from stacks.use_cases.payments import payment_authorizer_concurrency
 
     gateway = dev_config.downstream("payment_gateway")
     assert payment_authorizer_concurrency(gateway) == 5
