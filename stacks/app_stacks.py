@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from stacks.control_loop_stack import ControlLoopStack
 from stacks.deploy_rules import DeployRules
 from stacks.ingress_stack import IngressStack
 from stacks.shared_limits_stack import SharedLimitsStack
+from stacks.use_cases import USE_CASES, Registered
 from stacks.workflows_stack import WorkflowsStack
 
 
@@ -23,22 +24,24 @@ from stacks.workflows_stack import WorkflowsStack
 ACCOUNT_SETTINGS_METADATA = "Throttling::AccountSettings"
 
 
-def add_stacks(app: App, config: AppConfig) -> dict[str, Stack]:
+def add_stacks(app: App, config: AppConfig, use_cases: Sequence[Registered[Any]] = USE_CASES) -> dict[str, Stack]:
+    """The stage's stacks, each layer building its lines of `use_cases` (the registry; a test may pass another)."""
     env = Environment(account=config.account, region=config.region)
     prefix = config.stack_prefix
     shared_limits = SharedLimitsStack(app, f"{prefix}-SharedLimits", config=config, env=env,
                                       description="Throttling: shared limits (tunables, limiter tables)")
-    workflows = WorkflowsStack(app, f"{prefix}-Workflows", config=config, shared_limits=shared_limits, env=env,
+    workflows = WorkflowsStack(app, f"{prefix}-Workflows", config=config, shared_limits=shared_limits,
+                               use_cases=use_cases, env=env,
                                description="Throttling: workflows and the functions that call downstreams")
-    buffers = BuffersStack(app, f"{prefix}-Buffers", config=config, shared_limits=shared_limits, env=env,
+    buffers = BuffersStack(app, f"{prefix}-Buffers", config=config, shared_limits=shared_limits, use_cases=use_cases,
+                           env=env,
                            description="Throttling: buffers (queues in front of slow downstreams, and their consumers)")
     ingress = IngressStack(app, f"{prefix}-Ingress", config=config, workflows=workflows, buffers=buffers, env=env,
                            description="Throttling: ingress (the throttled API in front of the workflows and buffers)")
-    # Last: the control loop finds every workflow and queue of the stacks above and alarms on each.
+    # Last: the control loop alarms on every workflow and queue of the use cases the stacks above built.
     control_loop = ControlLoopStack(
         app, f"{prefix}-ControlLoop", config=config, shared_limits=shared_limits,
-        downstream_callers=workflows.downstream_callers,
-        queue_consumers=buffers.queue_consumers,
+        use_cases=[*workflows.use_cases, *buffers.use_cases], downstream_callers=workflows.downstream_callers,
         apis={"Api": ingress.api},
         env=env, description="Throttling: control loop (alarms, the controller that tunes SSM, the dashboard)")
     stacks: dict[str, Stack] = {"shared_limits": shared_limits, "workflows": workflows, "buffers": buffers,

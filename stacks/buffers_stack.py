@@ -6,14 +6,13 @@ here: use case 4, the legacy mainframe's buffer (`stacks/use_cases/legacy_buffer
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from aws_cdk import RemovalPolicy, Stack
 from constructs import Construct
 
 from stacks.config import AppConfig
-from stacks.patterns import ThrottledQueueConsumer
 from stacks.shared_limits_stack import SharedLimitsStack
 from stacks.use_cases import USE_CASES, Layer, Registered, UseCase, build_layer
 from stacks.use_cases.base import U, the_use_case
@@ -43,8 +42,3 @@ class BuffersStack(Stack):
     def use_case(self, kind: type[U]) -> U:
         """The use case of `kind` built here (the ingress routes to its queue)."""
         return the_use_case(self.use_cases, kind)
-
-    @property
-    def queue_consumers(self) -> Mapping[str, ThrottledQueueConsumer]:
-        """Downstream name -> its buffer's consumer, over every use case of the layer."""
-        return {name: c for u in self.use_cases for name, c in u.queue_consumers.items()}

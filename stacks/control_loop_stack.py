@@ -9,18 +9,21 @@ it acts without alarms and raises limits again after a recovery.
 The callers publish Powertools EMF metrics in the `Throttling` namespace with the dimensions
 `service` and `Downstream`; a downstream's metrics are summed over the services that call it,
 found in the app itself: every function whose environment names a `DOWNSTREAM_NAME` (callers,
-consumers, any later use case). Workflows and queues are found the same way, in every stack: each
-state machine alarms on its failed (or, when its `Fail` states are outcomes, timed-out) and
-throttled executions, each queue with a dead-letter queue of its own on the age of its oldest
-message, each dead-letter queue on any message at all. So this stack is built after every other
-stack of the app, and nothing needs registering by hand.
+consumers, any later use case). Workflows and queues come with the registered use cases
+(`stacks/use_cases/`): each use case's state machines alarm on their failed (or, when their `Fail`
+states are outcomes, timed-out) and throttled executions, its queues with a dead-letter queue of
+their own on the age of their oldest message, its dead-letter queues on any message at all, and so
+on for its failure hand-overs and the functions it marks with `alarm_on_errors`. A state machine,
+queue, hand-over or marked function of the app that no registered use case owns would go unwatched,
+so it refuses to synthesize (`unregistered_resources`). This stack is built after every other stack.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aws_cdk import Acknowledgment, ArnFormat, CfnOutput, Duration, RemovalPolicy, Stack, Token, Validations
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -35,7 +38,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_ssm as ssm
 from aws_cdk import aws_stepfunctions as sfn
-from constructs import Construct
+from constructs import Construct, IConstruct
 
 from stacks.config import AppConfig, ControlLoopConfig, DownstreamConfig
 from stacks.patterns import AslStateMachine, HandlerFunction, ThrottledQueueConsumer
@@ -44,6 +47,7 @@ from stacks.patterns.monitoring import OldestMessageAlarm, errors_alarm_reason, 
 from stacks.patterns.secure_defaults import encrypted_table
 from stacks.patterns.throttled_api import ThrottledApi
 from stacks.shared_limits_stack import SharedLimitsStack, breaker_tunables_key, downstream_tunables_key
+from stacks.use_cases import UseCase
 
 CONTROLLER_SERVICE = "throttling-controller"
 CLOUDWATCH_PRINCIPAL = "cloudwatch.amazonaws.com"
@@ -105,11 +109,11 @@ class WatchedQueue:
     oldest_message_alarm: OldestMessageAlarm | None
 
 
-def app_workflows(scope: Construct) -> list[Workflow]:
-    """Every state machine of the app, in construct order; an `AslStateMachine` lends it its name and says
+def workflows_in(constructs: Iterable[IConstruct]) -> list[Workflow]:
+    """Every state machine among `constructs`, in their order; an `AslStateMachine` lends it its name and says
     whether its `Fail` states are outcomes."""
     found = []
-    for construct in scope.node.root.node.find_all():
+    for construct in constructs:
         if isinstance(construct, sfn.StateMachine):
             parent = construct.node.scope
             asl = parent if isinstance(parent, AslStateMachine) else None
@@ -119,10 +123,10 @@ def app_workflows(scope: Construct) -> list[Workflow]:
     return found
 
 
-def app_queues(scope: Construct) -> list[WatchedQueue]:
-    """Every queue of the app, in construct order, each named by its path in its stack."""
+def queues_in(constructs: Iterable[IConstruct]) -> list[WatchedQueue]:
+    """Every queue among `constructs`, in their order, each named by its path in its stack."""
     found = []
-    for construct in scope.node.root.node.find_all():
+    for construct in constructs:
         if isinstance(construct, sqs.Queue):
             found.append(WatchedQueue(name=_name_in_stack(construct), queue=construct,
                                       is_dead_letter_queue=construct.dead_letter_queue is None,
@@ -131,10 +135,10 @@ def app_queues(scope: Construct) -> list[WatchedQueue]:
     return found
 
 
-def app_functions_alarmed_on_errors(scope: Construct) -> list[tuple[str, lambda_.Function, str]]:
-    """(name, function, reason) for every function of the app marked with `alarm_on_errors`."""
+def functions_alarmed_on_errors_in(constructs: Iterable[IConstruct]) -> list[tuple[str, lambda_.Function, str]]:
+    """(name, function, reason) for every function among `constructs` marked with `alarm_on_errors`."""
     found = []
-    for construct in scope.node.root.node.find_all():
+    for construct in constructs:
         if isinstance(construct, lambda_.Function):
             reason = errors_alarm_reason(construct)
             if reason is not None:
@@ -145,12 +149,12 @@ def app_functions_alarmed_on_errors(scope: Construct) -> list[tuple[str, lambda_
     return found
 
 
-def app_failure_handovers(scope: Construct) -> list[tuple[str, cloudwatch.Metric]]:
-    """(name, metric) for every place the app hands a failed event to a destination: a function's
+def failure_handovers_in(constructs: Iterable[IConstruct]) -> list[tuple[str, cloudwatch.Metric]]:
+    """(name, metric) for every place among `constructs` that hands a failed event to a destination: a function's
     on-failure destination (`DestinationDeliveryFailures`) and a rule target's dead-letter queue
     (`InvocationsFailedToBeSentToDlq`). When that hand-over itself fails, the event is gone."""
     found = []
-    for construct in scope.node.root.node.find_all():
+    for construct in constructs:
         if isinstance(construct, lambda_.CfnEventInvokeConfig):
             destinations = Stack.of(construct).resolve(construct.destination_config) or {}
             function = construct.node.scope.node.scope  # CfnEventInvokeConfig < EventInvokeConfig < Function
@@ -164,6 +168,19 @@ def app_failure_handovers(scope: Construct) -> list[tuple[str, cloudwatch.Metric
                     namespace="AWS/Events", metric_name="InvocationsFailedToBeSentToDlq",
                     dimensions_map={"RuleName": construct.rule_name}, period=PERIOD, statistic="Sum")))
     return found
+
+
+def unregistered_resources(scope: Construct, use_cases: Sequence[UseCase[Any]]) -> list[str]:
+    """The paths of the app's state machines, queues, failure hand-overs and functions alarmed on errors that no
+    registered use case owns: the control loop watches the use cases, so nothing would alarm on these."""
+    owned = {c.node.path for u in use_cases for c in u.owned()}
+    everything = list(scope.node.root.node.find_all())
+    watched = ([w.state_machine for w in workflows_in(everything)] + [q.queue for q in queues_in(everything)]
+               + [function for _, function, _ in functions_alarmed_on_errors_in(everything)])
+    paths = [c.node.path for c in watched] + [
+        c.node.path for c in everything
+        if isinstance(c, (lambda_.CfnEventInvokeConfig, events.Rule)) and failure_handovers_in([c])]
+    return [path for path in paths if path not in owned]
 
 
 def _name_in_stack(construct: Construct) -> str:
@@ -279,15 +296,14 @@ class AlarmSpec:
 class ControlLoopStack(Stack):
     """The alarms, the controller and the dashboard of one stage.
 
-    Every state machine and every queue of the app is found and alarmed on (see the module's docstring):
-    they are not parameters.
-
     :param shared_limits: the tunables the controller owns (with the operators), and the tables it watches.
+    :param use_cases: the use cases built by the layers' stacks: each one's state machines, queues, failure
+        hand-overs and functions alarmed on errors are alarmed on and graphed, and its queue consumers' SQS
+        mappings get their `MaximumConcurrency` from the controller (and a dashboard graph); default none,
+        and then the app may hold none of those (see `unregistered_resources`).
     :param downstream_callers: downstream name -> its caller function (Lambda throttles alarm); default none.
     :param apis: PascalCase name -> a `ThrottledApi` (429 share, 5xx share and p99 latency alarms for
         people, and the dashboard's ingress row); default none.
-    :param queue_consumers: downstream name -> its buffer's consumer: the SQS mapping whose
-        `MaximumConcurrency` the controller reconciles, and the dashboard's buffer graph; default none.
     """
 
     def __init__(
@@ -297,8 +313,8 @@ class ControlLoopStack(Stack):
         *,
         config: AppConfig,
         shared_limits: SharedLimitsStack,
+        use_cases: Sequence[UseCase[Any]] = (),
         downstream_callers: Mapping[str, lambda_.IFunction] | None = None,
-        queue_consumers: Mapping[str, ThrottledQueueConsumer] | None = None,
         apis: Mapping[str, ThrottledApi] | None = None,
         **kwargs,
     ) -> None:
@@ -306,9 +322,16 @@ class ControlLoopStack(Stack):
         removal_policy = RemovalPolicy.DESTROY if config.removal_policy == "destroy" else RemovalPolicy.RETAIN
         loop = config.control_loop
         callers = dict(downstream_callers or {})
-        consumers = dict(queue_consumers or {})
-        self.workflows = app_workflows(self)
-        self.queues = app_queues(self)
+        if unregistered := unregistered_resources(self, use_cases):
+            raise ValueError(f"no registered use case owns {unregistered}, so nothing would alarm on them: build each"
+                             " in a use case (stacks/use_cases/) and add that use case to registry.USE_CASES")
+        self.use_cases = list(use_cases)
+        owned = [c for u in self.use_cases for c in u.owned()]
+        consumers = {name: c for u in self.use_cases for name, c in u.queue_consumers.items()}
+        self.workflows = workflows_in(owned)
+        self.queues = queues_in(owned)
+        self.failure_handovers = failure_handovers_in(owned)
+        self.functions_alarmed_on_errors = functions_alarmed_on_errors_in(owned)
         self.apis = dict(apis or {})
         for name in [*callers, *consumers]:
             config.downstream(name)  # fails early, naming the configured downstreams
@@ -539,12 +562,12 @@ class ControlLoopStack(Stack):
                     api.metric_latency("p99"), loop.ingress_p99_latency_ms, evaluation_periods=3,
                     datapoints_to_alarm=2),
             ]
-        for name, metric in app_failure_handovers(self):
+        for name, metric in self.failure_handovers:
             specs.append(AlarmSpec(
                 name.replace("-", ""), f"{prefix}-{name}",
                 f"{name.split('-')[0]} could not hand a failed event to its destination: the event is lost (its"
                 " destination's permissions or limits?)", metric, 0))
-        for name, function, reason in app_functions_alarmed_on_errors(self):
+        for name, function, reason in self.functions_alarmed_on_errors:
             specs.append(AlarmSpec(
                 f"{name}Errors", f"{prefix}-{name}-Errors", f"{name} failed: {reason}",
                 function.metric_errors(period=PERIOD, statistic="Sum"), 0))

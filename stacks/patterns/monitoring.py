@@ -1,7 +1,7 @@
 """What the control loop cannot read from a resource's shape, said next to the resource.
 
-The control loop finds every workflow and queue of the app by walking the construct tree and gives
-each the alarms of its kind (`stacks/control_loop_stack.py`): a queue with a dead-letter queue of
+The control loop finds every workflow and queue of the registered use cases by walking their
+constructs and gives each the alarms of its kind (`stacks/control_loop_stack.py`): a queue with a dead-letter queue of
 its own alarms on the age of its oldest message, a dead-letter queue on any message at all. A
 queue whose messages may rightly wait longer than the stage's `backlog_age_alarm_sec` (orders
 parked while a downstream's breaker is open) says so here, with the reason, where it is built; the

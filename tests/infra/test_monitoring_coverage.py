@@ -1,7 +1,7 @@
 """Nothing in the app goes unwatched: every workflow, queue and dead-letter queue has its alarms.
 
-The control loop finds workflows and queues itself (`app_workflows`, `app_queues`); this check does
-not trust that: it reads the synthesized templates of every stack and, for each state machine and
+The control loop watches what the registered use cases own (`workflows_in`, `queues_in`), and refuses
+an app with a state machine or queue outside them; this check does not trust that: it reads the synthesized templates of every stack and, for each state machine and
 queue, looks for the alarms that watch it, by metric and by the resource its dimension resolves to
 (through a cross-stack export when the alarm lives in another stack):
 
@@ -132,23 +132,59 @@ def test_a_dead_letter_alarm_that_tolerates_some_messages_is_caught(templates):
     assert problem.startswith("dead-letter queue OrderStartFailedQueue")
 
 
-def test_a_queue_added_in_any_stack_is_found_and_watched(cdk_context, dev_config, tmp_path):
+def test_a_queue_added_outside_every_registered_use_case_refuses_to_synthesize(cdk_context, dev_config, tmp_path):
     from stacks.app_stacks import add_stacks
 
-    # GIVEN an app with one more stack, as a later use case would add, holding a queue and its dead-letter queue
+    # GIVEN an app with one more stack holding a queue and its dead-letter queue, in no use case
     app = App(outdir=str(tmp_path), context=dict(cdk_context))
     config = replace(dev_config, nag=False)
     later = Stack(app, f"{config.stack_prefix}-LaterUseCase", env=_env(config))
     dead = sqs.Queue(later, "LaterDeadLetters")
     sqs.Queue(later, "LaterQueue", dead_letter_queue=sqs.DeadLetterQueue(queue=dead, max_receive_count=3))
     # WHEN the stage's stacks are added after it
-    stacks = add_stacks(app, config)
+    # THEN the control loop refuses to build, naming both queues and where they belong
+    with pytest.raises(ValueError, match=r"no registered use case owns \['Throttling-dev-LaterUseCase/LaterDeadLetters"
+                       r"', 'Throttling-dev-LaterUseCase/LaterQueue'\].*add that use case to registry.USE_CASES"):
+        add_stacks(app, config)
+
+
+def test_a_use_case_added_to_the_registry_brings_its_alarms_and_dashboard_rows(cdk_context, dev_config, tmp_path):
+    from stacks.app_stacks import add_stacks
+    from stacks.patterns import AslStateMachine
+    from stacks.use_cases import USE_CASES, Layer, Registered, UseCase
+
+    from tests.infra.cloudformation import json_body
+
+    # GIVEN a later use case: one class building a queue, its dead-letter queue and a workflow that publishes to it
+    class LaterUseCase(UseCase[None]):
+        layer = Layer.BUFFERS
+
+        def build(self, scope, context, props) -> None:
+            dead = sqs.Queue(scope, "LaterDeadLetters")
+            queue = sqs.Queue(scope, "LaterQueue",
+                              dead_letter_queue=sqs.DeadLetterQueue(queue=dead, max_receive_count=3))
+            publish = AslStateMachine(scope, "LaterPublish", definition_file="legacy_publish.asl.json",
+                                      definition_substitutions={"LegacyQueueUrl": queue.queue_url},
+                                      log_retention_days=context.config.log_retention_days,
+                                      removal_policy=context.removal_policy)
+            queue.grant_send_messages(publish.role)
+
+    app = App(outdir=str(tmp_path), context=dict(cdk_context))
+    config = replace(dev_config, nag=False)
+    # WHEN the stage is built with one more registry line
+    stacks = add_stacks(app, config, use_cases=[*USE_CASES, Registered(LaterUseCase, None)])
     app.synth()
-    # THEN the control loop alarms on both, as their kinds require, and the whole app passes the check
-    names = {a["Properties"]["AlarmName"] for a in
-             Template.from_stack(stacks["control_loop"]).find_resources("AWS::CloudWatch::Alarm").values()}
-    assert {"Throttling-dev-LaterQueue-OldestMessageAge", "Throttling-dev-LaterDeadLetters-DeadLetters"} <= names
-    templates = {key: Template.from_stack(stack).to_json() for key, stack in {**stacks, "later": later}.items()}
+    # THEN the control loop alarms on all three as their kinds require, and graphs them
+    control_loop = Template.from_stack(stacks["control_loop"])
+    names = {a["Properties"]["AlarmName"] for a in control_loop.find_resources("AWS::CloudWatch::Alarm").values()}
+    assert {"Throttling-dev-LaterQueue-OldestMessageAge", "Throttling-dev-LaterDeadLetters-DeadLetters",
+            "Throttling-dev-LaterPublish-ExecutionsFailed", "Throttling-dev-LaterPublish-ExecutionsThrottled"} <= names
+    (dashboard,) = control_loop.find_resources("AWS::CloudWatch::Dashboard").values()
+    labels = {metric[-1].get("label") for widget in json_body(dashboard["Properties"]["DashboardBody"])["widgets"]
+              for metric in widget["properties"].get("metrics", []) if isinstance(metric[-1], dict)}
+    assert {"LaterPublish started", "LaterQueue oldest (s)", "LaterDeadLetters dead letters"} <= labels
+    # AND the whole app passes the check
+    templates = {key: Template.from_stack(stack).to_json() for key, stack in stacks.items()}
     assert coverage_problems(templates) == []
 
 
@@ -176,13 +212,13 @@ def test_a_queues_own_threshold_is_refused_outside_what_sqs_keeps_without_a_reas
 
 
 def test_two_queues_that_would_share_alarm_names_are_refused():
-    from stacks.control_loop_stack import app_queues
+    from stacks.control_loop_stack import queues_in
 
     app = App()
     for stack_id in ("One", "Two"):
         sqs.Queue(Stack(app, stack_id), "Orders")
     with pytest.raises(ValueError, match=r"queues must have distinct names for their alarms, got \{'Orders'"):
-        app_queues(app)
+        queues_in(app.node.find_all())
 
 
 def test_the_functions_whose_failures_nothing_else_shows_alarm_on_any_error(templates):
