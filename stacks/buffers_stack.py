@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from aws_cdk import RemovalPolicy, Stack
+from aws_cdk import Stack
 from constructs import Construct
 
 from stacks.config import AppConfig
@@ -35,9 +35,8 @@ class BuffersStack(Stack):
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        removal_policy = RemovalPolicy.DESTROY if config.removal_policy == "destroy" else RemovalPolicy.RETAIN
         self.use_cases: list[UseCase[Any]] = build_layer(
-            self, Layer.BUFFERS, use_cases, config=config, shared_limits=shared_limits, removal_policy=removal_policy)
+            self, Layer.BUFFERS, use_cases, config=config, shared_limits=shared_limits)
 
     def use_case(self, kind: type[U]) -> U:
         """The use case of `kind` built here (the ingress routes to its queue)."""

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aws_cdk import Acknowledgment, ArnFormat, CfnOutput, Duration, RemovalPolicy, Stack, Token, Validations
+from aws_cdk import Acknowledgment, ArnFormat, CfnOutput, Duration, Stack, Token, Validations
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_events as events
@@ -40,6 +40,7 @@ from aws_cdk import aws_ssm as ssm
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct, IConstruct
 
+from stacks import stage_props
 from stacks.config import AppConfig, ControlLoopConfig, DownstreamConfig
 from stacks.patterns import AslStateMachine, HandlerFunction, ThrottledQueueConsumer
 from stacks.patterns.handler_function import METRICS_NAMESPACE
@@ -319,7 +320,7 @@ class ControlLoopStack(Stack):
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        removal_policy = RemovalPolicy.DESTROY if config.removal_policy == "destroy" else RemovalPolicy.RETAIN
+        removal_policy = stage_props.removal_policy(config)
         loop = config.control_loop
         callers = dict(downstream_callers or {})
         if unregistered := unregistered_resources(self, use_cases):
@@ -402,7 +403,7 @@ class ControlLoopStack(Stack):
             handler="handlers.controller.handler",
             service=CONTROLLER_SERVICE,
             description="Retunes each downstream's concurrency and rate in SSM from its metrics and alarms",
-            log_retention_days=config.log_retention_days,
+            log_retention=stage_props.log_retention(config),
             removal_policy=removal_policy,
             timeout_sec=50,  # done before the next minute's run
             # One writer: a schedule and an alarm never decide at once. A lease in the shared semaphores

@@ -18,14 +18,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from aws_cdk import Aws, CfnOutput, RemovalPolicy, Stack
+from aws_cdk import Aws, CfnOutput, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from stacks.buffers_stack import BuffersStack
-from stacks.config import AppConfig
-from stacks.patterns.throttled_api import JSON, ThrottledApi
+from stacks import stage_props
+from stacks.config import AppConfig, IngressConfig, ThrottleConfig
+from stacks.patterns.throttled_api import JSON, ApiLimits, Throttle, ThrottledApi, UsageTier
 from stacks.use_cases import LegacyBuffer, Payments
 from stacks.workflows_stack import WorkflowsStack
 
@@ -162,14 +163,14 @@ class IngressStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
         if config.ingress is None:
             raise ValueError(f"stage {config.stage} has no ingress config; add stages.{config.stage}.ingress")
-        removal_policy = RemovalPolicy.DESTROY if config.removal_policy == "destroy" else RemovalPolicy.RETAIN
+        removal_policy = stage_props.removal_policy(config)
         self.api = ThrottledApi(
             self,
             "Api",
-            ingress=config.ingress,
+            limits=api_limits(config.ingress),
             api_name=f"{config.stack_prefix}-api",
             stage_name=config.stage,
-            log_retention_days=config.log_retention_days,
+            log_retention=stage_props.log_retention(config),
             removal_policy=removal_policy,
         )
         self._add_start_payment(workflows)
@@ -289,3 +290,22 @@ class IngressStack(Stack):
             method_responses=_responses("202", "400", "500", "503"),
             operation_name="QueueLegacyRecord",
         )
+
+
+def api_limits(ingress: IngressConfig) -> ApiLimits:
+    """The stage's ingress config as the API's limits."""
+    def throttle(config: ThrottleConfig) -> Throttle:
+        return Throttle(rate_limit_per_sec=config.rate_limit_per_sec, burst=config.burst)
+
+    return ApiLimits(
+        stage_throttle=throttle(ingress.throttle),
+        method_throttles={route: throttle(t) for route, t in ingress.method_throttles.items()},
+        tiers=tuple(
+            UsageTier(name=tier.name, throttle=throttle(tier.throttle), quota_limit=tier.quota.limit,
+                      quota_period=tier.quota.period,
+                      method_throttles={route: throttle(t) for route, t in tier.method_throttles.items()},
+                      api_keys=tier.api_keys)
+            for tier in ingress.tiers),
+        quota_retry_after_sec=ingress.quota_retry_after_sec,
+        waf_requests_per_5_min_per_ip=ingress.waf.requests_per_5_min_per_ip if ingress.waf.enabled else None,
+    )

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
+from aws_cdk import CfnOutput, Duration, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from constructs import Construct
 
+from stacks import stage_props
 from stacks.config import AppConfig, DownstreamConfig
 from stacks.patterns import CircuitBreakerTable, HandlerFunction, RateLimiterTable, SemaphoreTable, TunableParameters
 
@@ -65,7 +66,7 @@ def breaker_tunables_seed(downstream: DownstreamConfig) -> str:
 class SharedLimitsStack(Stack):
     def __init__(self, scope: Construct, construct_id: str, *, config: AppConfig, **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        removal_policy = RemovalPolicy.DESTROY if config.removal_policy == "destroy" else RemovalPolicy.RETAIN
+        removal_policy = stage_props.removal_policy(config)
         documents = {}
         for downstream in config.downstreams:
             documents[downstream_tunables_key(downstream)] = downstream_tunables_seed(downstream)
@@ -84,7 +85,7 @@ class SharedLimitsStack(Stack):
             handler="handlers.reclaim_leases.handler",
             service="lease-reclaimer",
             description="Removes semaphore leases whose owners died",
-            log_retention_days=config.log_retention_days,
+            log_retention=stage_props.log_retention(config),
             removal_policy=removal_policy,
             timeout_sec=60,
             # A ceiling, not a need: two sweeps at once are harmless (each removal is conditioned on the

@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from aws_cdk import CfnOutput, RemovalPolicy, Stack
+from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
+from stacks import stage_props
 from stacks.config import AppConfig
 from stacks.patterns import HandlerFunction
 from stacks.shared_limits_stack import SharedLimitsStack, downstream_tunables_key, downstream_tunables_seed
@@ -39,7 +40,7 @@ class WorkflowsStack(Stack):
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        removal_policy = RemovalPolicy.DESTROY if config.removal_policy == "destroy" else RemovalPolicy.RETAIN
+        removal_policy = stage_props.removal_policy(config)
         self.downstream_callers: dict[str, lambda_.Function] = {}
         for downstream in config.downstreams:
             key = downstream_tunables_key(downstream)
@@ -50,7 +51,7 @@ class WorkflowsStack(Stack):
                 handler="handlers.call_downstream.handler",
                 service=f"{downstream.name}-caller",
                 description=f"Calls {downstream.name} within its limits",
-                log_retention_days=config.log_retention_days,
+                log_retention=stage_props.log_retention(config),
                 removal_policy=removal_policy,
                 timeout_sec=int(downstream.timeout_sec) + 5,
                 environment={
@@ -73,7 +74,7 @@ class WorkflowsStack(Stack):
 
         self.use_cases: list[UseCase[Any]] = build_layer(
             self, Layer.WORKFLOWS, use_cases, config=config, shared_limits=shared_limits,
-            removal_policy=removal_policy, callers=self.downstream_callers)
+            callers=self.downstream_callers)
 
     def use_case(self, kind: type[U]) -> U:
         """The use case of `kind` built here (the ingress routes to its workflow and tables)."""

@@ -24,7 +24,6 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from stacks.patterns.handler_function import retention_days
 
 STATEMACHINES_DIR = Path(__file__).resolve().parents[2] / "statemachines"
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
@@ -43,8 +42,8 @@ class AslStateMachine(Construct):
     :param definition_file: the file's name in `statemachines/`, e.g. `crm_batch_email.asl.json`.
     :param definition_substitutions: placeholder -> value (usually a token: an ARN, a name, a URL);
         must name exactly the file's placeholders, or synth fails saying which are missing or unused.
-    :param log_retention_days: retention of the state machine's log group.
     :param removal_policy: of the log group and the state machine.
+    :param log_retention: of the state machine's log group; default two years (CDK's default for a log group).
     :param state_machine_type: default STANDARD (waits are free, executions last up to a year).
     :param include_execution_data: log states' input and output; default False, because the
         payloads may hold personal data that the execution history already keeps under access control.
@@ -60,8 +59,8 @@ class AslStateMachine(Construct):
         *,
         definition_file: str,
         definition_substitutions: Mapping[str, str],
-        log_retention_days: int,
         removal_policy: RemovalPolicy,
+        log_retention: logs.RetentionDays = logs.RetentionDays.TWO_YEARS,
         state_machine_type: sfn.StateMachineType = sfn.StateMachineType.STANDARD,
         include_execution_data: bool = False,
         fail_states_are_outcomes: bool = False,
@@ -83,7 +82,7 @@ class AslStateMachine(Construct):
 
         self.log_group = logs.LogGroup(
             self, "LogGroup", log_group_name=vended_log_group_name(self, construct_id),
-            retention=retention_days(log_retention_days), removal_policy=removal_policy,
+            retention=log_retention, removal_policy=removal_policy,
         )
         # from_string, not from_file: from_file uploads the file as an S3 asset (DefinitionS3Location),
         # which hides the definition from the template, from cfn diffs and from the contract tests.

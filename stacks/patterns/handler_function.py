@@ -23,8 +23,6 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
-from stacks.config import LOG_RETENTION_DAYS_ALLOWED
-
 ROOT = Path(__file__).resolve().parents[2]
 LAMBDAS_DIR = ROOT / "lambdas"
 # What the tests install; the Lambda runtime's libraries are pinned there.
@@ -61,6 +59,7 @@ class HandlerFunction(Construct):
 
     :param handler: the handler's dotted path inside `lambdas/`, e.g. `handlers.call_downstream.handler`.
     :param service: the Powertools service name (logs, metrics and traces are grouped by it).
+    :param log_retention: of the function's log group; default two years (CDK's default for a log group).
     :param timeout_sec: the function timeout; default 30 s.
     :param reserved_concurrency: reserved concurrent executions; default none (account pool).
     :param powertools_version: the Powertools release whose public layer the function gets; default
@@ -75,8 +74,8 @@ class HandlerFunction(Construct):
         handler: str,
         service: str,
         description: str,
-        log_retention_days: int,
         removal_policy: RemovalPolicy,
+        log_retention: logs.RetentionDays = logs.RetentionDays.TWO_YEARS,
         environment: Mapping[str, str] | None = None,
         timeout_sec: int = 30,
         memory_mb: int = 256,
@@ -87,7 +86,7 @@ class HandlerFunction(Construct):
         self.log_group = logs.LogGroup(
             self,
             "LogGroup",
-            retention=retention_days(log_retention_days),
+            retention=log_retention,
             removal_policy=removal_policy,
         )
         # Our own role instead of AWSLambdaBasicExecutionRole: it may write to this log group only.
@@ -137,11 +136,3 @@ class HandlerFunction(Construct):
                 reason="X-Ray's PutTraceSegments and PutTelemetryRecords do not support resource-level permissions",
             )
         )
-
-
-def retention_days(days: int) -> logs.RetentionDays:
-    """The `RetentionDays` member for `days` (jsii enums carry names, not day counts, so map by order)."""
-    by_days = dict(zip(LOG_RETENTION_DAYS_ALLOWED, [m for m in logs.RetentionDays if m.name != "INFINITE"], strict=True))
-    if days not in by_days:
-        raise ValueError(f"log retention must be one of {list(by_days)} days, got {days}")
-    return by_days[days]

@@ -1,4 +1,4 @@
-"""A REST API whose every limit comes from config, and whose every refusal tells the client what to do.
+"""A REST API whose every limit comes from its props, and whose every refusal tells the client what to do.
 
 What a request meets on its way in, in order (each refuses with its own status and body):
 1. AWS WAF, when enabled: a rate-based rule per source IP (429, Retry-After: the rule's window).
@@ -22,7 +22,10 @@ execution logs at ERROR, per-method metrics and X-Ray traces, each log group wit
 from __future__ import annotations
 
 import json
+import math
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import jsii
 from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
@@ -32,8 +35,6 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct, IValidation
 
-from stacks.config import IngressConfig, ThrottleConfig
-from stacks.patterns.handler_function import retention_days
 
 # The access log line: one JSON object per request, with what an operator needs to tell a client's
 # 429 (its key, its tier's limit) from the stage's, and to join the line to the X-Ray trace. API
@@ -75,6 +76,66 @@ JSON = "application/json"
 REFUSED_METRIC_NAMESPACE = "Throttling"
 REFUSED_METRIC_NAME = "IngressRefused429"
 METRIC_PERIOD = Duration.minutes(1)
+# AWS WAF's rate-based rule counts requests over this window.
+WAF_WINDOW_SEC = 300
+
+
+@dataclass(frozen=True)
+class Throttle:
+    """An API Gateway token bucket: a steady rate and the burst (the bucket's size) it allows."""
+
+    rate_limit_per_sec: float
+    burst: int
+
+
+@dataclass(frozen=True)
+class UsageTier:
+    """A usage plan: a per-client throttle and quota, per-method throttles, and the API keys it holds.
+
+    :param quota_period: `DAY`, `WEEK` or `MONTH` (API Gateway resets the quota at 00:00 UTC).
+    :param method_throttles: route ("POST /payments") -> its throttle for this tier's clients; default none.
+    :param api_keys: the clients given a key in this tier; default none.
+    """
+
+    name: str
+    throttle: Throttle
+    quota_limit: int
+    quota_period: str
+    method_throttles: Mapping[str, Throttle] = field(default_factory=dict)
+    api_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ApiLimits:
+    """Every limit of the API, as a request meets them (see the module's docstring).
+
+    :param stage_throttle: the stage's token bucket, over every client.
+    :param method_throttles: route -> the stage's throttle for that method; default none.
+    :param tiers: the usage plans; default none (then no client can use the API, and synth says so).
+    :param quota_retry_after_sec: the Retry-After of a request over its quota; default 3600 s.
+    :param waf_requests_per_5_min_per_ip: a WAF rate-based rule per source IP; default None (no web ACL).
+    """
+
+    stage_throttle: Throttle
+    method_throttles: Mapping[str, Throttle] = field(default_factory=dict)
+    tiers: tuple[UsageTier, ...] = ()
+    quota_retry_after_sec: int = 3600
+    waf_requests_per_5_min_per_ip: int | None = None
+
+    @property
+    def throttle_retry_after_sec(self) -> int:
+        """The Retry-After of a throttled request: one token of the slowest bucket a client can meet."""
+        rates = [self.stage_throttle.rate_limit_per_sec, *(t.rate_limit_per_sec for t in self.method_throttles.values())]
+        for tier in self.tiers:
+            rates += [tier.throttle.rate_limit_per_sec, *(t.rate_limit_per_sec for t in tier.method_throttles.values())]
+        return max(1, math.ceil(1 / min(rates)))
+
+    def routes(self) -> set[str]:
+        """Every route some throttle names, so the API can refuse a throttle for a route it does not have."""
+        names = set(self.method_throttles)
+        for tier in self.tiers:
+            names |= set(tier.method_throttles)
+        return names
 
 
 class ThrottledApi(Construct):
@@ -82,8 +143,14 @@ class ThrottledApi(Construct):
 
     Routes are added with `add_route("POST /payments", integration, request_model=...)`; the
     usage plans (one per tier, with its API keys and per-method throttles) are added once the
-    routes exist, by `add_usage_plans()`. Synth fails if a configured throttle names a route the
+    routes exist, by `add_usage_plans()`. Synth fails if a throttle of `limits` names a route the
     API does not have, or if the usage plans were never added.
+
+    :param limits: the stage's, the methods' and the tiers' limits, and the optional WAF rule.
+    :param api_name: the REST API's name.
+    :param stage_name: the one stage's name.
+    :param log_retention: of the access and execution log groups; default two years (CDK's default for a log group).
+    :param removal_policy: of the log groups; default RETAIN.
     """
 
     def __init__(
@@ -91,17 +158,15 @@ class ThrottledApi(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        ingress: IngressConfig,
+        limits: ApiLimits,
         api_name: str,
         stage_name: str,
-        log_retention_days: int,
-        removal_policy: RemovalPolicy,
+        log_retention: logs.RetentionDays = logs.RetentionDays.TWO_YEARS,
+        removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.ingress = ingress
-        self.access_logs = logs.LogGroup(
-            self, "AccessLogs", retention=retention_days(log_retention_days), removal_policy=removal_policy
-        )
+        self.limits = limits
+        self.access_logs = logs.LogGroup(self, "AccessLogs", retention=log_retention, removal_policy=removal_policy)
         self.rest_api = apigw.RestApi(
             self,
             "Api",
@@ -115,15 +180,15 @@ class ThrottledApi(Construct):
             cloud_watch_role_removal_policy=RemovalPolicy.RETAIN,
             deploy_options=apigw.StageOptions(
                 stage_name=stage_name,
-                throttling_rate_limit=ingress.throttle.rate_limit_per_sec,
-                throttling_burst_limit=ingress.throttle.burst,
+                throttling_rate_limit=limits.stage_throttle.rate_limit_per_sec,
+                throttling_burst_limit=limits.stage_throttle.burst,
                 method_options={
                     # A method's settings replace the stage's for that method, so metrics and logging are repeated.
                     stage_method_path(route): apigw.MethodDeploymentOptions(
                         throttling_rate_limit=throttle.rate_limit_per_sec, throttling_burst_limit=throttle.burst,
                         metrics_enabled=True, logging_level=apigw.MethodLoggingLevel.ERROR, data_trace_enabled=False,
                     )
-                    for route, throttle in ingress.method_throttles.items()
+                    for route, throttle in limits.method_throttles.items()
                 },
                 metrics_enabled=True,
                 tracing_enabled=True,
@@ -148,7 +213,7 @@ class ThrottledApi(Construct):
             self,
             "ExecutionLogs",
             log_group_name=f"API-Gateway-Execution-Logs_{self.rest_api.rest_api_id}/{stage_name}",
-            retention=retention_days(log_retention_days),
+            retention=log_retention,
             removal_policy=removal_policy,
         )
         self.api_name = api_name
@@ -169,13 +234,13 @@ class ThrottledApi(Construct):
         self.methods: dict[str, apigw.Method] = {}
         self.usage_plans: dict[str, apigw.UsagePlan] = {}
         self.api_keys: dict[str, apigw.IApiKey] = {}
-        self.web_acl: wafv2.CfnWebACL | None = self._add_web_acl() if ingress.waf.enabled else None
+        self.web_acl: wafv2.CfnWebACL | None = self._add_web_acl() if limits.waf_requests_per_5_min_per_ip else None
         if self.web_acl is None:
             Validations.of(self.rest_api.deployment_stage).acknowledge(
                 Acknowledgment(
                     id="AwsSolutions::AwsSolutions-APIG3",
-                    reason="WAF is off for this stage (ingress.waf.enabled); the stage, method and usage-plan"
-                    " throttles still bound every client. Turn it on where the API faces the internet",
+                    reason="WAF is off for this stage (no waf_requests_per_5_min_per_ip); the stage, method and"
+                    " usage-plan throttles still bound every client. Turn it on where the API faces the internet",
                 )
             )
         self.node.add_validation(_RoutesAndPlansComplete(self))
@@ -265,14 +330,14 @@ class ThrottledApi(Construct):
 
     def add_usage_plans(self, *, name_prefix: str) -> None:
         """One usage plan per tier, with its quota, its throttles and one API key per named client."""
-        for tier in self.ingress.tiers:
+        for tier in self.limits.tiers:
             plan = self.rest_api.add_usage_plan(
                 f"{_pascal(tier.name)}Plan",
                 name=f"{name_prefix}-{tier.name}",
                 description=f"Tier {tier.name}: {tier.throttle.rate_limit_per_sec:g} req/s, burst"
-                f" {tier.throttle.burst}, {tier.quota.limit} requests per {tier.quota.period.lower()}",
+                f" {tier.throttle.burst}, {tier.quota_limit} requests per {tier.quota_period.lower()}",
                 throttle=_throttle_settings(tier.throttle),
-                quota=apigw.QuotaSettings(limit=tier.quota.limit, period=apigw.Period[tier.quota.period]),
+                quota=apigw.QuotaSettings(limit=tier.quota_limit, period=apigw.Period[tier.quota_period]),
                 api_stages=[
                     apigw.UsagePlanPerApiStage(
                         api=self.rest_api,
@@ -295,11 +360,11 @@ class ThrottledApi(Construct):
             self.usage_plans[tier.name] = plan
 
     def _add_gateway_responses(self) -> None:
-        ingress = self.ingress
+        limits = self.limits
         refusals = [
-            ("Throttled", apigw.ResponseType.THROTTLED, "429", ingress.throttle_retry_after_sec,
+            ("Throttled", apigw.ResponseType.THROTTLED, "429", limits.throttle_retry_after_sec,
              "Too many requests: retry after Retry-After seconds, spreading retries with jitter"),
-            ("QuotaExceeded", apigw.ResponseType.QUOTA_EXCEEDED, "429", ingress.quota_retry_after_sec,
+            ("QuotaExceeded", apigw.ResponseType.QUOTA_EXCEEDED, "429", limits.quota_retry_after_sec,
              "This API key's quota for the period is used up; it resets at 00:00 UTC (a day, a week's"
              " Monday or a month's first day); ask for a higher tier to raise it"),
         ]
@@ -333,8 +398,8 @@ class ThrottledApi(Construct):
             )
 
     def _add_web_acl(self) -> wafv2.CfnWebACL:
-        waf = self.ingress.waf
-        window_sec = 300
+        requests_per_window = self.limits.waf_requests_per_5_min_per_ip
+        window_sec = WAF_WINDOW_SEC
         metric_prefix = re.sub(r"[^A-Za-z0-9]", "", Stack.of(self).stack_name)
         web_acl = wafv2.CfnWebACL(
             self,
@@ -346,7 +411,7 @@ class ThrottledApi(Construct):
                 "rate-limited": wafv2.CfnWebACL.CustomResponseBodyProperty(
                     content_type="APPLICATION_JSON",
                     content=json.dumps({"message": f"Too many requests from this address: more than"
-                                        f" {waf.requests_per_5_min_per_ip} in 5 minutes; retry after"
+                                        f" {requests_per_window} in 5 minutes; retry after"
                                         " Retry-After seconds", "retry_after_sec": window_sec}),
                 )
             },
@@ -356,7 +421,7 @@ class ThrottledApi(Construct):
                     priority=0,
                     statement=wafv2.CfnWebACL.StatementProperty(
                         rate_based_statement=wafv2.CfnWebACL.RateBasedStatementProperty(
-                            aggregate_key_type="IP", limit=waf.requests_per_5_min_per_ip,
+                            aggregate_key_type="IP", limit=requests_per_window,
                             evaluation_window_sec=window_sec,
                         )
                     ),
@@ -388,7 +453,7 @@ def stage_method_path(route: str) -> str:
     return f"{path.rstrip('/')}/{verb}"
 
 
-def _throttle_settings(throttle: ThrottleConfig) -> apigw.ThrottleSettings:
+def _throttle_settings(throttle: Throttle) -> apigw.ThrottleSettings:
     return apigw.ThrottleSettings(rate_limit=throttle.rate_limit_per_sec, burst_limit=throttle.burst)
 
 
@@ -411,8 +476,8 @@ class _RoutesAndPlansComplete:
 
     def validate(self) -> list[str]:
         errors = [
-            f"ingress config throttles {route!r}, but the API has no such route; routes: {sorted(self._api.methods)}"
-            for route in sorted(self._api.ingress.routes() - set(self._api.methods))
+            f"the API's limits throttle {route!r}, but the API has no such route; routes: {sorted(self._api.methods)}"
+            for route in sorted(self._api.limits.routes() - set(self._api.methods))
         ]
         if not self._api.usage_plans:
             errors.append("ThrottledApi.add_usage_plans() was never called: no client tier could use the API")

@@ -13,6 +13,7 @@ from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda_event_sources as event_sources
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
@@ -84,8 +85,8 @@ class ThrottledQueueConsumer(Construct):
     :param handler: the consumer's handler in `lambdas/`, e.g. `handlers.legacy_consumer.handler`.
     :param service: Powertools service name of the consumer.
     :param description: the function's description.
-    :param log_retention_days: retention of the consumer's log group.
     :param removal_policy: of the queues' and the function's log group.
+    :param log_retention: of the consumer's log group; default two years (CDK's default for a log group).
     :param function_timeout_sec: the consumer's timeout; size it for a whole batch, each record
         waiting its turn at the limiter and its downstream call. Default 60 s.
     :param environment: more environment variables of the consumer; default none.
@@ -113,8 +114,8 @@ class ThrottledQueueConsumer(Construct):
         handler: str,
         service: str,
         description: str,
-        log_retention_days: int,
         removal_policy: RemovalPolicy,
+        log_retention: logs.RetentionDays = logs.RetentionDays.TWO_YEARS,
         function_timeout_sec: int = 60,
         environment: Mapping[str, str] | None = None,
         memory_mb: int = 256,
@@ -173,7 +174,7 @@ class ThrottledQueueConsumer(Construct):
             handler=handler,
             service=service,
             description=description,
-            log_retention_days=log_retention_days,
+            log_retention=log_retention,
             removal_policy=removal_policy,
             timeout_sec=function_timeout_sec,
             memory_mb=memory_mb,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from aws_cdk import RemovalPolicy, Stack
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
 from constructs import IConstruct
 
 if TYPE_CHECKING:
@@ -38,6 +39,8 @@ class Layer(Enum):
 class UseCaseContext:
     """What a use case is built with: the stage's config, the shared limits, and what the layer built before it.
 
+    :param removal_policy: of the use case's stateful resources (`stage_props.removal_policy`).
+    :param log_retention: of its log groups (`stage_props.log_retention`).
     :param callers: downstream name -> its caller function (the workflows layer builds one per downstream);
         empty in a layer without callers.
     :param built: the use cases this layer built before this one, in registry order.
@@ -46,6 +49,7 @@ class UseCaseContext:
     config: AppConfig
     shared_limits: SharedLimitsStack
     removal_policy: RemovalPolicy
+    log_retention: logs.RetentionDays
     callers: Mapping[str, lambda_.Function] = field(default_factory=dict)
     built: Sequence[UseCase] = ()
 
@@ -115,14 +119,17 @@ class Registered(Generic[P]):
 
 
 def build_layer(scope: Stack, layer: Layer, registry: Sequence[Registered[Any]], *, config: AppConfig,
-                shared_limits: SharedLimitsStack, removal_policy: RemovalPolicy,
+                shared_limits: SharedLimitsStack,
                 callers: Mapping[str, lambda_.Function] | None = None) -> list[UseCase[Any]]:
     """Build the registry's use cases of `layer` into `scope`, in registry order."""
+    from stacks.stage_props import log_retention, removal_policy
+
     built: list[UseCase[Any]] = []
     for line in registry:
         if line.layer is layer:
-            context = UseCaseContext(config=config, shared_limits=shared_limits, removal_policy=removal_policy,
-                                     callers=dict(callers or {}), built=tuple(built))
+            context = UseCaseContext(config=config, shared_limits=shared_limits, removal_policy=removal_policy(config),
+                                     log_retention=log_retention(config), callers=dict(callers or {}),
+                                     built=tuple(built))
             built.append(line.use_case(scope, context, line.props))
     return built
 

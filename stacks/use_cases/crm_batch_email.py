@@ -61,7 +61,7 @@ class CrmBatchEmail(UseCase[CrmBatchEmailProps]):
                 "CrmCallerFunctionArn": crm_caller.function_arn,
                 "DeadLetterQueueUrl": self.dead_letter_queue.queue_url,
             },
-            log_retention_days=config.log_retention_days,
+            log_retention=context.log_retention,
             removal_policy=removal_policy,
         )
         # Exactly what the file's Tasks do, each on its one resource.

@@ -68,7 +68,7 @@ class CrmSegmentLarge(UseCase[CrmSegmentLargeProps]):
                 "CrmCallerFunctionArn": crm_caller.function_arn,
                 "DeadLetterQueueUrl": dead_letters.queue_url,
             },
-            log_retention_days=config.log_retention_days,
+            log_retention=context.log_retention,
             removal_policy=removal_policy,
         )
         machine = self.workflow.state_machine

@@ -75,7 +75,7 @@ class LegacyBuffer(UseCase[LegacyBufferProps]):
             handler="handlers.legacy_consumer.handler",
             service=f"{legacy.name}-consumer",
             description=f"Delivers buffered records to {legacy.name} at the shared limiter's pace",
-            log_retention_days=config.log_retention_days,
+            log_retention=context.log_retention,
             removal_policy=removal_policy,
             function_timeout_sec=consumer_timeout_sec(
                 legacy, batch_size=LEGACY_BATCH_SIZE, max_concurrency=LEGACY_MAX_CONCURRENCY
@@ -110,7 +110,7 @@ class LegacyBuffer(UseCase[LegacyBufferProps]):
             "LegacyPublish",
             definition_file="legacy_publish.asl.json",
             definition_substitutions={"LegacyQueueUrl": self.consumer.queue.queue_url},
-            log_retention_days=config.log_retention_days,
+            log_retention=context.log_retention,
             removal_policy=removal_policy,
         )
         self.consumer.queue.grant_send_messages(self.publish.role)

@@ -126,7 +126,7 @@ class Payments(UseCase[PaymentsProps]):
             handler="handlers.authorize_payment.handler",
             service="payment-authorizer",
             description="Authorizes an order's payment at the gateway, at most once per order",
-            log_retention_days=config.log_retention_days,
+            log_retention=context.log_retention,
             removal_policy=removal_policy,
             timeout_sec=int(gateway.timeout_sec) + PAYMENT_LIMITER_MAX_WAIT_SEC + 5,
             # Without a reservation the limiter still holds the gateway's rate; only the cap on orders waiting
@@ -174,7 +174,7 @@ class Payments(UseCase[PaymentsProps]):
                 "AuthorizeFunctionArn": authorizer.function.function_arn,
                 "PaymentGatewayCallerArn": gateway_caller.function_arn,
             },
-            log_retention_days=config.log_retention_days,
+            log_retention=context.log_retention,
             removal_policy=removal_policy,
             # A declined card or an empty shelf ends in a named Fail: the control loop watches its timeouts.
             fail_states_are_outcomes=True,
@@ -197,7 +197,7 @@ class Payments(UseCase[PaymentsProps]):
             handler="handlers.start_payment.handler",
             service="payment-starter",
             description="Starts the payment workflow once per order (execution name order-<order_id>)",
-            log_retention_days=config.log_retention_days,
+            log_retention=context.log_retention,
             removal_policy=removal_policy,
             timeout_sec=10,
             environment={"PAYMENT_STATE_MACHINE_ARN": self.workflow.state_machine.state_machine_arn},
@@ -263,7 +263,7 @@ class Payments(UseCase[PaymentsProps]):
             handler="handlers.resume_parked_orders.handler",
             service="parked-order-resumer",
             description="Resumes parked payments once the gateway's breaker lets calls through",
-            log_retention_days=config.log_retention_days,
+            log_retention=context.log_retention,
             removal_policy=removal_policy,
             timeout_sec=PARKED_ORDER_RESUMER_TIMEOUT_SEC,
             environment={

@@ -83,7 +83,7 @@ class UgcModeration(UseCase[UgcModerationProps]):
             handler="handlers.decide_moderation.handler",
             service="moderation-decider",
             description="Decides an upload's moderation from the AI models' scores",
-            log_retention_days=config.log_retention_days,
+            log_retention=context.log_retention,
             removal_policy=removal_policy,
             timeout_sec=10,
             environment={
@@ -106,7 +106,7 @@ class UgcModeration(UseCase[UgcModerationProps]):
                 "ResultsTableName": self.moderation_results_table.table_name,
                 "ModerationResultsTopicArn": self.moderation_results_topic.topic_arn,
             },
-            log_retention_days=config.log_retention_days,
+            log_retention=context.log_retention,
             removal_policy=removal_policy,
         )
         # Exactly what the file's Tasks do, each on its one resource.

@@ -263,7 +263,7 @@ def test_a_throttle_for_a_route_the_api_lacks_fails_synth(cdk_context):
     stages["dev"]["ingress"]["method_throttles"]["DELETE /payments/{id}"] = {"rate_limit_per_sec": 1, "burst": 1}
     app = App(context=cdk_context)
     add_stacks(app, load_config(stages, "dev"))
-    with pytest.raises(Exception, match=r"ingress config throttles 'DELETE /payments/\{id\}', but the API has no such route"):
+    with pytest.raises(Exception, match=r"the API's limits throttle 'DELETE /payments/\{id\}', but the API has no such route"):
         app.synth()
 
 

@@ -1,9 +1,10 @@
 """Nothing in the app goes unwatched: every workflow, queue and dead-letter queue has its alarms.
 
-The control loop watches what the registered use cases own (`workflows_in`, `queues_in`), and refuses
-an app with a state machine or queue outside them; this check does not trust that: it reads the synthesized templates of every stack and, for each state machine and
-queue, looks for the alarms that watch it, by metric and by the resource its dimension resolves to
-(through a cross-stack export when the alarm lives in another stack):
+The control loop watches what the registered use cases own (`workflows_in`, `queues_in`) and refuses
+an app with a state machine or queue outside them; this check does not trust that: it reads the
+synthesized templates of every stack and, for each state machine and queue, looks for the alarms
+that watch it, by metric and by the resource its dimension resolves to (through a cross-stack export
+when the alarm lives in another stack):
 
 - a state machine: `ExecutionThrottled`, and `ExecutionsFailed` (or `ExecutionsTimedOut`, for one
   whose `Fail` states are business outcomes);
@@ -165,7 +166,7 @@ def test_a_use_case_added_to_the_registry_brings_its_alarms_and_dashboard_rows(c
                               dead_letter_queue=sqs.DeadLetterQueue(queue=dead, max_receive_count=3))
             publish = AslStateMachine(scope, "LaterPublish", definition_file="legacy_publish.asl.json",
                                       definition_substitutions={"LegacyQueueUrl": queue.queue_url},
-                                      log_retention_days=context.config.log_retention_days,
+                                      log_retention=context.log_retention,
                                       removal_policy=context.removal_policy)
             queue.grant_send_messages(publish.role)
 

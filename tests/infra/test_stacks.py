@@ -223,6 +223,7 @@ def test_the_crm_batch_outputs_what_operators_and_the_demo_need(workflows):
 
 def test_an_asl_file_and_its_substitutions_must_agree_at_synth():
     from aws_cdk import App, RemovalPolicy, Stack
+    from aws_cdk import aws_logs as logs
 
     from stacks.patterns import AslStateMachine
 
@@ -233,7 +234,7 @@ def test_an_asl_file_and_its_substitutions_must_agree_at_synth():
         AslStateMachine(stack, "Machine", definition_file="crm_batch_email.asl.json",
                         definition_substitutions={"CrmTunablesParameterName": "p", "CrmCallerFunctionArn": "f",
                                                   "DeadLetterQueueUrl": "q", "Stray": "x"},
-                        log_retention_days=14, removal_policy=RemovalPolicy.DESTROY)
+                        log_retention=logs.RetentionDays.TWO_WEEKS, removal_policy=RemovalPolicy.DESTROY)
 
 
 def _list(value):

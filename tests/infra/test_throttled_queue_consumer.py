@@ -7,6 +7,7 @@ import re
 import pytest
 from aws_cdk import App, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
 from aws_cdk.assertions import Template
 
 from stacks.patterns import ThrottledQueueConsumer
@@ -15,7 +16,7 @@ REQUIRED = {
     "handler": "handlers.legacy_consumer.handler",
     "service": "probe-consumer",
     "description": "probe",
-    "log_retention_days": 14,
+    "log_retention": logs.RetentionDays.TWO_WEEKS,
     "removal_policy": RemovalPolicy.DESTROY,
 }
 
