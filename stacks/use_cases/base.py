@@ -22,6 +22,8 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import IConstruct
 
+from stacks.stage_props import log_retention, removal_policy
+
 if TYPE_CHECKING:
     from stacks.config import AppConfig
     from stacks.patterns import ThrottledQueueConsumer
@@ -122,8 +124,6 @@ def build_layer(scope: Stack, layer: Layer, registry: Sequence[Registered[Any]],
                 shared_limits: SharedLimitsStack,
                 callers: Mapping[str, lambda_.Function] | None = None) -> list[UseCase[Any]]:
     """Build the registry's use cases of `layer` into `scope`, in registry order."""
-    from stacks.stage_props import log_retention, removal_policy
-
     built: list[UseCase[Any]] = []
     for line in registry:
         if line.layer is layer:
