@@ -6,7 +6,7 @@ the resource (a table, a queue, a bucket, with their data) on the next deploy. A
 builds its resources straight into the stack it is given, under the ids they always had, and
 remembers which of the stack's constructs it added: those are its own. From them the control loop
 takes the use case's workflows, queues, failure hand-overs and the functions alarmed on errors
-(`monitored`), so a use case's alarms and dashboard rows come with it, and a state machine or queue
+(`owned`), so a use case's alarms and dashboard rows come with it, and a state machine or queue
 outside every registered use case refuses to synthesize (`stacks/control_loop_stack.py`).
 """
 
