@@ -87,9 +87,11 @@ class UseCase(Generic[P]):
 
     def __init__(self, scope: Stack, context: UseCaseContext, props: P) -> None:
         self.props = props
-        before = set(scope.node.children)
+        # By path, not identity: jsii hands out a new proxy for a construct made on the JavaScript side
+        # (the stack's singleton SSM parameter of the Powertools layer), so identity would claim it again.
+        before = {c.node.path for c in scope.node.children}
         self.build(scope, context, props)
-        self.constructs: tuple[IConstruct, ...] = tuple(c for c in scope.node.children if c not in before)
+        self.constructs: tuple[IConstruct, ...] = tuple(c for c in scope.node.children if c.node.path not in before)
 
     def build(self, scope: Stack, context: UseCaseContext, props: P) -> None:
         raise NotImplementedError

@@ -1,0 +1,67 @@
+"""The use cases and their registry: which downstream each calls comes from its registry line, each owns what it
+built, and a line out of order or naming an unconfigured downstream refuses to build with the remedy."""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from aws_cdk import App
+
+STACKS_DIR = Path(__file__).resolve().parents[2] / "stacks"
+
+
+def string_literals(path: Path) -> set[str]:
+    return {node.value for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+
+
+def test_no_stack_or_use_case_names_a_downstream_only_the_registry_does(cdk_context):
+    # GIVEN every downstream configured in any stage
+    names = {name for stage in cdk_context["stages"].values() for name in stage["downstreams"]}
+    assert {"crm", "payment_gateway", "ai_model", "legacy_mainframe"} <= names
+    # WHEN the stacks' and use cases' modules are read THEN only the registry holds a downstream's name
+    naming = {str(path.relative_to(STACKS_DIR)) for path in STACKS_DIR.rglob("*.py")
+              if path.name != "config.py" and string_literals(path) & names}
+    assert naming == {"use_cases/registry.py"}
+
+
+def test_each_use_case_owns_what_it_built_and_nothing_another_built(dev_assembly):
+    stacks, _ = dev_assembly
+    use_cases = stacks["control_loop"].use_cases
+    # GIVEN the registered use cases, in registry order
+    assert [u.name for u in use_cases] == ["CrmBatchEmail", "CrmSegmentLarge", "Payments", "UgcModeration",
+                                           "LegacyBuffer"]
+    # THEN their constructs never overlap, and each owns its own workflow
+    paths = [c.node.path for u in use_cases for c in u.owned()]
+    assert len(paths) == len(set(paths))
+    workflows = {u.name: sorted(c.node.id for c in u.constructs if type(c).__name__ == "AslStateMachine")
+                 for u in use_cases}
+    assert workflows == {"CrmBatchEmail": ["CrmBatchEmail"], "CrmSegmentLarge": ["CrmSegmentLarge"],
+                         "Payments": ["PaymentAuthorization"], "UgcModeration": ["UgcModeration"],
+                         "LegacyBuffer": ["LegacyPublish"]}
+
+
+def test_a_registry_line_naming_a_downstream_the_stage_does_not_configure_refuses_to_build(cdk_context, dev_config):
+    from stacks.app_stacks import add_stacks
+    from stacks.use_cases import USE_CASES, CrmBatchEmail, CrmBatchEmailProps, Registered
+
+    # GIVEN the registry with the CRM batch pointed at a downstream nobody configured
+    registry = [Registered(CrmBatchEmail, CrmBatchEmailProps(downstream="mailer")), *USE_CASES[1:]]
+    # WHEN the stage is built THEN it refuses, naming the configured downstreams
+    with pytest.raises(Exception, match=r"no downstream named 'mailer'; configured downstreams: crm, "):
+        add_stacks(App(context=dict(cdk_context)), replace(dev_config, nag=False), use_cases=registry)
+
+
+def test_a_use_case_registered_before_the_one_whose_resources_it_shares_refuses_to_build(cdk_context, dev_config):
+    from stacks.app_stacks import add_stacks
+    from stacks.use_cases import USE_CASES
+
+    # GIVEN the large-segment workflow registered before the inline batch whose dead-letter queue it shares
+    registry = [USE_CASES[1], USE_CASES[0], *USE_CASES[2:]]
+    # WHEN the stage is built THEN it refuses, saying what to do
+    with pytest.raises(ValueError, match=r"expected one CrmBatchEmail among the use cases built, got 0 \(\[\]\):"
+                                         r" register it before the use case that shares its resources"):
+        add_stacks(App(context=dict(cdk_context)), replace(dev_config, nag=False), use_cases=registry)
