@@ -1,8 +1,11 @@
 """The controllers the lab compares, each fed the same period metrics on the same schedule.
 
-- `ProjectController`: the project's controller (`throttling.controller.decide`, either mode),
-  unchanged, with its state carried between periods as the controller Lambda carries it in DynamoDB.
-  It moves both the concurrency and the shared limiter's rate.
+Each implements `lab.mechanisms.Controller` (`decide(metrics, *, now, period_end) -> Adjustment`),
+the one interface the lab's control loop holds them through.
+
+- `ProjectController`: the project's controller (`throttling.core.controller.decide`, whichever
+  algorithm its policy names), unchanged, with its state carried between periods as the controller
+  Lambda carries it in DynamoDB. It moves both the concurrency and the shared limiter's rate.
 - `PlainAimd`: the textbook baseline: +1 concurrency after a period without 429s, x0.5 after a
   period with any; no guard of any kind.
 - `Gradient2`: Netflix concurrency-limits' Gradient2 from its formulas: a long-term RTT (an
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import math
 
-from throttling.controller import (
+from throttling.core.controller import (
     Bounds,
     ControllerPolicy,
     ControllerState,
@@ -37,7 +40,8 @@ __all__ = ["Gradient2", "PlainAimd", "ProjectController"]
 
 
 class ProjectController:
-    """`throttling.controller.decide`, with its state kept between periods."""
+    """`throttling.core.controller.decide`, with its state kept between periods; the policy's algorithm is
+    whichever the caller chose (this class, like the control loop, does not know which)."""
 
     def __init__(self, policy: ControllerPolicy, bounds: Bounds, initial: Setting) -> None:
         self.policy = policy

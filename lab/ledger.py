@@ -20,7 +20,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from throttling.controller import PeriodMetrics
+from throttling.core.controller import PeriodMetrics
 
 __all__ = ["FAILED", "QUEUED", "RUNNING", "STATES", "SUCCEEDED", "Ledger", "Request", "percentile"]
 

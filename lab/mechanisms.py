@@ -3,7 +3,7 @@
 Each class states what it simplifies; all of them use the project's pure cores unchanged: the GCRA
 limiter (`throttling.rate_limiter`), the circuit breaker (`throttling.circuit_breaker`), Step
 Functions' jittered backoff (`throttling.backoff.full_jitter_delay`), the controller
-(`throttling.controller.decide`, through `lab.controllers`) and `evaluated_period`.
+(`throttling.core.controller.decide`, through `lab.controllers`) and `evaluated_period`.
 
 - `Caller`: the caller Lambda (`handlers/call_downstream.py`): breaker, one token of the shared
   limiter (a refusal of at most `max_limiter_wait_sec` waited out in the function, as
@@ -40,7 +40,7 @@ from typing import Any, Protocol
 
 from throttling.backoff import exponential_delay, full_jitter_delay
 from throttling.circuit_breaker import BreakerPolicy, BreakerState, allow, record
-from throttling.controller import evaluated_period
+from throttling.core.controller import PeriodMetrics, evaluated_period
 from throttling.rate_limiter import InMemoryRateLimiter
 
 from lab.downstream import OK, THROTTLED, Downstream
@@ -481,7 +481,10 @@ class Adjustment:
 
 
 class Controller(Protocol):
-    def decide(self, metrics: Any, *, now: float, period_end: float) -> Adjustment: ...
+    """What the lab's control loop holds, without knowing which: the project's controller (either
+    algorithm) and each baseline (`lab.controllers`), fed the same period metrics on the same schedule."""
+
+    def decide(self, metrics: PeriodMetrics | None, *, now: float, period_end: float) -> Adjustment: ...
 
 
 class ControlLoop:

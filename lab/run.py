@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from throttling.controller import Bounds, ControllerPolicy, Setting
+from throttling.core.controller import ALGORITHMS, Bounds, ControllerPolicy, Setting
 from throttling.rate_limiter import InMemoryRateLimiter, RatePolicy
 
 from lab.controllers import Gradient2, PlainAimd, ProjectController
@@ -39,6 +39,7 @@ from lab.mechanisms import (
     Adjustment,
     Caller,
     ControlLoop,
+    Controller,
     MapState,
     StepFunctionsTask,
     workflow_retry_policy,
@@ -127,10 +128,13 @@ def run(strategy: Strategy, scenario: Scenario, *, seed: int = 1, headroom: floa
                limiter.policy if limiter is not None else None)
 
 
-def _controller(strategy: Strategy, scenario: Scenario, plan: CapacityPlan, initial_concurrency: int) -> Any:
-    bounds = Bounds.from_mapping(controller_bounds_for(scenario, plan.headroom))
-    if strategy.controller in ("aimd", "gradient"):
-        policy = ControllerPolicy(mode=strategy.controller, p99_latency_threshold_ms=p99_threshold_ms(scenario))
+def _controller(strategy: Strategy, scenario: Scenario, plan: CapacityPlan,
+                initial_concurrency: int) -> Controller | None:
+    bounds = Bounds.from_document(controller_bounds_for(scenario, plan.headroom))
+    if strategy.controller in ALGORITHMS:
+        # As the control loop does: the plan's p99 bar for the algorithm that reads one.
+        policy = ControllerPolicy(algorithm=ALGORITHMS[strategy.controller]()).with_p99_latency_threshold(
+            p99_threshold_ms(scenario))
         return ProjectController(policy, bounds, Setting(plan.map_concurrency, plan.limiter_rate_per_sec))
     if strategy.controller == "plain_aimd":
         return PlainAimd(initial_concurrency, min_limit=bounds.min_concurrency, max_limit=bounds.max_concurrency)

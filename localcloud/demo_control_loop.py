@@ -19,7 +19,7 @@ from localcloud.cloud import LocalCloud
 from localcloud.demo_workflows import crm_batch_outputs, run_execution, seed_segment
 from localcloud.deployer import DeployedStack
 from localcloud.downstream_simulator import DownstreamSimulator
-from throttling.controller import evaluated_period
+from throttling.core.controller import evaluated_period
 
 METRICS_NAMESPACE = "Throttling"
 

@@ -26,6 +26,10 @@ change is logged with its reason and emitted as metrics (`ControllerIncreases`,
 (`ControllerMaxConcurrency`, `ControllerRatePerSec`) and each breaker's state (`BreakerOpen`).
 A downstream the run could not handle fails the invocation at the end (after the others ran),
 so the function's Errors metric tells an operator.
+
+The clients, adapters and settings are built by `build_dependencies(environ, ...)` on the first
+invocation (and once per environment), never at import; tests build them with their own clients
+and call `handle`.
 """
 
 from __future__ import annotations
@@ -34,58 +38,49 @@ import functools
 import json
 import os
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parameters import SSMProvider
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.exceptions import BotoCoreError, ClientError
 
+from throttling.adapters.cloudwatch_period_reader import CloudWatchPeriodReader
+from throttling.adapters.dynamodb_controller_state import ControllerStateStore
+from throttling.adapters.lambda_event_source_mappings import EventSourceMappingReconciler
+from throttling.adapters.ssm_controller_parameters import PlanReader, TunablesDocumentStore
 from throttling.circuit_breaker import BreakerPolicy, BreakerStatus
-from throttling.clock import SystemClock
-from throttling.control_loop import (
-    CloudWatchPeriodReader,
-    ControlLoop,
-    ControllerStateStore,
-    EventSourceMappingReconciler,
-    Outcome,
-    PlanReader,
-    Plans,
-    TunablesDocumentStore,
-)
-from throttling.controller import AlarmSignal, ControllerPolicy
+from throttling.clock import Clock, SystemClock
+from throttling.core.controller import AlarmSignal, ControllerPolicy
+from throttling.core.controller.plan import Plans
 from throttling.dynamodb_limits import DynamoDbCircuitBreaker, DynamoDbSemaphore
+from throttling.runtime.control_loop import ControlLoop, Outcome
 from throttling.tunables import InvalidTunables, parse_breaker_policy
 
+if TYPE_CHECKING:
+    from types_boto3_cloudwatch import CloudWatchClient
+    from types_boto3_dynamodb import DynamoDBClient
+    from types_boto3_lambda import LambdaClient
+    from types_boto3_ssm import SSMClient
+
 ALARM_EVENT = "CloudWatch Alarm State Change"
-MAX_EVENT_AGE_SEC = float(os.environ.get("MAX_EVENT_AGE_SEC", "600"))
+LEASE_NAME = "throttling-controller"
+LEASE_POLL_SEC = 0.5
+# The environment variables the dependencies are built from (the stack sets them).
+ENVIRONMENT_KEYS = (
+    "CONTROLLER_PLANS_PATH", "CONTROLLER_PLANS_CACHE_SEC", "CONTROLLER_POLICY", "CONTROLLER_STATE_TABLE_NAME",
+    "BREAKER_TABLE_NAME", "SEMAPHORE_TABLE_NAME", "CONTROLLER_LEASE_WAIT_SEC", "PERIOD_SEC", "METRICS_DELAY_SEC",
+    "MAX_EVENT_AGE_SEC", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_SERVICE_NAME",
+)
 
 logger = Logger()
-metrics = Metrics()
 # Patches boto3 and http.client, so every AWS call and every downstream call is a subsegment of the trace.
 tracer = Tracer()
-clock = SystemClock()
-
-ssm = boto3.client("ssm")
-dynamodb = boto3.client("dynamodb")
-plans = PlanReader(os.environ["CONTROLLER_PLANS_PATH"],
-                   fetch=functools.partial(SSMProvider(boto3_client=ssm).get_multiple,
-                                           max_age=int(os.environ.get("CONTROLLER_PLANS_CACHE_SEC", "60"))))
-POLICY = ControllerPolicy.from_mapping(json.loads(os.environ.get("CONTROLLER_POLICY", "{}")))
-metrics_reader = CloudWatchPeriodReader(boto3.client("cloudwatch"),
-                                        namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Throttling"))
-tunables_store = TunablesDocumentStore(ssm)
-states = ControllerStateStore(os.environ["CONTROLLER_STATE_TABLE_NAME"], dynamodb)
-mappings = EventSourceMappingReconciler(boto3.client("lambda"))
-PERIOD_SEC = float(os.environ.get("PERIOD_SEC", "60"))
-METRICS_DELAY_SEC = float(os.environ.get("METRICS_DELAY_SEC", "30"))
-BREAKER_TABLE_NAME = os.environ["BREAKER_TABLE_NAME"]
-LEASE_NAME = "throttling-controller"
-LEASE_WAIT_SEC = float(os.environ.get("CONTROLLER_LEASE_WAIT_SEC", "10"))
-LEASE_POLL_SEC = 0.5
-lease = DynamoDbSemaphore(os.environ["SEMAPHORE_TABLE_NAME"], client=dynamodb, clock=clock)
 
 
 class ControlLoopFailed(Exception):
@@ -96,36 +91,119 @@ class ControllerBusy(Exception):
     """Another run held the controller's lease for longer than an alarm's run waits: deliver the alarm again."""
 
 
+@dataclass(frozen=True)
+class Dependencies:
+    """What a controller run works with, built once per environment by `build_dependencies`."""
+
+    plans: PlanReader
+    policy: ControllerPolicy
+    metrics_reader: CloudWatchPeriodReader
+    tunables: TunablesDocumentStore
+    states: ControllerStateStore
+    mappings: EventSourceMappingReconciler
+    lease: DynamoDbSemaphore
+    metrics: Metrics
+    ssm: SSMClient
+    dynamodb: DynamoDBClient
+    clock: Clock
+    breaker_table_name: str
+    period_sec: float = 60.0
+    metrics_delay_sec: float = 30.0
+    lease_wait_sec: float = 10.0
+    max_event_age_sec: float = 600.0
+
+    def control_loop(self, in_force: Plans) -> ControlLoop:
+        """This run's loop over the plans in force (cheap: the clients and readers are built once)."""
+        return ControlLoop(plans=in_force.downstreams, policy=self.policy, metrics=self.metrics_reader,
+                           tunables=self.tunables, states=self.states, mappings=self.mappings,
+                           period_sec=self.period_sec, metrics_delay_sec=self.metrics_delay_sec)
+
+
+def build_dependencies(
+    environ: Mapping[str, str],
+    *,
+    ssm: SSMClient | None = None,
+    dynamodb: DynamoDBClient | None = None,
+    cloudwatch: CloudWatchClient | None = None,
+    lambda_client: LambdaClient | None = None,
+    clock: Clock | None = None,
+) -> Dependencies:
+    """The controller's clients, adapters and settings from `environ` (the stack's environment variables).
+
+    A client left out is built with boto3's defaults; `clock` defaults to the system clock.
+    `KeyError` names a missing variable, `ValueError` a bad policy document.
+    """
+    ssm = ssm or boto3.client("ssm")
+    dynamodb = dynamodb or boto3.client("dynamodb")
+    clock = clock or SystemClock()
+    namespace = environ.get("POWERTOOLS_METRICS_NAMESPACE", "Throttling")
+    fetch = functools.partial(SSMProvider(boto3_client=ssm).get_multiple,
+                              max_age=int(environ.get("CONTROLLER_PLANS_CACHE_SEC", "60")))
+    return Dependencies(
+        plans=PlanReader(environ["CONTROLLER_PLANS_PATH"], fetch=fetch),
+        policy=ControllerPolicy.from_document(json.loads(environ.get("CONTROLLER_POLICY", "{}"))),
+        metrics_reader=CloudWatchPeriodReader(cloudwatch or boto3.client("cloudwatch"), namespace=namespace),
+        tunables=TunablesDocumentStore(ssm),
+        states=ControllerStateStore(environ["CONTROLLER_STATE_TABLE_NAME"], dynamodb),
+        mappings=EventSourceMappingReconciler(lambda_client or boto3.client("lambda")),
+        lease=DynamoDbSemaphore(environ["SEMAPHORE_TABLE_NAME"], client=dynamodb, clock=clock),
+        metrics=Metrics(namespace=namespace, service=environ.get("POWERTOOLS_SERVICE_NAME")),
+        ssm=ssm,
+        dynamodb=dynamodb,
+        clock=clock,
+        breaker_table_name=environ["BREAKER_TABLE_NAME"],
+        period_sec=float(environ.get("PERIOD_SEC", "60")),
+        metrics_delay_sec=float(environ.get("METRICS_DELAY_SEC", "30")),
+        lease_wait_sec=float(environ.get("CONTROLLER_LEASE_WAIT_SEC", "10")),
+        max_event_age_sec=float(environ.get("MAX_EVENT_AGE_SEC", "600")),
+    )
+
+
+@functools.cache
+def _dependencies_for(environment: tuple[tuple[str, str], ...]) -> Dependencies:
+    return build_dependencies(dict(environment))
+
+
+def dependencies() -> Dependencies:
+    """The dependencies of this execution environment, built on first use from its environment variables."""
+    return _dependencies_for(tuple((key, os.environ[key]) for key in ENVIRONMENT_KEYS if key in os.environ))
+
+
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return handle(event, context, dependencies())
+
+
+def handle(event: dict[str, Any], context: LambdaContext, deps: Dependencies) -> dict[str, Any]:
+    """One invocation: take the one-writer lease, run, give the lease back."""
     owner = context.aws_request_id
-    if not take_lease(owner, context.get_remaining_time_in_millis() / 1000):
+    if not take_lease(deps, owner, context.get_remaining_time_in_millis() / 1000):
         if event.get("detail-type") == ALARM_EVENT:
-            raise ControllerBusy(f"another controller run held the lease for {LEASE_WAIT_SEC:g} s")
+            raise ControllerBusy(f"another controller run held the lease for {deps.lease_wait_sec:g} s")
         logger.info("skipped: another controller run holds the lease; the next minute judges")
         return {"skipped": "another controller run holds the lease"}
     try:
-        return run(event)
+        return run(event, deps)
     finally:
-        lease.release(LEASE_NAME, owner)
+        deps.lease.release(LEASE_NAME, owner)
 
 
-def take_lease(owner: str, remaining_sec: float) -> bool:
-    """Hold the one-writer lease until this invocation would time out; wait up to LEASE_WAIT_SEC for it."""
-    deadline = time.monotonic() + LEASE_WAIT_SEC
+def take_lease(deps: Dependencies, owner: str, remaining_sec: float) -> bool:
+    """Hold the one-writer lease until this invocation would time out; wait up to the lease wait for it."""
+    deadline = time.monotonic() + deps.lease_wait_sec
     while True:
-        if lease.acquire(LEASE_NAME, owner, limit=1, lease_sec=max(1.0, remaining_sec)):
+        if deps.lease.acquire(LEASE_NAME, owner, limit=1, lease_sec=max(1.0, remaining_sec)):
             return True
         if time.monotonic() >= deadline:
             return False
         time.sleep(LEASE_POLL_SEC)
 
 
-def run(event: dict[str, Any]) -> dict[str, Any]:
-    now = judged_at(event, clock.now())
-    in_force = plans.get()
-    loop = control_loop(in_force)
+def run(event: dict[str, Any], deps: Dependencies) -> dict[str, Any]:
+    now = judged_at(event, deps.clock.now(), deps.max_event_age_sec)
+    in_force = deps.plans.get()
+    loop = deps.control_loop(in_force)
     breaker_opened = None
     if event.get("detail-type") == ALARM_EVENT:
         detail = event.get("detail") or {}
@@ -143,13 +221,13 @@ def run(event: dict[str, Any]) -> dict[str, Any]:
             signals = {route.downstream: [AlarmSignal(name, route.signal_kind)]}
             if route.kind == "breaker":
                 reason = f"alarm {name}: {(detail.get('state') or {}).get('reason', 'in ALARM')}"[:500]
-                breaker_opened = open_breaker(in_force, route.downstream, reason)
+                breaker_opened = open_breaker(deps, in_force, route.downstream, reason)
         outcomes = loop.run(now, only=[route.downstream], alarms=signals)
     else:
         outcomes = loop.run(now)
 
     for outcome in outcomes:
-        report(outcome)
+        report(deps, outcome)
     failed = [o.summary() for o in outcomes if o.error]
     failed += [{"downstream": name, "action": "error", "error": f"refused its plan document: {why}"}
                for name, why in in_force.refused.items()]
@@ -158,13 +236,7 @@ def run(event: dict[str, Any]) -> dict[str, Any]:
     return {"judged_at": now, "breaker_opened": breaker_opened, "decisions": [o.summary() for o in outcomes]}
 
 
-def control_loop(in_force: Plans) -> ControlLoop:
-    """One run's loop over the plans in force (cheap: the clients and readers are built once)."""
-    return ControlLoop(plans=in_force.downstreams, policy=POLICY, metrics=metrics_reader, tunables=tunables_store,
-                       states=states, mappings=mappings, period_sec=PERIOD_SEC, metrics_delay_sec=METRICS_DELAY_SEC)
-
-
-def judged_at(event: dict[str, Any], now: float) -> float:
+def judged_at(event: dict[str, Any], now: float, max_event_age_sec: float = 600.0) -> float:
     """The event's `time` (what a schedule or an alarm meant), unless it is too far from the clock."""
     raw = event.get("time")
     if not isinstance(raw, str):
@@ -174,40 +246,40 @@ def judged_at(event: dict[str, Any], now: float) -> float:
     except ValueError:
         logger.warning("event time is not ISO 8601; judging at the clock", extra={"time": raw})
         return now
-    if abs(meant - now) > MAX_EVENT_AGE_SEC:
+    if abs(meant - now) > max_event_age_sec:
         logger.warning("event time too far from the clock; judging at the clock",
                        extra={"time": raw, "skew_sec": round(meant - now, 1)})
         return now
     return meant
 
 
-def open_breaker(in_force: Plans, downstream: str, reason: str) -> dict[str, Any]:
+def open_breaker(deps: Dependencies, in_force: Plans, downstream: str, reason: str) -> dict[str, Any]:
     """Force the downstream's breaker open for its policy's open duration (recovery: half-open probes)."""
-    policy = breaker_policy(in_force.downstreams[downstream].breaker_parameter_name)
-    breaker = DynamoDbCircuitBreaker(BREAKER_TABLE_NAME, client=dynamodb, policy=policy, clock=clock)
+    policy = breaker_policy(deps, in_force.downstreams[downstream].breaker_parameter_name)
+    breaker = DynamoDbCircuitBreaker(deps.breaker_table_name, client=deps.dynamodb, policy=policy, clock=deps.clock)
     breaker.force_open(downstream, reason)
     state = breaker.state(downstream)
     logger.warning("opened the circuit breaker", extra={"downstream": downstream, "reason": reason,
                                                         "open_until": state.open_until})
-    metrics.add_dimension(name="Downstream", value=downstream)
-    metrics.add_metric(name="BreakerForcedOpen", unit=MetricUnit.Count, value=1)
-    metrics.add_metadata(key="reason", value=reason)
-    metrics.flush_metrics()
+    deps.metrics.add_dimension(name="Downstream", value=downstream)
+    deps.metrics.add_metric(name="BreakerForcedOpen", unit=MetricUnit.Count, value=1)
+    deps.metrics.add_metadata(key="reason", value=reason)
+    deps.metrics.flush_metrics()
     return {"downstream": downstream, "status": state.status.value, "open_until": state.open_until, "reason": reason}
 
 
-def breaker_policy(name: str | None) -> BreakerPolicy:
+def breaker_policy(deps: Dependencies, name: str | None) -> BreakerPolicy:
     if not name:
         return BreakerPolicy()
     try:
-        return parse_breaker_policy(ssm.get_parameter(Name=name)["Parameter"]["Value"]).tunables
-    except (InvalidTunables, Exception) as error:  # noqa: BLE001 - an unreadable policy must not keep the breaker shut
+        return parse_breaker_policy(deps.ssm.get_parameter(Name=name)["Parameter"]["Value"]).tunables
+    except (InvalidTunables, ClientError, BotoCoreError) as error:  # an unreadable policy must not keep the breaker shut
         logger.error("could not read the breaker policy; opening with the defaults",
                      extra={"parameter": name, "error": repr(error)})
         return BreakerPolicy()
 
 
-def report(outcome: Outcome) -> None:
+def report(deps: Dependencies, outcome: Outcome) -> None:
     """One log line and one EMF document per downstream (dimension Downstream, the reason as metadata)."""
     summary = outcome.summary()
     if outcome.error:
@@ -217,37 +289,39 @@ def report(outcome: Outcome) -> None:
     else:
         logger.info("controller held the limits", extra=summary)
 
-    metrics.add_dimension(name="Downstream", value=outcome.downstream)
+    deps.metrics.add_dimension(name="Downstream", value=outcome.downstream)
     if outcome.setting is not None:
-        metrics.add_metric(name="ControllerMaxConcurrency", unit=MetricUnit.Count, value=outcome.setting.max_concurrency)
-        metrics.add_metric(name="ControllerRatePerSec", unit=MetricUnit.CountPerSecond,
+        deps.metrics.add_metric(name="ControllerMaxConcurrency", unit=MetricUnit.Count,
+                                value=outcome.setting.max_concurrency)
+        deps.metrics.add_metric(name="ControllerRatePerSec", unit=MetricUnit.CountPerSecond,
                            value=outcome.setting.rate_per_sec)
-    metrics.add_metric(name="ControllerIncreases", unit=MetricUnit.Count,
+    deps.metrics.add_metric(name="ControllerIncreases", unit=MetricUnit.Count,
                        value=1 if outcome.written and outcome.action == "increase" else 0)
-    metrics.add_metric(name="ControllerDecreases", unit=MetricUnit.Count,
+    deps.metrics.add_metric(name="ControllerDecreases", unit=MetricUnit.Count,
                        value=1 if outcome.written and outcome.action in ("decrease", "clamp") else 0)
     if outcome.mapping_changes:
-        metrics.add_metric(name="MappingConcurrencyReconciled", unit=MetricUnit.Count,
+        deps.metrics.add_metric(name="MappingConcurrencyReconciled", unit=MetricUnit.Count,
                            value=len(outcome.mapping_changes))
     if outcome.error:
-        metrics.add_metric(name="ControllerErrors", unit=MetricUnit.Count, value=1)
-    breaker_open = breaker_is_open(outcome.downstream)
+        deps.metrics.add_metric(name="ControllerErrors", unit=MetricUnit.Count, value=1)
+    breaker_open = breaker_is_open(deps, outcome.downstream)
     if breaker_open is not None:
-        metrics.add_metric(name="BreakerOpen", unit=MetricUnit.Count, value=1 if breaker_open else 0)
-    metrics.add_metadata(key="action", value=outcome.action)
-    metrics.add_metadata(key="reason", value=outcome.reason)
-    metrics.flush_metrics()
+        deps.metrics.add_metric(name="BreakerOpen", unit=MetricUnit.Count, value=1 if breaker_open else 0)
+    deps.metrics.add_metadata(key="action", value=outcome.action)
+    deps.metrics.add_metadata(key="reason", value=outcome.reason)
+    deps.metrics.flush_metrics()
 
 
-def breaker_is_open(downstream: str) -> bool | None:
+def breaker_is_open(deps: Dependencies, downstream: str) -> bool | None:
     """Whether the downstream's breaker refuses calls now (open or half-open); None if unreadable."""
     try:
-        breaker = DynamoDbCircuitBreaker(BREAKER_TABLE_NAME, client=dynamodb, policy=BreakerPolicy(), clock=clock)
+        breaker = DynamoDbCircuitBreaker(deps.breaker_table_name, client=deps.dynamodb, policy=BreakerPolicy(),
+                                         clock=deps.clock)
         state = breaker.state(downstream)
-    except Exception:  # noqa: BLE001 - a gauge is not worth failing the run
+    except (ClientError, BotoCoreError):  # a gauge is not worth failing the run
         logger.warning("could not read the breaker state", extra={"downstream": downstream}, exc_info=True)
         return None
     if state.status is BreakerStatus.OPEN:
         # Past open_until the item still says open, but the next caller probes (half-open).
-        return state.open_until is None or state.open_until > clock.now()
+        return state.open_until is None or state.open_until > deps.clock.now()
     return state.status is BreakerStatus.HALF_OPEN

@@ -9,8 +9,8 @@ from typing import Any
 
 from aws_cdk.assertions import Template
 
-from throttling.control_loop import Plans, parse_plan_documents
-from throttling.controller import ControllerPolicy, Setting
+from throttling.core.controller import ControllerPolicy, Setting
+from throttling.core.controller.plan import Plans, parse_plan_documents
 from throttling.tunables import parse_tunables
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,7 +47,7 @@ def test_the_controller_environment_and_plans_parse_on_the_lambda_side(dev_assem
     stacks, _ = dev_assembly
     env = controller_environment(stacks)
     plans = controller_plans(stacks)
-    policy = ControllerPolicy.from_mapping(json.loads(env["CONTROLLER_POLICY"]))
+    policy = ControllerPolicy.from_document(json.loads(env["CONTROLLER_POLICY"]))
     assert plans.refused == {}
     assert set(plans.downstreams) == {d.name for d in dev_config.downstreams}
     assert policy.mode == dev_config.control_loop.mode
@@ -96,6 +96,7 @@ def test_every_routed_alarm_exists_and_reaches_the_controller(dev_assembly):
 
 def test_every_environment_variable_the_controller_requires_is_set(dev_assembly):
     source = (ROOT / "lambdas" / "handlers" / "controller.py").read_text()
-    required = set(re.findall(r'os\.environ\["([A-Z_]+)"\]', source))
+    required = set(re.findall(r'environ\["([A-Z_]+)"\]', source))
     stacks, _ = dev_assembly
     assert required and required <= set(controller_environment(stacks))
+

@@ -3,18 +3,26 @@ never rises under overload, moves in bounded steps, and cuts at most once per co
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from throttling.controller import AlarmSignal, Bounds, ControllerPolicy, ControllerState, PeriodMetrics, Setting, decide
+from throttling.core.controller import (
+    AlarmSignal,
+    Bounds,
+    ControllerPolicy,
+    ControllerState,
+    Gradient,
+    PeriodMetrics,
+    Setting,
+    decide,
+)
 
 BOUNDS = Bounds(min_concurrency=1, max_concurrency=8, min_rate_per_sec=0.9, max_rate_per_sec=9.0, max_burst=9,
                 expected_latency_ms=1000)
 AIMD = ControllerPolicy()
-GRADIENT = ControllerPolicy(mode="gradient")
+GRADIENT = ControllerPolicy(algorithm=Gradient())
 
 metric_periods = st.one_of(
     st.none(),
@@ -41,7 +49,7 @@ steps = st.lists(
 @given(
     steps=steps,
     start=st.builds(Setting, st.integers(1, 8), st.sampled_from([0.9, 2.0, 4.5, 9.0])),
-    policy=st.sampled_from([AIMD, GRADIENT, dataclasses.replace(AIMD, p99_latency_threshold_ms=2000)]),
+    policy=st.sampled_from([AIMD, GRADIENT, AIMD.with_p99_latency_threshold(2000)]),
 )
 def test_any_sequence_stays_in_bounds_never_rises_under_overload_and_moves_in_bounded_steps(steps, start, policy):
     setting, state, now, period_end = start, ControllerState(), 1_000_000.0, 1_000_000.0

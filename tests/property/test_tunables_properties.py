@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from throttling import circuit_breaker
 from throttling.circuit_breaker import DURATION_BOUNDS_SEC, MAX_MINIMUM_CALLS, BreakerPolicy, BreakerState
-from throttling.control_loop import TunablesDocumentStore
+from throttling.adapters.ssm_controller_parameters import TunablesDocumentStore
 from throttling.rate_limiter import RatePolicy
 from throttling.tunables import (
     BURST_BOUNDS,

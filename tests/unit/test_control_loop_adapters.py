@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
 import zipfile
@@ -13,24 +12,24 @@ from typing import Any
 
 import boto3
 import pytest
+from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 from moto import mock_aws
 
+from handlers import controller
 from localcloud import moto_patches
-from throttling.control_loop import (
-    CloudWatchPeriodReader,
-    ControlLoop,
-    ControllerStateStore,
+from throttling.adapters.cloudwatch_period_reader import CloudWatchPeriodReader
+from throttling.adapters.dynamodb_controller_state import ControllerStateStore
+from throttling.adapters.lambda_event_source_mappings import EventSourceMappingReconciler, mapping_concurrency
+from throttling.adapters.ssm_controller_parameters import PlanReader, TunablesDocumentStore
+from throttling.core.controller import AlarmSignal, Bounds, ControllerPolicy, ControllerState, Setting
+from throttling.core.controller.plan import (
     DownstreamPlan,
-    EventSourceMappingReconciler,
-    PlanReader,
     PlansUnavailable,
-    TunablesDocumentStore,
-    mapping_concurrency,
     parse_alarm_routes,
     parse_plan_documents,
     parse_plans,
 )
-from throttling.controller import AlarmSignal, Bounds, ControllerPolicy, ControllerState, Setting
+from throttling.runtime.control_loop import ControlLoop
 
 REGION = "us-east-1"
 PARAMETER = "/throttling/test/downstreams/crm"
@@ -310,7 +309,7 @@ def test_each_plan_document_declares_its_alarms_and_a_bad_one_is_refused_alone()
 
 
 def test_the_plan_reader_keeps_the_last_good_plans_through_a_bad_read_or_a_bad_document():
-    answers: list[Any] = [{"crm": json.dumps(CRM_PLAN)}, RuntimeError("ThrottlingException"),
+    answers: list[Any] = [{"crm": json.dumps(CRM_PLAN)}, GetParameterError("ThrottlingException"),
                           {"crm": "{broken"}, {"crm": json.dumps({**CRM_PLAN, "contract_rate_per_sec": 5})}]
 
     def fetch(path: str) -> dict[str, str]:
@@ -334,7 +333,7 @@ def test_the_plan_reader_keeps_the_last_good_plans_through_a_bad_read_or_a_bad_d
 
 def test_the_plan_reader_raises_when_no_plan_was_ever_usable():
     with pytest.raises(PlansUnavailable, match="could not read the controller's plans"):
-        PlanReader(PLANS_PATH, lambda path: (_ for _ in ()).throw(RuntimeError("AccessDenied"))).get()
+        PlanReader(PLANS_PATH, lambda path: (_ for _ in ()).throw(GetParameterError("AccessDenied"))).get()
     with pytest.raises(PlansUnavailable, match="no usable plan"):
         PlanReader(PLANS_PATH, lambda path: {}).get()
 
@@ -353,9 +352,37 @@ class Context:
         return 50_000
 
 
+# The environment the CDK app gives the controller (the tables and the plans path of this module).
+CONTROLLER_ENVIRONMENT = {
+    "CONTROLLER_PLANS_PATH": PLANS_PATH,
+    "CONTROLLER_STATE_TABLE_NAME": STATE_TABLE,
+    "BREAKER_TABLE_NAME": "breakers",
+    "SEMAPHORE_TABLE_NAME": "semaphores",
+    "CONTROLLER_LEASE_WAIT_SEC": "0",
+    "POWERTOOLS_SERVICE_NAME": "throttling-controller",
+    "POWERTOOLS_METRICS_NAMESPACE": "Throttling",
+}
+
+
+@dataclass
+class ControllerUnderTest:
+    """The handler with dependencies built from the CDK app's environment and moto's clients."""
+
+    deps: controller.Dependencies
+
+    def handler(self, event: dict[str, Any], context: Context) -> dict[str, Any]:
+        return controller.handle(event, context, self.deps)  # type: ignore[arg-type]
+
+
+def build_dependencies() -> controller.Dependencies:
+    return controller.build_dependencies(
+        CONTROLLER_ENVIRONMENT, ssm=client("ssm"), dynamodb=client("dynamodb"), cloudwatch=client("cloudwatch"),
+        lambda_client=client("lambda"))
+
+
 @pytest.fixture
-def controller_handler(aws, monkeypatch):
-    """The handler module loaded with the environment the CDK app gives it, against moto."""
+def controller_handler(aws) -> ControllerUnderTest:
+    """The controller's tables and plan as the CDK app deploys them, in moto."""
     create_state_table()
     for table in ("breakers", "semaphores"):
         client("dynamodb").create_table(
@@ -364,16 +391,7 @@ def controller_handler(aws, monkeypatch):
     seed_tunables({"rate_per_sec": 9.0, "burst": 9, "max_concurrency": 4, "mode": "auto"})
     # The plan as the stack writes it: one parameter per downstream under the plans path.
     client("ssm").put_parameter(Name=f"{PLANS_PATH}/crm", Value=json.dumps(CRM_PLAN), Type="String")
-    monkeypatch.setenv("CONTROLLER_PLANS_PATH", PLANS_PATH)
-    monkeypatch.setenv("CONTROLLER_STATE_TABLE_NAME", STATE_TABLE)
-    monkeypatch.setenv("BREAKER_TABLE_NAME", "breakers")
-    monkeypatch.setenv("SEMAPHORE_TABLE_NAME", "semaphores")
-    monkeypatch.setenv("CONTROLLER_LEASE_WAIT_SEC", "0")
-    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "throttling-controller")
-    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Throttling")
-    import handlers.controller as module
-
-    return importlib.reload(module)
+    return ControllerUnderTest(build_dependencies())
 
 
 def alarm_event(name: str, state: str, time: str) -> dict[str, Any]:
@@ -389,7 +407,7 @@ def iso(epoch_sec: float) -> str:
 
 
 def test_the_handler_slows_down_on_a_429_alarm_and_opens_the_breaker_on_a_sustained_error_alarm(controller_handler):
-    now = controller_handler.clock.now()
+    now = controller_handler.deps.clock.now()
     # WHEN the 429-rate alarm goes to ALARM
     result = controller_handler.handler(alarm_event("Throttling-test-crm-ThrottleRate", "ALARM", iso(now)), Context())
     # THEN the CRM's limits are halved on the alarm's word, without opening its breaker
@@ -406,7 +424,7 @@ def test_the_handler_slows_down_on_a_429_alarm_and_opens_the_breaker_on_a_sustai
 
 
 def test_the_handler_ignores_alarms_it_does_not_route_and_oks_change_nothing(controller_handler):
-    now = controller_handler.clock.now()
+    now = controller_handler.deps.clock.now()
     assert controller_handler.handler(alarm_event("Someone-elses", "ALARM", iso(now)), Context()) == {
         "ignored_alarm": "Someone-elses"}
     result = controller_handler.handler(alarm_event("Throttling-test-crm-ThrottleRate", "OK", iso(now)), Context())
@@ -414,27 +432,25 @@ def test_the_handler_ignores_alarms_it_does_not_route_and_oks_change_nothing(con
     assert tunables()["max_concurrency"] == 4
 
 
-def test_the_handler_judges_at_the_event_time_unless_it_is_far_from_the_clock(controller_handler):
-    assert controller_handler.judged_at({"time": "2026-11-01T12:00:00Z"}, 1_793_534_410.0) == 1_793_534_400.0
-    assert controller_handler.judged_at({"time": "2020-01-01T00:00:00Z"}, 1_793_534_410.0) == 1_793_534_410.0
-    assert controller_handler.judged_at({}, 5.0) == 5.0
+def test_the_handler_judges_at_the_event_time_unless_it_is_far_from_the_clock():
+    assert controller.judged_at({"time": "2026-11-01T12:00:00Z"}, 1_793_534_410.0) == 1_793_534_400.0
+    assert controller.judged_at({"time": "2020-01-01T00:00:00Z"}, 1_793_534_410.0) == 1_793_534_410.0
+    assert controller.judged_at({}, 5.0) == 5.0
 
 
 def test_a_downstream_the_run_cannot_handle_fails_the_invocation_after_the_others(controller_handler):
     client("ssm").put_parameter(Name=PARAMETER, Value="[]", Type="String", Overwrite=True)
-    with pytest.raises(controller_handler.ControlLoopFailed, match="refused the tunables document"):
-        controller_handler.handler({"detail-type": "Scheduled Event", "time": iso(controller_handler.clock.now())},
+    with pytest.raises(controller.ControlLoopFailed, match="refused the tunables document"):
+        controller_handler.handler({"detail-type": "Scheduled Event", "time": iso(controller_handler.deps.clock.now())},
                                    Context())
 
 
 def test_a_refused_plan_document_fails_the_invocation_after_the_downstreams_it_could_run(controller_handler):
     # GIVEN a second downstream whose plan document is broken
     client("ssm").put_parameter(Name=f"{PLANS_PATH}/ai_model", Value="{broken", Type="String")
-    controller_handler.plans = PlanReader(PLANS_PATH, controller_handler.SSMProvider(
-        boto3_client=controller_handler.ssm).get_multiple)
     # WHEN the schedule runs THEN the CRM is judged and the invocation fails naming the refused plan
-    with pytest.raises(controller_handler.ControlLoopFailed, match="ai_model.*refused its plan document"):
-        controller_handler.handler({"detail-type": "Scheduled Event", "time": iso(controller_handler.clock.now())},
+    with pytest.raises(controller.ControlLoopFailed, match="ai_model.*refused its plan document"):
+        controller_handler.handler({"detail-type": "Scheduled Event", "time": iso(controller_handler.deps.clock.now())},
                                    Context())
     assert client("dynamodb").get_item(TableName=STATE_TABLE, Key={"pk": {"S": "crm"}}).get("Item")
 
@@ -445,13 +461,13 @@ def test_one_run_decides_at_a_time_without_reserved_concurrency(controller_handl
 
     other = DynamoDbSemaphore("semaphores", client=client("dynamodb"))
     assert other.acquire("throttling-controller", "req-other", limit=1, lease_sec=50)
-    now = controller_handler.clock.now()
+    now = controller_handler.deps.clock.now()
     # WHEN the schedule's run comes THEN it skips and writes nothing (the next minute judges)
     assert controller_handler.handler({"detail-type": "Scheduled Event", "time": iso(now)}, Context()) == {
         "skipped": "another controller run holds the lease"}
     assert tunables()["max_concurrency"] == 4
     # AND an alarm's run fails, so Lambda delivers the alarm again
-    with pytest.raises(controller_handler.ControllerBusy):
+    with pytest.raises(controller.ControllerBusy):
         controller_handler.handler(alarm_event("Throttling-test-crm-ThrottleRate", "ALARM", iso(now)), Context())
     # WHEN the other run is done THEN the alarm's run decides, and gives the lease back
     other.release("throttling-controller", "req-other")
@@ -462,3 +478,22 @@ def test_one_run_decides_at_a_time_without_reserved_concurrency(controller_handl
 
 def test_an_alarm_signal_reaches_the_controller_as_its_kind():
     assert AlarmSignal("x", "latency").kind == "latency"
+
+
+def test_the_lambda_entry_builds_its_dependencies_once_per_environment(controller_handler, monkeypatch):
+    # GIVEN the environment the CDK app gives the controller (and no dependencies built at import)
+    for name, value in CONTROLLER_ENVIRONMENT.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    controller._dependencies_for.cache_clear()
+    try:
+        # WHEN the entry point runs the schedule's event THEN it judges the CRM with dependencies built from it
+        result = controller.handler({"detail-type": "Scheduled Event", "time": iso(NOW)}, Context())
+        assert [decision["downstream"] for decision in result["decisions"]] == ["crm"]
+        # AND they are built once per environment: the same ones until a variable changes
+        first = controller.dependencies()
+        assert controller.dependencies() is first
+        monkeypatch.setenv("CONTROLLER_LEASE_WAIT_SEC", "2")
+        assert controller.dependencies().lease_wait_sec == 2.0
+    finally:
+        controller._dependencies_for.cache_clear()

@@ -16,12 +16,17 @@ from decimal import Decimal
 
 import pytest
 
-from throttling.controller import (
+from throttling.adapters.dynamodb_controller_state import state_from_item, state_to_item
+from throttling.core.controller import (
+    Aimd,
+    AimdState,
     AlarmSignal,
     Bounds,
     ControllerPolicy,
     ControllerState,
     Decision,
+    Gradient,
+    GradientState,
     PeriodMetrics,
     Setting,
     decide,
@@ -32,7 +37,7 @@ from throttling.controller import (
 BOUNDS = Bounds(min_concurrency=1, max_concurrency=8, min_rate_per_sec=0.9, max_rate_per_sec=9.0, max_burst=9,
                 expected_latency_ms=1000)
 AIMD = ControllerPolicy()
-GRADIENT = ControllerPolicy(mode="gradient")
+GRADIENT = ControllerPolicy(algorithm=Gradient())
 PERIOD_SEC = 60.0
 
 
@@ -95,8 +100,8 @@ def run(
 
 
 def stored(state: ControllerState) -> ControllerState:
-    """The state as the control loop gets it back from DynamoDB: through `to_item`, numbers as Decimal."""
-    return ControllerState.from_item({key: Decimal(str(value)) for key, value in state.to_item().items()})
+    """The state as the control loop gets it back from DynamoDB: through `state_to_item`, numbers as Decimal."""
+    return state_from_item({key: Decimal(str(value)) for key, value in state_to_item(state).items()})
 
 
 def script(
@@ -356,7 +361,7 @@ def test_down_is_refused_when_negative_with_the_value():
 
 
 def test_aimd_slows_down_on_a_p99_above_its_threshold_when_one_is_set():
-    policy = dataclasses.replace(AIMD, p99_latency_threshold_ms=1000)
+    policy = AIMD.with_p99_latency_threshold(1000)
     metrics = PeriodMetrics(calls=100, latency_p50_ms=200, latency_p99_ms=1500)
     decision = decide(metrics, Setting(4, 9.0), BOUNDS, ControllerState(), policy, now=90, period_end=60)
     assert decision.reason.startswith("p99 latency 1500 ms > 1000 ms")
@@ -460,7 +465,7 @@ def test_an_alarm_firing_halves_even_a_small_overshoot(kind):
     ("extra", "policy", "trouble"),
     [
         ({"server_errors": 30}, AIMD, "error rate 5.6% > 5.0%"),
-        ({"latency_p99_ms": 1500}, dataclasses.replace(AIMD, p99_latency_threshold_ms=1000),
+        ({"latency_p99_ms": 1500}, AIMD.with_p99_latency_threshold(1000),
          "p99 latency 1500 ms > 1000 ms"),
     ],
 )
@@ -488,7 +493,8 @@ def test_a_probe_back_off_never_cuts_deeper_than_halving():
 
 def test_gradient_mode_backs_a_small_overshoot_off_the_same_way():
     # GIVEN gradient mode with a healthy 500 ms baseline, and a period with only 3.3 % 429s
-    state = ControllerState(baseline_latency_ms=500, last_period_end=0.0, written=Setting(8, 9.0))
+    state = ControllerState(gradient=GradientState(baseline_latency_ms=500),
+                            last_period_end=0.0, written=Setting(8, 9.0))
     metrics = PeriodMetrics(calls=540, throttled=18, latency_p50_ms=500, latency_mean_ms=500)
     # WHEN the controller sees the period
     decision = decide(metrics, Setting(8, 9.0), BOUNDS, state, GRADIENT, now=90, period_end=60)
@@ -576,7 +582,7 @@ def test_a_gentler_decrease_factor_still_takes_two_slots_to_one():
 
 # -- aimd: a slow p99 at the floor ---------------------------------------------------------------
 
-P99_AIMD = dataclasses.replace(AIMD, p99_latency_threshold_ms=1000)
+P99_AIMD = AIMD.with_p99_latency_threshold(1000)
 
 
 def test_a_slow_p99_at_the_floor_is_remembered_as_the_downstreams_own_and_does_not_slow_down():
@@ -585,7 +591,7 @@ def test_a_slow_p99_at_the_floor_is_remembered_as_the_downstreams_own_and_does_n
     # WHEN the controller sees the period
     decision = decide(metrics, Setting(1, 9.0), BOUNDS, ControllerState(), P99_AIMD, now=90, period_end=60)
     # THEN no cut can lower it: it is remembered, and the period counts as clean
-    assert decision.state.floor_p99_latency_ms == 2000
+    assert decision.state.aimd.floor_p99_latency_ms == 2000
     assert (decision.action, decision.setting) == ("hold", Setting(1, 9.0))
     assert decision.reason == "hold: clean period 1/3: holding (hysteresis)"
 
@@ -598,7 +604,7 @@ def test_a_slow_p99_above_the_floor_slows_down_and_is_not_remembered():
     # THEN it is our load: it slows down as before, and learns nothing
     assert decision.setting == Setting(1, 9.0)
     assert decision.reason.startswith("p99 latency 2000 ms > 1000 ms: multiplicative decrease")
-    assert decision.state.floor_p99_latency_ms is None
+    assert decision.state.aimd.floor_p99_latency_ms is None
 
 
 def test_a_downstream_slow_on_its_own_lets_the_limit_grow_and_only_1_5x_its_p99_slows_down():
@@ -609,7 +615,7 @@ def test_a_downstream_slow_on_its_own_lets_the_limit_grow_and_only_1_5x_its_p99_
     decisions = script([busy_with_p99(2000)] * 10 + [busy_with_p99(3000)] * 2 + [busy_with_p99(3001)],
                        setting=Setting(1, 9.0), policy=P99_AIMD)
     # THEN the floor's p99 is remembered through every round trip, and the limit grows as if healthy
-    assert all(d.state.floor_p99_latency_ms == 2000 for d in decisions)
+    assert all(d.state.aimd.floor_p99_latency_ms == 2000 for d in decisions)
     assert [d.setting.max_concurrency for d in decisions[:10]] == [1, 1, 2, 2, 2, 3, 3, 3, 4, 4]
     # AND exactly 1.5 x still counts as clean; just above it, with our increase, slows down against
     # 1.5 x the floor's p99
@@ -621,15 +627,15 @@ def test_a_downstream_slow_on_its_own_lets_the_limit_grow_and_only_1_5x_its_p99_
 
 def test_the_floors_p99_is_forgotten_once_p99_is_back_under_the_threshold():
     # GIVEN a remembered floor p99 of 2 s with 3 slots in force, two clean periods into the hysteresis
-    state = ControllerState(clean_periods=2, last_period_end=0.0, floor_p99_latency_ms=2000, written=Setting(3, 9.0))
+    state = ControllerState(clean_periods=2, last_period_end=0.0, aimd=AimdState(2000), written=Setting(3, 9.0))
     # WHEN a period's p99 is back at the 1 s threshold (the third clean period: one slot more), and
     # the next one, with that slot, is at 1.5 s
     decisions = script([busy_with_p99(1000), busy_with_p99(1500)], setting=Setting(3, 9.0), state=state,
                        policy=P99_AIMD)
     # THEN the memory is dropped (and the stored item no longer carries it) ...
     assert decisions[0].setting == Setting(4, 9.0)
-    assert decisions[0].state.floor_p99_latency_ms is None
-    assert "floor_p99_latency_ms" not in decisions[0].state.to_item()
+    assert decisions[0].state.aimd.floor_p99_latency_ms is None
+    assert "floor_p99_latency_ms" not in state_to_item(decisions[0].state)
     # ... so 1.5 s, tolerated while the memory held, slows down against the plain threshold again
     assert decisions[1].setting == Setting(2, 9.0)
     assert decisions[1].reason.startswith("p99 latency 1500 ms > 1000 ms: multiplicative decrease")
@@ -637,12 +643,12 @@ def test_the_floors_p99_is_forgotten_once_p99_is_back_under_the_threshold():
 
 def test_a_higher_p99_at_the_floor_is_re_measured_not_fought():
     # GIVEN a remembered floor p99 of 2 s, at the floor
-    state = ControllerState(last_period_end=0.0, floor_p99_latency_ms=2000, written=Setting(1, 9.0))
+    state = ControllerState(last_period_end=0.0, aimd=AimdState(2000), written=Setting(1, 9.0))
     # WHEN the downstream's p99 there goes to 4 s (above 1.5 x 2 s)
     decision = decide(busy_with_p99(4000)(Setting(1, 9.0)), Setting(1, 9.0), BOUNDS, state, P99_AIMD,
                       now=90, period_end=60)
     # THEN nothing lower is possible: 4 s becomes the floor's p99, and the period is clean
-    assert decision.state.floor_p99_latency_ms == 4000
+    assert decision.state.aimd.floor_p99_latency_ms == 4000
     assert decision.action == "hold" and "already at the floor" not in decision.reason
 
 
@@ -656,7 +662,7 @@ def test_a_p99_that_crosses_the_threshold_while_our_setting_holds_is_the_downstr
     # THEN our load did not change, so the rise is the downstream's: no cut, and 1.2 s is remembered
     # as its own (the bar becomes 1.5 x it), the reason saying so
     assert (decisions[1].action, decisions[1].setting) == ("hold", Setting(4, 9.0))
-    assert decisions[1].state.floor_p99_latency_ms == 1200
+    assert decisions[1].state.aimd.floor_p99_latency_ms == 1200
     assert decisions[1].reason == ("p99 latency 1200 ms > 1000 ms with our setting unchanged: the downstream's own"
                                    " latency, no cut; hold: clean period 2/3: holding (hysteresis)")
 
@@ -669,7 +675,7 @@ def test_the_same_p99_in_the_period_after_our_increase_is_our_load_and_cuts():
     assert decisions[2].setting == Setting(4, 9.0)
     assert decisions[3].setting == Setting(2, 9.0)
     assert decisions[3].reason == "p99 latency 1200 ms > 1000 ms: multiplicative decrease x0.5 (max_concurrency 4 -> 2)"
-    assert decisions[3].state.floor_p99_latency_ms is None
+    assert decisions[3].state.aimd.floor_p99_latency_ms is None
 
 
 def test_a_p99_that_keeps_creeping_while_our_setting_holds_never_cuts_and_the_bar_follows_it():
@@ -679,7 +685,7 @@ def test_a_p99_that_keeps_creeping_while_our_setting_holds_never_cuts_and_the_ba
     decisions = script([busy_with_p99(p99) for p99 in creep], setting=Setting(8, 9.0), policy=P99_AIMD)
     # THEN it never cuts: each crossing of the bar is re-measured as the downstream's own
     assert all(d.action == "hold" and d.setting == Setting(8, 9.0) for d in decisions)
-    learnt = [d.state.floor_p99_latency_ms for d in decisions if d.state.floor_p99_latency_ms is not None]
+    learnt = [d.state.aimd.floor_p99_latency_ms for d in decisions if d.state.aimd.floor_p99_latency_ms is not None]
     assert learnt[0] == pytest.approx(creep[3]) and learnt[-1] > 2000
 
 
@@ -693,7 +699,7 @@ def test_a_slow_p99_with_429s_is_not_taken_as_the_downstreams_own_even_while_our
     # THEN it is overload, not the downstream's own latency: both halve, and nothing is remembered
     assert decision.setting == Setting(4, 4.5)
     assert decision.reason.startswith("429 rate 3.3% > 1.0%; p99 latency 1200 ms > 1000 ms: multiplicative decrease")
-    assert decision.state.floor_p99_latency_ms is None
+    assert decision.state.aimd.floor_p99_latency_ms is None
 
 
 def test_a_setting_written_by_someone_else_is_a_change_of_load_not_a_setting_that_held():
@@ -705,7 +711,7 @@ def test_a_setting_written_by_someone_else_is_a_change_of_load_not_a_setting_tha
     # THEN the load changed during the period, so the rise may come with it: it cuts
     assert decision.setting == Setting(2, 9.0)
     assert "p99 latency 1200 ms > 1000 ms: multiplicative decrease" in decision.reason
-    assert decision.state.floor_p99_latency_ms is None
+    assert decision.state.aimd.floor_p99_latency_ms is None
 
 
 # -- gradient mode -------------------------------------------------------------------------------
@@ -732,7 +738,8 @@ def test_gradient_mode_settles_near_a_queueing_capacity():
 
 def test_gradient_mode_cuts_at_least_one_slot_when_latency_alone_says_so():
     # GIVEN a baseline of 200 ms and a period at 800 ms (gradient 1.5 x 200 / 800 < 1)
-    state = ControllerState(baseline_latency_ms=200, last_period_end=0.0, written=Setting(2, 9.0))
+    state = ControllerState(gradient=GradientState(baseline_latency_ms=200),
+                            last_period_end=0.0, written=Setting(2, 9.0))
     metrics = PeriodMetrics(calls=120, latency_p50_ms=800, latency_mean_ms=800)
     decision = decide(metrics, Setting(2, 9.0), BOUNDS, state, GRADIENT, now=90, period_end=60)
     # THEN the concurrency drops by at least one (the queue allowance alone would keep it) and the rate stays
@@ -741,7 +748,8 @@ def test_gradient_mode_cuts_at_least_one_slot_when_latency_alone_says_so():
 
 
 def test_gradient_mode_still_halves_on_429s():
-    state = ControllerState(baseline_latency_ms=200, last_period_end=0.0, written=Setting(6, 9.0))
+    state = ControllerState(gradient=GradientState(baseline_latency_ms=200),
+                            last_period_end=0.0, written=Setting(6, 9.0))
     metrics = PeriodMetrics(calls=540, throttled=60, latency_p50_ms=200)
     decision = decide(metrics, Setting(6, 9.0), BOUNDS, state, GRADIENT, now=90, period_end=60)
     assert decision.setting == Setting(3, 4.5)
@@ -749,29 +757,32 @@ def test_gradient_mode_still_halves_on_429s():
 
 
 def test_the_baseline_learns_healthy_periods_only_and_not_above_the_planned_latency():
-    state = ControllerState(baseline_latency_ms=800, last_period_end=0.0, written=Setting(2, 9.0))
+    state = ControllerState(gradient=GradientState(baseline_latency_ms=800),
+                            last_period_end=0.0, written=Setting(2, 9.0))
     # a healthy period (within the tolerance) moves it by the EWMA weight
     healthy = decide(PeriodMetrics(calls=540, latency_p50_ms=900), Setting(2, 9.0), BOUNDS, state, GRADIENT,
                      now=90, period_end=60)
-    assert healthy.state.baseline_latency_ms == pytest.approx(810)
+    assert healthy.state.gradient.baseline_latency_ms == pytest.approx(810)
     # a period far slower (latency overload) leaves it where it was
     slow = decide(PeriodMetrics(calls=540, latency_p50_ms=10_000), Setting(2, 9.0), BOUNDS, healthy.state, GRADIENT,
                   now=150, period_end=120)
-    assert slow.state.baseline_latency_ms == pytest.approx(810)
+    assert slow.state.gradient.baseline_latency_ms == pytest.approx(810)
     # and healthy periods one after another cannot walk it above the planned 1 s
-    walked = ControllerState(baseline_latency_ms=1000, last_period_end=0.0, written=Setting(2, 9.0))
+    walked = ControllerState(gradient=GradientState(baseline_latency_ms=1000), last_period_end=0.0,
+                             written=Setting(2, 9.0))
     higher = decide(PeriodMetrics(calls=540, latency_p50_ms=1400), Setting(2, 9.0), BOUNDS, walked, GRADIENT,
                     now=90, period_end=60)
-    assert higher.state.baseline_latency_ms == 1000
+    assert higher.state.gradient.baseline_latency_ms == 1000
 
 
 def test_a_downstream_slower_for_good_is_re_measured_at_the_floor():
     # GIVEN a 900 ms baseline and a downstream now answering in 3 s even at the floor concurrency
-    state = ControllerState(baseline_latency_ms=900, last_period_end=0.0, written=Setting(1, 9.0))
+    state = ControllerState(gradient=GradientState(baseline_latency_ms=900),
+                            last_period_end=0.0, written=Setting(1, 9.0))
     metrics = PeriodMetrics(calls=60, latency_p50_ms=3000)
     decision = decide(metrics, Setting(1, 9.0), BOUNDS, state, GRADIENT, now=90, period_end=60)
     # THEN 3 s becomes the baseline (above the planned 1 s), so the limit can grow again from there
-    assert decision.state.baseline_latency_ms == 3000
+    assert decision.state.gradient.baseline_latency_ms == 3000
 
 
 # -- the small parts -----------------------------------------------------------------------------
@@ -786,23 +797,24 @@ def test_the_evaluated_period_is_the_last_whole_minute_before_the_metrics_delay(
 def test_state_round_trips_through_an_item_with_decimals():
     from decimal import Decimal
 
-    state = ControllerState(clean_periods=2, last_period_end=60.0, last_decrease_at=30.5, baseline_latency_ms=210.25,
-                            floor_latency_ms=900.0, estimated_limit=2.5, written=Setting(2, 4.5))
-    item = {key: Decimal(str(value)) for key, value in state.to_item().items()}
-    assert ControllerState.from_item(item) == state
-    assert ControllerState.from_item(None) == ControllerState()
+    state = ControllerState(clean_periods=2, last_period_end=60.0, last_decrease_at=30.5, written=Setting(2, 4.5),
+                            gradient=GradientState(baseline_latency_ms=210.25, floor_latency_ms=900.0,
+                                                   estimated_limit=2.5))
+    item = {key: Decimal(str(value)) for key, value in state_to_item(state).items()}
+    assert state_from_item(item) == state
+    assert state_from_item(None) == ControllerState()
 
 
 def test_the_floors_p99_round_trips_through_an_item_with_decimals_and_none_leaves_no_key():
     # GIVEN a state that remembers a floor p99
-    state = ControllerState(clean_periods=1, last_period_end=60.0, floor_p99_latency_ms=2345.5, written=Setting(1, 9.0))
+    state = ControllerState(clean_periods=1, last_period_end=60.0, aimd=AimdState(2345.5), written=Setting(1, 9.0))
     # WHEN it is stored and loaded (DynamoDB hands numbers back as Decimal)
-    item = state.to_item()
+    item = state_to_item(state)
     # THEN the field is in the item and comes back as it was
     assert item["floor_p99_latency_ms"] == 2345.5
     assert stored(state) == state
     # AND a forgotten one leaves no key behind (the whole item is replaced on save)
-    assert "floor_p99_latency_ms" not in dataclasses.replace(state, floor_p99_latency_ms=None).to_item()
+    assert "floor_p99_latency_ms" not in state_to_item(dataclasses.replace(state, aimd=AimdState()))
 
 
 @pytest.mark.parametrize(
@@ -817,17 +829,37 @@ def test_the_floors_p99_round_trips_through_an_item_with_decimals_and_none_leave
 )
 def test_a_bad_policy_is_refused_with_the_value(changes, message):
     with pytest.raises(ValueError) as error:
-        dataclasses.replace(AIMD, **changes)
+        ControllerPolicy.from_document({**AIMD.to_document(), **changes})
     assert message in str(error.value)
 
 
+@pytest.mark.parametrize("policy", [AIMD, GRADIENT, ControllerPolicy(algorithm=Aimd(p99_latency_threshold_ms=800),
+                                                                     cooldown_sec=60, adjust_rate=False)])
+def test_a_policy_round_trips_through_its_flat_document(policy):
+    # GIVEN a policy WHEN it is written as its document and read back THEN it is the same policy
+    assert ControllerPolicy.from_document(policy.to_document()) == policy
+    # AND a document may carry only some fields: the others take their defaults
+    assert ControllerPolicy.from_document(policy.to_document(["mode", "cooldown_sec"])) == ControllerPolicy(
+        algorithm=type(policy.algorithm)(), cooldown_sec=policy.cooldown_sec)
+
+
+def test_a_field_of_another_algorithm_is_refused_with_the_mode_named():
+    with pytest.raises(ValueError, match=r"unknown controller policy fields \['smoothing'\] for mode 'aimd'"):
+        ControllerPolicy.from_document({"mode": "aimd", "smoothing": 0.5})
+
+
+def test_a_plan_sets_the_p99_bar_of_the_algorithm_that_reads_one():
+    assert AIMD.with_p99_latency_threshold(900).algorithm == Aimd(p99_latency_threshold_ms=900)
+    assert GRADIENT.with_p99_latency_threshold(900) == GRADIENT
+
+
 def test_policies_and_bounds_parse_from_plain_mappings_and_refuse_unknown_fields():
-    assert ControllerPolicy.from_mapping({"mode": "gradient", "cooldown_sec": 60}).cooldown_sec == 60
-    assert Bounds.from_mapping({"min_concurrency": 1, "max_concurrency": 8, "min_rate_per_sec": 0.9,
+    assert ControllerPolicy.from_document({"mode": "gradient", "cooldown_sec": 60}).cooldown_sec == 60
+    assert Bounds.from_document({"min_concurrency": 1, "max_concurrency": 8, "min_rate_per_sec": 0.9,
                                 "max_rate_per_sec": 9}) == dataclasses.replace(BOUNDS, max_burst=None,
                                                                                 expected_latency_ms=None)
     with pytest.raises(ValueError, match=r"unknown controller policy fields \['beta'\]"):
-        ControllerPolicy.from_mapping({"beta": 0.5})
+        ControllerPolicy.from_document({"beta": 0.5})
     with pytest.raises(ValueError, match="max_concurrency must be an int >= min_concurrency, got 0 < 1"):
         Bounds(1, 0, 1.0, 2.0)
 
@@ -840,18 +872,18 @@ def test_the_period_just_after_a_cut_does_not_teach_the_floor_its_p99():
     decision = decide(busy_with_p99(2900)(Setting(1, 9.0)), Setting(1, 9.0), BOUNDS, state, P99_AIMD, now=90,
                       period_end=60)
     # THEN nothing is learnt from it, and the cooldown holds the setting
-    assert decision.state.floor_p99_latency_ms is None
+    assert decision.state.aimd.floor_p99_latency_ms is None
     assert decision.action == "hold" and "cooling down" in decision.reason
 
 
 def test_the_floor_re_measures_its_p99_every_period_so_a_faster_downstream_lowers_the_bar():
     # GIVEN a floor p99 of 2.9 s learnt earlier, at the floor, out of the cooldown
-    state = ControllerState(floor_p99_latency_ms=2900)
+    state = ControllerState(aimd=AimdState(2900))
     # WHEN the downstream's own p99 is now 1.1 s (still above the 1 s threshold)
     decision = decide(busy_with_p99(1100)(Setting(1, 9.0)), Setting(1, 9.0), BOUNDS, state, P99_AIMD, now=500,
                       period_end=480)
     # THEN the memory follows it down, so only 1.65 s (1.5 x 1.1 s) will slow down once there are more slots
-    assert decision.state.floor_p99_latency_ms == 1100
+    assert decision.state.aimd.floor_p99_latency_ms == 1100
     above = decide(busy_with_p99(1700)(Setting(2, 9.0)), Setting(2, 9.0), BOUNDS, decision.state, P99_AIMD,
                    now=560, period_end=540)
     assert above.action == "decrease" and "p99 latency 1700 ms > 1650 ms" in above.reason

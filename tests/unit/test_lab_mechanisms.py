@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from throttling.controller import PeriodMetrics
+from throttling.core.controller import PeriodMetrics
 from throttling.rate_limiter import InMemoryRateLimiter, RatePolicy
 
 from lab.controllers import Gradient2, PlainAimd

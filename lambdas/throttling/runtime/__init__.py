@@ -1,0 +1,1 @@
+"""Pieces that orchestrate the cores and the adapters inside a Lambda function."""
