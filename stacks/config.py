@@ -152,7 +152,7 @@ class ControlLoopConfig:
         return float(min(downstream.expected_latency_ms * self.p99_latency_factor, downstream.timeout_sec * 1000))
 
     def controller_bounds(self, downstream: DownstreamConfig) -> dict[str, float | int]:
-        """Where the controller may move `downstream` (parsed by the Lambda side's `Bounds.from_mapping`).
+        """Where the controller may move `downstream` (read by the Lambda side's `Bounds.from_document`).
 
         The rate and burst ceilings are the planned ones (the contract less the headroom, half the
         downstream's burst: the room kept for jitter), the concurrency ceiling `max_concurrency_factor`

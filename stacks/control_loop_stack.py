@@ -40,6 +40,9 @@ from aws_cdk import aws_ssm as ssm
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct, IConstruct
 
+from throttling.core.controller import ALGORITHMS, Bounds, ControllerPolicy
+from throttling.core.controller.plan import DownstreamPlan
+
 from stacks import stage_props
 from stacks.config import AppConfig, ControlLoopConfig, DownstreamConfig
 from stacks.patterns import AslStateMachine, HandlerFunction, ThrottledQueueConsumer
@@ -60,7 +63,7 @@ PERIOD = Duration.minutes(1)
 # Lambda's minimum for an asynchronous event's age: a controller run is worth a minute, no more.
 CONTROLLER_EVENT_MAX_AGE_SEC = 60
 
-# What a routed alarm means to the controller (see `throttling.control_loop.ALARM_ROUTE_KINDS`).
+# What a routed alarm means to the controller (see `throttling.core.controller.plan.ALARM_ROUTE_KINDS`).
 THROTTLED, ERRORS, LATENCY, BREAKER = "throttled", "errors", "latency", "breaker"
 
 
@@ -198,16 +201,21 @@ def _refuse_duplicate_names(named: Sequence[tuple[str, str]], kind: str) -> None
         raise ValueError(f"{kind} must have distinct names for their alarms, got {clashes}: rename a construct")
 
 
-def controller_policy(loop: ControlLoopConfig) -> dict[str, object]:
-    """The controller's policy (parsed by the Lambda side's `ControllerPolicy.from_mapping`)."""
-    return {
-        "mode": loop.mode,
-        "min_calls": MIN_CALLS,
-        "throttle_rate_threshold": loop.throttle_rate_threshold,
-        "error_rate_threshold": loop.error_rate_threshold,
-        "clean_periods_to_increase": loop.clean_periods_to_increase,
-        "cooldown_sec": loop.cooldown_sec,
-    }
+# The policy fields the app's configuration sets; the controller takes its defaults for the others.
+CONFIGURED_POLICY_FIELDS = ("mode", "min_calls", "throttle_rate_threshold", "error_rate_threshold",
+                            "clean_periods_to_increase", "cooldown_sec")
+
+
+def controller_policy(loop: ControlLoopConfig) -> ControllerPolicy:
+    """The controller's policy, built with the Lambda side's own type (validated here, at synth)."""
+    return ControllerPolicy(
+        algorithm=ALGORITHMS[loop.mode](),
+        min_calls=MIN_CALLS,
+        throttle_rate_threshold=loop.throttle_rate_threshold,
+        error_rate_threshold=loop.error_rate_threshold,
+        clean_periods_to_increase=loop.clean_periods_to_increase,
+        cooldown_sec=loop.cooldown_sec,
+    )
 
 
 class DownstreamMetrics:
@@ -381,21 +389,23 @@ class ControlLoopStack(Stack):
         # holds 4 KB, which the plans of four downstreams already filled in prod.
         self.plans_path = config.controller_plans_path
         self.plan_parameters: dict[str, ssm.StringParameter] = {}
+        self.controller_plans: dict[str, DownstreamPlan] = {}
         for d in config.downstreams:
-            plan = {
-                "parameter_name": f"{config.ssm_prefix}/{downstream_tunables_key(d)}",
-                "breaker_parameter_name": f"{config.ssm_prefix}/{breaker_tunables_key(d)}",
-                "services": list(self.downstream_metrics[d.name].services),
-                "bounds": loop.controller_bounds(d),
-                "contract_rate_per_sec": d.rate_limit_per_sec,
-                "p99_latency_threshold_ms": loop.p99_latency_threshold_ms(d),
-                "consumer_functions": [consumers[d.name].function.function_name] if d.name in consumers else [],
-                "alarms": {name: route["kind"] for name, route in sorted(routes.items())
-                           if route["downstream"] == d.name},
-            }
+            plan = DownstreamPlan(
+                name=d.name,
+                parameter_name=f"{config.ssm_prefix}/{downstream_tunables_key(d)}",
+                breaker_parameter_name=f"{config.ssm_prefix}/{breaker_tunables_key(d)}",
+                services=tuple(self.downstream_metrics[d.name].services),
+                bounds=Bounds.from_document(loop.controller_bounds(d)),
+                contract_rate_per_sec=d.rate_limit_per_sec,
+                p99_latency_threshold_ms=loop.p99_latency_threshold_ms(d),
+                consumer_functions=(consumers[d.name].function.function_name,) if d.name in consumers else (),
+                alarms={name: route["kind"] for name, route in sorted(routes.items()) if route["downstream"] == d.name},
+            )
+            self.controller_plans[d.name] = plan
             self.plan_parameters[d.name] = ssm.StringParameter(
                 self, f"{_pascal(d.name)}ControllerPlan", parameter_name=f"{self.plans_path}/{d.name}",
-                string_value=self.to_json_string(plan), tier=ssm.ParameterTier.STANDARD,
+                string_value=self.to_json_string(plan.to_document()), tier=ssm.ParameterTier.STANDARD,
                 description=f"The controller's plan for {d.name}, written by each deploy (not a tunable)")
         self.controller = HandlerFunction(
             self,
@@ -413,7 +423,8 @@ class ControlLoopStack(Stack):
                 "SEMAPHORE_TABLE_NAME": shared_limits.semaphores.table.table_name,
                 "CONTROLLER_PLANS_PATH": self.plans_path,
                 "CONTROLLER_PLANS_CACHE_SEC": str(PLANS_CACHE_SEC),
-                "CONTROLLER_POLICY": json.dumps(controller_policy(loop), sort_keys=True),
+                "CONTROLLER_POLICY": json.dumps(controller_policy(loop).to_document(CONFIGURED_POLICY_FIELDS),
+                                                sort_keys=True),
                 "CONTROLLER_STATE_TABLE_NAME": self.state_table.table_name,
                 "BREAKER_TABLE_NAME": shared_limits.breakers.table.table_name,
                 "PERIOD_SEC": str(int(PERIOD.to_seconds())),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 from aws_cdk.assertions import Template
 
+from stacks.control_loop_stack import controller_policy
 from throttling.core.controller import ControllerPolicy, Setting
 from throttling.core.controller.plan import Plans, parse_plan_documents
 from throttling.tunables import parse_tunables
@@ -100,3 +102,18 @@ def test_every_environment_variable_the_controller_requires_is_set(dev_assembly)
     stacks, _ = dev_assembly
     assert required and required <= set(controller_environment(stacks))
 
+
+def test_the_stack_hands_the_controller_its_own_types_and_they_come_back_equal(dev_assembly, dev_config):
+    # GIVEN the policy and plans the stack built with the Lambda package's own dataclasses
+    stacks, _ = dev_assembly
+    built = stacks["control_loop"].controller_plans
+    # WHEN the controller reads their documents back from its environment and the plan parameters
+    env = controller_environment(stacks)
+    policy = ControllerPolicy.from_document(json.loads(env["CONTROLLER_POLICY"]))
+    read = controller_plans(stacks).downstreams
+    # THEN it reads the very policy and plans the stack built (function names are tokens until deploy)
+    assert policy == controller_policy(dev_config.control_loop)
+    assert set(read) == set(built)
+    for name, plan in built.items():
+        assert dataclasses.replace(read[name], consumer_functions=()) == dataclasses.replace(plan, consumer_functions=())
+        assert len(read[name].consumer_functions) == len(plan.consumer_functions)
