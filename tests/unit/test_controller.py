@@ -13,6 +13,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import ClassVar
 
 import pytest
 
@@ -27,6 +28,7 @@ from throttling.core.controller import (
     Decision,
     Gradient,
     GradientState,
+    LatencyJudgement,
     PeriodMetrics,
     Setting,
     decide,
@@ -887,3 +889,44 @@ def test_the_floor_re_measures_its_p99_every_period_so_a_faster_downstream_lower
     above = decide(busy_with_p99(1700)(Setting(2, 9.0)), Setting(2, 9.0), BOUNDS, decision.state, P99_AIMD,
                    now=560, period_end=540)
     assert above.action == "decrease" and "p99 latency 1700 ms > 1650 ms" in above.reason
+
+
+@dataclass(frozen=True)
+class HalveOnSlowMedian:
+    """A third algorithm, for the test only: a median above 2 s asks for half the concurrency."""
+
+    name: ClassVar[str] = "halve-on-slow-median"
+
+    def with_p99_latency_threshold(self, threshold_ms: float) -> HalveOnSlowMedian:
+        return self
+
+    def judge(self, metrics, current, bounds, state, *, new_period, overloaded, held, cooling) -> LatencyJudgement:
+        if (metrics.latency_p50_ms or 0) > 2000:
+            return LatencyJudgement(state, slow_down="median above 2 s", limit=current.max_concurrency / 2)
+        return LatencyJudgement(state)
+
+    def forget(self, state: ControllerState) -> ControllerState:
+        return state
+
+    def remember(self, state: ControllerState, concurrency: int) -> ControllerState:
+        return state
+
+    def grow(self, current, bounds, limit, step, state) -> tuple[int, ControllerState]:
+        return current.max_concurrency + step, state
+
+
+def test_decide_runs_any_algorithm_behind_the_interface_with_the_shared_guards():
+    # GIVEN a policy holding an algorithm decide has never heard of
+    policy = ControllerPolicy(algorithm=HalveOnSlowMedian())
+    slow = PeriodMetrics(calls=600, latency_p50_ms=2500, latency_mean_ms=2500)
+    # WHEN its latency judgement alone says slow down THEN the concurrency goes to the algorithm's own limit
+    cut = decide(slow, Setting(8, 9.0), BOUNDS, ControllerState(), policy, now=90, period_end=60)
+    assert (cut.action, cut.setting) == ("decrease", Setting(4, 9.0))
+    assert cut.reason == "median above 2 s: halve-on-slow-median decrease (max_concurrency 8 -> 4)"
+    # AND the shared guards still hold it: the next period is inside the cooldown
+    after = decide(slow, cut.setting, BOUNDS, cut.state, policy, now=150, period_end=120)
+    assert after.action == "hold" and "cooling down" in after.reason
+    # AND something that is not an algorithm is refused with what to pass instead
+    expected = r"algorithm must implement LimitAlgorithm \(e.g. Aimd\(\) or Gradient\(\)\), got 'aimd'"
+    with pytest.raises(ValueError, match=expected):
+        ControllerPolicy(algorithm="aimd")  # type: ignore[arg-type]

@@ -144,15 +144,14 @@ class ControlLoop:
         return outcome
 
     def _decide(
-        self, plan: DownstreamPlan, read: TunablesDocument, current: Setting, metrics: PeriodMetrics | None, now: float,
-        period_end: float, alarms: Sequence[AlarmSignal],
+        self, plan: DownstreamPlan, read: TunablesDocument, current: Setting, metrics: PeriodMetrics | None,
+        now: float, period_end: float, alarms: Sequence[AlarmSignal],
     ) -> Outcome:
         state, version = self._states.load(plan.name)
         policy = self.policy
         if plan.p99_latency_threshold_ms is not None:
             policy = policy.with_p99_latency_threshold(plan.p99_latency_threshold_ms)
-        decision = decide(metrics, current, plan.bounds, state, policy, now=now, period_end=period_end,
-                                    alarms=alarms)
+        decision = decide(metrics, current, plan.bounds, state, policy, now=now, period_end=period_end, alarms=alarms)
         outcome = Outcome(plan.name, decision.action, decision.reason, mode="auto", previous=current,
                           setting=decision.setting)
         if decision.changed:

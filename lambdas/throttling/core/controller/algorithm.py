@@ -8,7 +8,7 @@ the concurrency, and the memory that needs. `decide` holds one and does not know
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from throttling.core.controller.period import PeriodMetrics
@@ -36,8 +36,12 @@ class LatencyJudgement:
     limit: float | None = None
 
 
+@runtime_checkable
 class LimitAlgorithm(Protocol):
-    """How latency moves one downstream's concurrency; every method is pure."""
+    """How latency moves one downstream's concurrency; every method is pure.
+
+    `name` is the algorithm's `mode` in a policy document.
+    """
 
     name: ClassVar[str]
 

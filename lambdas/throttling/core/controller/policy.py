@@ -9,6 +9,7 @@ from typing import Any
 
 from throttling.core.controller._checks import finite, from_mapping, require_in, require_int
 from throttling.core.controller.aimd import Aimd
+from throttling.core.controller.algorithm import LimitAlgorithm
 from throttling.core.controller.gradient import Gradient
 
 __all__ = ["ALGORITHMS", "MODES", "ControllerPolicy"]
@@ -23,7 +24,7 @@ class ControllerPolicy:
     """How the controller decides; every default is the documented one (see README.md).
 
     :param algorithm: how latency moves the concurrency: `Aimd()` (default) or `Gradient()`, each
-        with its own parameters.
+        with its own parameters (any `LimitAlgorithm`; a document names only those in `ALGORITHMS`).
     :param min_calls: fewer calls in a period is no evidence either way: hold.
     :param throttle_rate_threshold: 429s per call above which the downstream says slow down.
     :param error_rate_threshold: 5xx and timeouts per call above which we slow down.
@@ -39,7 +40,7 @@ class ControllerPolicy:
     :param fallback_margin: how far below what got through such a back-off goes.
     """
 
-    algorithm: Aimd | Gradient = field(default_factory=Aimd)
+    algorithm: LimitAlgorithm = field(default_factory=Aimd)
     min_calls: int = 10
     throttle_rate_threshold: float = 0.01
     error_rate_threshold: float = 0.05
@@ -54,8 +55,8 @@ class ControllerPolicy:
     fallback_margin: float = 0.05
 
     def __post_init__(self) -> None:
-        if not isinstance(self.algorithm, tuple(ALGORITHMS.values())):
-            raise ValueError(f"algorithm must be one of {[a.__name__ for a in ALGORITHMS.values()]}, got {self.algorithm!r}")
+        if not isinstance(self.algorithm, LimitAlgorithm):
+            raise ValueError(f"algorithm must implement LimitAlgorithm (e.g. Aimd() or Gradient()), got {self.algorithm!r}")
         require_int("min_calls", self.min_calls, 1)
         require_int("concurrency_step", self.concurrency_step, 1)
         require_int("clean_periods_to_increase", self.clean_periods_to_increase, 1)
@@ -106,7 +107,8 @@ class ControllerPolicy:
         `fields`: only these (the others take the Lambda side's defaults), e.g. the ones the app's
         configuration sets; None: every field.
         """
-        document = {"mode": self.mode, **dataclasses.asdict(self.algorithm),
+        parameters = dataclasses.asdict(self.algorithm) if dataclasses.is_dataclass(self.algorithm) else {}
+        document = {"mode": self.mode, **parameters,
                     **{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "algorithm"}}
         if fields is None:
             return document
