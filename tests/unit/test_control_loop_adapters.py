@@ -13,11 +13,12 @@ from typing import Any
 import boto3
 import pytest
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+from botocore.stub import Stubber
 from moto import mock_aws
 
 from handlers import controller
 from localcloud import moto_patches
-from throttling.adapters.cloudwatch_period_reader import CloudWatchPeriodReader
+from throttling.adapters.cloudwatch_period_reader import CloudWatchPeriodReader, MetricsUnavailable
 from throttling.adapters.dynamodb_controller_state import ControllerStateStore
 from throttling.adapters.lambda_event_source_mappings import EventSourceMappingReconciler, mapping_concurrency
 from throttling.adapters.ssm_controller_parameters import PlanReader, TunablesDocumentStore
@@ -96,11 +97,12 @@ def create_state_table() -> None:
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}])
 
 
-def control_loop(plan: DownstreamPlan = PLAN, mappings: EventSourceMappingReconciler | None = None) -> ControlLoop:
+def control_loop(plan: DownstreamPlan = PLAN, mappings: EventSourceMappingReconciler | None = None,
+                 metrics: CloudWatchPeriodReader | None = None) -> ControlLoop:
     return ControlLoop(
         plans={plan.name: plan},
         policy=ControllerPolicy(),
-        metrics=CloudWatchPeriodReader(client("cloudwatch")),
+        metrics=metrics or CloudWatchPeriodReader(client("cloudwatch")),
         tunables=TunablesDocumentStore(client("ssm")),
         states=ControllerStateStore(STATE_TABLE, client("dynamodb")),
         mappings=mappings,
@@ -150,6 +152,25 @@ def test_a_down_period_holds_the_document(aws):
 def test_a_period_without_calls_is_no_data(aws):
     put_period("crm-caller", calls=50, at=PERIOD[0] - 120)  # an older minute only
     assert CloudWatchPeriodReader(client("cloudwatch")).read([PLAN], *PERIOD) == {"crm": None}
+
+
+def test_a_cloudwatch_failure_is_told_apart_as_metrics_unavailable_and_the_run_holds(aws):
+    # GIVEN CloudWatch refusing the period's query (throttled)
+    create_state_table()
+    seed_tunables({"rate_per_sec": 9.0, "burst": 9, "max_concurrency": 4, "mode": "auto"})
+    cloudwatch = client("cloudwatch")
+    stubber = Stubber(cloudwatch)
+    stubber.add_client_error("get_metric_data", service_error_code="Throttling", http_status_code=400)
+    stubber.add_client_error("get_metric_data", service_error_code="Throttling", http_status_code=400)
+    with stubber:
+        # WHEN the reader reads it THEN the AWS error arrives as the domain's MetricsUnavailable
+        with pytest.raises(MetricsUnavailable, match="could not read the period's metrics from CloudWatch"):
+            CloudWatchPeriodReader(cloudwatch).read([PLAN], *PERIOD)
+        # AND a run holds every downstream on no data, saying why, and leaves the document alone
+        (outcome,) = control_loop(metrics=CloudWatchPeriodReader(cloudwatch)).run(NOW)
+    assert (outcome.action, outcome.written) == ("hold", False)
+    assert outcome.error is not None and outcome.error.startswith("metrics unavailable: MetricsUnavailable(")
+    assert tunables()["max_concurrency"] == 4
 
 
 # -- one run -------------------------------------------------------------------------------------
