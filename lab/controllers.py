@@ -1,7 +1,8 @@
 """The controllers the lab compares, each fed the same period metrics on the same schedule.
 
-Each implements `lab.mechanisms.Controller` (`decide(metrics, *, now, period_end) -> Adjustment`),
-the one interface the lab's control loop holds them through.
+Each implements `Controller` (`decide(metrics, *, now, period_end) -> Adjustment`), the one
+interface the lab's control loop (`lab.mechanisms.ControlLoop`) holds them through, without
+knowing which.
 
 - `ProjectController`: the project's controller (`throttling.core.controller.decide`, whichever
   algorithm its policy names), unchanged, with its state carried between periods as the controller
@@ -24,6 +25,8 @@ project's controller reads in CloudWatch.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Protocol
 
 from throttling.core.controller import (
     Bounds,
@@ -34,9 +37,26 @@ from throttling.core.controller import (
     decide,
 )
 
-from lab.mechanisms import Adjustment
+__all__ = ["Adjustment", "Controller", "Gradient2", "PlainAimd", "ProjectController"]
 
-__all__ = ["Gradient2", "PlainAimd", "ProjectController"]
+
+@dataclass(frozen=True)
+class Adjustment:
+    """What a controller wants in force: the concurrency, and the limiter's rate (None: no limiter
+    or unchanged) with its burst."""
+
+    max_concurrency: int
+    rate_per_sec: float | None = None
+    burst: int | None = None
+    action: str = "hold"
+    reason: str = ""
+
+
+class Controller(Protocol):
+    """The one interface of the controllers the lab compares: one decision per period, on the
+    period's metrics (None: CloudWatch had nothing)."""
+
+    def decide(self, metrics: PeriodMetrics | None, *, now: float, period_end: float) -> Adjustment: ...
 
 
 class ProjectController:

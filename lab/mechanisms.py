@@ -40,9 +40,10 @@ from typing import Any, Protocol
 
 from throttling.backoff import exponential_delay, full_jitter_delay
 from throttling.circuit_breaker import BreakerPolicy, BreakerState, allow, record
-from throttling.core.controller import PeriodMetrics, evaluated_period
+from throttling.core.controller import evaluated_period
 from throttling.rate_limiter import InMemoryRateLimiter
 
+from lab.controllers import Adjustment, Controller
 from lab.downstream import OK, THROTTLED, Downstream
 from lab.engine import Simulation
 from lab.ledger import QUEUED, RUNNING, Ledger, Request
@@ -50,10 +51,8 @@ from lab.ledger import QUEUED, RUNNING, Ledger, Request
 __all__ = [
     "INLINE_MAP_MAX_CONCURRENCY",
     "WORKFLOW_ASL",
-    "Adjustment",
     "Caller",
     "ControlLoop",
-    "Controller",
     "EventSourceMapping",
     "ItemProcessor",
     "MapState",
@@ -466,25 +465,6 @@ class EventSourceMapping:
 
 
 # -- the control loop ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Adjustment:
-    """What a controller wants in force: the concurrency, and the limiter's rate (None: no limiter
-    or unchanged) with its burst."""
-
-    max_concurrency: int
-    rate_per_sec: float | None = None
-    burst: int | None = None
-    action: str = "hold"
-    reason: str = ""
-
-
-class Controller(Protocol):
-    """What the lab's control loop holds, without knowing which: the project's controller (either
-    algorithm) and each baseline (`lab.controllers`), fed the same period metrics on the same schedule."""
-
-    def decide(self, metrics: PeriodMetrics | None, *, now: float, period_end: float) -> Adjustment: ...
 
 
 class ControlLoop:

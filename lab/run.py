@@ -31,15 +31,13 @@ from typing import Any
 from throttling.core.controller import ALGORITHMS, Bounds, ControllerPolicy, Setting
 from throttling.rate_limiter import InMemoryRateLimiter, RatePolicy
 
-from lab.controllers import Gradient2, PlainAimd, ProjectController
+from lab.controllers import Adjustment, Controller, Gradient2, PlainAimd, ProjectController
 from lab.downstream import Downstream
 from lab.engine import Simulation
 from lab.ledger import FAILED, QUEUED, RUNNING, SUCCEEDED, Ledger, percentile
 from lab.mechanisms import (
-    Adjustment,
     Caller,
     ControlLoop,
-    Controller,
     MapState,
     StepFunctionsTask,
     workflow_retry_policy,

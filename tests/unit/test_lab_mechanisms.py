@@ -10,7 +10,7 @@ import pytest
 from throttling.core.controller import PeriodMetrics
 from throttling.rate_limiter import InMemoryRateLimiter, RatePolicy
 
-from lab.controllers import Gradient2, PlainAimd
+from lab.controllers import Adjustment, Gradient2, PlainAimd
 from lab.downstream import (
     OK,
     SERVER_ERROR,
@@ -25,7 +25,6 @@ from lab.engine import Simulation
 from lab.ledger import FAILED, SUCCEEDED, Ledger
 from lab.mechanisms import (
     INLINE_MAP_MAX_CONCURRENCY,
-    Adjustment,
     Caller,
     ControlLoop,
     EventSourceMapping,
