@@ -3,7 +3,7 @@
 What it models, in the order a call meets it:
 - the network: each way takes a uniform draw from `network_ms` (so calls admitted apart by our
   limiter can arrive together, which the room our limiter leaves in the downstream's bucket absorbs:
-  `throttlectl.planner.limiter_settings`);
+  `throttling.core.planning.limiter_settings`);
 - outages: inside an outage window every call is answered 503 with a Retry-After pointing at the
   window's end (whole seconds, at least 1), and spends nothing;
 - a hard rate limit: a token bucket of `burst` tokens refilled at `rate_per_sec`; a call that finds

@@ -40,7 +40,9 @@ from typing import Any, Protocol
 
 from throttling.backoff import exponential_delay, full_jitter_delay
 from throttling.circuit_breaker import BreakerPolicy, BreakerState, allow, record
+from throttling.core import planning
 from throttling.core.controller import evaluated_period
+from throttling.core.names import SQS_MAX_MAXIMUM_CONCURRENCY, SQS_MIN_MAXIMUM_CONCURRENCY
 from throttling.rate_limiter import InMemoryRateLimiter
 
 from lab.controllers import Adjustment, Controller
@@ -65,8 +67,6 @@ __all__ = [
 
 # "In Inline mode, the Map state supports up to 40 concurrent iterations" (Step Functions guide).
 INLINE_MAP_MAX_CONCURRENCY = 40
-# Lambda refuses an SQS mapping's MaximumConcurrency below 2.
-SQS_MINIMUM_CONCURRENCY = 2
 WORKFLOW_ASL = Path(__file__).resolve().parents[1] / "statemachines" / "crm_batch_email.asl.json"
 
 # Without MaxDelaySeconds the backoff is uncapped; an execution lasts at most a year anyway.
@@ -371,7 +371,7 @@ class EventSourceMapping:
     """
 
     def __init__(self, sim: Simulation, ledger: Ledger, caller: Caller, *, batch_size: int = 10,
-                 maximum_concurrency: int = SQS_MINIMUM_CONCURRENCY, max_receive_count: int = 20,
+                 maximum_concurrency: int = SQS_MIN_MAXIMUM_CONCURRENCY, max_receive_count: int = 20,
                  receive_delay_sec: float = 0.05, invoke_sec: float = 0.03) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 10_000:
             raise ValueError(f"batch_size must be an int in [1, 10000], got {batch_size!r}")
@@ -389,7 +389,7 @@ class EventSourceMapping:
         self.invocations = 0
         self.max_invocations_seen = 0
         self.batch_sizes_seen: list[int] = []
-        self.maximum_concurrency = SQS_MINIMUM_CONCURRENCY
+        self.maximum_concurrency = SQS_MIN_MAXIMUM_CONCURRENCY
         self._dispatch_due = False
         self.set_maximum_concurrency(maximum_concurrency)
 
@@ -407,9 +407,10 @@ class EventSourceMapping:
 
     def set_maximum_concurrency(self, maximum_concurrency: int) -> None:
         if isinstance(maximum_concurrency, bool) or not isinstance(maximum_concurrency, int) or not (
-            SQS_MINIMUM_CONCURRENCY <= maximum_concurrency <= 1000
+            SQS_MIN_MAXIMUM_CONCURRENCY <= maximum_concurrency <= SQS_MAX_MAXIMUM_CONCURRENCY
         ):
-            raise ValueError(f"MaximumConcurrency must be an int in [2, 1000], got {maximum_concurrency!r}")
+            raise ValueError(f"MaximumConcurrency must be an int in [{SQS_MIN_MAXIMUM_CONCURRENCY},"
+                             f" {SQS_MAX_MAXIMUM_CONCURRENCY}], got {maximum_concurrency!r}")
         self.maximum_concurrency = maximum_concurrency
         self._dispatch_soon()
 
@@ -471,7 +472,8 @@ class ControlLoop:
     """Runs `controller` on a schedule and applies what it decides after the callers' cache delay."""
 
     def __init__(self, sim: Simulation, ledger: Ledger, controller: Controller,
-                 apply: Callable[[Adjustment], Any], *, period_sec: float = 60.0, metrics_delay_sec: float = 30.0,
+                 apply: Callable[[Adjustment], Any], *, period_sec: float = planning.DEFAULT_PERIOD_SEC,
+                 metrics_delay_sec: float = planning.DEFAULT_METRICS_DELAY_SEC,
                  tunables_cache_sec: float = 5.0) -> None:
         self.sim = sim
         self.ledger = ledger

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from throttling.core.controller import ALGORITHMS, Bounds, ControllerPolicy, Setting
+from throttling.core.planning import DEFAULT_PERIOD_SEC, CapacityPlan
 from throttling.rate_limiter import InMemoryRateLimiter, RatePolicy
 
 from lab.controllers import Adjustment, Controller, Gradient2, PlainAimd, ProjectController
@@ -51,11 +52,11 @@ from lab.strategies import (
     plan_for,
 )
 from lab.workload import start_arrivals
-from throttlectl.planner import CapacityPlan
 
 __all__ = ["PERIOD_SEC", "Run", "run", "summarize"]
 
-PERIOD_SEC = 60.0
+# The controller's period, as a stage runs it.
+PERIOD_SEC = float(DEFAULT_PERIOD_SEC)
 SETTLED_GOODPUT = 0.85
 SETTLED_THROTTLED_SHARE = 0.01
 SETTLED_ERROR_SHARE = 0.05

@@ -15,11 +15,12 @@ differ only in what holds the traffic back:
 | aimd_baseline | the plan's | none | plain AIMD (+1 / x0.5 on 429s) |
 | gradient2_baseline | the plan's | none | Netflix Gradient2 |
 
-"The plan" is `throttlectl.planner.plan_capacity` on the advertised limit and latency, with the
+"The plan" is `throttling.core.planning.plan_capacity` on the advertised limit and latency, with the
 headroom of the run (the stage's default, 1 %, unless the run is given another); the controller's
-bounds are those the control-loop stack gives it (concurrency
-1 to 4x the plan's, rate 10 % to 100 % of the planned rate, burst scaled with the rate, the p99
-threshold at 5x the expected latency but never above the timeout).
+bounds and p99 threshold are `planning.controller_bounds` and `planning.p99_latency_threshold_ms` with
+the control loop's defaults, as the control-loop stack gives them to a stage without a `control_loop`
+block (concurrency 1 to 4x the plan's, rate 10 % to 100 % of the planned rate, burst scaled with the
+rate, the p99 threshold at 5x the expected latency but never above the timeout).
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from throttling.core import planning
+from throttling.core.planning import DEFAULT_HEADROOM, CapacityPlan, plan_capacity
+
 from lab.scenarios import Scenario
-from stacks.config import ControlLoopConfig, DownstreamConfig
-from throttlectl.planner import DEFAULT_HEADROOM, CapacityPlan, plan_capacity
 
 __all__ = ["HEADROOM", "STRATEGIES", "Strategy", "controller_bounds_for", "plan_for", "strategy"]
 
@@ -38,8 +40,6 @@ __all__ = ["HEADROOM", "STRATEGIES", "Strategy", "controller_bounds_for", "plan_
 HEADROOM = DEFAULT_HEADROOM
 # The seed's Map concurrency for the CRM: 5 calls of 200 ms in flight (25 req/s for a 10 req/s limit).
 SEED_MAP_CONCURRENCY = 5
-# The control loop's defaults, as a stage without a control_loop block in cdk.json gets them.
-CONTROL_LOOP = ControlLoopConfig()
 
 ControllerKind = Literal["none", "aimd", "gradient", "plain_aimd", "gradient2"]
 LimiterKind = Literal["none", "advertised", "planned"]
@@ -89,18 +89,12 @@ def plan_for(scenario: Scenario, headroom: float = HEADROOM) -> CapacityPlan:
                          burst=scenario.advertised_burst, headroom=headroom)
 
 
-def planned_downstream(scenario: Scenario, headroom: float = HEADROOM) -> DownstreamConfig:
-    """The scenario's downstream as cdk.json would declare it, so the lab plans it as a stage does."""
-    return DownstreamConfig(name="lab", base_url="https://downstream.invalid",
-                            rate_limit_per_sec=scenario.advertised_limit_rps, burst=scenario.advertised_burst,
-                            expected_latency_ms=scenario.expected_latency_ms, timeout_sec=scenario.timeout_sec,
-                            headroom=headroom)
-
-
 def controller_bounds_for(scenario: Scenario, headroom: float = HEADROOM) -> dict[str, float | int]:
-    """The bounds the control-loop stack hands the controller for this downstream."""
-    return CONTROL_LOOP.controller_bounds(planned_downstream(scenario, headroom))
+    """The bounds the control-loop stack hands the controller for this downstream, by default."""
+    return planning.controller_bounds(scenario.advertised_limit_rps, scenario.advertised_burst,
+                                      scenario.expected_latency_ms, headroom)
 
 
 def p99_threshold_ms(scenario: Scenario) -> float:
-    return CONTROL_LOOP.p99_latency_threshold_ms(planned_downstream(scenario))
+    """The p99 above which the controller slows down (aimd), as the stack sets it by default."""
+    return planning.p99_latency_threshold_ms(scenario.expected_latency_ms, scenario.timeout_sec)

@@ -19,9 +19,8 @@ from localcloud.cloud import LocalCloud
 from localcloud.demo_workflows import crm_batch_outputs, run_execution, seed_segment
 from localcloud.deployer import DeployedStack
 from localcloud.downstream_simulator import DownstreamSimulator
+from throttling.core import names
 from throttling.core.controller import evaluated_period
-
-METRICS_NAMESPACE = "Throttling"
 
 
 def tunables_parameter(downstream: str, stage: str = "dev") -> str:
@@ -32,17 +31,18 @@ def put_caller_minute(cloud: LocalCloud, downstream: str, at: float, *, calls: f
                       unavailable: float = 0, latency_ms: float = 200, delay_sec: float = 30) -> None:
     """Put one minute of a caller's metrics, as its EMF lines would: the minute the controller judges at `at`."""
     start, _ = evaluated_period(at, 60, delay_sec)
-    dimensions = [{"Name": "Downstream", "Value": downstream}, {"Name": "service", "Value": f"{downstream}-caller"}]
+    dimensions = [{"Name": names.DOWNSTREAM_DIMENSION, "Value": downstream},
+                  {"Name": names.SERVICE_DIMENSION, "Value": f"{downstream}-caller"}]
     stamp = datetime.fromtimestamp(start + 5, tz=timezone.utc)
     data = [
-        {"MetricName": "DownstreamCalls", "Value": calls, "Unit": "Count"},
-        {"MetricName": "DownstreamThrottled", "Value": throttled, "Unit": "Count"},
-        {"MetricName": "DownstreamUnavailable", "Value": unavailable, "Unit": "Count"},
-        {"MetricName": "DownstreamLatency", "Values": [latency_ms], "Counts": [max(1.0, calls - throttled)],
+        {"MetricName": names.DOWNSTREAM_CALLS, "Value": calls, "Unit": "Count"},
+        {"MetricName": names.DOWNSTREAM_THROTTLED, "Value": throttled, "Unit": "Count"},
+        {"MetricName": names.DOWNSTREAM_UNAVAILABLE, "Value": unavailable, "Unit": "Count"},
+        {"MetricName": names.DOWNSTREAM_LATENCY, "Values": [latency_ms], "Counts": [max(1.0, calls - throttled)],
          "Unit": "Milliseconds"},
     ]
     cloud.client("cloudwatch").put_metric_data(
-        Namespace=METRICS_NAMESPACE, MetricData=[{**d, "Dimensions": dimensions, "Timestamp": stamp} for d in data])
+        Namespace=names.METRICS_NAMESPACE, MetricData=[{**d, "Dimensions": dimensions, "Timestamp": stamp} for d in data])
 
 
 def iso(epoch_sec: float) -> str:

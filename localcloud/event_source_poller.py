@@ -22,6 +22,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from throttling.core.names import SQS_MAX_MAXIMUM_CONCURRENCY, SQS_MIN_MAXIMUM_CONCURRENCY
+
 __all__ = [
     "DEFAULT_MAXIMUM_CONCURRENCY",
     "DEFAULT_POLL_WAIT_SEC",
@@ -49,7 +51,8 @@ SQS_RECEIVE_MAX_MESSAGES = 10  # ReceiveMessage and DeleteMessageBatch take at m
 BATCH_SIZE_RANGE = (1, 10_000)
 FIFO_MAX_BATCH_SIZE = 10
 BATCHING_WINDOW_RANGE_SEC = (0, 300)
-MAXIMUM_CONCURRENCY_RANGE = (2, 1_000)  # ScalingConfig.MaximumConcurrency, as documented for Lambda
+# ScalingConfig.MaximumConcurrency, as documented for Lambda.
+MAXIMUM_CONCURRENCY_RANGE = (SQS_MIN_MAXIMUM_CONCURRENCY, SQS_MAX_MAXIMUM_CONCURRENCY)
 REPORT_BATCH_ITEM_FAILURES = "ReportBatchItemFailures"
 
 _SLOT_WAIT_SEC = 0.05  # how often a poller blocked on its concurrency cap looks at stop()

@@ -14,7 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from throttlectl.planner import (
+from throttling.core import planning
+from throttling.core.controller import MODES as CONTROLLER_MODES
+from throttling.core.names import DEFAULT_STAGE, STAGES
+from throttling.core.planning import (
     DEFAULT_HEADROOM,
     MIN_JITTER_MARGIN_SEC,
     headroom_for_margin,
@@ -22,15 +25,11 @@ from throttlectl.planner import (
     limiter_settings,
 )
 
-STAGES = ("dev", "prod")
-DEFAULT_STAGE = "dev"
-
 # CloudWatch Logs accepts only these retention periods (days).
 LOG_RETENTION_DAYS_ALLOWED = (
     1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
 )
 REMOVAL_POLICIES = ("destroy", "retain")
-CONTROLLER_MODES = ("aimd", "gradient")
 # Matched whole with fullmatch: `$` would let a trailing newline through ("crm\n"); [0-9], not \d,
 # which takes any Unicode digit.
 _DOWNSTREAM_NAME = re.compile(r"[a-z][a-z0-9_]{1,30}")
@@ -60,7 +59,7 @@ class DownstreamConfig:
     `rate_limit_per_sec` is the downstream's contractual limit: the ceiling the Lambda-side reader
     clamps any operator or controller value to. `headroom` is the fraction of it we leave unused;
     what keeps network jitter (calls admitted apart arriving together) from pushing the downstream
-    over is mostly the half of its burst we leave unused (`throttlectl.planner.limiter_settings`
+    over is mostly the half of its burst we leave unused (`throttling.core.planning.limiter_settings`
     gives the arithmetic), so 1 % suffices where the burst is 2 or more, and a burst-1 downstream
     needs a real rate headroom (the loader refuses one that keeps less than
     `MIN_JITTER_MARGIN_SEC` of jitter margin).
@@ -93,10 +92,10 @@ class DownstreamConfig:
     def default_max_concurrency(self) -> int:
         """In-flight calls that keep the downstream at its limit, by Little's law (L = lambda * W).
 
-        Rounded down, never below 1: at 10 req/s and 200 ms that is 2 calls in flight, where the
-        seed's guess of 5 would offer 25 req/s to a 10 req/s CRM.
+        Rounded down, never below 1 (`littles_law_concurrency`): at 10 req/s and 200 ms that is 2
+        calls in flight, where the seed's guess of 5 would offer 25 req/s to a 10 req/s CRM.
         """
-        return max(1, math.floor(self.rate_limit_per_sec * self.expected_latency_ms / 1000))
+        return planning.littles_law_concurrency(self.rate_limit_per_sec, self.expected_latency_ms)
 
 
 @dataclass(frozen=True)
@@ -131,17 +130,17 @@ class ControlLoopConfig:
     :param alarm_emails: who the alarm topic e-mails; default nobody (subscribe elsewhere).
     """
 
-    mode: str = "aimd"
-    throttle_rate_threshold: float = 0.01
-    error_rate_threshold: float = 0.05
+    mode: str = planning.DEFAULT_CONTROLLER_MODE
+    throttle_rate_threshold: float = planning.DEFAULT_THROTTLE_RATE_THRESHOLD
+    error_rate_threshold: float = planning.DEFAULT_ERROR_RATE_THRESHOLD
     breaker_error_rate_threshold: float = 0.25
     breaker_alarm_periods: int = 3
-    p99_latency_factor: float = 5.0
-    max_concurrency_factor: int = 4
-    min_rate_fraction: float = 0.1
-    clean_periods_to_increase: int = 3
-    cooldown_sec: int = 120
-    metrics_delay_sec: int = 30
+    p99_latency_factor: float = planning.DEFAULT_P99_LATENCY_FACTOR
+    max_concurrency_factor: int = planning.DEFAULT_MAX_CONCURRENCY_FACTOR
+    min_rate_fraction: float = planning.DEFAULT_MIN_RATE_FRACTION
+    clean_periods_to_increase: int = planning.DEFAULT_CLEAN_PERIODS_TO_INCREASE
+    cooldown_sec: int = planning.DEFAULT_COOLDOWN_SEC
+    metrics_delay_sec: int = planning.DEFAULT_METRICS_DELAY_SEC
     backlog_age_alarm_sec: int = 900
     ingress_refused_rate_threshold: float = 0.05
     ingress_p99_latency_ms: int = 3000
@@ -149,23 +148,16 @@ class ControlLoopConfig:
 
     def p99_latency_threshold_ms(self, downstream: DownstreamConfig) -> float:
         """A p99 this slow means slow down: a slow call as the breaker counts it, never beyond the timeout."""
-        return float(min(downstream.expected_latency_ms * self.p99_latency_factor, downstream.timeout_sec * 1000))
+        return planning.p99_latency_threshold_ms(downstream.expected_latency_ms, downstream.timeout_sec,
+                                                 self.p99_latency_factor)
 
     def controller_bounds(self, downstream: DownstreamConfig) -> dict[str, float | int]:
-        """Where the controller may move `downstream` (read by the Lambda side's `Bounds.from_document`).
-
-        The rate and burst ceilings are the planned ones (the contract less the headroom, half the
-        downstream's burst: the room kept for jitter), the concurrency ceiling `max_concurrency_factor`
-        times the Little's-law concurrency.
+        """Where the controller may move `downstream` (`throttling.core.planning.controller_bounds`; read by
+        the Lambda side's `Bounds.from_document`).
         """
-        return {
-            "min_concurrency": 1,
-            "max_concurrency": max(1, downstream.default_max_concurrency * self.max_concurrency_factor),
-            "min_rate_per_sec": max(0.01, round(downstream.planned_rate_per_sec * self.min_rate_fraction, 3)),
-            "max_rate_per_sec": downstream.planned_rate_per_sec,
-            "max_burst": downstream.planned_burst,
-            "expected_latency_ms": downstream.expected_latency_ms,
-        }
+        return planning.controller_bounds(
+            downstream.rate_limit_per_sec, downstream.burst, downstream.expected_latency_ms, downstream.headroom,
+            max_concurrency_factor=self.max_concurrency_factor, min_rate_fraction=self.min_rate_fraction)
 
 
 @dataclass(frozen=True)

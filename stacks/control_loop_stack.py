@@ -40,31 +40,27 @@ from aws_cdk import aws_ssm as ssm
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct, IConstruct
 
-from throttling.core.controller import ALGORITHMS, Bounds, ControllerPolicy
-from throttling.core.controller.plan import DownstreamPlan
-
 from stacks import stage_props
 from stacks.config import AppConfig, ControlLoopConfig, DownstreamConfig
 from stacks.patterns import AslStateMachine, HandlerFunction, ThrottledQueueConsumer
-from stacks.patterns.handler_function import METRICS_NAMESPACE
 from stacks.patterns.monitoring import OldestMessageAlarm, errors_alarm_reason, oldest_message_alarm
 from stacks.patterns.secure_defaults import encrypted_table
 from stacks.patterns.throttled_api import ThrottledApi
 from stacks.shared_limits_stack import SharedLimitsStack, breaker_tunables_key, downstream_tunables_key
 from stacks.use_cases import UseCase
+from throttling.core import names, planning
+from throttling.core.controller import ALGORITHMS, Bounds, ControllerPolicy
+from throttling.core.controller.plan import DownstreamPlan
 
 CONTROLLER_SERVICE = "throttling-controller"
 CLOUDWATCH_PRINCIPAL = "cloudwatch.amazonaws.com"
 # The plans change only with a deploy: the controller adopts a new one within a minute.
 PLANS_CACHE_SEC = 60
 # A period with fewer calls says nothing: the alarms and the controller both ignore it.
-MIN_CALLS = 10
-PERIOD = Duration.minutes(1)
+MIN_CALLS = planning.DEFAULT_MIN_CALLS
+PERIOD = Duration.seconds(planning.DEFAULT_PERIOD_SEC)
 # Lambda's minimum for an asynchronous event's age: a controller run is worth a minute, no more.
 CONTROLLER_EVENT_MAX_AGE_SEC = 60
-
-# What a routed alarm means to the controller (see `throttling.core.controller.plan.ALARM_ROUTE_KINDS`).
-THROTTLED, ERRORS, LATENCY, BREAKER = "throttled", "errors", "latency", "breaker"
 
 
 def caller_service(downstream: DownstreamConfig) -> str:
@@ -85,7 +81,7 @@ def downstream_services(scope: Construct) -> dict[str, list[str]]:
             continue
         environment = Stack.of(construct).resolve(construct._cfn_properties.get("environment")) or {}
         variables = environment.get("variables") or {}
-        name, service = variables.get("DOWNSTREAM_NAME"), variables.get("POWERTOOLS_SERVICE_NAME")
+        name, service = variables.get(names.ENV_DOWNSTREAM_NAME), variables.get(names.ENV_POWERTOOLS_SERVICE_NAME)
         if isinstance(name, str) and isinstance(service, str):
             found.setdefault(name, set()).add(service)
     return {name: sorted(services) for name, services in found.items()}
@@ -228,14 +224,18 @@ class DownstreamMetrics:
         self.services = tuple(services)
 
     def metric(self, name: str, service: str, statistic: str = "Sum") -> cloudwatch.Metric:
-        return cloudwatch.Metric(namespace=METRICS_NAMESPACE, metric_name=name, statistic=statistic, period=PERIOD,
-                                 dimensions_map={"Downstream": self.downstream, "service": service},
+        return cloudwatch.Metric(namespace=names.METRICS_NAMESPACE, metric_name=name, statistic=statistic,
+                                 period=PERIOD,
+                                 dimensions_map={names.DOWNSTREAM_DIMENSION: self.downstream,
+                                                 names.SERVICE_DIMENSION: service},
                                  label=f"{name} {service}")
 
     def controller(self, name: str, statistic: str = "Maximum") -> cloudwatch.Metric:
         """A metric the controller publishes about this downstream."""
-        return cloudwatch.Metric(namespace=METRICS_NAMESPACE, metric_name=name, statistic=statistic, period=PERIOD,
-                                 dimensions_map={"Downstream": self.downstream, "service": CONTROLLER_SERVICE},
+        return cloudwatch.Metric(namespace=names.METRICS_NAMESPACE, metric_name=name, statistic=statistic,
+                                 period=PERIOD,
+                                 dimensions_map={names.DOWNSTREAM_DIMENSION: self.downstream,
+                                                 names.SERVICE_DIMENSION: CONTROLLER_SERVICE},
                                  label=name)
 
     def total(self, name: str, label: str) -> cloudwatch.IMetric:
@@ -252,7 +252,7 @@ class DownstreamMetrics:
         using: dict[str, cloudwatch.IMetric] = {}
         calls, part = [], []
         for i, service in enumerate(self.services):
-            using[f"c{i}"] = self.metric("DownstreamCalls", service)
+            using[f"c{i}"] = self.metric(names.DOWNSTREAM_CALLS, service)
             using[f"{numerator.lower()}{i}"] = self.metric(numerator, service)
             calls.append(f"FILL(c{i}, 0)")
             term = f"FILL({numerator.lower()}{i}, 0)"
@@ -265,23 +265,23 @@ class DownstreamMetrics:
         return cloudwatch.MathExpression(expression=expression, using_metrics=using, period=PERIOD, label=label)
 
     def throttle_rate_percent(self) -> cloudwatch.MathExpression:
-        return self.rate_percent("DownstreamThrottled", f"{self.downstream} 429 rate (%)")
+        return self.rate_percent(names.DOWNSTREAM_THROTTLED, f"{self.downstream} 429 rate (%)")
 
     def error_rate_percent(self) -> cloudwatch.MathExpression:
         """Every 5xx and timeout: what the breaker counts (a downstream that is down should trip it)."""
-        return self.rate_percent("DownstreamUnavailable", f"{self.downstream} error rate (%)")
+        return self.rate_percent(names.DOWNSTREAM_UNAVAILABLE, f"{self.downstream} error rate (%)")
 
     def overload_error_rate_percent(self) -> cloudwatch.MathExpression:
         """5xx and timeouts less the answers that said "down until" (5xx with Retry-After): slowing down
         helps an overloaded downstream, not one that is down, which is the breaker's business."""
-        return self.rate_percent("DownstreamUnavailable", f"{self.downstream} error rate, down answers aside (%)",
-                                 less="DownstreamDown")
+        return self.rate_percent(names.DOWNSTREAM_UNAVAILABLE, f"{self.downstream} error rate, down answers aside (%)",
+                                 less=names.DOWNSTREAM_DOWN)
 
     def latency(self, statistic: str) -> cloudwatch.IMetric:
         """The worst service's latency statistic (a percentile cannot be summed)."""
         if len(self.services) == 1:
-            return self.metric("DownstreamLatency", self.services[0], statistic)
-        using = {f"{statistic.lower()}_{i}": self.metric("DownstreamLatency", s, statistic)
+            return self.metric(names.DOWNSTREAM_LATENCY, self.services[0], statistic)
+        using = {f"{statistic.lower()}_{i}": self.metric(names.DOWNSTREAM_LATENCY, s, statistic)
                  for i, s in enumerate(self.services)}
         return cloudwatch.MathExpression(expression=f"MAX([{', '.join(using)}])", using_metrics=using, period=PERIOD,
                                          label=f"{self.downstream} latency {statistic} (ms)")
@@ -420,15 +420,15 @@ class ControlLoopStack(Stack):
             # table guarantees it; the reservation only also caps the controller where one is available.
             reserved_concurrency=1 if config.reserve_concurrency else None,
             environment={
-                "SEMAPHORE_TABLE_NAME": shared_limits.semaphores.table.table_name,
-                "CONTROLLER_PLANS_PATH": self.plans_path,
-                "CONTROLLER_PLANS_CACHE_SEC": str(PLANS_CACHE_SEC),
-                "CONTROLLER_POLICY": json.dumps(controller_policy(loop).to_document(CONFIGURED_POLICY_FIELDS),
+                names.ENV_SEMAPHORE_TABLE_NAME: shared_limits.semaphores.table.table_name,
+                names.ENV_CONTROLLER_PLANS_PATH: self.plans_path,
+                names.ENV_CONTROLLER_PLANS_CACHE_SEC: str(PLANS_CACHE_SEC),
+                names.ENV_CONTROLLER_POLICY: json.dumps(controller_policy(loop).to_document(CONFIGURED_POLICY_FIELDS),
                                                 sort_keys=True),
-                "CONTROLLER_STATE_TABLE_NAME": self.state_table.table_name,
-                "BREAKER_TABLE_NAME": shared_limits.breakers.table.table_name,
-                "PERIOD_SEC": str(int(PERIOD.to_seconds())),
-                "METRICS_DELAY_SEC": str(loop.metrics_delay_sec),
+                names.ENV_CONTROLLER_STATE_TABLE_NAME: self.state_table.table_name,
+                names.ENV_BREAKER_TABLE_NAME: shared_limits.breakers.table.table_name,
+                names.ENV_PERIOD_SEC: str(int(PERIOD.to_seconds())),
+                names.ENV_METRICS_DELAY_SEC: str(loop.metrics_delay_sec),
             },
         )
         # GetParametersByPath is authorized against the path itself, so no wildcard is needed.
@@ -508,24 +508,27 @@ class ControlLoopStack(Stack):
                 AlarmSpec(
                     f"{pascal}ThrottleRate", f"{prefix}-{d.name}-ThrottleRate",
                     f"{d.name} answers more than {loop.throttle_rate_threshold:.1%} of calls with 429: slow down",
-                    m.throttle_rate_percent(), loop.throttle_rate_threshold * 100, route=(d.name, THROTTLED)),
+                    m.throttle_rate_percent(), loop.throttle_rate_threshold * 100,
+                    route=(d.name, names.ALARM_THROTTLED)),
                 AlarmSpec(
                     f"{pascal}ErrorRate", f"{prefix}-{d.name}-ErrorRate",
                     f"{d.name} fails more than {loop.error_rate_threshold:.1%} of calls (5xx, timeouts; not the"
                     " 5xx that say when to come back): slow down",
-                    m.overload_error_rate_percent(), loop.error_rate_threshold * 100, route=(d.name, ERRORS)),
+                    m.overload_error_rate_percent(), loop.error_rate_threshold * 100,
+                    route=(d.name, names.ALARM_ERRORS)),
                 AlarmSpec(
                     f"{pascal}ErrorRateSustained", f"{prefix}-{d.name}-ErrorRateSustained",
                     f"{d.name} fails more than {loop.breaker_error_rate_threshold:.0%} of calls for"
                     f" {loop.breaker_alarm_periods} minutes: open its circuit breaker",
                     m.error_rate_percent(), loop.breaker_error_rate_threshold * 100,
-                    evaluation_periods=loop.breaker_alarm_periods, route=(d.name, BREAKER)),
+                    evaluation_periods=loop.breaker_alarm_periods,
+                    route=(d.name, names.ALARM_BREAKER)),
                 AlarmSpec(
                     f"{pascal}LatencyP99", f"{prefix}-{d.name}-LatencyP99",
                     f"{d.name} p99 latency above {loop.p99_latency_threshold_ms(d):.0f} ms in 2 of 3 minutes:"
                     " fewer calls in flight",
                     m.latency("p99"), loop.p99_latency_threshold_ms(d), evaluation_periods=3, datapoints_to_alarm=2,
-                    route=(d.name, LATENCY)),
+                    route=(d.name, names.ALARM_LATENCY)),
             ]
         for construct_name, table in (("RateLimiter", shared_limits.rate_limiter),
                                       ("Semaphores", shared_limits.semaphores),
@@ -676,21 +679,24 @@ class ControlLoopStack(Stack):
             rows.append([
                 cloudwatch.GraphWidget(
                     title=f"{d.name}: calls, 429s, errors", width=6,
-                    left=[m.total("DownstreamCalls", "calls"), m.total("DownstreamSucceeded", "succeeded"),
-                          m.total("DownstreamThrottled", "429s"), m.total("DownstreamUnavailable", "5xx + timeouts"),
-                          m.total("DownstreamTimeouts", "of which timeouts"), m.total("DownstreamRejected", "other 4xx")]),
+                    left=[m.total(names.DOWNSTREAM_CALLS, "calls"), m.total(names.DOWNSTREAM_SUCCEEDED, "succeeded"),
+                          m.total(names.DOWNSTREAM_THROTTLED, "429s"),
+                          m.total(names.DOWNSTREAM_UNAVAILABLE, "5xx + timeouts"),
+                          m.total(names.DOWNSTREAM_TIMEOUTS, "of which timeouts"),
+                          m.total(names.DOWNSTREAM_REJECTED, "other 4xx")]),
                 cloudwatch.GraphWidget(
                     title=f"{d.name}: latency (ms)", width=6, left=[m.latency("p50"), m.latency("p99")],
                     left_annotations=[cloudwatch.HorizontalAnnotation(
                         value=config.control_loop.p99_latency_threshold_ms(d), label="p99 alarm")]),
                 cloudwatch.GraphWidget(
                     title=f"{d.name}: limiter admitted / refused", width=6,
-                    left=[m.total("LimiterAdmitted", "admitted"), m.total("RateLimited", "refused (RateLimited)")]),
+                    left=[m.total(names.LIMITER_ADMITTED, "admitted"),
+                          m.total(names.RATE_LIMITED, "refused (RateLimited)")]),
                 cloudwatch.GraphWidget(
                     title=f"{d.name}: controller (in force, decisions, breaker)", width=6,
-                    left=[m.controller("ControllerMaxConcurrency"), m.controller("BreakerOpen")],
-                    right=[m.controller("ControllerRatePerSec"), m.controller("ControllerIncreases", "Sum"),
-                           m.controller("ControllerDecreases", "Sum")]),
+                    left=[m.controller(names.CONTROLLER_MAX_CONCURRENCY), m.controller(names.BREAKER_OPEN)],
+                    right=[m.controller(names.CONTROLLER_RATE_PER_SEC), m.controller(names.CONTROLLER_INCREASES, "Sum"),
+                           m.controller(names.CONTROLLER_DECREASES, "Sum")]),
             ])
         # One graph per table: each table's throttle metric is an expression over the same operation ids.
         layers: list[cloudwatch.IWidget] = [

@@ -17,6 +17,7 @@ from constructs import Construct
 from stacks import stage_props
 from stacks.config import AppConfig, DownstreamConfig
 from stacks.patterns import CircuitBreakerTable, HandlerFunction, RateLimiterTable, SemaphoreTable, TunableParameters
+from throttling.core import names, planning
 
 # Lambda's and EventBridge's minimum event age: a sweep is worth a minute, then the next one runs.
 LEASE_SWEEP_MAX_AGE_SEC = 60
@@ -33,12 +34,8 @@ def breaker_tunables_key(downstream: DownstreamConfig) -> str:
 def downstream_tunables_seed(downstream: DownstreamConfig) -> str:
     """The first value of a downstream's limits (the Lambda side parses it: see the contract test)."""
     return json.dumps(
-        {
-            "rate_per_sec": downstream.planned_rate_per_sec,
-            "burst": downstream.planned_burst,
-            "max_concurrency": downstream.default_max_concurrency,
-            "mode": "auto",
-        },
+        planning.tunables_document(downstream.planned_rate_per_sec, downstream.planned_burst,
+                                   downstream.default_max_concurrency),
         sort_keys=True,
     )
 
@@ -91,7 +88,7 @@ class SharedLimitsStack(Stack):
             # A ceiling, not a need: two sweeps at once are harmless (each removal is conditioned on the
             # lease's expiry being unchanged), so a stage without reservations runs it unreserved.
             reserved_concurrency=1 if config.reserve_concurrency else None,
-            environment={"SEMAPHORE_TABLE_NAME": self.semaphores.table.table_name},
+            environment={names.ENV_SEMAPHORE_TABLE_NAME: self.semaphores.table.table_name},
         )
         self.semaphores.grant_reclaim(self.lease_reclaimer.function)
         # A sweep that fails is replaced by the next minute's: no Lambda retries (by default two, over

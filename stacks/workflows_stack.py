@@ -21,7 +21,7 @@ from stacks.patterns import HandlerFunction
 from stacks.shared_limits_stack import SharedLimitsStack, downstream_tunables_key, downstream_tunables_seed
 from stacks.use_cases import USE_CASES, Layer, Registered, UseCase, build_layer
 from stacks.use_cases.base import U, the_use_case
-
+from throttling.core import names
 
 class WorkflowsStack(Stack):
     """The downstreams' callers and the workflows layer's use cases.
@@ -55,16 +55,16 @@ class WorkflowsStack(Stack):
                 removal_policy=removal_policy,
                 timeout_sec=int(downstream.timeout_sec) + 5,
                 environment={
-                    "DOWNSTREAM_NAME": downstream.name,
-                    "DOWNSTREAM_BASE_URL": downstream.base_url,
-                    "DOWNSTREAM_TIMEOUT_SEC": str(downstream.timeout_sec),
-                    "DOWNSTREAM_RATE_LIMIT_PER_SEC": str(downstream.rate_limit_per_sec),
-                    "DOWNSTREAM_BURST": str(downstream.burst),
-                    "TUNABLES_PARAMETER_NAME": parameter.parameter_name,
-                    "TUNABLES_DEFAULTS": downstream_tunables_seed(downstream),
-                    "TUNABLES_CACHE_SEC": str(config.tunables_cache_sec),
-                    "RATE_LIMITER_TABLE_NAME": shared_limits.rate_limiter.table.table_name,
-                    "LIMITER_MAX_WAIT_SEC": "1",
+                    names.ENV_DOWNSTREAM_NAME: downstream.name,
+                    names.ENV_DOWNSTREAM_BASE_URL: downstream.base_url,
+                    names.ENV_DOWNSTREAM_TIMEOUT_SEC: str(downstream.timeout_sec),
+                    names.ENV_DOWNSTREAM_RATE_LIMIT_PER_SEC: str(downstream.rate_limit_per_sec),
+                    names.ENV_DOWNSTREAM_BURST: str(downstream.burst),
+                    names.ENV_TUNABLES_PARAMETER_NAME: parameter.parameter_name,
+                    names.ENV_TUNABLES_DEFAULTS: downstream_tunables_seed(downstream),
+                    names.ENV_TUNABLES_CACHE_SEC: str(config.tunables_cache_sec),
+                    names.ENV_RATE_LIMITER_TABLE_NAME: shared_limits.rate_limiter.table.table_name,
+                    names.ENV_LIMITER_MAX_WAIT_SEC: "1",
                 },
             )
             shared_limits.tunables.grant_read(caller.function, key)

@@ -1,8 +1,8 @@
 """`throttlectl`, the operator CLI of the throttling reference architecture (see `throttlectl.cli`).
 
-`planner` is pure and importable on its own (the lab and the stacks' config reuse it, without the
-Lambda package the CLI needs); the other modules read and write a deployed stage through injected
-boto3 clients.
+Its modules read and write a deployed stage through injected boto3 clients; the planning arithmetic
+(`throttlectl plan`) and the names it shares with the stacks come from the Lambda package's
+`throttling.core`.
 """
 
 from typing import Any
@@ -13,8 +13,7 @@ __all__ = ["EXIT_AWS_ERROR", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_USAGE", "main"]
 
 
 def __getattr__(name: str) -> Any:
-    # The CLI imports the Lambda package `throttling`, which `cdk synth` need not have on its path:
-    # importing `throttlectl.planner` from the stacks must not pull it in.
+    # Importing the package (for its exit codes) must not import the CLI and, through it, boto3.
     if name == "main":
         from throttlectl.cli import main
 

@@ -31,8 +31,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
+from throttling.core import planning
+from throttling.core.names import STAGES
 from throttling.tunables import InvalidTunables
-from throttlectl import cleanup, planner, preflight
+from throttlectl import cleanup, preflight
 from throttlectl.discovery import Deployment, discover
 from throttlectl.exceptions import EXIT_OK, EXIT_USAGE, AwsFailure, CliError, NotFound, Refused
 from throttlectl.parameters import (
@@ -50,9 +52,8 @@ from throttlectl.redrive import RedriveResult, plan_redrive, redrive_copy, redri
 from throttlectl.schema import document_of, diff, kind_of, parse_assignments
 from throttlectl.status import collect_status, queue_rows
 
-__all__ = ["STAGES", "build_parser", "main"]
+__all__ = ["build_parser", "main"]
 
-STAGES = ("dev", "prod")  # as stacks/config.py (a unit test keeps them equal)
 STAGE_ENV = "THROTTLING_STAGE"
 ENDPOINT_ENV = "AWS_ENDPOINT_URL"
 AUDIT_LOG_ENV = "THROTTLECTL_AUDIT_LOG"
@@ -167,8 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--limit-rps", type=float, required=True, help="the downstream's contractual limit, req/s")
     plan.add_argument("--latency-ms", type=float, required=True, help="expected latency of one call, ms")
     plan.add_argument("--burst", type=int, help="the downstream's burst allowance (default: one second's worth)")
-    plan.add_argument("--headroom", type=float, default=planner.DEFAULT_HEADROOM,
-                      help=f"fraction of the limit left unused (default {planner.DEFAULT_HEADROOM}; our burst is half the downstream's)")
+    plan.add_argument("--headroom", type=float, default=planning.DEFAULT_HEADROOM,
+                      help=f"fraction of the limit left unused (default {planning.DEFAULT_HEADROOM}; our burst is half the downstream's)")
     plan.add_argument("--concurrency", type=int, help="check what this many calls in flight would offer")
     plan.add_argument("--ride-out-sec", type=float, default=60.0, help="outage retries should ride out (default 60)")
     plan.add_argument("--max-retry-delay-sec", type=int, default=30, help="cap of one retry wait (default 30)")
@@ -512,7 +513,7 @@ def _redrive(ctx: _Context) -> int:
 def _plan(ctx: _Context) -> int:
     args = ctx.args
     try:
-        result = planner.plan_capacity(
+        result = planning.plan_capacity(
             args.limit_rps, args.latency_ms, burst=args.burst, headroom=args.headroom,
             check_concurrency=args.concurrency, ride_out_sec=args.ride_out_sec,
             max_retry_delay_sec=args.max_retry_delay_sec,

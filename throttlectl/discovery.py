@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from throttling.core import names
 from throttlectl.exceptions import NotFound
 
 __all__ = ["SHARED_LIMITS_OUTPUTS", "Deployment", "QueueRef", "discover", "stack_prefix"]
@@ -174,14 +175,14 @@ def _collect_contract(resource: Mapping[str, Any], contracts: dict[str, float], 
     if resource.get("Type") != "AWS::Lambda::Function":
         return
     variables = ((resource.get("Properties") or {}).get("Environment") or {}).get("Variables") or {}
-    name = variables.get("DOWNSTREAM_NAME")
+    name = variables.get(names.ENV_DOWNSTREAM_NAME)
     if not isinstance(name, str):
         return
     # Two functions calling one downstream with different contracts: the lower one binds.
-    rate = _number_of(variables.get("DOWNSTREAM_RATE_LIMIT_PER_SEC"))
+    rate = _number_of(variables.get(names.ENV_DOWNSTREAM_RATE_LIMIT_PER_SEC))
     if rate is not None:
         contracts[name] = min(rate, contracts.get(name, rate))
-    burst = _number_of(variables.get("DOWNSTREAM_BURST"))
+    burst = _number_of(variables.get(names.ENV_DOWNSTREAM_BURST))
     if burst is not None and burst == int(burst):
         bursts[name] = min(int(burst), bursts.get(name, int(burst)))
 

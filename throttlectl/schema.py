@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from throttling.circuit_breaker import DURATION_BOUNDS_SEC, MAX_MINIMUM_CALLS, MAX_WINDOW_BUCKETS, BreakerPolicy
+from throttling.core.names import TUNABLES_MODES
 from throttling.tunables import (
     BURST_BOUNDS,
     MAX_CONCURRENCY_BOUNDS,
-    MODES,
     RATE_PER_SEC_BOUNDS,
     DownstreamTunables,
     InvalidTunables,
@@ -160,7 +160,7 @@ def _downstream_bounds(ceiling: float | None, ceiling_burst: int | None) -> dict
         "rate_per_sec": rate,
         "burst": burst,
         "max_concurrency": f"whole {MAX_CONCURRENCY_BOUNDS[0]}..{MAX_CONCURRENCY_BOUNDS[1]}",
-        "mode": "|".join(MODES),
+        "mode": "|".join(TUNABLES_MODES),
     }
 
 

@@ -53,6 +53,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from payments.orders import Order, interpret_gateway_answer, parse_order
 from payments.unanswered import UnansweredAuthorizations, may_repeat_authorization
 from throttling.circuit_breaker import BreakerPolicy
+from throttling.core import names
 from throttling.downstream_client import (
     DownstreamClient,
     DownstreamError,
@@ -72,16 +73,16 @@ from throttling.tunables import (
     powertools_ssm_fetch,
 )
 
-DOWNSTREAM = os.environ["DOWNSTREAM_NAME"]
+DOWNSTREAM = os.environ[names.ENV_DOWNSTREAM_NAME]
 BREAKER_NAME = DOWNSTREAM  # one breaker per downstream; the workflow reads the same item
-BREAKER_TABLE_NAME = os.environ["BREAKER_TABLE_NAME"]
-LIMITER_MAX_WAIT_SEC = float(os.environ.get("LIMITER_MAX_WAIT_SEC", "2"))
+BREAKER_TABLE_NAME = os.environ[names.ENV_BREAKER_TABLE_NAME]
+LIMITER_MAX_WAIT_SEC = float(os.environ.get(names.ENV_LIMITER_MAX_WAIT_SEC, "2"))
 # The gateway's own limits, which the tunables in force must leave room under.
-CONTRACT = RatePolicy(rate_per_sec=float(os.environ["DOWNSTREAM_RATE_LIMIT_PER_SEC"]),
-                      burst=int(os.environ["DOWNSTREAM_BURST"]))
+CONTRACT = RatePolicy(rate_per_sec=float(os.environ[names.ENV_DOWNSTREAM_RATE_LIMIT_PER_SEC]),
+                      burst=int(os.environ[names.ENV_DOWNSTREAM_BURST]))
 IDEMPOTENCY_KEY_PREFIX = "authorize_payment"
 # How long the gateway keeps an Idempotency-Key for certain (Stripe prunes keys once they are 24 h old).
-GATEWAY_IDEMPOTENCY_KEY_KEPT_SEC = float(os.environ.get("GATEWAY_IDEMPOTENCY_KEY_KEPT_SEC", "82800"))
+GATEWAY_IDEMPOTENCY_KEY_KEPT_SEC = float(os.environ.get(names.ENV_GATEWAY_IDEMPOTENCY_KEY_KEPT_SEC, "82800"))
 # Waiters woken by the same refusal would all retry at the same instant; a few ms apart, one wins
 # and the others learn the next slot without a burst of conditional writes.
 WAKE_UP_JITTER_SEC = 0.05
@@ -102,29 +103,30 @@ class AuthorizationOutcomeUnknown(DownstreamError):
 
 # Built once per execution environment: the SSM caches, the breaker's view of an open state, and
 # the limiter's last-seen TAT live as long as it does.
-_fetch = powertools_ssm_fetch(max_age_sec=int(os.environ.get("TUNABLES_CACHE_SEC", "5")))
+_fetch = powertools_ssm_fetch(max_age_sec=int(os.environ.get(names.ENV_TUNABLES_CACHE_SEC, "5")))
 tunables = TunablesReader(
-    os.environ["TUNABLES_PARAMETER_NAME"],
+    os.environ[names.ENV_TUNABLES_PARAMETER_NAME],
     defaults=defaults_from_environment(
-        os.environ.get("TUNABLES_DEFAULTS"), fallback=DownstreamTunables(rate_per_sec=1, burst=1, max_concurrency=1)
+        os.environ.get(names.ENV_TUNABLES_DEFAULTS),
+        fallback=DownstreamTunables(rate_per_sec=1, burst=1, max_concurrency=1),
     ),
     fetch=_fetch,
     ceiling_rate_per_sec=CONTRACT.rate_per_sec,
     ceiling_burst=CONTRACT.burst,
 )
 breaker_policies = TunablesReader(
-    os.environ["BREAKER_TUNABLES_PARAMETER_NAME"],
-    defaults=parse_breaker_policy(os.environ.get("BREAKER_TUNABLES_DEFAULTS") or "{}").tunables,
+    os.environ[names.ENV_BREAKER_TUNABLES_PARAMETER_NAME],
+    defaults=parse_breaker_policy(os.environ.get(names.ENV_BREAKER_TUNABLES_DEFAULTS) or "{}").tunables,
     fetch=_fetch,
     parse=parse_breaker_policy,
 )
 _dynamodb = boto3.client("dynamodb")
-limiter = DynamoDbRateLimiter(os.environ["RATE_LIMITER_TABLE_NAME"], client=_dynamodb)
+limiter = DynamoDbRateLimiter(os.environ[names.ENV_RATE_LIMITER_TABLE_NAME], client=_dynamodb)
 _breakers: dict[BreakerPolicy, DynamoDbCircuitBreaker] = {}
 client = DownstreamClient(
     DOWNSTREAM,
-    os.environ["DOWNSTREAM_BASE_URL"],
-    timeout_sec=float(os.environ.get("DOWNSTREAM_TIMEOUT_SEC", "10")),
+    os.environ[names.ENV_DOWNSTREAM_BASE_URL],
+    timeout_sec=float(os.environ.get(names.ENV_DOWNSTREAM_TIMEOUT_SEC, "10")),
 )
 _rng = random.Random()
 
@@ -142,18 +144,18 @@ idempotency_config = IdempotencyConfig(
     # The same order id with another customer, amount or currency is a bug upstream, not a retry.
     payload_validation_jmespath="[customer_id, amount, currency]",
     raise_on_no_idempotency_key=True,
-    expires_after_seconds=int(os.environ.get("IDEMPOTENCY_EXPIRY_SEC", "86400")),
+    expires_after_seconds=int(os.environ.get(names.ENV_IDEMPOTENCY_EXPIRY_SEC, "86400")),
     response_hook=_replayed,
 )
-persistence = DynamoDBPersistenceLayer(table_name=os.environ["IDEMPOTENCY_TABLE_NAME"], boto3_client=_dynamodb)
-unanswered = UnansweredAuthorizations(os.environ["IDEMPOTENCY_TABLE_NAME"], client=_dynamodb)
+persistence = DynamoDBPersistenceLayer(table_name=os.environ[names.ENV_IDEMPOTENCY_TABLE_NAME], boto3_client=_dynamodb)
+unanswered = UnansweredAuthorizations(os.environ[names.ENV_IDEMPOTENCY_TABLE_NAME], client=_dynamodb)
 
 
 @logger.inject_lambda_context(correlation_id_path="order_id")
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    metrics.add_dimension(name="Downstream", value=DOWNSTREAM)
+    metrics.add_dimension(name=names.DOWNSTREAM_DIMENSION, value=DOWNSTREAM)
     order = parse_order(event)  # InvalidOrder before anything is recorded or sent
     # In-progress records then expire with this invocation, so a duplicate after a crash is not blocked for a day.
     idempotency_config.register_lambda_context(context)
@@ -254,7 +256,7 @@ def take_token(policy: RatePolicy, context: LambdaContext) -> None:
         if decision.allowed:
             late_sec = time.monotonic() - asked_at
             if late_sec <= stale_after_sec:
-                metrics.add_metric(name="LimiterAdmitted", unit=MetricUnit.Count, value=1)
+                metrics.add_metric(name=names.LIMITER_ADMITTED, unit=MetricUnit.Count, value=1)
                 if waited_sec:
                     metrics.add_metric(name="LimiterWaitedMs", unit=MetricUnit.Milliseconds, value=waited_sec * 1000)
                 return
@@ -263,11 +265,11 @@ def take_token(policy: RatePolicy, context: LambdaContext) -> None:
                            extra={"late_sec": round(late_sec, 3), "stale_after_sec": round(stale_after_sec, 3)})
             if time.monotonic() < deadline:
                 continue
-            metrics.add_metric(name="RateLimited", unit=MetricUnit.Count, value=1)
+            metrics.add_metric(name=names.RATE_LIMITED, unit=MetricUnit.Count, value=1)
             raise RateLimited({"downstream": DOWNSTREAM, "retry_after_sec": 0.0})
         pause_sec = decision.retry_after_sec + _rng.uniform(0, WAKE_UP_JITTER_SEC)
         if time.monotonic() + pause_sec > deadline:
-            metrics.add_metric(name="RateLimited", unit=MetricUnit.Count, value=1)
+            metrics.add_metric(name=names.RATE_LIMITED, unit=MetricUnit.Count, value=1)
             raise RateLimited({"downstream": DOWNSTREAM, "retry_after_sec": round(decision.retry_after_sec, 3)})
         time.sleep(pause_sec)
         waited_sec += pause_sec

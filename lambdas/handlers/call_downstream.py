@@ -25,16 +25,17 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from throttling.call_metrics import record_call
+from throttling.core import names
 from throttling.downstream_client import DownstreamClient, DownstreamError, RateLimited
 from throttling.dynamodb_limits import DynamoDbRateLimiter
 from throttling.rate_limiter import RatePolicy, stale_token_after_sec
 from throttling.tunables import DownstreamTunables, TunablesReader, defaults_from_environment, powertools_ssm_fetch
 
-DOWNSTREAM = os.environ["DOWNSTREAM_NAME"]
-LIMITER_MAX_WAIT_SEC = float(os.environ.get("LIMITER_MAX_WAIT_SEC", "1"))
+DOWNSTREAM = os.environ[names.ENV_DOWNSTREAM_NAME]
+LIMITER_MAX_WAIT_SEC = float(os.environ.get(names.ENV_LIMITER_MAX_WAIT_SEC, "1"))
 # The downstream's own limits, which the tunables in force must leave room under.
-CONTRACT = RatePolicy(rate_per_sec=float(os.environ["DOWNSTREAM_RATE_LIMIT_PER_SEC"]),
-                      burst=int(os.environ["DOWNSTREAM_BURST"]))
+CONTRACT = RatePolicy(rate_per_sec=float(os.environ[names.ENV_DOWNSTREAM_RATE_LIMIT_PER_SEC]),
+                      burst=int(os.environ[names.ENV_DOWNSTREAM_BURST]))
 # Stale tokens in a row before the wait goes to the workflow: the limiter is that slow right now.
 MAX_STALE_TOKENS = 3
 logger = Logger()
@@ -44,19 +45,20 @@ tracer = Tracer()
 
 # Built once per execution environment: the SSM cache and the last good value live as long as it does.
 tunables = TunablesReader(
-    os.environ["TUNABLES_PARAMETER_NAME"],
+    os.environ[names.ENV_TUNABLES_PARAMETER_NAME],
     defaults=defaults_from_environment(
-        os.environ.get("TUNABLES_DEFAULTS"), fallback=DownstreamTunables(rate_per_sec=1, burst=1, max_concurrency=1)
+        os.environ.get(names.ENV_TUNABLES_DEFAULTS),
+        fallback=DownstreamTunables(rate_per_sec=1, burst=1, max_concurrency=1),
     ),
-    fetch=powertools_ssm_fetch(max_age_sec=int(os.environ.get("TUNABLES_CACHE_SEC", "5"))),
+    fetch=powertools_ssm_fetch(max_age_sec=int(os.environ.get(names.ENV_TUNABLES_CACHE_SEC, "5"))),
     ceiling_rate_per_sec=CONTRACT.rate_per_sec,
     ceiling_burst=CONTRACT.burst,
 )
-limiter = DynamoDbRateLimiter(os.environ["RATE_LIMITER_TABLE_NAME"], client=boto3.client("dynamodb"))
+limiter = DynamoDbRateLimiter(os.environ[names.ENV_RATE_LIMITER_TABLE_NAME], client=boto3.client("dynamodb"))
 client = DownstreamClient(
     DOWNSTREAM,
-    os.environ["DOWNSTREAM_BASE_URL"],
-    timeout_sec=float(os.environ.get("DOWNSTREAM_TIMEOUT_SEC", "5")),
+    os.environ[names.ENV_DOWNSTREAM_BASE_URL],
+    timeout_sec=float(os.environ.get(names.ENV_DOWNSTREAM_TIMEOUT_SEC, "5")),
 )
 
 
@@ -64,7 +66,7 @@ client = DownstreamClient(
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    metrics.add_dimension(name="Downstream", value=DOWNSTREAM)
+    metrics.add_dimension(name=names.DOWNSTREAM_DIMENSION, value=DOWNSTREAM)
     in_force = tunables.get()
     take_token(RatePolicy(rate_per_sec=in_force.rate_per_sec, burst=in_force.burst), context)
     headers = {"X-Correlation-Id": logger.get_correlation_id() or context.aws_request_id}
@@ -97,7 +99,7 @@ def take_token(policy: RatePolicy, context: LambdaContext) -> None:
         if decision.allowed:
             late_sec = time.monotonic() - asked_at
             if late_sec <= stale_after_sec:
-                metrics.add_metric(name="LimiterAdmitted", unit=MetricUnit.Count, value=1)
+                metrics.add_metric(name=names.LIMITER_ADMITTED, unit=MetricUnit.Count, value=1)
                 return
             stale += 1
             metrics.add_metric(name="LimiterStaleTokens", unit=MetricUnit.Count, value=1)
@@ -114,7 +116,7 @@ def take_token(policy: RatePolicy, context: LambdaContext) -> None:
             continue
         else:
             retry_after_sec = decision.retry_after_sec
-        metrics.add_metric(name="RateLimited", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=names.RATE_LIMITED, unit=MetricUnit.Count, value=1)
         raise RateLimited({"downstream": DOWNSTREAM, "retry_after_sec": round(retry_after_sec, 3)})
 
 

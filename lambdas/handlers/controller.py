@@ -56,6 +56,7 @@ from throttling.adapters.lambda_event_source_mappings import EventSourceMappingR
 from throttling.adapters.ssm_controller_parameters import PlanReader, TunablesDocumentStore
 from throttling.circuit_breaker import BreakerPolicy, BreakerStatus
 from throttling.clock import Clock, SystemClock
+from throttling.core import names, planning
 from throttling.core.controller import AlarmSignal, ControllerPolicy
 from throttling.core.controller.plan import Plans
 from throttling.dynamodb_limits import DynamoDbCircuitBreaker, DynamoDbSemaphore
@@ -73,9 +74,10 @@ LEASE_NAME = "throttling-controller"
 LEASE_POLL_SEC = 0.5
 # The environment variables the dependencies are built from (the stack sets them).
 ENVIRONMENT_KEYS = (
-    "CONTROLLER_PLANS_PATH", "CONTROLLER_PLANS_CACHE_SEC", "CONTROLLER_POLICY", "CONTROLLER_STATE_TABLE_NAME",
-    "BREAKER_TABLE_NAME", "SEMAPHORE_TABLE_NAME", "CONTROLLER_LEASE_WAIT_SEC", "PERIOD_SEC", "METRICS_DELAY_SEC",
-    "MAX_EVENT_AGE_SEC", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_SERVICE_NAME",
+    names.ENV_CONTROLLER_PLANS_PATH, names.ENV_CONTROLLER_PLANS_CACHE_SEC, names.ENV_CONTROLLER_POLICY,
+    names.ENV_CONTROLLER_STATE_TABLE_NAME, names.ENV_BREAKER_TABLE_NAME, names.ENV_SEMAPHORE_TABLE_NAME,
+    "CONTROLLER_LEASE_WAIT_SEC", names.ENV_PERIOD_SEC, names.ENV_METRICS_DELAY_SEC, "MAX_EVENT_AGE_SEC",
+    names.ENV_POWERTOOLS_METRICS_NAMESPACE, names.ENV_POWERTOOLS_SERVICE_NAME,
 )
 
 logger = Logger()
@@ -136,24 +138,24 @@ def build_dependencies(
     ssm = ssm or boto3.client("ssm")
     dynamodb = dynamodb or boto3.client("dynamodb")
     clock = clock or SystemClock()
-    namespace = environ.get("POWERTOOLS_METRICS_NAMESPACE", "Throttling")
+    namespace = environ.get(names.ENV_POWERTOOLS_METRICS_NAMESPACE, names.METRICS_NAMESPACE)
     fetch = functools.partial(SSMProvider(boto3_client=ssm).get_multiple,
-                              max_age=int(environ.get("CONTROLLER_PLANS_CACHE_SEC", "60")))
+                              max_age=int(environ.get(names.ENV_CONTROLLER_PLANS_CACHE_SEC, "60")))
     return Dependencies(
-        plans=PlanReader(environ["CONTROLLER_PLANS_PATH"], fetch=fetch),
-        policy=ControllerPolicy.from_document(json.loads(environ.get("CONTROLLER_POLICY", "{}"))),
+        plans=PlanReader(environ[names.ENV_CONTROLLER_PLANS_PATH], fetch=fetch),
+        policy=ControllerPolicy.from_document(json.loads(environ.get(names.ENV_CONTROLLER_POLICY, "{}"))),
         metrics_reader=CloudWatchPeriodReader(cloudwatch or boto3.client("cloudwatch"), namespace=namespace),
         tunables=TunablesDocumentStore(ssm),
-        states=ControllerStateStore(environ["CONTROLLER_STATE_TABLE_NAME"], dynamodb),
+        states=ControllerStateStore(environ[names.ENV_CONTROLLER_STATE_TABLE_NAME], dynamodb),
         mappings=EventSourceMappingReconciler(lambda_client or boto3.client("lambda")),
-        lease=DynamoDbSemaphore(environ["SEMAPHORE_TABLE_NAME"], client=dynamodb, clock=clock),
-        metrics=Metrics(namespace=namespace, service=environ.get("POWERTOOLS_SERVICE_NAME")),
+        lease=DynamoDbSemaphore(environ[names.ENV_SEMAPHORE_TABLE_NAME], client=dynamodb, clock=clock),
+        metrics=Metrics(namespace=namespace, service=environ.get(names.ENV_POWERTOOLS_SERVICE_NAME)),
         ssm=ssm,
         dynamodb=dynamodb,
         clock=clock,
-        breaker_table_name=environ["BREAKER_TABLE_NAME"],
-        period_sec=float(environ.get("PERIOD_SEC", "60")),
-        metrics_delay_sec=float(environ.get("METRICS_DELAY_SEC", "30")),
+        breaker_table_name=environ[names.ENV_BREAKER_TABLE_NAME],
+        period_sec=float(environ.get(names.ENV_PERIOD_SEC, planning.DEFAULT_PERIOD_SEC)),
+        metrics_delay_sec=float(environ.get(names.ENV_METRICS_DELAY_SEC, planning.DEFAULT_METRICS_DELAY_SEC)),
         lease_wait_sec=float(environ.get("CONTROLLER_LEASE_WAIT_SEC", "10")),
         max_event_age_sec=float(environ.get("MAX_EVENT_AGE_SEC", "600")),
     )
@@ -219,7 +221,7 @@ def run(event: dict[str, Any], deps: Dependencies) -> dict[str, Any]:
         signals = {}
         if state == "ALARM":
             signals = {route.downstream: [AlarmSignal(name, route.signal_kind)]}
-            if route.kind == "breaker":
+            if route.kind == names.ALARM_BREAKER:
                 reason = f"alarm {name}: {(detail.get('state') or {}).get('reason', 'in ALARM')}"[:500]
                 breaker_opened = open_breaker(deps, in_force, route.downstream, reason)
         outcomes = loop.run(now, only=[route.downstream], alarms=signals)
@@ -261,7 +263,7 @@ def open_breaker(deps: Dependencies, in_force: Plans, downstream: str, reason: s
     state = breaker.state(downstream)
     logger.warning("opened the circuit breaker", extra={"downstream": downstream, "reason": reason,
                                                         "open_until": state.open_until})
-    deps.metrics.add_dimension(name="Downstream", value=downstream)
+    deps.metrics.add_dimension(name=names.DOWNSTREAM_DIMENSION, value=downstream)
     deps.metrics.add_metric(name="BreakerForcedOpen", unit=MetricUnit.Count, value=1)
     deps.metrics.add_metadata(key="reason", value=reason)
     deps.metrics.flush_metrics()
@@ -289,15 +291,15 @@ def report(deps: Dependencies, outcome: Outcome) -> None:
     else:
         logger.info("controller held the limits", extra=summary)
 
-    deps.metrics.add_dimension(name="Downstream", value=outcome.downstream)
+    deps.metrics.add_dimension(name=names.DOWNSTREAM_DIMENSION, value=outcome.downstream)
     if outcome.setting is not None:
-        deps.metrics.add_metric(name="ControllerMaxConcurrency", unit=MetricUnit.Count,
+        deps.metrics.add_metric(name=names.CONTROLLER_MAX_CONCURRENCY, unit=MetricUnit.Count,
                                 value=outcome.setting.max_concurrency)
-        deps.metrics.add_metric(name="ControllerRatePerSec", unit=MetricUnit.CountPerSecond,
-                           value=outcome.setting.rate_per_sec)
-    deps.metrics.add_metric(name="ControllerIncreases", unit=MetricUnit.Count,
-                       value=1 if outcome.written and outcome.action == "increase" else 0)
-    deps.metrics.add_metric(name="ControllerDecreases", unit=MetricUnit.Count,
+        deps.metrics.add_metric(name=names.CONTROLLER_RATE_PER_SEC, unit=MetricUnit.CountPerSecond,
+                                value=outcome.setting.rate_per_sec)
+    deps.metrics.add_metric(name=names.CONTROLLER_INCREASES, unit=MetricUnit.Count,
+                            value=1 if outcome.written and outcome.action == "increase" else 0)
+    deps.metrics.add_metric(name=names.CONTROLLER_DECREASES, unit=MetricUnit.Count,
                        value=1 if outcome.written and outcome.action in ("decrease", "clamp") else 0)
     if outcome.mapping_changes:
         deps.metrics.add_metric(name="MappingConcurrencyReconciled", unit=MetricUnit.Count,
@@ -306,7 +308,7 @@ def report(deps: Dependencies, outcome: Outcome) -> None:
         deps.metrics.add_metric(name="ControllerErrors", unit=MetricUnit.Count, value=1)
     breaker_open = breaker_is_open(deps, outcome.downstream)
     if breaker_open is not None:
-        deps.metrics.add_metric(name="BreakerOpen", unit=MetricUnit.Count, value=1 if breaker_open else 0)
+        deps.metrics.add_metric(name=names.BREAKER_OPEN, unit=MetricUnit.Count, value=1 if breaker_open else 0)
     deps.metrics.add_metadata(key="action", value=outcome.action)
     deps.metrics.add_metadata(key="reason", value=outcome.reason)
     deps.metrics.flush_metrics()

@@ -18,10 +18,11 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from moderation import ModerationThresholds, decide
+from throttling.core import names
 
 THRESHOLDS = ModerationThresholds(
-    review_score=float(os.environ["MODERATION_REVIEW_SCORE"]),
-    reject_score=float(os.environ["MODERATION_REJECT_SCORE"]),
+    review_score=float(os.environ[names.ENV_MODERATION_REVIEW_SCORE]),
+    reject_score=float(os.environ[names.ENV_MODERATION_REJECT_SCORE]),
 )
 logger = Logger()
 metrics = Metrics()

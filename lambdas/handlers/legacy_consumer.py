@@ -61,6 +61,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from throttling.core import names
 from throttling.downstream_client import (
     DownstreamClient,
     DownstreamError,
@@ -91,15 +92,15 @@ MAX_PAYLOAD_DEPTH = 8
 # A poison message's reason, as its dead letter carries it in the `error` attribute.
 REASON_MAX_CHARS = 1000
 
-DOWNSTREAM = os.environ["DOWNSTREAM_NAME"]
-RECORDS_TABLE_NAME = os.environ["RECORDS_TABLE_NAME"]
-QUEUE_URL = os.environ["QUEUE_URL"]
-DEAD_LETTER_QUEUE_URL = os.environ["DEAD_LETTER_QUEUE_URL"]
-MAX_RECEIVE_COUNT = int(os.environ.get("QUEUE_MAX_RECEIVE_COUNT", "0")) or None
+DOWNSTREAM = os.environ[names.ENV_DOWNSTREAM_NAME]
+RECORDS_TABLE_NAME = os.environ[names.ENV_RECORDS_TABLE_NAME]
+QUEUE_URL = os.environ[names.ENV_QUEUE_URL]
+DEAD_LETTER_QUEUE_URL = os.environ[names.ENV_DEAD_LETTER_QUEUE_URL]
+MAX_RECEIVE_COUNT = int(os.environ.get(names.ENV_QUEUE_MAX_RECEIVE_COUNT, "0")) or None
 STATUS_RETENTION_SEC = int(os.environ.get("STATUS_RETENTION_DAYS", "30")) * 86_400
-CONTRACT_RATE_PER_SEC = float(os.environ["DOWNSTREAM_RATE_LIMIT_PER_SEC"])
+CONTRACT_RATE_PER_SEC = float(os.environ[names.ENV_DOWNSTREAM_RATE_LIMIT_PER_SEC])
 # The mainframe's burst: an operator's burst above it is clamped to it, as the rate is.
-CONTRACT_BURST = int(os.environ["DOWNSTREAM_BURST"])
+CONTRACT_BURST = int(os.environ[names.ENV_DOWNSTREAM_BURST])
 
 logger = Logger()
 metrics = Metrics()
@@ -109,17 +110,19 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 
 # Built once per execution environment: the SSM cache and the last good value live as long as it does.
 tunables = TunablesReader(
-    os.environ["TUNABLES_PARAMETER_NAME"],
+    os.environ[names.ENV_TUNABLES_PARAMETER_NAME],
     defaults=defaults_from_environment(
-        os.environ.get("TUNABLES_DEFAULTS"), fallback=DownstreamTunables(rate_per_sec=1, burst=1, max_concurrency=1)
+        os.environ.get(names.ENV_TUNABLES_DEFAULTS),
+        fallback=DownstreamTunables(rate_per_sec=1, burst=1, max_concurrency=1),
     ),
-    fetch=powertools_ssm_fetch(max_age_sec=int(os.environ.get("TUNABLES_CACHE_SEC", "5"))),
+    fetch=powertools_ssm_fetch(max_age_sec=int(os.environ.get(names.ENV_TUNABLES_CACHE_SEC, "5"))),
     ceiling_rate_per_sec=CONTRACT_RATE_PER_SEC,
     ceiling_burst=CONTRACT_BURST,
 )
-limiter = DynamoDbRateLimiter(os.environ["RATE_LIMITER_TABLE_NAME"], client=boto3.client("dynamodb"))
+limiter = DynamoDbRateLimiter(os.environ[names.ENV_RATE_LIMITER_TABLE_NAME], client=boto3.client("dynamodb"))
 client = DownstreamClient(
-    DOWNSTREAM, os.environ["DOWNSTREAM_BASE_URL"], timeout_sec=float(os.environ.get("DOWNSTREAM_TIMEOUT_SEC", "5"))
+    DOWNSTREAM, os.environ[names.ENV_DOWNSTREAM_BASE_URL],
+    timeout_sec=float(os.environ.get(names.ENV_DOWNSTREAM_TIMEOUT_SEC, "5")),
 )
 dynamodb = boto3.client("dynamodb")
 sqs = boto3.client("sqs")
@@ -214,7 +217,7 @@ def postpone_for_sec(retry_after_sec: float | None, receive_count: int, held_sec
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    metrics.add_dimension(name="Downstream", value=DOWNSTREAM)
+    metrics.add_dimension(name=names.DOWNSTREAM_DIMENSION, value=DOWNSTREAM)
     in_force = tunables.get()
     batch = Batch(RatePolicy(rate_per_sec=in_force.rate_per_sec, burst=in_force.burst), context)
     response = process_partial_response(event=event, record_handler=batch.handle, processor=processor, context=context)

@@ -14,13 +14,14 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from throttling.core import names
 from throttling.dynamodb_limits import DynamoDbSemaphore
 
 logger = Logger()
 metrics = Metrics()
 # Patches boto3 and http.client, so every AWS call and every downstream call is a subsegment of the trace.
 tracer = Tracer()
-semaphores = DynamoDbSemaphore(os.environ["SEMAPHORE_TABLE_NAME"], client=boto3.client("dynamodb"))
+semaphores = DynamoDbSemaphore(os.environ[names.ENV_SEMAPHORE_TABLE_NAME], client=boto3.client("dynamodb"))
 
 
 @logger.inject_lambda_context

@@ -54,14 +54,15 @@ from payments.parked import (
     resumes_allowed,
 )
 from throttling.circuit_breaker import BreakerPolicy
+from throttling.core import names
 from throttling.dynamodb_limits import DynamoDbCircuitBreaker
 
-QUEUE_URL = os.environ["PARKED_ORDERS_QUEUE_URL"]
-DEAD_LETTER_QUEUE_URL = os.environ["PARKED_ORDERS_DLQ_URL"]
-ORDERS_TABLE_NAME = os.environ["ORDERS_TABLE_NAME"]
-STATE_MACHINE_ARN = os.environ["PAYMENT_STATE_MACHINE_ARN"]
-BREAKER_NAME = os.environ["BREAKER_NAME"]
-RESUMES_PER_RUN = int(os.environ["RESUMES_PER_RUN"])
+QUEUE_URL = os.environ[names.ENV_PARKED_ORDERS_QUEUE_URL]
+DEAD_LETTER_QUEUE_URL = os.environ[names.ENV_PARKED_ORDERS_DLQ_URL]
+ORDERS_TABLE_NAME = os.environ[names.ENV_ORDERS_TABLE_NAME]
+STATE_MACHINE_ARN = os.environ[names.ENV_PAYMENT_STATE_MACHINE_ARN]
+BREAKER_NAME = os.environ[names.ENV_BREAKER_NAME]
+RESUMES_PER_RUN = int(os.environ[names.ENV_RESUMES_PER_RUN])
 # SQS's largest receive, and a long poll short enough for a run that finds the queue empty.
 RECEIVE_BATCH_MAX = 10
 RECEIVE_WAIT_SEC = 1
@@ -77,7 +78,7 @@ sqs = boto3.client("sqs")
 dynamodb = boto3.client("dynamodb")
 stepfunctions = boto3.client("stepfunctions")
 # Only `state()` is used: one consistent read of the item the authorizer and the workflow share.
-breaker = DynamoDbCircuitBreaker(os.environ["BREAKER_TABLE_NAME"], client=dynamodb, policy=BreakerPolicy())
+breaker = DynamoDbCircuitBreaker(os.environ[names.ENV_BREAKER_TABLE_NAME], client=dynamodb, policy=BreakerPolicy())
 EXECUTION_ARN_PREFIX = STATE_MACHINE_ARN.replace(":stateMachine:", ":execution:", 1)
 
 

@@ -25,8 +25,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from payments.orders import execution_name, parse_order
+from throttling.core import names
 
-STATE_MACHINE_ARN = os.environ["PAYMENT_STATE_MACHINE_ARN"]
+STATE_MACHINE_ARN = os.environ[names.ENV_PAYMENT_STATE_MACHINE_ARN]
 logger = Logger()
 metrics = Metrics()
 # Patches boto3 and http.client, so every AWS call and every downstream call is a subsegment of the trace.

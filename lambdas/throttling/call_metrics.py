@@ -2,7 +2,7 @@
 
 The callers (`call_downstream`, the payment authorizer, the legacy consumer) emit the same names
 under their own `service` and a `Downstream` dimension, so the control loop's alarms, the
-controller's `GetMetricData` queries and the dashboard read one vocabulary:
+controller's `GetMetricData` queries and the dashboard read one vocabulary (`throttling.core.names`):
 
 | metric | when |
 |---|---|
@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from throttling.core import names
 from throttling.downstream_client import (
     DownstreamError,
     DownstreamRejected,
@@ -40,17 +41,19 @@ class MetricsSink(Protocol):
 def record_call(metrics: MetricsSink, *, response: DownstreamResponse | None = None,
                 error: DownstreamError | None = None) -> None:
     """Count one call: its outcome from `response` (an answer) or `error` (what the client raised)."""
-    metrics.add_metric(name="DownstreamCalls", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name=names.DOWNSTREAM_CALLS, unit=MetricUnit.Count, value=1)
     if error is None:
         if response is None:
             raise ValueError("record_call needs the response of a call or the error it raised, got neither")
-        metrics.add_metric(name="DownstreamSucceeded", unit=MetricUnit.Count, value=1)
-        metrics.add_metric(name="DownstreamLatency", unit=MetricUnit.Milliseconds, value=response.latency_ms)
+        metrics.add_metric(name=names.DOWNSTREAM_SUCCEEDED, unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=names.DOWNSTREAM_LATENCY, unit=MetricUnit.Milliseconds, value=response.latency_ms)
         return
-    for kind in (DownstreamThrottled, DownstreamUnavailable, DownstreamRejected):
+    for kind, metric in ((DownstreamThrottled, names.DOWNSTREAM_THROTTLED),
+                         (DownstreamUnavailable, names.DOWNSTREAM_UNAVAILABLE),
+                         (DownstreamRejected, names.DOWNSTREAM_REJECTED)):
         if isinstance(error, kind):
-            metrics.add_metric(name=kind.__name__, unit=MetricUnit.Count, value=1)
+            metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
     if isinstance(error, DownstreamUnavailable) and error.details.get("timed_out"):
-        metrics.add_metric(name="DownstreamTimeouts", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=names.DOWNSTREAM_TIMEOUTS, unit=MetricUnit.Count, value=1)
     if isinstance(error, DownstreamUnavailable) and error.details.get("retry_after_sec") is not None:
-        metrics.add_metric(name="DownstreamDown", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=names.DOWNSTREAM_DOWN, unit=MetricUnit.Count, value=1)

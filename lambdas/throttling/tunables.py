@@ -25,11 +25,10 @@ from dataclasses import asdict, dataclass
 from typing import Any, Generic, TypeVar
 
 from throttling.circuit_breaker import BreakerPolicy
+from throttling.core import names
 from throttling.json_depth import nesting_depth
 
 logger = logging.getLogger(__name__)
-
-MODES = ("auto", "manual")
 
 # Hard bounds whatever the downstream: below them nothing flows, above them one DynamoDB item,
 # one Map state or one account's Lambda concurrency could not follow anyway.
@@ -63,7 +62,7 @@ class DownstreamTunables:
     rate_per_sec: float
     burst: int
     max_concurrency: int
-    mode: str = "auto"
+    mode: str = names.TUNABLES_MODE_AUTO
 
     def to_document(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -89,25 +88,25 @@ def parse_tunables(
     it is clamped to it, so a typo in Parameter Store cannot melt the downstream.
     """
     document = _as_mapping(raw)
-    rate = _number(document, "rate_per_sec")
-    burst = _integer(document, "burst")
-    max_concurrency = _integer(document, "max_concurrency")
-    mode = document.get("mode", "auto")
-    if not isinstance(mode, str) or mode not in MODES:
-        raise InvalidTunables(f"mode must be one of {list(MODES)}, got {_shown(mode)}")
+    rate = _number(document, names.TUNABLE_RATE_PER_SEC)
+    burst = _integer(document, names.TUNABLE_BURST)
+    max_concurrency = _integer(document, names.TUNABLE_MAX_CONCURRENCY)
+    mode = document.get(names.TUNABLE_MODE, names.TUNABLES_MODE_AUTO)
+    if not isinstance(mode, str) or mode not in names.TUNABLES_MODES:
+        raise InvalidTunables(f"mode must be one of {list(names.TUNABLES_MODES)}, got {_shown(mode)}")
 
     clamped: list[str] = []
     rate_high = RATE_PER_SEC_BOUNDS[1] if ceiling_rate_per_sec is None else min(RATE_PER_SEC_BOUNDS[1], ceiling_rate_per_sec)
     rate_in_range = _clamp(rate, RATE_PER_SEC_BOUNDS[0], rate_high)
     if rate_in_range != rate:
-        clamped.append("rate_per_sec")
+        clamped.append(names.TUNABLE_RATE_PER_SEC)
     burst_high = BURST_BOUNDS[1] if ceiling_burst is None else min(BURST_BOUNDS[1], ceiling_burst)
     burst_in_range = int(_clamp(burst, BURST_BOUNDS[0], burst_high))
     if burst_in_range != burst:
-        clamped.append("burst")
+        clamped.append(names.TUNABLE_BURST)
     concurrency_in_range = int(_clamp(max_concurrency, *MAX_CONCURRENCY_BOUNDS))
     if concurrency_in_range != max_concurrency:
-        clamped.append("max_concurrency")
+        clamped.append(names.TUNABLE_MAX_CONCURRENCY)
     return Clamped(
         DownstreamTunables(rate_in_range, burst_in_range, concurrency_in_range, mode),
         tuple(clamped),

@@ -23,13 +23,14 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
+from throttling.core import names
+
 ROOT = Path(__file__).resolve().parents[2]
 LAMBDAS_DIR = ROOT / "lambdas"
 # What the tests install; the Lambda runtime's libraries are pinned there.
 REQUIREMENTS_FILE = ROOT / "requirements-dev.txt"
 RUNTIME = lambda_.Runtime.PYTHON_3_13
 ARCHITECTURE = lambda_.Architecture.X86_64
-METRICS_NAMESPACE = "Throttling"
 POWERTOOLS_PACKAGE = "aws-lambda-powertools"
 POWERTOOLS_PARAMETER_PREFIX = "/aws/service/powertools/python/"
 
@@ -116,8 +117,8 @@ class HandlerFunction(Construct):
             log_group=self.log_group,
             logging_format=lambda_.LoggingFormat.JSON,
             environment={
-                "POWERTOOLS_SERVICE_NAME": service,
-                "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+                names.ENV_POWERTOOLS_SERVICE_NAME: service,
+                names.ENV_POWERTOOLS_METRICS_NAMESPACE: names.METRICS_NAMESPACE,
                 "POWERTOOLS_LOG_LEVEL": "INFO",
                 **(environment or {}),
             },

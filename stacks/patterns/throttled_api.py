@@ -35,6 +35,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct, IValidation
 
+from throttling.core import names
 
 # The access log line: one JSON object per request, with what an operator needs to tell a client's
 # 429 (its key, its tier's limit) from the stage's, and to join the line to the X-Ray trace. API
@@ -71,10 +72,6 @@ ACCESS_LOG_FIELDS = {
 # says enough to act on). Nothing a client sends reaches any other client's answer.
 _ERROR_FIELDS = '"type": "$context.error.responseType", "request_id": "$context.requestId"'
 JSON = "application/json"
-# API Gateway counts 4xx together; the 429s the door answers (throttle, quota, WAF) are counted from
-# the access log into this metric, per stage.
-REFUSED_METRIC_NAMESPACE = "Throttling"
-REFUSED_METRIC_NAME = "IngressRefused429"
 METRIC_PERIOD = Duration.minutes(1)
 # AWS WAF's rate-based rule counts requests over this window.
 WAF_WINDOW_SEC = 300
@@ -218,11 +215,13 @@ class ThrottledApi(Construct):
         )
         self.api_name = api_name
         self.stage_name = stage_name
+        # API Gateway counts 4xx together; the 429s the door answers (throttle, quota, WAF) are counted
+        # from the access log, per stage.
         self.access_logs.add_metric_filter(
             "Refused429",
             filter_pattern=logs.FilterPattern.string_value("$.status", "=", "429"),
-            metric_namespace=REFUSED_METRIC_NAMESPACE,
-            metric_name=REFUSED_METRIC_NAME,
+            metric_namespace=names.METRICS_NAMESPACE,
+            metric_name=names.INGRESS_REFUSED_429,
             metric_value="1",
             dimensions={"Stage": "$.stage"},
         )
@@ -309,7 +308,7 @@ class ThrottledApi(Construct):
 
     def metric_refused(self) -> cloudwatch.Metric:
         """Requests answered 429 at the door (throttle, quota, WAF), from the access log."""
-        return cloudwatch.Metric(namespace=REFUSED_METRIC_NAMESPACE, metric_name=REFUSED_METRIC_NAME,
+        return cloudwatch.Metric(namespace=names.METRICS_NAMESPACE, metric_name=names.INGRESS_REFUSED_429,
                                  dimensions_map={"Stage": self.stage_name}, period=METRIC_PERIOD, statistic="Sum",
                                  label="429s")
 

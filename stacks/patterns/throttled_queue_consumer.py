@@ -18,9 +18,11 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from stacks.patterns.handler_function import HandlerFunction
+from throttling.core import names
+from throttling.core.names import SQS_MAX_MAXIMUM_CONCURRENCY, SQS_MIN_MAXIMUM_CONCURRENCY
 
 # Lambda's documented ranges for an SQS event-source mapping and SQS's for a queue.
-MAX_CONCURRENCY_RANGE = (2, 1_000)
+MAX_CONCURRENCY_RANGE = (SQS_MIN_MAXIMUM_CONCURRENCY, SQS_MAX_MAXIMUM_CONCURRENCY)
 BATCH_SIZE_RANGE = (1, 10_000)
 BATCH_SIZE_WITHOUT_WINDOW = 10
 BATCHING_WINDOW_RANGE_SEC = (0, 300)
@@ -121,7 +123,7 @@ class ThrottledQueueConsumer(Construct):
         memory_mb: int = 256,
         batch_size: int = 10,
         max_batching_window_sec: int = 0,
-        max_concurrency: int = 2,
+        max_concurrency: int = SQS_MIN_MAXIMUM_CONCURRENCY,
         reserve_concurrency: bool = True,
         reserved_concurrency: int | None = None,
         max_receive_count: int = 10,
@@ -181,9 +183,9 @@ class ThrottledQueueConsumer(Construct):
             reserved_concurrency=reserved_concurrency,
             environment={
                 **(environment or {}),
-                "QUEUE_URL": self.queue.queue_url,
-                "QUEUE_MAX_RECEIVE_COUNT": str(max_receive_count),
-                "DEAD_LETTER_QUEUE_URL": self.dead_letter_queue.queue_url,
+                names.ENV_QUEUE_URL: self.queue.queue_url,
+                names.ENV_QUEUE_MAX_RECEIVE_COUNT: str(max_receive_count),
+                names.ENV_DEAD_LETTER_QUEUE_URL: self.dead_letter_queue.queue_url,
             },
         )
         self.function = self.handler_function.function

@@ -19,12 +19,14 @@ from stacks.patterns import AslStateMachine, ThrottledQueueConsumer
 from stacks.patterns.secure_defaults import encrypted_table
 from stacks.shared_limits_stack import downstream_tunables_key, downstream_tunables_seed
 from stacks.use_cases.base import Layer, UseCase, UseCaseContext
+from throttling.core import names
+from throttling.core.names import SQS_MIN_MAXIMUM_CONCURRENCY
 
 # Five records are ~6 s of the mainframe's time at 0.8 req/s: long enough to amortise an
 # invocation, short enough that one Retry-After postpones few records.
 LEGACY_BATCH_SIZE = 5
 # Lambda's minimum for an SQS mapping; the limiter, not concurrency, holds the rate.
-LEGACY_MAX_CONCURRENCY = 2
+LEGACY_MAX_CONCURRENCY = SQS_MIN_MAXIMUM_CONCURRENCY
 # A postponed record spends one receive, and the consumer doubles its postponement with each
 # receive (1 s, 2 s, 4 s, ... up to 12 h), so 20 receives need ~66 h of uninterrupted refusals
 # before a healthy record reaches the dead-letter queue, and at most 20 x 12 h = 10 days in total,
@@ -85,16 +87,16 @@ class LegacyBuffer(UseCase[LegacyBufferProps]):
             reserve_concurrency=config.reserve_concurrency,
             max_receive_count=LEGACY_MAX_RECEIVE_COUNT,
             environment={
-                "DOWNSTREAM_NAME": legacy.name,
-                "DOWNSTREAM_BASE_URL": legacy.base_url,
-                "DOWNSTREAM_TIMEOUT_SEC": str(legacy.timeout_sec),
-                "DOWNSTREAM_RATE_LIMIT_PER_SEC": str(legacy.rate_limit_per_sec),
-                "DOWNSTREAM_BURST": str(legacy.burst),
-                "TUNABLES_PARAMETER_NAME": shared_limits.tunables.parameter(key).parameter_name,
-                "TUNABLES_DEFAULTS": downstream_tunables_seed(legacy),
-                "TUNABLES_CACHE_SEC": str(config.tunables_cache_sec),
-                "RATE_LIMITER_TABLE_NAME": shared_limits.rate_limiter.table.table_name,
-                "RECORDS_TABLE_NAME": self.records_table.table_name,
+                names.ENV_DOWNSTREAM_NAME: legacy.name,
+                names.ENV_DOWNSTREAM_BASE_URL: legacy.base_url,
+                names.ENV_DOWNSTREAM_TIMEOUT_SEC: str(legacy.timeout_sec),
+                names.ENV_DOWNSTREAM_RATE_LIMIT_PER_SEC: str(legacy.rate_limit_per_sec),
+                names.ENV_DOWNSTREAM_BURST: str(legacy.burst),
+                names.ENV_TUNABLES_PARAMETER_NAME: shared_limits.tunables.parameter(key).parameter_name,
+                names.ENV_TUNABLES_DEFAULTS: downstream_tunables_seed(legacy),
+                names.ENV_TUNABLES_CACHE_SEC: str(config.tunables_cache_sec),
+                names.ENV_RATE_LIMITER_TABLE_NAME: shared_limits.rate_limiter.table.table_name,
+                names.ENV_RECORDS_TABLE_NAME: self.records_table.table_name,
             },
         )
         self.downstream = legacy.name

@@ -30,6 +30,7 @@ from stacks.shared_limits_stack import (
     downstream_tunables_seed,
 )
 from stacks.use_cases.base import Layer, UseCase, UseCaseContext
+from throttling.core import names
 
 # Use case 2. The order events that start a payment (EventBridge, default bus).
 ORDER_EVENT_SOURCE = "shop.orders"
@@ -133,22 +134,22 @@ class Payments(UseCase[PaymentsProps]):
             # in the function for a token goes (they then hold the account's concurrency for up to 2 s each).
             reserved_concurrency=payment_authorizer_concurrency(gateway) if config.reserve_concurrency else None,
             environment={
-                "DOWNSTREAM_NAME": gateway.name,
-                "DOWNSTREAM_BASE_URL": gateway.base_url,
-                "DOWNSTREAM_TIMEOUT_SEC": str(gateway.timeout_sec),
-                "DOWNSTREAM_RATE_LIMIT_PER_SEC": str(gateway.rate_limit_per_sec),
-                "DOWNSTREAM_BURST": str(gateway.burst),
-                "TUNABLES_PARAMETER_NAME": shared_limits.tunables.parameter(limits_key).parameter_name,
-                "TUNABLES_DEFAULTS": downstream_tunables_seed(gateway),
-                "TUNABLES_CACHE_SEC": str(config.tunables_cache_sec),
-                "BREAKER_TUNABLES_PARAMETER_NAME": shared_limits.tunables.parameter(breaker_key).parameter_name,
-                "BREAKER_TUNABLES_DEFAULTS": breaker_tunables_seed(gateway),
-                "RATE_LIMITER_TABLE_NAME": shared_limits.rate_limiter.table.table_name,
-                "LIMITER_MAX_WAIT_SEC": str(PAYMENT_LIMITER_MAX_WAIT_SEC),
-                "BREAKER_TABLE_NAME": shared_limits.breakers.table.table_name,
-                "IDEMPOTENCY_TABLE_NAME": self.payment_idempotency_table.table_name,
-                "IDEMPOTENCY_EXPIRY_SEC": str(PAYMENT_IDEMPOTENCY_EXPIRY_SEC),
-                "GATEWAY_IDEMPOTENCY_KEY_KEPT_SEC": str(PAYMENT_GATEWAY_IDEMPOTENCY_KEY_KEPT_SEC),
+                names.ENV_DOWNSTREAM_NAME: gateway.name,
+                names.ENV_DOWNSTREAM_BASE_URL: gateway.base_url,
+                names.ENV_DOWNSTREAM_TIMEOUT_SEC: str(gateway.timeout_sec),
+                names.ENV_DOWNSTREAM_RATE_LIMIT_PER_SEC: str(gateway.rate_limit_per_sec),
+                names.ENV_DOWNSTREAM_BURST: str(gateway.burst),
+                names.ENV_TUNABLES_PARAMETER_NAME: shared_limits.tunables.parameter(limits_key).parameter_name,
+                names.ENV_TUNABLES_DEFAULTS: downstream_tunables_seed(gateway),
+                names.ENV_TUNABLES_CACHE_SEC: str(config.tunables_cache_sec),
+                names.ENV_BREAKER_TUNABLES_PARAMETER_NAME: shared_limits.tunables.parameter(breaker_key).parameter_name,
+                names.ENV_BREAKER_TUNABLES_DEFAULTS: breaker_tunables_seed(gateway),
+                names.ENV_RATE_LIMITER_TABLE_NAME: shared_limits.rate_limiter.table.table_name,
+                names.ENV_LIMITER_MAX_WAIT_SEC: str(PAYMENT_LIMITER_MAX_WAIT_SEC),
+                names.ENV_BREAKER_TABLE_NAME: shared_limits.breakers.table.table_name,
+                names.ENV_IDEMPOTENCY_TABLE_NAME: self.payment_idempotency_table.table_name,
+                names.ENV_IDEMPOTENCY_EXPIRY_SEC: str(PAYMENT_IDEMPOTENCY_EXPIRY_SEC),
+                names.ENV_GATEWAY_IDEMPOTENCY_KEY_KEPT_SEC: str(PAYMENT_GATEWAY_IDEMPOTENCY_KEY_KEPT_SEC),
             },
         )
         self.payment_authorizer = authorizer.function
@@ -200,7 +201,7 @@ class Payments(UseCase[PaymentsProps]):
             log_retention=context.log_retention,
             removal_policy=removal_policy,
             timeout_sec=10,
-            environment={"PAYMENT_STATE_MACHINE_ARN": self.workflow.state_machine.state_machine_arn},
+            environment={names.ENV_PAYMENT_STATE_MACHINE_ARN: self.workflow.state_machine.state_machine_arn},
         )
         self.payment_starter = starter.function
         self.workflow.state_machine.grant_start_execution(starter.function)
@@ -267,13 +268,13 @@ class Payments(UseCase[PaymentsProps]):
             removal_policy=removal_policy,
             timeout_sec=PARKED_ORDER_RESUMER_TIMEOUT_SEC,
             environment={
-                "PARKED_ORDERS_QUEUE_URL": self.parked_orders_queue.queue_url,
-                "PARKED_ORDERS_DLQ_URL": self.parked_orders_dlq.queue_url,
-                "ORDERS_TABLE_NAME": self.orders_table.table_name,
-                "BREAKER_TABLE_NAME": shared_limits.breakers.table.table_name,
-                "BREAKER_NAME": gateway.name,
-                "PAYMENT_STATE_MACHINE_ARN": machine.state_machine_arn,
-                "RESUMES_PER_RUN": str(parked_order_resumes_per_run(gateway)),
+                names.ENV_PARKED_ORDERS_QUEUE_URL: self.parked_orders_queue.queue_url,
+                names.ENV_PARKED_ORDERS_DLQ_URL: self.parked_orders_dlq.queue_url,
+                names.ENV_ORDERS_TABLE_NAME: self.orders_table.table_name,
+                names.ENV_BREAKER_TABLE_NAME: shared_limits.breakers.table.table_name,
+                names.ENV_BREAKER_NAME: gateway.name,
+                names.ENV_PAYMENT_STATE_MACHINE_ARN: machine.state_machine_arn,
+                names.ENV_RESUMES_PER_RUN: str(parked_order_resumes_per_run(gateway)),
             },
         )
         self.parked_order_resumer = resumer.function

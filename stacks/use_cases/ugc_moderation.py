@@ -21,7 +21,7 @@ from stacks.patterns import AslStateMachine, HandlerFunction, alarm_on_errors
 from stacks.patterns.secure_defaults import encrypted_table
 from stacks.shared_limits_stack import downstream_tunables_key
 from stacks.use_cases.base import Layer, UseCase, UseCaseContext
-
+from throttling.core import names
 
 @dataclass(frozen=True)
 class UgcModerationProps:
@@ -87,8 +87,8 @@ class UgcModeration(UseCase[UgcModerationProps]):
             removal_policy=removal_policy,
             timeout_sec=10,
             environment={
-                "MODERATION_REVIEW_SCORE": str(config.moderation.review_score),
-                "MODERATION_REJECT_SCORE": str(config.moderation.reject_score),
+                names.ENV_MODERATION_REVIEW_SCORE: str(config.moderation.review_score),
+                names.ENV_MODERATION_REJECT_SCORE: str(config.moderation.reject_score),
             },
         )
         self.moderation_decider = decider.function

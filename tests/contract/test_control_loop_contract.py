@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 from aws_cdk.assertions import Template
 
 from stacks.control_loop_stack import controller_policy
+from tests.contract.handler_environment import required_variables
 from throttling.core.controller import ControllerPolicy, Setting
 from throttling.core.controller.plan import Plans, parse_plan_documents
 from throttling.tunables import parse_tunables
@@ -98,7 +98,7 @@ def test_every_routed_alarm_exists_and_reaches_the_controller(dev_assembly):
 
 def test_every_environment_variable_the_controller_requires_is_set(dev_assembly):
     source = (ROOT / "lambdas" / "handlers" / "controller.py").read_text()
-    required = set(re.findall(r'environ\["([A-Z_]+)"\]', source))
+    required = required_variables(source)
     stacks, _ = dev_assembly
     assert required and required <= set(controller_environment(stacks))
 

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-
+from tests.contract.handler_environment import environment_variable
 from tests.infra.cloudformation import references, resolve
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +40,7 @@ def queue_calls(source: str) -> tuple[list[tuple[str, str]], list[str]]:
     from_environment = {}
     for node in tree.body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            variable = _environment_variable(node.value)
+            variable = environment_variable(node.value)
             if variable:
                 from_environment[node.targets[0].id] = variable
     calls, problems = [], []
@@ -55,17 +55,6 @@ def queue_calls(source: str) -> tuple[list[tuple[str, str]], list[str]]:
             problems.append(f"line {node.lineno}: {node.func.attr} on a queue the check cannot tell ({shown}); pass "
                             "a module constant read from os.environ as QueueUrl=")
     return calls, problems
-
-
-def _environment_variable(value: ast.expr) -> str | None:
-    """`os.environ["X"]` or `os.environ.get("X", ...)` -> "X"."""
-    if isinstance(value, ast.Subscript) and ast.unparse(value.value) == "os.environ" \
-            and isinstance(value.slice, ast.Constant):
-        return value.slice.value
-    if isinstance(value, ast.Call) and ast.unparse(value.func) == "os.environ.get" and value.args \
-            and isinstance(value.args[0], ast.Constant):
-        return value.args[0].value
-    return None
 
 
 def role_statements(template: dict[str, Any], function: dict[str, Any]) -> list[dict[str, Any]]:

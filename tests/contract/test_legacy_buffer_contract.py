@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
 from aws_cdk.assertions import Template
 
+from tests.contract.handler_environment import required_variables
 from throttling.tunables import parse_tunables
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,7 +30,7 @@ def consumer_env(buffers) -> dict:
 
 
 def test_every_environment_variable_the_consumer_requires_is_set(consumer_env):
-    required = set(re.findall(r'os\.environ\["([A-Z_]+)"\]', HANDLER_SOURCE.read_text()))
+    required = required_variables(HANDLER_SOURCE.read_text())
     assert {"QUEUE_URL", "RECORDS_TABLE_NAME", "RATE_LIMITER_TABLE_NAME"} <= required
     assert required <= set(consumer_env)
 

@@ -20,7 +20,8 @@ from stacks.patterns.tunable_parameters import (
     ALLOWED_PATTERN_MAX_LENGTH,
     FLAT_JSON_OBJECT_PATTERN,
 )
-from throttling.tunables import MODES, DownstreamTunables, parse_tunables
+from throttling.core.names import TUNABLES_MODES
+from throttling.tunables import DownstreamTunables, parse_tunables
 
 PATTERN = re.compile(FLAT_JSON_OBJECT_PATTERN)
 
@@ -36,7 +37,7 @@ def test_every_value_the_pattern_admits_is_a_json_object_of_scalars(text):
 
 @settings(max_examples=300, deadline=None)
 @given(rate=st.floats(min_value=0.01, max_value=10_000, allow_nan=False),
-       burst=st.integers(1, 5_000), concurrency=st.integers(1, 1_000), mode=st.sampled_from(MODES),
+       burst=st.integers(1, 5_000), concurrency=st.integers(1, 1_000), mode=st.sampled_from(TUNABLES_MODES),
        factor=st.floats(min_value=1e-6, max_value=1e6, allow_nan=False))
 def test_every_document_the_lambdas_controller_and_throttlectl_write_is_admitted(rate, burst, concurrency, mode, factor):
     # Every writer serializes with json.dumps (the controller after arithmetic on the rate, hence any float)

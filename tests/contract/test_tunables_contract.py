@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
 from aws_cdk.assertions import Template
 
+from tests.contract.handler_environment import required_variables
 from throttling.tunables import parse_breaker_policy, parse_tunables
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +57,7 @@ def test_the_defaults_each_function_carries_equal_its_seed(dev_assembly):
 def test_every_environment_variable_a_handler_requires_is_set(dev_assembly, handler_module):
     # GIVEN the variables the handler reads with os.environ[...] (a missing one fails at import)
     source = (ROOT / "lambdas" / "handlers" / f"{handler_module}.py").read_text()
-    required = set(re.findall(r'os\.environ\["([A-Z_]+)"\]', source))
+    required = required_variables(source)
     assert required
     # THEN every function running that handler, in whichever stack, sets them
     functions = [f for f in _functions(dev_assembly) if f["Properties"]["Handler"] == f"handlers.{handler_module}.handler"]

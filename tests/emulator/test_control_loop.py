@@ -28,9 +28,6 @@ from localcloud.demo_workflows import crm_batch_outputs, run_execution, seed_seg
 
 pytestmark = pytest.mark.emulator
 
-DOWNSTREAMS = ("crm", "payment_gateway", "ai_model", "legacy_mainframe")
-
-
 @pytest.fixture(scope="module")
 def controller(deployed) -> str:
     (stack,) = [s for name, s in deployed.items() if name.endswith("-ControlLoop")]
@@ -38,11 +35,11 @@ def controller(deployed) -> str:
 
 
 @pytest.fixture
-def tunables(cloud, deployed, controller) -> Iterator[Any]:
+def tunables(cloud, deployed, controller, dev_config) -> Iterator[Any]:
     """Write a downstream's document as an operator would; every seed and the controller's state are restored after."""
     ssm = cloud.client("ssm")
     (loop,) = [s for name, s in deployed.items() if name.endswith("-ControlLoop")]
-    seeds = {name: ssm.get_parameter(Name=parameter(name))["Parameter"]["Value"] for name in DOWNSTREAMS}
+    seeds = {d.name: ssm.get_parameter(Name=parameter(d.name))["Parameter"]["Value"] for d in dev_config.downstreams}
 
     def write(downstream: str, **document: Any) -> None:
         ssm.put_parameter(Name=parameter(downstream), Value=json.dumps(document), Type="String", Overwrite=True)
@@ -71,13 +68,13 @@ def run_crm_segment(cloud, deployed, users: int) -> Any:
     return result
 
 
-def test_the_deployed_alarms_exist_and_tell_people(cloud, deployed):
+def test_the_deployed_alarms_exist_and_tell_people(cloud, deployed, dev_config):
     topic = deployed["Throttling-dev-ControlLoop"].outputs["AlarmTopicArn"]
     alarms = {a["AlarmName"]: a for page in cloud.client("cloudwatch").get_paginator("describe_alarms").paginate()
               for a in page["MetricAlarms"]}
     crm = alarms["Throttling-dev-crm-ThrottleRate"]
     assert (crm["Threshold"], crm["AlarmActions"], crm["OKActions"]) == (1.0, [topic], [topic])
-    assert {f"Throttling-dev-{d}-{kind}" for d in DOWNSTREAMS
+    assert {f"Throttling-dev-{d.name}-{kind}" for d in dev_config.downstreams
             for kind in ("ThrottleRate", "ErrorRate", "ErrorRateSustained", "LatencyP99")} <= set(alarms)
 
 

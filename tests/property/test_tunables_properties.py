@@ -18,11 +18,11 @@ from hypothesis import strategies as st
 from throttling import circuit_breaker
 from throttling.circuit_breaker import DURATION_BOUNDS_SEC, MAX_MINIMUM_CALLS, BreakerPolicy, BreakerState
 from throttling.adapters.ssm_controller_parameters import TunablesDocumentStore
+from throttling.core.names import TUNABLES_MODES
 from throttling.rate_limiter import RatePolicy
 from throttling.tunables import (
     BURST_BOUNDS,
     MAX_CONCURRENCY_BOUNDS,
-    MODES,
     RATE_PER_SEC_BOUNDS,
     DownstreamTunables,
     InvalidTunables,
@@ -44,7 +44,7 @@ numbers = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from([0, 1, 2, 5, 10, 0.5, 1e-300, 1e300, -1, 86_400, 86_401, 10**15, 10**16]),
 )
-scalars = st.one_of(st.none(), st.booleans(), numbers, st.text(max_size=20), st.sampled_from(MODES))
+scalars = st.one_of(st.none(), st.booleans(), numbers, st.text(max_size=20), st.sampled_from(TUNABLES_MODES))
 json_values = st.recursive(
     scalars,
     lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(st.text(max_size=8), children, max_size=4)),
@@ -88,7 +88,7 @@ def assert_usable_tunables(tunables: DownstreamTunables, ceiling_rate_per_sec: f
     assert type(tunables.burst) is int and BURST_BOUNDS[0] <= tunables.burst <= burst_high
     assert type(tunables.max_concurrency) is int
     assert MAX_CONCURRENCY_BOUNDS[0] <= tunables.max_concurrency <= MAX_CONCURRENCY_BOUNDS[1]
-    assert tunables.mode in MODES
+    assert tunables.mode in TUNABLES_MODES
     RatePolicy(tunables.rate_per_sec, tunables.burst)  # what the callers build from it
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from throttling.call_metrics import record_call
+from throttling.core import names
 from throttling.downstream_client import (
     DownstreamClient,
     DownstreamRejected,
@@ -88,10 +89,13 @@ def test_the_control_loop_reads_only_metrics_the_callers_emit():
     record_call(sink, response=DownstreamResponse(status=200, body={}, latency_ms=1.0))
     emitted |= set(sink.metrics)
     # ... and the names the alarms (the stack) and the controller (its GetMetricData queries) read
-    from throttling import control_loop
+    from throttling.adapters import cloudwatch_period_reader as control_loop
 
     source = (ROOT / "stacks" / "control_loop_stack.py").read_text()
     read = set(re.findall(r'"(Downstream[A-Z][A-Za-z]+)"', source))
+    read |= {getattr(names, constant) for constant in re.findall(r"\bnames\.(DOWNSTREAM_[A-Z_]+)\b", source)
+             if constant != "DOWNSTREAM_DIMENSION"}
     read |= {name for name in control_loop._SUMS.values() if name.startswith("Downstream")} | {control_loop._LATENCY}
-    assert {"DownstreamCalls", "DownstreamThrottled", "DownstreamUnavailable", "DownstreamLatency"} <= read
+    assert {"DownstreamCalls", "DownstreamThrottled", "DownstreamUnavailable", "DownstreamLatency", "DownstreamDown",
+            "DownstreamSucceeded", "DownstreamTimeouts", "DownstreamRejected"} <= read
     assert read <= emitted, read - emitted

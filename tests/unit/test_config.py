@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from stacks.config import ConfigError, load_config
+from stacks.config import ConfigError, DownstreamConfig, load_config
 
 
 @pytest.fixture
@@ -23,10 +23,11 @@ def dev(stages: dict[str, Any]) -> dict[str, Any]:
 def test_dev_is_the_default_stage_and_loads(stages):
     # WHEN no stage is given
     config = load_config(stages)
-    # THEN dev is built, with every downstream typed
+    # THEN dev is built, with every downstream cdk.json declares typed, in its order
     assert config.stage == "dev"
     assert config.ssm_prefix == "/throttling/dev"
-    assert {d.name for d in config.downstreams} == {"crm", "payment_gateway", "ai_model", "legacy_mainframe"}
+    assert [d.name for d in config.downstreams] == list(stages["dev"]["downstreams"])
+    assert all(isinstance(d, DownstreamConfig) for d in config.downstreams)
     assert config.nag is False
 
 

@@ -120,16 +120,16 @@ def test_latency_rejects_invalid_field_with_its_value(bad_fields: dict[str, Any]
         LatencyDistribution(**bad_fields)
 
 
-def test_named_profiles_let_a_compliant_client_through_and_match_their_contract():
-    # GIVEN the named profiles
+def test_named_profiles_let_a_compliant_client_through_and_match_their_contract(dev_config):
+    # GIVEN the named profiles, one per downstream the dev stage declares
+    assert set(PROFILES) == {d.name for d in dev_config.downstreams}
     # WHEN their numbers are read
-    # THEN each bucket holds exactly one second of its rate, and the mainframe takes one caller at a time
-    assert {name: (p.rate_per_sec, p.burst) for name, p in PROFILES.items()} == {
-        "crm": (10, 10),
-        "payment_gateway": (2, 2),
-        "ai_model": (5, 5),
-        "legacy_mainframe": (1, 1),
-    }
+    # THEN each holds its downstream's contract, and every bucket exactly one second of its rate
+    for downstream in dev_config.downstreams:
+        profile = PROFILES[downstream.name]
+        assert (profile.rate_per_sec, profile.burst) == (downstream.rate_limit_per_sec, downstream.burst), downstream.name
+        assert profile.burst == profile.rate_per_sec, downstream.name
+    # AND the mainframe takes one caller at a time
     assert PROFILES["legacy_mainframe"].max_concurrency == 1
     assert all(p.error_rate_5xx == 0 and p.timeout_rate == 0 for p in PROFILES.values())
 

@@ -7,11 +7,9 @@ import json
 
 import pytest
 
-from stacks.config import STAGES as CONFIG_STAGES
 from stacks.shared_limits_stack import breaker_tunables_seed, downstream_tunables_seed
 from throttling.circuit_breaker import BreakerPolicy
 from throttling.tunables import DownstreamTunables
-from throttlectl.cli import STAGES
 from throttlectl.discovery import Deployment
 from throttlectl.exceptions import Refused
 from throttlectl.parameters import DESCRIPTION_MAX_CHARS, Audit, StoredTunable, key_of, principal_of, who_changed
@@ -23,10 +21,6 @@ def test_the_fields_are_the_lambda_side_dataclasses():
     assert BREAKER_POLICY.fields == tuple(f.name for f in dataclasses.fields(BreakerPolicy))
     assert set(BREAKER_BOUNDS) == set(BREAKER_POLICY.fields)
     assert BREAKER_POLICY.defaults["window_buckets"] == BreakerPolicy().window_buckets
-
-
-def test_the_stages_are_the_apps():
-    assert STAGES == CONFIG_STAGES
 
 
 def test_every_seed_of_the_stacks_passes_the_cli_validation(dev_config):

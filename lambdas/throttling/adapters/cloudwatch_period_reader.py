@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from throttling.core import names
 from throttling.core.controller import PeriodMetrics
 from throttling.core.controller.plan import DownstreamPlan
 
@@ -23,13 +24,13 @@ class MetricsUnavailable(RuntimeError):
 
 
 _SUMS = {
-    "calls": "DownstreamCalls",
-    "throttled": "DownstreamThrottled",
-    "server_errors": "DownstreamUnavailable",
-    "limiter_refused": "RateLimited",
-    "down": "DownstreamDown",
+    "calls": names.DOWNSTREAM_CALLS,
+    "throttled": names.DOWNSTREAM_THROTTLED,
+    "server_errors": names.DOWNSTREAM_UNAVAILABLE,
+    "limiter_refused": names.RATE_LIMITED,
+    "down": names.DOWNSTREAM_DOWN,
 }
-_LATENCY = "DownstreamLatency"
+_LATENCY = names.DOWNSTREAM_LATENCY
 _LATENCY_STATS = {"p50": "p50", "p99": "p99", "mean": "Average", "samples": "SampleCount"}
 
 
@@ -43,7 +44,7 @@ class CloudWatchPeriodReader:
     percentiles of separate metrics).
     """
 
-    def __init__(self, client: CloudWatchClient, namespace: str = "Throttling") -> None:
+    def __init__(self, client: CloudWatchClient, namespace: str = names.METRICS_NAMESPACE) -> None:
         self._client = client
         self.namespace = namespace
 
@@ -71,8 +72,8 @@ class CloudWatchPeriodReader:
                             "Metric": {
                                 "Namespace": self.namespace,
                                 "MetricName": metric,
-                                "Dimensions": [{"Name": "Downstream", "Value": plan.name},
-                                               {"Name": "service", "Value": service}],
+                                "Dimensions": [{"Name": names.DOWNSTREAM_DIMENSION, "Value": plan.name},
+                                               {"Name": names.SERVICE_DIMENSION, "Value": service}],
                             },
                             "Period": period_sec,
                             "Stat": stat,

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+# Lambda refuses an SQS mapping's MaximumConcurrency below 2 (and above 1,000).
+from throttling.core.names import SQS_MAX_MAXIMUM_CONCURRENCY, SQS_MIN_MAXIMUM_CONCURRENCY
+
 if TYPE_CHECKING:
     from types_boto3_lambda import LambdaClient
     from types_boto3_lambda.type_defs import EventSourceMappingConfigurationTypeDef
 
-__all__ = ["SQS_MAXIMUM_CONCURRENCY", "SQS_MINIMUM_CONCURRENCY", "EventSourceMappingReconciler", "mapping_concurrency"]
+__all__ = ["EventSourceMappingReconciler", "mapping_concurrency"]
 
-# Lambda refuses an SQS mapping's MaximumConcurrency below 2 (and above 1,000).
-SQS_MINIMUM_CONCURRENCY = 2
-SQS_MAXIMUM_CONCURRENCY = 1_000
 
 
 def mapping_concurrency(max_concurrency: int, reserved_concurrency: int | None) -> int:
@@ -26,9 +26,9 @@ def mapping_concurrency(max_concurrency: int, reserved_concurrency: int | None) 
     mapping allowed more than the function may run gets throttled invocations, whose batches go
     back to the queue with a receive spent, and healthy messages end in the dead-letter queue.
     """
-    desired = max(SQS_MINIMUM_CONCURRENCY, min(max_concurrency, SQS_MAXIMUM_CONCURRENCY))
+    desired = max(SQS_MIN_MAXIMUM_CONCURRENCY, min(max_concurrency, SQS_MAX_MAXIMUM_CONCURRENCY))
     if reserved_concurrency is not None:
-        desired = min(desired, max(SQS_MINIMUM_CONCURRENCY, reserved_concurrency))
+        desired = min(desired, max(SQS_MIN_MAXIMUM_CONCURRENCY, reserved_concurrency))
     return desired
 
 

@@ -1,1 +1,1 @@
-"""Stdlib-only throttling cores: pure decisions with the time passed in, no I/O and no AWS SDK."""
+"""The domain both sides share, stdlib only: names, planning arithmetic and the pure algorithms."""

@@ -23,6 +23,7 @@ from throttling.adapters.cloudwatch_period_reader import CloudWatchPeriodReader,
 from throttling.adapters.dynamodb_controller_state import ControllerStateStore
 from throttling.adapters.lambda_event_source_mappings import EventSourceMappingReconciler
 from throttling.adapters.ssm_controller_parameters import TunablesDocument, TunablesDocumentStore
+from throttling.core import names, planning
 from throttling.core.controller import AlarmSignal, ControllerPolicy, PeriodMetrics, Setting, decide, evaluated_period
 from throttling.core.controller.plan import DownstreamPlan
 from throttling.tunables import InvalidTunables, parse_tunables
@@ -78,8 +79,8 @@ class ControlLoop:
         tunables: TunablesDocumentStore,
         states: ControllerStateStore,
         mappings: EventSourceMappingReconciler | None = None,
-        period_sec: float = 60.0,
-        metrics_delay_sec: float = 30.0,
+        period_sec: float = float(planning.DEFAULT_PERIOD_SEC),
+        metrics_delay_sec: float = float(planning.DEFAULT_METRICS_DELAY_SEC),
     ) -> None:
         self.plans = dict(plans)
         self.policy = policy
@@ -133,8 +134,8 @@ class ControlLoop:
             # An operator's broken document is theirs to fix; the callers keep their last good value.
             return Outcome(plan.name, "error", f"refused the tunables document: {error}", error=str(error))
         current = Setting(parsed.max_concurrency, parsed.rate_per_sec)
-        if parsed.mode == "manual":
-            outcome = Outcome(plan.name, "hold", "hold: mode manual (pinned by an operator)", mode="manual",
+        if parsed.mode == names.TUNABLES_MODE_MANUAL:
+            outcome = Outcome(plan.name, "hold", "hold: mode manual (pinned by an operator)", mode=parsed.mode,
                               previous=current, setting=current)
         else:
             outcome = self._decide(plan, read, current, metrics, now, period_end, alarms)
@@ -152,18 +153,18 @@ class ControlLoop:
         if plan.p99_latency_threshold_ms is not None:
             policy = policy.with_p99_latency_threshold(plan.p99_latency_threshold_ms)
         decision = decide(metrics, current, plan.bounds, state, policy, now=now, period_end=period_end, alarms=alarms)
-        outcome = Outcome(plan.name, decision.action, decision.reason, mode="auto", previous=current,
+        outcome = Outcome(plan.name, decision.action, decision.reason, mode=names.TUNABLES_MODE_AUTO, previous=current,
                           setting=decision.setting)
         if decision.changed:
-            changes: dict[str, Any] = {"max_concurrency": decision.setting.max_concurrency,
-                                       "rate_per_sec": decision.setting.rate_per_sec}
+            changes: dict[str, Any] = {names.TUNABLE_MAX_CONCURRENCY: decision.setting.max_concurrency,
+                                       names.TUNABLE_RATE_PER_SEC: decision.setting.rate_per_sec}
             burst = plan.bounds.burst_for(decision.setting.rate_per_sec)
             if burst is not None and decision.setting.rate_per_sec != current.rate_per_sec:
-                changes["burst"] = burst
+                changes[names.TUNABLE_BURST] = burst
             if not self._tunables.write(read, changes):
                 # Someone wrote the document while we decided: theirs wins, we decide again next period.
                 return Outcome(plan.name, "hold", "hold: the document changed while deciding; it is adopted next run",
-                               mode="auto", previous=current, setting=current)
+                               mode=names.TUNABLES_MODE_AUTO, previous=current, setting=current)
             outcome.written = True
         if not self._states.save(plan.name, decision.state, version, now):
             logger.warning("controller state of %s changed meanwhile; this run's state is dropped", plan.name)

@@ -9,6 +9,7 @@ from throttling.core.controller.period import AlarmSignal, PeriodMetrics
 from throttling.core.controller.policy import ControllerPolicy
 from throttling.core.controller.setting import Setting
 from throttling.core.controller.state import ControllerState
+from throttling.core.names import ALARM_LATENCY
 
 __all__ = [
     "adopted",
@@ -57,7 +58,7 @@ def overload(metrics: PeriodMetrics | None, alarms: Sequence[AlarmSignal], polic
     """Why alarms, 429s and errors say slow down (empty: they do not), and whether the rate must slow down too
     (latency alarms slow the concurrency only)."""
     reasons = [f"alarm {alarm.name} in ALARM" for alarm in alarms]
-    slows_rate = any(alarm.kind != "latency" for alarm in alarms)
+    slows_rate = any(alarm.kind != ALARM_LATENCY for alarm in alarms)
     if evidence and metrics is not None:
         if metrics.throttle_rate > policy.throttle_rate_threshold:
             reasons.append(f"429 rate {pct(metrics.throttle_rate)} > {pct(policy.throttle_rate_threshold)}")

@@ -5,15 +5,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from throttling.core import planning
 from throttling.core.controller._checks import finite, require_non_negative
+from throttling.core.names import ALARM_KINDS, ALARM_THROTTLED
 
 __all__ = ["ALARM_KINDS", "AlarmSignal", "PeriodMetrics", "evaluated_period"]
 
-# What a slow-down alarm watches: 429s and errors also lower the rate; latency only the concurrency.
-ALARM_KINDS = ("throttled", "errors", "latency")
+# What a slow-down alarm watches (`ALARM_KINDS`): 429s and errors also lower the rate; latency only the concurrency.
 
 
-def evaluated_period(now: float, period_sec: float = 60.0, delay_sec: float = 30.0) -> tuple[float, float]:
+def evaluated_period(now: float, period_sec: float = float(planning.DEFAULT_PERIOD_SEC),
+                     delay_sec: float = float(planning.DEFAULT_METRICS_DELAY_SEC)) -> tuple[float, float]:
     """The last whole period whose metrics are complete at `now`: `(start, end)` in epoch seconds.
 
     Metrics land in CloudWatch some time after the calls (EMF is shipped from the logs), so the
@@ -47,7 +49,7 @@ class PeriodMetrics:
     latency_p50_ms: float | None = None
     latency_p99_ms: float | None = None
     latency_mean_ms: float | None = None
-    period_sec: float = 60.0
+    period_sec: float = float(planning.DEFAULT_PERIOD_SEC)
 
     def __post_init__(self) -> None:
         for name in ("throttled", "server_errors", "timeouts", "limiter_refused", "down"):
@@ -113,7 +115,7 @@ class AlarmSignal:
     """A slow-down alarm of this downstream that is in ALARM (delivered by its state-change event)."""
 
     name: str
-    kind: str = "throttled"
+    kind: str = ALARM_THROTTLED
 
     def __post_init__(self) -> None:
         if self.kind not in ALARM_KINDS:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from throttling.core.controller.period import ALARM_KINDS
+from throttling.core.names import ALARM_BREAKER, ALARM_ERRORS, ALARM_ROUTE_KINDS
 from throttling.core.controller.setting import Bounds
 
 __all__ = [
@@ -28,7 +28,6 @@ __all__ = [
 
 # An alarm route: a slow-down kind of the controller, or "breaker" (a sustained error rate: open
 # the downstream's breaker, and slow down as for errors).
-ALARM_ROUTE_KINDS = (*ALARM_KINDS, "breaker")
 
 
 @dataclass(frozen=True)
@@ -128,7 +127,7 @@ class AlarmRoute:
 
     @property
     def signal_kind(self) -> str:
-        return "errors" if self.kind == "breaker" else self.kind
+        return ALARM_ERRORS if self.kind == ALARM_BREAKER else self.kind
 
 
 @dataclass(frozen=True)

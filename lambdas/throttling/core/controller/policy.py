@@ -7,6 +7,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from throttling.core import planning
 from throttling.core.controller._checks import finite, from_mapping, require_in, require_int
 from throttling.core.controller.aimd import Aimd
 from throttling.core.controller.algorithm import LimitAlgorithm
@@ -41,14 +42,14 @@ class ControllerPolicy:
     """
 
     algorithm: LimitAlgorithm = field(default_factory=Aimd)
-    min_calls: int = 10
-    throttle_rate_threshold: float = 0.01
-    error_rate_threshold: float = 0.05
+    min_calls: int = planning.DEFAULT_MIN_CALLS
+    throttle_rate_threshold: float = planning.DEFAULT_THROTTLE_RATE_THRESHOLD
+    error_rate_threshold: float = planning.DEFAULT_ERROR_RATE_THRESHOLD
     decrease_factor: float = 0.5
     concurrency_step: int = 1
     rate_step_fraction: float = 0.1
-    clean_periods_to_increase: int = 3
-    cooldown_sec: float = 120.0
+    clean_periods_to_increase: int = planning.DEFAULT_CLEAN_PERIODS_TO_INCREASE
+    cooldown_sec: float = float(planning.DEFAULT_COOLDOWN_SEC)
     utilization_to_increase: float = 0.8
     adjust_rate: bool = True
     probe_throttle_rate: float = 0.05

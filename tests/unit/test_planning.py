@@ -1,4 +1,4 @@
-"""The capacity planner's arithmetic (Little's law), and that it agrees with the seeds the stacks write."""
+"""The planning arithmetic (Little's law), and that it agrees with the seeds the stacks write."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from throttlectl.planner import (
+from throttling.core.names import SQS_MIN_MAXIMUM_CONCURRENCY
+from throttling.core.planning import (
     MAX_RETRY_ATTEMPTS,
     MIN_JITTER_MARGIN_SEC,
-    SQS_MIN_MAXIMUM_CONCURRENCY,
     headroom_for_margin,
     in_flight,
     jitter_margin_sec,
@@ -106,7 +106,7 @@ def test_the_plan_reproduces_what_the_stacks_seed_for_every_configured_downstrea
         # WHEN each is planned from its contract and latency
         plan = plan_capacity(downstream.rate_limit_per_sec, downstream.expected_latency_ms,
                              burst=downstream.burst, headroom=downstream.headroom)
-        # THEN the planner and the config agree on every seeded number
+        # THEN the plan and the config agree on every seeded number
         assert plan.map_concurrency == downstream.default_max_concurrency, downstream.name
         assert plan.limiter_rate_per_sec == downstream.planned_rate_per_sec, downstream.name
         assert plan.limiter_burst == downstream.planned_burst, downstream.name

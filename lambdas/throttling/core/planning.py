@@ -1,4 +1,4 @@
-"""Capacity planning by Little's law, as pure arithmetic the CLI, the lab and the docs can share.
+"""Capacity planning by Little's law: the arithmetic the stacks seed with, the CLI shows, the lab runs.
 
 Little's law: the calls in flight L equal the arrival rate lambda times the time each call takes W
 (L = lambda x W). Read the other way, N calls kept in flight at latency W offer N / W calls per second
@@ -8,29 +8,49 @@ little less than the limit with half its burst (`limiter_settings`: the downstre
 what absorbs jitter), and retries back off from one emission interval of the limiter with full jitter.
 
 Every number comes with the arithmetic that produced it (`CapacityPlan.steps`), so a reader can
-check a plan by hand. Nothing here calls AWS.
+check a plan by hand. The controller's defaults and bounds are planned here too, so a stage without
+a `control_loop` block, the controller's own policy and the lab's runs start from the same numbers.
+Stdlib only: nothing here calls AWS.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Final
+
+from throttling.core import names
 
 __all__ = [
+    "DEFAULT_CLEAN_PERIODS_TO_INCREASE",
+    "DEFAULT_CONTROLLER_MODE",
+    "DEFAULT_COOLDOWN_SEC",
+    "DEFAULT_ERROR_RATE_THRESHOLD",
     "DEFAULT_HEADROOM",
+    "DEFAULT_MAX_CONCURRENCY_FACTOR",
+    "DEFAULT_METRICS_DELAY_SEC",
+    "DEFAULT_MIN_CALLS",
+    "DEFAULT_MIN_RATE_FRACTION",
+    "DEFAULT_PERIOD_SEC",
+    "DEFAULT_P99_LATENCY_FACTOR",
+    "DEFAULT_THROTTLE_RATE_THRESHOLD",
+    "MAX_RETRY_ATTEMPTS",
+    "MIN_CONTROLLER_RATE_PER_SEC",
     "MIN_JITTER_MARGIN_SEC",
-    "SQS_MIN_MAXIMUM_CONCURRENCY",
     "CapacityPlan",
     "ConcurrencyCheck",
     "RetryPlan",
+    "controller_bounds",
     "headroom_for_margin",
     "in_flight",
     "jitter_margin_sec",
     "limiter_settings",
+    "littles_law_concurrency",
     "offered_rps",
+    "p99_latency_threshold_ms",
     "plan_capacity",
     "retry_plan",
+    "tunables_document",
 ]
 
 # The rate headroom a downstream gets unless its config says otherwise (`DownstreamConfig.headroom`).
@@ -44,8 +64,23 @@ DEFAULT_HEADROOM = 0.01
 # mainframe's 20 % leaves 0.25 s); a burst-1 downstream at the 1 % default would keep 10 ms.
 MIN_JITTER_MARGIN_SEC = 0.1
 
-# Lambda's lower bound for an SQS event-source mapping's MaximumConcurrency.
-SQS_MIN_MAXIMUM_CONCURRENCY = 2
+# The control loop's defaults: what a stage without a `control_loop` block in cdk.json gets, what
+# `ControllerPolicy` starts from, and what the lab runs (`stacks.config.ControlLoopConfig` documents each).
+DEFAULT_CONTROLLER_MODE: Final = "aimd"
+# The controller runs once a period and judges the callers' metrics of the last complete one.
+DEFAULT_PERIOD_SEC = 60
+# A period with fewer calls says nothing: the alarms and the controller both ignore it.
+DEFAULT_MIN_CALLS = 10
+DEFAULT_THROTTLE_RATE_THRESHOLD = 0.01
+DEFAULT_ERROR_RATE_THRESHOLD = 0.05
+DEFAULT_P99_LATENCY_FACTOR = 5.0
+DEFAULT_MAX_CONCURRENCY_FACTOR = 4
+DEFAULT_MIN_RATE_FRACTION = 0.1
+DEFAULT_CLEAN_PERIODS_TO_INCREASE = 3
+DEFAULT_COOLDOWN_SEC = 120
+DEFAULT_METRICS_DELAY_SEC = 30
+# The lowest rate the controller's bounds may name (req/s): a bound rounds to 3 decimals.
+MIN_CONTROLLER_RATE_PER_SEC = 0.01
 # Step Functions' Retry fields: IntervalSeconds and MaxDelaySeconds are whole seconds >= 1.
 MIN_RETRY_INTERVAL_SEC = 1
 # Beyond this many attempts a retry policy is hiding an outage, not riding out a blip.
@@ -111,12 +146,7 @@ class CapacityPlan:
 
     def tunables_document(self) -> dict[str, Any]:
         """The SSM document (`/throttling/<stage>/downstreams/<name>`) this plan amounts to."""
-        return {
-            "rate_per_sec": self.limiter_rate_per_sec,
-            "burst": self.limiter_burst,
-            "max_concurrency": self.map_concurrency,
-            "mode": "auto",
-        }
+        return tunables_document(self.limiter_rate_per_sec, self.limiter_burst, self.map_concurrency)
 
     def to_dict(self) -> dict[str, Any]:
         result = asdict(self)
@@ -186,6 +216,59 @@ def offered_rps(concurrency: float, latency_ms: float) -> float:
     """The rate `concurrency` calls kept in flight offer the downstream (lambda = L / W)."""
     _positive("latency_ms", latency_ms)
     return concurrency / (latency_ms / 1000)
+
+
+def tunables_document(rate_per_sec: float, burst: int, max_concurrency: int) -> dict[str, Any]:
+    """A downstream's tunables document as the stack seeds it: the controller's to move ("mode": "auto")."""
+    return {
+        names.TUNABLE_RATE_PER_SEC: rate_per_sec,
+        names.TUNABLE_BURST: burst,
+        names.TUNABLE_MAX_CONCURRENCY: max_concurrency,
+        names.TUNABLE_MODE: names.TUNABLES_MODE_AUTO,
+    }
+
+
+def littles_law_concurrency(limit_rps: float, latency_ms: float) -> int:
+    """Calls in flight that keep a downstream at `limit_rps`, rounded down, never below 1.
+
+    At 10 req/s and 200 ms that is 2 in flight, where a guess of 5 would offer 25 req/s. The
+    epsilon keeps float noise (2.9999999999) from costing a whole call.
+    """
+    return max(1, math.floor(in_flight(limit_rps, latency_ms) + 1e-9))
+
+
+def controller_bounds(
+    limit_rps: float,
+    burst: int,
+    expected_latency_ms: int,
+    headroom: float = DEFAULT_HEADROOM,
+    *,
+    max_concurrency_factor: int = DEFAULT_MAX_CONCURRENCY_FACTOR,
+    min_rate_fraction: float = DEFAULT_MIN_RATE_FRACTION,
+) -> dict[str, float | int]:
+    """Where the controller may move a downstream (read by `throttling.core.controller.Bounds.from_document`).
+
+    The rate and burst ceilings are the planned ones (`limiter_settings`: the contract less the
+    headroom, half the downstream's burst, the room kept for jitter); the concurrency ceiling is
+    `max_concurrency_factor` times the Little's-law concurrency; the rate floor `min_rate_fraction`
+    of the planned rate (a downstream that is down is the breaker's job, not the controller's).
+    """
+    rate, our_burst = limiter_settings(limit_rps, burst, headroom)
+    return {
+        "min_concurrency": 1,
+        "max_concurrency": max(1, littles_law_concurrency(limit_rps, expected_latency_ms) * max_concurrency_factor),
+        "min_rate_per_sec": max(MIN_CONTROLLER_RATE_PER_SEC, round(rate * min_rate_fraction, 3)),
+        "max_rate_per_sec": rate,
+        "max_burst": our_burst,
+        "expected_latency_ms": expected_latency_ms,
+    }
+
+
+def p99_latency_threshold_ms(
+    expected_latency_ms: float, timeout_sec: float, p99_latency_factor: float = DEFAULT_P99_LATENCY_FACTOR
+) -> float:
+    """A p99 this slow means slow down: a slow call as the breaker counts it, never beyond the timeout."""
+    return float(min(expected_latency_ms * p99_latency_factor, timeout_sec * 1000))
 
 
 def retry_plan(
@@ -292,7 +375,7 @@ def plan_capacity(
         )
 
     exact = in_flight(limit_rps, latency_ms)
-    map_concurrency = max(1, math.floor(exact + 1e-9))
+    map_concurrency = littles_law_concurrency(limit_rps, latency_ms)
     map_offered = round(offered_rps(map_concurrency, latency_ms), 6)
     steps.append(
         f"Map concurrency = max(1, floor({_n(limit_rps)} req/s x {_n(latency_sec)} s)) = "
@@ -305,9 +388,9 @@ def plan_capacity(
             f"this limit, only the shared limiter does"
         )
 
-    consumer = max(SQS_MIN_MAXIMUM_CONCURRENCY, map_concurrency)
+    consumer = max(names.SQS_MIN_MAXIMUM_CONCURRENCY, map_concurrency)
     steps.append(
-        f"queue consumer MaximumConcurrency = max({SQS_MIN_MAXIMUM_CONCURRENCY} (Lambda's minimum for SQS), "
+        f"queue consumer MaximumConcurrency = max({names.SQS_MIN_MAXIMUM_CONCURRENCY} (Lambda's minimum for SQS), "
         f"{map_concurrency}) = {consumer}; reserve at least {consumer} for the function; the limiter holds the rate"
     )
 

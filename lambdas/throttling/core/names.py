@@ -1,0 +1,128 @@
+"""Every name the CDK app and the Lambdas both use, defined once: what one side writes, the other reads.
+
+The stacks set environment variables, seed SSM documents, build alarms and dashboards on metrics and
+route alarms by kind; the Lambdas read those variables and documents, emit those metrics and act on
+those kinds; the CLI, the emulator's demo and the lab speak the same vocabulary. A name spelt twice
+drifts (an alarm on a metric nobody emits stays green forever), so each is a constant here, stdlib
+only, importable from `cdk synth` and from inside a Lambda alike.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# -- Stages -----------------------------------------------------------------------------------------
+
+# The stages `cdk.json` may describe and `throttlectl --stage` accepts.
+STAGES: Final = ("dev", "prod")
+DEFAULT_STAGE: Final = "dev"
+
+# -- Metrics ----------------------------------------------------------------------------------------
+
+# The CloudWatch namespace of every metric our functions emit (Powertools EMF) and of the API's
+# refused-request metric filter.
+METRICS_NAMESPACE: Final = "Throttling"
+# The dimensions the callers add: which downstream, and (Powertools' own) which service called it.
+DOWNSTREAM_DIMENSION: Final = "Downstream"
+SERVICE_DIMENSION: Final = "service"
+
+# One downstream call's outcome (`throttling.call_metrics.record_call` says when each counts).
+DOWNSTREAM_CALLS: Final = "DownstreamCalls"
+DOWNSTREAM_SUCCEEDED: Final = "DownstreamSucceeded"
+DOWNSTREAM_THROTTLED: Final = "DownstreamThrottled"
+DOWNSTREAM_UNAVAILABLE: Final = "DownstreamUnavailable"
+DOWNSTREAM_REJECTED: Final = "DownstreamRejected"
+DOWNSTREAM_TIMEOUTS: Final = "DownstreamTimeouts"
+DOWNSTREAM_DOWN: Final = "DownstreamDown"
+DOWNSTREAM_LATENCY: Final = "DownstreamLatency"
+# The shared limiter, as its callers see it.
+LIMITER_ADMITTED: Final = "LimiterAdmitted"
+RATE_LIMITED: Final = "RateLimited"
+# The controller's own (dimension `service` = the controller's service name).
+CONTROLLER_MAX_CONCURRENCY: Final = "ControllerMaxConcurrency"
+CONTROLLER_RATE_PER_SEC: Final = "ControllerRatePerSec"
+CONTROLLER_INCREASES: Final = "ControllerIncreases"
+CONTROLLER_DECREASES: Final = "ControllerDecreases"
+BREAKER_OPEN: Final = "BreakerOpen"
+# Requests the API answered 429 (throttle, quota, WAF), counted from its access log.
+INGRESS_REFUSED_429: Final = "IngressRefused429"
+
+# -- Alarm kinds ------------------------------------------------------------------------------------
+
+# What an alarm routed to a downstream tells the controller: slow down for 429s, for errors, for
+# latency, or (a sustained error rate) open the downstream's breaker and slow down as for errors.
+ALARM_THROTTLED: Final = "throttled"
+ALARM_ERRORS: Final = "errors"
+ALARM_LATENCY: Final = "latency"
+ALARM_BREAKER: Final = "breaker"
+# The kinds the pure controller acts on, and every kind an alarm route may carry.
+ALARM_KINDS: Final = (ALARM_THROTTLED, ALARM_ERRORS, ALARM_LATENCY)
+ALARM_ROUTE_KINDS: Final = (*ALARM_KINDS, ALARM_BREAKER)
+
+# -- Tunables documents (SSM) -----------------------------------------------------------------------
+
+# A downstream's document, `/throttling/<stage>/downstreams/<name>`: what the stack seeds, operators
+# and the controller write, and the callers parse.
+TUNABLE_RATE_PER_SEC: Final = "rate_per_sec"
+TUNABLE_BURST: Final = "burst"
+TUNABLE_MAX_CONCURRENCY: Final = "max_concurrency"
+TUNABLE_MODE: Final = "mode"
+# "manual" pins the values: the controller reads them and never writes over them.
+TUNABLES_MODE_AUTO: Final = "auto"
+TUNABLES_MODE_MANUAL: Final = "manual"
+TUNABLES_MODES: Final = (TUNABLES_MODE_AUTO, TUNABLES_MODE_MANUAL)
+
+# -- Environment variables the stacks set and the Lambdas read --------------------------------------
+
+# Every caller of a downstream: which one, where, its contract, and where its tunables live.
+ENV_DOWNSTREAM_NAME: Final = "DOWNSTREAM_NAME"
+ENV_DOWNSTREAM_BASE_URL: Final = "DOWNSTREAM_BASE_URL"
+ENV_DOWNSTREAM_TIMEOUT_SEC: Final = "DOWNSTREAM_TIMEOUT_SEC"
+ENV_DOWNSTREAM_RATE_LIMIT_PER_SEC: Final = "DOWNSTREAM_RATE_LIMIT_PER_SEC"
+ENV_DOWNSTREAM_BURST: Final = "DOWNSTREAM_BURST"
+ENV_TUNABLES_PARAMETER_NAME: Final = "TUNABLES_PARAMETER_NAME"
+ENV_TUNABLES_DEFAULTS: Final = "TUNABLES_DEFAULTS"
+ENV_TUNABLES_CACHE_SEC: Final = "TUNABLES_CACHE_SEC"
+ENV_LIMITER_MAX_WAIT_SEC: Final = "LIMITER_MAX_WAIT_SEC"
+# The shared limits' tables.
+ENV_RATE_LIMITER_TABLE_NAME: Final = "RATE_LIMITER_TABLE_NAME"
+ENV_SEMAPHORE_TABLE_NAME: Final = "SEMAPHORE_TABLE_NAME"
+ENV_BREAKER_TABLE_NAME: Final = "BREAKER_TABLE_NAME"
+# A circuit breaker's name and its policy document.
+ENV_BREAKER_NAME: Final = "BREAKER_NAME"
+ENV_BREAKER_TUNABLES_PARAMETER_NAME: Final = "BREAKER_TUNABLES_PARAMETER_NAME"
+ENV_BREAKER_TUNABLES_DEFAULTS: Final = "BREAKER_TUNABLES_DEFAULTS"
+# A queue consumer (`ThrottledQueueConsumer` sets the first three).
+ENV_QUEUE_URL: Final = "QUEUE_URL"
+ENV_QUEUE_MAX_RECEIVE_COUNT: Final = "QUEUE_MAX_RECEIVE_COUNT"
+ENV_DEAD_LETTER_QUEUE_URL: Final = "DEAD_LETTER_QUEUE_URL"
+ENV_RECORDS_TABLE_NAME: Final = "RECORDS_TABLE_NAME"
+# Payments: the authorizer's idempotency, the order intake and the parked orders.
+ENV_IDEMPOTENCY_TABLE_NAME: Final = "IDEMPOTENCY_TABLE_NAME"
+ENV_IDEMPOTENCY_EXPIRY_SEC: Final = "IDEMPOTENCY_EXPIRY_SEC"
+ENV_GATEWAY_IDEMPOTENCY_KEY_KEPT_SEC: Final = "GATEWAY_IDEMPOTENCY_KEY_KEPT_SEC"
+ENV_PAYMENT_STATE_MACHINE_ARN: Final = "PAYMENT_STATE_MACHINE_ARN"
+ENV_ORDERS_TABLE_NAME: Final = "ORDERS_TABLE_NAME"
+ENV_PARKED_ORDERS_QUEUE_URL: Final = "PARKED_ORDERS_QUEUE_URL"
+ENV_PARKED_ORDERS_DLQ_URL: Final = "PARKED_ORDERS_DLQ_URL"
+ENV_RESUMES_PER_RUN: Final = "RESUMES_PER_RUN"
+# Moderation's thresholds.
+ENV_MODERATION_REVIEW_SCORE: Final = "MODERATION_REVIEW_SCORE"
+ENV_MODERATION_REJECT_SCORE: Final = "MODERATION_REJECT_SCORE"
+# The controller.
+ENV_CONTROLLER_PLANS_PATH: Final = "CONTROLLER_PLANS_PATH"
+ENV_CONTROLLER_PLANS_CACHE_SEC: Final = "CONTROLLER_PLANS_CACHE_SEC"
+ENV_CONTROLLER_POLICY: Final = "CONTROLLER_POLICY"
+ENV_CONTROLLER_STATE_TABLE_NAME: Final = "CONTROLLER_STATE_TABLE_NAME"
+ENV_PERIOD_SEC: Final = "PERIOD_SEC"
+ENV_METRICS_DELAY_SEC: Final = "METRICS_DELAY_SEC"
+# Powertools reads these itself; the stacks set them on every function (the control-loop stack
+# finds a downstream's callers by them).
+ENV_POWERTOOLS_SERVICE_NAME: Final = "POWERTOOLS_SERVICE_NAME"
+ENV_POWERTOOLS_METRICS_NAMESPACE: Final = "POWERTOOLS_METRICS_NAMESPACE"
+
+# -- AWS constants ----------------------------------------------------------------------------------
+
+# Lambda's bounds for an SQS event-source mapping's `ScalingConfig.MaximumConcurrency`.
+SQS_MIN_MAXIMUM_CONCURRENCY: Final = 2
+SQS_MAX_MAXIMUM_CONCURRENCY: Final = 1_000
