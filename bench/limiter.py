@@ -27,9 +27,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lambdas"))
 
 from localcloud.cloud import LocalCloud  # noqa: E402
-from throttling.clock import Clock, FakeClock, SystemClock  # noqa: E402
-from throttling.dynamodb_limits import DynamoDbRateLimiter  # noqa: E402
-from throttling.rate_limiter import RatePolicy  # noqa: E402
+from throttling.adapters.dynamodb_rate_limiter import DynamoDbRateLimiter  # noqa: E402
+from throttling.core.clock import Clock, FakeClock, SystemClock  # noqa: E402
+from throttling.core.rate_limiter import RatePolicy  # noqa: E402
 
 T0 = 1_700_000_000.0
 PARTITION_WRITES_PER_SEC = 1000.0

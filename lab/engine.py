@@ -17,7 +17,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from throttling.clock import FakeClock
+from throttling.core.clock import FakeClock
 
 __all__ = ["Simulation"]
 

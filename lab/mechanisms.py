@@ -1,13 +1,14 @@
 """The AWS mechanisms between a producer and the downstream, as models in virtual time.
 
 Each class states what it simplifies; all of them use the project's pure cores unchanged: the GCRA
-limiter (`throttling.rate_limiter`), the circuit breaker (`throttling.circuit_breaker`), Step
-Functions' jittered backoff (`throttling.backoff.full_jitter_delay`), the controller
+limiter (`throttling.core.rate_limiter`), the circuit breaker (`throttling.core.circuit_breaker`), Step
+Functions' jittered backoff (`throttling.core.backoff.full_jitter_delay`), the controller
 (`throttling.core.controller.decide`, through `lab.controllers`) and `evaluated_period`.
 
 - `Caller`: the caller Lambda (`handlers/call_downstream.py`): breaker, one token of the shared
-  limiter (a refusal of at most `max_limiter_wait_sec` waited out in the function, as
-  `LIMITER_MAX_WAIT_SEC` does; a longer one raises `RateLimited` with the wait), then the call.
+  limiter taken by the same `throttling.runtime.token_gate.TokenTake` with the same knobs (a
+  refusal of at most `max_limiter_wait_sec` waited out in the function, as `LIMITER_MAX_WAIT_SEC`
+  does; a longer one raises `RateLimited` with the wait), then the call.
   Simplified: the limiter is one in-memory GCRA whose write takes no time (the DynamoDB one takes
   milliseconds, so here no token comes back too late to spend), and the breaker is one shared state.
 - `StepFunctionsTask`: a Task state around the caller with the workflow's `Retry` (jittered
@@ -20,7 +21,8 @@ Functions' jittered backoff (`throttling.backoff.full_jitter_delay`), the contro
   `batch_size` for at most `maximum_concurrency` invocations (never below 2, Lambda's minimum);
   each batch handled in order; a record the downstream or the limiter turns away is postponed with
   the rest of its batch by a visibility timeout (at least the wait asked for, doubling with each
-  receive, as the legacy consumer's `postpone_for_sec`), and after `max_receive_count` receives it
+  receive: the legacy consumer's `throttling.core.backoff.postpone_for_sec`, without the batching
+  window, which the model has none of), and after `max_receive_count` receives it
   goes to the dead-letter queue.
 - `ControlLoop`: the controller's schedule: every `period_sec`, `metrics_delay_sec` after each
   period ends, it judges the period just ended and the new setting reaches the callers after
@@ -38,12 +40,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from throttling.backoff import exponential_delay, full_jitter_delay
-from throttling.circuit_breaker import BreakerPolicy, BreakerState, allow, record
 from throttling.core import planning
+from throttling.core.backoff import exponential_delay, full_jitter_delay, postpone_for_sec
+from throttling.core.circuit_breaker import BreakerPolicy, BreakerState, allow, record
 from throttling.core.controller import evaluated_period
 from throttling.core.names import SQS_MAX_MAXIMUM_CONCURRENCY, SQS_MIN_MAXIMUM_CONCURRENCY
-from throttling.rate_limiter import InMemoryRateLimiter
+from throttling.core.rate_limiter import InMemoryRateLimiter
+from throttling.runtime.token_gate import GateKnobs, Pause, TokenTake
 
 from lab.controllers import Adjustment, Controller
 from lab.downstream import OK, THROTTLED, Downstream
@@ -61,7 +64,6 @@ __all__ = [
     "Retrier",
     "RetryPolicy",
     "StepFunctionsTask",
-    "postpone_for_sec",
     "workflow_retry_policy",
 ]
 
@@ -112,18 +114,23 @@ class Caller:
         if self.limiter is None:
             self._send(request, on_result, args)
         else:
-            self._take_token(request, False, on_result, args)
+            # The caller Lambda's knobs: one short refusal waited out; the in-memory limiter answers at
+            # once, so no token is ever stale and the invocation's time left never binds.
+            take = TokenTake(GateKnobs(max_wait_sec=self.max_limiter_wait_sec, max_waits=1), started_at=self.sim.now,
+                             time_left_sec=math.inf, stale_after_sec=math.inf)
+            self._take_token(request, take, on_result, args)
 
-    def _take_token(self, request: Request, waited: bool, on_result: CallResult, args: tuple[Any, ...]) -> None:
+    def _take_token(self, request: Request, take: TokenTake, on_result: CallResult, args: tuple[Any, ...]) -> None:
         decision = self.limiter.try_acquire()  # type: ignore[union-attr]
         self.ledger.limiter_decided(self.sim.now, decision.allowed)
-        if decision.allowed:
+        step = take.next(decision, self.sim.now, self.sim.now)
+        if isinstance(step, Pause):
+            self.sim.after(step.seconds, self._take_token, request, take, on_result, args)
+        elif step.admitted:
             self._send(request, on_result, args)
-        elif not waited and decision.retry_after_sec <= self.max_limiter_wait_sec:
-            self.sim.after(decision.retry_after_sec, self._take_token, request, True, on_result, args)
         else:
             self.ledger.limiter_gave_up(self.sim.now)
-            on_result(request, RATE_LIMITED, round(decision.retry_after_sec, 3), *args)
+            on_result(request, RATE_LIMITED, round(step.retry_after_sec, 3), *args)
 
     def _send(self, request: Request, on_result: CallResult, args: tuple[Any, ...]) -> None:
         request.calls += 1
@@ -348,18 +355,6 @@ class MapState:
 
 
 # -- SQS and Lambda ------------------------------------------------------------------------------
-
-# SQS refuses a visibility timeout above 12 hours.
-MAX_VISIBILITY_SEC = 12 * 3600
-
-
-def postpone_for_sec(retry_after_sec: float | None, receive_count: int) -> int:
-    """The visibility timeout that postpones a record received `receive_count` times (the legacy
-    consumer's rule): at least the wait asked for, at least 2^(receives - 1) s, at most 12 hours."""
-    asked_sec = math.ceil(max(0.0, retry_after_sec or 0.0) - 1e-9)
-    backoff_sec = 2 ** min(max(receive_count, 1) - 1, 16)
-    return min(max(asked_sec, backoff_sec, 1), MAX_VISIBILITY_SEC)
-
 
 class EventSourceMapping:
     """An SQS queue and the event-source mapping that feeds a consumer Lambda in batches.

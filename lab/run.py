@@ -30,7 +30,7 @@ from typing import Any
 
 from throttling.core.controller import ALGORITHMS, Bounds, ControllerPolicy, Setting
 from throttling.core.planning import DEFAULT_PERIOD_SEC, CapacityPlan
-from throttling.rate_limiter import InMemoryRateLimiter, RatePolicy
+from throttling.core.rate_limiter import InMemoryRateLimiter, RatePolicy
 
 from lab.controllers import Adjustment, Controller, Gradient2, PlainAimd, ProjectController
 from lab.downstream import Downstream

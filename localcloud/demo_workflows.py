@@ -507,8 +507,8 @@ def park_payments(cloud: LocalCloud, outputs: Mapping[str, str], orders: Sequenc
 
     Closing is an operator's force-close: the breaker's item deleted (no item is a closed breaker).
     """
-    from throttling.circuit_breaker import BreakerPolicy
-    from throttling.dynamodb_limits import DynamoDbCircuitBreaker
+    from throttling.adapters.dynamodb_circuit_breaker import DynamoDbCircuitBreaker
+    from throttling.core.circuit_breaker import BreakerPolicy
 
     dynamodb = cloud.client("dynamodb")
     breaker = DynamoDbCircuitBreaker(outputs["breaker_table"], client=dynamodb, policy=BreakerPolicy())

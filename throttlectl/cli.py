@@ -33,7 +33,7 @@ from typing import Any, TextIO
 
 from throttling.core import planning
 from throttling.core.names import STAGES
-from throttling.tunables import InvalidTunables
+from throttling.core.tunables import InvalidTunables
 from throttlectl import cleanup, preflight
 from throttlectl.discovery import Deployment, discover
 from throttlectl.exceptions import EXIT_OK, EXIT_USAGE, AwsFailure, CliError, NotFound, Refused

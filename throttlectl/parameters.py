@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from throttling.tunables import InvalidTunables, decode_document
+from throttling.core.tunables import InvalidTunables, decode_document
 from throttlectl.discovery import Deployment
 from throttlectl.exceptions import NotFound, Refused
 

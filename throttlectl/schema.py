@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from throttling.circuit_breaker import DURATION_BOUNDS_SEC, MAX_MINIMUM_CALLS, MAX_WINDOW_BUCKETS, BreakerPolicy
+from throttling.core.circuit_breaker import DURATION_BOUNDS_SEC, MAX_MINIMUM_CALLS, MAX_WINDOW_BUCKETS, BreakerPolicy
 from throttling.core.names import TUNABLES_MODES
-from throttling.tunables import (
+from throttling.core.tunables import (
     BURST_BOUNDS,
     MAX_CONCURRENCY_BOUNDS,
     RATE_PER_SEC_BOUNDS,

@@ -15,9 +15,9 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer
 
-from throttling.circuit_breaker import BreakerPolicy, BreakerState, window_totals
-from throttling.rate_limiter import RatePolicy, shard_count_for, split_policy
-from throttling.tunables import InvalidTunables
+from throttling.core.circuit_breaker import BreakerPolicy, BreakerState, window_totals
+from throttling.core.rate_limiter import RatePolicy, shard_count_for, split_policy
+from throttling.core.tunables import InvalidTunables
 from throttlectl.discovery import Deployment, QueueRef
 from throttlectl.parameters import StoredTunable
 from throttlectl.schema import BREAKER_POLICY, DOWNSTREAM_LIMITS, document_of

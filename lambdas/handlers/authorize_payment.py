@@ -34,12 +34,15 @@ Before all three comes the check of an unanswered authorization (above), which s
 
 from __future__ import annotations
 
+import functools
 import os
-import random
 import time
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import boto3
+from botocore.exceptions import BotoCoreError, ClientError
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.idempotency import (
@@ -52,9 +55,15 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from payments.orders import Order, interpret_gateway_answer, parse_order
 from payments.unanswered import UnansweredAuthorizations, may_repeat_authorization
-from throttling.circuit_breaker import BreakerPolicy
+from throttling.adapters.dynamodb_circuit_breaker import DynamoDbCircuitBreaker
+from throttling.adapters.dynamodb_rate_limiter import DynamoDbRateLimiter
+from throttling.adapters.ssm_tunables import TunablesReader, downstream_tunables_reader
 from throttling.core import names
-from throttling.downstream_client import (
+from throttling.core.circuit_breaker import BreakerPolicy
+from throttling.core.rate_limiter import RatePolicy, stale_token_after_sec
+from throttling.core.tunables import DownstreamTunables, parse_breaker_policy
+from throttling.runtime.call_metrics import record_call
+from throttling.runtime.downstream_client import (
     DownstreamClient,
     DownstreamError,
     DownstreamRejected,
@@ -62,27 +71,13 @@ from throttling.downstream_client import (
     DownstreamUnavailable,
     RateLimited,
 )
-from throttling.call_metrics import record_call
-from throttling.dynamodb_limits import DynamoDbCircuitBreaker, DynamoDbRateLimiter
-from throttling.rate_limiter import RatePolicy, stale_token_after_sec
-from throttling.tunables import (
-    DownstreamTunables,
-    TunablesReader,
-    defaults_from_environment,
-    parse_breaker_policy,
-    powertools_ssm_fetch,
-)
+from throttling.runtime.token_gate import GateKnobs, TokenGate
 
-DOWNSTREAM = os.environ[names.ENV_DOWNSTREAM_NAME]
-BREAKER_NAME = DOWNSTREAM  # one breaker per downstream; the workflow reads the same item
-BREAKER_TABLE_NAME = os.environ[names.ENV_BREAKER_TABLE_NAME]
-LIMITER_MAX_WAIT_SEC = float(os.environ.get(names.ENV_LIMITER_MAX_WAIT_SEC, "2"))
-# The gateway's own limits, which the tunables in force must leave room under.
-CONTRACT = RatePolicy(rate_per_sec=float(os.environ[names.ENV_DOWNSTREAM_RATE_LIMIT_PER_SEC]),
-                      burst=int(os.environ[names.ENV_DOWNSTREAM_BURST]))
+if TYPE_CHECKING:
+    from types_boto3_dynamodb import DynamoDBClient
+    from types_boto3_ssm import SSMClient
+
 IDEMPOTENCY_KEY_PREFIX = "authorize_payment"
-# How long the gateway keeps an Idempotency-Key for certain (Stripe prunes keys once they are 24 h old).
-GATEWAY_IDEMPOTENCY_KEY_KEPT_SEC = float(os.environ.get(names.ENV_GATEWAY_IDEMPOTENCY_KEY_KEPT_SEC, "82800"))
 # Waiters woken by the same refusal would all retry at the same instant; a few ms apart, one wins
 # and the others learn the next slot without a burst of conditional writes.
 WAKE_UP_JITTER_SEC = 0.05
@@ -101,36 +96,6 @@ class AuthorizationOutcomeUnknown(DownstreamError):
     """An authorization of the order went unanswered longer ago than the gateway keeps its key; nothing was sent."""
 
 
-# Built once per execution environment: the SSM caches, the breaker's view of an open state, and
-# the limiter's last-seen TAT live as long as it does.
-_fetch = powertools_ssm_fetch(max_age_sec=int(os.environ.get(names.ENV_TUNABLES_CACHE_SEC, "5")))
-tunables = TunablesReader(
-    os.environ[names.ENV_TUNABLES_PARAMETER_NAME],
-    defaults=defaults_from_environment(
-        os.environ.get(names.ENV_TUNABLES_DEFAULTS),
-        fallback=DownstreamTunables(rate_per_sec=1, burst=1, max_concurrency=1),
-    ),
-    fetch=_fetch,
-    ceiling_rate_per_sec=CONTRACT.rate_per_sec,
-    ceiling_burst=CONTRACT.burst,
-)
-breaker_policies = TunablesReader(
-    os.environ[names.ENV_BREAKER_TUNABLES_PARAMETER_NAME],
-    defaults=parse_breaker_policy(os.environ.get(names.ENV_BREAKER_TUNABLES_DEFAULTS) or "{}").tunables,
-    fetch=_fetch,
-    parse=parse_breaker_policy,
-)
-_dynamodb = boto3.client("dynamodb")
-limiter = DynamoDbRateLimiter(os.environ[names.ENV_RATE_LIMITER_TABLE_NAME], client=_dynamodb)
-_breakers: dict[BreakerPolicy, DynamoDbCircuitBreaker] = {}
-client = DownstreamClient(
-    DOWNSTREAM,
-    os.environ[names.ENV_DOWNSTREAM_BASE_URL],
-    timeout_sec=float(os.environ.get(names.ENV_DOWNSTREAM_TIMEOUT_SEC, "10")),
-)
-_rng = random.Random()
-
-
 def _replayed(response: Any, record: DataRecord) -> Any:
     """Powertools calls this when it answers from the idempotency record instead of running the authorization."""
     logger.info("duplicate authorization answered from the idempotency record",
@@ -139,50 +104,129 @@ def _replayed(response: Any, record: DataRecord) -> Any:
     return response
 
 
-idempotency_config = IdempotencyConfig(
-    event_key_jmespath="order_id",
-    # The same order id with another customer, amount or currency is a bug upstream, not a retry.
-    payload_validation_jmespath="[customer_id, amount, currency]",
-    raise_on_no_idempotency_key=True,
-    expires_after_seconds=int(os.environ.get(names.ENV_IDEMPOTENCY_EXPIRY_SEC, "86400")),
-    response_hook=_replayed,
-)
-persistence = DynamoDBPersistenceLayer(table_name=os.environ[names.ENV_IDEMPOTENCY_TABLE_NAME], boto3_client=_dynamodb)
-unanswered = UnansweredAuthorizations(os.environ[names.ENV_IDEMPOTENCY_TABLE_NAME], client=_dynamodb)
+@dataclass
+class Dependencies:
+    """What the function talks to and its settings, built once per execution environment: the SSM
+    caches, the breaker's view of an open state and the limiter's last-seen TAT live as long as it does."""
+
+    downstream: str
+    # The gateway's own limits, which the tunables in force must leave room under.
+    contract: RatePolicy
+    # How long the gateway keeps an Idempotency-Key for certain (Stripe prunes keys once they are 24 h old).
+    gateway_key_kept_sec: float
+    tunables: TunablesReader[DownstreamTunables]
+    breaker_policies: TunablesReader[BreakerPolicy]
+    breaker_table_name: str
+    dynamodb: DynamoDBClient
+    gate: TokenGate
+    client: DownstreamClient
+    unanswered: UnansweredAuthorizations
+    idempotency_config: IdempotencyConfig
+    # `authorize` under Powertools' idempotency, on this environment's persistence layer.
+    authorize_once: Callable[..., dict[str, Any]] = field(init=False)
+    _breakers: dict[BreakerPolicy, DynamoDbCircuitBreaker] = field(default_factory=dict)
+
+    @property
+    def breaker_name(self) -> str:
+        return self.downstream  # one breaker per downstream; the workflow reads the same item
+
+    def breaker(self) -> DynamoDbCircuitBreaker:
+        """The breaker under the policy in force; one instance per policy, so its cache of an open state survives calls."""
+        policy = self.breaker_policies.get()
+        breaker = self._breakers.get(policy)
+        if breaker is None:
+            self._breakers.clear()
+            breaker = self._breakers[policy] = DynamoDbCircuitBreaker(self.breaker_table_name, client=self.dynamodb,
+                                                                      policy=policy)
+        return breaker
+
+
+def build_dependencies(
+    environ: Mapping[str, str], *, dynamodb: DynamoDBClient | None = None, ssm: SSMClient | None = None
+) -> Dependencies:
+    """The function's dependencies from its environment variables; clients default to boto3's."""
+    contract = RatePolicy(rate_per_sec=float(environ[names.ENV_DOWNSTREAM_RATE_LIMIT_PER_SEC]),
+                          burst=int(environ[names.ENV_DOWNSTREAM_BURST]))
+    dynamodb = dynamodb or boto3.client("dynamodb")
+    tunables = downstream_tunables_reader(environ, contract, ssm=ssm)
+    limiter = DynamoDbRateLimiter(environ[names.ENV_RATE_LIMITER_TABLE_NAME], client=dynamodb)
+    idempotency_config = IdempotencyConfig(
+        event_key_jmespath="order_id",
+        # The same order id with another customer, amount or currency is a bug upstream, not a retry.
+        payload_validation_jmespath="[customer_id, amount, currency]",
+        raise_on_no_idempotency_key=True,
+        expires_after_seconds=int(environ.get(names.ENV_IDEMPOTENCY_EXPIRY_SEC, "86400")),
+        response_hook=_replayed,
+    )
+    deps = Dependencies(
+        downstream=environ[names.ENV_DOWNSTREAM_NAME],
+        contract=contract,
+        gateway_key_kept_sec=float(environ.get(names.ENV_GATEWAY_IDEMPOTENCY_KEY_KEPT_SEC, "82800")),
+        tunables=tunables,
+        breaker_policies=TunablesReader(
+            environ[names.ENV_BREAKER_TUNABLES_PARAMETER_NAME],
+            defaults=parse_breaker_policy(environ.get(names.ENV_BREAKER_TUNABLES_DEFAULTS) or "{}").tunables,
+            fetch=tunables.fetch,  # one SSM provider and cache for both documents
+            parse=parse_breaker_policy,
+        ),
+        breaker_table_name=environ[names.ENV_BREAKER_TABLE_NAME],
+        dynamodb=dynamodb,
+        # Refusals are waited out (with jitter) and stale tokens replaced, as long as LIMITER_MAX_WAIT_SEC allows.
+        gate=TokenGate(limiter, GateKnobs(max_wait_sec=float(environ.get(names.ENV_LIMITER_MAX_WAIT_SEC, "2")),
+                                          wake_up_jitter_sec=WAKE_UP_JITTER_SEC, max_stale_tokens=None), logger=logger),
+        client=DownstreamClient(environ[names.ENV_DOWNSTREAM_NAME], environ[names.ENV_DOWNSTREAM_BASE_URL],
+                                timeout_sec=float(environ.get(names.ENV_DOWNSTREAM_TIMEOUT_SEC, "10"))),
+        unanswered=UnansweredAuthorizations(environ[names.ENV_IDEMPOTENCY_TABLE_NAME], client=dynamodb),
+        idempotency_config=idempotency_config,
+    )
+
+    @idempotent_function(
+        data_keyword_argument="order",
+        persistence_store=DynamoDBPersistenceLayer(table_name=environ[names.ENV_IDEMPOTENCY_TABLE_NAME], boto3_client=dynamodb),
+        config=idempotency_config,
+        key_prefix=IDEMPOTENCY_KEY_PREFIX,
+    )
+    def authorize_once(order: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        return authorize(deps, order=order, context=context)
+
+    deps.authorize_once = authorize_once
+    return deps
+
+
+@functools.cache
+def dependencies() -> Dependencies:
+    """This execution environment's dependencies, built once (on Lambda, at import: see the end of the module)."""
+    return build_dependencies(os.environ)
 
 
 @logger.inject_lambda_context(correlation_id_path="order_id")
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    metrics.add_dimension(name=names.DOWNSTREAM_DIMENSION, value=DOWNSTREAM)
+    deps = dependencies()
+    metrics.add_dimension(name=names.DOWNSTREAM_DIMENSION, value=deps.downstream)
     order = parse_order(event)  # InvalidOrder before anything is recorded or sent
     # In-progress records then expire with this invocation, so a duplicate after a crash is not blocked for a day.
-    idempotency_config.register_lambda_context(context)
-    return authorize(order=order.to_input(), context=context)
+    deps.idempotency_config.register_lambda_context(context)
+    return deps.authorize_once(order=order.to_input(), context=context)
 
 
-@idempotent_function(
-    data_keyword_argument="order",
-    persistence_store=persistence,
-    config=idempotency_config,
-    key_prefix=IDEMPOTENCY_KEY_PREFIX,
-)
-def authorize(order: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Breaker, token, `POST /authorize`; runs at most once per order id while its record lives."""
+def authorize(deps: Dependencies, order: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Breaker, token, `POST /authorize`; under `deps.authorize_once`, runs at most once per order id while its
+    record lives."""
     parsed = parse_order(order)
-    refuse_a_repeat_the_gateway_may_not_recognise(parsed.order_id)
-    in_force = tunables.get()
-    breaker = _breaker()
+    refuse_a_repeat_the_gateway_may_not_recognise(deps, parsed.order_id)
+    in_force = deps.tunables.get()
+    breaker = deps.breaker()
     caller_id = context.aws_request_id
-    admission = breaker.allow(BREAKER_NAME, caller_id)
+    admission = breaker.allow(deps.breaker_name, caller_id)
     if not admission.allowed:
         metrics.add_metric(name="BreakerRefused", unit=MetricUnit.Count, value=1)
-        raise BreakerOpen({"downstream": DOWNSTREAM, "breaker": admission.status.value,
+        raise BreakerOpen({"downstream": deps.downstream, "breaker": admission.status.value,
                            "retry_after_sec": round(admission.retry_after_sec, 3)})
 
-    take_token(RatePolicy(rate_per_sec=in_force.rate_per_sec, burst=in_force.burst), context)
-    answer = call_gateway(parsed, breaker, caller_id)
+    take_token(deps, RatePolicy(rate_per_sec=in_force.rate_per_sec, burst=in_force.burst), context)
+    answer = call_gateway(deps, parsed, breaker, caller_id)
     authorization = interpret_gateway_answer(answer, parsed)
     metrics.add_metric(name="PaymentsAuthorized" if authorization.authorized else "PaymentsDeclined",
                        unit=MetricUnit.Count, value=1)
@@ -191,7 +235,7 @@ def authorize(order: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return authorization.to_answer(parsed.order_id)
 
 
-def call_gateway(order: Order, breaker: DynamoDbCircuitBreaker, caller_id: str) -> Any:
+def call_gateway(deps: Dependencies, order: Order, breaker: DynamoDbCircuitBreaker, caller_id: str) -> Any:
     """`POST /authorize`, with its outcome recorded in the breaker.
 
     Only 5xx, timeouts and refused connections count as failures: a 429 or another 4xx means the
@@ -200,92 +244,72 @@ def call_gateway(order: Order, breaker: DynamoDbCircuitBreaker, caller_id: str) 
     headers = {"Idempotency-Key": order.order_id, "X-Correlation-Id": order.order_id}
     started = time.monotonic()
     try:
-        response = client.call("POST", "/authorize", body=order.gateway_request(), headers=headers)
+        response = deps.client.call("POST", "/authorize", body=order.gateway_request(), headers=headers)
     except DownstreamUnavailable as error:
-        breaker.record(BREAKER_NAME, caller_id, success=False, duration_sec=time.monotonic() - started)
+        breaker.record(deps.breaker_name, caller_id, success=False, duration_sec=time.monotonic() - started)
         record_call(metrics, error=error)
-        note_unanswered(order.order_id)
+        note_unanswered(deps, order.order_id)
         raise
     except (DownstreamThrottled, DownstreamRejected) as error:
-        breaker.record(BREAKER_NAME, caller_id, success=True, duration_sec=time.monotonic() - started)
+        breaker.record(deps.breaker_name, caller_id, success=True, duration_sec=time.monotonic() - started)
         record_call(metrics, error=error)
         raise
-    breaker.record(BREAKER_NAME, caller_id, success=True, duration_sec=time.monotonic() - started)
+    breaker.record(deps.breaker_name, caller_id, success=True, duration_sec=time.monotonic() - started)
     record_call(metrics, response=response)
     return response.body
 
 
-def refuse_a_repeat_the_gateway_may_not_recognise(order_id: str) -> None:
+def refuse_a_repeat_the_gateway_may_not_recognise(deps: Dependencies, order_id: str) -> None:
     """`AuthorizationOutcomeUnknown` when an unanswered authorization of the order is older than the gateway's key."""
-    first_unanswered_at = unanswered.first_at(order_id)
-    if may_repeat_authorization(first_unanswered_at, time.time(), GATEWAY_IDEMPOTENCY_KEY_KEPT_SEC):
+    first_unanswered_at = deps.unanswered.first_at(order_id)
+    if may_repeat_authorization(first_unanswered_at, time.time(), deps.gateway_key_kept_sec):
         return
     assert first_unanswered_at is not None  # may_repeat_authorization allows every order without one
     metrics.add_metric(name="AuthorizationsNotRepeated", unit=MetricUnit.Count, value=1)
-    details = {"downstream": DOWNSTREAM, "first_unanswered_at": round(first_unanswered_at, 3),
-               "key_kept_sec": GATEWAY_IDEMPOTENCY_KEY_KEPT_SEC}
+    details = {"downstream": deps.downstream, "first_unanswered_at": round(first_unanswered_at, 3),
+               "key_kept_sec": deps.gateway_key_kept_sec}
     logger.error("an unanswered authorization is older than the gateway keeps its Idempotency-Key: not sending"
                  " another, the order is cancelled and any authorization made lapses uncaptured", extra=details)
     raise AuthorizationOutcomeUnknown(details)
 
 
-def note_unanswered(order_id: str) -> None:
+def note_unanswered(deps: Dependencies, order_id: str) -> None:
     """Remember that this authorization may have been made; a failure to is logged, the call's own error stands."""
     try:
-        unanswered.note(order_id, time.time())
-    except Exception:  # noqa: BLE001 - the caller re-raises the gateway's error, which is what the workflow needs
+        deps.unanswered.note(order_id, time.time())
+    except (ClientError, BotoCoreError):  # the caller re-raises the gateway's error, which is what the workflow needs
         metrics.add_metric(name="UnansweredNotNoted", unit=MetricUnit.Count, value=1)
         logger.exception("could not note an unanswered authorization; a resumption days from now could repeat it")
 
 
-def take_token(policy: RatePolicy, context: LambdaContext) -> None:
+def take_token(deps: Dependencies, policy: RatePolicy, context: LambdaContext) -> None:
     """Take one token of the gateway's bucket, waiting refusals out while the invocation can afford it.
 
-    A refusal says exactly when the next token is due; this waits for it (plus a little jitter)
+    A refusal says exactly when the next token is due; the gate waits for it (plus a little jitter)
     and competes again, until the wait would pass `LIMITER_MAX_WAIT_SEC` or leave too little time
     for the call. Then `RateLimited` carries the wait for the workflow, which waits for free. A token
     that comes back later than `stale_token_after_sec` allows is not spent: sent now, the call could
     reach the gateway too close to calls decided after it.
     """
-    deadline = time.monotonic() + _affordable_wait_sec(context)
-    stale_after_sec = stale_token_after_sec(policy, CONTRACT)
-    waited_sec = 0.0
-    while True:
-        asked_at = time.monotonic()
-        decision = limiter.try_acquire(DOWNSTREAM, policy)
-        if decision.allowed:
-            late_sec = time.monotonic() - asked_at
-            if late_sec <= stale_after_sec:
-                metrics.add_metric(name=names.LIMITER_ADMITTED, unit=MetricUnit.Count, value=1)
-                if waited_sec:
-                    metrics.add_metric(name="LimiterWaitedMs", unit=MetricUnit.Milliseconds, value=waited_sec * 1000)
-                return
-            metrics.add_metric(name="LimiterStaleTokens", unit=MetricUnit.Count, value=1)
-            logger.warning("a token came back too late to use; taking another",
-                           extra={"late_sec": round(late_sec, 3), "stale_after_sec": round(stale_after_sec, 3)})
-            if time.monotonic() < deadline:
-                continue
-            metrics.add_metric(name=names.RATE_LIMITED, unit=MetricUnit.Count, value=1)
-            raise RateLimited({"downstream": DOWNSTREAM, "retry_after_sec": 0.0})
-        pause_sec = decision.retry_after_sec + _rng.uniform(0, WAKE_UP_JITTER_SEC)
-        if time.monotonic() + pause_sec > deadline:
-            metrics.add_metric(name=names.RATE_LIMITED, unit=MetricUnit.Count, value=1)
-            raise RateLimited({"downstream": DOWNSTREAM, "retry_after_sec": round(decision.retry_after_sec, 3)})
-        time.sleep(pause_sec)
-        waited_sec += pause_sec
+    outcome = deps.gate.take(deps.downstream, policy, time_left_sec=_affordable_wait_sec(deps, context),
+                             stale_after_sec=stale_token_after_sec(policy, deps.contract))
+    if outcome.stale_tokens:
+        metrics.add_metric(name="LimiterStaleTokens", unit=MetricUnit.Count, value=outcome.stale_tokens)
+    if outcome.admitted:
+        metrics.add_metric(name=names.LIMITER_ADMITTED, unit=MetricUnit.Count, value=1)
+        if outcome.waited_sec:
+            metrics.add_metric(name="LimiterWaitedMs", unit=MetricUnit.Milliseconds, value=outcome.waited_sec * 1000)
+        return
+    metrics.add_metric(name=names.RATE_LIMITED, unit=MetricUnit.Count, value=1)
+    raise RateLimited({"downstream": deps.downstream, "retry_after_sec": round(outcome.retry_after_sec, 3)})
 
 
-def _affordable_wait_sec(context: LambdaContext) -> float:
+def _affordable_wait_sec(deps: Dependencies, context: LambdaContext) -> float:
     """Wait in the function only while it leaves time for the call itself."""
-    remaining_sec = context.get_remaining_time_in_millis() / 1000 - client.timeout_sec - 1
-    return max(0.0, min(LIMITER_MAX_WAIT_SEC, remaining_sec))
+    remaining_sec = context.get_remaining_time_in_millis() / 1000 - deps.client.timeout_sec - 1
+    return max(0.0, remaining_sec)
 
 
-def _breaker() -> DynamoDbCircuitBreaker:
-    """The breaker under the policy in force; one instance per policy, so its cache of an open state survives calls."""
-    policy = breaker_policies.get()
-    breaker = _breakers.get(policy)
-    if breaker is None:
-        _breakers.clear()
-        breaker = _breakers[policy] = DynamoDbCircuitBreaker(BREAKER_TABLE_NAME, client=_dynamodb, policy=policy)
-    return breaker
+if "AWS_LAMBDA_FUNCTION_NAME" in os.environ:
+    # On Lambda, built in the init phase as before, outside the first invocation's time and timeout.
+    dependencies()

@@ -9,78 +9,102 @@ latency. A refusal shorter than `LIMITER_MAX_WAIT_SEC` is waited out here (cheap
 round trip); a longer one raises `RateLimited` with the wait for the workflow. A token that comes
 back later than `stale_token_after_sec` allows is not spent on the call: sent now, it could reach
 the downstream too close to calls decided after it. A 429, 5xx or timeout raises the error a
-workflow retries on (see `throttling.downstream_client`).
+workflow retries on (see `throttling.runtime.downstream_client`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import time
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from throttling.call_metrics import record_call
+from throttling.adapters.dynamodb_rate_limiter import DynamoDbRateLimiter
+from throttling.adapters.ssm_tunables import TunablesReader, downstream_tunables_reader
 from throttling.core import names
-from throttling.downstream_client import DownstreamClient, DownstreamError, RateLimited
-from throttling.dynamodb_limits import DynamoDbRateLimiter
-from throttling.rate_limiter import RatePolicy, stale_token_after_sec
-from throttling.tunables import DownstreamTunables, TunablesReader, defaults_from_environment, powertools_ssm_fetch
+from throttling.core.rate_limiter import RatePolicy, stale_token_after_sec
+from throttling.core.tunables import DownstreamTunables
+from throttling.runtime.call_metrics import record_call
+from throttling.runtime.downstream_client import DownstreamClient, DownstreamError, RateLimited
+from throttling.runtime.token_gate import GateKnobs, TokenGate
 
-DOWNSTREAM = os.environ[names.ENV_DOWNSTREAM_NAME]
-LIMITER_MAX_WAIT_SEC = float(os.environ.get(names.ENV_LIMITER_MAX_WAIT_SEC, "1"))
-# The downstream's own limits, which the tunables in force must leave room under.
-CONTRACT = RatePolicy(rate_per_sec=float(os.environ[names.ENV_DOWNSTREAM_RATE_LIMIT_PER_SEC]),
-                      burst=int(os.environ[names.ENV_DOWNSTREAM_BURST]))
-# Stale tokens in a row before the wait goes to the workflow: the limiter is that slow right now.
+if TYPE_CHECKING:
+    from types_boto3_dynamodb import DynamoDBClient
+    from types_boto3_ssm import SSMClient
+
+# Stale tokens before the wait goes to the workflow: the limiter is that slow right now.
 MAX_STALE_TOKENS = 3
 logger = Logger()
 metrics = Metrics()
 # Patches boto3 and http.client, so every AWS call and every downstream call is a subsegment of the trace.
 tracer = Tracer()
 
-# Built once per execution environment: the SSM cache and the last good value live as long as it does.
-tunables = TunablesReader(
-    os.environ[names.ENV_TUNABLES_PARAMETER_NAME],
-    defaults=defaults_from_environment(
-        os.environ.get(names.ENV_TUNABLES_DEFAULTS),
-        fallback=DownstreamTunables(rate_per_sec=1, burst=1, max_concurrency=1),
-    ),
-    fetch=powertools_ssm_fetch(max_age_sec=int(os.environ.get(names.ENV_TUNABLES_CACHE_SEC, "5"))),
-    ceiling_rate_per_sec=CONTRACT.rate_per_sec,
-    ceiling_burst=CONTRACT.burst,
-)
-limiter = DynamoDbRateLimiter(os.environ[names.ENV_RATE_LIMITER_TABLE_NAME], client=boto3.client("dynamodb"))
-client = DownstreamClient(
-    DOWNSTREAM,
-    os.environ[names.ENV_DOWNSTREAM_BASE_URL],
-    timeout_sec=float(os.environ.get(names.ENV_DOWNSTREAM_TIMEOUT_SEC, "5")),
-)
+
+@dataclass
+class Dependencies:
+    """What the function talks to, built once per execution environment (the SSM cache and the last
+    good tunables live as long as it does)."""
+
+    downstream: str
+    # The downstream's own limits, which the tunables in force must leave room under.
+    contract: RatePolicy
+    tunables: TunablesReader[DownstreamTunables]
+    gate: TokenGate
+    client: DownstreamClient
+
+
+def build_dependencies(
+    environ: Mapping[str, str], *, dynamodb: DynamoDBClient | None = None, ssm: SSMClient | None = None
+) -> Dependencies:
+    """The function's dependencies from its environment variables; clients default to boto3's."""
+    contract = RatePolicy(rate_per_sec=float(environ[names.ENV_DOWNSTREAM_RATE_LIMIT_PER_SEC]),
+                          burst=int(environ[names.ENV_DOWNSTREAM_BURST]))
+    limiter = DynamoDbRateLimiter(environ[names.ENV_RATE_LIMITER_TABLE_NAME], client=dynamodb or boto3.client("dynamodb"))
+    return Dependencies(
+        downstream=environ[names.ENV_DOWNSTREAM_NAME],
+        contract=contract,
+        tunables=downstream_tunables_reader(environ, contract, ssm=ssm),
+        # One short refusal is waited out here (cheaper than a workflow round trip); a longer one goes to the workflow.
+        gate=TokenGate(limiter, GateKnobs(max_wait_sec=float(environ.get(names.ENV_LIMITER_MAX_WAIT_SEC, "1")), max_waits=1,
+                                          max_stale_tokens=MAX_STALE_TOKENS), logger=logger),
+        client=DownstreamClient(environ[names.ENV_DOWNSTREAM_NAME], environ[names.ENV_DOWNSTREAM_BASE_URL],
+                                timeout_sec=float(environ.get(names.ENV_DOWNSTREAM_TIMEOUT_SEC, "5"))),
+    )
+
+
+@functools.cache
+def dependencies() -> Dependencies:
+    """This execution environment's dependencies, built once (on Lambda, at import: see the end of the module)."""
+    return build_dependencies(os.environ)
 
 
 @logger.inject_lambda_context(correlation_id_path="correlation_id")
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    metrics.add_dimension(name=names.DOWNSTREAM_DIMENSION, value=DOWNSTREAM)
-    in_force = tunables.get()
-    take_token(RatePolicy(rate_per_sec=in_force.rate_per_sec, burst=in_force.burst), context)
+    deps = dependencies()
+    metrics.add_dimension(name=names.DOWNSTREAM_DIMENSION, value=deps.downstream)
+    in_force = deps.tunables.get()
+    take_token(deps, RatePolicy(rate_per_sec=in_force.rate_per_sec, burst=in_force.burst), context)
     headers = {"X-Correlation-Id": logger.get_correlation_id() or context.aws_request_id}
     if event.get("idempotency_key"):
         headers["Idempotency-Key"] = str(event["idempotency_key"])
     try:
-        response = client.call(event.get("method", "GET"), event["path"], body=event.get("body"), headers=headers)
+        response = deps.client.call(event.get("method", "GET"), event["path"], body=event.get("body"), headers=headers)
     except DownstreamError as error:
         record_call(metrics, error=error)
         raise
     record_call(metrics, response=response)
     logger.info("downstream answered", extra={"status": response.status, "latency_ms": round(response.latency_ms, 1)})
     return {
-        "downstream": DOWNSTREAM,
+        "downstream": deps.downstream,
         "status": response.status,
         "body": response.body,
         "latency_ms": round(response.latency_ms, 1),
@@ -88,39 +112,28 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     }
 
 
-def take_token(policy: RatePolicy, context: LambdaContext) -> None:
+def take_token(deps: Dependencies, policy: RatePolicy, context: LambdaContext) -> None:
     """Take one fresh token, waiting out one short refusal; raise `RateLimited` for a long one, or for
-    `MAX_STALE_TOKENS` tokens in a row that came back too late to use."""
-    stale_after_sec = stale_token_after_sec(policy, CONTRACT)
-    waited, stale = False, 0
-    while True:
-        asked_at = time.monotonic()
-        decision = limiter.try_acquire(DOWNSTREAM, policy)
-        if decision.allowed:
-            late_sec = time.monotonic() - asked_at
-            if late_sec <= stale_after_sec:
-                metrics.add_metric(name=names.LIMITER_ADMITTED, unit=MetricUnit.Count, value=1)
-                return
-            stale += 1
-            metrics.add_metric(name="LimiterStaleTokens", unit=MetricUnit.Count, value=1)
-            logger.warning("a token came back too late to use; taking another",
-                           extra={"late_sec": round(late_sec, 3), "stale_after_sec": round(stale_after_sec, 3)})
-            if stale < MAX_STALE_TOKENS:
-                continue
-            retry_after_sec = 0.0  # the next token is due at once; the workflow's own retry spaces it out
-        elif not waited and decision.retry_after_sec <= _affordable_wait_sec(context):
-            metrics.add_metric(name="LimiterWaitedMs", unit=MetricUnit.Milliseconds,
-                               value=decision.retry_after_sec * 1000)
-            time.sleep(decision.retry_after_sec)
-            waited = True
-            continue
-        else:
-            retry_after_sec = decision.retry_after_sec
-        metrics.add_metric(name=names.RATE_LIMITED, unit=MetricUnit.Count, value=1)
-        raise RateLimited({"downstream": DOWNSTREAM, "retry_after_sec": round(retry_after_sec, 3)})
+    `MAX_STALE_TOKENS` tokens that came back too late to use."""
+    outcome = deps.gate.take(deps.downstream, policy, time_left_sec=_affordable_wait_sec(deps, context),
+                             stale_after_sec=stale_token_after_sec(policy, deps.contract))
+    if outcome.stale_tokens:
+        metrics.add_metric(name="LimiterStaleTokens", unit=MetricUnit.Count, value=outcome.stale_tokens)
+    if outcome.waited_sec:
+        metrics.add_metric(name="LimiterWaitedMs", unit=MetricUnit.Milliseconds, value=outcome.waited_sec * 1000)
+    if outcome.admitted:
+        metrics.add_metric(name=names.LIMITER_ADMITTED, unit=MetricUnit.Count, value=1)
+        return
+    metrics.add_metric(name=names.RATE_LIMITED, unit=MetricUnit.Count, value=1)
+    raise RateLimited({"downstream": deps.downstream, "retry_after_sec": round(outcome.retry_after_sec, 3)})
 
 
-def _affordable_wait_sec(context: LambdaContext) -> float:
+def _affordable_wait_sec(deps: Dependencies, context: LambdaContext) -> float:
     """Wait in the function only while it leaves time for the call itself."""
-    remaining_sec = context.get_remaining_time_in_millis() / 1000 - client.timeout_sec
-    return max(0.0, min(LIMITER_MAX_WAIT_SEC, remaining_sec))
+    remaining_sec = context.get_remaining_time_in_millis() / 1000 - deps.client.timeout_sec
+    return max(0.0, remaining_sec)
+
+
+if "AWS_LAMBDA_FUNCTION_NAME" in os.environ:
+    # On Lambda, built in the init phase as before, outside the first invocation's time and timeout.
+    dependencies()

@@ -51,17 +51,18 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
 from throttling.adapters.cloudwatch_period_reader import CloudWatchPeriodReader
+from throttling.adapters.dynamodb_circuit_breaker import DynamoDbCircuitBreaker
 from throttling.adapters.dynamodb_controller_state import ControllerStateStore
+from throttling.adapters.dynamodb_semaphore import DynamoDbSemaphore
 from throttling.adapters.lambda_event_source_mappings import EventSourceMappingReconciler
 from throttling.adapters.ssm_controller_parameters import PlanReader, TunablesDocumentStore
-from throttling.circuit_breaker import BreakerPolicy, BreakerStatus
-from throttling.clock import Clock, SystemClock
 from throttling.core import names, planning
+from throttling.core.circuit_breaker import BreakerPolicy, BreakerStatus
+from throttling.core.clock import Clock, SystemClock
 from throttling.core.controller import AlarmSignal, ControllerPolicy
 from throttling.core.controller.plan import Plans
-from throttling.dynamodb_limits import DynamoDbCircuitBreaker, DynamoDbSemaphore
+from throttling.core.tunables import InvalidTunables, parse_breaker_policy
 from throttling.runtime.control_loop import ControlLoop, Outcome
-from throttling.tunables import InvalidTunables, parse_breaker_policy
 
 if TYPE_CHECKING:
     from types_boto3_cloudwatch import CloudWatchClient

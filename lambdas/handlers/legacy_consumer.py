@@ -25,7 +25,10 @@ Per record, in order (Powertools' `BatchProcessor`, so one bad record fails alon
    caller of the mainframe uses, so the rate holds across all concurrent batches). A refusal is
    waited out while the invocation can still afford the wait and the call after it. A token that
    took longer than half the headroom to come back is not used (`stale_token_after_sec`): a call
-   that late could land too close to the next caller's, and the mainframe has no burst to absorb it.
+   that late could land too close to the next caller's, and the mainframe has no burst to absorb it;
+   once the time left cannot afford the call any more (the limiter is slow right now) the record is
+   postponed; it used to take late tokens without end, past the invocation's timeout.
+   The waiting and the stale tokens are `throttling.runtime.token_gate`'s, as for every caller.
 3. `POST /records` with `Idempotency-Key: <record_id>` (a redelivered record is recognised).
 4. Write the record's status: `delivered` with its timestamps, or `failed` with the error.
 
@@ -45,40 +48,49 @@ tried again, one mainframe call per receive, until the dead-letter queue).
 from __future__ import annotations
 
 import base64
+import functools
 import json
-import math
 import os
 import re
 import time
 from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
+from botocore.exceptions import BotoCoreError, ClientError
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from throttling.adapters.dynamodb_rate_limiter import DynamoDbRateLimiter
+from throttling.adapters.ssm_tunables import TunablesReader, downstream_tunables_reader
 from throttling.core import names
-from throttling.downstream_client import (
+from throttling.core.backoff import postpone_for_sec
+from throttling.core.json_depth import nesting_depth
+from throttling.core.rate_limiter import RatePolicy
+from throttling.core.rate_limiter import stale_token_after_sec as shared_stale_token_after_sec
+from throttling.core.tunables import DownstreamTunables
+from throttling.runtime.call_metrics import record_call
+from throttling.runtime.downstream_client import (
     DownstreamClient,
     DownstreamError,
     DownstreamRejected,
     DownstreamThrottled,
     DownstreamUnavailable,
 )
-from throttling.call_metrics import record_call
-from throttling.dynamodb_limits import DynamoDbRateLimiter
-from throttling.json_depth import nesting_depth
-from throttling.rate_limiter import RatePolicy
-from throttling.rate_limiter import stale_token_after_sec as shared_stale_token_after_sec
-from throttling.tunables import DownstreamTunables, TunablesReader, defaults_from_environment, powertools_ssm_fetch
+from throttling.runtime.token_gate import GateKnobs, TokenGate
+
+if TYPE_CHECKING:
+    from types_boto3_dynamodb import DynamoDBClient
+    from types_boto3_sqs import SQSClient
+    from types_boto3_ssm import SSMClient
 
 # SQS refuses a visibility beyond 12 h counted from the receive; the mapping may have held the batch
 # for up to its 300 s batching window before invoking, and the invocation has run meanwhile.
-MAX_VISIBILITY_SEC = 43_200
 LONGEST_HOLD_BEFORE_INVOKE_SEC = 300
 # Kept back from the time left for the status write and the visibility change after the last call.
 FINISHING_RESERVE_SEC = 2.0
@@ -92,40 +104,70 @@ MAX_PAYLOAD_DEPTH = 8
 # A poison message's reason, as its dead letter carries it in the `error` attribute.
 REASON_MAX_CHARS = 1000
 
-DOWNSTREAM = os.environ[names.ENV_DOWNSTREAM_NAME]
-RECORDS_TABLE_NAME = os.environ[names.ENV_RECORDS_TABLE_NAME]
-QUEUE_URL = os.environ[names.ENV_QUEUE_URL]
-DEAD_LETTER_QUEUE_URL = os.environ[names.ENV_DEAD_LETTER_QUEUE_URL]
-MAX_RECEIVE_COUNT = int(os.environ.get(names.ENV_QUEUE_MAX_RECEIVE_COUNT, "0")) or None
-STATUS_RETENTION_SEC = int(os.environ.get("STATUS_RETENTION_DAYS", "30")) * 86_400
-CONTRACT_RATE_PER_SEC = float(os.environ[names.ENV_DOWNSTREAM_RATE_LIMIT_PER_SEC])
-# The mainframe's burst: an operator's burst above it is clamped to it, as the rate is.
-CONTRACT_BURST = int(os.environ[names.ENV_DOWNSTREAM_BURST])
-
 logger = Logger()
 metrics = Metrics()
 # Patches boto3 and http.client, so every AWS call and every downstream call is a subsegment of the trace.
 tracer = Tracer()
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
-# Built once per execution environment: the SSM cache and the last good value live as long as it does.
-tunables = TunablesReader(
-    os.environ[names.ENV_TUNABLES_PARAMETER_NAME],
-    defaults=defaults_from_environment(
-        os.environ.get(names.ENV_TUNABLES_DEFAULTS),
-        fallback=DownstreamTunables(rate_per_sec=1, burst=1, max_concurrency=1),
-    ),
-    fetch=powertools_ssm_fetch(max_age_sec=int(os.environ.get(names.ENV_TUNABLES_CACHE_SEC, "5"))),
-    ceiling_rate_per_sec=CONTRACT_RATE_PER_SEC,
-    ceiling_burst=CONTRACT_BURST,
-)
-limiter = DynamoDbRateLimiter(os.environ[names.ENV_RATE_LIMITER_TABLE_NAME], client=boto3.client("dynamodb"))
-client = DownstreamClient(
-    DOWNSTREAM, os.environ[names.ENV_DOWNSTREAM_BASE_URL],
-    timeout_sec=float(os.environ.get(names.ENV_DOWNSTREAM_TIMEOUT_SEC, "5")),
-)
-dynamodb = boto3.client("dynamodb")
-sqs = boto3.client("sqs")
+
+@dataclass
+class Dependencies:
+    """What the function talks to and its settings, built once per execution environment (the SSM
+    cache and the last good tunables live as long as it does)."""
+
+    downstream: str
+    # The mainframe's rate and burst: an operator's value above either is clamped to it.
+    contract: RatePolicy
+    records_table_name: str
+    queue_url: str
+    dead_letter_queue_url: str
+    max_receive_count: int | None
+    status_retention_sec: int
+    tunables: TunablesReader[DownstreamTunables]
+    gate: TokenGate
+    client: DownstreamClient
+    dynamodb: DynamoDBClient
+    sqs: SQSClient
+
+
+def build_dependencies(
+    environ: Mapping[str, str],
+    *,
+    dynamodb: DynamoDBClient | None = None,
+    sqs: SQSClient | None = None,
+    ssm: SSMClient | None = None,
+) -> Dependencies:
+    """The function's dependencies from its environment variables; clients default to boto3's."""
+    contract = RatePolicy(rate_per_sec=float(environ[names.ENV_DOWNSTREAM_RATE_LIMIT_PER_SEC]),
+                          burst=int(environ[names.ENV_DOWNSTREAM_BURST]))
+    dynamodb = dynamodb or boto3.client("dynamodb")
+    limiter = DynamoDbRateLimiter(environ[names.ENV_RATE_LIMITER_TABLE_NAME], client=dynamodb)
+    return Dependencies(
+        downstream=environ[names.ENV_DOWNSTREAM_NAME],
+        contract=contract,
+        records_table_name=environ[names.ENV_RECORDS_TABLE_NAME],
+        queue_url=environ[names.ENV_QUEUE_URL],
+        dead_letter_queue_url=environ[names.ENV_DEAD_LETTER_QUEUE_URL],
+        max_receive_count=int(environ.get(names.ENV_QUEUE_MAX_RECEIVE_COUNT, "0")) or None,
+        status_retention_sec=int(environ.get("STATUS_RETENTION_DAYS", "30")) * 86_400,
+        tunables=downstream_tunables_reader(environ, contract, ssm=ssm),
+        # Refusals are waited out and late tokens replaced while the invocation can afford it; a lost race
+        # answers 0 s, and a few milliseconds keep two losers from spinning in step. Tokens are timed on
+        # the wall clock.
+        gate=TokenGate(limiter, GateKnobs(min_pause_sec=0.005, max_stale_tokens=None),
+                       clock=lambda: time.time(), logger=logger),
+        client=DownstreamClient(environ[names.ENV_DOWNSTREAM_NAME], environ[names.ENV_DOWNSTREAM_BASE_URL],
+                                timeout_sec=float(environ.get(names.ENV_DOWNSTREAM_TIMEOUT_SEC, "5"))),
+        dynamodb=dynamodb,
+        sqs=sqs or boto3.client("sqs"),
+    )
+
+
+@functools.cache
+def dependencies() -> Dependencies:
+    """This execution environment's dependencies, built once (on Lambda, at import: see the end of the module)."""
+    return build_dependencies(os.environ)
 
 
 class PoisonRecord(ValueError):
@@ -193,33 +235,19 @@ def _text_utf8_cannot_carry(value: Any) -> str | None:
 
 
 def stale_token_after_sec(planned_rate_per_sec: float, contract_rate_per_sec: float) -> float:
-    """How late an admitted token may still be used: `throttling.rate_limiter.stale_token_after_sec` for a
+    """How late an admitted token may still be used: `throttling.core.rate_limiter.stale_token_after_sec` for a
     one-request-at-a-time mainframe, half the headroom between the planned and the contract interval."""
     return shared_stale_token_after_sec(RatePolicy(planned_rate_per_sec), RatePolicy(contract_rate_per_sec))
-
-
-def postpone_for_sec(retry_after_sec: float | None, receive_count: int, held_sec: float = 0.0) -> int:
-    """The visibility timeout that postpones a record received `receive_count` times.
-
-    At least the wait the mainframe or the limiter asked for (rounded up to whole seconds, as SQS
-    takes them), and at least 2^(receive_count - 1) s, so repeated postponements back off instead
-    of spending the receive count one Retry-After at a time; never past SQS's 12-hour limit from
-    the receive (less the longest a batch may wait before the invocation and `held_sec`, how long
-    this invocation has held it).
-    """
-    asked_sec = math.ceil(max(0.0, retry_after_sec or 0.0) - 1e-9)
-    backoff_sec = 2 ** min(max(receive_count, 1) - 1, 16)
-    cap_sec = MAX_VISIBILITY_SEC - LONGEST_HOLD_BEFORE_INVOKE_SEC - math.ceil(max(0.0, held_sec))
-    return max(0, min(max(asked_sec, backoff_sec, 1), cap_sec))
 
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    metrics.add_dimension(name=names.DOWNSTREAM_DIMENSION, value=DOWNSTREAM)
-    in_force = tunables.get()
-    batch = Batch(RatePolicy(rate_per_sec=in_force.rate_per_sec, burst=in_force.burst), context)
+    deps = dependencies()
+    metrics.add_dimension(name=names.DOWNSTREAM_DIMENSION, value=deps.downstream)
+    in_force = deps.tunables.get()
+    batch = Batch(deps, RatePolicy(rate_per_sec=in_force.rate_per_sec, burst=in_force.burst), context)
     response = process_partial_response(event=event, record_handler=batch.handle, processor=processor, context=context)
     batch.change_visibilities()
     logger.info("batch done", extra={"records": len(event.get("Records", [])), **batch.summary()})
@@ -265,10 +293,11 @@ def correlation_id_of(record: SQSRecord) -> str:
 class Batch:
     """One invocation: once the limiter or the mainframe says "not now", every later record is postponed."""
 
-    def __init__(self, policy: RatePolicy, context: LambdaContext) -> None:
+    def __init__(self, deps: Dependencies, policy: RatePolicy, context: LambdaContext) -> None:
+        self.deps = deps
         self.policy = policy
         self.context = context
-        self.stale_after_sec = stale_token_after_sec(policy.rate_per_sec, CONTRACT_RATE_PER_SEC)
+        self.stale_after_sec = stale_token_after_sec(policy.rate_per_sec, deps.contract.rate_per_sec)
         self.started = time.monotonic()
         self.postpone_after_sec: float | None = None
         self.new_visibility: list[tuple[SQSRecord, int]] = []
@@ -280,7 +309,7 @@ class Batch:
             return self._handle(record)
         except (Postponed, PoisonRecord, DownstreamThrottled, DownstreamUnavailable, DownstreamRejected):
             raise  # each is logged and counted where it happens
-        except Exception:
+        except Exception:  # noqa: BLE001 - the last-resort guard of one record: logged, counted and re-raised
             # Anything else is a bug or an AWS failure: the record returns to the queue, and it must not do so silently.
             metrics.add_metric(name="UnexpectedRecordErrors", unit=MetricUnit.Count, value=1)
             logger.exception("unexpected error; the record returns to the queue",
@@ -309,24 +338,24 @@ class Batch:
         logger.set_correlation_id(correlation_id)
         headers = {"Idempotency-Key": item.record_id, "X-Correlation-Id": correlation_id}
         try:
-            response = client.call("POST", "/records", body={"record_id": item.record_id, "payload": item.payload},
+            response = self.deps.client.call("POST", "/records", body={"record_id": item.record_id, "payload": item.payload},
                                    headers=headers)
         except (DownstreamThrottled, DownstreamUnavailable) as error:
             # The mainframe refused or is down: the rest of the batch would meet the same answer.
             record_call(metrics, error=error)
             self.postpone_after_sec = error.details.get("retry_after_sec") or 0.0
             visibility_sec = self._postpone(record, receive_count)
-            record_failed(item.record_id, record.message_id, receive_count, error, retry_after_sec=visibility_sec)
+            record_failed(self.deps, item.record_id, record.message_id, receive_count, error, retry_after_sec=visibility_sec)
             raise
         except DownstreamRejected as error:
             record_call(metrics, error=error)
-            record_failed(item.record_id, record.message_id, receive_count, error)
+            record_failed(self.deps, item.record_id, record.message_id, receive_count, error)
             logger.error("the mainframe rejected the record; it is retried until the dead-letter queue",
                          extra={"record_id": item.record_id, "message_id": record.message_id,
                                 "receive_count": receive_count, "error": str(error)})
             raise
         record_call(metrics, response=response)
-        record_delivered(item.record_id, record.message_id, receive_count, response.status)
+        record_delivered(self.deps, item.record_id, record.message_id, receive_count, response.status)
         metrics.add_metric(name="RecordsDelivered", unit=MetricUnit.Count, value=1)
         self.delivered += 1
         return item.record_id
@@ -338,14 +367,14 @@ class Batch:
         context = {"message_id": record.message_id, "error": str(error), "receive_count": receive_count,
                    "body_preview": (record.body or "")[:200]}
         try:
-            answer = sqs.send_message(QueueUrl=DEAD_LETTER_QUEUE_URL, MessageBody=record.body,
+            answer = self.deps.sqs.send_message(QueueUrl=self.deps.dead_letter_queue_url, MessageBody=record.body,
                                       MessageAttributes=dead_letter_attributes(record, str(error), receive_count))
         except Exception as send_error:  # noqa: BLE001 - whatever SQS answered, the message must not be lost
             metrics.add_metric(name="PoisonRecordsReturnedToQueue", unit=MetricUnit.Count, value=1)
             logger.error(
                 "poison message: the dead-letter queue did not take it, so it comes straight back and SQS moves it "
                 "there after its receive count",
-                extra={**context, "max_receive_count": MAX_RECEIVE_COUNT, "send_error": repr(send_error)[:500]},
+                extra={**context, "max_receive_count": self.deps.max_receive_count, "send_error": repr(send_error)[:500]},
             )
             self.new_visibility.append((record, 0))
             raise error from None
@@ -364,8 +393,8 @@ class Batch:
                 for index, (record, seconds) in enumerate(chunk)
             ]
             try:
-                answer = sqs.change_message_visibility_batch(QueueUrl=QUEUE_URL, Entries=entries)
-            except Exception:  # noqa: BLE001 - the records are already failures; they only come back later
+                answer = self.deps.sqs.change_message_visibility_batch(QueueUrl=self.deps.queue_url, Entries=entries)
+            except (ClientError, BotoCoreError):  # the records are already failures; they only come back later
                 logger.exception("could not change visibilities; the records come back after the visibility timeout")
                 continue
             for failure in answer.get("Failed", []):
@@ -383,43 +412,33 @@ class Batch:
         }
 
     def _postpone(self, record: SQSRecord, receive_count: int) -> int:
-        seconds = postpone_for_sec(self.postpone_after_sec, receive_count, time.monotonic() - self.started)
+        seconds = postpone_for_sec(self.postpone_after_sec, receive_count, time.monotonic() - self.started,
+                                   hold_before_invoke_sec=LONGEST_HOLD_BEFORE_INVOKE_SEC)
         self.new_visibility.append((record, seconds))
         metrics.add_metric(name="RecordsPostponed", unit=MetricUnit.Count, value=1)
         return seconds
 
     def _take_token(self) -> float | None:
-        """Wait for a token while affordable: None once admitted, else the wait that cannot be afforded."""
-        waited_sec = 0.0
-        while True:
-            asked_at = time.time()
-            decision = limiter.try_acquire(DOWNSTREAM, self.policy)
-            if decision.allowed:
-                late_sec = time.time() - asked_at
-                if late_sec > self.stale_after_sec:
-                    # Sent now, this call could land too close to the next caller's: spend another token.
-                    metrics.add_metric(name="LimiterStaleTokens", unit=MetricUnit.Count, value=1)
-                    logger.warning("a token came back too late to use; taking another",
-                                   extra={"late_sec": round(late_sec, 3), "stale_after_sec": self.stale_after_sec})
-                    continue
-                metrics.add_metric(name="LimiterWaitedMs", unit=MetricUnit.Milliseconds, value=waited_sec * 1000)
-                return None
-            if decision.retry_after_sec > self._affordable_wait_sec():
-                return decision.retry_after_sec
-            # A lost race answers 0 s; a few milliseconds keep two losers from spinning in step.
-            pause_sec = max(decision.retry_after_sec, 0.005)
-            time.sleep(pause_sec)
-            waited_sec += pause_sec
+        """Wait for a token while affordable: None once admitted, else the wait that cannot be afforded
+        (0 when tokens kept coming back too late until no time was left: the limiter is that slow right now)."""
+        outcome = self.deps.gate.take(self.deps.downstream, self.policy, time_left_sec=self._affordable_wait_sec(),
+                            stale_after_sec=self.stale_after_sec)
+        if outcome.stale_tokens:
+            metrics.add_metric(name="LimiterStaleTokens", unit=MetricUnit.Count, value=outcome.stale_tokens)
+        if not outcome.admitted:
+            return outcome.retry_after_sec
+        metrics.add_metric(name="LimiterWaitedMs", unit=MetricUnit.Milliseconds, value=outcome.waited_sec * 1000)
+        return None
 
     def _affordable_wait_sec(self) -> float:
         remaining_sec = self.context.get_remaining_time_in_millis() / 1000
-        return max(0.0, remaining_sec - client.timeout_sec - FINISHING_RESERVE_SEC)
+        return max(0.0, remaining_sec - self.deps.client.timeout_sec - FINISHING_RESERVE_SEC)
 
 
-def record_delivered(record_id: str, message_id: str, receive_count: int, status_code: int) -> None:
+def record_delivered(deps: Dependencies, record_id: str, message_id: str, receive_count: int, status_code: int) -> None:
     now = time.time()
-    dynamodb.update_item(
-        TableName=RECORDS_TABLE_NAME,
+    deps.dynamodb.update_item(
+        TableName=deps.records_table_name,
         Key={"pk": {"S": record_id}},
         UpdateExpression=(
             "SET #status = :delivered, delivered_at = :now, updated_at = :now, attempts = :attempts,"
@@ -433,12 +452,13 @@ def record_delivered(record_id: str, message_id: str, receive_count: int, status
             ":attempts": {"N": str(receive_count)},
             ":message_id": {"S": message_id},
             ":code": {"N": str(status_code)},
-            ":expires_at": {"N": str(int(now) + STATUS_RETENTION_SEC)},
+            ":expires_at": {"N": str(int(now) + deps.status_retention_sec)},
         },
     )
 
 
 def record_failed(
+    deps: Dependencies,
     record_id: str, message_id: str, receive_count: int, error: DownstreamError, *, retry_after_sec: int | None = None
 ) -> None:
     """Best effort: the record is already a failure, and a delivered record is never marked failed."""
@@ -450,7 +470,7 @@ def record_failed(
         ":now": {"S": _iso(now)},
         ":attempts": {"N": str(receive_count)},
         ":message_id": {"S": message_id},
-        ":expires_at": {"N": str(int(now) + STATUS_RETENTION_SEC)},
+        ":expires_at": {"N": str(int(now) + deps.status_retention_sec)},
     }
     update = (
         "SET #status = :failed, #error = :error, updated_at = :now, attempts = :attempts, message_id = :message_id,"
@@ -460,19 +480,28 @@ def record_failed(
         update += ", retry_after_sec = :retry_after"
         values[":retry_after"] = {"N": str(retry_after_sec)}
     try:
-        dynamodb.update_item(
-            TableName=RECORDS_TABLE_NAME,
+        deps.dynamodb.update_item(
+            TableName=deps.records_table_name,
             Key={"pk": {"S": record_id}},
             UpdateExpression=update,
             ConditionExpression="attribute_not_exists(#status) OR #status <> :delivered",
             ExpressionAttributeNames={"#status": "status", "#error": "error"},
             ExpressionAttributeValues=values,
         )
-    except Exception as write_error:  # noqa: BLE001 - botocore's ClientError, told apart by its code
-        code = getattr(write_error, "response", {}).get("Error", {}).get("Code")
-        if code != "ConditionalCheckFailedException":
+    except (ClientError, BotoCoreError) as write_error:
+        if not _condition_failed(write_error):  # a delivered record stays delivered: that refusal is expected
             logger.warning("could not record a failure", extra={"record_id": record_id, "error": repr(write_error)})
+
+
+def _condition_failed(error: ClientError | BotoCoreError) -> bool:
+    code = error.response.get("Error", {}).get("Code") if isinstance(error, ClientError) else None
+    return code == "ConditionalCheckFailedException"
 
 
 def _iso(epoch_sec: float) -> str:
     return datetime.fromtimestamp(epoch_sec, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+if "AWS_LAMBDA_FUNCTION_NAME" in os.environ:
+    # On Lambda, built in the init phase as before, outside the first invocation's time and timeout.
+    dependencies()

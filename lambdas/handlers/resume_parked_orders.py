@@ -30,12 +30,15 @@ ParkedOrdersFailed, and ParkedOrdersHeldByBreaker (1 for a run that the breaker 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
 from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -53,16 +56,15 @@ from payments.parked import (
     resume_input,
     resumes_allowed,
 )
-from throttling.circuit_breaker import BreakerPolicy
+from throttling.adapters.dynamodb_circuit_breaker import DynamoDbCircuitBreaker
 from throttling.core import names
-from throttling.dynamodb_limits import DynamoDbCircuitBreaker
+from throttling.core.circuit_breaker import BreakerPolicy
 
-QUEUE_URL = os.environ[names.ENV_PARKED_ORDERS_QUEUE_URL]
-DEAD_LETTER_QUEUE_URL = os.environ[names.ENV_PARKED_ORDERS_DLQ_URL]
-ORDERS_TABLE_NAME = os.environ[names.ENV_ORDERS_TABLE_NAME]
-STATE_MACHINE_ARN = os.environ[names.ENV_PAYMENT_STATE_MACHINE_ARN]
-BREAKER_NAME = os.environ[names.ENV_BREAKER_NAME]
-RESUMES_PER_RUN = int(os.environ[names.ENV_RESUMES_PER_RUN])
+if TYPE_CHECKING:
+    from types_boto3_dynamodb import DynamoDBClient
+    from types_boto3_sqs import SQSClient
+    from types_boto3_stepfunctions import SFNClient
+
 # SQS's largest receive, and a long poll short enough for a run that finds the queue empty.
 RECEIVE_BATCH_MAX = 10
 RECEIVE_WAIT_SEC = 1
@@ -74,25 +76,70 @@ logger = Logger()
 metrics = Metrics()
 # Patches boto3, so every AWS call is a subsegment of the trace.
 tracer = Tracer()
-sqs = boto3.client("sqs")
-dynamodb = boto3.client("dynamodb")
-stepfunctions = boto3.client("stepfunctions")
-# Only `state()` is used: one consistent read of the item the authorizer and the workflow share.
-breaker = DynamoDbCircuitBreaker(os.environ[names.ENV_BREAKER_TABLE_NAME], client=dynamodb, policy=BreakerPolicy())
-EXECUTION_ARN_PREFIX = STATE_MACHINE_ARN.replace(":stateMachine:", ":execution:", 1)
+
+
+@dataclass(frozen=True)
+class Dependencies:
+    """What the function talks to and its settings, built once per execution environment."""
+
+    queue_url: str
+    dead_letter_queue_url: str
+    orders_table_name: str
+    state_machine_arn: str
+    breaker_name: str
+    resumes_per_run: int
+    sqs: SQSClient
+    dynamodb: DynamoDBClient
+    stepfunctions: SFNClient
+    # Only `state()` is used: one consistent read of the item the authorizer and the workflow share.
+    breaker: DynamoDbCircuitBreaker
+
+    @property
+    def execution_arn_prefix(self) -> str:
+        return self.state_machine_arn.replace(":stateMachine:", ":execution:", 1)
+
+
+def build_dependencies(
+    environ: Mapping[str, str],
+    *,
+    sqs: SQSClient | None = None,
+    dynamodb: DynamoDBClient | None = None,
+    stepfunctions: SFNClient | None = None,
+) -> Dependencies:
+    """The function's dependencies from its environment variables; clients default to boto3's."""
+    dynamodb = dynamodb or boto3.client("dynamodb")
+    return Dependencies(
+        queue_url=environ[names.ENV_PARKED_ORDERS_QUEUE_URL],
+        dead_letter_queue_url=environ[names.ENV_PARKED_ORDERS_DLQ_URL],
+        orders_table_name=environ[names.ENV_ORDERS_TABLE_NAME],
+        state_machine_arn=environ[names.ENV_PAYMENT_STATE_MACHINE_ARN],
+        breaker_name=environ[names.ENV_BREAKER_NAME],
+        resumes_per_run=int(environ[names.ENV_RESUMES_PER_RUN]),
+        sqs=sqs or boto3.client("sqs"),
+        dynamodb=dynamodb,
+        stepfunctions=stepfunctions or boto3.client("stepfunctions"),
+        breaker=DynamoDbCircuitBreaker(environ[names.ENV_BREAKER_TABLE_NAME], client=dynamodb, policy=BreakerPolicy()),
+    )
+
+
+@functools.cache
+def dependencies() -> Dependencies:
+    """This execution environment's dependencies, built once (on Lambda, at import: see the end of the module)."""
+    return build_dependencies(os.environ)
 
 
 class InvalidRun(ValueError):
     """The operator's event asks for something a run cannot do; the message says what it may ask."""
 
 
-def requested_per_run(event: Any) -> int:
-    """How many orders this run may resume: `RESUMES_PER_RUN`, or fewer when an operator asks for `max_orders`."""
+def requested_per_run(event: Any, resumes_per_run: int) -> int:
+    """How many orders this run may resume: `resumes_per_run` (`RESUMES_PER_RUN`), or fewer when an operator
+    asks for `max_orders`."""
     if not isinstance(event, dict) or "max_orders" not in event:
-        return RESUMES_PER_RUN
+        return resumes_per_run
     value = event["max_orders"]
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= RESUMES_PER_RUN:
-        raise InvalidRun(f"max_orders must be a whole number from 1 to {RESUMES_PER_RUN} (the scheduled share of the"
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= resumes_per_run:
+        raise InvalidRun(f"max_orders must be a whole number from 1 to {resumes_per_run} (the scheduled share of the"
                          f" gateway's rate), got {value!r}; leave it out to resume the scheduled share")
     return value
 
@@ -101,17 +148,18 @@ def requested_per_run(event: Any) -> int:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    per_run = requested_per_run(event)
+    deps = dependencies()
+    per_run = requested_per_run(event, deps.resumes_per_run)
     counts: Counter[str] = Counter()
     allowed, breaker_says = 0, "open"
     failure: Exception | None = None
     while failure is None and context.get_remaining_time_in_millis() / 1000 > FINISHING_RESERVE_SEC:
-        allowed, breaker_says = resumes_allowed(breaker.state(BREAKER_NAME), time.time(), per_run)
+        allowed, breaker_says = resumes_allowed(deps.breaker.state(deps.breaker_name), time.time(), per_run)
         if counts["resumed"] >= allowed:
             break
         # A second's long poll asks every SQS server; a short poll may answer empty while messages wait.
-        messages = sqs.receive_message(
-            QueueUrl=QUEUE_URL, MaxNumberOfMessages=min(RECEIVE_BATCH_MAX, allowed - counts["resumed"]),
+        messages = deps.sqs.receive_message(
+            QueueUrl=deps.queue_url, MaxNumberOfMessages=min(RECEIVE_BATCH_MAX, allowed - counts["resumed"]),
             WaitTimeSeconds=RECEIVE_WAIT_SEC, AttributeNames=["ApproximateReceiveCount"],
         ).get("Messages", [])
         if not messages:
@@ -119,7 +167,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         counts["received"] += len(messages)
         for message in messages:
             try:
-                counts[handle(message)] += 1
+                counts[handle(deps, message)] += 1
             except Exception as error:  # noqa: BLE001 - reported below; the run stops rather than hammer a failing AWS
                 logger.exception("a parked message could not be handled: it comes back after its visibility timeout",
                                  extra={"message_id": message["MessageId"]})
@@ -141,62 +189,62 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return summary
 
 
-def handle(message: dict[str, Any]) -> str:
+def handle(deps: Dependencies, message: dict[str, Any]) -> str:
     """Decide one message and act on it; the outcome (one of `OUTCOMES`)."""
     logger.set_correlation_id(message["MessageId"])
     try:
         parked = parse_parked_message(message.get("Body"))
     except InvalidParkedMessage as error:
-        return dead_letter(message, "unreadable", str(error))
+        return dead_letter(deps, message, "unreadable", str(error))
     logger.set_correlation_id(parked.order.order_id)
-    record = read_order(parked.order.order_id)
+    record = read_order(deps, parked.order.order_id)
     decision = decide(parked, record)
     if decision.action is Action.CHECK_PARKER:
-        decision = decide(parked, record, parker_running=is_running(parked.parked_by))
+        decision = decide(parked, record, parker_running=is_running(deps, parked.parked_by))
     context = {"parked_by": parked.parked_by, "parked_at": parked.parked_at, "reason": decision.reason,
                "status": record.status if record else None,
                "receive_count": int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))}
     if decision.action is Action.RESUME:
-        return resume(message, parked, record, decision, context)
+        return resume(deps, message, parked, record, decision, context)
     if decision.action is Action.DROP:
-        delete(message)
+        delete(deps, message)
         logger.info("parked message dropped: nothing to resume", extra=context)
         return "dropped"
     if decision.action is Action.WAIT:
         logger.info("parked order not marked parked yet: left for a later run", extra=context)
         return "waiting"
-    return dead_letter(message, decision.reason, f"no automatic resumption: {decision.reason}", context)
+    return dead_letter(deps, message, decision.reason, f"no automatic resumption: {decision.reason}", context)
 
 
-def resume(message: dict[str, Any], parked: ParkedOrder, record: OrderRecord | None, decision: Decision,
-           context: dict[str, Any]) -> str:
+def resume(deps: Dependencies, message: dict[str, Any], parked: ParkedOrder, record: OrderRecord | None,
+           decision: Decision, context: dict[str, Any]) -> str:
     name = decision.execution_name
     assert name is not None  # every RESUME decision names its execution
     context = {**context, "execution_name": name}
-    if record is not None and record.resume_execution == name and exists(name):
-        delete(message)
+    if record is not None and record.resume_execution == name and exists(deps, name):
+        delete(deps, message)
         logger.info("parked message dropped: a copy of it already resumed the order", extra=context)
         return "dropped"
     try:
-        claim(parked, name)
-    except dynamodb.exceptions.ConditionalCheckFailedException:
+        claim(deps, parked, name)
+    except deps.dynamodb.exceptions.ConditionalCheckFailedException:
         logger.info("the order changed while it was decided: left for the next run", extra=context)
         return "waiting"
     try:
-        started = stepfunctions.start_execution(
-            stateMachineArn=STATE_MACHINE_ARN, name=name, input=json.dumps(resume_input(parked), sort_keys=True))
-    except stepfunctions.exceptions.ExecutionAlreadyExists:
-        delete(message)
+        started = deps.stepfunctions.start_execution(
+            stateMachineArn=deps.state_machine_arn, name=name, input=json.dumps(resume_input(parked), sort_keys=True))
+    except deps.stepfunctions.exceptions.ExecutionAlreadyExists:
+        delete(deps, message)
         logger.info("parked message dropped: a copy of it already resumed the order", extra=context)
         return "dropped"
-    delete(message)
+    delete(deps, message)
     logger.info("parked order resumed", extra={**context, "execution_arn": started["executionArn"]})
     return "resumed"
 
 
-def read_order(order_id: str) -> OrderRecord | None:
-    item = dynamodb.get_item(
-        TableName=ORDERS_TABLE_NAME, Key={"pk": {"S": order_id}}, ConsistentRead=True,
+def read_order(deps: Dependencies, order_id: str) -> OrderRecord | None:
+    item = deps.dynamodb.get_item(
+        TableName=deps.orders_table_name, Key={"pk": {"S": order_id}}, ConsistentRead=True,
         ProjectionExpression="#status, #execution, resume_execution",
         ExpressionAttributeNames={"#status": "status", "#execution": "execution"},
     ).get("Item")
@@ -205,10 +253,10 @@ def read_order(order_id: str) -> OrderRecord | None:
     return OrderRecord.from_item({name: next(iter(value.values())) for name, value in item.items()})
 
 
-def claim(parked: ParkedOrder, name: str) -> None:
+def claim(deps: Dependencies, parked: ParkedOrder, name: str) -> None:
     """Mark the order parked and due to be taken up by `name`, while the execution that parked it still holds it."""
-    dynamodb.update_item(
-        TableName=ORDERS_TABLE_NAME,
+    deps.dynamodb.update_item(
+        TableName=deps.orders_table_name,
         Key={"pk": {"S": parked.order.order_id}},
         UpdateExpression=("SET #status = :parked, #resume_execution = :name, #updated_at = :now,"
                           " #parked_reason = if_not_exists(#parked_reason, :reason)"),
@@ -224,37 +272,43 @@ def claim(parked: ParkedOrder, name: str) -> None:
     )
 
 
-def is_running(execution_name: str) -> bool:
+def is_running(deps: Dependencies, execution_name: str) -> bool:
     try:
-        description = stepfunctions.describe_execution(executionArn=f"{EXECUTION_ARN_PREFIX}:{execution_name}")
-    except stepfunctions.exceptions.ExecutionDoesNotExist:
+        description = deps.stepfunctions.describe_execution(executionArn=f"{deps.execution_arn_prefix}:{execution_name}")
+    except deps.stepfunctions.exceptions.ExecutionDoesNotExist:
         return False
     return description["status"] == "RUNNING"
 
 
-def exists(execution_name: str) -> bool:
+def exists(deps: Dependencies, execution_name: str) -> bool:
     try:
-        stepfunctions.describe_execution(executionArn=f"{EXECUTION_ARN_PREFIX}:{execution_name}")
-    except stepfunctions.exceptions.ExecutionDoesNotExist:
+        deps.stepfunctions.describe_execution(executionArn=f"{deps.execution_arn_prefix}:{execution_name}")
+    except deps.stepfunctions.exceptions.ExecutionDoesNotExist:
         return False
     return True
 
 
-def delete(message: dict[str, Any]) -> None:
-    sqs.delete_message(QueueUrl=QUEUE_URL, ReceiptHandle=message["ReceiptHandle"])
+def delete(deps: Dependencies, message: dict[str, Any]) -> None:
+    deps.sqs.delete_message(QueueUrl=deps.queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
-def dead_letter(message: dict[str, Any], reason: str, error: str, context: dict[str, Any] | None = None) -> str:
+def dead_letter(deps: Dependencies, message: dict[str, Any], reason: str, error: str,
+                context: dict[str, Any] | None = None) -> str:
     """To the dead-letter queue as it came, the reason beside it, then off the parked-orders queue."""
-    sqs.send_message(
-        QueueUrl=DEAD_LETTER_QUEUE_URL,
+    deps.sqs.send_message(
+        QueueUrl=deps.dead_letter_queue_url,
         MessageBody=message.get("Body") or "",
         MessageAttributes={
             "error": {"DataType": "String", "StringValue": error[:1000]},
             "source_message_id": {"DataType": "String", "StringValue": message["MessageId"]},
         },
     )
-    delete(message)
+    delete(deps, message)
     logger.error("parked message moved to the dead-letter queue: a person must decide",
                  extra={**(context or {}), "reason": reason, "error": error})
     return "dead_lettered"
+
+
+if "AWS_LAMBDA_FUNCTION_NAME" in os.environ:
+    # On Lambda, built in the init phase as before, outside the first invocation's time and timeout.
+    dependencies()

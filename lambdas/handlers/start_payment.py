@@ -15,9 +15,12 @@ lands there or in the refusal, never in a second execution. A malformed order ra
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -27,29 +30,56 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from payments.orders import execution_name, parse_order
 from throttling.core import names
 
-STATE_MACHINE_ARN = os.environ[names.ENV_PAYMENT_STATE_MACHINE_ARN]
+if TYPE_CHECKING:
+    from types_boto3_stepfunctions import SFNClient
+
 logger = Logger()
 metrics = Metrics()
 # Patches boto3 and http.client, so every AWS call and every downstream call is a subsegment of the trace.
 tracer = Tracer()
-stepfunctions = boto3.client("stepfunctions")
+
+
+@dataclass(frozen=True)
+class Dependencies:
+    """The workflow this function starts and the client it starts it with, built once per execution environment."""
+
+    state_machine_arn: str
+    stepfunctions: SFNClient
+
+
+def build_dependencies(environ: Mapping[str, str], *, stepfunctions: SFNClient | None = None) -> Dependencies:
+    """The function's dependencies from its environment variables; the client defaults to boto3's."""
+    return Dependencies(state_machine_arn=environ[names.ENV_PAYMENT_STATE_MACHINE_ARN],
+                        stepfunctions=stepfunctions or boto3.client("stepfunctions"))
+
+
+@functools.cache
+def dependencies() -> Dependencies:
+    """This execution environment's dependencies, built once (on Lambda, at import: see the end of the module)."""
+    return build_dependencies(os.environ)
 
 
 @logger.inject_lambda_context(correlation_id_path="detail.order_id")
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    deps = dependencies()
     order = parse_order(event["detail"] if isinstance(event, dict) and "detail" in event else event)
     name = execution_name(order.order_id)
     answer: dict[str, Any] = {"order_id": order.order_id, "execution_name": name}
     try:
-        started = stepfunctions.start_execution(
-            stateMachineArn=STATE_MACHINE_ARN, name=name, input=json.dumps(order.to_input(), sort_keys=True)
+        started = deps.stepfunctions.start_execution(
+            stateMachineArn=deps.state_machine_arn, name=name, input=json.dumps(order.to_input(), sort_keys=True)
         )
-    except stepfunctions.exceptions.ExecutionAlreadyExists:
+    except deps.stepfunctions.exceptions.ExecutionAlreadyExists:
         logger.info("duplicate order event: its workflow was already started", extra={"execution_name": name})
         metrics.add_metric(name="DuplicateOrderEvents", unit=MetricUnit.Count, value=1)
         return {**answer, "status": "duplicate"}
     metrics.add_metric(name="PaymentWorkflowsStarted", unit=MetricUnit.Count, value=1)
     logger.info("payment workflow started", extra={"execution_arn": started["executionArn"]})
     return {**answer, "status": "started", "execution_arn": started["executionArn"]}
+
+
+if "AWS_LAMBDA_FUNCTION_NAME" in os.environ:
+    # On Lambda, built in the init phase as before, outside the first invocation's time and timeout.
+    dependencies()

@@ -25,7 +25,7 @@ from enum import Enum
 from typing import Any
 
 from payments.orders import EXECUTION_NAME_PREFIX, InvalidOrder, Order, parse_order
-from throttling.circuit_breaker import BreakerState, BreakerStatus
+from throttling.core.circuit_breaker import BreakerState, BreakerStatus
 
 __all__ = [
     "MAX_EXECUTION_NAME_LENGTH",

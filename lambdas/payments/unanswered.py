@@ -19,7 +19,12 @@ with an injected low-level client.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import ClientError
+
+if TYPE_CHECKING:
+    from types_boto3_dynamodb import DynamoDBClient
 
 __all__ = [
     "UNANSWERED_RECORD_TTL_SEC",
@@ -54,7 +59,7 @@ class UnansweredAuthorizations:
     (a conditional put), so later failures never make an order look younger than it is.
     """
 
-    def __init__(self, table_name: str, *, client: Any, ttl_sec: int = UNANSWERED_RECORD_TTL_SEC) -> None:
+    def __init__(self, table_name: str, *, client: DynamoDBClient, ttl_sec: int = UNANSWERED_RECORD_TTL_SEC) -> None:
         self.table_name = table_name
         self._client = client
         self._ttl_sec = ttl_sec
@@ -81,6 +86,6 @@ class UnansweredAuthorizations:
                 },
                 ConditionExpression="attribute_not_exists(id)",
             )
-        except Exception as error:  # noqa: BLE001 - botocore's ClientError, told apart by its code
-            if getattr(error, "response", {}).get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
                 raise

@@ -1,7 +1,7 @@
 """The DynamoDB tables behind the shared limits: a sharded rate limiter, lease semaphores and circuit breakers.
 
 All three are on-demand, encrypted, point-in-time recoverable, and keyed by one string `pk`; the
-item layouts live with their adapters in `lambdas/throttling/dynamodb_limits.py`. Each construct
+item layouts live with their adapters in `lambdas/throttling/adapters/dynamodb_*.py`. Each construct
 grants exactly the actions one side needs, and exposes the metrics that tell whether a limit is
 biting (`ConditionalCheckFailedRequests` is a denied acquire) or the table itself is throttled.
 """

@@ -13,7 +13,7 @@ from stacks.control_loop_stack import controller_policy
 from tests.contract.handler_environment import required_variables
 from throttling.core.controller import ControllerPolicy, Setting
 from throttling.core.controller.plan import Plans, parse_plan_documents
-from throttling.tunables import parse_tunables
+from throttling.core.tunables import parse_tunables
 
 ROOT = Path(__file__).resolve().parents[2]
 

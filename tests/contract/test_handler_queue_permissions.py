@@ -3,7 +3,8 @@
 moto does not evaluate IAM, so a handler whose role lacks a grant passes every emulator test and fails
 on AWS with AccessDenied (a consumer that may not send to its dead-letter queue would then fall back
 to the slow path for every poison message). The calls are derived from each handler's source: a
-module constant read from `os.environ[...]` passed as `QueueUrl=` to an SQS client method; each is
+module constant read from `os.environ[...]`, or a dependency field built from `environ[...]`
+(`queue_url=environ["QUEUE_URL"]`, read as `deps.queue_url`), passed as `QueueUrl=` to an SQS client method; each is
 checked, as deployed, against the statements of the role of every function running that handler.
 A call whose queue the check cannot tell is a problem too, so a new shape of call is not skipped
 silently. The last tests show the check catches a missing grant and a queue it cannot tell.
@@ -43,6 +44,10 @@ def queue_calls(source: str) -> tuple[list[tuple[str, str]], list[str]]:
             variable = environment_variable(node.value)
             if variable:
                 from_environment[node.targets[0].id] = variable
+    fields_from_environment = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg and (variable := environment_variable(node.value)):
+            fields_from_environment[node.arg] = variable
     calls, problems = [], []
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in SQS_METHODS):
@@ -50,10 +55,12 @@ def queue_calls(source: str) -> tuple[list[tuple[str, str]], list[str]]:
         queue = next((keyword.value for keyword in node.keywords if keyword.arg == "QueueUrl"), None)
         if isinstance(queue, ast.Name) and queue.id in from_environment:
             calls.append((from_environment[queue.id], iam_action(node.func.attr)))
+        elif isinstance(queue, ast.Attribute) and queue.attr in fields_from_environment:
+            calls.append((fields_from_environment[queue.attr], iam_action(node.func.attr)))
         else:
             shown = ast.unparse(queue) if queue is not None else "no QueueUrl keyword"
             problems.append(f"line {node.lineno}: {node.func.attr} on a queue the check cannot tell ({shown}); pass "
-                            "a module constant read from os.environ as QueueUrl=")
+                            "a module constant read from os.environ, or a field built from environ[...], as QueueUrl=")
     return calls, problems
 
 
@@ -146,4 +153,4 @@ def test_a_call_on_a_queue_the_check_cannot_tell_is_caught():
     calls, problems = queue_calls(source)
     assert calls == [("QUEUE_URL", "sqs:SendMessage"), ("OTHER_QUEUE_URL", "sqs:DeleteMessage")]
     assert problems == ["line 7: send_message on a queue the check cannot tell (event['reply_to']); pass a module "
-                        "constant read from os.environ as QueueUrl="]
+                        "constant read from os.environ, or a field built from environ[...], as QueueUrl="]

@@ -9,7 +9,8 @@ import pytest
 from aws_cdk.assertions import Template
 
 from tests.contract.handler_environment import required_variables
-from throttling.tunables import parse_tunables
+from throttling.core.backoff import postpone_for_sec
+from throttling.core.tunables import parse_tunables
 
 ROOT = Path(__file__).resolve().parents[2]
 ASL = ROOT / "statemachines" / "legacy_publish.asl.json"
@@ -70,8 +71,9 @@ def test_a_healthy_record_cannot_reach_the_dead_letter_queue_short_of_days_of_re
     max_receive_count = queue["Properties"]["RedrivePolicy"]["maxReceiveCount"]
     retention_sec = queue["Properties"]["MessageRetentionPeriod"]
     # WHEN a record is postponed on every receive, with the shortest and the longest Retry-After
-    shortest = sum(module.postpone_for_sec(None, n) for n in range(1, max_receive_count + 1))
-    longest = sum(module.postpone_for_sec(43_200, n) for n in range(1, max_receive_count + 1))
+    hold_sec = module.LONGEST_HOLD_BEFORE_INVOKE_SEC
+    shortest = sum(postpone_for_sec(None, n, hold_before_invoke_sec=hold_sec) for n in range(1, max_receive_count + 1))
+    longest = sum(postpone_for_sec(43_200, n, hold_before_invoke_sec=hold_sec) for n in range(1, max_receive_count + 1))
     # THEN reaching the dead-letter queue takes more than two days of refusals ...
     assert shortest > 2 * 86_400
     # ... and even the longest postponements leave it in the queue before its retention ends

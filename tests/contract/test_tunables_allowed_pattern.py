@@ -21,7 +21,7 @@ from stacks.patterns.tunable_parameters import (
     FLAT_JSON_OBJECT_PATTERN,
 )
 from throttling.core.names import TUNABLES_MODES
-from throttling.tunables import DownstreamTunables, parse_tunables
+from throttling.core.tunables import DownstreamTunables, parse_tunables
 
 PATTERN = re.compile(FLAT_JSON_OBJECT_PATTERN)
 

@@ -9,7 +9,7 @@ import pytest
 from aws_cdk.assertions import Template
 
 from tests.contract.handler_environment import required_variables
-from throttling.tunables import parse_breaker_policy, parse_tunables
+from throttling.core.tunables import parse_breaker_policy, parse_tunables
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,7 +55,7 @@ def test_the_defaults_each_function_carries_equal_its_seed(dev_assembly):
 @pytest.mark.parametrize("handler_module", ["call_downstream", "authorize_payment", "start_payment", "legacy_consumer",
                                             "decide_moderation"])
 def test_every_environment_variable_a_handler_requires_is_set(dev_assembly, handler_module):
-    # GIVEN the variables the handler reads with os.environ[...] (a missing one fails at import)
+    # GIVEN the variables the handler reads with environ[...] (a missing one fails its first invocation)
     source = (ROOT / "lambdas" / "handlers" / f"{handler_module}.py").read_text()
     required = required_variables(source)
     assert required
@@ -111,28 +111,35 @@ def test_the_contract_guard_catches_a_function_without_the_burst(dev_config):
 
 
 @pytest.fixture
-def call_downstream_module(import_handler):
-    return import_handler("handlers.call_downstream", {
+def call_downstream_dependencies(import_handler):
+    module = import_handler("handlers.call_downstream", {"POWERTOOLS_METRICS_NAMESPACE": "Test"})
+    return module.build_dependencies({
         "DOWNSTREAM_NAME": "crm", "DOWNSTREAM_BASE_URL": "http://127.0.0.1:9", "DOWNSTREAM_RATE_LIMIT_PER_SEC": "10",
-        "DOWNSTREAM_BURST": "10", "TUNABLES_PARAMETER_NAME": "/t", "RATE_LIMITER_TABLE_NAME": "l",
-        "POWERTOOLS_METRICS_NAMESPACE": "Test"})
+        "DOWNSTREAM_BURST": "10", "TUNABLES_PARAMETER_NAME": "/t", "RATE_LIMITER_TABLE_NAME": "l"})
 
 
 @pytest.fixture
-def authorize_payment_module(import_handler):
-    return import_handler("handlers.authorize_payment", {
+def authorize_payment_dependencies(import_handler):
+    module = import_handler("handlers.authorize_payment", {"POWERTOOLS_METRICS_NAMESPACE": "Test"})
+    return module.build_dependencies({
         "DOWNSTREAM_NAME": "payment_gateway", "DOWNSTREAM_BASE_URL": "http://127.0.0.1:9",
         "DOWNSTREAM_RATE_LIMIT_PER_SEC": "2", "DOWNSTREAM_BURST": "2", "TUNABLES_PARAMETER_NAME": "/t",
         "BREAKER_TUNABLES_PARAMETER_NAME": "/b", "RATE_LIMITER_TABLE_NAME": "l", "BREAKER_TABLE_NAME": "b",
-        "IDEMPOTENCY_TABLE_NAME": "i", "POWERTOOLS_METRICS_NAMESPACE": "Test"})
+        "IDEMPOTENCY_TABLE_NAME": "i"})
 
 
-@pytest.mark.parametrize("module_fixture", ["call_downstream_module", "authorize_payment_module", "legacy_consumer_module"])
-def test_each_handler_clamps_a_burst_above_its_contract(request, module_fixture, monkeypatch):
+@pytest.fixture
+def legacy_consumer_dependencies(legacy_consumer_module, legacy_consumer_environment):
+    return legacy_consumer_module.build_dependencies(legacy_consumer_environment)
+
+
+@pytest.mark.parametrize("dependencies_fixture", ["call_downstream_dependencies", "authorize_payment_dependencies",
+                                                  "legacy_consumer_dependencies"])
+def test_each_handler_clamps_a_burst_above_its_contract(request, dependencies_fixture, monkeypatch):
     # GIVEN a handler as deployed, and a document asking for 40 more than its downstream's burst
-    module = request.getfixturevalue(module_fixture)
-    contract_burst = module.CONTRACT.burst if hasattr(module, "CONTRACT") else module.CONTRACT_BURST
-    document = json.dumps({"rate_per_sec": 0.5, "burst": contract_burst + 40, "max_concurrency": 1, "mode": "manual"})
-    monkeypatch.setattr(module.tunables, "_fetch", lambda name: document)
+    deps = request.getfixturevalue(dependencies_fixture)
+    document = json.dumps({"rate_per_sec": 0.5, "burst": deps.contract.burst + 40, "max_concurrency": 1,
+                           "mode": "manual"})
+    monkeypatch.setattr(deps.tunables, "_fetch", lambda name: document)
     # WHEN it reads its tunables THEN the contract's burst is in force
-    assert module.tunables.get().burst == contract_burst
+    assert deps.tunables.get().burst == deps.contract.burst

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from tests.contract.test_state_machine_contract import states_of
-from throttling.tunables import MAX_CONCURRENCY_BOUNDS
+from throttling.core.tunables import MAX_CONCURRENCY_BOUNDS
 
 ROOT = Path(__file__).resolve().parents[2]
 ASL_FILES = sorted((ROOT / "statemachines").glob("*.asl.json"))
@@ -118,7 +118,7 @@ def ceiling_problems(reference: dict[str, Any]) -> list[str]:
         problems.append(f"CheckMaxConcurrency caps above {ceiling} but CapConcurrency sets {capped}")
     if ceiling != MAX_CONCURRENCY_BOUNDS[1]:
         problems.append(f"the ceiling {ceiling} is not the tunables' bound {MAX_CONCURRENCY_BOUNDS[1]}"
-                        " (throttling.tunables.MAX_CONCURRENCY_BOUNDS), which throttlectl and the Lambdas apply")
+                        " (throttling.core.tunables.MAX_CONCURRENCY_BOUNDS), which throttlectl and the Lambdas apply")
     if ceiling > DISTRIBUTED_MAP_MAX_CONCURRENCY:
         problems.append(f"the ceiling {ceiling} is above what a Distributed Map runs ({DISTRIBUTED_MAP_MAX_CONCURRENCY})")
     return problems
@@ -196,7 +196,7 @@ def test_a_ceiling_other_than_the_tunables_bound_is_caught(reference):
             choice["NumericGreaterThan"] = 50_000
     assert ceiling_problems(definition) == [
         "CheckMaxConcurrency caps above 50000 but CapConcurrency sets 1000",
-        "the ceiling 50000 is not the tunables' bound 1000 (throttling.tunables.MAX_CONCURRENCY_BOUNDS), which"
+        "the ceiling 50000 is not the tunables' bound 1000 (throttling.core.tunables.MAX_CONCURRENCY_BOUNDS), which"
         " throttlectl and the Lambdas apply",
         "the ceiling 50000 is above what a Distributed Map runs (10000)",
     ]

@@ -141,8 +141,8 @@ def breaker(cloud, payments) -> Iterator[Any]:
 
     Needs the module's `payments` fixture (the deployed payment workflow's names, with `breaker_table`).
     """
-    from throttling.circuit_breaker import BreakerPolicy
-    from throttling.dynamodb_limits import DynamoDbCircuitBreaker
+    from throttling.adapters.dynamodb_circuit_breaker import DynamoDbCircuitBreaker
+    from throttling.core.circuit_breaker import BreakerPolicy
 
     dynamodb = cloud.client("dynamodb")
     key = {"pk": {"S": "payment_gateway"}}

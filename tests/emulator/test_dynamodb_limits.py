@@ -20,20 +20,19 @@ from typing import Any
 
 import pytest
 
-from throttling.circuit_breaker import BreakerPolicy, BreakerStatus
-from throttling.clock import FakeClock
-from throttling.dynamodb_limits import (
+from throttling.adapters.dynamodb_circuit_breaker import DynamoDbCircuitBreaker
+from throttling.adapters.dynamodb_rate_limiter import DynamoDbRateLimiter, rate_limiter_key
+from throttling.adapters.dynamodb_semaphore import (
     SEMAPHORE_ACQUIRE_CONDITION,
     SEMAPHORE_ACQUIRE_UPDATE,
     SEMAPHORE_CREATE_CONDITION,
     SEMAPHORE_RELEASE_CONDITION,
     SEMAPHORE_RELEASE_UPDATE,
-    DynamoDbCircuitBreaker,
-    DynamoDbRateLimiter,
     DynamoDbSemaphore,
-    rate_limiter_key,
 )
-from throttling.rate_limiter import RatePolicy
+from throttling.core.circuit_breaker import BreakerPolicy, BreakerStatus
+from throttling.core.clock import FakeClock
+from throttling.core.rate_limiter import RatePolicy
 
 pytestmark = pytest.mark.emulator
 

@@ -268,7 +268,7 @@ def test_what_cannot_be_resumed_goes_to_the_dead_letter_queue_with_its_reason_an
 def test_a_breaker_due_a_probe_with_nobody_calling_gets_one_resumed_order_as_its_probe(
     cloud, payments, gateway, skus, breaker, queues
 ):
-    from throttling.circuit_breaker import BreakerState, BreakerStatus
+    from throttling.core.circuit_breaker import BreakerState, BreakerStatus
 
     parked_queue, _ = queues
     # GIVEN two parked orders, and a breaker whose opening has run out (open past open_until) with no new order to

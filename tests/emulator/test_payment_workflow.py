@@ -256,7 +256,7 @@ def test_a_breaker_that_refuses_at_the_authorizer_parks_the_order_too(cloud, pay
                                                                      parked_queue):
     # GIVEN a half-open breaker whose single probe another caller holds: not "open", so the workflow's
     # own read lets the order through, but the authorizer's breaker refuses it
-    from throttling.circuit_breaker import BreakerState, BreakerStatus
+    from throttling.core.circuit_breaker import BreakerState, BreakerStatus
 
     now = time.time()
     state = BreakerState(status=BreakerStatus.HALF_OPEN, version=7, opened_at=now - 60, open_until=now - 30,

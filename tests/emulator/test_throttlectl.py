@@ -18,10 +18,11 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.emulator.conftest import store_past_allowed_pattern
-from throttling.circuit_breaker import BreakerPolicy
-from throttling.clock import FakeClock
-from throttling.dynamodb_limits import DynamoDbCircuitBreaker, DynamoDbRateLimiter
-from throttling.rate_limiter import RatePolicy
+from throttling.adapters.dynamodb_circuit_breaker import DynamoDbCircuitBreaker
+from throttling.adapters.dynamodb_rate_limiter import DynamoDbRateLimiter
+from throttling.core.circuit_breaker import BreakerPolicy
+from throttling.core.clock import FakeClock
+from throttling.core.rate_limiter import RatePolicy
 from throttlectl.cli import main
 
 pytestmark = pytest.mark.emulator

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from throttling.tunables import MAX_CONCURRENCY_BOUNDS
+from throttling.core.tunables import MAX_CONCURRENCY_BOUNDS
 
 pytestmark = pytest.mark.emulator
 

@@ -17,7 +17,7 @@ from stacks.config import load_config
 from tests.contract.test_control_loop_contract import controller_plans
 from throttling.core.controller import Bounds
 from throttling.core import names, planning
-from throttling.tunables import DownstreamTunables, parse_tunables
+from throttling.core.tunables import DownstreamTunables, parse_tunables
 
 NEW = "geo_api"
 NEW_DOWNSTREAM = {"base_url": "https://geo.example.com", "rate_limit_per_sec": 3, "burst": 3,

@@ -309,7 +309,7 @@ def test_both_legacy_queues_refuse_plain_http(buffers):
 
 
 def test_the_legacy_consumer_is_wired_to_the_mainframe_its_limiter_bucket_and_its_queue(buffers, legacy_consumer):
-    from throttling.tunables import parse_tunables
+    from throttling.core.tunables import parse_tunables
 
     (source_id, _), (dead_id, _) = _legacy_queues(buffers)
     _, function = legacy_consumer

@@ -7,12 +7,12 @@ import random
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from throttling.backoff import decorrelated_jitter_delay, exponential_delay, full_jitter_delay
-from throttling.circuit_breaker import BreakerPolicy, BreakerState, BreakerStatus, allow, force_open, record
-from throttling.clock import FakeClock
-from throttling.rate_limit_headers import parse_rate_limit_headers
-from throttling.rate_limiter import InMemoryRateLimiter, RatePolicy, decide, on_grid, stale_token_after_sec
-from throttling.semaphore import SemaphoreState, in_use, release, try_acquire
+from throttling.core.backoff import decorrelated_jitter_delay, exponential_delay, full_jitter_delay
+from throttling.core.circuit_breaker import BreakerPolicy, BreakerState, BreakerStatus, allow, force_open, record
+from throttling.core.clock import FakeClock
+from throttling.core.rate_limit_headers import parse_rate_limit_headers
+from throttling.core.rate_limiter import InMemoryRateLimiter, RatePolicy, decide, on_grid, stale_token_after_sec
+from throttling.core.semaphore import SemaphoreState, in_use, release, try_acquire
 
 MODEST = settings(max_examples=200, deadline=None)
 

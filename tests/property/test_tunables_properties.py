@@ -15,12 +15,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from throttling import circuit_breaker
-from throttling.circuit_breaker import DURATION_BOUNDS_SEC, MAX_MINIMUM_CALLS, BreakerPolicy, BreakerState
 from throttling.adapters.ssm_controller_parameters import TunablesDocumentStore
+from throttling.core import circuit_breaker
+from throttling.core.circuit_breaker import DURATION_BOUNDS_SEC, MAX_MINIMUM_CALLS, BreakerPolicy, BreakerState
 from throttling.core.names import TUNABLES_MODES
-from throttling.rate_limiter import RatePolicy
-from throttling.tunables import (
+from throttling.core.rate_limiter import RatePolicy
+from throttling.core.tunables import (
     BURST_BOUNDS,
     MAX_CONCURRENCY_BOUNDS,
     RATE_PER_SEC_BOUNDS,

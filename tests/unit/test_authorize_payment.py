@@ -1,7 +1,7 @@
 """The payment authorizer's rules without AWS: waiting for a token, what the breaker counts, and a refusal.
 
-The handler module builds its clients at import from its environment, as on Lambda; `authorizer`
-imports it once with a test environment (boto3 clients are created, never called) and each test
+The handler builds its dependencies from its environment once per execution environment, as on Lambda;
+`deps` builds them from a test environment (boto3 clients are created, never called) and each test
 swaps the limiter, the gateway client and the breaker for fakes. Idempotency itself runs on the
 emulator (`tests/emulator/test_payment_workflow.py`), where the gateway counts the charges.
 """
@@ -15,16 +15,16 @@ from typing import Any
 
 import pytest
 
-from throttling.circuit_breaker import Admission, BreakerPolicy, BreakerStatus
-from throttling.downstream_client import (
+from throttling.core.circuit_breaker import Admission, BreakerPolicy, BreakerStatus
+from throttling.core.rate_limiter import RateDecision, RatePolicy
+from throttling.core.tunables import DownstreamTunables
+from throttling.runtime.downstream_client import (
     DownstreamRejected,
     DownstreamResponse,
     DownstreamThrottled,
     DownstreamUnavailable,
     RateLimited,
 )
-from throttling.rate_limiter import RateDecision, RatePolicy
-from throttling.tunables import DownstreamTunables
 
 ENVIRONMENT = {
     "DOWNSTREAM_NAME": "payment_gateway",
@@ -113,55 +113,64 @@ class Unanswered:
 
 @pytest.fixture(scope="module")
 def authorizer(import_handler):
-    return import_handler("handlers.authorize_payment", ENVIRONMENT)
+    # Only Powertools' own variables: its logger and metrics read their service and namespace at import.
+    return import_handler("handlers.authorize_payment", {name: value for name, value in ENVIRONMENT.items()
+                                                         if name.startswith("POWERTOOLS_")})
 
 
 @pytest.fixture
-def fakes(authorizer, monkeypatch):
+def deps(authorizer):
+    """The authorizer's dependencies in the test environment (boto3 clients are created, never called)."""
+    return authorizer.build_dependencies(ENVIRONMENT)
+
+
+@pytest.fixture
+def fakes(authorizer, deps, monkeypatch):
     """Fakes for everything the authorization talks to; returns (limiter, breaker, gateway) to script."""
     limiter, breaker, gateway = Limiter([ALLOW]), Breaker(), Gateway({"request_id": "req-000001"})
-    monkeypatch.setattr(authorizer, "limiter", limiter)
-    monkeypatch.setattr(authorizer, "client", gateway)
-    monkeypatch.setattr(authorizer, "_breaker", lambda: breaker)
-    monkeypatch.setattr(authorizer.tunables, "get", lambda: DownstreamTunables(1.8, 1, 1))
-    monkeypatch.setattr(authorizer, "unanswered", Unanswered())
+    deps.gate.limiter = limiter
+    deps.client = gateway
+    deps.breaker = lambda: breaker
+    monkeypatch.setattr(deps.tunables, "get", lambda: DownstreamTunables(1.8, 1, 1))
+    deps.unanswered = Unanswered()
+    monkeypatch.setattr(authorizer, "dependencies", lambda: deps)
     return limiter, breaker, gateway
 
 
-def test_short_refusals_are_waited_out_in_the_function(authorizer, fakes):
+def test_short_refusals_are_waited_out_in_the_function(authorizer, deps, fakes):
     # GIVEN a limiter that refuses twice, each time for 10 ms
     limiter, _, _ = fakes
     limiter.decisions[:] = [deny(0.01), deny(0.01), ALLOW]
     # WHEN a token is taken THEN it waits and gets one, asking three times
-    authorizer.take_token(RatePolicy(1.8, 1), Context())
+    authorizer.take_token(deps, RatePolicy(1.8, 1), Context())
     assert limiter.asked == 3
 
 
-def test_a_refusal_longer_than_the_function_may_wait_is_handed_to_the_workflow(authorizer, fakes):
+def test_a_refusal_longer_than_the_function_may_wait_is_handed_to_the_workflow(authorizer, deps, fakes):
     # GIVEN a refusal of 5 s, beyond LIMITER_MAX_WAIT_SEC (0.5 s here)
     limiter, _, _ = fakes
     limiter.decisions[:] = [deny(5.0)]
     # WHEN a token is taken THEN RateLimited carries the wait for the workflow, without waiting here
     with pytest.raises(RateLimited) as raised:
-        authorizer.take_token(RatePolicy(1.8, 1), Context())
+        authorizer.take_token(deps, RatePolicy(1.8, 1), Context())
     assert json.loads(str(raised.value)) == {"downstream": "payment_gateway", "retry_after_sec": 5.0}
 
 
-def test_a_token_that_comes_back_too_late_is_not_spent_and_another_is_taken(authorizer, fakes):
+def test_a_token_that_comes_back_too_late_is_not_spent_and_another_is_taken(authorizer, deps, fakes):
     # GIVEN a first admission slower than the room the gateway's 2 at 2/s leaves over 1 at 1.8/s allows
     limiter, _, _ = fakes
     limiter.decisions[:] = [ALLOW, ALLOW]
     limiter.answer_after_sec[:] = [authorizer.stale_token_after_sec(RatePolicy(1.8, 1), RatePolicy(2.0, 2)) + 0.05]
     # WHEN a token is taken THEN the late one is dropped and a second one asked for
-    authorizer.take_token(RatePolicy(1.8, 1), Context())
+    authorizer.take_token(deps, RatePolicy(1.8, 1), Context())
     assert limiter.asked == 2
 
 
-def test_no_wait_when_the_invocation_has_no_time_left_for_the_call(authorizer, fakes):
+def test_no_wait_when_the_invocation_has_no_time_left_for_the_call(authorizer, deps, fakes):
     limiter, _, _ = fakes
     limiter.decisions[:] = [deny(0.01)]
     with pytest.raises(RateLimited):
-        authorizer.take_token(RatePolicy(1.8, 1), Context(remaining_ms=10_500))  # the call needs its 10 s
+        authorizer.take_token(deps, RatePolicy(1.8, 1), Context(remaining_ms=10_500))  # the call needs its 10 s
 
 
 @pytest.mark.parametrize(
@@ -172,17 +181,17 @@ def test_no_wait_when_the_invocation_has_no_time_left_for_the_call(authorizer, f
         (DownstreamRejected({"status": 400}), True),  # up and answering: our request is wrong
     ],
 )
-def test_only_failures_of_the_gateway_count_against_the_breaker(authorizer, fakes, outcome, counted_as_success):
+def test_only_failures_of_the_gateway_count_against_the_breaker(authorizer, deps, fakes, outcome, counted_as_success):
     _, breaker, gateway = fakes
     gateway.outcome = outcome
     with pytest.raises(type(outcome)):
-        authorizer.authorize.__wrapped__(order=ORDER, context=Context())
+        authorizer.authorize(deps, order=ORDER, context=Context())
     assert breaker.recorded == [counted_as_success]
 
 
-def test_an_authorization_sends_the_order_id_as_idempotency_key_and_answers_the_decision(authorizer, fakes):
+def test_an_authorization_sends_the_order_id_as_idempotency_key_and_answers_the_decision(authorizer, deps, fakes):
     _, breaker, gateway = fakes
-    answer = authorizer.authorize.__wrapped__(order=ORDER, context=Context())
+    answer = authorizer.authorize(deps, order=ORDER, context=Context())
     assert answer == {"order_id": "o-1", "authorized": True, "authorization_id": "req-000001", "decline_reason": None}
     (call,) = gateway.calls
     assert (call["method"], call["path"], call["headers"]["Idempotency-Key"]) == ("POST", "/authorize", "o-1")
@@ -190,19 +199,19 @@ def test_an_authorization_sends_the_order_id_as_idempotency_key_and_answers_the_
     assert breaker.recorded == [True]
 
 
-def test_a_refusing_breaker_raises_breaker_open_before_the_token_and_sends_nothing(authorizer, fakes):
+def test_a_refusing_breaker_raises_breaker_open_before_the_token_and_sends_nothing(authorizer, deps, fakes):
     # GIVEN a breaker that is open for 12 s more
     limiter, breaker, gateway = fakes
     breaker.admission = Admission(False, False, 12.0, BreakerStatus.OPEN)
     # WHEN the order is authorized THEN BreakerOpen (the workflow parks the order) says for how long
     with pytest.raises(authorizer.BreakerOpen) as raised:
-        authorizer.authorize.__wrapped__(order=ORDER, context=Context())
+        authorizer.authorize(deps, order=ORDER, context=Context())
     assert json.loads(str(raised.value)) == {"downstream": "payment_gateway", "breaker": "open",
                                              "retry_after_sec": 12.0}
     assert (limiter.asked, gateway.calls, breaker.recorded) == (0, [], [])
 
 
-def test_an_unanswered_authorization_is_noted_once_with_its_first_time(authorizer, fakes):
+def test_an_unanswered_authorization_is_noted_once_with_its_first_time(authorizer, deps, fakes):
     # GIVEN a gateway that times out (the authorization may have been made) twice
     limiter, _, gateway = fakes
     limiter.decisions[:] = [ALLOW, ALLOW]
@@ -211,46 +220,46 @@ def test_an_unanswered_authorization_is_noted_once_with_its_first_time(authorize
     before = time.time()
     for _ in range(2):
         with pytest.raises(DownstreamUnavailable):
-            authorizer.authorize.__wrapped__(order=ORDER, context=Context())
-    assert list(authorizer.unanswered.first) == ["o-1"]
-    assert before <= authorizer.unanswered.first["o-1"] <= before + 5
+            authorizer.authorize(deps, order=ORDER, context=Context())
+    assert list(deps.unanswered.first) == ["o-1"]
+    assert before <= deps.unanswered.first["o-1"] <= before + 5
 
 
 @pytest.mark.parametrize("outcome", [DownstreamThrottled({"status": 429}), DownstreamRejected({"status": 400})])
-def test_an_answered_refusal_is_not_noted(authorizer, fakes, outcome):
+def test_an_answered_refusal_is_not_noted(authorizer, deps, fakes, outcome):
     _, _, gateway = fakes
     gateway.outcome = outcome
     with pytest.raises(type(outcome)):
-        authorizer.authorize.__wrapped__(order=ORDER, context=Context())
-    assert authorizer.unanswered.first == {}
+        authorizer.authorize(deps, order=ORDER, context=Context())
+    assert deps.unanswered.first == {}
 
 
-def test_an_order_unanswered_for_longer_than_the_gateway_keeps_its_key_is_not_sent_again(authorizer, fakes):
+def test_an_order_unanswered_for_longer_than_the_gateway_keeps_its_key_is_not_sent_again(authorizer, deps, fakes):
     # GIVEN an order whose authorization went unanswered two days ago, then was parked, and is resumed now
     limiter, breaker, gateway = fakes
     two_days_ago = time.time() - 2 * 86_400
-    authorizer.unanswered.first["o-1"] = two_days_ago
+    deps.unanswered.first["o-1"] = two_days_ago
     # WHEN it is authorized THEN nothing is sent (not even the breaker or the limiter asked): the workflow cancels it
     with pytest.raises(authorizer.AuthorizationOutcomeUnknown) as raised:
-        authorizer.authorize.__wrapped__(order=ORDER, context=Context())
+        authorizer.authorize(deps, order=ORDER, context=Context())
     assert json.loads(str(raised.value)) == {
         "downstream": "payment_gateway", "first_unanswered_at": round(two_days_ago, 3), "key_kept_sec": 23 * 3600}
     assert (limiter.asked, gateway.calls, breaker.recorded) == (0, [], [])
 
 
-def test_an_order_unanswered_an_hour_ago_is_sent_again_under_the_same_key(authorizer, fakes):
+def test_an_order_unanswered_an_hour_ago_is_sent_again_under_the_same_key(authorizer, deps, fakes):
     # GIVEN an order resumed an hour after its authorization went unanswered: the gateway still has the key
     _, _, gateway = fakes
-    authorizer.unanswered.first["o-1"] = time.time() - 3600
+    deps.unanswered.first["o-1"] = time.time() - 3600
     # WHEN it is authorized THEN it is sent, with the order id as Idempotency-Key (the gateway answers the first)
-    assert authorizer.authorize.__wrapped__(order=ORDER, context=Context())["authorized"] is True
+    assert authorizer.authorize(deps, order=ORDER, context=Context())["authorized"] is True
     assert [call["headers"]["Idempotency-Key"] for call in gateway.calls] == ["o-1"]
 
 
-def test_the_breaker_follows_its_tunables(authorizer, monkeypatch):
+def test_the_breaker_follows_its_tunables(deps, monkeypatch):
     # GIVEN an operator's breaker policy WHEN the breaker is asked for THEN it runs under that policy,
     # and the same instance (with its cache of an open state) serves while the policy stays
     policy = BreakerPolicy(open_duration_sec=90)
-    monkeypatch.setattr(authorizer.breaker_policies, "get", lambda: policy)
-    first = authorizer._breaker()
-    assert first.policy == policy and authorizer._breaker() is first
+    monkeypatch.setattr(deps.breaker_policies, "get", lambda: policy)
+    first = deps.breaker()
+    assert first.policy == policy and deps.breaker() is first

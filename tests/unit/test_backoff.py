@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from throttling.backoff import decorrelated_jitter_delay, exponential_delay, full_jitter_delay
+from throttling.core.backoff import decorrelated_jitter_delay, exponential_delay, full_jitter_delay
 
 
 class _FixedRandom(random.Random):

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from throttling.call_metrics import record_call
 from throttling.core import names
-from throttling.downstream_client import (
+from throttling.runtime.call_metrics import record_call
+from throttling.runtime.downstream_client import (
     DownstreamClient,
     DownstreamRejected,
     DownstreamResponse,

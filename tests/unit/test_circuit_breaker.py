@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from throttling.circuit_breaker import (
+from throttling.core.circuit_breaker import (
     BreakerPolicy,
     BreakerState,
     BreakerStatus,

@@ -478,7 +478,7 @@ def test_a_refused_plan_document_fails_the_invocation_after_the_downstreams_it_c
 
 def test_one_run_decides_at_a_time_without_reserved_concurrency(controller_handler):
     # GIVEN another run holding the controller's lease (reserved concurrency off: both were started)
-    from throttling.dynamodb_limits import DynamoDbSemaphore
+    from throttling.adapters.dynamodb_semaphore import DynamoDbSemaphore
 
     other = DynamoDbSemaphore("semaphores", client=client("dynamodb"))
     assert other.acquire("throttling-controller", "req-other", limit=1, lease_sec=50)

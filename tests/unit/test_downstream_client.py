@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from throttling.downstream_client import (
+from throttling.runtime.downstream_client import (
     DownstreamClient,
     DownstreamRejected,
     DownstreamThrottled,

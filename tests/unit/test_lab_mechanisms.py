@@ -7,8 +7,9 @@ from __future__ import annotations
 import math
 
 import pytest
+from throttling.core.backoff import postpone_for_sec
 from throttling.core.controller import PeriodMetrics
-from throttling.rate_limiter import InMemoryRateLimiter, RatePolicy
+from throttling.core.rate_limiter import InMemoryRateLimiter, RatePolicy
 
 from lab.controllers import Adjustment, Gradient2, PlainAimd
 from lab.downstream import (
@@ -31,7 +32,6 @@ from lab.mechanisms import (
     MapState,
     Retrier,
     StepFunctionsTask,
-    postpone_for_sec,
     workflow_retry_policy,
 )
 
@@ -130,7 +130,7 @@ def test_a_refused_record_postpones_the_rest_of_its_batch_and_reaches_the_dead_l
     assert ledger.count(FAILED) == 5
     assert all(r.receives == 3 and r.why_failed == "dead-letter queue after 3 receives" for r in ledger.requests)
     assert sum(ledger.calls) == 3
-    # AND a postponement waits at least what was asked, and backs off with the receives
+    # AND a postponement (the rule the model shares) waits at least what was asked, and backs off with the receives
     assert postpone_for_sec(9_000.5, 1) == 9001
     assert [postpone_for_sec(None, n) for n in (1, 2, 3, 4)] == [1, 2, 4, 8]
 
@@ -269,7 +269,7 @@ def test_with_the_shared_limiter_no_second_sends_more_than_the_rate_after_the_bu
 
 def test_a_caller_with_the_breaker_stops_calling_a_failing_downstream_until_its_probe():
     # GIVEN a downstream answering every call 500, and callers that check the fleet's breaker
-    from throttling.circuit_breaker import BreakerPolicy, BreakerStatus
+    from throttling.core.circuit_breaker import BreakerPolicy, BreakerStatus
 
     sim, ledger = Simulation(), Ledger(100.0)
     downstream = Downstream(sim, DownstreamModel(server_error_rate=1.0, latency=FIXED_200_MS))

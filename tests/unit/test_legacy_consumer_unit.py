@@ -1,8 +1,8 @@
 """The legacy consumer's rules without AWS: parsing, postponement arithmetic, and what one batch does with fakes.
 
-The handler module builds its clients at import from its environment, as on Lambda; `consumer`
-imports it once with a test environment (boto3 clients are created, never called) and each test
-swaps the limiter, the mainframe client, SQS and DynamoDB for fakes.
+The handler builds its dependencies from its environment once per execution environment, as on Lambda;
+`fakes` builds them from a test environment, with fakes for SQS and DynamoDB, and swaps the
+limiter and the mainframe client for fakes too.
 """
 
 from __future__ import annotations
@@ -15,14 +15,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from throttling.downstream_client import (
+from throttling.core.backoff import postpone_for_sec
+from throttling.core.rate_limiter import RateDecision
+from throttling.core.tunables import DownstreamTunables
+from throttling.runtime.downstream_client import (
     DownstreamRejected,
     DownstreamResponse,
     DownstreamThrottled,
     DownstreamUnavailable,
 )
-from throttling.rate_limiter import RateDecision
-from throttling.tunables import DownstreamTunables
 
 ENVIRONMENT = {
     "DOWNSTREAM_NAME": "legacy_mainframe",
@@ -49,7 +50,9 @@ def deny(retry_after_sec: float) -> RateDecision:
 
 @pytest.fixture(scope="module")
 def consumer(import_handler):
-    return import_handler("handlers.legacy_consumer", ENVIRONMENT)
+    # Only Powertools' own variables: its logger and metrics read their service and namespace at import.
+    return import_handler("handlers.legacy_consumer", {name: value for name, value in ENVIRONMENT.items()
+                                                       if name.startswith("POWERTOOLS_")})
 
 
 # -- parsing -------------------------------------------------------------------------------------
@@ -103,6 +106,12 @@ def test_a_payload_as_deep_as_the_contract_allows_is_a_record(consumer):
 # -- postponement --------------------------------------------------------------------------------
 
 
+def postponement(consumer, retry_after_sec: float | None, receive_count: int, held_sec: float = 0.0) -> int:
+    """The consumer's postponement: the shared rule, capped for the time its mapping may hold a batch."""
+    return postpone_for_sec(retry_after_sec, receive_count, held_sec,
+                            hold_before_invoke_sec=consumer.LONGEST_HOLD_BEFORE_INVOKE_SEC)
+
+
 @pytest.mark.parametrize(
     ("retry_after_sec", "receive_count", "expected_sec"),
     [
@@ -119,11 +128,11 @@ def test_a_payload_as_deep_as_the_contract_allows_is_a_record(consumer):
 def test_a_postponement_honours_the_retry_after_and_backs_off_with_each_receive(
     consumer, retry_after_sec, receive_count, expected_sec
 ):
-    assert consumer.postpone_for_sec(retry_after_sec, receive_count) == expected_sec
+    assert postponement(consumer, retry_after_sec, receive_count) == expected_sec
 
 
 def test_the_cap_counts_the_time_this_invocation_has_held_the_batch(consumer):
-    assert consumer.postpone_for_sec(86_400.0, 1, held_sec=59.5) == 42_900 - 60
+    assert postponement(consumer, 86_400.0, 1, held_sec=59.5) == 42_900 - 60
 
 
 @given(retry_after_sec=st.one_of(st.none(), st.floats(0, 1e6)), receive_count=st.integers(1, 1_000),
@@ -131,10 +140,10 @@ def test_the_cap_counts_the_time_this_invocation_has_held_the_batch(consumer):
 def test_a_postponement_is_whole_seconds_within_sqs_limits_and_never_shorter_than_asked(
     consumer, retry_after_sec, receive_count, held_sec
 ):
-    seconds = consumer.postpone_for_sec(retry_after_sec, receive_count, held_sec)
+    seconds = postponement(consumer, retry_after_sec, receive_count, held_sec)
     assert isinstance(seconds, int) and 1 <= seconds <= 43_200 - 300 - held_sec
     assert seconds >= min(retry_after_sec or 0, 43_200 - 300 - held_sec - 1)
-    assert seconds >= consumer.postpone_for_sec(retry_after_sec, max(1, receive_count - 1), held_sec)
+    assert seconds >= postponement(consumer, retry_after_sec, max(1, receive_count - 1), held_sec)
 
 
 @pytest.mark.parametrize(
@@ -233,12 +242,11 @@ class FakeContext:
 @pytest.fixture
 def fakes(consumer, monkeypatch):
     limiter, mainframe, aws = FakeLimiter(), FakeMainframe(), FakeAws()
-    monkeypatch.setattr(consumer, "limiter", limiter)
-    monkeypatch.setattr(consumer, "client", mainframe)
-    monkeypatch.setattr(consumer, "sqs", aws)
-    monkeypatch.setattr(consumer, "dynamodb", aws)
-    monkeypatch.setattr(consumer.tunables, "get", lambda: DownstreamTunables(rate_per_sec=0.8, burst=1,
-                                                                              max_concurrency=1))
+    deps = consumer.build_dependencies(ENVIRONMENT, dynamodb=aws, sqs=aws)
+    deps.gate.limiter = limiter
+    deps.client = mainframe
+    monkeypatch.setattr(deps.tunables, "get", lambda: DownstreamTunables(rate_per_sec=0.8, burst=1, max_concurrency=1))
+    monkeypatch.setattr(consumer, "dependencies", lambda: deps)
     slept: list[float] = []
     monkeypatch.setattr(consumer.time, "sleep", slept.append)
     return limiter, mainframe, aws, slept
@@ -287,8 +295,7 @@ def test_a_poison_message_goes_to_the_dead_letter_queue_at_once_with_its_reason(
     # ... and the malformed body is in the dead-letter queue after its first receive, unchanged, with why,
     # where from, which message and which receive (so the mapping deletes it from the queue)
     (dead,) = aws.sent
-    # (the module is imported once per process, so its environment may be another test module's)
-    assert (dead["QueueUrl"], dead["MessageBody"]) == (consumer.DEAD_LETTER_QUEUE_URL, "{oops")
+    assert (dead["QueueUrl"], dead["MessageBody"]) == (ENVIRONMENT["DEAD_LETTER_QUEUE_URL"], "{oops")
     attributes = dead["MessageAttributes"]
     assert attributes["error"]["DataType"] == "String"
     assert attributes["error"]["StringValue"].startswith("the body is not JSON (Expecting property name")
@@ -439,6 +446,24 @@ def test_a_token_that_came_back_too_late_is_not_used(consumer, fakes, monkeypatc
     # THEN the late token is dropped and a second one taken before the one call
     assert failures(response) == []
     assert limiter.calls == 2 and [rid for rid, _ in mainframe.calls] == ["r-0"]
+
+
+def test_a_limiter_whose_every_token_comes_back_too_late_postpones_the_batch_when_no_time_is_left(
+    consumer, fakes, monkeypatch
+):
+    limiter, mainframe, aws, _ = fakes
+    # GIVEN a limiter whose every answer takes 0.25 s, longer than half the 0.25 s headroom of 0.8 vs 1 req/s,
+    # and an invocation that can afford 48 s of it (60 s left, less the call's 10 s and the 2 s reserve)
+    limiter.delays = [0.25] * 1000
+    monkeypatch.setattr(consumer.time, "time", lambda: limiter.clock[0])
+    # WHEN a batch of two is handled
+    response = consumer.handler(sqs_event(record("r-0"), record("r-1")), FakeContext(remaining_ms=60_000))
+    # THEN the consumer takes late tokens only until the time it can afford is spent (48 s / 0.25 s), instead
+    # of without end, and both records come back after the shortest postponement, never sent
+    assert limiter.calls == 192
+    assert failures(response) == ["m-0", "m-1"]
+    assert aws.new_visibilities() == {"h-0": 1, "h-1": 1}
+    assert mainframe.calls == []
 
 
 def test_a_down_mainframe_postpones_with_a_backoff_that_grows_with_the_receive_count(consumer, fakes):

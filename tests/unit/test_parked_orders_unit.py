@@ -23,7 +23,7 @@ from payments.parked import (
     resume_input,
     resumes_allowed,
 )
-from throttling.circuit_breaker import BreakerState, BreakerStatus
+from throttling.core.circuit_breaker import BreakerState, BreakerStatus
 
 ORDER = {"order_id": "o-1", "customer_id": "c-1", "amount": "12.50", "currency": "EUR",
          "items": [{"sku": "sku-1", "quantity": 2}]}
@@ -213,16 +213,26 @@ RESUMER_ENVIRONMENT = {
 
 @pytest.fixture(scope="module")
 def resumer(import_handler):
-    return import_handler("handlers.resume_parked_orders", RESUMER_ENVIRONMENT)
+    # Only Powertools' own variables: its logger and metrics read their service and namespace at import.
+    return import_handler("handlers.resume_parked_orders", {name: value for name, value in RESUMER_ENVIRONMENT.items()
+                                                            if name.startswith("POWERTOOLS_")})
 
 
-def test_a_scheduled_run_resumes_the_scheduled_share_and_an_operator_may_ask_for_fewer(resumer):
-    assert resumer.requested_per_run({"source": "aws.events", "detail-type": "Scheduled Event"}) == 29
-    assert resumer.requested_per_run({"max_orders": 1}) == 1
-    assert resumer.EXECUTION_ARN_PREFIX == "arn:aws:states:us-east-1:123456789012:execution:payments"
+@pytest.fixture(scope="module")
+def resumer_deps(resumer):
+    """The resumer's dependencies in the test environment (boto3 clients are created, never called)."""
+    return resumer.build_dependencies(RESUMER_ENVIRONMENT)
+
+
+def test_a_scheduled_run_resumes_the_scheduled_share_and_an_operator_may_ask_for_fewer(resumer, resumer_deps):
+    per_run = resumer_deps.resumes_per_run
+    assert resumer.requested_per_run({"source": "aws.events", "detail-type": "Scheduled Event"}, per_run) == 29
+    assert resumer.requested_per_run({"max_orders": 1}, per_run) == 1
+    assert resumer_deps.execution_arn_prefix == "arn:aws:states:us-east-1:123456789012:execution:payments"
 
 
 @pytest.mark.parametrize("max_orders", [0, 30, -1, 2.5, "5", True, None])
-def test_an_operator_asking_for_what_a_run_cannot_do_is_refused_saying_what_it_may_ask(resumer, max_orders):
+def test_an_operator_asking_for_what_a_run_cannot_do_is_refused_saying_what_it_may_ask(resumer, resumer_deps,
+                                                                                       max_orders):
     with pytest.raises(resumer.InvalidRun, match=r"max_orders must be a whole number from 1 to 29 .* got "):
-        resumer.requested_per_run({"max_orders": max_orders})
+        resumer.requested_per_run({"max_orders": max_orders}, resumer_deps.resumes_per_run)

@@ -18,7 +18,7 @@ from throttling.core.planning import (
     plan_capacity,
     retry_plan,
 )
-from throttling.rate_limiter import RatePolicy, stale_token_after_sec
+from throttling.core.rate_limiter import RatePolicy, stale_token_after_sec
 
 
 def test_five_concurrent_calls_of_200_ms_offer_25_rps_too_many_for_a_10_rps_limit():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from throttling.rate_limit_headers import RateLimitInfo, parse_rate_limit_headers, parse_retry_after
+from throttling.core.rate_limit_headers import RateLimitInfo, parse_rate_limit_headers, parse_retry_after
 
 NOW = 1_445_412_470.0  # Wed, 21 Oct 2015 07:27:50 GMT
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from throttling.clock import FakeClock
-from throttling.rate_limiter import (
+from throttling.core.clock import FakeClock
+from throttling.core.rate_limiter import (
     TIME_GRID_SEC,
     InMemoryRateLimiter,
     RatePolicy,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from throttling.semaphore import (
+from throttling.core.semaphore import (
     Lease,
     SemaphoreState,
     expired_owners,

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from stacks.shared_limits_stack import breaker_tunables_seed, downstream_tunables_seed
-from throttling.circuit_breaker import BreakerPolicy
-from throttling.tunables import DownstreamTunables
+from throttling.core.circuit_breaker import BreakerPolicy
+from throttling.core.tunables import DownstreamTunables
 from throttlectl.discovery import Deployment
 from throttlectl.exceptions import Refused
 from throttlectl.parameters import DESCRIPTION_MAX_CHARS, Audit, StoredTunable, key_of, principal_of, who_changed

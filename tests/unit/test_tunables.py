@@ -7,15 +7,9 @@ import logging
 
 import pytest
 
-from throttling.circuit_breaker import BreakerPolicy
-from throttling.tunables import (
-    DownstreamTunables,
-    InvalidTunables,
-    TunablesReader,
-    defaults_from_environment,
-    parse_breaker_policy,
-    parse_tunables,
-)
+from throttling.adapters.ssm_tunables import TunablesReader, defaults_from_environment
+from throttling.core.circuit_breaker import BreakerPolicy
+from throttling.core.tunables import DownstreamTunables, InvalidTunables, parse_breaker_policy, parse_tunables
 
 GOOD = {"rate_per_sec": 10, "burst": 10, "max_concurrency": 2, "mode": "auto"}
 DEFAULTS = DownstreamTunables(rate_per_sec=5, burst=5, max_concurrency=1)

@@ -19,7 +19,7 @@ from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterEr
 from botocore.exceptions import BotoCoreError, ClientError
 
 from throttling.core.controller.plan import DownstreamPlan, Plans, PlansUnavailable, parse_plan_documents
-from throttling.tunables import InvalidTunables, decode_document
+from throttling.core.tunables import InvalidTunables, decode_document
 
 if TYPE_CHECKING:
     from types_boto3_ssm import SSMClient

@@ -26,7 +26,7 @@ METRICS_NAMESPACE: Final = "Throttling"
 DOWNSTREAM_DIMENSION: Final = "Downstream"
 SERVICE_DIMENSION: Final = "service"
 
-# One downstream call's outcome (`throttling.call_metrics.record_call` says when each counts).
+# One downstream call's outcome (`throttling.runtime.call_metrics.record_call` says when each counts).
 DOWNSTREAM_CALLS: Final = "DownstreamCalls"
 DOWNSTREAM_SUCCEEDED: Final = "DownstreamSucceeded"
 DOWNSTREAM_THROTTLED: Final = "DownstreamThrottled"

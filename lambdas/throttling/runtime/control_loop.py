@@ -26,7 +26,7 @@ from throttling.adapters.ssm_controller_parameters import TunablesDocument, Tuna
 from throttling.core import names, planning
 from throttling.core.controller import AlarmSignal, ControllerPolicy, PeriodMetrics, Setting, decide, evaluated_period
 from throttling.core.controller.plan import DownstreamPlan
-from throttling.tunables import InvalidTunables, parse_tunables
+from throttling.core.tunables import InvalidTunables, parse_tunables
 
 __all__ = ["ControlLoop", "Outcome"]
 

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from aws_lambda_powertools.metrics import MetricUnit
 
 from throttling.core import names
-from throttling.downstream_client import (
+from throttling.runtime.downstream_client import (
     DownstreamError,
     DownstreamRejected,
     DownstreamResponse,

@@ -1,4 +1,4 @@
-"""Operator- and controller-tunable limits, read from SSM Parameter Store.
+"""Tunable limits: the documents' schema, parsing and validation, pure (`throttling.adapters.ssm_tunables` reads them).
 
 The CDK app seeds JSON documents under `/throttling/<stage>/`: one per downstream
 (`downstreams/<name>`: rate, burst, concurrency) and one per circuit breaker (`breakers/<name>`);
@@ -18,17 +18,15 @@ only, which no number can overflow.
 from __future__ import annotations
 
 import json
-import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Generic, TypeVar
 
-from throttling.circuit_breaker import BreakerPolicy
 from throttling.core import names
-from throttling.json_depth import nesting_depth
+from throttling.core.circuit_breaker import BreakerPolicy
+from throttling.core.json_depth import nesting_depth
 
-logger = logging.getLogger(__name__)
 
 # Hard bounds whatever the downstream: below them nothing flows, above them one DynamoDB item,
 # one Map state or one account's Lambda concurrency could not follow anyway.
@@ -126,94 +124,6 @@ def parse_breaker_policy(raw: str | Mapping[str, Any]) -> Clamped[BreakerPolicy]
         return Clamped(BreakerPolicy(**document), ())
     except (TypeError, ValueError) as error:
         raise InvalidTunables(str(error)) from None
-
-
-class TunablesReader(Generic[T]):
-    """Reads one tunables document with a short cache, and never lets a bad value through.
-
-    `fetch` returns the raw parameter value; in Lambda it is Powertools' SSM provider (which caches
-    for `max_age_sec`), injected so tests and the lab can pass a plain function. `parse` turns it
-    into a value or raises `InvalidTunables` (downstream limits by default, clamped to the
-    downstream's contract: `ceiling_rate_per_sec` and `ceiling_burst`).
-    """
-
-    def __init__(
-        self,
-        parameter_name: str,
-        *,
-        defaults: T,
-        fetch: Callable[[str], str],
-        ceiling_rate_per_sec: float | None = None,
-        ceiling_burst: int | None = None,
-        parse: Callable[[str], Clamped[T]] | None = None,
-    ) -> None:
-        self.parameter_name = parameter_name
-        self._fetch = fetch
-        self._parse = parse or (lambda raw: parse_tunables(
-            raw, ceiling_rate_per_sec=ceiling_rate_per_sec, ceiling_burst=ceiling_burst))
-        self._last_good = defaults
-
-    def get(self) -> T:
-        try:
-            raw = self._fetch(self.parameter_name)
-        except Exception as error:  # noqa: BLE001 - any read failure must fall back, not crash-loop
-            logger.error(
-                "could not read tunables; keeping the last good value",
-                extra={"parameter": self.parameter_name, "error": repr(error), "in_force": _describe(self._last_good)},
-            )
-            return self._last_good
-        try:
-            result = self._parse(raw)
-        except InvalidTunables as error:
-            logger.error(
-                "refused an invalid tunables document; keeping the last good value",
-                extra={"parameter": self.parameter_name, "error": str(error), "value": _preview(raw),
-                       "in_force": _describe(self._last_good)},
-            )
-            return self._last_good
-        except Exception:  # noqa: BLE001 - a parser bug must not take the function down either
-            logger.exception(
-                "the tunables parser failed; keeping the last good value",
-                extra={"parameter": self.parameter_name, "value": _preview(raw), "in_force": _describe(self._last_good)},
-            )
-            return self._last_good
-        if result.clamped_fields:
-            logger.warning(
-                "tunables out of range were clamped",
-                extra={"parameter": self.parameter_name, "clamped": list(result.clamped_fields),
-                       "value": _preview(raw), "in_force": _describe(result.tunables)},
-            )
-        self._last_good = result.tunables
-        return result.tunables
-
-
-def powertools_ssm_fetch(max_age_sec: int = 5, boto3_client: Any = None) -> Callable[[str], str]:
-    """A `fetch` for `TunablesReader` backed by Powertools' SSM provider and its cache."""
-    from aws_lambda_powertools.utilities.parameters import SSMProvider
-
-    provider = SSMProvider(boto3_client=boto3_client)
-
-    def fetch(name: str) -> str:
-        value = provider.get(name, max_age=max_age_sec)
-        return value if isinstance(value, str) else json.dumps(value)
-
-    return fetch
-
-
-def defaults_from_environment(raw: str | None, fallback: DownstreamTunables) -> DownstreamTunables:
-    """The deploy-time defaults a function carries in its environment; `fallback` if they are unusable."""
-    if not raw:
-        return fallback
-    try:
-        return parse_tunables(raw).tunables
-    except InvalidTunables as error:
-        logger.error("deploy-time tunables defaults are invalid; using built-in fallback",
-                     extra={"error": str(error), "value": _preview(raw)})
-        return fallback
-
-
-def _describe(value: Any) -> Any:
-    return asdict(value) if hasattr(value, "__dataclass_fields__") else value
 
 
 def decode_document(raw: str) -> Any:
@@ -321,7 +231,8 @@ def _clipped(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
-def _preview(raw: Any) -> str:
+def preview(raw: Any) -> str:
+    """A raw document as a log line shows it: clipped, and never raising."""
     try:
         return _clipped(raw if isinstance(raw, str) else _shown(raw, 500), 500)
     except Exception:  # noqa: BLE001 - a log line must never fail

@@ -21,7 +21,7 @@ from typing import Any
 
 import urllib3
 
-from throttling.rate_limit_headers import RateLimitInfo, parse_rate_limit_headers
+from throttling.core.rate_limit_headers import RateLimitInfo, parse_rate_limit_headers
 
 
 class DownstreamError(Exception):
@@ -64,7 +64,7 @@ class KeepAliveOpener:
 
     A connection opened per call puts a TCP and TLS handshake between the limiter's token and the
     call's arrival, after the token was granted: tens of ms on a good day, and the uneven part of it
-    is what the downstream's spare burst must absorb (see `throttling.rate_limiter.stale_token_after_sec`).
+    is what the downstream's spare burst must absorb (see `throttling.core.rate_limiter.stale_token_after_sec`).
     One pool per execution environment keeps the connections warm across invocations. urllib3 (in
     Lambda's runtime with botocore) does the pooling; this only adapts its answers and errors to
     urlopen's, so `DownstreamClient` reads both alike: an `HTTPError` for 4xx and 5xx, a `URLError`

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from throttling.clock import Clock
+from throttling.core.clock import Clock
 
 __all__ = [
     "TIME_GRID_SEC",

@@ -9,6 +9,9 @@ and, with FULL jitter, waits a random time between 0 and that.
 "Exponential Backoff And Jitter": `min(cap, random_between(base, previous * 3))`. It needs the
 previous delay, which a Step Functions retrier cannot carry, so it is for in-process retry loops.
 Both take an injectable `random.Random` so tests and the lab are reproducible.
+
+`postpone_for_sec` is the visibility timeout an SQS consumer postpones a record by: the wait asked
+for, doubling with each receive, within SQS's 12-hour cap (the legacy consumer's rule, and the lab's).
 """
 
 from __future__ import annotations
@@ -16,7 +19,16 @@ from __future__ import annotations
 import math
 import random
 
-__all__ = ["decorrelated_jitter_delay", "exponential_delay", "full_jitter_delay"]
+__all__ = [
+    "SQS_MAX_VISIBILITY_SEC",
+    "decorrelated_jitter_delay",
+    "exponential_delay",
+    "full_jitter_delay",
+    "postpone_for_sec",
+]
+
+# SQS refuses a visibility timeout beyond 12 hours counted from the receive.
+SQS_MAX_VISIBILITY_SEC = 43_200
 
 _DEFAULT_RNG = random.Random()
 
@@ -77,3 +89,20 @@ def _check_attempt(attempt: int) -> None:
 def _check_seconds(name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+
+
+def postpone_for_sec(
+    retry_after_sec: float | None, receive_count: int, held_sec: float = 0.0, *, hold_before_invoke_sec: float = 0.0
+) -> int:
+    """The visibility timeout that postpones a record received `receive_count` times.
+
+    At least the wait the downstream or the limiter asked for (rounded up to whole seconds, as SQS
+    takes them), and at least 2^(receive_count - 1) s, so repeated postponements back off instead
+    of spending the receive count one Retry-After at a time; never past SQS's 12-hour limit from
+    the receive, less `hold_before_invoke_sec` (how long an event-source mapping may hold a batch
+    before invoking) and `held_sec` (how long this invocation has held it).
+    """
+    asked_sec = math.ceil(max(0.0, retry_after_sec or 0.0) - 1e-9)
+    backoff_sec = 2 ** min(max(receive_count, 1) - 1, 16)
+    cap_sec = SQS_MAX_VISIBILITY_SEC - math.ceil(hold_before_invoke_sec) - math.ceil(max(0.0, held_sec))
+    return max(0, min(max(asked_sec, backoff_sec, 1), cap_sec))
