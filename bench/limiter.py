@@ -26,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lambdas"))
 
-from localcloud.cloud import LocalCloud  # noqa: E402
+from localcloud.emulator.cloud import LocalCloud  # noqa: E402
 from throttling.adapters.dynamodb_rate_limiter import DynamoDbRateLimiter  # noqa: E402
 from throttling.core.clock import Clock, FakeClock, SystemClock  # noqa: E402
 from throttling.core.rate_limiter import RatePolicy  # noqa: E402

@@ -15,7 +15,7 @@ What it models, in the order a call meets it:
 - a 5xx rate: that share of the admitted calls is answered 500 after its service time;
 - capacity that changes over time: at each `capacity_changes` time the rate and the burst become
   that factor of the model's (tokens already earned are kept, clamped to the new burst, as
-  `localcloud.downstream_simulator` does).
+  `localcloud.referee.downstream_simulator` does).
 
 What it simplifies: one bucket for every caller (real APIs may key it by account or token); no
 per-call retry of its own; a call the caller stopped waiting for (a timeout) is still served, so
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from lab.engine import Simulation
-from localcloud.downstream_simulator import TokenBucket
+from localcloud.referee.downstream_simulator import TokenBucket
 
 __all__ = ["OK", "SERVER_ERROR", "THROTTLED", "TIMED_OUT", "UNAVAILABLE", "Downstream", "DownstreamModel", "Latency"]
 

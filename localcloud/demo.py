@@ -12,15 +12,15 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from localcloud.cloud import LocalCloud
-from localcloud.demo_control_loop import run_control_loop
-from localcloud.demo_ingress import run_ingress
-from localcloud.demo_workflows import run_crm_batch, run_crm_segment_large, run_legacy, run_moderation, run_payments
-from localcloud.downstream_simulator import PROFILES, DownstreamSimulator
+from localcloud.drivers import control_loop, crm_batch, crm_segment_large, ingress, legacy, moderation, payments
+from localcloud.emulator.cloud import LocalCloud
+from localcloud.emulator.deployer import DeployedStack
+from localcloud.referee.downstream_simulator import PROFILES, DownstreamSimulator
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE = "dev"
@@ -94,6 +94,127 @@ def smoke(cloud: LocalCloud, stacks: dict[str, Any], simulators: dict[str, Downs
           f" function logs are in {cloud.work_dir.relative_to(ROOT) / 'logs'}")
 
 
+# -- one line per use case, from what its driver returns ---------------------------------------------
+
+Simulators = Mapping[str, DownstreamSimulator]
+
+
+def run_crm_batch(cloud: LocalCloud, stacks: Mapping[str, DeployedStack], simulators: Simulators, *,
+                  users: int = 30) -> str:
+    """Use case 1 once, and what the CRM saw.
+
+    The peak is the most requests the CRM saw in any 1 s window, so it may exceed the limit by up to
+    the burst (a full bucket at the start), which the CRM admits without a 429.
+    """
+    crm = simulators["crm"]
+    run = crm_batch.run(cloud, stacks, crm, users=users)
+    result, stats = run.execution, run.crm_stats
+    if result.status != "SUCCEEDED":
+        return f"crm batch e-mail: execution {result.status} ({result.error}: {result.cause})"
+    report = result.output
+    return (
+        f"crm batch e-mail: {report['items']} items, {report['succeeded']} sent, {report['failed']} failed,"
+        f" peak {stats['max_in_1s_window_all']} req/s at the CRM"
+        f" (limit {_number(crm.profile.rate_per_sec)}, burst {crm.profile.burst}), {stats['by_status'].get(429, 0)}"
+        " answered 429"
+    )
+
+
+def run_crm_segment_large(cloud: LocalCloud, stacks: Mapping[str, DeployedStack], simulators: Simulators, *,
+                          users: int = 40) -> str:
+    """Use case 1 for a large segment once: users from a CSV export in S3, and what the CRM saw."""
+    crm = simulators["crm"]
+    run = crm_segment_large.run(cloud, stacks, crm, users=users)
+    result, stats = run.execution, run.crm_stats
+    if result.status != "SUCCEEDED":
+        return f"crm large segment: execution {result.status} ({result.error}: {result.cause})"
+    report = result.output
+    return (
+        f"crm large segment: {report['items']} users from s3, {report['succeeded']} sent, {report['failed']} failed,"
+        f" peak {stats['max_in_1s_window_all']} req/s at the CRM (limit {_number(crm.profile.rate_per_sec)},"
+        f" burst {crm.profile.burst}), {stats['by_status'].get(429, 0)} answered 429,"
+        f" results in s3://{report['results']['Bucket']}/{report['results']['Key']}"
+    )
+
+
+def run_moderation(cloud: LocalCloud, stacks: Mapping[str, DeployedStack], simulators: Simulators, *,
+                   uploads: int = 10) -> str:
+    """Use case 3 once: how the uploads were decided, and the most requests the model API saw in any 1 s window
+    (up to its limit plus its burst is within its contract)."""
+    model = simulators["ai_model"]
+    run = moderation.run(cloud, stacks, model, uploads=uploads)
+    decisions = [(r.output or {}).get("decision") for r in run.results.values() if r.status == "SUCCEEDED"]
+    failed = len(run.results) - len(decisions)
+    stats = run.model_stats
+    return (
+        f"ugc moderation: {run.uploads} uploads, {decisions.count('approved')} approved,"
+        f" {decisions.count('rejected')} rejected, {decisions.count('needs_review')} needs review"
+        + (f", {failed} failed" if failed else "")
+        + f", peak {stats['max_in_1s_window_all']} req/s at the AI model (limit {_number(model.profile.rate_per_sec)},"
+        f" burst {model.profile.burst}), {stats['by_status'].get(429, 0)} answered 429"
+    )
+
+
+def run_payments(cloud: LocalCloud, stacks: Mapping[str, DeployedStack], simulators: Simulators, *,
+                 orders: int = 12, declined: int = 2, parked: int = 2) -> str:
+    """Use case 2 once: how the orders ended, and the most requests the gateway saw in any 1 s window (its limit
+    is 2 req/s with a burst of 2, so up to 4 is within its contract and answered without a 429)."""
+    gateway = simulators["payment_gateway"]
+    run = payments.run(cloud, stacks, gateway, orders=orders, declined=declined, parked=parked)
+    ended = [(r.status, (r.output or {}).get("status") if r.status == "SUCCEEDED" else r.error)
+             for r in run.results.values()]
+    paid, still_parked = ended.count(("SUCCEEDED", "paid")), ended.count(("SUCCEEDED", "parked"))
+    declined_count = ended.count(("FAILED", "PaymentDeclined"))
+    others = len(ended) - paid - still_parked - declined_count
+    stats = run.gateway_stats
+    return (
+        f"payments: {run.orders} orders, {paid} paid, {declined_count} declined"
+        + (f" ({run.parked} parked while the breaker was open, {run.resumed} resumed once it closed)"
+           if run.parked else "")
+        + (f", {still_parked} still parked" if still_parked else "")
+        + (f", {others} failed otherwise" if others else "")
+        + f", peak {stats['max_in_1s_window_all']} req/s at the gateway (limit {_number(gateway.profile.rate_per_sec)},"
+        f" burst {gateway.profile.burst}), {stats['by_status'].get(429, 0)} answered 429"
+    )
+
+
+def run_legacy(cloud: LocalCloud, stacks: Mapping[str, DeployedStack], simulators: Simulators, *,
+               records: int = 10) -> str:
+    """Use case 4 once: the records published and delivered, and what the mainframe saw."""
+    mainframe = simulators["legacy_mainframe"]
+    run = legacy.run(cloud, stacks, mainframe, records=records)
+    result = run.execution
+    if result.status != "SUCCEEDED":
+        return f"legacy integration: execution {result.status} ({result.error}: {result.cause})"
+    return (
+        f"legacy integration: {result.output['published']} records, {run.delivered} delivered,"
+        f" {run.dead_letters} in DLQ,"
+        f" peak {run.mainframe_stats['max_in_1s_window_all']} req/s at the mainframe"
+        f" (limit {_number(mainframe.profile.rate_per_sec)})"
+    )
+
+
+def run_ingress(cloud: LocalCloud, stacks: Mapping[str, DeployedStack], simulators: Simulators) -> str:
+    """A payment, its repeat, a malformed payment and a legacy record through the API: what it answered."""
+    run = ingress.run(cloud, stacks)
+    return (
+        f"ingress: POST /payments {run.first.status} then {run.state.json().get('status')} at GET /payments/{{id}},"
+        f" repeated {run.repeat.status} ({run.repeat.json().get('status')}), malformed {run.malformed.status};"
+        f" POST /legacy-records {run.queued.status} then {run.record_status}"
+    )
+
+
+def run_control_loop(cloud: LocalCloud, stacks: Mapping[str, DeployedStack], simulators: Simulators, *,
+                     users: int = 12) -> str:
+    """A 429 alarm for the CRM, the controller's answer in SSM, and the next batch at the CRM."""
+    run = control_loop.run(cloud, stacks, simulators["crm"], users=users)
+    return (
+        f"control loop: the CRM's 429-rate alarm (20 % of 600 calls) -> {run.decision['action']} to"
+        f" max_concurrency {run.document['max_concurrency']}, {run.document['rate_per_sec']} req/s in SSM;"
+        f" calls in flight at the CRM {run.peak_in_flight_before} before, {run.peak_in_flight_after} after"
+    )
+
+
 def tune_then_break(cloud: LocalCloud, crm_caller: str) -> list[str]:
     """An operator's tuning of the CRM, then two bad values: what Parameter Store and the caller make of each.
 
@@ -144,6 +265,10 @@ def section(title: str) -> None:
 
 def _counts(kinds: Counter[str]) -> str:
     return ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 def _pascal(snake: str) -> str:

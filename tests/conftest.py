@@ -12,6 +12,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The emulator's fixtures (simulators, the app synthesized against them, a LocalCloud, the deployed app),
+# shared by tests/emulator and tests/e2e.
+pytest_plugins = ["tests.localcloud_fixtures"]
+
 # Tests never touch real AWS: fake credentials and a fixed region before anything builds a client.
 os.environ.update(
     AWS_ACCESS_KEY_ID="testing",

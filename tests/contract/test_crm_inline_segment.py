@@ -4,7 +4,7 @@ Step Functions fails a state whose input or output passes 256 KiB with `States.D
 which no Catch takes; when that state is the Map's, every e-mail has already gone. So the segment's
 ids may sit in the state only until the Map, whose iterations each return one constant flag and
 whose result replaces the segment; and the size gate before it is the one the stack and the
-measurement on the emulator (`tests/emulator/test_crm_batch_workflow.py`) assume. Each check is a
+measurement on the emulator (`tests/e2e/test_crm_batch_workflow.py`) assume. Each check is a
 function returning the problems it found, shown catching its mistake at the end.
 """
 

@@ -18,7 +18,7 @@ from aws_cdk.assertions import Template
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from localcloud.api_gateway import ecma_regex, model_validator, render_template
+from localcloud.emulator.api_gateway import ecma_regex, model_validator, render_template
 from payments.orders import InvalidOrder, parse_order
 
 STATE_MACHINE_ARN = "arn:aws:states:us-east-1:123456789012:stateMachine:Payments"

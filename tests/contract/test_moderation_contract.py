@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Template
 
-from localcloud.downstream_simulator import AI_MODEL, MODERATION_CATEGORIES, DownstreamSimulator
+from localcloud.referee.downstream_simulator import AI_MODEL, MODERATION_CATEGORIES, DownstreamSimulator
 from moderation import ModerationThresholds, decide
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""moto's CloudFormation keeps a REST API's request contract only with the fix (`moto_patches`)."""
+"""moto's CloudFormation keeps a REST API's request contract only with the fix (`patches`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from localcloud import moto_patches
+from localcloud.emulator import patches
 
 pytestmark = pytest.mark.emulator
 
@@ -41,14 +41,14 @@ TEMPLATE = {"Resources": {
 @pytest.mark.parametrize("patched", [False, True], ids=["moto-alone", "patched"])
 def test_the_deployed_method_keeps_templates_responses_model_and_validator_only_with_the_fix(cloud, patched):
     if not patched:
-        moto_patches.remove_api_gateway_integrations_from_cloudformation()
+        patches.remove("api_gateway_integrations_from_cloudformation")
     try:
         # WHEN CloudFormation creates the API
         stack_name = f"api-{'patched' if patched else 'alone'}"
         cfn = cloud.client("cloudformation")
         cfn.create_stack(StackName=stack_name, TemplateBody=json.dumps(TEMPLATE))
     finally:
-        moto_patches.apply_api_gateway_integrations_from_cloudformation()
+        patches.apply("api_gateway_integrations_from_cloudformation")
     outputs = {o["OutputKey"]: o["OutputValue"] for o in cfn.describe_stacks(StackName=stack_name)["Stacks"][0]["Outputs"]}
     apigateway = cloud.client("apigateway")
     method = apigateway.get_method(restApiId=outputs["ApiId"], resourceId=outputs["OrdersId"], httpMethod="POST")

@@ -2,7 +2,7 @@
 
 EventBridge invokes its Lambda targets asynchronously (`InvocationType=Event`); moto's EventBridge
 cannot deliver to Lambda, so the tests hand the deployed function the event as the rule would, in
-the same invocation type. With `apply_lambda_asynchronous_invocation` the emulator retries a failed
+the same invocation type. With the `lambda_asynchronous_invocation` fix the emulator retries a failed
 event as the function's deployed `EventInvokeConfig` says and hands the invocation record to its
 on-failure destination, as Lambda does; without it, moto runs the function once and the event is
 gone. Each test says what becomes of every order it places.
@@ -14,8 +14,9 @@ import json
 
 import pytest
 
-from localcloud import moto_patches
-from localcloud.demo_workflows import drain_queue, order_placed_event, payment_execution_name, payment_orders, payment_outputs
+from localcloud.emulator import patches
+from localcloud.drivers.common import drain_queue
+from localcloud.drivers.payments import order_placed_event, payment_execution_name, payment_orders, payment_outputs
 
 pytestmark = pytest.mark.emulator
 
@@ -85,13 +86,13 @@ def test_without_the_fix_the_failed_order_vanishes(cloud, starter):
     # GIVEN moto alone: one run of an Event invocation, its result forgotten
     (order,) = payment_orders(1)
     before = starter_invocations(cloud, starter)
-    moto_patches.remove_lambda_asynchronous_invocation()
+    patches.remove("lambda_asynchronous_invocation")
     try:
         with cloud.faults.inject("states", "StartExecution", code="AccessDeniedException"):
             invoke_as_eventbridge(cloud, starter["starter_name"],
                                   order_placed_event(order, account=cloud.account_id, region=cloud.region))
     finally:
-        moto_patches.apply_lambda_asynchronous_invocation()
+        patches.apply("lambda_asynchronous_invocation")
     # THEN the starter ran once and the order is nowhere: no workflow, no record
     assert starter_invocations(cloud, starter) - before == 1
     assert drain_queue(cloud, starter["failed_queue_url"]) == []

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from localcloud import moto_patches
-from localcloud.deployer import Deployer, DeploymentFailed
+from localcloud.emulator import patches
+from localcloud.emulator.deployer import Deployer, DeploymentFailed
 
 pytestmark = pytest.mark.emulator
 
@@ -42,9 +42,9 @@ def create_function(cloud, role_arn: str, name: str, variables: dict[str, str]) 
 
 @pytest.fixture
 def without_environment_limit() -> Iterator[None]:
-    moto_patches.remove_lambda_environment_size_limit()
+    patches.remove("lambda_environment_size_limit")
     yield
-    moto_patches.apply_lambda_environment_size_limit()
+    patches.apply("lambda_environment_size_limit")
 
 
 # -- Lambda's 4 KB environment ----------------------------------------------------------------------
@@ -95,12 +95,12 @@ def test_without_the_failure_patch_the_refusal_escapes_create_stack_in_a_form_bo
         "Runtime": "python3.13", "Handler": "index.handler", "Role": role_arn,
         "Code": {"ZipFile": "def handler(event, context):\n    return event\n"},
         "Environment": {"Variables": TOO_BIG}}}}}
-    moto_patches.remove_cloudformation_resource_failures()
+    patches.remove("cloudformation_resource_failures")
     try:
         with pytest.raises(Exception, match="Unable to parse response"):
             cloud.client("cloudformation").create_stack(StackName="Unparsable", TemplateBody=json.dumps(template))
     finally:
-        moto_patches.apply_cloudformation_resource_failures()
+        patches.apply("cloudformation_resource_failures")
 
 
 # -- the Powertools layer a function is deployed with is the one it runs with -----------------------
@@ -170,12 +170,12 @@ def test_a_release_powertools_never_published_fails_the_deploy(cloud, role_arn, 
 
 
 def test_without_the_patch_moto_drops_the_layer_and_the_handler_cannot_import_powertools(cloud, role_arn, tmp_path):
-    moto_patches.remove_public_lambda_layers()
+    patches.remove("public_lambda_layers")
     try:
         name = deploy_one(cloud, tmp_path, "PowertoolsDropped",
                           powertools_stack(role_arn, cloud.public_layers.provided_release))
     finally:
-        moto_patches.apply_public_lambda_layers(cloud.public_layers, cloud.account_id)
+        patches.apply("public_lambda_layers", layers=cloud.public_layers, account_id=cloud.account_id)
     assert cloud.client("lambda").get_function_configuration(FunctionName=name).get("Layers", []) == []
     payload, error = invoke(cloud, name)
     assert error and "No module named 'aws_lambda_powertools'" in payload["errorMessage"]
@@ -198,9 +198,9 @@ def test_parameter_store_throughput_is_an_account_setting_with_aws_default(cloud
 
 
 def test_without_the_patch_moto_has_no_service_settings(cloud):
-    moto_patches.remove_ssm_service_settings()
+    patches.remove("ssm_service_settings")
     try:
         with pytest.raises(ClientError):
             cloud.client("ssm").get_service_setting(SettingId="/ssm/parameter-store/high-throughput-enabled")
     finally:
-        moto_patches.apply_ssm_service_settings()
+        patches.apply("ssm_service_settings")

@@ -13,7 +13,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from localcloud import moto_patches
+from localcloud.emulator import patches
 
 pytestmark = pytest.mark.emulator
 
@@ -116,11 +116,10 @@ def test_a_state_machine_task_meets_the_fault_under_its_step_functions_error_nam
 
 
 def test_without_the_fix_moto_names_the_error_in_lower_case(cloud):
-    undo = moto_patches.remove_aws_sdk_error_names
-    undo()
+    patches.remove("aws_sdk_error_names")
     try:
         output = run_throttled_parameter_read(cloud, "faults-unnamed")
     finally:
-        moto_patches.apply_aws_sdk_error_names()
+        patches.apply("aws_sdk_error_names")
     # A Retry or Catch on Ssm.ThrottlingException would not match this.
     assert output["error"]["Error"] == "ssm.ThrottlingException"

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from botocore.exceptions import ClientError
 
-from localcloud import moto_patches
+from localcloud.emulator import patches
 
 pytestmark = pytest.mark.emulator
 
@@ -96,11 +96,11 @@ def test_one_token_goes_to_exactly_one_of_eight_concurrent_callers(cloud, pause_
 
 def test_without_the_fix_moto_gives_the_last_token_to_several_callers(cloud, pause_after_condition_check):
     # GIVEN the fix removed
-    moto_patches.remove_atomic_dynamodb()
+    patches.remove("atomic_dynamodb")
     try:
         granted = race_for_the_last_token(cloud, "last-token-racy")
     finally:
-        moto_patches.apply_atomic_dynamodb()
+        patches.apply("atomic_dynamodb")
     # THEN callers that passed the condition together all "took" the one token: why the fix exists
     assert granted > 1
 
@@ -208,12 +208,12 @@ def test_without_the_fix_a_percentile_fails_the_whole_request(cloud):
 
     start = datetime.now(timezone.utc).replace(second=0, microsecond=0) - timedelta(minutes=2)
     put_latencies(cloud, "LatencyRaw", start + timedelta(seconds=5), [10.0, 20.0])
-    moto_patches.remove_cloudwatch_percentiles()
+    patches.remove("cloudwatch_percentiles")
     try:
         with pytest.raises(ClientError) as error:
             percentiles(cloud, "LatencyRaw", start, ("p99",))
     finally:
-        moto_patches.apply_cloudwatch_percentiles()
+        patches.apply("cloudwatch_percentiles")
     assert error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
 
 
@@ -247,15 +247,15 @@ def test_cloudformation_creates_alarms_and_tagged_kms_keys(cloud):
 
 @pytest.mark.parametrize("remove", ["alarms", "kms_key_tags"])
 def test_without_either_fix_such_a_stack_fails(cloud, remove):
-    {"alarms": moto_patches.remove_cloudwatch_alarms_from_cloudformation,
-     "kms_key_tags": moto_patches.remove_kms_key_tags_from_cloudformation}[remove]()
+    patches.remove({"alarms": "cloudwatch_alarms_from_cloudformation",
+                    "kms_key_tags": "kms_key_tags_from_cloudformation"}[remove])
     try:
         with pytest.raises(Exception):  # noqa: B017 - moto answers a 500 whose body is not even XML
             cloud.client("cloudformation").create_stack(StackName=f"no-{remove.replace('_', '-')}",
                                                         TemplateBody=json.dumps(alarm_stack(f"probe-{remove}")))
     finally:
-        moto_patches.apply_cloudwatch_alarms_from_cloudformation()
-        moto_patches.apply_kms_key_tags_from_cloudformation()
+        patches.apply("cloudwatch_alarms_from_cloudformation")
+        patches.apply("kms_key_tags_from_cloudformation")
 
 
 @pytest.mark.parametrize("patched", [False, True], ids=["moto-alone", "patched"])
@@ -266,14 +266,14 @@ def test_definition_substitutions_from_cloudformation_need_the_fix(cloud, patche
         "DefinitionString": '{"StartAt": "A", "States": {"A": {"Type": "Pass", "Comment": "${Why}", "End": true}}}',
         "DefinitionSubstitutions": {"Why": "filled"}}}}}
     if not patched:
-        moto_patches.remove_definition_substitutions_from_cloudformation()
+        patches.remove("definition_substitutions_from_cloudformation")
     try:
         # WHEN CloudFormation creates it
         stack_name = f"substitutions-{'patched' if patched else 'alone'}"
         cfn = cloud.client("cloudformation")
         cfn.create_stack(StackName=stack_name, TemplateBody=json.dumps(template))
     finally:
-        moto_patches.apply_definition_substitutions_from_cloudformation()
+        patches.apply("definition_substitutions_from_cloudformation")
     arn = cfn.describe_stack_resource(StackName=stack_name, LogicalResourceId="Machine")["StackResourceDetail"][
         "PhysicalResourceId"]
     definition = json.loads(cloud.client("stepfunctions").describe_state_machine(stateMachineArn=arn)["definition"])
@@ -335,7 +335,7 @@ def test_a_distributed_map_fails_past_its_tolerated_failures(cloud, tolerance, b
 
 
 def test_without_the_fix_a_whole_percentage_is_refused_and_no_threshold_applies(cloud):
-    moto_patches.remove_distributed_map_failure_tolerance()
+    patches.remove("distributed_map_failure_tolerance")
     try:
         # WHEN the percentage is written as AWS takes it THEN moto refuses the whole state machine
         with pytest.raises(ClientError, match="ToleratedFailurePercentage"):
@@ -346,7 +346,7 @@ def test_without_the_fix_a_whole_percentage_is_refused_and_no_threshold_applies(
             tolerance={"ToleratedFailurePercentage": 10.0}), items(17, 3))["status"] == "SUCCEEDED"
         assert run_to_the_end(cloud, "tolerance-none", distributed_map(), items(0, 20))["status"] == "SUCCEEDED"
     finally:
-        moto_patches.apply_distributed_map_failure_tolerance()
+        patches.apply("distributed_map_failure_tolerance")
 
 
 def written_results(cloud, bucket: str, output: dict) -> tuple[dict, dict[str, list[dict]]]:
@@ -364,12 +364,12 @@ def test_result_writer_exports_each_child_execution_to_s3_only_with_the_fix(clou
     definition = distributed_map(tolerance={"ToleratedFailurePercentage": 50},
                                  result_writer={"Bucket": bucket, "Prefix": "runs"})
     if not patched:
-        moto_patches.remove_distributed_map_result_writer()
+        patches.remove("distributed_map_result_writer")
     try:
         # WHEN 3 items succeed and 1 fails
         described = run_to_the_end(cloud, f"writer-{bucket}", definition, items(3, 1))
     finally:
-        moto_patches.apply_distributed_map_result_writer()
+        patches.apply("distributed_map_result_writer")
     # THEN in both the state's output is where the results went, as on AWS
     output = json.loads(described["output"])
     map_run_id = output["MapRunArn"].split(":")[-1]
@@ -396,11 +396,11 @@ def test_aws_sdk_tasks_speak_pascal_case_only_with_the_fix(cloud, patched):
         "Resource": "arn:aws:states:::aws-sdk:sfn:describeStateMachine",
         "Parameters": {"StateMachineArn.$": "$$.StateMachine.Id"}, "End": True}}}
     if not patched:
-        moto_patches.remove_aws_sdk_pascal_case()
+        patches.remove("aws_sdk_pascal_case")
     try:
         described = run_to_the_end(cloud, f"sdk-{'patched' if patched else 'alone'}", definition, {})
     finally:
-        moto_patches.apply_aws_sdk_pascal_case()
+        patches.apply("aws_sdk_pascal_case")
     if not patched:
         # THEN moto alone hands `StateMachineArn` to botocore, which knows only `stateMachineArn`
         assert (described["status"], described["error"]) == ("FAILED", "States.Runtime")
@@ -449,7 +449,7 @@ def test_an_execution_name_step_functions_refuses_is_refused_only_with_the_fix(c
     sfn = cloud.client("stepfunctions")
     arn = waiting_machine(cloud, f"names-{'patched' if patched else 'alone'}")
     if not patched:
-        moto_patches.remove_execution_name_rules()
+        patches.remove("execution_name_rules")
     try:
         outcomes = {}
         for name in BAD_EXECUTION_NAMES:
@@ -463,7 +463,7 @@ def test_an_execution_name_step_functions_refuses_is_refused_only_with_the_fix(c
         good = sfn.start_execution(stateMachineArn=arn, name="order-" + "A_9-" * 18 + "zz", input="{}")
         sfn.stop_execution(executionArn=good["executionArn"])
     finally:
-        moto_patches.apply_execution_name_rules()
+        patches.apply("execution_name_rules")
     # THEN moto alone starts every one of them, though AWS refuses each; with the fix each is refused
     # as AWS refuses it, and nothing starts
     assert outcomes == dict.fromkeys(BAD_EXECUTION_NAMES, "InvalidName" if patched else "started")
@@ -477,7 +477,7 @@ def test_dynamodb_numbers_keep_38_digits_and_refuse_more_only_with_the_fix(cloud
                           AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}])
     dynamodb.put_item(TableName=table, Item={"pk": {"S": "n"}, "tat": {"N": "1700000000.123456789012345678"}})
     if not patched:
-        moto_patches.remove_dynamodb_number_precision()
+        patches.remove("dynamodb_number_precision")
     try:
         # WHEN a sum needs 29 digits, and an item holds a number of 39
         dynamodb.update_item(TableName=table, Key={"pk": {"S": "n"}}, UpdateExpression="ADD tat :tiny",
@@ -489,7 +489,7 @@ def test_dynamodb_numbers_keep_38_digits_and_refuse_more_only_with_the_fix(cloud
         except ClientError as error:
             refused = error.response["Error"]
     finally:
-        moto_patches.apply_dynamodb_number_precision()
+        patches.apply("dynamodb_number_precision")
     if not patched:
         # THEN moto alone rounds the sum to 28 digits (the ADD is lost) and stores the 39 digits
         assert stored == "1700000000.123456789012345678"
@@ -497,7 +497,7 @@ def test_dynamodb_numbers_keep_38_digits_and_refuse_more_only_with_the_fix(cloud
         return
     # THEN with the fix the sum is exact, as DynamoDB keeps it, and 39 digits are refused as DynamoDB refuses them
     assert stored == "1700000000.1234567890123456781"
-    assert refused == {"Code": "ValidationException", "Message": moto_patches.DYNAMODB_TOO_MANY_DIGITS}
+    assert refused == {"Code": "ValidationException", "Message": patches.DYNAMODB_TOO_MANY_DIGITS}
 
 
 def attributes(count: int) -> dict:
@@ -521,7 +521,7 @@ def test_sqs_refuses_an_eleventh_attribute_and_a_message_over_its_size_with_its_
         "600 characters of 2 bytes each": {"MessageBody": "\u00e9" * 600},
     }
     if not patched:
-        moto_patches.remove_sqs_message_limits()
+        patches.remove("sqs_message_limits")
     try:
         outcomes = {}
         for name, send in refused_sends.items():
@@ -533,7 +533,7 @@ def test_sqs_refuses_an_eleventh_attribute_and_a_message_over_its_size_with_its_
         # WHEN a message exactly at the limit with ten attributes is sent THEN it is queued either way
         sqs.send_message(QueueUrl=url, MessageBody=exactly_full, MessageAttributes=attributes(10))
     finally:
-        moto_patches.apply_sqs_message_limits()
+        patches.apply("sqs_message_limits")
     queued = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
     if not patched:
         # THEN moto alone queues all three, though SQS refuses each

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from localcloud import moto_patches
+from localcloud.emulator import patches
 
 pytestmark = pytest.mark.emulator
 
-LIMIT = moto_patches.STATE_PAYLOAD_LIMIT_BYTES
+LIMIT = patches.STATE_PAYLOAD_LIMIT_BYTES
 
 
 def run(cloud, definition: dict[str, Any], payload: Any) -> dict[str, Any]:
@@ -49,12 +49,12 @@ def without() -> Iterator[Callable[[str], None]]:
     removed: list[str] = []
 
     def remove(name: str) -> None:
-        getattr(moto_patches, f"remove_{name}")()
+        patches.remove(name)
         removed.append(name)
 
     yield remove
     for name in removed:
-        getattr(moto_patches, f"apply_{name}")()
+        patches.apply(name)
 
 
 def catching_all(state: dict[str, Any]) -> dict[str, Any]:
@@ -83,7 +83,7 @@ PASS_THROUGH = {"StartAt": "Echo", "States": {"Echo": {"Type": "Pass", "Paramete
 def test_the_quota_is_256_kib_of_compact_json_to_the_byte(cloud):
     # GIVEN outputs {"s":"..."} of exactly the quota, and one byte more (8 bytes of JSON around the string)
     exactly, over = "x" * (LIMIT - 8), "x" * (LIMIT - 7)
-    assert moto_patches.state_payload_bytes({"s": exactly}) == LIMIT
+    assert patches.state_payload_bytes({"s": exactly}) == LIMIT
     # THEN the first passes and the second fails with AWS's name for it
     assert outcome(run(cloud, PASS_THROUGH, {"s": exactly}))[0] == "SUCCEEDED"
     assert outcome(run(cloud, PASS_THROUGH, {"s": over})) == ("FAILED", "States.DataLimitExceeded")
@@ -93,7 +93,7 @@ def test_the_quota_is_256_kib_of_compact_json_to_the_byte(cloud):
 def test_text_is_counted_in_utf8_bytes_not_as_escapes_only_with_the_fix(cloud, without, patched):
     # GIVEN 100,000 accented letters: 200,000 bytes of UTF-8, 600,000 as \u00e9 escapes
     accented = "é" * 100_000
-    assert moto_patches.state_payload_bytes({"s": accented}) < LIMIT
+    assert patches.state_payload_bytes({"s": accented}) < LIMIT
     if not patched:
         without("state_payload_limit")
     # WHEN a state outputs them

@@ -1,6 +1,6 @@
 """Adding a downstream is one edit of cdk.json: its caller, tunables, controller plan and alarms follow.
 
-(The emulator needs its simulator profile too, `localcloud.downstream_simulator.PROFILES`.) Nothing
+(The emulator needs its simulator profile too, `localcloud.referee.downstream_simulator.PROFILES`.) Nothing
 else lists the downstreams: the stacks, the control loop and the tests all derive them from the config.
 """
 

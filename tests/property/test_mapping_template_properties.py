@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from localcloud.api_gateway import render_template
+from localcloud.emulator.api_gateway import render_template
 from stacks.ingress_stack import MAPPING_TEMPLATES_DIR, mapping_template
 
 TEMPLATES = sorted(path.stem for path in MAPPING_TEMPLATES_DIR.glob("*.vtl"))

@@ -3,7 +3,7 @@
 The handler builds its dependencies from its environment once per execution environment, as on Lambda;
 `deps` builds them from a test environment (boto3 clients are created, never called) and each test
 swaps the limiter, the gateway client and the breaker for fakes. Idempotency itself runs on the
-emulator (`tests/emulator/test_payment_workflow.py`), where the gateway counts the charges.
+emulator (`tests/e2e/test_payment_workflow.py`), where the gateway counts the charges.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from handlers import controller
-from localcloud import moto_patches
+from localcloud.emulator import patches
 from throttling.adapters.cloudwatch_period_reader import CloudWatchPeriodReader, MetricsUnavailable
 from throttling.adapters.dynamodb_controller_state import ControllerStateStore
 from throttling.adapters.lambda_event_source_mappings import EventSourceMappingReconciler, mapping_concurrency
@@ -50,7 +50,7 @@ PLAN = DownstreamPlan(
 
 @pytest.fixture
 def aws() -> Iterator[None]:
-    undo = moto_patches.apply_cloudwatch_percentiles()
+    undo = patches.apply("cloudwatch_percentiles")
     try:
         with mock_aws():
             yield

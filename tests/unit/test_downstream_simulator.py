@@ -21,8 +21,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from localcloud import downstream_simulator
-from localcloud.downstream_simulator import (
+from localcloud.referee import downstream_simulator
+from localcloud.referee.downstream_simulator import (
     PROFILES,
     DownstreamProfile,
     DownstreamSimulator,
@@ -705,7 +705,7 @@ def test_cli_prints_its_url_and_serves():
     project_root = Path(downstream_simulator.__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(project_root), os.environ.get("PYTHONPATH")]))}
     process = subprocess.Popen(
-        [sys.executable, "-m", "localcloud.downstream_simulator", "--profile", "legacy_mainframe", "--port", "0"],
+        [sys.executable, "-m", "localcloud.referee.downstream_simulator", "--profile", "legacy_mainframe", "--port", "0"],
         cwd=project_root,
         env=env,
         stdout=subprocess.PIPE,

@@ -23,7 +23,7 @@ import pytest
 from moto import mock_aws
 from moto.awslambda.models import LambdaFunction
 
-from localcloud.event_source_poller import (
+from localcloud.emulator.event_source_poller import (
     DEFAULT_MAXIMUM_CONCURRENCY,
     EventSourceMappingSpec,
     EventSourcePollerManager,
@@ -455,7 +455,7 @@ def test_malformed_partial_response_fails_the_whole_batch(
     queue = make_queue("orders")
     send(sqs, queue, ["a", "b", "c"])
     function = FakeFunction(respond_with({"batchItemFailures": [{"itemIdentifier": "not-in-this-batch"}]}))
-    caplog.set_level(logging.ERROR, logger="localcloud.event_source_poller")
+    caplog.set_level(logging.ERROR, logger="localcloud.emulator.event_source_poller")
 
     # WHEN the batch is processed
     poller = start_poller(queue, function, report_batch_item_failures=True)
@@ -710,7 +710,7 @@ def test_manager_follows_added_disabled_deleted_and_rejected_mappings(
     assert set(manager.pollers) == {first["UUID"]}
 
     # WHEN a mapping Lambda would reject is added (moto accepts batch size 20 without a window)
-    caplog.set_level(logging.ERROR, logger="localcloud.event_source_poller")
+    caplog.set_level(logging.ERROR, logger="localcloud.emulator.event_source_poller")
     bad = lambda_client.create_event_source_mapping(
         EventSourceArn=audits.arn, FunctionName="orders-consumer", BatchSize=20
     )

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from localcloud.api_gateway import UnsupportedRegex, ecma_regex, escape_javascript, model_validator
+from localcloud.emulator.api_gateway import UnsupportedRegex, ecma_regex, escape_javascript, model_validator
 
 
 # Outputs of Commons Lang 2's StringEscapeUtils.escapeJavaScript (its own test suite's cases, and the

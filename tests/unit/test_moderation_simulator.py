@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from localcloud.downstream_simulator import (
+from localcloud.referee.downstream_simulator import (
     AI_MODEL,
     BASELINE_SCORE_CEILING,
     MODERATION_CATEGORIES,

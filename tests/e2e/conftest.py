@@ -1,0 +1,119 @@
+"""End-to-end fixtures: fresh simulators, operators' tuning, and the deployed use cases' names and state.
+
+The simulators, the synthesized app, the LocalCloud and the deployment come from tests/localcloud_fixtures.py.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from localcloud.drivers.common import drain_queue
+from localcloud.drivers.crm_batch import crm_batch_outputs
+from localcloud.emulator.deployer import DeployedStack
+from localcloud.referee.downstream_simulator import DownstreamSimulator
+
+
+@pytest.fixture
+def fresh_simulators(simulators) -> dict[str, DownstreamSimulator]:
+    """The session's simulators, reset to their named profiles with no recorded requests."""
+    for simulator in simulators.values():
+        simulator.reset()
+    return simulators
+
+
+def stack_output(stacks: dict[str, DeployedStack], stack_suffix: str, output: str) -> Any:
+    (stack,) = [s for name, s in stacks.items() if name.endswith(stack_suffix)]
+    return stack.outputs[output]
+
+
+@pytest.fixture
+def tune_downstream(cloud):
+    """Write a downstream's tunables document as an operator would (pinned); seeds are restored afterwards.
+
+    `tune_downstream("crm", max_concurrency=3)` merges the changes into the seeded document, so each
+    call starts from the seed, not from the previous call.
+    """
+    import json
+
+    ssm = cloud.client("ssm")
+    seeds: dict[str, str] = {}
+
+    def tune(downstream: str, **changes: Any) -> None:
+        name = f"/throttling/dev/downstreams/{downstream}"
+        if name not in seeds:
+            seeds[name] = ssm.get_parameter(Name=name)["Parameter"]["Value"]
+        document = {**json.loads(seeds[name]), **changes, "mode": "manual"}
+        ssm.put_parameter(Name=name, Value=json.dumps(document), Type="String", Overwrite=True)
+
+    yield tune
+    for name, seed in seeds.items():
+        ssm.put_parameter(Name=name, Value=seed, Type="String", Overwrite=True)
+
+
+@pytest.fixture
+def crm(fresh_simulators) -> DownstreamSimulator:
+    return fresh_simulators["crm"]
+
+
+@pytest.fixture
+def crm_tunables(tune_downstream):
+    """`crm_tunables(max_concurrency=3)`: the CRM's document tuned as an operator would (see `tune_downstream`)."""
+    return functools.partial(tune_downstream, "crm")
+
+
+@pytest.fixture
+def crm_dead_letters(cloud, deployed) -> Iterator[None]:
+    """The CRM batch's dead-letter queue (both segment paths use it) empty before the test and after it."""
+    url = crm_batch_outputs(deployed)["dead_letter_queue_url"]
+    drain_queue(cloud, url)
+    yield
+    drain_queue(cloud, url)
+
+
+def store_past_allowed_pattern(cloud, name: str, value: str) -> None:
+    """Write `value` to the parameter `name` as Parameter Store would not: the tunables carry an AllowedPattern
+    (flat JSON objects only) since it was deployed, but a value stored before that, or in a parameter created
+    by hand, can still be anything, and the readers must cope with it."""
+    from localcloud.emulator import patches
+
+    patches.remove("ssm_allowed_pattern")
+    try:
+        cloud.client("ssm").put_parameter(Name=name, Value=value, Type="String", Overwrite=True)
+    finally:
+        patches.apply("ssm_allowed_pattern")
+
+
+@pytest.fixture(scope="module")
+def payments(deployed) -> dict[str, str]:
+    """The deployed payment workflow's names (state machine, tables, queues, functions)."""
+    from localcloud.drivers.payments import payment_outputs
+
+    return payment_outputs(deployed)
+
+
+@pytest.fixture
+def gateway(fresh_simulators) -> DownstreamSimulator:
+    return fresh_simulators["payment_gateway"]
+
+
+@pytest.fixture
+def breaker(cloud, payments) -> Iterator[Any]:
+    """The payment gateway's breaker, as alarms and operators move it; closed again (its item deleted) afterwards.
+
+    Needs the module's `payments` fixture (the deployed payment workflow's names, with `breaker_table`).
+    """
+    from throttling.adapters.dynamodb_circuit_breaker import DynamoDbCircuitBreaker
+    from throttling.core.circuit_breaker import BreakerPolicy
+
+    dynamodb = cloud.client("dynamodb")
+    key = {"pk": {"S": "payment_gateway"}}
+    dynamodb.delete_item(TableName=payments["breaker_table"], Key=key)
+    yield DynamoDbCircuitBreaker(payments["breaker_table"], client=dynamodb, policy=BreakerPolicy())
+    dynamodb.delete_item(TableName=payments["breaker_table"], Key=key)
+    # Warm authorizers remember an open breaker until its open_until (by design: no read per call);
+    # deleting the item is an operator's force-close, so start them afresh as a redeploy would.
+    cloud.lambda_runtime.shutdown()
