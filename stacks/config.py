@@ -226,20 +226,8 @@ class IngressConfig:
     quota_retry_after_sec: int = 3600
     waf: WafConfig = field(default_factory=WafConfig)
 
-    @property
-    def throttle_retry_after_sec(self) -> int:
-        """The Retry-After of a throttled request: one token of the slowest bucket a client can meet."""
-        rates = [self.throttle.rate_limit_per_sec, *(t.rate_limit_per_sec for t in self.method_throttles.values())]
-        for tier in self.tiers:
-            rates += [tier.throttle.rate_limit_per_sec, *(t.rate_limit_per_sec for t in tier.method_throttles.values())]
-        return max(1, math.ceil(1 / min(rates)))
-
-    def routes(self) -> set[str]:
-        """Every route some throttle names, so the API can refuse a throttle for a route it does not have."""
-        names = set(self.method_throttles)
-        for tier in self.tiers:
-            names |= set(tier.method_throttles)
-        return names
+    # The Retry-After and the routes these limits imply are the API's to compute: `ThrottledApi`'s
+    # `ApiLimits` (built from this by `stacks.ingress_stack.api_limits`).
 
 
 @dataclass(frozen=True)

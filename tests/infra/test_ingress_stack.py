@@ -13,7 +13,7 @@ from aws_cdk.assertions import Template
 
 from stacks.app_stacks import add_stacks
 from stacks.config import load_config
-from stacks.ingress_stack import AMOUNT_PATTERN
+from stacks.ingress_stack import AMOUNT_PATTERN, api_limits
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,7 @@ def test_throttling_and_quota_refusals_are_429_with_retry_after_and_a_json_body(
     throttled = _only(ingress, "AWS::ApiGateway::GatewayResponse", {"ResponseType": "THROTTLED"})
     assert throttled["StatusCode"] == "429"
     assert throttled["ResponseParameters"]["gatewayresponse.header.Retry-After"] == \
-        f"'{dev_config.ingress.throttle_retry_after_sec}'"
+        f"'{api_limits(dev_config.ingress).throttle_retry_after_sec}'"
     body = throttled["ResponseTemplates"]["application/json"]
     assert '"retry_after_sec": 1' in body and "$context.requestId" in body
     quota = _only(ingress, "AWS::ApiGateway::GatewayResponse", {"ResponseType": "QUOTA_EXCEEDED"})

@@ -45,7 +45,8 @@ def test_the_stage_ingress_config_becomes_the_same_limits(dev_config):
 
     # GIVEN the dev stage's ingress config WHEN translated into the API's limits
     limits = api_limits(dev_config.ingress)
-    # THEN the computed Retry-After and the routes agree with the config's own
-    assert limits.throttle_retry_after_sec == dev_config.ingress.throttle_retry_after_sec
-    assert limits.routes() == dev_config.ingress.routes()
+    # THEN every throttle the config names is there: the stage's, each method's and each tier's
+    assert limits.stage_throttle.rate_limit_per_sec == dev_config.ingress.throttle.rate_limit_per_sec
+    assert limits.routes() == {"POST /payments", "GET /payments/{id}", "POST /legacy-records"}
+    assert limits.throttle_retry_after_sec == 1  # the free tier's 1 req/s is the slowest bucket
     assert [t.name for t in limits.tiers] == [t.name for t in dev_config.ingress.tiers]
