@@ -702,7 +702,7 @@ def test_base_url_before_start_says_what_to_do():
 
 def test_cli_prints_its_url_and_serves():
     # GIVEN the CLI started on an ephemeral port
-    project_root = Path(downstream_simulator.__file__).resolve().parents[1]
+    project_root = Path(downstream_simulator.__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(project_root), os.environ.get("PYTHONPATH")]))}
     process = subprocess.Popen(
         [sys.executable, "-m", "localcloud.referee.downstream_simulator", "--profile", "legacy_mainframe", "--port", "0"],
