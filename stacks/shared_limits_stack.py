@@ -12,6 +12,7 @@ import json
 from aws_cdk import CfnOutput, Duration, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from stacks import stage_props
@@ -108,3 +109,24 @@ class SharedLimitsStack(Stack):
         CfnOutput(self, "SemaphoreTableName", value=self.semaphores.table.table_name)
         CfnOutput(self, "CircuitBreakerTableName", value=self.breakers.table.table_name)
         CfnOutput(self, "LeaseReclaimerName", value=self.lease_reclaimer.function.function_name)
+
+    def caller_environment(self, downstream: DownstreamConfig, *, tunables_cache_sec: int) -> dict[str, str]:
+        """What every function that calls `downstream` through the shared limiter reads (its contract, its
+        tunables document and the limiter's table), whichever use case it serves; grant it with
+        `grant_caller`."""
+        return {
+            names.ENV_DOWNSTREAM_NAME: downstream.name,
+            names.ENV_DOWNSTREAM_BASE_URL: downstream.base_url,
+            names.ENV_DOWNSTREAM_TIMEOUT_SEC: str(downstream.timeout_sec),
+            names.ENV_DOWNSTREAM_RATE_LIMIT_PER_SEC: str(downstream.rate_limit_per_sec),
+            names.ENV_DOWNSTREAM_BURST: str(downstream.burst),
+            names.ENV_TUNABLES_PARAMETER_NAME: self.tunables.parameter(downstream_tunables_key(downstream)).parameter_name,
+            names.ENV_TUNABLES_DEFAULTS: downstream_tunables_seed(downstream),
+            names.ENV_TUNABLES_CACHE_SEC: str(tunables_cache_sec),
+            names.ENV_RATE_LIMITER_TABLE_NAME: self.rate_limiter.table.table_name,
+        }
+
+    def grant_caller(self, grantee: iam.IGrantable, downstream: DownstreamConfig) -> None:
+        """What `caller_environment` promises: read the downstream's tunables, take the limiter's tokens."""
+        self.tunables.grant_read(grantee, downstream_tunables_key(downstream))
+        self.rate_limiter.grant_acquire(grantee)

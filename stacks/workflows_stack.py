@@ -18,7 +18,7 @@ from constructs import Construct
 from stacks import stage_props
 from stacks.config import AppConfig
 from stacks.patterns import HandlerFunction
-from stacks.shared_limits_stack import SharedLimitsStack, downstream_tunables_key, downstream_tunables_seed
+from stacks.shared_limits_stack import SharedLimitsStack
 from stacks.use_cases import USE_CASES, Layer, Registered, UseCase, build_layer
 from stacks.use_cases.base import U, the_use_case
 from throttling.core import names
@@ -43,8 +43,6 @@ class WorkflowsStack(Stack):
         removal_policy = stage_props.removal_policy(config)
         self.downstream_callers: dict[str, lambda_.Function] = {}
         for downstream in config.downstreams:
-            key = downstream_tunables_key(downstream)
-            parameter = shared_limits.tunables.parameter(key)
             caller = HandlerFunction(
                 self,
                 f"{_pascal(downstream.name)}Caller",
@@ -55,20 +53,11 @@ class WorkflowsStack(Stack):
                 removal_policy=removal_policy,
                 timeout_sec=int(downstream.timeout_sec) + 5,
                 environment={
-                    names.ENV_DOWNSTREAM_NAME: downstream.name,
-                    names.ENV_DOWNSTREAM_BASE_URL: downstream.base_url,
-                    names.ENV_DOWNSTREAM_TIMEOUT_SEC: str(downstream.timeout_sec),
-                    names.ENV_DOWNSTREAM_RATE_LIMIT_PER_SEC: str(downstream.rate_limit_per_sec),
-                    names.ENV_DOWNSTREAM_BURST: str(downstream.burst),
-                    names.ENV_TUNABLES_PARAMETER_NAME: parameter.parameter_name,
-                    names.ENV_TUNABLES_DEFAULTS: downstream_tunables_seed(downstream),
-                    names.ENV_TUNABLES_CACHE_SEC: str(config.tunables_cache_sec),
-                    names.ENV_RATE_LIMITER_TABLE_NAME: shared_limits.rate_limiter.table.table_name,
+                    **shared_limits.caller_environment(downstream, tunables_cache_sec=config.tunables_cache_sec),
                     names.ENV_LIMITER_MAX_WAIT_SEC: "1",
                 },
             )
-            shared_limits.tunables.grant_read(caller.function, key)
-            shared_limits.rate_limiter.grant_acquire(caller.function)
+            shared_limits.grant_caller(caller.function, downstream)
             self.downstream_callers[downstream.name] = caller.function
             CfnOutput(self, f"{_pascal(downstream.name)}CallerName", value=caller.function.function_name)
 

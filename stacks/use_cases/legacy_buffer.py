@@ -17,7 +17,7 @@ from aws_cdk import CfnOutput, Stack
 from stacks.config import DownstreamConfig
 from stacks.patterns import AslStateMachine, ThrottledQueueConsumer
 from stacks.patterns.secure_defaults import encrypted_table
-from stacks.shared_limits_stack import downstream_tunables_key, downstream_tunables_seed
+from stacks.shared_limits_stack import downstream_tunables_key
 from stacks.use_cases.base import Layer, UseCase, UseCaseContext
 from throttling.core import names
 from throttling.core.names import SQS_MIN_MAXIMUM_CONCURRENCY
@@ -64,7 +64,6 @@ class LegacyBuffer(UseCase[LegacyBufferProps]):
     def build(self, scope: Stack, context: UseCaseContext, props: LegacyBufferProps) -> None:
         config, shared_limits, removal_policy = context.config, context.shared_limits, context.removal_policy
         legacy = config.downstream(props.downstream)
-        key = downstream_tunables_key(legacy)
 
         # One item per record: {pk: record_id, status: delivered|failed, timestamps, error}; idle items expire.
         self.records_table = encrypted_table(
@@ -87,22 +86,15 @@ class LegacyBuffer(UseCase[LegacyBufferProps]):
             reserve_concurrency=config.reserve_concurrency,
             max_receive_count=LEGACY_MAX_RECEIVE_COUNT,
             environment={
-                names.ENV_DOWNSTREAM_NAME: legacy.name,
-                names.ENV_DOWNSTREAM_BASE_URL: legacy.base_url,
-                names.ENV_DOWNSTREAM_TIMEOUT_SEC: str(legacy.timeout_sec),
-                names.ENV_DOWNSTREAM_RATE_LIMIT_PER_SEC: str(legacy.rate_limit_per_sec),
-                names.ENV_DOWNSTREAM_BURST: str(legacy.burst),
-                names.ENV_TUNABLES_PARAMETER_NAME: shared_limits.tunables.parameter(key).parameter_name,
-                names.ENV_TUNABLES_DEFAULTS: downstream_tunables_seed(legacy),
-                names.ENV_TUNABLES_CACHE_SEC: str(config.tunables_cache_sec),
-                names.ENV_RATE_LIMITER_TABLE_NAME: shared_limits.rate_limiter.table.table_name,
+                **shared_limits.caller_environment(legacy, tunables_cache_sec=config.tunables_cache_sec),
                 names.ENV_RECORDS_TABLE_NAME: self.records_table.table_name,
             },
         )
         self.downstream = legacy.name
         consumer = self.consumer.function
+        # As `grant_caller`, in the order the deployed policy has its statements.
         shared_limits.rate_limiter.grant_acquire(consumer)
-        shared_limits.tunables.grant_read(consumer, key)
+        shared_limits.tunables.grant_read(consumer, downstream_tunables_key(legacy))
         self.records_table.grant(consumer, "dynamodb:UpdateItem")
 
         # The producer lives next to its buffer: the queue is this layer's contract with the workflow

@@ -134,17 +134,9 @@ class Payments(UseCase[PaymentsProps]):
             # in the function for a token goes (they then hold the account's concurrency for up to 2 s each).
             reserved_concurrency=payment_authorizer_concurrency(gateway) if config.reserve_concurrency else None,
             environment={
-                names.ENV_DOWNSTREAM_NAME: gateway.name,
-                names.ENV_DOWNSTREAM_BASE_URL: gateway.base_url,
-                names.ENV_DOWNSTREAM_TIMEOUT_SEC: str(gateway.timeout_sec),
-                names.ENV_DOWNSTREAM_RATE_LIMIT_PER_SEC: str(gateway.rate_limit_per_sec),
-                names.ENV_DOWNSTREAM_BURST: str(gateway.burst),
-                names.ENV_TUNABLES_PARAMETER_NAME: shared_limits.tunables.parameter(limits_key).parameter_name,
-                names.ENV_TUNABLES_DEFAULTS: downstream_tunables_seed(gateway),
-                names.ENV_TUNABLES_CACHE_SEC: str(config.tunables_cache_sec),
+                **shared_limits.caller_environment(gateway, tunables_cache_sec=config.tunables_cache_sec),
                 names.ENV_BREAKER_TUNABLES_PARAMETER_NAME: shared_limits.tunables.parameter(breaker_key).parameter_name,
                 names.ENV_BREAKER_TUNABLES_DEFAULTS: breaker_tunables_seed(gateway),
-                names.ENV_RATE_LIMITER_TABLE_NAME: shared_limits.rate_limiter.table.table_name,
                 names.ENV_LIMITER_MAX_WAIT_SEC: str(PAYMENT_LIMITER_MAX_WAIT_SEC),
                 names.ENV_BREAKER_TABLE_NAME: shared_limits.breakers.table.table_name,
                 names.ENV_IDEMPOTENCY_TABLE_NAME: self.payment_idempotency_table.table_name,
