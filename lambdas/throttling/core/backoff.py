@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 import random
 
+from throttling.core.validation import is_finite_number, is_int
+
 __all__ = [
     "SQS_MAX_VISIBILITY_SEC",
     "decorrelated_jitter_delay",
@@ -82,12 +84,12 @@ def decorrelated_jitter_delay(
 
 
 def _check_attempt(attempt: int) -> None:
-    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
+    if not is_int(attempt) or attempt < 1:
         raise ValueError(f"attempt must be an int >= 1 (1 is the first retry), got {attempt!r}")
 
 
 def _check_seconds(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    if not is_finite_number(value) or value < 0:
         raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
 
 

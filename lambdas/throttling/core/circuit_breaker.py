@@ -39,6 +39,8 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
+from throttling.core.validation import is_int, is_number
+
 __all__ = [
     "Admission",
     "BreakerPolicy",
@@ -89,16 +91,16 @@ class BreakerPolicy:
         # math.isfinite() would overflow on a huge integer.
         for name in ("failure_rate_threshold", "slow_call_rate_threshold"):
             value = getattr(self, name)
-            if not _is_number(value) or not 0 < value <= 1:
+            if not is_number(value) or not 0 < value <= 1:
                 raise ValueError(f"{name} must be a rate in (0, 1], got {_shown(value)}; 0.5 means half of the calls")
         low, high = DURATION_BOUNDS_SEC
         for name in ("slow_call_duration_sec", "window_sec", "open_duration_sec", "probe_lease_sec"):
             value = getattr(self, name)
-            if not _is_number(value) or not low <= value <= high:
+            if not is_number(value) or not low <= value <= high:
                 raise ValueError(f"{name} must be a number of seconds in [{low:g}, {high:g}], got {_shown(value)}")
-        if not _is_int(self.minimum_calls) or not 1 <= self.minimum_calls <= MAX_MINIMUM_CALLS:
+        if not is_int(self.minimum_calls) or not 1 <= self.minimum_calls <= MAX_MINIMUM_CALLS:
             raise ValueError(f"minimum_calls must be an int in [1, {MAX_MINIMUM_CALLS}], got {_shown(self.minimum_calls)}")
-        if not _is_int(self.window_buckets) or not 1 <= self.window_buckets <= MAX_WINDOW_BUCKETS:
+        if not is_int(self.window_buckets) or not 1 <= self.window_buckets <= MAX_WINDOW_BUCKETS:
             raise ValueError(
                 f"window_buckets must be an int in [1, {MAX_WINDOW_BUCKETS}], got {_shown(self.window_buckets)}"
             )
@@ -267,7 +269,7 @@ def record(
     or half-open) are ignored: only the probe's outcome decides a half-open breaker.
     """
     _check_caller(caller_id)
-    if not _is_number(duration_sec) or not math.isfinite(duration_sec) or duration_sec < 0:
+    if not is_number(duration_sec) or not math.isfinite(duration_sec) or duration_sec < 0:
         raise ValueError(f"duration_sec must be a finite number >= 0, got {duration_sec!r}")
     slow = duration_sec >= policy.slow_call_duration_sec
     if state.status is BreakerStatus.OPEN:
@@ -314,7 +316,7 @@ def force_open(
     Forcing never shortens an opening already in force, so a repeating alarm only extends it.
     """
     duration = policy.open_duration_sec if duration_sec is None else duration_sec
-    if not _is_number(duration) or not math.isfinite(duration) or duration <= 0:
+    if not is_number(duration) or not math.isfinite(duration) or duration <= 0:
         raise ValueError(f"duration_sec must be a finite number of seconds > 0, got {duration!r}")
     return _open(state, now, duration, f"forced: {reason}")
 
@@ -413,17 +415,10 @@ def _check_caller(caller_id: str) -> None:
         raise ValueError(f"caller_id must be a non-empty string, got {caller_id!r}; use the invocation's request id")
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
 
 def _shown(value: object) -> str:
     """A value for an error message: short, and never a 4,000-digit repr (which Python refuses to make)."""
-    if _is_int(value) and value.bit_length() > 64:  # type: ignore[union-attr]
+    if is_int(value) and value.bit_length() > 64:  # type: ignore[union-attr]
         return "an integer beyond any bound"
     try:
         text = repr(value)

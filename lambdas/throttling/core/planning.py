@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Final
 
 from throttling.core import names
+from throttling.core.validation import is_finite_number, is_int
 
 __all__ = [
     "DEFAULT_CLEAN_PERIODS_TO_INCREASE",
@@ -286,9 +287,9 @@ def retry_plan(
     """
     _positive("limiter_rate_per_sec", limiter_rate_per_sec)
     _positive("ride_out_sec", ride_out_sec)
-    if isinstance(max_delay_sec, bool) or not isinstance(max_delay_sec, int) or max_delay_sec < MIN_RETRY_INTERVAL_SEC:
+    if not is_int(max_delay_sec) or max_delay_sec < MIN_RETRY_INTERVAL_SEC:
         raise ValueError(f"max_delay_sec must be a whole number of seconds >= 1, got {max_delay_sec!r}")
-    if not _is_number(backoff_rate) or backoff_rate < 1:
+    if not is_finite_number(backoff_rate) or backoff_rate < 1:
         raise ValueError(f"backoff_rate must be a number >= 1, got {backoff_rate!r}")
     emission_interval = 1 / limiter_rate_per_sec
     interval = max(MIN_RETRY_INTERVAL_SEC, math.ceil(emission_interval - 1e-9))
@@ -343,14 +344,14 @@ def plan_capacity(
     """
     _positive("limit_rps", limit_rps)
     _positive("latency_ms", latency_ms)
-    if not _is_number(headroom) or not 0 <= headroom < 1:
+    if not is_finite_number(headroom) or not 0 <= headroom < 1:
         raise ValueError(f"headroom must be a fraction in [0, 1), got {headroom!r}; 0.01 leaves 1% of the limit unused")
     if burst is None:
         burst = max(1, math.floor(limit_rps))
-    if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+    if not is_int(burst) or burst < 1:
         raise ValueError(f"burst must be a whole number >= 1, got {burst!r}")
     if check_concurrency is not None and (
-        isinstance(check_concurrency, bool) or not isinstance(check_concurrency, int) or check_concurrency < 1
+        not is_int(check_concurrency) or check_concurrency < 1
     ):
         raise ValueError(f"check_concurrency must be a whole number >= 1, got {check_concurrency!r}")
 
@@ -445,10 +446,6 @@ def _n(value: float) -> str:
     return f"{round(value, 6):g}" if isinstance(value, float) else str(value)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _positive(name: str, value: Any) -> None:
-    if not _is_number(value) or value <= 0:
+    if not is_finite_number(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")

@@ -28,6 +28,7 @@ import math
 from dataclasses import dataclass
 
 from throttling.core.clock import Clock
+from throttling.core.validation import is_int, is_number
 
 __all__ = [
     "TIME_GRID_SEC",
@@ -57,11 +58,11 @@ class RatePolicy:
     burst: int = 1
 
     def __post_init__(self) -> None:
-        if isinstance(self.rate_per_sec, bool) or not isinstance(self.rate_per_sec, (int, float)):
+        if not is_number(self.rate_per_sec):
             raise TypeError(f"rate_per_sec must be a number, got {self.rate_per_sec!r}")
         if not math.isfinite(self.rate_per_sec) or self.rate_per_sec <= 0:
             raise ValueError(f"rate_per_sec must be a finite number > 0, got {self.rate_per_sec}")
-        if isinstance(self.burst, bool) or not isinstance(self.burst, int):
+        if not is_int(self.burst):
             raise TypeError(f"burst must be an int, got {self.burst!r}")
         if self.burst < 1:
             raise ValueError(f"burst must be >= 1, got {self.burst}; use 1 for no bursting")
@@ -184,7 +185,7 @@ def split_policy(policy: RatePolicy, shards: int) -> RatePolicy:
       exceed `policy.burst` by up to `shards - 1`, and a request costing more than the per-shard
       burst can no longer be admitted at all.
     """
-    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
+    if not is_int(shards) or shards < 1:
         raise ValueError(f"shards must be an int >= 1, got {shards!r}")
     return RatePolicy(
         rate_per_sec=policy.rate_per_sec / shards,
@@ -210,7 +211,7 @@ def stale_token_after_sec(limiter: RatePolicy, downstream: RatePolicy) -> float:
 
 
 def _check_cost(cost: int, policy: RatePolicy) -> None:
-    if isinstance(cost, bool) or not isinstance(cost, int):
+    if not is_int(cost):
         raise TypeError(f"cost must be an int, got {cost!r}")
     if cost < 1:
         raise ValueError(f"cost must be >= 1, got {cost}")

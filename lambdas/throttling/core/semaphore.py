@@ -15,11 +15,12 @@ lease renews it without taking a second slot.
 
 from __future__ import annotations
 
-import math
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
+
+from throttling.core.validation import is_finite_number, is_int
 
 __all__ = [
     "Acquisition",
@@ -61,7 +62,7 @@ class SemaphoreState:
     leases: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 0:
+        if not is_int(self.limit) or self.limit < 0:
             raise ValueError(f"limit must be an int >= 0, got {self.limit!r}")
         for owner_id, expires_at in self.leases.items():
             _check_owner(owner_id)
@@ -140,5 +141,5 @@ def _check_owner(owner_id: str) -> None:
 
 
 def _check_finite(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not is_finite_number(value):
         raise ValueError(f"{name} must be a finite number of seconds, got {value!r}")

@@ -26,6 +26,7 @@ from typing import Any, Generic, TypeVar
 from throttling.core import names
 from throttling.core.circuit_breaker import BreakerPolicy
 from throttling.core.json_depth import nesting_depth
+from throttling.core.validation import is_int, is_number
 
 
 # Hard bounds whatever the downstream: below them nothing flows, above them one DynamoDB item,
@@ -191,7 +192,7 @@ def _check_number(name: str, value: Any) -> None:
     """Refuse what no numeric check can take: non-finite floats and integers too large for a float."""
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidTunables(f"{name} must be a finite number, got {value!r}")
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**MAX_INTEGER_DIGITS:
+    if is_int(value) and abs(value) >= 10**MAX_INTEGER_DIGITS:
         raise InvalidTunables(f"{name} must have at most {MAX_INTEGER_DIGITS} digits, got {_shown(value)}")
 
 
@@ -199,7 +200,7 @@ def _number(document: Mapping[str, Any], name: str) -> float:
     if name not in document:
         raise InvalidTunables(f"{name} is missing")
     value = document[name]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_number(value):
         raise InvalidTunables(f"{name} must be a finite number, got {_shown(value)}")
     _check_number(name, value)
     return float(value)
@@ -218,7 +219,7 @@ def _clamp(value: float, low: float, high: float) -> float:
 
 def _shown(value: Any, limit: int = 80) -> str:
     """`repr(value)` for an error message, cut to `limit`; never raises (a huge int's repr can)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+    if is_int(value) and value.bit_length() > 64:
         return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
     try:
         text = repr(value)

@@ -3,34 +3,31 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from typing import Any
 
-
-def finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+from throttling.core.validation import is_finite_number, is_int
 
 
 def require_non_negative(name: str, value: Any) -> None:
-    if not (finite(value) and value >= 0):
+    if not (is_finite_number(value) and value >= 0):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
 def require_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    if not is_int(value) or value < low:
         raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
 
 
 def require_in(name: str, value: Any, low: float, high: float, *, open_low: bool = False, open_high: bool = False) -> None:
-    ok = finite(value) and (value > low if open_low else value >= low) and (value < high if open_high else value <= high)
+    ok = is_finite_number(value) and (value > low if open_low else value >= low) and (value < high if open_high else value <= high)
     if not ok:
         interval = f"{'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
         raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
 
 
 def require_tolerance(value: Any) -> None:
-    if not (finite(value) and value >= 1):
+    if not (is_finite_number(value) and value >= 1):
         raise ValueError(f"rtt_tolerance must be a number >= 1, got {value!r}")
 
 

@@ -6,8 +6,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from throttling.core.controller._checks import finite, num, require_tolerance
+from throttling.core.controller._checks import num, require_tolerance
 from throttling.core.controller.algorithm import LatencyJudgement
+from throttling.core.validation import is_finite_number
 
 if TYPE_CHECKING:
     from throttling.core.controller.period import PeriodMetrics
@@ -41,7 +42,7 @@ class Aimd:
     def __post_init__(self) -> None:
         require_tolerance(self.rtt_tolerance)
         if self.p99_latency_threshold_ms is not None and not (
-            finite(self.p99_latency_threshold_ms) and self.p99_latency_threshold_ms > 0
+            is_finite_number(self.p99_latency_threshold_ms) and self.p99_latency_threshold_ms > 0
         ):
             raise ValueError(f"p99_latency_threshold_ms must be a number > 0 or None, got {self.p99_latency_threshold_ms!r}")
 

@@ -6,8 +6,9 @@ import math
 from dataclasses import dataclass
 
 from throttling.core import planning
-from throttling.core.controller._checks import finite, require_non_negative
+from throttling.core.controller._checks import require_non_negative
 from throttling.core.names import ALARM_KINDS, ALARM_THROTTLED
+from throttling.core.validation import is_finite_number
 
 __all__ = ["ALARM_KINDS", "AlarmSignal", "PeriodMetrics", "evaluated_period"]
 
@@ -21,7 +22,7 @@ def evaluated_period(now: float, period_sec: float = float(planning.DEFAULT_PERI
     Metrics land in CloudWatch some time after the calls (EMF is shipped from the logs), so the
     period ends at or before `now - delay_sec`, on a multiple of `period_sec`.
     """
-    if not (finite(period_sec) and period_sec > 0) or not (finite(delay_sec) and delay_sec >= 0):
+    if not (is_finite_number(period_sec) and period_sec > 0) or not (is_finite_number(delay_sec) and delay_sec >= 0):
         raise ValueError(f"period_sec must be > 0 and delay_sec >= 0, got {period_sec!r} and {delay_sec!r}")
     end = math.floor((now - delay_sec) / period_sec) * period_sec
     return end - period_sec, end
@@ -58,7 +59,7 @@ class PeriodMetrics:
             value = getattr(self, name)
             if value is not None:
                 require_non_negative(name, value)
-        if not (finite(self.period_sec) and self.period_sec > 0):
+        if not (is_finite_number(self.period_sec) and self.period_sec > 0):
             raise ValueError(f"period_sec must be a number > 0, got {self.period_sec!r}")
 
     @property

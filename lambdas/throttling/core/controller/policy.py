@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from throttling.core import planning
-from throttling.core.controller._checks import finite, from_mapping, require_in, require_int
+from throttling.core.controller._checks import from_mapping, require_in, require_int
 from throttling.core.controller.aimd import Aimd
 from throttling.core.controller.algorithm import LimitAlgorithm
 from throttling.core.controller.gradient import Gradient
+from throttling.core.validation import is_finite_number
 
 __all__ = ["ALGORITHMS", "MODES", "ControllerPolicy"]
 
@@ -68,7 +69,7 @@ class ControllerPolicy:
         require_in("utilization_to_increase", self.utilization_to_increase, 0.0, 1.0)
         require_in("probe_throttle_rate", self.probe_throttle_rate, 0.0, 1.0)
         require_in("fallback_margin", self.fallback_margin, 0.0, 1.0, open_high=True)
-        if not (finite(self.cooldown_sec) and self.cooldown_sec >= 0):
+        if not (is_finite_number(self.cooldown_sec) and self.cooldown_sec >= 0):
             raise ValueError(f"cooldown_sec must be a number >= 0, got {self.cooldown_sec!r}")
         if not isinstance(self.adjust_rate, bool):
             raise ValueError(f"adjust_rate must be true or false, got {self.adjust_rate!r}")

@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from throttling.core.controller._checks import finite, from_mapping, num
+from throttling.core.controller._checks import from_mapping, num
+from throttling.core.validation import is_finite_number, is_int
 
 __all__ = ["Bounds", "Setting"]
 
@@ -21,9 +22,9 @@ class Setting:
     rate_per_sec: float
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_concurrency, bool) or not isinstance(self.max_concurrency, int) or self.max_concurrency < 1:
+        if not is_int(self.max_concurrency) or self.max_concurrency < 1:
             raise ValueError(f"max_concurrency must be an int >= 1, got {self.max_concurrency!r}")
-        if not (finite(self.rate_per_sec) and self.rate_per_sec > 0):
+        if not (is_finite_number(self.rate_per_sec) and self.rate_per_sec > 0):
             raise ValueError(f"rate_per_sec must be a number > 0, got {self.rate_per_sec!r}")
 
     def describe(self) -> str:
@@ -51,22 +52,22 @@ class Bounds:
     expected_latency_ms: float | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.min_concurrency, bool) or not isinstance(self.min_concurrency, int) or self.min_concurrency < 1:
+        if not is_int(self.min_concurrency) or self.min_concurrency < 1:
             raise ValueError(f"min_concurrency must be an int >= 1, got {self.min_concurrency!r}")
         if not isinstance(self.max_concurrency, int) or self.max_concurrency < self.min_concurrency:
             raise ValueError(
                 f"max_concurrency must be an int >= min_concurrency, got {self.max_concurrency!r} < {self.min_concurrency}"
             )
-        if not (finite(self.min_rate_per_sec) and self.min_rate_per_sec > 0):
+        if not (is_finite_number(self.min_rate_per_sec) and self.min_rate_per_sec > 0):
             raise ValueError(f"min_rate_per_sec must be a number > 0, got {self.min_rate_per_sec!r}")
-        if not (finite(self.max_rate_per_sec) and self.max_rate_per_sec >= self.min_rate_per_sec):
+        if not (is_finite_number(self.max_rate_per_sec) and self.max_rate_per_sec >= self.min_rate_per_sec):
             raise ValueError(
                 f"max_rate_per_sec must be a number >= min_rate_per_sec, got {self.max_rate_per_sec!r}"
                 f" < {self.min_rate_per_sec!r}"
             )
         if self.max_burst is not None and (not isinstance(self.max_burst, int) or self.max_burst < 1):
             raise ValueError(f"max_burst must be an int >= 1 or None, got {self.max_burst!r}")
-        if self.expected_latency_ms is not None and not (finite(self.expected_latency_ms) and self.expected_latency_ms > 0):
+        if self.expected_latency_ms is not None and not (is_finite_number(self.expected_latency_ms) and self.expected_latency_ms > 0):
             raise ValueError(f"expected_latency_ms must be a number > 0 or None, got {self.expected_latency_ms!r}")
 
     def contains(self, setting: Setting) -> bool:
