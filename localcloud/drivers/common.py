@@ -10,8 +10,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from localcloud.emulator.cloud import LocalCloud
+from localcloud.emulator.deployer import DeployedStack
 
 POLL_INTERVAL_SEC = 0.2
+
+
+def layer_stack(stacks: Mapping[str, DeployedStack], layer: str) -> DeployedStack:
+    """The deployed stack of one layer (`"Workflows"`, `"Buffers"`, ...), whatever the stage's prefix."""
+    found = [stack for name, stack in stacks.items() if name.endswith(f"-{layer}")]
+    if len(found) != 1:
+        raise LookupError(f"expected one deployed stack named *-{layer}, found {sorted(stacks)}")
+    return found[0]
 
 
 @dataclass(frozen=True)

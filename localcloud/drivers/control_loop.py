@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from localcloud.drivers.common import run_execution
+from localcloud.drivers.common import layer_stack, run_execution
 from localcloud.drivers.crm_batch import crm_batch_outputs, seed_segment
 from localcloud.emulator.cloud import LocalCloud
 from localcloud.emulator.deployer import DeployedStack
@@ -101,7 +101,7 @@ def run(cloud: LocalCloud, stacks: Mapping[str, DeployedStack], crm: DownstreamS
 
     The CRM's document and the controller's memory of it are restored afterwards.
     """
-    (loop,) = [stack for name, stack in stacks.items() if name.endswith("-ControlLoop")]
+    loop = layer_stack(stacks, "ControlLoop")
     controller = loop.outputs["ControllerName"]
     ssm = cloud.client("ssm")
     name = tunables_parameter("crm")

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from localcloud.drivers.common import ExecutionResult, drain_queue, run_execution
+from localcloud.drivers.common import ExecutionResult, drain_queue, layer_stack, run_execution
 from localcloud.emulator.cloud import LocalCloud
 from localcloud.emulator.deployer import DeployedStack
 from localcloud.referee.downstream_simulator import DownstreamSimulator
@@ -15,7 +15,7 @@ from localcloud.referee.downstream_simulator import DownstreamSimulator
 
 def crm_batch_outputs(stacks: Mapping[str, DeployedStack]) -> dict[str, str]:
     """The workflow stack's outputs the CRM batch needs: state machine ARN, segments table, dead-letter queue URL."""
-    (workflows,) = [stack for name, stack in stacks.items() if name.endswith("-Workflows")]
+    workflows = layer_stack(stacks, "Workflows")
     return {
         "state_machine_arn": workflows.outputs["CrmBatchEmailStateMachineArn"],
         "segments_table": workflows.outputs["SegmentsTableName"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 
-from localcloud.drivers.common import drain_queue, run_execution
+from localcloud.drivers.common import drain_queue, layer_stack, run_execution
 from localcloud.drivers.crm_batch import CrmRun
 from localcloud.emulator.cloud import LocalCloud
 from localcloud.emulator.deployer import DeployedStack
@@ -14,7 +14,7 @@ from localcloud.referee.downstream_simulator import DownstreamSimulator
 
 def crm_segment_large_outputs(stacks: Mapping[str, DeployedStack]) -> dict[str, str]:
     """What the large-segment path needs: its state machine, the segments bucket, the CRM batch's dead-letter queue."""
-    (workflows,) = [stack for name, stack in stacks.items() if name.endswith("-Workflows")]
+    workflows = layer_stack(stacks, "Workflows")
     return {
         "state_machine_arn": workflows.outputs["CrmSegmentLargeStateMachineArn"],
         "bucket": workflows.outputs["SegmentsBucketName"],

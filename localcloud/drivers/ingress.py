@@ -14,7 +14,7 @@ from localcloud.drivers.payments import (
     payment_outputs,
     seed_inventory,
 )
-from localcloud.drivers.common import wait_for_executions
+from localcloud.drivers.common import layer_stack, wait_for_executions
 from localcloud.emulator.api_gateway import LocalRestApi
 from localcloud.emulator.cloud import LocalCloud
 from localcloud.emulator.deployer import DeployedStack
@@ -24,7 +24,7 @@ DEMO_API_KEY = "demo-partner-key"
 
 
 def local_api(cloud: LocalCloud, stacks: Mapping[str, DeployedStack]) -> LocalRestApi:
-    (ingress,) = [stack for name, stack in stacks.items() if name.endswith("-Ingress")]
+    ingress = layer_stack(stacks, "Ingress")
     return LocalRestApi(cloud, ingress.outputs["RestApiId"])
 
 

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from localcloud.drivers.common import (
-    POLL_INTERVAL_SEC,
     ExecutionResult,
+    POLL_INTERVAL_SEC,
     discard_messages,
+    layer_stack,
     queue_depth,
     record_statuses,
     run_execution,
@@ -23,7 +24,7 @@ from localcloud.referee.downstream_simulator import DownstreamSimulator
 
 def legacy_outputs(stacks: Mapping[str, DeployedStack]) -> dict[str, str]:
     """The buffers stack's outputs use case 4 needs: publishing workflow, queues, consumer, records table."""
-    (buffers,) = [stack for name, stack in stacks.items() if name.endswith("-Buffers")]
+    buffers = layer_stack(stacks, "Buffers")
     return {
         "state_machine_arn": buffers.outputs["LegacyPublishStateMachineArn"],
         "queue_url": buffers.outputs["LegacyQueueUrl"],

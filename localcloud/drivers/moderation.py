@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from localcloud.drivers.common import ExecutionResult, record_statuses, wait_for_executions
+from localcloud.drivers.common import ExecutionResult, layer_stack, record_statuses, wait_for_executions
 from localcloud.emulator.cloud import LocalCloud
 from localcloud.emulator.deployer import DeployedStack
 from localcloud.referee.downstream_simulator import DownstreamSimulator
@@ -18,7 +18,7 @@ from localcloud.referee.downstream_simulator import DownstreamSimulator
 
 def moderation_outputs(stacks: Mapping[str, DeployedStack]) -> dict[str, str]:
     """What use case 3 needs from the workflow stack's outputs."""
-    (workflows,) = [stack for name, stack in stacks.items() if name.endswith("-Workflows")]
+    workflows = layer_stack(stacks, "Workflows")
     return {
         "state_machine_arn": workflows.outputs["UgcModerationStateMachineArn"],
         "bucket": workflows.outputs["UploadsBucketName"],

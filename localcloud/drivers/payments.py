@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from localcloud.drivers.common import ExecutionResult, record_statuses, wait_for_executions
+from localcloud.drivers.common import ExecutionResult, layer_stack, record_statuses, wait_for_executions
 from localcloud.emulator.cloud import LocalCloud
 from localcloud.emulator.deployer import DeployedStack
 from localcloud.referee.downstream_simulator import DownstreamSimulator
@@ -35,8 +35,8 @@ DECLINED_TEST_AMOUNT = "2500.00"
 
 def payment_outputs(stacks: Mapping[str, DeployedStack]) -> dict[str, str]:
     """What use case 2 needs from the workflow and shared-limits stacks' outputs."""
-    (workflows,) = [stack for name, stack in stacks.items() if name.endswith("-Workflows")]
-    (shared,) = [stack for name, stack in stacks.items() if name.endswith("-SharedLimits")]
+    workflows = layer_stack(stacks, "Workflows")
+    shared = layer_stack(stacks, "SharedLimits")
     return {
         "state_machine_arn": workflows.outputs["PaymentAuthorizationStateMachineArn"],
         "orders_table": workflows.outputs["OrdersTableName"],

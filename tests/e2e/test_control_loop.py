@@ -24,14 +24,14 @@ from localcloud.drivers.control_loop import (
     scheduled_event,
     tunables_parameter,
 )
-from localcloud.drivers.common import run_execution
+from localcloud.drivers.common import layer_stack, run_execution
 from localcloud.drivers.crm_batch import crm_batch_outputs, seed_segment
 
 pytestmark = pytest.mark.emulator
 
 @pytest.fixture(scope="module")
 def controller(deployed) -> str:
-    (stack,) = [s for name, s in deployed.items() if name.endswith("-ControlLoop")]
+    stack = layer_stack(deployed, "ControlLoop")
     return stack.outputs["ControllerName"]
 
 
@@ -39,7 +39,7 @@ def controller(deployed) -> str:
 def tunables(cloud, deployed, controller, dev_config) -> Iterator[Any]:
     """Write a downstream's document as an operator would; every seed and the controller's state are restored after."""
     ssm = cloud.client("ssm")
-    (loop,) = [s for name, s in deployed.items() if name.endswith("-ControlLoop")]
+    loop = layer_stack(deployed, "ControlLoop")
     seeds = {d.name: ssm.get_parameter(Name=parameter(d.name))["Parameter"]["Value"] for d in dev_config.downstreams}
 
     def write(downstream: str, **document: Any) -> None:

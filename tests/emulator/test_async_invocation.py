@@ -15,7 +15,7 @@ import json
 import pytest
 
 from localcloud.emulator import patches
-from localcloud.drivers.common import drain_queue
+from localcloud.drivers.common import drain_queue, layer_stack
 from localcloud.drivers.payments import order_placed_event, payment_execution_name, payment_orders, payment_outputs
 
 pytestmark = pytest.mark.emulator
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.emulator
 
 @pytest.fixture(scope="module")
 def starter(deployed) -> dict[str, str]:
-    (workflows,) = [stack for name, stack in deployed.items() if name.endswith("-Workflows")]
+    workflows = layer_stack(deployed, "Workflows")
     return {**payment_outputs(deployed), "failed_queue_url": workflows.outputs["OrderStartFailedQueueUrl"]}
 
 
