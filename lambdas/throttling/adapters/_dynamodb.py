@@ -1,4 +1,10 @@
-"""What the three DynamoDB adapters share: low-level attribute values and the failed-condition protocol."""
+"""What the three DynamoDB adapters share: low-level attribute values and the failed-condition protocol.
+
+How their costs count: one write is one conditional write request, and DynamoDB bills a *failed*
+conditional write as a write too (1 WCU for items up to 1 KB). A failed condition returns the stored
+item (`ReturnValuesOnConditionCheckFailure=ALL_OLD`) at no extra read, which is what keeps the
+limiter and the semaphore at zero reads. Each adapter's docstring counts its operations in these units.
+"""
 
 from __future__ import annotations
 

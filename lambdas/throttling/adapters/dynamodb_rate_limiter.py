@@ -6,10 +6,7 @@ conditional write that fails if the TAT moved meanwhile. The low-level client is
 comes from an injected `Clock`. The table has a string partition key `pk`, no sort key, and the TTL
 attribute `expires_at` (integer epoch seconds).
 
-Costs (one write = one conditional write request; DynamoDB bills a *failed* conditional write as a
-write too, 1 WCU for items up to 1 KB). A failed condition returns the stored item
-(`ReturnValuesOnConditionCheckFailure=ALL_OLD`) at no extra read, which is what keeps the limiter
-and the semaphore at zero reads:
+Costs (how DynamoDB bills them: `throttling.adapters._dynamodb`):
 
 - Rate limiter, per shard tried: an admitted request costs 1 write when this instance's last-seen
   TAT tells rightly whether the shard is idle (stored TAT <= now) or backlogged (TAT > now); the

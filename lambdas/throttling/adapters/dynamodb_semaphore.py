@@ -6,10 +6,7 @@ meanwhile, and a failed condition returns the stored item at no extra read. The 
 is injected; time comes from an injected `Clock`. The table has a string partition key `pk` and
 no sort key.
 
-Costs (one write = one conditional write request; DynamoDB bills a *failed* conditional write as a
-write too, 1 WCU for items up to 1 KB). A failed condition returns the stored item
-(`ReturnValuesOnConditionCheckFailure=ALL_OLD`) at no extra read, which is what keeps the limiter
-and the semaphore at zero reads:
+Costs (how DynamoDB bills them: `throttling.adapters._dynamodb`):
 
 - Semaphore: acquiring a free slot costs 1 write; renewing a held lease 2 (the failed take tells
   it is held, then the renewal); a denial 1 failed write, plus 1 per expired lease reclaimed and 1
