@@ -271,10 +271,10 @@ def test_from_item_rejects_an_unknown_status():
         ({"minimum_calls": 0}, "minimum_calls must be an int in \\[1, 1000000\\], got 0"),
         # Beyond a day, or so large that float() overflows: refused by comparison, never an OverflowError
         ({"open_duration_sec": 86_401}, "open_duration_sec must be a number of seconds in \\[0.01, 86400\\], got 86401"),
-        ({"window_sec": 10**400}, "window_sec must be a number of seconds in .*, got an integer beyond any bound"),
+        ({"window_sec": 10**400}, "window_sec must be a number of seconds in .*, got an integer of about 401 digits"),
         ({"window_sec": float("nan")}, "window_sec must be a number of seconds in .*, got nan"),
         ({"slow_call_duration_sec": 1e-300}, "slow_call_duration_sec must be a number of seconds in"),
-        ({"minimum_calls": 10**400}, "minimum_calls must be an int in .*, got an integer beyond any bound"),
+        ({"minimum_calls": 10**400}, "minimum_calls must be an int in .*, got an integer of about 401 digits"),
     ],
 )
 def test_policy_rejects_bad_values(kwargs, message):

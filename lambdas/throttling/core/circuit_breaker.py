@@ -39,7 +39,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
-from throttling.core.validation import is_int, is_number
+from throttling.core.validation import is_int, is_number, shown
 
 __all__ = [
     "Admission",
@@ -92,17 +92,17 @@ class BreakerPolicy:
         for name in ("failure_rate_threshold", "slow_call_rate_threshold"):
             value = getattr(self, name)
             if not is_number(value) or not 0 < value <= 1:
-                raise ValueError(f"{name} must be a rate in (0, 1], got {_shown(value)}; 0.5 means half of the calls")
+                raise ValueError(f"{name} must be a rate in (0, 1], got {shown(value)}; 0.5 means half of the calls")
         low, high = DURATION_BOUNDS_SEC
         for name in ("slow_call_duration_sec", "window_sec", "open_duration_sec", "probe_lease_sec"):
             value = getattr(self, name)
             if not is_number(value) or not low <= value <= high:
-                raise ValueError(f"{name} must be a number of seconds in [{low:g}, {high:g}], got {_shown(value)}")
+                raise ValueError(f"{name} must be a number of seconds in [{low:g}, {high:g}], got {shown(value)}")
         if not is_int(self.minimum_calls) or not 1 <= self.minimum_calls <= MAX_MINIMUM_CALLS:
-            raise ValueError(f"minimum_calls must be an int in [1, {MAX_MINIMUM_CALLS}], got {_shown(self.minimum_calls)}")
+            raise ValueError(f"minimum_calls must be an int in [1, {MAX_MINIMUM_CALLS}], got {shown(self.minimum_calls)}")
         if not is_int(self.window_buckets) or not 1 <= self.window_buckets <= MAX_WINDOW_BUCKETS:
             raise ValueError(
-                f"window_buckets must be an int in [1, {MAX_WINDOW_BUCKETS}], got {_shown(self.window_buckets)}"
+                f"window_buckets must be an int in [1, {MAX_WINDOW_BUCKETS}], got {shown(self.window_buckets)}"
             )
 
     @property
@@ -414,17 +414,6 @@ def _check_caller(caller_id: str) -> None:
     if not isinstance(caller_id, str) or not caller_id:
         raise ValueError(f"caller_id must be a non-empty string, got {caller_id!r}; use the invocation's request id")
 
-
-
-def _shown(value: object) -> str:
-    """A value for an error message: short, and never a 4,000-digit repr (which Python refuses to make)."""
-    if is_int(value) and value.bit_length() > 64:  # type: ignore[union-attr]
-        return "an integer beyond any bound"
-    try:
-        text = repr(value)
-    except (ValueError, RecursionError):
-        return f"a {type(value).__name__}"
-    return text if len(text) <= 80 else text[:79] + "\u2026"
 
 
 def _item_float(item: Mapping[str, Any], key: str) -> float:

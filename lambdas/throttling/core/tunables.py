@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 from throttling.core import names
 from throttling.core.circuit_breaker import BreakerPolicy
 from throttling.core.json_depth import nesting_depth
-from throttling.core.validation import is_int, is_number
+from throttling.core.validation import clipped, is_int, is_number, shown
 
 
 # Hard bounds whatever the downstream: below them nothing flows, above them one DynamoDB item,
@@ -92,7 +92,7 @@ def parse_tunables(
     max_concurrency = _integer(document, names.TUNABLE_MAX_CONCURRENCY)
     mode = document.get(names.TUNABLE_MODE, names.TUNABLES_MODE_AUTO)
     if not isinstance(mode, str) or mode not in names.TUNABLES_MODES:
-        raise InvalidTunables(f"mode must be one of {list(names.TUNABLES_MODES)}, got {_shown(mode)}")
+        raise InvalidTunables(f"mode must be one of {list(names.TUNABLES_MODES)}, got {shown(mode)}")
 
     clamped: list[str] = []
     rate_high = RATE_PER_SEC_BOUNDS[1] if ceiling_rate_per_sec is None else min(RATE_PER_SEC_BOUNDS[1], ceiling_rate_per_sec)
@@ -118,8 +118,9 @@ def parse_breaker_policy(raw: str | Mapping[str, Any]) -> Clamped[BreakerPolicy]
     known = set(BreakerPolicy.__dataclass_fields__)
     unknown = set(document) - known
     if unknown:
-        shown = sorted(_shown(name) for name in unknown)
-        listed = ", ".join(shown[:10]) + (f" and {len(shown) - 10} more" if len(shown) > 10 else "")
+        unknown_names = sorted(shown(name) for name in unknown)
+        more = f" and {len(unknown_names) - 10} more" if len(unknown_names) > 10 else ""
+        listed = ", ".join(unknown_names[:10]) + more
         raise InvalidTunables(f"unknown breaker fields [{listed}]; known: {sorted(known)}")
     try:
         return Clamped(BreakerPolicy(**document), ())
@@ -150,7 +151,7 @@ def decode_document(raw: str) -> Any:
     except InvalidTunables:
         raise
     except (ValueError, RecursionError) as error:
-        raise InvalidTunables(f"the value is not JSON ({_clipped(str(error))}); expected e.g. {_EXAMPLE}") from None
+        raise InvalidTunables(f"the value is not JSON ({clipped(str(error))}); expected e.g. {_EXAMPLE}") from None
 
 
 def _as_mapping(raw: str | Mapping[str, Any]) -> Mapping[str, Any]:
@@ -167,7 +168,7 @@ def _refuse_constant(name: str) -> Any:
 def _bounded_int(text: str) -> int:
     digits = len(text.lstrip("-"))
     if digits > MAX_INTEGER_DIGITS:
-        raise InvalidTunables(f"an integer of {digits} digits ({_clipped(text, 24)}) is beyond any bound; "
+        raise InvalidTunables(f"an integer of {digits} digits ({clipped(text, 24)}) is beyond any bound; "
                               f"give at most {MAX_INTEGER_DIGITS} digits")
     return int(text)
 
@@ -175,7 +176,7 @@ def _bounded_int(text: str) -> int:
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise InvalidTunables(f"{_clipped(text, 24)} is too large for a number; give a finite number")
+        raise InvalidTunables(f"{clipped(text, 24)} is too large for a number; give a finite number")
     return value
 
 
@@ -183,7 +184,7 @@ def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     document: dict[str, Any] = {}
     for key, value in pairs:
         if key in document:
-            raise InvalidTunables(f"field {_shown(key)} is given twice; give each field once")
+            raise InvalidTunables(f"field {shown(key)} is given twice; give each field once")
         document[key] = value
     return document
 
@@ -193,7 +194,7 @@ def _check_number(name: str, value: Any) -> None:
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidTunables(f"{name} must be a finite number, got {value!r}")
     if is_int(value) and abs(value) >= 10**MAX_INTEGER_DIGITS:
-        raise InvalidTunables(f"{name} must have at most {MAX_INTEGER_DIGITS} digits, got {_shown(value)}")
+        raise InvalidTunables(f"{name} must have at most {MAX_INTEGER_DIGITS} digits, got {shown(value)}")
 
 
 def _number(document: Mapping[str, Any], name: str) -> float:
@@ -201,7 +202,7 @@ def _number(document: Mapping[str, Any], name: str) -> float:
         raise InvalidTunables(f"{name} is missing")
     value = document[name]
     if not is_number(value):
-        raise InvalidTunables(f"{name} must be a finite number, got {_shown(value)}")
+        raise InvalidTunables(f"{name} must be a finite number, got {shown(value)}")
     _check_number(name, value)
     return float(value)
 
@@ -209,7 +210,7 @@ def _number(document: Mapping[str, Any], name: str) -> float:
 def _integer(document: Mapping[str, Any], name: str) -> int:
     value = _number(document, name)
     if value != int(value):
-        raise InvalidTunables(f"{name} must be a whole number, got {_shown(document[name])}")
+        raise InvalidTunables(f"{name} must be a whole number, got {shown(document[name])}")
     return int(value)
 
 
@@ -217,24 +218,9 @@ def _clamp(value: float, low: float, high: float) -> float:
     return min(max(value, low), high)
 
 
-def _shown(value: Any, limit: int = 80) -> str:
-    """`repr(value)` for an error message, cut to `limit`; never raises (a huge int's repr can)."""
-    if is_int(value) and value.bit_length() > 64:
-        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
-    try:
-        text = repr(value)
-    except (ValueError, RecursionError):
-        return f"a {type(value).__name__}"
-    return _clipped(text, limit)
-
-
-def _clipped(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
-
-
 def preview(raw: Any) -> str:
     """A raw document as a log line shows it: clipped, and never raising."""
     try:
-        return _clipped(raw if isinstance(raw, str) else _shown(raw, 500), 500)
+        return clipped(raw if isinstance(raw, str) else shown(raw, 500), 500)
     except Exception:  # noqa: BLE001 - a log line must never fail
         return "<unprintable>"
