@@ -20,7 +20,8 @@ Per record, in order (Powertools' `BatchProcessor`, so one bad record fails alon
    seconds, without the reason attributes. Either way no token and no mainframe call is spent on
    it; the log line and the metric (`PoisonRecordsDeadLettered`, `PoisonRecordsReturnedToQueue`)
    say which happened. An invocation that fails after the send (a timeout) may dead-letter it twice.
-   The API's `LegacyRecord` model states the same contract (a contract test keeps them equal).
+   The record contract is `legacy.records`; the API's `LegacyRecord` model states the same (a contract
+   test keeps them equal).
 2. Take one token for the bucket `legacy_mainframe` from the shared limiter (the same bucket every
    caller of the mainframe uses, so the rate holds across all concurrent batches). A refusal is
    waited out while the invocation can still afford the wait and the call after it. A token that
@@ -30,7 +31,7 @@ Per record, in order (Powertools' `BatchProcessor`, so one bad record fails alon
    postponed; it used to take late tokens without end, past the invocation's timeout.
    The waiting and the stale tokens are `throttling.runtime.token_gate`'s, as for every caller.
 3. `POST /records` with `Idempotency-Key: <record_id>` (a redelivered record is recognised).
-4. Write the record's status: `delivered` with its timestamps, or `failed` with the error.
+4. Write the record's status (`legacy.record_status`): `delivered` with its timestamps, or `failed` with the error.
 
 When the limiter's wait is longer than the time left, or the mainframe refuses (429, 5xx, timeout,
 with or without Retry-After), this record and every later one of the batch are postponed, not
@@ -49,13 +50,10 @@ from __future__ import annotations
 
 import base64
 import functools
-import json
 import os
-import re
 import time
 from dataclasses import dataclass
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -66,11 +64,12 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from legacy.record_status import WRITE_ERRORS, RecordStatusStore
+from legacy.records import PoisonRecord, parse_record
 from throttling.adapters.dynamodb_rate_limiter import DynamoDbRateLimiter
 from throttling.adapters.ssm_tunables import TunablesReader, downstream_tunables_reader
 from throttling.core import names
 from throttling.core.backoff import postpone_for_sec
-from throttling.core.json_depth import nesting_depth
 from throttling.core.rate_limiter import RatePolicy
 from throttling.core.rate_limiter import stale_token_after_sec as shared_stale_token_after_sec
 from throttling.core.tunables import DownstreamTunables
@@ -95,12 +94,6 @@ LONGEST_HOLD_BEFORE_INVOKE_SEC = 300
 # Kept back from the time left for the status write and the visibility change after the last call.
 FINISHING_RESERVE_SEC = 2.0
 VISIBILITY_BATCH_MAX = 10
-# The mainframe's record contract. The id is its Idempotency-Key header and the key of the record's
-# status item, so only characters any header carries; matched whole (`$` would let "r-1\n" through).
-RECORD_ID_PATTERN = r"[A-Za-z0-9_.:-]{1,128}"
-_RECORD_ID = re.compile(RECORD_ID_PATTERN)
-# The payload (an object: level 1) nests at most this deep; the API's model bounds it alike.
-MAX_PAYLOAD_DEPTH = 8
 # A poison message's reason, as its dead letter carries it in the `error` attribute.
 REASON_MAX_CHARS = 1000
 
@@ -119,15 +112,13 @@ class Dependencies:
     downstream: str
     # The mainframe's rate and burst: an operator's value above either is clamped to it.
     contract: RatePolicy
-    records_table_name: str
+    statuses: RecordStatusStore
     queue_url: str
     dead_letter_queue_url: str
     max_receive_count: int | None
-    status_retention_sec: int
     tunables: TunablesReader[DownstreamTunables]
     gate: TokenGate
     client: DownstreamClient
-    dynamodb: DynamoDBClient
     sqs: SQSClient
 
 
@@ -146,11 +137,11 @@ def build_dependencies(
     return Dependencies(
         downstream=environ[names.ENV_DOWNSTREAM_NAME],
         contract=contract,
-        records_table_name=environ[names.ENV_RECORDS_TABLE_NAME],
+        statuses=RecordStatusStore(environ[names.ENV_RECORDS_TABLE_NAME], client=dynamodb,
+                                   retention_sec=int(environ.get("STATUS_RETENTION_DAYS", "30")) * 86_400),
         queue_url=environ[names.ENV_QUEUE_URL],
         dead_letter_queue_url=environ[names.ENV_DEAD_LETTER_QUEUE_URL],
         max_receive_count=int(environ.get(names.ENV_QUEUE_MAX_RECEIVE_COUNT, "0")) or None,
-        status_retention_sec=int(environ.get("STATUS_RETENTION_DAYS", "30")) * 86_400,
         tunables=downstream_tunables_reader(environ, contract, ssm=ssm),
         # Refusals are waited out and late tokens replaced while the invocation can afford it; a lost race
         # answers 0 s, and a few milliseconds keep two losers from spinning in step. Tokens are timed on
@@ -159,7 +150,6 @@ def build_dependencies(
                        clock=lambda: time.time(), logger=logger),
         client=DownstreamClient(environ[names.ENV_DOWNSTREAM_NAME], environ[names.ENV_DOWNSTREAM_BASE_URL],
                                 timeout_sec=float(environ.get(names.ENV_DOWNSTREAM_TIMEOUT_SEC, "5"))),
-        dynamodb=dynamodb,
         sqs=sqs or boto3.client("sqs"),
     )
 
@@ -170,68 +160,8 @@ def dependencies() -> Dependencies:
     return build_dependencies(os.environ)
 
 
-class PoisonRecord(ValueError):
-    """The message body is not a record; retrying cannot fix it."""
-
-
 class Postponed(Exception):
     """The record was not delivered now and comes back after its new visibility timeout."""
-
-
-@dataclass(frozen=True)
-class LegacyRecord:
-    record_id: str
-    payload: Any
-
-
-def parse_record(body: str | None) -> LegacyRecord:
-    """The record a message body holds, as the mainframe's contract can carry it; `PoisonRecord` says why not."""
-    text = body or ""
-    depth = nesting_depth(text)
-    if depth > MAX_PAYLOAD_DEPTH + 1:
-        # Measured before decoding: json recurses per level and fails past about a thousand.
-        raise PoisonRecord(f"the body nests {depth} levels deep; a record's payload may nest at most "
-                           f"{MAX_PAYLOAD_DEPTH} (the mainframe's contract)")
-    try:
-        document = json.loads(text, parse_constant=_not_a_json_number)
-    except PoisonRecord:
-        raise
-    except (ValueError, RecursionError) as error:
-        raise PoisonRecord(f"the body is not JSON ({str(error)[:200]})") from None
-    if not isinstance(document, dict):
-        raise PoisonRecord(f"the body must be a JSON object with a record_id, got {type(document).__name__}")
-    record_id = document.get("record_id")
-    if not isinstance(record_id, str) or not _RECORD_ID.fullmatch(record_id):
-        raise PoisonRecord(f"record_id must be 1-128 characters of A-Z, a-z, 0-9, '_', '.', ':' or '-' (it is the "
-                           f"mainframe's Idempotency-Key), got {record_id!r:.100}")
-    payload = document.get("payload")
-    unencodable = _text_utf8_cannot_carry(payload)
-    if unencodable is not None:
-        raise PoisonRecord(f"the payload holds text that is not Unicode ({unencodable!r:.60}: a lone surrogate), "
-                           "which UTF-8 cannot carry to the mainframe")
-    return LegacyRecord(record_id=record_id, payload=payload)
-
-
-def _not_a_json_number(name: str) -> Any:
-    raise PoisonRecord(f"the body holds {name}, which is not a JSON number: the mainframe could not read it")
-
-
-def _text_utf8_cannot_carry(value: Any) -> str | None:
-    """The first string (key or value) in `value` that is not valid Unicode, or None."""
-    pending = [value]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, str):
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                return item
-        elif isinstance(item, dict):
-            pending.extend(item)
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-    return None
 
 
 def stale_token_after_sec(planned_rate_per_sec: float, contract_rate_per_sec: float) -> float:
@@ -345,17 +275,17 @@ class Batch:
             record_call(metrics, error=error)
             self.postpone_after_sec = error.details.get("retry_after_sec") or 0.0
             visibility_sec = self._postpone(record, receive_count)
-            record_failed(self.deps, item.record_id, record.message_id, receive_count, error, retry_after_sec=visibility_sec)
+            self._record_failed(item.record_id, record.message_id, receive_count, error, retry_after_sec=visibility_sec)
             raise
         except DownstreamRejected as error:
             record_call(metrics, error=error)
-            record_failed(self.deps, item.record_id, record.message_id, receive_count, error)
+            self._record_failed(item.record_id, record.message_id, receive_count, error)
             logger.error("the mainframe rejected the record; it is retried until the dead-letter queue",
                          extra={"record_id": item.record_id, "message_id": record.message_id,
                                 "receive_count": receive_count, "error": str(error)})
             raise
         record_call(metrics, response=response)
-        record_delivered(self.deps, item.record_id, record.message_id, receive_count, response.status)
+        self.deps.statuses.delivered(item.record_id, record.message_id, receive_count, response.status)
         metrics.add_metric(name="RecordsDelivered", unit=MetricUnit.Count, value=1)
         self.delivered += 1
         return item.record_id
@@ -430,76 +360,20 @@ class Batch:
         metrics.add_metric(name="LimiterWaitedMs", unit=MetricUnit.Milliseconds, value=outcome.waited_sec * 1000)
         return None
 
+    def _record_failed(
+        self, record_id: str, message_id: str, receive_count: int, error: DownstreamError, *,
+        retry_after_sec: int | None = None,
+    ) -> None:
+        """Best effort: the record is already a failure (and a delivered record stays delivered)."""
+        try:
+            self.deps.statuses.failed(record_id, message_id, receive_count, f"{type(error).__name__}: {error}",
+                                      retry_after_sec=retry_after_sec)
+        except WRITE_ERRORS as write_error:
+            logger.warning("could not record a failure", extra={"record_id": record_id, "error": repr(write_error)})
+
     def _affordable_wait_sec(self) -> float:
         remaining_sec = self.context.get_remaining_time_in_millis() / 1000
         return max(0.0, remaining_sec - self.deps.client.timeout_sec - FINISHING_RESERVE_SEC)
-
-
-def record_delivered(deps: Dependencies, record_id: str, message_id: str, receive_count: int, status_code: int) -> None:
-    now = time.time()
-    deps.dynamodb.update_item(
-        TableName=deps.records_table_name,
-        Key={"pk": {"S": record_id}},
-        UpdateExpression=(
-            "SET #status = :delivered, delivered_at = :now, updated_at = :now, attempts = :attempts,"
-            " message_id = :message_id, downstream_status = :code, expires_at = :expires_at,"
-            " first_attempt_at = if_not_exists(first_attempt_at, :now) REMOVE #error, retry_after_sec"
-        ),
-        ExpressionAttributeNames={"#status": "status", "#error": "error"},
-        ExpressionAttributeValues={
-            ":delivered": {"S": "delivered"},
-            ":now": {"S": _iso(now)},
-            ":attempts": {"N": str(receive_count)},
-            ":message_id": {"S": message_id},
-            ":code": {"N": str(status_code)},
-            ":expires_at": {"N": str(int(now) + deps.status_retention_sec)},
-        },
-    )
-
-
-def record_failed(
-    deps: Dependencies,
-    record_id: str, message_id: str, receive_count: int, error: DownstreamError, *, retry_after_sec: int | None = None
-) -> None:
-    """Best effort: the record is already a failure, and a delivered record is never marked failed."""
-    now = time.time()
-    values = {
-        ":failed": {"S": "failed"},
-        ":delivered": {"S": "delivered"},
-        ":error": {"S": f"{type(error).__name__}: {error}"[:1000]},
-        ":now": {"S": _iso(now)},
-        ":attempts": {"N": str(receive_count)},
-        ":message_id": {"S": message_id},
-        ":expires_at": {"N": str(int(now) + deps.status_retention_sec)},
-    }
-    update = (
-        "SET #status = :failed, #error = :error, updated_at = :now, attempts = :attempts, message_id = :message_id,"
-        " expires_at = :expires_at, first_attempt_at = if_not_exists(first_attempt_at, :now)"
-    )
-    if retry_after_sec is not None:
-        update += ", retry_after_sec = :retry_after"
-        values[":retry_after"] = {"N": str(retry_after_sec)}
-    try:
-        deps.dynamodb.update_item(
-            TableName=deps.records_table_name,
-            Key={"pk": {"S": record_id}},
-            UpdateExpression=update,
-            ConditionExpression="attribute_not_exists(#status) OR #status <> :delivered",
-            ExpressionAttributeNames={"#status": "status", "#error": "error"},
-            ExpressionAttributeValues=values,
-        )
-    except (ClientError, BotoCoreError) as write_error:
-        if not _condition_failed(write_error):  # a delivered record stays delivered: that refusal is expected
-            logger.warning("could not record a failure", extra={"record_id": record_id, "error": repr(write_error)})
-
-
-def _condition_failed(error: ClientError | BotoCoreError) -> bool:
-    code = error.response.get("Error", {}).get("Code") if isinstance(error, ClientError) else None
-    return code == "ConditionalCheckFailedException"
-
-
-def _iso(epoch_sec: float) -> str:
-    return datetime.fromtimestamp(epoch_sec, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 if "AWS_LAMBDA_FUNCTION_NAME" in os.environ:

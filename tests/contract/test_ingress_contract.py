@@ -18,6 +18,7 @@ from aws_cdk.assertions import Template
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from legacy import records as legacy_records
 from localcloud.emulator.api_gateway import ecma_regex, model_validator, render_template
 from payments.orders import InvalidOrder, parse_order
 
@@ -183,8 +184,8 @@ def test_every_pattern_in_the_models_is_one_the_emulator_reads_as_ecma_262(ingre
         ecma_regex(pattern)
 
 
-def test_every_record_the_model_accepts_the_consumer_accepts(ingress, legacy_consumer_module):
-    consumer = legacy_consumer_module
+def test_every_record_the_model_accepts_the_consumer_accepts(ingress):
+    consumer = legacy_records
     model = _model(ingress, "LegacyRecord")
     records = [{"record_id": "r-1", "payload": {}}, {"record_id": "R:1.2_3-4", "payload": {"a": [1, "b"]}},
                {"record_id": "", "payload": {}}, {"record_id": "r 1", "payload": {}}, {"record_id": "r-1"},
@@ -204,24 +205,24 @@ def _nested(depth: int) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("depth", [1, 2, 7, 8, 9, 12], ids=lambda d: f"depth-{d}")
-def test_the_model_and_the_consumer_bound_the_payload_s_nesting_alike(ingress, legacy_consumer_module, depth):
+def test_the_model_and_the_consumer_bound_the_payload_s_nesting_alike(ingress, depth):
     # GIVEN a record whose payload nests `depth` levels, through objects and arrays
     record = {"record_id": "r-1", "payload": _nested(depth)}
     # WHEN the API's model and the consumer judge it
     gateway_accepts = _model(ingress, "LegacyRecord").is_valid(record)
     try:
-        legacy_consumer_module.parse_record(json.dumps(record))
+        legacy_records.parse_record(json.dumps(record))
         consumer_accepts = True
-    except legacy_consumer_module.PoisonRecord:
+    except legacy_records.PoisonRecord:
         consumer_accepts = False
     # THEN they agree, and both draw the line at the consumer's MAX_PAYLOAD_DEPTH
-    assert gateway_accepts == consumer_accepts == (depth <= legacy_consumer_module.MAX_PAYLOAD_DEPTH)
+    assert gateway_accepts == consumer_accepts == (depth <= legacy_records.MAX_PAYLOAD_DEPTH)
 
 
-def test_the_model_states_the_consumer_s_record_contract(ingress, legacy_consumer_module):
+def test_the_model_states_the_consumer_s_record_contract(ingress):
     from stacks.ingress_stack import LEGACY_PAYLOAD_MAX_DEPTH
 
-    consumer = legacy_consumer_module
+    consumer = legacy_records
     (schema,) = [r["Properties"]["Schema"] for r in ingress.values()
                  if r["Type"] == "AWS::ApiGateway::Model" and r["Properties"]["Name"] == "LegacyRecord"]
     # The id pattern is the consumer's, anchored at both ends (ECMA-262's `$` is the very end: no trailing newline)
