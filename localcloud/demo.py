@@ -10,14 +10,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from localcloud.drivers import control_loop, crm_batch, crm_segment_large, ingress, legacy, moderation, payments
+from localcloud.drivers import control_loop, crm_batch, crm_segment_large, ingress, legacy, moderation, payments, tuning
 from localcloud.emulator.cloud import LocalCloud
 from localcloud.emulator.deployer import DeployedStack
 from localcloud.referee.downstream_simulator import PROFILES, DownstreamSimulator
@@ -216,42 +215,16 @@ def run_control_loop(cloud: LocalCloud, stacks: Mapping[str, DeployedStack], sim
 
 
 def tune_then_break(cloud: LocalCloud, crm_caller: str) -> list[str]:
-    """An operator's tuning of the CRM, then two bad values: what Parameter Store and the caller make of each.
-
-    Text that is not JSON never reaches a reader (the tunables' AllowedPattern); JSON the caller cannot use
-    (a rate that is not a number) does, and the caller keeps the last good value. The seed is put back.
-    """
-    ssm = cloud.client("ssm")
-    name = f"/throttling/{STAGE}/downstreams/crm"
-    seed = ssm.get_parameter(Name=name)["Parameter"]["Value"]
-    lines = []
-    try:
-        ssm.put_parameter(Name=name, Overwrite=True, Type="String",
-                          Value=json.dumps({"rate_per_sec": 4, "burst": 4, "max_concurrency": 1, "mode": "manual"}))
-        lines.append(f"after tuning: {invoke_after_cache(cloud, crm_caller)}")
-        try:
-            ssm.put_parameter(Name=name, Overwrite=True, Type="String", Value='{"rate_per_sec": "fast"')
-            lines.append("text that is not JSON: stored (Parameter Store should have refused it)")
-        except ssm.exceptions.ParameterPatternMismatchException:
-            lines.append("text that is not JSON: refused by Parameter Store (the tunables' AllowedPattern)")
-        ssm.put_parameter(Name=name, Overwrite=True, Type="String",
-                          Value='{"rate_per_sec": "fast", "burst": 4, "max_concurrency": 1}')
-        lines.append(f"after a rate that is not a number: {invoke_after_cache(cloud, crm_caller)}"
-                     " (last good value kept, error logged)")
-    finally:
-        ssm.put_parameter(Name=name, Overwrite=True, Type="String", Value=seed)
-    return lines
-
-
-def invoke_after_cache(cloud: LocalCloud, function_name: str) -> Any:
-    """Wait out the tunables cache (TUNABLES_CACHE_SEC) so the next call reads SSM afresh."""
-    cache_sec = float(cloud.client("lambda").get_function_configuration(FunctionName=function_name)
-                      ["Environment"]["Variables"]["TUNABLES_CACHE_SEC"])
-    if cache_sec:
-        print(f"  (waiting {cache_sec:.0f} s for the tunables cache)", flush=True)
-        time.sleep(cache_sec + 0.5)
-    result, _ = invoke(cloud, function_name, {"path": "/users/1"})
-    return result.get("tunables_in_force")
+    """An operator's tuning of the CRM, then two bad values: what Parameter Store and the caller made of each."""
+    run = tuning.run(cloud, crm_caller, stage=STAGE,
+                     on_wait=lambda sec: print(f"  (waiting {sec:.0f} s for the tunables cache)", flush=True))
+    refused = ("refused by Parameter Store (the tunables' AllowedPattern)" if run.not_json_refused
+               else "stored (Parameter Store should have refused it)")
+    return [
+        f"after tuning: {run.after_tuning}",
+        f"text that is not JSON: {refused}",
+        f"after a rate that is not a number: {run.after_unusable} (last good value kept, error logged)",
+    ]
 
 
 def invoke(cloud: LocalCloud, function_name: str, event: dict[str, Any]) -> tuple[dict[str, Any], str | None]:

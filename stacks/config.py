@@ -16,7 +16,7 @@ from typing import Any
 
 from throttling.core import planning
 from throttling.core.controller import MODES as CONTROLLER_MODES
-from throttling.core.names import DEFAULT_STAGE, STAGES
+from throttling.core.names import DEFAULT_STAGE, STAGES, tunables_prefix
 from throttling.core.planning import (
     DEFAULT_HEADROOM,
     MIN_JITTER_MARGIN_SEC,
@@ -262,7 +262,7 @@ class AppConfig:
     @property
     def ssm_prefix(self) -> str:
         """Where this stage's operator-tunable parameters live in Parameter Store."""
-        return f"/throttling/{self.stage}"
+        return tunables_prefix(self.stage)
 
     @property
     def controller_plans_path(self) -> str:

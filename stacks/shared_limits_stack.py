@@ -25,11 +25,11 @@ LEASE_SWEEP_MAX_AGE_SEC = 60
 
 
 def downstream_tunables_key(downstream: DownstreamConfig) -> str:
-    return f"downstreams/{downstream.name}"
+    return names.downstream_tunables_key(downstream.name)
 
 
 def breaker_tunables_key(downstream: DownstreamConfig) -> str:
-    return f"breakers/{downstream.name}"
+    return names.breaker_tunables_key(downstream.name)
 
 
 def downstream_tunables_seed(downstream: DownstreamConfig) -> str:

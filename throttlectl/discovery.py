@@ -65,7 +65,7 @@ class Deployment:
     @property
     def prefix(self) -> str:
         """Where the stage's tunables live in Parameter Store."""
-        return f"/throttling/{self.stage}"
+        return names.tunables_prefix(self.stage)
 
     @property
     def shared_limits(self) -> Mapping[str, str]:

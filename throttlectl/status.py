@@ -16,6 +16,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer
 
 from throttling.core.circuit_breaker import BreakerPolicy, BreakerState, window_totals
+from throttling.core.names import breaker_tunables_key
 from throttling.core.rate_limiter import RatePolicy, shard_count_for, split_policy
 from throttling.core.tunables import InvalidTunables
 from throttlectl.discovery import Deployment, QueueRef
@@ -158,7 +159,7 @@ def _breakers(
     names = sorted(set(items) | {key.split("/", 1)[1] for key in tunables if key.startswith("breakers/")})
     rows = []
     for name in names:
-        policy = _breaker_policy(tunables.get(f"breakers/{name}"))
+        policy = _breaker_policy(tunables.get(breaker_tunables_key(name)))
         try:
             state = BreakerState.from_item(items.get(name, {}))
         except ValueError as error:

@@ -26,7 +26,7 @@ from throttling.core.controller import evaluated_period
 
 
 def tunables_parameter(downstream: str, stage: str = "dev") -> str:
-    return f"/throttling/{stage}/downstreams/{downstream}"
+    return names.downstream_tunables_parameter(stage, downstream)
 
 
 def put_caller_minute(cloud: LocalCloud, downstream: str, at: float, *, calls: float, throttled: float = 0,

@@ -111,20 +111,16 @@ def test_operators_tune_through_ssm_and_a_bad_value_keeps_the_last_good(cloud, c
     assert clamped["tunables_in_force"]["rate_per_sec"] == 10.0
 
 
-def test_the_demo_s_tuning_section(cloud, crm_caller, fresh_simulators):
-    from localcloud.demo import tune_then_break
+def test_an_operator_s_tuning_then_two_bad_values(cloud, crm_caller, fresh_simulators):
+    from localcloud.drivers import tuning
 
     # GIVEN the deployed CRM caller (its tunables read fresh: the emulator's stage caches for 0 s)
     ssm = cloud.client("ssm")
     before = ssm.get_parameter(Name="/throttling/dev/downstreams/crm")["Parameter"]["Value"]
     # WHEN the demo's operator tunes it, then writes text that is not JSON, then JSON it cannot use
-    lines = tune_then_break(cloud, crm_caller)
+    run = tuning.run(cloud, crm_caller)
     # THEN the tuning is in force, Parameter Store refuses the text, and the caller keeps the tuning
     tuned = {"burst": 4, "max_concurrency": 1, "mode": "manual", "rate_per_sec": 4.0}
-    assert lines == [
-        f"after tuning: {tuned}",
-        "text that is not JSON: refused by Parameter Store (the tunables' AllowedPattern)",
-        f"after a rate that is not a number: {tuned} (last good value kept, error logged)",
-    ]
+    assert run == tuning.TuningRun(after_tuning=tuned, not_json_refused=True, after_unusable=tuned)
     # AND the document is back as it was
     assert ssm.get_parameter(Name="/throttling/dev/downstreams/crm")["Parameter"]["Value"] == before

@@ -61,8 +61,30 @@ ALARM_ROUTE_KINDS: Final = (*ALARM_KINDS, ALARM_BREAKER)
 
 # -- Tunables documents (SSM) -----------------------------------------------------------------------
 
-# A downstream's document, `/throttling/<stage>/downstreams/<name>`: what the stack seeds, operators
-# and the controller write, and the callers parse.
+
+
+def tunables_prefix(stage: str) -> str:
+    """Where a stage's operator-tunable parameters live in Parameter Store."""
+    return f"/throttling/{stage}"
+
+
+def downstream_tunables_key(downstream: str) -> str:
+    """A downstream's document under its stage's prefix: rate, burst, concurrency, mode."""
+    return f"downstreams/{downstream}"
+
+
+def breaker_tunables_key(downstream: str) -> str:
+    """A downstream's circuit breaker's document under its stage's prefix."""
+    return f"breakers/{downstream}"
+
+
+def downstream_tunables_parameter(stage: str, downstream: str) -> str:
+    """The full name of a downstream's document, e.g. `/throttling/dev/downstreams/crm`."""
+    return f"{tunables_prefix(stage)}/{downstream_tunables_key(downstream)}"
+
+
+# A downstream's document's fields: what the stack seeds, operators and the controller write, and the
+# callers parse.
 TUNABLE_RATE_PER_SEC: Final = "rate_per_sec"
 TUNABLE_BURST: Final = "burst"
 TUNABLE_MAX_CONCURRENCY: Final = "max_concurrency"
