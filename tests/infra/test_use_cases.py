@@ -65,3 +65,26 @@ def test_a_use_case_registered_before_the_one_whose_resources_it_shares_refuses_
     with pytest.raises(ValueError, match=r"expected one CrmBatchEmail among the use cases built, got 0 \(\[\]\):"
                                          r" register it before the use case that shares its resources"):
         add_stacks(App(context=dict(cdk_context)), replace(dev_config, nag=False), use_cases=registry)
+
+
+def test_every_use_case_s_workflows_and_queues_are_on_the_dashboard(dev_assembly, templates):
+    import json
+
+    stacks, _ = dev_assembly
+    control_loop = stacks["control_loop"]
+    # GIVEN the dashboard's body as CloudFormation gets it (the literal parts of its Fn::Join)
+    (dashboard,) = [r for r in templates["control_loop"]["Resources"].values() if r["Type"] == "AWS::CloudWatch::Dashboard"]
+    body = "".join(part for part in dashboard["Properties"]["DashboardBody"]["Fn::Join"][1] if isinstance(part, str))
+    from stacks.control_loop_stack import queues_in, workflows_in
+
+    graphed = []
+    # THEN each registered use case's state machines and queues are graphed, under their names, with no list kept
+    for use_case in control_loop.use_cases:
+        for workflow in workflows_in(use_case.owned()):
+            assert json.dumps(f"{workflow.name} started")[1:-1] in body, (use_case.name, workflow.name)
+            graphed.append(workflow.name)
+        for queue in queues_in(use_case.owned()):
+            label = f"{queue.name} {'dead letters' if queue.is_dead_letter_queue else 'oldest (s)'}"
+            assert json.dumps(label)[1:-1] in body, (use_case.name, label)
+            graphed.append(queue.name)
+    assert {"CrmSegmentLarge", "LegacyPublish", "LegacyConsumerDeadLetterQueue"} <= set(graphed)
