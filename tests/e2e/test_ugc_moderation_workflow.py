@@ -8,6 +8,7 @@ the event the `Object Created` rule would send (the rule itself is asserted in t
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections import Counter
@@ -86,9 +87,32 @@ def test_a_model_outage_sends_the_upload_to_review_instead_of_hanging(cloud, mod
     assert sorted(v["model"] for v in result.output["verdicts"]) == MODELS
     assert {(v["verdict"], v["error"]) for v in result.output["verdicts"]} == {("unavailable", "DownstreamUnavailable")}
     assert moderation_results(cloud, moderation["results_table"], [key])[key]["decision"] == "needs_review"
-    # AND each model was asked its first time and two retries, no more: the outage's Retry-After is longer than
-    # an upload should wait, so the workflow gave up instead of waiting it out
-    assert Counter(r.path for r in model.requests) == {f"/moderate/{m}": 3 for m in MODELS}
+    # AND each model answered its first call and two retries with the outage's Retry-After, longer than an upload
+    # should wait, so the workflow gave up instead of waiting it out
+    failures = call_failures(cloud, moderation, name)
+    outage_answers = Counter(f["model"] for f in failures if f.get("status") == 503)
+    assert outage_answers == {m: 3 for m in MODELS}, failures
+    assert all(f["retry_after_sec"] > 30 for f in failures if f.get("status") == 503)
+    # AND the models saw no call the workflow did not account for: a call that timed out on our side (a loaded
+    # machine) reached the model but carried no hint back, so it was tried again after a jittered wait
+    timed_out = Counter(f["model"] for f in failures if f.get("timed_out"))
+    assert Counter(r.path for r in model.requests) == {f"/moderate/{m}": 3 + timed_out[m] for m in MODELS}, failures
+
+
+def call_failures(cloud, moderation, name: str) -> list[dict]:
+    """The details of every failed model call of an execution (the caller's error document), with its model."""
+    sfn = cloud.client("stepfunctions")
+    arn = f"{moderation['state_machine_arn'].replace(':stateMachine:', ':execution:')}:{name}"
+    events = [e for page in sfn.get_paginator("get_execution_history").paginate(executionArn=arn)
+              for e in page["events"]]
+    failures = []
+    for event in events:
+        details = event.get("taskFailedEventDetails")
+        if event["type"] != "TaskFailed" or details.get("error") != "DownstreamUnavailable":
+            continue
+        document = json.loads(json.loads(details["cause"])["errorMessage"])
+        failures.append({**document, "model": document["url"].rsplit("/", 1)[1]})
+    return failures
 
 
 @pytest.mark.parametrize(("typed", "in_force"), [(2.5, 2), (1e15, 1000)], ids=["fraction", "1e15"])
