@@ -434,6 +434,11 @@ def test_a_start_repeated_while_its_execution_runs_returns_that_execution_and_on
         sfn.start_execution(stateMachineArn=arn, name="order-1", input='{"amount": "20.00"}')
     # AND once the execution has ended, even the same input is refused
     sfn.stop_execution(executionArn=first["executionArn"])
+    # (moto's execution thread may still be unwinding the Wait it was stopped in: wait until it reports the end)
+    deadline = time.monotonic() + 5
+    while sfn.describe_execution(executionArn=first["executionArn"])["status"] == "RUNNING":
+        assert time.monotonic() < deadline, "the stopped execution never ended"
+        time.sleep(0.01)
     with pytest.raises(ClientError, match="ExecutionAlreadyExists"):
         sfn.start_execution(stateMachineArn=arn, name="order-1", input='{"amount": "19.99"}')
     assert [e["name"] for e in sfn.list_executions(stateMachineArn=arn)["executions"]] == ["order-1"]
