@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,6 +29,11 @@ os.environ.update(
 )
 for leaked in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
     os.environ.pop(leaked, None)
+
+# Property tests judge results, never speed: the suite runs beside other work on 2 cores, where a 200 ms
+# per-example deadline (Hypothesis's default) fails a correct example that happened to wait for a core.
+settings.register_profile("suite", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("suite")
 
 
 @pytest.fixture(scope="session")
