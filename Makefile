@@ -15,7 +15,7 @@ export CDK_DISABLE_CLI_TELEMETRY := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup demo test synth nag deploy destroy diff clean bench plan
+.PHONY: help setup demo emulator test synth nag deploy destroy diff clean bench plan
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ setup: $(STAMPS)/venv $(STAMPS)/npm ## create .venv and node_modules (idempotent
 
 demo: setup ## synthesize, deploy into the embedded emulator, and drive a smoke scenario through it
 	$(PY) -m localcloud.demo
+
+emulator: setup ## deploy the app into a long-running emulator (with the downstream simulators) to point throttlectl, the AWS CLI or boto3 at; Ctrl-C stops it
+	$(PY) -m localcloud.serve --stage $(STAGE)$(if $(PORT), --port $(PORT))
 
 test: setup ## the whole test suite
 	$(PY) -m pytest
@@ -67,4 +70,4 @@ plan: $(STAMPS)/venv ## Little's-law settings: make plan LIMIT_RPS=10 LATENCY_MS
 	$(PY) -m throttlectl plan --limit-rps $(LIMIT_RPS) --latency-ms $(LATENCY_MS)$(if $(CONCURRENCY), --concurrency $(CONCURRENCY))$(if $(BURST), --burst $(BURST))
 
 clean: ## remove what set-up and synth made
-	rm -rf $(VENV) node_modules cdk.out $(STAMPS) .pytest_cache .hypothesis .demo *.egg-info
+	rm -rf $(VENV) node_modules cdk.out $(STAMPS) .pytest_cache .hypothesis .demo .emulator *.egg-info

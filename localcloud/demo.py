@@ -7,8 +7,6 @@ deployed handlers did against a referee, not a mock's canned answer.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from collections import Counter
 from collections.abc import Mapping
@@ -16,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from localcloud import app_assembly
 from localcloud.drivers import control_loop, crm_batch, crm_segment_large, ingress, legacy, moderation, payments, tuning
 from localcloud.emulator.cloud import LocalCloud
 from localcloud.emulator.deployer import DeployedStack
@@ -43,14 +42,8 @@ def main() -> int:
 
 
 def synthesize(base_urls: dict[str, str]) -> Path:
-    """`cdk synth` through the pinned CLI, offline, pointing each downstream at its simulator."""
-    out = ROOT / ".demo" / "cdk.out"
-    env = {**os.environ, "CDK_DISABLE_VERSION_CHECK": "1", "CDK_DISABLE_CLI_TELEMETRY": "true",
-           "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"}
-    command = [str(ROOT / "node_modules" / ".bin" / "cdk"), "synth", "--quiet", "--output", str(out),
-               "-c", f"stage={STAGE}", "-c", "nag=true", "-c", f"downstream_base_urls={json.dumps(base_urls)}"]
     section("Synthesizing with the CDK CLI (offline, cdk-nag on)")
-    subprocess.run(command, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+    out = app_assembly.synthesize(base_urls, ROOT / ".demo" / "cdk.out", stage=STAGE)
     print(f"  {out.relative_to(ROOT)}: {', '.join(sorted(p.name for p in out.glob('*.template.json')))}")
     return out
 

@@ -55,11 +55,13 @@ class LocalCloud:
     :param lambda_concurrency_limit: the account's Lambda concurrency (`GetAccountSettings`, and the
         reservations it allows); default 1,000, AWS's usual limit (a new account's is 10). Tests may
         change `cloud.lambda_account.concurrency_limit` while it runs.
+    :param port: the loopback port to serve on; default 0, any free one (`endpoint_url` says which).
     """
 
     def __init__(self, *, region: str = "us-east-1", work_dir: Path | None = None,
-                 lambda_concurrency_limit: int = 1_000) -> None:
+                 lambda_concurrency_limit: int = 1_000, port: int = 0) -> None:
         self.region = region
+        self.port = port
         self.account_id = ACCOUNT_ID
         self._own_work_dir = work_dir is None
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="localcloud-"))
@@ -89,7 +91,7 @@ class LocalCloud:
         # executions report their own failures through DescribeExecution and the history.
         logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
         warnings.filterwarnings("ignore", message="Tried to parse .* but it's not supported by moto's CloudFormation")
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
         host, port = self._server.get_host_and_port()
         self.endpoint_url = f"http://{host}:{port}"
