@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  downstream {name}: {simulator.base_url}", flush=True)
         for stack in stacks.values():
             for key, value in sorted(stack.outputs.items()):
+                if key.startswith("ExportsOutput"):  # the CDK's cross-stack plumbing, not for people
+                    continue
                 print(f"  {stack.name}.{key} = {value}", flush=True)
         print(f"  function logs: {cloud.work_dir / 'logs'}; Ctrl-C stops the emulator", flush=True)
         stopped.wait()
