@@ -319,7 +319,7 @@ def load_config(
     if "powertools_layer_version" in raw:
         raise ConfigError(
             f"{key}.powertools_layer_version is no longer read: a layer number pins some Powertools release the tests"
-            " never ran; the layer is now resolved at deploy from the release requirements-dev.txt pins. Remove the key"
+            " never ran; the layer is now resolved at deploy from the release requirements-lambda.txt pins. Remove the key"
         )
 
     downstreams_raw = _required(raw, key, "downstreams")

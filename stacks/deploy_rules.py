@@ -14,7 +14,7 @@ Rules:
   longer stage name.
 - `ssm-parameter-size`: a String parameter's value fits its tier (4 KB standard, 8 KB advanced).
 - `powertools-layer`: every function of the shared asset (handler `handlers.*`, which import
-  Powertools; the runtime does not ship it) gets the Powertools release `requirements-dev.txt` pins,
+  Powertools; the runtime does not ship it) gets the Powertools release `requirements-lambda.txt` pins,
   resolved at deploy from Powertools' public SSM parameter for its runtime and architecture; never a
   layer by number (layer 27 is 3.23.0, which lacks modules the handlers import).
 
@@ -78,7 +78,7 @@ RULES: dict[str, str] = {
     "state-machine-log-group": "state machines log under /aws/vendedlogs/states/",
     "lambda-environment-size": "a function's environment stays within 3.5 KB of Lambda's 4 KB",
     "ssm-parameter-size": "a String parameter fits its tier (4 KB standard, 8 KB advanced)",
-    "powertools-layer": "functions get the Powertools release requirements-dev.txt pins, resolved from its SSM parameter",
+    "powertools-layer": "functions get the Powertools release requirements-lambda.txt pins, resolved from its SSM parameter",
 }
 
 # Lambda refuses an environment whose JSON exceeds 4 KB; the app keeps 512 bytes of it in reserve.
@@ -92,7 +92,7 @@ UNKNOWN_TOKEN_LENGTH = 1_024
 def check_templates(templates: Mapping[str, Template], *, powertools_version: str = POWERTOOLS_VERSION) -> list[Finding]:
     """Every finding of every rule over the app's templates (template name or path -> template).
 
-    :param powertools_version: the release the functions must get; default the one requirements-dev.txt pins.
+    :param powertools_version: the release the functions must get; default the one requirements-lambda.txt pins.
     """
     findings: list[Finding] = []
     for name, template in templates.items():
@@ -119,7 +119,7 @@ def estimated_environment_bytes(variables: Mapping[str, Any], template: Template
 class DeployRules:
     """The rules above as a CDK validation plugin: a finding fails synth.
 
-    :param powertools_version: the Powertools release functions must get; default the one requirements-dev.txt pins.
+    :param powertools_version: the Powertools release functions must get; default the one requirements-lambda.txt pins.
     """
 
     def __init__(self, *, powertools_version: str = POWERTOOLS_VERSION) -> None:
@@ -169,7 +169,7 @@ def _powertools_layers(name: str, template: Template, version: str) -> Iterator[
         runtime = str(properties.get("Runtime", ""))
         architecture = str((properties.get("Architectures") or ["x86_64"])[0])
         expected = powertools_layer_parameter(version, architecture=architecture, runtime=runtime)
-        fix = f"resolve the layer from {expected} (HandlerFunction does, from the pin in requirements-dev.txt)"
+        fix = f"resolve the layer from {expected} (HandlerFunction does, from the pin in requirements-lambda.txt)"
         found = False
         for index, layer in enumerate(properties.get("Layers") or []):
             location = f"Properties/Layers/{index}"
@@ -182,7 +182,7 @@ def _powertools_layers(name: str, template: Template, version: str) -> Iterator[
                     yield Finding(
                         "powertools-layer", name, logical_id, location,
                         f"function {logical_id} gets the Powertools layer of {resolved!r}, but the tests run"
-                        f" {version} for {runtime} on {architecture} (requirements-dev.txt): on AWS its handler"
+                        f" {version} for {runtime} on {architecture} (requirements-lambda.txt): on AWS its handler"
                         " would import a release the tests never ran", fix)
             elif "AWSLambdaPowertoolsPython" in json.dumps(layer):
                 found = True

@@ -264,7 +264,7 @@ def check_powertools_parameters(assembly: StageAssembly, *, ssm: Any, region: st
             "powertools layer", False, f"Powertools has not published {', '.join(missing)}"
             f"{f' in {region}' if region else ''}",
             "the deploy would fail (\"Unable to fetch parameters\"): pin a release Powertools has published for this"
-            " runtime and region in requirements-dev.txt (aws ssm get-parameters-by-path --path"
+            " runtime and region in requirements-lambda.txt (aws ssm get-parameters-by-path --path"
             " /aws/service/powertools/python/x86_64/python3.13 lists them), then make setup and deploy again",
             {"missing": missing})
     return Check("powertools layer", True, "; ".join(f"{name} -> {arn}" for name, arn in resolved.items()),

@@ -230,7 +230,7 @@ class LambdaRuntime:
                     "errorMessage": f"localcloud cannot run {function.function_name}: its layer {arn} is Powertools"
                     f" {release}, and the emulator runs handlers with the installed aws-lambda-powertools"
                     f" {self.layers.provided_release}; on AWS this function would import {release}, which the tests"
-                    " never ran. Deploy the release requirements-dev.txt pins",
+                    " never ran. Deploy the release requirements-lambda.txt pins",
                 }
         return None
 

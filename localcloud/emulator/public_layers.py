@@ -31,7 +31,7 @@ LAYER_MODULES = ("aws_lambda_powertools", "aws_xray_sdk")
 
 
 def installed_powertools() -> str:
-    """The release the emulator runs handlers with (the one requirements-dev.txt installs)."""
+    """The release the emulator runs handlers with (the one requirements-lambda.txt installs)."""
     return importlib.metadata.version(POWERTOOLS_PACKAGE)
 
 

@@ -3,7 +3,7 @@
 Every function of the app is built here so they all get the same defaults: one code asset, the
 Powertools layer, X-Ray tracing, JSON logs in a log group with a retention, and no wildcard grants.
 
-The Powertools layer is the release the tests run: `requirements-dev.txt` pins it (the one source
+The Powertools layer is the release the tests run: `requirements-lambda.txt` pins it (the one source
 of truth), and CloudFormation resolves the layer's ARN at deploy from the public SSM parameter
 Powertools publishes for that release, runtime and architecture
 (`/aws/service/powertools/python/<arch>/<python>/<version>`). A layer number in the template would
@@ -28,7 +28,7 @@ from throttling.core import names
 ROOT = Path(__file__).resolve().parents[2]
 LAMBDAS_DIR = ROOT / "lambdas"
 # What the tests install; the Lambda runtime's libraries are pinned there.
-REQUIREMENTS_FILE = ROOT / "requirements-dev.txt"
+REQUIREMENTS_FILE = ROOT / "requirements-lambda.txt"
 RUNTIME = lambda_.Runtime.PYTHON_3_13
 ARCHITECTURE = lambda_.Architecture.X86_64
 POWERTOOLS_PACKAGE = "aws-lambda-powertools"
@@ -64,7 +64,7 @@ class HandlerFunction(Construct):
     :param timeout_sec: the function timeout; default 30 s.
     :param reserved_concurrency: reserved concurrent executions; default none (account pool).
     :param powertools_version: the Powertools release whose public layer the function gets; default
-        the one `requirements-dev.txt` pins (what the tests run).
+        the one `requirements-lambda.txt` pins (what the tests run).
     """
 
     def __init__(

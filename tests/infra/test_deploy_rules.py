@@ -193,7 +193,7 @@ def test_the_rule_catches_an_ssm_parameter_over_its_tier():
 
 
 def test_every_function_gets_the_powertools_release_the_tests_install_and_run(dev_assembly):
-    # GIVEN the release requirements-dev.txt pins, and the one installed in this environment (what the tests import)
+    # GIVEN the release requirements-lambda.txt pins, and the one installed in this environment (what the tests import)
     pinned = pinned_version("aws-lambda-powertools")
     assert importlib.metadata.version("aws-lambda-powertools") == pinned, "the venv is stale: run make setup"
     # WHEN the dev stage is synthesized
@@ -214,7 +214,7 @@ def test_every_function_gets_the_powertools_release_the_tests_install_and_run(de
 
 
 def test_the_rule_catches_a_template_whose_powertools_differs_from_the_pin(dev_assembly):
-    # GIVEN the dev stage's templates, and a pin that says another release (requirements-dev.txt changed alone)
+    # GIVEN the dev stage's templates, and a pin that says another release (requirements-lambda.txt changed alone)
     stacks, _ = dev_assembly
     # WHEN the rules check them against it THEN every function is named, with both releases
     findings = [f for f in check_templates(templates_of(stacks), powertools_version="3.38.0")

@@ -119,7 +119,7 @@ def test_a_powertools_release_without_its_parameter_is_refused(tmp_path):
     with Stubber(ssm) as stub:
         stub.add_client_error("get_parameter", "ParameterNotFound", expected_params={"Name": name})
         check = check_powertools_parameters(assembly, ssm=ssm, region="us-east-1")
-    assert not check.ok and name in check.summary and "requirements-dev.txt" in check.remedy
+    assert not check.ok and name in check.summary and "requirements-lambda.txt" in check.remedy
 
 
 def test_an_assembly_without_the_stage_is_not_found(tmp_path):
