@@ -173,6 +173,8 @@ class IngressStack(Stack):
             log_retention=stage_props.log_retention(config),
             removal_policy=removal_policy,
         )
+        # Route -> the use case whose resource it integrates with, directly (the architecture diagram's edges).
+        self.route_targets: dict[str, str] = {}
         self._add_start_payment(workflows)
         self._add_get_payment(workflows)
         self._add_send_legacy_record(buffers)
@@ -214,6 +216,7 @@ class IngressStack(Stack):
                 ],
             ),
         )
+        self.route_targets["POST /payments"] = Payments.__name__
         self.api.add_route(
             "POST /payments",
             integration,
@@ -248,6 +251,7 @@ class IngressStack(Stack):
                 ],
             ),
         )
+        self.route_targets["GET /payments/{id}"] = Payments.__name__
         self.api.add_route(
             "GET /payments/{id}",
             integration,
@@ -283,6 +287,7 @@ class IngressStack(Stack):
                 ],
             ),
         )
+        self.route_targets["POST /legacy-records"] = LegacyBuffer.__name__
         self.api.add_route(
             "POST /legacy-records",
             integration,
