@@ -73,8 +73,9 @@ destroy: setup-deploy ## empty STAGE's buckets (a destroy stage only; asks first
 diff: setup-deploy ## cdk diff STAGE against your AWS account
 	$(CDK) diff --all -c stage=$(STAGE)
 
-bench: setup ## the strategy benchmark in virtual time: bench/results (tables, plots, costs)
+bench: setup ## the strategy benchmark in virtual time: bench/results (tables, plots, costs per call and per month)
 	$(PY) -m bench.strategies
+	$(PY) -m bench.fixed_costs
 
 plan: $(STAMPS)/deploy ## Little's-law settings: make plan LIMIT_RPS=10 LATENCY_MS=200 [CONCURRENCY=5] [BURST=10]
 	$(if $(and $(LIMIT_RPS),$(LATENCY_MS)),,$(error give the limit and the latency: make plan LIMIT_RPS=10 LATENCY_MS=200))

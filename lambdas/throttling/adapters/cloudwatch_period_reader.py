@@ -48,15 +48,10 @@ class CloudWatchPeriodReader:
         self._client = client
         self.namespace = namespace
 
-    def read(self, plans: Sequence[DownstreamPlan], start: float, end: float) -> dict[str, PeriodMetrics | None]:
-        """Each plan's period `[start, end)`, None where nobody called; `MetricsUnavailable` when CloudWatch fails."""
-        try:
-            return self._read(plans, start, end)
-        except (ClientError, BotoCoreError) as error:
-            raise MetricsUnavailable(f"could not read the period's metrics from CloudWatch: {error}") from error
-
-    def _read(self, plans: Sequence[DownstreamPlan], start: float, end: float) -> dict[str, PeriodMetrics | None]:
-        period_sec = int(end - start)
+    def queries(
+        self, plans: Sequence[DownstreamPlan], period_sec: int
+    ) -> tuple[list[MetricDataQueryTypeDef], dict[str, tuple[str, str, str]]]:
+        """The `GetMetricData` queries of one read (each billed as one metric) and what each answer means."""
         queries: list[MetricDataQueryTypeDef] = []
         keys: dict[str, tuple[str, str, str]] = {}
         for plan in plans:
@@ -80,6 +75,18 @@ class CloudWatchPeriodReader:
                         },
                         "ReturnData": True,
                     })
+        return queries, keys
+
+    def read(self, plans: Sequence[DownstreamPlan], start: float, end: float) -> dict[str, PeriodMetrics | None]:
+        """Each plan's period `[start, end)`, None where nobody called; `MetricsUnavailable` when CloudWatch fails."""
+        try:
+            return self._read(plans, start, end)
+        except (ClientError, BotoCoreError) as error:
+            raise MetricsUnavailable(f"could not read the period's metrics from CloudWatch: {error}") from error
+
+    def _read(self, plans: Sequence[DownstreamPlan], start: float, end: float) -> dict[str, PeriodMetrics | None]:
+        period_sec = int(end - start)
+        queries, keys = self.queries(plans, period_sec)
         values: dict[tuple[str, str, str], float] = {}
         for chunk in range(0, len(queries), 500):
             next_token: dict[str, str] = {}
