@@ -19,11 +19,14 @@ from throttling.core.controller import MODES as CONTROLLER_MODES
 from throttling.core.names import DEFAULT_STAGE, STAGES, tunables_prefix
 from throttling.core.planning import (
     DEFAULT_HEADROOM,
+    EXPECTED_LATENCY_MS_BOUNDS,
+    HEADROOM_BOUNDS,
     MIN_JITTER_MARGIN_SEC,
     headroom_for_margin,
     jitter_margin_sec,
     limiter_settings,
 )
+from throttling.core.tunables import BURST_BOUNDS, RATE_PER_SEC_BOUNDS
 
 # CloudWatch Logs accepts only these retention periods (days).
 LOG_RETENTION_DAYS_ALLOWED = (
@@ -361,8 +364,9 @@ def _downstream(key: str, name: str, raw: Any) -> DownstreamConfig:
         raise ConfigError(f"{key}: downstream names must be snake_case (a-z, 0-9, _; 2-31 chars), got {name!r}")
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{key} must be an object, got {raw!r}")
-    rate = _number(raw, key, "rate_limit_per_sec", 0.01, 10_000)
-    burst = _int(raw, key, "burst", 1, 5_000)
+    # The bounds the Lambdas' tunables and `throttlectl plan` apply too: a contract outside them could not be planned.
+    rate = _number(raw, key, "rate_limit_per_sec", *RATE_PER_SEC_BOUNDS)
+    burst = _int(raw, key, "burst", *BURST_BOUNDS)
     if burst < 1 or burst > max(1, math.ceil(rate * 10)):
         raise ConfigError(
             f"{key}.burst must be between 1 and 10 s worth of rate_limit_per_sec ({max(1, math.ceil(rate * 10))}),"
@@ -373,9 +377,9 @@ def _downstream(key: str, name: str, raw: Any) -> DownstreamConfig:
         base_url=_url(f"{key}.base_url", _required(raw, key, "base_url")),
         rate_limit_per_sec=rate,
         burst=burst,
-        expected_latency_ms=_int(raw, key, "expected_latency_ms", 1, 60_000),
+        expected_latency_ms=_int(raw, key, "expected_latency_ms", *EXPECTED_LATENCY_MS_BOUNDS),
         timeout_sec=_number(raw, key, "timeout_sec", 0.1, 900) if "timeout_sec" in raw else 5.0,
-        headroom=_number(raw, key, "headroom", 0, 0.5) if "headroom" in raw else DEFAULT_HEADROOM,
+        headroom=_number(raw, key, "headroom", *HEADROOM_BOUNDS) if "headroom" in raw else DEFAULT_HEADROOM,
     )
     # Below this margin a call that travels a little slower than the one before it meets a 429, and
     # callers would drop most tokens as stale (they keep half the margin for the limiter's answer).
@@ -384,8 +388,8 @@ def _downstream(key: str, name: str, raw: Any) -> DownstreamConfig:
         needed = headroom_for_margin(rate, burst)
         remedy = (
             f"set {key}.headroom to at least {needed:g}"
-            if needed <= 0.5
-            else f"no headroom up to 0.5 does (it needs {needed:g}): ask the downstream for a burst of 2 or more"
+            if needed <= HEADROOM_BOUNDS[1]
+            else f"no headroom up to {HEADROOM_BOUNDS[1]:g} does (it needs {needed:g}): ask the downstream for a burst of 2 or more"
         )
         raise ConfigError(
             f"{key}.headroom {downstream.headroom:g}{'' if 'headroom' in raw else ' (the default)'} leaves a jitter margin"
@@ -569,8 +573,13 @@ def _required(raw: Mapping[str, Any], key: str, name: str) -> Any:
 def _number(raw: Mapping[str, Any], key: str, name: str, low: float, high: float) -> float:
     value = _required(raw, key, name)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise ConfigError(f"{key}.{name} must be a number in [{low}, {high}], got {value!r}")
+        raise ConfigError(f"{key}.{name} must be a number in [{_bound(low)}, {_bound(high)}], got {value!r}")
     return float(value)
+
+
+def _bound(value: float) -> float | int:
+    """A bound as cdk.json would write it: 10000, not 10000.0."""
+    return int(value) if float(value).is_integer() else value
 
 
 def _int(raw: Mapping[str, Any], key: str, name: str, low: int, high: int) -> int:

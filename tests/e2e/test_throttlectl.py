@@ -555,4 +555,4 @@ def test_plan_shows_the_arithmetic_and_fails_a_concurrency_that_overruns_the_lim
     assert planned.json()["tunables_document"] == {"rate_per_sec": 9.9, "burst": 5, "max_concurrency": 2,
                                                     "mode": "auto"}
     assert (bad.code, bad.out) == (2, "")
-    assert "limit_rps must be a finite number > 0, got 0" in bad.err
+    assert "limit_rps must be a number in [0.01, 10000] (req/s, the rates the Lambdas' tunables take), got 0.0" in bad.err

@@ -19,6 +19,7 @@ from throttling.core.planning import (
     retry_plan,
 )
 from throttling.core.rate_limiter import RatePolicy, stale_token_after_sec
+from throttling.core.tunables import MAX_CONCURRENCY_BOUNDS, parse_tunables
 
 
 def test_five_concurrent_calls_of_200_ms_offer_25_rps_too_many_for_a_10_rps_limit():
@@ -116,11 +117,19 @@ def test_the_plan_reproduces_what_the_stacks_seed_for_every_configured_downstrea
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"limit_rps": 0, "latency_ms": 200}, "limit_rps must be a finite number > 0, got 0"),
-        ({"limit_rps": 10, "latency_ms": -1}, "latency_ms must be a finite number > 0, got -1"),
-        ({"limit_rps": math.inf, "latency_ms": 200}, "limit_rps must be a finite number > 0, got inf"),
-        ({"limit_rps": 10, "latency_ms": 200, "headroom": 1}, "headroom must be a fraction in [0, 1), got 1"),
-        ({"limit_rps": 10, "latency_ms": 200, "burst": 0}, "burst must be a whole number >= 1, got 0"),
+        ({"limit_rps": 0, "latency_ms": 200},
+         "limit_rps must be a number in [0.01, 10000] (req/s, the rates the Lambdas' tunables take), got 0"),
+        ({"limit_rps": 10, "latency_ms": -1},
+         "latency_ms must be a number in [1, 60000] (ms, the latencies a stage's config takes), got -1"),
+        ({"limit_rps": math.inf, "latency_ms": 200}, "limit_rps must be a number in [0.01, 10000]"),
+        # What once planned 10^15 calls in flight: a limit and a latency no stage or tunable could hold
+        ({"limit_rps": 1e12, "latency_ms": 200}, "limit_rps must be a number in [0.01, 10000]"),
+        ({"limit_rps": 10, "latency_ms": 1e6}, "latency_ms must be a number in [1, 60000]"),
+        ({"limit_rps": 10, "latency_ms": 200, "headroom": 1},
+         "headroom must be a number in [0, 0.5] (the share of the limit left unused; 0.01 leaves 1%), got 1"),
+        ({"limit_rps": 10, "latency_ms": 200, "burst": 0},
+         "burst must be a whole number in [1, 5000] (the bursts the Lambdas' tunables take), got 0"),
+        ({"limit_rps": 10, "latency_ms": 200, "burst": 5001}, "burst must be a whole number in [1, 5000]"),
         ({"limit_rps": 10, "latency_ms": 200, "check_concurrency": 0}, "check_concurrency must be a whole number >= 1"),
         ({"limit_rps": 10, "latency_ms": 200, "max_retry_delay_sec": 0}, "max_delay_sec must be a whole number"),
     ],
@@ -189,3 +198,17 @@ def test_the_margin_is_what_callers_split_between_the_limiters_answer_and_the_ca
         contract = RatePolicy(downstream.rate_limit_per_sec, downstream.burst)
         assert stale_token_after_sec(limiter, contract) == pytest.approx(downstream.jitter_margin_sec / 2), downstream.name
         assert downstream.jitter_margin_sec >= MIN_JITTER_MARGIN_SEC, downstream.name
+
+
+def test_a_plan_past_the_concurrency_the_lambdas_take_names_their_bound_and_says_what_it_costs():
+    # GIVEN the largest contract and latency a stage may configure: 10,000 req/s at 60 s, 600,000 calls in flight
+    plan = plan_capacity(10_000, 60_000)
+    # THEN the plan names the 1,000 the Lambdas take, never more (they would clamp the document)
+    assert plan.map_concurrency == MAX_CONCURRENCY_BOUNDS[1] == 1_000
+    assert parse_tunables(plan.tunables_document(), ceiling_rate_per_sec=10_000, ceiling_burst=plan.burst_limit
+                          ).clamped_fields == ()
+    # AND it shows the cap in the arithmetic and warns that concurrency then holds the rate below the limit
+    assert any("= 600000; min(1000 (the most the Lambdas take), 600000) = 1000" in step for step in plan.steps)
+    assert any(warning.startswith("600000 calls in flight would be needed to reach 10000 req/s at 60000 ms, but the"
+                                  " Lambdas clamp max_concurrency to 1000: 1000 in flight offer 16.6667 req/s")
+               for warning in plan.warnings)

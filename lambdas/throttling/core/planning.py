@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Final
 
 from throttling.core import names
+from throttling.core.tunables import BURST_BOUNDS, MAX_CONCURRENCY_BOUNDS, RATE_PER_SEC_BOUNDS
 from throttling.core.validation import is_finite_number, is_int
 
 __all__ = [
@@ -35,6 +36,8 @@ __all__ = [
     "DEFAULT_PERIOD_SEC",
     "DEFAULT_P99_LATENCY_FACTOR",
     "DEFAULT_THROTTLE_RATE_THRESHOLD",
+    "EXPECTED_LATENCY_MS_BOUNDS",
+    "HEADROOM_BOUNDS",
     "MAX_RETRY_ATTEMPTS",
     "MIN_CONTROLLER_RATE_PER_SEC",
     "MIN_JITTER_MARGIN_SEC",
@@ -64,6 +67,12 @@ DEFAULT_HEADROOM = 0.01
 # round trip from Lambda with room for its tail. Every configured downstream clears it (the
 # mainframe's 20 % leaves 0.25 s); a burst-1 downstream at the 1 % default would keep 10 ms.
 MIN_JITTER_MARGIN_SEC = 0.1
+# What a downstream's plan may start from, as a stage's config accepts it (`stacks.config` reads these):
+# a latency from 1 ms to a minute, and up to half the rate left unused. Its contract (rate, burst) is
+# bounded as the Lambdas' tunables are (`throttling.core.tunables`), so a plan never names a setting
+# they would clamp.
+EXPECTED_LATENCY_MS_BOUNDS: Final = (1, 60_000)
+HEADROOM_BOUNDS: Final = (0.0, 0.5)
 
 # The control loop's defaults: what a stage without a `control_loop` block in cdk.json gets, what
 # `ControllerPolicy` starts from, and what the lab runs (`stacks.config.ControlLoopConfig` documents each).
@@ -184,7 +193,9 @@ def limiter_settings(limit_rps: float, burst: int, headroom: float) -> tuple[flo
     downstream has no spare bucket: there b is 1 whatever we do, the margin is headroom / ((1 -
     headroom) x R), and only a real rate headroom buys it (the mainframe's 20 %: 0.25 s).
     """
-    rate = round(limit_rps * (1 - headroom), 3)
+    # Rounded to 3 decimals for people, but never past the contract (1.2656 req/s at no headroom would
+    # round up to 1.266) nor below the least rate the Lambdas take: either would be clamped.
+    rate = min(limit_rps, max(RATE_PER_SEC_BOUNDS[0], round(limit_rps * (1 - headroom), 3)))
     our_burst = max(1, min(burst // 2, math.floor(burst * (1 - headroom) + 1e-9)))
     return rate, our_burst
 
@@ -331,6 +342,8 @@ def plan_capacity(
 
     - Map concurrency: floor(limit x W), never below 1; in flight alone it never offers more than
       the limit (at 1 it may: then only the shared limiter holds the rate, and a warning says so).
+      Never above the 1,000 the Lambdas take (`MAX_CONCURRENCY_BOUNDS`): beyond it they would
+      clamp the document, so the plan names the bound and warns that concurrency then holds the rate lower.
     - Queue consumer: the same, but never below 2 (Lambda's minimum for SQS); extra batches wait
       at the limiter, which holds the rate whatever the concurrency.
     - Limiter: the limit less `headroom` and half the burst (`limiter_settings`, which
@@ -338,18 +351,21 @@ def plan_capacity(
       `MIN_JITTER_MARGIN_SEC` is a warning naming the headroom that would keep it.
     - Retries: see `retry_plan`.
 
-    :param burst: the downstream's burst allowance; default one second's worth, floor(limit), at least 1.
+    Every input is refused outside the bounds a stage's config and the Lambdas' tunables apply
+    (`RATE_PER_SEC_BOUNDS`, `BURST_BOUNDS`, `EXPECTED_LATENCY_MS_BOUNDS`, `HEADROOM_BOUNDS`).
+
+    :param burst: the downstream's burst allowance; default one second's worth, floor(limit), in `BURST_BOUNDS`.
     :param headroom: fraction of the limit left unused; default `DEFAULT_HEADROOM` (1 %).
     :param check_concurrency: a proposed number of calls in flight to test against the limit.
     """
-    _positive("limit_rps", limit_rps)
-    _positive("latency_ms", latency_ms)
-    if not is_finite_number(headroom) or not 0 <= headroom < 1:
-        raise ValueError(f"headroom must be a fraction in [0, 1), got {headroom!r}; 0.01 leaves 1% of the limit unused")
+    _within("limit_rps", limit_rps, RATE_PER_SEC_BOUNDS, "req/s, the rates the Lambdas' tunables take")
+    _within("latency_ms", latency_ms, EXPECTED_LATENCY_MS_BOUNDS, "ms, the latencies a stage's config takes")
+    _within("headroom", headroom, HEADROOM_BOUNDS, "the share of the limit left unused; 0.01 leaves 1%")
     if burst is None:
-        burst = max(1, math.floor(limit_rps))
-    if not is_int(burst) or burst < 1:
-        raise ValueError(f"burst must be a whole number >= 1, got {burst!r}")
+        burst = min(BURST_BOUNDS[1], max(BURST_BOUNDS[0], math.floor(limit_rps)))
+    if not is_int(burst) or not BURST_BOUNDS[0] <= burst <= BURST_BOUNDS[1]:
+        raise ValueError(f"burst must be a whole number in [{BURST_BOUNDS[0]}, {BURST_BOUNDS[1]}] (the bursts the"
+                         f" Lambdas' tunables take), got {burst!r}")
     if check_concurrency is not None and (
         not is_int(check_concurrency) or check_concurrency < 1
     ):
@@ -376,13 +392,22 @@ def plan_capacity(
         )
 
     exact = in_flight(limit_rps, latency_ms)
-    map_concurrency = littles_law_concurrency(limit_rps, latency_ms)
+    littles_law = littles_law_concurrency(limit_rps, latency_ms)
+    ceiling = MAX_CONCURRENCY_BOUNDS[1]
+    map_concurrency = min(littles_law, ceiling)
     map_offered = round(offered_rps(map_concurrency, latency_ms), 6)
+    capped = f"min({ceiling} (the most the Lambdas take), {littles_law}) = {map_concurrency}; " if littles_law > ceiling else ""
     steps.append(
         f"Map concurrency = max(1, floor({_n(limit_rps)} req/s x {_n(latency_sec)} s)) = "
-        f"max(1, floor({_n(round(exact, 6))})) = {map_concurrency}; it offers {map_concurrency} / {_n(latency_sec)} s = "
+        f"max(1, floor({_n(round(exact, 6))})) = {littles_law}; {capped}it offers {map_concurrency} / {_n(latency_sec)} s = "
         f"{_n(map_offered)} req/s {'<=' if map_offered <= limit_rps else '>'} {_n(limit_rps)} req/s"
     )
+    if littles_law > ceiling:
+        warnings.append(
+            f"{littles_law} calls in flight would be needed to reach {_n(limit_rps)} req/s at {_n(latency_ms)} ms, but the"
+            f" Lambdas clamp max_concurrency to {ceiling}: {ceiling} in flight offer {_n(map_offered)} req/s, so concurrency,"
+            f" not the limiter, holds the rate there"
+        )
     if map_offered > limit_rps:
         warnings.append(
             f"even 1 call in flight offers {_n(map_offered)} req/s > {_n(limit_rps)} req/s: concurrency cannot hold "
@@ -444,6 +469,12 @@ def plan_capacity(
 def _n(value: float) -> str:
     """A number as people write it: 25, 0.2, 9.5 (no trailing .0, no float noise)."""
     return f"{round(value, 6):g}" if isinstance(value, float) else str(value)
+
+
+def _within(name: str, value: Any, bounds: tuple[float, float], meaning: str) -> None:
+    low, high = bounds
+    if not is_finite_number(value) or not low <= value <= high:
+        raise ValueError(f"{name} must be a number in [{_n(low)}, {_n(high)}] ({meaning}), got {value!r}")
 
 
 def _positive(name: str, value: Any) -> None:
