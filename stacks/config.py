@@ -1,22 +1,27 @@
 """The one typed configuration of the app, built from `cdk.json` context for one stage.
 
-`app.py` is the only reader of context: it hands the raw values to `load_config`, which validates
-every field and fails synth with a message naming the key, the bad value and the allowed range.
-Stacks and constructs receive typed slices of the resulting `AppConfig` and read nothing else.
+`app.py` is the only reader of context: it hands the raw values to `load_config`, which merges the
+shared `defaults` under the stage's own settings, validates every field and fails synth with one
+line naming the key, the bad value and the allowed values (a key no dataclass field names is refused
+with the closest known one). Stacks and constructs receive typed slices of the resulting `AppConfig`
+and read nothing else.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import difflib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from throttling.core import planning
 from throttling.core.controller import MODES as CONTROLLER_MODES
-from throttling.core.names import DEFAULT_STAGE, STAGES, tunables_prefix
+from throttling.core.names import DEFAULT_STAGE, STAGE_NAME_PATTERN, tunables_prefix
 from throttling.core.planning import (
     DEFAULT_HEADROOM,
     EXPECTED_LATENCY_MS_BOUNDS,
@@ -43,6 +48,7 @@ _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _ROUTE = re.compile(r"(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS) (/|(/([A-Za-z0-9._-]+|\{[A-Za-z0-9_]+\}))+)")
 _API_KEY_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 _URL = re.compile(r"https?://[^\s/]+(/\S*)?")
+_STAGE_NAME = re.compile(STAGE_NAME_PATTERN)
 # API Gateway's account-level defaults per region: what one account's APIs may take together.
 ACCOUNT_RATE_LIMIT_PER_SEC = 10_000
 ACCOUNT_BURST = 5_000
@@ -304,26 +310,31 @@ def load_config(
     stage: str | None = None,
     nag: Any = None,
     downstream_base_urls: Any = None,
+    *,
+    defaults: Mapping[str, Any] | None = None,
 ) -> AppConfig:
-    """Build and validate the config of `stage` from the `stages` context object of `cdk.json`.
+    """Build and validate the config of `stage` from the `stages` and `defaults` context objects of `cdk.json`.
 
+    The stage's settings are `defaults` with `stages.<stage>` deep-merged over them (`merge_defaults`).
     `stage`, `nag` and `downstream_base_urls` come from the command line (`-c stage=prod -c nag=true
     -c downstream_base_urls='{"crm": "https://gateway.example.com/crm"}'`), so they may be strings.
     """
-    stage = stage or DEFAULT_STAGE
-    if stage not in STAGES:
-        raise ConfigError(f"stage must be one of {list(STAGES)}, got {stage!r}; pass -c stage=dev or -c stage=prod")
-    if not isinstance(stages, Mapping) or stage not in stages:
-        raise ConfigError(f"cdk.json context 'stages' has no entry for stage {stage!r}; add stages.{stage}")
-    raw = stages[stage]
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"stages.{stage} must be an object, got {type(raw).__name__}")
+    if not isinstance(stages, Mapping) or not stages:
+        raise ConfigError(f"cdk.json context 'stages' must be an object of stage name -> settings, got {stages!r};"
+                          " add at least stages.dev")
+    stage = _stage_name(DEFAULT_STAGE if stage is None else stage, stages)
     key = f"stages.{stage}"
+    if not isinstance(stages[stage], Mapping):
+        raise ConfigError(f"{key} must be an object of settings, got {stages[stage]!r}")
+    if defaults is not None and not isinstance(defaults, Mapping):
+        raise ConfigError(f"cdk.json context 'defaults' must be an object of settings every stage shares, got {defaults!r}")
+    raw = merge_defaults(defaults or {}, stages[stage])
     if "powertools_layer_version" in raw:
         raise ConfigError(
             f"{key}.powertools_layer_version is no longer read: a layer number pins some Powertools release the tests"
             " never ran; the layer is now resolved at deploy from the release requirements-lambda.txt pins. Remove the key"
         )
+    _refuse_unknown_keys(key, raw, settings_of(AppConfig, derived=("stage",)))
 
     downstreams_raw = _required(raw, key, "downstreams")
     if not isinstance(downstreams_raw, Mapping) or not downstreams_raw:
@@ -359,11 +370,66 @@ def load_config(
     return config
 
 
+def merge_defaults(defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A stage's settings: `overrides` deep-merged over `defaults`, neither changed.
+
+    Objects merge key by key; anything else (a number, a list such as `alarm_emails`) replaces the
+    default whole. Nothing removes a default: the CDK drops context keys whose value is null before
+    the app sees them, so what not every stage has stays out of `defaults`.
+    """
+    merged = {name: copy.deepcopy(value) for name, value in defaults.items()}
+    for name, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(name), Mapping):
+            merged[name] = merge_defaults(merged[name], value)
+        else:
+            merged[name] = copy.deepcopy(value)
+    return merged
+
+
+def settings_of(config_class: type, *, derived: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The keys `cdk.json` may give for `config_class`: its dataclass fields, less the `derived` ones.
+
+    Derived from the fields so a field added to a config class is a key the loader accepts, and a
+    key no field names (a typo, a removed setting) is refused instead of silently defaulted.
+    """
+    return tuple(f.name for f in dataclasses.fields(config_class) if f.name not in derived)
+
+
+def _stage_name(stage: Any, stages: Mapping[str, Any]) -> str:
+    configured = ", ".join(sorted(stages))
+    if not isinstance(stage, str) or not stage.strip():
+        raise ConfigError(f"stage is empty (-c stage={stage if isinstance(stage, str) else repr(stage)}):"
+                          f" pass -c stage=<name>, one of: {configured}")
+    if stage not in stages:
+        raise ConfigError(
+            f"stage {stage!r} is not in cdk.json's stages{_did_you_mean(stage, stages)}; configured: {configured};"
+            f" pass one of them with -c stage=<name>, or add stages.{stage}")
+    if not _STAGE_NAME.fullmatch(stage):
+        raise ConfigError(
+            f"stage names must be lower-case letters and digits, starting with a letter, at most 20 (they name"
+            f" stacks, SSM paths and the API's stage), got {stage!r}; rename stages.{stage}")
+    return stage
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    match = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _refuse_unknown_keys(key: str, raw: Mapping[str, Any], allowed: Iterable[str]) -> None:
+    """Refuse keys `allowed` does not name, each with the closest allowed one: a typo must not mean a default."""
+    allowed = sorted(allowed)
+    unknown = sorted(str(name) for name in raw if name not in allowed)
+    if unknown:
+        named = ", ".join(f"{key}.{name}{_did_you_mean(name, allowed)}" for name in unknown)
+        raise ConfigError(
+            f"unknown key{'s' if len(unknown) > 1 else ''} {named}; {key} takes: {', '.join(allowed)}")
+
+
 def _downstream(key: str, name: str, raw: Any) -> DownstreamConfig:
     if not _DOWNSTREAM_NAME.fullmatch(name):
         raise ConfigError(f"{key}: downstream names must be snake_case (a-z, 0-9, _; 2-31 chars), got {name!r}")
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{key} must be an object, got {raw!r}")
+    _object(key, raw, settings_of(DownstreamConfig, derived=("name",)))
     # The bounds the Lambdas' tunables and `throttlectl plan` apply too: a contract outside them could not be planned.
     rate = _number(raw, key, "rate_limit_per_sec", *RATE_PER_SEC_BOUNDS)
     burst = _int(raw, key, "burst", *BURST_BOUNDS)
@@ -403,11 +469,8 @@ def _downstream(key: str, name: str, raw: Any) -> DownstreamConfig:
 def _control_loop(key: str, raw: Any) -> ControlLoopConfig:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{key} must be an object, got {raw!r}")
+    _refuse_unknown_keys(key, raw, settings_of(ControlLoopConfig))
     defaults = ControlLoopConfig()
-    known = set(ControlLoopConfig.__dataclass_fields__)
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(f"{key} has unknown keys {unknown}; known: {sorted(known)}")
 
     def number(name: str, low: float, high: float) -> float:
         return _number(raw, key, name, low, high) if name in raw else getattr(defaults, name)
@@ -447,7 +510,7 @@ def _control_loop(key: str, raw: Any) -> ControlLoopConfig:
 
 
 def _moderation(key: str, raw: Any) -> ModerationConfig:
-    _object(key, raw, known=("review_score", "reject_score"))
+    _object(key, raw, settings_of(ModerationConfig))
     defaults = ModerationConfig()
     review = _number(raw, key, "review_score", 0.01, 0.99) if "review_score" in raw else defaults.review_score
     reject = _number(raw, key, "reject_score", 0.01, 1) if "reject_score" in raw else defaults.reject_score
@@ -459,7 +522,7 @@ def _moderation(key: str, raw: Any) -> ModerationConfig:
 
 
 def _ingress(key: str, raw: Any) -> IngressConfig:
-    _object(key, raw, known=("throttle", "method_throttles", "tiers", "quota_retry_after_sec", "waf"))
+    _object(key, raw, settings_of(IngressConfig))
     stage = _throttle(f"{key}.throttle", _required(raw, key, "throttle"), ceiling=None)
     method_throttles = _method_throttles(f"{key}.method_throttles", raw.get("method_throttles", {}), ceiling=stage)
     tiers_raw = _required(raw, key, "tiers")
@@ -475,7 +538,7 @@ def _ingress(key: str, raw: Any) -> IngressConfig:
                     " allows a key in one usage plan per stage, so give each client one tier")
             seen[api_key] = tier.name
     waf_raw = raw.get("waf", {})
-    _object(f"{key}.waf", waf_raw, known=("enabled", "requests_per_5_min_per_ip"))
+    _object(f"{key}.waf", waf_raw, settings_of(WafConfig))
     low, high = WAF_RATE_LIMIT_BOUNDS
     waf = WafConfig(
         enabled=_bool(f"{key}.waf.enabled", waf_raw.get("enabled", False)),
@@ -495,10 +558,10 @@ def _ingress(key: str, raw: Any) -> IngressConfig:
 def _tier(key: str, name: str, raw: Any, stage: ThrottleConfig) -> UsageTierConfig:
     if not _API_KEY_NAME.fullmatch(name):
         raise ConfigError(f"{key}: tier names must be lower-case letters, digits and '-', got {name!r}")
-    _object(key, raw, known=("throttle", "quota", "method_throttles", "api_keys"))
+    _object(key, raw, settings_of(UsageTierConfig, derived=("name",)))
     throttle = _throttle(f"{key}.throttle", _required(raw, key, "throttle"), ceiling=stage)
     quota_raw = _required(raw, key, "quota")
-    _object(f"{key}.quota", quota_raw, known=("limit", "period"))
+    _object(f"{key}.quota", quota_raw, settings_of(QuotaConfig))
     api_keys = raw.get("api_keys", [])
     if not isinstance(api_keys, list) or not all(isinstance(k, str) and _API_KEY_NAME.fullmatch(k) for k in api_keys):
         raise ConfigError(
@@ -528,7 +591,7 @@ def _method_throttles(key: str, raw: Any, *, ceiling: ThrottleConfig) -> dict[st
 
 def _throttle(key: str, raw: Any, *, ceiling: ThrottleConfig | None) -> ThrottleConfig:
     """A token bucket within the account's API Gateway limits and within the bucket it sits under."""
-    _object(key, raw, known=("rate_limit_per_sec", "burst"))
+    _object(key, raw, settings_of(ThrottleConfig))
     rate = _number(raw, key, "rate_limit_per_sec", 0.01, ACCOUNT_RATE_LIMIT_PER_SEC)
     burst = _int(raw, key, "burst", 1, ACCOUNT_BURST)
     if ceiling and (rate > ceiling.rate_limit_per_sec or burst > ceiling.burst):
@@ -545,12 +608,10 @@ def _throttle(key: str, raw: Any, *, ceiling: ThrottleConfig | None) -> Throttle
     return ThrottleConfig(rate_limit_per_sec=rate, burst=burst)
 
 
-def _object(key: str, raw: Any, *, known: tuple[str, ...]) -> None:
+def _object(key: str, raw: Any, allowed: tuple[str, ...]) -> None:
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{key} must be an object, got {raw!r}")
-    unknown = sorted(set(raw) - set(known))
-    if unknown:
-        raise ConfigError(f"{key} has unknown keys {unknown}; known: {sorted(known)}")
+        raise ConfigError(f"{key} must be an object of settings ({', '.join(sorted(allowed))}), got {raw!r}")
+    _refuse_unknown_keys(key, raw, allowed)
 
 
 def _json_object(key: str, value: Any) -> Mapping[str, Any]:

@@ -42,10 +42,18 @@ def cdk_context() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
+def cdk_stages(cdk_context: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each stage's settings as the app reads them: cdk.json's `defaults` with the stage's own merged over them."""
+    from stacks.config import merge_defaults
+
+    return {name: merge_defaults(cdk_context["defaults"], own) for name, own in cdk_context["stages"].items()}
+
+
+@pytest.fixture(scope="session")
 def dev_config(cdk_context: dict[str, Any]):
     from stacks.config import load_config
 
-    return load_config(cdk_context["stages"], "dev")
+    return load_config(cdk_context["stages"], "dev", defaults=cdk_context["defaults"])
 
 
 @pytest.fixture(scope="session")

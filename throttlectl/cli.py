@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from throttling.core import planning
-from throttling.core.names import STAGES
+from throttling.core.names import STAGE_NAME_PATTERN
 from throttling.core.tunables import InvalidTunables
 from throttlectl import cleanup, preflight
 from throttlectl.discovery import Deployment, discover
@@ -180,8 +181,8 @@ def _connection_options(parser: argparse.ArgumentParser, default: Any, *, top: b
     # Accepted before and after the command; the sub-parsers' SUPPRESS default keeps a value given
     # before the command from being reset by the sub-parser.
     group = parser.add_argument_group("connection") if top else parser.add_argument_group("connection (also before COMMAND)")
-    group.add_argument("--stage", choices=STAGES, default=default,
-                       help=f"the stage (or env {STAGE_ENV}); required except for plan")
+    group.add_argument("--stage", default=default,
+                       help=f"the stage, as cdk.json's stages.<name> calls it (or env {STAGE_ENV}); required except for plan")
     group.add_argument("--region", default=default, help="AWS region (default: the profile's or AWS_REGION)")
     group.add_argument("--profile", default=default, help="AWS named profile for a real account")
     group.add_argument("--endpoint-url", default=default, help=f"the local emulator's URL (or env {ENDPOINT_ENV})")
@@ -248,13 +249,20 @@ class _Context:
         )
         self._deployment: Deployment | None = None
 
-    def deployment(self) -> Deployment:
+    def required_stage(self) -> str:
+        """The stage the command acts on; any name cdk.json's stages may hold (whether it is deployed is AWS's to say)."""
         if self.stage is None:
-            raise Refused(f"--stage is required (one of {', '.join(STAGES)}), or set {STAGE_ENV}")
-        if self.stage not in STAGES:
-            raise Refused(f"stage must be one of {', '.join(STAGES)}, got {self.stage!r} (from {STAGE_ENV})")
+            raise Refused(f"--stage is required (a stage of cdk.json, e.g. dev), or set {STAGE_ENV}")
+        if not re.fullmatch(STAGE_NAME_PATTERN, self.stage):
+            source = "--stage" if getattr(self.args, "stage", None) else STAGE_ENV
+            raise Refused(f"stage names are lower-case letters and digits, starting with a letter, at most 20 (as"
+                          f" cdk.json's stages), got {self.stage!r} (from {source})")
+        return self.stage
+
+    def deployment(self) -> Deployment:
         if self._deployment is None:
-            self._deployment = discover(self.aws.client("cloudformation"), self.stage)
+            stage = self.required_stage()  # before any client: a bad stage is refused even without a region
+            self._deployment = discover(self.aws.client("cloudformation"), stage)
         return self._deployment
 
     def emit(self, result: Any, text: str) -> None:
@@ -537,12 +545,11 @@ def _plan(ctx: _Context) -> int:
 
 
 def _preflight(ctx: _Context) -> int:
-    if ctx.stage not in STAGES:
-        raise Refused(f"--stage is required (one of {', '.join(STAGES)}), or set {STAGE_ENV}")
-    assembly = preflight.read_stage_assembly(Path(ctx.args.assembly), ctx.stage)
+    stage = ctx.required_stage()
+    assembly = preflight.read_stage_assembly(Path(ctx.args.assembly), stage)
     asked = getattr(ctx.args, "region", None)
     if asked and assembly.region and asked != assembly.region:
-        raise Refused(f"stage {ctx.stage} deploys to {assembly.region} (its assembly says so), not {asked}: checking"
+        raise Refused(f"stage {stage} deploys to {assembly.region} (its assembly says so), not {asked}: checking"
                       f" {asked} would say nothing about it; drop --region or pass --region {assembly.region}")
     region = asked or assembly.region
     aws = ctx.aws.in_region(region)
@@ -553,9 +560,9 @@ def _preflight(ctx: _Context) -> int:
         preflight.check_parameter_store_throughput(assembly, ssm=aws.client("ssm"), apply=ctx.args.apply,
                                                    region=region),
     ]
-    lines = [f"preflight of stage {ctx.stage} ({region or 'the default region'}, from {ctx.args.assembly})"]
+    lines = [f"preflight of stage {stage} ({region or 'the default region'}, from {ctx.args.assembly})"]
     lines += [f"  {'ok' if check.ok else 'REFUSED':8} {check.name}: {check.summary}" for check in checks]
-    ctx.emit({"stage": ctx.stage, "region": region, "checks": [c.to_dict() for c in checks]}, "\n".join(lines))
+    ctx.emit({"stage": stage, "region": region, "checks": [c.to_dict() for c in checks]}, "\n".join(lines))
     failed = preflight.refusal(checks)
     if failed is not None:
         raise failed
@@ -563,22 +570,21 @@ def _preflight(ctx: _Context) -> int:
 
 
 def _empty_buckets(ctx: _Context) -> int:
-    if ctx.stage not in STAGES:
-        raise Refused(f"--stage is required (one of {', '.join(STAGES)}), or set {STAGE_ENV}")
-    buckets = cleanup.stage_buckets(ctx.aws.client("cloudformation"), ctx.stage)
-    cleanup.refuse_kept_data(ctx.stage, buckets)
+    stage = ctx.required_stage()
+    buckets = cleanup.stage_buckets(ctx.aws.client("cloudformation"), stage)
+    cleanup.refuse_kept_data(stage, buckets)
     if not ctx.args.yes:
         names = ", ".join(bucket.name for bucket in buckets) or "none"
         if not sys.stdin.isatty():
             raise Refused(f"this deletes every object version in {names}: pass --yes to confirm without a terminal")
         print(f"this deletes every object version and delete marker in: {names}", file=ctx.err)
-        if input(f"type the stage name ({ctx.stage}) to go on: ").strip() != ctx.stage:
+        if input(f"type the stage name ({stage}) to go on: ").strip() != stage:
             raise Refused("not confirmed; nothing was deleted")
     s3 = ctx.aws.client("s3")
     emptied = [cleanup.empty_bucket(s3, bucket.name) for bucket in buckets]
-    lines = [f"emptied {len(emptied)} bucket{'s' if len(emptied) != 1 else ''} of stage {ctx.stage}:"]
+    lines = [f"emptied {len(emptied)} bucket{'s' if len(emptied) != 1 else ''} of stage {stage}:"]
     lines += [f"  {e.name}: {e.versions} object versions, {e.delete_markers} delete markers" for e in emptied]
-    ctx.emit({"stage": ctx.stage, "emptied": [asdict(e) for e in emptied]}, "\n".join(lines))
+    ctx.emit({"stage": stage, "emptied": [asdict(e) for e in emptied]}, "\n".join(lines))
     return EXIT_OK
 
 

@@ -26,10 +26,10 @@ NEW_DOWNSTREAM = {"base_url": "https://geo.example.com", "rate_limit_per_sec": 3
 
 @pytest.fixture(scope="module")
 def fifth(cdk_context: dict[str, Any], tmp_path_factory: pytest.TempPathFactory):
-    # GIVEN a copy of the dev stage's config with one more downstream, and nothing else changed
+    # GIVEN a copy of the config with one more downstream (in the defaults every stage shares), nothing else changed
     context = copy.deepcopy(cdk_context)
-    context["stages"]["dev"]["downstreams"][NEW] = NEW_DOWNSTREAM
-    config = load_config(context["stages"], "dev")
+    context["defaults"]["downstreams"][NEW] = NEW_DOWNSTREAM
+    config = load_config(context["stages"], "dev", defaults=context["defaults"])
     # WHEN the app is synthesized from it
     stacks, _ = synthesize(config, tmp_path_factory.mktemp("cdk.out.fifth"), context)
     return config, stacks

@@ -237,20 +237,20 @@ def test_dev_has_no_web_acl(ingress):
 
 
 @pytest.fixture(scope="module")
-def prod_ingress(cdk_context) -> Template:
-    config = load_config(copy.deepcopy(cdk_context["stages"]), "prod")
+def prod_ingress(cdk_context, cdk_stages) -> Template:
+    config = load_config(copy.deepcopy(cdk_stages), "prod")
     app = App(context=cdk_context)
     stacks = add_stacks(app, replace(config, nag=False))
     return Template.from_stack(stacks["ingress"])
 
 
-def test_prod_puts_a_web_acl_with_a_per_ip_rate_rule_answering_429_in_front_of_the_stage(prod_ingress, cdk_context):
+def test_prod_puts_a_web_acl_with_a_per_ip_rate_rule_answering_429_in_front_of_the_stage(prod_ingress, cdk_stages):
     acl = _only(prod_ingress, "AWS::WAFv2::WebACL")
     assert acl["Scope"] == "REGIONAL"
     (rule,) = acl["Rules"]
     statement = rule["Statement"]["RateBasedStatement"]
     assert statement == {"AggregateKeyType": "IP", "EvaluationWindowSec": 300,
-                         "Limit": cdk_context["stages"]["prod"]["ingress"]["waf"]["requests_per_5_min_per_ip"]}
+                         "Limit": cdk_stages["prod"]["ingress"]["waf"]["requests_per_5_min_per_ip"]}
     response = rule["Action"]["Block"]["CustomResponse"]
     assert response["ResponseCode"] == 429
     assert response["ResponseHeaders"] == [{"Name": "Retry-After", "Value": "300"}]
@@ -258,8 +258,8 @@ def test_prod_puts_a_web_acl_with_a_per_ip_rate_rule_answering_429_in_front_of_t
     assert "Fn::GetAtt" in association["WebACLArn"]
 
 
-def test_a_throttle_for_a_route_the_api_lacks_fails_synth(cdk_context):
-    stages = copy.deepcopy(cdk_context["stages"])
+def test_a_throttle_for_a_route_the_api_lacks_fails_synth(cdk_context, cdk_stages):
+    stages = copy.deepcopy(cdk_stages)
     stages["dev"]["ingress"]["method_throttles"]["DELETE /payments/{id}"] = {"rate_limit_per_sec": 1, "burst": 1}
     app = App(context=cdk_context)
     add_stacks(app, load_config(stages, "dev"))

@@ -48,11 +48,11 @@ def test_dev_reserves_nothing_and_its_calls_stay_bounded(dev_assembly):
         "AWS::Lambda::EventSourceMapping", {"ScalingConfig": {"MaximumConcurrency": 2}})
 
 
-def test_prod_reserves(cdk_context):
+def test_prod_reserves(cdk_stages):
     from stacks.config import load_config
 
-    assert load_config(cdk_context["stages"], "prod").reserve_concurrency is True
-    assert load_config(cdk_context["stages"], "dev").reserve_concurrency is False
+    assert load_config(cdk_stages, "prod").reserve_concurrency is True
+    assert load_config(cdk_stages, "dev").reserve_concurrency is False
 
 
 def test_the_account_settings_a_stage_needs_travel_with_its_templates(dev_assembly, reserving_stacks):
@@ -65,8 +65,8 @@ def test_the_account_settings_a_stage_needs_travel_with_its_templates(dev_assemb
     assert metadata[ACCOUNT_SETTINGS_METADATA] == {"ParameterStoreHighThroughput": False}
 
 
-def test_prod_asks_for_parameter_stores_higher_throughput(cdk_context):
+def test_prod_asks_for_parameter_stores_higher_throughput(cdk_stages):
     from stacks.config import load_config
 
-    assert load_config(cdk_context["stages"], "prod").parameter_store_high_throughput is True
-    assert load_config(cdk_context["stages"], "dev").parameter_store_high_throughput is False
+    assert load_config(cdk_stages, "prod").parameter_store_high_throughput is True
+    assert load_config(cdk_stages, "dev").parameter_store_high_throughput is False

@@ -18,9 +18,9 @@ def string_literals(path: Path) -> set[str]:
             if isinstance(node, ast.Constant) and isinstance(node.value, str)}
 
 
-def test_no_stack_or_use_case_names_a_downstream_only_the_registry_does(cdk_context):
+def test_no_stack_or_use_case_names_a_downstream_only_the_registry_does(cdk_stages):
     # GIVEN every downstream configured in any stage
-    names = {name for stage in cdk_context["stages"].values() for name in stage["downstreams"]}
+    names = {name for stage in cdk_stages.values() for name in stage["downstreams"]}
     assert {"crm", "payment_gateway", "ai_model", "legacy_mainframe"} <= names
     # WHEN the stacks' and use cases' modules are read THEN only the registry holds a downstream's name
     naming = {str(path.relative_to(STACKS_DIR)) for path in STACKS_DIR.rglob("*.py")

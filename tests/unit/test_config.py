@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
-from stacks.config import ConfigError, DownstreamConfig, load_config
+from stacks.config import ConfigError, DownstreamConfig, load_config, merge_defaults
 
 
 @pytest.fixture
-def stages(cdk_context: dict[str, Any]) -> dict[str, Any]:
-    return copy.deepcopy(cdk_context["stages"])
+def stages(cdk_stages: dict[str, Any]) -> dict[str, Any]:
+    """Every stage with the shared defaults merged in, so a test changes one stage's value in one place."""
+    return copy.deepcopy(cdk_stages)
 
 
 def dev(stages: dict[str, Any]) -> dict[str, Any]:
@@ -97,15 +98,169 @@ def test_invalid_values_fail_with_key_value_and_range(stages, mutate, message):
     assert message in str(error.value)
 
 
-def test_unknown_stage_says_how_to_choose(stages):
-    with pytest.raises(ConfigError, match=r"stage must be one of \['dev', 'prod'\], got 'qa'; pass -c stage=dev"):
-        load_config(stages, "qa")
+@pytest.mark.parametrize(
+    ("stage", "message"),
+    [
+        ("qa", "stage 'qa' is not in cdk.json's stages; configured: dev, prod; pass one of them with -c stage=<name>,"
+               " or add stages.qa"),
+        ("prd", "stage 'prd' is not in cdk.json's stages (did you mean 'prod'?); configured: dev, prod"),
+        # `-c stage=` with nothing after it: refused, never read as "use the default"
+        ("", "stage is empty (-c stage=): pass -c stage=<name>, one of: dev, prod"),
+        ("  ", "stage is empty (-c stage=  ): pass -c stage=<name>, one of: dev, prod"),
+    ],
+)
+def test_a_stage_cdk_json_does_not_hold_is_refused_with_the_ones_it_does(stages, stage, message):
+    with pytest.raises(ConfigError) as error:
+        load_config(stages, stage)
+    assert str(error.value).startswith(message)
 
 
 def test_missing_stage_entry(stages):
     del stages["prod"]
-    with pytest.raises(ConfigError, match="has no entry for stage 'prod'"):
+    with pytest.raises(ConfigError, match="stage 'prod' is not in cdk.json's stages"):
         load_config(stages, "prod")
+
+
+# -- any stage, built from the shared defaults -----------------------------------------------------------
+
+
+def test_any_stage_cdk_json_holds_is_built_from_the_defaults_and_its_own_settings(cdk_context):
+    # GIVEN a third stage that states only what differs from the shared defaults
+    context = copy.deepcopy(cdk_context)
+    context["stages"]["qa"] = {"log_retention_days": 30, "removal_policy": "destroy", "reserve_concurrency": False,
+                               "downstreams": {"crm": {"rate_limit_per_sec": 20, "burst": 20}}}
+    # WHEN it is loaded
+    config = load_config(context["stages"], "qa", defaults=context["defaults"])
+    # THEN it is a stage like any other, named by its key
+    assert (config.stage, config.stack_prefix, config.ssm_prefix) == ("qa", "Throttling-qa", "/throttling/qa")
+    assert (config.log_retention_days, config.removal_policy, config.reserve_concurrency) == (30, "destroy", False)
+    # AND what it overrides of a shared downstream replaces only those fields
+    crm = config.downstream("crm")
+    defaults = context["defaults"]["downstreams"]["crm"]
+    assert (crm.rate_limit_per_sec, crm.burst) == (20, 20)
+    assert (crm.base_url, crm.expected_latency_ms, crm.timeout_sec) == (
+        defaults["base_url"], defaults["expected_latency_ms"], defaults["timeout_sec"])
+    # AND the rest comes from the defaults, as it does for dev
+    dev_config = load_config(context["stages"], "dev", defaults=context["defaults"])
+    assert [d.name for d in config.downstreams] == [d.name for d in dev_config.downstreams]
+    assert (config.region, config.control_loop, config.moderation) == (
+        dev_config.region, dev_config.control_loop, dev_config.moderation)
+
+
+def test_merging_the_defaults_changes_neither_side_and_replaces_lists_whole():
+    # GIVEN defaults and a stage's overrides
+    defaults = {"control_loop": {"mode": "aimd", "alarm_emails": ["a@example.com", "b@example.com"]}, "region": "us-east-1"}
+    overrides = {"control_loop": {"alarm_emails": ["ops@example.com"]}, "account": "123456789012"}
+    before = copy.deepcopy((defaults, overrides))
+    # WHEN merged
+    merged = merge_defaults(defaults, overrides)
+    # THEN objects merge key by key, a list replaces the default list, a new key is added, and the inputs are untouched
+    assert merged == {"control_loop": {"mode": "aimd", "alarm_emails": ["ops@example.com"]}, "region": "us-east-1",
+                      "account": "123456789012"}
+    assert (defaults, overrides) == before
+    merged["control_loop"]["mode"] = "gradient"
+    assert defaults["control_loop"]["mode"] == "aimd"
+
+
+def test_each_stage_in_cdk_json_states_only_what_differs_from_the_defaults(cdk_context):
+    # GIVEN cdk.json's stages THEN no setting repeats the default it would get anyway: a stage reads as its
+    # differences, and a shared value is changed in one place
+    def repeats(own: Any, shared: Any, path: str) -> list[str]:
+        if isinstance(own, dict) and isinstance(shared, dict):
+            return [p for name, value in own.items() if name in shared
+                    for p in repeats(value, shared[name], f"{path}.{name}")]
+        return [path] if own == shared else []
+
+    for name, own in cdk_context["stages"].items():
+        assert repeats(own, cdk_context["defaults"], f"stages.{name}") == []
+
+
+@pytest.mark.parametrize("name", ["Qa", "qa-eu", "1qa", "q" * 21])
+def test_a_stage_name_that_cannot_name_stacks_is_refused(cdk_context, name):
+    # GIVEN a stage whose name cannot prefix its stacks unambiguously (a hyphen would let "eu" match "eu-prod")
+    context = copy.deepcopy(cdk_context)
+    context["stages"][name] = {"log_retention_days": 7, "removal_policy": "destroy"}
+    # THEN it is refused, naming it and the rule
+    with pytest.raises(ConfigError) as error:
+        load_config(context["stages"], name, defaults=context["defaults"])
+    assert str(error.value) == (
+        f"stage names must be lower-case letters and digits, starting with a letter, at most 20 (they name stacks,"
+        f" SSM paths and the API's stage), got {name!r}; rename stages.{name}")
+
+
+@pytest.mark.parametrize(
+    ("stages", "defaults", "message"),
+    [
+        (None, None, "cdk.json context 'stages' must be an object of stage name -> settings, got None"),
+        ({"dev": "prod-like"}, None, "stages.dev must be an object of settings, got 'prod-like'"),
+        ({"dev": {}}, ["region"], "cdk.json context 'defaults' must be an object of settings every stage shares"),
+    ],
+)
+def test_a_malformed_stages_or_defaults_object_is_refused(stages, defaults, message):
+    with pytest.raises(ConfigError) as error:
+        load_config(stages, "dev", defaults=defaults)
+    assert str(error.value).startswith(message)
+
+
+# -- typos: a key no config field names is refused with the closest one ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda s: s["dev"].update(tunables_cache_secs=5),
+         "unknown key stages.dev.tunables_cache_secs (did you mean 'tunables_cache_sec'?); stages.dev takes: account,"
+         " control_loop, downstreams, ingress, log_retention_days, moderation, nag, parameter_store_high_throughput,"
+         " region, removal_policy, reserve_concurrency, tunables_cache_sec"),
+        (lambda s: s["dev"].update(contol_loop={"cooldown_sec": 60}),
+         "unknown key stages.dev.contol_loop (did you mean 'control_loop'?); stages.dev takes: account,"),
+        (lambda s: s["dev"]["downstreams"]["crm"].update(head_room=0.1),
+         "unknown key stages.dev.downstreams.crm.head_room (did you mean 'headroom'?); stages.dev.downstreams.crm"
+         " takes: base_url, burst, expected_latency_ms, headroom, rate_limit_per_sec, timeout_sec"),
+        (lambda s: s["dev"]["downstreams"]["crm"].update(timeout_secs=3, owner="crm-team"),
+         "unknown keys stages.dev.downstreams.crm.owner, stages.dev.downstreams.crm.timeout_secs (did you mean"
+         " 'timeout_sec'?); stages.dev.downstreams.crm takes: base_url,"),
+        (lambda s: s["dev"]["control_loop"].update(cooldown=60),
+         "unknown key stages.dev.control_loop.cooldown (did you mean 'cooldown_sec'?)"),
+        (lambda s: s["dev"]["moderation"].update(reject=0.9),
+         "unknown key stages.dev.moderation.reject (did you mean 'reject_score'?)"),
+        (lambda s: s["dev"]["ingress"]["tiers"]["free"].update(api_key=["x"]),
+         "unknown key stages.dev.ingress.tiers.free.api_key (did you mean 'api_keys'?); stages.dev.ingress.tiers.free"
+         " takes: api_keys, method_throttles, quota, throttle"),
+        (lambda s: s["dev"]["ingress"]["tiers"]["free"]["quota"].update(periods="DAY"),
+         "unknown key stages.dev.ingress.tiers.free.quota.periods (did you mean 'period'?)"),
+        (lambda s: s["dev"]["ingress"]["waf"].update(enable=True),
+         "unknown key stages.dev.ingress.waf.enable (did you mean 'enabled'?)"),
+        (lambda s: s["dev"]["ingress"]["throttle"].update(rate_limit=5),
+         "unknown key stages.dev.ingress.throttle.rate_limit (did you mean 'rate_limit_per_sec'?)"),
+    ],
+)
+def test_a_misspelt_key_at_any_level_is_refused_with_a_did_you_mean(stages, mutate, message):
+    # GIVEN one misspelt or unknown key, which would otherwise leave its setting at the default
+    mutate(stages)
+    # WHEN the config is built THEN it is refused, naming the key, the closest known one and every known one
+    with pytest.raises(ConfigError) as error:
+        load_config(stages)
+    assert str(error.value).startswith(message)
+
+
+def test_a_field_added_to_a_config_class_is_a_key_the_loader_accepts(stages, monkeypatch):
+    # GIVEN a field someone adds to DownstreamConfig (with its default), and no change to the loader
+    import dataclasses
+
+    import stacks.config
+
+    extended = dataclasses.make_dataclass(
+        "DownstreamConfig", [("max_in_flight", int, dataclasses.field(default=0))], bases=(DownstreamConfig,),
+        frozen=True)
+    monkeypatch.setattr(stacks.config, "DownstreamConfig", extended)
+    stages["dev"]["downstreams"]["crm"]["max_in_flight"] = 4
+    # WHEN cdk.json gives it THEN it is not refused as unknown
+    assert load_config(stages).downstream("crm").name == "crm"
+    # AND a misspelling of it is, naming it
+    stages["dev"]["downstreams"]["crm"]["max_inflight"] = 4
+    with pytest.raises(ConfigError, match=r"stages.dev.downstreams.crm.max_inflight \(did you mean 'max_in_flight'\?\)"):
+        load_config(stages)
 
 
 @pytest.mark.parametrize(("given", "expected"), [("true", True), ("false", False), (True, True), ("FALSE", False)])
@@ -169,7 +324,7 @@ def test_the_control_loop_loads_from_cdk_json_and_defaults_what_is_left_out(stag
         ({"max_concurrency_factor": 0.5}, "stages.dev.control_loop.max_concurrency_factor must be an integer in [1, 100]"),
         ({"breaker_error_rate_threshold": 0.01}, "breaker_error_rate_threshold must be >= error_rate_threshold (0.05), got 0.01"),
         ({"alarm_emails": ["ops"]}, "stages.dev.control_loop.alarm_emails must be a list of e-mail addresses, got ['ops']"),
-        ({"beta": 0.5}, "stages.dev.control_loop has unknown keys ['beta']"),
+        ({"beta": 0.5}, "unknown key stages.dev.control_loop.beta; stages.dev.control_loop takes: alarm_emails, "),
         ({"ingress_refused_rate_threshold": 0}, "ingress_refused_rate_threshold must be a number in [0.001, 1], got 0"),
         ({"ingress_p99_latency_ms": 30_000}, "ingress_p99_latency_ms must be an integer in [50, 29000], got 30000"),
     ],
@@ -235,7 +390,9 @@ def test_ingress_loads_tiers_throttles_and_the_retry_after_they_imply(stages):
         (lambda i: i["waf"].update(requests_per_5_min_per_ip=5),
          "stages.dev.ingress.waf.requests_per_5_min_per_ip must be an integer in [10, 2000000000], got 5"),
         (lambda i: i["waf"].update(enabled="yes"), "stages.dev.ingress.waf.enabled must be true or false, got 'yes'"),
-        (lambda i: i.update(throttles={}), "stages.dev.ingress has unknown keys ['throttles']"),
+        (lambda i: i.update(throttles={}), "unknown key stages.dev.ingress.throttles (did you mean 'throttle'?);"
+                                           " stages.dev.ingress takes: method_throttles, quota_retry_after_sec, throttle,"
+                                           " tiers, waf"),
     ],
 )
 def test_bad_ingress_values_fail_with_key_value_and_range(stages, mutate, message):

@@ -13,8 +13,11 @@ from typing import Final
 
 # -- Stages -----------------------------------------------------------------------------------------
 
-# The stages `cdk.json` may describe and `throttlectl --stage` accepts.
-STAGES: Final = ("dev", "prod")
+# A stage is whatever `cdk.json`'s `stages.<name>` holds; its name goes into stack names
+# (`Throttling-<stage>-SharedLimits`), SSM paths and the API's stage. No hyphen: `throttlectl` finds a
+# stage's stacks by the prefix `Throttling-<stage>-`, which for a stage "eu" would also match "eu-prod".
+STAGE_NAME_PATTERN: Final = r"[a-z][a-z0-9]{0,19}"
+# What `cdk synth` builds without `-c stage=...`.
 DEFAULT_STAGE: Final = "dev"
 
 # -- Metrics ----------------------------------------------------------------------------------------
