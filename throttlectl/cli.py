@@ -37,7 +37,7 @@ from throttling.core.names import STAGE_NAME_PATTERN
 from throttling.core.tunables import InvalidTunables
 from throttlectl import cleanup, preflight
 from throttlectl.discovery import Deployment, discover
-from throttlectl.exceptions import EXIT_OK, EXIT_USAGE, AwsFailure, CliError, NotFound, Refused
+from throttlectl.exceptions import EXIT_OK, AwsFailure, CliError, NotFound, Refused
 from throttlectl.parameters import (
     Audit,
     StoredTunable,
@@ -53,11 +53,17 @@ from throttlectl.redrive import RedriveResult, plan_redrive, redrive_copy, redri
 from throttlectl.schema import document_of, diff, kind_of, parse_assignments
 from throttlectl.status import collect_status, queue_rows
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "package_version"]
 
+# The distribution pyproject.toml names: `--version` reports what is installed, not a copy of the number.
+DISTRIBUTION = "throttling-reference"
 STAGE_ENV = "THROTTLING_STAGE"
 ENDPOINT_ENV = "AWS_ENDPOINT_URL"
 AUDIT_LOG_ENV = "THROTTLECTL_AUDIT_LOG"
+# Where the region comes from after --region, first match wins: AWS_REGION as the AWS SDKs' shared
+# settings (and Lambda, CodeBuild, CloudShell) name it, then the AWS CLI's AWS_DEFAULT_REGION, the only
+# one boto3 reads itself; with neither, the profile's region.
+REGION_ENVS = ("AWS_REGION", "AWS_DEFAULT_REGION")
 _ACCESS_DENIED = {
     "AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthorizationError",
     "UnrecognizedClientException", "InvalidClientTokenId", "ExpiredToken", "ExpiredTokenException",
@@ -115,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="See and tune the throttling limits of a stage (SSM tunables, limit tables, queues).",
         epilog="exit codes: 0 ok, 2 usage error or refusal, 3 not found, 4 AWS error (permission, network)",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     _connection_options(parser, argparse.SUPPRESS, top=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -177,13 +184,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def package_version() -> str:
+    """The installed distribution's version (pyproject.toml's `version`, as pip recorded it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:
+        return f"unknown ({DISTRIBUTION} is not installed: run `pip install -e .` in the repository)"
+
+
 def _connection_options(parser: argparse.ArgumentParser, default: Any, *, top: bool) -> None:
     # Accepted before and after the command; the sub-parsers' SUPPRESS default keeps a value given
     # before the command from being reset by the sub-parser.
     group = parser.add_argument_group("connection") if top else parser.add_argument_group("connection (also before COMMAND)")
     group.add_argument("--stage", default=default,
                        help=f"the stage, as cdk.json's stages.<name> calls it (or env {STAGE_ENV}); required except for plan")
-    group.add_argument("--region", default=default, help="AWS region (default: the profile's or AWS_REGION)")
+    group.add_argument("--region", default=default,
+                       help=f"AWS region (default: env {' or '.join(REGION_ENVS)}, in that order, else the profile's)")
     group.add_argument("--profile", default=default, help="AWS named profile for a real account")
     group.add_argument("--endpoint-url", default=default, help=f"the local emulator's URL (or env {ENDPOINT_ENV})")
     group.add_argument("--json", action="store_true", default=default, help="machine-readable output on stdout")
@@ -215,6 +233,7 @@ def main(
     try:
         return _COMMANDS[args.command](ctx)
     except CliError as error:
+        out.flush()  # what was printed comes before the error, also when stdout is a pipe
         print(f"throttlectl: {error}", file=err)
         return error.exit_code
     except BrokenPipeError:
@@ -242,7 +261,7 @@ class _Context:
         self.json = bool(getattr(args, "json", False))
         self.stage: str | None = getattr(args, "stage", None) or env.get(STAGE_ENV) or None
         self.aws = Aws(
-            region=getattr(args, "region", None),
+            region=getattr(args, "region", None) or next((env[name] for name in REGION_ENVS if env.get(name)), None),
             profile=getattr(args, "profile", None),
             endpoint_url=getattr(args, "endpoint_url", None) or env.get(ENDPOINT_ENV) or None,
             client_factory=client_factory,
@@ -539,8 +558,15 @@ def _plan(ctx: _Context) -> int:
              ]))]
     lines += [f"warning: {w}" for w in result.warnings]
     ctx.emit(result.to_dict(), "\n".join(lines))
-    if result.check is not None and result.check.exceeds_limit:
-        return EXIT_USAGE  # a proposed concurrency that overruns the limit fails a script's check
+    check = result.check
+    # Exit 2 fails a script's check; the refusal comes last, where a reader of `make plan` looks. Not
+    # for the plan's own concurrency: where even 1 call in flight offers too much, the plan's warning
+    # says the shared limiter holds the rate, and no lower concurrency exists to suggest.
+    if check is not None and check.exceeds_limit and check.concurrency > result.map_concurrency:
+        raise Refused(
+            f"refused: {check.concurrency} calls in flight of {args.latency_ms:g} ms offer {check.offered_rps:g} req/s,"
+            f" {round(check.times_the_limit, 2):g}x the {check.limit_rps:g} req/s limit: use a max_concurrency of at"
+            f" most {result.map_concurrency} (the plan above)")
     return EXIT_OK
 
 
@@ -620,7 +646,8 @@ def _translate_aws_error(error: Exception) -> CliError | None:
             return NotFound(f"{operation}: {code}: {message}")
         return AwsFailure(f"AWS error in {operation} ({code}): {message}")
     if isinstance(error, NoRegionError):
-        return Refused("no AWS region: pass --region or set AWS_REGION (or a profile with a region)")
+        return Refused("no AWS region: pass --region, or set AWS_REGION (or AWS_DEFAULT_REGION), or use a profile"
+                       " with a region")
     if isinstance(error, ProfileNotFound):
         return Refused(str(error))
     if isinstance(error, NoCredentialsError):

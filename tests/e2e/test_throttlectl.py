@@ -555,6 +555,7 @@ def test_plan_shows_the_arithmetic_and_fails_a_concurrency_that_overruns_the_lim
     # THEN 5 x 200 ms is 25 req/s, too many (exit 2), and the plan itself is 2 in flight at 9.9 req/s
     assert checked.code == 2
     assert "check: 5 concurrent calls / 0.2 s = 25 req/s: too many for a 10 req/s limit (2.5x it)" in checked.out
+    assert checked.err.splitlines()[-1].startswith("throttlectl: refused: 5 calls in flight of 200 ms offer 25 req/s")
     assert planned.code == 0
     assert planned.json()["tunables_document"] == {"rate_per_sec": 9.9, "burst": 5, "max_concurrency": 2,
                                                     "mode": "auto"}
