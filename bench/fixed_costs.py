@@ -114,7 +114,7 @@ def stage_costs(stage: str, context: Mapping[str, Any], out: Path) -> list[LineI
     from stacks.app_stacks import synthesize
     from stacks.config import load_config
 
-    config = replace(load_config(context["stages"], stage), nag=False)
+    config = replace(load_config(context["stages"], stage, defaults=context["defaults"]), nag=False)
     stacks, _ = synthesize(config, out, context)
     templates = {p.name: json.loads(p.read_text()) for p in sorted(out.glob("*.template.json"))}
     return fixed_monthly_costs(templates, list(stacks["control_loop"].controller_plans.values()), load_prices())

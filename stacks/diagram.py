@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     args.add_argument("--check", action="store_true", help="exit 1 if the README's diagram is not the app's")
     options = args.parse_args(argv)
     context = json.loads((ROOT / "cdk.json").read_text())["context"]
-    config = load_config(context["stages"], "dev")
+    config = load_config(context["stages"], "dev", defaults=context["defaults"])
     with tempfile.TemporaryDirectory() as out:
         stacks, _ = synthesize(config, Path(out), context)
     wanted = readme_block(mermaid(stacks, config))

@@ -107,7 +107,8 @@ def test_a_stage_synthesizes_and_the_cli_runs_with_requirements_txt_alone(tmp_pa
         from stacks.config import load_config
         import throttlectl
         context = json.load(open("cdk.json"))["context"]
-        stacks, _ = synthesize(replace(load_config(context["stages"], "dev"), nag=True), {str(tmp_path)!r}, context)
+        config = load_config(context["stages"], "dev", defaults=context["defaults"])
+        stacks, _ = synthesize(replace(config, nag=True), {str(tmp_path)!r}, context)
         modules = [m.name for m in pkgutil.iter_modules(throttlectl.__path__) if m.name != "__main__"]
         for name in modules:
             importlib.import_module(f"throttlectl.{{name}}")

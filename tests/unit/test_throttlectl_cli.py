@@ -149,7 +149,7 @@ def test_plan_refuses_what_no_stage_could_configure_and_the_lambdas_would_clamp(
 
 
 def make_plan(**variables: str) -> subprocess.CompletedProcess[str]:
-    # -o: the venv stamp counts as up to date, so the target runs only throttlectl; PY: this interpreter
+    # -o: the deploy stamp counts as up to date, so the target runs only throttlectl; PY: this interpreter
     assignments = [f"{name}={value}" for name, value in variables.items()]
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'lambdas'}"}
     return subprocess.run(["make", "--no-print-directory", "-o", ".stamps/deploy", "plan", f"PY={sys.executable}",
