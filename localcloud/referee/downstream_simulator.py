@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 __all__ = [
     "AI_MODEL",
+    "BATCH_EMAILS_PATH",
     "CONTROL_PREFIX",
     "CRM",
     "DownstreamProfile",
@@ -42,6 +43,7 @@ __all__ = [
     "PROFILES",
     "RecordedRequest",
     "SimulatedResponse",
+    "batch_answer",
     "main",
     "max_requests_in_window",
     "moderation_answer",
@@ -72,6 +74,12 @@ MODERATION_CATEGORIES: Mapping[str, tuple[str, ...]] = {
 MODEL_FLAG_SCORE = 0.5
 # An object no test chose scores below this in every category, the same for the same object every time.
 BASELINE_SCORE_CEILING = 0.05
+
+# The CRM's batch endpoint, `POST /emails/batch` with `{"segment_id", "recipients": [{"user_id", "idempotency_key"}]}`:
+# one request (one token of its rate) e-mails up to `max_batch_size` recipients and answers for each of them.
+BATCH_EMAILS_PATH = "/emails/batch"
+# How long a recipient the CRM deferred asks to be left alone: whole seconds, as a workflow's Wait takes them.
+RECIPIENT_RETRY_AFTER_SEC = 1
 
 LatencyKind = Literal["fixed", "uniform", "lognormal"]
 RetryAfterStyle = Literal["seconds", "http-date"]
@@ -155,6 +163,10 @@ class DownstreamProfile:
     never the number 19.99); a request breaking that is answered 400 once admitted, a request no
     retry can fix either. ``content_scores`` are the moderation scores of chosen uploads,
     ``{object key: {model: {category: score}}}`` (see ``moderation_answer``); every other upload scores low.
+    ``max_batch_size`` opens the batch endpoint (``BATCH_EMAILS_PATH``) for up to that many recipients per
+    request; ``None`` (the default) means no batch endpoint, the path answered as any other.
+    ``throttled_recipients`` are user ids the batch endpoint defers once per idempotency key, as a mail
+    provider defers a busy mailbox (see ``batch_answer``).
     """
 
     name: str
@@ -170,6 +182,8 @@ class DownstreamProfile:
     not_found_paths: tuple[str, ...] = ()
     money_fields: tuple[str, ...] = ()
     content_scores: Mapping[str, Mapping[str, Mapping[str, float]]] = field(default_factory=dict)
+    max_batch_size: int | None = None
+    throttled_recipients: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _require(isinstance(self.name, str) and self.name != "", f"name must be a non-empty string, got {self.name!r}")
@@ -239,6 +253,16 @@ class DownstreamProfile:
                     _require(category in categories and _is_number(score) and 0 <= score <= 1,
                              f"content_scores[{key!r}][{model!r}]: categories are {list(categories)} and scores"
                              f" numbers from 0 to 1, got {category!r}: {score!r}")
+        _require(
+            self.max_batch_size is None or (_is_count(self.max_batch_size) and self.max_batch_size >= 1),
+            f"max_batch_size must be None (no batch endpoint) or an integer >= 1, got {self.max_batch_size!r}",
+        )
+        _require(
+            isinstance(self.throttled_recipients, (list, tuple))
+            and all(isinstance(user_id, str) for user_id in self.throttled_recipients),
+            f"throttled_recipients must be a sequence of user ids such as 'user-0001', got {self.throttled_recipients!r}",
+        )
+        object.__setattr__(self, "throttled_recipients", tuple(self.throttled_recipients))
 
     def merged_with(self, changes: Mapping[str, Any]) -> DownstreamProfile:
         """Apply a JSON-shaped partial update, e.g. ``{"rate_per_sec": 2.5}`` or ``{"latency": {"median_ms": 50}}``."""
@@ -279,6 +303,7 @@ CRM = DownstreamProfile(
     rate_per_sec=10,
     burst=10,
     latency=LatencyDistribution(kind="uniform", median_ms=200, jitter_ms=50),
+    max_batch_size=50,
 )
 # Two profiles answer Retry-After as an HTTP-date so the project's client has to parse both forms.
 PAYMENT_GATEWAY = DownstreamProfile(
@@ -375,6 +400,62 @@ def moderation_answer(path: str, body: Any, profile: DownstreamProfile, request_
             "category_scores": scores,
         }],
     }
+
+
+@dataclass
+class BatchDeliveries:
+    """What the batch endpoint delivered: the first delivery per idempotency key, and every repeat it absorbed."""
+
+    delivered: dict[str, dict[str, str]] = field(default_factory=dict)  # idempotency key -> {user_id, message_id}
+    repeats: Counter[str] = field(default_factory=Counter)  # idempotency key -> times it came back after delivery
+    deferred: set[str] = field(default_factory=set)  # idempotency keys deferred once already
+
+
+def batch_answer(body: Any, profile: DownstreamProfile, request_id: str,
+                 deliveries: BatchDeliveries) -> tuple[int, dict[str, Any]]:
+    """(status, body) of `POST /emails/batch`: an answer per recipient, in three lists, as bulk e-mail APIs give.
+
+    The request, admitted, spent one token whatever its size: the contract counts requests. A body that is
+    not `{"segment_id", "recipients": [{"user_id", "idempotency_key"}, ...]}` with 1 to `max_batch_size`
+    recipients is 400 as a whole (no retry fixes it, and nothing is sent). Otherwise each recipient lands
+    in exactly one list: `sent` (with its `message_id`; `duplicate` true when its idempotency key was
+    delivered before, which is answered as sent again and not e-mailed twice), `rejected` with a
+    `reason` (a user the CRM does not hold, `/users/<id>` in `not_found_paths`: permanent) or `throttled`
+    (a recipient in `throttled_recipients`, deferred the first time its key comes: retry after
+    `retry_after_sec`, which is null when nobody was deferred). Shaped like SQS's SendMessageBatch
+    (Successful, Failed) with the retryable failures apart, so a workflow splits it without a filter.
+    """
+    limit = profile.max_batch_size
+    recipients = body.get("recipients") if isinstance(body, dict) else None
+    well_formed = isinstance(recipients, list) and all(
+        isinstance(r, dict) and isinstance(r.get("user_id"), str) and r["user_id"]
+        and isinstance(r.get("idempotency_key"), str) and r["idempotency_key"] for r in recipients)
+    if not well_formed or not recipients:
+        return 400, {"error": "invalid_batch", "message": 'the body must be {"segment_id": "...", "recipients":'
+                     ' [{"user_id": "...", "idempotency_key": "..."}, ...]} with at least one recipient'}
+    if limit is not None and len(recipients) > limit:
+        return 400, {"error": "batch_too_large", "max_batch_size": limit, "recipients": len(recipients),
+                     "message": f"a batch takes at most {limit} recipients, got {len(recipients)}: split it"}
+    sent: list[dict[str, Any]] = []
+    rejected: list[dict[str, Any]] = []
+    throttled: list[dict[str, Any]] = []
+    for index, recipient in enumerate(recipients):
+        user_id, key = recipient["user_id"], recipient["idempotency_key"]
+        entry = {"user_id": user_id, "idempotency_key": key}
+        if key in deliveries.delivered:
+            deliveries.repeats[key] += 1
+            sent.append({**entry, "message_id": deliveries.delivered[key]["message_id"], "duplicate": True})
+        elif f"/users/{user_id}" in profile.not_found_paths:
+            rejected.append({**entry, "reason": "unknown_recipient"})
+        elif user_id in profile.throttled_recipients and key not in deliveries.deferred:
+            deliveries.deferred.add(key)
+            throttled.append({**entry, "reason": "recipient_rate_limited"})
+        else:
+            message_id = f"msg-{request_id}-{index}"
+            deliveries.delivered[key] = {"user_id": user_id, "message_id": message_id}
+            sent.append({**entry, "message_id": message_id, "duplicate": False})
+    return 200, {"request_id": request_id, "segment_id": body.get("segment_id"), "sent": sent, "rejected": rejected,
+                 "throttled": throttled, "retry_after_sec": RECIPIENT_RETRY_AFTER_SEC if throttled else None}
 
 
 def _baseline_score(model: str, bucket: str, key: str, category: str) -> float:
@@ -515,6 +596,7 @@ class DownstreamSimulator:
         self._fault_rng = random.Random(self._seed)
         self._latency_rng = random.Random(self._seed + 1)
         self._records: list[RecordedRequest] = []
+        self._batch_deliveries = BatchDeliveries()
         self._in_flight: set[str] = set()
         self._max_in_flight = 0
 
@@ -576,6 +658,18 @@ class DownstreamSimulator:
         """Back to how it started: the constructed profile, a full bucket, no records, outages counted from now."""
         with self._lock:
             self._reset_state()
+
+    @property
+    def batch_deliveries(self) -> dict[str, str]:
+        """Idempotency key -> user id of every recipient the batch endpoint e-mailed, once each."""
+        with self._lock:
+            return {key: sent["user_id"] for key, sent in self._batch_deliveries.delivered.items()}
+
+    @property
+    def batch_repeats(self) -> dict[str, int]:
+        """Idempotency key -> how many times a recipient already e-mailed came back (answered sent, not e-mailed)."""
+        with self._lock:
+            return dict(self._batch_deliveries.repeats)
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -667,6 +761,8 @@ class DownstreamSimulator:
                                                "expected": "a decimal string with two decimals, such as \"19.99\""}
                     elif method == "POST" and path.startswith(MODERATE_PREFIX):
                         status, answer = moderation_answer(path, parsed_body, profile, request_id)
+                    elif method == "POST" and path == BATCH_EMAILS_PATH and profile.max_batch_size is not None:
+                        status, answer = batch_answer(parsed_body, profile, request_id, self._batch_deliveries)
                     else:
                         status = 200
                         answer = {"method": method, "path": path, "request_id": request_id, "body": parsed_body}

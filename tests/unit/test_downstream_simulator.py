@@ -91,6 +91,8 @@ def statuses_of(responses: list[SimulatedResponse]) -> list[int]:
         ({"outage_windows_sec": ((1, 2, 3),)}, "with 0 <= start_sec < end_sec, got (1, 2, 3)"),
         ({"retry_after_style": "date"}, "retry_after_style must be 'seconds' or 'http-date', got 'date'"),
         ({"max_concurrency": 0}, "max_concurrency must be None (no cap) or an integer >= 1, got 0"),
+        ({"max_batch_size": 0}, "max_batch_size must be None (no batch endpoint) or an integer >= 1, got 0"),
+        ({"throttled_recipients": [1]}, "throttled_recipients must be a sequence of user ids"),
     ],
 )
 def test_profile_rejects_invalid_field_with_its_value(bad_fields: dict[str, Any], expected_message: str):
@@ -739,3 +741,86 @@ def test_the_payment_gateway_takes_money_only_as_a_decimal_string_with_two_decim
         assert response.body["fields"] == {"amount": amount}
     # AND a request without the field (a void) is not the gateway's business
     assert simulator.decide("POST", "/void", {}, json.dumps({"order_id": "o-1"})).status != 400
+
+
+# ----- the CRM's batch endpoint -----
+
+
+def batch_of(*user_ids: str, run: str = "run-1") -> bytes:
+    return json.dumps({"segment_id": "segments/s.csv", "recipients": [
+        {"user_id": user_id, "idempotency_key": f"{run}/{user_id}"} for user_id in user_ids]}).encode()
+
+
+def test_a_batch_request_spends_one_token_and_answers_for_every_recipient_in_one_list():
+    # GIVEN a CRM with one token, a batch endpoint of 5, a user it does not hold and one it defers once
+    simulator = make_simulator(FakeClock(), rate_per_sec=0.01, burst=1, max_batch_size=5,
+                               not_found_paths=["/users/gone"], throttled_recipients=["busy"])
+
+    # WHEN a batch of four recipients is sent, then any other request
+    answer = simulator.decide("POST", downstream_simulator.BATCH_EMAILS_PATH, body=batch_of("a", "gone", "busy", "b"))
+    after = simulator.decide("GET", "/users/a")
+
+    # THEN the batch was one request and spent the only token
+    assert (answer.status, after.status) == (200, 429)
+    # AND each recipient is in exactly one list: two sent, the unknown one rejected with its reason, the busy one
+    # deferred with a whole-second wait
+    body = answer.body
+    assert [(s["user_id"], s["duplicate"]) for s in body["sent"]] == [("a", False), ("b", False)]
+    assert body["rejected"] == [{"user_id": "gone", "idempotency_key": "run-1/gone", "reason": "unknown_recipient"}]
+    assert [t["user_id"] for t in body["throttled"]] == ["busy"]
+    assert body["retry_after_sec"] == downstream_simulator.RECIPIENT_RETRY_AFTER_SEC
+    assert simulator.batch_deliveries == {"run-1/a": "a", "run-1/b": "b"}
+
+
+def test_a_recipient_sent_again_under_its_idempotency_key_is_answered_sent_and_not_emailed_twice():
+    # GIVEN a batch already delivered, one recipient of which was deferred
+    simulator = make_simulator(FakeClock(), rate_per_sec=10, burst=10, max_batch_size=5, throttled_recipients=["busy"])
+    first = simulator.decide("POST", downstream_simulator.BATCH_EMAILS_PATH, body=batch_of("a", "busy"))
+
+    # WHEN the whole batch is sent again (a retry after a timeout), then under a new run's keys
+    again = simulator.decide("POST", downstream_simulator.BATCH_EMAILS_PATH, body=batch_of("a", "busy"))
+    other_run = simulator.decide("POST", downstream_simulator.BATCH_EMAILS_PATH, body=batch_of("a", run="run-2"))
+
+    # THEN the repeat is answered sent with the first message id and counted, the deferred one goes through now,
+    # and a new key is a new e-mail
+    assert [t["user_id"] for t in first.body["throttled"]] == ["busy"]
+    assert again.body["sent"][0] == {**first.body["sent"][0], "duplicate": True}
+    assert (again.body["sent"][1]["user_id"], again.body["sent"][1]["duplicate"]) == ("busy", False)
+    assert (again.body["throttled"], again.body["retry_after_sec"]) == ([], None)
+    assert other_run.body["sent"][0]["duplicate"] is False
+    assert simulator.batch_deliveries == {"run-1/a": "a", "run-1/busy": "busy", "run-2/a": "a"}
+    assert simulator.batch_repeats == {"run-1/a": 1}
+
+
+@pytest.mark.parametrize(("body", "error"), [
+    (batch_of("a", "b", "c"), "batch_too_large"),
+    (json.dumps({"recipients": []}).encode(), "invalid_batch"),
+    (json.dumps({"recipients": [{"user_id": "a"}]}).encode(), "invalid_batch"),
+    (b"not json", "invalid_batch"),
+], ids=["over-the-limit", "empty", "no-idempotency-key", "not-json"])
+def test_a_batch_the_contract_does_not_take_is_refused_whole_and_sends_nothing(body: bytes, error: str):
+    # GIVEN a batch endpoint of 2
+    simulator = make_simulator(FakeClock(), rate_per_sec=10, burst=10, max_batch_size=2)
+
+    # WHEN a batch it cannot take arrives
+    answer = simulator.decide("POST", downstream_simulator.BATCH_EMAILS_PATH, body=body)
+
+    # THEN it is a 400 saying what is wrong, and nobody was e-mailed
+    assert (answer.status, answer.body["error"]) == (400, error)
+    assert simulator.batch_deliveries == {}
+
+
+def test_the_batch_endpoint_is_closed_without_a_max_batch_size_and_reset_forgets_deliveries():
+    # GIVEN a downstream without a batch endpoint, and the CRM with one
+    closed = make_simulator(FakeClock(), rate_per_sec=10, burst=10)
+    crm = make_simulator(FakeClock(), rate_per_sec=10, burst=10, max_batch_size=PROFILES["crm"].max_batch_size)
+
+    # WHEN each is sent a batch, and the CRM is reset
+    echoed = closed.decide("POST", downstream_simulator.BATCH_EMAILS_PATH, body=batch_of("a"))
+    crm.decide("POST", downstream_simulator.BATCH_EMAILS_PATH, body=batch_of("a"))
+    crm.reset()
+
+    # THEN the first only echoes it (no deliveries), and the reset CRM holds none either
+    assert "sent" not in echoed.body and closed.batch_deliveries == {}
+    assert crm.batch_deliveries == {} and crm.batch_repeats == {}
+    assert PROFILES["crm"].max_batch_size == 50
