@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import uuid
@@ -310,4 +311,247 @@ def strict_max_concurrency_path() -> Undo:
     return undo_all(
         replace(MaxConcurrencyPath, _eval_max_concurrency=eval_max_concurrency),
         replace(InlineIterationComponent, _launch_worker=launch_worker),
+    )
+
+
+# A Map state's ItemBatcher travels through moto's parser inside the state's Comment, the one free-text field
+# moto keeps on every state: `<marker><base64 of {"ItemBatcher": ..., "Comment": <its own comment or null>}>`
+# (base64, since moto keeps a string's JSON escapes as they were written).
+_BATCHER_MARKER = "localcloud:ItemBatcher:"
+_BATCHER_FIELDS = ("MaxItemsPerBatch", "MaxItemsPerBatchPath", "MaxInputBytesPerBatch", "MaxInputBytesPerBatchPath",
+                   "BatchInput")
+MAX_INPUT_BYTES_PER_BATCH = 256 * 1024  # AWS's ceiling for MaxInputBytesPerBatch, and its default
+
+
+def _item_batcher_errors(state_name: str, batcher: Any, mode: Any) -> list[str]:
+    """What AWS refuses in an ItemBatcher at CreateStateMachine, in its words where it has them."""
+    where = f"/States/{state_name}/ItemBatcher"
+    if not isinstance(batcher, dict):
+        return [f"{where}: ItemBatcher must be an object, got {batcher!r}"]
+    errors = [f"{where}: unknown field {name!r}; ItemBatcher takes {', '.join(_BATCHER_FIELDS)}"
+              for name in batcher if name not in _BATCHER_FIELDS]
+    if mode != "DISTRIBUTED":
+        errors.append(f"{where}: ItemBatcher is allowed only in a Map whose ProcessorConfig Mode is DISTRIBUTED")
+    for name, high in (("MaxItemsPerBatch", INT32_RANGE[1]), ("MaxInputBytesPerBatch", MAX_INPUT_BYTES_PER_BATCH)):
+        value = batcher.get(name)
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= high):
+            errors.append(f"{where}/{name}: must be a whole number from 1 to {high}, got {value!r}")
+        if name in batcher and f"{name}Path" in batcher:
+            errors.append(f"{where}: give {name} or {name}Path, not both")
+    if not any(name in batcher for name in _BATCHER_FIELDS[:4]):
+        errors.append(f"{where}: give MaxItemsPerBatch, MaxInputBytesPerBatch or a Path of either")
+    return errors
+
+
+def _carry_item_batchers(definition: str) -> str:
+    """The definition with every Map's ItemBatcher moved into its Comment, where moto's grammar lets it pass.
+
+    Raises `ValueError` with AWS's reasons for an ItemBatcher AWS would refuse.
+    """
+    try:
+        document = json.loads(definition)
+    except ValueError:
+        return definition  # moto's parser reports it
+    errors: list[str] = []
+    carried = False
+
+    def visit(states: Any) -> None:
+        nonlocal carried
+        if not isinstance(states, dict):
+            return
+        for name, state in states.items():
+            if not isinstance(state, dict):
+                continue
+            processor = state.get("ItemProcessor") or state.get("Iterator") or {}
+            if "ItemBatcher" in state:
+                mode = (processor.get("ProcessorConfig") or {}).get("Mode") if isinstance(processor, dict) else None
+                batcher = state.pop("ItemBatcher")
+                errors.extend(_item_batcher_errors(name, batcher, mode))
+                state["Comment"] = _BATCHER_MARKER + base64.urlsafe_b64encode(json.dumps(
+                    {"ItemBatcher": batcher, "Comment": state.get("Comment")}).encode()).decode()
+                carried = True
+            for branch in [processor, *(state.get("Branches") or [])]:
+                if isinstance(branch, dict):
+                    visit(branch.get("States"))
+
+    visit(document.get("States") if isinstance(document, dict) else None)
+    if errors:
+        raise ValueError("; ".join(errors))
+    return json.dumps(document) if carried else definition
+
+
+def _resolve_batch_input(template: Any, state_input: Any, context: Any) -> Any:
+    """BatchInput as AWS evaluates it against the Map state's input: fields ending in `.$` are paths (`$` or `$$`)."""
+    from moto.stepfunctions.parser.asl.utils.json_path import extract_json
+
+    if isinstance(template, list):
+        return [_resolve_batch_input(value, state_input, context) for value in template]
+    if not isinstance(template, dict):
+        return template
+    resolved = {}
+    for key, value in template.items():
+        if key.endswith(".$"):
+            if not isinstance(value, str) or not value.startswith("$"):
+                raise ValueError(f"BatchInput field {key!r}: the emulator evaluates paths ($ or $$) only, got {value!r}")
+            resolved[key[:-2]] = (extract_json("$" + value[2:], context) if value.startswith("$$")
+                                  else extract_json(value, state_input))
+        else:
+            resolved[key] = _resolve_batch_input(value, state_input, context)
+    return resolved
+
+
+def form_batches(items: list[Any], *, max_items: int | None, max_bytes: int,
+                 batch_input: Any | None) -> list[dict[str, Any]]:
+    """Group items in order as AWS does: each batch `{"Items": [...]}` (and `"BatchInput"` when given), at most
+    `max_items` items and `max_bytes` bytes of its compact JSON, BatchInput included.
+
+    Raises `ValueError` for an item that alone does not fit in `max_bytes`.
+    """
+    def size(value: Any) -> int:
+        return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+
+    shell = {"Items": []} if batch_input is None else {"Items": [], "BatchInput": batch_input}
+    empty_bytes = size(shell)
+    batches: list[dict[str, Any]] = []
+    current: list[Any] = []
+    current_bytes = empty_bytes
+    for index, item in enumerate(items):
+        item_bytes = size(item) + (1 if current else 0)  # the comma before every item but the first
+        if empty_bytes + size(item) > max_bytes:
+            raise ValueError(f"item {index} takes {empty_bytes + size(item)} bytes in a batch, over MaxInputBytesPerBatch"
+                             f" {max_bytes}: raise the limit or make the item smaller")
+        if current and ((max_items is not None and len(current) >= max_items) or current_bytes + item_bytes > max_bytes):
+            batches.append({**shell, "Items": current})
+            current, current_bytes, item_bytes = [], empty_bytes, size(item)
+        current.append(item)
+        current_bytes += item_bytes
+    if current:
+        batches.append({**shell, "Items": current})
+    return batches
+
+
+class _BatchingSource:
+    """Stands in for a Map's ItemReader (or ItemsPath): the items it reads, selected one by one, then batched."""
+
+    def __init__(self, state: Any, source: Any, batcher: dict[str, Any], item_selector: Any) -> None:
+        self.state, self.source, self.batcher, self.item_selector = state, source, batcher, item_selector
+
+    def eval(self, env: Any) -> None:
+        from moto.stepfunctions.parser.asl.eval.states import ItemData
+        from moto.stepfunctions.parser.asl.utils.json_path import extract_json
+
+        self.source.eval(env=env)
+        items = env.stack.pop()
+        state_input = env.states.get_input()
+        context = env.states.context_object.context_object_data
+
+        def bound(name: str, default: int | None) -> int | None:
+            if name in self.batcher:
+                return self.batcher[name]
+            if f"{name}Path" not in self.batcher:
+                return default
+            value = extract_json(self.batcher[f"{name}Path"], state_input)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise _runtime_failure(env, f"The {name}Path field refers to value {json.dumps(value)} which is not"
+                                            f" a positive integer: {self.batcher[f'{name}Path']}")
+            return value
+
+        selected = items
+        if self.item_selector is not None and isinstance(items, list):
+            # AWS applies ItemSelector to each item, with $$.Map.Item as that item, before batching.
+            selected = []
+            saved_map = context.get("Map")
+            try:
+                for index, item in enumerate(items):
+                    frame = env.open_inner_frame()
+                    try:
+                        frame.states.context_object.context_object_data["Map"] = {"Item": ItemData(Index=index,
+                                                                                                   Value=item)}
+                        frame.states.reset(input_value=state_input)
+                        frame.stack.append(state_input)
+                        self.item_selector.eval(frame)
+                        selected.append(frame.stack.pop())
+                    finally:
+                        env.delete_frame(frame)
+            finally:
+                if saved_map is None:
+                    context.pop("Map", None)
+                else:
+                    context["Map"] = saved_map
+        try:
+            batch_input = (_resolve_batch_input(self.batcher["BatchInput"], state_input, context)
+                           if "BatchInput" in self.batcher else None)
+            batches = form_batches(selected if isinstance(selected, list) else [], max_items=bound("MaxItemsPerBatch", None),
+                                   max_bytes=min(bound("MaxInputBytesPerBatch", MAX_INPUT_BYTES_PER_BATCH) or 0,
+                                                 MAX_INPUT_BYTES_PER_BATCH), batch_input=batch_input)
+        except ValueError as error:
+            raise _runtime_failure(env, str(error)) from error
+        env.stack.append(batches if isinstance(selected, list) else selected)
+
+
+def _runtime_failure(env: Any, cause: str) -> Exception:
+    from moto.stepfunctions.parser.api import ExecutionFailedEventDetails, HistoryEventType
+    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
+        FailureEvent,
+        FailureEventException,
+    )
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
+        StatesErrorNameType,
+    )
+    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+
+    runtime = StatesErrorNameType.StatesRuntime
+    return FailureEventException(failure_event=FailureEvent(
+        env=env, error_name=StatesErrorName(typ=runtime), event_type=HistoryEventType.ExecutionFailed,
+        event_details=EventDetails(executionFailedEventDetails=ExecutionFailedEventDetails(
+            error=runtime.to_name(), cause=cause))))
+
+
+@patch("stepfunctions")
+def distributed_map_item_batcher() -> Undo:
+    """Run a Distributed Map's `ItemBatcher`: one child execution per batch of items, as AWS forms them.
+
+    moto limitation: its grammar has no `ItemBatcher`, so a definition with one is refused as a whole
+    (`InvalidDefinition`). AWS applies `ItemSelector` to each item, then groups the items in order into
+    batches of at most `MaxItemsPerBatch` items (or `MaxItemsPerBatchPath`, read from the state's input)
+    and at most `MaxInputBytesPerBatch` bytes (256 KiB at most and by default), each child's input being
+    `{"Items": [...], "BatchInput": ...}` with `BatchInput` evaluated against the Map state's input.
+    What the emulator does not do: count a failed batch's items one by one in the Map Run's `ItemCounts`
+    and tolerated failures (it counts child executions there, as `ExecutionCounts` does on AWS), and
+    evaluate intrinsic functions in `BatchInput` (paths only; anything else fails the run, saying so).
+    """
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.state_map import StateMap
+    from moto.stepfunctions.parser.asl.parse import asl_parser
+
+    original_input_stream = asl_parser.InputStream
+    original_eval_execution = StateMap.__dict__["_eval_execution"]
+
+    def input_stream(definition: str) -> Any:
+        # The one point every parse of a definition (create, update, each execution's start) passes text through.
+        try:
+            carried = _carry_item_batchers(definition)
+        except ValueError as error:
+            raise asl_parser.ASLParserException(errors=[str(error)]) from error
+        return original_input_stream(carried)
+
+    def eval_execution(self: Any, env: Any) -> None:
+        if "_localcloud_batcher" not in self.__dict__:
+            # Once per parsed state: every execution parses its own definition, so states are never shared by runs.
+            comment = self.comment.comment if self.comment is not None else ""
+            self._localcloud_batcher = None
+            if comment.startswith(_BATCHER_MARKER):
+                carried = json.loads(base64.urlsafe_b64decode(comment[len(_BATCHER_MARKER):]))
+                self._localcloud_batcher = carried["ItemBatcher"]
+                self.comment.__dict__["comment"] = carried["Comment"] or ""
+                selector, self.item_selector = self.item_selector, None
+                if self.item_reader is not None:
+                    self.item_reader = _BatchingSource(self, self.item_reader, carried["ItemBatcher"], selector)
+                elif self.items_path is not None:
+                    self.items_path = _BatchingSource(self, self.items_path, carried["ItemBatcher"], selector)
+        original_eval_execution(self, env)
+
+    return undo_all(
+        replace(asl_parser, InputStream=input_stream),
+        replace(StateMap, _eval_execution=eval_execution),
     )
