@@ -113,16 +113,18 @@ def run_crm_batch(cloud: LocalCloud, stacks: Mapping[str, DeployedStack], simula
 
 
 def run_crm_segment_large(cloud: LocalCloud, stacks: Mapping[str, DeployedStack], simulators: Simulators, *,
-                          users: int = 40) -> str:
-    """Use case 1 for a large segment once: users from a CSV export in S3, and what the CRM saw."""
+                          users: int = 120) -> str:
+    """Use case 1 for a large segment once: users from a CSV export in S3, sent in batches, and what the CRM saw."""
     crm = simulators["crm"]
     run = crm_segment_large.run(cloud, stacks, crm, users=users)
-    result, stats = run.execution, run.crm_stats
+    result, stats, counted = run.execution, run.crm_stats, run.users
     if result.status != "SUCCEEDED":
         return f"crm large segment: execution {result.status} ({result.error}: {result.cause})"
     report = result.output
     return (
-        f"crm large segment: {report['items']} users from s3, {report['succeeded']} sent, {report['failed']} failed,"
+        f"crm large segment: {counted['users']} users from s3 in {report['batches']} batches of up to"
+        f" {report['max_items_per_batch']}, {counted['sent']} sent, {counted['dead_lettered']} dead-lettered,"
+        f" {stats['total_requests']} requests to the CRM (one per user would be {counted['users']}),"
         f" peak {stats['max_in_1s_window_all']} req/s at the CRM (limit {_number(crm.profile.rate_per_sec)},"
         f" burst {crm.profile.burst}), {stats['by_status'].get(429, 0)} answered 429,"
         f" results in s3://{report['results']['Bucket']}/{report['results']['Key']}"

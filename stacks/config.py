@@ -55,6 +55,9 @@ ACCOUNT_BURST = 5_000
 QUOTA_PERIODS = ("DAY", "WEEK", "MONTH")
 # AWS WAF's bounds for a rate-based rule's limit (requests per 5-minute window per source IP).
 WAF_RATE_LIMIT_BOUNDS = (10, 2_000_000_000)
+# A batch travels as one child execution's input, which Step Functions caps at 256 KiB: 500 recipients with
+# ids of 128 bytes and their idempotency keys (execution name + id) take about 170 KB, leaving room to spare.
+MAX_BATCH_SIZE = 500
 
 
 class ConfigError(ValueError):
@@ -72,6 +75,8 @@ class DownstreamConfig:
     gives the arithmetic), so 1 % suffices where the burst is 2 or more, and a burst-1 downstream
     needs a real rate headroom (the loader refuses one that keeps less than
     `MIN_JITTER_MARGIN_SEC` of jitter margin).
+    `max_batch_size` is the most items its batch endpoint takes in one request (a request counts once
+    against `rate_limit_per_sec` whatever its size); `None` (the default) means it has none.
     """
 
     name: str
@@ -81,6 +86,7 @@ class DownstreamConfig:
     expected_latency_ms: int
     timeout_sec: float = 5.0
     headroom: float = DEFAULT_HEADROOM
+    max_batch_size: int | None = None
 
     @property
     def planned_rate_per_sec(self) -> float:
@@ -446,6 +452,7 @@ def _downstream(key: str, name: str, raw: Any) -> DownstreamConfig:
         expected_latency_ms=_int(raw, key, "expected_latency_ms", *EXPECTED_LATENCY_MS_BOUNDS),
         timeout_sec=_number(raw, key, "timeout_sec", 0.1, 900) if "timeout_sec" in raw else 5.0,
         headroom=_number(raw, key, "headroom", *HEADROOM_BOUNDS) if "headroom" in raw else DEFAULT_HEADROOM,
+        max_batch_size=_int(raw, key, "max_batch_size", 1, MAX_BATCH_SIZE) if "max_batch_size" in raw else None,
     )
     # Below this margin a call that travels a little slower than the one before it meets a 429, and
     # callers would drop most tokens as stale (they keep half the margin for the limiter's answer).

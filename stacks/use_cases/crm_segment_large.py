@@ -1,8 +1,10 @@
-"""Use case 1 for large segments: a CSV object per segment, one child execution per user, same CRM limits.
+"""Use case 1 for large segments: a CSV object per segment, one child execution per batch of users, same CRM limits.
 
 A segment too large for one execution (`crm_batch_email.INLINE_SEGMENT_MAX_USERS`) is a CSV object in
-the segments bucket, e-mailed by a Distributed Map (`statemachines/crm_segment_large.asl.json`) through
-the same caller, tunables and dead-letter queue as the inline batch, which must be registered first.
+the segments bucket, e-mailed by a Distributed Map (`statemachines/crm_segment_large.asl.json`) whose
+ItemBatcher groups up to the CRM's `max_batch_size` users per child, each sent in one request to the
+CRM's batch endpoint through the same caller, tunables and dead-letter queue as the inline batch, which
+must be registered first.
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ class CrmSegmentLarge(UseCase[CrmSegmentLargeProps]):
     def build(self, scope: Stack, context: UseCaseContext, props: CrmSegmentLargeProps) -> None:
         config, shared_limits, removal_policy = context.config, context.shared_limits, context.removal_policy
         crm = config.downstream(props.downstream)
+        if crm.max_batch_size is None:
+            raise ValueError(
+                f"downstream {crm.name!r} has no max_batch_size: the large-segment workflow e-mails through its batch"
+                f" endpoint; set stages.<stage>.downstreams.{crm.name}.max_batch_size in cdk.json to the most"
+                " recipients one of its requests takes")
         crm_caller = context.caller(crm.name)
         # Users it could not e-mail go where the inline batch's go: one place to read and redrive them.
         dead_letters = context.use_case(CrmBatchEmail).dead_letter_queue
@@ -67,6 +74,7 @@ class CrmSegmentLarge(UseCase[CrmSegmentLargeProps]):
                 "SegmentsBucketName": self.segments_bucket.bucket_name,
                 "CrmCallerFunctionArn": crm_caller.function_arn,
                 "DeadLetterQueueUrl": dead_letters.queue_url,
+                "CrmMaxBatchSize": str(crm.max_batch_size),
             },
             log_retention=context.log_retention,
             removal_policy=removal_policy,

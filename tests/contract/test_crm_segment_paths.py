@@ -1,10 +1,10 @@
-"""The large-segment workflow treats each user exactly as the inline CRM batch does.
+"""The large-segment workflow treats its users as the inline CRM batch does, a batch at a time.
 
-Both files carry the per-user states (FetchUser ... Sent), one in an inline Map, one in a Distributed
-Map's child executions; a retry, a wait or a dead letter changed in one and not in the other fails here.
-Only a user's last state differs: an inline iteration returns a one-flag count (the run's state must not grow
-with the users' ids), while a child execution returns its user for the results written to S3, and fails
-to count against the tolerance.
+The inline batch sends one e-mail per user (FetchUser, SendEmail); the large-segment path sends a batch
+of users per request to the CRM's batch endpoint. What must not drift between them: the retries of the
+call and the waits that follow them (the same errors, backoff, hints and bounds), the idempotency key
+of a user's e-mail (execution name + user id), the dead-letter message an operator reads and
+redrives, and how the CRM's concurrency tunable is read and made usable.
 """
 
 from __future__ import annotations
@@ -13,20 +13,49 @@ import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+SAME_WAIT_STATES = ("ReadErrorCause", "ReadRetryHint", "PlanRequestedWait", "PlanJitteredWait")
 
 
 def states(name: str) -> dict:
     return json.loads((ROOT / "statemachines" / name).read_text())["States"]
 
 
-def test_each_child_execution_treats_its_user_as_an_inline_iteration_does():
+def test_a_batch_request_retries_and_waits_as_an_inline_e_mail_does():
+    # GIVEN each workflow's per-user (inline) and per-batch (large) states
     inline = states("crm_batch_email.asl.json")["EmailEachUser"]["ItemProcessor"]["States"]
     large = states("crm_segment_large.asl.json")["EmailEachUser"]["ItemProcessor"]["States"]
-    last = ("Sent", "Failed")
-    assert {n: s for n, s in large.items() if n not in last} == {n: s for n, s in inline.items() if n not in last}
-    assert (inline["Failed"]["Type"], large["Failed"]["Type"]) == ("Pass", "Fail")
-    assert (inline["Sent"]["Result"], inline["Failed"]["Result"]) == ({"sent": 1}, {"failed": 1})
-    assert large["Sent"]["Parameters"]["user_id.$"] == "$.user_id"
+    # THEN the batch request retries exactly as the inline e-mail, and waits out the same hints the same way
+    assert large["SendBatch"]["Retry"] == inline["SendEmail"]["Retry"]
+    assert [c["ErrorEquals"] for c in large["SendBatch"]["Catch"]] == [c["ErrorEquals"] for c in inline["SendEmail"]["Catch"]]
+    for name in SAME_WAIT_STATES:
+        assert large[name]["Parameters"] == inline[name]["Parameters"], name
+    # AND gives up under the same bounds, parking its users where the inline one parks its user
+    assert [{k: v for k, v in c.items() if k != "Next"} for c in large["DecideRetry"]["Choices"]] == [
+        {k: v for k, v in c.items() if k != "Next"} for c in inline["DecideRetry"]["Choices"]]
+    give_ups = {c["Next"] for c in large["DecideRetry"]["Choices"]} - {"PlanJitteredWait"}
+    assert give_ups == {"DeadLetterBatch"}
+
+
+def test_a_users_idempotency_key_and_dead_letter_are_the_same_in_both():
+    inline_states = states("crm_batch_email.asl.json")
+    large_states = states("crm_segment_large.asl.json")
+    inline = inline_states["EmailEachUser"]["ItemProcessor"]["States"]
+    large = large_states["EmailEachUser"]["ItemProcessor"]["States"]
+    # GIVEN the inline key, built in each iteration from the ItemSelector's execution name and user id
+    assert inline["SendEmail"]["Parameters"]["Payload"]["idempotency_key.$"] == (
+        "States.Format('{}/{}', $.execution_name, $.user_id)")
+    assert inline_states["EmailEachUser"]["ItemSelector"]["execution_name.$"] == "$$.Execution.Name"
+    # THEN the large path's key per recipient is the same execution name + user id
+    assert large_states["EmailEachUser"]["ItemSelector"]["idempotency_key.$"] == (
+        "States.Format('{}/{}', $$.Execution.Name, $$.Map.Item.Value.user_id)")
+    # AND every user it parks, whatever the reason, is a message with the inline one's fields
+    inline_fields = set(inline["RecordFailure"]["Parameters"]["MessageBody"])
+    parks = [name for name, state in large.items() if state["Type"] == "Map"]
+    assert sorted(parks) == ["DeadLetterBatch", "DeadLetterDeferred", "DeadLetterRejected"]
+    for name in parks:
+        (task,) = large[name]["ItemProcessor"]["States"].values()
+        assert task["Parameters"]["QueueUrl"] == inline["RecordFailure"]["Parameters"]["QueueUrl"]
+        assert set(task["Parameters"]["MessageBody"]) == inline_fields, name
 
 
 def test_both_read_the_crm_concurrency_and_replace_an_unusable_value_alike():
@@ -36,5 +65,5 @@ def test_both_read_the_crm_concurrency_and_replace_an_unusable_value_alike():
     assert large["UseSafeConcurrency"]["Result"] == inline["UseSafeConcurrency"]["Result"]
     inline_map, large_map = inline["EmailEachUser"], large["EmailEachUser"]
     assert large_map["MaxConcurrencyPath"] == inline_map["MaxConcurrencyPath"]
-    assert {k: v for k, v in large_map["ItemSelector"].items() if k not in ("user_id.$", "segment_id.$")} == {
-        k: v for k, v in inline_map["ItemSelector"].items() if k not in ("user_id.$", "segment_id.$")}
+    # The run's own name and segment reach each batch as the ItemBatcher's BatchInput, as each inline iteration's.
+    assert large_map["ItemBatcher"]["BatchInput"]["execution_name.$"] == inline_map["ItemSelector"]["execution_name.$"]

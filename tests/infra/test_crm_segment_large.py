@@ -3,11 +3,15 @@ grants and its trigger. The contract tests check the grants against the ASL file
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
 import pytest
+from aws_cdk import App
 from aws_cdk.assertions import Template
+
+from stacks.app_stacks import add_stacks
 
 from tests.infra.cloudformation import referenced_ids
 
@@ -120,3 +124,34 @@ def test_every_segment_export_created_under_segments_starts_one_run_with_its_key
 
 def test_the_stack_outputs_what_operators_and_the_demo_need(workflows):
     assert {"CrmSegmentLargeStateMachineArn", "SegmentsBucketName"} <= set(workflows.to_json()["Outputs"])
+
+
+def test_the_distributed_map_batches_users_by_the_crms_max_batch_size_with_the_run_as_batch_input(
+    machine, dev_config
+):
+    # GIVEN the deployed definition and the CRM's batch size in the stage's config
+    _, resource = machine
+    properties = resource["Properties"]
+    states = json.loads(properties["DefinitionString"])["States"]
+    crm = dev_config.downstream("crm")
+    # THEN the ItemBatcher reads its batch size from the state PlanBatches fills from that config value, ...
+    each = states["EmailEachUser"]
+    assert each["ItemBatcher"] == {
+        "MaxItemsPerBatchPath": "$.batching.max_items_per_batch",
+        "BatchInput": {"segment_id.$": "$.segment_key", "execution_name.$": "$$.Execution.Name"}}
+    assert states["PlanBatches"]["Parameters"] == {
+        "max_items_per_batch.$": "States.StringToJson('${CrmMaxBatchSize}')"}
+    assert properties["DefinitionSubstitutions"]["CrmMaxBatchSize"] == str(crm.max_batch_size) == "50"
+    # ... each item carries its own idempotency key, and a child sends its items in one batch request
+    assert each["ItemSelector"]["idempotency_key.$"] == "States.Format('{}/{}', $$.Execution.Name, $$.Map.Item.Value.user_id)"
+    payload = each["ItemProcessor"]["States"]["SendBatch"]["Parameters"]["Payload"]
+    assert (payload["method"], payload["path"], payload["body"]["recipients.$"]) == ("POST", "/emails/batch", "$.Items")
+
+
+def test_a_crm_without_a_batch_endpoint_fails_synth_saying_what_to_set(dev_config):
+    # GIVEN the dev config with the CRM's max_batch_size removed
+    config = dataclasses.replace(dev_config, downstreams=tuple(
+        dataclasses.replace(d, max_batch_size=None) if d.name == "crm" else d for d in dev_config.downstreams))
+    # WHEN the app is built THEN it refuses, naming the downstream and the setting
+    with pytest.raises(ValueError, match=r"downstream 'crm' has no max_batch_size.*downstreams\.crm\.max_batch_size"):
+        add_stacks(App(), config)

@@ -131,8 +131,9 @@ def test_named_profiles_let_a_compliant_client_through_and_match_their_contract(
         profile = PROFILES[downstream.name]
         assert (profile.rate_per_sec, profile.burst) == (downstream.rate_limit_per_sec, downstream.burst), downstream.name
         assert profile.burst == profile.rate_per_sec, downstream.name
-    # AND the mainframe takes one caller at a time
+    # AND the mainframe takes one caller at a time, and the CRM's batch endpoint as many recipients as configured
     assert PROFILES["legacy_mainframe"].max_concurrency == 1
+    assert PROFILES["crm"].max_batch_size == dev_config.downstream("crm").max_batch_size
     assert all(p.error_rate_5xx == 0 and p.timeout_rate == 0 for p in PROFILES.values())
 
 
