@@ -73,8 +73,9 @@ destroy: setup-deploy ## empty STAGE's buckets (a destroy stage only; asks first
 diff: setup-deploy ## cdk diff STAGE against your AWS account
 	$(CDK) diff --all -c stage=$(STAGE)
 
-bench: setup ## the strategy benchmark in virtual time: bench/results (tables, plots, costs per call and per month)
+bench: setup ## the strategy and batching benchmarks in virtual time, and each stage's fixed cost: bench/results
 	$(PY) -m bench.strategies
+	$(PY) -m bench.batching
 	$(PY) -m bench.fixed_costs
 
 # Not echoed: throttlectl's refusal (a bound, or a concurrency over the limit) is then its output's last line.
