@@ -433,8 +433,8 @@ def form_batches(items: list[Any], *, max_items: int | None, max_bytes: int,
 class _BatchingSource:
     """Stands in for a Map's ItemReader (or ItemsPath): the items it reads, selected one by one, then batched."""
 
-    def __init__(self, state: Any, source: Any, batcher: dict[str, Any], item_selector: Any) -> None:
-        self.state, self.source, self.batcher, self.item_selector = state, source, batcher, item_selector
+    def __init__(self, source: Any, batcher: dict[str, Any], item_selector: Any) -> None:
+        self.source, self.batcher, self.item_selector = source, batcher, item_selector
 
     def eval(self, env: Any) -> None:
         from moto.stepfunctions.parser.asl.eval.states import ItemData
@@ -445,7 +445,7 @@ class _BatchingSource:
         state_input = env.states.get_input()
         context = env.states.context_object.context_object_data
 
-        def bound(name: str, default: int | None) -> int | None:
+        def bound(name: str, default: int) -> int:
             if name in self.batcher:
                 return self.batcher[name]
             if f"{name}Path" not in self.batcher:
@@ -481,8 +481,10 @@ class _BatchingSource:
         try:
             batch_input = (_resolve_batch_input(self.batcher["BatchInput"], state_input, context)
                            if "BatchInput" in self.batcher else None)
-            batches = form_batches(selected if isinstance(selected, list) else [], max_items=bound("MaxItemsPerBatch", None),
-                                   max_bytes=min(bound("MaxInputBytesPerBatch", MAX_INPUT_BYTES_PER_BATCH) or 0,
+            # Without MaxItemsPerBatch only the bytes bound a batch.
+            batches = form_batches(selected if isinstance(selected, list) else [],
+                                   max_items=bound("MaxItemsPerBatch", INT32_RANGE[1]),
+                                   max_bytes=min(bound("MaxInputBytesPerBatch", MAX_INPUT_BYTES_PER_BATCH),
                                                  MAX_INPUT_BYTES_PER_BATCH), batch_input=batch_input)
         except ValueError as error:
             raise _runtime_failure(env, str(error)) from error
@@ -546,9 +548,9 @@ def distributed_map_item_batcher() -> Undo:
                 self.comment.__dict__["comment"] = carried["Comment"] or ""
                 selector, self.item_selector = self.item_selector, None
                 if self.item_reader is not None:
-                    self.item_reader = _BatchingSource(self, self.item_reader, carried["ItemBatcher"], selector)
+                    self.item_reader = _BatchingSource(self.item_reader, carried["ItemBatcher"], selector)
                 elif self.items_path is not None:
-                    self.items_path = _BatchingSource(self, self.items_path, carried["ItemBatcher"], selector)
+                    self.items_path = _BatchingSource(self.items_path, carried["ItemBatcher"], selector)
         original_eval_execution(self, env)
 
     return undo_all(
