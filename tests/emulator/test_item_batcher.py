@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from localcloud.emulator import patches
 from localcloud.emulator.patches.stepfunctions_map import MAX_INPUT_BYTES_PER_BATCH, form_batches
@@ -147,3 +149,26 @@ def test_form_batches_refuses_an_item_that_fits_no_batch():
     # GIVEN / WHEN an item larger than a whole batch may be THEN batching fails naming the item and the limit
     with pytest.raises(ValueError, match="item 1 takes .* over MaxInputBytesPerBatch 20"):
         form_batches(["a", "x" * 30], max_items=None, max_bytes=20, batch_input=None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(items=st.lists(st.one_of(st.integers(), st.text(max_size=40),
+                                st.dictionaries(st.text(max_size=5), st.integers(), max_size=3)), max_size=60),
+       max_items=st.integers(1, 12), max_bytes=st.integers(300, 700))
+def test_batches_hold_every_item_once_in_order_within_both_bounds_and_close_only_when_full(items, max_items, max_bytes):
+    # GIVEN any items (each fits a batch of 300 bytes), counts and byte limits, and a BatchInput
+    batch_input = {"segment": "s"}
+    # WHEN they are batched
+    batches = form_batches(items, max_items=max_items, max_bytes=max_bytes, batch_input=batch_input)
+
+    # THEN every item is in exactly one batch, in order, each batch within both bounds ...
+    def size(batch: dict[str, Any]) -> int:
+        return len(json.dumps(batch, separators=(",", ":"), ensure_ascii=False).encode())
+
+    assert [item for batch in batches for item in batch["Items"]] == items
+    assert all(1 <= len(b["Items"]) <= max_items and size(b) <= max_bytes and b["BatchInput"] == batch_input
+               for b in batches)
+    # ... and a batch closed only because the next item would have broken one of them
+    for batch, following in zip(batches, batches[1:]):
+        grown = {**batch, "Items": [*batch["Items"], following["Items"][0]]}
+        assert len(grown["Items"]) > max_items or size(grown) > max_bytes
