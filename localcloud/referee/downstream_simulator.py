@@ -424,6 +424,7 @@ def batch_answer(body: Any, profile: DownstreamProfile, request_id: str,
     (a recipient in `throttled_recipients`, deferred the first time its key comes: retry after
     `retry_after_sec`, which is null when nobody was deferred). Shaped like SQS's SendMessageBatch
     (Successful, Failed) with the retryable failures apart, so a workflow splits it without a filter.
+    A batch the profile times out (`timeout_rate`) is delivered all the same, and its answer lost.
     """
     limit = profile.max_batch_size
     recipients = body.get("recipients") if isinstance(body, dict) else None
@@ -750,6 +751,11 @@ class DownstreamSimulator:
                 if roll < profile.timeout_rate:
                     delay_sec = profile.timeout_hold_sec
                     status, answer = 504, {"error": "gateway_timeout"}
+                    if method == "POST" and path == BATCH_EMAILS_PATH and profile.max_batch_size is not None:
+                        # A gateway that gives up on a slow backend does not stop it: the batch is still
+                        # delivered, and only its recipients' idempotency keys keep the client's retry from
+                        # e-mailing them twice.
+                        batch_answer(parsed_body, profile, request_id, self._batch_deliveries)
                 else:
                     delay_sec = profile.latency.sample_sec(self._latency_rng)
                     if roll < profile.timeout_rate + profile.error_rate_5xx:

@@ -127,6 +127,30 @@ def test_a_batch_the_crm_refuses_whole_parks_its_users_with_the_reason_and_stops
     assert crm.batch_deliveries == {}
 
 
+def test_a_batch_whose_answer_is_lost_is_sent_again_and_nobody_is_e_mailed_twice(
+    cloud, deployed, large, crm, crm_tunables, crm_dead_letters
+):
+    # GIVEN one child at a time and a CRM whose gateway times out 30% of its requests after the CRM took them:
+    # with the simulator's seed the fourth request's answer is the one lost, past the caller's 5 s timeout
+    crm_tunables(max_concurrency=1)
+    crm_profile(crm, timeout_rate=0.3, timeout_hold_sec=6)
+    segment = users(4 * BATCH, prefix="lost")
+    # WHEN the run sends a segment of 4 batches
+    run = run_segment(cloud, deployed, crm, segment)
+    # THEN the caller's timeout was retried with the same recipients and their keys ...
+    result = run.execution
+    assert result.status == "SUCCEEDED", (result.error, result.cause)
+    statuses = [request.status for request in crm.requests]
+    assert statuses == [200, 200, 200, 504, 200], statuses
+    lost, retried = batch_requests(crm)[3:5]
+    assert lost == retried == segment[3 * BATCH:]
+    # ... which the CRM answered as sent again without e-mailing anyone twice: each user once, nobody parked
+    assert crm.batch_deliveries == {f"{result.name}/{u}": u for u in segment}
+    assert crm.batch_repeats == {f"{result.name}/{u}": 1 for u in lost}
+    assert drain_queue(cloud, large["dead_letter_queue_url"]) == []
+    assert run.users == {"users": 200, "sent": 200, "dead_lettered": 0, "rounds": 4, "in_failed_batches": 0}
+
+
 @pytest.mark.parametrize(("typed", "in_force"), [(2.5, 2), (1e15, 1000)], ids=["fraction", "1e15"])
 def test_a_max_concurrency_the_map_would_refuse_is_made_whole_and_bounded(
     cloud, deployed, large, crm, crm_tunables, crm_dead_letters, typed, in_force

@@ -825,3 +825,20 @@ def test_the_batch_endpoint_is_closed_without_a_max_batch_size_and_reset_forgets
     assert "sent" not in echoed.body and closed.batch_deliveries == {}
     assert crm.batch_deliveries == {} and crm.batch_repeats == {}
     assert PROFILES["crm"].max_batch_size == 50
+
+
+def test_a_batch_whose_answer_times_out_was_delivered_and_its_retry_sends_nobody_twice():
+    # GIVEN a batch endpoint that times out every request (its backend still working on it)
+    simulator = make_simulator(FakeClock(), rate_per_sec=10, burst=10, max_batch_size=5, timeout_rate=1.0,
+                               timeout_hold_sec=6)
+
+    # WHEN a batch is sent, times out, and is sent again once the timeouts stop
+    lost = simulator.decide("POST", downstream_simulator.BATCH_EMAILS_PATH, body=batch_of("a", "b"))
+    simulator.set_profile(dataclasses.replace(simulator.profile, timeout_rate=0.0))
+    retried = simulator.decide("POST", downstream_simulator.BATCH_EMAILS_PATH, body=batch_of("a", "b"))
+
+    # THEN the first was answered 504 after the hold, yet delivered; the retry is answered sent and e-mails nobody
+    assert (lost.status, lost.delay_sec) == (504, 6)
+    assert [(s["user_id"], s["duplicate"]) for s in retried.body["sent"]] == [("a", True), ("b", True)]
+    assert simulator.batch_deliveries == {"run-1/a": "a", "run-1/b": "b"}
+    assert simulator.batch_repeats == {"run-1/a": 1, "run-1/b": 1}
