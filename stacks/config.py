@@ -55,9 +55,10 @@ ACCOUNT_BURST = 5_000
 QUOTA_PERIODS = ("DAY", "WEEK", "MONTH")
 # AWS WAF's bounds for a rate-based rule's limit (requests per 5-minute window per source IP).
 WAF_RATE_LIMIT_BOUNDS = (10, 2_000_000_000)
-# A batch travels as one child execution's input, which Step Functions caps at 256 KiB: 500 recipients with
-# ids of 128 bytes and their idempotency keys (execution name + id) take about 170 KB, leaving room to spare.
-MAX_BATCH_SIZE = 500
+# A batch is one child execution's input and, with the CRM's answer beside it, its state, which Step Functions
+# caps at 256 KiB: a recipient with an id of 128 bytes and its idempotency key (execution name + id) takes
+# about 370 bytes, and as many again when the CRM answers it rejected or deferred, so 250 stay under 190 KB.
+MAX_BATCH_SIZE = 250
 
 
 class ConfigError(ValueError):

@@ -69,8 +69,8 @@ def test_little_law_sets_default_concurrency(stages):
         (lambda s: s["dev"]["downstreams"]["crm"].update(expected_latency_ms=0), "expected_latency_ms must be an integer in [1, 60000]"),
         (lambda s: s["dev"]["downstreams"]["crm"].update(timeout_sec=0), "timeout_sec must be a number in [0.1, 900]"),
         (lambda s: s["dev"]["downstreams"]["crm"].update(headroom=0.6), "crm.headroom must be a number in [0, 0.5], got 0.6"),
-        (lambda s: s["dev"]["downstreams"]["crm"].update(max_batch_size=501),
-         "crm.max_batch_size must be an integer in [1, 500], got 501"),
+        (lambda s: s["dev"]["downstreams"]["crm"].update(max_batch_size=251),
+         "crm.max_batch_size must be an integer in [1, 250], got 251"),
         (lambda s: s["dev"]["downstreams"]["legacy_mainframe"].pop("headroom"),
          "legacy_mainframe.headroom 0.01 (the default) leaves a jitter margin of 0.0101 s at 0.99 req/s, burst 1 under"
          " legacy_mainframe's 1 req/s, burst 1; calls must be allowed to lag our limiter's decisions by 0.1 s unevenly"
