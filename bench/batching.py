@@ -69,8 +69,10 @@ class Design:
 
 def crm_contract() -> dict[str, Any]:
     """The CRM as the dev stage declares it: the benchmark's downstream follows the config, never a copy of it."""
-    stages = json.loads((ROOT / "cdk.json").read_text())["context"]["stages"]
-    return stages["dev"]["downstreams"]["crm"]
+    from stacks.config import merge_defaults
+
+    context = json.loads((ROOT / "cdk.json").read_text())["context"]
+    return merge_defaults(context.get("defaults", {}), context["stages"]["dev"])["downstreams"]["crm"]
 
 
 def designs(max_batch_size: int) -> tuple[Design, Design]:
