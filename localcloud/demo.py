@@ -72,8 +72,8 @@ def smoke(cloud: LocalCloud, stacks: dict[str, Any], simulators: dict[str, Downs
           f" before it left")
 
     section("3. The use cases, each against its downstream's simulator")
-    for run in (run_crm_batch, run_crm_segment_large, run_moderation, run_payments, run_legacy, run_ingress,
-                run_control_loop):
+    for run in (run_crm_batch, run_crm_segment_large, run_moderation, run_model_slots, run_payments, run_legacy,
+                run_ingress, run_control_loop):
         print(f"  {run(cloud, stacks, simulators)}", flush=True)
 
     section("4. An operator tunes the CRM through SSM, then someone writes garbage")
@@ -146,6 +146,22 @@ def run_moderation(cloud: LocalCloud, stacks: Mapping[str, DeployedStack], simul
         + (f", {failed} failed" if failed else "")
         + f", peak {stats['max_in_1s_window_all']} req/s at the AI model (limit {_number(model.profile.rate_per_sec)},"
         f" burst {model.profile.burst}), {stats['by_status'].get(429, 0)} answered 429"
+    )
+
+
+def run_model_slots(cloud: LocalCloud, stacks: Mapping[str, DeployedStack], simulators: Simulators, *,
+                    uploads: int = 20) -> str:
+    """The concurrency lock: a burst of uploads, the most requests the model API ever had in flight at once (its
+    contract allows max_in_flight), and the leases left once every execution ended (0: each call gave its slot back)."""
+    model = simulators["ai_model"]
+    run = moderation.run(cloud, stacks, model, uploads=uploads)
+    ended = sum(1 for r in run.results.values() if r.status == "SUCCEEDED")
+    decisions = Counter((r.output or {}).get("decision") for r in run.results.values() if r.status == "SUCCEEDED")
+    return (
+        f"model slots: {run.uploads} uploads at once ({run.model_stats['total_requests']} model calls),"
+        f" at most {run.most_in_flight} in flight at the AI model at any instant (it takes"
+        f" {model.profile.max_concurrency}), {ended} of {run.uploads} executions ended ({dict(sorted(decisions.items()))}),"
+        f" {len(run.leases_left)} leases left, {run.model_stats['by_status'].get(429, 0)} answered 429"
     )
 
 

@@ -88,6 +88,9 @@ class DownstreamConfig:
     timeout_sec: float = 5.0
     headroom: float = DEFAULT_HEADROOM
     max_batch_size: int | None = None
+    # Its concurrency contract: at most this many of our calls in flight at once, across the account
+    # (workflows take a lease of the shared semaphore per call); None when it sets no such bound.
+    max_in_flight: int | None = None
 
     @property
     def planned_rate_per_sec(self) -> float:
@@ -454,6 +457,8 @@ def _downstream(key: str, name: str, raw: Any) -> DownstreamConfig:
         timeout_sec=_number(raw, key, "timeout_sec", 0.1, 900) if "timeout_sec" in raw else 5.0,
         headroom=_number(raw, key, "headroom", *HEADROOM_BOUNDS) if "headroom" in raw else DEFAULT_HEADROOM,
         max_batch_size=_int(raw, key, "max_batch_size", 1, MAX_BATCH_SIZE) if "max_batch_size" in raw else None,
+        # The semaphore's limit; 1,000 is the tunables' own bound on concurrency.
+        max_in_flight=_int(raw, key, "max_in_flight", 1, 1_000) if "max_in_flight" in raw else None,
     )
     # Below this margin a call that travels a little slower than the one before it meets a 429, and
     # callers would drop most tokens as stale (they keep half the margin for the limiter's answer).

@@ -1,7 +1,9 @@
 """Scheduled sweep: remove semaphore leases whose owners died, so their permits return to the pool.
 
-Acquires also reclaim expired leases when a semaphore is full; this sweep covers semaphores nobody
-is contending for, so their counts are right when someone comes back.
+A Lambda's acquire (the adapter) also reclaims expired leases when a semaphore is full; this sweep
+covers semaphores nobody is contending for, so their counts are right when someone comes back, and
+the leases workflows take from ASL (the moderation workflow's model slots), whose acquire cannot
+read the item: for those, this sweep is what frees a dead holder's slot.
 """
 
 from __future__ import annotations

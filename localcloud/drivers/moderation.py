@@ -1,4 +1,5 @@
-"""Use case 3, UGC moderation: uploads arrive at once, each moderated by three models through the shared limiter."""
+"""Use case 3, UGC moderation: uploads arrive at once, each moderated by three models through the shared limiter,
+each call holding a lease of the model's in-flight semaphore."""
 
 from __future__ import annotations
 
@@ -25,7 +26,17 @@ def moderation_outputs(stacks: Mapping[str, DeployedStack]) -> dict[str, str]:
         "results_table": workflows.outputs["ModerationResultsTableName"],
         "topic_arn": workflows.outputs["ModerationResultsTopicArn"],
         "decider_name": workflows.outputs["ModerationDeciderName"],
+        "semaphore_table": layer_stack(stacks, "SharedLimits").outputs["SemaphoreTableName"],
+        "semaphore_name": workflows.outputs["AiModelSemaphoreName"],
+        "lease_sec": workflows.outputs["AiModelLeaseSec"],
     }
+
+
+def model_leases(cloud: LocalCloud, outputs: Mapping[str, str]) -> dict[str, float]:
+    """The leases the model's in-flight semaphore holds now: owner (`<execution>/<model>`) -> expiry, epoch seconds."""
+    item = cloud.client("dynamodb").get_item(TableName=outputs["semaphore_table"], ConsistentRead=True,
+                                             Key={"pk": {"S": outputs["semaphore_name"]}}).get("Item", {})
+    return {owner: float(expiry["N"]) for owner, expiry in item.get("leases", {}).get("M", {}).items()}
 
 
 def upload_created_event(
@@ -75,11 +86,18 @@ def moderation_results(cloud: LocalCloud, table_name: str, keys: Sequence[str]) 
 
 @dataclass(frozen=True)
 class ModerationRun:
-    """One burst of uploads: how each moderation ended, and what the model API's referee saw."""
+    """One burst of uploads: how each moderation ended, what the model API's referee saw (its requests in flight
+    at every instant among them), and the leases its semaphore still held afterwards."""
 
     uploads: int
     results: dict[str, ExecutionResult]
     model_stats: dict[str, Any]
+    in_flight_timeline: list[tuple[float, int]]
+    leases_left: dict[str, float]
+
+    @property
+    def most_in_flight(self) -> int:
+        return max(count for _, count in self.in_flight_timeline)
 
 
 def run(cloud: LocalCloud, stacks: Mapping[str, DeployedStack], model: DownstreamSimulator, *,
@@ -95,6 +113,7 @@ def run(cloud: LocalCloud, stacks: Mapping[str, DeployedStack], model: Downstrea
     chosen = ({"toxicity": {"hate": 0.97}}, {"nudity": {"suggestive": 0.55}})
     model.set_profile(model.profile.merged_with({"content_scores": dict(zip(keys, chosen))}))
     names = start_moderations(cloud, outputs, keys)
+    # Each execution ends within the slot's wait budget (at most 133 s per wait) past the model's own pace.
     results = wait_for_executions(cloud, outputs["state_machine_arn"], names,
-                                  timeout_sec=60 + 3 * uploads / model.profile.rate_per_sec)
-    return ModerationRun(uploads, results, model.stats())
+                                  timeout_sec=150 + 3 * uploads / model.profile.rate_per_sec)
+    return ModerationRun(uploads, results, model.stats(), model.in_flight_timeline(), model_leases(cloud, outputs))

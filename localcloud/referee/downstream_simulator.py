@@ -315,11 +315,13 @@ PAYMENT_GATEWAY = DownstreamProfile(
     money_fields=("amount",),
 )
 # Model inference has a long latency tail; its "variable capacity" is changed at runtime (POST /__sim/profile).
+# Its GPUs take 3 requests at once whatever the rate (`max_in_flight` in cdk.json): a 4th is refused with a 429.
 AI_MODEL = DownstreamProfile(
     name="ai_model",
     rate_per_sec=5,
     burst=5,
     latency=LatencyDistribution(kind="lognormal", median_ms=400, sigma=0.5, max_ms=2000),
+    max_concurrency=3,
 )
 # One session on the mainframe: at 1 rps and 300 ms per call a compliant client never overlaps,
 # so the concurrency cap only refuses callers that fan out.
@@ -600,6 +602,8 @@ class DownstreamSimulator:
         self._batch_deliveries = BatchDeliveries()
         self._in_flight: set[str] = set()
         self._max_in_flight = 0
+        # (monotonic time, requests in flight from then on) at every change: the count at every instant.
+        self._in_flight_timeline: list[tuple[float, int]] = [(now, 0)]
 
     # ----- lifecycle -----
 
@@ -677,6 +681,12 @@ class DownstreamSimulator:
         with self._lock:
             return list(self._records)
 
+    def in_flight_timeline(self) -> list[tuple[float, int]]:
+        """`(monotonic time, requests in flight from then on)` at every admission and every answer since the start
+        or last reset: the count at every instant, so a test asserts a concurrency contract over all of them."""
+        with self._lock:
+            return list(self._in_flight_timeline)
+
     def max_requests_in_window(self, window_sec: float = 1.0, statuses: Iterable[int] | None = None) -> int:
         """Sliding-window maximum over the recorded arrivals, optionally only those answered with ``statuses``."""
         wanted = None if statuses is None else set(statuses)
@@ -747,6 +757,7 @@ class DownstreamSimulator:
             else:
                 self._in_flight.add(request_id)
                 self._max_in_flight = max(self._max_in_flight, len(self._in_flight))
+                self._in_flight_timeline.append((now, len(self._in_flight)))
                 roll = self._fault_rng.random()
                 if roll < profile.timeout_rate:
                     delay_sec = profile.timeout_hold_sec
@@ -802,7 +813,9 @@ class DownstreamSimulator:
     def release(self, response: SimulatedResponse) -> None:
         """Free the concurrency slot an admitted response held; safe to call for any response, and twice."""
         with self._lock:
-            self._in_flight.discard(response.request_id)
+            if response.request_id in self._in_flight:
+                self._in_flight.discard(response.request_id)
+                self._in_flight_timeline.append((self._clock(), len(self._in_flight)))
 
     def handle(
         self,
@@ -863,6 +876,8 @@ class DownstreamSimulator:
             return 200, {"requests": [dataclasses.asdict(record) for record in self.requests]}
         if (method, route) == ("GET", "stats"):
             return 200, self.stats()
+        if (method, route) == ("GET", "in-flight"):
+            return 200, {"timeline": [[at, count] for at, count in self.in_flight_timeline()]}
         if (method, route) == ("GET", "profile"):
             return 200, {"profile": self.profile.to_dict()}
         if (method, route) == ("POST", "profile"):
@@ -879,7 +894,7 @@ class DownstreamSimulator:
         if (method, route) == ("POST", "reset"):
             self.reset()
             return 200, {"profile": self.profile.to_dict()}
-        endpoints = ["GET requests", "GET stats", "GET profile", "POST profile", "POST reset"]
+        endpoints = ["GET requests", "GET stats", "GET in-flight", "GET profile", "POST profile", "POST reset"]
         return 404, {
             "error": "unknown_control_endpoint",
             "message": f"no control endpoint {method} {path}; use one of {', '.join(endpoints)} under {CONTROL_PREFIX}",

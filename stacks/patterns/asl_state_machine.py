@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from aws_cdk import Acknowledgment, Aws, Fn, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_iam as iam
@@ -34,6 +35,22 @@ VENDED_LOGS_PREFIX = "/aws/vendedlogs/states/"
 def placeholders_in(definition: str) -> set[str]:
     """The `${Name}` placeholders of an ASL text (the names CloudFormation substitutes)."""
     return set(PLACEHOLDER.findall(definition))
+
+
+def longest_run_sec(state: Mapping[str, Any]) -> float:
+    """The longest a Task state can run: every attempt its `TimeoutSeconds` (0 for a task without one, such as a
+    DynamoDB write, which answers in milliseconds), and between attempts every retrier's longest delays.
+
+    What a lease held across the state must outlast; `JitterStrategy: FULL` only ever shortens a delay.
+    """
+    attempts, delays = 1, 0.0
+    for retrier in state.get("Retry", []):
+        interval = retrier.get("IntervalSeconds", 1)
+        cap = retrier.get("MaxDelaySeconds", float("inf"))
+        for retry in range(retrier.get("MaxAttempts", 3)):
+            delays += min(interval * retrier.get("BackoffRate", 2.0) ** retry, cap)
+            attempts += 1
+    return attempts * state.get("TimeoutSeconds", 0) + delays
 
 
 class AslStateMachine(Construct):

@@ -61,6 +61,11 @@ class SemaphoreTable(_LimitTable):
         """Take, renew and release leases, and reclaim expired ones on contention (which reads the item)."""
         return self.table.grant(grantee, "dynamodb:UpdateItem", "dynamodb:GetItem", "dynamodb:PutItem")
 
+    def grant_leases_from_workflow(self, grantee: iam.IGrantable) -> iam.Grant:
+        """A state machine taking and releasing leases with `dynamodb:updateItem` tasks, and writing a semaphore's
+        first item with `dynamodb:putItem` (no reads: its tasks never look at the item)."""
+        return self.table.grant(grantee, "dynamodb:UpdateItem", "dynamodb:PutItem")
+
     def grant_reclaim(self, grantee: iam.IGrantable) -> iam.Grant:
         """The cleanup sweep: scan for semaphores and remove leases whose owners died."""
         return self.table.grant(grantee, "dynamodb:Scan", "dynamodb:GetItem", "dynamodb:UpdateItem")

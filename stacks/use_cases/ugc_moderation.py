@@ -2,12 +2,17 @@
 
 `statemachines/ugc_moderation.asl.json` scores each upload with several models through the model
 API's caller, decides from their scores (`handlers.decide_moderation`, with the stage's thresholds),
-and stores and publishes the decision.
+and stores and publishes the decision. Each model call holds a lease of the model's in-flight
+semaphore (its `max_in_flight`), taken and released by the workflow's own DynamoDB tasks.
 """
 
 from __future__ import annotations
 
+import json
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aws_cdk import Acknowledgment, CfnOutput, Stack, Validations
 from aws_cdk import aws_events as events
@@ -17,11 +22,22 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 
-from stacks.patterns import AslStateMachine, HandlerFunction, alarm_on_errors
+from stacks.patterns import AslStateMachine, HandlerFunction, alarm_on_errors, longest_run_sec
+from stacks.patterns.asl_state_machine import STATEMACHINES_DIR
 from stacks.patterns.secure_defaults import encrypted_table
 from stacks.shared_limits_stack import downstream_tunables_key
 from stacks.use_cases.base import Layer, UseCase, UseCaseContext
-from throttling.core import names
+from throttling.core import names, semaphore
+
+DEFINITION_FILE = "ugc_moderation.asl.json"
+
+
+def model_call_lease_sec(definition: Mapping[str, Any]) -> int:
+    """How long a model call's lease lasts: as long as the call's Task can hold it, with every retry, and
+    the release's own retries (`longest_run_sec`), so a live holder's lease never expires under it."""
+    states = definition["States"]["ModerateWithEachModel"]["ItemProcessor"]["States"]
+    return math.ceil(longest_run_sec(states["CallModel"]) + longest_run_sec(states["ReleaseAfterAnswer"]))
+
 
 @dataclass(frozen=True)
 class UgcModerationProps:
@@ -40,6 +56,11 @@ class UgcModeration(UseCase[UgcModerationProps]):
         model = config.downstream(props.model)
         model_caller = context.caller(model.name)
         model_tunables = shared_limits.tunables.parameter(downstream_tunables_key(model))
+        if model.max_in_flight is None:
+            raise ValueError(
+                f"ugc moderation holds a lease of {model.name}'s in-flight semaphore for every call, got no limit:"
+                f" set stages.<stage>.downstreams.{model.name}.max_in_flight (the calls it takes at once)")
+        lease_sec = model_call_lease_sec(json.loads((STATEMACHINES_DIR / DEFINITION_FILE).read_text()))
 
         # No auto_delete_objects and no `event_bridge_enabled=True`: both add a Lambda-backed custom resource.
         self.uploads_bucket = s3.Bucket(
@@ -98,8 +119,17 @@ class UgcModeration(UseCase[UgcModerationProps]):
         self.workflow = AslStateMachine(
             scope,
             "UgcModeration",
-            definition_file="ugc_moderation.asl.json",
+            definition_file=DEFINITION_FILE,
             definition_substitutions={
+                "SemaphoreTableName": shared_limits.semaphores.table.table_name,
+                "AiModelSemaphoreName": names.in_flight_semaphore_name(model.name),
+                "AiModelMaxInFlight": str(model.max_in_flight),
+                "AiModelLeaseSec": str(lease_sec),
+                "SemaphoreAcquireUpdate": semaphore.SEMAPHORE_ACQUIRE_UPDATE,
+                "SemaphoreAcquireCondition": semaphore.SEMAPHORE_ACQUIRE_CONDITION,
+                "SemaphoreReleaseUpdate": semaphore.SEMAPHORE_RELEASE_UPDATE,
+                "SemaphoreReleaseCondition": semaphore.SEMAPHORE_RELEASE_CONDITION,
+                "SemaphoreCreateCondition": semaphore.SEMAPHORE_CREATE_CONDITION,
                 "AiModelTunablesParameterName": model_tunables.parameter_name,
                 "AiModelCallerFunctionArn": model_caller.function_arn,
                 "ModerationDeciderFunctionArn": decider.function.function_arn,
@@ -113,6 +143,7 @@ class UgcModeration(UseCase[UgcModerationProps]):
         role = self.workflow.role
         shared_limits.tunables.grant_read(role, downstream_tunables_key(model))
         self.moderation_results_table.grant(role, "dynamodb:PutItem")
+        shared_limits.semaphores.grant_leases_from_workflow(role)
         self.moderation_results_topic.grant_publish(role)
         # The unqualified ARN only: grant_invoke would add `<arn>:*` (every version and alias) as well.
         iam.Grant.add_to_principal(grantee=role, actions=["lambda:InvokeFunction"],
@@ -136,3 +167,5 @@ class UgcModeration(UseCase[UgcModerationProps]):
         CfnOutput(scope, "ModerationResultsTableName", value=self.moderation_results_table.table_name)
         CfnOutput(scope, "ModerationResultsTopicArn", value=self.moderation_results_topic.topic_arn)
         CfnOutput(scope, "ModerationDeciderName", value=decider.function.function_name)
+        CfnOutput(scope, "AiModelSemaphoreName", value=names.in_flight_semaphore_name(model.name))
+        CfnOutput(scope, "AiModelLeaseSec", value=str(lease_sec))

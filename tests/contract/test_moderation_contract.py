@@ -55,7 +55,7 @@ def thresholds(dev_config) -> ModerationThresholds:
 
 @pytest.fixture
 def simulator() -> DownstreamSimulator:
-    return DownstreamSimulator(AI_MODEL.merged_with({"rate_per_sec": 1000, "burst": 1000}))
+    return DownstreamSimulator(AI_MODEL.merged_with({"rate_per_sec": 1000, "burst": 1000, "max_concurrency": None}))
 
 
 def moderated(simulator: DownstreamSimulator, key: str, thresholds: ModerationThresholds):

@@ -93,10 +93,13 @@ def states_of(definition: dict[str, Any], path: str = "") -> Iterator[tuple[str,
 
 
 def task_resources(state: dict[str, Any]) -> list[tuple[str, str, Any]]:
-    """(field, integration ARN, the parameters it is called with) for a Task, and a Map's ItemReader and ResultWriter."""
+    """(field, integration ARN, the parameters it is called with) for a Task, and a Map's ItemReader and ResultWriter.
+
+    A JSONata state passes them as `Arguments`, a JSONPath state as `Parameters`.
+    """
     found = []
     if state["Type"] == "Task":
-        found.append(("Resource", state["Resource"], state.get("Parameters", {})))
+        found.append(("Resource", state["Resource"], state.get("Arguments", state.get("Parameters", {}))))
     for field in ("ItemReader", "ResultWriter"):
         if field in state:
             found.append((field, state[field]["Resource"], state[field].get("Parameters", {})))
@@ -166,6 +169,8 @@ def permission_problems(
             for action in iam_actions(field, integration):
                 for name in sorted(set(PLACEHOLDER.findall(json.dumps([integration, parameters])))):
                     wanted = references(substitutions.get(name))
+                    if not wanted and isinstance(substitutions.get(name), str):
+                        continue  # a literal (an expression, a limit, an item's key) names no resource
                     granted = any(
                         any(fnmatch.fnmatchcase(action, pattern) for pattern in _list(statement["Action"]))
                         and same_resources(wanted, references(statement["Resource"]), templates)

@@ -2,7 +2,9 @@
 
 Each upload's execution calls three models through the real `ai_model` caller, which takes a token
 from the shared DynamoDB limiter first, so twenty uploads at once still respect the model's 5 req/s
-(burst 5). moto's EventBridge does not deliver to Step Functions, so the executions are started with
+(burst 5); and each call holds a lease of the model's in-flight semaphore, so they never have more
+than its 3 requests in flight at once (the simulator refuses a 4th with a 429, and records the count
+at every instant). moto's EventBridge does not deliver to Step Functions, so the executions are started with
 the event the `Object Created` rule would send (the rule itself is asserted in tests/infra).
 """
 
@@ -10,14 +12,17 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from collections import Counter
 
 import pytest
 
-from localcloud.demo import run_moderation
+from localcloud.demo import run_model_slots, run_moderation
 from localcloud.drivers.common import drain_queue, wait_for_executions
-from localcloud.drivers.moderation import moderation_outputs, moderation_results, start_moderations
+from localcloud.drivers.moderation import model_leases, moderation_outputs, moderation_results, start_moderations
+from throttling.adapters.dynamodb_semaphore import DynamoDbSemaphore
+from throttling.core.clock import FakeClock
 from localcloud.referee.downstream_simulator import PROFILES
 
 pytestmark = pytest.mark.emulator
@@ -25,6 +30,7 @@ pytestmark = pytest.mark.emulator
 MODEL_LIMIT_PER_SEC = 5
 MODEL_BURST = 5
 MODELS = sorted(["toxicity", "nudity", "spam"])
+MODEL_MAX_IN_FLIGHT = 3
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +61,7 @@ def test_twenty_uploads_at_once_are_all_moderated_without_a_single_429(cloud, mo
     uploaded = keys(20, "burst")
     # WHEN their 20 executions start at once
     names = start_moderations(cloud, moderation, uploaded)
-    results = wait_for_executions(cloud, moderation["state_machine_arn"], names, timeout_sec=60)
+    results = wait_for_executions(cloud, moderation["state_machine_arn"], names, timeout_sec=180)
     # THEN every execution succeeded, every model answered, and every upload is approved and stored
     assert {r.status for r in results.values()} == {"SUCCEEDED"}, [(r.error, r.cause) for r in results.values()]
     assert sorted(r.output["key"] for r in results.values()) == sorted(uploaded)
@@ -72,6 +78,50 @@ def test_twenty_uploads_at_once_are_all_moderated_without_a_single_429(cloud, mo
     assert stats["total_requests"] == 60
     assert stats["max_in_1s_window_all"] <= MODEL_LIMIT_PER_SEC + MODEL_BURST, stats
     assert sorted({r.path for r in model.requests}) == [f"/moderate/{m}" for m in MODELS]
+    # AND at no instant had the model more than its 3 requests in flight, and it had 3 at some instant (the
+    # semaphore let the calls overlap up to its limit, not one at a time)
+    assert max(count for _, count in model.in_flight_timeline()) == MODEL_MAX_IN_FLIGHT, model.in_flight_timeline()
+    # AND every call gave its lease back
+    assert model_leases(cloud, moderation) == {}
+
+
+def test_holders_stopped_mid_call_get_their_slots_back_within_one_lease(cloud, moderation, model):
+    # GIVEN a model slow enough that an upload's three calls hold all three slots for a while
+    model.set_profile(PROFILES["ai_model"].merged_with({"latency": {"kind": "fixed", "median_ms": 4000, "max_ms": 4000}}))
+    (key,) = keys(1, "stopped")
+    (name,) = start_moderations(cloud, moderation, [key])
+    sfn = cloud.client("stepfunctions")
+    execution_arn = f"{moderation['state_machine_arn'].replace(':stateMachine:', ':execution:')}:{name}"
+    taken_after = time.time()
+    for _ in range(300):
+        if len(model_leases(cloud, moderation)) == MODEL_MAX_IN_FLIGHT:
+            break
+        time.sleep(0.05)
+    # WHEN its execution is stopped while the calls are in flight (a holder that dies)
+    sfn.stop_execution(executionArn=execution_arn, error="Test", cause="a holder dies mid-call")
+    stopped_at = time.time()
+    time.sleep(5)  # the calls in flight come back to a stopped execution, which releases nothing
+    # THEN its three leases stay held: nobody gave them back
+    leases = model_leases(cloud, moderation)
+    assert sorted(leases) == sorted(f"{name}/{m}" for m in MODELS), leases
+    lease_sec = float(moderation["lease_sec"])
+    assert all(taken_after + lease_sec - 1 <= expiry <= stopped_at + lease_sec + 1 for expiry in leases.values())
+    # AND the sweep (the reclaimer's code, on a clock set past the real one the leases were written on) frees none before they expire, and all of
+    # them within one lease of the stop
+    table = moderation["semaphore_table"]
+    dynamodb = cloud.client("dynamodb")
+    before = DynamoDbSemaphore(table, client=dynamodb, clock=FakeClock(min(leases.values()) - 0.5)).reclaim_all_expired()
+    after = DynamoDbSemaphore(table, client=dynamodb, clock=FakeClock(stopped_at + lease_sec + 1)).reclaim_all_expired()
+    assert before == {}
+    assert sorted(after[moderation["semaphore_name"]]) == sorted(leases)
+    assert model_leases(cloud, moderation) == {}
+    # AND the next upload gets every slot again: all three models answer it
+    model.set_profile(PROFILES["ai_model"])
+    (again,) = start_moderations(cloud, moderation, keys(1, "after-stop"))
+    result = wait_for_executions(cloud, moderation["state_machine_arn"], [again], timeout_sec=90)[again]
+    assert result.status == "SUCCEEDED", (result.error, result.cause)
+    assert {v["verdict"] for v in result.output["verdicts"]} == {"clean"}
+    assert model_leases(cloud, moderation) == {}
 
 
 def test_a_model_outage_sends_the_upload_to_review_instead_of_hanging(cloud, moderation, model):
@@ -221,3 +271,37 @@ def test_the_demo_line(cloud, deployed, fresh_simulators):
     line = run_moderation(cloud, deployed, fresh_simulators, uploads=4)
     assert re.fullmatch(r"ugc moderation: 4 uploads, 2 approved, 1 rejected, 1 needs review, peak \d+ req/s at the"
                         r" AI model \(limit 5, burst 5\), 0 answered 429", line), line
+
+
+def test_an_upload_that_finds_every_slot_held_past_its_wait_budget_goes_to_review(cloud, moderation, model):
+    # GIVEN three live leases held by others for ten minutes: every slot of the model is taken
+    dynamodb = cloud.client("dynamodb")
+    ghosts = {f"ghost-{i}": time.time() + 600 for i in range(MODEL_MAX_IN_FLIGHT)}
+    dynamodb.put_item(TableName=moderation["semaphore_table"], Item={
+        "pk": {"S": moderation["semaphore_name"]}, "lease_count": {"N": str(len(ghosts))},
+        "leases": {"M": {owner: {"N": str(expiry)} for owner, expiry in ghosts.items()}}})
+    try:
+        # WHEN an upload arrives
+        (key,) = keys(1, "busy")
+        (name,) = start_moderations(cloud, moderation, [key])
+        # THEN it does not wait forever: once the acquire's retries are spent (at most 133 s with their jitter),
+        # every model's verdict is ModelBusy and a human reviews the upload
+        result = wait_for_executions(cloud, moderation["state_machine_arn"], [name], timeout_sec=200)[name]
+        assert result.status == "SUCCEEDED", (result.error, result.cause)
+        assert result.output["decision"] == "needs_review"
+        assert {(v["model"], v["verdict"], v["error"]) for v in result.output["verdicts"]} == {
+            (m, "unavailable", "ModelBusy") for m in MODELS}
+        assert moderation_results(cloud, moderation["results_table"], [key])[key]["decision"] == "needs_review"
+        # AND the model was never called, and the others' leases are untouched by the releases on the way out
+        assert model.stats()["total_requests"] == 0
+        assert model_leases(cloud, moderation) == ghosts
+    finally:
+        dynamodb.delete_item(TableName=moderation["semaphore_table"], Key={"pk": {"S": moderation["semaphore_name"]}})
+
+
+def test_the_model_slots_demo_line(cloud, deployed, fresh_simulators):
+    line = run_model_slots(cloud, deployed, fresh_simulators, uploads=6)
+    # (the driver has the toxicity model reject the first upload and the nudity model send the second to review)
+    assert re.fullmatch(r"model slots: 6 uploads at once \(18 model calls\), at most [123] in flight at the AI model at"
+                        r" any instant \(it takes 3\), 6 of 6 executions ended"
+                        r" \(\{'approved': 4, 'needs_review': 1, 'rejected': 1\}\), 0 leases left, 0 answered 429", line), line

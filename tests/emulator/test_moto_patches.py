@@ -554,3 +554,60 @@ def test_sqs_refuses_an_eleventh_attribute_and_a_message_over_its_size_with_its_
             "One or more parameters are invalid. Reason: Message must be shorter than 1024 bytes.",
     }
     assert queued["ApproximateNumberOfMessages"] == "1"
+
+
+MIXED_QUERY_LANGUAGES = {
+    "StartAt": "Stamp",
+    "States": {
+        "Stamp": {"Type": "Pass", "QueryLanguage": "JSONata", "Comment": "a JSONata state in a JSONPath machine",
+                  "Output": "{% {'at': $millis() > 0} %}", "Next": "Keep"},
+        "Keep": {"Type": "Pass", "Comment": "a JSONPath state after it", "Parameters": {"at.$": "$.at"}, "End": True},
+    },
+}
+
+
+@pytest.mark.parametrize("patched", [False, True], ids=["moto-alone", "patched"])
+def test_a_parse_reads_only_its_own_query_language_scopes_only_with_the_fix(cloud, patched):
+    from moto.stepfunctions.parser.asl.component.common.query_language import QueryLanguage, QueryLanguageMode
+    from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+    from moto.stepfunctions.parser.asl.parse.preprocessor import Preprocessor
+
+    if not patched:
+        patches.remove("query_language_scopes_per_parse")
+    try:
+        # GIVEN a parse in another thread that is inside a JSONata state (its scope open) ...
+        elsewhere = Preprocessor()
+        elsewhere._query_language_per_scope.append(QueryLanguage(query_language_mode=QueryLanguageMode.JSONata))
+        # WHEN a machine mixing JSONPath and JSONata states is parsed meanwhile
+        try:
+            AmazonStateLanguageParser.parse(json.dumps(MIXED_QUERY_LANGUAGES))
+            outcome = "parsed"
+        except ValueError as error:
+            outcome = str(error)
+        elsewhere._query_language_per_scope.clear()
+    finally:
+        patches.apply("query_language_scopes_per_parse")
+    # THEN moto alone reads the other parse's scope and refuses a valid machine (an execution doing so hangs);
+    # with the fix each parse has its own scopes
+    assert outcome == "parsed" if patched else "Unsupported declaration in QueryLanguage=JSONPath block" in outcome
+
+
+def test_executions_of_a_mixed_query_language_machine_started_together_all_end(cloud):
+    # GIVEN a machine with a JSONata state in a JSONPath machine
+    sfn = cloud.client("stepfunctions")
+    arn = sfn.create_state_machine(name=f"mixed-{uuid.uuid4().hex[:8]}", definition=json.dumps(MIXED_QUERY_LANGUAGES),
+                                   roleArn="arn:aws:iam::123456789012:role/sfn")["stateMachineArn"]
+    # WHEN 20 executions start at once
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        started = list(pool.map(lambda i: sfn.start_execution(stateMachineArn=arn, name=f"run-{i}", input="{}"),
+                                range(20)))
+    # THEN every one of them ends, with the output its states computed
+    outputs = []
+    for execution in started:
+        for _ in range(200):
+            described = sfn.describe_execution(executionArn=execution["executionArn"])
+            if described["status"] != "RUNNING":
+                break
+            time.sleep(0.05)
+        outputs.append((described["status"], described.get("output")))
+    assert outputs == [("SUCCEEDED", '{"at": true}')] * 20

@@ -88,3 +88,14 @@ def test_every_use_case_s_workflows_and_queues_are_on_the_dashboard(dev_assembly
             assert json.dumps(label)[1:-1] in body, (use_case.name, label)
             graphed.append(queue.name)
     assert {"CrmSegmentLarge", "LegacyPublish", "LegacyConsumerDeadLetterQueue"} <= set(graphed)
+
+
+def test_moderation_without_the_models_concurrency_contract_refuses_to_build(cdk_context, dev_config):
+    from stacks.app_stacks import add_stacks
+
+    # GIVEN a stage whose AI model sets no max_in_flight
+    downstreams = tuple(replace(d, max_in_flight=None) if d.name == "ai_model" else d for d in dev_config.downstreams)
+    # WHEN the stage is built THEN the moderation workflow, which holds a lease per call, refuses with the key to set
+    with pytest.raises(ValueError, match=r"ugc moderation holds a lease of ai_model's in-flight semaphore for every"
+                                         r" call, got no limit: set stages.<stage>.downstreams.ai_model.max_in_flight"):
+        add_stacks(App(context=dict(cdk_context)), replace(dev_config, nag=False, downstreams=downstreams))

@@ -46,6 +46,14 @@ def test_little_law_sets_default_concurrency(stages):
     assert load_config(stages).downstream("legacy_mainframe").default_max_concurrency == 1
 
 
+def test_a_concurrency_contract_is_read_where_a_downstream_has_one(stages):
+    # GIVEN the shipped stages WHEN they are loaded
+    config = load_config(stages)
+    # THEN the AI model allows 3 of our calls in flight at once, and a downstream without the key sets no bound
+    assert config.downstream("ai_model").max_in_flight == 3
+    assert config.downstream("crm").max_in_flight is None
+
+
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
@@ -71,6 +79,10 @@ def test_little_law_sets_default_concurrency(stages):
         (lambda s: s["dev"]["downstreams"]["crm"].update(headroom=0.6), "crm.headroom must be a number in [0, 0.5], got 0.6"),
         (lambda s: s["dev"]["downstreams"]["crm"].update(max_batch_size=251),
          "crm.max_batch_size must be an integer in [1, 250], got 251"),
+        (lambda s: s["dev"]["downstreams"]["ai_model"].update(max_in_flight=0),
+         "stages.dev.downstreams.ai_model.max_in_flight must be an integer in [1, 1000], got 0"),
+        (lambda s: s["dev"]["downstreams"]["ai_model"].update(max_in_flight=2.5), "ai_model.max_in_flight must be an integer"),
+        (lambda s: s["dev"]["downstreams"]["ai_model"].update(max_in_flight=True), "ai_model.max_in_flight must be an integer"),
         (lambda s: s["dev"]["downstreams"]["legacy_mainframe"].pop("headroom"),
          "legacy_mainframe.headroom 0.01 (the default) leaves a jitter margin of 0.0101 s at 0.99 req/s, burst 1 under"
          " legacy_mainframe's 1 req/s, burst 1; calls must be allowed to lag our limiter's decisions by 0.1 s unevenly"
@@ -218,7 +230,8 @@ def test_a_malformed_stages_or_defaults_object_is_refused(stages, defaults, mess
          "unknown key stages.dev.contol_loop (did you mean 'control_loop'?); stages.dev takes: account,"),
         (lambda s: s["dev"]["downstreams"]["crm"].update(head_room=0.1),
          "unknown key stages.dev.downstreams.crm.head_room (did you mean 'headroom'?); stages.dev.downstreams.crm"
-         " takes: base_url, burst, expected_latency_ms, headroom, max_batch_size, rate_limit_per_sec, timeout_sec"),
+         " takes: base_url, burst, expected_latency_ms, headroom, max_batch_size, max_in_flight, rate_limit_per_sec,"
+         " timeout_sec"),
         (lambda s: s["dev"]["downstreams"]["crm"].update(timeout_secs=3, owner="crm-team"),
          "unknown keys stages.dev.downstreams.crm.owner, stages.dev.downstreams.crm.timeout_secs (did you mean"
          " 'timeout_sec'?); stages.dev.downstreams.crm takes: base_url,"),

@@ -131,8 +131,10 @@ def test_named_profiles_let_a_compliant_client_through_and_match_their_contract(
         profile = PROFILES[downstream.name]
         assert (profile.rate_per_sec, profile.burst) == (downstream.rate_limit_per_sec, downstream.burst), downstream.name
         assert profile.burst == profile.rate_per_sec, downstream.name
-    # AND the mainframe takes one caller at a time, and the CRM's batch endpoint as many recipients as configured
+    # AND the mainframe takes one caller at a time, the AI model three (its `max_in_flight` in cdk.json), and the
+    # CRM's batch endpoint as many recipients as configured
     assert PROFILES["legacy_mainframe"].max_concurrency == 1
+    assert PROFILES["ai_model"].max_concurrency == dev_config.downstream("ai_model").max_in_flight == 3
     assert PROFILES["crm"].max_batch_size == dev_config.downstream("crm").max_batch_size
     assert all(p.error_rate_5xx == 0 and p.timeout_rate == 0 for p in PROFILES.values())
 
@@ -434,6 +436,28 @@ def test_concurrency_cap_answers_429_without_spending_a_token():
     assert simulator.stats()["max_in_flight"] == 1
 
 
+def test_the_count_in_flight_is_recorded_at_every_instant():
+    # GIVEN a downstream that takes two requests at once, on a clock the test moves
+    clock = FakeClock()
+    simulator = make_simulator(clock, rate_per_sec=100, burst=10, max_concurrency=2)
+    # WHEN two requests overlap, a third is refused, one answer comes back, and another request arrives
+    first = simulator.decide("GET", "/a")
+    clock.advance(0.1)
+    second = simulator.decide("GET", "/b")
+    refused = simulator.decide("GET", "/c")
+    clock.advance(0.1)
+    simulator.release(first)
+    simulator.release(first)  # a second release changes nothing
+    clock.advance(0.1)
+    fourth = simulator.decide("GET", "/d")
+    # THEN the timeline holds every change (a refused request is never in flight), and never more than 2
+    start = simulator.in_flight_timeline()[0][0]
+    assert [(round(at - start, 6), count) for at, count in simulator.in_flight_timeline()] == [
+        (0.0, 0), (0.0, 1), (0.1, 2), (0.2, 1), (0.3, 2)]
+    assert refused.status == 429 and {second.status, fourth.status} == {200}
+    assert max(count for _, count in simulator.in_flight_timeline()) == simulator.stats()["max_in_flight"] == 2
+
+
 def test_a_path_it_does_not_hold_is_answered_404_and_spends_a_token():
     # GIVEN a downstream with one token that holds no /users/ghost
     simulator = make_simulator(FakeClock(), rate_per_sec=0.01, burst=1, not_found_paths=["/users/ghost"])
@@ -641,6 +665,9 @@ def test_http_control_api_reports_requests_and_stats_without_recording_itself(
     assert stats["max_in_1s_window_all"] == 3
     assert stats["max_in_1s_window_2xx"] == 2
     assert stats_again["total_requests"] == 3
+    # AND the count in flight at every instant: up to one at a time here, back to 0 after each answer
+    _, _, in_flight = http("GET", f"{base_url}/__sim/in-flight")
+    assert [count for _, count in in_flight["timeline"]] == [0, 1, 0, 1, 0]
 
 
 def test_http_profile_change_takes_effect_and_reset_undoes_it(instant_downstream: DownstreamSimulator):

@@ -21,7 +21,7 @@ def moderate(simulator: DownstreamSimulator, model: str, key: str, bucket: str =
 @pytest.fixture
 def model() -> DownstreamSimulator:
     # A bucket large enough that no test here is refused for rate.
-    return DownstreamSimulator(AI_MODEL.merged_with({"rate_per_sec": 1000, "burst": 1000}))
+    return DownstreamSimulator(AI_MODEL.merged_with({"rate_per_sec": 1000, "burst": 1000, "max_concurrency": None}))
 
 
 @pytest.mark.parametrize("name", sorted(MODERATION_CATEGORIES))

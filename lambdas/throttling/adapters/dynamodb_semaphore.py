@@ -25,6 +25,18 @@ from botocore.exceptions import ClientError
 
 from throttling.adapters._dynamodb import check_name, error_code, failed_condition_item, number
 from throttling.core.clock import Clock, SystemClock
+from throttling.core.semaphore import (
+    SEMAPHORE_ACQUIRE_CONDITION,
+    SEMAPHORE_ACQUIRE_UPDATE,
+    SEMAPHORE_CREATE_CONDITION,
+    SEMAPHORE_RECLAIM_CONDITION,
+    SEMAPHORE_RECLAIM_UPDATE,
+    SEMAPHORE_RELEASE_CONDITION,
+    SEMAPHORE_RELEASE_UPDATE,
+    SEMAPHORE_RENEW_CONDITION,
+    SEMAPHORE_RENEW_UPDATE,
+    new_semaphore_item,
+)
 
 if TYPE_CHECKING:
     from types_boto3_dynamodb import DynamoDBClient
@@ -42,22 +54,8 @@ __all__ = [
     "DynamoDbSemaphore",
 ]
 
-# Module constants so Step Functions `arn:aws:states:::dynamodb:updateItem` tasks can copy them
-# verbatim (a contract test compares). Placeholders: `#owner` is the lease owner id (any string:
-# a map key given through ExpressionAttributeNames), `:expiry` its expiry in epoch seconds,
-# `:limit` the semaphore's limit, `:one` = 1, `:minus_one` = -1, `:seen_expiry` the expiry read.
-SEMAPHORE_CREATE_CONDITION = "attribute_not_exists(pk)"
-SEMAPHORE_ACQUIRE_UPDATE = "SET leases.#owner = :expiry ADD lease_count :one"
-SEMAPHORE_ACQUIRE_CONDITION = (
-    "(attribute_not_exists(lease_count) OR lease_count < :limit) AND attribute_not_exists(leases.#owner)"
-)
-SEMAPHORE_RENEW_UPDATE = "SET leases.#owner = :expiry"
-SEMAPHORE_RENEW_CONDITION = "attribute_exists(leases.#owner)"
-SEMAPHORE_RELEASE_UPDATE = "REMOVE leases.#owner ADD lease_count :minus_one"
-SEMAPHORE_RELEASE_CONDITION = "attribute_exists(leases.#owner)"
-SEMAPHORE_RECLAIM_UPDATE = SEMAPHORE_RELEASE_UPDATE
-# Removes the lease only if nobody renewed (or released and re-took) it since it was read.
-SEMAPHORE_RECLAIM_CONDITION = "leases.#owner = :seen_expiry"
+# The expressions are the core's (`throttling.core.semaphore`), re-exported here: workflows send the
+# same ones from ASL (`arn:aws:states:::dynamodb:updateItem`), placed there by the stacks.
 
 
 class DynamoDbSemaphore:
@@ -169,7 +167,7 @@ class DynamoDbSemaphore:
         try:
             self._client.put_item(
                 TableName=self.table_name,
-                Item={"pk": {"S": name}, "leases": {"M": {}}, "lease_count": {"N": "0"}},
+                Item=new_semaphore_item(name),
                 ConditionExpression=SEMAPHORE_CREATE_CONDITION,
             )
         except ClientError as error:

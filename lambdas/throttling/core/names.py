@@ -146,6 +146,13 @@ ENV_METRICS_DELAY_SEC: Final = "METRICS_DELAY_SEC"
 ENV_POWERTOOLS_SERVICE_NAME: Final = "POWERTOOLS_SERVICE_NAME"
 ENV_POWERTOOLS_METRICS_NAMESPACE: Final = "POWERTOOLS_METRICS_NAMESPACE"
 
+
+
+def in_flight_semaphore_name(downstream: str) -> str:
+    """The semaphores table's item that holds a downstream's calls in flight (its `max_in_flight` leases)."""
+    return f"in-flight/{downstream}"
+
+
 # -- AWS constants ----------------------------------------------------------------------------------
 
 # Lambda's bounds for an SQS event-source mapping's `ScalingConfig.MaximumConcurrency`.

@@ -11,6 +11,10 @@ the owners `expired_owners` names with a REMOVE conditioned on their expiries be
 
 Rule: a lease whose `expires_at <= now` is expired and reclaimable; acquiring again with a live
 lease renews it without taking a second slot.
+
+The DynamoDB expressions are defined here, once: the adapter sends them, and the stacks place them
+into the ASL of workflows that take a lease with `arn:aws:states:::dynamodb:updateItem` (so a
+workflow and a Lambda holding the same semaphore follow one protocol).
 """
 
 from __future__ import annotations
@@ -23,16 +27,50 @@ from typing import NamedTuple
 from throttling.core.validation import is_finite_number, is_int
 
 __all__ = [
+    "SEMAPHORE_ACQUIRE_CONDITION",
+    "SEMAPHORE_ACQUIRE_UPDATE",
+    "SEMAPHORE_CREATE_CONDITION",
+    "SEMAPHORE_RECLAIM_CONDITION",
+    "SEMAPHORE_RECLAIM_UPDATE",
+    "SEMAPHORE_RELEASE_CONDITION",
+    "SEMAPHORE_RELEASE_UPDATE",
+    "SEMAPHORE_RENEW_CONDITION",
+    "SEMAPHORE_RENEW_UPDATE",
     "Acquisition",
     "Lease",
     "SemaphoreState",
     "expired_owners",
     "in_use",
     "live_leases",
+    "new_semaphore_item",
     "reclaim_expired",
     "release",
     "try_acquire",
 ]
+
+# The item's expressions. Placeholders: `#owner` is the lease owner id (any string: a map key given
+# through ExpressionAttributeNames), `:expiry` its expiry in epoch seconds, `:limit` the semaphore's
+# limit, `:one` = 1, `:minus_one` = -1, `:seen_expiry` the expiry read.
+SEMAPHORE_CREATE_CONDITION = "attribute_not_exists(pk)"
+SEMAPHORE_ACQUIRE_UPDATE = "SET leases.#owner = :expiry ADD lease_count :one"
+SEMAPHORE_ACQUIRE_CONDITION = (
+    "(attribute_not_exists(lease_count) OR lease_count < :limit) AND attribute_not_exists(leases.#owner)"
+)
+SEMAPHORE_RENEW_UPDATE = "SET leases.#owner = :expiry"
+SEMAPHORE_RENEW_CONDITION = "attribute_exists(leases.#owner)"
+SEMAPHORE_RELEASE_UPDATE = "REMOVE leases.#owner ADD lease_count :minus_one"
+SEMAPHORE_RELEASE_CONDITION = "attribute_exists(leases.#owner)"
+SEMAPHORE_RECLAIM_UPDATE = SEMAPHORE_RELEASE_UPDATE
+# Removes the lease only if nobody renewed (or released and re-took) it since it was read.
+SEMAPHORE_RECLAIM_CONDITION = "leases.#owner = :seen_expiry"
+
+
+def new_semaphore_item(name: str) -> dict[str, dict[str, object]]:
+    """The item a semaphore starts as (written under `SEMAPHORE_CREATE_CONDITION`): no leases, a count of 0.
+
+    `SET leases.#owner` needs the map to exist, so an acquire on a missing item fails until this is written.
+    """
+    return {"pk": {"S": name}, "leases": {"M": {}}, "lease_count": {"N": "0"}}
 
 
 @dataclass(frozen=True)

@@ -234,3 +234,23 @@ def execution_name_rules() -> Undo:
         return original(self, state_machine_arn, name, *args, **kwargs)
 
     return replace(StepFunctionsParserBackend, start_execution=start_execution)
+
+
+@patch("stepfunctions")
+def query_language_scopes_per_parse() -> Undo:
+    """Give each ASL parse its own stack of QueryLanguage scopes.
+
+    moto limitation: the preprocessor keeps the scopes in a list declared on its class, shared by every
+    parse in every thread, and each execution parses its definition when it starts. When a state
+    machine mixes JSONPath and JSONata states (a `QueryLanguage: JSONata` state in a JSONPath machine,
+    as AWS allows), executions started together read each other's scopes, and some fail to parse
+    ("Unsupported declaration in QueryLanguage=JSONPath block") inside their thread, which leaves them
+    RUNNING forever. On AWS each definition is parsed on its own.
+    """
+    from moto.stepfunctions.parser.asl.parse.preprocessor import Preprocessor
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        super(Preprocessor, self).__init__(*args, **kwargs)
+        self._query_language_per_scope = []
+
+    return replace(Preprocessor, __init__=__init__)
