@@ -22,17 +22,17 @@ import pytest
 
 from throttling.adapters.dynamodb_circuit_breaker import DynamoDbCircuitBreaker
 from throttling.adapters.dynamodb_rate_limiter import DynamoDbRateLimiter, rate_limiter_key
-from throttling.adapters.dynamodb_semaphore import (
+from throttling.adapters.dynamodb_semaphore import DynamoDbSemaphore
+from throttling.core.circuit_breaker import BreakerPolicy, BreakerStatus
+from throttling.core.clock import FakeClock
+from throttling.core.rate_limiter import RatePolicy
+from throttling.core.semaphore import (
     SEMAPHORE_ACQUIRE_CONDITION,
     SEMAPHORE_ACQUIRE_UPDATE,
     SEMAPHORE_CREATE_CONDITION,
     SEMAPHORE_RELEASE_CONDITION,
     SEMAPHORE_RELEASE_UPDATE,
-    DynamoDbSemaphore,
 )
-from throttling.core.circuit_breaker import BreakerPolicy, BreakerStatus
-from throttling.core.clock import FakeClock
-from throttling.core.rate_limiter import RatePolicy
 
 pytestmark = pytest.mark.emulator
 

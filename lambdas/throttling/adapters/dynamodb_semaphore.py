@@ -41,21 +41,10 @@ from throttling.core.semaphore import (
 if TYPE_CHECKING:
     from types_boto3_dynamodb import DynamoDBClient
 
-__all__ = [
-    "SEMAPHORE_ACQUIRE_CONDITION",
-    "SEMAPHORE_ACQUIRE_UPDATE",
-    "SEMAPHORE_CREATE_CONDITION",
-    "SEMAPHORE_RECLAIM_CONDITION",
-    "SEMAPHORE_RECLAIM_UPDATE",
-    "SEMAPHORE_RELEASE_CONDITION",
-    "SEMAPHORE_RELEASE_UPDATE",
-    "SEMAPHORE_RENEW_CONDITION",
-    "SEMAPHORE_RENEW_UPDATE",
-    "DynamoDbSemaphore",
-]
+__all__ = ["DynamoDbSemaphore"]
 
-# The expressions are the core's (`throttling.core.semaphore`), re-exported here: workflows send the
-# same ones from ASL (`arn:aws:states:::dynamodb:updateItem`), placed there by the stacks.
+# The expressions are the core's (`throttling.core.semaphore`): workflows send the same ones from ASL
+# (`arn:aws:states:::dynamodb:updateItem`), placed there by the stacks.
 
 
 class DynamoDbSemaphore:
