@@ -24,9 +24,10 @@ Functions' jittered backoff (`throttling.core.backoff.full_jitter_delay`), the c
   receive: the legacy consumer's `throttling.core.backoff.postpone_for_sec`, without the batching
   window, which the model has none of), and after `max_receive_count` receives it
   goes to the dead-letter queue.
-- `ControlLoop`: the controller's schedule: every `period_sec`, `metrics_delay_sec` after each
-  period ends, it judges the period just ended and the new setting reaches the callers after
-  `tunables_cache_sec` (their SSM cache).
+- `ControlLoop`: the controller's schedule: every `period_sec`, at the second `phase_sec` of each
+  period (by default `metrics_delay_sec` after each period ends), it judges the last period whose
+  metrics are complete and the new setting reaches the callers after `tunables_cache_sec` (their
+  SSM cache).
 """
 
 from __future__ import annotations
@@ -469,7 +470,9 @@ class ControlLoop:
     def __init__(self, sim: Simulation, ledger: Ledger, controller: Controller,
                  apply: Callable[[Adjustment], Any], *, period_sec: float = planning.DEFAULT_PERIOD_SEC,
                  metrics_delay_sec: float = planning.DEFAULT_METRICS_DELAY_SEC,
-                 tunables_cache_sec: float = 5.0) -> None:
+                 tunables_cache_sec: float = 5.0, phase_sec: float | None = None) -> None:
+        if phase_sec is not None and not 0 <= phase_sec < period_sec:
+            raise ValueError(f"phase_sec must be in [0, {period_sec:g}) (a second of the period), got {phase_sec!r}")
         self.sim = sim
         self.ledger = ledger
         self.controller = controller
@@ -478,8 +481,10 @@ class ControlLoop:
         self.metrics_delay_sec = metrics_delay_sec
         self.tunables_cache_sec = tunables_cache_sec
         self.decisions: list[tuple[float, Adjustment]] = []
-        # The best phase for the schedule: an unlucky one adds up to a period of lag.
-        sim.every(period_sec, self._run, first_at=period_sec + metrics_delay_sec)
+        # `phase_sec`: the second of each period the schedule fires at (EventBridge's `rate(1 minute)`
+        # fixes none); None: `metrics_delay_sec` past each period's end, when its metrics are complete.
+        self.phase_sec = metrics_delay_sec % period_sec if phase_sec is None else phase_sec
+        sim.every(period_sec, self._run, first_at=period_sec + self.phase_sec)
 
     def _run(self) -> None:
         now = self.sim.now

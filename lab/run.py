@@ -75,9 +75,11 @@ class Run:
 
 
 def run(strategy: Strategy, scenario: Scenario, *, seed: int = 1, headroom: float = HEADROOM,
-        period_sec: float = PERIOD_SEC) -> Run:
+        period_sec: float = PERIOD_SEC, schedule_phase_sec: float | None = None) -> Run:
     """An hour (the scenario's duration) of `strategy`; `headroom` is what the plan keeps below the
-    contract (the stage's default unless given; the benchmark's headroom sweep passes others)."""
+    contract (the stage's default unless given; the benchmark's headroom sweep passes others);
+    `schedule_phase_sec` the second of each period the controller runs at (None: as soon as the
+    period's metrics are complete, the best phase)."""
     sim = Simulation(seed)
     ledger = Ledger(scenario.duration_sec, period_sec)
     downstream = Downstream(sim, scenario.downstream)
@@ -102,7 +104,7 @@ def run(strategy: Strategy, scenario: Scenario, *, seed: int = 1, headroom: floa
                 burst = adjustment.burst if adjustment.burst is not None else limiter.policy.burst
                 limiter.policy = RatePolicy(adjustment.rate_per_sec, burst)
 
-        loop = ControlLoop(sim, ledger, controller, apply, period_sec=period_sec)
+        loop = ControlLoop(sim, ledger, controller, apply, period_sec=period_sec, phase_sec=schedule_phase_sec)
         decisions = loop.decisions
 
     def arrive() -> None:

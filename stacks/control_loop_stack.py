@@ -199,12 +199,18 @@ def _refuse_duplicate_names(named: Sequence[tuple[str, str]], kind: str) -> None
 
 # The policy fields the app's configuration sets; the controller takes its defaults for the others.
 CONFIGURED_POLICY_FIELDS = ("mode", "min_calls", "throttle_rate_threshold", "error_rate_threshold",
-                            "clean_periods_to_increase", "cooldown_sec")
+                            "clean_periods_to_increase", "cooldown_sec", "setting_propagation_sec")
 
 
-def controller_policy(loop: ControlLoopConfig) -> ControllerPolicy:
-    """The controller's policy, built with the Lambda side's own type (validated here, at synth)."""
+def controller_policy(loop: ControlLoopConfig, *,
+                      tunables_cache_sec: float = planning.DEFAULT_SETTING_PROPAGATION_SEC) -> ControllerPolicy:
+    """The controller's policy, built with the Lambda side's own type (validated here, at synth).
+
+    `tunables_cache_sec`: the stage's; a setting the controller writes reaches the callers that late,
+    so periods that began before then are no evidence of it.
+    """
     return ControllerPolicy(
+        setting_propagation_sec=tunables_cache_sec,
         algorithm=ALGORITHMS[loop.mode](),
         min_calls=MIN_CALLS,
         throttle_rate_threshold=loop.throttle_rate_threshold,
@@ -337,12 +343,16 @@ class ControlLoopStack(Stack):
         self.use_cases = list(use_cases)
         owned = [c for u in self.use_cases for c in u.owned()]
         consumers = {name: c for u in self.use_cases for name, c in u.queue_consumers.items()}
+        map_workflows: dict[str, list[sfn.IStateMachine]] = {}
+        for use_case in self.use_cases:
+            for name, machines in use_case.distributed_map_workflows.items():
+                map_workflows.setdefault(name, []).extend(machines)
         self.workflows = workflows_in(owned)
         self.queues = queues_in(owned)
         self.failure_handovers = failure_handovers_in(owned)
         self.functions_alarmed_on_errors = functions_alarmed_on_errors_in(owned)
         self.apis = dict(apis or {})
-        for name in [*callers, *consumers]:
+        for name in [*callers, *consumers, *map_workflows]:
             config.downstream(name)  # fails early, naming the configured downstreams
 
         # A downstream nobody calls yet is still watched under its caller's name.
@@ -400,6 +410,7 @@ class ControlLoopStack(Stack):
                 contract_rate_per_sec=d.rate_limit_per_sec,
                 p99_latency_threshold_ms=loop.p99_latency_threshold_ms(d),
                 consumer_functions=(consumers[d.name].function.function_name,) if d.name in consumers else (),
+                map_run_workflows=tuple(m.state_machine_arn for m in map_workflows.get(d.name, ())),
                 alarms={name: route["kind"] for name, route in sorted(routes.items()) if route["downstream"] == d.name},
             )
             self.controller_plans[d.name] = plan
@@ -423,7 +434,8 @@ class ControlLoopStack(Stack):
                 names.ENV_SEMAPHORE_TABLE_NAME: shared_limits.semaphores.table.table_name,
                 names.ENV_CONTROLLER_PLANS_PATH: self.plans_path,
                 names.ENV_CONTROLLER_PLANS_CACHE_SEC: str(PLANS_CACHE_SEC),
-                names.ENV_CONTROLLER_POLICY: json.dumps(controller_policy(loop).to_document(CONFIGURED_POLICY_FIELDS),
+                names.ENV_CONTROLLER_POLICY: json.dumps(controller_policy(
+                    loop, tunables_cache_sec=config.tunables_cache_sec).to_document(CONFIGURED_POLICY_FIELDS),
                                                 sort_keys=True),
                 names.ENV_CONTROLLER_STATE_TABLE_NAME: self.state_table.table_name,
                 names.ENV_BREAKER_TABLE_NAME: shared_limits.breakers.table.table_name,
@@ -453,6 +465,7 @@ class ControlLoopStack(Stack):
         shared_limits.semaphores.grant_acquire_release(function)
         self.state_table.grant(function, "dynamodb:GetItem", "dynamodb:PutItem")
         self._grant_metrics_and_mappings(function, [c.function for c in consumers.values()])
+        self._grant_map_run_retuning([m for machines in map_workflows.values() for m in machines])
 
         # Lambda's own asynchronous retries (two, over up to six hours, whatever a rule target's
         # retry_attempts says: those are EventBridge's delivery retries) would replay a stale minute and
@@ -658,6 +671,40 @@ class ControlLoopStack(Stack):
                 " update to the mappings of the buffers' consumers",
             ),
         )
+
+    def _grant_map_run_retuning(self, machines: Sequence[sfn.IStateMachine]) -> None:
+        """What `MapRunReconciler` calls, each on the one resource type it authorizes against: the workflow
+        (`ListExecutions`), its executions (`ListMapRuns`) and its Map Runs (`DescribeMapRun`, `UpdateMapRun`)."""
+        if not machines:
+            return
+        statements, acknowledgments = [], []
+        region = "<AWS::Region>" if Token.is_unresolved(self.region) else self.region  # as cdk-nag prints it
+        for machine in machines:
+            # An export named here, so the acknowledgments below can name the value cdk-nag shows for it.
+            producer = Stack.of(machine)
+            export = f"{producer.stack_name}:{_name_in_stack(machine)}Name"
+            name = producer.export_value(machine.state_machine_name, name=export)
+            executions, map_runs = (
+                self.format_arn(service="states", resource=resource, resource_name=f"{name}{tail}",
+                                arn_format=ArnFormat.COLON_RESOURCE_NAME)
+                for resource, tail in (("execution", ":*"), ("mapRun", "/*")))
+            statements += [
+                iam.PolicyStatement(actions=["states:ListExecutions"], resources=[machine.state_machine_arn]),
+                iam.PolicyStatement(actions=["states:ListMapRuns"], resources=[executions]),
+                iam.PolicyStatement(actions=["states:DescribeMapRun", "states:UpdateMapRun"], resources=[map_runs]),
+            ]
+            shown = export
+            runs = f"arn:<AWS::Partition>:states:{region}:<AWS::AccountId>"
+            acknowledgments += [
+                Acknowledgment(id=f"AwsSolutions::AwsSolutions-IAM5[Resource::{runs}:execution:{shown}:*]",
+                               reason="the workflow's own executions, named at run time, whose Map Runs the controller"
+                               " lists"),
+                Acknowledgment(id=f"AwsSolutions::AwsSolutions-IAM5[Resource::{runs}:mapRun:{shown}/*]",
+                               reason="the workflow's own Map Runs, whose ids are made at run time, which the"
+                               " controller retunes to the tunables' max_concurrency"),
+            ]
+        policy = iam.Policy(self, "ControllerRetunesMapRuns", statements=statements, roles=[self.controller.role])
+        Validations.of(policy).acknowledge(*acknowledgments)
 
     # -- dashboard ---------------------------------------------------------------------------------
     def _dashboard(

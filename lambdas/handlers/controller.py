@@ -22,7 +22,9 @@ The event's `time` is the time the controller judges at (a late or retried deliv
 period it was meant for, and a period is never counted twice); a `time` more than
 `MAX_EVENT_AGE_SEC` from the clock is not believed. Answer: one summary per downstream. Every
 change is logged with its reason and emitted as metrics (`ControllerIncreases`,
-`ControllerDecreases`, with the reason as metadata), with the setting in force
+`ControllerDecreases`, with the reason as metadata; `MappingConcurrencyReconciled` and
+`MapRunConcurrencyRetuned` for SQS mappings and running Map Runs set to the document's
+`max_concurrency`), with the setting in force
 (`ControllerMaxConcurrency`, `ControllerRatePerSec`) and each breaker's state (`BreakerOpen`).
 A downstream the run could not handle fails the invocation at the end (after the others ran),
 so the function's Errors metric tells an operator.
@@ -56,6 +58,7 @@ from throttling.adapters.dynamodb_controller_state import ControllerStateStore
 from throttling.adapters.dynamodb_semaphore import DynamoDbSemaphore
 from throttling.adapters.lambda_event_source_mappings import EventSourceMappingReconciler
 from throttling.adapters.ssm_controller_parameters import PlanReader, TunablesDocumentStore
+from throttling.adapters.stepfunctions_map_runs import MapRunReconciler
 from throttling.core import names, planning
 from throttling.core.circuit_breaker import BreakerPolicy, BreakerStatus
 from throttling.core.clock import Clock, SystemClock
@@ -69,6 +72,7 @@ if TYPE_CHECKING:
     from types_boto3_dynamodb import DynamoDBClient
     from types_boto3_lambda import LambdaClient
     from types_boto3_ssm import SSMClient
+    from types_boto3_stepfunctions import SFNClient
 
 ALARM_EVENT = "CloudWatch Alarm State Change"
 LEASE_NAME = "throttling-controller"
@@ -104,6 +108,7 @@ class Dependencies:
     tunables: TunablesDocumentStore
     states: ControllerStateStore
     mappings: EventSourceMappingReconciler
+    map_runs: MapRunReconciler
     lease: DynamoDbSemaphore
     metrics: Metrics
     ssm: SSMClient
@@ -119,7 +124,7 @@ class Dependencies:
         """This run's loop over the plans in force (cheap: the clients and readers are built once)."""
         return ControlLoop(plans=in_force.downstreams, policy=self.policy, metrics=self.metrics_reader,
                            tunables=self.tunables, states=self.states, mappings=self.mappings,
-                           period_sec=self.period_sec, metrics_delay_sec=self.metrics_delay_sec)
+                           map_runs=self.map_runs, period_sec=self.period_sec, metrics_delay_sec=self.metrics_delay_sec)
 
 
 def build_dependencies(
@@ -129,6 +134,7 @@ def build_dependencies(
     dynamodb: DynamoDBClient | None = None,
     cloudwatch: CloudWatchClient | None = None,
     lambda_client: LambdaClient | None = None,
+    stepfunctions: SFNClient | None = None,
     clock: Clock | None = None,
 ) -> Dependencies:
     """The controller's clients, adapters and settings from `environ` (the stack's environment variables).
@@ -149,6 +155,7 @@ def build_dependencies(
         tunables=TunablesDocumentStore(ssm),
         states=ControllerStateStore(environ[names.ENV_CONTROLLER_STATE_TABLE_NAME], dynamodb),
         mappings=EventSourceMappingReconciler(lambda_client or boto3.client("lambda")),
+        map_runs=MapRunReconciler(stepfunctions or boto3.client("stepfunctions")),
         lease=DynamoDbSemaphore(environ[names.ENV_SEMAPHORE_TABLE_NAME], client=dynamodb, clock=clock),
         metrics=Metrics(namespace=namespace, service=environ.get(names.ENV_POWERTOOLS_SERVICE_NAME)),
         ssm=ssm,
@@ -287,7 +294,7 @@ def report(deps: Dependencies, outcome: Outcome) -> None:
     summary = outcome.summary()
     if outcome.error:
         logger.error("controller could not handle the downstream", extra=summary)
-    elif outcome.written or outcome.mapping_changes:
+    elif outcome.written or outcome.mapping_changes or outcome.map_run_changes:
         logger.warning("controller changed the limits", extra=summary)
     else:
         logger.info("controller held the limits", extra=summary)
@@ -305,6 +312,9 @@ def report(deps: Dependencies, outcome: Outcome) -> None:
     if outcome.mapping_changes:
         deps.metrics.add_metric(name="MappingConcurrencyReconciled", unit=MetricUnit.Count,
                            value=len(outcome.mapping_changes))
+    if outcome.map_run_changes:
+        deps.metrics.add_metric(name="MapRunConcurrencyRetuned", unit=MetricUnit.Count,
+                                value=len(outcome.map_run_changes))
     if outcome.error:
         deps.metrics.add_metric(name="ControllerErrors", unit=MetricUnit.Count, value=1)
     breaker_open = breaker_is_open(deps, outcome.downstream)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from aws_cdk import RemovalPolicy, Stack
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_stepfunctions as sfn
 from constructs import IConstruct
 
 from stacks.stage_props import log_retention, removal_policy
@@ -107,6 +108,12 @@ class UseCase(Generic[P]):
     @property
     def queue_consumers(self) -> Mapping[str, ThrottledQueueConsumer]:
         """Downstream name -> the consumer whose SQS mapping the controller reconciles; default none."""
+        return {}
+
+    @property
+    def distributed_map_workflows(self) -> Mapping[str, Sequence[sfn.IStateMachine]]:
+        """Downstream name -> the state machines whose Distributed Map reads that downstream's `max_concurrency`
+        when a run starts: the controller retunes their running Map Runs (`UpdateMapRun`); default none."""
         return {}
 
 

@@ -9,12 +9,14 @@ must be registered first.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from aws_cdk import Acknowledgment, ArnFormat, CfnOutput, Stack, Token, Validations
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_stepfunctions as sfn
 
 from stacks.patterns import AslStateMachine
 from stacks.patterns.secure_defaults import encrypted_bucket
@@ -153,3 +155,8 @@ class CrmSegmentLarge(UseCase[CrmSegmentLargeProps]):
 
         CfnOutput(scope, "CrmSegmentLargeStateMachineArn", value=machine.state_machine_arn)
         CfnOutput(scope, "SegmentsBucketName", value=self.segments_bucket.bucket_name)
+
+    @property
+    def distributed_map_workflows(self) -> Mapping[str, Sequence[sfn.IStateMachine]]:
+        """Its Distributed Map reads the CRM's `max_concurrency` once per run: the controller retunes running ones."""
+        return {self.props.downstream: (self.workflow.state_machine,)}

@@ -54,8 +54,10 @@ def test_the_controller_environment_and_plans_parse_on_the_lambda_side(dev_assem
     assert set(plans.downstreams) == {d.name for d in dev_config.downstreams}
     assert policy.mode == dev_config.control_loop.mode
     assert {route.downstream for route in plans.alarms.values()} == set(plans.downstreams)
-    # AND the SQS consumer's mapping is the one to reconcile
+    # AND the SQS consumer's mapping is the one to reconcile, and the large segment's the Map Runs to retune
     assert plans.downstreams["legacy_mainframe"].consumer_functions == ("TOKEN",)
+    assert plans.downstreams["crm"].map_run_workflows == ("TOKEN",)
+    assert {name for name, plan in plans.downstreams.items() if plan.map_run_workflows} == {"crm"}
 
 
 def test_every_seed_is_inside_the_controller_bounds_so_its_first_run_changes_nothing(dev_assembly):
@@ -111,9 +113,13 @@ def test_the_stack_hands_the_controller_its_own_types_and_they_come_back_equal(d
     env = controller_environment(stacks)
     policy = ControllerPolicy.from_document(json.loads(env["CONTROLLER_POLICY"]))
     read = controller_plans(stacks).downstreams
-    # THEN it reads the very policy and plans the stack built (function names are tokens until deploy)
-    assert policy == controller_policy(dev_config.control_loop)
+    # THEN it reads the very policy and plans the stack built (function names and workflow ARNs are tokens until
+    # deploy)
+    assert policy == controller_policy(dev_config.control_loop, tunables_cache_sec=dev_config.tunables_cache_sec)
+    assert policy.setting_propagation_sec == dev_config.tunables_cache_sec
     assert set(read) == set(built)
     for name, plan in built.items():
-        assert dataclasses.replace(read[name], consumer_functions=()) == dataclasses.replace(plan, consumer_functions=())
+        deployed = {"consumer_functions": (), "map_run_workflows": ()}
+        assert dataclasses.replace(read[name], **deployed) == dataclasses.replace(plan, **deployed)
         assert len(read[name].consumer_functions) == len(plan.consumer_functions)
+        assert len(read[name].map_run_workflows) == len(plan.map_run_workflows)

@@ -26,6 +26,8 @@ from localcloud.drivers.control_loop import (
 )
 from localcloud.drivers.common import layer_stack, run_execution
 from localcloud.drivers.crm_batch import crm_batch_outputs, seed_segment
+from localcloud.drivers.crm_segment_large import crm_segment_large_outputs, seed_segment_object
+from localcloud.referee.downstream_simulator import PROFILES
 
 pytestmark = pytest.mark.emulator
 
@@ -136,9 +138,11 @@ def test_after_a_decrease_clean_minutes_raise_the_limits_again_within_bounds(clo
         assert decision(result, "payment_gateway")["action"] in ("hold", "increase")
         settings.append((document(cloud, "payment_gateway")["max_concurrency"],
                          document(cloud, "payment_gateway")["rate_per_sec"]))
-    # THEN after the cooldown and three clean minutes it steps up, three minutes later again, never
-    # past the bounds (1-4 in flight, 0.198-1.98 req/s) and never down
-    assert settings == [(1, 0.99), (1, 0.99), (1, 0.99), (2, 1.188), (2, 1.188), (2, 1.188), (3, 1.386)]
+    # THEN the first minute, which began before the cut reached the callers, is no evidence of it; after
+    # three clean minutes of the new setting and the cooldown (120 s from when the cut could show in the
+    # metrics, 90 s after it) it steps up, and the two minutes that began before that step are no evidence
+    # of it either: never past the bounds (1-4 in flight, 0.198-1.98 req/s) and never down
+    assert settings == [(1, 0.99), (1, 0.99), (1, 0.99), (1, 0.99), (2, 1.188), (2, 1.188), (2, 1.188)]
 
 
 def test_a_sustained_error_alarm_opens_the_downstreams_breaker(cloud, deployed, controller, tunables):
@@ -184,3 +188,57 @@ def test_the_consumers_mapping_follows_ssm_within_the_reserved_concurrency_if_an
     assert lambda_client.get_event_source_mapping(UUID=mapping["UUID"])["ScalingConfig"] == {"MaximumConcurrency": 3}
     tunables("legacy_mainframe", rate_per_sec=0.8, burst=1, max_concurrency=1, mode="manual")
     invoke(cloud, controller, scheduled_event(time.time()))  # back to 2, as deployed
+
+
+def test_a_decrease_slows_a_running_segment_within_the_same_controller_run(
+    cloud, deployed, controller, tunables, fresh_simulators, crm_dead_letters
+):
+    crm = fresh_simulators["crm"]
+    sfn = cloud.client("stepfunctions")
+    large = crm_segment_large_outputs(deployed)
+    # GIVEN the controller in charge of the CRM at 6 calls in flight, and a CRM that answers in 400 ms
+    tunables("crm", rate_per_sec=9.9, burst=5, max_concurrency=6, mode="auto")
+    crm.set_profile(PROFILES["crm"].merged_with({"latency": {"kind": "fixed", "median_ms": 400, "jitter_ms": 0}}))
+    # AND a large segment running, its Map Run with 6 children in flight
+    key = seed_segment_object(cloud, large["bucket"], [f"user-{i:03d}" for i in range(36)])
+    execution = sfn.start_execution(stateMachineArn=large["state_machine_arn"], name=f"slowed-{uuid.uuid4().hex[:8]}",
+                                    input=json.dumps({"segment_key": key}))["executionArn"]
+    deadline = time.monotonic() + 120
+    while not (runs := sfn.list_map_runs(executionArn=execution)["mapRuns"]):
+        assert time.monotonic() < deadline, "the segment's Map Run never started"
+        time.sleep(0.1)
+    (map_run,) = runs
+
+    def in_flight() -> int:
+        return sfn.describe_map_run(mapRunArn=map_run["mapRunArn"])["itemCounts"]["running"]
+
+    peak_before = 0
+    while peak_before < 6:
+        assert time.monotonic() < deadline, f"never 6 children in flight (seen {peak_before})"
+        peak_before = max(peak_before, in_flight())
+        time.sleep(0.05)
+    # WHEN a minute of 20 % 429s reaches CloudWatch and the 429-rate alarm runs the controller once
+    now = time.time()
+    put_period(cloud, "crm", now, calls=600, throttled=120)
+    result = invoke(cloud, controller, alarm_event("Throttling-dev-crm-ThrottleRate", "ALARM", now))
+    # THEN that run halved the CRM's concurrency in SSM and, in the same run, the running Map Run's
+    crm_decision = decision(result, "crm")
+    assert (crm_decision["action"], crm_decision["max_concurrency"]) == ("decrease", 3)
+    assert [(c["map_run"], c["from"], c["to"]) for c in crm_decision["map_run_changes"]] == [
+        (map_run["mapRunArn"], 6, 3)]
+    assert sfn.describe_map_run(mapRunArn=map_run["mapRunArn"])["maxConcurrency"] == 3
+    # AND once the children already running end, never more than 3 are in flight until the segment is done
+    while in_flight() > 3:
+        assert time.monotonic() < deadline, "the running children never dropped to 3"
+        time.sleep(0.05)
+    peak_after = 0
+    while (described := sfn.describe_execution(executionArn=execution))["status"] == "RUNNING":
+        assert time.monotonic() < deadline, "the segment still RUNNING after 120 s"
+        peak_after = max(peak_after, in_flight())
+        time.sleep(0.05)
+    assert peak_after <= 3 < peak_before, (peak_before, peak_after)
+    # AND every user is e-mailed: slowing down loses nobody
+    assert described["status"] == "SUCCEEDED", described.get("cause")
+    assert json.loads(described["output"]) | {"items": 36, "succeeded": 36, "failed": 0} == json.loads(
+        described["output"])
+    crm.set_profile(PROFILES["crm"])

@@ -611,3 +611,71 @@ def test_executions_of_a_mixed_query_language_machine_started_together_all_end(c
             time.sleep(0.05)
         outputs.append((described["status"], described.get("output")))
     assert outputs == [("SUCCEEDED", '{"at": true}')] * 20
+
+
+def slow_children(seconds: int, max_concurrency: int) -> dict:
+    """A Distributed Map whose every child waits `seconds`, at most `max_concurrency` of them at once to begin with."""
+    return {"Comment": "probe: a Map Run to retune", "StartAt": "Each", "States": {"Each": {
+        "Type": "Map", "Comment": "one slow child per item", "ItemsPath": "$.items", "MaxConcurrency": max_concurrency,
+        "ItemProcessor": {"ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}, "StartAt": "Work",
+                          "States": {"Work": {"Type": "Wait", "Comment": "a child at work", "Seconds": seconds,
+                                              "End": True}}},
+        "End": True}}}
+
+
+def running_children_after_update(cloud, name: str, *, start: int, update_to: int, items: int) -> tuple[int, int]:
+    """Start a Map Run of `items` one-second children at `start`, set `update_to` once they run, and answer
+    (the most children running before the update, the most running from 1.5 s after it until the end)."""
+    sfn = cloud.client("stepfunctions")
+    arn = sfn.create_state_machine(name=name, definition=json.dumps(slow_children(1, start)),
+                                   roleArn="arn:aws:iam::123456789012:role/probe")["stateMachineArn"]
+    execution = sfn.start_execution(stateMachineArn=arn, input=json.dumps({"items": list(range(items))}))[
+        "executionArn"]
+    deadline = time.monotonic() + 60
+    while not (runs := sfn.list_map_runs(executionArn=execution)["mapRuns"]):
+        assert time.monotonic() < deadline, "no Map Run started"
+        time.sleep(0.05)
+    (map_run,) = runs
+
+    def running() -> int:
+        return sfn.describe_map_run(mapRunArn=map_run["mapRunArn"])["itemCounts"]["running"]
+
+    before = 0
+    while before < min(start, items):
+        assert time.monotonic() < deadline, f"never {start} children at once (seen {before})"
+        before = max(before, running())
+        time.sleep(0.02)
+    sfn.update_map_run(mapRunArn=map_run["mapRunArn"], maxConcurrency=update_to)
+    assert sfn.describe_map_run(mapRunArn=map_run["mapRunArn"])["maxConcurrency"] == update_to
+    time.sleep(1.5)  # the children already running finish
+    after = 0
+    while sfn.describe_execution(executionArn=execution)["status"] == "RUNNING":
+        assert time.monotonic() < deadline, "execution still RUNNING after 60 s"
+        after = max(after, running())
+        time.sleep(0.02)
+    assert sfn.describe_execution(executionArn=execution)["status"] == "SUCCEEDED"
+    return before, after
+
+
+@pytest.mark.parametrize("patched", [False, True], ids=["moto-alone", "patched"])
+def test_update_map_run_lowers_the_children_a_running_map_run_runs_at_once_only_with_the_fix(cloud, patched):
+    # GIVEN a running Map Run of 24 one-second children, 6 at once
+    if not patched:
+        patches.remove("distributed_map_run_follows_update")
+    try:
+        # WHEN UpdateMapRun sets its maxConcurrency to 2
+        before, after = running_children_after_update(cloud, f"retune-down-{'patched' if patched else 'alone'}",
+                                                      start=6, update_to=2, items=24)
+    finally:
+        patches.apply("distributed_map_run_follows_update")
+    # THEN with the fix, once the 6 running finish, never more than 2 run at once, as on AWS; moto alone keeps 6
+    assert before == 6
+    assert after <= 2 if patched else after > 2, (before, after)
+
+
+def test_update_map_run_raises_the_children_a_running_map_run_runs_at_once(cloud):
+    # GIVEN a running Map Run of 16 one-second children, 1 at a time
+    # WHEN UpdateMapRun sets its maxConcurrency to 4
+    before, after = running_children_after_update(cloud, "retune-up", start=1, update_to=4, items=16)
+    # THEN more children start: 4 run at once
+    assert (before, after) == (1, 4)

@@ -40,8 +40,8 @@ def described(resource) -> str:
     if isinstance(resource, dict) and "Fn::GetAtt" in resource:
         return f"{re.sub(r'[0-9A-F]{8}$', '', resource['Fn::GetAtt'][0])}.{resource['Fn::GetAtt'][1]}"
     if isinstance(resource, dict) and "Fn::ImportValue" in resource:
-        return "<{}>".format(re.search(r"ExportsOutput(?:Ref|FnGetAtt)([A-Za-z]+?)[0-9A-F]{8}",
-                                       resource["Fn::ImportValue"]).group(1))
+        generated = re.search(r"ExportsOutput(?:Ref|FnGetAtt)([A-Za-z]+?)[0-9A-F]{8}", resource["Fn::ImportValue"])
+        return f"<{generated.group(1) if generated else resource['Fn::ImportValue']}>"  # a named export as named
     if isinstance(resource, dict) and "Ref" in resource:
         return "" if resource["Ref"].startswith("AWS::") else re.sub(r"[0-9A-F]{8}$", "", resource["Ref"])
     return str(resource)
@@ -155,3 +155,34 @@ def test_a_crm_without_a_batch_endpoint_fails_synth_saying_what_to_set(dev_confi
     # WHEN the app is built THEN it refuses, naming the downstream and the setting
     with pytest.raises(ValueError, match=r"downstream 'crm' has no max_batch_size.*downstreams\.crm\.max_batch_size"):
         add_stacks(App(), config)
+
+
+def test_the_controller_may_retune_exactly_the_running_map_runs_of_the_segment_workflow(dev_assembly, workflows,
+                                                                                         machine):
+    # GIVEN the control loop as synthesized
+    stacks, _ = dev_assembly
+    loop = Template.from_stack(stacks["control_loop"])
+    (controller_role,) = [i for i in loop.find_resources("AWS::IAM::Role") if i.startswith("ControllerRole")]
+    # WHEN its policy for Map Runs is read
+    (policy,) = [p["Properties"] for i, p in loop.find_resources("AWS::IAM::Policy").items()
+                 if i.startswith("ControllerRetunesMapRuns")]
+    # THEN it is the controller's, and each action is granted on the one resource type it authorizes against:
+    # the workflow, its executions, its Map Runs (named through the export of the workflow's name)
+    assert policy["Roles"] == [{"Ref": controller_role}]
+    granted = {(tuple(s["Action"]) if isinstance(s["Action"], list) else (s["Action"],), described(s["Resource"]))
+               for s in policy["PolicyDocument"]["Statement"]}
+    name_export = "Throttling-dev-Workflows:CrmSegmentLargeStateMachineName"
+    assert granted == {
+        (("states:ListExecutions",), "<CrmSegmentLargeStateMachine>"),
+        (("states:ListMapRuns",), f"arn::states:us-east-1::execution:<{name_export}>:*"),
+        (("states:DescribeMapRun", "states:UpdateMapRun"), f"arn::states:us-east-1::mapRun:<{name_export}>/*"),
+    }
+    machine_id, _ = machine
+    (exported,) = [o["Value"] for o in workflows.to_json()["Outputs"].values()
+                   if o.get("Export", {}).get("Name") == name_export]
+    assert exported == {"Fn::GetAtt": [machine_id, "Name"]}
+    # AND the CRM's plan names the workflow, so the controller knows whose Map Runs follow the CRM's setting
+    (plan,) = [p["Properties"]["Value"] for i, p in loop.find_resources("AWS::SSM::Parameter").items()
+               if i.startswith("CrmControllerPlan")]
+    assert '"map_run_workflows":["' in json.dumps(plan).replace('\\"', '"')
+    assert described(plan["Fn::Join"][1][1]) == "<CrmSegmentLargeStateMachine>"

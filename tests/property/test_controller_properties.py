@@ -83,3 +83,30 @@ def test_any_sequence_stays_in_bounds_never_rises_under_overload_and_moves_in_bo
                 assert now - last_decrease >= policy.cooldown_sec
             last_decrease = now
         setting, state = after, decision.state
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    phase_sec=st.integers(0, 59),
+    periods=st.lists(st.builds(PeriodMetrics, calls=st.floats(10, 5000), throttled=st.floats(0, 1000),
+                               latency_p50_ms=st.floats(1, 2000), latency_mean_ms=st.floats(1, 2000)),
+                     min_size=1, max_size=30),
+    policy=st.sampled_from([AIMD, GRADIENT, ControllerPolicy(cooldown_sec=0)]),
+)
+def test_at_any_phase_every_change_is_judged_on_a_period_that_began_after_the_previous_one_took_effect(
+    phase_sec, periods, policy
+):
+    # GIVEN the schedule firing at any second of the minute, each run reading the last complete period
+    setting, state = Setting(8, 9.0), ControllerState()
+    changed_at: float | None = None
+    for index, metrics in enumerate(periods):
+        now = 1_000_000.0 + 60 * index + phase_sec
+        period_end = math.floor((now - 30) / 60) * 60
+        # WHEN the controller judges it (no alarm: the metrics alone)
+        decision = decide(metrics, setting, BOUNDS, state, policy, now=now, period_end=period_end)
+        # THEN any change it makes rests on a period whose every second ran at the setting in force
+        if decision.changed:
+            if changed_at is not None:
+                assert period_end - 60 >= changed_at + policy.setting_propagation_sec, (changed_at, now, period_end)
+            changed_at = now
+        setting, state = decision.setting, decision.state

@@ -22,6 +22,7 @@ from throttling.adapters.cloudwatch_period_reader import CloudWatchPeriodReader,
 from throttling.adapters.dynamodb_controller_state import ControllerStateStore
 from throttling.adapters.lambda_event_source_mappings import EventSourceMappingReconciler, mapping_concurrency
 from throttling.adapters.ssm_controller_parameters import PlanReader, TunablesDocumentStore
+from throttling.adapters.stepfunctions_map_runs import MapRunReconciler
 from throttling.core.controller import AlarmSignal, Bounds, ControllerPolicy, ControllerState, Setting
 from throttling.core.controller.plan import (
     DownstreamPlan,
@@ -98,7 +99,7 @@ def create_state_table() -> None:
 
 
 def control_loop(plan: DownstreamPlan = PLAN, mappings: EventSourceMappingReconciler | None = None,
-                 metrics: CloudWatchPeriodReader | None = None) -> ControlLoop:
+                 metrics: CloudWatchPeriodReader | None = None, map_runs: MapRunReconciler | None = None) -> ControlLoop:
     return ControlLoop(
         plans={plan.name: plan},
         policy=ControllerPolicy(),
@@ -106,6 +107,7 @@ def control_loop(plan: DownstreamPlan = PLAN, mappings: EventSourceMappingReconc
         tunables=TunablesDocumentStore(client("ssm")),
         states=ControllerStateStore(STATE_TABLE, client("dynamodb")),
         mappings=mappings,
+        map_runs=map_runs,
     )
 
 
@@ -290,6 +292,66 @@ def test_a_run_reconciles_the_consumers_of_a_downstream_even_when_pinned(aws):
     (outcome,) = control_loop(plan, EventSourceMappingReconciler(client("lambda"))).run(NOW)
     assert [(c["from"], c["to"]) for c in outcome.mapping_changes] == [(2, 5)]
     assert maximum_concurrency(function_name) == 5
+
+
+MACHINE = "arn:aws:states:us-east-1:123456789012:stateMachine:CrmSegmentLarge"
+EXECUTION = "arn:aws:states:us-east-1:123456789012:execution:CrmSegmentLarge:segment-1"
+MAP_RUN = "arn:aws:states:us-east-1:123456789012:mapRun:CrmSegmentLarge/EmailUsers:1a2b"
+
+
+def stub_running_map_run(stubber: Stubber, max_concurrency: int) -> None:
+    """One running execution of MACHINE with one running Map Run at `max_concurrency`."""
+    started = datetime(2027, 1, 15, 8, 0, tzinfo=timezone.utc)
+    stubber.add_response("list_executions", {"executions": [
+        {"executionArn": EXECUTION, "stateMachineArn": MACHINE, "name": "segment-1", "status": "RUNNING",
+         "startDate": started}]}, {"stateMachineArn": MACHINE, "statusFilter": "RUNNING"})
+    stubber.add_response("list_map_runs", {"mapRuns": [
+        {"executionArn": EXECUTION, "mapRunArn": MAP_RUN, "stateMachineArn": f"{MACHINE}/EmailUsers",
+         "startDate": started}]}, {"executionArn": EXECUTION})
+    counts = dict.fromkeys(("pending", "running", "succeeded", "failed", "timedOut", "aborted", "total",
+                            "resultsWritten"), 0)
+    stubber.add_response("describe_map_run", {
+        "mapRunArn": MAP_RUN, "executionArn": EXECUTION, "status": "RUNNING", "startDate": started,
+        "maxConcurrency": max_concurrency, "toleratedFailurePercentage": 10.0, "toleratedFailureCount": 0,
+        "itemCounts": counts, "executionCounts": counts}, {"mapRunArn": MAP_RUN})
+
+
+def test_a_decrease_retunes_the_running_map_runs_of_the_downstreams_workflows(aws):
+    # GIVEN the CRM at 4 calls in flight, a segment workflow whose running Map Run started with 4, and 12 % 429s
+    create_state_table()
+    seed_tunables({"rate_per_sec": 9.0, "burst": 9, "max_concurrency": 4, "mode": "auto"})
+    put_period("crm-caller", calls=600, throttled=72, latencies=[200.0] * 528)
+    sfn = client("stepfunctions")
+    with Stubber(sfn) as stubber:
+        stub_running_map_run(stubber, max_concurrency=4)
+        stubber.add_response("update_map_run", {}, {"mapRunArn": MAP_RUN, "maxConcurrency": 2})
+        plan = DownstreamPlan(**{**PLAN.__dict__, "map_run_workflows": (MACHINE,)})
+        # WHEN the controller runs
+        (outcome,) = control_loop(plan, map_runs=MapRunReconciler(sfn)).run(NOW)
+        # THEN the document went to 2, and so did the running Map Run, in the same run
+        stubber.assert_no_pending_responses()
+    assert (outcome.action, tunables()["max_concurrency"]) == ("decrease", 2)
+    assert outcome.map_run_changes == [{"map_run": MAP_RUN, "execution": EXECUTION, "from": 4, "to": 2}]
+    assert outcome.summary()["map_run_changes"] == outcome.map_run_changes and outcome.error is None
+
+
+def test_a_map_run_the_controller_cannot_retune_is_reported_and_the_decision_stands(aws):
+    # GIVEN the same overload, and Step Functions refusing the update
+    create_state_table()
+    seed_tunables({"rate_per_sec": 9.0, "burst": 9, "max_concurrency": 4, "mode": "auto"})
+    put_period("crm-caller", calls=600, throttled=72, latencies=[200.0] * 528)
+    sfn = client("stepfunctions")
+    with Stubber(sfn) as stubber:
+        stub_running_map_run(stubber, max_concurrency=4)
+        stubber.add_client_error("update_map_run", "AccessDeniedException", "not authorized", 400)
+        plan = DownstreamPlan(**{**PLAN.__dict__, "map_run_workflows": (MACHINE,)})
+        # WHEN the controller runs
+        (outcome,) = control_loop(plan, map_runs=MapRunReconciler(sfn)).run(NOW)
+    # THEN the decrease is written and kept in the state, and the outcome carries the error for the run to fail on
+    assert (outcome.action, outcome.written, tunables()["max_concurrency"]) == ("decrease", True, 2)
+    assert outcome.error is not None and "AccessDeniedException" in outcome.error and MACHINE in outcome.error
+    state, _ = ControllerStateStore(STATE_TABLE, client("dynamodb")).load("crm")
+    assert state.written == Setting(2, 4.5)
 
 
 # -- plans and routes as the CDK app writes them -------------------------------------------------

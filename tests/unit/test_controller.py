@@ -41,6 +41,8 @@ BOUNDS = Bounds(min_concurrency=1, max_concurrency=8, min_rate_per_sec=0.9, max_
 AIMD = ControllerPolicy()
 GRADIENT = ControllerPolicy(algorithm=Gradient())
 PERIOD_SEC = 60.0
+# Our own increase, in force from the start of the period ending at 60: that period is the first to show it.
+AFTER_OUR_INCREASE = ControllerState(last_change_at=-AIMD.setting_propagation_sec)
 
 
 @dataclass
@@ -79,6 +81,13 @@ class Downstream:
         )
 
 
+def in_force_next(period_end: float) -> dict[str, float]:
+    """When the decision on the period ending at `period_end` is made, so that these simulations may make the
+    next period's metrics from the setting it writes: at the period's end, on metrics complete at once
+    (with a metrics delay the next period would begin before the setting took effect, and not count)."""
+    return {"now": period_end - AIMD.setting_propagation_sec, "period_end": period_end, "metrics_delay_sec": 0.0}
+
+
 def run(
     downstream: Downstream,
     periods: int,
@@ -94,8 +103,7 @@ def run(
     decisions = []
     for index in range(periods):
         period_end = start_sec + index * PERIOD_SEC
-        decision = decide(downstream.period(setting, rng), setting, BOUNDS, state, policy,
-                          now=period_end + 30, period_end=period_end)
+        decision = decide(downstream.period(setting, rng), setting, BOUNDS, state, policy, **in_force_next(period_end))
         decisions.append(decision)
         setting, state = decision.setting, decision.state
     return decisions
@@ -121,7 +129,7 @@ def script(
     decisions = []
     for index, period in enumerate(periods):
         period_end = start_sec + index * PERIOD_SEC
-        decision = decide(period(setting), setting, BOUNDS, state, policy, now=period_end + 30, period_end=period_end)
+        decision = decide(period(setting), setting, BOUNDS, state, policy, **in_force_next(period_end))
         decisions.append(decision)
         setting, state = decision.setting, stored(decision.state)
     return decisions
@@ -282,7 +290,7 @@ def test_an_alarm_slows_down_even_on_a_period_already_evaluated_and_then_cools_d
     assert alarmed.setting == Setting(2, 4.5)
     assert alarmed.reason.startswith("alarm Throttling-dev-crm-ThrottleRate in ALARM: multiplicative decrease")
     repeated = decide(clean, alarmed.setting, BOUNDS, alarmed.state, AIMD, now=130, period_end=60, alarms=[alarm])
-    assert repeated.action == "hold" and "cooling down 30 s after a decrease" in repeated.reason
+    assert repeated.action == "hold" and "cooling down until 310" in repeated.reason
 
 
 def test_a_latency_alarm_lowers_the_concurrency_but_not_the_rate():
@@ -399,7 +407,7 @@ def test_a_few_429s_back_the_rate_off_to_what_got_through_not_to_half():
     # GIVEN 9 req/s of 500 ms calls in 8 slots, of which the downstream refused 18 of 540 (3.3 %)
     metrics = PeriodMetrics(calls=540, throttled=18, latency_p50_ms=500, latency_mean_ms=500)
     # WHEN the controller sees the period
-    decision = decide(metrics, Setting(8, 9.0), BOUNDS, ControllerState(), AIMD, now=90, period_end=60)
+    decision = decide(metrics, Setting(8, 9.0), BOUNDS, AFTER_OUR_INCREASE, AIMD, now=90, period_end=60)
     # THEN the rate drops to the 8.7 req/s that got through less 5 % (8.265), not to 4.5, and the
     # concurrency to what 8.265 req/s of 500 ms calls need at 80 % use (ceil(5.17) = 6), not to 4
     assert decision.action == "decrease"
@@ -416,7 +424,7 @@ def test_a_probe_back_off_never_raises_the_concurrency_to_what_the_rate_needs():
     # GIVEN the same small overshoot from 5 slots (the 8.265 req/s left would need 6)
     metrics = PeriodMetrics(calls=540, throttled=18, latency_p50_ms=500, latency_mean_ms=500)
     # WHEN the controller sees the period
-    decision = decide(metrics, Setting(5, 9.0), BOUNDS, ControllerState(), AIMD, now=90, period_end=60)
+    decision = decide(metrics, Setting(5, 9.0), BOUNDS, AFTER_OUR_INCREASE, AIMD, now=90, period_end=60)
     # THEN the concurrency stays at 5 (a decrease never raises anything) and only the rate backs off
     assert decision.setting == Setting(5, 8.265)
     assert decision.reason.endswith("(rate_per_sec 9 -> 8.27)")
@@ -441,7 +449,7 @@ def test_the_probe_back_off_covers_429_shares_up_to_the_probe_rate_and_halving_r
     # GIVEN 540 calls of 500 ms at 9 req/s in 8 slots, `throttled` of them refused
     metrics = PeriodMetrics(calls=540, throttled=throttled, latency_p50_ms=500, latency_mean_ms=500)
     # WHEN the controller sees the period
-    decision = decide(metrics, Setting(8, 9.0), BOUNDS, ControllerState(), AIMD, now=90, period_end=60)
+    decision = decide(metrics, Setting(8, 9.0), BOUNDS, AFTER_OUR_INCREASE, AIMD, now=90, period_end=60)
     # THEN it holds, backs off to what got through, or halves, by the share refused
     assert (decision.action, decision.setting) == (action, expected)
     assert how in decision.reason
@@ -487,7 +495,7 @@ def test_a_probe_back_off_never_cuts_deeper_than_halving():
     # GIVEN a demand of only 2 req/s (200 ms calls) against 8 slots and 9 req/s, and 2.5 % of it refused
     metrics = PeriodMetrics(calls=120, throttled=3, latency_p50_ms=200, latency_mean_ms=200)
     # WHEN the controller sees the period
-    decision = decide(metrics, Setting(8, 9.0), BOUNDS, ControllerState(), AIMD, now=90, period_end=60)
+    decision = decide(metrics, Setting(8, 9.0), BOUNDS, AFTER_OUR_INCREASE, AIMD, now=90, period_end=60)
     # THEN what got through (1.95 req/s) is the demand, not the limit: it halves, and goes no lower
     assert decision.setting == Setting(4, 4.5)
     assert "multiplicative decrease x0.5" in decision.reason
@@ -495,8 +503,8 @@ def test_a_probe_back_off_never_cuts_deeper_than_halving():
 
 def test_gradient_mode_backs_a_small_overshoot_off_the_same_way():
     # GIVEN gradient mode with a healthy 500 ms baseline, and a period with only 3.3 % 429s
-    state = ControllerState(gradient=GradientState(baseline_latency_ms=500),
-                            last_period_end=0.0, written=Setting(8, 9.0))
+    state = dataclasses.replace(AFTER_OUR_INCREASE, gradient=GradientState(baseline_latency_ms=500),
+                                last_period_end=0.0, written=Setting(8, 9.0))
     metrics = PeriodMetrics(calls=540, throttled=18, latency_p50_ms=500, latency_mean_ms=500)
     # WHEN the controller sees the period
     decision = decide(metrics, Setting(8, 9.0), BOUNDS, state, GRADIENT, now=90, period_end=60)
@@ -510,7 +518,8 @@ def test_steady_state_just_over_a_rate_capacity_saws_by_the_margin_not_by_half()
     # refused 3.3 % of the time
     downstream = Downstream(capacity_in_flight=4.35, latency_ms=500)
     # WHEN the controller runs for two hours from its ceiling
-    decisions = run(downstream, 120, setting=Setting(8, 9.0))
+    decisions = run(downstream, 120, setting=Setting(8, 9.0),
+                    state=ControllerState(last_change_at=1_000_000.0 - PERIOD_SEC - AIMD.setting_propagation_sec))
     # THEN every cut is a probe back-off, and the rate saws between 5 % under what got through and the
     # ceiling (halving would saw between 4.5 and 9)
     cuts = [d for d in decisions if d.action == "decrease"]
@@ -524,7 +533,7 @@ def test_a_small_overshoot_while_the_concurrency_binds_does_not_halve_what_gets_
     # GIVEN 4 slots of 1 s calls (4 req/s) under a 9 req/s rate, and 3 % of them refused
     metrics = PeriodMetrics(calls=240, throttled=7.2, latency_p50_ms=1000, latency_mean_ms=1000)
     # WHEN the controller sees the period
-    decision = decide(metrics, Setting(4, 9.0), BOUNDS, ControllerState(), AIMD, now=90, period_end=60)
+    decision = decide(metrics, Setting(4, 9.0), BOUNDS, AFTER_OUR_INCREASE, AIMD, now=90, period_end=60)
     # THEN what the new setting carries is what got through (3.88 req/s) less the 5 % margin, not half of it
     after = decision.setting
     carried = min(after.rate_per_sec, after.max_concurrency * 1000 / 1000)
@@ -923,10 +932,74 @@ def test_decide_runs_any_algorithm_behind_the_interface_with_the_shared_guards()
     cut = decide(slow, Setting(8, 9.0), BOUNDS, ControllerState(), policy, now=90, period_end=60)
     assert (cut.action, cut.setting) == ("decrease", Setting(4, 9.0))
     assert cut.reason == "median above 2 s: halve-on-slow-median decrease (max_concurrency 8 -> 4)"
-    # AND the shared guards still hold it: the next period is inside the cooldown
-    after = decide(slow, cut.setting, BOUNDS, cut.state, policy, now=150, period_end=120)
+    # AND the shared guards still hold it: the first period after the cut is inside the cooldown
+    after = decide(slow, cut.setting, BOUNDS, cut.state, policy, now=210, period_end=180)
     assert after.action == "hold" and "cooling down" in after.reason
     # AND something that is not an algorithm is refused with what to pass instead
     expected = r"algorithm must implement LimitAlgorithm \(e.g. Aimd\(\) or Gradient\(\)\), got 'aimd'"
     with pytest.raises(ValueError, match=expected):
         ControllerPolicy(algorithm="aimd")  # type: ignore[arg-type]
+
+
+# -- evidence, not our own echo ------------------------------------------------------------------
+
+OVERLOADED = PeriodMetrics(calls=540, throttled=108, latency_p50_ms=200, latency_mean_ms=200)
+
+
+def test_a_period_that_began_before_our_decrease_took_effect_is_not_cut_on_again():
+    # GIVEN a cut on 20 % 429s at 12:01:30 (the period 12:00-12:01), no cooldown, the callers 5 s behind
+    policy = dataclasses.replace(AIMD, cooldown_sec=0)
+    cut = decide(OVERLOADED, Setting(8, 9.0), BOUNDS, ControllerState(), policy, now=90, period_end=60)
+    assert (cut.action, cut.setting) == ("decrease", Setting(4, 4.5))
+    # WHEN the next run reads the period 12:01-12:02, as overloaded (it ran at the old setting until 12:01:35)
+    echo = decide(OVERLOADED, cut.setting, BOUNDS, cut.state, policy, now=150, period_end=120)
+    # THEN it is the echo of what was answered: no second cut, and the reason says why
+    assert (echo.action, echo.setting) == ("hold", Setting(4, 4.5))
+    assert echo.reason == "hold: the period 60-120 began before the last change took effect at 95: no evidence of it"
+    assert echo.state.clean_periods == 0
+    # AND the period 12:02-12:03, all of it at the new setting, is evidence: still overloaded, it cuts again
+    again = decide(OVERLOADED, echo.setting, BOUNDS, echo.state, policy, now=210, period_end=180)
+    assert (again.action, again.setting) == ("decrease", Setting(2, 2.25))
+
+
+def test_a_clean_period_of_the_setting_before_an_increase_does_not_count_for_the_new_one():
+    # GIVEN an increase at 12:01:30
+    state = ControllerState(last_change_at=90.0, last_period_end=60.0, written=Setting(4, 9.0))
+    clean = PeriodMetrics(calls=540, latency_p50_ms=400, latency_mean_ms=400)
+    # WHEN the period 12:01-12:02 (mostly the old setting) is clean
+    decision = decide(clean, Setting(4, 9.0), BOUNDS, state, AIMD, now=150, period_end=120)
+    # THEN it is no evidence of the new setting: the clean streak does not start
+    assert decision.action == "hold" and decision.state.clean_periods == 0
+    assert "began before the last change took effect" in decision.reason
+
+
+def test_an_alarm_still_acts_on_a_period_that_predates_our_change():
+    # GIVEN an increase at 12:01:30 WHEN the 429-rate alarm fires at 12:02:10, on the period 12:01-12:02
+    state = ControllerState(last_change_at=90.0, last_period_end=60.0, written=Setting(4, 9.0))
+    alarm = AlarmSignal("Throttling-dev-crm-ThrottleRate", "throttled")
+    decision = decide(OVERLOADED, Setting(4, 9.0), BOUNDS, state, AIMD, now=130, period_end=120, alarms=[alarm])
+    # THEN the alarm's word is enough: it halves
+    assert (decision.action, decision.setting) == ("decrease", Setting(2, 4.5))
+
+
+@pytest.mark.parametrize(("now", "action"), [(309.0, "hold"), (310.0, "decrease")])
+def test_the_cooldown_counts_from_when_the_decrease_can_show_in_the_metrics(now, action):
+    # GIVEN a decrease at 100 s: it can first show in the metrics at 100 + 60 (a period) + 30 (their delay)
+    state = ControllerState(last_change_at=100.0, last_decrease_at=100.0, last_period_end=180.0,
+                            written=Setting(4, 4.5))
+    # WHEN an overloaded period that is evidence of it is judged just before and at 190 + 120 s
+    decision = decide(OVERLOADED, Setting(4, 4.5), BOUNDS, state, AIMD, now=now, period_end=240)
+    # THEN it holds until the cooldown, counted from 190 s, is over, then cuts
+    assert decision.action == action
+    if action == "hold":
+        assert decision.reason.endswith("cooling down until 310 (120 s after the decrease at 100 could first show"
+                                        " in the metrics, at 190)")
+
+
+def test_a_few_429s_under_a_setting_that_held_halve_instead_of_backing_off_to_what_got_through():
+    # GIVEN a setting nobody changed for long, and a period with 3.3 % 429s (a drop late in the period looks so)
+    metrics = PeriodMetrics(calls=540, throttled=18, latency_p50_ms=500, latency_mean_ms=500)
+    decision = decide(metrics, Setting(8, 9.0), BOUNDS, ControllerState(), AIMD, now=90, period_end=60)
+    # THEN the downstream changed, by how much one period cannot tell: halve (not back to the 8.7 that got through)
+    assert (decision.action, decision.setting) == ("decrease", Setting(4, 4.5))
+    assert "multiplicative decrease x0.5" in decision.reason

@@ -34,6 +34,7 @@ __all__ = [
     "DEFAULT_MIN_CALLS",
     "DEFAULT_MIN_RATE_FRACTION",
     "DEFAULT_PERIOD_SEC",
+    "DEFAULT_SETTING_PROPAGATION_SEC",
     "DEFAULT_P99_LATENCY_FACTOR",
     "DEFAULT_THROTTLE_RATE_THRESHOLD",
     "EXPECTED_LATENCY_MS_BOUNDS",
@@ -89,6 +90,9 @@ DEFAULT_MIN_RATE_FRACTION = 0.1
 DEFAULT_CLEAN_PERIODS_TO_INCREASE = 3
 DEFAULT_COOLDOWN_SEC = 120
 DEFAULT_METRICS_DELAY_SEC = 30
+# How long a setting the controller writes takes to reach every caller: their tunables cache (the
+# stages' `tunables_cache_sec`). Data before that still show the setting it replaced.
+DEFAULT_SETTING_PROPAGATION_SEC = 5
 # The lowest rate the controller's bounds may name (req/s): a bound rounds to 3 decimals.
 MIN_CONTROLLER_RATE_PER_SEC = 0.01
 # Step Functions' Retry fields: IntervalSeconds and MaxDelaySeconds are whole seconds >= 1.

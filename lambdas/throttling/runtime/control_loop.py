@@ -7,7 +7,9 @@ every downstream), asks the pure `decide`, and writes back only what changed: `m
 `rate_per_sec` and (with the rate) `burst`, keeping every other field of the document. A document
 in `"mode": "manual"` is read and never written. Then the SQS event-source mappings of the
 downstream's consumers get `MaximumConcurrency` from the document, since they cannot read SSM
-themselves.
+themselves, and the running Distributed Map runs of its workflows get `maxConcurrency` from it
+(`UpdateMapRun`), since a Map reads its concurrency only when its run starts. Both follow the
+document every run (an operator's edit too), not only the controller's own changes.
 
 The adapters are injected (`throttling.adapters`); time comes from the caller.
 """
@@ -23,6 +25,7 @@ from throttling.adapters.cloudwatch_period_reader import CloudWatchPeriodReader,
 from throttling.adapters.dynamodb_controller_state import ControllerStateStore
 from throttling.adapters.lambda_event_source_mappings import EventSourceMappingReconciler
 from throttling.adapters.ssm_controller_parameters import TunablesDocument, TunablesDocumentStore
+from throttling.adapters.stepfunctions_map_runs import MapRunReconciler, MapRunsUnavailable
 from throttling.core import names, planning
 from throttling.core.controller import AlarmSignal, ControllerPolicy, PeriodMetrics, Setting, decide, evaluated_period
 from throttling.core.controller.plan import DownstreamPlan
@@ -45,6 +48,7 @@ class Outcome:
     setting: Setting | None = None
     written: bool = False
     mapping_changes: list[dict[str, Any]] = field(default_factory=list)
+    map_run_changes: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
 
     def summary(self) -> dict[str, Any]:
@@ -59,6 +63,7 @@ class Outcome:
             "previous": None if self.previous is None else {"max_concurrency": self.previous.max_concurrency,
                                                             "rate_per_sec": self.previous.rate_per_sec},
             "mapping_changes": self.mapping_changes,
+            "map_run_changes": self.map_run_changes,
             "error": self.error,
         }
 
@@ -79,6 +84,7 @@ class ControlLoop:
         tunables: TunablesDocumentStore,
         states: ControllerStateStore,
         mappings: EventSourceMappingReconciler | None = None,
+        map_runs: MapRunReconciler | None = None,
         period_sec: float = float(planning.DEFAULT_PERIOD_SEC),
         metrics_delay_sec: float = float(planning.DEFAULT_METRICS_DELAY_SEC),
     ) -> None:
@@ -88,6 +94,7 @@ class ControlLoop:
         self._tunables = tunables
         self._states = states
         self._mappings = mappings
+        self._map_runs = map_runs
         self.period_sec = period_sec
         self.metrics_delay_sec = metrics_delay_sec
 
@@ -142,6 +149,15 @@ class ControlLoop:
         if self._mappings is not None and outcome.setting is not None:
             for function_name in plan.consumer_functions:
                 outcome.mapping_changes += self._mappings.reconcile(function_name, outcome.setting.max_concurrency)
+        if self._map_runs is not None and outcome.setting is not None:
+            for state_machine_arn in plan.map_run_workflows:
+                try:
+                    outcome.map_run_changes += self._map_runs.reconcile(state_machine_arn,
+                                                                        outcome.setting.max_concurrency)
+                except MapRunsUnavailable as error:
+                    # The decision stands (SSM and the state are written): the next run retunes the Map Runs.
+                    logger.exception("could not retune the running Map Runs of %s", state_machine_arn)
+                    outcome.error = str(error)
         return outcome
 
     def _decide(
@@ -152,7 +168,8 @@ class ControlLoop:
         policy = self.policy
         if plan.p99_latency_threshold_ms is not None:
             policy = policy.with_p99_latency_threshold(plan.p99_latency_threshold_ms)
-        decision = decide(metrics, current, plan.bounds, state, policy, now=now, period_end=period_end, alarms=alarms)
+        decision = decide(metrics, current, plan.bounds, state, policy, now=now, period_end=period_end, alarms=alarms,
+                          period_sec=self.period_sec, metrics_delay_sec=self.metrics_delay_sec)
         outcome = Outcome(plan.name, decision.action, decision.reason, mode=names.TUNABLES_MODE_AUTO, previous=current,
                           setting=decision.setting)
         if decision.changed:

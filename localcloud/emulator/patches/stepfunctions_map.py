@@ -557,3 +557,146 @@ def distributed_map_item_batcher() -> Undo:
         replace(asl_parser, InputStream=input_stream),
         replace(StateMap, _eval_execution=eval_execution),
     )
+
+
+class _MapRunGate:
+    """How many child executions of one Map Run run at once: at most its `max_concurrency` now (0: no limit).
+
+    A worker takes a slot before it starts each child execution and gives it back when that child
+    ends; a lowered limit makes workers wait for a slot (children already running finish), a raised
+    one wakes them and starts more workers.
+    """
+
+    def __init__(self, record: Any) -> None:
+        self.record = record
+        self.condition = threading.Condition()
+        self.running = 0
+        self.holders: set[int] = set()
+        self.workers = 0
+        self.launch: Any = None  # starts one more worker of this Map Run (set when its first worker starts)
+        self.job_pool: Any = None
+
+    def limit(self) -> int | None:
+        value = self.record.max_concurrency
+        return None if not value else int(value)
+
+    def take(self, worker: Any) -> bool:
+        """Wait for a slot for `worker`'s next child; False when the Map Run ended meanwhile (failed, stopped)."""
+        with self.condition:
+            while True:
+                limit = self.limit()
+                if limit is None or self.running < limit:
+                    self.running += 1
+                    self.holders.add(id(worker))
+                    return True
+                if self.job_pool is not None and self.job_pool._termination_event.is_set():
+                    return False
+                self.condition.wait(timeout=0.1)
+
+    def give_back(self, worker: Any) -> None:
+        with self.condition:
+            if id(worker) in self.holders:
+                self.holders.discard(id(worker))
+                self.running -= 1
+                self.condition.notify_all()
+
+    def more_workers(self) -> int:
+        """How many workers to start so that a raised limit is used (no more than the items left)."""
+        with self.condition:
+            self.condition.notify_all()
+            if self.launch is None or self.job_pool is None:
+                return 0
+            left = len(self.job_pool._open_jobs)
+            limit = self.limit()
+            wanted = left if limit is None else limit
+            return max(0, min(wanted - self.workers, left))
+
+
+_GATES_LOCK = threading.Lock()
+
+
+def _gate(record: Any) -> _MapRunGate:
+    with _GATES_LOCK:
+        gate = record.__dict__.get("_localcloud_gate")
+        if gate is None:
+            gate = record._localcloud_gate = _MapRunGate(record)
+        return gate
+
+
+@patch("stepfunctions")
+def distributed_map_run_follows_update() -> Undo:
+    """Make `UpdateMapRun`'s `maxConcurrency` change how many child executions a running Map Run starts at once.
+
+    moto limitation: `UpdateMapRun` stores the new value (and `DescribeMapRun` shows it), but the Map
+    Run started its workers from the value it began with and keeps that many running to the end (a
+    TODO in moto), so lowering it slows nothing. AWS applies it to the running Map Run: after a
+    lower value no new child execution starts while as many as it allows are running (those already
+    running finish), and after a higher one more start. Here a worker takes a slot before each
+    child execution, within the Map Run's current `maxConcurrency`, and a raise starts more workers.
+    """
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.distributed_iteration_component import (
+        DistributedIterationComponent,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.inline_iteration_component import (
+        InlineIterationComponent,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.itemprocessor.distributed_item_processor_worker import (
+        DistributedItemProcessorWorker,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.itemprocessor.map_run_record import (
+        MapRunRecord,
+    )
+
+    originals = {
+        "eval_pool": DistributedItemProcessorWorker.__dict__["_eval_pool"],
+        "eval": DistributedItemProcessorWorker.__dict__["eval"],
+        "update": MapRunRecord.__dict__["update"],
+    }
+
+    def launch_worker(self: Any, env: Any, eval_input: Any, job_pool: Any) -> Any:
+        gate = _gate(eval_input.map_run_record)
+        with gate.condition:
+            if gate.launch is None:
+                gate.job_pool = job_pool
+                # One more worker of this Map Run, counted as the first ones are (for a raised `maxConcurrency`).
+                gate.launch = lambda: launch_worker(self, env, eval_input, job_pool)
+            gate.workers += 1
+        # Whatever starts a worker now (the Map Run's cap on workers included), looked up when it runs.
+        worker = InlineIterationComponent._launch_worker(self, env=env, eval_input=eval_input, job_pool=job_pool)
+        if worker is None:
+            with gate.condition:
+                gate.workers -= 1
+        return worker
+
+    def eval_pool(self: Any, job: Any, worker_frame: Any) -> None:
+        # moto's worker evaluates a child, then asks for the next one and comes back here with it: the
+        # child before it has ended, so its slot is free before the next one waits for a slot.
+        gate = _gate(self._map_run_record)
+        gate.give_back(self)
+        if job is not None and not gate.take(self):
+            job = None  # the Map Run ended while this child waited: it never starts
+        try:
+            originals["eval_pool"](self, job, worker_frame)
+        finally:
+            gate.give_back(self)
+
+    def worker_eval(self: Any) -> None:
+        try:
+            originals["eval"](self)
+        finally:
+            gate = _gate(self._map_run_record)
+            with gate.condition:
+                gate.workers -= 1
+
+    def update(self: Any, max_concurrency: Any, tolerated_failure_count: Any, tolerated_failure_percentage: Any) -> None:
+        originals["update"](self, max_concurrency=max_concurrency, tolerated_failure_count=tolerated_failure_count,
+                            tolerated_failure_percentage=tolerated_failure_percentage)
+        gate = _gate(self)
+        for _ in range(gate.more_workers()):
+            gate.launch()
+
+    return undo_all(
+        replace(DistributedIterationComponent, _launch_worker=launch_worker),
+        replace(DistributedItemProcessorWorker, _eval_pool=eval_pool, eval=worker_eval),
+        replace(MapRunRecord, update=update),
+    )

@@ -6,6 +6,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
+from throttling.core import planning
 from throttling.core.controller import guards
 from throttling.core.controller._checks import num, pct
 from throttling.core.controller.algorithm import LatencyJudgement
@@ -27,14 +28,31 @@ def decide(
     now: float,
     period_end: float,
     alarms: Sequence[AlarmSignal] = (),
+    period_sec: float = float(planning.DEFAULT_PERIOD_SEC),
+    metrics_delay_sec: float = float(planning.DEFAULT_METRICS_DELAY_SEC),
 ) -> Decision:
     """The next setting for one downstream after the period ending at `period_end`.
 
     `metrics` None means CloudWatch had nothing for the period. `alarms` are this downstream's
-    slow-down alarms in ALARM right now. Never returns a setting outside `bounds`; never
-    increases anything when the period or an alarm shows overload.
+    slow-down alarms in ALARM right now. `period_sec` and `metrics_delay_sec` are the caller's
+    schedule (how long a period is, how long after its end its metrics are read): with them a
+    change's cooldown counts from when it can show in the metrics. Never returns a setting outside
+    `bounds`; never increases anything when the period or an alarm shows overload; never judges a
+    period that began before our last change took effect as evidence of that change.
     """
     algorithm = policy.algorithm
+    period_start = period_end - period_sec
+
+    def cooldown(state: ControllerState) -> str | None:
+        """Why the last decrease still cools down (None: it does not)."""
+        if not guards.cooling(state, policy, now, period_sec=period_sec, metrics_delay_sec=metrics_delay_sec):
+            return None
+        assert state.last_decrease_at is not None
+        visible = guards.change_visible_at(state.last_decrease_at, period_sec=period_sec,
+                                           metrics_delay_sec=metrics_delay_sec)
+        return (f"cooling down until {num(visible + policy.cooldown_sec)} ({num(policy.cooldown_sec)} s after the"
+                f" decrease at {num(state.last_decrease_at)} could first show in the metrics, at {num(visible)})")
+
     notes: list[str] = []
     adopted = guards.adopted(state, current)
     if state.written is not None and adopted:
@@ -52,12 +70,23 @@ def decide(
             f" clamped to {clamped.describe()}",
         )
 
-    held = guards.setting_held(state, metrics, period_end, adopted_now=adopted)
+    held = guards.setting_held(state, policy, metrics, period_end, adopted_now=adopted)
     new_period = guards.is_new_period(state, period_end)
     if not new_period and not alarms:
         return _hold(current, state, notes, f"the period ending at {num(period_end)} was already evaluated")
     if new_period:
         state = dataclasses.replace(state, last_period_end=period_end)
+
+    if guards.predates_change(state, policy, period_start):
+        # Its 429s, errors and latency were answered by the change already, and a clean minute of the
+        # setting before says nothing of the new one: only an alarm in ALARM now may still act.
+        overload, slows_rate = guards.overload(None, alarms, policy, evidence=False)
+        if overload:
+            return _decrease(current, bounds, state, policy, now, notes, overload, slows_rate, None,
+                             cooldown=cooldown(state))
+        effective = guards.effect_at(state, policy)
+        return _hold(current, state, notes, f"the period {num(period_start)}-{num(period_end)} began before the last"
+                                            f" change took effect at {num(effective)}: no evidence of it")
 
     evidence = guards.has_evidence(metrics, policy)
     overload, slows_rate = guards.overload(metrics, alarms, policy, evidence=evidence)
@@ -65,7 +94,7 @@ def decide(
     latency_only = False
     if evidence and metrics is not None:
         judgement = algorithm.judge(metrics, current, bounds, state, new_period=new_period, overloaded=bool(overload),
-                                    held=held, cooling=guards.cooling(state, policy, now))
+                                    held=held, cooling=cooldown(state) is not None)
         state = judgement.state
         if judgement.slow_down is not None:
             latency_only = not overload
@@ -74,9 +103,10 @@ def decide(
             notes.append(judgement.note)
 
     if overload:
-        probe = guards.is_probe_overshoot(metrics, alarms, overload, policy, evidence=evidence)
+        probe = guards.is_probe_overshoot(metrics, alarms, overload, policy, state, period_start, period_sec,
+                                          evidence=evidence)
         return _decrease(current, bounds, state, policy, now, notes, overload, slows_rate,
-                         judgement.limit if latency_only else None, metrics if probe else None)
+                         judgement.limit if latency_only else None, metrics if probe else None, cooldown=cooldown(state))
 
     if metrics is None or not metrics.has_calls:
         return _hold(current, state, notes, "no data for the period")
@@ -91,10 +121,8 @@ def decide(
 
     clean = state.clean_periods + 1
     state = dataclasses.replace(state, clean_periods=clean)
-    if state.last_decrease_at is not None and guards.cooling(state, policy, now):
-        return _hold(current, state, notes, f"clean period {clean}/{policy.clean_periods_to_increase}; cooling down"
-                                            f" {num(now - state.last_decrease_at)} s after a decrease"
-                                            f" (< {num(policy.cooldown_sec)} s)")
+    if (cooling := cooldown(state)) is not None:
+        return _hold(current, state, notes, f"clean period {clean}/{policy.clean_periods_to_increase}; {cooling}")
     if clean < policy.clean_periods_to_increase:
         return _hold(current, state, notes, f"clean period {clean}/{policy.clean_periods_to_increase}: holding (hysteresis)")
     return _increase(metrics, current, bounds, state, policy, now, notes, clean, judgement.limit)
@@ -114,14 +142,16 @@ def _decrease(
     slows_rate: bool,
     latency_limit: float | None,
     overshoot: PeriodMetrics | None = None,
+    *,
+    cooldown: str | None,
 ) -> Decision:
     """`latency_limit` is the algorithm's limit when latency alone says slow down (else None: x beta);
-    `overshoot` the period of a probe just over the limit (back to what got through, not x beta)."""
+    `overshoot` the period of a probe just over the limit (back to what got through, not x beta);
+    `cooldown` why the last decrease still cools down (None: it does not)."""
     state = dataclasses.replace(state, clean_periods=0)
     why = "; ".join(overload)
-    if state.last_decrease_at is not None and guards.cooling(state, policy, now):
-        return _hold(current, state, notes, f"{why}: cooling down {num(now - state.last_decrease_at)} s after a"
-                                            f" decrease (< {num(policy.cooldown_sec)} s)")
+    if cooldown is not None:
+        return _hold(current, state, notes, f"{why}: {cooldown}")
     if latency_limit is None:
         concurrency = _multiplicative_decrease(current.max_concurrency, policy.decrease_factor)
         how = f"multiplicative decrease x{num(policy.decrease_factor)}"

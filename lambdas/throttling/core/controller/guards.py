@@ -13,13 +13,16 @@ from throttling.core.names import ALARM_LATENCY
 
 __all__ = [
     "adopted",
+    "change_visible_at",
     "concurrency_used",
     "cooling",
+    "effect_at",
     "has_evidence",
     "is_new_period",
     "is_outage",
     "is_probe_overshoot",
     "overload",
+    "predates_change",
     "rate_used",
     "setting_held",
 ]
@@ -30,17 +33,48 @@ def adopted(state: ControllerState, current: Setting) -> bool:
     return state.written is not None and state.written != current
 
 
-def cooling(state: ControllerState, policy: ControllerPolicy, now: float) -> bool:
-    """A decrease is recent: the next periods still show the load before it, so nothing moves."""
-    return state.last_decrease_at is not None and now - state.last_decrease_at < policy.cooldown_sec
+def effect_at(state: ControllerState, policy: ControllerPolicy) -> float | None:
+    """When the last change (ours) reached every caller; None when none is remembered."""
+    return None if state.last_change_at is None else state.last_change_at + policy.setting_propagation_sec
 
 
-def setting_held(state: ControllerState, metrics: PeriodMetrics | None, period_end: float, *,
-                 adopted_now: bool) -> bool:
-    """Our load was the same through the whole period, and the one before it was evaluated too: what
-    changed in it was not of our making."""
-    return (not adopted_now and state.last_period_end is not None and metrics is not None
-            and (state.last_change_at is None or state.last_change_at <= period_end - metrics.period_sec))
+def predates_change(state: ControllerState, policy: ControllerPolicy, period_start: float) -> bool:
+    """The period began before the last change took effect: its data show the setting the change replaced
+    (in whole or in part), so they are no evidence of the change, neither an overload to answer again
+    nor a clean period of the new setting."""
+    at = effect_at(state, policy)
+    return at is not None and period_start < at
+
+
+def change_visible_at(changed_at: float, *, period_sec: float, metrics_delay_sec: float) -> float:
+    """The earliest moment a change made at `changed_at` can show in the metrics the controller reads: a
+    whole period after it, complete `metrics_delay_sec` later. Before then, every period read predates it."""
+    return changed_at + period_sec + metrics_delay_sec
+
+
+def cooling(state: ControllerState, policy: ControllerPolicy, now: float, *, period_sec: float,
+            metrics_delay_sec: float) -> bool:
+    """A decrease is recent: `cooldown_sec` has not passed since it could first show in the metrics.
+
+    Counted from when the decrease can show, not from the decision: counted from the decision, a
+    schedule that runs late in the minute judges periods from before the decrease after the
+    cooldown ran out, and cuts a second time on the evidence it already answered.
+    """
+    if state.last_decrease_at is None:
+        return False
+    visible = change_visible_at(state.last_decrease_at, period_sec=period_sec, metrics_delay_sec=metrics_delay_sec)
+    return now < visible + policy.cooldown_sec
+
+
+def setting_held(state: ControllerState, policy: ControllerPolicy, metrics: PeriodMetrics | None, period_end: float,
+                 *, adopted_now: bool) -> bool:
+    """Our load was the same through the whole period and the one before it, which was evaluated too: what
+    changed between them was not of our making. (The first period after a change is the first that shows
+    it, never one the setting held through.)"""
+    if adopted_now or state.last_period_end is None or metrics is None:
+        return False
+    at = effect_at(state, policy)
+    return at is None or at <= period_end - 2 * metrics.period_sec
 
 
 def is_new_period(state: ControllerState, period_end: float) -> bool:
@@ -70,10 +104,18 @@ def overload(metrics: PeriodMetrics | None, alarms: Sequence[AlarmSignal], polic
 
 
 def is_probe_overshoot(metrics: PeriodMetrics | None, alarms: Sequence[AlarmSignal], reasons: Sequence[str],
-                       policy: ControllerPolicy, *, evidence: bool) -> bool:
-    """429s alone, and only a few: we are just over the limit (our own probe, or a small drop), and what
-    got through in the period is the best estimate of it; halving would undershoot."""
-    return (evidence and metrics is not None and not alarms and len(reasons) == 1
+                       policy: ControllerPolicy, state: ControllerState, period_start: float, period_sec: float, *,
+                       evidence: bool) -> bool:
+    """429s alone, and only a few, in the first period of our own increase: our probe went just over the
+    limit, and what got through in the period is the best estimate of it; halving would undershoot.
+
+    Not after a decrease or under a setting that held: then the downstream changed, and a few 429s may
+    be the first seconds of a large drop late in the period, whose successes still count the capacity
+    before it (backing off to them would take a second cut a period later)."""
+    increased_last = state.last_change_at is not None and state.last_change_at != state.last_decrease_at
+    first_period_of_it = (increased_last and (at := effect_at(state, policy)) is not None
+                          and period_start < at + period_sec)
+    return (evidence and metrics is not None and not alarms and len(reasons) == 1 and first_period_of_it
             and policy.throttle_rate_threshold < metrics.throttle_rate <= policy.probe_throttle_rate)
 
 

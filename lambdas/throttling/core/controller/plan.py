@@ -40,6 +40,8 @@ class DownstreamPlan:
     :param contract_rate_per_sec: the downstream's contract: no rate read above it is believed.
     :param p99_latency_threshold_ms: a p99 above it slows down (aimd); None ignores latency.
     :param consumer_functions: functions whose SQS mappings follow its `max_concurrency`.
+    :param map_run_workflows: state machines (ARNs) whose running Distributed Map runs follow its
+        `max_concurrency` (their Map reads it from its tunables only when a run starts).
     :param breaker_parameter_name: its breaker's policy document (how long an alarm opens it for).
     :param alarms: alarm name -> what it means for this downstream (one of `ALARM_ROUTE_KINDS`).
     """
@@ -51,6 +53,7 @@ class DownstreamPlan:
     contract_rate_per_sec: float
     p99_latency_threshold_ms: float | None = None
     consumer_functions: tuple[str, ...] = ()
+    map_run_workflows: tuple[str, ...] = ()
     breaker_parameter_name: str | None = None
     alarms: Mapping[str, str] = field(default_factory=dict)
 
@@ -60,7 +63,7 @@ class DownstreamPlan:
         if not isinstance(raw, Mapping):
             raise ValueError(f"downstream {name!r}: a plan must be a JSON object, got {type(raw).__name__}")
         known = {"parameter_name", "services", "bounds", "contract_rate_per_sec", "p99_latency_threshold_ms",
-                 "consumer_functions", "breaker_parameter_name", "alarms"}
+                 "consumer_functions", "map_run_workflows", "breaker_parameter_name", "alarms"}
         unknown = set(raw) - known
         if unknown:
             raise ValueError(f"downstream {name!r}: unknown plan fields {sorted(unknown)}; known: {sorted(known)}")
@@ -75,6 +78,7 @@ class DownstreamPlan:
             contract_rate_per_sec=float(raw["contract_rate_per_sec"]),
             p99_latency_threshold_ms=raw.get("p99_latency_threshold_ms"),
             consumer_functions=tuple(raw.get("consumer_functions", ())),
+            map_run_workflows=_names(name, "map_run_workflows", raw.get("map_run_workflows", ())),
             breaker_parameter_name=raw.get("breaker_parameter_name"),
             alarms=_alarm_kinds(name, raw.get("alarms", {})),
         )
@@ -89,8 +93,15 @@ class DownstreamPlan:
             "contract_rate_per_sec": self.contract_rate_per_sec,
             "p99_latency_threshold_ms": self.p99_latency_threshold_ms,
             "consumer_functions": list(self.consumer_functions),
+            "map_run_workflows": list(self.map_run_workflows),
             "alarms": dict(self.alarms),
         }
+
+
+def _names(name: str, field_name: str, raw: Any) -> tuple[str, ...]:
+    if not isinstance(raw, (list, tuple)) or not all(isinstance(item, str) and item for item in raw):
+        raise ValueError(f"downstream {name!r}: {field_name} must be a list of non-empty names, got {raw!r}")
+    return tuple(raw)
 
 
 def _alarm_kinds(name: str, raw: Any) -> dict[str, str]:

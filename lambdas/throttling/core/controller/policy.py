@@ -34,7 +34,10 @@ class ControllerPolicy:
     :param concurrency_step: the additive increase, and the largest increase of one period.
     :param rate_step_fraction: the rate's additive increase, as a fraction of its ceiling.
     :param clean_periods_to_increase: clean periods in a row before any increase (hysteresis).
-    :param cooldown_sec: after a decrease, nothing moves for this long.
+    :param cooldown_sec: after a decrease, nothing moves for this long, counted from when the decrease
+        can first show in the metrics (its time, plus a period, plus the metrics' delay).
+    :param setting_propagation_sec: how long a written setting takes to reach every caller (their
+        tunables cache); a period that began before a change took effect is no evidence of it.
     :param utilization_to_increase: a limit grows only when this fraction of it is used.
     :param adjust_rate: also move `rate_per_sec` (False: only the concurrency).
     :param probe_throttle_rate: 429s per call up to which a period with 429s alone is a probe just
@@ -51,6 +54,7 @@ class ControllerPolicy:
     rate_step_fraction: float = 0.1
     clean_periods_to_increase: int = planning.DEFAULT_CLEAN_PERIODS_TO_INCREASE
     cooldown_sec: float = float(planning.DEFAULT_COOLDOWN_SEC)
+    setting_propagation_sec: float = float(planning.DEFAULT_SETTING_PROPAGATION_SEC)
     utilization_to_increase: float = 0.8
     adjust_rate: bool = True
     probe_throttle_rate: float = 0.05
@@ -69,8 +73,9 @@ class ControllerPolicy:
         require_in("utilization_to_increase", self.utilization_to_increase, 0.0, 1.0)
         require_in("probe_throttle_rate", self.probe_throttle_rate, 0.0, 1.0)
         require_in("fallback_margin", self.fallback_margin, 0.0, 1.0, open_high=True)
-        if not (is_finite_number(self.cooldown_sec) and self.cooldown_sec >= 0):
-            raise ValueError(f"cooldown_sec must be a number >= 0, got {self.cooldown_sec!r}")
+        for name in ("cooldown_sec", "setting_propagation_sec"):
+            if not (is_finite_number(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"{name} must be a number >= 0, got {getattr(self, name)!r}")
         if not isinstance(self.adjust_rate, bool):
             raise ValueError(f"adjust_rate must be true or false, got {self.adjust_rate!r}")
 
