@@ -196,11 +196,12 @@ def test_a_decrease_slows_a_running_segment_within_the_same_controller_run(
     crm = fresh_simulators["crm"]
     sfn = cloud.client("stepfunctions")
     large = crm_segment_large_outputs(deployed)
-    # GIVEN the controller in charge of the CRM at 6 calls in flight, and a CRM that answers in 400 ms
+    # GIVEN the controller in charge of the CRM at 6 calls in flight, and a CRM that answers in 2 s
     tunables("crm", rate_per_sec=9.9, burst=5, max_concurrency=6, mode="auto")
-    crm.set_profile(PROFILES["crm"].merged_with({"latency": {"kind": "fixed", "median_ms": 400, "jitter_ms": 0}}))
-    # AND a large segment running, its Map Run with 6 children in flight
-    key = seed_segment_object(cloud, large["bucket"], [f"user-{i:03d}" for i in range(36)])
+    crm.set_profile(PROFILES["crm"].merged_with({"latency": {"kind": "fixed", "median_ms": 2000, "jitter_ms": 0}}))
+    # AND a large segment of 30 batches running, its Map Run with 6 children (one batch each) in flight
+    batch_size = PROFILES["crm"].max_batch_size
+    key = seed_segment_object(cloud, large["bucket"], [f"user-{i:04d}" for i in range(30 * batch_size)])
     execution = sfn.start_execution(stateMachineArn=large["state_machine_arn"], name=f"slowed-{uuid.uuid4().hex[:8]}",
                                     input=json.dumps({"segment_key": key}))["executionArn"]
     deadline = time.monotonic() + 120
@@ -239,6 +240,6 @@ def test_a_decrease_slows_a_running_segment_within_the_same_controller_run(
     assert peak_after <= 3 < peak_before, (peak_before, peak_after)
     # AND every user is e-mailed: slowing down loses nobody
     assert described["status"] == "SUCCEEDED", described.get("cause")
-    assert json.loads(described["output"]) | {"items": 36, "succeeded": 36, "failed": 0} == json.loads(
+    assert json.loads(described["output"]) | {"batches": 30, "batches_succeeded": 30, "batches_failed": 0} == json.loads(
         described["output"])
     crm.set_profile(PROFILES["crm"])

@@ -679,3 +679,45 @@ def test_update_map_run_raises_the_children_a_running_map_run_runs_at_once(cloud
     before, after = running_children_after_update(cloud, "retune-up", start=1, update_to=4, items=16)
     # THEN more children start: 4 run at once
     assert (before, after) == (1, 4)
+
+
+@pytest.mark.parametrize("patched", [False, True], ids=["moto-alone", "patched"])
+def test_map_runs_are_answered_while_an_execution_starts_only_with_the_fix(cloud, patched):
+    from moto.stepfunctions.parser.models import stepfunctions_parser_backends
+
+    sfn = cloud.client("stepfunctions")
+    arn = sfn.create_state_machine(name=f"starting-{'patched' if patched else 'alone'}",
+                                   definition=json.dumps(slow_children(1, 2)),
+                                   roleArn="arn:aws:iam::123456789012:role/probe")["stateMachineArn"]
+    # GIVEN a Map Run in progress, and another execution caught in the instant StartExecution has listed it
+    # but its interpreter does not exist yet
+    running = sfn.start_execution(stateMachineArn=arn, name="running", input=json.dumps({"items": list(range(4))}))[
+        "executionArn"]
+    deadline = time.monotonic() + 30
+    while not (runs := sfn.list_map_runs(executionArn=running)["mapRuns"]):
+        assert time.monotonic() < deadline, "no Map Run started"
+        time.sleep(0.05)
+    starting = sfn.start_execution(stateMachineArn=arn, name="starting", input=json.dumps({"items": []}))["executionArn"]
+    backend = stepfunctions_parser_backends[cloud.account_id][cloud.region]
+    execution = backend.describe_execution(execution_arn=starting)
+    worker, execution.exec_worker = execution.exec_worker, None
+    if not patched:
+        patches.remove("map_runs_while_an_execution_starts")
+    try:
+        # WHEN a controller lists the starting execution's Map Runs and describes the running one
+        outcomes = []
+        for call in (lambda: sfn.list_map_runs(executionArn=starting)["mapRuns"],
+                     lambda: sfn.describe_map_run(mapRunArn=runs[0]["mapRunArn"])["status"]):
+            try:
+                outcomes.append(call())
+            except ClientError as error:
+                outcomes.append(error.response["ResponseMetadata"]["HTTPStatusCode"])
+    finally:
+        execution.exec_worker = worker
+        patches.apply("map_runs_while_an_execution_starts")
+    # THEN AWS's answers (no Map Run yet; the running one found) with the fix; moto alone fails the listing (and
+    # the description too when it meets the starting execution first in its search)
+    if patched:
+        assert outcomes == [[], "RUNNING"], outcomes
+    else:
+        assert outcomes[0] == 500, outcomes

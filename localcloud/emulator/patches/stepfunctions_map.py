@@ -700,3 +700,39 @@ def distributed_map_run_follows_update() -> Undo:
         replace(DistributedItemProcessorWorker, _eval_pool=eval_pool, eval=worker_eval),
         replace(MapRunRecord, update=update),
     )
+
+
+@patch("stepfunctions")
+def map_runs_while_an_execution_starts() -> Undo:
+    """Answer `ListMapRuns` and `DescribeMapRun` while an execution is still starting.
+
+    moto limitation: `StartExecution` lists the execution before its interpreter exists, and in that
+    instant `ListMapRuns` of it, and `DescribeMapRun` of any Map Run at all (it searches every
+    execution), fail with a 500 (an `AttributeError` on the missing interpreter). AWS answers an
+    execution that has not reached its Map yet with no Map Runs, and finds a Map Run whatever other
+    executions are doing; a controller that lists the Map Runs of every running execution meets
+    that instant whenever a workflow starts.
+    """
+    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+    from moto.stepfunctions.parser.api import ResourceNotFound
+
+    original_list = StepFunctionsParserBackend.__dict__["list_map_runs"]
+
+    def started(execution: Any) -> Any:
+        worker = execution.exec_worker
+        return None if worker is None or getattr(worker, "env", None) is None else worker.env
+
+    def list_map_runs(self: Any, execution_arn: str) -> dict[str, Any]:
+        if started(self.describe_execution(execution_arn=execution_arn)) is None:
+            return {"mapRuns": []}
+        return original_list(self, execution_arn)
+
+    def describe_map_run(self: Any, map_run_arn: str) -> dict[str, Any]:
+        for execution in self._get_executions():
+            env = started(execution)
+            record = env.map_run_record_pool_manager.get(map_run_arn) if env is not None else None
+            if record is not None:
+                return record.describe()
+        raise ResourceNotFound()
+
+    return replace(StepFunctionsParserBackend, list_map_runs=list_map_runs, describe_map_run=describe_map_run)
