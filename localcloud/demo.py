@@ -15,7 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from localcloud import app_assembly
-from localcloud.drivers import control_loop, crm_batch, crm_segment_large, ingress, legacy, moderation, payments, tuning
+from localcloud.drivers import (
+    control_loop,
+    credentials,
+    crm_batch,
+    crm_segment_large,
+    ingress,
+    legacy,
+    moderation,
+    payments,
+    tuning,
+)
 from localcloud.emulator.cloud import LocalCloud
 from localcloud.emulator.deployer import DeployedStack
 from localcloud.referee.downstream_simulator import PROFILES, DownstreamSimulator
@@ -30,6 +40,7 @@ def main() -> int:
         cdk_out = synthesize({name: sim.base_url for name, sim in simulators.items()})
         with LocalCloud(work_dir=ROOT / ".demo" / "localcloud") as cloud:
             stacks = cloud.deploy(cdk_out)
+            credentials.provision_credentials(cloud, stacks, simulators)  # as an operator does after a first deploy
             section("Deployed into the emulator")
             for stack in stacks.values():
                 kinds = Counter(kind for t in stack.resource_types.values() if (kind := t.removeprefix("AWS::")))
@@ -72,8 +83,8 @@ def smoke(cloud: LocalCloud, stacks: dict[str, Any], simulators: dict[str, Downs
           f" before it left")
 
     section("3. The use cases, each against its downstream's simulator")
-    for run in (run_crm_batch, run_crm_segment_large, run_moderation, run_model_slots, run_payments, run_legacy,
-                run_ingress, run_control_loop):
+    for run in (run_crm_batch, run_crm_segment_large, run_moderation, run_model_slots, run_payments,
+                run_payment_follow_ups, run_credentials, run_legacy, run_ingress, run_control_loop):
         print(f"  {run(cloud, stacks, simulators)}", flush=True)
 
     section("4. An operator tunes the CRM through SSM, then someone writes garbage")
@@ -185,6 +196,39 @@ def run_payments(cloud: LocalCloud, stacks: Mapping[str, DeployedStack], simulat
         + (f", {others} failed otherwise" if others else "")
         + f", peak {stats['max_in_1s_window_all']} req/s at the gateway (limit {_number(gateway.profile.rate_per_sec)},"
         f" burst {gateway.profile.burst}), {stats['by_status'].get(429, 0)} answered 429"
+    )
+
+
+def run_payment_follow_ups(cloud: LocalCloud, stacks: Mapping[str, DeployedStack], simulators: Simulators, *,
+                           orders: int = 6) -> str:
+    """Use case 2's Parallel follow-ups: orders paid after all three, then one order during a ledger outage, and
+    what the warehouse, the messaging provider and the gateway received for it."""
+    run = payments.run_follow_ups(cloud, stacks, simulators, orders=orders)
+    requests = run.failed_requests
+    undone = ("warehouse released" if ("/inventory/releases", 200) in requests["warehouse"]
+              else "warehouse not released")
+    kept = "confirmation kept" if ("/messages", 200) in requests["messaging"] else "no confirmation"
+    paths = [path for path, status in run.gateway_requests if status == 200]
+    ended = "cancelled" if run.failed_result.error == "PaymentFailed" else f"ended {run.failed_result.error}"
+    peaks = ", ".join(f"{name} {peak}" for name, peak in run.peaks.items())
+    return (
+        f"payment follow-ups: {run.orders} orders, {run.paid} paid after inventory, confirmation and ledger in"
+        f" parallel (peak req/s {peaks}; {run.answered_429} answered 429); with the {run.down} down, 1 order"
+        f" {ended}: {undone}, {kept}, authorized {paths.count('/authorize')} and voided {paths.count('/void')}"
+        " at the gateway"
+    )
+
+
+def run_credentials(cloud: LocalCloud, stacks: Mapping[str, DeployedStack], simulators: Simulators, *,
+                    messages: int = 5) -> str:
+    """The authenticated downstreams: an OAuth2 token shared by the messaging caller's calls, and a rotation of the
+    ledger's API key under its warm caller."""
+    run = credentials.run(cloud, stacks, simulators, messages=messages)
+    statuses = " then ".join(str(status) for status in run.rotated_call_statuses)
+    return (
+        f"authenticated downstreams: {run.messages} messages on {run.tokens_issued} OAuth2 token"
+        f"{'s' if run.tokens_issued != 1 else ''} ({run.messaging_refused} refused); the ledger's API key rotated"
+        f" under a warm caller: {statuses} (the secret read again once); {run.leaked} credentials in the logs"
     )
 
 

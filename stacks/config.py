@@ -21,7 +21,18 @@ from typing import Any
 
 from throttling.core import planning
 from throttling.core.controller import MODES as CONTROLLER_MODES
-from throttling.core.names import DEFAULT_STAGE, STAGE_NAME_PATTERN, tunables_prefix
+from throttling.core.names import (
+    AUTH_API_KEY,
+    AUTH_FIELD_HEADER,
+    AUTH_FIELD_KIND,
+    AUTH_FIELD_SCOPE,
+    AUTH_FIELD_SECRET_CACHE_SEC,
+    AUTH_FIELD_TOKEN_PATH,
+    AUTH_KINDS,
+    DEFAULT_STAGE,
+    STAGE_NAME_PATTERN,
+    tunables_prefix,
+)
 from throttling.core.planning import (
     DEFAULT_HEADROOM,
     EXPECTED_LATENCY_MS_BOUNDS,
@@ -65,6 +76,47 @@ class ConfigError(ValueError):
     """A context value is missing or out of range; the message names the key and the allowed values."""
 
 
+# A header name as RFC 9110 spells a token; a secret name as Secrets Manager takes it; a token endpoint's path.
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
+_SECRET_NAME = re.compile(r"[A-Za-z0-9/_+=.@-]{1,512}")
+_URL_PATH = re.compile(r"/[A-Za-z0-9._~/-]{0,255}")
+
+
+@dataclass(frozen=True)
+class DownstreamAuth:
+    """How a downstream takes its credentials (`downstreams.<name>.auth`), kept in Secrets Manager.
+
+    :param kind: "api_key" (the key sent in `header` on every call; secret `{"api_key": ...}`) or
+        "oauth2_client_credentials" (a bearer token from the downstream's token endpoint, RFC 6749 4.4,
+        for the client of secret `{"client_id": ..., "client_secret": ...}`).
+    :param header: the API key's header; default "x-api-key" (api_key only).
+    :param token_path: the token endpoint, under the downstream's base_url; default "/oauth2/token" (oauth2 only).
+    :param scope: the scope asked for with each token; default none (the client's own).
+    :param secret_name: an existing secret to read; default none: the stack creates the secret
+        (`<Name>Credentials`) and you put the value the third party issued.
+    :param secret_cache_sec: how long a caller keeps the secret before reading it again; default 300 (a 401
+        reads it again at once, so a rotation takes effect on the next call it breaks).
+    """
+
+    kind: str
+    header: str = "x-api-key"
+    token_path: str = "/oauth2/token"
+    scope: str | None = None
+    secret_name: str | None = None
+    secret_cache_sec: int = 300
+
+    def document(self) -> str:
+        """What the caller reads from `ENV_DOWNSTREAM_AUTH`: how to send the credentials, never the credentials."""
+        fields: dict[str, Any] = {AUTH_FIELD_KIND: self.kind, AUTH_FIELD_SECRET_CACHE_SEC: self.secret_cache_sec}
+        if self.kind == AUTH_API_KEY:
+            fields[AUTH_FIELD_HEADER] = self.header
+        else:
+            fields[AUTH_FIELD_TOKEN_PATH] = self.token_path
+            if self.scope:
+                fields[AUTH_FIELD_SCOPE] = self.scope
+        return json.dumps(fields, sort_keys=True, separators=(",", ":"))
+
+
 @dataclass(frozen=True)
 class DownstreamConfig:
     """A rate-limited third party the app calls, and the numbers we plan its traffic with.
@@ -91,6 +143,8 @@ class DownstreamConfig:
     # Its concurrency contract: at most this many of our calls in flight at once, across the account
     # (workflows take a lease of the shared semaphore per call); None when it sets no such bound.
     max_in_flight: int | None = None
+    # None: the downstream takes no credentials.
+    auth: DownstreamAuth | None = None
 
     @property
     def planned_rate_per_sec(self) -> float:
@@ -459,6 +513,7 @@ def _downstream(key: str, name: str, raw: Any) -> DownstreamConfig:
         max_batch_size=_int(raw, key, "max_batch_size", 1, MAX_BATCH_SIZE) if "max_batch_size" in raw else None,
         # The semaphore's limit; 1,000 is the tunables' own bound on concurrency.
         max_in_flight=_int(raw, key, "max_in_flight", 1, 1_000) if "max_in_flight" in raw else None,
+        auth=_auth(f"{key}.auth", raw["auth"]) if "auth" in raw else None,
     )
     # Below this margin a call that travels a little slower than the one before it meets a 429, and
     # callers would drop most tokens as stale (they keep half the margin for the limiter's answer).
@@ -477,6 +532,36 @@ def _downstream(key: str, name: str, raw: Any) -> DownstreamConfig:
             f" to lag our limiter's decisions by {MIN_JITTER_MARGIN_SEC:g} s unevenly without a 429: {remedy}"
         )
     return downstream
+
+
+def _auth(key: str, raw: Any) -> DownstreamAuth:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{key} must be an object such as {{\"kind\": \"api_key\"}}, got {raw!r}")
+    kind = raw.get("kind")
+    if kind not in AUTH_KINDS:
+        raise ConfigError(f"{key}.kind must be one of {list(AUTH_KINDS)}, got {kind!r}")
+    allowed = {"kind", "secret_name", "secret_cache_sec"} | (
+        {"header"} if kind == AUTH_API_KEY else {"token_path", "scope"})
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(f"{key} has keys {unknown} that a {kind!r} auth does not take; it takes {sorted(allowed)}")
+    defaults = DownstreamAuth(kind=kind)
+
+    def text(name: str, pattern: re.Pattern[str], example: str) -> Any:
+        value = raw.get(name, getattr(defaults, name))
+        if value is not None and not (isinstance(value, str) and pattern.fullmatch(value)):
+            raise ConfigError(f"{key}.{name} must be {example}, got {value!r}")
+        return value
+
+    return DownstreamAuth(
+        kind=kind,
+        header=text("header", _HEADER_NAME, "an HTTP header name such as 'x-api-key'"),
+        token_path=text("token_path", _URL_PATH, "a path such as '/oauth2/token'"),
+        scope=text("scope", re.compile(r"[\x21\x23-\x5B\x5D-\x7E ]{1,256}"), "an OAuth2 scope such as 'messages:send'"),
+        secret_name=text("secret_name", _SECRET_NAME, "a Secrets Manager secret name such as 'crm/api-key'"),
+        secret_cache_sec=_int(raw, key, "secret_cache_sec", 0, 3600) if "secret_cache_sec" in raw
+        else defaults.secret_cache_sec,
+    )
 
 
 def _control_loop(key: str, raw: Any) -> ControlLoopConfig:

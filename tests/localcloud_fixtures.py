@@ -47,5 +47,10 @@ def cloud() -> Iterator[LocalCloud]:
 
 
 @pytest.fixture(scope="module")
-def deployed(cloud: LocalCloud, emulator_assembly: Path) -> dict[str, DeployedStack]:
-    return cloud.deploy(emulator_assembly)
+def deployed(cloud: LocalCloud, emulator_assembly: Path, simulators) -> dict[str, DeployedStack]:
+    """The app deployed, with the credentials the simulators issued put into their secrets, as an operator would."""
+    from localcloud.drivers.credentials import provision_credentials
+
+    stacks = cloud.deploy(emulator_assembly)
+    provision_credentials(cloud, stacks, simulators)
+    return stacks

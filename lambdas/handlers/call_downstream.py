@@ -10,6 +10,11 @@ round trip); a longer one raises `RateLimited` with the wait for the workflow. A
 back later than `stale_token_after_sec` allows is not spent on the call: sent now, it could reach
 the downstream too close to calls decided after it. A 429, 5xx or timeout raises the error a
 workflow retries on (see `throttling.runtime.downstream_client`).
+
+A downstream configured with `auth` gets its credentials on every call (`throttling.runtime.credentials`,
+from its secret in Secrets Manager). A 401 renews them once (the secret read again, a new token) and
+the call is made once more, with a new limiter token; a second 401 raises `DownstreamUnauthorized`
+naming the secret, which no retry fixes. No credential is ever logged.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,16 +32,27 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from throttling.adapters.dynamodb_rate_limiter import DynamoDbRateLimiter
+from throttling.adapters.secrets import SecretReader
 from throttling.adapters.ssm_tunables import TunablesReader, downstream_tunables_reader
 from throttling.core import names
+from throttling.core.credentials import AuthSettings
 from throttling.core.rate_limiter import RatePolicy, stale_token_after_sec
 from throttling.core.tunables import DownstreamTunables
 from throttling.runtime.call_metrics import record_call
-from throttling.runtime.downstream_client import DownstreamClient, DownstreamError, RateLimited
+from throttling.runtime.credentials import Credentials, DownstreamCredentials
+from throttling.runtime.downstream_client import (
+    DownstreamClient,
+    DownstreamError,
+    DownstreamRejected,
+    DownstreamResponse,
+    DownstreamUnauthorized,
+    RateLimited,
+)
 from throttling.runtime.token_gate import GateKnobs, TokenGate
 
 if TYPE_CHECKING:
     from types_boto3_dynamodb import DynamoDBClient
+    from types_boto3_secretsmanager import SecretsManagerClient
     from types_boto3_ssm import SSMClient
 
 # Stale tokens before the wait goes to the workflow: the limiter is that slow right now.
@@ -58,15 +74,30 @@ class Dependencies:
     tunables: TunablesReader[DownstreamTunables]
     gate: TokenGate
     client: DownstreamClient
+    # None: the downstream takes no credentials.
+    credentials: Credentials | None = None
 
 
 def build_dependencies(
-    environ: Mapping[str, str], *, dynamodb: DynamoDBClient | None = None, ssm: SSMClient | None = None
+    environ: Mapping[str, str], *, dynamodb: DynamoDBClient | None = None, ssm: SSMClient | None = None,
+    secretsmanager: SecretsManagerClient | None = None,
 ) -> Dependencies:
     """The function's dependencies from its environment variables; clients default to boto3's."""
     contract = RatePolicy(rate_per_sec=float(environ[names.ENV_DOWNSTREAM_RATE_LIMIT_PER_SEC]),
                           burst=int(environ[names.ENV_DOWNSTREAM_BURST]))
     limiter = DynamoDbRateLimiter(environ[names.ENV_RATE_LIMITER_TABLE_NAME], client=dynamodb or boto3.client("dynamodb"))
+    timeout_sec = float(environ.get(names.ENV_DOWNSTREAM_TIMEOUT_SEC, "5"))
+    credentials = None
+    # Both set for a downstream configured with `auth`, neither for one without.
+    auth_document, secret_id = environ.get(names.ENV_DOWNSTREAM_AUTH), environ.get(names.ENV_DOWNSTREAM_SECRET_ID)
+    if auth_document:
+        if not secret_id:
+            raise KeyError(f"{names.ENV_DOWNSTREAM_AUTH} is set but {names.ENV_DOWNSTREAM_SECRET_ID} is not; redeploy")
+        settings = AuthSettings.from_document(auth_document)
+        credentials = DownstreamCredentials(
+            environ[names.ENV_DOWNSTREAM_NAME], environ[names.ENV_DOWNSTREAM_BASE_URL], settings,
+            SecretReader(secret_id, max_age_sec=settings.secret_cache_sec, client=secretsmanager),
+            timeout_sec=timeout_sec)
     return Dependencies(
         downstream=environ[names.ENV_DOWNSTREAM_NAME],
         contract=contract,
@@ -75,7 +106,8 @@ def build_dependencies(
         gate=TokenGate(limiter, GateKnobs(max_wait_sec=float(environ.get(names.ENV_LIMITER_MAX_WAIT_SEC, "1")), max_waits=1,
                                           max_stale_tokens=MAX_STALE_TOKENS), logger=logger),
         client=DownstreamClient(environ[names.ENV_DOWNSTREAM_NAME], environ[names.ENV_DOWNSTREAM_BASE_URL],
-                                timeout_sec=float(environ.get(names.ENV_DOWNSTREAM_TIMEOUT_SEC, "5"))),
+                                timeout_sec=timeout_sec),
+        credentials=credentials,
     )
 
 
@@ -92,12 +124,13 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     deps = dependencies()
     metrics.add_dimension(name=names.DOWNSTREAM_DIMENSION, value=deps.downstream)
     in_force = deps.tunables.get()
-    take_token(deps, RatePolicy(rate_per_sec=in_force.rate_per_sec, burst=in_force.burst), context)
+    policy = RatePolicy(rate_per_sec=in_force.rate_per_sec, burst=in_force.burst)
+    take_token(deps, policy, context)
     headers = {"X-Correlation-Id": logger.get_correlation_id() or context.aws_request_id}
     if event.get("idempotency_key"):
         headers["Idempotency-Key"] = str(event["idempotency_key"])
     try:
-        response = deps.client.call(event.get("method", "GET"), event["path"], body=event.get("body"), headers=headers)
+        response = call_authenticated(deps, event, headers, lambda: take_token(deps, policy, context))
     except DownstreamError as error:
         record_call(metrics, error=error)
         raise
@@ -110,6 +143,40 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         "latency_ms": round(response.latency_ms, 1),
         "tunables_in_force": json.loads(in_force.to_document()),
     }
+
+
+def call_authenticated(deps: Dependencies, event: Mapping[str, Any], headers: Mapping[str, str],
+                       take_another_token: Callable[[], None]) -> DownstreamResponse:
+    """The call with the downstream's credentials; after a 401, once more with them renewed (and a new token).
+
+    The renewal reads the secret past its cache, so a credential rotated since is in force at once; a
+    second 401 means the secret holds a value the downstream does not take, which only an operator fixes.
+    """
+    def send() -> DownstreamResponse:
+        auth = deps.credentials.headers() if deps.credentials is not None else {}
+        return deps.client.call(event.get("method", "GET"), event["path"], body=event.get("body"),
+                                headers={**headers, **auth})
+
+    try:
+        return send()
+    except DownstreamRejected as error:
+        if deps.credentials is None or error.details.get("status") != 401 or isinstance(error, DownstreamUnauthorized):
+            raise
+    secret_id = deps.credentials.secret_id
+    logger.warning("the downstream refused our credentials (401): reading them again and retrying once",
+                   extra={"secret_id": secret_id})
+    metrics.add_metric(name=names.CREDENTIALS_RENEWED, unit=MetricUnit.Count, value=1)
+    deps.credentials.renew()
+    take_another_token()
+    try:
+        return send()
+    except DownstreamRejected as error:
+        if error.details.get("status") != 401:
+            raise
+        raise DownstreamUnauthorized({
+            "downstream": deps.downstream, "status": 401, "secret_id": secret_id,
+            "reason": "the downstream refused the credentials in the secret, read again after a first 401: put the"
+                      f" value it issued with `aws secretsmanager put-secret-value --secret-id {secret_id}`"}) from None
 
 
 def take_token(deps: Dependencies, policy: RatePolicy, context: LambdaContext) -> None:

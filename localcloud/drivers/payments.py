@@ -193,3 +193,74 @@ def run(cloud: LocalCloud, stacks: Mapping[str, DeployedStack], gateway: Downstr
     results = wait_for_executions(cloud, outputs["state_machine_arn"], names,
                                   timeout_sec=60 + 2 * orders / gateway.profile.rate_per_sec)
     return PaymentsRun(len(batch), len(to_park), resumed, results, gateway.stats())
+
+
+# -- the follow-ups: the warehouse, the customer's confirmation and the ledger, in the workflow's Parallel --
+
+# The follow-up each downstream serves, in the Parallel's branch order, as the execution's output names them.
+FOLLOW_UPS: Mapping[str, str] = {"warehouse": "inventory", "messaging": "confirmation", "ledger": "ledger"}
+
+
+def follow_up_requests(simulator: DownstreamSimulator, order_id: str) -> list[tuple[str, int]]:
+    """(path, status) of every request a follow-up's downstream received for one order (its correlation id)."""
+    return [(r.path, r.status) for r in simulator.requests if r.headers.get("X-Correlation-Id") == order_id]
+
+
+@dataclass(frozen=True)
+class FollowUpsRun:
+    """Orders paid with every follow-up done, then one order placed while a follow-up's downstream was down.
+
+    `peaks` is the most requests each follow-up's downstream saw in any 1 s window, `answered_429` how many
+    it answered 429; `failed_order` is how the order placed during the outage ended and what each downstream
+    and the gateway received for it.
+    """
+
+    paid: int
+    orders: int
+    peaks: dict[str, int]
+    answered_429: int
+    down: str
+    failed_result: ExecutionResult
+    failed_requests: dict[str, list[tuple[str, int]]]
+    gateway_requests: list[tuple[str, int]]
+
+
+def run_follow_ups(cloud: LocalCloud, stacks: Mapping[str, DeployedStack],
+                   simulators: Mapping[str, DownstreamSimulator], *, orders: int = 6,
+                   down: str = "ledger") -> FollowUpsRun:
+    """Place `orders` orders and await them, then one more while the `down` downstream answers 503 for good.
+
+    Every simulator is reset first and the `down` one put back as it was afterwards.
+    """
+    outputs = payment_outputs(stacks)
+    sku = f"fan-{uuid.uuid4().hex[:8]}"
+    seed_inventory(cloud, outputs["inventory_table"], {sku: 10 * (orders + 1)})
+    gateway = simulators["payment_gateway"]
+    for simulator in (gateway, *(simulators[name] for name in FOLLOW_UPS)):
+        simulator.reset()
+    batch = payment_orders(orders + 1, prefix=f"fan-{uuid.uuid4().hex[:8]}", skus=(sku,))
+    placed, during_outage = batch[:orders], batch[orders]
+    start_payments(cloud, outputs["starter_name"], placed)
+    results = wait_for_executions(cloud, outputs["state_machine_arn"],
+                                  [payment_execution_name(o["order_id"]) for o in placed], timeout_sec=120)
+    paid = sum(1 for r in results.values() if r.status == "SUCCEEDED" and (r.output or {}).get("status") == "paid")
+    stats = {name: simulators[name].stats() for name in FOLLOW_UPS}
+    broken = simulators[down]
+    broken.set_profile(broken.profile.merged_with({"outage_windows_sec": [(0, 24 * 3600)]}))
+    try:
+        start_payments(cloud, outputs["starter_name"], [during_outage])
+        (failed,) = wait_for_executions(cloud, outputs["state_machine_arn"],
+                                        [payment_execution_name(during_outage["order_id"])],
+                                        timeout_sec=120).values()
+    finally:
+        broken.reset()
+    order_id = during_outage["order_id"]
+    return FollowUpsRun(
+        paid=paid, orders=orders,
+        peaks={name: s["max_in_1s_window_all"] for name, s in stats.items()},
+        answered_429=sum(s["by_status"].get(429, 0) for s in stats.values()),
+        down=down, failed_result=failed,
+        failed_requests={name: follow_up_requests(simulators[name], order_id) for name in FOLLOW_UPS},
+        gateway_requests=[(r.path, r.status) for r in gateway.requests
+                          if order_id in (r.headers.get("Idempotency-Key") or "")],
+    )

@@ -8,6 +8,7 @@ downstream's limit. It is the referee for the project's limiter, so it deliberat
 from __future__ import annotations
 
 import argparse
+import base64
 import dataclasses
 import email.utils
 import hashlib
@@ -16,6 +17,7 @@ import logging
 import math
 import random
 import re
+import secrets
 import signal
 import sys
 import threading
@@ -27,7 +29,7 @@ from datetime import datetime, timezone
 from fractions import Fraction
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 __all__ = [
     "AI_MODEL",
@@ -36,14 +38,17 @@ __all__ = [
     "CRM",
     "DownstreamProfile",
     "DownstreamSimulator",
+    "LEDGER",
     "LEGACY_MAINFRAME",
     "LatencyDistribution",
+    "MESSAGING",
     "MODERATION_CATEGORIES",
     "PAYMENT_GATEWAY",
     "PROFILES",
     "RecordedRequest",
     "SimulatedResponse",
     "batch_answer",
+    "WAREHOUSE",
     "main",
     "max_requests_in_window",
     "moderation_answer",
@@ -161,7 +166,12 @@ class DownstreamProfile:
     user it does not hold): a request no retry can fix. ``money_fields`` name body fields that, where
     present, must be money as payment APIs take it, a decimal string with two decimals (``"19.99"``,
     never the number 19.99); a request breaking that is answered 400 once admitted, a request no
-    retry can fix either. ``content_scores`` are the moderation scores of chosen uploads,
+    retry can fix either. With ``api_key`` set, a request without that key in ``api_key_header`` is
+    answered 401 before it spends a token; with ``oauth_client_id`` set, one without ``Authorization:
+    Bearer <token>`` of a token the token endpoint issued and not yet expired is. The token endpoint
+    (``POST token_path``, RFC 6749 4.4: ``grant_type=client_credentials``, the client in HTTP Basic auth)
+    is the third party's authorization server: neither rate limited nor recorded, only counted
+    (``tokens_issued`` in the stats). ``content_scores`` are the moderation scores of chosen uploads,
     ``{object key: {model: {category: score}}}`` (see ``moderation_answer``); every other upload scores low.
     ``max_batch_size`` opens the batch endpoint (``BATCH_EMAILS_PATH``) for up to that many recipients per
     request; ``None`` (the default) means no batch endpoint, the path answered as any other.
@@ -184,6 +194,12 @@ class DownstreamProfile:
     content_scores: Mapping[str, Mapping[str, Mapping[str, float]]] = field(default_factory=dict)
     max_batch_size: int | None = None
     throttled_recipients: tuple[str, ...] = ()
+    api_key: str | None = None
+    api_key_header: str = "x-api-key"
+    oauth_client_id: str | None = None
+    oauth_client_secret: str | None = None
+    token_path: str = "/oauth2/token"
+    token_ttl_sec: float = 3600.0
 
     def __post_init__(self) -> None:
         _require(isinstance(self.name, str) and self.name != "", f"name must be a non-empty string, got {self.name!r}")
@@ -239,6 +255,14 @@ class DownstreamProfile:
             f"money_fields must be a sequence of body field names such as 'amount', got {self.money_fields!r}",
         )
         object.__setattr__(self, "money_fields", tuple(self.money_fields))
+        for secret_name in ("api_key", "oauth_client_id", "oauth_client_secret"):
+            value = getattr(self, secret_name)
+            _require(value is None or (isinstance(value, str) and value != ""),
+                     f"{secret_name} must be None (no credential) or a non-empty string")
+        _require((self.oauth_client_id is None) == (self.oauth_client_secret is None),
+                 "oauth_client_id and oauth_client_secret go together: set both or neither")
+        _require(_is_number(self.token_ttl_sec) and self.token_ttl_sec > 0,
+                 f"token_ttl_sec must be a number > 0, got {self.token_ttl_sec!r}")
         _require(isinstance(self.content_scores, Mapping), "content_scores must be an object of object key -> model"
                  f" -> category -> score, got {self.content_scores!r}")
         for key, by_model in self.content_scores.items():
@@ -333,8 +357,35 @@ LEGACY_MAINFRAME = DownstreamProfile(
     retry_after_style="http-date",
     max_concurrency=1,
 )
+# The payment's follow-ups, each its own third party: the warehouse's inventory API, the e-mail/SMS provider that
+# tells the customer, and the accounting ledger. Plain JSON APIs: every admitted request is answered 200.
+WAREHOUSE = DownstreamProfile(
+    name="warehouse",
+    rate_per_sec=5,
+    burst=5,
+    latency=LatencyDistribution(kind="uniform", median_ms=150, jitter_ms=50),
+)
+# The messaging provider takes OAuth2 client credentials and the ledger an API key (`downstreams.<name>.auth` in
+# cdk.json): these are the sandbox credentials each issued, which the emulator's operator puts in their secrets.
+MESSAGING = DownstreamProfile(
+    name="messaging",
+    rate_per_sec=10,
+    burst=10,
+    latency=LatencyDistribution(kind="uniform", median_ms=100, jitter_ms=30),
+    oauth_client_id="shop-messaging-sandbox",
+    oauth_client_secret="messaging-sandbox-client-secret-7Qp2",
+)
+LEDGER = DownstreamProfile(
+    name="ledger",
+    rate_per_sec=5,
+    burst=5,
+    latency=LatencyDistribution(kind="uniform", median_ms=200, jitter_ms=50),
+    money_fields=("amount",),
+    api_key="ledger-sandbox-api-key-Zr81",
+)
 PROFILES: Mapping[str, DownstreamProfile] = {
-    profile.name: profile for profile in (CRM, PAYMENT_GATEWAY, AI_MODEL, LEGACY_MAINFRAME)
+    profile.name: profile
+    for profile in (CRM, PAYMENT_GATEWAY, AI_MODEL, LEGACY_MAINFRAME, WAREHOUSE, MESSAGING, LEDGER)
 }
 
 
@@ -588,6 +639,8 @@ class DownstreamSimulator:
         self._server: _LoopbackServer | None = None
         self._thread: threading.Thread | None = None
         self._request_count = 0
+        # token -> when it expires (monotonic). Kept by reset(): resetting the referee revokes nobody's token.
+        self._access_tokens: dict[str, float] = {}
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -604,6 +657,8 @@ class DownstreamSimulator:
         self._max_in_flight = 0
         # (monotonic time, requests in flight from then on) at every change: the count at every instant.
         self._in_flight_timeline: list[tuple[float, int]] = [(now, 0)]
+        self._tokens_issued = 0
+        self._token_refusals = 0
 
     # ----- lifecycle -----
 
@@ -687,6 +742,12 @@ class DownstreamSimulator:
         with self._lock:
             return list(self._in_flight_timeline)
 
+    @property
+    def access_tokens(self) -> list[str]:
+        """Every access token the token endpoint issued (for tests that look for a leaked one)."""
+        with self._lock:
+            return list(self._access_tokens)
+
     def max_requests_in_window(self, window_sec: float = 1.0, statuses: Iterable[int] | None = None) -> int:
         """Sliding-window maximum over the recorded arrivals, optionally only those answered with ``statuses``."""
         wanted = None if statuses is None else set(statuses)
@@ -702,6 +763,7 @@ class DownstreamSimulator:
             elapsed_sec = self._clock() - self._started_at
             in_flight = len(self._in_flight)
             max_in_flight = self._max_in_flight
+            tokens_issued, token_refusals = self._tokens_issued, self._token_refusals
         all_arrivals = [record.monotonic_sec for record in records]
         admitted_arrivals = [record.monotonic_sec for record in records if 200 <= record.status < 300]
         return {
@@ -715,6 +777,8 @@ class DownstreamSimulator:
             "max_in_1s_window_2xx": max_requests_in_window(admitted_arrivals, 1.0),
             "in_flight": in_flight,
             "max_in_flight": max_in_flight,
+            "tokens_issued": tokens_issued,
+            "token_refusals": token_refusals,
         }
 
     # ----- the decision -----
@@ -747,6 +811,9 @@ class DownstreamSimulator:
             if outage_end_sec is not None:
                 retry_after_sec = outage_end_sec - (now - self._started_at)
                 status, answer = 503, {"error": "service_unavailable"}
+            # Credentials before the bucket: a request the API cannot attribute to a client spends nobody's tokens.
+            elif not self._authenticated(headers_by_lower_name, now):
+                status, answer = 401, {"error": "unauthorized"}
             # Concurrency before the bucket, so a request refused for concurrency does not spend a token.
             elif profile.max_concurrency is not None and len(self._in_flight) >= profile.max_concurrency:
                 retry_after_sec = _CONCURRENCY_RETRY_AFTER_SEC
@@ -809,6 +876,41 @@ class DownstreamSimulator:
                 )
             )
         return SimulatedResponse(request_id, status, response_headers, answer, delay_sec)
+
+    def _authenticated(self, headers_by_lower_name: Mapping[str, str], now: float) -> bool:
+        profile = self._profile
+        if profile.api_key is not None and headers_by_lower_name.get(profile.api_key_header.lower()) != profile.api_key:
+            return False
+        if profile.oauth_client_id is not None:
+            scheme, _, token = headers_by_lower_name.get("authorization", "").partition(" ")
+            expires_at = self._access_tokens.get(token) if scheme.lower() == "bearer" else None
+            if expires_at is None or now >= expires_at:
+                return False
+        return True
+
+    def issue_token(
+        self, headers: Mapping[str, str] | None = None, body: bytes | str | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """The token endpoint: an access token for the client whose id and secret come in HTTP Basic auth."""
+        headers_by_lower_name = {name.lower(): value for name, value in (headers or {}).items()}
+        scheme, _, encoded = headers_by_lower_name.get("authorization", "").partition(" ")
+        try:
+            client = base64.b64decode(encoded, validate=True).decode() if scheme.lower() == "basic" else ""
+        except (ValueError, UnicodeDecodeError):
+            client = ""
+        client_id, _, client_secret = client.partition(":")
+        form = dict(parse_qsl(body.decode() if isinstance(body, bytes) else (body or "")))
+        with self._lock:
+            profile = self._profile
+            if form.get("grant_type") != "client_credentials":
+                return 400, {"error": "unsupported_grant_type"}
+            if (client_id, client_secret) != (profile.oauth_client_id, profile.oauth_client_secret):
+                self._token_refusals += 1
+                return 401, {"error": "invalid_client"}
+            token = secrets.token_urlsafe(24)
+            self._access_tokens[token] = self._clock() + profile.token_ttl_sec
+            self._tokens_issued += 1
+            return 200, {"access_token": token, "token_type": "Bearer", "expires_in": profile.token_ttl_sec}
 
     def release(self, response: SimulatedResponse) -> None:
         """Free the concurrency slot an admitted response held; safe to call for any response, and twice."""
@@ -917,6 +1019,12 @@ def _make_handler(simulator: DownstreamSimulator) -> type[BaseHTTPRequestHandler
             if _is_control_path(self.path):
                 status, answer = simulator.handle_control(self.command, self.path, body)
                 self._send(status, {"Content-Type": "application/json"}, json.dumps(answer).encode("utf-8"))
+                return
+            profile = simulator.profile
+            if (self.command, urlsplit(self.path).path) == ("POST", profile.token_path) and profile.oauth_client_id:
+                status, answer = simulator.issue_token(dict(self.headers.items()), body)
+                self._send(status, {"Content-Type": "application/json", "Cache-Control": "no-store"},
+                           json.dumps(answer).encode("utf-8"))
                 return
             response = simulator.handle(self.command, self.path, dict(self.headers.items()), body)
             self._send(response.status, response.headers, response.body_bytes())

@@ -26,7 +26,7 @@ from constructs import IConstruct
 from stacks.stage_props import log_retention, removal_policy
 
 if TYPE_CHECKING:
-    from stacks.config import AppConfig
+    from stacks.config import AppConfig, DownstreamConfig
     from stacks.patterns import ThrottledQueueConsumer
     from stacks.shared_limits_stack import SharedLimitsStack
 
@@ -63,6 +63,16 @@ class UseCaseContext:
             raise ValueError(f"no caller of {downstream!r} in this layer (callers: {sorted(self.callers)}): a use case"
                              " that calls a downstream from a workflow belongs to the workflows layer")
         return self.callers[downstream]
+
+    def unauthenticated(self, downstream: str, handler: str) -> DownstreamConfig:
+        """`downstream`'s config, refusing an `auth` setting: `handler` calls it itself and sends no credentials
+        (only the downstream callers, `handlers.call_downstream`, read a secret)."""
+        config = self.config.downstream(downstream)
+        if config.auth is not None:
+            raise ValueError(f"downstreams.{downstream}.auth is set ({config.auth.kind}), but {handler} calls"
+                             f" {downstream} itself and sends no credentials; remove the auth setting, or call"
+                             " it through its caller (handlers.call_downstream)")
+        return config
 
     def use_case(self, kind: type[U]) -> U:
         """The use case of `kind` this layer built before the one asking (which shares its resources)."""

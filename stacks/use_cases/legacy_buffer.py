@@ -63,7 +63,7 @@ class LegacyBuffer(UseCase[LegacyBufferProps]):
 
     def build(self, scope: Stack, context: UseCaseContext, props: LegacyBufferProps) -> None:
         config, shared_limits, removal_policy = context.config, context.shared_limits, context.removal_policy
-        legacy = config.downstream(props.downstream)
+        legacy = context.unauthenticated(props.downstream, handler="the legacy consumer")
 
         # One item per record: {pk: record_id, status: delivered|failed, timestamps, error}; idle items expire.
         self.records_table = encrypted_table(

@@ -1,7 +1,9 @@
 """Use case 2: authorize each order's payment at a slow payment gateway, once per order, and park orders while it fails.
 
 `statemachines/payment_authorization.asl.json` takes stock, authorizes the payment through the
-authorizer (idempotent per order, waiting for a limiter token), parks the order while the gateway's
+authorizer (idempotent per order, waiting for a limiter token), runs the order's follow-ups (the
+warehouse, the customer's confirmation, the ledger) as a Parallel, each through its own downstream's
+caller, undoing the ones done when another fails, parks the order while the gateway's
 breaker is open, and resumes it once the breaker lets calls through (the parked-order resumer, every
 minute). An `OrderPlaced` event starts the workflow through the starter, whose failures are never lost.
 """
@@ -65,9 +67,18 @@ ORDER_DELIVERY_MAX_EVENT_AGE_HOURS = 24
 
 @dataclass(frozen=True)
 class PaymentsProps:
-    """:param gateway: the configured downstream that authorizes payments (its caller, limits and breaker are used)."""
+    """:param gateway: the configured downstream that authorizes payments (its caller, limits and breaker are used).
+    :param warehouse: the downstream told of the units an authorized order took (the inventory follow-up).
+    :param messaging: the downstream that sends the customer the order's confirmation.
+    :param ledger: the downstream the order's authorization is written to (and reversed in, on compensation).
+
+    The three follow-ups run at once, in the workflow's Parallel, each through its own downstream's caller.
+    """
 
     gateway: str
+    warehouse: str
+    messaging: str
+    ledger: str
 
 
 class Payments(UseCase[PaymentsProps]):
@@ -78,8 +89,12 @@ class Payments(UseCase[PaymentsProps]):
 
     def build(self, scope: Stack, context: UseCaseContext, props: PaymentsProps) -> None:
         config, shared_limits, removal_policy = context.config, context.shared_limits, context.removal_policy
-        gateway = config.downstream(props.gateway)
+        gateway = context.unauthenticated(props.gateway, handler="the payment authorizer")
         gateway_caller = context.caller(gateway.name)
+        # One caller per follow-up: each branch of the Parallel spends its own downstream's tokens.
+        follow_up_callers = {placeholder: context.caller(downstream) for placeholder, downstream in (
+            ("WarehouseCallerArn", props.warehouse), ("MessagingCallerArn", props.messaging),
+            ("LedgerCallerArn", props.ledger))}
         limits_key, breaker_key = downstream_tunables_key(gateway), breaker_tunables_key(gateway)
 
         # {pk: order_id, status: pending|paid|parked|cancelled, ...}: written by the workflow (and by the resumer
@@ -166,6 +181,7 @@ class Payments(UseCase[PaymentsProps]):
                 "CustomerNotificationsTopicArn": self.customer_notifications.topic_arn,
                 "AuthorizeFunctionArn": authorizer.function.function_arn,
                 "PaymentGatewayCallerArn": gateway_caller.function_arn,
+                **{placeholder: caller.function_arn for placeholder, caller in follow_up_callers.items()},
             },
             log_retention=context.log_retention,
             removal_policy=removal_policy,
@@ -181,7 +197,8 @@ class Payments(UseCase[PaymentsProps]):
         self.customer_notifications.grant_publish(role)
         # The unqualified ARNs only: grant_invoke would add `<arn>:*` (every version and alias) as well.
         iam.Grant.add_to_principal(grantee=role, actions=["lambda:InvokeFunction"],
-                                   resource_arns=[authorizer.function.function_arn, gateway_caller.function_arn])
+                                   resource_arns=[authorizer.function.function_arn, gateway_caller.function_arn,
+                                                  *(caller.function_arn for caller in follow_up_callers.values())])
         self._build_parked_order_resumer(scope, context, gateway)
 
         starter = HandlerFunction(

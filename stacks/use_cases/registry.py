@@ -19,7 +19,8 @@ from stacks.use_cases.ugc_moderation import UgcModeration, UgcModerationProps
 USE_CASES: tuple[Registered[Any], ...] = (
     Registered(CrmBatchEmail, CrmBatchEmailProps(downstream="crm")),
     Registered(CrmSegmentLarge, CrmSegmentLargeProps(downstream="crm")),
-    Registered(Payments, PaymentsProps(gateway="payment_gateway")),
+    Registered(Payments, PaymentsProps(gateway="payment_gateway", warehouse="warehouse", messaging="messaging",
+                                       ledger="ledger")),
     Registered(UgcModeration, UgcModerationProps(model="ai_model")),
     Registered(LegacyBuffer, LegacyBufferProps(downstream="legacy_mainframe")),
 )

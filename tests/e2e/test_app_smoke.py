@@ -30,7 +30,9 @@ def test_every_stack_is_deployed_with_its_resources(deployed, cloud, dev_config)
                               "Throttling-dev-Ingress", "Throttling-dev-ControlLoop"]
     # AND every tunable is seeded under the stage prefix
     ssm = cloud.client("ssm")
-    names = {p["Name"] for p in ssm.get_parameters_by_path(Path="/throttling/dev", Recursive=True)["Parameters"]}
+    # (paged: GetParametersByPath answers at most 10 parameters a call)
+    pages = ssm.get_paginator("get_parameters_by_path").paginate(Path="/throttling/dev", Recursive=True)
+    names = {p["Name"] for page in pages for p in page["Parameters"]}
     assert names == {f"/throttling/dev/{kind}/{d.name}" for d in dev_config.downstreams
                      for kind in ("downstreams", "breakers")}
     # AND every caller function exists with its environment

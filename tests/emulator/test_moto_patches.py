@@ -721,3 +721,44 @@ def test_map_runs_are_answered_while_an_execution_starts_only_with_the_fix(cloud
         assert outcomes == [[], "RUNNING"], outcomes
     else:
         assert outcomes[0] == 500, outcomes
+
+
+SECRET_STACK = {"Resources": {
+    "ApiKey": {"Type": "AWS::SecretsManager::Secret", "Properties": {
+        "Description": "a downstream's API key", "GenerateSecretString": {
+            "SecretStringTemplate": "{}", "GenerateStringKey": "api_key", "ExcludePunctuation": True,
+            "PasswordLength": 40}}},
+}, "Outputs": {"SecretArn": {"Value": {"Ref": "ApiKey"}}}}
+
+
+@pytest.mark.parametrize("patched", [False, True], ids=["moto-alone", "patched"])
+def test_secrets_from_cloudformation_need_the_fix(cloud, patched):
+    # GIVEN a stack with a secret whose value CloudFormation generates, and whose ARN is an output
+    stack_name = f"secret-{'patched' if patched else 'alone'}"
+    cfn = cloud.client("cloudformation")
+    if not patched:
+        patches.remove("secrets_from_cloudformation")
+    secrets = cloud.client("secretsmanager")
+    try:
+        # WHEN CloudFormation creates it (moto creates a resource when something first reads it: read it here)
+        cfn.create_stack(StackName=stack_name, TemplateBody=json.dumps(SECRET_STACK))
+        outputs = cfn.describe_stacks(StackName=stack_name)["Stacks"][0].get("Outputs")
+        names = [s["Name"] for s in secrets.list_secrets()["SecretList"]]
+    finally:
+        patches.apply("secrets_from_cloudformation")
+    if not patched:
+        # THEN moto alone creates no secret, and the stack has no ARN to give its callers
+        assert [n for n in names if n.startswith(stack_name)] == [] and outputs is None
+        cfn.delete_stack(StackName=stack_name)
+        return
+    (output,) = outputs
+    # THEN with the fix Ref answers the ARN of a secret named after its stack and logical id, whose value is the template
+    # with a generated 40-character key, as CloudFormation makes it
+    described = secrets.describe_secret(SecretId=output["OutputValue"])
+    assert described["ARN"] == output["OutputValue"] and described["Name"].startswith(f"{stack_name}-ApiKey-")
+    value = json.loads(secrets.get_secret_value(SecretId=output["OutputValue"])["SecretString"])
+    assert list(value) == ["api_key"] and len(value["api_key"]) == 40 and value["api_key"].isalnum()
+    # AND deleting the stack deletes the secret
+    cfn.delete_stack(StackName=stack_name)
+    with pytest.raises(secrets.exceptions.ResourceNotFoundException):
+        secrets.describe_secret(SecretId=output["OutputValue"])

@@ -714,7 +714,8 @@ def test_the_payment_workflow_is_a_standard_one_from_its_file_with_logs_and_trac
     assert json.loads(properties["DefinitionString"])["StartAt"] == "RecordPending"
     assert sorted(properties["DefinitionSubstitutions"]) == [
         "AuthorizeFunctionArn", "CircuitBreakerTableName", "CustomerNotificationsTopicArn", "InventoryTableName",
-        "OrdersTableName", "ParkedOrdersQueueUrl", "PaymentGatewayCallerArn"]
+        "LedgerCallerArn", "MessagingCallerArn", "OrdersTableName", "ParkedOrdersQueueUrl", "PaymentGatewayCallerArn",
+        "WarehouseCallerArn"]
     assert properties["TracingConfiguration"] == {"Enabled": True}
     assert properties["LoggingConfiguration"]["Level"] == "ALL"
 
@@ -740,6 +741,10 @@ def test_the_payment_workflow_role_may_do_exactly_what_the_file_does(payment_mac
         # the unqualified functions only, not `<arn>:*` (every version and alias)
         "PaymentAuthorizerFunction": ["lambda:InvokeFunction"],
         "PaymentGatewayCallerFunction": ["lambda:InvokeFunction"],
+        # the follow-ups' callers, one per branch of the Parallel
+        "WarehouseCallerFunction": ["lambda:InvokeFunction"],
+        "MessagingCallerFunction": ["lambda:InvokeFunction"],
+        "LedgerCallerFunction": ["lambda:InvokeFunction"],
     }
 
 

@@ -99,3 +99,18 @@ def test_moderation_without_the_models_concurrency_contract_refuses_to_build(cdk
     with pytest.raises(ValueError, match=r"ugc moderation holds a lease of ai_model's in-flight semaphore for every"
                                          r" call, got no limit: set stages.<stage>.downstreams.ai_model.max_in_flight"):
         add_stacks(App(context=dict(cdk_context)), replace(dev_config, nag=False, downstreams=downstreams))
+
+
+@pytest.mark.parametrize(("downstream", "handler"), [("payment_gateway", "the payment authorizer"),
+                                                     ("legacy_mainframe", "the legacy consumer")])
+def test_auth_on_a_downstream_a_handler_calls_itself_refuses_to_build(cdk_context, dev_config, downstream, handler):
+    from stacks.app_stacks import add_stacks
+    from stacks.config import DownstreamAuth
+
+    # GIVEN credentials configured for a downstream that a use case's own handler calls, not its caller
+    config = replace(dev_config, nag=False, downstreams=tuple(
+        replace(d, auth=DownstreamAuth(kind="api_key")) if d.name == downstream else d for d in dev_config.downstreams))
+    # WHEN the stage is built THEN it refuses rather than deploy a handler that would call it without them
+    with pytest.raises(Exception, match=rf"downstreams.{downstream}.auth is set \(api_key\), but {handler} calls"
+                                        rf" {downstream} itself and sends no credentials"):
+        add_stacks(App(context=dict(cdk_context)), config)

@@ -869,3 +869,40 @@ def test_a_batch_whose_answer_times_out_was_delivered_and_its_retry_sends_nobody
     assert [(s["user_id"], s["duplicate"]) for s in retried.body["sent"]] == [("a", True), ("b", True)]
     assert simulator.batch_deliveries == {"run-1/a": "a", "run-1/b": "b"}
     assert simulator.batch_repeats == {"run-1/a": 1, "run-1/b": 1}
+
+
+# -- credentials ------------------------------------------------------------------------------------------
+
+
+def test_an_api_key_profile_refuses_a_request_without_its_key_before_spending_a_token():
+    clock = FakeClock()
+    simulator = DownstreamSimulator(PROFILES["ledger"], clock=clock, sleep=FakeSleep())
+    key = {"x-api-key": PROFILES["ledger"].api_key}
+    # WHEN requests come without the key, with a wrong one, then with the issued one
+    statuses = [simulator.handle("POST", "/ledger/entries", headers).status
+                for headers in ({}, {"x-api-key": "wrong"}, key)]
+    # THEN the first two are 401 and spent nothing: the bucket still admits its whole burst after them
+    assert statuses == [401, 401, 200]
+    assert [simulator.handle("POST", "/ledger/entries", key).status
+            for _ in range(PROFILES["ledger"].burst - 1)] == [200] * (PROFILES["ledger"].burst - 1)
+
+
+def test_an_oauth2_profile_issues_tokens_to_its_client_and_refuses_them_once_expired():
+    import base64
+
+    clock = FakeClock()
+    profile = dataclasses.replace(PROFILES["messaging"], token_ttl_sec=10)
+    simulator = DownstreamSimulator(profile, clock=clock, sleep=FakeSleep())
+    basic = base64.b64encode(f"{profile.oauth_client_id}:{profile.oauth_client_secret}".encode()).decode()
+    # WHEN a wrong client asks for a token THEN it is refused and counted
+    wrong = base64.b64encode(b"someone:else").decode()
+    assert simulator.issue_token({"Authorization": f"Basic {wrong}"}, b"grant_type=client_credentials")[0] == 401
+    # WHEN the client asks THEN it gets a bearer token that the API takes until its 10 s have passed
+    status, answer = simulator.issue_token({"Authorization": f"Basic {basic}"}, b"grant_type=client_credentials")
+    assert (status, answer["token_type"], answer["expires_in"]) == (200, "Bearer", 10)
+    bearer = {"Authorization": f"Bearer {answer['access_token']}"}
+    assert simulator.handle("POST", "/messages", bearer).status == 200
+    assert simulator.handle("POST", "/messages", {}).status == 401
+    clock.advance(10)
+    assert simulator.handle("POST", "/messages", bearer).status == 401
+    assert (simulator.stats()["tokens_issued"], simulator.stats()["token_refusals"]) == (1, 1)

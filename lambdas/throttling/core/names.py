@@ -109,6 +109,10 @@ ENV_TUNABLES_PARAMETER_NAME: Final = "TUNABLES_PARAMETER_NAME"
 ENV_TUNABLES_DEFAULTS: Final = "TUNABLES_DEFAULTS"
 ENV_TUNABLES_CACHE_SEC: Final = "TUNABLES_CACHE_SEC"
 ENV_LIMITER_MAX_WAIT_SEC: Final = "LIMITER_MAX_WAIT_SEC"
+# A downstream that wants credentials: how it takes them (a JSON `DownstreamAuth` document) and the secret that
+# holds them (its ARN, or the name of an existing secret); absent for a downstream without auth.
+ENV_DOWNSTREAM_AUTH: Final = "DOWNSTREAM_AUTH"
+ENV_DOWNSTREAM_SECRET_ID: Final = "DOWNSTREAM_SECRET_ID"
 # The shared limits' tables.
 ENV_RATE_LIMITER_TABLE_NAME: Final = "RATE_LIMITER_TABLE_NAME"
 ENV_SEMAPHORE_TABLE_NAME: Final = "SEMAPHORE_TABLE_NAME"
@@ -158,3 +162,21 @@ def in_flight_semaphore_name(downstream: str) -> str:
 # Lambda's bounds for an SQS event-source mapping's `ScalingConfig.MaximumConcurrency`.
 SQS_MIN_MAXIMUM_CONCURRENCY: Final = 2
 SQS_MAX_MAXIMUM_CONCURRENCY: Final = 1_000
+
+# -- Downstream credentials (Secrets Manager) ----------------------------------------------------------
+
+# The kinds of `downstreams.<name>.auth` and the keys of each kind's secret (a JSON object).
+AUTH_API_KEY: Final = "api_key"
+AUTH_OAUTH2_CLIENT_CREDENTIALS: Final = "oauth2_client_credentials"
+AUTH_KINDS: Final = (AUTH_API_KEY, AUTH_OAUTH2_CLIENT_CREDENTIALS)
+SECRET_API_KEY: Final = "api_key"
+SECRET_CLIENT_ID: Final = "client_id"
+SECRET_CLIENT_SECRET: Final = "client_secret"
+# How the auth document in ENV_DOWNSTREAM_AUTH names its fields.
+AUTH_FIELD_KIND: Final = "kind"
+AUTH_FIELD_HEADER: Final = "header"
+AUTH_FIELD_TOKEN_PATH: Final = "token_path"
+AUTH_FIELD_SCOPE: Final = "scope"
+AUTH_FIELD_SECRET_CACHE_SEC: Final = "secret_cache_sec"
+# Counted by a caller each time a 401 made it read its credentials again.
+CREDENTIALS_RENEWED: Final = "CredentialsRenewed"

@@ -3,7 +3,8 @@
 The exception class names are the error names workflows retry and catch on (`RateLimited` when our
 own shared limiter refused the call before it was sent, `DownstreamThrottled` for a 429,
 `DownstreamUnavailable` for 5xx, timeouts and refused connections, `DownstreamRejected` for other
-4xx, which retrying cannot fix). Their message is a JSON document so a workflow can read
+4xx, which retrying cannot fix, and `DownstreamUnauthorized` for credentials refused even once
+renewed). Their message is a JSON document so a workflow can read
 `retry_after_sec` from the error's cause and wait exactly as long as the downstream asked.
 """
 
@@ -46,6 +47,11 @@ class DownstreamUnavailable(DownstreamError):
 
 class DownstreamRejected(DownstreamError):
     """A 4xx other than 429: the request itself is wrong, so retrying cannot help."""
+
+
+class DownstreamUnauthorized(DownstreamRejected):
+    """The downstream refused our credentials even after they were read again (or they cannot be read): put the
+    right value in the secret the message names; retrying with the same secret cannot help."""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from localcloud.emulator.patches import (  # noqa: F401 - importing a service's 
     dynamodb,
     kms,
     s3,
+    secretsmanager,
     sqs,
     ssm,
     stepfunctions,
