@@ -230,11 +230,11 @@ def test_a_malformed_stages_or_defaults_object_is_refused(stages, defaults, mess
          "unknown key stages.dev.contol_loop (did you mean 'control_loop'?); stages.dev takes: account,"),
         (lambda s: s["dev"]["downstreams"]["crm"].update(head_room=0.1),
          "unknown key stages.dev.downstreams.crm.head_room (did you mean 'headroom'?); stages.dev.downstreams.crm"
-         " takes: base_url, burst, expected_latency_ms, headroom, max_batch_size, max_in_flight, rate_limit_per_sec,"
+         " takes: auth, base_url, burst, expected_latency_ms, headroom, max_batch_size, max_in_flight, rate_limit_per_sec,"
          " timeout_sec"),
         (lambda s: s["dev"]["downstreams"]["crm"].update(timeout_secs=3, owner="crm-team"),
          "unknown keys stages.dev.downstreams.crm.owner, stages.dev.downstreams.crm.timeout_secs (did you mean"
-         " 'timeout_sec'?); stages.dev.downstreams.crm takes: base_url,"),
+         " 'timeout_sec'?); stages.dev.downstreams.crm takes: auth, base_url,"),
         (lambda s: s["dev"]["control_loop"].update(cooldown=60),
          "unknown key stages.dev.control_loop.cooldown (did you mean 'cooldown_sec'?)"),
         (lambda s: s["dev"]["moderation"].update(reject=0.9),

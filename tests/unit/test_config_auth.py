@@ -13,8 +13,8 @@ from throttling.core.credentials import AuthSettings
 
 
 @pytest.fixture
-def stages(cdk_context: dict[str, Any]) -> dict[str, Any]:
-    return copy.deepcopy(cdk_context["stages"])
+def stages(cdk_stages: dict[str, Any]) -> dict[str, Any]:
+    return copy.deepcopy(cdk_stages)
 
 
 def with_auth(stages: dict[str, Any], auth: Any) -> dict[str, Any]:
