@@ -9,6 +9,8 @@ exactly the follow-ups that were done when another failed.
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -121,15 +123,30 @@ def test_a_follow_up_that_fails_for_good_is_compensated_and_nothing_is_charged_t
 
 def test_a_throttled_follow_up_retries_alone_without_redoing_the_others(cloud, payments, gateway, sku,
                                                                          follow_up_simulators):
-    # GIVEN a ledger that admits one request every 2 s, whose one token another client has just spent,
-    # so its next request is answered 429
+    # GIVEN a ledger that admits one request every 2 s, and another client of it taking every token as it comes
+    # back until our order's ledger call has been answered 429 (however long the order takes to get there)
     ledger = follow_up_simulators["ledger"]
     ledger.set_profile(ledger.profile.merged_with({"rate_per_sec": 0.5, "burst": 1}))
     another_client = {"X-Correlation-Id": "another-client", ledger.profile.api_key_header: ledger.profile.api_key}
-    assert ledger.handle("POST", "/ledger/entries", another_client, b"{}").status == 200
     (order,) = payment_orders(1, skus=(sku,))
+    refused = threading.Event()
+
+    def another_client_takes_every_token() -> None:
+        while not refused.is_set():
+            if any(status == 429 for _, status in follow_up_requests(ledger, order["order_id"])):
+                refused.set()
+                return
+            ledger.handle("POST", "/ledger/entries", another_client, b"{}")
+            time.sleep(0.02)
+
+    neighbour = threading.Thread(target=another_client_takes_every_token, daemon=True)
+    neighbour.start()
     # WHEN the order is placed
-    (result,) = run_orders(cloud, payments, [order]).values()
+    try:
+        (result,) = run_orders(cloud, payments, [order]).values()
+    finally:
+        refused.set()
+        neighbour.join(timeout=10)
     # THEN it is paid with every follow-up done
     assert (result.status, result.output["status"]) == ("SUCCEEDED", "paid"), (result.error, result.cause)
     assert result.output["follow_ups"] == ["inventory", "confirmation", "ledger"]

@@ -97,8 +97,8 @@ def test_a_created_secret_without_rotation_is_acknowledged_with_its_reason(dev_a
 def existing_secret(cdk_context: dict[str, Any], tmp_path_factory: pytest.TempPathFactory):
     # GIVEN the ledger configured to read a secret that exists already, by name
     context = copy.deepcopy(cdk_context)
-    context["stages"]["dev"]["downstreams"]["ledger"]["auth"]["secret_name"] = "shop/ledger-api-key"
-    config = load_config(context["stages"], "dev")
+    context["defaults"]["downstreams"]["ledger"]["auth"]["secret_name"] = "shop/ledger-api-key"
+    config = load_config(context["stages"], "dev", defaults=context["defaults"])
     stacks, _ = synthesize(config, tmp_path_factory.mktemp("cdk.out.existing-secret"), context)
     from aws_cdk.assertions import Template
 
