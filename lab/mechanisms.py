@@ -11,6 +11,9 @@ Functions' jittered backoff (`throttling.core.backoff.full_jitter_delay`), the c
   does; a longer one raises `RateLimited` with the wait), then the call.
   Simplified: the limiter is one in-memory GCRA whose write takes no time (the DynamoDB one takes
   milliseconds, so here no token comes back too late to spend), and the breaker is one shared state.
+  With an adaptive limiter (`throttling.core.adaptive_rate.InMemoryAdaptiveRateLimiter`, the same
+  core as the DynamoDB adapter's inner loop), a 429, or a 503 with a short Retry-After, is reported
+  for the token that paid for the call, as the callers' `TokenGate.report` does; the report takes no time.
 - `StepFunctionsTask`: a Task state around the caller with the workflow's `Retry` (jittered
   exponential backoff per error) and its `Catch` loop (wait the Retry-After asked for, rounded, plus
   1 s; a random 1-9 s without one; give up after `max_waits` waits or a wait above `max_wait_sec`),
@@ -46,6 +49,7 @@ from throttling.core.backoff import exponential_delay, full_jitter_delay, postpo
 from throttling.core.circuit_breaker import BreakerPolicy, BreakerState, allow, record
 from throttling.core.controller import evaluated_period
 from throttling.core.names import SQS_MAX_MAXIMUM_CONCURRENCY, SQS_MIN_MAXIMUM_CONCURRENCY
+from throttling.core.adaptive_rate import InMemoryAdaptiveRateLimiter, is_throttling_signal
 from throttling.core.rate_limiter import InMemoryRateLimiter
 from throttling.runtime.token_gate import GateKnobs, Pause, TokenTake
 
@@ -91,7 +95,7 @@ class Caller:
         downstream: Downstream,
         ledger: Ledger,
         *,
-        limiter: InMemoryRateLimiter | None = None,
+        limiter: InMemoryRateLimiter | InMemoryAdaptiveRateLimiter | None = None,
         breaker_policy: BreakerPolicy | None = None,
         timeout_sec: float = 5.0,
         max_limiter_wait_sec: float = 1.0,
@@ -113,7 +117,7 @@ class Caller:
                 on_result(request, UNAVAILABLE_ERROR, admission.retry_after_sec, *args)
                 return
         if self.limiter is None:
-            self._send(request, on_result, args)
+            self._send(request, on_result, args, None)
         else:
             # The caller Lambda's knobs: one short refusal waited out; the in-memory limiter answers at
             # once, so no token is ever stale and the invocation's time left never binds.
@@ -128,19 +132,22 @@ class Caller:
         if isinstance(step, Pause):
             self.sim.after(step.seconds, self._take_token, request, take, on_result, args)
         elif step.admitted:
-            self._send(request, on_result, args)
+            self._send(request, on_result, args, step.admitted_at)
         else:
             self.ledger.limiter_gave_up(self.sim.now)
             on_result(request, RATE_LIMITED, round(step.retry_after_sec, 3), *args)
 
-    def _send(self, request: Request, on_result: CallResult, args: tuple[Any, ...]) -> None:
+    def _send(self, request: Request, on_result: CallResult, args: tuple[Any, ...], admitted_at: float | None) -> None:
         request.calls += 1
         self.ledger.call_sent(self.sim.now)
-        self.downstream.send(self.timeout_sec, self._answered, request, on_result, args)
+        self.downstream.send(self.timeout_sec, self._answered, request, on_result, args, admitted_at)
 
     def _answered(self, status: int, latency_sec: float, retry_after: int | None, request: Request,
-                  on_result: CallResult, args: tuple[Any, ...]) -> None:
+                  on_result: CallResult, args: tuple[Any, ...], admitted_at: float | None) -> None:
         self.ledger.call_answered(self.sim.now, status, latency_sec, retry_after)
+        if (admitted_at is not None and isinstance(self.limiter, InMemoryAdaptiveRateLimiter)
+                and is_throttling_signal(status, retry_after, self.limiter.adaptive)):
+            self.limiter.report_signal(admitted_at, retry_after)
         if self.breaker_policy is not None:
             self.breaker_state = record(self.breaker_state, self.breaker_policy, self.sim.now, status == OK,
                                         latency_sec, self._caller_id(request))

@@ -30,6 +30,7 @@ from typing import Any
 
 from throttling.core.controller import ALGORITHMS, Bounds, ControllerPolicy, Setting
 from throttling.core.planning import DEFAULT_PERIOD_SEC, CapacityPlan
+from throttling.core.adaptive_rate import AdaptiveRatePolicy, InMemoryAdaptiveRateLimiter
 from throttling.core.rate_limiter import InMemoryRateLimiter, RatePolicy
 
 from lab.controllers import Adjustment, Controller, Gradient2, PlainAimd, ProjectController
@@ -61,6 +62,8 @@ SETTLED_GOODPUT = 0.85
 SETTLED_THROTTLED_SHARE = 0.01
 SETTLED_ERROR_SHARE = 0.05
 SETTLED_PERIODS_IN_A_ROW = 3
+# Where the limit is unknown, the inner loop starts at a tenth of the configured ceiling.
+DISCOVERY_SEED_FRACTION = 0.1
 
 
 @dataclass
@@ -90,6 +93,12 @@ def run(strategy: Strategy, scenario: Scenario, *, seed: int = 1, headroom: floa
         limiter = InMemoryRateLimiter(RatePolicy(scenario.advertised_limit_rps, scenario.advertised_burst), sim.clock)
     elif strategy.limiter == "planned":
         limiter = InMemoryRateLimiter(RatePolicy(plan.limiter_rate_per_sec, plan.limiter_burst), sim.clock)
+    elif strategy.limiter == "adaptive":
+        # The tunables' defaults; where the limit is unknown, discovered from a seed below the ceiling.
+        adaptive = AdaptiveRatePolicy() if scenario.limit_known else AdaptiveRatePolicy(
+            seed_fraction=DISCOVERY_SEED_FRACTION, floor_fraction=DISCOVERY_SEED_FRACTION / 2)
+        limiter = InMemoryAdaptiveRateLimiter(RatePolicy(plan.limiter_rate_per_sec, plan.limiter_burst), adaptive,
+                                              sim.clock)
     caller = Caller(sim, downstream, ledger, limiter=limiter, timeout_sec=scenario.timeout_sec)
     task = StepFunctionsTask(sim, caller, ledger, workflow_retry_policy())
     intake = MapState(sim, ledger, task, strategy.initial_map_concurrency(plan))
@@ -100,7 +109,10 @@ def run(strategy: Strategy, scenario: Scenario, *, seed: int = 1, headroom: floa
 
         def apply(adjustment: Adjustment) -> None:
             intake.set_max_concurrency(adjustment.max_concurrency)
-            if limiter is not None and adjustment.rate_per_sec is not None:
+            # With the inner loop the controller is the slow outer loop of issue 14: concurrency only, and
+            # the rate is the inner loop's, under the plan's ceiling. (A controller that also lowered the
+            # ceiling on a minute's 429s would hold the bucket there long after capacity came back.)
+            if limiter is not None and adjustment.rate_per_sec is not None and strategy.limiter != "adaptive":
                 burst = adjustment.burst if adjustment.burst is not None else limiter.policy.burst
                 limiter.policy = RatePolicy(adjustment.rate_per_sec, burst)
 
@@ -118,7 +130,7 @@ def run(strategy: Strategy, scenario: Scenario, *, seed: int = 1, headroom: floa
             in_flight=downstream.in_flight,
             pending=intake.pending,
             concurrency_limit=intake.effective_limit,
-            rate_limit=limiter.policy.rate_per_sec if limiter is not None else math.nan,
+            rate_limit=_rate_in_force(limiter),
             capacity_rps=scenario.downstream.capacity_rps_at(sim.now),
         )
 
@@ -127,6 +139,15 @@ def run(strategy: Strategy, scenario: Scenario, *, seed: int = 1, headroom: floa
     sim.run(scenario.duration_sec - 1e-9)
     return Run(strategy, scenario, seed, ledger, decisions, intake.max_running_seen,
                limiter.policy if limiter is not None else None)
+
+
+def _rate_in_force(limiter: InMemoryRateLimiter | InMemoryAdaptiveRateLimiter | None) -> float:
+    """What the limiter admits now: its policy's rate, or the inner loop's current rate under it."""
+    if limiter is None:
+        return math.nan
+    if isinstance(limiter, InMemoryAdaptiveRateLimiter):
+        return limiter.rate_per_sec
+    return limiter.policy.rate_per_sec
 
 
 def _controller(strategy: Strategy, scenario: Scenario, plan: CapacityPlan,

@@ -12,6 +12,7 @@ differ only in what holds the traffic back:
 | token_bucket | 5 | the advertised limit and burst | nobody |
 | adaptive_aimd | the plan's | the plan's rate and burst | the project's controller, aimd mode |
 | adaptive_gradient | the plan's | the plan's rate and burst | the project's controller, gradient mode |
+| inner_loop | the plan's | the plan's rate and burst as the ceiling of the inner loop | the rate: every 429 at once (the shared limiter's inner loop); the concurrency: the project's controller, aimd mode, once a minute |
 | aimd_baseline | the plan's | none | plain AIMD (+1 / x0.5 on 429s) |
 | gradient2_baseline | the plan's | none | Netflix Gradient2 |
 
@@ -42,7 +43,7 @@ HEADROOM = DEFAULT_HEADROOM
 SEED_MAP_CONCURRENCY = 5
 
 ControllerKind = Literal["none", "aimd", "gradient", "plain_aimd", "gradient2"]
-LimiterKind = Literal["none", "advertised", "planned"]
+LimiterKind = Literal["none", "advertised", "planned", "adaptive"]
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class Strategy:
 
     @property
     def ours(self) -> bool:
-        return self.controller in ("aimd", "gradient")
+        return self.controller in ("aimd", "gradient") or self.limiter == "adaptive"
 
     def initial_map_concurrency(self, plan: CapacityPlan) -> int:
         if self.map_concurrency == "inline_max":
@@ -72,6 +73,8 @@ STRATEGIES: tuple[Strategy, ...] = (
     Strategy("token_bucket", "token bucket at the advertised limit", "seed", "advertised", "none"),
     Strategy("adaptive_aimd", "ours: adaptive, aimd mode", "plan", "planned", "aimd"),
     Strategy("adaptive_gradient", "ours: adaptive, gradient mode", "plan", "planned", "gradient"),
+    Strategy("inner_loop", "ours: the limiter's inner loop, the controller (aimd) on concurrency", "plan", "adaptive",
+             "aimd"),
     Strategy("aimd_baseline", "plain AIMD (baseline)", "plan", "none", "plain_aimd"),
     Strategy("gradient2_baseline", "Netflix Gradient2 (baseline)", "plan", "none", "gradient2"),
 )

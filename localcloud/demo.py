@@ -21,6 +21,7 @@ from localcloud.drivers import (
     crm_batch,
     crm_segment_large,
     ingress,
+    inner_loop,
     legacy,
     moderation,
     payments,
@@ -84,7 +85,7 @@ def smoke(cloud: LocalCloud, stacks: dict[str, Any], simulators: dict[str, Downs
 
     section("3. The use cases, each against its downstream's simulator")
     for run in (run_crm_batch, run_crm_segment_large, run_moderation, run_model_slots, run_payments,
-                run_payment_follow_ups, run_credentials, run_legacy, run_ingress, run_control_loop):
+                run_payment_follow_ups, run_credentials, run_legacy, run_ingress, run_control_loop, run_inner_loop):
         print(f"  {run(cloud, stacks, simulators)}", flush=True)
 
     section("4. An operator tunes the CRM through SSM, then someone writes garbage")
@@ -266,6 +267,20 @@ def run_control_loop(cloud: LocalCloud, stacks: Mapping[str, DeployedStack], sim
         f"control loop: the CRM's 429-rate alarm (20 % of 600 calls) -> {run.decision['action']} to"
         f" max_concurrency {run.document['max_concurrency']}, {run.document['rate_per_sec']} req/s in SSM;"
         f" calls in flight at the CRM {run.peak_in_flight_before} before, {run.peak_in_flight_after} after"
+    )
+
+
+def run_inner_loop(cloud: LocalCloud, stacks: Mapping[str, DeployedStack], simulators: Simulators, *,
+                   users: int = 40) -> str:
+    """The CRM halves its capacity mid-batch: what the shared limiter let through once its inner loop followed."""
+    run = inner_loop.run_capacity_halved(cloud, stacks, simulators["crm"], users=users, halve_after_requests=30)
+    if run.execution.status != "SUCCEEDED":
+        return f"inner loop: execution {run.execution.status} ({run.execution.error}: {run.execution.cause})"
+    return (
+        f"inner loop: the CRM halved to {_number(run.rate_after_per_sec)} req/s after {run.sent_before} requests;"
+        f" from {run.settle_sec:g} s later our limiter sent {run.sent_settled_per_sec:.1f} req/s,"
+        f" {run.throttled_settled} of {run.sent_settled} answered 429 ({run.throttled_total} in all);"
+        f" {run.execution.output['succeeded']} of {len(run.users)} users e-mailed, {len(run.dead_letters)} dead letters"
     )
 
 

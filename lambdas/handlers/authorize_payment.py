@@ -59,6 +59,7 @@ from throttling.adapters.dynamodb_circuit_breaker import DynamoDbCircuitBreaker
 from throttling.adapters.dynamodb_rate_limiter import DynamoDbRateLimiter
 from throttling.adapters.ssm_tunables import TunablesReader, downstream_tunables_reader
 from throttling.core import names
+from throttling.core.adaptive_rate import AdaptiveRatePolicy
 from throttling.core.circuit_breaker import BreakerPolicy
 from throttling.core.rate_limiter import RatePolicy, stale_token_after_sec
 from throttling.core.tunables import DownstreamTunables, parse_breaker_policy
@@ -71,7 +72,7 @@ from throttling.runtime.downstream_client import (
     DownstreamUnavailable,
     RateLimited,
 )
-from throttling.runtime.token_gate import GateKnobs, TokenGate
+from throttling.runtime.token_gate import GateKnobs, GateOutcome, TokenGate
 
 if TYPE_CHECKING:
     from types_boto3_dynamodb import DynamoDBClient
@@ -225,8 +226,9 @@ def authorize(deps: Dependencies, order: dict[str, Any], context: LambdaContext)
         raise BreakerOpen({"downstream": deps.downstream, "breaker": admission.status.value,
                            "retry_after_sec": round(admission.retry_after_sec, 3)})
 
-    take_token(deps, RatePolicy(rate_per_sec=in_force.rate_per_sec, burst=in_force.burst), context)
-    answer = call_gateway(deps, parsed, breaker, caller_id)
+    policy = RatePolicy(rate_per_sec=in_force.rate_per_sec, burst=in_force.burst)
+    token = take_token(deps, policy, context, in_force.adaptive)
+    answer = call_gateway(deps, parsed, breaker, caller_id, Signalled(policy, in_force.adaptive, token))
     authorization = interpret_gateway_answer(answer, parsed)
     metrics.add_metric(name="PaymentsAuthorized" if authorization.authorized else "PaymentsDeclined",
                        unit=MetricUnit.Count, value=1)
@@ -235,11 +237,26 @@ def authorize(deps: Dependencies, order: dict[str, Any], context: LambdaContext)
     return authorization.to_answer(parsed.order_id)
 
 
-def call_gateway(deps: Dependencies, order: Order, breaker: DynamoDbCircuitBreaker, caller_id: str) -> Any:
+@dataclass(frozen=True)
+class Signalled:
+    """What a report of the gateway's throttling signal names: the bucket's policy and loop, and the token's admission."""
+
+    policy: RatePolicy
+    adaptive: AdaptiveRatePolicy
+    token: GateOutcome
+
+    def report(self, deps: Dependencies, error: DownstreamError) -> None:
+        if deps.gate.report(deps.downstream, self.policy, self.adaptive, self.token, error):
+            metrics.add_metric(name=names.LIMITER_SIGNALS_REPORTED, unit=MetricUnit.Count, value=1)
+
+
+def call_gateway(deps: Dependencies, order: Order, breaker: DynamoDbCircuitBreaker, caller_id: str,
+                 signalled: Signalled | None = None) -> Any:
     """`POST /authorize`, with its outcome recorded in the breaker.
 
     Only 5xx, timeouts and refused connections count as failures: a 429 or another 4xx means the
-    gateway is up and answering, and a throttled gateway is the limiter's business, not the breaker's.
+    gateway is up and answering, and a throttled gateway is the limiter's business, not the breaker's:
+    a 429, or a 503 with Retry-After, is reported to the shared limiter's inner loop (`signalled`).
     """
     headers = {"Idempotency-Key": order.order_id, "X-Correlation-Id": order.order_id}
     started = time.monotonic()
@@ -249,10 +266,14 @@ def call_gateway(deps: Dependencies, order: Order, breaker: DynamoDbCircuitBreak
         breaker.record(deps.breaker_name, caller_id, success=False, duration_sec=time.monotonic() - started)
         record_call(metrics, error=error)
         note_unanswered(deps, order.order_id)
+        if signalled is not None:
+            signalled.report(deps, error)
         raise
     except (DownstreamThrottled, DownstreamRejected) as error:
         breaker.record(deps.breaker_name, caller_id, success=True, duration_sec=time.monotonic() - started)
         record_call(metrics, error=error)
+        if signalled is not None:
+            signalled.report(deps, error)
         raise
     breaker.record(deps.breaker_name, caller_id, success=True, duration_sec=time.monotonic() - started)
     record_call(metrics, response=response)
@@ -282,7 +303,8 @@ def note_unanswered(deps: Dependencies, order_id: str) -> None:
         logger.exception("could not note an unanswered authorization; a resumption days from now could repeat it")
 
 
-def take_token(deps: Dependencies, policy: RatePolicy, context: LambdaContext) -> None:
+def take_token(deps: Dependencies, policy: RatePolicy, context: LambdaContext,
+               adaptive: AdaptiveRatePolicy | None = None) -> GateOutcome:
     """Take one token of the gateway's bucket, waiting refusals out while the invocation can afford it.
 
     A refusal says exactly when the next token is due; the gate waits for it (plus a little jitter)
@@ -292,14 +314,14 @@ def take_token(deps: Dependencies, policy: RatePolicy, context: LambdaContext) -
     reach the gateway too close to calls decided after it.
     """
     outcome = deps.gate.take(deps.downstream, policy, time_left_sec=_affordable_wait_sec(deps, context),
-                             stale_after_sec=stale_token_after_sec(policy, deps.contract))
+                             stale_after_sec=stale_token_after_sec(policy, deps.contract), adaptive=adaptive)
     if outcome.stale_tokens:
         metrics.add_metric(name="LimiterStaleTokens", unit=MetricUnit.Count, value=outcome.stale_tokens)
     if outcome.admitted:
         metrics.add_metric(name=names.LIMITER_ADMITTED, unit=MetricUnit.Count, value=1)
         if outcome.waited_sec:
             metrics.add_metric(name="LimiterWaitedMs", unit=MetricUnit.Milliseconds, value=outcome.waited_sec * 1000)
-        return
+        return outcome
     metrics.add_metric(name=names.RATE_LIMITED, unit=MetricUnit.Count, value=1)
     raise RateLimited({"downstream": deps.downstream, "retry_after_sec": round(outcome.retry_after_sec, 3)})
 

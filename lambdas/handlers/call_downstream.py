@@ -9,7 +9,9 @@ latency. A refusal shorter than `LIMITER_MAX_WAIT_SEC` is waited out here (cheap
 round trip); a longer one raises `RateLimited` with the wait for the workflow. A token that comes
 back later than `stale_token_after_sec` allows is not spent on the call: sent now, it could reach
 the downstream too close to calls decided after it. A 429, 5xx or timeout raises the error a
-workflow retries on (see `throttling.runtime.downstream_client`).
+workflow retries on (see `throttling.runtime.downstream_client`); a 429, or a 503 with Retry-After,
+is first reported to the shared limiter (its inner loop), which blocks every caller for the
+Retry-After and cuts the bucket's rate.
 
 A downstream configured with `auth` gets its credentials on every call (`throttling.runtime.credentials`,
 from its secret in Secrets Manager). A 401 renews them once (the secret read again, a new token) and
@@ -35,6 +37,7 @@ from throttling.adapters.dynamodb_rate_limiter import DynamoDbRateLimiter
 from throttling.adapters.secrets import SecretReader
 from throttling.adapters.ssm_tunables import TunablesReader, downstream_tunables_reader
 from throttling.core import names
+from throttling.core.adaptive_rate import AdaptiveRatePolicy
 from throttling.core.credentials import AuthSettings
 from throttling.core.rate_limiter import RatePolicy, stale_token_after_sec
 from throttling.core.tunables import DownstreamTunables
@@ -48,7 +51,7 @@ from throttling.runtime.downstream_client import (
     DownstreamUnauthorized,
     RateLimited,
 )
-from throttling.runtime.token_gate import GateKnobs, TokenGate
+from throttling.runtime.token_gate import GateKnobs, GateOutcome, TokenGate
 
 if TYPE_CHECKING:
     from types_boto3_dynamodb import DynamoDBClient
@@ -125,14 +128,18 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_dimension(name=names.DOWNSTREAM_DIMENSION, value=deps.downstream)
     in_force = deps.tunables.get()
     policy = RatePolicy(rate_per_sec=in_force.rate_per_sec, burst=in_force.burst)
-    take_token(deps, policy, context)
+    # The token of the last call made: a signal names the admission it answers (a 401's retry takes another).
+    tokens = [take_token(deps, policy, context, in_force.adaptive)]
     headers = {"X-Correlation-Id": logger.get_correlation_id() or context.aws_request_id}
     if event.get("idempotency_key"):
         headers["Idempotency-Key"] = str(event["idempotency_key"])
     try:
-        response = call_authenticated(deps, event, headers, lambda: take_token(deps, policy, context))
+        response = call_authenticated(
+            deps, event, headers, lambda: tokens.append(take_token(deps, policy, context, in_force.adaptive)))
     except DownstreamError as error:
         record_call(metrics, error=error)
+        if deps.gate.report(deps.downstream, policy, in_force.adaptive, tokens[-1], error):
+            metrics.add_metric(name=names.LIMITER_SIGNALS_REPORTED, unit=MetricUnit.Count, value=1)
         raise
     record_call(metrics, response=response)
     logger.info("downstream answered", extra={"status": response.status, "latency_ms": round(response.latency_ms, 1)})
@@ -179,18 +186,19 @@ def call_authenticated(deps: Dependencies, event: Mapping[str, Any], headers: Ma
                       f" value it issued with `aws secretsmanager put-secret-value --secret-id {secret_id}`"}) from None
 
 
-def take_token(deps: Dependencies, policy: RatePolicy, context: LambdaContext) -> None:
-    """Take one fresh token, waiting out one short refusal; raise `RateLimited` for a long one, or for
-    `MAX_STALE_TOKENS` tokens that came back too late to use."""
+def take_token(deps: Dependencies, policy: RatePolicy, context: LambdaContext,
+               adaptive: AdaptiveRatePolicy | None = None) -> GateOutcome:
+    """Take one fresh token under the bucket's inner loop, waiting out one short refusal; raise `RateLimited`
+    for a long one, or for `MAX_STALE_TOKENS` tokens that came back too late to use."""
     outcome = deps.gate.take(deps.downstream, policy, time_left_sec=_affordable_wait_sec(deps, context),
-                             stale_after_sec=stale_token_after_sec(policy, deps.contract))
+                             stale_after_sec=stale_token_after_sec(policy, deps.contract), adaptive=adaptive)
     if outcome.stale_tokens:
         metrics.add_metric(name="LimiterStaleTokens", unit=MetricUnit.Count, value=outcome.stale_tokens)
     if outcome.waited_sec:
         metrics.add_metric(name="LimiterWaitedMs", unit=MetricUnit.Milliseconds, value=outcome.waited_sec * 1000)
     if outcome.admitted:
         metrics.add_metric(name=names.LIMITER_ADMITTED, unit=MetricUnit.Count, value=1)
-        return
+        return outcome
     metrics.add_metric(name=names.RATE_LIMITED, unit=MetricUnit.Count, value=1)
     raise RateLimited({"downstream": deps.downstream, "retry_after_sec": round(outcome.retry_after_sec, 3)})
 

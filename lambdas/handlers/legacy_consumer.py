@@ -69,6 +69,7 @@ from legacy.records import PoisonRecord, parse_record
 from throttling.adapters.dynamodb_rate_limiter import DynamoDbRateLimiter
 from throttling.adapters.ssm_tunables import TunablesReader, downstream_tunables_reader
 from throttling.core import names
+from throttling.core.adaptive_rate import AdaptiveRatePolicy
 from throttling.core.backoff import postpone_for_sec
 from throttling.core.rate_limiter import RatePolicy
 from throttling.core.rate_limiter import stale_token_after_sec as shared_stale_token_after_sec
@@ -81,7 +82,7 @@ from throttling.runtime.downstream_client import (
     DownstreamThrottled,
     DownstreamUnavailable,
 )
-from throttling.runtime.token_gate import GateKnobs, TokenGate
+from throttling.runtime.token_gate import GateKnobs, GateOutcome, TokenGate
 
 if TYPE_CHECKING:
     from types_boto3_dynamodb import DynamoDBClient
@@ -177,7 +178,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     deps = dependencies()
     metrics.add_dimension(name=names.DOWNSTREAM_DIMENSION, value=deps.downstream)
     in_force = deps.tunables.get()
-    batch = Batch(deps, RatePolicy(rate_per_sec=in_force.rate_per_sec, burst=in_force.burst), context)
+    batch = Batch(deps, RatePolicy(rate_per_sec=in_force.rate_per_sec, burst=in_force.burst), context,
+                  adaptive=in_force.adaptive)
     response = process_partial_response(event=event, record_handler=batch.handle, processor=processor, context=context)
     batch.change_visibilities()
     logger.info("batch done", extra={"records": len(event.get("Records", [])), **batch.summary()})
@@ -223,9 +225,13 @@ def correlation_id_of(record: SQSRecord) -> str:
 class Batch:
     """One invocation: once the limiter or the mainframe says "not now", every later record is postponed."""
 
-    def __init__(self, deps: Dependencies, policy: RatePolicy, context: LambdaContext) -> None:
+    def __init__(self, deps: Dependencies, policy: RatePolicy, context: LambdaContext,
+                 adaptive: AdaptiveRatePolicy | None = None) -> None:
         self.deps = deps
         self.policy = policy
+        # The shared limiter's inner loop (None: the bucket at `policy`, blind to the mainframe's 429s).
+        self.adaptive = adaptive
+        self.token: GateOutcome | None = None
         self.context = context
         self.stale_after_sec = stale_token_after_sec(policy.rate_per_sec, deps.contract.rate_per_sec)
         self.started = time.monotonic()
@@ -271,8 +277,12 @@ class Batch:
             response = self.deps.client.call("POST", "/records", body={"record_id": item.record_id, "payload": item.payload},
                                    headers=headers)
         except (DownstreamThrottled, DownstreamUnavailable) as error:
-            # The mainframe refused or is down: the rest of the batch would meet the same answer.
+            # The mainframe refused or is down: the rest of the batch would meet the same answer, and
+            # a 429 (or a 503 with Retry-After) slows every consumer through the shared limiter.
             record_call(metrics, error=error)
+            if self.token is not None and self.deps.gate.report(self.deps.downstream, self.policy, self.adaptive,
+                                                                self.token, error):
+                metrics.add_metric(name=names.LIMITER_SIGNALS_REPORTED, unit=MetricUnit.Count, value=1)
             self.postpone_after_sec = error.details.get("retry_after_sec") or 0.0
             visibility_sec = self._postpone(record, receive_count)
             self._record_failed(item.record_id, record.message_id, receive_count, error, retry_after_sec=visibility_sec)
@@ -352,7 +362,8 @@ class Batch:
         """Wait for a token while affordable: None once admitted, else the wait that cannot be afforded
         (0 when tokens kept coming back too late until no time was left: the limiter is that slow right now)."""
         outcome = self.deps.gate.take(self.deps.downstream, self.policy, time_left_sec=self._affordable_wait_sec(),
-                            stale_after_sec=self.stale_after_sec)
+                                      stale_after_sec=self.stale_after_sec, adaptive=self.adaptive)
+        self.token = outcome
         if outcome.stale_tokens:
             metrics.add_metric(name="LimiterStaleTokens", unit=MetricUnit.Count, value=outcome.stale_tokens)
         if not outcome.admitted:

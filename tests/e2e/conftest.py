@@ -18,10 +18,23 @@ from localcloud.referee.downstream_simulator import DownstreamSimulator
 
 
 @pytest.fixture
-def fresh_simulators(simulators) -> dict[str, DownstreamSimulator]:
-    """The session's simulators, reset to their named profiles with no recorded requests."""
+def fresh_simulators(simulators, cloud, deployed) -> dict[str, DownstreamSimulator]:
+    """The session's simulators, reset to their named profiles with no recorded requests, and the shared
+    limiter's buckets emptied with them: a bucket remembers what its downstream answered (the inner loop's
+    block and cut after a 429), and an earlier test's 429 must not hold back the next test's fresh downstream.
+    Where a bucket had been signalled, the warm execution environments go too: each remembers the last
+    state it saw (it proves a refusal during a block without a write), which only a new one forgets."""
     for simulator in simulators.values():
         simulator.reset()
+    dynamodb = cloud.client("dynamodb")
+    table = stack_output(deployed, "-SharedLimits", "RateLimiterTableName")
+    signalled = False
+    for page in dynamodb.get_paginator("scan").paginate(TableName=table):
+        for item in page["Items"]:
+            signalled = signalled or "signals" in item
+            dynamodb.delete_item(TableName=table, Key={"pk": item["pk"]})
+    if signalled:
+        cloud.lambda_runtime.shutdown()
     return simulators
 
 

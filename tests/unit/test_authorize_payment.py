@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -66,11 +66,17 @@ class Limiter:
     asked: int = 0
     answer_after_sec: list[float] = field(default_factory=list)
 
-    def try_acquire(self, bucket: str, policy: RatePolicy) -> RateDecision:
+    reported: list[dict[str, Any]] = field(default_factory=list)
+
+    def try_acquire(self, bucket: str, policy: RatePolicy, cost: int = 1, adaptive: Any = None) -> RateDecision:
         self.asked += 1
         if self.answer_after_sec:
             time.sleep(self.answer_after_sec.pop(0))
         return self.decisions.pop(0)
+
+    def report_signal(self, bucket: str, policy: RatePolicy, adaptive: Any, *, admitted_at: float,
+                      retry_after_sec: float | None) -> None:
+        self.reported.append({"bucket": bucket, "admitted_at": admitted_at, "retry_after_sec": retry_after_sec})
 
 
 @dataclass
@@ -187,6 +193,47 @@ def test_only_failures_of_the_gateway_count_against_the_breaker(authorizer, deps
     with pytest.raises(type(outcome)):
         authorizer.authorize(deps, order=ORDER, context=Context())
     assert breaker.recorded == [counted_as_success]
+
+
+@pytest.mark.parametrize(
+    ("outcome", "reported"),
+    [
+        (DownstreamThrottled({"status": 429, "retry_after_sec": 3.0}), {"retry_after_sec": 3.0}),
+        (DownstreamThrottled({"status": 429, "retry_after_sec": None}), {"retry_after_sec": None}),
+        (DownstreamUnavailable({"status": 503, "retry_after_sec": 7.0}), {"retry_after_sec": 7.0}),  # shedding load
+        (DownstreamUnavailable({"status": 503, "retry_after_sec": None}), None),  # failing: the breaker's business
+        (DownstreamUnavailable({"status": 503, "retry_after_sec": 3600.0}), None),  # down for an hour: the breaker's
+        (DownstreamUnavailable({"reason": "timeout", "timed_out": True}), None),
+        (DownstreamRejected({"status": 400}), None),
+    ],
+)
+def test_a_throttling_answer_is_reported_to_the_shared_limiter_for_the_token_that_paid_for_the_call(
+        authorizer, deps, fakes, outcome, reported):
+    # GIVEN a token admitted at 1000.0, and a gateway answering `outcome`
+    limiter, _, gateway = fakes
+    limiter.decisions[:] = [replace(ALLOW, decided_at=1_000.0)]
+    gateway.outcome = outcome
+    # WHEN the order is authorized
+    with pytest.raises(type(outcome)):
+        authorizer.authorize(deps, order=ORDER, context=Context())
+    # THEN a 429, or a 503 with Retry-After, reaches the limiter naming that admission; nothing else does
+    expected = [] if reported is None else [{"bucket": "payment_gateway", "admitted_at": 1_000.0, **reported}]
+    assert limiter.reported == expected
+
+
+def test_a_report_the_limiter_cannot_take_leaves_the_gateways_error_to_the_workflow(authorizer, deps, fakes):
+    # GIVEN a limiter whose table throttles the report
+    limiter, _, gateway = fakes
+    limiter.decisions[:] = [replace(ALLOW, decided_at=1_000.0)]
+    gateway.outcome = DownstreamThrottled({"status": 429, "retry_after_sec": 1.0})
+
+    def store_down(*args, **kwargs):
+        raise RuntimeError("ProvisionedThroughputExceededException")
+
+    limiter.report_signal = store_down
+    # WHEN the order is authorized THEN the workflow still gets the 429, not the store's error
+    with pytest.raises(DownstreamThrottled):
+        authorizer.authorize(deps, order=ORDER, context=Context())
 
 
 def test_an_authorization_sends_the_order_id_as_idempotency_key_and_answers_the_decision(authorizer, deps, fakes):

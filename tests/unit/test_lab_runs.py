@@ -113,3 +113,23 @@ def test_every_scenario_and_strategy_has_a_unique_name():
     assert len({s.name for s in STRATEGIES}) == len(STRATEGIES)
     with pytest.raises(ValueError, match="no scenario 'nope'"):
         scenario("nope")
+
+
+def test_the_inner_loop_slows_the_fleet_within_seconds_of_a_capacity_drop_and_climbs_back_when_it_returns():
+    # GIVEN ten minutes at three times the limit, capacity halved at 3:00 and restored at 6:00
+    halved = short("capacity_halved", downstream=dataclasses.replace(
+        scenario("capacity_halved").downstream, capacity_changes=((180.0, 0.5), (360.0, 1.0))),
+        changes=((180.0, "halved"), (360.0, "restored")))
+    # WHEN the inner loop runs through it
+    result = run(strategy("inner_loop"), halved, seed=3)
+    ledger, ceiling = result.ledger, result.limiter_policy.rate_per_sec
+    # THEN its rate was the plan's until the drop, and below three quarters of it within 5 s after
+    assert set(ledger.rate_limit[:180]) == {ceiling}
+    assert max(ledger.rate_limit[185:360]) < 0.75 * ceiling
+    # AND from 10 s after the drop, fewer than 1 % of the answers were 429s (counted, not timed)
+    settled = slice(190, 360)
+    assert sum(ledger.throttled[settled]) < 0.01 * sum(ledger.answered[settled])
+    # AND within a minute of the capacity's return it is back at the plan's rate
+    assert min(ledger.rate_limit[420:]) == ceiling
+    summary = summarize(result)
+    assert summary["succeeded"] + summary["failed"] + summary["backlog_at_end"] == summary["arrived"]

@@ -8,7 +8,7 @@ limiter and the mainframe client for fakes too.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -119,12 +119,17 @@ class FakeLimiter:
     delays: list[float] = field(default_factory=list)
     clock: list[float] = field(default_factory=lambda: [1_000.0])
     calls: int = 0
+    reported: list[dict[str, Any]] = field(default_factory=list)
 
-    def try_acquire(self, bucket: str, policy: Any, cost: int = 1) -> RateDecision:
+    def try_acquire(self, bucket: str, policy: Any, cost: int = 1, adaptive: Any = None) -> RateDecision:
         assert bucket == "legacy_mainframe"
         self.calls += 1
         self.clock[0] += self.delays.pop(0) if self.delays else 0.0
         return self.decisions.pop(0) if self.decisions else ALLOW
+
+    def report_signal(self, bucket: str, policy: Any, adaptive: Any, *, admitted_at: float,
+                      retry_after_sec: float | None) -> None:
+        self.reported.append({"bucket": bucket, "admitted_at": admitted_at, "retry_after_sec": retry_after_sec})
 
 
 @dataclass
@@ -364,6 +369,17 @@ def test_a_429_postpones_that_record_and_the_rest_by_the_retry_after(consumer, f
     assert "DownstreamThrottled" in failed["ExpressionAttributeValues"][":error"]["S"]
     assert failed["ExpressionAttributeValues"][":retry_after"] == {"N": "5"}
     assert "#status <> :delivered" in failed["ConditionExpression"]
+
+
+def test_a_429_is_reported_to_the_shared_limiter_so_every_consumer_slows(consumer, fakes):
+    limiter, mainframe, _, _ = fakes
+    # GIVEN tokens the limiter admits at 1000.0, and a mainframe answering the second record 429
+    limiter.decisions = [replace(ALLOW, decided_at=1_000.0)] * 2
+    mainframe.errors["r-1"] = DownstreamThrottled({"status": 429, "retry_after_sec": 4.2})
+    # WHEN a batch of three is handled
+    consumer.handler(sqs_event(*(record(f"r-{i}") for i in range(3))), FakeContext())
+    # THEN the 429 was reported once, for the token of the call that met it, with its Retry-After
+    assert limiter.reported == [{"bucket": "legacy_mainframe", "admitted_at": 1_000.0, "retry_after_sec": 4.2}]
 
 
 def test_a_limiter_wait_the_invocation_cannot_afford_postpones_the_rest_without_a_call(consumer, fakes):

@@ -8,6 +8,7 @@ import logging
 import pytest
 
 from throttling.adapters.ssm_tunables import TunablesReader, defaults_from_environment
+from throttling.core.adaptive_rate import AdaptiveRatePolicy
 from throttling.core.circuit_breaker import BreakerPolicy
 from throttling.core.tunables import DownstreamTunables, InvalidTunables, parse_breaker_policy, parse_tunables
 
@@ -30,12 +31,32 @@ def test_a_good_document_parses_unchanged():
         ("burst", 10**6, 5_000),
         ("max_concurrency", -3, 1),
         ("max_concurrency", 5_000, 1_000),
+        ("decrease_factor", 0.99, 0.95),  # the inner loop's: a cut that barely slows is no cut
+        ("decrease_factor", 0.0, 0.1),
+        ("increase_fraction_per_sec", 3, 0.5),
+        ("floor_fraction", 0, 0.01),
     ],
 )
 def test_out_of_range_values_are_clamped_and_reported(field, value, expected):
     result = parse_tunables({**GOOD, field: value}, ceiling_rate_per_sec=10, ceiling_burst=5_000)
     assert getattr(result.tunables, field) == expected
     assert result.clamped_fields == (field,)
+
+
+def test_the_inner_loop_defaults_when_the_document_leaves_it_out_and_follows_it_when_it_does_not():
+    # GIVEN a seed without the inner loop's fields, and an operator's document with them
+    seeded = parse_tunables(GOOD).tunables
+    tuned = parse_tunables({**GOOD, "decrease_factor": 0.5, "increase_fraction_per_sec": 0.05,
+                            "floor_fraction": 0.2}).tunables
+    # THEN the seed has the core's defaults, and writes none of them back
+    assert seeded.adaptive == AdaptiveRatePolicy()
+    assert set(json.loads(seeded.to_document())) == set(GOOD)
+    # AND the operator's values are the loop's, and survive a round trip
+    assert tuned.adaptive == AdaptiveRatePolicy(decrease_factor=0.5, increase_fraction_per_sec=0.05, floor_fraction=0.2)
+    assert parse_tunables(tuned.to_document()).tunables == tuned
+    # AND a value that is not a number refuses the document, as for any field
+    with pytest.raises(InvalidTunables, match="decrease_factor must be a finite number, got 'half'"):
+        parse_tunables({**GOOD, "decrease_factor": "half"})
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,19 @@ Costs (how DynamoDB bills them: `throttling.adapters._dynamodb`):
   what it has seen, at no write). Reads: always 0. Every number written is an exact decimal of a
   time-grid value (`rate_limiter.TIME_GRID_SEC`), so DynamoDB's decimal conditions and sums agree
   with the float decisions exactly: a lone caller that waits its `retry_after_sec` is admitted.
+- The inner loop (`adaptive=`, `throttling.core.adaptive_rate`): the same item also holds the
+  bucket's current rate (`rate_base`, `rate_base_at`, `rate_peak`), its block (`blocked_until`) and `signals`, a
+  count of the signals written. An admission costs what it costs above, still one write: its
+  condition adds `signals <= :signals_seen`, so a caller that has not seen the latest cut or block
+  fails once (1 write), learns the state from the failed write, and re-decides under it. A reported
+  signal costs 1 write per shard when it cuts or lengthens the block, 0 when the state already
+  answers it (a repeat from the same overload), plus 1 failed write per shard whose state moved
+  since this instance saw it.
+
+Shards and the inner loop: each shard's item holds its own share of the rate (the rate in force
+split over the shards) and its own block, and a signal is written to every shard, so a cut reaches
+the callers of every shard; the dedup (a signal counts only for a call admitted after the shard's
+last cut took effect) keeps a burst of 429s to one cut per shard, and every shard cuts alike.
 """
 
 from __future__ import annotations
@@ -33,7 +46,16 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from throttling.adapters._dynamodb import failed_condition_item
+from throttling.adapters._dynamodb import failed_condition_item, number
+from throttling.core.adaptive_rate import (
+    AdaptiveRatePolicy,
+    AdaptiveState,
+    SignalOutcome,
+    decide_adaptive,
+    effective_policy,
+    on_signal,
+    recovered_at,
+)
 from throttling.core.clock import Clock, SystemClock
 from throttling.core.rate_limiter import (
     GRID_STEPS_PER_SEC,
@@ -49,6 +71,11 @@ if TYPE_CHECKING:
     from types_boto3_dynamodb import DynamoDBClient
 
 __all__ = [
+    "ADAPTIVE_BACKLOG_CONDITION",
+    "ADAPTIVE_CONDITION",
+    "ADAPTIVE_SIGNAL_CONDITION",
+    "ADAPTIVE_SIGNAL_UPDATE",
+    "ADAPTIVE_UPDATE",
     "RATE_LIMITER_BACKLOG_CONDITION",
     "RATE_LIMITER_BACKLOG_UPDATE",
     "RATE_LIMITER_CONDITION",
@@ -67,6 +94,18 @@ RATE_LIMITER_UPDATE = "SET tat = :new_tat, expires_at = :expires_at"
 RATE_LIMITER_CONDITION = "attribute_not_exists(tat) OR tat <= :based_on_tat"
 RATE_LIMITER_BACKLOG_UPDATE = "ADD tat :cost_interval SET expires_at = :expires_at"
 RATE_LIMITER_BACKLOG_CONDITION = "tat >= :now AND tat <= :latest_tat"
+# The same two steps with the inner loop: a write holds only if this caller has seen every signal
+# (`signals` only grows), so a cut or a block reaches every caller at its next write. The first
+# admission of a bucket also records when its rate started (a seed climbs from then).
+_SIGNALS_SEEN = "(attribute_not_exists(signals) OR signals <= :signals_seen)"
+ADAPTIVE_UPDATE = ("SET tat = :new_tat, expires_at = :expires_at, rate_base = if_not_exists(rate_base, :rate_base), "
+                   "rate_base_at = if_not_exists(rate_base_at, :rate_base_at)")
+ADAPTIVE_CONDITION = f"(attribute_not_exists(tat) OR tat <= :based_on_tat) AND {_SIGNALS_SEEN}"
+ADAPTIVE_BACKLOG_CONDITION = f"tat >= :now AND tat <= :latest_tat AND {_SIGNALS_SEEN}"
+# A signal: the new rate, its start and the block, written if the state it was computed from is still the stored one.
+ADAPTIVE_SIGNAL_UPDATE = ("SET rate_base = :rate_base, rate_base_at = :rate_base_at, rate_peak = :rate_peak, "
+                          "blocked_until = :blocked_until, expires_at = :expires_at ADD signals :one")
+ADAPTIVE_SIGNAL_CONDITION = _SIGNALS_SEEN
 
 
 def rate_limiter_key(bucket: str, shard: int) -> str:
@@ -128,14 +167,20 @@ class DynamoDbRateLimiter:
         self._ttl_margin_sec = ttl_margin_sec
         # shard key -> a lower bound of its stored TAT.
         self._seen_tat: dict[str, float] = {}
+        # shard key -> the inner loop's state as last seen (the one with the most signals).
+        self._seen_state: dict[str, AdaptiveState] = {}
         self._seen_lock = threading.Lock()
 
     def shards_for(self, policy: RatePolicy) -> int:
         """How many items `policy` is spread over."""
         return shard_count_for(policy.rate_per_sec, self._per_partition_writes_per_sec, self._headroom)
 
-    def try_acquire(self, bucket: str, policy: RatePolicy, cost: int = 1) -> RateDecision:
+    def try_acquire(self, bucket: str, policy: RatePolicy, cost: int = 1,
+                    adaptive: AdaptiveRatePolicy | None = None) -> RateDecision:
         """Admit `cost` units of `bucket` now, or say how long to wait.
+
+        With `adaptive`, under the bucket's current rate and block (the inner loop), `policy` being
+        its ceiling; without, at `policy` exactly.
 
         With N > 1 shards each decides under `split_policy(policy, N)`: a random shard first (so
         callers spread), then the others in turn until one admits. A denial, when every shard
@@ -151,7 +196,11 @@ class DynamoDbRateLimiter:
             first = self._rng.randrange(shards)
         denials = []
         for step in range(shards):
-            decision = self.try_acquire_shard(bucket, (first + step) % shards, shard_policy, cost)
+            shard = (first + step) % shards
+            if adaptive is None:
+                decision = self.try_acquire_shard(bucket, shard, shard_policy, cost)
+            else:
+                decision = self.try_acquire_adaptive_shard(bucket, shard, shard_policy, adaptive, cost)
             if decision.allowed:
                 return decision
             denials.append(decision)
@@ -193,6 +242,171 @@ class DynamoDbRateLimiter:
             new_tat=None,
             based_on_tat=decision.based_on_tat,
         )
+
+    def report_signal(self, bucket: str, policy: RatePolicy, adaptive: AdaptiveRatePolicy, *, admitted_at: float,
+                      retry_after_sec: float | None) -> list[SignalOutcome]:
+        """A downstream answered a call of `bucket` admitted at `admitted_at` (its `RateDecision.decided_at`)
+        with a throttling signal: block every shard for `retry_after_sec` and cut its rate, unless the
+        shard's state already answers the signal. One outcome per shard; a shard whose state kept
+        moving for `max_attempts_per_shard` writes is left to the next signal (logged)."""
+        if not isinstance(bucket, str) or not bucket:
+            raise ValueError(f"bucket must be a non-empty string, got {bucket!r}")
+        shards = self.shards_for(policy)
+        shard_policy = split_policy(policy, shards) if shards > 1 else policy
+        return [self._signal_shard(rate_limiter_key(bucket, shard), shard_policy, adaptive, admitted_at, retry_after_sec)
+                for shard in range(shards)]
+
+    def seen_state(self, bucket: str, shard: int = 0) -> AdaptiveState:
+        """The inner loop's state of one shard as this instance last saw it."""
+        return self._state(rate_limiter_key(bucket, shard))
+
+    def try_acquire_adaptive_shard(self, bucket: str, shard: int, shard_policy: RatePolicy, adaptive: AdaptiveRatePolicy,
+                                   cost: int = 1) -> RateDecision:
+        """`try_acquire_shard` under the shard's current rate and block (`adaptive_rate.decide_adaptive`)."""
+        key = rate_limiter_key(bucket, shard)
+        now = self._clock.now()
+        for _ in range(self._max_attempts):
+            seen, state = self._seen(key), self._state(key)
+            decision = decide_adaptive(seen, state, now, shard_policy, adaptive, cost)
+            if not decision.allowed:
+                # On the stored state, or on one no newer than it: a block or a rate only a signal lifts
+                # early, and a TAT only grows. Either way a true denial.
+                return decision
+            rate_policy = effective_policy(state, now, shard_policy, adaptive, cost)
+            started = state.started(now, shard_policy.rate_per_sec, adaptive)
+            expires_at = self._expiry(max(decision.new_tat or now, now + rate_policy.burst * rate_policy.emission_interval_sec),
+                                      started, shard_policy, adaptive)
+            try:
+                if seen is not None and seen >= on_grid(now):
+                    old_item = self._add_to_backlog_adaptive(key, now, rate_policy, cost, state, expires_at)
+                    admitted = decide(_stored_tat(old_item), now, rate_policy, cost)
+                    if not admitted.allowed:  # only for an item written off the grid; DynamoDB admitted it
+                        admitted = decision
+                else:
+                    old_item = self._set_from_idle_adaptive(key, decision, started, state, expires_at)
+                    admitted = decision
+            except ClientError as error:
+                self._learn(key, failed_condition_item(error))
+                continue
+            self._remember(key, admitted.new_tat)
+            self._remember_state(key, _stored_state(old_item) if old_item and "rate_base" in old_item else started)
+            return admitted
+        # Every write lost a race; the state the last one returned may still prove a real denial (a block, a full bucket).
+        decision = decide_adaptive(self._seen(key), self._state(key), now, shard_policy, adaptive, cost)
+        if not decision.allowed:
+            return decision
+        logger.debug("rate limiter shard %s contended for %d attempts", key, self._max_attempts)
+        return RateDecision(allowed=False, retry_after_sec=0.0, remaining=0, reset_after_sec=0.0, new_tat=None,
+                            based_on_tat=on_grid(now), decided_at=now)
+
+    def _signal_shard(self, key: str, shard_policy: RatePolicy, adaptive: AdaptiveRatePolicy, admitted_at: float,
+                      retry_after_sec: float | None) -> SignalOutcome:
+        outcome = SignalOutcome(None, False, shard_policy.rate_per_sec, shard_policy.rate_per_sec)
+        for _ in range(self._max_attempts):
+            state = self._state(key)
+            now = self._clock.now()
+            outcome = on_signal(state, now, admitted_at, retry_after_sec, shard_policy, adaptive)
+            if outcome.state is None:
+                return outcome
+            new = outcome.state
+            assert new.rate_base_per_sec is not None and new.rate_base_at is not None
+            try:
+                self._client.update_item(
+                    TableName=self.table_name,
+                    Key={"pk": {"S": key}},
+                    UpdateExpression=ADAPTIVE_SIGNAL_UPDATE,
+                    ConditionExpression=ADAPTIVE_SIGNAL_CONDITION,
+                    ExpressionAttributeValues={
+                        ":rate_base": number(new.rate_base_per_sec),
+                        ":rate_base_at": _grid_number(new.rate_base_at),
+                        # Before any cut there is no peak: the rate the bucket started at stands for it.
+                        ":rate_peak": number(new.rate_peak_per_sec if new.rate_peak_per_sec is not None
+                                             else new.rate_base_per_sec),
+                        ":blocked_until": _grid_number(new.blocked_until),
+                        ":expires_at": {"N": str(self._expiry(max(now, self._seen(key) or now), new, shard_policy, adaptive))},
+                        ":one": {"N": "1"},
+                        ":signals_seen": {"N": str(state.signals)},
+                    },
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+            except ClientError as error:
+                self._learn(key, failed_condition_item(error))
+                continue
+            self._remember_state(key, new)
+            if outcome.cut:
+                logger.info("rate limiter shard %s cut from %.3f to %.3f req/s", key, outcome.rate_before_per_sec,
+                            outcome.rate_after_per_sec)
+            return outcome
+        logger.warning("rate limiter shard %s: a signal was not written after %d attempts; the next one will be",
+                       key, self._max_attempts)
+        return SignalOutcome(None, False, outcome.rate_before_per_sec, outcome.rate_before_per_sec)
+
+    def _expiry(self, busy_until: float, state: AdaptiveState, shard_policy: RatePolicy,
+                adaptive: AdaptiveRatePolicy) -> int:
+        """When the item may go: once the bucket is full again, unblocked and back at its ceiling (an absent
+        item is all three), plus the margin."""
+        back_at = max(busy_until, state.blocked_until, recovered_at(state, shard_policy.rate_per_sec, adaptive))
+        return math.ceil(back_at + self._ttl_margin_sec)
+
+    def _set_from_idle_adaptive(self, key: str, decision: RateDecision, started: AdaptiveState, seen_state: AdaptiveState,
+                                expires_at: int) -> dict[str, Any] | None:
+        assert decision.new_tat is not None and started.rate_base_per_sec is not None and started.rate_base_at is not None
+        response = self._client.update_item(
+            TableName=self.table_name,
+            Key={"pk": {"S": key}},
+            UpdateExpression=ADAPTIVE_UPDATE,
+            ConditionExpression=ADAPTIVE_CONDITION,
+            ExpressionAttributeValues={
+                ":new_tat": _grid_number(decision.new_tat),
+                ":based_on_tat": _grid_number(decision.based_on_tat),
+                ":expires_at": {"N": str(expires_at)},
+                ":rate_base": number(started.rate_base_per_sec),
+                ":rate_base_at": _grid_number(started.rate_base_at),
+                ":signals_seen": {"N": str(seen_state.signals)},
+            },
+            # The old item (at no extra cost) says when the bucket's rate started, if another caller started it.
+            ReturnValues="ALL_OLD",
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+        return response.get("Attributes")
+
+    def _add_to_backlog_adaptive(self, key: str, now: float, policy: RatePolicy, cost: int, seen_state: AdaptiveState,
+                                 expires_at: int) -> dict[str, Any] | None:
+        interval = policy.emission_interval_sec
+        now_on_grid = on_grid(now)
+        response = self._client.update_item(
+            TableName=self.table_name,
+            Key={"pk": {"S": key}},
+            UpdateExpression=RATE_LIMITER_BACKLOG_UPDATE,
+            ConditionExpression=ADAPTIVE_BACKLOG_CONDITION,
+            ExpressionAttributeValues={
+                ":cost_interval": _grid_number(cost * interval),
+                ":now": _grid_number(now_on_grid),
+                ":latest_tat": _grid_number(now_on_grid + (policy.burst - cost) * interval),
+                ":expires_at": {"N": str(expires_at)},
+                ":signals_seen": {"N": str(seen_state.signals)},
+            },
+            ReturnValues="ALL_OLD",
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+        return response.get("Attributes")
+
+    def _learn(self, key: str, item: Mapping[str, Any] | None) -> None:
+        """What a failed condition returned: the stored TAT and the inner loop's state."""
+        self._remember(key, _stored_tat(item))
+        if item:
+            self._remember_state(key, _stored_state(item))
+
+    def _state(self, key: str) -> AdaptiveState:
+        with self._seen_lock:
+            return self._seen_state.get(key, _NEVER_USED)
+
+    def _remember_state(self, key: str, state: AdaptiveState) -> None:
+        with self._seen_lock:
+            known = self._seen_state.get(key, _NEVER_USED)
+            # Newer signals win; among equals, a state that knows when the rate started.
+            if (state.signals, state.rate_base_at is not None) >= (known.signals, known.rate_base_at is not None):
+                self._seen_state[key] = state
 
     def _set_from_idle(self, key: str, decision: RateDecision) -> RateDecision:
         assert decision.new_tat is not None  # an admitted decision always has a new TAT
@@ -259,6 +473,23 @@ def _grid_number(value: float) -> dict[str, str]:
     if on_grid(value) != value:
         raise ValueError(f"{value!r} is not on the limiter's time grid; round it with rate_limiter.on_grid")
     return {"N": format(Decimal(value), "f")}
+
+
+_NEVER_USED = AdaptiveState()
+
+
+def _stored_state(item: Mapping[str, Any]) -> AdaptiveState:
+    """The inner loop's state in a stored item; attributes it lacks read as a bucket never signalled."""
+    def grid(name: str) -> float | None:
+        return _stored_tat({"tat": item[name]}) if name in item else None
+
+    return AdaptiveState(
+        rate_base_per_sec=float(item["rate_base"]["N"]) if "rate_base" in item else None,
+        rate_base_at=grid("rate_base_at"),
+        blocked_until=grid("blocked_until") or 0.0,
+        signals=int(item["signals"]["N"]) if "signals" in item else 0,
+        rate_peak_per_sec=float(item["rate_peak"]["N"]) if "rate_peak" in item else None,
+    )
 
 
 def _stored_tat(item: Mapping[str, Any] | None) -> float | None:

@@ -41,6 +41,8 @@ DOWNSTREAM_LATENCY: Final = "DownstreamLatency"
 # The shared limiter, as its callers see it.
 LIMITER_ADMITTED: Final = "LimiterAdmitted"
 RATE_LIMITED: Final = "RateLimited"
+# A caller told the limiter's inner loop of a 429 (or a 503 with Retry-After) its call met.
+LIMITER_SIGNALS_REPORTED: Final = "LimiterSignalsReported"
 # The controller's own (dimension `service` = the controller's service name).
 CONTROLLER_MAX_CONCURRENCY: Final = "ControllerMaxConcurrency"
 CONTROLLER_RATE_PER_SEC: Final = "ControllerRatePerSec"
@@ -92,6 +94,10 @@ TUNABLE_RATE_PER_SEC: Final = "rate_per_sec"
 TUNABLE_BURST: Final = "burst"
 TUNABLE_MAX_CONCURRENCY: Final = "max_concurrency"
 TUNABLE_MODE: Final = "mode"
+# The limiter's inner loop (`throttling.core.adaptive_rate`), optional: a document without them has the defaults.
+TUNABLE_DECREASE_FACTOR: Final = "decrease_factor"
+TUNABLE_INCREASE_FRACTION_PER_SEC: Final = "increase_fraction_per_sec"
+TUNABLE_FLOOR_FRACTION: Final = "floor_fraction"
 # "manual" pins the values: the controller reads them and never writes over them.
 TUNABLES_MODE_AUTO: Final = "auto"
 TUNABLES_MODE_MANUAL: Final = "manual"

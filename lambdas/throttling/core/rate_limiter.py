@@ -86,6 +86,9 @@ class RateDecision:
     new_tat: the state to store; equal to the previous state (nothing to write) when denied.
     based_on_tat: the TAT this decision was computed from (max of stored TAT and now); a
         conditional write `tat <= :based_on_tat` keeps the decision valid under concurrency.
+    decided_at: the `now` it was decided at (None from older callers); a caller that reports a
+        downstream's throttling signal for the call names its admission by it
+        (`throttling.core.adaptive_rate.on_signal`).
     """
 
     allowed: bool
@@ -94,6 +97,7 @@ class RateDecision:
     reset_after_sec: float
     new_tat: float | None
     based_on_tat: float
+    decided_at: float | None = None
 
 
 def decide(state_tat: float | None, now: float, policy: RatePolicy, cost: int = 1) -> RateDecision:
@@ -119,6 +123,7 @@ def decide(state_tat: float | None, now: float, policy: RatePolicy, cost: int = 
             reset_after_sec=max(0.0, candidate_tat - now),
             new_tat=candidate_tat,
             based_on_tat=based_on,
+            decided_at=now,
         )
     return RateDecision(
         allowed=False,
@@ -127,6 +132,7 @@ def decide(state_tat: float | None, now: float, policy: RatePolicy, cost: int = 
         reset_after_sec=max(0.0, based_on - now),
         new_tat=state_tat,
         based_on_tat=based_on,
+        decided_at=now,
     )
 
 

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Generic, TypeVar
 
 from throttling.core import names
+from throttling.core.adaptive_rate import AdaptiveRatePolicy
 from throttling.core.circuit_breaker import BreakerPolicy
 from throttling.core.json_depth import nesting_depth
 from throttling.core.validation import clipped, is_int, is_number, shown
@@ -34,6 +35,13 @@ from throttling.core.validation import clipped, is_int, is_number, shown
 RATE_PER_SEC_BOUNDS = (0.01, 10_000.0)
 BURST_BOUNDS = (1, 5_000)
 MAX_CONCURRENCY_BOUNDS = (1, 1_000)
+# The inner loop's: a cut below a tenth would starve the fleet on one stray 429, above 0.95 it barely
+# slows; a climb faster than half the ceiling per second is no climb, slower than 0.1 % never recovers;
+# a floor of 1 % still lets probes through.
+_LOOP_DEFAULTS = AdaptiveRatePolicy()
+DECREASE_FACTOR_BOUNDS = (0.1, 0.95)
+INCREASE_FRACTION_PER_SEC_BOUNDS = (0.001, 0.5)
+FLOOR_FRACTION_BOUNDS = (0.01, 1.0)
 
 # Parameter Store's advanced tier holds at most 8 KB (a standard parameter 4,096 characters); a
 # tunables document is a few dozen. Nothing larger is worth decoding.
@@ -56,15 +64,34 @@ class DownstreamTunables:
     """The limits in force for one downstream.
 
     `mode` "manual" pins the values: the controller reads them but never writes over them.
+    `decrease_factor`, `increase_fraction_per_sec` and `floor_fraction` tune the limiter's inner
+    loop (`adaptive`); a document may leave them out, and `to_document` leaves them out at their defaults.
     """
 
     rate_per_sec: float
     burst: int
     max_concurrency: int
     mode: str = names.TUNABLES_MODE_AUTO
+    decrease_factor: float = _LOOP_DEFAULTS.decrease_factor
+    increase_fraction_per_sec: float = _LOOP_DEFAULTS.increase_fraction_per_sec
+    floor_fraction: float = _LOOP_DEFAULTS.floor_fraction
+
+    @property
+    def adaptive(self) -> AdaptiveRatePolicy:
+        """The inner loop these tunables set, for a downstream whose contract is known (it starts at the rate)."""
+        return AdaptiveRatePolicy(decrease_factor=self.decrease_factor,
+                                  increase_fraction_per_sec=self.increase_fraction_per_sec,
+                                  floor_fraction=self.floor_fraction)
 
     def to_document(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        document = asdict(self)
+        for name in _LOOP_FIELDS:
+            if document[name] == getattr(_LOOP_DEFAULTS, name):
+                del document[name]
+        return json.dumps(document, sort_keys=True)
+
+
+_LOOP_FIELDS = (names.TUNABLE_DECREASE_FACTOR, names.TUNABLE_INCREASE_FRACTION_PER_SEC, names.TUNABLE_FLOOR_FRACTION)
 
 
 T = TypeVar("T")
@@ -106,8 +133,18 @@ def parse_tunables(
     concurrency_in_range = int(_clamp(max_concurrency, *MAX_CONCURRENCY_BOUNDS))
     if concurrency_in_range != max_concurrency:
         clamped.append(names.TUNABLE_MAX_CONCURRENCY)
+    loop: dict[str, float] = {}
+    for name, bounds in ((names.TUNABLE_DECREASE_FACTOR, DECREASE_FACTOR_BOUNDS),
+                         (names.TUNABLE_INCREASE_FRACTION_PER_SEC, INCREASE_FRACTION_PER_SEC_BOUNDS),
+                         (names.TUNABLE_FLOOR_FRACTION, FLOOR_FRACTION_BOUNDS)):
+        if name not in document:
+            continue
+        value = _number(document, name)
+        loop[name] = _clamp(value, *bounds)
+        if loop[name] != value:
+            clamped.append(name)
     return Clamped(
-        DownstreamTunables(rate_in_range, burst_in_range, concurrency_in_range, mode),
+        DownstreamTunables(rate_in_range, burst_in_range, concurrency_in_range, mode, **loop),
         tuple(clamped),
     )
 

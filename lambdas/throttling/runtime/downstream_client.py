@@ -55,6 +55,34 @@ class DownstreamUnauthorized(DownstreamRejected):
 
 
 @dataclass(frozen=True)
+class ThrottlingSignal:
+    """A downstream's answer that may ask the whole fleet to slow down (`adaptive_rate.is_throttling_signal`
+    decides): its status, and its Retry-After (None when it gave none)."""
+
+    status: int
+    retry_after_sec: float | None
+
+
+def throttling_signal(error: BaseException) -> ThrottlingSignal | None:
+    """The answer an error carries when it could be a throttling signal: a 429, or a 503 with a Retry-After
+    (a downstream shedding load, as AWS services and many APIs answer it). A 503 without one, another
+    5xx or a timeout is a failure, the breaker's business, not a rate to cut: None."""
+    if isinstance(error, DownstreamThrottled):
+        return ThrottlingSignal(429, _seconds(error.details.get("retry_after_sec")))
+    if isinstance(error, DownstreamUnavailable) and error.details.get("status") == 503:
+        retry_after_sec = _seconds(error.details.get("retry_after_sec"))
+        if retry_after_sec is not None:
+            return ThrottlingSignal(503, retry_after_sec)
+    return None
+
+
+def _seconds(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        return None
+    return float(value)
+
+
+@dataclass(frozen=True)
 class DownstreamResponse:
     status: int
     body: Any

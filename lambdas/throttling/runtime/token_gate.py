@@ -15,6 +15,12 @@ is the gate's, in the same order for every caller:
 
 The deadline is `min(max_wait_sec, time_left_sec)` after the take starts: `time_left_sec` is what
 the caller's invocation can afford (its remaining time less the call's own timeout and reserve).
+
+The inner loop: given the tunables' `adaptive` policy, the take is decided under the bucket's current
+rate and block, and `report` tells the limiter when the call the token paid for met a throttling
+signal (a 429, or a 503 with a short Retry-After: `adaptive_rate.is_throttling_signal`), so the whole fleet
+slows at its next take. A report that fails is logged and dropped: the downstream's own error is
+what the caller must raise, and the next 429 reports again.
 `TokenTake` is the decision for one take, pure and clock-free, so the lab drives it in virtual
 time; `TokenGate.take` runs it against a limiter with an injected clock, sleep and random source.
 """
@@ -29,7 +35,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from throttling.core.adaptive_rate import AdaptiveRatePolicy, is_throttling_signal
 from throttling.core.rate_limiter import RateDecision, RatePolicy
+from throttling.runtime.downstream_client import throttling_signal
 
 __all__ = ["GateKnobs", "GateOutcome", "Pause", "TokenGate", "TokenTake"]
 
@@ -38,6 +46,16 @@ _LOGGER = logging.getLogger(__name__)
 
 class Limiter(Protocol):
     def try_acquire(self, bucket: str, policy: RatePolicy) -> RateDecision: ...
+
+
+class AdaptiveLimiter(Protocol):
+    """A limiter with the inner loop (`throttling.adapters.dynamodb_rate_limiter.DynamoDbRateLimiter`)."""
+
+    def try_acquire(self, bucket: str, policy: RatePolicy, cost: int = 1,
+                    adaptive: AdaptiveRatePolicy | None = None) -> RateDecision: ...
+
+    def report_signal(self, bucket: str, policy: RatePolicy, adaptive: AdaptiveRatePolicy, *, admitted_at: float,
+                      retry_after_sec: float | None) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -82,13 +100,18 @@ class Pause:
 
 @dataclass(frozen=True)
 class GateOutcome:
-    """How a take ended: admitted, or refused with the wait to spend elsewhere (0 after stale tokens)."""
+    """How a take ended: admitted, or refused with the wait to spend elsewhere (0 after stale tokens).
+
+    `admitted_at` is when the limiter admitted the token (its `RateDecision.decided_at`; None when
+    refused): what a report of the call's throttling signal names it by.
+    """
 
     admitted: bool
     retry_after_sec: float
     waited_sec: float
     waits: int
     stale_tokens: int
+    admitted_at: float | None = None
 
 
 ASK_AGAIN = Pause(0.0)
@@ -121,7 +144,7 @@ class TokenTake:
         if decision.allowed:
             self.last_late_sec = answered_at - asked_at
             if self.last_late_sec <= self.stale_after_sec:
-                return self._outcome(True, 0.0)
+                return self._outcome(True, 0.0, admitted_at=decision.decided_at)
             self.stale_tokens += 1
             out_of_stale_tokens = self.knobs.max_stale_tokens is not None and self.stale_tokens >= self.knobs.max_stale_tokens
             if out_of_stale_tokens or answered_at >= self.deadline:
@@ -138,8 +161,8 @@ class TokenTake:
         self.waited_sec += pause_sec
         return Pause(pause_sec)
 
-    def _outcome(self, admitted: bool, retry_after_sec: float) -> GateOutcome:
-        return GateOutcome(admitted, retry_after_sec, self.waited_sec, self.waits, self.stale_tokens)
+    def _outcome(self, admitted: bool, retry_after_sec: float, admitted_at: float | None = None) -> GateOutcome:
+        return GateOutcome(admitted, retry_after_sec, self.waited_sec, self.waits, self.stale_tokens, admitted_at)
 
 
 def _monotonic() -> float:
@@ -174,12 +197,17 @@ class TokenGate:
         self._rng = rng or random.Random()
         self._logger = logger
 
-    def take(self, bucket: str, policy: RatePolicy, *, time_left_sec: float, stale_after_sec: float) -> GateOutcome:
+    def take(self, bucket: str, policy: RatePolicy, *, time_left_sec: float, stale_after_sec: float,
+             adaptive: AdaptiveRatePolicy | None = None) -> GateOutcome:
+        """One token of `bucket`; with `adaptive`, under the bucket's inner loop, `policy` being its ceiling."""
         take = TokenTake(self.knobs, started_at=self._clock(), time_left_sec=time_left_sec,
                          stale_after_sec=stale_after_sec, rng=self._rng)
         while True:
             asked_at = self._clock()
-            decision = self.limiter.try_acquire(bucket, policy)
+            if adaptive is None:
+                decision = self.limiter.try_acquire(bucket, policy)
+            else:
+                decision = self.limiter.try_acquire(bucket, policy, adaptive=adaptive)  # type: ignore[call-arg]
             step = take.next(decision, asked_at, self._clock())
             if decision.allowed and not (isinstance(step, GateOutcome) and step.admitted):
                 self._logger.warning("a token came back too late to use; taking another",
@@ -189,3 +217,22 @@ class TokenGate:
                 return step
             if not decision.allowed:
                 self._sleep(step.seconds)
+
+    def report(self, bucket: str, policy: RatePolicy, adaptive: AdaptiveRatePolicy | None, outcome: GateOutcome,
+               error: BaseException) -> bool:
+        """Tell the limiter that the call `outcome` admitted met `error`, if that is a throttling signal; whether it did.
+
+        Never raises: the caller is about to raise the downstream's error, which is what its workflow needs.
+        """
+        signal = throttling_signal(error)
+        if signal is None or adaptive is None or outcome.admitted_at is None:
+            return False
+        if not is_throttling_signal(signal.status, signal.retry_after_sec, adaptive):
+            return False
+        try:
+            self.limiter.report_signal(bucket, policy, adaptive,  # type: ignore[attr-defined]
+                                       admitted_at=outcome.admitted_at, retry_after_sec=signal.retry_after_sec)
+        except Exception:  # noqa: BLE001 - a report is advice; the next throttling answer reports again
+            self._logger.warning("could not report a throttling signal to the shared limiter", exc_info=True,
+                                 extra={"bucket": bucket})
+        return True
