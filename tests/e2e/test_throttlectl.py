@@ -268,7 +268,8 @@ def test_a_breaker_policy_is_validated_by_the_breaker_parser(ctl, cloud):
         (("set", "downstreams/crm", "mode=off", "--reason", REASON), 2, "mode must be one of ['auto', 'manual']"),
         (("set", "downstreams/crm", "rate_per_sec", "--reason", REASON), 2, "expected FIELD=VALUE"),
         (("set", "downstreams/crm", "rate=5", "--reason", REASON), 2,
-         "unknown field rate for downstreams/crm; known fields: burst, max_concurrency, mode, rate_per_sec"),
+         "unknown field rate for downstreams/crm; known fields: burst, decrease_factor, floor_fraction,"
+         " increase_fraction_per_sec, max_concurrency, mode, rate_per_sec"),
         # a write needs a reason; a breaker has no mode; nothing to do
         (("set", "downstreams/crm", "rate_per_sec=5"), 2, "--reason is required to write"),
         (("set", "breakers/crm", "--pin", "--reason", REASON), 2, "breakers/crm has no mode to pin"),
