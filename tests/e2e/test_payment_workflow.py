@@ -322,5 +322,5 @@ def test_the_demo_line(cloud, deployed, fresh_simulators):
     line = run_payments(cloud, deployed, fresh_simulators, orders=6, declined=1, parked=2)
     assert line.startswith(
         "payments: 6 orders, 5 paid, 1 declined (2 parked while the breaker was open, 2 resumed once it closed), peak "), line
-    assert line.endswith(" req/s at the gateway (limit 2, burst 2), 0 answered 429"), line
+    assert line.endswith(" in a 1 s window at the gateway (its 2/s bucket with burst 2 allows 4), 0 answered 429"), line
     assert int(line.split("peak ")[1].split(" ")[0]) <= GATEWAY_LIMIT_PER_SEC + GATEWAY_BURST

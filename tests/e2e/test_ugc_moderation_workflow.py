@@ -269,8 +269,8 @@ def test_thresholds_the_decider_refuses_send_every_upload_to_a_human(cloud, mode
 
 def test_the_demo_line(cloud, deployed, fresh_simulators):
     line = run_moderation(cloud, deployed, fresh_simulators, uploads=4)
-    assert re.fullmatch(r"ugc moderation: 4 uploads, 2 approved, 1 rejected, 1 needs review, peak \d+ req/s at the"
-                        r" AI model \(limit 5, burst 5\), 0 answered 429", line), line
+    assert re.fullmatch(r"ugc moderation: 4 uploads, 2 approved, 1 rejected, 1 needs review, peak \d+ in a 1 s window at"
+                        r" the AI model \(its 5/s bucket with burst 5 allows 10\), 0 answered 429", line), line
 
 
 def test_an_upload_that_finds_every_slot_held_past_its_wait_budget_goes_to_review(cloud, moderation, model):
