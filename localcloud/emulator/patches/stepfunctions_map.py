@@ -11,7 +11,7 @@ from typing import Any
 
 from localcloud.emulator.patches.registry import Undo, patch, replace, undo_all
 from localcloud.emulator.patches.stepfunctions import iso_millis
-from localcloud.emulator.patches.stepfunctions_quotas import INT32_RANGE
+from localcloud.emulator.patches.stepfunctions_quotas import INT32_RANGE, states_failure
 
 _EXCEEDED_CAUSE = "The specified tolerated failure threshold was exceeded"
 
@@ -265,20 +265,10 @@ def strict_max_concurrency_path() -> Undo:
     moto also starts one thread per unit of concurrency, items or not (1,000 threads for three
     models); at most one per item is started here, which changes nothing but the emulator's load.
     """
-    from moto.stepfunctions.parser.api import ExecutionFailedEventDetails, HistoryEventType
-    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
-        FailureEvent,
-        FailureEventException,
-    )
-    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
-    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
-        StatesErrorNameType,
-    )
     from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.inline_iteration_component import (
         InlineIterationComponent,
     )
     from moto.stepfunctions.parser.asl.component.state.exec.state_map.max_concurrency import MaxConcurrencyPath
-    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 
     original_launch = InlineIterationComponent.__dict__["_launch_worker"]
 
@@ -299,14 +289,7 @@ def strict_max_concurrency_path() -> Undo:
         cause = (f"Expected non-negative integer for MaxConcurrency, got '{value}' instead." if whole and value < 0
                  else f'The MaxConcurrencyPath field refers to value "{value if isinstance(value, str) else json.dumps(value)}"'
                       f" which is not a valid integer: {path}")
-        runtime = StatesErrorNameType.StatesRuntime
-        raise FailureEventException(failure_event=FailureEvent(
-            env=env,
-            error_name=StatesErrorName(typ=runtime),
-            event_type=HistoryEventType.ExecutionFailed,
-            event_details=EventDetails(executionFailedEventDetails=ExecutionFailedEventDetails(
-                error=runtime.to_name(), cause=cause)),
-        ))
+        raise _runtime_failure(env, cause)
 
     return undo_all(
         replace(MaxConcurrencyPath, _eval_max_concurrency=eval_max_concurrency),
@@ -492,22 +475,7 @@ class _BatchingSource:
 
 
 def _runtime_failure(env: Any, cause: str) -> Exception:
-    from moto.stepfunctions.parser.api import ExecutionFailedEventDetails, HistoryEventType
-    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
-        FailureEvent,
-        FailureEventException,
-    )
-    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
-    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
-        StatesErrorNameType,
-    )
-    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
-
-    runtime = StatesErrorNameType.StatesRuntime
-    return FailureEventException(failure_event=FailureEvent(
-        env=env, error_name=StatesErrorName(typ=runtime), event_type=HistoryEventType.ExecutionFailed,
-        event_details=EventDetails(executionFailedEventDetails=ExecutionFailedEventDetails(
-            error=runtime.to_name(), cause=cause))))
+    return states_failure(env, "StatesRuntime", cause)
 
 
 @patch("stepfunctions")

@@ -35,7 +35,12 @@ _SIZE_QUOTA_MODULES = (
 )
 
 
-def _data_limit_exceeded(env: Any, what: str) -> Exception:
+def states_failure(env: Any, error_type: str, cause: str, *, event_type: str = "ExecutionFailed") -> Exception:
+    """A Step Functions error as moto's interpreter raises one, for a Retry or Catch to take by its name.
+
+    :param error_type: a `StatesErrorNameType` member, e.g. `StatesRuntime`.
+    :param event_type: the `HistoryEventType` the failure records (`ExecutionFailed`, `TaskFailed`).
+    """
     from moto.stepfunctions.parser.api import ExecutionFailedEventDetails, HistoryEventType
     from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
         FailureEvent,
@@ -47,16 +52,20 @@ def _data_limit_exceeded(env: Any, what: str) -> Exception:
     )
     from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 
-    error = StatesErrorNameType.StatesStatesDataLimitExceeded
+    error = StatesErrorNameType[error_type]
     return FailureEventException(failure_event=FailureEvent(
         env=env,
         error_name=StatesErrorName(typ=error),
-        event_type=HistoryEventType.TaskFailed,
+        event_type=HistoryEventType[event_type],
         event_details=EventDetails(executionFailedEventDetails=ExecutionFailedEventDetails(
-            error=error.to_name(),
-            cause=f"{what} is larger than the payload size quota of {STATE_PAYLOAD_LIMIT_BYTES} bytes"),
-        ),
+            error=error.to_name(), cause=cause)),
     ))
+
+
+def _data_limit_exceeded(env: Any, what: str) -> Exception:
+    return states_failure(env, "StatesStatesDataLimitExceeded",
+                          f"{what} is larger than the payload size quota of {STATE_PAYLOAD_LIMIT_BYTES} bytes",
+                          event_type="TaskFailed")
 
 
 def _is_data_limit_exceeded(error: Exception) -> bool:
