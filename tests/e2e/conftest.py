@@ -6,6 +6,7 @@ The simulators, the synthesized app, the LocalCloud and the deployment come from
 from __future__ import annotations
 
 import functools
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -106,6 +107,19 @@ def payments(deployed) -> dict[str, str]:
     from localcloud.drivers.payments import payment_outputs
 
     return payment_outputs(deployed)
+
+
+@pytest.fixture
+def notifications(cloud, payments) -> Iterator[str]:
+    """An SQS queue subscribed to the customer-notifications topic (raw delivery), as an e-mail sender would be."""
+    sqs, sns = cloud.client("sqs"), cloud.client("sns")
+    queue_url = sqs.create_queue(QueueName=f"notifications-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    subscription = sns.subscribe(TopicArn=payments["topic_arn"], Protocol="sqs", Endpoint=queue_arn,
+                                 Attributes={"RawMessageDelivery": "true"})["SubscriptionArn"]
+    yield queue_url
+    sns.unsubscribe(SubscriptionArn=subscription)
+    sqs.delete_queue(QueueUrl=queue_url)
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 
@@ -43,19 +42,6 @@ def sku(cloud, payments) -> str:
 @pytest.fixture
 def follow_up_simulators(fresh_simulators):
     return {name: fresh_simulators[name] for name in FOLLOW_UPS}
-
-
-@pytest.fixture
-def notifications(cloud, payments) -> Iterator[str]:
-    """An SQS queue subscribed to the customer-notifications topic (raw delivery)."""
-    sqs, sns = cloud.client("sqs"), cloud.client("sns")
-    queue_url = sqs.create_queue(QueueName=f"fan-notices-{uuid.uuid4().hex[:8]}")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    subscription = sns.subscribe(TopicArn=payments["topic_arn"], Protocol="sqs", Endpoint=queue_arn,
-                                 Attributes={"RawMessageDelivery": "true"})["SubscriptionArn"]
-    yield queue_url
-    sns.unsubscribe(SubscriptionArn=subscription)
-    sqs.delete_queue(QueueUrl=queue_url)
 
 
 def test_every_follow_up_runs_once_per_order_and_the_order_is_paid(cloud, payments, gateway, sku,

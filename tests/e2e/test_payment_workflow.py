@@ -64,19 +64,6 @@ def parked_queue(cloud, payments) -> Iterator[str]:
     discard_messages(cloud, payments["parked_queue_url"])
 
 
-@pytest.fixture
-def notifications(cloud, payments) -> Iterator[str]:
-    """An SQS queue subscribed to the customer-notifications topic (raw delivery), as an e-mail sender would be."""
-    sqs, sns = cloud.client("sqs"), cloud.client("sns")
-    queue_url = sqs.create_queue(QueueName=f"notifications-{uuid.uuid4().hex[:8]}")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    subscription = sns.subscribe(TopicArn=payments["topic_arn"], Protocol="sqs", Endpoint=queue_arn,
-                                 Attributes={"RawMessageDelivery": "true"})["SubscriptionArn"]
-    yield queue_url
-    sns.unsubscribe(SubscriptionArn=subscription)
-    sqs.delete_queue(QueueUrl=queue_url)
-
-
 def run_orders(cloud, payments, orders: list[dict[str, Any]], timeout_sec: float = 90) -> dict[str, Any]:
     """Place the orders through the starter and wait for their workflows; order id -> execution result."""
     answers = start_payments(cloud, payments["starter_name"], orders)
