@@ -151,7 +151,9 @@ def test_plan_refuses_what_no_stage_could_configure_and_the_lambdas_would_clamp(
 def make_plan(**variables: str) -> subprocess.CompletedProcess[str]:
     # -o: the deploy stamp counts as up to date, so the target runs only throttlectl; PY: this interpreter
     assignments = [f"{name}={value}" for name, value in variables.items()]
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'lambdas'}"}
+    # As a user runs it: not as a sub-make of `make test`, whose level would prefix make's own lines `make[1]:`.
+    env = {name: value for name, value in os.environ.items() if name not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+    env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{ROOT / 'lambdas'}"
     return subprocess.run(["make", "--no-print-directory", "-o", ".stamps/deploy", "plan", f"PY={sys.executable}",
                            *assignments], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
