@@ -17,6 +17,13 @@ Figures (`summarize`):
   change never settled.
 - `excess_throttled_share`: 429s answered between each change and the strategy settling again,
   over all the calls answered in the run.
+- per change (`by_change`), the settling windows of issue 14's targets: `worst_10s_throttled_share`,
+  the highest 429 share of any 10 s window (sliding by a second) from 10 s after the change until the
+  next change or the end; `first_minute_throttled_share`, 429s over calls answered in the minute after
+  the change; `recover_sec`, seconds from the change to the end of the first 10 s window whose
+  successes reach 0.95 of the downstream's limit (None: never before the next change or the end).
+- `reach_95_sec`: the same from the start of the run (how long an unknown limit takes to discover);
+  `throttled_share_after_30s`: the 429 share of the calls answered after the first 30 s.
 - `backlog_at_end`: requests neither succeeded nor failed when the hour ends (queued or running).
 Every request ends in one of `succeeded`, `failed`, `queued_at_end`, `running_at_end`; they add up
 to `arrived` (checked on every run).
@@ -62,6 +69,10 @@ SETTLED_GOODPUT = 0.85
 SETTLED_THROTTLED_SHARE = 0.01
 SETTLED_ERROR_SHARE = 0.05
 SETTLED_PERIODS_IN_A_ROW = 3
+# Issue 14's settling targets: 10 s windows, judged from 10 s after a change, reaching 0.95 of the limit.
+WINDOW_SEC = 10
+RECOVERED_FRACTION = 0.95
+DISCOVERY_GRACE_SEC = 30
 # Where the limit is unknown, the inner loop starts at a tenth of the configured ceiling.
 DISCOVERY_SEED_FRACTION = 0.1
 
@@ -199,6 +210,8 @@ def summarize(result: Run) -> dict[str, Any]:
         "reconverged": None if not settled else None not in settled,
         "excess_throttled_share": _round(sum(c["throttled"] for c in by_change) / answered if answered else 0.0, 5)
         if by_change else None,
+        "reach_95_sec": seconds_to_reach(ledger, 0, seconds),
+        "throttled_share_after_30s": _round(_share(ledger.throttled, ledger.answered, DISCOVERY_GRACE_SEC, seconds), 5),
         "backlog_at_end": states[QUEUED] + states[RUNNING],
         "offered_fraction_of_limit": _round(arrived / capacity if capacity else 0.0),
         "arrived": arrived,
@@ -240,7 +253,32 @@ def _reconvergence(ledger: Ledger, at_sec: float, what: str, scenario: Scenario,
         "what": what,
         "periods": None if settled_at is None else round((settled_at - at_sec) / period, 2),
         "throttled": sum(ledger.throttled[int(at_sec):until]),
+        "worst_10s_throttled_share": worst_window_throttled_share(ledger, int(at_sec) + WINDOW_SEC, horizon),
+        "first_minute_throttled_share": _round(_share(ledger.throttled, ledger.answered, int(at_sec),
+                                                      min(int(at_sec) + 60, horizon)), 5),
+        "recover_sec": seconds_to_reach(ledger, int(at_sec), horizon),
     }
+
+
+def worst_window_throttled_share(ledger: Ledger, start: int, end: int) -> float | None:
+    """The highest 429 share of any `WINDOW_SEC` window in [start, end), sliding by a second."""
+    shares = [_share(ledger.throttled, ledger.answered, s, s + WINDOW_SEC) for s in range(start, end - WINDOW_SEC + 1)]
+    return _round(max(shares), 5) if shares else None
+
+
+def seconds_to_reach(ledger: Ledger, start: int, end: int, fraction: float = RECOVERED_FRACTION) -> int | None:
+    """Seconds from `start` to the end of the first `WINDOW_SEC` window whose successes reach `fraction`
+    of the downstream's limit over it; None when none does before `end`."""
+    for s in range(start, end - WINDOW_SEC + 1):
+        limit = sum(ledger.capacity_rps[s:s + WINDOW_SEC])
+        if limit and sum(ledger.successes[s:s + WINDOW_SEC]) >= fraction * limit:
+            return s + WINDOW_SEC - start
+    return None
+
+
+def _share(part: list[int], whole: list[int], start: int, end: int) -> float:
+    total = sum(whole[start:end])
+    return sum(part[start:end]) / total if total else 0.0
 
 
 def _settled(ledger: Ledger, start: int, period: int) -> bool:

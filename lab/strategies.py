@@ -15,6 +15,14 @@ differ only in what holds the traffic back:
 | inner_loop | the plan's | the plan's rate and burst as the ceiling of the inner loop | the rate: every 429 at once (the shared limiter's inner loop); the concurrency: the project's controller, aimd mode, once a minute |
 | aimd_baseline | the plan's | none | plain AIMD (+1 / x0.5 on 429s) |
 | gradient2_baseline | the plan's | none | Netflix Gradient2 |
+| static_guess+limiter | 5, the seed's guess | the plan's rate and burst | nobody |
+| aimd_baseline+limiter | the plan's | the plan's rate and burst | plain AIMD, on the concurrency |
+| gradient2_baseline+limiter | the plan's | the plan's rate and burst | Gradient2, on the concurrency |
+
+The `+limiter` rows give a baseline the same shared limiter ours runs behind (9.9 req/s, burst 5 for
+the CRM), so the benchmark compares like with like: without one, a concurrency controller cannot
+hold a rate limit at any setting. Retries only and Little's law get none: the first would be the
+static guess with a wider Map, the second never reaches the planned rate (2 calls of 200 ms in flight).
 
 "The plan" is `throttling.core.planning.plan_capacity` on the advertised limit and latency, with the
 headroom of the run (the stage's default, 1 %, unless the run is given another); the controller's
@@ -55,6 +63,11 @@ class Strategy:
     controller: ControllerKind
 
     @property
+    def baseline_with_our_limiter(self) -> bool:
+        """Not ours, behind the same limiter ours has: the fair comparison."""
+        return not self.ours and self.limiter == "planned"
+
+    @property
     def ours(self) -> bool:
         return self.controller in ("aimd", "gradient") or self.limiter == "adaptive"
 
@@ -77,6 +90,9 @@ STRATEGIES: tuple[Strategy, ...] = (
              "aimd"),
     Strategy("aimd_baseline", "plain AIMD (baseline)", "plan", "none", "plain_aimd"),
     Strategy("gradient2_baseline", "Netflix Gradient2 (baseline)", "plan", "none", "gradient2"),
+    Strategy("static_guess+limiter", "static Map concurrency 5 behind our limiter", "seed", "planned", "none"),
+    Strategy("aimd_baseline+limiter", "plain AIMD behind our limiter", "plan", "planned", "plain_aimd"),
+    Strategy("gradient2_baseline+limiter", "Netflix Gradient2 behind our limiter", "plan", "planned", "gradient2"),
 )
 
 

@@ -8,9 +8,9 @@ import pytest
 
 from lab.engine import Simulation
 from lab.ledger import FAILED, QUEUED, RUNNING, STATES, SUCCEEDED, Ledger
-from lab.run import run, summarize
+from lab.run import run, seconds_to_reach, summarize, worst_window_throttled_share
 from lab.scenarios import SCENARIOS, scenario
-from lab.strategies import STRATEGIES, strategy
+from lab.strategies import STRATEGIES, plan_for, strategy
 
 # Ten minutes of each scenario's traffic is plenty to exercise every path and keeps these fast.
 SHORT_SEC = 600.0
@@ -133,3 +133,41 @@ def test_the_inner_loop_slows_the_fleet_within_seconds_of_a_capacity_drop_and_cl
     assert min(ledger.rate_limit[420:]) == ceiling
     summary = summarize(result)
     assert summary["succeeded"] + summary["failed"] + summary["backlog_at_end"] == summary["arrived"]
+
+
+@pytest.mark.parametrize("name", [s.name for s in STRATEGIES if s.baseline_with_our_limiter])
+def test_a_baseline_behind_our_limiter_never_calls_faster_than_the_limiter_allows(name):
+    # GIVEN ten minutes at three times the limit, and the limiter ours runs behind
+    steady = dataclasses.replace(scenario("steady_overload"), duration_sec=600.0)
+    plan = plan_for(steady)
+    # WHEN a baseline runs behind it
+    result = run(strategy(name), steady, seed=2)
+    calls = result.ledger.calls
+    # THEN its policy is still the plan's (no baseline moves the rate)
+    assert (result.limiter_policy.rate_per_sec, result.limiter_policy.burst) == (
+        plan.limiter_rate_per_sec, plan.limiter_burst) == (9.9, 5)
+    # AND in every window of 1, 10 and 60 s, it made at most the burst plus the rate over the window
+    for window in (1, 10, 60):
+        busiest = max(sum(calls[s:s + window]) for s in range(len(calls) - window + 1))
+        assert busiest <= plan.limiter_burst + plan.limiter_rate_per_sec * window
+    # AND it did keep the limiter busy: the bound is not met by doing nothing
+    assert sum(calls) >= 0.9 * plan.limiter_rate_per_sec * 600
+
+
+def test_settling_windows_are_measured_on_the_worst_ten_seconds_and_recovery_on_the_first_full_ones():
+    # GIVEN a ledger of 40 s: 10 answers a second, 2 of them 429s in seconds 15-17, and successes at
+    # 4 a second until second 20, 10 after, against a limit of 10 req/s
+    ledger = Ledger(40.0)
+    ledger.answered = [10] * 40
+    ledger.throttled = [2 if 15 <= s < 18 else 0 for s in range(40)]
+    ledger.successes = [4] * 20 + [10] * 20
+    ledger.capacity_rps = [10.0] * 40
+    # THEN the worst 10 s window holds all six 429s of its 100 answers
+    assert worst_window_throttled_share(ledger, 0, 40) == 0.06
+    # AND from second 18 on no window holds a 429
+    assert worst_window_throttled_share(ledger, 18, 40) == 0.0
+    # AND 0.95 of the limit is first reached by the window [20, 30): 30 s from the start, 10 from second 20
+    assert seconds_to_reach(ledger, 0, 40) == 30
+    assert seconds_to_reach(ledger, 20, 40) == 10
+    # AND never when no window reaches it
+    assert seconds_to_reach(ledger, 0, 25) is None
