@@ -9,8 +9,8 @@ traffic. This counts it from what the stage deploys, at the list prices of `lab/
 - the KMS keys the stacks create (`alias/aws/*` keys are free) and the Secrets Manager secrets;
 - each scheduled function (the controller, the lease sweep): one run per schedule tick, billed
   `RUN_SEC` at its memory, plus the request;
-- the controller's `GetMetricData` reads: each query a metric, `CloudWatchPeriodReader.queries` of its
-  plans per run.
+- the controller's `GetMetricData` reads: each query a metric, `metric_queries` of its plans per run
+ .
 Left out, since they grow with traffic rather than sit still: custom metrics (EMF, a few per caller
 service and downstream), logs, X-Ray traces, KMS and Parameter Store requests, DynamoDB's storage.
 """
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.costs import load_prices
-from throttling.adapters.cloudwatch_period_reader import CloudWatchPeriodReader
+from throttling.adapters.cloudwatch_period_reader import metric_queries
 from throttling.core.controller.plan import DownstreamPlan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +81,7 @@ def fixed_monthly_costs(
             cost = runs * (lambda_prices["per_request"] + RUN_SEC * memory_gb * lambda_prices["x86_per_gb_second"])
             items.append(LineItem(f"scheduled runs of {_get_att_id(target.get('Arn'))} (every {every_min:g} min, "
                                   f"{RUN_SEC:g} s at {memory_gb * 1024:g} MB)", runs, "runs", cost))
-    queries_per_run = len(CloudWatchPeriodReader(client=None).queries(controller_plans, 60)[0])  # type: ignore[arg-type]
+    queries_per_run = len(metric_queries(controller_plans, 60)[0])
     reads = queries_per_run * MINUTES_PER_MONTH
     items.append(LineItem(f"the controller's GetMetricData ({queries_per_run} metrics a minute)", reads, "metrics",
                           reads * cloudwatch["get_metric_data_per_metric"]))

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from types_boto3_cloudwatch import CloudWatchClient
     from types_boto3_cloudwatch.type_defs import MetricDataQueryTypeDef
 
-__all__ = ["CloudWatchPeriodReader", "MetricsUnavailable"]
+__all__ = ["CloudWatchPeriodReader", "MetricsUnavailable", "metric_queries"]
 
 
 class MetricsUnavailable(RuntimeError):
@@ -48,35 +48,6 @@ class CloudWatchPeriodReader:
         self._client = client
         self.namespace = namespace
 
-    def queries(
-        self, plans: Sequence[DownstreamPlan], period_sec: int
-    ) -> tuple[list[MetricDataQueryTypeDef], dict[str, tuple[str, str, str]]]:
-        """The `GetMetricData` queries of one read (each billed as one metric) and what each answer means."""
-        queries: list[MetricDataQueryTypeDef] = []
-        keys: dict[str, tuple[str, str, str]] = {}
-        for plan in plans:
-            for service in plan.services:
-                stats = [(field_name, metric, "Sum") for field_name, metric in _SUMS.items()]
-                stats += [(field_name, _LATENCY, stat) for field_name, stat in _LATENCY_STATS.items()]
-                for field_name, metric, stat in stats:
-                    query_id = f"q{len(queries)}"
-                    keys[query_id] = (plan.name, service, field_name)
-                    queries.append({
-                        "Id": query_id,
-                        "MetricStat": {
-                            "Metric": {
-                                "Namespace": self.namespace,
-                                "MetricName": metric,
-                                "Dimensions": [{"Name": names.DOWNSTREAM_DIMENSION, "Value": plan.name},
-                                               {"Name": names.SERVICE_DIMENSION, "Value": service}],
-                            },
-                            "Period": period_sec,
-                            "Stat": stat,
-                        },
-                        "ReturnData": True,
-                    })
-        return queries, keys
-
     def read(self, plans: Sequence[DownstreamPlan], start: float, end: float) -> dict[str, PeriodMetrics | None]:
         """Each plan's period `[start, end)`, None where nobody called; `MetricsUnavailable` when CloudWatch fails."""
         try:
@@ -86,7 +57,7 @@ class CloudWatchPeriodReader:
 
     def _read(self, plans: Sequence[DownstreamPlan], start: float, end: float) -> dict[str, PeriodMetrics | None]:
         period_sec = int(end - start)
-        queries, keys = self.queries(plans, period_sec)
+        queries, keys = metric_queries(plans, period_sec, self.namespace)
         values: dict[tuple[str, str, str], float] = {}
         for chunk in range(0, len(queries), 500):
             next_token: dict[str, str] = {}
@@ -145,3 +116,33 @@ def _combine(plan: DownstreamPlan, values: Mapping[tuple[str, str, str], float],
 
 def _utc(epoch_sec: float) -> datetime:
     return datetime.fromtimestamp(epoch_sec, tz=timezone.utc)
+
+
+def metric_queries(
+    plans: Sequence[DownstreamPlan], period_sec: int, namespace: str = names.METRICS_NAMESPACE
+) -> tuple[list[MetricDataQueryTypeDef], dict[str, tuple[str, str, str]]]:
+    """The `GetMetricData` queries of one read of `plans` (each billed as one metric) and what each answer means."""
+    queries: list[MetricDataQueryTypeDef] = []
+    keys: dict[str, tuple[str, str, str]] = {}
+    for plan in plans:
+        for service in plan.services:
+            stats = [(field_name, metric, "Sum") for field_name, metric in _SUMS.items()]
+            stats += [(field_name, _LATENCY, stat) for field_name, stat in _LATENCY_STATS.items()]
+            for field_name, metric, stat in stats:
+                query_id = f"q{len(queries)}"
+                keys[query_id] = (plan.name, service, field_name)
+                queries.append({
+                    "Id": query_id,
+                    "MetricStat": {
+                        "Metric": {
+                            "Namespace": namespace,
+                            "MetricName": metric,
+                            "Dimensions": [{"Name": names.DOWNSTREAM_DIMENSION, "Value": plan.name},
+                                           {"Name": names.SERVICE_DIMENSION, "Value": service}],
+                        },
+                        "Period": period_sec,
+                        "Stat": stat,
+                    },
+                    "ReturnData": True,
+                })
+    return queries, keys
