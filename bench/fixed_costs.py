@@ -9,8 +9,7 @@ traffic. This counts it from what the stage deploys, at the list prices of `lab/
 - the KMS keys the stacks create (`alias/aws/*` keys are free) and the Secrets Manager secrets;
 - each scheduled function (the controller, the lease sweep): one run per schedule tick, billed
   `RUN_SEC` at its memory, plus the request;
-- the controller's `GetMetricData` reads: each query a metric, `metric_queries` of its plans per run
- .
+- the controller's `GetMetricData` reads: each query a metric, `metric_queries` of its plans per run.
 Left out, since they grow with traffic rather than sit still: custom metrics (EMF, a few per caller
 service and downstream), logs, X-Ray traces, KMS and Parameter Store requests, DynamoDB's storage.
 """
