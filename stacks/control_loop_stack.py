@@ -42,6 +42,7 @@ from constructs import Construct, IConstruct
 
 from stacks import stage_props
 from stacks.config import AppConfig, ControlLoopConfig, DownstreamConfig
+from stacks.app_assets import lambda_code
 from stacks.patterns import AslStateMachine, HandlerFunction, ThrottledQueueConsumer
 from stacks.patterns.monitoring import OldestMessageAlarm, errors_alarm_reason, oldest_message_alarm
 from stacks.patterns.secure_defaults import encrypted_table
@@ -421,6 +422,7 @@ class ControlLoopStack(Stack):
         self.controller = HandlerFunction(
             self,
             "Controller",
+            code=lambda_code(),
             handler="handlers.controller.handler",
             service=CONTROLLER_SERVICE,
             description="Retunes each downstream's concurrency and rate in SSM from its metrics and alarms",

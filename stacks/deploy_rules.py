@@ -44,7 +44,8 @@ from aws_cdk import (
 )
 
 from stacks.patterns.asl_state_machine import VENDED_LOGS_PREFIX
-from stacks.patterns.handler_function import POWERTOOLS_PARAMETER_PREFIX, POWERTOOLS_VERSION, powertools_layer_parameter
+from stacks.app_assets import pinned_version
+from stacks.patterns.handler_function import POWERTOOLS_PACKAGE, POWERTOOLS_PARAMETER_PREFIX, powertools_layer_parameter
 
 __all__ = [
     "LAMBDA_ENVIRONMENT_BUDGET_BYTES",
@@ -89,12 +90,13 @@ SSM_VALUE_LIMIT_BYTES = {"Standard": 4_096, "Advanced": 8_192, "Intelligent-Tier
 UNKNOWN_TOKEN_LENGTH = 1_024
 
 
-def check_templates(templates: Mapping[str, Template], *, powertools_version: str = POWERTOOLS_VERSION) -> list[Finding]:
+def check_templates(templates: Mapping[str, Template], *, powertools_version: str | None = None) -> list[Finding]:
     """Every finding of every rule over the app's templates (template name or path -> template).
 
     :param powertools_version: the release the functions must get; default the one requirements-lambda.txt pins.
     """
     findings: list[Finding] = []
+    powertools_version = powertools_version or pinned_version(POWERTOOLS_PACKAGE)
     for name, template in templates.items():
         findings += _state_machine_log_groups(name, template)
         findings += _lambda_environment_sizes(name, template, templates)
@@ -122,7 +124,7 @@ class DeployRules:
     :param powertools_version: the Powertools release functions must get; default the one requirements-lambda.txt pins.
     """
 
-    def __init__(self, *, powertools_version: str = POWERTOOLS_VERSION) -> None:
+    def __init__(self, *, powertools_version: str | None = None) -> None:
         self.powertools_version = powertools_version
 
     @property

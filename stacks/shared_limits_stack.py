@@ -17,7 +17,9 @@ from constructs import Construct
 
 from stacks import stage_props
 from stacks.config import AppConfig, DownstreamConfig
+from stacks.app_assets import lambda_code
 from stacks.patterns import CircuitBreakerTable, HandlerFunction, RateLimiterTable, SemaphoreTable, TunableParameters
+from stacks.patterns.shared_limiter import shared_limiter_environment
 from throttling.core import names, planning
 
 # Lambda's and EventBridge's minimum event age: a sweep is worth a minute, then the next one runs.
@@ -80,6 +82,7 @@ class SharedLimitsStack(Stack):
         self.lease_reclaimer = HandlerFunction(
             self,
             "LeaseReclaimer",
+            code=lambda_code(),
             handler="handlers.reclaim_leases.handler",
             service="lease-reclaimer",
             description="Removes semaphore leases whose owners died",
@@ -115,15 +118,13 @@ class SharedLimitsStack(Stack):
         tunables document and the limiter's table), whichever use case it serves; grant it with
         `grant_caller`."""
         return {
-            names.ENV_DOWNSTREAM_NAME: downstream.name,
             names.ENV_DOWNSTREAM_BASE_URL: downstream.base_url,
             names.ENV_DOWNSTREAM_TIMEOUT_SEC: str(downstream.timeout_sec),
-            names.ENV_DOWNSTREAM_RATE_LIMIT_PER_SEC: str(downstream.rate_limit_per_sec),
-            names.ENV_DOWNSTREAM_BURST: str(downstream.burst),
-            names.ENV_TUNABLES_PARAMETER_NAME: self.tunables.parameter(downstream_tunables_key(downstream)).parameter_name,
-            names.ENV_TUNABLES_DEFAULTS: downstream_tunables_seed(downstream),
-            names.ENV_TUNABLES_CACHE_SEC: str(tunables_cache_sec),
-            names.ENV_RATE_LIMITER_TABLE_NAME: self.rate_limiter.table.table_name,
+            **shared_limiter_environment(
+                downstream=downstream.name, rate_limit_per_sec=downstream.rate_limit_per_sec, burst=downstream.burst,
+                tunables_parameter_name=self.tunables.parameter(downstream_tunables_key(downstream)).parameter_name,
+                tunables_seed=downstream_tunables_seed(downstream), tunables_cache_sec=tunables_cache_sec,
+                table_name=self.rate_limiter.table.table_name),
         }
 
     def grant_caller(self, grantee: iam.IGrantable, downstream: DownstreamConfig) -> None:

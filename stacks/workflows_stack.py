@@ -21,6 +21,7 @@ from constructs import Construct
 
 from stacks import stage_props
 from stacks.config import AppConfig, DownstreamConfig
+from stacks.app_assets import lambda_code
 from stacks.patterns import HandlerFunction
 from stacks.shared_limits_stack import SharedLimitsStack
 from stacks.use_cases import USE_CASES, Layer, Registered, UseCase, build_layer
@@ -52,6 +53,7 @@ class WorkflowsStack(Stack):
             caller = HandlerFunction(
                 self,
                 f"{_pascal(downstream.name)}Caller",
+                code=lambda_code(),
                 handler="handlers.call_downstream.handler",
                 service=f"{downstream.name}-caller",
                 description=f"Calls {downstream.name} within its limits",

@@ -11,10 +11,14 @@ of a function get more environments, up to its reserved concurrency, beyond whic
 throttled with a 429 `TooManyRequestsException`, as on Lambda. Environment variables and module
 state never leak between functions because they never share a process.
 
-Layers: the python runtime ships boto3, not Powertools, so a function gets `aws_lambda_powertools`
-only through a Powertools layer (`localcloud.emulator.public_layers`). Without one, the worker cannot import
-it (Lambda's `Runtime.ImportModuleError`); with a layer of a release other than the installed one
-the emulator runs, every invocation is refused with that error type and the two releases named.
+Imports and layers: a handler imports what it could on Lambda and nothing else
+(`localcloud.emulator.lambda_packages`): the standard library, what the python runtime ships (boto3),
+its own code, and its layers. Its own layers (`AWS::Lambda::LayerVersion` assets) are unpacked once and
+put on the path after the code, as Lambda extracts them to `/opt/python`. The runtime ships no
+Powertools, so a function gets `aws_lambda_powertools` only through a Powertools layer
+(`localcloud.emulator.public_layers`). Without one, the worker cannot import it (Lambda's
+`Runtime.ImportModuleError`); with a layer of a release other than the installed one the emulator
+runs, every invocation is refused with that error type and the two releases named.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ from typing import Any
 
 from moto.awslambda.exceptions import LambdaClientError
 
-from localcloud.emulator.public_layers import LAYER_MODULES, PublicLayers
+from localcloud.emulator.lambda_packages import powertools_layer_modules, runtime_modules
+from localcloud.emulator.public_layers import PublicLayers
 
 WORKER_SCRIPT = Path(__file__).with_name("lambda_worker.py")
 # Without reserved concurrency a function shares the account pool; a small cap keeps 2 cores usable.
@@ -299,22 +304,47 @@ class LambdaRuntime:
             # The emulator's own choices: SDK calls go to the emulator, and there is no X-Ray daemon.
             "AWS_ENDPOINT_URL": self.endpoint_url,
             "POWERTOOLS_TRACE_DISABLED": "true",
-            # What the runtime does not ship and no layer of the function adds (the worker refuses the import).
-            "LOCALCLOUD_UNAVAILABLE_MODULES": "" if self._has_powertools(function) else ",".join(LAYER_MODULES),
+            # What the function may import from outside its code and its own layers (the worker refuses the rest).
+            "LOCALCLOUD_PROVIDED_MODULES": ",".join(sorted(
+                runtime_modules() | (powertools_layer_modules() if self._has_powertools(function) else set()))),
+            "LOCALCLOUD_LAYER_PATHS": os.pathsep.join(str(path) for path in self._layer_paths(function)),
             **{k: str(v) for k, v in (function.environment_vars or {}).items()},
         }
         return _Environment([self.python, str(WORKER_SCRIPT), str(code_dir), function.handler], env, self.log_path(name))
 
     def _unpack(self, function: Any) -> Path:
-        digest = function.code_sha_256 or hashlib.sha256(function.code_bytes).hexdigest()
-        code_dir = self.work_dir / "code" / digest.replace("/", "_").replace("+", "-")
+        return self._unpacked("code", function.code_sha_256, function.code_bytes)
+
+    def _layer_paths(self, function: Any) -> list[Path]:
+        """Where the function's own layers' Python lives, in the function's order (public layers have none here).
+
+        Lambda extracts every layer into `/opt`; the python runtime searches `/opt/python` and
+        `/opt/python/lib/<runtime>/site-packages`.
+        """
+        from moto.awslambda.models import lambda_backends
+
+        backend = lambda_backends[function.account_id][function.region]
+        paths: list[Path] = []
+        for arn in _layer_arns(function):
+            if self.layers.release_of(arn) is not None:
+                continue
+            layer = backend.layers_versions_by_arn(arn)
+            if layer is None or not layer.code_bytes:
+                continue  # moto refused an unknown layer at deploy; an empty one adds nothing
+            root = self._unpacked("layers", layer.code_sha_256, layer.code_bytes) / "python"
+            paths += [root, root / "lib" / str(function.run_time) / "site-packages"]
+        return paths
+
+    def _unpacked(self, kind: str, digest: str | None, zipped: bytes) -> Path:
+        digest = digest or hashlib.sha256(zipped).hexdigest()
+        target = self.work_dir / kind / digest.replace("/", "_").replace("+", "-")
         with self._code_lock:
-            if not code_dir.exists():
-                staging = code_dir.with_suffix(".partial")
-                with zipfile.ZipFile(io.BytesIO(function.code_bytes)) as archive:
+            if not target.exists():
+                staging = target.with_suffix(".partial")
+                with zipfile.ZipFile(io.BytesIO(zipped)) as archive:
                     archive.extractall(staging)
-                staging.rename(code_dir)
-        return code_dir
+                staging.rename(target)
+        return target
 
     def _record(self, name: str, request_id: str, errored: bool, payload: Any, started: float,
                 environment: _Environment | None) -> None:

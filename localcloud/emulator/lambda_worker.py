@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.abc
+import importlib.machinery
 import json
 import os
 import sys
@@ -40,25 +41,33 @@ class LambdaContext:
         return max(0, self._deadline_epoch_ms - int(time.time() * 1000))
 
 
-class _Unavailable(importlib.abc.MetaPathFinder):
-    """Refuses the packages this environment would not have on Lambda (no layer of the function adds them)."""
+class _OnlyWhatLambdaHas(importlib.abc.MetaPathFinder):
+    """Refuses a top-level module that Lambda would not have (`localcloud.emulator.lambda_packages`).
 
-    def __init__(self, names: set[str]) -> None:
-        self.names = names
+    Allowed: the standard library, the runtime's own libraries and those of the function's public
+    layers (`provided`), and whatever its code or its own layers contain (`roots`, searched alone).
+    """
+
+    def __init__(self, roots: list[str], provided: set[str]) -> None:
+        self.roots = roots
+        self.provided = provided
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> None:
-        if fullname.partition(".")[0] in self.names:
-            raise ModuleNotFoundError(f"No module named '{fullname}'", name=fullname)
-        return None
+        if "." in fullname or fullname in sys.builtin_module_names or fullname in sys.stdlib_module_names:
+            return None
+        if fullname in self.provided or importlib.machinery.PathFinder.find_spec(fullname, self.roots) is not None:
+            return None
+        raise ModuleNotFoundError(f"No module named '{fullname}'", name=fullname)
 
 
 def main(code_dir: str, handler_path: str) -> None:
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # handler prints (EMF metrics, logs) go to the log
-    sys.path[0] = code_dir  # run as a script, so [0] was this folder: the handler must not see the emulator
-    unavailable = {name for name in os.environ.pop("LOCALCLOUD_UNAVAILABLE_MODULES", "").split(",") if name}
-    if unavailable:
-        sys.meta_path.insert(0, _Unavailable(unavailable))
+    # Lambda's order: the code (/var/task), then the layers (/opt/python...), then the runtime's libraries.
+    layer_paths = [path for path in os.environ.pop("LOCALCLOUD_LAYER_PATHS", "").split(os.pathsep) if path]
+    sys.path[0:1] = [code_dir, *layer_paths]  # run as a script, so [0] was this folder: the handler must not see it
+    provided = {name for name in os.environ.pop("LOCALCLOUD_PROVIDED_MODULES", "").split(",") if name}
+    sys.meta_path.insert(0, _OnlyWhatLambdaHas([code_dir, *layer_paths], provided))
     module_name, _, function_name = handler_path.rpartition(".")
     try:
         handler = getattr(importlib.import_module(module_name), function_name)

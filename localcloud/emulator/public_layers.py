@@ -26,8 +26,6 @@ AWS_LAYER_NUMBERS = {"3.23.0": 27}
 EMULATOR_LAYER_NUMBER = 10_000
 RUNTIMES = ("python3.13",)
 ARCHITECTURES = ("x86_64", "arm64")
-# What the layer adds to the runtime (which ships boto3 and botocore): Powertools and its tracer's X-Ray SDK.
-LAYER_MODULES = ("aws_lambda_powertools", "aws_xray_sdk")
 
 
 def installed_powertools() -> str:

@@ -1,4 +1,4 @@
-"""A Step Functions state machine defined by an ASL file in `statemachines/`, with `${Placeholders}`.
+"""A Step Functions state machine defined by an ASL file with `${Placeholders}`.
 
 The ASL stays a reviewable file (validated by asl-validator, readable in the console) and the
 template carries it verbatim as `DefinitionString`, with every ARN and name filled in by
@@ -14,6 +14,7 @@ in an account with other vended logs the deploy fails; groups under `/aws/vended
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,8 +26,6 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-
-STATEMACHINES_DIR = Path(__file__).resolve().parents[2] / "statemachines"
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
 # Where Step Functions' logs go without an entry in the account's CloudWatch Logs resource policy.
 VENDED_LOGS_PREFIX = "/aws/vendedlogs/states/"
@@ -56,7 +55,7 @@ def longest_run_sec(state: Mapping[str, Any]) -> float:
 class AslStateMachine(Construct):
     """One state machine from one ASL file.
 
-    :param definition_file: the file's name in `statemachines/`, e.g. `crm_batch_email.asl.json`.
+    :param definition_file: the ASL file's path, e.g. `statemachines/crm_batch_email.asl.json`.
     :param definition_substitutions: placeholder -> value (usually a token: an ARN, a name, a URL);
         must name exactly the file's placeholders, or synth fails saying which are missing or unused.
     :param removal_policy: of the log group and the state machine.
@@ -74,7 +73,7 @@ class AslStateMachine(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        definition_file: str,
+        definition_file: str | os.PathLike[str],
         definition_substitutions: Mapping[str, str],
         removal_policy: RemovalPolicy,
         log_retention: logs.RetentionDays = logs.RetentionDays.TWO_YEARS,
@@ -84,16 +83,17 @@ class AslStateMachine(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         self.fail_states_are_outcomes = fail_states_are_outcomes
-        self.definition_path = STATEMACHINES_DIR / definition_file
+        self.definition_path = Path(definition_file)
         if not self.definition_path.is_file():
-            raise ValueError(f"definition_file must name a file in {STATEMACHINES_DIR}, got {definition_file!r}")
+            raise ValueError(f"definition_file must be the path of an ASL file, got {str(definition_file)!r}, which is"
+                             f" not a file (relative paths are read from {Path.cwd()})")
         definition = self.definition_path.read_text()
         self.placeholders = placeholders_in(definition)
         missing = sorted(self.placeholders - set(definition_substitutions))
         unused = sorted(set(definition_substitutions) - self.placeholders)
         if missing or unused:
             raise ValueError(
-                f"definition_substitutions must name exactly the placeholders of {definition_file}:"
+                f"definition_substitutions must name exactly the placeholders of {self.definition_path.name}:"
                 f" missing {missing}, unused {unused}; add the missing ones or drop the unused ones"
             )
 

@@ -1,20 +1,20 @@
-"""A Lambda function running one handler module of the shared `lambdas/` code asset.
+"""A Lambda function with the architecture's defaults, running one handler of a code asset it is given.
 
-Every function of the app is built here so they all get the same defaults: one code asset, the
-Powertools layer, X-Ray tracing, JSON logs in a log group with a retention, and no wildcard grants.
+Every function of the app is built here so they all get the same defaults: the Powertools layer,
+X-Ray tracing, JSON logs in a log group with a retention, and no wildcard grants.
 
-The Powertools layer is the release the tests run: `requirements-lambda.txt` pins it (the one source
-of truth), and CloudFormation resolves the layer's ARN at deploy from the public SSM parameter
-Powertools publishes for that release, runtime and architecture
-(`/aws/service/powertools/python/<arch>/<python>/<version>`). A layer number in the template would
-pin some other release (layer 27 is 3.23.0, which lacks modules the handlers import).
+The Powertools layer is a release the tests ran: `POWERTOOLS_VERSION` (the app's
+`requirements-lambda.txt` installs the same one, and a test keeps the two equal), and CloudFormation
+resolves the layer's ARN at deploy from the public SSM parameter Powertools publishes for that
+release, runtime and architecture (`/aws/service/powertools/python/<arch>/<python>/<version>`). A
+layer number in the template would pin some other release (layer 27 is 3.23.0, which lacks modules
+the handlers import).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Validations
 from aws_cdk import aws_iam as iam
@@ -25,25 +25,12 @@ from constructs import Construct
 
 from throttling.core import names
 
-ROOT = Path(__file__).resolve().parents[2]
-LAMBDAS_DIR = ROOT / "lambdas"
-# What the tests install; the Lambda runtime's libraries are pinned there.
-REQUIREMENTS_FILE = ROOT / "requirements-lambda.txt"
 RUNTIME = lambda_.Runtime.PYTHON_3_13
 ARCHITECTURE = lambda_.Architecture.X86_64
 POWERTOOLS_PACKAGE = "aws-lambda-powertools"
 POWERTOOLS_PARAMETER_PREFIX = "/aws/service/powertools/python/"
-
-
-def pinned_version(package: str, requirements: Path = REQUIREMENTS_FILE) -> str:
-    """The exact version `requirements` pins `package` to (a `name[extras]==X.Y.Z` line); ValueError if none."""
-    pattern = re.compile(rf"\s*{re.escape(package)}(\[[^\]]*\])?\s*==\s*([0-9][0-9A-Za-z.+-]*)\s*(#.*)?", re.IGNORECASE)
-    for line in requirements.read_text().splitlines():
-        match = pattern.fullmatch(line)
-        if match:
-            return match.group(2)
-    raise ValueError(f"{requirements.name} pins no exact version of {package} (expected a line '{package}==X.Y.Z');"
-                     " the deployed layer is resolved from that pin")
+# The release the handlers and the tests run; bump it with requirements-lambda.txt (a test compares them).
+POWERTOOLS_VERSION = "3.37.0"
 
 
 def powertools_layer_parameter(version: str, *, architecture: str = ARCHITECTURE.name,
@@ -52,19 +39,20 @@ def powertools_layer_parameter(version: str, *, architecture: str = ARCHITECTURE
     return f"{POWERTOOLS_PARAMETER_PREFIX}{architecture}/{runtime}/{version}"
 
 
-POWERTOOLS_VERSION = pinned_version(POWERTOOLS_PACKAGE)
-
-
 class HandlerFunction(Construct):
-    """One function of the shared asset.
+    """One function: `handler` of `code`, with the Powertools layer and `layers` after it.
 
-    :param handler: the handler's dotted path inside `lambdas/`, e.g. `handlers.call_downstream.handler`.
+    :param code: the function's code (a new `lambda_.Code` per function: an asset belongs to one stack).
+    :param handler: the handler's dotted path inside `code`, e.g. `handlers.call_downstream.handler`.
     :param service: the Powertools service name (logs, metrics and traces are grouped by it).
     :param log_retention: of the function's log group; default two years (CDK's default for a log group).
     :param timeout_sec: the function timeout; default 30 s.
     :param reserved_concurrency: reserved concurrent executions; default none (account pool).
     :param powertools_version: the Powertools release whose public layer the function gets; default
-        the one `requirements-lambda.txt` pins (what the tests run).
+        `POWERTOOLS_VERSION` (what the tests run).
+    :param layers: more layers, after Powertools' (e.g. `RuntimeLayer`, the throttling runtime); default none.
+    :param function_props: any other `aws_lambda.Function` keyword arguments, or overrides of the
+        defaults above (e.g. `{"architecture": lambda_.Architecture.ARM_64}`); default none.
     """
 
     def __init__(
@@ -72,6 +60,7 @@ class HandlerFunction(Construct):
         scope: Construct,
         construct_id: str,
         *,
+        code: lambda_.Code,
         handler: str,
         service: str,
         description: str,
@@ -82,8 +71,11 @@ class HandlerFunction(Construct):
         memory_mb: int = 256,
         reserved_concurrency: int | None = None,
         powertools_version: str = POWERTOOLS_VERSION,
+        layers: Sequence[lambda_.ILayerVersion] = (),
+        function_props: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
+        overrides = dict(function_props or {})
         self.log_group = logs.LogGroup(
             self,
             "LogGroup",
@@ -94,22 +86,23 @@ class HandlerFunction(Construct):
         self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
                              description=f"{service}: writes its own logs; other grants are added per resource")
         self.log_group.grant_write(self.role)
-        # Resolved by CloudFormation at each deploy (an `AWS::SSM::Parameter::Value<String>` parameter).
+        # Resolved by CloudFormation at each deploy (an `AWS::SSM::Parameter::Value<String>` parameter); it
+        # follows an overridden architecture or runtime, since Powertools builds one layer per pair.
         powertools = lambda_.LayerVersion.from_layer_version_arn(
             self,
             "PowertoolsLayer",
-            ssm.StringParameter.value_for_string_parameter(self, powertools_layer_parameter(powertools_version)),
+            ssm.StringParameter.value_for_string_parameter(self, powertools_layer_parameter(
+                powertools_version, architecture=overrides.get("architecture", ARCHITECTURE).name,
+                runtime=overrides.get("runtime", RUNTIME).name)),
         )
-        self.function = lambda_.Function(
-            self,
-            "Function",
+        defaults: dict[str, Any] = dict(
             description=description,
             runtime=RUNTIME,
             architecture=ARCHITECTURE,
-            code=lambda_.Code.from_asset(str(LAMBDAS_DIR), exclude=["**/__pycache__", "**/*.pyc"]),
+            code=code,
             handler=handler,
             role=self.role,
-            layers=[powertools],
+            layers=[powertools, *layers],
             timeout=Duration.seconds(timeout_sec),
             memory_size=memory_mb,
             reserved_concurrent_executions=reserved_concurrency,
@@ -123,7 +116,7 @@ class HandlerFunction(Construct):
                 **(environment or {}),
             },
         )
-
+        self.function = lambda_.Function(self, "Function", **{**defaults, **overrides})
 
         Validations.of(self.function).acknowledge(
             Acknowledgment(

@@ -8,23 +8,38 @@ biting (`ConditionalCheckFailedRequests` is a denied acquire) or the table itsel
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from stacks.patterns.secure_defaults import encrypted_table
+from .secure_defaults import encrypted_table
 
 TTL_ATTRIBUTE = "expires_at"
 
 
 class _LimitTable(Construct):
-    """One on-demand table keyed by `pk`, with TTL on `expires_at`."""
+    """One on-demand table keyed by `pk`, with TTL on `expires_at`.
 
-    def __init__(self, scope: Construct, construct_id: str, *, removal_policy: RemovalPolicy) -> None:
+    :param removal_policy: of the table; default RETAIN (a limit's state outlives a stack update gone wrong).
+    :param existing_table: a table of yours to keep the state in instead (its key must be a string `pk`,
+        and TTL on `expires_at` keeps idle items from piling up); no table is created then.
+    :param table_props: other `aws_dynamodb.Table` keyword arguments or overrides of the defaults
+        (on demand, AWS-managed encryption, point-in-time recovery); not with `existing_table`.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
+                 existing_table: dynamodb.ITable | None = None, table_props: Mapping[str, Any] | None = None) -> None:
         super().__init__(scope, construct_id)
-        self.table = encrypted_table(self, "Table", removal_policy=removal_policy, ttl_attribute=TTL_ATTRIBUTE)
+        if existing_table is not None and table_props:
+            raise ValueError(f"table_props {sorted(table_props)} were given with existing_table: the table exists"
+                             " already; configure it where it is created, or drop existing_table")
+        self.table: dynamodb.ITable = existing_table or encrypted_table(
+            self, "Table", removal_policy=removal_policy, ttl_attribute=TTL_ATTRIBUTE, table_props=table_props)
 
     def metric_denied(self, **props) -> cloudwatch.Metric:
         """Conditional writes that failed: each one is an acquire the limit refused.

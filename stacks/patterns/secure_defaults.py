@@ -6,6 +6,9 @@ recovery or encryption, and cdk-nag's findings on dead-letter queues are answere
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Validations
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_s3 as s3
@@ -20,14 +23,15 @@ def encrypted_table(
     removal_policy: RemovalPolicy,
     partition_key: str = "pk",
     ttl_attribute: str | None = None,
+    table_props: Mapping[str, Any] | None = None,
 ) -> dynamodb.Table:
     """A table keyed by one string attribute: on demand, encrypted, point-in-time recoverable.
 
     :param ttl_attribute: the epoch-seconds attribute DynamoDB expires items by; default none.
+    :param table_props: other `aws_dynamodb.Table` keyword arguments, or overrides of these defaults
+        (e.g. a customer-managed key: `{"encryption": CUSTOMER_MANAGED, "encryption_key": key}`).
     """
-    return dynamodb.Table(
-        scope,
-        construct_id,
+    defaults: dict[str, Any] = dict(
         partition_key=dynamodb.Attribute(name=partition_key, type=dynamodb.AttributeType.STRING),
         billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
         encryption=dynamodb.TableEncryption.AWS_MANAGED,
@@ -37,6 +41,7 @@ def encrypted_table(
         time_to_live_attribute=ttl_attribute,
         removal_policy=removal_policy,
     )
+    return dynamodb.Table(scope, construct_id, **{**defaults, **(table_props or {})})
 
 
 def dead_letter_queue(

@@ -7,17 +7,19 @@ its rate whatever the backlog, the batch size or the number of concurrent batche
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from stacks.patterns.handler_function import HandlerFunction
+from .handler_function import HandlerFunction
 from throttling.core import names
 from throttling.core.names import SQS_MAX_MAXIMUM_CONCURRENCY, SQS_MIN_MAXIMUM_CONCURRENCY
 
@@ -84,7 +86,8 @@ class ThrottledQueueConsumer(Construct):
 
     `grant_redrive(role)` gives an operator role or a redrive function exactly these permissions.
 
-    :param handler: the consumer's handler in `lambdas/`, e.g. `handlers.legacy_consumer.handler`.
+    :param code: the consumer's code (a new `lambda_.Code` per consumer).
+    :param handler: the consumer's handler in `code`, e.g. `handlers.legacy_consumer.handler`.
     :param service: Powertools service name of the consumer.
     :param description: the function's description.
     :param removal_policy: of the queues' and the function's log group.
@@ -106,6 +109,15 @@ class ThrottledQueueConsumer(Construct):
         timeout (at most 12 h).
     :param retention_days: how long the queue keeps a message (1-14); default 14, so a backlog
         outlives a long downstream outage.
+    :param layers: the consumer's layers after Powertools' (e.g. `RuntimeLayer`); default none.
+    :param function_props: other `aws_lambda.Function` keyword arguments or overrides (`HandlerFunction`).
+    :param existing_queue: a queue of yours to drain instead of a new one; it must have a dead-letter
+        queue (`dead_letter_queue=...` where you create it), whose `max_receive_count` is then used,
+        and the visibility-timeout rule above is yours to keep. `queue_props`, `dead_letter_queue_props`,
+        `visibility_timeout_sec`, `retention_days` and `max_receive_count` do not apply to it.
+    :param queue_props: other `aws_sqs.Queue` keyword arguments or overrides of the queue's defaults
+        (SQS-managed encryption, TLS only); the dead-letter queue is this construct's.
+    :param dead_letter_queue_props: the same for the dead-letter queue.
     """
 
     def __init__(
@@ -113,6 +125,7 @@ class ThrottledQueueConsumer(Construct):
         scope: Construct,
         construct_id: str,
         *,
+        code: lambda_.Code,
         handler: str,
         service: str,
         description: str,
@@ -129,8 +142,22 @@ class ThrottledQueueConsumer(Construct):
         max_receive_count: int = 10,
         visibility_timeout_sec: int | None = None,
         retention_days: int = 14,
+        layers: Sequence[lambda_.ILayerVersion] = (),
+        function_props: Mapping[str, Any] | None = None,
+        existing_queue: sqs.Queue | None = None,
+        queue_props: Mapping[str, Any] | None = None,
+        dead_letter_queue_props: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
+        if existing_queue is not None:
+            if queue_props or dead_letter_queue_props:
+                raise ValueError("queue_props and dead_letter_queue_props were given with existing_queue: configure the"
+                                 " queue where you create it, or drop existing_queue")
+            if existing_queue.dead_letter_queue is None:
+                raise ValueError(f"existing_queue {existing_queue.node.path} has no dead-letter queue: a record no retry"
+                                 " can fix would be retried until its retention ends; create it with"
+                                 " dead_letter_queue=sqs.DeadLetterQueue(queue=..., max_receive_count=...)")
+            max_receive_count = existing_queue.dead_letter_queue.max_receive_count
         if not reserve_concurrency and reserved_concurrency is not None:
             raise ValueError(
                 f"reserved_concurrency {reserved_concurrency} was given with reserve_concurrency=False; give one or"
@@ -152,27 +179,28 @@ class ThrottledQueueConsumer(Construct):
         )
         self.max_receive_count = max_receive_count
 
-        self.dead_letter_queue = sqs.Queue(
-            self,
-            "DeadLetterQueue",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=Duration.days(DEAD_LETTER_RETENTION_DAYS),
-            removal_policy=removal_policy,
-        )
-        self.queue = sqs.Queue(
-            self,
-            "Queue",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            visibility_timeout=Duration.seconds(visibility_timeout_sec),
-            retention_period=Duration.days(retention_days),
-            dead_letter_queue=sqs.DeadLetterQueue(queue=self.dead_letter_queue, max_receive_count=max_receive_count),
-            removal_policy=removal_policy,
-        )
+        if existing_queue is not None:
+            self.queue: sqs.Queue = existing_queue
+            self.dead_letter_queue: sqs.IQueue = existing_queue.dead_letter_queue.queue  # type: ignore[union-attr]
+        else:
+            self.dead_letter_queue = sqs.Queue(self, "DeadLetterQueue", **{**dict(
+                encryption=sqs.QueueEncryption.SQS_MANAGED,
+                enforce_ssl=True,
+                retention_period=Duration.days(DEAD_LETTER_RETENTION_DAYS),
+                removal_policy=removal_policy,
+            ), **(dead_letter_queue_props or {})})
+            self.queue = sqs.Queue(self, "Queue", **{**dict(
+                encryption=sqs.QueueEncryption.SQS_MANAGED,
+                enforce_ssl=True,
+                visibility_timeout=Duration.seconds(visibility_timeout_sec),
+                retention_period=Duration.days(retention_days),
+                removal_policy=removal_policy,
+            ), **(queue_props or {}), "dead_letter_queue": sqs.DeadLetterQueue(
+                queue=self.dead_letter_queue, max_receive_count=max_receive_count)})
         self.handler_function = HandlerFunction(
             self,
             "Consumer",
+            code=code,
             handler=handler,
             service=service,
             description=description,
@@ -181,6 +209,8 @@ class ThrottledQueueConsumer(Construct):
             timeout_sec=function_timeout_sec,
             memory_mb=memory_mb,
             reserved_concurrency=reserved_concurrency,
+            layers=layers,
+            function_props=function_props,
             environment={
                 **(environment or {}),
                 names.ENV_QUEUE_URL: self.queue.queue_url,

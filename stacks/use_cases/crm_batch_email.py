@@ -14,6 +14,7 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 
+from stacks.app_assets import statemachine_file
 from stacks.patterns import AslStateMachine
 from stacks.patterns.secure_defaults import dead_letter_queue, encrypted_table
 from stacks.shared_limits_stack import downstream_tunables_key
@@ -54,7 +55,7 @@ class CrmBatchEmail(UseCase[CrmBatchEmailProps]):
         self.workflow = AslStateMachine(
             scope,
             "CrmBatchEmail",
-            definition_file="crm_batch_email.asl.json",
+            definition_file=statemachine_file("crm_batch_email.asl.json"),
             definition_substitutions={
                 "CrmTunablesParameterName": crm_tunables.parameter_name,
                 "SegmentsTableName": self.segments_table.table_name,

@@ -18,6 +18,7 @@ from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_stepfunctions as sfn
 
+from stacks.app_assets import statemachine_file
 from stacks.patterns import AslStateMachine
 from stacks.patterns.secure_defaults import encrypted_bucket
 from stacks.shared_limits_stack import downstream_tunables_key
@@ -70,7 +71,7 @@ class CrmSegmentLarge(UseCase[CrmSegmentLargeProps]):
         self.workflow = AslStateMachine(
             scope,
             "CrmSegmentLarge",
-            definition_file="crm_segment_large.asl.json",
+            definition_file=statemachine_file("crm_segment_large.asl.json"),
             definition_substitutions={
                 "CrmTunablesParameterName": crm_tunables.parameter_name,
                 "SegmentsBucketName": self.segments_bucket.bucket_name,

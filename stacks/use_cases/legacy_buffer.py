@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from aws_cdk import CfnOutput, Stack
 
 from stacks.config import DownstreamConfig
+from stacks.app_assets import lambda_code, statemachine_file
 from stacks.patterns import AslStateMachine, ThrottledQueueConsumer
 from stacks.patterns.secure_defaults import encrypted_table
 from stacks.shared_limits_stack import downstream_tunables_key
@@ -73,6 +74,7 @@ class LegacyBuffer(UseCase[LegacyBufferProps]):
         self.consumer = ThrottledQueueConsumer(
             scope,
             "LegacyConsumer",
+            code=lambda_code(),
             handler="handlers.legacy_consumer.handler",
             service=f"{legacy.name}-consumer",
             description=f"Delivers buffered records to {legacy.name} at the shared limiter's pace",
@@ -102,7 +104,7 @@ class LegacyBuffer(UseCase[LegacyBufferProps]):
         self.publish = AslStateMachine(
             scope,
             "LegacyPublish",
-            definition_file="legacy_publish.asl.json",
+            definition_file=statemachine_file("legacy_publish.asl.json"),
             definition_substitutions={"LegacyQueueUrl": self.consumer.queue.queue_url},
             log_retention=context.log_retention,
             removal_policy=removal_policy,

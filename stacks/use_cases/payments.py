@@ -23,6 +23,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 
 from stacks.config import DownstreamConfig
+from stacks.app_assets import lambda_code, statemachine_file
 from stacks.patterns import AslStateMachine, HandlerFunction, alarm_on_errors, alarm_on_oldest_message_after
 from stacks.patterns.secure_defaults import dead_letter_queue, encrypted_table
 from stacks.shared_limits_stack import (
@@ -139,6 +140,7 @@ class Payments(UseCase[PaymentsProps]):
         authorizer = HandlerFunction(
             scope,
             "PaymentAuthorizer",
+            code=lambda_code(),
             handler="handlers.authorize_payment.handler",
             service="payment-authorizer",
             description="Authorizes an order's payment at the gateway, at most once per order",
@@ -172,7 +174,7 @@ class Payments(UseCase[PaymentsProps]):
         self.workflow = AslStateMachine(
             scope,
             "PaymentAuthorization",
-            definition_file="payment_authorization.asl.json",
+            definition_file=statemachine_file("payment_authorization.asl.json"),
             definition_substitutions={
                 "OrdersTableName": self.orders_table.table_name,
                 "InventoryTableName": self.inventory_table.table_name,
@@ -204,6 +206,7 @@ class Payments(UseCase[PaymentsProps]):
         starter = HandlerFunction(
             scope,
             "PaymentStarter",
+            code=lambda_code(),
             handler="handlers.start_payment.handler",
             service="payment-starter",
             description="Starts the payment workflow once per order (execution name order-<order_id>)",
@@ -270,6 +273,7 @@ class Payments(UseCase[PaymentsProps]):
         resumer = HandlerFunction(
             scope,
             "ParkedOrderResumer",
+            code=lambda_code(),
             handler="handlers.resume_parked_orders.handler",
             service="parked-order-resumer",
             description="Resumes parked payments once the gateway's breaker lets calls through",

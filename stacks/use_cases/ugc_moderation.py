@@ -22,8 +22,8 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 
+from stacks.app_assets import lambda_code, statemachine_file
 from stacks.patterns import AslStateMachine, HandlerFunction, alarm_on_errors, longest_run_sec
-from stacks.patterns.asl_state_machine import STATEMACHINES_DIR
 from stacks.patterns.secure_defaults import encrypted_table
 from stacks.shared_limits_stack import downstream_tunables_key
 from stacks.use_cases.base import Layer, UseCase, UseCaseContext
@@ -60,7 +60,7 @@ class UgcModeration(UseCase[UgcModerationProps]):
             raise ValueError(
                 f"ugc moderation holds a lease of {model.name}'s in-flight semaphore for every call, got no limit:"
                 f" set stages.<stage>.downstreams.{model.name}.max_in_flight (the calls it takes at once)")
-        lease_sec = model_call_lease_sec(json.loads((STATEMACHINES_DIR / DEFINITION_FILE).read_text()))
+        lease_sec = model_call_lease_sec(json.loads(statemachine_file(DEFINITION_FILE).read_text()))
 
         # No auto_delete_objects and no `event_bridge_enabled=True`: both add a Lambda-backed custom resource.
         self.uploads_bucket = s3.Bucket(
@@ -101,6 +101,7 @@ class UgcModeration(UseCase[UgcModerationProps]):
         decider = HandlerFunction(
             scope,
             "ModerationDecider",
+            code=lambda_code(),
             handler="handlers.decide_moderation.handler",
             service="moderation-decider",
             description="Decides an upload's moderation from the AI models' scores",
@@ -119,7 +120,7 @@ class UgcModeration(UseCase[UgcModerationProps]):
         self.workflow = AslStateMachine(
             scope,
             "UgcModeration",
-            definition_file=DEFINITION_FILE,
+            definition_file=statemachine_file(DEFINITION_FILE),
             definition_substitutions={
                 "SemaphoreTableName": shared_limits.semaphores.table.table_name,
                 "AiModelSemaphoreName": names.in_flight_semaphore_name(model.name),

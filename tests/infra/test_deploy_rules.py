@@ -23,7 +23,7 @@ from stacks.deploy_rules import (
     leading_literal,
 )
 from stacks.patterns.asl_state_machine import VENDED_LOGS_PREFIX, vended_log_group_name
-from stacks.patterns.handler_function import pinned_version
+from stacks.app_assets import pinned_version
 
 
 def templates_of(stacks: dict[str, Stack]) -> dict[str, dict[str, Any]]:

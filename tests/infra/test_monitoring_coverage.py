@@ -151,6 +151,7 @@ def test_a_queue_added_outside_every_registered_use_case_refuses_to_synthesize(c
 
 def test_a_use_case_added_to_the_registry_brings_its_alarms_and_dashboard_rows(cdk_context, dev_config, tmp_path):
     from stacks.app_stacks import add_stacks
+    from stacks.app_assets import statemachine_file
     from stacks.patterns import AslStateMachine
     from stacks.use_cases import USE_CASES, Layer, Registered, UseCase
 
@@ -164,7 +165,7 @@ def test_a_use_case_added_to_the_registry_brings_its_alarms_and_dashboard_rows(c
             dead = sqs.Queue(scope, "LaterDeadLetters")
             queue = sqs.Queue(scope, "LaterQueue",
                               dead_letter_queue=sqs.DeadLetterQueue(queue=dead, max_receive_count=3))
-            publish = AslStateMachine(scope, "LaterPublish", definition_file="legacy_publish.asl.json",
+            publish = AslStateMachine(scope, "LaterPublish", definition_file=statemachine_file("legacy_publish.asl.json"),
                                       definition_substitutions={"LegacyQueueUrl": queue.queue_url},
                                       log_retention=context.log_retention,
                                       removal_policy=context.removal_policy)

@@ -225,13 +225,14 @@ def test_an_asl_file_and_its_substitutions_must_agree_at_synth():
     from aws_cdk import App, RemovalPolicy, Stack
     from aws_cdk import aws_logs as logs
 
+    from stacks.app_assets import statemachine_file
     from stacks.patterns import AslStateMachine
 
     # GIVEN the CRM batch file, with one placeholder left out and one stray substitution
     stack = Stack(App(), "Probe")
     # WHEN the construct is built THEN it refuses, naming both
     with pytest.raises(ValueError, match=r"missing \['SegmentsTableName'\], unused \['Stray'\]"):
-        AslStateMachine(stack, "Machine", definition_file="crm_batch_email.asl.json",
+        AslStateMachine(stack, "Machine", definition_file=statemachine_file("crm_batch_email.asl.json"),
                         definition_substitutions={"CrmTunablesParameterName": "p", "CrmCallerFunctionArn": "f",
                                                   "DeadLetterQueueUrl": "q", "Stray": "x"},
                         log_retention=logs.RetentionDays.TWO_WEEKS, removal_policy=RemovalPolicy.DESTROY)

@@ -10,6 +10,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk.assertions import Template
 
+from stacks.app_assets import lambda_code
 from stacks.patterns import ThrottledQueueConsumer
 
 REQUIRED = {
@@ -23,7 +24,7 @@ REQUIRED = {
 
 def build(**props) -> tuple[Stack, ThrottledQueueConsumer]:
     stack = Stack(App(), "Probe")
-    return stack, ThrottledQueueConsumer(stack, "Consumer", **REQUIRED, **props)
+    return stack, ThrottledQueueConsumer(stack, "Consumer", code=lambda_code(), **REQUIRED, **props)
 
 
 def test_defaults_reserve_the_mapping_concurrency_and_derive_six_timeouts_of_visibility():

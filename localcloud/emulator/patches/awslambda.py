@@ -279,6 +279,19 @@ def public_lambda_layers(layers: Any, account_id: str) -> Undo:
     )
 
 
+@patch("lambda")
+def lambda_layer_version_refs() -> Undo:
+    """A template's own layers: `Ref` of an `AWS::Lambda::LayerVersion` is its version ARN, as in CloudFormation.
+
+    moto limitation: its LayerVersion has no physical id, so a `Ref` resolves to the Python object
+    itself and a function naming the layer crashes the stack (an AttributeError, a 500). With this
+    patch the function gets the layer's ARN, and the Lambda runtime unpacks the layer's content.
+    """
+    from moto.awslambda.models import LayerVersion
+
+    return replace(LayerVersion, physical_resource_id=property(lambda self: self.arn))
+
+
 class LambdaAccount:
     """The account's Lambda concurrency as the emulator enforces it; tests set `concurrency_limit` (a new
     account's is 10) and restore it.
