@@ -253,7 +253,8 @@ def run_control_loop(cloud: LocalCloud, stacks: Mapping[str, DeployedStack], sim
     run = control_loop.run(cloud, stacks, simulators["crm"], users=users)
     return (
         f"control loop: the CRM's 429-rate alarm (20 % of 600 calls) -> {run.decision['action']} to"
-        f" max_concurrency {run.document['max_concurrency']}, {run.document['rate_per_sec']} req/s in SSM;"
+        f" max_concurrency {run.document['max_concurrency']} in SSM (the rate, {run.document['rate_per_sec']} req/s,"
+        " is the inner loop's ceiling and stays);"
         f" calls in flight at the CRM {run.peak_in_flight_before} before, {run.peak_in_flight_after} after"
     )
 

@@ -201,6 +201,13 @@ class ControlLoopConfig:
         the door are a plan or a stage limit to revisit, not the controller's business.
     :param ingress_p99_latency_ms: the API's p99 latency alarm, in ms; default 3000.
     :param alarm_emails: who the alarm topic e-mails; default nobody (subscribe elsewhere).
+    :param adjust_rate: the controller also moves each downstream's `rate_per_sec`; default false.
+        That rate is the ceiling of the shared limiter's inner loop, which already cuts the bucket's
+        rate on the first 429 and probes it back within seconds, for every caller at once; a
+        controller judging one-minute metrics 30 s late would cut the ceiling again for a 429 the
+        inner loop has answered, and hold it down for its cooldown. So by default the controller
+        owns the concurrency (Map states, event sources), the bounds and the breaker, and leaves the
+        rate to the inner loop; true brings back the slow loop on the rate as well.
     """
 
     mode: str = planning.DEFAULT_CONTROLLER_MODE
@@ -218,6 +225,7 @@ class ControlLoopConfig:
     ingress_refused_rate_threshold: float = 0.05
     ingress_p99_latency_ms: int = 3000
     alarm_emails: tuple[str, ...] = ()
+    adjust_rate: bool = False
 
     def p99_latency_threshold_ms(self, downstream: DownstreamConfig) -> float:
         """A p99 this slow means slow down: a slow call as the breaker counts it, never beyond the timeout."""
@@ -604,6 +612,7 @@ def _control_loop(key: str, raw: Any) -> ControlLoopConfig:
         # API Gateway ends an integration at 29 s, so a p99 above that cannot be observed.
         ingress_p99_latency_ms=integer("ingress_p99_latency_ms", 50, 29_000),
         alarm_emails=tuple(emails),
+        adjust_rate=_bool(f"{key}.adjust_rate", raw.get("adjust_rate", defaults.adjust_rate)),
     )
 
 

@@ -200,7 +200,7 @@ def _refuse_duplicate_names(named: Sequence[tuple[str, str]], kind: str) -> None
 
 # The policy fields the app's configuration sets; the controller takes its defaults for the others.
 CONFIGURED_POLICY_FIELDS = ("mode", "min_calls", "throttle_rate_threshold", "error_rate_threshold",
-                            "clean_periods_to_increase", "cooldown_sec", "setting_propagation_sec")
+                            "clean_periods_to_increase", "cooldown_sec", "setting_propagation_sec", "adjust_rate")
 
 
 def controller_policy(loop: ControlLoopConfig, *,
@@ -218,6 +218,7 @@ def controller_policy(loop: ControlLoopConfig, *,
         error_rate_threshold=loop.error_rate_threshold,
         clean_periods_to_increase=loop.clean_periods_to_increase,
         cooldown_sec=loop.cooldown_sec,
+        adjust_rate=loop.adjust_rate,
     )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from aws_cdk.assertions import Template
 
-from stacks.control_loop_stack import controller_policy
+from stacks.control_loop_stack import CONFIGURED_POLICY_FIELDS, controller_policy
 from tests.contract.handler_environment import required_variables
 from throttling.core.controller import ControllerPolicy, Setting
 from throttling.core.controller.plan import Plans, parse_plan_documents
@@ -117,6 +117,10 @@ def test_the_stack_hands_the_controller_its_own_types_and_they_come_back_equal(d
     # deploy)
     assert policy == controller_policy(dev_config.control_loop, tunables_cache_sec=dev_config.tunables_cache_sec)
     assert policy.setting_propagation_sec == dev_config.tunables_cache_sec
+    # AND the deployed controller leaves the rate to the limiter's inner loop unless the config says otherwise
+    assert policy.adjust_rate is dev_config.control_loop.adjust_rate is False
+    with_rate = dataclasses.replace(dev_config.control_loop, adjust_rate=True)
+    assert ControllerPolicy.from_document(controller_policy(with_rate).to_document(CONFIGURED_POLICY_FIELDS)).adjust_rate
     assert set(read) == set(built)
     for name, plan in built.items():
         deployed = {"consumer_functions": (), "map_run_workflows": ()}

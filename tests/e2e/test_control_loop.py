@@ -94,11 +94,13 @@ def test_a_429_alarm_lowers_the_crm_concurrency_and_the_next_batch_runs_with_it(
     now = time.time()
     put_period(cloud, "crm", now, calls=600, throttled=120)
     result = invoke(cloud, controller, alarm_event("Throttling-dev-crm-ThrottleRate", "ALARM", now))
-    # THEN the controller halved the CRM's concurrency and rate in SSM (burst with the rate), and said why
+    # THEN the controller halved the CRM's concurrency in SSM and left its rate (the inner loop's, which cut the
+    # bucket at the first 429 already), and said why
     crm_decision = decision(result, "crm")
     assert (crm_decision["action"], crm_decision["written"]) == ("decrease", True)
     assert crm_decision["reason"].startswith("alarm Throttling-dev-crm-ThrottleRate in ALARM; 429 rate 20.0% > 1.0%")
-    assert document(cloud, "crm") == {"rate_per_sec": 4.95, "burst": 2, "max_concurrency": 3, "mode": "auto"}
+    assert crm_decision["reason"].endswith("(max_concurrency 6 -> 3)")
+    assert document(cloud, "crm") == {"rate_per_sec": 9.9, "burst": 5, "max_concurrency": 3, "mode": "auto"}
     # AND the next batch reads it and never has more than 3 calls in flight at the CRM
     crm.reset()
     after = run_crm_segment(cloud, deployed, users=12)
@@ -128,7 +130,7 @@ def test_after_a_decrease_clean_minutes_raise_the_limits_again_within_bounds(clo
     cut = invoke(cloud, controller, alarm_event("Throttling-dev-payment_gateway-ThrottleRate", "ALARM", start + 35))
     assert decision(cut, "payment_gateway")["action"] == "decrease"
     settings = [(document(cloud, "payment_gateway")["max_concurrency"], document(cloud, "payment_gateway")["rate_per_sec"])]
-    assert settings == [(1, 0.99)]
+    assert settings == [(1, 1.98)]
     # WHEN six clean minutes follow (2 calls/s at 1 s: 2 in flight, so both limits are used), each
     # judged by the schedule
     for minute in range(1, 7):
@@ -141,8 +143,8 @@ def test_after_a_decrease_clean_minutes_raise_the_limits_again_within_bounds(clo
     # THEN the first minute, which began before the cut reached the callers, is no evidence of it; after
     # three clean minutes of the new setting and the cooldown (120 s from when the cut could show in the
     # metrics, 90 s after it) it steps up, and the two minutes that began before that step are no evidence
-    # of it either: never past the bounds (1-4 in flight, 0.198-1.98 req/s) and never down
-    assert settings == [(1, 0.99), (1, 0.99), (1, 0.99), (1, 0.99), (2, 1.188), (2, 1.188), (2, 1.188)]
+    # of it either: never past the bounds (1-4 in flight) and never down; the rate is the inner loop's throughout
+    assert settings == [(1, 1.98), (1, 1.98), (1, 1.98), (1, 1.98), (2, 1.98), (2, 1.98), (2, 1.98)]
 
 
 def test_a_sustained_error_alarm_opens_the_downstreams_breaker(cloud, deployed, controller, tunables):
