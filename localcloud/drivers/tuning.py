@@ -20,13 +20,14 @@ from throttling.core import names
 TUNED = {"rate_per_sec": 4, "burst": 4, "max_concurrency": 1, "mode": "manual"}
 NOT_JSON = '{"rate_per_sec": "fast"'
 UNUSABLE = {"rate_per_sec": "fast", "burst": 4, "max_concurrency": 1}
+RATE_LIMITED_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
 class TuningRun:
-    after_tuning: dict[str, Any] | None  # the tunables the caller answered with once the tuning was read
+    after_tuning: dict[str, Any]  # the tunables the caller answered with once the tuning was read
     not_json_refused: bool  # Parameter Store refused text that is not JSON
-    after_unusable: dict[str, Any] | None  # what it answered with once the unusable document was read
+    after_unusable: dict[str, Any]  # what it answered with once the unusable document was read
 
 
 def run(cloud: LocalCloud, caller: str, *, downstream: str = "crm", stage: str = "dev",
@@ -50,13 +51,25 @@ def run(cloud: LocalCloud, caller: str, *, downstream: str = "crm", stage: str =
     return TuningRun(after_tuning, not_json_refused, after_unusable)
 
 
-def tunables_after_cache(cloud: LocalCloud, caller: str, on_wait: Callable[[float], None]) -> dict[str, Any] | None:
-    """Wait out the caller's tunables cache, so its next call reads SSM afresh; the tunables it called with."""
+def tunables_after_cache(cloud: LocalCloud, caller: str, on_wait: Callable[[float], None]) -> dict[str, Any]:
+    """Wait out the caller's tunables cache, so its next call reads SSM afresh; the tunables it called with.
+
+    A call the limiter has no token for in time (`RateLimited`: on a loaded machine the caller's one
+    short wait can run out) is made again after the wait it names, as its workflow's Retry would;
+    any other error is raised with the caller's answer, since no tunables can be read from it.
+    """
     lambda_client = cloud.client("lambda")
     variables = lambda_client.get_function_configuration(FunctionName=caller)["Environment"]["Variables"]
     cache_sec = float(variables[names.ENV_TUNABLES_CACHE_SEC])
     if cache_sec:
         on_wait(cache_sec)
         time.sleep(cache_sec + 0.5)
-    answer = lambda_client.invoke(FunctionName=caller, Payload=json.dumps({"path": "/users/1"}))
-    return json.loads(answer["Payload"].read()).get("tunables_in_force")
+    for _ in range(RATE_LIMITED_ATTEMPTS):
+        answer = lambda_client.invoke(FunctionName=caller, Payload=json.dumps({"path": "/users/1"}))
+        payload = json.loads(answer["Payload"].read())
+        if "FunctionError" not in answer:
+            return payload["tunables_in_force"]
+        if payload.get("errorType") != "RateLimited":
+            break
+        time.sleep(json.loads(payload["errorMessage"]).get("retry_after_sec", 1.0))
+    raise RuntimeError(f"the {caller} call failed, so it shows no tunables: {payload}")
