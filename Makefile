@@ -77,6 +77,7 @@ bench: setup ## the strategy and batching benchmarks in virtual time, and each s
 	$(PY) -m bench.strategies
 	$(PY) -m bench.batching
 	$(PY) -m bench.fixed_costs
+	$(PY) -m bench.workflow_costs
 
 # Not echoed: throttlectl's refusal (a bound, or a concurrency over the limit) is then its output's last line.
 plan: $(STAMPS)/deploy ## Little's-law settings: make plan LIMIT_RPS=10 LATENCY_MS=200 [CONCURRENCY=5] [BURST=10] [HEADROOM=0.01]
