@@ -73,9 +73,10 @@ destroy: setup-deploy ## empty STAGE's buckets (a destroy stage only; asks first
 diff: setup-deploy ## cdk diff STAGE against your AWS account
 	$(CDK) diff --all -c stage=$(STAGE)
 
-bench: setup ## the strategy and batching benchmarks in virtual time, and each stage's fixed cost: bench/results
+bench: setup ## the strategy, batching and tenants benchmarks in virtual time, and each stage's fixed cost: bench/results
 	$(PY) -m bench.strategies
 	$(PY) -m bench.batching
+	$(PY) -m bench.tenants
 	$(PY) -m bench.fixed_costs
 	$(PY) -m bench.workflow_costs
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from throttling.core.circuit_breaker import DURATION_BOUNDS_SEC, MAX_MINIMUM_CALLS, MAX_WINDOW_BUCKETS, BreakerPolicy
-from throttling.core.names import TUNABLES_MODES
+from throttling.core.names import TUNABLE_TENANT_SHARE_PREFIX, TUNABLES_MODES
 from throttling.core.tunables import (
     BURST_BOUNDS,
     MAX_CONCURRENCY_BOUNDS,
@@ -83,10 +83,13 @@ class TunableKind:
     _validate: Callable[[str, Mapping[str, Any], float | None, int | None], dict[str, Any]]
     _bounds: Callable[[float | None, int | None], dict[str, str]]
     _in_force: Callable[[Any, float | None, int | None], tuple[dict[str, Any], tuple[str, ...]]]
+    # Fields named by a prefix and a name of the operator's choosing (a tenant's share: `share_<tenant>`).
+    field_prefixes: tuple[str, ...] = ()
 
     def validate(self, key: str, document: Mapping[str, Any], ceiling_rate_per_sec: float | None = None,
                  ceiling_burst: int | None = None) -> dict[str, Any]:
-        unknown = sorted(set(document) - set(self.fields))
+        unknown = sorted(name for name in set(document) - set(self.fields)
+                         if not (isinstance(name, str) and name.startswith(self.field_prefixes)))
         if unknown:
             raise Refused(
                 f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} for {key}; "
@@ -178,6 +181,7 @@ DOWNSTREAM_LIMITS = TunableKind(
     _validate=_downstream_validate,
     _bounds=_downstream_bounds,
     _in_force=_downstream_in_force,
+    field_prefixes=(TUNABLE_TENANT_SHARE_PREFIX,),
 )
 
 

@@ -161,3 +161,16 @@ def test_names_are_keys_under_the_stage_prefix():
     assert key_of(deployment, "/downstreams/crm") == "downstreams/crm"
     with pytest.raises(Refused, match="belongs to stage 'prod', not 'dev'; pass --stage prod"):
         key_of(deployment, "/throttling/prod/downstreams/crm")
+
+
+def test_a_tenants_share_and_the_classes_reserves_pass_the_cli_and_a_wrong_one_is_refused():
+    # GIVEN a downstream document with a tenant's share and a class's reserve
+    document = {"rate_per_sec": 10, "burst": 10, "max_concurrency": 2, "mode": "auto", "share_acme": 0.3,
+                "reserve_batch": 0.5}
+    # THEN throttlectl takes it as written (the share_ fields are named by the operator's tenants)
+    assert DOWNSTREAM_LIMITS.validate("downstreams/crm", document) == document
+    # AND a share out of range is refused with the Lambdas' reason, and a field of neither kind stays unknown
+    with pytest.raises(Refused, match=r"downstreams/crm: the share of tenant 'acme' must be in \(0, 1\], got 3"):
+        DOWNSTREAM_LIMITS.validate("downstreams/crm", {**document, "share_acme": 3})
+    with pytest.raises(Refused, match="unknown field shares_acme"):
+        DOWNSTREAM_LIMITS.validate("downstreams/crm", {**document, "shares_acme": 0.3})

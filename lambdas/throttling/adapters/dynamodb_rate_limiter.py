@@ -28,6 +28,23 @@ Costs (how DynamoDB bills them: `throttling.adapters._dynamodb`):
   answers it (a repeat from the same overload), plus 1 failed write per shard whose state moved
   since this instance saw it.
 
+Tenants and priority classes (`tenant=`/`priority=`, `throttling.core.hierarchical_rate`): the same item
+also holds each tenant's TAT, as a top-level attribute `t#<tenant key>`, and an admission is still
+one conditional UpdateItem on it, which moves the global TAT and the tenant's together (or only the
+global one for a borrowed admission) under one condition on both. Why one item, not a
+TransactWriteItems over a global item and a tenant item: a transaction bills 2 writes per item (4
+per admission against 1), two items written together conflict with every other admission on either
+(a transaction that meets a concurrent write is cancelled whole, and the global item is the one
+every admission writes), and the reason to split a hot limit over items, one partition's ~1,000
+writes/s, is already handled by sharding: each shard's item holds its own tenants under its own
+share of the rate. The item's size is bounded: at most `MAX_TENANTS` (256) named tenants plus
+`unknown_tenant_slots` (at most 64) slots, each at most 66 characters of name and a number of at
+most 21 bytes, so under 30 KB, far below DynamoDB's 400 KB; and since a write is billed per KB of the
+item, each admission also removes (conditionally: only if still idle) up to `STALE_TENANTS_PER_WRITE`
+tenant entries whose bucket was full again when last seen (an absent entry is a full bucket), so an
+item holds about the tenants active within the last few seconds, not every tenant ever seen. A
+request with neither a tenant nor a class takes the paths above, byte for byte.
+
 Shards and the inner loop: each shard's item holds its own share of the rate (the rate in force
 split over the shards) and its own block, and a signal is written to every shard, so a cut reaches
 the callers of every shard; the dedup (a signal counts only for a call admitted after the shard's
@@ -57,11 +74,13 @@ from throttling.core.adaptive_rate import (
     recovered_at,
 )
 from throttling.core.clock import Clock, SystemClock
+from throttling.core.hierarchical_rate import TenantShares, class_depth_tokens, decide_hierarchical, tenant_key
 from throttling.core.rate_limiter import (
     GRID_STEPS_PER_SEC,
     RateDecision,
     RatePolicy,
     decide,
+    depth_sec,
     on_grid,
     shard_count_for,
     split_policy,
@@ -80,6 +99,8 @@ __all__ = [
     "RATE_LIMITER_BACKLOG_UPDATE",
     "RATE_LIMITER_CONDITION",
     "RATE_LIMITER_UPDATE",
+    "STALE_TENANTS_PER_WRITE",
+    "TENANT_TAT_PREFIX",
     "DynamoDbRateLimiter",
     "rate_limiter_key",
 ]
@@ -106,6 +127,10 @@ ADAPTIVE_BACKLOG_CONDITION = f"tat >= :now AND tat <= :latest_tat AND {_SIGNALS_
 ADAPTIVE_SIGNAL_UPDATE = ("SET rate_base = :rate_base, rate_base_at = :rate_base_at, rate_peak = :rate_peak, "
                           "blocked_until = :blocked_until, expires_at = :expires_at ADD signals :one")
 ADAPTIVE_SIGNAL_CONDITION = _SIGNALS_SEEN
+# Tenants: each tenant's TAT is the attribute `t#<tenant key>` of the shard's item.
+TENANT_TAT_PREFIX = "t#"
+# Idle tenants' entries an admission removes at most (each one adds a condition to its write).
+STALE_TENANTS_PER_WRITE = 2
 
 
 def rate_limiter_key(bucket: str, shard: int) -> str:
@@ -169,6 +194,9 @@ class DynamoDbRateLimiter:
         self._seen_tat: dict[str, float] = {}
         # shard key -> the inner loop's state as last seen (the one with the most signals).
         self._seen_state: dict[str, AdaptiveState] = {}
+        # (shard key, tenant key) -> a lower bound of the tenant's stored TAT; shard key -> entries seen idle.
+        self._seen_tenant_tat: dict[tuple[str, str], float] = {}
+        self._idle_tenants: dict[str, set[str]] = {}
         self._seen_lock = threading.Lock()
 
     def shards_for(self, policy: RatePolicy) -> int:
@@ -176,11 +204,14 @@ class DynamoDbRateLimiter:
         return shard_count_for(policy.rate_per_sec, self._per_partition_writes_per_sec, self._headroom)
 
     def try_acquire(self, bucket: str, policy: RatePolicy, cost: int = 1,
-                    adaptive: AdaptiveRatePolicy | None = None) -> RateDecision:
+                    adaptive: AdaptiveRatePolicy | None = None, *, tenant: str | None = None,
+                    priority: str | None = None, shares: TenantShares | None = None) -> RateDecision:
         """Admit `cost` units of `bucket` now, or say how long to wait.
 
         With `adaptive`, under the bucket's current rate and block (the inner loop), `policy` being
-        its ceiling; without, at `policy` exactly.
+        its ceiling; without, at `policy` exactly. With a `tenant` or a `priority`, under `shares`
+        (default `TenantShares()`): the tenant's share and the class's depth
+        (`throttling.core.hierarchical_rate`); with neither, as before tenants, byte for byte.
 
         With N > 1 shards each decides under `split_policy(policy, N)`: a random shard first (so
         callers spread), then the others in turn until one admits. A denial, when every shard
@@ -197,7 +228,10 @@ class DynamoDbRateLimiter:
         denials = []
         for step in range(shards):
             shard = (first + step) % shards
-            if adaptive is None:
+            if tenant is not None or priority is not None:
+                decision = self.try_acquire_tenant_shard(bucket, shard, shard_policy, shares or TenantShares(),
+                                                         tenant=tenant, priority=priority, cost=cost, adaptive=adaptive)
+            elif adaptive is None:
                 decision = self.try_acquire_shard(bucket, shard, shard_policy, cost)
             else:
                 decision = self.try_acquire_adaptive_shard(bucket, shard, shard_policy, adaptive, cost)
@@ -298,6 +332,190 @@ class DynamoDbRateLimiter:
         logger.debug("rate limiter shard %s contended for %d attempts", key, self._max_attempts)
         return RateDecision(allowed=False, retry_after_sec=0.0, remaining=0, reset_after_sec=0.0, new_tat=None,
                             based_on_tat=on_grid(now), decided_at=now)
+
+    def try_acquire_tenant_shard(self, bucket: str, shard: int, shard_policy: RatePolicy, shares: TenantShares, *,
+                                 tenant: str | None, priority: str | None, cost: int = 1,
+                                 adaptive: AdaptiveRatePolicy | None = None) -> RateDecision:
+        """One shard's decision for a tenant and a class (`hierarchical_rate.decide_hierarchical`), under the
+        shard's current rate and block with `adaptive`: one conditional write on the shard's item."""
+        key = rate_limiter_key(bucket, shard)
+        tkey = None if tenant is None else tenant_key(tenant, shares)
+        for _ in range(self._max_attempts):
+            now = self._clock.now()
+            seen, state = self._seen(key), self._state(key)
+            seen_tenant = None if tkey is None else self._seen_tenant(key, tkey)
+            if adaptive is not None:
+                blocked = decide_adaptive(seen, state, now, shard_policy, adaptive, cost)
+                if not blocked.allowed and on_grid(now) < state.blocked_until:
+                    return blocked
+                rate_policy = effective_policy(state, now, shard_policy, adaptive, cost)
+            else:
+                rate_policy = shard_policy
+            outcome = decide_hierarchical(seen, seen_tenant, now, rate_policy, shares, tenant=tenant,
+                                          priority=priority, cost=cost)
+            if not outcome.allowed:
+                # Every path's test only gets harder as TATs grow, and what this instance saw is a lower bound
+                # of each: a true denial.
+                return outcome.decision
+            try:
+                old_item, removed = self._write_tenant_admission(key, tkey, now, rate_policy, outcome, cost, state,
+                                                                 adaptive, shard_policy, shares, priority,
+                                                                 seen=seen, seen_tenant=seen_tenant)
+            except ClientError as error:
+                item = failed_condition_item(error)
+                if not item:
+                    # No item: TTL took it (every bucket in it was full); what this instance saw is history.
+                    self._forget(key)
+                self._learn(key, item)
+                # The idle entries too: one this instance meant to remove may be busy again, which failed the write.
+                self._learn_tenants(key, item, tkey, now=now)
+                continue
+            admitted = outcome.decision
+            old_tat = _stored_tat(old_item)
+            if seen is not None and seen >= on_grid(now):
+                # DynamoDB added to the TAT it held: the decision on it says where it stands now.
+                on_stored = decide(old_tat, now, rate_policy, cost, outcome.depth_tokens)
+                admitted = on_stored if on_stored.allowed else admitted
+            self._remember(key, admitted.new_tat)
+            if tkey is not None and not outcome.borrowed:
+                assert outcome.tenant_policy is not None
+                tenant_new = outcome.tenant_new_tat
+                if seen_tenant is not None and seen_tenant >= on_grid(now):
+                    stored_tenant = _stored_tat({"tat": old_item[_tenant_attribute(tkey)]}) if old_item and \
+                        _tenant_attribute(tkey) in old_item else None
+                    tenant_new = decide(stored_tenant, now, outcome.tenant_policy, cost,
+                                        class_depth_tokens(outcome.tenant_policy, shares, priority, cost)).new_tat
+                self._remember_tenant(key, tkey, tenant_new)
+            self._learn_tenants(key, old_item, None, now=now, removed=removed)
+            if adaptive is not None:
+                started = state.started(now, shard_policy.rate_per_sec, adaptive)
+                self._remember_state(key, _stored_state(old_item) if old_item and "rate_base" in old_item else started)
+            return admitted
+        # Every write lost a race.
+        logger.debug("rate limiter shard %s contended for %d attempts", key, self._max_attempts)
+        return RateDecision(allowed=False, retry_after_sec=0.0, remaining=0, reset_after_sec=0.0, new_tat=None,
+                            based_on_tat=on_grid(self._clock.now()), decided_at=self._clock.now())
+
+    def _write_tenant_admission(self, key: str, tkey: str | None, now: float, rate_policy: RatePolicy, outcome: Any,
+                                cost: int, state: AdaptiveState, adaptive: AdaptiveRatePolicy | None,
+                                shard_policy: RatePolicy, shares: TenantShares, priority: str | None, *,
+                                seen: float | None, seen_tenant: float | None) -> tuple[dict[str, Any] | None, set[str]]:
+        """The one conditional UpdateItem of an admission: the global TAT, the tenant's unless borrowed, idle entries
+        removed; each part in the form `try_acquire_shard` explains (SET from idle, ADD onto a backlog), chosen by
+        the TATs the decision was made on (`seen`, `seen_tenant`), so the caller reads the answer the same way."""
+        now_on_grid = on_grid(now)
+        interval = rate_policy.emission_interval_sec
+        sets, adds, removes, conditions = [], [], [], []
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        decision = outcome.decision
+        if seen is not None and seen >= now_on_grid:
+            adds.append("tat :cost_interval")
+            conditions.append("tat >= :now AND tat <= :latest_tat")
+            values[":cost_interval"] = _grid_number(cost * interval)
+            values[":latest_tat"] = _grid_number(now_on_grid + depth_sec(rate_policy, cost, outcome.depth_tokens)
+                                                 - cost * interval)
+            values[":now"] = _grid_number(now_on_grid)
+        else:
+            sets.append("tat = :new_tat")
+            conditions.append("(attribute_not_exists(tat) OR tat <= :based_on_tat)")
+            values[":new_tat"] = _grid_number(decision.new_tat)
+            values[":based_on_tat"] = _grid_number(decision.based_on_tat)
+        busy_until = now + rate_policy.burst * interval
+        if tkey is not None and not outcome.borrowed:
+            own = outcome.tenant_policy
+            names["#tenant"] = _tenant_attribute(tkey)
+            if seen_tenant is not None and seen_tenant >= now_on_grid:
+                adds.append("#tenant :tenant_cost_interval")
+                conditions.append("#tenant >= :now AND #tenant <= :tenant_latest_tat")
+                values[":tenant_cost_interval"] = _grid_number(cost * own.emission_interval_sec)
+                own_depth = class_depth_tokens(own, shares, priority, cost)
+                values[":tenant_latest_tat"] = _grid_number(now_on_grid + depth_sec(own, cost, own_depth)
+                                                            - cost * own.emission_interval_sec)
+                values[":now"] = _grid_number(now_on_grid)
+            else:
+                sets.append("#tenant = :tenant_new_tat")
+                conditions.append("(attribute_not_exists(#tenant) OR #tenant <= :tenant_based_on_tat)")
+                values[":tenant_new_tat"] = _grid_number(outcome.tenant_new_tat)
+                values[":tenant_based_on_tat"] = _grid_number(outcome.tenant_based_on_tat)
+            busy_until = max(busy_until, now + own.burst * own.emission_interval_sec)
+        with self._seen_lock:
+            stale = sorted(self._idle_tenants.get(key, set()) - {tkey})[:STALE_TENANTS_PER_WRITE]
+        for index, idle in enumerate(stale):
+            names[f"#idle{index}"] = _tenant_attribute(idle)
+            removes.append(f"#idle{index}")
+            # Removed only if still full when written: an absent entry means a full bucket.
+            conditions.append(f"(attribute_not_exists(#idle{index}) OR #idle{index} <= :now)")
+            values[":now"] = _grid_number(now_on_grid)
+        if adaptive is not None:
+            started = state.started(now, shard_policy.rate_per_sec, adaptive)
+            assert started.rate_base_per_sec is not None and started.rate_base_at is not None
+            sets.append("rate_base = if_not_exists(rate_base, :rate_base)")
+            sets.append("rate_base_at = if_not_exists(rate_base_at, :rate_base_at)")
+            conditions.append(_SIGNALS_SEEN)
+            values[":rate_base"] = number(started.rate_base_per_sec)
+            values[":rate_base_at"] = _grid_number(started.rate_base_at)
+            values[":signals_seen"] = {"N": str(state.signals)}
+            expires_at = self._expiry(busy_until, started, shard_policy, adaptive)
+        else:
+            expires_at = math.ceil(busy_until + self._ttl_margin_sec)
+        sets.append("expires_at = :expires_at")
+        values[":expires_at"] = {"N": str(expires_at)}
+        update = "SET " + ", ".join(sets)
+        if adds:
+            update += " ADD " + ", ".join(adds)
+        if removes:
+            update += " REMOVE " + ", ".join(removes)
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Key": {"pk": {"S": key}},
+            "UpdateExpression": update,
+            "ConditionExpression": " AND ".join(conditions),
+            "ExpressionAttributeValues": values,
+            # The old item (at no extra cost) holds the TATs DynamoDB added to, and the tenants now idle.
+            "ReturnValues": "ALL_OLD",
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        if names:
+            request["ExpressionAttributeNames"] = names
+        response = self._client.update_item(**request)
+        return response.get("Attributes"), set(stale)
+
+    def _seen_tenant(self, key: str, tkey: str) -> float | None:
+        with self._seen_lock:
+            return self._seen_tenant_tat.get((key, tkey))
+
+    def _remember_tenant(self, key: str, tkey: str, tat: float | None) -> None:
+        if tat is None:
+            return
+        with self._seen_lock:
+            self._seen_tenant_tat[(key, tkey)] = max(tat, self._seen_tenant_tat.get((key, tkey), tat))
+
+    def _learn_tenants(self, key: str, item: Mapping[str, Any] | None, tkey: str | None, *,
+                       now: float | None = None, removed: set[str] | None = None) -> None:
+        """What an item says of its tenants: `tkey`'s TAT (absent: a full bucket, whatever was seen before), and with
+        `now`, which entries were idle then (for later writes to remove, less the `removed` ones)."""
+        if not item:
+            return
+        with self._seen_lock:
+            if tkey is not None:
+                attribute = _tenant_attribute(tkey)
+                if attribute in item:
+                    tat = _stored_tat({"tat": item[attribute]})
+                    assert tat is not None
+                    self._seen_tenant_tat[(key, tkey)] = max(tat, self._seen_tenant_tat.get((key, tkey), tat))
+                else:
+                    self._seen_tenant_tat.pop((key, tkey), None)
+            if now is not None:
+                idle = {name[len(TENANT_TAT_PREFIX):] for name, value in item.items()
+                        if name.startswith(TENANT_TAT_PREFIX) and float(value["N"]) <= now}
+                self._idle_tenants[key] = idle - (removed or set())
+
+    def _forget(self, key: str) -> None:
+        with self._seen_lock:
+            self._seen_tat.pop(key, None)
+            for seen_key in [seen_key for seen_key in self._seen_tenant_tat if seen_key[0] == key]:
+                del self._seen_tenant_tat[seen_key]
 
     def _signal_shard(self, key: str, shard_policy: RatePolicy, adaptive: AdaptiveRatePolicy, admitted_at: float,
                       retry_after_sec: float | None) -> SignalOutcome:
@@ -463,6 +681,10 @@ class DynamoDbRateLimiter:
         with self._seen_lock:
             # Keep the larger: a slower thread of this instance must not lower the bound.
             self._seen_tat[key] = max(tat, self._seen_tat.get(key, tat))
+
+
+def _tenant_attribute(tkey: str) -> str:
+    return f"{TENANT_TAT_PREFIX}{tkey}"
 
 
 def _grid_number(value: float) -> dict[str, str]:

@@ -98,10 +98,27 @@ TUNABLE_MODE: Final = "mode"
 TUNABLE_DECREASE_FACTOR: Final = "decrease_factor"
 TUNABLE_INCREASE_FRACTION_PER_SEC: Final = "increase_fraction_per_sec"
 TUNABLE_FLOOR_FRACTION: Final = "floor_fraction"
+# Tenants' weighted soft shares and the priority classes' reserves (`throttling.core.hierarchical_rate`),
+# optional. Documents are flat (the parameters' AllowedPattern), so a tenant's share is the field
+# `share_<tenant id>` (a tenant named there has a lowercase snake_case id of at most 34 characters;
+# any other tenant has the default share), and a class's reserve `reserve_<class>`.
+TUNABLE_TENANT_SHARE_PREFIX: Final = "share_"
+TUNABLE_DEFAULT_TENANT_SHARE: Final = "default_tenant_share"
+TUNABLE_BORROW_DEPTH: Final = "borrow_depth"
+TUNABLE_RESERVE_STANDARD: Final = "reserve_standard"
+TUNABLE_RESERVE_BATCH: Final = "reserve_batch"
 # "manual" pins the values: the controller reads them and never writes over them.
 TUNABLES_MODE_AUTO: Final = "auto"
 TUNABLES_MODE_MANUAL: Final = "manual"
 TUNABLES_MODES: Final = (TUNABLES_MODE_AUTO, TUNABLES_MODE_MANUAL)
+
+# -- Priority classes -------------------------------------------------------------------------------
+
+# A request's class, highest first: what callers pass and the tunables' reserves name.
+PRIORITY_CRITICAL: Final = "critical"
+PRIORITY_STANDARD: Final = "standard"
+PRIORITY_BATCH: Final = "batch"
+PRIORITY_CLASSES: Final = (PRIORITY_CRITICAL, PRIORITY_STANDARD, PRIORITY_BATCH)
 
 # -- Environment variables the stacks set and the Lambdas read --------------------------------------
 

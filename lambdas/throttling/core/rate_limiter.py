@@ -36,6 +36,7 @@ __all__ = [
     "RateDecision",
     "RatePolicy",
     "decide",
+    "depth_sec",
     "on_grid",
     "shard_count_for",
     "split_policy",
@@ -100,7 +101,8 @@ class RateDecision:
     decided_at: float | None = None
 
 
-def decide(state_tat: float | None, now: float, policy: RatePolicy, cost: int = 1) -> RateDecision:
+def decide(state_tat: float | None, now: float, policy: RatePolicy, cost: int = 1,
+           depth_tokens: float | None = None) -> RateDecision:
     """Decide whether `cost` units conform at `now`, given the stored TAT (None when never used; a TAT
     this core computed is on the time grid).
 
@@ -108,13 +110,19 @@ def decide(state_tat: float | None, now: float, policy: RatePolicy, cost: int = 
     `max(tat, now) + n*T - burst*T <= now`; admitting it moves TAT to `max(tat, now) + n*T`.
     All on the time grid: T rounded up, `now` down, and a stored TAT off the grid (written by an
     older version) up, so every sum is exact.
+
+    `depth_tokens` (default: `burst`) is how deep into the bucket this request may reach: the test
+    becomes `max(tat, now) + n*T - depth_tokens*T <= now`, with `depth_tokens*T` rounded down to the
+    grid. Below `burst` it keeps the rest of the bucket for others (a priority class's threshold,
+    borrowed capacity: `throttling.core.hierarchical_rate`); it must be at least `cost`, or the
+    request could never conform.
     """
     _check_cost(cost, policy)
     interval = policy.emission_interval_sec
     now_on_grid = on_grid(now)
     based_on = now_on_grid if state_tat is None else max(on_grid(state_tat, up=True), now_on_grid)
     candidate_tat = based_on + cost * interval
-    allow_at = candidate_tat - policy.burst * interval
+    allow_at = candidate_tat - depth_sec(policy, cost, depth_tokens)
     if now_on_grid >= allow_at:
         return RateDecision(
             allowed=True,
@@ -214,6 +222,17 @@ def stale_token_after_sec(limiter: RatePolicy, downstream: RatePolicy) -> float:
     """
     spread_sec = (downstream.burst + 1 - limiter.burst) / limiter.rate_per_sec - 1 / downstream.rate_per_sec
     return spread_sec / 2 if spread_sec > 0 else math.inf
+
+
+def depth_sec(policy: RatePolicy, cost: int = 1, depth_tokens: float | None = None) -> float:
+    """How far ahead of `now` the TAT may reach after an admission: `depth_tokens` (default `burst`)
+    emission intervals, on the grid (rounded down: a threshold never admits more than it says)."""
+    if depth_tokens is None:
+        return policy.burst * policy.emission_interval_sec
+    if not is_number(depth_tokens) or not cost <= depth_tokens <= policy.burst:
+        raise ValueError(f"depth_tokens must be a number from cost ({cost}) to burst ({policy.burst}), "
+                         f"got {depth_tokens!r}; a request could never reach deeper than its bucket, nor conform below its cost")
+    return on_grid(depth_tokens * policy.emission_interval_sec)
 
 
 def _check_cost(cost: int, policy: RatePolicy) -> None:

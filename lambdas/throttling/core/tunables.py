@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Generic, TypeVar
@@ -26,6 +27,7 @@ from typing import Any, Generic, TypeVar
 from throttling.core import names
 from throttling.core.adaptive_rate import AdaptiveRatePolicy
 from throttling.core.circuit_breaker import BreakerPolicy
+from throttling.core.hierarchical_rate import TenantShares
 from throttling.core.json_depth import nesting_depth
 from throttling.core.validation import clipped, is_int, is_number, shown
 
@@ -52,6 +54,9 @@ MAX_DOCUMENT_DEPTH = 8
 # Every bound above has at most 5 digits; an integer beyond a float's exact range is a typo, and
 # past 4,300 digits Python refuses to convert it at all.
 MAX_INTEGER_DIGITS = 15
+_SHARING_DEFAULTS = TenantShares()
+# A tenant named in a document: what the parameters' AllowedPattern admits after the prefix.
+_TENANT_IN_DOCUMENT = re.compile(r"[a-z0-9_]{1,34}")
 _EXAMPLE = '{"rate_per_sec": 10, "burst": 10, "max_concurrency": 2, "mode": "auto"}'
 
 
@@ -66,6 +71,9 @@ class DownstreamTunables:
     `mode` "manual" pins the values: the controller reads them but never writes over them.
     `decrease_factor`, `increase_fraction_per_sec` and `floor_fraction` tune the limiter's inner
     loop (`adaptive`); a document may leave them out, and `to_document` leaves them out at their defaults.
+    `tenant_shares` (the document's `share_<tenant>` fields), `default_tenant_share`, `borrow_depth`,
+    `reserve_standard` and `reserve_batch` share the bucket among tenants and priority classes
+    (`shares`, `throttling.core.hierarchical_rate.TenantShares`); optional likewise.
     """
 
     rate_per_sec: float
@@ -75,6 +83,19 @@ class DownstreamTunables:
     decrease_factor: float = _LOOP_DEFAULTS.decrease_factor
     increase_fraction_per_sec: float = _LOOP_DEFAULTS.increase_fraction_per_sec
     floor_fraction: float = _LOOP_DEFAULTS.floor_fraction
+    tenant_shares: tuple[tuple[str, float], ...] = ()
+    default_tenant_share: float = _SHARING_DEFAULTS.default_share
+    borrow_depth: float = _SHARING_DEFAULTS.borrow_depth
+    reserve_standard: float = _SHARING_DEFAULTS.reserve_of(names.PRIORITY_STANDARD)
+    reserve_batch: float = _SHARING_DEFAULTS.reserve_of(names.PRIORITY_BATCH)
+
+    @property
+    def shares(self) -> TenantShares:
+        """How tenants and priority classes share the bucket, as these tunables set it."""
+        return TenantShares(dict(self.tenant_shares), default_share=self.default_tenant_share,
+                            borrow_depth=self.borrow_depth,
+                            priority_reserves={names.PRIORITY_CRITICAL: 0.0, names.PRIORITY_STANDARD: self.reserve_standard,
+                                               names.PRIORITY_BATCH: self.reserve_batch})
 
     @property
     def adaptive(self) -> AdaptiveRatePolicy:
@@ -88,10 +109,18 @@ class DownstreamTunables:
         for name in _LOOP_FIELDS:
             if document[name] == getattr(_LOOP_DEFAULTS, name):
                 del document[name]
+        for name in _SHARING_FIELDS:
+            if document[name] == getattr(_DEFAULT_TUNABLES_SHARING, name):
+                del document[name]
+        del document["tenant_shares"]
+        document.update({f"{names.TUNABLE_TENANT_SHARE_PREFIX}{tenant}": share for tenant, share in self.tenant_shares})
         return json.dumps(document, sort_keys=True)
 
 
 _LOOP_FIELDS = (names.TUNABLE_DECREASE_FACTOR, names.TUNABLE_INCREASE_FRACTION_PER_SEC, names.TUNABLE_FLOOR_FRACTION)
+_SHARING_FIELDS = (names.TUNABLE_DEFAULT_TENANT_SHARE, names.TUNABLE_BORROW_DEPTH, names.TUNABLE_RESERVE_STANDARD,
+                   names.TUNABLE_RESERVE_BATCH)
+_DEFAULT_TUNABLES_SHARING = DownstreamTunables(rate_per_sec=1.0, burst=1, max_concurrency=1)
 
 
 T = TypeVar("T")
@@ -143,10 +172,39 @@ def parse_tunables(
         loop[name] = _clamp(value, *bounds)
         if loop[name] != value:
             clamped.append(name)
+    sharing = _sharing(document)
     return Clamped(
-        DownstreamTunables(rate_in_range, burst_in_range, concurrency_in_range, mode, **loop),
+        DownstreamTunables(rate_in_range, burst_in_range, concurrency_in_range, mode, **loop, **sharing),
         tuple(clamped),
     )
+
+
+def _sharing(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The tenants' shares and the classes' reserves a document gives; refused (never clamped) when out of range:
+    a share is a policy between tenants, and no bound says which tenant a wrong one should favour."""
+    sharing: dict[str, Any] = {}
+    for name in _SHARING_FIELDS:
+        if name in document:
+            sharing[name] = _number(document, name)
+    shares = []
+    for name in sorted(document):
+        if not isinstance(name, str) or not name.startswith(names.TUNABLE_TENANT_SHARE_PREFIX):
+            continue
+        tenant = name[len(names.TUNABLE_TENANT_SHARE_PREFIX):]
+        if not _TENANT_IN_DOCUMENT.fullmatch(tenant):
+            raise InvalidTunables(f"{shown(name)} names no tenant: after {names.TUNABLE_TENANT_SHARE_PREFIX!r} give a "
+                                  "lowercase snake_case tenant id of at most 34 characters")
+        shares.append((tenant, _number(document, name)))
+    if shares:
+        sharing["tenant_shares"] = tuple(shares)
+    if not sharing:
+        return sharing
+    candidate = DownstreamTunables(1.0, 1, 1, **sharing)
+    try:
+        candidate.shares  # noqa: B018 - TenantShares validates every value and says which is wrong
+    except (TypeError, ValueError) as error:
+        raise InvalidTunables(f"{error}") from None
+    return sharing
 
 
 def parse_breaker_policy(raw: str | Mapping[str, Any]) -> Clamped[BreakerPolicy]:

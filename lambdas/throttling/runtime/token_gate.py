@@ -21,6 +21,10 @@ rate and block, and `report` tells the limiter when the call the token paid for 
 signal (a 429, or a 503 with a short Retry-After: `adaptive_rate.is_throttling_signal`), so the whole fleet
 slows at its next take. A report that fails is logged and dropped: the downstream's own error is
 what the caller must raise, and the next 429 reports again.
+Tenants and classes: a take may name the `tenant` it is for and its `priority` class
+(`names.PRIORITY_CLASSES`), decided under the tunables' `shares` (`throttling.core.hierarchical_rate`):
+the tenant's share of the bucket, what it may borrow, and the depth its class may reach. A take that
+names neither asks the limiter exactly as before tenants.
 `TokenTake` is the decision for one take, pure and clock-free, so the lab drives it in virtual
 time; `TokenGate.take` runs it against a limiter with an injected clock, sleep and random source.
 """
@@ -36,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from throttling.core.adaptive_rate import AdaptiveRatePolicy, is_throttling_signal
+from throttling.core.hierarchical_rate import TenantShares
 from throttling.core.rate_limiter import RateDecision, RatePolicy
 from throttling.runtime.downstream_client import throttling_signal
 
@@ -52,7 +57,8 @@ class AdaptiveLimiter(Protocol):
     """A limiter with the inner loop (`throttling.adapters.dynamodb_rate_limiter.DynamoDbRateLimiter`)."""
 
     def try_acquire(self, bucket: str, policy: RatePolicy, cost: int = 1,
-                    adaptive: AdaptiveRatePolicy | None = None) -> RateDecision: ...
+                    adaptive: AdaptiveRatePolicy | None = None, *, tenant: str | None = None,
+                    priority: str | None = None, shares: TenantShares | None = None) -> RateDecision: ...
 
     def report_signal(self, bucket: str, policy: RatePolicy, adaptive: AdaptiveRatePolicy, *, admitted_at: float,
                       retry_after_sec: float | None) -> Any: ...
@@ -198,13 +204,22 @@ class TokenGate:
         self._logger = logger
 
     def take(self, bucket: str, policy: RatePolicy, *, time_left_sec: float, stale_after_sec: float,
-             adaptive: AdaptiveRatePolicy | None = None) -> GateOutcome:
-        """One token of `bucket`; with `adaptive`, under the bucket's inner loop, `policy` being its ceiling."""
+             adaptive: AdaptiveRatePolicy | None = None, tenant: str | None = None, priority: str | None = None,
+             shares: TenantShares | None = None) -> GateOutcome:
+        """One token of `bucket`; with `adaptive`, under the bucket's inner loop, `policy` being its ceiling.
+
+        With a `tenant` or a `priority`, under `shares` (the tunables' `shares`; default `TenantShares()`): a
+        refusal's wait is then the one for this tenant and class. With neither, the limiter is asked as before.
+        """
         take = TokenTake(self.knobs, started_at=self._clock(), time_left_sec=time_left_sec,
                          stale_after_sec=stale_after_sec, rng=self._rng)
+        shared = tenant is not None or priority is not None
         while True:
             asked_at = self._clock()
-            if adaptive is None:
+            if shared:
+                decision = self.limiter.try_acquire(bucket, policy, adaptive=adaptive, tenant=tenant,  # type: ignore[call-arg]
+                                                    priority=priority, shares=shares)
+            elif adaptive is None:
                 decision = self.limiter.try_acquire(bucket, policy)
             else:
                 decision = self.limiter.try_acquire(bucket, policy, adaptive=adaptive)  # type: ignore[call-arg]
