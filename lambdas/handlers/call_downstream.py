@@ -1,6 +1,7 @@
 """Call one rate-limited downstream on behalf of a workflow task or an operator's smoke test.
 
-Event: `{"method": "GET", "path": "/users/42", "body": {...}?, "correlation_id": "..."?}`.
+Event: `{"method": "GET", "path": "/users/42", "body": {...}?, "correlation_id": "..."?, "tenant": "..."?,
+"priority": "critical" | "standard" | "batch"?}`.
 Answer: the downstream's status and JSON body, its latency, and the tunables in force for it.
 
 Every call first takes a token from the shared limiter (one logical bucket per downstream, shared
@@ -12,6 +13,14 @@ the downstream too close to calls decided after it. A 429, 5xx or timeout raises
 workflow retries on (see `throttling.runtime.downstream_client`); a 429, or a 503 with Retry-After,
 is first reported to the shared limiter (its inner loop), which blocks every caller for the
 Retry-After and cuts the bucket's rate.
+
+A call for a `tenant` takes its token from that tenant's share of the bucket (what it may borrow
+beyond it, the shares in the downstream's tunables: `throttling.core.hierarchical_rate`), and one of
+a `priority` class only as deep into the bucket as its class may reach, so a campaign's batch calls
+are refused before a payment's. Every log line of the invocation carries both, and a refusal is
+logged with them (what the per-tenant Contributor Insights rule counts). A call naming neither
+takes from the bucket as a whole, as before tenants. A priority that is not a class is refused
+before any token is taken (`InvalidShareRequest`): it is the workflow's mistake, which no retry fixes.
 
 A downstream configured with `auth` gets its credentials on every call (`throttling.runtime.credentials`,
 from its secret in Secrets Manager). A 401 renews them once (the secret read again, a new token) and
@@ -39,6 +48,7 @@ from throttling.adapters.ssm_tunables import TunablesReader, downstream_tunables
 from throttling.core import names
 from throttling.core.adaptive_rate import AdaptiveRatePolicy
 from throttling.core.credentials import AuthSettings
+from throttling.core.hierarchical_rate import TenantShares
 from throttling.core.rate_limiter import RatePolicy, stale_token_after_sec
 from throttling.core.tunables import DownstreamTunables
 from throttling.runtime.call_metrics import record_call
@@ -120,22 +130,27 @@ def dependencies() -> Dependencies:
     return build_dependencies(os.environ)
 
 
-@logger.inject_lambda_context(correlation_id_path="correlation_id")
+@logger.inject_lambda_context(correlation_id_path="correlation_id", clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     deps = dependencies()
     metrics.add_dimension(name=names.DOWNSTREAM_DIMENSION, value=deps.downstream)
+    share = requested_share(event)
+    logger.append_keys(tenant=share.tenant, priority=share.priority)
     in_force = deps.tunables.get()
     policy = RatePolicy(rate_per_sec=in_force.rate_per_sec, burst=in_force.burst)
+
+    def take() -> GateOutcome:
+        return take_token(deps, policy, context, in_force.adaptive, share=share, tenant_shares=in_force.shares)
+
     # The token of the last call made: a signal names the admission it answers (a 401's retry takes another).
-    tokens = [take_token(deps, policy, context, in_force.adaptive)]
+    tokens = [take()]
     headers = {"X-Correlation-Id": logger.get_correlation_id() or context.aws_request_id}
     if event.get("idempotency_key"):
         headers["Idempotency-Key"] = str(event["idempotency_key"])
     try:
-        response = call_authenticated(
-            deps, event, headers, lambda: tokens.append(take_token(deps, policy, context, in_force.adaptive)))
+        response = call_authenticated(deps, event, headers, lambda: tokens.append(take()))
     except DownstreamError as error:
         record_call(metrics, error=error)
         if deps.gate.report(deps.downstream, policy, in_force.adaptive, tokens[-1], error):
@@ -186,12 +201,36 @@ def call_authenticated(deps: Dependencies, event: Mapping[str, Any], headers: Ma
                       f" value it issued with `aws secretsmanager put-secret-value --secret-id {secret_id}`"}) from None
 
 
+@dataclass(frozen=True)
+class RequestedShare:
+    """Whose share of the bucket a call is taken from, and its class; None: the bucket as a whole."""
+
+    tenant: str | None = None
+    priority: str | None = None
+
+
+class InvalidShareRequest(ValueError):
+    """The event's tenant is not a string or its priority not a class; no token was taken."""
+
+
+def requested_share(event: Mapping[str, Any]) -> RequestedShare:
+    """The event's `tenant` and `priority`, checked; an empty tenant is no tenant (the bucket as a whole)."""
+    tenant, priority = event.get("tenant") or None, event.get("priority") or None
+    if tenant is not None and not isinstance(tenant, str):
+        raise InvalidShareRequest(f"tenant must be a string, got {tenant!r}; pass the tenant's id or leave it out")
+    if priority is not None and priority not in names.PRIORITY_CLASSES:
+        raise InvalidShareRequest(f"priority must be one of {list(names.PRIORITY_CLASSES)} or left out, got {priority!r}")
+    return RequestedShare(tenant, priority)
+
+
 def take_token(deps: Dependencies, policy: RatePolicy, context: LambdaContext,
-               adaptive: AdaptiveRatePolicy | None = None) -> GateOutcome:
-    """Take one fresh token under the bucket's inner loop, waiting out one short refusal; raise `RateLimited`
-    for a long one, or for `MAX_STALE_TOKENS` tokens that came back too late to use."""
+               adaptive: AdaptiveRatePolicy | None = None, *, share: RequestedShare = RequestedShare(),
+               tenant_shares: TenantShares | None = None) -> GateOutcome:
+    """Take one fresh token under the bucket's inner loop, for `share`'s tenant and class, waiting out one short
+    refusal; raise `RateLimited` for a long one, or for `MAX_STALE_TOKENS` tokens that came back too late to use."""
     outcome = deps.gate.take(deps.downstream, policy, time_left_sec=_affordable_wait_sec(deps, context),
-                             stale_after_sec=stale_token_after_sec(policy, deps.contract), adaptive=adaptive)
+                             stale_after_sec=stale_token_after_sec(policy, deps.contract), adaptive=adaptive,
+                             tenant=share.tenant, priority=share.priority, shares=tenant_shares)
     if outcome.stale_tokens:
         metrics.add_metric(name="LimiterStaleTokens", unit=MetricUnit.Count, value=outcome.stale_tokens)
     if outcome.waited_sec:
@@ -200,6 +239,8 @@ def take_token(deps: Dependencies, policy: RatePolicy, context: LambdaContext,
         metrics.add_metric(name=names.LIMITER_ADMITTED, unit=MetricUnit.Count, value=1)
         return outcome
     metrics.add_metric(name=names.RATE_LIMITED, unit=MetricUnit.Count, value=1)
+    # One line per refusal, with the tenant and class the invocation's keys add: the per-tenant count.
+    logger.info(names.LIMITER_REFUSED_LOG_MESSAGE, extra={"retry_after_sec": round(outcome.retry_after_sec, 3)})
     raise RateLimited({"downstream": deps.downstream, "retry_after_sec": round(outcome.retry_after_sec, 3)})
 
 

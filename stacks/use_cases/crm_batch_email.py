@@ -19,6 +19,7 @@ from stacks.patterns import AslStateMachine
 from stacks.patterns.secure_defaults import dead_letter_queue, encrypted_table
 from stacks.shared_limits_stack import downstream_tunables_key
 from stacks.use_cases.base import Layer, UseCase, UseCaseContext
+from throttling.core import names
 
 # The largest segment one execution e-mails: its history (25,000 events, 14 per user sent without a retry) and its
 # state (256 KiB, the segment's ids in it until the Map) must hold it with room for retries and waits; the ASL's
@@ -61,6 +62,9 @@ class CrmBatchEmail(UseCase[CrmBatchEmailProps]):
                 "SegmentsTableName": self.segments_table.table_name,
                 "CrmCallerFunctionArn": crm_caller.function_arn,
                 "DeadLetterQueueUrl": self.dead_letter_queue.queue_url,
+                "DefaultTenant": names.DEFAULT_TENANT,
+                # A campaign is the first work shed when the CRM is saturated: its users wait, nobody's order does.
+                "CampaignPriority": names.PRIORITY_BATCH,
             },
             log_retention=context.log_retention,
             removal_policy=removal_policy,
@@ -82,7 +86,7 @@ class CrmBatchEmail(UseCase[CrmBatchEmailProps]):
             targets=[
                 targets.SfnStateMachine(
                     self.workflow.state_machine,
-                    input=events.RuleTargetInput.from_object({"segment_id": "daily"}),
+                    input=events.RuleTargetInput.from_object({"segment_id": "daily", "tenant": names.DEFAULT_TENANT}),
                 )
             ],
         )

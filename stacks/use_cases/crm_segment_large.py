@@ -24,6 +24,7 @@ from stacks.patterns.secure_defaults import encrypted_bucket
 from stacks.shared_limits_stack import downstream_tunables_key
 from stacks.use_cases.base import Layer, UseCase, UseCaseContext
 from stacks.use_cases.crm_batch_email import CrmBatchEmail
+from throttling.core import names
 
 # Where segment exports are read from and where each run writes its users' outcomes.
 SEGMENT_OBJECTS_PREFIX = "segments/"
@@ -78,6 +79,8 @@ class CrmSegmentLarge(UseCase[CrmSegmentLargeProps]):
                 "CrmCallerFunctionArn": crm_caller.function_arn,
                 "DeadLetterQueueUrl": dead_letters.queue_url,
                 "CrmMaxBatchSize": str(crm.max_batch_size),
+                "DefaultTenant": names.DEFAULT_TENANT,
+                "CampaignPriority": names.PRIORITY_BATCH,
             },
             log_retention=context.log_retention,
             removal_policy=removal_policy,

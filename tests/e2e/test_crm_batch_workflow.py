@@ -85,8 +85,8 @@ def test_sixty_users_are_all_emailed_without_a_single_429(cloud, batch, crm, crm
     dead = drain_queue(cloud, batch["dead_letter_queue_url"])
     assert_every_user_accounted_for(result, user_ids, crm, dead)
     assert dead == []
-    assert result.output == {"segment_id": segment_id, "max_concurrency": 5, "max_concurrency_note": None,
-                             "items": 60, "succeeded": 60, "failed": 0}
+    assert result.output == {"segment_id": segment_id, "tenant": "default", "max_concurrency": 5,
+                             "max_concurrency_note": None, "items": 60, "succeeded": 60, "failed": 0}
     # AND the CRM never had to refuse a request, nor saw more in any 1 s window than its limit plus burst
     stats = crm.stats()
     assert 429 not in stats["by_status"], stats
@@ -209,8 +209,8 @@ def test_users_the_crm_cannot_serve_land_in_the_dlq_with_their_error(cloud, batc
     # THEN the run itself succeeds and reports both users as failed
     dead = drain_queue(cloud, batch["dead_letter_queue_url"])
     assert_every_user_accounted_for(result, user_ids, crm, dead)
-    assert result.output == {"segment_id": segment_id, "max_concurrency": 2, "max_concurrency_note": None,
-                             "items": 2, "succeeded": 0, "failed": 2}
+    assert result.output == {"segment_id": segment_id, "tenant": "default", "max_concurrency": 2,
+                             "max_concurrency_note": None, "items": 2, "succeeded": 0, "failed": 2}
     # AND each one is in the dead-letter queue with the error and the CRM's answer
     for message in dead:
         assert message["error"] == "DownstreamUnavailable"
@@ -343,7 +343,8 @@ def test_an_unknown_segment_fails_the_run_by_name(cloud, batch):
 
 def test_an_empty_segment_reports_zero(cloud, batch, crm):
     segment_id, result = run_segment(cloud, batch, [])
-    assert result.output == {"segment_id": segment_id, "max_concurrency": 2, "max_concurrency_note": None, "items": 0,
+    assert result.output == {"segment_id": segment_id, "tenant": "default", "max_concurrency": 2,
+                             "max_concurrency_note": None, "items": 0,
                              "succeeded": 0, "failed": 0}
     assert crm.requests == []
 

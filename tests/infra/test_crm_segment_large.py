@@ -138,7 +138,8 @@ def test_the_distributed_map_batches_users_by_the_crms_max_batch_size_with_the_r
     each = states["EmailEachUser"]
     assert each["ItemBatcher"] == {
         "MaxItemsPerBatchPath": "$.batching.max_items_per_batch",
-        "BatchInput": {"segment_id.$": "$.segment_key", "execution_name.$": "$$.Execution.Name"}}
+        "BatchInput": {"segment_id.$": "$.segment_key", "tenant.$": "$.tenant",
+                       "execution_name.$": "$$.Execution.Name"}}
     assert states["PlanBatches"]["Parameters"] == {
         "max_items_per_batch.$": "States.StringToJson('${CrmMaxBatchSize}')"}
     assert properties["DefinitionSubstitutions"]["CrmMaxBatchSize"] == str(crm.max_batch_size) == "50"

@@ -142,9 +142,13 @@ def crm_batch(workflows) -> dict:
 def test_the_crm_batch_is_a_standard_workflow_from_its_asl_file_with_logs_and_tracing(crm_batch, workflows):
     properties = crm_batch["Properties"]
     assert properties["StateMachineType"] == "STANDARD"
-    assert json.loads(properties["DefinitionString"])["StartAt"] == "ReadCrmTunables"
+    assert json.loads(properties["DefinitionString"])["StartAt"] == "CheckTenant"
     assert sorted(properties["DefinitionSubstitutions"]) == [
-        "CrmCallerFunctionArn", "CrmTunablesParameterName", "DeadLetterQueueUrl", "SegmentsTableName"]
+        "CampaignPriority", "CrmCallerFunctionArn", "CrmTunablesParameterName", "DeadLetterQueueUrl", "DefaultTenant",
+        "SegmentsTableName"]
+    # AND its calls take the campaign's tenant's share as the lowest class, shed first when the CRM is saturated
+    assert (properties["DefinitionSubstitutions"]["CampaignPriority"],
+            properties["DefinitionSubstitutions"]["DefaultTenant"]) == ("batch", "default")
     assert properties["TracingConfiguration"] == {"Enabled": True}
     assert properties["LoggingConfiguration"]["Level"] == "ALL"
     # AND it logs to a log group of its own
@@ -213,7 +217,7 @@ def test_the_crm_batch_runs_daily_for_the_daily_segment(crm_batch, workflows):
                if referenced_ids(r["Properties"]["Targets"]) & {machine_id}]
     assert rule["Properties"]["ScheduleExpression"] == "cron(0 6 * * ? *)"
     (target,) = rule["Properties"]["Targets"]
-    assert json.loads(target["Input"]) == {"segment_id": "daily"}
+    assert json.loads(target["Input"]) == {"segment_id": "daily", "tenant": "default"}
 
 
 def test_the_crm_batch_outputs_what_operators_and_the_demo_need(workflows):
@@ -234,7 +238,8 @@ def test_an_asl_file_and_its_substitutions_must_agree_at_synth():
     with pytest.raises(ValueError, match=r"missing \['SegmentsTableName'\], unused \['Stray'\]"):
         AslStateMachine(stack, "Machine", definition_file=statemachine_file("crm_batch_email.asl.json"),
                         definition_substitutions={"CrmTunablesParameterName": "p", "CrmCallerFunctionArn": "f",
-                                                  "DeadLetterQueueUrl": "q", "Stray": "x"},
+                                                  "DeadLetterQueueUrl": "q", "DefaultTenant": "d",
+                                                  "CampaignPriority": "c", "Stray": "x"},
                         log_retention=logs.RetentionDays.TWO_WEEKS, removal_policy=RemovalPolicy.DESTROY)
 
 

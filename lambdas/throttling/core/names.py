@@ -203,3 +203,12 @@ AUTH_FIELD_SCOPE: Final = "scope"
 AUTH_FIELD_SECRET_CACHE_SEC: Final = "secret_cache_sec"
 # Counted by a caller each time a 401 made it read its credentials again.
 CREDENTIALS_RENEWED: Final = "CredentialsRenewed"
+
+# -- Tenants ----------------------------------------------------------------------------------------
+
+# The tenant of a request whose API key the stack did not name (a key added to a usage plan outside
+# the app) and of a message that carries none: one shared default share, never unlimited, never an error.
+DEFAULT_TENANT: Final = "default"
+# The log line a caller writes for each take the limiter refused, with the invocation's tenant and
+# priority beside it: what the per-tenant Contributor Insights rule matches.
+LIMITER_REFUSED_LOG_MESSAGE: Final = "the shared limiter refused a token"
