@@ -20,6 +20,7 @@ from localcloud.drivers import (
     credentials,
     crm_batch,
     crm_segment_large,
+    fair_queue,
     ingress,
     inner_loop,
     legacy,
@@ -85,7 +86,7 @@ def smoke(cloud: LocalCloud, stacks: dict[str, Any], simulators: dict[str, Downs
 
     section("3. The use cases, each against its downstream's simulator")
     for run in (run_crm_batch, run_crm_segment_large, run_moderation, run_model_slots, run_payments,
-                run_payment_follow_ups, run_credentials, run_legacy, run_ingress, run_control_loop, run_inner_loop):
+                run_payment_follow_ups, run_credentials, run_legacy, run_fair_queue, run_ingress, run_control_loop, run_inner_loop):
         print(f"  {run(cloud, stacks, simulators)}", flush=True)
 
     section("4. An operator tunes the CRM through SSM, then someone writes garbage")
@@ -235,6 +236,23 @@ def run_legacy(cloud: LocalCloud, stacks: Mapping[str, DeployedStack], simulator
         f" {run.dead_letters} in DLQ,"
         f" {_peak(run.mainframe_stats, mainframe.profile, 'the mainframe')}"
     )
+
+
+def run_fair_queue(cloud: LocalCloud, stacks: Mapping[str, DeployedStack], simulators: Simulators, *,
+                   noisy_records: int = 20, quiet_records: int = 3) -> str:
+    """Issue 16's noisy neighbour on the legacy buffer: how long the quiet tenant waited behind the flood."""
+    run = fair_queue.run(cloud, stacks, simulators["legacy_mainframe"], noisy_records=noisy_records,
+                         quiet_records=quiet_records)
+    return fair_queue_line(run, fair_queue.quiet_tenants_alarm_threshold_sec(cloud))
+
+
+def fair_queue_line(run: fair_queue.FairQueueRun, alarm_threshold_sec: float) -> str:
+    quiet, noisy = len(run.quiet_waits_sec), len(run.noisy_waits_sec)
+    lost = quiet + noisy - run.delivered - run.dead_letters - run.left_in_queue
+    return (f"fair queue: a noisy tenant's {noisy} records, then a quiet tenant's {quiet}, through POST"
+            f" /legacy-records: the quiet tenant's last reached the mainframe {run.quiet_worst_wait_sec:.1f} s"
+            f" after it was posted (its alarm: {alarm_threshold_sec:g} s), behind {run.noisy_accepted_before(-1)}"
+            f" of the noisy ones; {run.delivered} delivered, {run.dead_letters} in DLQ, {lost} lost")
 
 
 def run_ingress(cloud: LocalCloud, stacks: Mapping[str, DeployedStack], simulators: Simulators) -> str:

@@ -44,7 +44,13 @@ from stacks import stage_props
 from stacks.config import AppConfig, ControlLoopConfig, DownstreamConfig
 from stacks.app_assets import lambda_code
 from stacks.patterns import AslStateMachine, HandlerFunction, ThrottledQueueConsumer
-from stacks.patterns.monitoring import OldestMessageAlarm, errors_alarm_reason, oldest_message_alarm
+from stacks.patterns.monitoring import (
+    QUIET_GROUPS_AGE_METRIC,
+    OldestMessageAlarm,
+    errors_alarm_reason,
+    oldest_message_alarm,
+    quiet_tenants_alarm,
+)
 from stacks.patterns.secure_defaults import encrypted_table
 from stacks.patterns.throttled_api import ThrottledApi
 from stacks.shared_limits_stack import SharedLimitsStack, breaker_tunables_key, downstream_tunables_key
@@ -108,6 +114,7 @@ class WatchedQueue:
     queue: sqs.Queue
     is_dead_letter_queue: bool
     oldest_message_alarm: OldestMessageAlarm | None
+    quiet_tenants_alarm: OldestMessageAlarm | None = None
 
 
 def workflows_in(constructs: Iterable[IConstruct]) -> list[Workflow]:
@@ -131,7 +138,8 @@ def queues_in(constructs: Iterable[IConstruct]) -> list[WatchedQueue]:
         if isinstance(construct, sqs.Queue):
             found.append(WatchedQueue(name=_name_in_stack(construct), queue=construct,
                                       is_dead_letter_queue=construct.dead_letter_queue is None,
-                                      oldest_message_alarm=oldest_message_alarm(construct)))
+                                      oldest_message_alarm=oldest_message_alarm(construct),
+                                      quiet_tenants_alarm=quiet_tenants_alarm(construct)))
     _refuse_duplicate_names([(q.name, q.queue.node.path) for q in found], "queues")
     return found
 
@@ -617,6 +625,13 @@ class ControlLoopStack(Stack):
                     f"{name}'s oldest message is older than {after_sec} s"
                     + (f" ({own.reason})" if own else ": its consumer is behind, or stopped"),
                     queue.metric_approximate_age_of_oldest_message(period=PERIOD, statistic="Maximum"), after_sec))
+            quiet = watched.quiet_tenants_alarm
+            if quiet is not None:
+                specs.append(AlarmSpec(
+                    f"{name}QuietTenantsOldestMessage", f"{prefix}-{name}-QuietTenantsMessageAge",
+                    f"{name}'s oldest message of a quiet tenant is older than {quiet.after_sec} s ({quiet.reason}):"
+                    " the consumer is behind for every tenant, not only a noisy one",
+                    queue.metric(QUIET_GROUPS_AGE_METRIC, period=PERIOD, statistic="Maximum"), quiet.after_sec))
         return specs
 
     def _add_alarm(self, spec: AlarmSpec) -> cloudwatch.Alarm:

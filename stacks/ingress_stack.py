@@ -172,6 +172,7 @@ class IngressStack(Stack):
             stage_name=config.stage,
             log_retention=stage_props.log_retention(config),
             removal_policy=removal_policy,
+            api_key_name_prefix=config.stack_prefix.lower(),
         )
         # Route -> the use case whose resource it integrates with, directly (the architecture diagram's edges).
         self.route_targets: dict[str, str] = {}
@@ -202,7 +203,8 @@ class IngressStack(Stack):
                 credentials_role=role,
                 passthrough_behavior=apigw.PassthroughBehavior.NEVER,
                 request_templates={JSON: mapping_template(
-                    "start_payment.request", PaymentStateMachineArn=state_machine.state_machine_arn)},
+                    "start_payment.request", PaymentStateMachineArn=state_machine.state_machine_arn,
+                    TenantOfApiKey=self.api.tenant_of_api_key_vtl())},
                 integration_responses=[
                     apigw.IntegrationResponse(status_code="202",
                                               response_templates={JSON: mapping_template("start_payment.accepted")}),
@@ -273,7 +275,8 @@ class IngressStack(Stack):
                 passthrough_behavior=apigw.PassthroughBehavior.NEVER,
                 request_parameters={
                     "integration.request.header.Content-Type": "'application/x-www-form-urlencoded'"},
-                request_templates={JSON: mapping_template("send_legacy_record.request")},
+                request_templates={JSON: mapping_template(
+                    "send_legacy_record.request", TenantOfApiKey=self.api.tenant_of_api_key_vtl())},
                 integration_responses=[
                     apigw.IntegrationResponse(
                         status_code="202", response_templates={JSON: mapping_template("send_legacy_record.accepted")}),

@@ -31,7 +31,12 @@ Per record, in order (Powertools' `BatchProcessor`, so one bad record fails alon
    postponed; it used to take late tokens without end, past the invocation's timeout.
    The waiting and the stale tokens are `throttling.runtime.token_gate`'s, as for every caller.
 3. `POST /records` with `Idempotency-Key: <record_id>` (a redelivered record is recognised).
-4. Write the record's status (`legacy.record_status`): `delivered` with its timestamps, or `failed` with the error.
+4. Write the record's status (`legacy.record_status`): `delivered` with its timestamps and tenant, or
+   `failed` with the error.
+
+The tenant is the message's `MessageGroupId` (the API key's client; `legacy.records.tenant_of`): every
+log line of the record carries it, its status item names it, and a poison message keeps it on its way
+to the dead-letter queue, so a redriven message is still its tenant's in the fair queue.
 
 When the limiter's wait is longer than the time left, or the mainframe refuses (429, 5xx, timeout,
 with or without Retry-After), this record and every later one of the batch are postponed, not
@@ -65,7 +70,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from legacy.record_status import WRITE_ERRORS, RecordStatusStore
-from legacy.records import PoisonRecord, parse_record
+from legacy.records import PoisonRecord, parse_record, tenant_of
 from throttling.adapters.dynamodb_rate_limiter import DynamoDbRateLimiter
 from throttling.adapters.ssm_tunables import TunablesReader, downstream_tunables_reader
 from throttling.core import names
@@ -254,6 +259,7 @@ class Batch:
 
     def _handle(self, record: SQSRecord) -> str:
         receive_count = int(record.attributes.approximate_receive_count or "1")
+        tenant = tenant_of(record.attributes.message_group_id)
         try:
             item = parse_record(record.body)
         except PoisonRecord as error:
@@ -272,6 +278,7 @@ class Batch:
 
         correlation_id = correlation_id_of(record)
         logger.set_correlation_id(correlation_id)
+        logger.append_keys(tenant=tenant)
         headers = {"Idempotency-Key": item.record_id, "X-Correlation-Id": correlation_id}
         try:
             response = self.deps.client.call("POST", "/records", body={"record_id": item.record_id, "payload": item.payload},
@@ -295,7 +302,7 @@ class Batch:
                                 "receive_count": receive_count, "error": str(error)})
             raise
         record_call(metrics, response=response)
-        self.deps.statuses.delivered(item.record_id, record.message_id, receive_count, response.status)
+        self.deps.statuses.delivered(item.record_id, record.message_id, receive_count, response.status, tenant=tenant)
         metrics.add_metric(name="RecordsDelivered", unit=MetricUnit.Count, value=1)
         self.delivered += 1
         return item.record_id
@@ -307,8 +314,10 @@ class Batch:
         context = {"message_id": record.message_id, "error": str(error), "receive_count": receive_count,
                    "body_preview": (record.body or "")[:200]}
         try:
+            group = {"MessageGroupId": record.attributes.message_group_id} if record.attributes.message_group_id else {}
             answer = self.deps.sqs.send_message(QueueUrl=self.deps.dead_letter_queue_url, MessageBody=record.body,
-                                      MessageAttributes=dead_letter_attributes(record, str(error), receive_count))
+                                      MessageAttributes=dead_letter_attributes(record, str(error), receive_count),
+                                      **group)
         except Exception as send_error:  # noqa: BLE001 - whatever SQS answered, the message must not be lost
             metrics.add_metric(name="PoisonRecordsReturnedToQueue", unit=MetricUnit.Count, value=1)
             logger.error(

@@ -3,7 +3,8 @@
 The adapter of the records table, with an injected client. An operator (or the API's status route)
 reads an item to learn whether a record reached the mainframe: `delivered` with its timestamps and
 the mainframe's status code, or `failed` with the last error and, when the record was postponed,
-how long until it is tried again. Items expire `retention_sec` after their last write.
+how long until it is tried again; a delivered record names its tenant. Items expire `retention_sec`
+after their last write.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+
+from throttling.core import names
 
 if TYPE_CHECKING:
     from types_boto3_dynamodb import DynamoDBClient
@@ -41,15 +44,16 @@ class RecordStatusStore:
         self.retention_sec = retention_sec
         self.clock = clock
 
-    def delivered(self, record_id: str, message_id: str, receive_count: int, status_code: int) -> None:
-        """Mark the record delivered (raises on a failed write: the caller decides what that costs)."""
+    def delivered(self, record_id: str, message_id: str, receive_count: int, status_code: int, *,
+                  tenant: str = names.DEFAULT_TENANT) -> None:
+        """Mark the record delivered, for `tenant` (raises on a failed write: the caller decides what that costs)."""
         now = self.clock()
         self.client.update_item(
             TableName=self.table_name,
             Key={"pk": {"S": record_id}},
             UpdateExpression=(
                 "SET #status = :delivered, delivered_at = :now, updated_at = :now, attempts = :attempts,"
-                " message_id = :message_id, downstream_status = :code, expires_at = :expires_at,"
+                " message_id = :message_id, downstream_status = :code, expires_at = :expires_at, tenant = :tenant,"
                 " first_attempt_at = if_not_exists(first_attempt_at, :now) REMOVE #error, retry_after_sec"
             ),
             ExpressionAttributeNames={"#status": "status", "#error": "error"},
@@ -59,6 +63,7 @@ class RecordStatusStore:
                 ":attempts": {"N": str(receive_count)},
                 ":message_id": {"S": message_id},
                 ":code": {"N": str(status_code)},
+                ":tenant": {"S": tenant},
                 ":expires_at": {"N": str(int(now) + self.retention_sec)},
             },
         )

@@ -13,9 +13,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from throttling.core import names
 from throttling.core.json_depth import nesting_depth
 
-__all__ = ["MAX_PAYLOAD_DEPTH", "RECORD_ID_PATTERN", "LegacyRecord", "PoisonRecord", "parse_record"]
+__all__ = ["MAX_PAYLOAD_DEPTH", "RECORD_ID_PATTERN", "LegacyRecord", "PoisonRecord", "parse_record", "tenant_of"]
 
 # The mainframe's record contract. The id is its Idempotency-Key header and the key of the record's
 # status item, so only characters any header carries; matched whole (`$` would let "r-1\n" through).
@@ -61,6 +62,12 @@ def parse_record(body: str | None) -> LegacyRecord:
         raise PoisonRecord(f"the payload holds text that is not Unicode ({unencodable!r:.60}: a lone surrogate), "
                            "which UTF-8 cannot carry to the mainframe")
     return LegacyRecord(record_id=record_id, payload=payload)
+
+
+def tenant_of(message_group_id: str | None) -> str:
+    """The tenant a message was queued for: its `MessageGroupId` (the API key's client, set by the API's
+    mapping template), or the default tenant for a message sent without one (by hand, or before tenants)."""
+    return message_group_id or names.DEFAULT_TENANT
 
 
 def _not_a_json_number(name: str) -> Any:

@@ -19,13 +19,20 @@ from localcloud.emulator.api_gateway import LocalRestApi
 from localcloud.emulator.cloud import LocalCloud
 from localcloud.emulator.deployer import DeployedStack
 
-# Any value: the emulated API checks that a key is present, not which plan holds it.
-DEMO_API_KEY = "demo-partner-key"
+# The client whose key the demo and the tests send (cdk.json's `ingress.tiers.partner.api_keys`).
+DEMO_CLIENT = "example-partner-client"
 
 
 def local_api(cloud: LocalCloud, stacks: Mapping[str, DeployedStack]) -> LocalRestApi:
     ingress = layer_stack(stacks, "Ingress")
     return LocalRestApi(cloud, ingress.outputs["RestApiId"])
+
+
+def api_key(cloud: LocalCloud, stacks: Mapping[str, DeployedStack], client: str = DEMO_CLIENT) -> str:
+    """The value of the key the stack created for `client`, as its owner reads it (`get-api-key --include-value`)."""
+    ingress = layer_stack(stacks, "Ingress")
+    key_id = ingress.outputs[f"ApiKeyId{''.join(part.capitalize() for part in client.split('-'))}"]
+    return cloud.client("apigateway").get_api_key(apiKey=key_id, includeValue=True)["value"]
 
 
 @dataclass(frozen=True)
@@ -48,7 +55,7 @@ def run(cloud: LocalCloud, stacks: Mapping[str, DeployedStack]) -> IngressRun:
     sku = f"demo-{uuid.uuid4().hex[:8]}"
     seed_inventory(cloud, payments["inventory_table"], {sku: 10})
     (order,) = payment_orders(1, prefix=f"api-{uuid.uuid4().hex[:8]}", skus=(sku,))
-    headers = {"x-api-key": DEMO_API_KEY}
+    headers = {"x-api-key": api_key(cloud, stacks)}
     first = api.request("POST", "/payments", body=order, headers=headers)
     wait_for_executions(cloud, payments["state_machine_arn"], [payment_execution_name(order["order_id"])],
                         timeout_sec=60)

@@ -70,13 +70,15 @@ class LegacyRun:
 
 
 def run(cloud: LocalCloud, stacks: Mapping[str, DeployedStack], mainframe: DownstreamSimulator, *,
-        records: int = 10) -> LegacyRun:
-    """Publish `records` records through the workflow and wait until the consumer delivered them (or time is up)."""
+        records: int = 10, tenant: str | None = None) -> LegacyRun:
+    """Publish `records` records through the workflow (for `tenant`, or without one) and wait until the consumer
+    delivered them (or time is up)."""
     outputs = legacy_outputs(stacks)
     discard_messages(cloud, outputs["dead_letter_queue_url"])
     mainframe.reset()
     batch = legacy_records(records, prefix=f"demo-{uuid.uuid4().hex[:8]}")
-    execution = run_execution(cloud, outputs["state_machine_arn"], {"records": batch})
+    execution = run_execution(cloud, outputs["state_machine_arn"],
+                              {"records": batch, **({"tenant": tenant} if tenant is not None else {})})
     if execution.status != "SUCCEEDED":
         return LegacyRun(execution, {}, queue_depth(cloud, outputs["dead_letter_queue_url"]), mainframe.stats())
     # The consumer delivers at the limiter's pace (0.8 req/s in dev): allow twice that, plus a cold start.

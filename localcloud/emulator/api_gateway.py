@@ -5,7 +5,9 @@ service integrations. `LocalRestApi` does those steps in the order API Gateway d
 API's own deployed definition (templates, integration responses, roles, as CloudFormation resolved
 them), its models and its gateway responses:
 
-1. the route is matched; an API key must be present where the method requires one (403);
+1. the route is matched; where the method requires an API key, the `x-api-key` header must be the value
+   of an enabled key in a usage plan of this API (403 `INVALID_API_KEY` otherwise), and its id is
+   `$context.identity.apiKeyId`, as API Gateway gives it to mapping templates and access logs;
 2. the body must be JSON of the request model's content type (415), and valid against the model's
    JSON schema (400 `BAD_REQUEST_BODY`, with the validator's message), checked with a draft-4
    validator reading numbers as decimals and `pattern` as the ECMA-262 regex it is, as API
@@ -19,8 +21,9 @@ them), its models and its gateway responses:
    status and headers are applied.
 
 Not modelled: throttling, quotas and WAF (moto has no token buckets; the limits are checked in the
-synthesized template, and the README says what a client meets), key-to-plan membership (a key
-must only be present), authorizers, caching and binary payloads.
+synthesized template, and the README says what a client meets), which stage a key's usage plan
+names (moto's CloudFormation skips `AWS::ApiGateway::Stage`, so a plan's stage is not its name here:
+a plan of this API admits its keys on any stage), authorizers, caching and binary payloads.
 """
 
 from __future__ import annotations
@@ -98,8 +101,11 @@ class LocalRestApi:
             return self._gateway_response("MISSING_AUTHENTICATION_TOKEN", 403, context, "Missing Authentication Token")
         resource, method, path_params = found
         context["resourcePath"] = resource["path"]
-        if method.get("apiKeyRequired") and not headers.get("x-api-key"):
-            return self._gateway_response("INVALID_API_KEY", 403, context, "Forbidden")
+        if method.get("apiKeyRequired"):
+            key_id = self._api_key_id(headers.get("x-api-key", ""))
+            if key_id is None:
+                return self._gateway_response("INVALID_API_KEY", 403, context, "Forbidden")
+            context["identity"]["apiKeyId"] = key_id
         integration = method["methodIntegration"]
         content_type = headers.get("content-type", "application/json").split(";")[0].strip()
         templates = integration.get("requestTemplates") or {}
@@ -113,6 +119,18 @@ class LocalRestApi:
         call = self._send(integration, rendered, context)
         self.calls.append(call)
         return self._integration_response(integration, call, params, context)
+
+    def _api_key_id(self, value: str) -> str | None:
+        """The id of the enabled key with this value in a usage plan of this API; None for anything else."""
+        if not value:
+            return None
+        keys = self._client.get_api_keys(includeValues=True)["items"]
+        key = next((k for k in keys if k.get("value") == value and k.get("enabled")), None)
+        if key is None:
+            return None
+        plans = self._client.get_usage_plans(keyId=key["id"])["items"]
+        in_plan = any(stage.get("apiId") == self.rest_api_id for plan in plans for stage in plan.get("apiStages", []))
+        return key["id"] if in_plan else None
 
     def _route(self, verb: str, path: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]] | None:
         for resource in self._client.get_resources(restApiId=self.rest_api_id)["items"]:

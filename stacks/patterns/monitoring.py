@@ -5,7 +5,10 @@ constructs and gives each the alarms of its kind (`stacks/control_loop_stack.py`
 its own alarms on the age of its oldest message, a dead-letter queue on any message at all. A
 queue whose messages may rightly wait longer than the stage's `backlog_age_alarm_sec` (orders
 parked while a downstream's breaker is open) says so here, with the reason, where it is built; the
-setting travels as construct metadata, so any stack can set it and the control loop reads it.
+setting travels as construct metadata, so any stack can set it and the control loop reads it. A fair
+queue (its messages carry a tenant as `MessageGroupId`) also alarms on its quiet tenants' oldest
+message (`alarm_on_quiet_tenants_age_after`): the backlog of a noisy tenant is expected to wait, the
+others' records are not.
 """
 
 from __future__ import annotations
@@ -49,6 +52,39 @@ def oldest_message_alarm(queue: sqs.IQueue) -> OldestMessageAlarm | None:
     """The threshold `alarm_on_oldest_message_after` gave `queue`, if any."""
     for entry in queue.node.metadata:
         if entry.type == OLDEST_MESSAGE_ALARM:
+            return OldestMessageAlarm(after_sec=int(entry.data["after_sec"]), reason=str(entry.data["reason"]))
+    return None
+
+
+QUIET_TENANTS_ALARM = "throttling:quiet-tenants-alarm"
+# What SQS publishes for a fair queue (AWS/SQS, dimension QueueName): the age of the oldest message of
+# the tenants it does not count as noisy.
+QUIET_GROUPS_AGE_METRIC = "ApproximateAgeOfOldestMessageInQuietGroups"
+
+
+def alarm_on_quiet_tenants_age_after(queue: sqs.IQueue, *, after_sec: int, reason: str) -> None:
+    """Alarm when the oldest message of `queue`'s quiet tenants is older than `after_sec` seconds.
+
+    For a fair queue: a noisy tenant's backlog waits by design, and its age says nothing; a quiet
+    tenant's message waiting longer than the consumer needs to serve it says every tenant is behind.
+
+    :param after_sec: the quiet tenants' longest expected wait, in whole seconds (1 s to 14 days).
+    :param reason: where the threshold comes from; it goes into the alarm's description.
+    """
+    high = OLDEST_MESSAGE_ALARM_RANGE_SEC[1]
+    if isinstance(after_sec, bool) or not isinstance(after_sec, int) or not 1 <= after_sec <= high:
+        raise ValueError(f"after_sec must be a whole number of seconds from 1 to {high}, got {after_sec!r}")
+    if not reason.strip():
+        raise ValueError("reason must say where the quiet tenants' threshold comes from")
+    if quiet_tenants_alarm(queue) is not None:
+        raise ValueError(f"{queue.node.path} already alarms on its quiet tenants' message age; set it once")
+    queue.node.add_metadata(QUIET_TENANTS_ALARM, {"after_sec": after_sec, "reason": reason}, stack_trace=False)
+
+
+def quiet_tenants_alarm(queue: sqs.IQueue) -> OldestMessageAlarm | None:
+    """The threshold `alarm_on_quiet_tenants_age_after` gave `queue`, if any."""
+    for entry in queue.node.metadata:
+        if entry.type == QUIET_TENANTS_ALARM:
             return OldestMessageAlarm(after_sec=int(entry.data["after_sec"]), reason=str(entry.data["reason"]))
     return None
 

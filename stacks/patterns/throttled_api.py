@@ -17,6 +17,8 @@ client can meet (a throttled client that waits that long finds a token); for a q
 
 The stage writes JSON access logs (with the API key id, so a tier's traffic can be told apart),
 execution logs at ERROR, per-method metrics and X-Ray traces, each log group with a retention.
+
+The tenant of a request is the client its API key was created for (`tenant_of_api_key_vtl`).
 """
 
 from __future__ import annotations
@@ -148,6 +150,7 @@ class ThrottledApi(Construct):
     :param stage_name: the one stage's name.
     :param log_retention: of the access and execution log groups; default two years (CDK's default for a log group).
     :param removal_policy: of the log groups; default RETAIN.
+    :param api_key_name_prefix: each client's key is named `<prefix>-<client>`; default `api_name`.
     """
 
     def __init__(
@@ -160,6 +163,7 @@ class ThrottledApi(Construct):
         stage_name: str,
         log_retention: logs.RetentionDays = logs.RetentionDays.TWO_YEARS,
         removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
+        api_key_name_prefix: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.limits = limits
@@ -232,7 +236,8 @@ class ThrottledApi(Construct):
         self._add_gateway_responses()
         self.methods: dict[str, apigw.Method] = {}
         self.usage_plans: dict[str, apigw.UsagePlan] = {}
-        self.api_keys: dict[str, apigw.IApiKey] = {}
+        self.api_keys: dict[str, apigw.IApiKey] = self._add_api_keys(
+            name_prefix=api_key_name_prefix or api_name)
         self.web_acl: wafv2.CfnWebACL | None = self._add_web_acl() if limits.waf_requests_per_5_min_per_ip else None
         if self.web_acl is None:
             Validations.of(self.rest_api.deployment_stage).acknowledge(
@@ -350,13 +355,41 @@ class ThrottledApi(Construct):
                 ],
             )
             for client in tier.api_keys:
-                key = self.rest_api.add_api_key(
-                    f"{_pascal(client)}Key", api_key_name=f"{name_prefix}-{client}",
-                    description=f"Client {client}, tier {tier.name}",
-                )
-                plan.add_api_key(key)
-                self.api_keys[client] = key
+                plan.add_api_key(self.api_keys[client])
             self.usage_plans[tier.name] = plan
+
+    def _add_api_keys(self, *, name_prefix: str) -> dict[str, apigw.IApiKey]:
+        """One key per named client, created before the routes, whose mapping templates name their ids.
+
+        Not `RestApi.add_api_key`: it ties the key to the deployment stage (`StageKeys`, the way keys
+        were used before usage plans), and the stage depends on every method, so a method naming a key
+        would close a cycle. The usage plan is what admits a key to the stage.
+        """
+        keys: dict[str, apigw.IApiKey] = {}
+        for tier in self.limits.tiers:
+            for client in tier.api_keys:
+                if client == names.DEFAULT_TENANT:
+                    raise ValueError(f"an API client may not be named {client!r}: that is the tenant of requests"
+                                     " whose key the stack did not create; rename the client")
+                keys[client] = apigw.ApiKey(
+                    self.rest_api, f"{_pascal(client)}Key", api_key_name=f"{name_prefix}-{client}",
+                    description=f"Client {client}, tier {tier.name}", enabled=True,
+                )
+        return keys
+
+    def tenant_of_api_key_vtl(self, variable: str = "tenant") -> str:
+        """VTL that sets `$<variable>` to the tenant of the request: the client its API key was created for.
+
+        Why the key, and why resolved here: the key is what API Gateway has already checked against a
+        usage plan before any template runs, so the tenant costs no authorizer and no lookup; a tenant a
+        client wrote in a header or the body would be whatever the client claims, and the keys are not
+        authentication (see APIG4 in `add_route`). API Gateway gives templates the key's id
+        (`$context.identity.apiKeyId`), not its name, and the ids exist only once the keys are created,
+        so the template compares the id with each key this API created (CloudFormation fills the ids
+        in); a key created outside the stack (an operator's, in the console) gets the default tenant's
+        share, never an unlimited one and never an error.
+        """
+        return tenant_of_api_key_vtl({client: key.key_id for client, key in self.api_keys.items()}, variable)
 
     def _add_gateway_responses(self) -> None:
         limits = self.limits
@@ -444,6 +477,17 @@ class ThrottledApi(Construct):
             web_acl_arn=web_acl.attr_arn,
         )
         return web_acl
+
+
+def tenant_of_api_key_vtl(key_ids: Mapping[str, str], variable: str = "tenant") -> str:
+    """VTL setting `$<variable>` to the client (key of `key_ids`) whose key id `$context.identity.apiKeyId` is,
+    or to the default tenant for any other key."""
+    # Each line ends in a comment, which takes its newline with it: a form-encoded body must not start
+    # with the blank lines the directives would leave.
+    lines = [f'#set(${variable} = "{names.DEFAULT_TENANT}")##']
+    lines += [f'#if($context.identity.apiKeyId == "{key_id}")#set(${variable} = "{client}")#end##'
+              for client, key_id in key_ids.items()]
+    return "\n".join(lines)
 
 
 def stage_method_path(route: str) -> str:

@@ -17,6 +17,7 @@ from aws_cdk import CfnOutput, Stack
 from stacks.config import DownstreamConfig
 from stacks.app_assets import lambda_code, statemachine_file
 from stacks.patterns import AslStateMachine, ThrottledQueueConsumer
+from stacks.patterns.monitoring import alarm_on_quiet_tenants_age_after
 from stacks.patterns.secure_defaults import encrypted_table
 from stacks.shared_limits_stack import downstream_tunables_key
 from stacks.use_cases.base import Layer, UseCase, UseCaseContext
@@ -48,6 +49,17 @@ def consumer_timeout_sec(downstream: DownstreamConfig, *, batch_size: int, max_c
     """
     worst_per_record_sec = max_concurrency / downstream.planned_rate_per_sec + downstream.timeout_sec
     return min(900, math.ceil(batch_size * worst_per_record_sec) + FINISHING_RESERVE_SEC)
+
+
+def quiet_tenant_max_wait_sec(downstream: DownstreamConfig, *, batch_size: int, max_concurrency: int) -> int:
+    """The longest a quiet tenant's record should wait in the fair queue, whatever a noisy tenant queued.
+
+    A fair queue hands a quiet tenant's messages out first, so ahead of its record are at most the
+    batches in flight when it arrives (`max_concurrency` of `batch_size` records), then, since the
+    batches share the limiter, its own batch and those running beside it (as many again), each record
+    one emission interval of the planned rate.
+    """
+    return math.ceil(2 * max_concurrency * batch_size / downstream.planned_rate_per_sec)
 
 
 @dataclass(frozen=True)
@@ -93,6 +105,15 @@ class LegacyBuffer(UseCase[LegacyBufferProps]):
             },
         )
         self.downstream = legacy.name
+        # The queue is a fair queue: the API sends each record with its tenant as MessageGroupId, so SQS
+        # serves a quiet tenant's records ahead of a noisy one's backlog (a standard queue; no setting).
+        alarm_on_quiet_tenants_age_after(
+            self.consumer.queue,
+            after_sec=quiet_tenant_max_wait_sec(
+                legacy, batch_size=LEGACY_BATCH_SIZE, max_concurrency=LEGACY_MAX_CONCURRENCY),
+            reason=f"the batches in flight, then its own and those beside it, {LEGACY_BATCH_SIZE} records each,"
+                   f" at {legacy.planned_rate_per_sec:g} req/s",
+        )
         consumer = self.consumer.function
         # As `grant_caller`, in the order the deployed policy has its statements.
         shared_limits.rate_limiter.grant_acquire(consumer)
@@ -105,7 +126,8 @@ class LegacyBuffer(UseCase[LegacyBufferProps]):
             scope,
             "LegacyPublish",
             definition_file=statemachine_file("legacy_publish.asl.json"),
-            definition_substitutions={"LegacyQueueUrl": self.consumer.queue.queue_url},
+            definition_substitutions={"LegacyQueueUrl": self.consumer.queue.queue_url,
+                                      "DefaultTenant": names.DEFAULT_TENANT},
             log_retention=context.log_retention,
             removal_policy=removal_policy,
         )

@@ -39,6 +39,18 @@ def _filled(value: Any, token: str) -> str:
     return "".join(p if isinstance(p, str) else token for p in value["Fn::Join"][1])
 
 
+def _with_key_ids(value: Any, token: str) -> tuple[str, dict[str, str]]:
+    """A template with each API key's `Ref` replaced by the key's logical id (as its id) and any other token
+    by `token`; and client name -> the id its key got here."""
+    if isinstance(value, str):
+        return value, {}
+    parts = value["Fn::Join"][1]
+    text = "".join(p if isinstance(p, str) else p.get("Ref", token) if "Key" in str(p.get("Ref", "")) else token
+                   for p in parts)
+    clients = dict(re.findall(r'apiKeyId == "([^"]+)"\)#set\(\$tenant = "([^"]+)"\)', text))
+    return text, {client: key_id for key_id, client in clients.items()}
+
+
 def _method(resources: dict[str, Any], operation: str) -> dict[str, Any]:
     (method,) = [r["Properties"] for r in resources.values()
                  if r["Type"] == "AWS::ApiGateway::Method" and r["Properties"].get("OperationName") == operation]
@@ -240,12 +252,27 @@ def test_the_model_states_the_consumer_s_record_contract(ingress):
 @pytest.mark.parametrize("order", [o for o in ORDERS[:5]], ids=range(5))
 def test_start_payment_renders_json_naming_the_execution_after_the_order(ingress, order):
     integration = _method(ingress, "StartPayment")["Integration"]
-    template = _filled(integration["RequestTemplates"]["application/json"], STATE_MACHINE_ARN)
-    rendered = json.loads(_render(template, order))
+    template, key_ids = _with_key_ids(integration["RequestTemplates"]["application/json"], STATE_MACHINE_ARN)
+    context = {**_context(), "identity": {"apiKeyId": key_ids["example-partner-client"]}}
+    rendered = json.loads(_render(template, order, context))
     assert rendered["stateMachineArn"] == STATE_MACHINE_ARN
     assert rendered["name"] == f"order-{order['order_id']}"
-    # The input is the body itself, quotes, apostrophes, slashes and non-ASCII included
-    assert json.loads(rendered["input"]) == order
+    # The input is the body itself, quotes, apostrophes, slashes and non-ASCII included, with the key's client
+    # as its tenant, first
+    assert json.loads(rendered["input"]) == {"tenant": "example-partner-client", **order}
+    assert rendered["input"].startswith('{"tenant":"example-partner-client",')
+
+
+def test_every_client_s_key_names_its_tenant_and_any_other_key_the_default_tenant(ingress):
+    integration = _method(ingress, "StartPayment")["Integration"]
+    template, key_ids = _with_key_ids(integration["RequestTemplates"]["application/json"], STATE_MACHINE_ARN)
+    # GIVEN the stage's clients, one key each
+    assert set(key_ids) == {"example-free-client", "example-standard-client", "example-partner-client"}
+    for client, key_id in [*key_ids.items(), ("default", "a-key-made-in-the-console")]:
+        # WHEN a payment comes with that key THEN the workflow's input names the key's client, or the default tenant
+        context = {**_context(), "identity": {"apiKeyId": key_id}}
+        rendered = json.loads(_render(template, VALID_ORDER, context))
+        assert json.loads(rendered["input"])["tenant"] == client
 
 
 @pytest.mark.parametrize(
@@ -292,9 +319,15 @@ def test_get_payment_renders_the_order_nulls_what_is_missing_and_404s_what_is_no
 def test_a_legacy_record_is_queued_byte_for_byte_with_the_request_id_alongside(ingress):
     integration = _method(ingress, "QueueLegacyRecord")["Integration"]
     body = json.dumps({"record_id": "r-1", "payload": {"note": "a&b=c + d % é"}})
-    rendered = _render(integration["RequestTemplates"]["application/json"], body)
+    template, key_ids = _with_key_ids(integration["RequestTemplates"]["application/json"], "unused")
+    context = {**_context(), "identity": {"apiKeyId": key_ids["example-free-client"]}}
+    rendered = _render(template, body, context)
+    # The form is the whole body: the tenant's VTL leaves no line behind it
+    assert rendered.startswith("Action=SendMessage&")
     form = urllib.parse.parse_qs(rendered.strip(), strict_parsing=True)
     assert form["Action"] == ["SendMessage"]
+    # The tenant (the key's client) is the message's group: the queue is fair between tenants
+    assert form["MessageGroupId"] == ["example-free-client"]
     assert form["MessageBody"] == [body]
     assert (form["MessageAttribute.1.Name"], form["MessageAttribute.1.Value.StringValue"]) == (["correlation_id"],
                                                                                                 ["req-1"])

@@ -9,6 +9,7 @@ mainframe simulator. Each test says what becomes of every request it sends.
 
 from __future__ import annotations
 
+import json
 import urllib.parse
 import uuid
 
@@ -16,13 +17,19 @@ import pytest
 
 from localcloud.demo import run_ingress
 from localcloud.drivers.common import discard_messages, queue_depth, wait_for_executions
-from localcloud.drivers.ingress import DEMO_API_KEY, local_api
+from localcloud.drivers.ingress import DEMO_CLIENT, api_key, local_api
 from localcloud.drivers.legacy import legacy_outputs, wait_for_delivery
 from localcloud.drivers.payments import payment_execution_name, payment_orders, seed_inventory
+from throttling.core import names
 
 pytestmark = pytest.mark.emulator
 
-KEY = {"x-api-key": DEMO_API_KEY}
+
+
+@pytest.fixture(scope="module")
+def key(cloud, deployed) -> dict[str, str]:
+    """The header of a client's real key: the emulated API knows keys by value, as API Gateway does."""
+    return {"x-api-key": api_key(cloud, deployed)}
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +56,11 @@ def executions_named(cloud, state_machine_arn: str, prefix: str) -> list[str]:
             for e in page["executions"] if e["name"].startswith(prefix)]
 
 
-def test_a_payment_posted_runs_the_workflow_once_and_its_state_is_readable(cloud, api, payments, order,
+def test_a_payment_posted_runs_the_workflow_once_and_its_state_is_readable(key, cloud, api, payments, order,
                                                                          fresh_simulators):
     gateway = fresh_simulators["payment_gateway"]
     # WHEN a client posts an order
-    accepted = api.request("POST", "/payments", body=order, headers=KEY)
+    accepted = api.request("POST", "/payments", body=order, headers=key)
     # THEN the gateway answers 202, having started the execution named after the order with the body as input
     assert accepted.status == 202, accepted.body
     assert accepted.json()["status"] == "accepted"
@@ -62,7 +69,7 @@ def test_a_payment_posted_runs_the_workflow_once_and_its_state_is_readable(cloud
     result = wait_for_executions(cloud, payments["state_machine_arn"], [name], timeout_sec=60)[name]
     assert (result.status, result.output["status"]) == ("SUCCEEDED", "paid")
     # AND GET /payments/{id} reports it paid, with its authorization
-    state = api.request("GET", f"/payments/{order['order_id']}", headers=KEY)
+    state = api.request("GET", f"/payments/{order['order_id']}", headers=key)
     assert state.status == 200
     body = state.json()
     assert (body["order_id"], body["status"], body["currency"]) == (order["order_id"], "paid", "EUR")
@@ -71,7 +78,7 @@ def test_a_payment_posted_runs_the_workflow_once_and_its_state_is_readable(cloud
     assert body["amount"] == order["amount"] == "10.00"
     assert body["authorization_id"] and body["cancel_reason"] is None
     # WHEN the client repeats the same request (a retry after a timeout, a double click)
-    repeated = api.request("POST", "/payments", body=order, headers=KEY)
+    repeated = api.request("POST", "/payments", body=order, headers=key)
     # THEN it is told the payment was accepted before, and nothing starts twice or is charged twice
     assert (repeated.status, repeated.json()["status"]) == (200, "already_accepted")
     assert executions_named(cloud, payments["state_machine_arn"], name) == [name]
@@ -81,7 +88,7 @@ def test_a_payment_posted_runs_the_workflow_once_and_its_state_is_readable(cloud
     assert authorizations[0].body["amount"] == "10.00"
 
 
-def test_a_repeat_while_the_payment_runs_is_answered_with_that_execution_and_starts_nothing(cloud, api, payments,
+def test_a_repeat_while_the_payment_runs_is_answered_with_that_execution_and_starts_nothing(key, cloud, api, payments,
                                                                                           order, fresh_simulators):
     gateway = fresh_simulators["payment_gateway"]
     name = payment_execution_name(order["order_id"])
@@ -90,9 +97,9 @@ def test_a_repeat_while_the_payment_runs_is_answered_with_that_execution_and_sta
     usual = gateway.profile
     gateway.set_profile(usual.merged_with({"latency": {"kind": "fixed", "median_ms": 6000}}))
     try:
-        first = api.request("POST", "/payments", body=order, headers=KEY)
+        first = api.request("POST", "/payments", body=order, headers=key)
         # WHEN the client repeats it at once (a retry after a timeout, a double click)
-        repeat = api.request("POST", "/payments", body=order, headers=KEY)
+        repeat = api.request("POST", "/payments", body=order, headers=key)
         still_running = cloud.client("stepfunctions").describe_execution(
             executionArn=first.json()["execution_arn"])["status"] == "RUNNING"
         # THEN both are 202 naming the one execution: Step Functions answers the same name and the same
@@ -105,7 +112,7 @@ def test_a_repeat_while_the_payment_runs_is_answered_with_that_execution_and_sta
         gateway.set_profile(usual)
     assert (result.status, result.output["status"]) == ("SUCCEEDED", "paid")
     # AND a repeat after it ended is told it was accepted before
-    late = api.request("POST", "/payments", body=order, headers=KEY)
+    late = api.request("POST", "/payments", body=order, headers=key)
     assert (late.status, late.json()["status"]) == (200, "already_accepted")
     # AND whatever the timing, one execution ran and the gateway authorized once
     assert executions_named(cloud, payments["state_machine_arn"], name) == [name]
@@ -133,11 +140,11 @@ def test_a_repeat_while_the_payment_runs_is_answered_with_that_execution_and_sta
          "order-id-newline", "currency-newline", "zero-quantity",
          "no-items", "unknown-key"],
 )
-def test_a_malformed_payment_gets_400_with_the_reason_and_starts_nothing(cloud, api, payments, order, change,
+def test_a_malformed_payment_gets_400_with_the_reason_and_starts_nothing(key, cloud, api, payments, order, change,
                                                                         expected_in_message):
     calls_before = len(api.calls)
     change(order)
-    refused = api.request("POST", "/payments", body=order, headers=KEY)
+    refused = api.request("POST", "/payments", body=order, headers=key)
     assert refused.status == 400
     body = refused.json()
     assert body["type"] == "BAD_REQUEST_BODY"
@@ -147,23 +154,23 @@ def test_a_malformed_payment_gets_400_with_the_reason_and_starts_nothing(cloud, 
     assert executions_named(cloud, payments["state_machine_arn"], payment_execution_name(order["order_id"])) == []
 
 
-def test_what_is_not_json_or_not_keyed_is_refused_before_validation(api, order):
-    assert api.request("POST", "/payments", body="{not json", headers=KEY).status == 400
+def test_what_is_not_json_or_not_keyed_is_refused_before_validation(key, api, order):
+    assert api.request("POST", "/payments", body="{not json", headers=key).status == 400
     wrong_type = api.request("POST", "/payments", body="order_id=1",
-                             headers={**KEY, "content-type": "application/x-www-form-urlencoded"})
+                             headers={**key, "content-type": "application/x-www-form-urlencoded"})
     assert wrong_type.status == 415
     missing_key = api.request("POST", "/payments", body=order)
     assert missing_key.status == 403
     assert missing_key.json()["type"] == "INVALID_API_KEY"
 
 
-def test_an_unknown_order_is_404_with_its_id(api):
-    missing = api.request("GET", "/payments/no-such-order", headers=KEY)
+def test_an_unknown_order_is_404_with_its_id(key, api):
+    missing = api.request("GET", "/payments/no-such-order", headers=key)
     assert missing.status == 404
     assert missing.json()["order_id"] == "no-such-order"
 
 
-def test_an_order_id_outside_the_basic_multilingual_plane_is_looked_up_under_its_own_key(cloud, api, payments):
+def test_an_order_id_outside_the_basic_multilingual_plane_is_looked_up_under_its_own_key(key, cloud, api, payments):
     # GIVEN an order whose id holds an emoji and accents, written straight into the orders table (the
     # model refuses such ids at POST; this pins down which key GET reads, as API Gateway escapes it)
     order_id = f"emoji-\U0001F600-\u00e9-{uuid.uuid4().hex[:6]}"
@@ -171,7 +178,7 @@ def test_an_order_id_outside_the_basic_multilingual_plane_is_looked_up_under_its
         "pk": {"S": order_id}, "status": {"S": "paid"}, "currency": {"S": "EUR"},
         "created_at": {"S": "2026-12-01T00:00:00Z"}, "updated_at": {"S": "2026-12-01T00:00:01Z"}})
     # WHEN a client reads it, percent-encoding the id in the path as HTTP requires
-    found = api.request("GET", f"/payments/{urllib.parse.quote(order_id, safe='')}", headers=KEY)
+    found = api.request("GET", f"/payments/{urllib.parse.quote(order_id, safe='')}", headers=key)
     # THEN the id reaches DynamoDB as the same string (escaped as UTF-16 surrogate pairs, which JSON
     # reads back as the emoji) and the order is found, its id intact in the answer
     assert found.status == 200, found.body
@@ -179,7 +186,7 @@ def test_an_order_id_outside_the_basic_multilingual_plane_is_looked_up_under_its
     assert "\\uD83D\\uDE00" in api.calls[-1].body
 
 
-def test_a_stored_reason_with_an_apostrophe_or_quotes_is_read_back_as_valid_json(cloud, api, payments):
+def test_a_stored_reason_with_an_apostrophe_or_quotes_is_read_back_as_valid_json(key, cloud, api, payments):
     # GIVEN a cancelled order whose reason holds an apostrophe, quotes, a backslash and a line break
     order_id = f"reason-{uuid.uuid4().hex[:8]}"
     reason = 'the card\'s issuer declined: "do not honor" \\ call\nthe bank'
@@ -187,7 +194,7 @@ def test_a_stored_reason_with_an_apostrophe_or_quotes_is_read_back_as_valid_json
         "pk": {"S": order_id}, "status": {"S": "cancelled"}, "cancel_reason": {"S": reason}, "currency": {"S": "EUR"},
         "created_at": {"S": "2026-12-01T00:00:00Z"}, "updated_at": {"S": "2026-12-01T00:00:01Z"}})
     # WHEN a client reads it, twice
-    answers = [api.request("GET", f"/payments/{order_id}", headers=KEY) for _ in range(2)]
+    answers = [api.request("GET", f"/payments/{order_id}", headers=key) for _ in range(2)]
     # THEN each answer is JSON with the reason as stored
     for answer in answers:
         assert answer.status == 200, answer.body
@@ -203,7 +210,7 @@ DYNAMODB_ERRORS = [("ProvisionedThroughputExceededException", THROTTLED), ("Thro
 
 
 @pytest.mark.parametrize(("code", "expected"), DYNAMODB_ERRORS, ids=[code for code, _ in DYNAMODB_ERRORS])
-def test_a_dynamodb_error_behind_get_is_never_a_missing_order(cloud, api, payments, code, expected):
+def test_a_dynamodb_error_behind_get_is_never_a_missing_order(key, cloud, api, payments, code, expected):
     # GIVEN an order that exists
     order_id = f"exists-{uuid.uuid4().hex[:8]}"
     cloud.client("dynamodb").put_item(TableName=payments["orders_table"], Item={
@@ -211,7 +218,7 @@ def test_a_dynamodb_error_behind_get_is_never_a_missing_order(cloud, api, paymen
     # WHEN DynamoDB answers the route's GetItem with an error (HTTP 400, as it answers them all)
     with cloud.faults.inject("dynamodb", "GetItem", code=code, message="injected",
                              matches=lambda call: call.get("TableName") == payments["orders_table"]) as fault:
-        answer = api.request("GET", f"/payments/{order_id}", headers=KEY)
+        answer = api.request("GET", f"/payments/{order_id}", headers=key)
     # THEN the client is told to come back (throttling) or that the fault is ours, never that there is no order
     assert fault.hits == 1
     assert answer.status != 404 and "order_id" not in answer.json()
@@ -221,7 +228,7 @@ def test_a_dynamodb_error_behind_get_is_never_a_missing_order(cloud, api, paymen
         assert answer.status == expected and "Retry-After" not in answer.headers
     assert answer.json()["request_id"]
     # AND once DynamoDB answers again, the order is there
-    assert api.request("GET", f"/payments/{order_id}", headers=KEY).json()["status"] == "paid"
+    assert api.request("GET", f"/payments/{order_id}", headers=key).json()["status"] == "paid"
 
 
 STEP_FUNCTIONS_ERRORS = [("ThrottlingException", THROTTLED), ("ExecutionLimitExceeded", THROTTLED),
@@ -230,11 +237,11 @@ STEP_FUNCTIONS_ERRORS = [("ThrottlingException", THROTTLED), ("ExecutionLimitExc
 
 
 @pytest.mark.parametrize(("code", "expected"), STEP_FUNCTIONS_ERRORS, ids=[code for code, _ in STEP_FUNCTIONS_ERRORS])
-def test_a_step_functions_refusal_behind_post_starts_nothing_and_says_what_to_do(cloud, api, payments, order, code,
+def test_a_step_functions_refusal_behind_post_starts_nothing_and_says_what_to_do(key, cloud, api, payments, order, code,
                                                                                 expected):
     # WHEN Step Functions refuses the route's StartExecution
     with cloud.faults.inject("states", "StartExecution", code=code, times=1) as fault:
-        answer = api.request("POST", "/payments", body=order, headers=KEY)
+        answer = api.request("POST", "/payments", body=order, headers=key)
     # THEN the client is asked to retry after a pause (throttling, quotas) or told the fault is ours,
     # and nothing was started
     assert fault.hits == 1
@@ -251,12 +258,12 @@ SQS_ERRORS = [("RequestThrottled", THROTTLED), ("KmsThrottled", THROTTLED), ("KM
 
 
 @pytest.mark.parametrize(("code", "expected"), SQS_ERRORS, ids=[code for code, _ in SQS_ERRORS])
-def test_an_sqs_refusal_behind_post_legacy_records_queues_nothing_and_says_why(cloud, api, legacy, code, expected):
+def test_an_sqs_refusal_behind_post_legacy_records_queues_nothing_and_says_why(key, cloud, api, legacy, code, expected):
     record = {"record_id": f"refused-{uuid.uuid4().hex[:8]}", "payload": {"account": "ACC00001"}}
     depth_before = queue_depth(cloud, legacy["queue_url"])
     # WHEN SQS refuses the route's SendMessage (query protocol: the code comes in an XML body)
     with cloud.faults.inject("sqs", "SendMessage", code=code, times=1) as fault:
-        answer = api.request("POST", "/legacy-records", body=record, headers=KEY)
+        answer = api.request("POST", "/legacy-records", body=record, headers=key)
     # THEN a throttle is a 503 with Retry-After, contents SQS cannot carry a 400, anything else a 500;
     # never "is it larger than 1 MiB?" for a KMS or throttling error, and nothing is queued
     assert fault.hits == 1
@@ -269,7 +276,7 @@ def test_an_sqs_refusal_behind_post_legacy_records_queues_nothing_and_says_why(c
     assert queue_depth(cloud, legacy["queue_url"]) == depth_before
 
 
-def test_legacy_records_posted_are_queued_and_delivered_and_bad_ones_are_not_queued(cloud, api, legacy,
+def test_legacy_records_posted_are_queued_and_delivered_and_bad_ones_are_not_queued(key, cloud, api, legacy,
                                                                                     fresh_simulators):
     mainframe = fresh_simulators["legacy_mainframe"]
     discard_messages(cloud, legacy["dead_letter_queue_url"])
@@ -278,14 +285,14 @@ def test_legacy_records_posted_are_queued_and_delivered_and_bad_ones_are_not_que
                for i in range(3)]
     # WHEN a malformed record (no payload) and one with an unknown key are posted
     for bad in ({"record_id": "no-payload"}, {"record_id": "extra", "payload": {}, "priority": 1}):
-        refused = api.request("POST", "/legacy-records", body=bad, headers=KEY)
+        refused = api.request("POST", "/legacy-records", body=bad, headers=key)
         # THEN each gets 400 and nothing is queued
         assert refused.status == 400, refused.body
     assert queue_depth(cloud, legacy["queue_url"]) == 0
     # WHEN three records are posted
     request_ids = {}
     for record in records:
-        queued = api.request("POST", "/legacy-records", body=record, headers=KEY)
+        queued = api.request("POST", "/legacy-records", body=record, headers=key)
         assert (queued.status, queued.json()["status"]) == (202, "queued")
         request_ids[record["record_id"]] = queued.json()["request_id"]
     # THEN the consumer delivers each to the mainframe with its payload intact, and none reach the DLQ
@@ -300,6 +307,37 @@ def test_legacy_records_posted_are_queued_and_delivered_and_bad_ones_are_not_que
     correlation = {r.body["record_id"]: r.headers.get("X-Correlation-Id") for r in mainframe.requests
                    if r.path == "/records"}
     assert {record_id: correlation[record_id] for record_id in ids} == request_ids
+    # AND each record was its client's: the API key's client is the record's tenant, from the queue's
+    # message group to its status item
+    assert {record_id: statuses[record_id]["tenant"] for record_id in ids} == dict.fromkeys(ids, DEMO_CLIENT)
+
+
+def test_the_tenant_is_the_api_key_s_client_and_any_other_key_s_is_the_default_tenant(cloud, deployed, api, payments):
+    apigateway = cloud.client("apigateway")
+    # GIVEN the free tier's client, and a key an operator made in the console and put in the partner plan
+    free_key = {"x-api-key": api_key(cloud, deployed, "example-free-client")}
+    made_by_hand = apigateway.create_api_key(name=f"by-hand-{uuid.uuid4().hex[:6]}", enabled=True)
+    (partner_plan,) = [p for p in apigateway.get_usage_plans()["items"] if p["name"].endswith("-partner")]
+    apigateway.create_usage_plan_key(usagePlanId=partner_plan["id"], keyId=made_by_hand["id"], keyType="API_KEY")
+    sfn = cloud.client("stepfunctions")
+    inputs, started = {}, []
+    for label, headers in (("free", free_key), ("by-hand", {"x-api-key": made_by_hand["value"]})):
+        order_id = f"tenant-{label}-{uuid.uuid4().hex[:8]}"
+        order = {"order_id": order_id, "customer_id": "c-1", "amount": "1.00", "currency": "EUR",
+                 "items": [{"sku": f"none-{uuid.uuid4().hex[:6]}", "quantity": 1}]}
+        # WHEN each posts a payment
+        accepted = api.request("POST", "/payments", body=order, headers=headers)
+        assert accepted.status == 202, accepted.body
+        execution = sfn.describe_execution(executionArn=accepted.json()["execution_arn"])
+        inputs[label] = json.loads(execution["input"])
+        started.append(execution["name"])
+        # THEN the workflow's input is the order with its tenant
+        assert {k: v for k, v in inputs[label].items() if k != "tenant"} == order
+    # AND the tenant is the key's client, or the default tenant (never unlimited, never refused) for the other
+    assert (inputs["free"]["tenant"], inputs["by-hand"]["tenant"]) == ("example-free-client", names.DEFAULT_TENANT)
+    # AND both orders run to their end (cancelled: nothing of an unknown SKU is in stock)
+    ended = wait_for_executions(cloud, payments["state_machine_arn"], started, timeout_sec=60)
+    assert {name: result.status for name, result in ended.items()} == dict.fromkeys(started, "FAILED")
 
 
 def test_the_demo_s_ingress_line_reports_what_the_api_answered(cloud, deployed, fresh_simulators):

@@ -471,9 +471,10 @@ def test_a_poison_message_the_dead_letter_queue_refuses_still_reaches_it_after_i
 
 def test_the_api_refuses_records_the_mainframe_cannot_carry_and_queues_the_deepest_it_can(cloud, deployed, legacy,
                                                                                        empty_queues):
-    from localcloud.drivers.ingress import DEMO_API_KEY, local_api
+    from localcloud.drivers.ingress import api_key, local_api
 
     api = local_api(cloud, deployed)
+    client_key = api_key(cloud, deployed)
 
     def payload(depth: int) -> dict:
         value: Any = 1
@@ -484,10 +485,10 @@ def test_the_api_refuses_records_the_mainframe_cannot_carry_and_queues_the_deepe
     # WHEN records the consumer would refuse are posted THEN each gets 400 and nothing is queued
     for bad in ({"record_id": "r-\U0001F600", "payload": {}}, {"record_id": "r-\n1", "payload": {}},
                 {"record_id": "r-deep", "payload": payload(9)}):
-        refused = api.request("POST", "/legacy-records", body=bad, headers={"x-api-key": DEMO_API_KEY})
+        refused = api.request("POST", "/legacy-records", body=bad, headers={"x-api-key": client_key})
         assert refused.status == 400, (bad["record_id"], refused.body)
     assert queue_depth(cloud, legacy["queue_url"]) == 0
     # AND the deepest payload the contract allows is queued
     deepest = api.request("POST", "/legacy-records", body={"record_id": "r-eight", "payload": payload(8)},
-                          headers={"x-api-key": DEMO_API_KEY})
+                          headers={"x-api-key": client_key})
     assert deepest.status == 202, deepest.body

@@ -71,3 +71,77 @@ def test_the_deployed_method_keeps_templates_responses_model_and_validator_only_
     assert json.loads(apigateway.get_model(restApiId=outputs["ApiId"], modelName="Order")["schema"])["required"] == ["id"]
     throttled = apigateway.get_gateway_response(restApiId=outputs["ApiId"], responseType="THROTTLED")
     assert throttled["statusCode"] == "429"
+
+
+def _keyed_api_template(queue_name: str) -> dict:
+    """An API whose one route queues `$context.identity.apiKeyId`, with a key in a plan, one outside any plan
+    and a disabled one in the plan."""
+    key = {"Type": "AWS::ApiGateway::ApiKey", "Properties": {"Name": "client", "Enabled": True}}
+    return {"Resources": {
+        "Queue": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": queue_name}},
+        "Api": {"Type": "AWS::ApiGateway::RestApi", "Properties": {"Name": "keyed"}},
+        "Records": {"Type": "AWS::ApiGateway::Resource", "Properties": {
+            "RestApiId": {"Ref": "Api"}, "ParentId": {"Fn::GetAtt": ["Api", "RootResourceId"]}, "PathPart": "records"}},
+        "Post": {"Type": "AWS::ApiGateway::Method", "Properties": {
+            "RestApiId": {"Ref": "Api"}, "ResourceId": {"Ref": "Records"}, "HttpMethod": "POST",
+            "AuthorizationType": "NONE", "ApiKeyRequired": True, "MethodResponses": [{"StatusCode": "200"}],
+            "Integration": {
+                "Type": "AWS", "IntegrationHttpMethod": "POST",
+                "Uri": f"arn:aws:apigateway:us-east-1:sqs:path/123456789012/{queue_name}",
+                "PassthroughBehavior": "NEVER",
+                "RequestParameters": {"integration.request.header.Content-Type": "'application/x-www-form-urlencoded'"},
+                "RequestTemplates": {"application/json": "Action=SendMessage&MessageBody=$context.identity.apiKeyId"},
+                "IntegrationResponses": [{"StatusCode": "200"}]}}},
+        "Key": key,
+        "Outsider": {**key, "Properties": {"Name": "outsider", "Enabled": True}},
+        "Disabled": {**key, "Properties": {"Name": "disabled", "Enabled": False}},
+        "Plan": {"Type": "AWS::ApiGateway::UsagePlan", "Properties": {
+            "UsagePlanName": "tier", "ApiStages": [{"ApiId": {"Ref": "Api"}, "Stage": "dev"}],
+            "Throttle": {"RateLimit": 1, "BurstLimit": 1}}},
+        "PlanKey": {"Type": "AWS::ApiGateway::UsagePlanKey", "Properties": {
+            "UsagePlanId": {"Ref": "Plan"}, "KeyId": {"Ref": "Key"}, "KeyType": "API_KEY"}},
+        "DisabledPlanKey": {"Type": "AWS::ApiGateway::UsagePlanKey", "Properties": {
+            "UsagePlanId": {"Ref": "Plan"}, "KeyId": {"Ref": "Disabled"}, "KeyType": "API_KEY"}},
+    }, "Outputs": {name: {"Value": {"Ref": name}} for name in ("Api", "Key", "Outsider", "Disabled", "Queue")}}
+
+
+@pytest.mark.parametrize("patched", [False, True], ids=["moto-alone", "patched"])
+def test_a_request_is_known_by_its_key_s_value_and_templates_get_the_key_s_id_only_with_the_fix(cloud, patched):
+    from localcloud.emulator.api_gateway import LocalRestApi
+
+    queue_name = f"keyed-{'patched' if patched else 'alone'}"
+    if not patched:
+        patches.remove("api_keys_and_usage_plans_from_cloudformation")
+    try:
+        # WHEN CloudFormation creates an API, its keys and a usage plan holding one enabled and one disabled key
+        cfn = cloud.client("cloudformation")
+        cfn.create_stack(StackName=f"keys-{'patched' if patched else 'alone'}",
+                         TemplateBody=json.dumps(_keyed_api_template(queue_name)))
+        # moto's CloudFormation creates the resources when the stack is first described
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in cfn.describe_stacks(
+            StackName=f"keys-{'patched' if patched else 'alone'}")["Stacks"][0]["Outputs"]}
+    finally:
+        patches.apply("api_keys_and_usage_plans_from_cloudformation")
+    apigateway = cloud.client("apigateway")
+    if not patched:
+        # THEN moto alone creates no key and no plan: the id a Ref answers names nothing
+        assert not [k for k in apigateway.get_api_keys()["items"] if k["name"] in ("client", "outsider", "disabled")]
+        assert not [p for p in apigateway.get_usage_plans()["items"] if p["name"] == "tier"]
+        return
+    values = {name: apigateway.get_api_key(apiKey=outputs[name], includeValue=True)["value"]
+              for name in ("Key", "Outsider", "Disabled")}
+    api = LocalRestApi(cloud, outputs["Api"])
+    sqs = cloud.client("sqs")
+    queue_url = sqs.get_queue_url(QueueName=queue_name)["QueueUrl"]
+    # WHEN the plan's enabled key calls THEN the template saw that key's id, as API Gateway gives it
+    answer = api.request("POST", "/records", body={}, headers={"x-api-key": values["Key"]})
+    assert answer.status == 200, answer.body
+    (message,) = sqs.receive_message(QueueUrl=queue_url)["Messages"]
+    assert message["Body"] == outputs["Key"]
+    # AND a key outside every plan of the API, a disabled key, an unknown value and no key are refused with 403
+    # INVALID_API_KEY, and nothing more is queued
+    for headers in ({"x-api-key": values["Outsider"]}, {"x-api-key": values["Disabled"]},
+                    {"x-api-key": "not-a-key-of-this-account"}, {}):
+        refused = api.request("POST", "/records", body={}, headers=headers)
+        assert refused.status == 403, headers
+    assert sqs.receive_message(QueueUrl=queue_url).get("Messages", []) == []

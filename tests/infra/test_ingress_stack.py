@@ -267,6 +267,16 @@ def test_a_throttle_for_a_route_the_api_lacks_fails_synth(cdk_context, cdk_stage
         app.synth()
 
 
+def test_a_client_named_as_the_default_tenant_is_refused(cdk_context, cdk_stages):
+    # GIVEN a client named as the tenant of keys the stack did not create
+    stages = copy.deepcopy(cdk_stages)
+    stages["dev"]["ingress"]["tiers"]["free"]["api_keys"] = ["default"]
+    app = App(context=cdk_context)
+    # THEN the app refuses it, saying why and what to do: its requests could not be told from those of any other key
+    with pytest.raises(ValueError, match=r"an API client may not be named 'default'.*rename the client"):
+        add_stacks(app, load_config(stages, "dev"))
+
+
 
 def access_log_problems(log_format: str) -> list[str]:
     """Why an access log format could write a line that is not JSON: a variable a client writes, substituted

@@ -58,7 +58,9 @@ PUBLISHED_DIMENSIONS: dict[str, dict[str, list[set[str]]]] = {
     "AWS/SQS": {name: _QUEUE for name in (
         "ApproximateAgeOfOldestMessage", "ApproximateNumberOfMessagesVisible", "ApproximateNumberOfMessagesNotVisible",
         "ApproximateNumberOfMessagesDelayed", "NumberOfMessagesSent", "NumberOfMessagesReceived",
-        "NumberOfMessagesDeleted", "NumberOfEmptyReceives", "SentMessageSize")},
+        "NumberOfMessagesDeleted", "NumberOfEmptyReceives", "SentMessageSize",
+        # a fair queue's (messages with a MessageGroupId on a standard queue), per queue as the others
+        "ApproximateAgeOfOldestMessageInQuietGroups", "ApproximateNumberOfNoisyGroups")},
     "AWS/States": {name: _STATE_MACHINE for name in (
         "ExecutionsStarted", "ExecutionsSucceeded", "ExecutionsFailed", "ExecutionsAborted", "ExecutionsTimedOut",
         "ExecutionThrottled", "ExecutionTime")},

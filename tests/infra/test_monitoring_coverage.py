@@ -166,7 +166,8 @@ def test_a_use_case_added_to_the_registry_brings_its_alarms_and_dashboard_rows(c
             queue = sqs.Queue(scope, "LaterQueue",
                               dead_letter_queue=sqs.DeadLetterQueue(queue=dead, max_receive_count=3))
             publish = AslStateMachine(scope, "LaterPublish", definition_file=statemachine_file("legacy_publish.asl.json"),
-                                      definition_substitutions={"LegacyQueueUrl": queue.queue_url},
+                                      definition_substitutions={"LegacyQueueUrl": queue.queue_url,
+                                                                "DefaultTenant": "default"},
                                       log_retention=context.log_retention,
                                       removal_policy=context.removal_policy)
             queue.grant_send_messages(publish.role)

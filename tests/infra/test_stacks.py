@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import pytest
@@ -392,7 +393,7 @@ def test_the_publishing_workflow_comes_from_its_file_and_may_only_send_to_the_le
     (machine,) = buffers.find_resources("AWS::StepFunctions::StateMachine").values()
     properties = machine["Properties"]
     assert properties["StateMachineType"] == "STANDARD"
-    assert json.loads(properties["DefinitionString"])["StartAt"] == "PublishEachRecord"
+    assert json.loads(properties["DefinitionString"])["StartAt"] == "PickTenant"
     assert referenced_ids(properties["DefinitionSubstitutions"]["LegacyQueueUrl"]) == {source_id}
     assert (properties["TracingConfiguration"], properties["LoggingConfiguration"]["Level"]) == ({"Enabled": True},
                                                                                                   "ALL")
@@ -482,6 +483,8 @@ def test_every_layer_that_exists_has_its_alarms(control_loop, dev_config):
         "Throttling-dev-PaymentAuthorization-ExecutionsThrottled", "Throttling-dev-PaymentAuthorization-ExecutionsTimedOut",
         # every queue with a dead-letter queue, on its oldest message; every dead-letter queue, on any message
         "Throttling-dev-LegacyConsumerQueue-OldestMessageAge", "Throttling-dev-ParkedOrdersQueue-OldestMessageAge",
+        # the fair queue, on its quiet tenants' oldest message
+        "Throttling-dev-LegacyConsumerQueue-QuietTenantsMessageAge",
         *(f"Throttling-dev-{queue}-DeadLetters" for queue in (
             "LegacyConsumerDeadLetterQueue", "CrmBatchEmailDeadLetterQueue", "ParkedOrdersDeadLetterQueue",
             "OrderStartFailedQueue", "OrderPlacedUndeliveredQueue")),
@@ -500,6 +503,14 @@ def test_every_layer_that_exists_has_its_alarms(control_loop, dev_config):
         dev_config.control_loop.backlog_age_alarm_sec)
     parked = _alarm(control_loop, "Throttling-dev-ParkedOrdersQueue-OldestMessageAge")
     assert parked["Threshold"] == 3600 and "breaker stays open" in parked["AlarmDescription"]
+    # AND the fair queue's quiet tenants alarm past the batches in flight, then their own and those beside it,
+    # at the planned rate (5 records x 4 batches at the mainframe's 0.8 req/s: 25 s), on the metric SQS
+    # publishes for fair queues
+    quiet = _alarm(control_loop, "Throttling-dev-LegacyConsumerQueue-QuietTenantsMessageAge")
+    mainframe = next(d for d in dev_config.downstreams if d.name == "legacy_mainframe")
+    assert quiet["Threshold"] == math.ceil(5 * 4 / mainframe.planned_rate_per_sec) == 25
+    assert (quiet["MetricName"], quiet["Namespace"], quiet["Statistic"]) == (
+        "ApproximateAgeOfOldestMessageInQuietGroups", "AWS/SQS", "Maximum")
     dead_letters = _alarm(control_loop, "Throttling-dev-OrderStartFailedQueue-DeadLetters")
     assert (dead_letters["Threshold"], dead_letters["ComparisonOperator"]) == (0, "GreaterThanThreshold")
     throttled = _alarm(control_loop, "Throttling-dev-RateLimiterTable-Throttled")

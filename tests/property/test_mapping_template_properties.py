@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from localcloud.emulator.api_gateway import render_template
 from stacks.ingress_stack import MAPPING_TEMPLATES_DIR, mapping_template
+from stacks.patterns.throttled_api import tenant_of_api_key_vtl
 
 TEMPLATES = sorted(path.stem for path in MAPPING_TEMPLATES_DIR.glob("*.vtl"))
 # The one template whose output is a form (SQS's query protocol), not JSON.
@@ -58,10 +59,13 @@ def reads_of(text: str) -> Reads:
 
 
 def filled(name: str) -> str:
-    """The template as synth fills it: placeholders ending in Sec are numbers, the rest names."""
+    """The template as synth fills it: placeholders ending in Sec are numbers, the tenant's VTL as the API
+    writes it, the rest names."""
     raw = (MAPPING_TEMPLATES_DIR / f"{name}.vtl").read_text()
     placeholders = set(re.findall(r"\$\{([A-Z]\w*)\}", raw))
-    return mapping_template(name, **{p: 1 if p.endswith("Sec") else f"Sample{p}" for p in placeholders})
+    tenant_vtl = tenant_of_api_key_vtl({"sample-client": "SampleKeyId"})
+    return mapping_template(name, **{p: 1 if p.endswith("Sec") else tenant_vtl if p == "TenantOfApiKey"
+                                     else f"Sample{p}" for p in placeholders})
 
 
 def _nested(dotted: str, value: Any) -> dict[str, Any]:

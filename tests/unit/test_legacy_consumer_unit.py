@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from throttling.core import names
 from throttling.core.backoff import postpone_for_sec
 from throttling.core.rate_limiter import RateDecision
 from throttling.core.tunables import DownstreamTunables
@@ -487,3 +488,21 @@ def test_an_unexpected_error_fails_that_record_alone_and_is_logged(consumer, fak
     (error,) = [r for r in caplog.records if r.getMessage() == "unexpected error; the record returns to the queue"]
     assert error.levelname == "ERROR" and error.message_id == "m-1"
     assert "Invalid header value" in str(error.exc_info[1])
+
+
+def test_a_record_s_tenant_is_its_message_group_and_a_poison_message_keeps_it_in_the_dead_letter_queue(consumer, fakes):
+    _, mainframe, aws, _ = fakes
+    # GIVEN a record of tenant "acme" (its MessageGroupId, as the API sends it), one sent without a group,
+    # and a poison message of tenant "acme"
+    event = sqs_event(record("r-acme"), record("r-none"), "{oops")
+    for index in (0, 2):
+        event["Records"][index]["attributes"]["MessageGroupId"] = "acme"
+    # WHEN the batch is handled
+    consumer.handler(event, FakeContext())
+    # THEN each delivered record's status names its tenant, the default tenant for the one without a group
+    tenants = {u["Key"]["pk"]["S"]: u["ExpressionAttributeValues"][":tenant"]["S"] for u in aws.updates}
+    assert tenants == {"r-acme": "acme", "r-none": names.DEFAULT_TENANT}
+    assert [rid for rid, _ in mainframe.calls] == ["r-acme", "r-none"]
+    # AND the poison message reaches the dead-letter queue still in its tenant's group, so a redrive keeps it there
+    (dead,) = aws.sent
+    assert (dead["MessageBody"], dead["MessageGroupId"]) == ("{oops", "acme")

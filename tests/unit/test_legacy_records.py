@@ -52,3 +52,13 @@ def test_a_payload_as_deep_as_the_contract_allows_is_a_record():
     body = json.dumps({"record_id": "R:1.2_3-4", "payload": {"deep": payload, "text": "caf\u00e9 \U0001F600"}})
     # THEN it is a record, unchanged
     assert records.parse_record(body).payload == {"deep": payload, "text": "caf\u00e9 \U0001F600"}
+
+
+def test_a_message_s_tenant_is_its_group_or_else_the_default_tenant():
+    from legacy.records import tenant_of
+    from throttling.core import names
+
+    # GIVEN a message the API queued (its group is the API key's client) and one sent without a group
+    # THEN the first is its client's, the second the default tenant's: never unlimited, never an error
+    assert tenant_of("example-partner-client") == "example-partner-client"
+    assert tenant_of(None) == tenant_of("") == names.DEFAULT_TENANT

@@ -114,3 +114,61 @@ def api_gateway_integrations_from_cloudformation() -> Undo:
         add_resource_types(_API_GATEWAY_PARTS),
         replace(Method, create_from_cloudformation_json=classmethod(create_from_cloudformation_json)),
     )
+
+
+class _CloudFormationApiKeyPart(_CloudFormationApiGatewayPart):
+    """An `AWS::ApiGateway::{ApiKey,UsagePlan,UsagePlanKey}` for moto's CloudFormation.
+
+    Created with moto's own calls; `Ref` answers what AWS's does: the key's id, the plan's id, the
+    plan key's id. A key without `Value` gets one generated, as API Gateway does.
+    """
+
+    @classmethod
+    def create_from_cloudformation_json(cls, resource_name: str, cloudformation_json: Any, account_id: str,
+                                        region_name: str, **kwargs: Any) -> _CloudFormationApiGatewayPart:
+        from moto.apigateway.models import apigateway_backends
+
+        backend = apigateway_backends[account_id][region_name]
+        properties = cloudformation_json.get("Properties", {})
+        if cls.resource_type == "AWS::ApiGateway::ApiKey":
+            payload = {"name": properties.get("Name") or resource_name,
+                       "description": properties.get("Description"),
+                       "enabled": str(properties.get("Enabled", False)).lower() == "true"}
+            if properties.get("Value"):
+                payload["value"] = properties["Value"]
+            return cls(backend.create_api_key(payload).id)
+        if cls.resource_type == "AWS::ApiGateway::UsagePlan":
+            plan = backend.create_usage_plan({
+                "name": properties.get("UsagePlanName") or resource_name,
+                "description": properties.get("Description"),
+                "apiStages": [{"apiId": stage.get("ApiId"), "stage": stage.get("Stage")}
+                              for stage in properties.get("ApiStages", [])],
+                "throttle": {_camel(k): v for k, v in (properties.get("Throttle") or {}).items()},
+                "quota": {_camel(k): v for k, v in (properties.get("Quota") or {}).items()},
+            })
+            return cls(plan.id)
+        plan_key = backend.create_usage_plan_key(
+            properties["UsagePlanId"], {"keyId": properties["KeyId"], "keyType": properties["KeyType"]})
+        return cls(plan_key.id)
+
+
+def _camel(name: str) -> str:
+    return name[:1].lower() + name[1:]
+
+
+_API_KEY_PARTS = {t: type(t.rsplit("::", 1)[-1], (_CloudFormationApiKeyPart,), {
+    "resource_type": t, "cloudformation_type": staticmethod(lambda t=t: t)})
+    for t in ("AWS::ApiGateway::ApiKey", "AWS::ApiGateway::UsagePlan", "AWS::ApiGateway::UsagePlanKey")}
+
+
+@patch("apigateway")
+def api_keys_and_usage_plans_from_cloudformation() -> Undo:
+    """Create a stack's API keys, usage plans and the keys' membership of the plans.
+
+    moto limitation: its CloudFormation skips `AWS::ApiGateway::ApiKey`, `UsagePlan` and
+    `UsagePlanKey` (a `Ref` to a key answers its bare logical id, and no key exists), so an emulated
+    request could not be matched to the key API Gateway knows it by, nor `$context.identity.apiKeyId`
+    be what AWS gives a mapping template. With this fix they exist with moto's own API calls, and
+    `localcloud.emulator.api_gateway` identifies a request's key by its value, as API Gateway does.
+    """
+    return add_resource_types(_API_KEY_PARTS)
