@@ -60,6 +60,7 @@ from throttling.adapters.dynamodb_rate_limiter import DynamoDbRateLimiter
 from throttling.adapters.ssm_tunables import TunablesReader, downstream_tunables_reader
 from throttling.core import names
 from throttling.core.adaptive_rate import AdaptiveRatePolicy
+from throttling.core.hierarchical_rate import TenantShares
 from throttling.core.circuit_breaker import BreakerPolicy
 from throttling.core.rate_limiter import RatePolicy, stale_token_after_sec
 from throttling.core.tunables import DownstreamTunables, parse_breaker_policy
@@ -200,7 +201,7 @@ def dependencies() -> Dependencies:
     return build_dependencies(os.environ)
 
 
-@logger.inject_lambda_context(correlation_id_path="order_id")
+@logger.inject_lambda_context(correlation_id_path="order_id", clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
@@ -227,7 +228,10 @@ def authorize(deps: Dependencies, order: dict[str, Any], context: LambdaContext)
                            "retry_after_sec": round(admission.retry_after_sec, 3)})
 
     policy = RatePolicy(rate_per_sec=in_force.rate_per_sec, burst=in_force.burst)
-    token = take_token(deps, policy, context, in_force.adaptive)
+    tenant, priority = order.get("tenant") or None, order.get("priority") or None
+    logger.append_keys(tenant=tenant, priority=priority)
+    token = take_token(deps, policy, context, in_force.adaptive, tenant=tenant, priority=priority,
+                       shares=in_force.shares)
     answer = call_gateway(deps, parsed, breaker, caller_id, Signalled(policy, in_force.adaptive, token))
     authorization = interpret_gateway_answer(answer, parsed)
     metrics.add_metric(name="PaymentsAuthorized" if authorization.authorized else "PaymentsDeclined",
@@ -304,8 +308,12 @@ def note_unanswered(deps: Dependencies, order_id: str) -> None:
 
 
 def take_token(deps: Dependencies, policy: RatePolicy, context: LambdaContext,
-               adaptive: AdaptiveRatePolicy | None = None) -> GateOutcome:
+               adaptive: AdaptiveRatePolicy | None = None, *, tenant: str | None = None, priority: str | None = None,
+               shares: TenantShares | None = None) -> GateOutcome:
     """Take one token of the gateway's bucket, waiting refusals out while the invocation can afford it.
+
+    For the order's `tenant` and `priority` class (the workflow names the payment critical): the
+    tenant's share of the bucket, and the depth only critical may fill, which lower classes leave free.
 
     A refusal says exactly when the next token is due; the gate waits for it (plus a little jitter)
     and competes again, until the wait would pass `LIMITER_MAX_WAIT_SEC` or leave too little time
@@ -314,7 +322,9 @@ def take_token(deps: Dependencies, policy: RatePolicy, context: LambdaContext,
     reach the gateway too close to calls decided after it.
     """
     outcome = deps.gate.take(deps.downstream, policy, time_left_sec=_affordable_wait_sec(deps, context),
-                             stale_after_sec=stale_token_after_sec(policy, deps.contract), adaptive=adaptive)
+                             stale_after_sec=stale_token_after_sec(policy, deps.contract), adaptive=adaptive,
+                             tenant=tenant, priority=priority if priority in names.PRIORITY_CLASSES else None,
+                             shares=shares)
     if outcome.stale_tokens:
         metrics.add_metric(name="LimiterStaleTokens", unit=MetricUnit.Count, value=outcome.stale_tokens)
     if outcome.admitted:
@@ -323,6 +333,7 @@ def take_token(deps: Dependencies, policy: RatePolicy, context: LambdaContext,
             metrics.add_metric(name="LimiterWaitedMs", unit=MetricUnit.Milliseconds, value=outcome.waited_sec * 1000)
         return outcome
     metrics.add_metric(name=names.RATE_LIMITED, unit=MetricUnit.Count, value=1)
+    logger.info(names.LIMITER_REFUSED_LOG_MESSAGE, extra={"retry_after_sec": round(outcome.retry_after_sec, 3)})
     raise RateLimited({"downstream": deps.downstream, "retry_after_sec": round(outcome.retry_after_sec, 3)})
 
 

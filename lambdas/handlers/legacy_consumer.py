@@ -75,6 +75,7 @@ from throttling.adapters.dynamodb_rate_limiter import DynamoDbRateLimiter
 from throttling.adapters.ssm_tunables import TunablesReader, downstream_tunables_reader
 from throttling.core import names
 from throttling.core.adaptive_rate import AdaptiveRatePolicy
+from throttling.core.hierarchical_rate import TenantShares
 from throttling.core.backoff import postpone_for_sec
 from throttling.core.rate_limiter import RatePolicy
 from throttling.core.rate_limiter import stale_token_after_sec as shared_stale_token_after_sec
@@ -184,7 +185,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_dimension(name=names.DOWNSTREAM_DIMENSION, value=deps.downstream)
     in_force = deps.tunables.get()
     batch = Batch(deps, RatePolicy(rate_per_sec=in_force.rate_per_sec, burst=in_force.burst), context,
-                  adaptive=in_force.adaptive)
+                  adaptive=in_force.adaptive, shares=in_force.shares)
     response = process_partial_response(event=event, record_handler=batch.handle, processor=processor, context=context)
     batch.change_visibilities()
     logger.info("batch done", extra={"records": len(event.get("Records", [])), **batch.summary()})
@@ -231,9 +232,11 @@ class Batch:
     """One invocation: once the limiter or the mainframe says "not now", every later record is postponed."""
 
     def __init__(self, deps: Dependencies, policy: RatePolicy, context: LambdaContext,
-                 adaptive: AdaptiveRatePolicy | None = None) -> None:
+                 adaptive: AdaptiveRatePolicy | None = None, shares: TenantShares | None = None) -> None:
         self.deps = deps
         self.policy = policy
+        # The tenants' shares of the bucket and the classes' depths (the tunables'; None: the defaults).
+        self.shares = shares
         # The shared limiter's inner loop (None: the bucket at `policy`, blind to the mainframe's 429s).
         self.adaptive = adaptive
         self.token: GateOutcome | None = None
@@ -269,7 +272,7 @@ class Batch:
             self._postpone(record, receive_count)
             raise Postponed(f"postponed behind an earlier refusal (retry after {self.postpone_after_sec:.3f} s)")
 
-        wait_sec = self._take_token()
+        wait_sec = self._take_token(tenant)
         if wait_sec is not None:
             metrics.add_metric(name="LimiterPostponed", unit=MetricUnit.Count, value=1)
             self.postpone_after_sec = wait_sec
@@ -367,11 +370,15 @@ class Batch:
         metrics.add_metric(name="RecordsPostponed", unit=MetricUnit.Count, value=1)
         return seconds
 
-    def _take_token(self) -> float | None:
-        """Wait for a token while affordable: None once admitted, else the wait that cannot be afforded
-        (0 when tokens kept coming back too late until no time was left: the limiter is that slow right now)."""
+    def _take_token(self, tenant: str) -> float | None:
+        """Wait for a token of `tenant`'s share while affordable: None once admitted, else the wait that cannot be
+        afforded (0 when tokens kept coming back too late until no time was left: the limiter is that slow right now).
+
+        A record is standard work: below a payment, above a campaign, should another caller share the mainframe.
+        """
         outcome = self.deps.gate.take(self.deps.downstream, self.policy, time_left_sec=self._affordable_wait_sec(),
-                                      stale_after_sec=self.stale_after_sec, adaptive=self.adaptive)
+                                      stale_after_sec=self.stale_after_sec, adaptive=self.adaptive, tenant=tenant,
+                                      priority=names.PRIORITY_STANDARD, shares=self.shares)
         self.token = outcome
         if outcome.stale_tokens:
             metrics.add_metric(name="LimiterStaleTokens", unit=MetricUnit.Count, value=outcome.stale_tokens)

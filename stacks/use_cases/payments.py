@@ -184,6 +184,10 @@ class Payments(UseCase[PaymentsProps]):
                 "AuthorizeFunctionArn": authorizer.function.function_arn,
                 "PaymentGatewayCallerArn": gateway_caller.function_arn,
                 **{placeholder: caller.function_arn for placeholder, caller in follow_up_callers.items()},
+                "DefaultTenant": names.DEFAULT_TENANT,
+                # A payment and everything that follows it (the void, the follow-ups, their undoing) is the work
+                # kept flowing when a downstream is saturated: the classes below are refused first.
+                "PaymentPriority": names.PRIORITY_CRITICAL,
             },
             log_retention=context.log_retention,
             removal_policy=removal_policy,

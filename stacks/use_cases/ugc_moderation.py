@@ -122,6 +122,8 @@ class UgcModeration(UseCase[UgcModerationProps]):
             "UgcModeration",
             definition_file=statemachine_file(DEFINITION_FILE),
             definition_substitutions={
+                # An upload waits on a person, not on money: standard, below a payment and above a campaign.
+                "ModerationPriority": names.PRIORITY_STANDARD,
                 "SemaphoreTableName": shared_limits.semaphores.table.table_name,
                 "AiModelSemaphoreName": names.in_flight_semaphore_name(model.name),
                 "AiModelMaxInFlight": str(model.max_in_flight),

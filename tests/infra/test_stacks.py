@@ -728,11 +728,13 @@ def test_the_authorizer_may_take_tokens_move_the_breaker_read_its_two_documents_
 def test_the_payment_workflow_is_a_standard_one_from_its_file_with_logs_and_tracing(payment_machine):
     properties = payment_machine["Properties"]
     assert properties["StateMachineType"] == "STANDARD"
-    assert json.loads(properties["DefinitionString"])["StartAt"] == "RecordPending"
+    assert json.loads(properties["DefinitionString"])["StartAt"] == "CheckTenant"
     assert sorted(properties["DefinitionSubstitutions"]) == [
-        "AuthorizeFunctionArn", "CircuitBreakerTableName", "CustomerNotificationsTopicArn", "InventoryTableName",
-        "LedgerCallerArn", "MessagingCallerArn", "OrdersTableName", "ParkedOrdersQueueUrl", "PaymentGatewayCallerArn",
-        "WarehouseCallerArn"]
+        "AuthorizeFunctionArn", "CircuitBreakerTableName", "CustomerNotificationsTopicArn", "DefaultTenant",
+        "InventoryTableName", "LedgerCallerArn", "MessagingCallerArn", "OrdersTableName", "ParkedOrdersQueueUrl",
+        "PaymentGatewayCallerArn", "PaymentPriority", "WarehouseCallerArn"]
+    # AND every call of a payment takes the order's tenant's share as the critical class
+    assert properties["DefinitionSubstitutions"]["PaymentPriority"] == "critical"
     assert properties["TracingConfiguration"] == {"Enabled": True}
     assert properties["LoggingConfiguration"]["Level"] == "ALL"
 

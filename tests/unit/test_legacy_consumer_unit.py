@@ -121,10 +121,14 @@ class FakeLimiter:
     clock: list[float] = field(default_factory=lambda: [1_000.0])
     calls: int = 0
     reported: list[dict[str, Any]] = field(default_factory=list)
+    # (tenant, priority) of each take
+    shares_asked: list[tuple[str | None, str | None]] = field(default_factory=list)
 
-    def try_acquire(self, bucket: str, policy: Any, cost: int = 1, adaptive: Any = None) -> RateDecision:
+    def try_acquire(self, bucket: str, policy: Any, cost: int = 1, adaptive: Any = None, *, tenant: str | None = None,
+                    priority: str | None = None, shares: Any = None) -> RateDecision:
         assert bucket == "legacy_mainframe"
         self.calls += 1
+        self.shares_asked.append((tenant, priority))
         self.clock[0] += self.delays.pop(0) if self.delays else 0.0
         return self.decisions.pop(0) if self.decisions else ALLOW
 
@@ -491,7 +495,7 @@ def test_an_unexpected_error_fails_that_record_alone_and_is_logged(consumer, fak
 
 
 def test_a_record_s_tenant_is_its_message_group_and_a_poison_message_keeps_it_in_the_dead_letter_queue(consumer, fakes):
-    _, mainframe, aws, _ = fakes
+    limiter, mainframe, aws, _ = fakes
     # GIVEN a record of tenant "acme" (its MessageGroupId, as the API sends it), one sent without a group,
     # and a poison message of tenant "acme"
     event = sqs_event(record("r-acme"), record("r-none"), "{oops")
@@ -503,6 +507,8 @@ def test_a_record_s_tenant_is_its_message_group_and_a_poison_message_keeps_it_in
     tenants = {u["Key"]["pk"]["S"]: u["ExpressionAttributeValues"][":tenant"]["S"] for u in aws.updates}
     assert tenants == {"r-acme": "acme", "r-none": names.DEFAULT_TENANT}
     assert [rid for rid, _ in mainframe.calls] == ["r-acme", "r-none"]
+    # AND each token was taken from its tenant's share, as standard work (the poison message took none)
+    assert limiter.shares_asked == [("acme", "standard"), (names.DEFAULT_TENANT, "standard")]
     # AND the poison message reaches the dead-letter queue still in its tenant's group, so a redrive keeps it there
     (dead,) = aws.sent
     assert (dead["MessageBody"], dead["MessageGroupId"]) == ("{oops", "acme")

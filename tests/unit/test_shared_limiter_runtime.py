@@ -105,3 +105,20 @@ def test_a_function_not_wired_is_told_what_to_do(aws):
         SharedLimiter.from_environment({names.ENV_DOWNSTREAM_NAME: "orders_api",
                                         names.ENV_DOWNSTREAM_RATE_LIMIT_PER_SEC: "2",
                                         names.ENV_TUNABLES_PARAMETER_NAME: PARAMETER})
+
+
+def test_a_tenant_takes_from_its_share_and_a_bad_class_is_refused(aws):
+    dynamodb, _ = aws
+    clock = FakeClock(1_000.0)
+    # GIVEN a bucket of 2 req/s where tenant "quiet" has half and borrowing is off (hard shares)
+    limiter = limiter_on(dynamodb, clock, '{"rate_per_sec": 2, "burst": 2, "max_concurrency": 2,'
+                                          ' "share_quiet": 0.5, "share_noisy": 0.5, "borrow_depth": 0}', max_wait_sec=0)
+    # WHEN the noisy tenant takes what its share allows, then asks again
+    assert limiter.acquire(time_left_sec=0, tenant="noisy").admitted
+    held_back = limiter.acquire(time_left_sec=0, tenant="noisy")
+    # THEN it is held back while the quiet tenant, on the same bucket, is admitted at once
+    assert not held_back.admitted and held_back.retry_after_sec > 0
+    assert limiter.acquire(time_left_sec=0, tenant="quiet").admitted
+    # AND a class that does not exist is refused before any token is taken
+    with pytest.raises(ValueError, match=r"priority must be one of \['critical', 'standard', 'batch'\] or None"):
+        limiter.acquire(time_left_sec=0, priority="urgent")

@@ -59,6 +59,19 @@ def test_a_tenant_and_a_class_reach_the_limiter_with_the_tunables_shares():
     assert kwargs["shares"].shares == {"acme": 0.5} and kwargs["shares"].reserve_of(names.PRIORITY_BATCH) == 0.5
 
 
+def test_a_tenant_counts_only_once_the_downstream_s_tunables_name_a_share():
+    # GIVEN tunables that name no tenant (a downstream nobody divided yet)
+    tunables = parse_tunables({"rate_per_sec": 4, "burst": 4, "max_concurrency": 1}).tunables
+    limiter = RecordingLimiter()
+    gate = TokenGate(limiter, GateKnobs())
+    # WHEN a caller takes a token for a tenant, at a class
+    gate.take("crm", POLICY, time_left_sec=1.0, stale_after_sec=1.0, adaptive=tunables.adaptive, tenant="acme",
+              priority=names.PRIORITY_BATCH, shares=tunables.shares)
+    # THEN the take is from the bucket as a whole (no tenant's default tenth), at its class
+    (_, kwargs), = limiter.calls
+    assert kwargs["tenant"] is None and kwargs["priority"] == names.PRIORITY_BATCH
+
+
 def test_a_refused_tenant_waits_out_its_promise_and_is_admitted_then():
     # GIVEN a tenant with a quarter of a 4/s bucket (1/s, burst 1), no borrowing, its token just spent
     clock = FakeClock(1_000.0)

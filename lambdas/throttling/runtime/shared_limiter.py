@@ -93,15 +93,21 @@ class SharedLimiter:
                    tunables=downstream_tunables_reader(environ, contract, ssm=ssm),
                    gate=TokenGate(limiter, GateKnobs(max_wait_sec=max_wait_sec)))
 
-    def acquire(self, *, time_left_sec: float) -> GateOutcome:
+    def acquire(self, *, time_left_sec: float, tenant: str | None = None, priority: str | None = None) -> GateOutcome:
         """One token, waiting for it while the wait ends within `time_left_sec` (and `max_wait_sec`).
 
-        Never raises for a refusal: `admitted` is False and `retry_after_sec` says when to come back.
+        With a `tenant`, from that tenant's share of the bucket (and what it may borrow: the shares in the
+        downstream's tunables); with a `priority` class (`critical`, `standard`, `batch`), only as deep into
+        the bucket as the class may reach. Never raises for a refusal: `admitted` is False and
+        `retry_after_sec` says when to come back.
         """
+        if priority is not None and priority not in names.PRIORITY_CLASSES:
+            raise ValueError(f"priority must be one of {list(names.PRIORITY_CLASSES)} or None, got {priority!r}")
         in_force = self.tunables.get()
         policy = RatePolicy(rate_per_sec=in_force.rate_per_sec, burst=in_force.burst)
         return self.gate.take(self.downstream, policy, time_left_sec=max(0.0, time_left_sec),
-                              stale_after_sec=stale_token_after_sec(policy, self.contract), adaptive=in_force.adaptive)
+                              stale_after_sec=stale_token_after_sec(policy, self.contract), adaptive=in_force.adaptive,
+                              tenant=tenant, priority=priority, shares=in_force.shares)
 
     def report(self, token: GateOutcome, *, status: int, retry_after_sec: float | None = None) -> bool:
         """Tell the bucket how the call `token` paid for was answered; whether it was a throttling signal.

@@ -23,8 +23,9 @@ slows at its next take. A report that fails is logged and dropped: the downstrea
 what the caller must raise, and the next 429 reports again.
 Tenants and classes: a take may name the `tenant` it is for and its `priority` class
 (`names.PRIORITY_CLASSES`), decided under the tunables' `shares` (`throttling.core.hierarchical_rate`):
-the tenant's share of the bucket, what it may borrow, and the depth its class may reach. A take that
-names neither asks the limiter exactly as before tenants.
+the tenant's share of the bucket, what it may borrow, and the depth its class may reach. A tenant counts
+only on a downstream whose tunables name some tenant's share (see `TokenGate.take`). A take that names
+neither asks the limiter exactly as before tenants.
 `TokenTake` is the decision for one take, pure and clock-free, so the lab drives it in virtual
 time; `TokenGate.take` runs it against a limiter with an injected clock, sleep and random source.
 """
@@ -210,7 +211,14 @@ class TokenGate:
 
         With a `tenant` or a `priority`, under `shares` (the tunables' `shares`; default `TenantShares()`): a
         refusal's wait is then the one for this tenant and class. With neither, the limiter is asked as before.
+
+        A downstream is shared out between tenants once its tunables name at least one tenant's share
+        (`share_<tenant>`); until then a tenant takes from the bucket as a whole. Dividing a bucket nobody
+        configured would give every tenant the default share, and on a small bucket (the mainframe's 1 req/s,
+        burst 1) a tenth of it is a tenth of the rate with no burst: every caller slowed, nobody protected.
         """
+        if tenant is not None and (shares is None or not shares.shares):
+            tenant = None
         take = TokenTake(self.knobs, started_at=self._clock(), time_left_sec=time_left_sec,
                          stale_after_sec=stale_after_sec, rng=self._rng)
         shared = tenant is not None or priority is not None
