@@ -26,6 +26,7 @@ from localcloud.drivers import (
     legacy,
     moderation,
     payments,
+    tenants,
     tuning,
 )
 from localcloud.emulator.cloud import LocalCloud
@@ -86,7 +87,8 @@ def smoke(cloud: LocalCloud, stacks: dict[str, Any], simulators: dict[str, Downs
 
     section("3. The use cases, each against its downstream's simulator")
     for run in (run_crm_batch, run_crm_segment_large, run_moderation, run_model_slots, run_payments,
-                run_payment_follow_ups, run_credentials, run_legacy, run_fair_queue, run_ingress, run_control_loop, run_inner_loop):
+                run_payment_follow_ups, run_credentials, run_legacy, run_fair_queue, run_tenants, run_ingress,
+                run_control_loop, run_inner_loop):
         print(f"  {run(cloud, stacks, simulators)}", flush=True)
 
     section("4. An operator tunes the CRM through SSM, then someone writes garbage")
@@ -253,6 +255,30 @@ def fair_queue_line(run: fair_queue.FairQueueRun, alarm_threshold_sec: float) ->
             f" /legacy-records: the quiet tenant's last reached the mainframe {run.quiet_worst_wait_sec:.1f} s"
             f" after it was posted (its alarm: {alarm_threshold_sec:g} s), behind {run.noisy_accepted_before(-1)}"
             f" of the noisy ones; {run.delivered} delivered, {run.dead_letters} in DLQ, {lost} lost")
+
+
+def run_tenants(cloud: LocalCloud, stacks: Mapping[str, DeployedStack], simulators: Simulators) -> str:
+    """Issue 16's noisy neighbour on the CRM: how far behind the noisy tenant's calls the quiet tenant's were done,
+    with the two tenants' shares in the CRM's tunables and without them (one bucket, as before tenants)."""
+    with tuning.operator_tuning(cloud, stage=STAGE) as tune:
+        with_shares = tenants.run(cloud, stacks, simulators["crm"], tune, shares=True)
+        without = tenants.run(cloud, stacks, simulators["crm"], tune, shares=False)
+    # The seed is back in SSM; the lines after this one run under it, not under what warm callers cached.
+    tenants.wait_for_tunables_cache(cloud, stacks)
+    return tenants_line(with_shares, without)
+
+
+def tenants_line(with_shares: tenants.TenantRun, without: tenants.TenantRun) -> str:
+    users = sum(len(ids) for ids in with_shares.users.values())
+    emailed = sum(len(with_shares.emailed(tenant)) for tenant in with_shares.users)
+    answered_429 = sum(run.crm_stats["by_status"].get(429, 0) for run in (with_shares, without))
+    return (f"tenants: a quiet tenant's {len(with_shares.calls_of(tenants.QUIET))} CRM calls, started behind a noisy"
+            f" tenant's {len(with_shares.calls_of(tenants.NOISY))}, were all done after"
+            f" {with_shares.quiet_done_after_noisy_calls} of the noisy ones with shares (quiet {tenants.QUIET_SHARE:g},"
+            f" noisy {tenants.NOISY_SHARE:g}), after {without.quiet_done_after_noisy_calls} without; the noisy tenant"
+            f" refused {len(with_shares.refusals_of(tenants.NOISY))} times, the quiet one"
+            f" {len(with_shares.refusals_of(tenants.QUIET))}; {emailed} of {users} users e-mailed,"
+            f" {len(with_shares.dead_letters)} in DLQ, {answered_429} answered 429")
 
 
 def run_ingress(cloud: LocalCloud, stacks: Mapping[str, DeployedStack], simulators: Simulators) -> str:

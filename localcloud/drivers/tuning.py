@@ -3,14 +3,16 @@
 What each write does to the deployed caller: a good document is in force after the tunables cache,
 text that is not JSON is refused by Parameter Store itself (the tunables' `AllowedPattern`), and JSON
 the caller cannot use (a rate that is not a number) reaches it, which keeps the last good value and
-logs the refusal. The seed document is put back whatever happens.
+logs the refusal. The seed document is put back whatever happens. `operator_tuning` is the
+operator's write alone, for the tests and drivers that run a use case under a tuning.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,3 +75,27 @@ def tunables_after_cache(cloud: LocalCloud, caller: str, on_wait: Callable[[floa
             break
         time.sleep(json.loads(payload["errorMessage"]).get("retry_after_sec", 1.0))
     raise RuntimeError(f"the {caller} call failed, so it shows no tunables: {payload}")
+
+
+@contextlib.contextmanager
+def operator_tuning(cloud: LocalCloud, *, stage: str = "dev") -> Iterator[Callable[..., None]]:
+    """`tune(downstream, **changes)` writes a downstream's tunables document as an operator would (the changes
+    merged into the seeded document, pinned with `"mode": "manual"`); the seeds are back on leaving.
+
+    Each call starts from the seed, not from the previous call, so a tuning never carries over by accident.
+    """
+    ssm = cloud.client("ssm")
+    seeds: dict[str, str] = {}
+
+    def tune(downstream: str, **changes: Any) -> None:
+        name = names.downstream_tunables_parameter(stage, downstream)
+        if name not in seeds:
+            seeds[name] = ssm.get_parameter(Name=name)["Parameter"]["Value"]
+        document = {**json.loads(seeds[name]), **changes, "mode": "manual"}
+        ssm.put_parameter(Name=name, Value=json.dumps(document), Type="String", Overwrite=True)
+
+    try:
+        yield tune
+    finally:
+        for name, seed in seeds.items():
+            ssm.put_parameter(Name=name, Value=seed, Type="String", Overwrite=True)

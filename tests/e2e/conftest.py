@@ -14,6 +14,7 @@ import pytest
 
 from localcloud.drivers.common import drain_queue
 from localcloud.drivers.crm_batch import crm_batch_outputs
+from localcloud.drivers.tuning import operator_tuning
 from localcloud.emulator.deployer import DeployedStack
 from localcloud.referee.downstream_simulator import DownstreamSimulator
 
@@ -49,23 +50,10 @@ def tune_downstream(cloud):
     """Write a downstream's tunables document as an operator would (pinned); seeds are restored afterwards.
 
     `tune_downstream("crm", max_concurrency=3)` merges the changes into the seeded document, so each
-    call starts from the seed, not from the previous call.
+    call starts from the seed, not from the previous call (`localcloud.drivers.tuning.operator_tuning`).
     """
-    import json
-
-    ssm = cloud.client("ssm")
-    seeds: dict[str, str] = {}
-
-    def tune(downstream: str, **changes: Any) -> None:
-        name = f"/throttling/dev/downstreams/{downstream}"
-        if name not in seeds:
-            seeds[name] = ssm.get_parameter(Name=name)["Parameter"]["Value"]
-        document = {**json.loads(seeds[name]), **changes, "mode": "manual"}
-        ssm.put_parameter(Name=name, Value=json.dumps(document), Type="String", Overwrite=True)
-
-    yield tune
-    for name, seed in seeds.items():
-        ssm.put_parameter(Name=name, Value=seed, Type="String", Overwrite=True)
+    with operator_tuning(cloud) as tune:
+        yield tune
 
 
 @pytest.fixture
