@@ -6,6 +6,7 @@ The per-call costs (`lab/costs.py`, `bench/results/cost.md`) leave out what runs
 traffic. This counts it from what the stage deploys, at the list prices of `lab/prices.json`:
 - CloudWatch alarms, one price per metric an alarm evaluates (a metric-math alarm pays for each);
 - the dashboards;
+- the Contributor Insights rules (per rule; the matched log lines, $0.02 a million, grow with traffic);
 - the KMS keys the stacks create (`alias/aws/*` keys are free) and the Secrets Manager secrets;
 - each scheduled function (the controller, the lease sweep): one run per schedule tick, billed
   `RUN_SEC` at its memory, plus the request;
@@ -60,6 +61,8 @@ def fixed_monthly_costs(
                  alarm_metrics * cloudwatch["alarm_per_metric_month"]),
         LineItem("CloudWatch dashboards", len(of_type("AWS::CloudWatch::Dashboard")), "dashboards",
                  len(of_type("AWS::CloudWatch::Dashboard")) * cloudwatch["dashboard_month"]),
+        LineItem("Contributor Insights rules", len(of_type("AWS::CloudWatch::InsightRule")), "rules",
+                 len(of_type("AWS::CloudWatch::InsightRule")) * cloudwatch["insight_rule_month"]),
         LineItem("KMS customer managed keys", len(of_type("AWS::KMS::Key")), "keys",
                  len(of_type("AWS::KMS::Key")) * prices["kms"]["key_month"]),
         LineItem("Secrets Manager secrets", len(of_type("AWS::SecretsManager::Secret")), "secrets",

@@ -33,6 +33,7 @@ from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
@@ -44,6 +45,7 @@ from stacks import stage_props
 from stacks.config import AppConfig, ControlLoopConfig, DownstreamConfig
 from stacks.app_assets import lambda_code
 from stacks.patterns import AslStateMachine, HandlerFunction, ThrottledQueueConsumer
+from stacks.patterns.contributor_insights import TopContributorsRule
 from stacks.patterns.monitoring import (
     QUIET_GROUPS_AGE_METRIC,
     OldestMessageAlarm,
@@ -92,6 +94,34 @@ def downstream_services(scope: Construct) -> dict[str, list[str]]:
         if isinstance(name, str) and isinstance(service, str):
             found.setdefault(name, set()).add(service)
     return {name: sorted(services) for name, services in found.items()}
+
+
+def downstream_log_groups(scope: Construct) -> dict[str, list[logs.ILogGroup]]:
+    """Downstream name -> the log groups of every function of the app that calls it (found as in
+    `downstream_services`: its environment names the downstream), in construct order."""
+    found: dict[str, list[logs.ILogGroup]] = {}
+    for construct in scope.node.root.node.find_all():
+        if not isinstance(construct, lambda_.Function) or not isinstance(construct.node.default_child, lambda_.CfnFunction):
+            continue
+        cfn = construct.node.default_child
+        environment = Stack.of(cfn).resolve(cfn._cfn_properties.get("environment")) or {}
+        name = (environment.get("variables") or {}).get(names.ENV_DOWNSTREAM_NAME)
+        if isinstance(name, str):
+            found.setdefault(name, []).append(construct.log_group)
+    return found
+
+
+# The per-tenant rules: which log line each counts, and what it is keyed by. Refusals are keyed by
+# class too (the classes are shed in order, so which class of a tenant was refused is the question);
+# answered calls by tenant alone, so a caller that logs no class (the legacy consumer) still counts.
+TENANT = f"$.{names.LOG_KEY_TENANT}"
+PRIORITY = f"$.{names.LOG_KEY_PRIORITY}"
+TENANT_RULES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "Refused": (names.LIMITER_REFUSED_LOG_MESSAGE, (TENANT, PRIORITY)),
+    "Answered": (names.CALL_ANSWERED_LOG_MESSAGE, (TENANT,)),
+}
+# How many tenants each dashboard graph draws (the rule itself keeps every contributor's count).
+TOP_TENANTS = 10
 
 
 @dataclass(frozen=True)
@@ -510,6 +540,19 @@ class ControlLoopStack(Stack):
         self.alarm_specs.append(controller_errors)
         self._add_alarm(controller_errors)
 
+        # -- per tenant: top-N over the callers' logs, not a metric per tenant ----------------------
+        log_groups = downstream_log_groups(self)
+        self.tenant_rules: dict[str, dict[str, TopContributorsRule]] = {}
+        for d in config.downstreams:
+            if not log_groups.get(d.name):
+                continue  # nobody calls it yet: no logs to read
+            self.tenant_rules[d.name] = {
+                kind: TopContributorsRule(
+                    self, f"{_pascal(d.name)}TopTenants{kind}", rule_name=f"{config.stack_prefix}-{d.name}-TopTenants{kind}",
+                    log_groups=log_groups[d.name], keys=keys,
+                    equal_to_any={f"$.{names.LOG_KEY_MESSAGE}": [message]}, present=keys)
+                for kind, (message, keys) in TENANT_RULES.items()}
+
         self.dashboard = self._dashboard(config, shared_limits, callers, consumers)
 
         CfnOutput(self, "ControllerName", value=function.function_name)
@@ -763,6 +806,13 @@ class ControlLoopStack(Stack):
                     right=[m.controller(names.CONTROLLER_RATE_PER_SEC), m.controller(names.CONTROLLER_INCREASES, "Sum"),
                            m.controller(names.CONTROLLER_DECREASES, "Sum")]),
             ])
+        # Per tenant: each downstream's top tenants by refused takes and by answered calls (Contributor Insights).
+        tenant_graphs: list[cloudwatch.IWidget] = [
+            rule.widget(f"{downstream}: top tenants by {'refused takes (tenant, class)' if kind == 'Refused' else 'answered calls'}",
+                        top=TOP_TENANTS)
+            for downstream, rules in self.tenant_rules.items() for kind, rule in rules.items()]
+        for start in range(0, len(tenant_graphs), 4):
+            rows.append(tenant_graphs[start:start + 4])
         # One graph per table: each table's throttle metric is an expression over the same operation ids.
         layers: list[cloudwatch.IWidget] = [
             cloudwatch.GraphWidget(

@@ -51,7 +51,7 @@ from throttlectl.parameters import (
 )
 from throttlectl.redrive import RedriveResult, plan_redrive, redrive_copy, redrive_move_task
 from throttlectl.schema import document_of, diff, kind_of, parse_assignments
-from throttlectl.status import collect_status, queue_rows
+from throttlectl.status import DEFAULT_TOP_TENANTS, collect_status, queue_rows
 
 __all__ = ["build_parser", "main", "package_version"]
 
@@ -149,7 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     hist = command("history", "every stored version of one tunable, with who changed it and why")
     hist.add_argument("name")
 
-    command("status", "breakers, limiter levels, semaphore leases, queue backlogs and DLQs, Map concurrency")
+    status = command("status", "breakers, limiter levels, tenants' shares and backlogs, semaphore leases, queue backlogs"
+                     " and DLQs, Map concurrency")
+    status.add_argument("--top-tenants", type=_positive_int, default=DEFAULT_TOP_TENANTS, metavar="N",
+                        help=f"list the N tenants most backed up per downstream (default {DEFAULT_TOP_TENANTS})")
 
     redrive = command("redrive", "move a dead-letter queue's messages back to their source queue")
     redrive.add_argument("queue", help="the dead-letter queue or the queue it serves (label, name, URL or ARN; see status)")
@@ -474,7 +477,8 @@ def _history(ctx: _Context) -> int:
 def _status(ctx: _Context) -> int:
     deployment = ctx.deployment()
     tunables = read_tunables(ctx.aws.client("ssm"), deployment)
-    status = collect_status(ctx.aws.client("dynamodb"), ctx.aws.client("sqs"), deployment, tunables, ctx.clock())
+    status = collect_status(ctx.aws.client("dynamodb"), ctx.aws.client("sqs"), deployment, tunables, ctx.clock(),
+                            top_tenants=ctx.args.top_tenants)
     sections = [f"stage {status.stage} at {status.at_utc}"]
     sections.append("circuit breakers\n" + _indent(_table(
         ("breaker", "status", "open until", "window calls/failures/slow", "probe", "reason"),
@@ -484,6 +488,19 @@ def _status(ctx: _Context) -> int:
         ("bucket", "tokens", "of burst", "rate/s", "shards", "full in"),
         [(r.bucket, _v(r.tokens_available) if r.tokens_available is not None else "?", _v(r.burst), _v(r.rate_per_sec),
           str(r.shards), f"{r.full_in_sec:g} s") for r in status.limiters])))
+    sections.append("tenants' shares in force (tunables: share_<tenant>, default_tenant_share, borrow_depth, reserve_*)\n"
+                    + _indent(_table(
+                        ("downstream", "named shares", "default", "borrow depth", "reserves", "tenants active"),
+                        [(t.downstream, ", ".join(f"{k} {v:g}" for k, v in sorted(t.shares.items())) or "-",
+                          f"{t.default_share:g}", f"{t.borrow_depth:g}",
+                          ", ".join(f"{k} {v:g}" for k, v in t.reserves.items() if v),
+                          str(t.tenants_seen) + (f" ({t.tenants_left_out} not listed)" if t.tenants_left_out else ""))
+                         for t in status.tenant_shares])))
+    sections.append(f"tenants now (the {ctx.args.top_tenants} most backed up per downstream; a tenant the limiter"
+                    " holds no state for is idle)\n" + _indent(_table(
+                        ("downstream", "tenant", "share", "backed up by", "state"),
+                        [(t.downstream, t.tenant, f"{t.share:g}", f"{t.backlog_sec:g} s", t.state)
+                         for t in status.tenants]) or "(no tenant has taken a token lately)"))
     sections.append("semaphores\n" + _indent(_table(
         ("semaphore", "leases held", "live", "expired (not yet reclaimed)"),
         [(s.name, str(s.lease_count), str(s.live), str(s.expired)) for s in status.semaphores]) or "(no leases)"))
@@ -685,6 +702,16 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def _indent(text: str) -> str:
     return "\n".join(f"  {line}" if line else line for line in text.splitlines())
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
 
 
 def _v(value: Any) -> str:

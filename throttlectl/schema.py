@@ -85,15 +85,19 @@ class TunableKind:
     _in_force: Callable[[Any, float | None, int | None], tuple[dict[str, Any], tuple[str, ...]]]
     # Fields named by a prefix and a name of the operator's choosing (a tenant's share: `share_<tenant>`).
     field_prefixes: tuple[str, ...] = ()
+    # Fields of the dataclass that a document never names as such (they come by `field_prefixes`).
+    by_prefix_only: tuple[str, ...] = ()
 
     def validate(self, key: str, document: Mapping[str, Any], ceiling_rate_per_sec: float | None = None,
                  ceiling_burst: int | None = None) -> dict[str, Any]:
-        unknown = sorted(name for name in set(document) - set(self.fields)
+        named = set(self.fields) - set(self.by_prefix_only)
+        unknown = sorted(name for name in set(document) - named
                          if not (isinstance(name, str) and name.startswith(self.field_prefixes)))
         if unknown:
+            known = [*sorted(named), *(f"{prefix}<name>" for prefix in self.field_prefixes)]
             raise Refused(
                 f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} for {key}; "
-                f"known fields: {', '.join(sorted(self.fields))}"
+                f"known fields: {', '.join(known)}"
             )
         return self._validate(key, document, ceiling_rate_per_sec, ceiling_burst)
 
@@ -182,6 +186,7 @@ DOWNSTREAM_LIMITS = TunableKind(
     _bounds=_downstream_bounds,
     _in_force=_downstream_in_force,
     field_prefixes=(TUNABLE_TENANT_SHARE_PREFIX,),
+    by_prefix_only=("tenant_shares",),
 )
 
 

@@ -1,8 +1,15 @@
-"""What the limits are doing now: breakers, limiter levels, semaphore leases, queues, Map concurrency.
+"""What the limits are doing now: breakers, limiter levels, tenants, semaphore leases, queues, Map concurrency.
 
 Reads only (consistent scans of the three limit tables, queue attributes); interprets each item
 with the same pure cores the Lambdas decide with (`BreakerState.from_item`, `window_totals`,
 `shard_count_for`/`split_policy`), so the numbers mean what they mean to the fleet.
+
+Tenants: each downstream's shares in force (its tunables document, read as the Lambdas read it), and
+each tenant's bucket now, from the TATs the limiter keeps in the bucket's shard items (one attribute
+per tenant active lately: `hierarchical_rate`). A tenant whose TAT is ahead of now is backed up by that
+many seconds; past its own bucket's depth it is held back (its next call within its share is refused,
+and it is admitted only on what it may borrow). Only the `top_tenants` most backed up are listed, with a
+count of the others, so the output stays bounded whatever the number of tenants.
 """
 
 from __future__ import annotations
@@ -15,10 +22,18 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer
 
+from throttling.core import names as shared_names
 from throttling.core.circuit_breaker import BreakerPolicy, BreakerState, window_totals
+from throttling.core.hierarchical_rate import (
+    UNKNOWN_TENANT_PREFIX,
+    TenantShares,
+    class_depth_tokens,
+    tenant_policy,
+    tenant_share,
+)
 from throttling.core.names import breaker_tunables_key
-from throttling.core.rate_limiter import RatePolicy, shard_count_for, split_policy
-from throttling.core.tunables import InvalidTunables
+from throttling.core.rate_limiter import RatePolicy, depth_sec, shard_count_for, split_policy
+from throttling.core.tunables import DownstreamTunables, InvalidTunables, parse_tunables
 from throttlectl.discovery import Deployment, QueueRef
 from throttlectl.parameters import StoredTunable
 from throttlectl.schema import BREAKER_POLICY, DOWNSTREAM_LIMITS, document_of
@@ -30,6 +45,8 @@ __all__ = [
     "QueueRow",
     "SemaphoreRow",
     "StageStatus",
+    "TenantRow",
+    "TenantSharesRow",
     "collect_status",
     "queue_rows",
 ]
@@ -58,6 +75,33 @@ class LimiterRow:
     shards: int
     tokens_available: float | None
     full_in_sec: float
+
+
+@dataclass(frozen=True)
+class TenantSharesRow:
+    """How a downstream's bucket is shared, as its tunables document sets it (`TenantShares`)."""
+
+    downstream: str
+    shares: dict[str, float]
+    default_share: float
+    borrow_depth: float
+    reserves: dict[str, float]
+    # Tenants with a bucket state now, and how many of them are left out of `StageStatus.tenants`.
+    tenants_seen: int
+    tenants_left_out: int
+
+
+@dataclass(frozen=True)
+class TenantRow:
+    """One tenant's bucket under a downstream now: `backlog_sec` ahead of now (0: idle, a full bucket)."""
+
+    downstream: str
+    tenant: str
+    share: float
+    backlog_sec: float
+    # "held back" (every class), "<classes> held back" (the lower ones: `hierarchical_rate`'s thresholds),
+    # "within its share" (backed up, but its next call of any class conforms) or "idle".
+    state: str
 
 
 @dataclass(frozen=True)
@@ -101,14 +145,22 @@ class StageStatus:
     semaphores: tuple[SemaphoreRow, ...]
     queues: tuple[QueueRow, ...]
     concurrency: tuple[ConcurrencyRow, ...]
+    tenant_shares: tuple[TenantSharesRow, ...] = ()
+    tenants: tuple[TenantRow, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+# How many tenants `status` lists per downstream, the most backed up first.
+DEFAULT_TOP_TENANTS = 10
+
+
 def collect_status(
-    dynamodb: Any, sqs: Any, deployment: Deployment, tunables: Mapping[str, StoredTunable], now: float
+    dynamodb: Any, sqs: Any, deployment: Deployment, tunables: Mapping[str, StoredTunable], now: float,
+    *, top_tenants: int = DEFAULT_TOP_TENANTS,
 ) -> StageStatus:
+    tenant_shares, tenants = tenant_rows(dynamodb, deployment, tunables, now, top=top_tenants)
     return StageStatus(
         stage=deployment.stage,
         at_utc=_utc(now) or "",
@@ -117,7 +169,90 @@ def collect_status(
         semaphores=_semaphores(dynamodb, deployment, now),
         queues=queue_rows(sqs, deployment.queues),
         concurrency=_concurrency(deployment, tunables),
+        tenant_shares=tenant_shares,
+        tenants=tenants,
     )
+
+
+def tenant_rows(
+    dynamodb: Any, deployment: Deployment, tunables: Mapping[str, StoredTunable], now: float, *,
+    top: int = DEFAULT_TOP_TENANTS,
+) -> tuple[tuple[TenantSharesRow, ...], tuple[TenantRow, ...]]:
+    """Each downstream's shares in force, and its `top` tenants by backlog now (see the module docstring)."""
+    if top < 1:
+        raise ValueError(f"top must be at least 1 tenant per downstream, got {top}")
+    # bucket -> shard -> tenant key -> TAT
+    tats: dict[str, dict[int, dict[str, float]]] = {}
+    for item in _scan(dynamodb, deployment.rate_limiter_table):
+        bucket, _, shard = str(item["pk"]).rpartition("#")
+        if not bucket or not shard.isdigit():
+            continue
+        for attribute, value in item.items():
+            if attribute.startswith(shared_names.LIMITER_TENANT_TAT_PREFIX):
+                key = attribute[len(shared_names.LIMITER_TENANT_TAT_PREFIX):]
+                tats.setdefault(bucket, {}).setdefault(int(shard), {})[key] = float(value)
+    shares_rows, rows = [], []
+    for key, stored in sorted(tunables.items()):
+        if not key.startswith("downstreams/"):
+            continue
+        downstream = key.split("/", 1)[1]
+        in_force = _tunables_in_force(deployment, stored)
+        if in_force is None:
+            continue  # the limiters section already says the document is refused
+        shares = in_force.shares
+        policy = RatePolicy(in_force.rate_per_sec, in_force.burst)
+        shards = shard_count_for(policy.rate_per_sec)
+        per_shard = split_policy(policy, shards) if shards > 1 else policy
+        # tenant -> (its largest backlog over the shards, the classes whose next call within its share is refused)
+        by_tenant: dict[str, tuple[float, set[str]]] = {}
+        for tenants in tats.get(downstream, {}).values():
+            for tenant, tat in tenants.items():
+                backlog = max(0.0, tat - now)
+                was_backlog, held = by_tenant.get(tenant, (0.0, set()))
+                by_tenant[tenant] = (max(was_backlog, backlog), held | _classes_held_back(
+                    tenant_policy(per_shard, tenant_share(tenant, shares)), shares, backlog))
+        ranked = sorted(by_tenant.items(), key=lambda entry: (-entry[1][0], entry[0]))
+        for tenant, (backlog, held) in ranked[:top]:
+            if len(held) == len(shared_names.PRIORITY_CLASSES):
+                state = "held back"
+            elif held:
+                state = ", ".join(c for c in shared_names.PRIORITY_CLASSES if c in held) + " held back"
+            else:
+                state = "within its share" if backlog > 0 else "idle"
+            rows.append(TenantRow(downstream, _tenant_label(tenant), tenant_share(tenant, shares), round(backlog, 3),
+                                  state))
+        shares_rows.append(TenantSharesRow(
+            downstream, dict(shares.shares), shares.default_share, shares.borrow_depth,
+            {name: shares.reserve_of(name) for name in shared_names.PRIORITY_CLASSES}, len(by_tenant),
+            max(0, len(by_tenant) - top)))
+    return tuple(shares_rows), tuple(rows)
+
+
+def _classes_held_back(bucket: RatePolicy, shares: TenantShares, backlog_sec: float) -> set[str]:
+    """The classes whose next call within the tenant's share would be refused: GCRA admits one more only while
+    the backlog plus one interval stays within the class's depth of the tenant's bucket."""
+    return {name for name in shared_names.PRIORITY_CLASSES
+            if backlog_sec + bucket.emission_interval_sec
+            > depth_sec(bucket, depth_tokens=class_depth_tokens(bucket, shares, name)) + 1e-9}
+
+
+def _tenant_label(key: str) -> str:
+    """A tenant's key as an operator reads it: its id, or the slot unknown tenants are hashed into."""
+    if key.startswith(UNKNOWN_TENANT_PREFIX):
+        return f"(unknown tenants, slot {key[len(UNKNOWN_TENANT_PREFIX):]})"
+    return key
+
+
+def _tunables_in_force(deployment: Deployment, stored: StoredTunable) -> DownstreamTunables | None:
+    """What the Lambdas make of a downstream's document (or, refused, of its seed); None if neither parses."""
+    candidates = [stored.value] + ([deployment.seeds[stored.name]] if stored.name in deployment.seeds else [])
+    for raw in candidates:
+        try:
+            return parse_tunables(raw, ceiling_rate_per_sec=deployment.ceiling_for(stored.key),
+                                  ceiling_burst=deployment.burst_ceiling_for(stored.key)).tunables
+        except InvalidTunables:
+            continue
+    return None
 
 
 def queue_rows(sqs: Any, queues: tuple[QueueRef, ...]) -> tuple[QueueRow, ...]:

@@ -81,6 +81,19 @@ def test_the_deployed_alarms_exist_and_tell_people(cloud, deployed, dev_config):
             for kind in ("ThrottleRate", "ErrorRate", "ErrorRateSustained", "LatencyP99")} <= set(alarms)
 
 
+def test_the_deployed_tenant_rules_exist_over_the_callers_log_groups(cloud, deployed, dev_config):
+    # GIVEN the deployed stage's Contributor Insights rules (moto stores them; nothing evaluates them)
+    rules = {r["Name"]: r for r in cloud.client("cloudwatch").describe_insight_rules()["InsightRules"]}
+    groups = {g["logGroupName"] for page in cloud.client("logs").get_paginator("describe_log_groups").paginate()
+              for g in page["logGroups"]}
+    # THEN each downstream has both, enabled, each reading log groups the stage created, by exact name
+    for d in dev_config.downstreams:
+        for kind in ("Refused", "Answered"):
+            rule = rules[f"Throttling-dev-{d.name}-TopTenants{kind}"]
+            names = json.loads(rule["Definition"])["LogGroupNames"]
+            assert rule["State"] == "ENABLED" and names and set(names) <= groups, (names, sorted(groups)[:5])
+
+
 def test_a_429_alarm_lowers_the_crm_concurrency_and_the_next_batch_runs_with_it(
     cloud, deployed, controller, tunables, fresh_simulators
 ):

@@ -23,6 +23,7 @@ from throttling.adapters.dynamodb_rate_limiter import DynamoDbRateLimiter
 from throttling.core.circuit_breaker import BreakerPolicy
 from throttling.core.clock import FakeClock
 from throttling.core.rate_limiter import RatePolicy
+from throttling.core.tunables import parse_tunables
 from throttlectl.cli import main
 
 pytestmark = pytest.mark.emulator
@@ -269,8 +270,9 @@ def test_a_breaker_policy_is_validated_by_the_breaker_parser(ctl, cloud):
         (("set", "downstreams/crm", "mode=off", "--reason", REASON), 2, "mode must be one of ['auto', 'manual']"),
         (("set", "downstreams/crm", "rate_per_sec", "--reason", REASON), 2, "expected FIELD=VALUE"),
         (("set", "downstreams/crm", "rate=5", "--reason", REASON), 2,
-         "unknown field rate for downstreams/crm; known fields: burst, decrease_factor, floor_fraction,"
-         " increase_fraction_per_sec, max_concurrency, mode, rate_per_sec"),
+         "unknown field rate for downstreams/crm; known fields: borrow_depth, burst, decrease_factor,"
+         " default_tenant_share, floor_fraction, increase_fraction_per_sec, max_concurrency, mode, rate_per_sec,"
+         " reserve_batch, reserve_standard, share_<name>"),
         # a write needs a reason; a breaker has no mode; nothing to do
         (("set", "downstreams/crm", "rate_per_sec=5"), 2, "--reason is required to write"),
         (("set", "breakers/crm", "--pin", "--reason", REASON), 2, "breakers/crm has no mode to pin"),
@@ -420,6 +422,35 @@ def test_status_shows_breakers_limiters_leases_queues_and_concurrency(ctl, cloud
     # AND the table says the same
     assert "crm               open" in text.out
     assert "CrmBatchEmailDeadLetterQueue   dead-letter  2" in text.out
+
+
+def test_status_shows_each_downstreams_tenant_shares_and_the_most_backed_up_tenants(ctl, cloud, deployed):
+    # GIVEN shares for the CRM set by the operator, and two tenants' batch calls taken by the real limiter
+    assert ctl("set", "downstreams/crm", "share_acme=0.5", "share_initech=0.2", "--reason", REASON).code == 0
+    shared = deployed["Throttling-dev-SharedLimits"].outputs
+    dynamodb = cloud.client("dynamodb")
+    now = time.time()
+    in_force = parse_tunables(cloud.client("ssm").get_parameter(Name=CRM)["Parameter"]["Value"]).tunables
+    limiter = DynamoDbRateLimiter(shared["RateLimiterTableName"], client=dynamodb, clock=FakeClock(now))
+    policy = RatePolicy(in_force.rate_per_sec, in_force.burst)
+    try:
+        for tenant, calls in (("acme", 1), ("initech", 1)):
+            for _ in range(calls):
+                assert limiter.try_acquire("crm", policy, tenant=tenant, priority="batch", shares=in_force.shares).allowed
+        # WHEN the operator asks for the status, listing one tenant per downstream
+        result = ctl("status", "--json", "--top-tenants", "1", clock=lambda: now)
+        text = ctl("status", "--top-tenants", "1", clock=lambda: now)
+    finally:
+        dynamodb.delete_item(TableName=shared["RateLimiterTableName"], Key={"pk": {"S": "crm#0"}})
+    # THEN the CRM's shares are the stored ones, both tenants are counted and only the most backed up is listed
+    assert (result.code, text.code) == (0, 0), result.err
+    status = result.json()
+    crm = next(row for row in status["tenant_shares"] if row["downstream"] == "crm")
+    assert (crm["shares"], crm["tenants_seen"], crm["tenants_left_out"]) == ({"acme": 0.5, "initech": 0.2}, 2, 1)
+    (listed,) = [row for row in status["tenants"] if row["downstream"] == "crm"]
+    assert listed["tenant"] in ("acme", "initech") and listed["backlog_sec"] > 0
+    assert "tenants now (the 1 most backed up per downstream" in text.out
+    assert "acme 0.5, initech 0.2" in text.out and "2 (1 not listed)" in text.out
 
 
 # -- redrive -------------------------------------------------------------------------------------

@@ -258,6 +258,39 @@ def test_without_either_fix_such_a_stack_fails(cloud, remove):
         patches.apply("kms_key_tags_from_cloudformation")
 
 
+def insight_rule_stack(rule_name: str) -> dict:
+    body = {"Schema": {"Name": "CloudWatchLogRule", "Version": 1}, "LogGroupNames": ["/aws/lambda/probe"],
+            "LogFormat": "JSON", "Contribution": {"Keys": ["$.tenant"], "Filters": []}, "AggregateOn": "Count"}
+    return {"Resources": {"Rule": {"Type": "AWS::CloudWatch::InsightRule", "Properties": {
+        "RuleName": rule_name, "RuleState": "ENABLED", "RuleBody": json.dumps(body)}}},
+        "Outputs": {"RuleArn": {"Value": {"Fn::GetAtt": ["Rule", "Arn"]}}}}
+
+
+@pytest.mark.parametrize("patched", [False, True], ids=["moto-alone", "patched"])
+def test_cloudformation_creates_insight_rules_only_with_the_fix(cloud, patched):
+    # GIVEN a stack with one Contributor Insights rule
+    name = f"probe-rule-{'patched' if patched else 'alone'}"
+    if not patched:
+        patches.remove("cloudwatch_insight_rules_from_cloudformation")
+    try:
+        # WHEN CloudFormation creates it
+        cloud.client("cloudformation").create_stack(StackName=name, TemplateBody=json.dumps(insight_rule_stack(name)))
+    except Exception:  # noqa: BLE001 - moto alone may fail the stack on the rule's GetAtt
+        created = False
+    else:
+        created = True
+    finally:
+        patches.apply("cloudwatch_insight_rules_from_cloudformation")
+    rules = {r["Name"]: r for r in cloud.client("cloudwatch").describe_insight_rules()["InsightRules"]}
+    # THEN only with the fix does the rule exist, with its definition as declared
+    assert (name in rules) is patched
+    if patched:
+        assert created and rules[name]["State"] == "ENABLED"
+        assert json.loads(rules[name]["Definition"])["Contribution"]["Keys"] == ["$.tenant"]
+        cloud.client("cloudformation").delete_stack(StackName=name)
+        assert name not in {r["Name"] for r in cloud.client("cloudwatch").describe_insight_rules()["InsightRules"]}
+
+
 @pytest.mark.parametrize("patched", [False, True], ids=["moto-alone", "patched"])
 def test_definition_substitutions_from_cloudformation_need_the_fix(cloud, patched):
     # GIVEN a template whose state machine has a placeholder filled by DefinitionSubstitutions

@@ -10,6 +10,7 @@ import pytest
 from aws_cdk.assertions import Match, Template
 
 from tests.infra.cloudformation import referenced_ids
+from throttling.core import names
 
 
 @pytest.fixture(scope="module")
@@ -583,6 +584,36 @@ def test_the_stage_has_a_dashboard_of_every_downstream_and_layer(control_loop, d
                   "ControllerMaxConcurrency", "BreakerOpen", "Ingress Api: requests, 4xx, 429s, 5xx",
                   "Ingress Api: latency (ms)", "Ingress Api: requests and 4xx per route", "IngressRefused429"):
         assert title in body
+
+
+def test_each_downstream_has_top_tenant_rules_over_every_function_that_calls_it(dev_assembly, control_loop,
+                                                                               dev_config):
+    stacks, _ = dev_assembly
+    rules = stacks["control_loop"].tenant_rules
+    # THEN every downstream has its pair, named after it, counting refusals by tenant and class, answers by tenant
+    assert set(rules) == {d.name for d in dev_config.downstreams}
+    for downstream, pair in rules.items():
+        refused, answered = pair["Refused"], pair["Answered"]
+        assert refused.rule_name == f"Throttling-dev-{downstream}-TopTenantsRefused"
+        assert refused.body["Contribution"]["Keys"] == ["$.tenant", "$.priority"]
+        assert answered.body["Contribution"]["Keys"] == ["$.tenant"]
+        assert {"Match": "$.message", "In": [names.LIMITER_REFUSED_LOG_MESSAGE]} in refused.body["Contribution"]["Filters"]
+        assert {"Match": "$.message", "In": [names.CALL_ANSWERED_LOG_MESSAGE]} in answered.body["Contribution"][
+            "Filters"]
+        assert refused.body["AggregateOn"] == answered.body["AggregateOn"] == "Count"
+    # AND the legacy mainframe's rules read its caller's and its queue consumer's logs, each by exact name
+    legacy = json.dumps(stacks["control_loop"].resolve(rules["legacy_mainframe"]["Answered"].body["LogGroupNames"]))
+    assert "LegacyMainframeCallerLogGroup" in legacy and "LegacyConsumerLogGroup" in legacy
+    control_loop.resource_count_is("AWS::CloudWatch::InsightRule", 2 * len(dev_config.downstreams))
+
+
+def test_the_dashboard_draws_each_downstreams_top_tenants(control_loop, dev_config):
+    (dashboard,) = control_loop.find_resources("AWS::CloudWatch::Dashboard").values()
+    body = json.dumps(dashboard["Properties"]["DashboardBody"])
+    for d in dev_config.downstreams:
+        for kind in ("Refused", "Answered"):
+            assert f'\\"insightRule\\":{{\\"ruleName\\":\\"Throttling-dev-{d.name}-TopTenants{kind}\\"' in body
+        assert f"{d.name}: top tenants by refused takes (tenant, class)" in body
 
 
 def test_the_ingress_alarms_tell_people_of_refusals_errors_and_latency(control_loop, dev_config):

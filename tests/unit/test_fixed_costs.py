@@ -25,6 +25,8 @@ TEMPLATES = {
             {"Id": "a", "MetricStat": {}}, {"Id": "b", "MetricStat": {}}, {"Id": "c", "MetricStat": {}},
             {"Id": "rate", "Expression": "100 * a / (b + c)"}]}},
         "Board": {"Type": "AWS::CloudWatch::Dashboard", "Properties": {}},
+        "TopTenants": {"Type": "AWS::CloudWatch::InsightRule", "Properties": {}},
+        "TopTenantsToo": {"Type": "AWS::CloudWatch::InsightRule", "Properties": {}},
         "Key": {"Type": "AWS::KMS::Key", "Properties": {}},
     }},
     "B.template.json": {"Resources": {
@@ -47,6 +49,9 @@ def test_each_fixed_line_item_is_counted_from_the_templates_and_priced():
     assert items["CloudWatch alarms"].monthly_usd == pytest.approx(4 * cloudwatch["alarm_per_metric_month"])
     assert (items["CloudWatch dashboards"].count, items["KMS customer managed keys"].count,
             items["Secrets Manager secrets"].count) == (1, 1, 1)
+    # AND a Contributor Insights rule pays by the month
+    rules = items["Contributor Insights rules"]
+    assert (rules.count, rules.monthly_usd) == (2, pytest.approx(2 * cloudwatch["insight_rule_month"]))
     # AND a schedule runs its function once per tick, billed RUN_SEC at its memory; an event rule costs nothing fixed
     sweep = items["scheduled runs of Sweep"]
     assert sweep.count == pytest.approx(MINUTES_PER_MONTH / 5)

@@ -212,3 +212,13 @@ DEFAULT_TENANT: Final = "default"
 # The log line a caller writes for each take the limiter refused, with the invocation's tenant and
 # priority beside it: what the per-tenant Contributor Insights rule matches.
 LIMITER_REFUSED_LOG_MESSAGE: Final = "the shared limiter refused a token"
+# The log line a caller writes for each call the downstream answered (`handlers/call_downstream.py`): what the
+# per-tenant "calls answered" rule matches. A contract test runs the handler and applies both rules to its lines.
+CALL_ANSWERED_LOG_MESSAGE: Final = "downstream answered"
+# The JSON log keys the per-tenant rules read: Powertools' message key, and the keys a caller appends.
+LOG_KEY_MESSAGE: Final = "message"
+LOG_KEY_TENANT: Final = "tenant"
+LOG_KEY_PRIORITY: Final = "priority"
+# A tenant's TAT in a limiter shard's item is the attribute `<prefix><tenant key>` (written by
+# `adapters/dynamodb_rate_limiter.py`, read by `throttlectl status`; a contract test keeps the two equal).
+LIMITER_TENANT_TAT_PREFIX: Final = "t#"
