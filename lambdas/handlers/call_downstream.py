@@ -157,7 +157,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             metrics.add_metric(name=names.LIMITER_SIGNALS_REPORTED, unit=MetricUnit.Count, value=1)
         raise
     record_call(metrics, response=response)
-    logger.info("downstream answered", extra={"status": response.status, "latency_ms": round(response.latency_ms, 1)})
+    logger.info(names.CALL_ANSWERED_LOG_MESSAGE, extra={"status": response.status, "latency_ms": round(response.latency_ms, 1)})
     return {
         "downstream": deps.downstream,
         "status": response.status,

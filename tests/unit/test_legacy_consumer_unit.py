@@ -494,6 +494,19 @@ def test_an_unexpected_error_fails_that_record_alone_and_is_logged(consumer, fak
     assert "Invalid header value" in str(error.exc_info[1])
 
 
+def test_once_the_mainframe_is_shared_out_a_record_takes_from_its_tenant_s_share(consumer, fakes, monkeypatch):
+    limiter = fakes[0]
+    # GIVEN the mainframe's tunables name tenant acme's share
+    monkeypatch.setattr(consumer.dependencies().tunables, "get", lambda: DownstreamTunables(
+        rate_per_sec=0.8, burst=1, max_concurrency=1, tenant_shares=(("acme", 0.5),)))
+    event = sqs_event(record("r-acme"), record("r-none"))
+    event["Records"][0]["attributes"]["MessageGroupId"] = "acme"
+    # WHEN the batch is handled
+    consumer.handler(event, FakeContext())
+    # THEN each token is taken for its record's tenant, as standard work
+    assert limiter.shares_asked == [("acme", "standard"), (names.DEFAULT_TENANT, "standard")]
+
+
 def test_a_record_s_tenant_is_its_message_group_and_a_poison_message_keeps_it_in_the_dead_letter_queue(consumer, fakes):
     limiter, mainframe, aws, _ = fakes
     # GIVEN a record of tenant "acme" (its MessageGroupId, as the API sends it), one sent without a group,
@@ -507,8 +520,9 @@ def test_a_record_s_tenant_is_its_message_group_and_a_poison_message_keeps_it_in
     tenants = {u["Key"]["pk"]["S"]: u["ExpressionAttributeValues"][":tenant"]["S"] for u in aws.updates}
     assert tenants == {"r-acme": "acme", "r-none": names.DEFAULT_TENANT}
     assert [rid for rid, _ in mainframe.calls] == ["r-acme", "r-none"]
-    # AND each token was taken from its tenant's share, as standard work (the poison message took none)
-    assert limiter.shares_asked == [("acme", "standard"), (names.DEFAULT_TENANT, "standard")]
+    # AND each token was taken as standard work, from the bucket as a whole: the mainframe's tunables name no
+    # tenant's share, so no tenant counts (the poison message took none)
+    assert limiter.shares_asked == [(None, "standard"), (None, "standard")]
     # AND the poison message reaches the dead-letter queue still in its tenant's group, so a redrive keeps it there
     (dead,) = aws.sent
     assert (dead["MessageBody"], dead["MessageGroupId"]) == ("{oops", "acme")

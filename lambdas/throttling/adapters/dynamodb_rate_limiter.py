@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from throttling.adapters._dynamodb import failed_condition_item, number
+from throttling.core import names
 from throttling.core.adaptive_rate import (
     AdaptiveRatePolicy,
     AdaptiveState,
@@ -128,7 +129,7 @@ ADAPTIVE_SIGNAL_UPDATE = ("SET rate_base = :rate_base, rate_base_at = :rate_base
                           "blocked_until = :blocked_until, expires_at = :expires_at ADD signals :one")
 ADAPTIVE_SIGNAL_CONDITION = _SIGNALS_SEEN
 # Tenants: each tenant's TAT is the attribute `t#<tenant key>` of the shard's item.
-TENANT_TAT_PREFIX = "t#"
+TENANT_TAT_PREFIX = names.LIMITER_TENANT_TAT_PREFIX
 # Idle tenants' entries an admission removes at most (each one adds a condition to its write).
 STALE_TENANTS_PER_WRITE = 2
 
