@@ -37,21 +37,33 @@ def alarm_on_oldest_message_after(queue: sqs.IQueue, *, after_sec: int, reason: 
     :param after_sec: alarm when the oldest message is older than this (60 s to 14 days).
     :param reason: why messages may wait this long; it goes into the alarm's description.
     """
-    low, high = OLDEST_MESSAGE_ALARM_RANGE_SEC
-    if isinstance(after_sec, bool) or not isinstance(after_sec, int) or not low <= after_sec <= high:
-        raise ValueError(f"after_sec must be a whole number of seconds from {low} to {high} (SQS keeps a message"
-                         f" 14 days at most), got {after_sec!r}")
-    if not reason.strip():
-        raise ValueError("reason must say why this queue's messages may wait longer than the stage's default")
-    if oldest_message_alarm(queue) is not None:
-        raise ValueError(f"{queue.node.path} already has its own oldest-message alarm threshold; set it once")
-    queue.node.add_metadata(OLDEST_MESSAGE_ALARM, {"after_sec": after_sec, "reason": reason}, stack_trace=False)
+    _set_threshold(queue, OLDEST_MESSAGE_ALARM, after_sec, low=OLDEST_MESSAGE_ALARM_RANGE_SEC[0], reason=reason,
+                   missing_reason="reason must say why this queue's messages may wait longer than the stage's default",
+                   already="already has its own oldest-message alarm threshold")
 
 
 def oldest_message_alarm(queue: sqs.IQueue) -> OldestMessageAlarm | None:
     """The threshold `alarm_on_oldest_message_after` gave `queue`, if any."""
+    return _threshold(queue, OLDEST_MESSAGE_ALARM)
+
+
+def _set_threshold(queue: sqs.IQueue, kind: str, after_sec: int, *, low: int, reason: str, missing_reason: str,
+                   already: str) -> None:
+    """Record a queue's alarm threshold of `kind` as construct metadata, for the control-loop stack to build."""
+    high = OLDEST_MESSAGE_ALARM_RANGE_SEC[1]
+    if isinstance(after_sec, bool) or not isinstance(after_sec, int) or not low <= after_sec <= high:
+        raise ValueError(f"after_sec must be a whole number of seconds from {low} to {high} (SQS keeps a message"
+                         f" 14 days at most), got {after_sec!r}")
+    if not reason.strip():
+        raise ValueError(missing_reason)
+    if _threshold(queue, kind) is not None:
+        raise ValueError(f"{queue.node.path} {already}; set it once")
+    queue.node.add_metadata(kind, {"after_sec": after_sec, "reason": reason}, stack_trace=False)
+
+
+def _threshold(queue: sqs.IQueue, kind: str) -> OldestMessageAlarm | None:
     for entry in queue.node.metadata:
-        if entry.type == OLDEST_MESSAGE_ALARM:
+        if entry.type == kind:
             return OldestMessageAlarm(after_sec=int(entry.data["after_sec"]), reason=str(entry.data["reason"]))
     return None
 
@@ -71,22 +83,14 @@ def alarm_on_quiet_tenants_age_after(queue: sqs.IQueue, *, after_sec: int, reaso
     :param after_sec: the quiet tenants' longest expected wait, in whole seconds (1 s to 14 days).
     :param reason: where the threshold comes from; it goes into the alarm's description.
     """
-    high = OLDEST_MESSAGE_ALARM_RANGE_SEC[1]
-    if isinstance(after_sec, bool) or not isinstance(after_sec, int) or not 1 <= after_sec <= high:
-        raise ValueError(f"after_sec must be a whole number of seconds from 1 to {high}, got {after_sec!r}")
-    if not reason.strip():
-        raise ValueError("reason must say where the quiet tenants' threshold comes from")
-    if quiet_tenants_alarm(queue) is not None:
-        raise ValueError(f"{queue.node.path} already alarms on its quiet tenants' message age; set it once")
-    queue.node.add_metadata(QUIET_TENANTS_ALARM, {"after_sec": after_sec, "reason": reason}, stack_trace=False)
+    _set_threshold(queue, QUIET_TENANTS_ALARM, after_sec, low=1, reason=reason,
+                   missing_reason="reason must say where the quiet tenants' threshold comes from",
+                   already="already alarms on its quiet tenants' message age")
 
 
 def quiet_tenants_alarm(queue: sqs.IQueue) -> OldestMessageAlarm | None:
     """The threshold `alarm_on_quiet_tenants_age_after` gave `queue`, if any."""
-    for entry in queue.node.metadata:
-        if entry.type == QUIET_TENANTS_ALARM:
-            return OldestMessageAlarm(after_sec=int(entry.data["after_sec"]), reason=str(entry.data["reason"]))
-    return None
+    return _threshold(queue, QUIET_TENANTS_ALARM)
 
 
 ERRORS_ALARM = "throttling:errors-alarm"
