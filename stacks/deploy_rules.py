@@ -79,6 +79,7 @@ RULES: dict[str, str] = {
     "state-machine-log-group": "state machines log under /aws/vendedlogs/states/",
     "lambda-environment-size": "a function's environment stays within 3.5 KB of Lambda's 4 KB",
     "ssm-parameter-size": "a String parameter fits its tier (4 KB standard, 8 KB advanced)",
+    "insight-rule-size": "a Contributor Insights rule's definition fits PutInsightRule's 8,192 characters",
     "powertools-layer": "functions get the Powertools release requirements-lambda.txt pins, resolved from its SSM parameter",
 }
 
@@ -101,6 +102,7 @@ def check_templates(templates: Mapping[str, Template], *, powertools_version: st
         findings += _state_machine_log_groups(name, template)
         findings += _lambda_environment_sizes(name, template, templates)
         findings += _ssm_parameter_sizes(name, template, templates)
+        findings += _insight_rule_sizes(name, template, templates)
         findings += _powertools_layers(name, template, powertools_version)
     return findings
 
@@ -284,6 +286,29 @@ def _ssm_parameter_sizes(name: str, template: Template, templates: Mapping[str, 
                 f" {limit:,} its {tier} tier holds",
                 fix="split the document (one parameter per downstream, as the controller's plans are) or use the"
                 " Advanced tier (charged per parameter)",
+            )
+
+
+# PutInsightRule's RuleDefinition: at most 8,192 characters (the rule body CloudFormation sends it).
+INSIGHT_RULE_DEFINITION_LIMIT_CHARS = 8_192
+
+
+def _insight_rule_sizes(name: str, template: Template, templates: Mapping[str, Template]) -> Iterator[Finding]:
+    """A rule over many log groups (one per caller, each name up to 512 characters once CloudFormation names
+    it) can pass the limit; CloudFormation would then fail the stack mid-deploy, and moto takes any size."""
+    for logical_id, resource in (template.get("Resources") or {}).items():
+        if resource.get("Type") != "AWS::CloudWatch::InsightRule":
+            continue
+        size = len(_render((resource.get("Properties") or {}).get("RuleBody", ""), template, templates))
+        if size > INSIGHT_RULE_DEFINITION_LIMIT_CHARS:
+            yield Finding(
+                rule="insight-rule-size",
+                template=name,
+                logical_id=logical_id,
+                location="Properties/RuleBody",
+                message=f"rule {logical_id}'s definition may reach {size:,} characters once deployed, over the"
+                f" {INSIGHT_RULE_DEFINITION_LIMIT_CHARS:,} PutInsightRule takes",
+                fix="split the rule (one per caller's log group) or name the log groups so their length is known",
             )
 
 

@@ -189,6 +189,33 @@ def test_the_rule_catches_an_ssm_parameter_over_its_tier():
     assert check_templates({"Probe": template}) == []
 
 
+# -- insight-rule-size ---------------------------------------------------------------------------
+
+
+def test_every_contributor_insights_rule_of_the_app_fits_put_insight_rule(dev_assembly):
+    # GIVEN the app's rules, their log groups' names counted at their longest (CloudFormation names them)
+    stacks, _ = dev_assembly
+    templates = templates_of(stacks)
+    rules = [r for t in templates.values() for r in t["Resources"].values() if r["Type"] == "AWS::CloudWatch::InsightRule"]
+    # THEN there are some, and none breaks the limit
+    assert rules and [f for f in check_templates(templates) if f.rule == "insight-rule-size"] == []
+
+
+def test_the_rule_catches_a_contributor_insights_rule_over_many_log_groups():
+    # GIVEN a rule over 20 log groups CloudFormation names (up to 512 characters each)
+    groups = {f"Group{i}": {"Type": "AWS::Logs::LogGroup", "Properties": {}} for i in range(20)}
+    body = {"Fn::Join": ["", ['{"LogGroupNames":["', {"Fn::Join": ['","', [{"Ref": g} for g in groups]]}, '"]}']]}
+    template = {"Resources": {**groups, "Rule": {"Type": "AWS::CloudWatch::InsightRule", "Properties": {
+        "RuleName": "probe", "RuleState": "ENABLED", "RuleBody": body}}}}
+    # THEN the rule is found over PutInsightRule's limit
+    (finding,) = check_templates({"Probe": template})
+    assert finding.rule == "insight-rule-size" and "8,192" in finding.message
+    # AND two such groups fit
+    template["Resources"]["Rule"]["Properties"]["RuleBody"] = {"Fn::Join": ["", ['{"LogGroupNames":["', {
+        "Fn::Join": ['","', [{"Ref": "Group0"}, {"Ref": "Group1"}]]}, '"]}']]}
+    assert check_templates({"Probe": template}) == []
+
+
 # -- powertools-layer ----------------------------------------------------------------------------
 
 
