@@ -197,7 +197,8 @@ def simulate(scenario: Scenario, strategy: str, seed: int) -> dict[str, Any]:
         else:
             sim.after(step.seconds, ask, queue, arrived_at, take)
 
-    def answered(status: int, latency_sec: float, retry_after: Any, queue: _Queue, arrived_at: float) -> None:
+    def answered(status: int, latency_sec: float, retry_after: Any, published_per_sec: Any, queue: _Queue,
+                 arrived_at: float) -> None:
         if status != OK:
             throttled[0] += 1
             queue.waiting.appendleft(arrived_at)

@@ -15,7 +15,10 @@ What it models, in the order a call meets it:
 - a 5xx rate: that share of the admitted calls is answered 500 after its service time;
 - capacity that changes over time: at each `capacity_changes` time the rate and the burst become
   that factor of the model's (tokens already earned are kept, clamped to the new burst, as
-  `localcloud.referee.downstream_simulator` does).
+  `localcloud.referee.downstream_simulator` does);
+- with `publishes_limit`, every answer carries the rate its bucket had when the call reached it, as
+  a `RateLimit-Policy: <limit>;w=1` header would (the referee's simulator sends one); without it, a
+  caller learns the limit only from 429s.
 
 What it simplifies: one bucket for every caller (real APIs may key it by account or token); no
 per-call retry of its own; a call the caller stopped waiting for (a timeout) is still served, so
@@ -98,6 +101,7 @@ class DownstreamModel:
     outages: tuple[tuple[float, float], ...] = ()
     capacity_changes: tuple[tuple[float, float], ...] = ()
     latency_ramp: tuple[float, float, float] | None = None
+    publishes_limit: bool = False
 
     def __post_init__(self) -> None:
         if not self.rate_per_sec > 0 or self.burst < 1 or self.concurrency < 1:
@@ -143,7 +147,9 @@ class DownstreamModel:
 
 
 class Downstream:
-    """The model running in a `Simulation`: `send` a call, get `on_answer(status, latency_sec, retry_after_sec, *args)`."""
+    """The model running in a `Simulation`: `send` a call, get
+    `on_answer(status, latency_sec, retry_after_sec, published_per_sec, *args)` (published_per_sec None
+    unless the model `publishes_limit`, and on a timeout)."""
 
     def __init__(self, sim: Simulation, model: DownstreamModel) -> None:
         self.sim = sim
@@ -176,28 +182,35 @@ class Downstream:
             return
         if not self._bucket.try_take(now):
             wait = self._bucket.seconds_until_next_token(now)
-            self._answer_after(self._one_way_sec(), sent_at, timeout_sec, THROTTLED, wait, on_answer, args)
+            self._answer_after(self._one_way_sec(), sent_at, timeout_sec, THROTTLED, wait, on_answer, args,
+                               self._published())
             return
         self.admitted += 1
         starts_at = max(now, heapq.heappop(self._servers_free_at))
         done_at = starts_at + self.model.latency.sample_sec(self._service) * self.model.latency_factor_at(now)
         heapq.heappush(self._servers_free_at, done_at)
         status = SERVER_ERROR if self._faults.random() < self.model.server_error_rate else OK
-        self._answer_after(done_at - now + self._one_way_sec(), sent_at, timeout_sec, status, None, on_answer, args)
+        self._answer_after(done_at - now + self._one_way_sec(), sent_at, timeout_sec, status, None, on_answer, args,
+                           self._published())
+
+    def _published(self) -> float | None:
+        return self._bucket.rate_per_sec if self.model.publishes_limit else None
 
     def _answer_after(self, delay_sec: float, sent_at: float, timeout_sec: float, status: int,
-                      wait_sec: float | None, on_answer: AnswerCallback, args: tuple[Any, ...]) -> None:
+                      wait_sec: float | None, on_answer: AnswerCallback, args: tuple[Any, ...],
+                      published_per_sec: float | None = None) -> None:
         retry_after = None if wait_sec is None else max(1, math.ceil(wait_sec - _EPSILON))
         answered_at = self.sim.now + delay_sec
         if answered_at - sent_at > timeout_sec:
-            self.sim.at(sent_at + timeout_sec, self._deliver, TIMED_OUT, timeout_sec, None, on_answer, args)
+            self.sim.at(sent_at + timeout_sec, self._deliver, TIMED_OUT, timeout_sec, None, None, on_answer, args)
         else:
-            self.sim.at(answered_at, self._deliver, status, answered_at - sent_at, retry_after, on_answer, args)
+            self.sim.at(answered_at, self._deliver, status, answered_at - sent_at, retry_after, published_per_sec,
+                        on_answer, args)
 
-    def _deliver(self, status: int, latency_sec: float, retry_after: int | None, on_answer: AnswerCallback,
-                 args: tuple[Any, ...]) -> None:
+    def _deliver(self, status: int, latency_sec: float, retry_after: int | None, published_per_sec: float | None,
+                 on_answer: AnswerCallback, args: tuple[Any, ...]) -> None:
         self.in_flight -= 1
-        on_answer(status, latency_sec, retry_after, *args)
+        on_answer(status, latency_sec, retry_after, published_per_sec, *args)
 
     @property
     def rate_per_sec(self) -> float:

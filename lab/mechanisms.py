@@ -13,7 +13,8 @@ Functions' jittered backoff (`throttling.core.backoff.full_jitter_delay`), the c
   milliseconds, so here no token comes back too late to spend), and the breaker is one shared state.
   With an adaptive limiter (`throttling.core.adaptive_rate.InMemoryAdaptiveRateLimiter`, the same
   core as the DynamoDB adapter's inner loop), a 429, or a 503 with a short Retry-After, is reported
-  for the token that paid for the call, as the callers' `TokenGate.report` does; the report takes no time.
+  for the token that paid for the call, as the callers' `TokenGate.report` does, and so is a rate the
+  downstream published in its answer; a report takes no time.
 - `StepFunctionsTask`: a Task state around the caller with the workflow's `Retry` (jittered
   exponential backoff per error) and its `Catch` loop (wait the Retry-After asked for, rounded, plus
   1 s; a random 1-9 s without one; give up after `max_waits` waits or a wait above `max_wait_sec`),
@@ -145,12 +146,15 @@ class Caller:
         self.ledger.call_sent(self.sim.now)
         self.downstream.send(self.timeout_sec, self._answered, request, on_result, args, admitted_at)
 
-    def _answered(self, status: int, latency_sec: float, retry_after: int | None, request: Request,
-                  on_result: CallResult, args: tuple[Any, ...], admitted_at: float | None) -> None:
+    def _answered(self, status: int, latency_sec: float, retry_after: int | None, published_per_sec: float | None,
+                  request: Request, on_result: CallResult, args: tuple[Any, ...], admitted_at: float | None) -> None:
         self.ledger.call_answered(self.sim.now, status, latency_sec, retry_after)
-        if (admitted_at is not None and isinstance(self.limiter, InMemoryAdaptiveRateLimiter)
-                and is_throttling_signal(status, retry_after, self.limiter.adaptive)):
-            self.limiter.report_signal(admitted_at, retry_after)
+        if admitted_at is not None and isinstance(self.limiter, InMemoryAdaptiveRateLimiter):
+            # As `TokenGate.report` does: the published limit first (a 429 under a lowered limit then
+            # cuts from the lowered rate), then the signal.
+            self.limiter.report_published(admitted_at, published_per_sec)
+            if is_throttling_signal(status, retry_after, self.limiter.adaptive):
+                self.limiter.report_signal(admitted_at, retry_after)
         if self.breaker_policy is not None:
             self.breaker_state = record(self.breaker_state, self.breaker_policy, self.sim.now, status == OK,
                                         latency_sec, self._caller_id(request))

@@ -86,6 +86,8 @@ class Run:
     decisions: list[tuple[float, Adjustment]]
     max_running_seen: int
     limiter_policy: RatePolicy | None
+    # Published limits the inner loop wrote (news only: each one conditional write when deployed).
+    limiter_publications: int = 0
 
 
 def run(strategy: Strategy, scenario: Scenario, *, seed: int = 1, headroom: float = HEADROOM,
@@ -149,7 +151,8 @@ def run(strategy: Strategy, scenario: Scenario, *, seed: int = 1, headroom: floa
     sim.every(1.0, sample, first_at=0.0)
     sim.run(scenario.duration_sec - 1e-9)
     return Run(strategy, scenario, seed, ledger, decisions, intake.max_running_seen,
-               limiter.policy if limiter is not None else None)
+               limiter.policy if limiter is not None else None,
+               limiter.publications if isinstance(limiter, InMemoryAdaptiveRateLimiter) else 0)
 
 
 def _rate_in_force(limiter: InMemoryRateLimiter | InMemoryAdaptiveRateLimiter | None) -> float:
@@ -226,6 +229,7 @@ def summarize(result: Run) -> dict[str, Any]:
         "errors": sum(ledger.errors),
         "limiter_decisions": ledger.limiter_decisions,
         "limiter_refused": sum(ledger.limiter_refused),
+        "limiter_publications": result.limiter_publications,
         "task_attempts": sum(r.task_attempts for r in ledger.requests),
         "waits": sum(r.waits for r in ledger.requests),
         "max_concurrency_seen": result.max_running_seen,

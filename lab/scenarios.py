@@ -1,5 +1,5 @@
 """The benchmark's scenarios: one downstream like the dev stage's CRM (10 req/s, burst 10, about
-200 ms per call), and five ways the world treats it over an hour.
+200 ms per call), and six ways the world treats it over an hour.
 
 Each scenario lists its `changes`: the moments after which the benchmark measures how long each
 strategy takes to settle again (see `lab.run`).
@@ -52,6 +52,20 @@ SCENARIOS: tuple[Scenario, ...] = (
         downstream=DownstreamModel(
             rate_per_sec=LIMIT_RPS, burst=10, concurrency=8, latency=Latency("uniform", LATENCY_MS, 50.0),
             capacity_changes=((1215.0, 0.5), (2415.0, 1.0)),
+        ),
+        changes=((1215.0, "capacity halved"), (2415.0, "capacity restored")),
+    ),
+    # The same change, from a downstream that says so: every answer carries its current limit (as
+    # `RateLimit-Policy: 5;w=1` would). Without it, no strategy can both draw no 429 in any 10 s
+    # window while capacity is halved and notice within a minute that it came back: only a call
+    # above the halved rate can tell, and while it is still halved that call is refused.
+    Scenario(
+        name="capacity_halved_published",
+        title="Capacity halved at 20:15 and restored at 40:15 as above, by a downstream that publishes its limit",
+        arrivals=Arrivals(rate_per_sec=3 * LIMIT_RPS),
+        downstream=DownstreamModel(
+            rate_per_sec=LIMIT_RPS, burst=10, concurrency=8, latency=Latency("uniform", LATENCY_MS, 50.0),
+            capacity_changes=((1215.0, 0.5), (2415.0, 1.0)), publishes_limit=True,
         ),
         changes=((1215.0, "capacity halved"), (2415.0, "capacity restored")),
     ),

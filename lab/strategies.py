@@ -18,10 +18,15 @@ differ only in what holds the traffic back:
 | static_guess+limiter | 5, the seed's guess | the plan's rate and burst | nobody |
 | aimd_baseline+limiter | the plan's | the plan's rate and burst | plain AIMD, on the concurrency |
 | gradient2_baseline+limiter | the plan's | the plan's rate and burst | Gradient2, on the concurrency |
+| static_guess+inner_loop | 5, the seed's guess | the inner loop, as inner_loop's | the inner loop; nobody on the concurrency |
+| aimd_baseline+inner_loop | the plan's | the inner loop, as inner_loop's | the inner loop; plain AIMD on the concurrency |
+| gradient2_baseline+inner_loop | the plan's | the inner loop, as inner_loop's | the inner loop; Gradient2 on the concurrency |
 
-The `+limiter` rows give a baseline the same shared limiter ours runs behind (9.9 req/s, burst 5 for
-the CRM), so the benchmark compares like with like: without one, a concurrency controller cannot
-hold a rate limit at any setting. Retries only and Little's law get none: the first would be the
+The `+limiter` rows give a baseline the same shared limiter `adaptive_aimd` runs behind (9.9 req/s,
+burst 5 for the CRM), and the `+inner_loop` rows the same limiter as `inner_loop` (its inner loop
+included: every 429 and every published limit heard by the whole fleet), so the benchmark compares
+like with like: without one, a concurrency controller cannot hold a rate limit at any setting, and
+against the `+inner_loop` rows what ours adds is the controller on the concurrency alone. Retries only and Little's law get none: the first would be the
 static guess with a wider Map, the second never reaches the planned rate (2 calls of 200 ms in flight).
 
 "The plan" is `throttling.core.planning.plan_capacity` on the advertised limit and latency, with the
@@ -64,12 +69,13 @@ class Strategy:
 
     @property
     def baseline_with_our_limiter(self) -> bool:
-        """Not ours, behind the same limiter ours has: the fair comparison."""
-        return not self.ours and self.limiter == "planned"
+        """Not ours, behind the same limiter one of ours has: the fair comparison."""
+        return not self.ours and self.limiter in ("planned", "adaptive")
 
     @property
     def ours(self) -> bool:
-        return self.controller in ("aimd", "gradient") or self.limiter == "adaptive"
+        """The project's controller drives it (a baseline may borrow our limiter, never our controller)."""
+        return self.controller in ("aimd", "gradient")
 
     def initial_map_concurrency(self, plan: CapacityPlan) -> int:
         if self.map_concurrency == "inline_max":
@@ -93,6 +99,12 @@ STRATEGIES: tuple[Strategy, ...] = (
     Strategy("static_guess+limiter", "static Map concurrency 5 behind our limiter", "seed", "planned", "none"),
     Strategy("aimd_baseline+limiter", "plain AIMD behind our limiter", "plan", "planned", "plain_aimd"),
     Strategy("gradient2_baseline+limiter", "Netflix Gradient2 behind our limiter", "plan", "planned", "gradient2"),
+    Strategy("static_guess+inner_loop", "static Map concurrency 5 behind our limiter's inner loop", "seed", "adaptive",
+             "none"),
+    Strategy("aimd_baseline+inner_loop", "plain AIMD behind our limiter's inner loop", "plan", "adaptive",
+             "plain_aimd"),
+    Strategy("gradient2_baseline+inner_loop", "Netflix Gradient2 behind our limiter's inner loop", "plan", "adaptive",
+             "gradient2"),
 )
 
 

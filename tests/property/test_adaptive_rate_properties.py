@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from throttling.core.adaptive_rate import AdaptiveRatePolicy, InMemoryAdaptiveRateLimiter
+from throttling.core.adaptive_rate import PUBLISHED_TTL_SEC, AdaptiveRatePolicy, InMemoryAdaptiveRateLimiter
 from throttling.core.clock import FakeClock
 from throttling.core.rate_limiter import RatePolicy
 
@@ -102,3 +102,64 @@ def test_many_callers_answering_one_overload_cut_once(contract, loop, callers, r
     cut = next(o for o in outcomes if o.cut)
     expected = max(loop.floor_fraction * contract.rate_per_sec, cut.rate_before_per_sec * loop.decrease_factor)
     assert abs(cut.rate_after_per_sec - expected) <= SLACK
+
+
+publishing_steps = st.lists(
+    st.tuples(
+        st.one_of(st.just(0.0), st.floats(min_value=0.0, max_value=200.0)),
+        st.one_of(
+            st.just(("take",)),
+            st.tuples(st.just("signal"), st.integers(0, 1_000), st.one_of(st.none(), st.floats(0.0, 5.0))),
+            st.tuples(st.just("publish"), st.integers(0, 1_000), st.floats(min_value=0.1, max_value=200.0)),
+        ),
+    ),
+    max_size=80,
+)
+
+
+@MODEST
+@given(contract=contracts, loop=loops, steps=publishing_steps)
+def test_a_published_limit_caps_the_rate_while_it_is_believed_and_never_lifts_it_past_the_contract(contract, loop, steps):
+    # GIVEN an adaptive bucket on a fake clock, whose downstream publishes limits in some of its answers
+    clock = FakeClock(1_000.0)
+    limiter = InMemoryAdaptiveRateLimiter(contract, loop, clock)
+    floor, ceiling = loop.floor_fraction * contract.rate_per_sec, contract.rate_per_sec
+    admitted: list[float] = []
+    believed: tuple[float, float] | None = None  # (published rate, admission of the call that carried it)
+
+    # WHEN calls, signals and publications arrive in any order, with any gaps
+    for gap, step in steps:
+        before_gap = limiter.rate_per_sec
+        clock.advance(gap)
+        if believed is not None and clock.now() >= believed[1] + PUBLISHED_TTL_SEC:
+            believed = None
+        # THEN time alone never lowers the rate (an expired publication can only lift it)
+        assert limiter.rate_per_sec >= before_gap - SLACK
+        rate_before = limiter.rate_per_sec
+        if step[0] == "take":
+            decision = limiter.try_acquire()
+            if decision.allowed:
+                admitted.append(clock.now())
+        elif step[0] == "signal" and admitted:
+            limiter.report_signal(admitted[step[1] % len(admitted)], step[2])
+        elif step[0] == "publish" and admitted:
+            admitted_at = admitted[step[1] % len(admitted)]
+            recorded = limiter.report_published(admitted_at, step[2])
+            # THEN an answer to a call older than the one believed is never news
+            if believed is not None and admitted_at < believed[1] - SLACK:
+                assert not recorded
+            if recorded:
+                believed = (step[2], admitted_at)
+            elif believed is None or admitted_at < believed[1] - SLACK:
+                assert limiter.rate_per_sec == rate_before
+        # THEN while a published rate is believed, the bucket admits no faster than it less its headroom
+        if believed is not None:
+            assert limiter.rate_per_sec <= believed[0] * (1 - loop.published_headroom) + SLACK
+        # AND never faster than the contract, nor slower than the floor unless the downstream asked for less
+        cap = ceiling if believed is None else min(ceiling, believed[0] * (1 - loop.published_headroom))
+        assert min(floor, cap) - SLACK <= limiter.rate_per_sec <= ceiling + SLACK
+
+    # THEN over any interval, admissions never exceed the contract's burst plus its rate times the interval
+    for i, first in enumerate(admitted):
+        for j in range(i, len(admitted)):
+            assert j - i + 1 <= contract.burst + contract.rate_per_sec * (admitted[j] - first) + SLACK

@@ -5,12 +5,15 @@ from __future__ import annotations
 import pytest
 
 from throttling.core.adaptive_rate import (
+    PUBLISHED_TTL_SEC,
     AdaptiveRatePolicy,
     AdaptiveState,
     InMemoryAdaptiveRateLimiter,
+    ceiling_in_force,
     current_rate,
     effective_policy,
     is_throttling_signal,
+    on_published,
     on_signal,
     recovered_at,
 )
@@ -180,3 +183,62 @@ def test_a_seed_below_the_floor_is_refused():
 ])
 def test_what_counts_as_a_throttling_signal(status, retry_after_sec, signal):
     assert is_throttling_signal(status, retry_after_sec, AdaptiveRatePolicy()) is signal
+
+
+def test_a_published_limit_is_believed_at_once_both_ways_less_its_headroom():
+    # GIVEN a bucket at its contract of 10 req/s, burst 10
+    clock = FakeClock(T0)
+    limiter = InMemoryAdaptiveRateLimiter(CONTRACT, LOOP, clock)
+    admitted_at = limiter.try_acquire().decided_at
+    # WHEN an answer says the downstream now allows 5 req/s
+    assert limiter.report_published(admitted_at, 5.0)
+    # THEN the bucket admits 5 less 1 % at once, with its burst scaled alike: no 429 was needed
+    assert limiter.rate_per_sec == pytest.approx(4.95)
+    assert effective_policy(limiter.state, clock.now(), CONTRACT, LOOP) == RatePolicy(4.95, 5)
+    # WHEN a later call's answer says 10 again
+    clock.advance(1.0)
+    later = limiter.try_acquire().decided_at
+    assert limiter.report_published(later, 10.0)
+    # THEN it is back at once, with no climb, at 10 less its headroom; never above the configured
+    # ceiling (here the contract itself), whatever is published
+    assert limiter.rate_per_sec == pytest.approx(9.9)
+    clock.advance(1.0)
+    assert limiter.report_published(limiter.try_acquire().decided_at, 1_000.0)
+    assert limiter.rate_per_sec == 10.0
+
+
+def test_only_news_is_written_and_an_older_calls_answer_is_older_news():
+    clock = FakeClock(T0)
+    state = AdaptiveState()
+    first = on_published(state, T0, T0, 5.0)
+    assert first is not None and first.published_per_sec == 5.0
+    # The same rate, or within 1 %, while the stored one is under half its TTL old: no write
+    assert on_published(first, T0 + 10, T0 + 9, 5.04) is None
+    # The same rate once it is half its TTL old: one refreshing write
+    refreshed = on_published(first, T0 + PUBLISHED_TTL_SEC / 2 + 1, T0 + PUBLISHED_TTL_SEC / 2, 5.0)
+    assert refreshed is not None and refreshed.published_at == T0 + PUBLISHED_TTL_SEC / 2
+    # An answer to a call admitted before the stored one's, even if it arrives later: ignored
+    assert on_published(first, T0 + 5, T0 - 1, 10.0) is None
+    # Garbage, or a call admitted a TTL ago: ignored
+    for nonsense in (None, 0.0, -3.0, float("nan"), float("inf"), "10"):
+        assert on_published(first, T0 + 1, T0 + 1, nonsense) is None  # type: ignore[arg-type]
+    assert on_published(state, T0 + PUBLISHED_TTL_SEC, T0, 5.0) is None
+    del clock
+
+
+def test_a_published_limit_expires_and_a_429_under_it_cuts_from_the_published_rate():
+    # GIVEN a bucket told 5 req/s by the answer to a call admitted at T0
+    clock = FakeClock(T0)
+    limiter = InMemoryAdaptiveRateLimiter(CONTRACT, LOOP, clock)
+    limiter.report_published(limiter.try_acquire().decided_at, 5.0)
+    # WHEN a call admitted under it draws a 429
+    clock.advance(2.0)
+    admitted_at = limiter.try_acquire().decided_at
+    outcome = limiter.report_signal(admitted_at, None)
+    # THEN the cut starts from the published rate, not from the contract
+    assert outcome.cut and outcome.rate_before_per_sec == pytest.approx(4.95)
+    assert outcome.rate_after_per_sec == pytest.approx(4.95 * LOOP.decrease_factor)
+    # AND once nobody has repeated it for its TTL, the published rate no longer caps the climb
+    clock.set(T0 + PUBLISHED_TTL_SEC + 600)
+    assert ceiling_in_force(limiter.state, clock.now(), CONTRACT.rate_per_sec, LOOP) == CONTRACT.rate_per_sec
+    assert limiter.rate_per_sec == 10.0

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from bench.strategies import OURS, benchmark, summary_markdown, worst
+from bench.strategies import OURS, benchmark, summary_markdown, where_ours_loses, worst
 from lab.scenarios import scenario
 from lab.strategies import STRATEGIES, strategy
 
@@ -60,4 +60,24 @@ def test_worst_treats_a_time_that_never_came_as_the_worst():
 def test_ours_are_the_inner_loop_and_the_controller_alone():
     assert all(strategy(name).ours for name in OURS)
     assert {s.name for s in STRATEGIES if s.baseline_with_our_limiter} == {
-        "static_guess+limiter", "aimd_baseline+limiter", "gradient2_baseline+limiter"}
+        "static_guess+limiter", "aimd_baseline+limiter", "gradient2_baseline+limiter",
+        "static_guess+inner_loop", "aimd_baseline+inner_loop", "gradient2_baseline+inner_loop"}
+
+
+def test_each_of_ours_is_compared_with_the_baselines_behind_its_own_limiter():
+    # GIVEN every baseline one point of net goodput above both of ours in one scenario
+    rows = []
+    for spec in STRATEGIES:
+        net = 0.5 if spec.ours else 0.6
+        rows.append({"scenario": "steady_overload", "strategy": spec.name,
+                     "net_goodput_fraction_of_limit": {"mean": net, "worst": net}})
+    # WHEN the losses are listed
+    losses = where_ours_loses(rows)
+    # THEN the inner loop is measured against the baselines behind its own limiter, inner loop included,
+    # and the controller alone against those behind the planned limiter; never across
+    pairs = {(loss["ours"], loss["baseline"]) for loss in losses}
+    assert pairs == {
+        ("inner_loop", "static_guess+inner_loop"), ("inner_loop", "aimd_baseline+inner_loop"),
+        ("inner_loop", "gradient2_baseline+inner_loop"),
+        ("adaptive_aimd", "static_guess+limiter"), ("adaptive_aimd", "aimd_baseline+limiter"),
+        ("adaptive_aimd", "gradient2_baseline+limiter")}

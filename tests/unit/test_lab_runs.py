@@ -6,10 +6,12 @@ import dataclasses
 
 import pytest
 
+from throttling.core.adaptive_rate import PUBLISHED_TTL_SEC
+
 from lab.engine import Simulation
 from lab.ledger import FAILED, QUEUED, RUNNING, STATES, SUCCEEDED, Ledger
 from lab.run import run, seconds_to_reach, summarize, worst_window_throttled_share
-from lab.scenarios import SCENARIOS, scenario
+from lab.scenarios import LIMIT_RPS, SCENARIOS, scenario
 from lab.strategies import STRATEGIES, plan_for, strategy
 
 # Ten minutes of each scenario's traffic is plenty to exercise every path and keeps these fast.
@@ -109,7 +111,7 @@ def test_reconvergence_is_counted_in_periods_after_each_change():
 
 
 def test_every_scenario_and_strategy_has_a_unique_name():
-    assert len({s.name for s in SCENARIOS}) == len(SCENARIOS) == 5
+    assert len({s.name for s in SCENARIOS}) == len(SCENARIOS) == 6
     assert len({s.name for s in STRATEGIES}) == len(STRATEGIES)
     with pytest.raises(ValueError, match="no scenario 'nope'"):
         scenario("nope")
@@ -133,6 +135,27 @@ def test_the_inner_loop_slows_the_fleet_within_seconds_of_a_capacity_drop_and_cl
     assert min(ledger.rate_limit[420:]) == ceiling
     summary = summarize(result)
     assert summary["succeeded"] + summary["failed"] + summary["backlog_at_end"] == summary["arrived"]
+
+
+def test_a_downstream_that_publishes_its_limit_is_followed_without_a_single_settled_429_and_at_once_back():
+    # GIVEN the same halving and restoring, by a downstream whose every answer carries its current limit
+    published = scenario("capacity_halved_published")
+    halved = short("capacity_halved_published", downstream=dataclasses.replace(
+        published.downstream, capacity_changes=((180.0, 0.5), (360.0, 1.0))),
+        changes=((180.0, "halved"), (360.0, "restored")))
+    # WHEN the inner loop runs through it
+    result = run(strategy("inner_loop"), halved, seed=3)
+    ledger, ceiling = result.ledger, result.limiter_policy.rate_per_sec
+    # THEN within 2 s of the drop its rate is the published one less its headroom: no probe, no cut
+    assert max(ledger.rate_limit[182:360]) == pytest.approx(0.5 * LIMIT_RPS * 0.99)
+    # AND not one 429 was answered from 10 s after the drop, nor in the minute after it
+    assert sum(ledger.throttled[190:360]) == 0
+    assert sum(ledger.throttled[180:240]) <= 0.01 * sum(ledger.answered[180:240])
+    # AND within 2 s of the return it is back at the plan's rate, and stays there
+    assert min(ledger.rate_limit[362:]) == ceiling
+    # AND every published rate cost a write only when it was news: the two changes, and a refresh
+    # every half TTL in between
+    assert result.limiter_publications <= 2 + 1 + len(ledger.rate_limit) / (PUBLISHED_TTL_SEC / 2)
 
 
 @pytest.mark.parametrize("name", [s.name for s in STRATEGIES if s.baseline_with_our_limiter])

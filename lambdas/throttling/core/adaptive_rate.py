@@ -25,14 +25,23 @@ minute from CloudWatch; this loop moves the bucket's rate under it within one ca
 - the rate never falls below `floor_fraction` of the ceiling (one caller's stray 429 must not
   starve the fleet), and never exceeds the ceiling;
 - where the contract is unknown (`seed_fraction` < 1), the bucket starts at the seed when it is
-  first used and discovers the rate with the same climb and cuts, up to the configured ceiling.
+  first used and discovers the rate with the same climb and cuts, up to the configured ceiling;
+- a downstream that *publishes* its limit (`RateLimit-Policy: 10;w=1` and its kin, read by
+  `throttling.core.rate_limit_headers`) is believed without a probe (`on_published`): for
+  `PUBLISHED_TTL_SEC` after the call that carried it, the ceiling in force is the published rate
+  less `published_headroom`, never above the configured ceiling. A halved limit is met by the next
+  answer, not by a 429, and a restored one is used at once instead of climbed to. Only news is
+  written: a rate that moved by more than `PUBLISHED_TOLERANCE`, or the same one once it is half its
+  TTL old, from a call admitted no earlier than the one that carried the stored rate (answers can
+  overtake each other; an older call's headers are older news).
 
 The burst follows the rate (`scaled burst = ceil(burst x rate / ceiling)`, at least 1): a bucket
 cut to half its rate must not then release its full burst at once when the block ends.
 
 State (`AdaptiveState`): `rate_base_per_sec` and `rate_base_at` (the rate a cut, or the first use,
 set and from when it counts), `rate_peak_per_sec` (the rate the last cut came from), `blocked_until`,
-and `signals`, a count that only grows, so a writer can make its write conditional on having seen
+`published_per_sec` and `published_at` (the downstream's own word and the admission of the call that
+carried it), and `signals`, a count that only grows, so a writer can make its write conditional on having seen
 every signal (`throttling.adapters.dynamodb_rate_limiter`).
 """
 
@@ -49,6 +58,8 @@ __all__ = [
     "NEAR_PEAK_HIGH",
     "NEAR_PEAK_LOW",
     "NEAR_PEAK_SLOPE",
+    "PUBLISHED_TOLERANCE",
+    "PUBLISHED_TTL_SEC",
     "AdaptiveRatePolicy",
     "AdaptiveState",
     "InMemoryAdaptiveRateLimiter",
@@ -56,7 +67,9 @@ __all__ = [
     "current_rate",
     "decide_adaptive",
     "effective_policy",
+    "ceiling_in_force",
     "is_throttling_signal",
+    "on_published",
     "on_signal",
     "recovered_at",
 ]
@@ -68,6 +81,13 @@ __all__ = [
 NEAR_PEAK_LOW = 0.9
 NEAR_PEAK_HIGH = 1.02
 NEAR_PEAK_SLOPE = 0.005
+# How long a published limit is believed after the call that carried it: long enough that a
+# downstream publishing the same rate costs one write every few minutes (it is refreshed at half
+# of it), short enough that one which stops publishing is not held to a stale word for long.
+PUBLISHED_TTL_SEC = 300.0
+# A published rate within 1 % of the stored one is no news (no write): headers that round, or a
+# window that is measured, must not turn every answer into a write.
+PUBLISHED_TOLERANCE = 0.01
 
 
 @dataclass(frozen=True)
@@ -84,6 +104,8 @@ class AdaptiveRatePolicy:
     :param max_block_sec: the longest Retry-After honoured as a block; default 300 (a longer
         one is a fault the breaker handles, and must not silence the bucket for longer: a 429's
         block is capped at it, and a 503 asking for longer is no signal at all).
+    :param published_headroom: the share of a published rate left unused, as the plan leaves of a
+        contract; default 0.01 (the stage's default headroom).
     """
 
     decrease_factor: float = 0.7
@@ -91,6 +113,7 @@ class AdaptiveRatePolicy:
     floor_fraction: float = 0.1
     seed_fraction: float = 1.0
     max_block_sec: float = 300.0
+    published_headroom: float = 0.01
 
     def __post_init__(self) -> None:
         _check_share("decrease_factor", self.decrease_factor, low_open=True, high_open=True)
@@ -100,6 +123,7 @@ class AdaptiveRatePolicy:
         if self.seed_fraction < self.floor_fraction:
             raise ValueError(f"seed_fraction must be >= floor_fraction, got {self.seed_fraction} < "
                              f"{self.floor_fraction}; raise the seed or lower the floor")
+        _check_share("published_headroom", self.published_headroom, high_open=True)
         if not is_number(self.max_block_sec) or not 0 <= self.max_block_sec < math.inf:
             raise ValueError(f"max_block_sec must be a finite number >= 0, got {self.max_block_sec!r}")
 
@@ -113,6 +137,8 @@ class AdaptiveState:
     blocked_until: no admission before this instant (0.0: never blocked).
     signals: how many signals were written; only grows.
     rate_peak_per_sec: the rate the last cut came from; None before the first cut.
+    published_per_sec, published_at: the rate the downstream last published, and when the call that
+        carried it was admitted; None when it never published one.
     """
 
     rate_base_per_sec: float | None = None
@@ -120,6 +146,8 @@ class AdaptiveState:
     blocked_until: float = 0.0
     signals: int = 0
     rate_peak_per_sec: float | None = None
+    published_per_sec: float | None = None
+    published_at: float | None = None
 
     def started(self, now: float, ceiling_per_sec: float, adaptive: AdaptiveRatePolicy) -> AdaptiveState:
         """This state with its start filled in (the seed from `now`) if it had none."""
@@ -150,12 +178,22 @@ def is_throttling_signal(status: int, retry_after_sec: float | None, adaptive: A
 def current_rate(state: AdaptiveState, now: float, ceiling_per_sec: float, adaptive: AdaptiveRatePolicy) -> float:
     """The bucket's rate at `now`: the base plus the climb since it, within [floor, ceiling].
 
-    A state never started is at the seed.
+    A state never started is at the seed. A published limit in force caps it (`ceiling_in_force`),
+    floor included: the downstream's own word outranks our floor.
     """
-    floor = adaptive.floor_fraction * ceiling_per_sec
+    top = ceiling_in_force(state, now, ceiling_per_sec, adaptive)
+    floor = min(top, adaptive.floor_fraction * ceiling_per_sec)
     if state.rate_base_per_sec is None or state.rate_base_at is None:
-        return max(floor, min(ceiling_per_sec, adaptive.seed_fraction * ceiling_per_sec))
-    return max(floor, min(ceiling_per_sec, _climbed(state, max(0.0, now - state.rate_base_at), ceiling_per_sec, adaptive)))
+        return max(floor, min(top, adaptive.seed_fraction * ceiling_per_sec))
+    return max(floor, min(top, _climbed(state, max(0.0, now - state.rate_base_at), ceiling_per_sec, adaptive)))
+
+
+def ceiling_in_force(state: AdaptiveState, now: float, ceiling_per_sec: float, adaptive: AdaptiveRatePolicy) -> float:
+    """The configured ceiling, or the downstream's published rate less its headroom while that is
+    believed (`PUBLISHED_TTL_SEC` from the call that carried it) and lower."""
+    if state.published_per_sec is None or state.published_at is None or now >= state.published_at + PUBLISHED_TTL_SEC:
+        return ceiling_per_sec
+    return min(ceiling_per_sec, state.published_per_sec * (1 - adaptive.published_headroom))
 
 
 def recovered_at(state: AdaptiveState, ceiling_per_sec: float, adaptive: AdaptiveRatePolicy) -> float:
@@ -248,9 +286,32 @@ def on_signal(state: AdaptiveState, now: float, admitted_at: float, retry_after_
     after = max(floor, min(ceiling, before * adaptive.decrease_factor))
     # Strictly after `now`: a call admitted at the very instant the signal came was sent at the old rate.
     effective_at = max(on_grid(now) + TIME_GRID_SEC, block_until)
-    new_state = AdaptiveState(rate_base_per_sec=after, rate_base_at=effective_at, blocked_until=block_until,
-                              signals=state.signals + 1, rate_peak_per_sec=before)
+    new_state = replace(state, rate_base_per_sec=after, rate_base_at=effective_at, blocked_until=block_until,
+                        signals=state.signals + 1, rate_peak_per_sec=before)
     return SignalOutcome(new_state, True, before, after)
+
+
+def on_published(state: AdaptiveState, now: float, admitted_at: float, published_per_sec: float | None) -> AdaptiveState | None:
+    """A downstream's answer to a call admitted at `admitted_at` published its rate limit (requests per second).
+
+    Returns the state to store, or None when it is no news: no usable rate (None, not a number, not
+    above 0), a call admitted `PUBLISHED_TTL_SEC` ago or more, an answer to a call admitted before the
+    one whose rate is stored, or the stored rate again (within `PUBLISHED_TOLERANCE`) while it is
+    less than half its TTL old.
+    """
+    if published_per_sec is None or not is_number(published_per_sec) or not 0 < published_per_sec < math.inf:
+        return None
+    admitted = on_grid(admitted_at)
+    if now >= admitted + PUBLISHED_TTL_SEC:
+        return None
+    stored, stored_at = state.published_per_sec, state.published_at
+    if stored is not None and stored_at is not None:
+        if admitted < stored_at:
+            return None
+        same = abs(published_per_sec - stored) <= PUBLISHED_TOLERANCE * stored
+        if same and now < stored_at + PUBLISHED_TTL_SEC / 2:
+            return None
+    return replace(state, published_per_sec=float(published_per_sec), published_at=admitted)
 
 
 class InMemoryAdaptiveRateLimiter:
@@ -263,6 +324,7 @@ class InMemoryAdaptiveRateLimiter:
         self.tat: float | None = None
         self.state = AdaptiveState()
         self.cuts: list[tuple[float, float, float]] = []  # (at, rate before, rate after)
+        self.publications = 0  # the published rates written (each one conditional write when deployed)
 
     @property
     def rate_per_sec(self) -> float:
@@ -284,6 +346,15 @@ class InMemoryAdaptiveRateLimiter:
         if outcome.cut:
             self.cuts.append((now, outcome.rate_before_per_sec, outcome.rate_after_per_sec))
         return outcome
+
+    def report_published(self, admitted_at: float, published_per_sec: float | None) -> bool:
+        """Record a published rate if it is news (`on_published`); whether it was."""
+        new_state = on_published(self.state, self._clock.now(), admitted_at, published_per_sec)
+        if new_state is None:
+            return False
+        self.state = new_state
+        self.publications += 1
+        return True
 
 
 def _check_share(name: str, value: float, *, low_open: bool = False, high_open: bool = False) -> None:
