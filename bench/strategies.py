@@ -105,9 +105,10 @@ def benchmark(seeds: Sequence[int], headroom: float = HEADROOM, *, jobs: int = 1
     """Every strategy through `scenarios` with every seed; the figures, aggregated and judged, and the
     first seed's time series (for the plots)."""
     seeds = list(seeds)
-    runs_wanted = [(s.name, c, seed, headroom, seed == seeds[0]) for c in scenarios for s in STRATEGIES
-                   for seed in seeds]
-    sweep_wanted = [(OURS[1], scenario("steady_overload"), seeds[0], h, False) for h in headroom_sweep]
+    runs_wanted = [(s.name, c, seed, headroom, seed == seeds[0], schedule_phase(index, len(seeds)))
+                   for c in scenarios for s in STRATEGIES for index, seed in enumerate(seeds)]
+    sweep_wanted = [(OURS[1], scenario("steady_overload"), seeds[0], h, False, schedule_phase(0, len(seeds)))
+                    for h in headroom_sweep]
     with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
         results = list(pool.map(_run_one, runs_wanted + sweep_wanted))
     runs, sweep = results[:len(runs_wanted)], results[len(runs_wanted):]
@@ -140,9 +141,16 @@ def _limiter_of(plan: Any) -> dict[str, float]:
             "jitter_margin_sec": plan.jitter_margin_sec}
 
 
-def _run_one(job: tuple[str, Any, int, float, bool]) -> tuple[dict[str, Any], dict[str, list[float]]]:
-    strategy_name, scenario_spec, seed, headroom, keep_series = job
-    result = run(strategy(strategy_name), scenario_spec, seed=seed, headroom=headroom)
+def schedule_phase(index: int, seeds: int) -> float:
+    """The second of the minute the controller runs at for the `index`-th of `seeds` seeds: spread
+    evenly over the period, so the worst of the seeds is also the worst of as many phases
+    (EventBridge's `rate(1 minute)` fixes none; `bench.phases` sweeps every phase for the controller alone)."""
+    return PERIOD_SEC * index / seeds
+
+
+def _run_one(job: tuple[str, Any, int, float, bool, float | None]) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    strategy_name, scenario_spec, seed, headroom, keep_series, phase = job
+    result = run(strategy(strategy_name), scenario_spec, seed=seed, headroom=headroom, schedule_phase_sec=phase)
     ledger = result.ledger
     seconds = len(ledger.running)
     # Only the plotted seed's series cross back from the worker: the others would be megabytes for nothing.
@@ -152,7 +160,7 @@ def _run_one(job: tuple[str, Any, int, float, bool]) -> tuple[dict[str, Any], di
         "capacity": list(ledger.capacity_rps),
         "concurrency_limit": [float(x) for x in ledger.concurrency_limit],
     } if keep_series else {}
-    return summarize(result), points
+    return {**summarize(result), "schedule_phase_sec": phase}, points
 
 
 # -- mean and worst over the seeds ---------------------------------------------------------------
@@ -313,6 +321,9 @@ def summary_markdown(document: dict[str, Any]) -> str:
         f"`python -m bench.strategies` (seeds {seeds[0]} to {seeds[-1]}, our limiter's headroom "
         f"{document['headroom']:.0%} and half the downstream's burst, controller period {document['period_sec']:.0f} s). "
         "One hour of virtual time per run; the downstream is the dev stage's CRM (10 req/s, burst 10, 200 +- 50 ms). "
+        "Each seed runs the controllers at another second of the minute ("
+        + ", ".join(f"{schedule_phase(i, len(seeds)):g}" for i in range(len(seeds)))
+        + " s), so the worst seed is also the worst of those schedule phases. "
         "Goodput and net goodput (less one for every 429) are fractions of what the downstream's limit allowed "
         "over the hour, each given as the mean / the worst of the seeds; p50/p99 are end to end (arrival to "
         "success), means over the seeds; reconverge is in controller periods (worst change, worst seed). "

@@ -21,6 +21,7 @@ Functions' jittered backoff (`throttling.core.backoff.full_jitter_delay`), the c
   as `statemachines/crm_batch_email.asl.json` does for each user.
 - `MapState`: an inline Map: at most `max_concurrency` items in their iteration at once (0: the
   inline Map's own ceiling of 40); an item waiting out a retry still holds its iteration.
+  `ConcurrentExecutions`: several executions' Maps at once, sharing the setting and the downstream.
 - `EventSourceMapping`: an SQS queue drained by a Lambda event-source mapping: batches of up to
   `batch_size` for at most `maximum_concurrency` invocations (never below 2, Lambda's minimum);
   each batch handled in order; a record the downstream or the limiter turns away is postponed with
@@ -63,6 +64,7 @@ __all__ = [
     "INLINE_MAP_MAX_CONCURRENCY",
     "WORKFLOW_ASL",
     "Caller",
+    "ConcurrentExecutions",
     "ControlLoop",
     "EventSourceMapping",
     "ItemProcessor",
@@ -367,6 +369,52 @@ class MapState:
     def _finished(self, request: Request) -> None:
         self.running -= 1
         self._dispatch()
+
+
+class ConcurrentExecutions:
+    """Several executions of one workflow at once, each its own Map over its share of the items (dealt
+    round-robin), every one at the same `max_concurrency`: the setting the controller writes is read by
+    every execution (an inline Map when it starts, a Distributed Map run through `UpdateMapRun`), so
+    N executions keep up to N times it in flight against the one downstream and its one shared limiter.
+    With one execution it is a `MapState`.
+    """
+
+    def __init__(self, sim: Simulation, ledger: Ledger, processor: ItemProcessor, max_concurrency: int,
+                 executions: int) -> None:
+        if executions < 1:
+            raise ValueError(f"executions must be >= 1, got {executions!r}")
+        self.maps = [MapState(sim, ledger, processor, max_concurrency) for _ in range(executions)]
+        self._next = 0
+
+    @property
+    def max_concurrency(self) -> int:
+        return self.maps[0].max_concurrency
+
+    @property
+    def effective_limit(self) -> int:
+        """What all of them may keep in flight together."""
+        return sum(m.effective_limit for m in self.maps)
+
+    @property
+    def running(self) -> int:
+        return sum(m.running for m in self.maps)
+
+    @property
+    def pending(self) -> int:
+        return sum(m.pending for m in self.maps)
+
+    @property
+    def max_running_seen(self) -> int:
+        """An upper bound: the sum of each execution's own peak."""
+        return sum(m.max_running_seen for m in self.maps)
+
+    def set_max_concurrency(self, max_concurrency: int) -> None:
+        for map_state in self.maps:
+            map_state.set_max_concurrency(max_concurrency)
+
+    def submit(self, request: Request) -> None:
+        self.maps[self._next].submit(request)
+        self._next = (self._next + 1) % len(self.maps)
 
 
 # -- SQS and Lambda ------------------------------------------------------------------------------

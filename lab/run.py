@@ -46,8 +46,8 @@ from lab.engine import Simulation
 from lab.ledger import FAILED, QUEUED, RUNNING, SUCCEEDED, Ledger, percentile
 from lab.mechanisms import (
     Caller,
+    ConcurrentExecutions,
     ControlLoop,
-    MapState,
     StepFunctionsTask,
     workflow_retry_policy,
 )
@@ -114,7 +114,7 @@ def run(strategy: Strategy, scenario: Scenario, *, seed: int = 1, headroom: floa
                                               sim.clock)
     caller = Caller(sim, downstream, ledger, limiter=limiter, timeout_sec=scenario.timeout_sec)
     task = StepFunctionsTask(sim, caller, ledger, workflow_retry_policy())
-    intake = MapState(sim, ledger, task, strategy.initial_map_concurrency(plan))
+    intake = ConcurrentExecutions(sim, ledger, task, strategy.initial_map_concurrency(plan), scenario.executions)
 
     decisions: list[tuple[float, Adjustment]] = []
     controller = _controller(strategy, scenario, plan, intake.max_concurrency)

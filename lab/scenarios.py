@@ -1,5 +1,5 @@
 """The benchmark's scenarios: one downstream like the dev stage's CRM (10 req/s, burst 10, about
-200 ms per call), and six ways the world treats it over an hour.
+200 ms per call), and seven ways the world treats it over an hour.
 
 Each scenario lists its `changes`: the moments after which the benchmark measures how long each
 strategy takes to settle again (see `lab.run`).
@@ -37,6 +37,9 @@ class Scenario:
     # False: the downstream publishes no limit; `advertised_limit_rps` is then only the ceiling an
     # operator is sure of, and the inner loop discovers the real one from a seed below it.
     limit_known: bool = True
+    # How many executions of the workflow run at once, each with its share of the arrivals and the
+    # same Map concurrency; they share the one downstream (and our one limiter).
+    executions: int = 1
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -88,6 +91,12 @@ SCENARIOS: tuple[Scenario, ...] = (
             outages=((1215.0, 1275.0),),
         ),
         changes=((1275.0, "outage over"),),
+    ),
+    Scenario(
+        name="many_executions",
+        title="Ten executions at once share the CRM: 30 req/s offered across them, each Map at the setting in force",
+        arrivals=Arrivals(rate_per_sec=3 * LIMIT_RPS),
+        executions=10,
     ),
     Scenario(
         name="bursty",

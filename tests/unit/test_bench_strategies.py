@@ -81,3 +81,13 @@ def test_each_of_ours_is_compared_with_the_baselines_behind_its_own_limiter():
         ("inner_loop", "gradient2_baseline+inner_loop"),
         ("adaptive_aimd", "static_guess+limiter"), ("adaptive_aimd", "aimd_baseline+limiter"),
         ("adaptive_aimd", "gradient2_baseline+limiter")}
+
+
+def test_each_seed_runs_the_controllers_at_another_second_of_the_minute():
+    # WHEN the benchmark runs with two seeds
+    document = short_benchmark([1, 2])
+    # THEN the first seed's runs have the controller at second 0 of each period, the second's at 30
+    phases = {(r["seed"], r["schedule_phase_sec"]) for r in document["records"]}
+    assert phases == {(1, 0.0), (2, 30.0)}
+    # AND the report says so, so the worst seed reads as the worst of those phases too
+    assert "at another second of the minute (0, 30 s)" in summary_markdown(document)

@@ -111,7 +111,7 @@ def test_reconvergence_is_counted_in_periods_after_each_change():
 
 
 def test_every_scenario_and_strategy_has_a_unique_name():
-    assert len({s.name for s in SCENARIOS}) == len(SCENARIOS) == 6
+    assert len({s.name for s in SCENARIOS}) == len(SCENARIOS) == 7
     assert len({s.name for s in STRATEGIES}) == len(STRATEGIES)
     with pytest.raises(ValueError, match="no scenario 'nope'"):
         scenario("nope")
@@ -156,6 +156,29 @@ def test_a_downstream_that_publishes_its_limit_is_followed_without_a_single_sett
     # AND every published rate cost a write only when it was news: the two changes, and a refresh
     # every half TTL in between
     assert result.limiter_publications <= 2 + 1 + len(ledger.rate_limit) / (PUBLISHED_TTL_SEC / 2)
+
+
+def test_many_executions_at_once_keep_many_times_the_setting_in_flight_and_our_limiter_holds_them_all():
+    # GIVEN ten executions sharing the CRM for ten minutes, at three times its limit in all
+    many = short("many_executions")
+    plan = plan_for(many)
+    # WHEN the inner loop runs them, and the same Maps run with no limiter at the plan's concurrency
+    ours = run(strategy("inner_loop"), many, seed=2)
+    unlimited = run(strategy("aimd_baseline"), many, seed=2)
+    # THEN every execution ran at the setting in force: together up to ten times it in flight
+    assert max(ours.ledger.running) > 2 * plan.map_concurrency
+    assert max(ours.ledger.concurrency_limit) == 10 * max(d.max_concurrency for _, d in ours.decisions)
+    # AND our one shared limiter held all of them together to its rate and burst in every window
+    calls = ours.ledger.calls
+    for window in (1, 10, 60):
+        assert max(sum(calls[s:s + window]) for s in range(len(calls) - window + 1)) <= (
+            plan.limiter_burst + plan.limiter_rate_per_sec * window)
+    assert sum(ours.ledger.throttled) == 0
+    # AND without it the same ten Maps drew 429s (a concurrency brake per execution is no rate limit)
+    assert sum(unlimited.ledger.throttled) > 0.1 * sum(unlimited.ledger.answered)
+    for result in (ours, unlimited):
+        summary = summarize(result)
+        assert summary["succeeded"] + summary["failed"] + summary["backlog_at_end"] == summary["arrived"]
 
 
 @pytest.mark.parametrize("name", [s.name for s in STRATEGIES if s.baseline_with_our_limiter])
