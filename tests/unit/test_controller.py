@@ -374,8 +374,8 @@ def test_aimd_slows_down_on_a_p99_above_its_threshold_when_one_is_set():
     policy = AIMD.with_p99_latency_threshold(1000)
     metrics = PeriodMetrics(calls=100, latency_p50_ms=200, latency_p99_ms=1500)
     decision = decide(metrics, Setting(4, 9.0), BOUNDS, ControllerState(), policy, now=90, period_end=60)
-    assert decision.reason.startswith("p99 latency 1500 ms > 1000 ms")
-    assert decision.setting == Setting(2, 9.0)
+    assert decision.reason.startswith("p99 latency 1500 ms > 1000 ms: one slot back")
+    assert decision.setting == Setting(3, 9.0)
 
 
 def test_a_value_written_by_someone_else_is_adopted_not_fought():
@@ -612,9 +612,9 @@ def test_a_slow_p99_above_the_floor_slows_down_and_is_not_remembered():
     metrics = busy_with_p99(2000)(Setting(2, 9.0))
     # WHEN the controller sees the period
     decision = decide(metrics, Setting(2, 9.0), BOUNDS, ControllerState(), P99_AIMD, now=90, period_end=60)
-    # THEN it is our load: it slows down as before, and learns nothing
+    # THEN it is our load: it takes a slot back, and learns nothing
     assert decision.setting == Setting(1, 9.0)
-    assert decision.reason.startswith("p99 latency 2000 ms > 1000 ms: multiplicative decrease")
+    assert decision.reason.startswith("p99 latency 2000 ms > 1000 ms: one slot back")
     assert decision.state.aimd.floor_p99_latency_ms is None
 
 
@@ -632,8 +632,8 @@ def test_a_downstream_slow_on_its_own_lets_the_limit_grow_and_only_1_5x_its_p99_
     # 1.5 x the floor's p99
     assert decisions[10].action == "hold" and "clean period 2/3" in decisions[10].reason
     assert decisions[11].setting == Setting(5, 9.0)
-    assert decisions[12].setting == Setting(2, 9.0)
-    assert decisions[12].reason == "p99 latency 3001 ms > 3000 ms: multiplicative decrease x0.5 (max_concurrency 5 -> 2)"
+    assert decisions[12].setting == Setting(4, 9.0)
+    assert decisions[12].reason == "p99 latency 3001 ms > 3000 ms: one slot back (max_concurrency 5 -> 4)"
 
 
 def test_the_floors_p99_is_forgotten_once_p99_is_back_under_the_threshold():
@@ -648,8 +648,8 @@ def test_the_floors_p99_is_forgotten_once_p99_is_back_under_the_threshold():
     assert decisions[0].state.aimd.floor_p99_latency_ms is None
     assert "floor_p99_latency_ms" not in state_to_item(decisions[0].state)
     # ... so 1.5 s, tolerated while the memory held, slows down against the plain threshold again
-    assert decisions[1].setting == Setting(2, 9.0)
-    assert decisions[1].reason.startswith("p99 latency 1500 ms > 1000 ms: multiplicative decrease")
+    assert decisions[1].setting == Setting(3, 9.0)
+    assert decisions[1].reason.startswith("p99 latency 1500 ms > 1000 ms: one slot back")
 
 
 def test_a_higher_p99_at_the_floor_is_re_measured_not_fought():
@@ -682,10 +682,11 @@ def test_the_same_p99_in_the_period_after_our_increase_is_our_load_and_cuts():
     # GIVEN three clean periods at 3 slots with a 900 ms p99: the third adds a slot
     # WHEN the period with that slot has a 1.2 s p99
     decisions = script([busy_with_p99(900)] * 3 + [busy_with_p99(1200)], setting=Setting(3, 9.0), policy=P99_AIMD)
-    # THEN the rise came with our added load: it halves, and nothing is remembered
+    # THEN the rise came with our added slot: that slot is taken back (a 429 or an error would halve), and
+    # nothing is remembered
     assert decisions[2].setting == Setting(4, 9.0)
-    assert decisions[3].setting == Setting(2, 9.0)
-    assert decisions[3].reason == "p99 latency 1200 ms > 1000 ms: multiplicative decrease x0.5 (max_concurrency 4 -> 2)"
+    assert decisions[3].setting == Setting(3, 9.0)
+    assert decisions[3].reason == "p99 latency 1200 ms > 1000 ms: one slot back (max_concurrency 4 -> 3)"
     assert decisions[3].state.aimd.floor_p99_latency_ms is None
 
 
@@ -719,9 +720,9 @@ def test_a_setting_written_by_someone_else_is_a_change_of_load_not_a_setting_tha
     # WHEN an operator set 4, and the period shows a 1.2 s p99
     decision = decide(busy_with_p99(1200)(Setting(4, 9.0)), Setting(4, 9.0), BOUNDS, state, P99_AIMD,
                       now=90, period_end=60)
-    # THEN the load changed during the period, so the rise may come with it: it cuts
-    assert decision.setting == Setting(2, 9.0)
-    assert "p99 latency 1200 ms > 1000 ms: multiplicative decrease" in decision.reason
+    # THEN the load changed during the period, so the rise may come with it: it takes a slot back
+    assert decision.setting == Setting(3, 9.0)
+    assert "p99 latency 1200 ms > 1000 ms: one slot back" in decision.reason
     assert decision.state.aimd.floor_p99_latency_ms is None
 
 

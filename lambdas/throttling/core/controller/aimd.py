@@ -59,7 +59,13 @@ class Aimd:
                                                   bounds, state.aimd, cooling=cooling, held=held and not overloaded)
         if memory is not state.aimd:
             state = dataclasses.replace(state, aimd=memory)
-        return LatencyJudgement(state, slow_down=slow_down, note=note)
+        if slow_down is None:
+            return LatencyJudgement(state, note=note)
+        # A p99 over the bar just after a change of ours says the last step was one too many, not
+        # that the downstream is overloaded (a 429 or an error says that, and halves): one slot back.
+        # A halving here gave up the calls the downstream still answered, which it did at every
+        # schedule phase whose period straddles the change, and at no other.
+        return LatencyJudgement(state, slow_down=slow_down, note=note, limit=current.max_concurrency - 1)
 
     def forget(self, state: ControllerState) -> ControllerState:
         return state

@@ -158,7 +158,7 @@ def _decrease(
     else:
         # At small limits the queue allowance outweighs the gradient: still at least one slot less.
         concurrency = min(current.max_concurrency - 1, math.floor(latency_limit))
-        how = f"{policy.mode} decrease"
+        how = "one slot back" if policy.mode == "aimd" else f"{policy.mode} decrease"
     concurrency = min(current.max_concurrency, max(bounds.min_concurrency, concurrency))
     rate = current.rate_per_sec
     if policy.adjust_rate and slows_rate:
