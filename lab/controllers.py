@@ -25,10 +25,12 @@ project's controller reads in CloudWatch.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from throttling.core.controller import (
+    AlarmSignal,
     Bounds,
     ControllerPolicy,
     ControllerState,
@@ -54,9 +56,11 @@ class Adjustment:
 
 class Controller(Protocol):
     """The one interface of the controllers the lab compares: one decision per period, on the
-    period's metrics (None: CloudWatch had nothing)."""
+    period's metrics (None: CloudWatch had nothing) and the downstream's alarms in ALARM (the
+    baselines, as published, read none)."""
 
-    def decide(self, metrics: PeriodMetrics | None, *, now: float, period_end: float) -> Adjustment: ...
+    def decide(self, metrics: PeriodMetrics | None, *, now: float, period_end: float,
+               alarms: Sequence[AlarmSignal] = ()) -> Adjustment: ...
 
 
 class ProjectController:
@@ -69,8 +73,10 @@ class ProjectController:
         self.setting = initial
         self.state = ControllerState()
 
-    def decide(self, metrics: PeriodMetrics | None, *, now: float, period_end: float) -> Adjustment:
-        decision = decide(metrics, self.setting, self.bounds, self.state, self.policy, now=now, period_end=period_end)
+    def decide(self, metrics: PeriodMetrics | None, *, now: float, period_end: float,
+               alarms: Sequence[AlarmSignal] = ()) -> Adjustment:
+        decision = decide(metrics, self.setting, self.bounds, self.state, self.policy, now=now, period_end=period_end,
+                          alarms=alarms)
         rate_changed = decision.setting.rate_per_sec != self.setting.rate_per_sec
         self.setting, self.state = decision.setting, decision.state
         return Adjustment(
@@ -92,7 +98,8 @@ class PlainAimd:
         self.max_limit = max_limit
         self.decrease_factor = decrease_factor
 
-    def decide(self, metrics: PeriodMetrics | None, *, now: float, period_end: float) -> Adjustment:
+    def decide(self, metrics: PeriodMetrics | None, *, now: float, period_end: float,
+               alarms: Sequence[AlarmSignal] = ()) -> Adjustment:
         if metrics is None or not metrics.has_calls:
             return Adjustment(self.limit, reason="no calls")
         before = self.limit
@@ -123,7 +130,8 @@ class Gradient2:
     def limit(self) -> int:
         return max(self.min_limit, math.floor(self.estimated_limit))
 
-    def decide(self, metrics: PeriodMetrics | None, *, now: float, period_end: float) -> Adjustment:
+    def decide(self, metrics: PeriodMetrics | None, *, now: float, period_end: float,
+               alarms: Sequence[AlarmSignal] = ()) -> Adjustment:
         before = self.limit
         short = None if metrics is None else metrics.latency_mean_ms
         if short is None or short <= 0:

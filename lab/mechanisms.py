@@ -49,8 +49,8 @@ from typing import Any, Protocol
 from throttling.core import planning
 from throttling.core.backoff import exponential_delay, full_jitter_delay, postpone_for_sec
 from throttling.core.circuit_breaker import BreakerPolicy, BreakerState, allow, record
-from throttling.core.controller import evaluated_period
-from throttling.core.names import SQS_MAX_MAXIMUM_CONCURRENCY, SQS_MIN_MAXIMUM_CONCURRENCY
+from throttling.core.controller import AlarmSignal, evaluated_period
+from throttling.core.names import ALARM_THROTTLED, SQS_MAX_MAXIMUM_CONCURRENCY, SQS_MIN_MAXIMUM_CONCURRENCY
 from throttling.core.adaptive_rate import InMemoryAdaptiveRateLimiter, is_throttling_signal
 from throttling.core.rate_limiter import InMemoryRateLimiter
 from throttling.runtime.token_gate import GateKnobs, Pause, TokenTake
@@ -67,6 +67,7 @@ __all__ = [
     "ConcurrentExecutions",
     "ControlLoop",
     "EventSourceMapping",
+    "ThrottleAlarm",
     "ItemProcessor",
     "MapState",
     "Retrier",
@@ -526,13 +527,27 @@ class EventSourceMapping:
 # -- the control loop ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ThrottleAlarm:
+    """The downstream's 429-rate alarm as the control-loop stack creates it: in ALARM when the 429 share
+    of calls is above `threshold` in `datapoints` of the last `evaluation_periods` complete periods."""
+
+    threshold: float
+    evaluation_periods: int = 1
+    datapoints: int = 1
+    name: str = "ThrottleRate"
+
+
 class ControlLoop:
-    """Runs `controller` on a schedule and applies what it decides after the callers' cache delay."""
+    """Runs `controller` on a schedule and applies what it decides after the callers' cache delay;
+    with `throttle_alarm`, the controller also hears that alarm while it is in ALARM, as the deployed
+    one does (the stack's other alarms are not modelled: the controller reads the same metrics)."""
 
     def __init__(self, sim: Simulation, ledger: Ledger, controller: Controller,
                  apply: Callable[[Adjustment], Any], *, period_sec: float = planning.DEFAULT_PERIOD_SEC,
                  metrics_delay_sec: float = planning.DEFAULT_METRICS_DELAY_SEC,
-                 tunables_cache_sec: float = 5.0, phase_sec: float | None = None) -> None:
+                 tunables_cache_sec: float = 5.0, phase_sec: float | None = None,
+                 throttle_alarm: ThrottleAlarm | None = None) -> None:
         if phase_sec is not None and not 0 <= phase_sec < period_sec:
             raise ValueError(f"phase_sec must be in [0, {period_sec:g}) (a second of the period), got {phase_sec!r}")
         self.sim = sim
@@ -546,12 +561,29 @@ class ControlLoop:
         # `phase_sec`: the second of each period the schedule fires at (EventBridge's `rate(1 minute)`
         # fixes none); None: `metrics_delay_sec` past each period's end, when its metrics are complete.
         self.phase_sec = metrics_delay_sec % period_sec if phase_sec is None else phase_sec
+        self.throttle_alarm = throttle_alarm
+        self.alarm_minutes = 0  # controller runs that heard the 429 alarm in ALARM
         sim.every(period_sec, self._run, first_at=period_sec + self.phase_sec)
 
     def _run(self) -> None:
         now = self.sim.now
         start, end = evaluated_period(now, self.period_sec, self.metrics_delay_sec)
-        adjustment = self.controller.decide(self.ledger.period_metrics(start, end), now=now, period_end=end)
+        alarms = self._alarms_in_alarm(end)
+        self.alarm_minutes += bool(alarms)
+        adjustment = self.controller.decide(self.ledger.period_metrics(start, end), now=now, period_end=end,
+                                            alarms=alarms)
         self.decisions.append((now, adjustment))
         if adjustment.action != "hold":
             self.sim.after(self.tunables_cache_sec, self.apply, adjustment)
+
+    def _alarms_in_alarm(self, last_complete_end: float) -> tuple[AlarmSignal, ...]:
+        alarm = self.throttle_alarm
+        if alarm is None:
+            return ()
+        breaching = 0
+        for k in range(alarm.evaluation_periods):
+            end = last_complete_end - k * self.period_sec
+            metrics = self.ledger.period_metrics(end - self.period_sec, end) if end > 0 else None
+            # CloudWatch's default for missing data: not breaching.
+            breaching += metrics is not None and metrics.throttle_rate > alarm.threshold
+        return (AlarmSignal(alarm.name, ALARM_THROTTLED),) if breaching >= alarm.datapoints else ()

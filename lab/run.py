@@ -36,7 +36,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from throttling.core.controller import ALGORITHMS, Bounds, ControllerPolicy, Setting
-from throttling.core.planning import DEFAULT_PERIOD_SEC, CapacityPlan
+from throttling.core.planning import (
+    DEFAULT_PERIOD_SEC,
+    DEFAULT_THROTTLE_RATE_THRESHOLD,
+    SUSTAINED_ALARM_DATAPOINTS,
+    SUSTAINED_ALARM_PERIODS,
+    CapacityPlan,
+)
 from throttling.core.adaptive_rate import AdaptiveRatePolicy, InMemoryAdaptiveRateLimiter
 from throttling.core.rate_limiter import InMemoryRateLimiter, RatePolicy
 
@@ -49,6 +55,7 @@ from lab.mechanisms import (
     ConcurrentExecutions,
     ControlLoop,
     StepFunctionsTask,
+    ThrottleAlarm,
     workflow_retry_policy,
 )
 from lab.scenarios import Scenario
@@ -129,7 +136,8 @@ def run(strategy: Strategy, scenario: Scenario, *, seed: int = 1, headroom: floa
                 burst = adjustment.burst if adjustment.burst is not None else limiter.policy.burst
                 limiter.policy = RatePolicy(adjustment.rate_per_sec, burst)
 
-        loop = ControlLoop(sim, ledger, controller, apply, period_sec=period_sec, phase_sec=schedule_phase_sec)
+        loop = ControlLoop(sim, ledger, controller, apply, period_sec=period_sec, phase_sec=schedule_phase_sec,
+                           throttle_alarm=throttle_alarm_for(strategy))
         decisions = loop.decisions
 
     def arrive() -> None:
@@ -164,12 +172,24 @@ def _rate_in_force(limiter: InMemoryRateLimiter | InMemoryAdaptiveRateLimiter | 
     return limiter.policy.rate_per_sec
 
 
+def throttle_alarm_for(strategy: Strategy) -> ThrottleAlarm | None:
+    """The 429 alarm the control-loop stack gives our controller (`stacks.control_loop_stack`): one minute
+    above the threshold, or 2 of 3 where the rate is the inner loop's; none for the baselines."""
+    if not strategy.ours:
+        return None
+    if strategy.limiter == "adaptive":
+        return ThrottleAlarm(DEFAULT_THROTTLE_RATE_THRESHOLD, SUSTAINED_ALARM_PERIODS, SUSTAINED_ALARM_DATAPOINTS)
+    return ThrottleAlarm(DEFAULT_THROTTLE_RATE_THRESHOLD)
+
+
 def _controller(strategy: Strategy, scenario: Scenario, plan: CapacityPlan,
                 initial_concurrency: int) -> Controller | None:
     bounds = Bounds.from_document(controller_bounds_for(scenario, plan.headroom))
     if strategy.controller in ALGORITHMS:
-        # As the control loop does: the plan's p99 bar for the algorithm that reads one.
-        policy = ControllerPolicy(algorithm=ALGORITHMS[strategy.controller]()).with_p99_latency_threshold(
+        # As the control loop does: the plan's p99 bar for the algorithm that reads one, and the rate
+        # left to the callers' inner loop where they run one (the stage's `adjust_rate` false).
+        policy = ControllerPolicy(algorithm=ALGORITHMS[strategy.controller](),
+                                  adjust_rate=strategy.limiter != "adaptive").with_p99_latency_threshold(
             p99_threshold_ms(scenario))
         return ProjectController(policy, bounds, Setting(plan.map_concurrency, plan.limiter_rate_per_sec))
     if strategy.controller == "plain_aimd":

@@ -562,6 +562,27 @@ class ControlLoopStack(Stack):
         CfnOutput(self, "DashboardName", value=self.dashboard.dashboard_name)
 
     # -- alarms ------------------------------------------------------------------------------------
+    @staticmethod
+    def _throttle_rate_alarm(name: str, pascal: str, prefix: str, loop: ControlLoopConfig,
+                             m: DownstreamMetrics) -> AlarmSpec:
+        """One minute above the threshold where the controller moves the rate; where the callers' inner
+        loop does (`adjust_rate` false), 2 of 3 minutes: it answers a lone minute's 429s within the
+        call, and only 429s it did not contain should cut the concurrency."""
+        threshold = f"{loop.throttle_rate_threshold:.1%}"
+        if loop.adjust_rate:
+            return AlarmSpec(
+                f"{pascal}ThrottleRate", f"{prefix}-{name}-ThrottleRate",
+                f"{name} answers more than {threshold} of calls with 429: slow down",
+                m.throttle_rate_percent(), loop.throttle_rate_threshold * 100, route=(name, names.ALARM_THROTTLED))
+        return AlarmSpec(
+            f"{pascal}ThrottleRate", f"{prefix}-{name}-ThrottleRate",
+            f"{name} answers more than {threshold} of calls with 429 in {planning.SUSTAINED_ALARM_DATAPOINTS} of"
+            f" {planning.SUSTAINED_ALARM_PERIODS} minutes, past what the limiter's inner loop contains: fewer calls"
+            " in flight",
+            m.throttle_rate_percent(), loop.throttle_rate_threshold * 100,
+            evaluation_periods=planning.SUSTAINED_ALARM_PERIODS, datapoints_to_alarm=planning.SUSTAINED_ALARM_DATAPOINTS,
+            route=(name, names.ALARM_THROTTLED))
+
     def _alarm_specs(
         self, config: AppConfig, shared_limits: SharedLimitsStack, callers: Mapping[str, lambda_.IFunction]
     ) -> list[AlarmSpec]:
@@ -572,11 +593,7 @@ class ControlLoopStack(Stack):
             m = self.downstream_metrics[d.name]
             pascal = _pascal(d.name)
             specs += [
-                AlarmSpec(
-                    f"{pascal}ThrottleRate", f"{prefix}-{d.name}-ThrottleRate",
-                    f"{d.name} answers more than {loop.throttle_rate_threshold:.1%} of calls with 429: slow down",
-                    m.throttle_rate_percent(), loop.throttle_rate_threshold * 100,
-                    route=(d.name, names.ALARM_THROTTLED)),
+                self._throttle_rate_alarm(d.name, pascal, prefix, loop, m),
                 AlarmSpec(
                     f"{pascal}ErrorRate", f"{prefix}-{d.name}-ErrorRate",
                     f"{d.name} fails more than {loop.error_rate_threshold:.1%} of calls (5xx, timeouts; not the"
@@ -594,7 +611,8 @@ class ControlLoopStack(Stack):
                     f"{pascal}LatencyP99", f"{prefix}-{d.name}-LatencyP99",
                     f"{d.name} p99 latency above {loop.p99_latency_threshold_ms(d):.0f} ms in 2 of 3 minutes:"
                     " fewer calls in flight",
-                    m.latency("p99"), loop.p99_latency_threshold_ms(d), evaluation_periods=3, datapoints_to_alarm=2,
+                    m.latency("p99"), loop.p99_latency_threshold_ms(d), evaluation_periods=planning.SUSTAINED_ALARM_PERIODS,
+                    datapoints_to_alarm=planning.SUSTAINED_ALARM_DATAPOINTS,
                     route=(d.name, names.ALARM_LATENCY)),
             ]
         for construct_name, table in (("RateLimiter", shared_limits.rate_limiter),

@@ -1004,3 +1004,34 @@ def test_a_few_429s_under_a_setting_that_held_halve_instead_of_backing_off_to_wh
     # THEN the downstream changed, by how much one period cannot tell: halve (not back to the 8.7 that got through)
     assert (decision.action, decision.setting) == ("decrease", Setting(4, 4.5))
     assert "multiplicative decrease x0.5" in decision.reason
+
+
+# -- the rate left to the limiter's inner loop (adjust_rate false) --------------------------------
+
+INNER_LOOP_AIMD = ControllerPolicy(adjust_rate=False)
+
+
+def test_where_the_inner_loop_owns_the_rate_a_minutes_429s_do_not_cut_the_concurrency():
+    # GIVEN 4 slots, the rate left to the callers' inner loop, and a period with 3 % 429s (a capacity drop the
+    # inner loop answered within the call, or its probes)
+    metrics = PeriodMetrics(calls=540, throttled=16, latency_p50_ms=200, latency_p99_ms=400)
+    # WHEN the controller sees the period
+    decision = decide(metrics, Setting(4, 9.0), BOUNDS, ControllerState(), INNER_LOOP_AIMD, now=90, period_end=60)
+    # THEN it holds the concurrency (the period counts as clean) and says who answered the 429s
+    assert (decision.action, decision.setting) == ("hold", Setting(4, 9.0))
+    assert decision.reason == ("429 rate 3.0% > 1.0%: the limiter's inner loop answered them; hold: clean period 1/3:"
+                               " holding (hysteresis)")
+    # AND the same period with the rate the controller's halves both, as before
+    assert decide(metrics, Setting(4, 9.0), BOUNDS, ControllerState(), AIMD, now=90,
+                  period_end=60).setting == Setting(2, 4.5)
+
+
+def test_where_the_inner_loop_owns_the_rate_the_sustained_429_alarm_still_halves_the_concurrency_only():
+    # GIVEN the same period, and the 429 alarm in ALARM (2 of 3 minutes: 429s the inner loop did not contain)
+    metrics = PeriodMetrics(calls=540, throttled=16, latency_p50_ms=200, latency_p99_ms=400)
+    alarm = AlarmSignal("Throttling-dev-crm-ThrottleRate", "throttled")
+    # WHEN the controller sees them
+    decision = decide(metrics, Setting(4, 9.0), BOUNDS, ControllerState(), INNER_LOOP_AIMD, now=90, period_end=60,
+                      alarms=[alarm])
+    # THEN the concurrency halves and the rate, the inner loop's ceiling, stays
+    assert (decision.action, decision.setting) == ("decrease", Setting(2, 9.0))

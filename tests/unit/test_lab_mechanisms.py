@@ -4,6 +4,7 @@ the control loop's schedule, and the baselines' formulas."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -25,6 +26,7 @@ from lab.downstream import (
 from lab.engine import Simulation
 from lab.ledger import FAILED, SUCCEEDED, Ledger
 from lab.mechanisms import (
+    ThrottleAlarm,
     INLINE_MAP_MAX_CONCURRENCY,
     Caller,
     ControlLoop,
@@ -57,12 +59,32 @@ class SlowItems:
         on_finished(request)
 
 
-def collect_answers(sim: Simulation, downstream: Downstream, at: list[float], timeout_sec: float = 5.0) -> list[tuple]:
+def collect_answers(sim: Simulation, downstream: Downstream, at: list[float], timeout_sec: float = 5.0, *,
+                    published: list[float | None] | None = None) -> list[tuple]:
+    """(when, status, latency, Retry-After) of each answer; the rates they published go to `published`."""
     answers: list[tuple] = []
+
+    def answered(status, latency_sec, retry_after, published_per_sec):
+        answers.append((sim.now, status, latency_sec, retry_after))
+        if published is not None:
+            published.append(published_per_sec)
+
     for when in at:
-        sim.at(when, downstream.send, timeout_sec, lambda *answer: answers.append((sim.now, *answer)))
+        sim.at(when, downstream.send, timeout_sec, answered)
     sim.run(until=max(at) + 60)
     return answers
+
+
+def test_a_downstream_that_publishes_its_limit_says_its_current_rate_in_every_answer_and_a_silent_one_nothing():
+    # GIVEN two downstreams whose capacity halves at 10 s, one publishing its limit and one not
+    model = DownstreamModel(rate_per_sec=10.0, burst=10, capacity_changes=((10.0, 0.5),))
+    for publishes, expected in ((True, [10.0, 10.0, 5.0, 5.0]), (False, [None] * 4)):
+        sim, published = Simulation(1), []
+        downstream = Downstream(sim, dataclasses.replace(model, publishes_limit=publishes))
+        # WHEN it answers two calls before the change and two after (a 429 among them or not)
+        collect_answers(sim, downstream, [1.0, 2.0, 11.0, 11.0], published=published)
+        # THEN each answer carries the rate its bucket had when the call reached it, or nothing
+        assert published == expected
 
 
 # -- Map -----------------------------------------------------------------------------------------
@@ -292,10 +314,31 @@ def test_a_caller_with_the_breaker_stops_calling_a_failing_downstream_until_its_
 class RecordingController:
     def __init__(self) -> None:
         self.seen: list[tuple[float, float, PeriodMetrics | None]] = []
+        self.alarms: list[tuple] = []
 
-    def decide(self, metrics, *, now, period_end):
+    def decide(self, metrics, *, now, period_end, alarms=()):
         self.seen.append((now, period_end, metrics))
+        self.alarms.append(tuple(alarm.name for alarm in alarms))
         return Adjustment(max_concurrency=len(self.seen), action="increase")
+
+
+def test_the_429_alarm_is_heard_while_2_of_its_last_3_minutes_breach_as_cloudwatch_would_judge_them():
+    # GIVEN minutes of 100 calls with 3, 0, 2, 0, 0, 5 429s (1 % is the bar), and a sustained 429 alarm
+    sim, ledger = Simulation(), Ledger(420.0)
+    controller = RecordingController()
+    ControlLoop(sim, ledger, controller, lambda a: None, period_sec=60, metrics_delay_sec=30,
+                throttle_alarm=ThrottleAlarm(0.01, evaluation_periods=3, datapoints=2))
+    for minute, throttled in enumerate((3, 0, 2, 0, 0, 5)):
+        for k in range(100):
+            at = minute * 60 + k * 0.5
+            sim.at(at, ledger.call_sent, at)
+            sim.at(at + 0.1, ledger.call_answered, at + 0.1, 429 if k < throttled else 200, 0.1, None)
+    # WHEN the controller runs each minute
+    sim.run(until=420.0)
+    # THEN it hears the alarm once 2 of the last 3 complete minutes breached, and only then
+    # (judged minutes: [0], [0-1], [0-2], [1-3], [2-4], [3-5])
+    in_alarm = [bool(names) for names in controller.alarms]
+    assert in_alarm == [False, False, True, False, False, False]
 
 
 def test_the_control_loop_judges_each_period_after_its_metrics_delay_and_applies_after_the_cache():

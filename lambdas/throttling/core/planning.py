@@ -37,6 +37,8 @@ __all__ = [
     "DEFAULT_SETTING_PROPAGATION_SEC",
     "DEFAULT_P99_LATENCY_FACTOR",
     "DEFAULT_THROTTLE_RATE_THRESHOLD",
+    "SUSTAINED_ALARM_DATAPOINTS",
+    "SUSTAINED_ALARM_PERIODS",
     "EXPECTED_LATENCY_MS_BOUNDS",
     "HEADROOM_BOUNDS",
     "MAX_RETRY_ATTEMPTS",
@@ -90,6 +92,10 @@ DEFAULT_MIN_RATE_FRACTION = 0.1
 DEFAULT_CLEAN_PERIODS_TO_INCREASE = 3
 DEFAULT_COOLDOWN_SEC = 120
 DEFAULT_METRICS_DELAY_SEC = 30
+# A sustained alarm: above its threshold in 2 of the last 3 periods. The p99 alarm is one; so is the
+# 429 alarm where the rate is the limiter's inner loop's, which answers a lone minute's 429s itself.
+SUSTAINED_ALARM_PERIODS = 3
+SUSTAINED_ALARM_DATAPOINTS = 2
 # How long a setting the controller writes takes to reach every caller: their tunables cache (the
 # stages' `tunables_cache_sec`). Data before that still show the setting it replaced.
 DEFAULT_SETTING_PROPAGATION_SEC = 5

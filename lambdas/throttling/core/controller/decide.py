@@ -90,6 +90,10 @@ def decide(
 
     evidence = guards.has_evidence(metrics, policy)
     overload, slows_rate = guards.overload(metrics, alarms, policy, evidence=evidence)
+    if (evidence and metrics is not None and not policy.adjust_rate
+            and metrics.throttle_rate > policy.throttle_rate_threshold):
+        notes.append(f"429 rate {pct(metrics.throttle_rate)} > {pct(policy.throttle_rate_threshold)}: the limiter's"
+                     " inner loop answered them")
     judgement = LatencyJudgement(state)
     latency_only = False
     if evidence and metrics is not None:

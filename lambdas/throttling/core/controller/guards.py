@@ -94,7 +94,10 @@ def overload(metrics: PeriodMetrics | None, alarms: Sequence[AlarmSignal], polic
     reasons = [f"alarm {alarm.name} in ALARM" for alarm in alarms]
     slows_rate = any(alarm.kind != ALARM_LATENCY for alarm in alarms)
     if evidence and metrics is not None:
-        if metrics.throttle_rate > policy.throttle_rate_threshold:
+        # Where the rate is the limiter's inner loop's (`adjust_rate` False), it answered each 429 within
+        # the call: cutting the concurrency too, a minute late, would count them twice and leave it low
+        # long after the capacity came back. Only the 429 alarm (sustained: 2 of 3 minutes) speaks for them.
+        if policy.adjust_rate and metrics.throttle_rate > policy.throttle_rate_threshold:
             reasons.append(f"429 rate {pct(metrics.throttle_rate)} > {pct(policy.throttle_rate_threshold)}")
             slows_rate = True
         if metrics.error_rate > policy.error_rate_threshold:

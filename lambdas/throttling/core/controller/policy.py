@@ -39,7 +39,9 @@ class ControllerPolicy:
     :param setting_propagation_sec: how long a written setting takes to reach every caller (their
         tunables cache); a period that began before a change took effect is no evidence of it.
     :param utilization_to_increase: a limit grows only when this fraction of it is used.
-    :param adjust_rate: also move `rate_per_sec` (False: only the concurrency).
+    :param adjust_rate: also move `rate_per_sec` (False: only the concurrency; the rate, and the
+        429s that move it, are the shared limiter's inner loop's: a period's 429s no longer cut the
+        concurrency, only a 429 alarm in ALARM does).
     :param probe_throttle_rate: 429s per call up to which a period with 429s alone is a probe just
         over the limit: back off to what got through, not by `decrease_factor`.
     :param fallback_margin: how far below what got through such a back-off goes.
