@@ -81,9 +81,9 @@ bench: setup ## the strategy, batching and tenants benchmarks in virtual time, a
 	$(PY) -m bench.workflow_costs
 
 # Not echoed: throttlectl's refusal (a bound, or a concurrency over the limit) is then its output's last line.
-plan: $(STAMPS)/deploy ## Little's-law settings: make plan LIMIT_RPS=10 LATENCY_MS=200 [CONCURRENCY=5] [BURST=10] [HEADROOM=0.01]
-	$(if $(and $(LIMIT_RPS),$(LATENCY_MS)),,$(error give the limit and the latency: make plan LIMIT_RPS=10 LATENCY_MS=200))
-	@$(PY) -m throttlectl plan --limit-rps $(LIMIT_RPS) --latency-ms $(LATENCY_MS)$(if $(CONCURRENCY), --concurrency $(CONCURRENCY))$(if $(BURST), --burst $(BURST))$(if $(HEADROOM), --headroom $(HEADROOM))
+plan: $(STAMPS)/deploy ## Little's-law settings: make plan LIMIT_RPS=10 (or CEILING_RPS=50, a limit unknown) LATENCY_MS=200 [CONCURRENCY=5] [BURST=10] [HEADROOM=0.01]
+	$(if $(and $(or $(LIMIT_RPS),$(CEILING_RPS)),$(LATENCY_MS)),,$(error give the limit (or a ceiling) and the latency: make plan LIMIT_RPS=10 LATENCY_MS=200))
+	@$(PY) -m throttlectl plan $(if $(CEILING_RPS),--ceiling-rps $(CEILING_RPS),--limit-rps $(LIMIT_RPS)) --latency-ms $(LATENCY_MS)$(if $(CONCURRENCY), --concurrency $(CONCURRENCY))$(if $(BURST), --burst $(BURST))$(if $(HEADROOM), --headroom $(HEADROOM))
 
 clean: ## remove what set-up and synth made
 	rm -rf $(VENV) node_modules cdk.out $(STAMPS) .pytest_cache .hypothesis .demo .emulator *.egg-info

@@ -42,9 +42,11 @@ from throttling.core.planning import (
     SUSTAINED_ALARM_DATAPOINTS,
     SUSTAINED_ALARM_PERIODS,
     CapacityPlan,
+    tunables_document,
 )
 from throttling.core.adaptive_rate import AdaptiveRatePolicy, InMemoryAdaptiveRateLimiter
 from throttling.core.rate_limiter import InMemoryRateLimiter, RatePolicy
+from throttling.core.tunables import discovery_fields, parse_tunables
 
 from lab.controllers import Adjustment, Controller, Gradient2, PlainAimd, ProjectController
 from lab.downstream import Downstream
@@ -80,8 +82,6 @@ SETTLED_PERIODS_IN_A_ROW = 3
 WINDOW_SEC = 10
 RECOVERED_FRACTION = 0.95
 DISCOVERY_GRACE_SEC = 30
-# Where the limit is unknown, the inner loop starts at a tenth of the configured ceiling.
-DISCOVERY_SEED_FRACTION = 0.1
 
 
 @dataclass
@@ -114,9 +114,9 @@ def run(strategy: Strategy, scenario: Scenario, *, seed: int = 1, headroom: floa
     elif strategy.limiter == "planned":
         limiter = InMemoryRateLimiter(RatePolicy(plan.limiter_rate_per_sec, plan.limiter_burst), sim.clock)
     elif strategy.limiter == "adaptive":
-        # The tunables' defaults; where the limit is unknown, discovered from a seed below the ceiling.
-        adaptive = AdaptiveRatePolicy() if scenario.limit_known else AdaptiveRatePolicy(
-            seed_fraction=DISCOVERY_SEED_FRACTION, floor_fraction=DISCOVERY_SEED_FRACTION / 2)
+        # The tunables' defaults; where the limit is unknown, the document a stage seeds under a ceiling, as parsed.
+        adaptive = AdaptiveRatePolicy() if scenario.limit_known else parse_tunables({**tunables_document(
+            plan.limiter_rate_per_sec, plan.limiter_burst, plan.map_concurrency), **discovery_fields()}).tunables.adaptive
         limiter = InMemoryAdaptiveRateLimiter(RatePolicy(plan.limiter_rate_per_sec, plan.limiter_burst), adaptive,
                                               sim.clock)
     caller = Caller(sim, downstream, ledger, limiter=limiter, timeout_sec=scenario.timeout_sec)

@@ -31,6 +31,8 @@ from throttling.core.names import (
     AUTH_KINDS,
     DEFAULT_STAGE,
     STAGE_NAME_PATTERN,
+    TUNABLE_FLOOR_FRACTION,
+    TUNABLE_SEED_FRACTION,
     tunables_prefix,
 )
 from throttling.core.planning import (
@@ -42,7 +44,13 @@ from throttling.core.planning import (
     jitter_margin_sec,
     limiter_settings,
 )
-from throttling.core.tunables import BURST_BOUNDS, RATE_PER_SEC_BOUNDS
+from throttling.core.tunables import (
+    BURST_BOUNDS,
+    FLOOR_FRACTION_BOUNDS,
+    RATE_PER_SEC_BOUNDS,
+    SEED_FRACTION_BOUNDS,
+    discovery_fields,
+)
 
 # CloudWatch Logs accepts only these retention periods (days).
 LOG_RETENTION_DAYS_ALLOWED = (
@@ -122,7 +130,13 @@ class DownstreamConfig:
     """A rate-limited third party the app calls, and the numbers we plan its traffic with.
 
     `rate_limit_per_sec` is the downstream's contractual limit: the ceiling the Lambda-side reader
-    clamps any operator or controller value to. `headroom` is the fraction of it we leave unused;
+    clamps any operator or controller value to. A downstream whose limit nobody told us gives
+    `rate_ceiling_per_sec` instead (exactly one of the two): a rate we must never pass, below which
+    the shared limiter's inner loop discovers the real limit, starting an unused bucket at
+    `discovery_seed_fraction` of it (default 0.1) and never cutting below `discovery_floor_fraction`
+    (default half the seed). Everything planned from a contract (the limiter's rate and burst,
+    Little's-law concurrency, the controller's bounds and the clamp) is then planned from the
+    ceiling: `max_rate_per_sec` is whichever was given. `headroom` is the fraction of it we leave unused;
     what keeps network jitter (calls admitted apart arriving together) from pushing the downstream
     over is mostly the half of its burst we leave unused (`throttling.core.planning.limiter_settings`
     gives the arithmetic), so 1 % suffices where the burst is 2 or more, and a burst-1 downstream
@@ -134,9 +148,12 @@ class DownstreamConfig:
 
     name: str
     base_url: str
-    rate_limit_per_sec: float
     burst: int
     expected_latency_ms: int
+    rate_limit_per_sec: float | None = None
+    rate_ceiling_per_sec: float | None = None
+    discovery_seed_fraction: float | None = None
+    discovery_floor_fraction: float | None = None
     timeout_sec: float = 5.0
     headroom: float = DEFAULT_HEADROOM
     max_batch_size: int | None = None
@@ -146,20 +163,45 @@ class DownstreamConfig:
     # None: the downstream takes no credentials.
     auth: DownstreamAuth | None = None
 
+    def __post_init__(self) -> None:
+        if (self.rate_limit_per_sec is None) == (self.rate_ceiling_per_sec is None):
+            raise ValueError(f"{self.name}: give exactly one of rate_limit_per_sec and rate_ceiling_per_sec, got"
+                             f" {self.rate_limit_per_sec!r} and {self.rate_ceiling_per_sec!r}")
+
+    @property
+    def contract_known(self) -> bool:
+        """Whether the downstream told us its limit (`rate_limit_per_sec`), or only a ceiling to discover it under."""
+        return self.rate_limit_per_sec is not None
+
+    @property
+    def max_rate_per_sec(self) -> float:
+        """What we never send above, and plan from: the contract, or the ceiling where the limit is unknown."""
+        rate = self.rate_limit_per_sec if self.rate_limit_per_sec is not None else self.rate_ceiling_per_sec
+        assert rate is not None  # __post_init__ holds one of them
+        return rate
+
+    @property
+    def discovery_tunables(self) -> dict[str, float]:
+        """The inner loop's fields the tunables document carries so the loop discovers the rate under the
+        ceiling (`throttling.core.tunables`); none for a known contract, whose bucket starts at the rate."""
+        if self.contract_known:
+            return {}
+        return discovery_fields(self.discovery_seed_fraction, self.discovery_floor_fraction)
+
     @property
     def planned_rate_per_sec(self) -> float:
-        """The rate the shared limiter admits by default: the contract less the headroom."""
-        return limiter_settings(self.rate_limit_per_sec, self.burst, self.headroom)[0]
+        """The rate the shared limiter admits by default: the contract (or ceiling) less the headroom."""
+        return limiter_settings(self.max_rate_per_sec, self.burst, self.headroom)[0]
 
     @property
     def planned_burst(self) -> int:
         """The shared limiter's default burst: half the downstream's, at least 1 (see `limiter_settings`)."""
-        return limiter_settings(self.rate_limit_per_sec, self.burst, self.headroom)[1]
+        return limiter_settings(self.max_rate_per_sec, self.burst, self.headroom)[1]
 
     @property
     def jitter_margin_sec(self) -> float:
         """How unevenly calls may lag the limiter's decisions under the planned rate and burst, 429-free."""
-        return jitter_margin_sec(self.rate_limit_per_sec, self.burst, self.planned_rate_per_sec, self.planned_burst)
+        return jitter_margin_sec(self.max_rate_per_sec, self.burst, self.planned_rate_per_sec, self.planned_burst)
 
     @property
     def default_max_concurrency(self) -> int:
@@ -168,7 +210,7 @@ class DownstreamConfig:
         Rounded down, never below 1 (`littles_law_concurrency`): at 10 req/s and 200 ms that is 2
         calls in flight, where the seed's guess of 5 would offer 25 req/s to a 10 req/s CRM.
         """
-        return planning.littles_law_concurrency(self.rate_limit_per_sec, self.expected_latency_ms)
+        return planning.littles_law_concurrency(self.max_rate_per_sec, self.expected_latency_ms)
 
 
 @dataclass(frozen=True)
@@ -237,7 +279,7 @@ class ControlLoopConfig:
         the Lambda side's `Bounds.from_document`).
         """
         return planning.controller_bounds(
-            downstream.rate_limit_per_sec, downstream.burst, downstream.expected_latency_ms, downstream.headroom,
+            downstream.max_rate_per_sec, downstream.burst, downstream.expected_latency_ms, downstream.headroom,
             max_concurrency_factor=self.max_concurrency_factor, min_rate_fraction=self.min_rate_fraction)
 
 
@@ -502,18 +544,21 @@ def _downstream(key: str, name: str, raw: Any) -> DownstreamConfig:
     if not _DOWNSTREAM_NAME.fullmatch(name):
         raise ConfigError(f"{key}: downstream names must be snake_case (a-z, 0-9, _; 2-31 chars), got {name!r}")
     _object(key, raw, settings_of(DownstreamConfig, derived=("name",)))
+    rate_key, discovery = _rate_key(key, raw)
     # The bounds the Lambdas' tunables and `throttlectl plan` apply too: a contract outside them could not be planned.
-    rate = _number(raw, key, "rate_limit_per_sec", *RATE_PER_SEC_BOUNDS)
+    rate = _number(raw, key, rate_key, *RATE_PER_SEC_BOUNDS)
     burst = _int(raw, key, "burst", *BURST_BOUNDS)
     if burst < 1 or burst > max(1, math.ceil(rate * 10)):
         raise ConfigError(
-            f"{key}.burst must be between 1 and 10 s worth of rate_limit_per_sec ({max(1, math.ceil(rate * 10))}),"
+            f"{key}.burst must be between 1 and 10 s worth of {rate_key} ({max(1, math.ceil(rate * 10))}),"
             f" got {burst}; a larger burst would let a downstream limit be exceeded tenfold after an idle spell"
         )
     downstream = DownstreamConfig(
         name=name,
         base_url=_url(f"{key}.base_url", _required(raw, key, "base_url")),
-        rate_limit_per_sec=rate,
+        rate_limit_per_sec=rate if rate_key == "rate_limit_per_sec" else None,
+        rate_ceiling_per_sec=rate if rate_key == "rate_ceiling_per_sec" else None,
+        **discovery,
         burst=burst,
         expected_latency_ms=_int(raw, key, "expected_latency_ms", *EXPECTED_LATENCY_MS_BOUNDS),
         timeout_sec=_number(raw, key, "timeout_sec", 0.1, 900) if "timeout_sec" in raw else 5.0,
@@ -536,10 +581,42 @@ def _downstream(key: str, name: str, raw: Any) -> DownstreamConfig:
         raise ConfigError(
             f"{key}.headroom {downstream.headroom:g}{'' if 'headroom' in raw else ' (the default)'} leaves a jitter margin"
             f" of {margin:.3g} s at {downstream.planned_rate_per_sec:g}"
-            f" req/s, burst {downstream.planned_burst} under {name}'s {rate:g} req/s, burst {burst}; calls must be allowed"
+            f" req/s, burst {downstream.planned_burst} under {name}'s {'' if downstream.contract_known else 'ceiling of '}"
+            f"{rate:g} req/s, burst {burst}; calls must be allowed"
             f" to lag our limiter's decisions by {MIN_JITTER_MARGIN_SEC:g} s unevenly without a 429: {remedy}"
         )
     return downstream
+
+
+def _rate_key(key: str, raw: Mapping[str, Any]) -> tuple[str, dict[str, float]]:
+    """Which rate a downstream plans from (its contract, or a ceiling to discover its limit under), and the
+    discovery's seed and floor; refused unless exactly one rate is given, and the seed and floor only with a ceiling."""
+    given = [name for name in ("rate_limit_per_sec", "rate_ceiling_per_sec") if name in raw]
+    if len(given) != 1:
+        shown_values = ", ".join(f"{name} {raw[name]!r}" for name in given)
+        raise ConfigError(
+            f"{key} gives {'both ' + shown_values if given else 'neither rate_limit_per_sec nor rate_ceiling_per_sec'};"
+            " give exactly one: rate_limit_per_sec when the downstream documents its limit, or rate_ceiling_per_sec"
+            " (a rate we must never pass) when it does not, for the shared limiter to discover the limit below it")
+    fractions = [name for name in ("discovery_seed_fraction", "discovery_floor_fraction") if name in raw]
+    if given == ["rate_limit_per_sec"]:
+        if fractions:
+            raise ConfigError(
+                f"{key}.{fractions[0]} {raw[fractions[0]]!r} applies only where the limit is unknown: the inner loop"
+                f" starts a known contract's bucket at its rate; remove it, or give rate_ceiling_per_sec instead of"
+                f" rate_limit_per_sec {raw['rate_limit_per_sec']!r}")
+        return "rate_limit_per_sec", {}
+    # The tunables' own bounds (the callers would clamp anything outside them).
+    fields = discovery_fields(
+        _number(raw, key, "discovery_seed_fraction", *SEED_FRACTION_BOUNDS) if "discovery_seed_fraction" in raw else None,
+        _number(raw, key, "discovery_floor_fraction", *FLOOR_FRACTION_BOUNDS) if "discovery_floor_fraction" in raw else None)
+    seed, floor = fields[TUNABLE_SEED_FRACTION], fields[TUNABLE_FLOOR_FRACTION]
+    if floor > seed:
+        raise ConfigError(
+            f"{key}.discovery_floor_fraction {floor:g} is above the seed, discovery_seed_fraction {seed:g}"
+            f"{'' if 'discovery_seed_fraction' in raw else ' (the default)'}: an unused bucket starts at the seed and"
+            " the floor is the lowest a 429 may cut it to; give a floor at most the seed")
+    return "rate_ceiling_per_sec", {"discovery_seed_fraction": seed, "discovery_floor_fraction": floor}
 
 
 def _auth(key: str, raw: Any) -> DownstreamAuth:

@@ -447,7 +447,7 @@ class ControlLoopStack(Stack):
                 breaker_parameter_name=f"{config.ssm_prefix}/{breaker_tunables_key(d)}",
                 services=tuple(self.downstream_metrics[d.name].services),
                 bounds=Bounds.from_document(loop.controller_bounds(d)),
-                contract_rate_per_sec=d.rate_limit_per_sec,
+                contract_rate_per_sec=d.max_rate_per_sec,
                 p99_latency_threshold_ms=loop.p99_latency_threshold_ms(d),
                 consumer_functions=(consumers[d.name].function.function_name,) if d.name in consumers else (),
                 map_run_workflows=tuple(m.state_machine_arn for m in map_workflows.get(d.name, ())),

@@ -57,7 +57,11 @@ def mermaid(stacks: Mapping[str, Stack], config: AppConfig) -> str:
               f'  subgraph control["{stacks["control_loop"].stack_name}"]',
               '    alarms["alarms + dashboard"] --> controller("controller")', "  end"]
     for name, d in downstreams.items():
-        lines.append(f'  {_id("ds_" + name)}[["{name}<br/>{_number(d.rate_limit_per_sec)} req/s, burst {d.burst}"]]')
+        # A limit nobody told us is drawn as the ceiling the limiter discovers it under.
+        rate = f"{_number(d.max_rate_per_sec)} req/s"
+        if not d.contract_known:
+            rate = f"limit unknown, below {rate}"
+        lines.append(f'  {_id("ds_" + name)}[["{name}<br/>{rate}, burst {d.burst}"]]')
 
     for route, target in sorted(ingress.route_targets.items()):
         edge = f"  api --> {_id(target)}"

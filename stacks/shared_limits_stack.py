@@ -35,10 +35,15 @@ def breaker_tunables_key(downstream: DownstreamConfig) -> str:
 
 
 def downstream_tunables_seed(downstream: DownstreamConfig) -> str:
-    """The first value of a downstream's limits (the Lambda side parses it: see the contract test)."""
+    """The first value of a downstream's limits (the Lambda side parses it: see the contract test).
+
+    Where the limit is unknown the rate is planned from the ceiling, and the inner loop's seed and floor
+    come with it, so the callers start an unused bucket low and discover the rate under it.
+    """
     return json.dumps(
-        planning.tunables_document(downstream.planned_rate_per_sec, downstream.planned_burst,
-                                   downstream.default_max_concurrency),
+        {**planning.tunables_document(downstream.planned_rate_per_sec, downstream.planned_burst,
+                                      downstream.default_max_concurrency),
+         **downstream.discovery_tunables},
         sort_keys=True,
     )
 
@@ -121,7 +126,7 @@ class SharedLimitsStack(Stack):
             names.ENV_DOWNSTREAM_BASE_URL: downstream.base_url,
             names.ENV_DOWNSTREAM_TIMEOUT_SEC: str(downstream.timeout_sec),
             **shared_limiter_environment(
-                downstream=downstream.name, rate_limit_per_sec=downstream.rate_limit_per_sec, burst=downstream.burst,
+                downstream=downstream.name, rate_limit_per_sec=downstream.max_rate_per_sec, burst=downstream.burst,
                 tunables_parameter_name=self.tunables.parameter(downstream_tunables_key(downstream)).parameter_name,
                 tunables_seed=downstream_tunables_seed(downstream), tunables_cache_sec=tunables_cache_sec,
                 table_name=self.rate_limiter.table.table_name),

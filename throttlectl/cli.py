@@ -34,7 +34,7 @@ from typing import Any, TextIO
 
 from throttling.core import planning
 from throttling.core.names import STAGE_NAME_PATTERN
-from throttling.core.tunables import InvalidTunables
+from throttling.core.tunables import DEFAULT_DISCOVERY_SEED_FRACTION, InvalidTunables, discovery_fields
 from throttlectl import cleanup, preflight
 from throttlectl.discovery import Deployment, discover
 from throttlectl.exceptions import EXIT_OK, AwsFailure, CliError, NotFound, Refused
@@ -50,7 +50,7 @@ from throttlectl.parameters import (
     write_tunable,
 )
 from throttlectl.redrive import RedriveResult, plan_redrive, redrive_copy, redrive_move_task
-from throttlectl.schema import document_of, diff, kind_of, parse_assignments
+from throttlectl.schema import DOWNSTREAM_LIMITS, document_of, diff, kind_of, parse_assignments
 from throttlectl.status import DEFAULT_TOP_TENANTS, collect_status, queue_rows
 
 __all__ = ["build_parser", "main", "package_version"]
@@ -176,7 +176,16 @@ def build_parser() -> argparse.ArgumentParser:
     empty.add_argument("--yes", action="store_true", help="do not ask (scripts); without it, type the stage to confirm")
 
     plan = command("plan", "Little's-law capacity plan for one downstream (no AWS calls)")
-    plan.add_argument("--limit-rps", type=float, required=True, help="the downstream's contractual limit, req/s")
+    rate = plan.add_mutually_exclusive_group(required=True)
+    rate.add_argument("--limit-rps", type=float, help="the downstream's contractual limit, req/s")
+    rate.add_argument("--ceiling-rps", type=float,
+                      help="for a downstream whose limit is unknown: a rate never to pass, req/s; planned from as a"
+                           " limit would be, and the limiter's inner loop discovers the real limit below it")
+    plan.add_argument("--seed-fraction", type=float,
+                      help=f"with --ceiling-rps: where an unused bucket starts, a share of the planned rate"
+                           f" (default {DEFAULT_DISCOVERY_SEED_FRACTION})")
+    plan.add_argument("--floor-fraction", type=float, help="with --ceiling-rps: the lowest a 429 may cut the rate to,"
+                                                            " a share of the planned rate (default half the seed)")
     plan.add_argument("--latency-ms", type=float, required=True, help="expected latency of one call, ms")
     plan.add_argument("--burst", type=int, help="the downstream's burst allowance (default: one second's worth)")
     plan.add_argument("--headroom", type=float, default=planning.DEFAULT_HEADROOM,
@@ -556,25 +565,40 @@ def _redrive(ctx: _Context) -> int:
 
 def _plan(ctx: _Context) -> int:
     args = ctx.args
+    unknown = args.ceiling_rps is not None
+    if not unknown and (args.seed_fraction is not None or args.floor_fraction is not None):
+        raise Refused("--seed-fraction and --floor-fraction apply only with --ceiling-rps (a limit nobody told you):"
+                      " a known limit's bucket starts at its rate; drop them, or give --ceiling-rps")
     try:
         result = planning.plan_capacity(
-            args.limit_rps, args.latency_ms, burst=args.burst, headroom=args.headroom,
+            args.ceiling_rps if unknown else args.limit_rps, args.latency_ms, burst=args.burst, headroom=args.headroom,
             check_concurrency=args.concurrency, ride_out_sec=args.ride_out_sec,
             max_retry_delay_sec=args.max_retry_delay_sec,
         )
     except ValueError as error:
         raise Refused(str(error)) from None
-    lines = ["arithmetic:", *(f"  {step}" for step in result.steps), "", "settings:",
+    document, discovery = result.tunables_document(), []
+    if unknown:
+        # As a stage seeds it (`DownstreamConfig.discovery_tunables`), checked as `set` checks a document.
+        document.update(discovery_fields(args.seed_fraction, args.floor_fraction))
+        DOWNSTREAM_LIMITS.validate("the planned document", document, args.ceiling_rps)
+        seed, floor = (document[name] * result.limiter_rate_per_sec for name in ("seed_fraction", "floor_fraction"))
+        discovery = ["", f"the limit is unknown: planned from the {args.ceiling_rps:g} req/s ceiling as from a contract;"
+                         f" the inner loop starts an unused bucket at {seed:.3g} req/s (seed_fraction"
+                         f" {document['seed_fraction']:g}), climbs while calls are answered, cuts on each 429 (never"
+                         f" below {floor:.3g} req/s, floor_fraction {document['floor_fraction']:g}) and never passes"
+                         f" {_v(result.limiter_rate_per_sec)} req/s"]
+    lines = ["arithmetic:", *(f"  {step}" for step in result.steps), *discovery, "", "settings:",
              _indent(_table(("setting", "value"), [
                  ("Map MaxConcurrency (max_concurrency)", str(result.map_concurrency)),
                  ("SQS consumer MaximumConcurrency", str(result.consumer_max_concurrency)),
                  ("limiter rate_per_sec", _v(result.limiter_rate_per_sec)),
                  ("limiter burst", str(result.limiter_burst)),
                  ("Retry", json.dumps(result.retry.as_asl())),
-                 ("SSM document", json.dumps(result.tunables_document(), sort_keys=True)),
+                 ("SSM document", json.dumps(document, sort_keys=True)),
              ]))]
     lines += [f"warning: {w}" for w in result.warnings]
-    ctx.emit(result.to_dict(), "\n".join(lines))
+    ctx.emit({**result.to_dict(), "limit_known": not unknown, "tunables_document": document}, "\n".join(lines))
     check = result.check
     # Exit 2 fails a script's check; the refusal comes last, where a reader of `make plan` looks. Not
     # for the plan's own concurrency: where even 1 call in flight offers too much, the plan's warning

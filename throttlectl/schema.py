@@ -16,11 +16,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from throttling.core.circuit_breaker import DURATION_BOUNDS_SEC, MAX_MINIMUM_CALLS, MAX_WINDOW_BUCKETS, BreakerPolicy
-from throttling.core.names import TUNABLE_TENANT_SHARE_PREFIX, TUNABLES_MODES
+from throttling.core.names import TUNABLE_FLOOR_FRACTION, TUNABLE_SEED_FRACTION, TUNABLE_TENANT_SHARE_PREFIX, TUNABLES_MODES
 from throttling.core.tunables import (
     BURST_BOUNDS,
+    DECREASE_FACTOR_BOUNDS,
+    FLOOR_FRACTION_BOUNDS,
+    INCREASE_FRACTION_PER_SEC_BOUNDS,
     MAX_CONCURRENCY_BOUNDS,
     RATE_PER_SEC_BOUNDS,
+    SEED_FRACTION_BOUNDS,
     DownstreamTunables,
     InvalidTunables,
     decode_document,
@@ -57,6 +61,11 @@ _HARD_BOUNDS = {
     "rate_per_sec": RATE_PER_SEC_BOUNDS,
     "burst": BURST_BOUNDS,
     "max_concurrency": MAX_CONCURRENCY_BOUNDS,
+    # The inner loop's, which the Lambdas clamp as well.
+    "decrease_factor": DECREASE_FACTOR_BOUNDS,
+    "increase_fraction_per_sec": INCREASE_FRACTION_PER_SEC_BOUNDS,
+    TUNABLE_FLOOR_FRACTION: FLOOR_FRACTION_BOUNDS,
+    TUNABLE_SEED_FRACTION: SEED_FRACTION_BOUNDS,
 }
 
 
@@ -130,25 +139,35 @@ def _downstream_validate(key: str, document: Mapping[str, Any], ceiling: float |
     except InvalidTunables as error:
         raise Refused(f"{key}: {error}") from None
     if result.clamped_fields:
-        raise Refused("; ".join(_clamp_message(key, name, document[name], ceiling, ceiling_burst)
+        # A document that starts its bucket below the rate is a downstream known only by a ceiling.
+        bound = "contract" if result.tunables.seed_fraction == 1 else "ceiling"
+        raise Refused("; ".join(_clamp_message(key, name, document[name], ceiling, ceiling_burst,
+                                               floor_fraction=result.tunables.floor_fraction, bound=bound)
                                 for name in result.clamped_fields))
     return json.loads(result.tunables.to_document())
 
 
-def _clamp_message(key: str, name: str, value: Any, ceiling: float | None, ceiling_burst: int | None) -> str:
+def _clamp_message(key: str, name: str, value: Any, ceiling: float | None, ceiling_burst: int | None, *,
+                   floor_fraction: float, bound: str = "contract") -> str:
     low, high = _HARD_BOUNDS[name]
     downstream = key.rsplit("/", 1)[-1]
     if name == "rate_per_sec" and ceiling is not None and ceiling < high and value > ceiling:
         return (
-            f"{key}: rate_per_sec {value:g} is above {downstream}'s contract of {ceiling:g} req/s (the "
+            f"{key}: rate_per_sec {value:g} is above {downstream}'s {bound} of {ceiling:g} req/s (the "
             f"DOWNSTREAM_RATE_LIMIT_PER_SEC its functions are deployed with); the Lambdas would clamp it to "
             f"{ceiling:g}: give a value in [{low:g}, {ceiling:g}]"
         )
     if name == "burst" and ceiling_burst is not None and ceiling_burst < high and value > ceiling_burst:
         return (
-            f"{key}: burst {value:g} is above {downstream}'s contract burst of {ceiling_burst} (the "
+            f"{key}: burst {value:g} is above {downstream}'s {bound} burst of {ceiling_burst} (the "
             f"DOWNSTREAM_BURST its functions are deployed with); the Lambdas would clamp it to "
             f"{ceiling_burst}: give a whole number in [{low:g}, {ceiling_burst}]"
+        )
+    if name == TUNABLE_SEED_FRACTION and low <= value < floor_fraction:
+        return (
+            f"{key}: seed_fraction {value:g} is below the floor_fraction of {floor_fraction:g}; a bucket never runs"
+            f" below its floor, so the Lambdas would start it at {floor_fraction:g}: give a seed_fraction in"
+            f" [{floor_fraction:g}, {high:g}], or lower floor_fraction"
         )
     side, bound = ("below the lower bound", low) if value < low else ("above the upper bound", high)
     return (

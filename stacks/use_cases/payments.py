@@ -338,7 +338,7 @@ def payment_authorizer_concurrency(gateway: DownstreamConfig) -> int:
     instead of a flood of orders holding the account's concurrency to wait for a 2 req/s gateway.
     """
     seconds_per_call = gateway.expected_latency_ms / 1000 + PAYMENT_LIMITER_MAX_WAIT_SEC
-    return max(2, math.ceil(gateway.rate_limit_per_sec * seconds_per_call))
+    return max(2, math.ceil(gateway.max_rate_per_sec * seconds_per_call))
 
 
 def parked_order_resumes_per_run(gateway: DownstreamConfig) -> int:

@@ -45,8 +45,9 @@ def set_in(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
                                  " configured: dev, prod; pass one of them with -c stage=<name>, or add stages.prd"),
         (set_in("defaults.downstreams.crm.head_room", 0.1),
          "cdk.json: unknown key stages.dev.downstreams.crm.head_room (did you mean 'headroom'?);"
-         " stages.dev.downstreams.crm takes: auth, base_url, burst, expected_latency_ms, headroom, max_batch_size,"
-         " max_in_flight, rate_limit_per_sec, timeout_sec"),
+         " stages.dev.downstreams.crm takes: auth, base_url, burst, discovery_floor_fraction, discovery_seed_fraction,"
+         " expected_latency_ms, headroom, max_batch_size, max_in_flight, rate_ceiling_per_sec, rate_limit_per_sec,"
+         " timeout_sec"),
         (set_in("stages.dev.tunables_cache_secs", 10),
          "cdk.json: unknown key stages.dev.tunables_cache_secs (did you mean 'tunables_cache_sec'?); stages.dev takes:"),
         (set_in("stages.dev.controlloop", {"cooldown_sec": 60}),

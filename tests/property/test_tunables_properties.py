@@ -50,7 +50,9 @@ json_values = st.recursive(
     lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(st.text(max_size=8), children, max_size=4)),
     max_leaves=20,
 )
-downstream_fields = ("rate_per_sec", "burst", "max_concurrency", "mode")
+# With the inner loop's fields: a seed and a floor that disagree must still give a loop the callers can build.
+downstream_fields = ("rate_per_sec", "burst", "max_concurrency", "mode", "decrease_factor", "increase_fraction_per_sec",
+                     "floor_fraction", "seed_fraction")
 breaker_fields = tuple(BreakerPolicy.__dataclass_fields__)
 
 
@@ -90,6 +92,7 @@ def assert_usable_tunables(tunables: DownstreamTunables, ceiling_rate_per_sec: f
     assert MAX_CONCURRENCY_BOUNDS[0] <= tunables.max_concurrency <= MAX_CONCURRENCY_BOUNDS[1]
     assert tunables.mode in TUNABLES_MODES
     RatePolicy(tunables.rate_per_sec, tunables.burst)  # what the callers build from it
+    assert tunables.adaptive.floor_fraction <= tunables.adaptive.seed_fraction  # and their inner loop
 
 
 def assert_usable_breaker_policy(policy: BreakerPolicy) -> None:
@@ -104,6 +107,21 @@ def assert_usable_breaker_policy(policy: BreakerPolicy) -> None:
         state = circuit_breaker.record(state, policy, NOW + step, False, policy.slow_call_duration_sec, f"caller-{step}")
     opened = circuit_breaker.force_open(state, policy, NOW + 10, "property test")
     assert BreakerState.from_item(opened.to_item()) == opened
+
+
+@MANY
+@given(loop=st.dictionaries(st.sampled_from(("floor_fraction", "seed_fraction", "decrease_factor")),
+                            st.one_of(numbers, st.floats(min_value=0, max_value=1.5)), min_size=1))
+def test_any_seed_and_floor_give_an_inner_loop_the_callers_can_run_or_are_refused(loop):
+    # GIVEN a usable document with the inner loop's fields holding anything numeric
+    document = {"rate_per_sec": 10, "burst": 10, "max_concurrency": 2, **loop}
+    try:
+        result = parse_tunables(as_text(document), ceiling_rate_per_sec=CONTRACT_RATE_PER_SEC)
+    except InvalidTunables:
+        return
+    # THEN the loop it gives is one the core builds (a seed never under the floor), within the bounds
+    assert_usable_tunables(result.tunables, CONTRACT_RATE_PER_SEC, None)
+    assert 0.01 <= result.tunables.floor_fraction <= result.tunables.seed_fraction <= 1
 
 
 @MANY

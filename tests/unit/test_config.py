@@ -230,8 +230,8 @@ def test_a_malformed_stages_or_defaults_object_is_refused(stages, defaults, mess
          "unknown key stages.dev.contol_loop (did you mean 'control_loop'?); stages.dev takes: account,"),
         (lambda s: s["dev"]["downstreams"]["crm"].update(head_room=0.1),
          "unknown key stages.dev.downstreams.crm.head_room (did you mean 'headroom'?); stages.dev.downstreams.crm"
-         " takes: auth, base_url, burst, expected_latency_ms, headroom, max_batch_size, max_in_flight, rate_limit_per_sec,"
-         " timeout_sec"),
+         " takes: auth, base_url, burst, discovery_floor_fraction, discovery_seed_fraction, expected_latency_ms, headroom,"
+         " max_batch_size, max_in_flight, rate_ceiling_per_sec, rate_limit_per_sec, timeout_sec"),
         (lambda s: s["dev"]["downstreams"]["crm"].update(timeout_secs=3, owner="crm-team"),
          "unknown keys stages.dev.downstreams.crm.owner, stages.dev.downstreams.crm.timeout_secs (did you mean"
          " 'timeout_sec'?); stages.dev.downstreams.crm takes: auth, base_url,"),

@@ -148,6 +148,44 @@ def test_plan_refuses_what_no_stage_could_configure_and_the_lambdas_would_clamp(
     assert err.startswith(f"throttlectl: {message}")
 
 
+def test_plan_from_a_ceiling_plans_as_from_a_contract_and_seeds_the_discovery():
+    # GIVEN a downstream whose limit is unknown, only that it is below 50 req/s
+    code, out, err = run("plan", "--ceiling-rps", "50", "--latency-ms", "200", "--burst", "10", "--json")
+    plan = json.loads(out)
+    # THEN the settings are those of a 50 req/s contract, and the document carries the seed and the floor
+    assert (code, err) == (0, "")
+    assert (plan["limit_known"], plan["map_concurrency"], plan["limiter_rate_per_sec"]) == (False, 10, 49.5)
+    assert plan["tunables_document"] == {"burst": 5, "floor_fraction": 0.05, "max_concurrency": 10, "mode": "auto",
+                                         "rate_per_sec": 49.5, "seed_fraction": 0.1}
+    # AND the text says where the bucket starts and that the limit is discovered under the ceiling
+    code, out, err = run("plan", "--ceiling-rps", "50", "--latency-ms", "200", "--seed-fraction", "0.2")
+    assert "the limit is unknown: planned from the 50 req/s ceiling as from a contract; the inner loop starts an" \
+           " unused bucket at 9.9 req/s (seed_fraction 0.2)" in out
+    assert '"floor_fraction": 0.1' in out and '"seed_fraction": 0.2' in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("--limit-rps", "10", "--latency-ms", "200", "--seed-fraction", "0.1"),
+         "--seed-fraction and --floor-fraction apply only with --ceiling-rps (a limit nobody told you)"),
+        (("--ceiling-rps", "50", "--latency-ms", "200", "--seed-fraction", "1.5"),
+         "the planned document: seed_fraction 1.5 is above the upper bound 1; the Lambdas would clamp it to 1"),
+        (("--ceiling-rps", "50", "--latency-ms", "200", "--seed-fraction", "0.05", "--floor-fraction", "0.1"),
+         "the planned document: seed_fraction 0.05 is below the floor_fraction of 0.1"),
+    ],
+)
+def test_plan_refuses_a_discovery_no_stage_could_configure(argv, message):
+    code, out, err = run("plan", *argv)
+    assert (code, out) == (2, "")
+    assert err.startswith(f"throttlectl: {message}")
+
+
+def test_plan_takes_one_rate_the_limit_or_a_ceiling():
+    code, _, err = run("plan", "--limit-rps", "10", "--ceiling-rps", "50", "--latency-ms", "200")
+    assert code == 2 and "argument --ceiling-rps: not allowed with argument --limit-rps" in err
+
+
 def make_plan(**variables: str) -> subprocess.CompletedProcess[str]:
     # -o: the deploy stamp counts as up to date, so the target runs only throttlectl; PY: this interpreter
     assignments = [f"{name}={value}" for name, value in variables.items()]
@@ -169,6 +207,11 @@ def test_make_plan_passes_headroom_and_ends_with_the_refusal():
     assert lines[-1].startswith("throttlectl: refused: 5 calls in flight of 200 ms offer 25 req/s")
     # AND the command is not echoed ahead of the plan
     assert not result.stdout.startswith(sys.executable)
+
+
+def test_make_plan_takes_a_ceiling_for_a_limit_nobody_told_us():
+    result = make_plan(CEILING_RPS="50", LATENCY_MS="200")
+    assert result.returncode == 0 and "the limit is unknown: planned from the 50 req/s ceiling" in result.stdout
 
 
 def test_make_plan_refuses_a_limit_the_lambdas_would_clamp():

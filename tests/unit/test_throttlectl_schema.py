@@ -45,6 +45,14 @@ def test_every_seed_of_the_stacks_passes_the_cli_validation(dev_config):
         ({"rate_per_sec": 1, "burst": 1}, None, "max_concurrency is missing"),
         ({"rate_per_sec": 1, "burst": 1, "max_concurrency": 1, "mode": "off"}, None, "mode must be one of"),
         ({"rate_per_sec": 1, "burst": 1, "max_concurrency": 1, "rate": 2}, None, "unknown field rate for downstreams/x"),
+        # the inner loop's fields the Lambdas clamp are refused with their bounds, as the rate is
+        ({"rate_per_sec": 1, "burst": 1, "max_concurrency": 1, "decrease_factor": 0.99}, None,
+         "decrease_factor 0.99 is above the upper bound 0.95; the Lambdas would clamp it to 0.95"),
+        ({"rate_per_sec": 1, "burst": 1, "max_concurrency": 1, "seed_fraction": 0}, None,
+         "seed_fraction 0 is below the lower bound 0.01"),
+        ({"rate_per_sec": 1, "burst": 1, "max_concurrency": 1, "seed_fraction": 0.05}, None,
+         "seed_fraction 0.05 is below the floor_fraction of 0.1; a bucket never runs below its floor, so the Lambdas"
+         " would start it at 0.1: give a seed_fraction in [0.1, 1], or lower floor_fraction"),
     ],
 )
 def test_downstream_documents_the_lambdas_would_clamp_or_refuse_are_refused(document, ceiling, message):
@@ -65,6 +73,15 @@ def test_a_burst_above_the_contract_is_refused_naming_the_contract():
     assert DOWNSTREAM_LIMITS.validate("downstreams/crm", {"rate_per_sec": 5, "burst": 10, "max_concurrency": 1},
                                       10.0, 10)["burst"] == 10
     assert DOWNSTREAM_LIMITS.bounds(10.0, 10)["burst"] == "whole 1..10 (contract)"
+
+
+def test_a_rate_above_a_ceiling_is_refused_naming_the_ceiling():
+    # GIVEN a downstream known only by a 50 req/s ceiling (its document starts the bucket at a seed)
+    document = {"rate_per_sec": 60, "burst": 5, "max_concurrency": 10, "seed_fraction": 0.1, "floor_fraction": 0.05}
+    # WHEN an operator asks for 60 req/s THEN refused, naming the ceiling, not a contract it never had
+    with pytest.raises(Refused) as refused:
+        DOWNSTREAM_LIMITS.validate("downstreams/geo_api", document, 50.0, 10)
+    assert str(refused.value).startswith("downstreams/geo_api: rate_per_sec 60 is above geo_api's ceiling of 50 req/s")
 
 
 def test_discovery_reads_each_downstream_s_contract_from_its_functions():

@@ -35,6 +35,8 @@ def test_a_good_document_parses_unchanged():
         ("decrease_factor", 0.0, 0.1),
         ("increase_fraction_per_sec", 3, 0.5),
         ("floor_fraction", 0, 0.01),
+        ("seed_fraction", 1.5, 1.0),  # an unknown contract's seed: a share of the ceiling
+        ("seed_fraction", 0.05, 0.1),  # below the floor (0.1 by default) the bucket would start at the floor anyway
     ],
 )
 def test_out_of_range_values_are_clamped_and_reported(field, value, expected):
@@ -57,6 +59,33 @@ def test_the_inner_loop_defaults_when_the_document_leaves_it_out_and_follows_it_
     # AND a value that is not a number refuses the document, as for any field
     with pytest.raises(InvalidTunables, match="decrease_factor must be a finite number, got 'half'"):
         parse_tunables({**GOOD, "decrease_factor": "half"})
+
+
+def test_an_unknown_contracts_seed_and_floor_make_the_loop_start_low_and_survive_a_round_trip():
+    # GIVEN the document a stage seeds for a downstream known only by its ceiling (rate_per_sec is the ceiling)
+    document = {**GOOD, "seed_fraction": 0.1, "floor_fraction": 0.05}
+    # WHEN the callers parse it
+    result = parse_tunables(json.dumps(document), ceiling_rate_per_sec=10)
+    # THEN the loop starts a bucket at a tenth of the ceiling, may fall to a twentieth, and nothing was clamped
+    assert result.clamped_fields == ()
+    assert result.tunables.adaptive == AdaptiveRatePolicy(seed_fraction=0.1, floor_fraction=0.05)
+    # AND writing it back (as the controller and throttlectl do) keeps both, so the discovery survives a retune
+    assert json.loads(result.tunables.to_document())["seed_fraction"] == 0.1
+    assert parse_tunables(result.tunables.to_document()).tunables == result.tunables
+    # AND a known contract's document leaves the seed out: its default, 1, starts the bucket at the rate
+    assert "seed_fraction" not in json.loads(parse_tunables(GOOD).tunables.to_document())
+    assert parse_tunables(GOOD).tunables.adaptive.seed_fraction == 1.0
+
+
+def test_a_seed_below_the_documents_own_floor_is_raised_to_it_and_reported():
+    # GIVEN a floor of 0.2 and a seed under it (the bucket could never run below the floor)
+    result = parse_tunables({**GOOD, "seed_fraction": 0.1, "floor_fraction": 0.2})
+    # THEN the seed is the floor, the floor stands, and the reader logs the seed as clamped
+    assert (result.tunables.seed_fraction, result.tunables.floor_fraction) == (0.2, 0.2)
+    assert result.clamped_fields == ("seed_fraction",)
+    # AND a seed that is not a number refuses the document, as for any loop field
+    with pytest.raises(InvalidTunables, match="seed_fraction must be a finite number, got 'low'"):
+        parse_tunables({**GOOD, "seed_fraction": "low"})
 
 
 @pytest.mark.parametrize(
@@ -139,6 +168,18 @@ def test_a_reader_clamps_the_burst_to_the_contract_with_a_warning(caplog):
         assert reader.get().burst == 10
     (warning,) = [r for r in caplog.records if r.getMessage() == "tunables out of range were clamped"]
     assert warning.clamped == ["burst"]
+
+
+def test_a_reader_raises_a_seed_below_the_floor_and_logs_the_bad_value(caplog):
+    # GIVEN an operator's seed of 0.02 under an unknown contract's floor of 0.05
+    store = FakeParameterStore(json.dumps({**GOOD, "seed_fraction": 0.02, "floor_fraction": 0.05}))
+    reader = TunablesReader("/p", defaults=DEFAULTS, fetch=store.fetch, ceiling_rate_per_sec=10, ceiling_burst=10)
+    with caplog.at_level(logging.WARNING):
+        # THEN the callers' loop starts at the floor
+        assert reader.get().adaptive == AdaptiveRatePolicy(seed_fraction=0.05, floor_fraction=0.05)
+    # AND the warning names the field and shows the value as it was stored
+    (warning,) = [r for r in caplog.records if r.getMessage() == "tunables out of range were clamped"]
+    assert warning.clamped == ["seed_fraction"] and '"seed_fraction": 0.02' in warning.value
 
 
 def test_reader_logs_a_warning_when_it_clamps(caplog):

@@ -98,6 +98,9 @@ TUNABLE_MODE: Final = "mode"
 TUNABLE_DECREASE_FACTOR: Final = "decrease_factor"
 TUNABLE_INCREASE_FRACTION_PER_SEC: Final = "increase_fraction_per_sec"
 TUNABLE_FLOOR_FRACTION: Final = "floor_fraction"
+# Where a downstream's limit is unknown: the share of the ceiling an unused bucket starts at before the
+# inner loop discovers the rate (absent: 1, the bucket starts at the rate in force).
+TUNABLE_SEED_FRACTION: Final = "seed_fraction"
 # Tenants' weighted soft shares and the priority classes' reserves (`throttling.core.hierarchical_rate`),
 # optional. Documents are flat (the parameters' AllowedPattern), so a tenant's share is the field
 # `share_<tenant id>` (a tenant named there has a lowercase snake_case id of at most 34 characters;

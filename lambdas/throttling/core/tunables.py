@@ -44,6 +44,12 @@ _LOOP_DEFAULTS = AdaptiveRatePolicy()
 DECREASE_FACTOR_BOUNDS = (0.1, 0.95)
 INCREASE_FRACTION_PER_SEC_BOUNDS = (0.001, 0.5)
 FLOOR_FRACTION_BOUNDS = (0.01, 1.0)
+# A seed is a share of the ceiling as the floor is; it may not start the bucket below the floor.
+SEED_FRACTION_BOUNDS = (0.01, 1.0)
+# Where a downstream's limit is unknown, an unused bucket starts at a tenth of the ceiling and a 429 may cut
+# it to half that: the lab's unknown_limit scenario (a limit a fifth of the ceiling) reaches 0.95 of it in
+# seconds from there, while a seed near the ceiling would open with a flood of 429s.
+DEFAULT_DISCOVERY_SEED_FRACTION = 0.1
 
 # Parameter Store's advanced tier holds at most 8 KB (a standard parameter 4,096 characters); a
 # tunables document is a few dozen. Nothing larger is worth decoding.
@@ -70,7 +76,9 @@ class DownstreamTunables:
 
     `mode` "manual" pins the values: the controller reads them but never writes over them.
     `decrease_factor`, `increase_fraction_per_sec` and `floor_fraction` tune the limiter's inner
-    loop (`adaptive`); a document may leave them out, and `to_document` leaves them out at their defaults.
+    loop (`adaptive`); `seed_fraction` (below 1 only where the downstream's limit is unknown and
+    `rate_per_sec` is a ceiling) is where an unused bucket starts before the loop discovers the rate.
+    A document may leave them out, and `to_document` leaves them out at their defaults.
     `tenant_shares` (the document's `share_<tenant>` fields), `default_tenant_share`, `borrow_depth`,
     `reserve_standard` and `reserve_batch` share the bucket among tenants and priority classes
     (`shares`, `throttling.core.hierarchical_rate.TenantShares`); optional likewise.
@@ -83,6 +91,7 @@ class DownstreamTunables:
     decrease_factor: float = _LOOP_DEFAULTS.decrease_factor
     increase_fraction_per_sec: float = _LOOP_DEFAULTS.increase_fraction_per_sec
     floor_fraction: float = _LOOP_DEFAULTS.floor_fraction
+    seed_fraction: float = _LOOP_DEFAULTS.seed_fraction
     tenant_shares: tuple[tuple[str, float], ...] = ()
     default_tenant_share: float = _SHARING_DEFAULTS.default_share
     borrow_depth: float = _SHARING_DEFAULTS.borrow_depth
@@ -99,10 +108,11 @@ class DownstreamTunables:
 
     @property
     def adaptive(self) -> AdaptiveRatePolicy:
-        """The inner loop these tunables set, for a downstream whose contract is known (it starts at the rate)."""
+        """The inner loop these tunables set: it starts at the rate in force where the contract is known, at
+        `seed_fraction` of it where the rate is only a ceiling."""
         return AdaptiveRatePolicy(decrease_factor=self.decrease_factor,
                                   increase_fraction_per_sec=self.increase_fraction_per_sec,
-                                  floor_fraction=self.floor_fraction)
+                                  floor_fraction=self.floor_fraction, seed_fraction=self.seed_fraction)
 
     def to_document(self) -> str:
         document = asdict(self)
@@ -117,10 +127,22 @@ class DownstreamTunables:
         return json.dumps(document, sort_keys=True)
 
 
-_LOOP_FIELDS = (names.TUNABLE_DECREASE_FACTOR, names.TUNABLE_INCREASE_FRACTION_PER_SEC, names.TUNABLE_FLOOR_FRACTION)
+_LOOP_FIELDS = (names.TUNABLE_DECREASE_FACTOR, names.TUNABLE_INCREASE_FRACTION_PER_SEC, names.TUNABLE_FLOOR_FRACTION,
+                names.TUNABLE_SEED_FRACTION)
 _SHARING_FIELDS = (names.TUNABLE_DEFAULT_TENANT_SHARE, names.TUNABLE_BORROW_DEPTH, names.TUNABLE_RESERVE_STANDARD,
                    names.TUNABLE_RESERVE_BATCH)
 _DEFAULT_TUNABLES_SHARING = DownstreamTunables(rate_per_sec=1.0, burst=1, max_concurrency=1)
+
+
+def discovery_fields(seed_fraction: float | None = None, floor_fraction: float | None = None) -> dict[str, float]:
+    """The inner loop's fields of the document of a downstream known only by a ceiling (its `rate_per_sec`): where
+    an unused bucket starts (`DEFAULT_DISCOVERY_SEED_FRACTION` unless given) and the floor (half the seed unless given).
+
+    The stacks seed them and the lab's unknown-limit runs parse them, so both discover a rate as the callers do.
+    """
+    seed = DEFAULT_DISCOVERY_SEED_FRACTION if seed_fraction is None else seed_fraction
+    return {names.TUNABLE_SEED_FRACTION: seed,
+            names.TUNABLE_FLOOR_FRACTION: seed / 2 if floor_fraction is None else floor_fraction}
 
 
 T = TypeVar("T")
@@ -165,13 +187,21 @@ def parse_tunables(
     loop: dict[str, float] = {}
     for name, bounds in ((names.TUNABLE_DECREASE_FACTOR, DECREASE_FACTOR_BOUNDS),
                          (names.TUNABLE_INCREASE_FRACTION_PER_SEC, INCREASE_FRACTION_PER_SEC_BOUNDS),
-                         (names.TUNABLE_FLOOR_FRACTION, FLOOR_FRACTION_BOUNDS)):
+                         (names.TUNABLE_FLOOR_FRACTION, FLOOR_FRACTION_BOUNDS),
+                         (names.TUNABLE_SEED_FRACTION, SEED_FRACTION_BOUNDS)):
         if name not in document:
             continue
         value = _number(document, name)
         loop[name] = _clamp(value, *bounds)
         if loop[name] != value:
             clamped.append(name)
+    # A bucket never runs below its floor, so a seed under it would start there anyway: raised to it, as
+    # the other loop fields are clamped, rather than refusing the document the floor and seed make sense in.
+    floor = loop.get(names.TUNABLE_FLOOR_FRACTION, _LOOP_DEFAULTS.floor_fraction)
+    if loop.get(names.TUNABLE_SEED_FRACTION, floor) < floor:
+        loop[names.TUNABLE_SEED_FRACTION] = floor
+        if names.TUNABLE_SEED_FRACTION not in clamped:
+            clamped.append(names.TUNABLE_SEED_FRACTION)
     sharing = _sharing(document)
     return Clamped(
         DownstreamTunables(rate_in_range, burst_in_range, concurrency_in_range, mode, **loop, **sharing),
