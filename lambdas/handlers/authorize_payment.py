@@ -69,6 +69,7 @@ from throttling.runtime.downstream_client import (
     DownstreamClient,
     DownstreamError,
     DownstreamRejected,
+    DownstreamResponse,
     DownstreamThrottled,
     DownstreamUnavailable,
     RateLimited,
@@ -243,14 +244,15 @@ def authorize(deps: Dependencies, order: dict[str, Any], context: LambdaContext)
 
 @dataclass(frozen=True)
 class Signalled:
-    """What a report of the gateway's throttling signal names: the bucket's policy and loop, and the token's admission."""
+    """What a report of the gateway's answer names: the bucket's policy and loop, and the token's admission."""
 
     policy: RatePolicy
     adaptive: AdaptiveRatePolicy
     token: GateOutcome
 
-    def report(self, deps: Dependencies, error: DownstreamError) -> None:
-        if deps.gate.report(deps.downstream, self.policy, self.adaptive, self.token, error):
+    def report(self, deps: Dependencies, answer: DownstreamError | DownstreamResponse) -> None:
+        """The gateway's answer, an error or a response: its published limit, then its throttling signal."""
+        if deps.gate.report(deps.downstream, self.policy, self.adaptive, self.token, answer):
             metrics.add_metric(name=names.LIMITER_SIGNALS_REPORTED, unit=MetricUnit.Count, value=1)
 
 
@@ -260,7 +262,8 @@ def call_gateway(deps: Dependencies, order: Order, breaker: DynamoDbCircuitBreak
 
     Only 5xx, timeouts and refused connections count as failures: a 429 or another 4xx means the
     gateway is up and answering, and a throttled gateway is the limiter's business, not the breaker's:
-    a 429, or a 503 with Retry-After, is reported to the shared limiter's inner loop (`signalled`).
+    a 429, or a 503 with Retry-After, is reported to the shared limiter's inner loop (`signalled`), and
+    so is the rate limit any answer publishes.
     """
     headers = {"Idempotency-Key": order.order_id, "X-Correlation-Id": order.order_id}
     started = time.monotonic()
@@ -281,6 +284,8 @@ def call_gateway(deps: Dependencies, order: Order, breaker: DynamoDbCircuitBreak
         raise
     breaker.record(deps.breaker_name, caller_id, success=True, duration_sec=time.monotonic() - started)
     record_call(metrics, response=response)
+    if signalled is not None:
+        signalled.report(deps, response)
     return response.body
 
 

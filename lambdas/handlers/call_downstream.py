@@ -12,7 +12,9 @@ back later than `stale_token_after_sec` allows is not spent on the call: sent no
 the downstream too close to calls decided after it. A 429, 5xx or timeout raises the error a
 workflow retries on (see `throttling.runtime.downstream_client`); a 429, or a 503 with Retry-After,
 is first reported to the shared limiter (its inner loop), which blocks every caller for the
-Retry-After and cuts the bucket's rate.
+Retry-After and cuts the bucket's rate. Every answer's published rate limit (`RateLimit-Policy` and
+its kin, in a 2xx or a 429 alike) is reported before that: the bucket believes it as its ceiling
+for a while, at the cost of a write only when it is news (`TokenGate.report`).
 
 A call for a `tenant` takes its token from that tenant's share of the bucket (what it may borrow
 beyond it, the shares in the downstream's tunables: `throttling.core.hierarchical_rate`), and one of
@@ -157,6 +159,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             metrics.add_metric(name=names.LIMITER_SIGNALS_REPORTED, unit=MetricUnit.Count, value=1)
         raise
     record_call(metrics, response=response)
+    # Not a signal, but it may publish the downstream's limit: a halved one is met by this answer, not by a 429.
+    deps.gate.report(deps.downstream, policy, in_force.adaptive, tokens[-1], response)
     logger.info(names.CALL_ANSWERED_LOG_MESSAGE, extra={"status": response.status, "latency_ms": round(response.latency_ms, 1)})
     return {
         "downstream": deps.downstream,

@@ -305,6 +305,9 @@ class Batch:
                                 "receive_count": receive_count, "error": str(error)})
             raise
         record_call(metrics, response=response)
+        if self.token is not None:
+            # Not a signal, but it may publish the mainframe's limit, which then caps every consumer.
+            self.deps.gate.report(self.deps.downstream, self.policy, self.adaptive, self.token, response)
         self.deps.statuses.delivered(item.record_id, record.message_id, receive_count, response.status, tenant=tenant)
         metrics.add_metric(name="RecordsDelivered", unit=MetricUnit.Count, value=1)
         self.delivered += 1

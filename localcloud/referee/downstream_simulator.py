@@ -177,6 +177,10 @@ class DownstreamProfile:
     request; ``None`` (the default) means no batch endpoint, the path answered as any other.
     ``throttled_recipients`` are user ids the batch endpoint defers once per idempotency key, as a mail
     provider defers a busy mailbox (see ``batch_answer``).
+    ``publishes_limit`` adds ``RateLimit-Policy: <quota>;w=<window>`` to every answer: the bucket's rate at
+    that instant, so it follows a capacity change at once, which a client may believe as the limit. Off by
+    default, as most APIs say only what is left (``X-RateLimit-*`` and the ``RateLimit`` dictionary, which
+    carry no window, are always sent): a downstream read only through its 429s.
     """
 
     name: str
@@ -200,6 +204,7 @@ class DownstreamProfile:
     oauth_client_secret: str | None = None
     token_path: str = "/oauth2/token"
     token_ttl_sec: float = 3600.0
+    publishes_limit: bool = False
 
     def __post_init__(self) -> None:
         _require(isinstance(self.name, str) and self.name != "", f"name must be a non-empty string, got {self.name!r}")
@@ -287,6 +292,8 @@ class DownstreamProfile:
             f"throttled_recipients must be a sequence of user ids such as 'user-0001', got {self.throttled_recipients!r}",
         )
         object.__setattr__(self, "throttled_recipients", tuple(self.throttled_recipients))
+        _require(isinstance(self.publishes_limit, bool),
+                 f"publishes_limit must be true or false, got {self.publishes_limit!r}")
 
     def merged_with(self, changes: Mapping[str, Any]) -> DownstreamProfile:
         """Apply a JSON-shaped partial update, e.g. ``{"rate_per_sec": 2.5}`` or ``{"latency": {"median_ms": 50}}``."""
@@ -953,13 +960,16 @@ class DownstreamSimulator:
         limit, window_sec = _advertised_quota(self._bucket.rate_per_sec)
         remaining = min(limit, self._bucket.remaining(now))
         reset_after_sec = _ceil(self._bucket.seconds_until_full(now))
-        return {
+        headers = {
             "X-RateLimit-Limit": str(limit),
             "X-RateLimit-Remaining": str(remaining),
             "X-RateLimit-Reset": str(_ceil(wall_now) + reset_after_sec),
-            "RateLimit-Policy": f"{limit};w={window_sec}",
             "RateLimit": f"limit={limit}, remaining={remaining}, reset={reset_after_sec}",
         }
+        if self._profile.publishes_limit:
+            # From the bucket, not the profile: a capacity change (set_profile) is published by the next answer.
+            headers["RateLimit-Policy"] = f"{limit};w={window_sec}"
+        return headers
 
     @staticmethod
     def _retry_after_value(retry_after_sec: float, wall_now: float, profile: DownstreamProfile) -> str:

@@ -13,7 +13,7 @@ import pytest
 
 from tests.e2e.test_dynamodb_limits import T0, THREADS, CountingClient, fleet, in_threads, table  # noqa: F401 - the fixture
 from throttling.adapters.dynamodb_rate_limiter import DynamoDbRateLimiter, rate_limiter_key
-from throttling.core.adaptive_rate import AdaptiveRatePolicy
+from throttling.core.adaptive_rate import PUBLISHED_TTL_SEC, AdaptiveRatePolicy
 from throttling.core.clock import FakeClock
 from throttling.core.rate_limiter import RatePolicy
 
@@ -117,3 +117,133 @@ def test_a_signal_reaches_every_shard_of_a_sharded_bucket(cloud, table):
     # AND a caller that never saw any shard is held to the cut rate on whichever shard it meets
     other = DynamoDbRateLimiter(table, client=cloud.client("dynamodb"), clock=clock, per_partition_writes_per_sec=16)
     assert drain(other, "ai", policy, LOOP) <= 4 * 4
+
+
+# -- a published limit (RateLimit-Policy and its kin): believed by every caller, written only when news ----------
+
+
+def test_a_published_limit_is_written_once_and_every_caller_is_held_to_it(cloud, table):
+    # GIVEN two callers of one 8 req/s bucket, each admitted once (so each has seen the item)
+    clock = FakeClock(T0)
+    (first, second), (first_client, second_client) = fleet(cloud, 2, lambda c: DynamoDbRateLimiter(table, client=c, clock=clock))
+    admitted = first.try_acquire("crm", POLICY, adaptive=LOOP)
+    assert second.try_acquire("crm", POLICY, adaptive=LOOP).allowed
+
+    # WHEN the answer to the first caller's call publishes 4 req/s
+    clock.advance(0.25)
+    before = first_client.total("update_item")
+    assert first.report_published("crm", POLICY, LOOP, admitted_at=admitted.decided_at, published_per_sec=4.0) == [True]
+
+    # THEN it was one write, storing the rate and the admission of the call that carried it
+    assert first_client.total("update_item") - before == 1
+    item = stored(cloud, table, rate_limiter_key("crm", 0))
+    assert (float(item["published_rate"]["N"]), float(item["published_at"]["N"])) == (4.0, admitted.decided_at)
+    # AND the item outlives the publication's belief (an absent item would mean the configured ceiling)
+    assert int(item["expires_at"]["N"]) >= admitted.decided_at + PUBLISHED_TTL_SEC
+    # AND the same rate again (within 1 %, a later call) is no news: no write at all
+    clock.advance(1.0)
+    later = first.try_acquire("crm", POLICY, adaptive=LOOP)
+    before = first_client.total("update_item")
+    assert first.report_published("crm", POLICY, LOOP, admitted_at=later.decided_at, published_per_sec=4.02) == [False]
+    assert first_client.total("update_item") == before
+
+    # WHEN the other caller, which never saw the publication, takes its next token
+    assert second.try_acquire("crm", POLICY, adaptive=LOOP).allowed
+    # THEN that write's answer taught it the published rate: its own report of it costs nothing
+    before = second_client.total("update_item")
+    assert second.report_published("crm", POLICY, LOOP, admitted_at=later.decided_at, published_per_sec=4.0) == [False]
+    assert second_client.total("update_item") == before
+    # AND once the bucket refilled, the fleet admits the published rate's burst (4 less the 1 % headroom, rounded
+    # up), not the contract's 8; then, every half second for 4 s, what 3.96 req/s earns (15.84)
+    clock.advance(5.0)
+    assert drain(first, "crm", POLICY, LOOP) + drain(second, "crm", POLICY, LOOP) == 4
+    paced = 0
+    for _ in range(8):
+        clock.advance(0.5)
+        paced += drain(first, "crm", POLICY, LOOP) + drain(second, "crm", POLICY, LOOP)
+    assert paced in (15, 16)
+    assert first_client.total("get_item") == second_client.total("get_item") == 0
+
+
+def test_an_older_calls_publication_loses_to_a_newer_one_without_a_retry(cloud, table):
+    # GIVEN two callers, admitted half a second apart, the later one's answer published 4 req/s first
+    clock = FakeClock(T0)
+    (early, late), (early_client, _) = fleet(cloud, 2, lambda c: DynamoDbRateLimiter(table, client=c, clock=clock))
+    early_admission = early.try_acquire("crm", POLICY, adaptive=LOOP)
+    clock.advance(0.5)
+    late_admission = late.try_acquire("crm", POLICY, adaptive=LOOP)
+    clock.advance(0.25)
+    assert late.report_published("crm", POLICY, LOOP, admitted_at=late_admission.decided_at, published_per_sec=4.0) == [True]
+
+    # WHEN the earlier call's answer, overtaken on the way, publishes 6 req/s
+    before = early_client.total("update_item")
+    written = early.report_published("crm", POLICY, LOOP, admitted_at=early_admission.decided_at, published_per_sec=6.0)
+
+    # THEN it is not written (older news): one write that failed its condition, no retry, and no error
+    assert written == [False]
+    assert early_client.total("update_item") - before == 1
+    assert float(stored(cloud, table, rate_limiter_key("crm", 0))["published_rate"]["N"]) == 4.0
+    # AND the failed write taught the earlier caller the newer publication
+    assert early.seen_state("crm").published_per_sec == 4.0
+
+
+def test_a_published_limit_reaches_every_shard_as_its_share(cloud, table):
+    # GIVEN 32 req/s over 4 shards, each shard used once
+    clock = FakeClock(T0)
+    policy = RatePolicy(rate_per_sec=32, burst=32)
+    client = CountingClient(cloud.client("dynamodb"))
+    limiter = DynamoDbRateLimiter(table, client=client, clock=clock, per_partition_writes_per_sec=16)
+    decisions = [limiter.try_acquire_adaptive_shard("ai", shard, RatePolicy(8, 8), LOOP) for shard in range(4)]
+
+    # WHEN an answer publishes the downstream's 16 req/s (the whole downstream's, not one shard's)
+    clock.advance(0.1)
+    written = limiter.report_published("ai", policy, LOOP, admitted_at=decisions[1].decided_at, published_per_sec=16.0)
+
+    # THEN each shard holds a quarter of it, written once
+    assert written == [True] * 4
+    assert {float(stored(cloud, table, rate_limiter_key("ai", s))["published_rate"]["N"]) for s in range(4)} == {4.0}
+    writes = Counter(key for (op, key), n in client.calls.items() if op == "update_item" for _ in range(n))
+    assert all(writes[rate_limiter_key("ai", s)] == 2 for s in range(4))
+    # AND a caller that never saw any shard is held, once its first write to each shard taught it the item, to the
+    # published burst: each shard's 4 less the 1 % headroom, rounded up
+    other = DynamoDbRateLimiter(table, client=cloud.client("dynamodb"), clock=clock, per_partition_writes_per_sec=16)
+    clock.advance(5.0)
+    drain(other, "ai", policy, LOOP)
+    clock.advance(5.0)
+    assert drain(other, "ai", policy, LOOP) == 4 * 4
+
+
+def test_a_429_under_a_published_limit_cuts_from_the_published_rate(cloud, table):
+    # GIVEN a caller of an 8 req/s bucket whose downstream published 4 req/s
+    clock = FakeClock(T0)
+    limiter = DynamoDbRateLimiter(table, client=cloud.client("dynamodb"), clock=clock)
+    admitted = limiter.try_acquire("crm", POLICY, adaptive=LOOP)
+    limiter.report_published("crm", POLICY, LOOP, admitted_at=admitted.decided_at, published_per_sec=4.0)
+
+    # WHEN the same call's answer was a 429 too (publication first, then the signal)
+    clock.advance(0.25)
+    (outcome,) = limiter.report_signal("crm", POLICY, LOOP, admitted_at=admitted.decided_at, retry_after_sec=None)
+
+    # THEN the cut is from the published rate (3.96 req/s, its 1 % headroom left), not from the contract's 8
+    assert outcome.cut and outcome.rate_before_per_sec == pytest.approx(3.96)
+    assert outcome.rate_after_per_sec == pytest.approx(1.98)
+    # AND the publication survives the signal's write
+    assert float(stored(cloud, table, rate_limiter_key("crm", 0))["published_rate"]["N"]) == 4.0
+
+
+def test_a_publication_gone_with_its_item_is_forgotten_by_the_next_admission(cloud, table):
+    # GIVEN a caller that wrote a published 4 req/s into an 8 req/s bucket
+    clock = FakeClock(T0)
+    limiter = DynamoDbRateLimiter(table, client=cloud.client("dynamodb"), clock=clock)
+    admitted = limiter.try_acquire("crm", POLICY, adaptive=LOOP)
+    limiter.report_published("crm", POLICY, LOOP, admitted_at=admitted.decided_at, published_per_sec=4.0)
+    # WHEN the item goes (TTL, or an operator resetting the bucket), the bucket refilled meanwhile
+    cloud.client("dynamodb").delete_item(TableName=table, Key={"pk": {"S": rate_limiter_key("crm", 0)}})
+    clock.advance(5.0)
+
+    # THEN the next admission's write finds no item, so no publication: the caller forgets it, and after that
+    # first token the rest of the contract's burst of 8 is there again
+    assert drain(limiter, "crm", POLICY, LOOP) >= 1
+    assert limiter.seen_state("crm").published_per_sec is None
+    clock.advance(5.0)
+    assert drain(limiter, "crm", POLICY, LOOP) == 8

@@ -48,3 +48,29 @@ def test_the_demo_line(cloud, deployed, fresh_simulators, crm_dead_letters):
     assert re.fullmatch(r"inner loop: the CRM halved to 5 req/s after \d+ requests; from 4 s later our limiter sent"
                         r" \d+\.\d req/s, \d+ of \d+ answered 429 \(\d+ in all\); 30 of 30 users e-mailed,"
                         r" 0 dead letters", line), line
+
+
+def test_a_crm_that_publishes_its_limit_is_followed_from_its_next_answer_with_no_429s_and_nobody_lost(
+        cloud, deployed, crm, crm_tunables, crm_dead_letters):
+    # GIVEN the same run, but the CRM states its limit in every answer (RateLimit-Policy: 10;w=1, then 5;w=1)
+    crm_tunables(max_concurrency=5)
+    # WHEN 60 users are e-mailed and the CRM halves after 40 requests
+    run = run_capacity_halved(cloud, deployed, crm, users=60, halve_after_requests=40, settle_sec=1.0,
+                              publishes_limit=True)
+
+    # THEN every user was e-mailed exactly once or is in the dead-letter queue with its error; nobody is lost
+    assert run.execution.status == "SUCCEEDED", (run.execution.error, run.execution.cause)
+    dead_users = [message["user_id"] for message in run.dead_letters]
+    assert sorted([*run.emailed, *dead_users]) == sorted(run.users)
+    assert all(keys == [f"{run.execution.name}/{user}"] for user, keys in run.emailed.items())
+    assert (run.execution.output["succeeded"], run.execution.output["failed"]) == (len(run.emailed), len(dead_users))
+    # AND the deployed callers wrote the CRM's new word into the shared bucket
+    assert run.sent_before >= 40 and run.throttled_before == 0
+    assert run.published_per_sec_stored == run.rate_after_per_sec
+    # AND from 1 s after the change on, what our limiter let through is within the published rate over the span
+    # plus the halved burst (the silent run needs 4 s and 429s to get there)
+    assert run.sent_settled > 0
+    assert run.sent_settled <= run.rate_after_per_sec * run.settled_span_sec + run.burst_after + 1, run
+    # AND the halving drew (near) no 429s: the CRM's next answer said it, the calls admitted at the old rate before
+    # every caller learnt it were absorbed by what was left of the CRM's burst
+    assert run.throttled_after_change <= 2, run

@@ -139,6 +139,28 @@ def test_the_inner_loops_block_and_cut_bind_every_tenant(cloud, table):
     assert total <= POLICY.burst // 2 + 1
 
 
+def test_a_published_limit_lowers_every_tenants_share_with_the_bucket(cloud, table):
+    # GIVEN a bucket with the inner loop (8 req/s, burst 16), a tenant admitted at T0 by one caller
+    loop = AdaptiveRatePolicy(decrease_factor=0.5, increase_fraction_per_sec=0.01, floor_fraction=0.1)
+    clock = FakeClock(T0)
+    limiter = DynamoDbRateLimiter(table, client=cloud.client("dynamodb"), clock=clock)
+    admitted = limiter.try_acquire("crm", POLICY, adaptive=loop, shares=SHARES, tenant="quiet")
+    assert admitted.allowed
+    # WHEN that call's answer publishes 4 req/s, half the contract
+    assert limiter.report_published("crm", POLICY, loop, admitted_at=admitted.decided_at, published_per_sec=4.0) == [True]
+    # AND another caller, which never saw it, takes one token for a tenant (its write's answer teaches it)
+    other = DynamoDbRateLimiter(table, client=cloud.client("dynamodb"), clock=clock)
+    clock.advance(10.0)
+    assert other.try_acquire("crm", POLICY, adaptive=loop, shares=SHARES, tenant="noisy").allowed
+    assert other.seen_state("crm").published_per_sec == 4.0
+    # THEN, the bucket refilled, both tenants together get the published rate's burst (8 of the contract's 16): each
+    # tenant's share and what it may borrow are shares of the bucket's current rate, and that is the published one
+    clock.advance(10.0)
+    total = sum(drain_adaptive(limiter, loop, tenant=name) for name in ("noisy", "quiet"))
+    assert total <= POLICY.burst // 2
+    # (the same two tenants get 12 of a bucket at its contract: test_sixteen_writers_admit_each_tenant_its_share...)
+
+
 def drain_adaptive(limiter: DynamoDbRateLimiter, loop: AdaptiveRatePolicy, **request) -> int:
     admitted = 0
     for _ in range(1_000):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 from hypothesis import example, given, settings
@@ -332,6 +333,10 @@ def test_header_parsing_never_raises_and_never_returns_a_negative_wait(arbitrary
         assert info.wait_sec is None or info.wait_sec >= 0
         assert info.remaining is None or info.remaining >= 0
         assert info.limit is None or info.limit >= 0
+        # AND a published rate only with its window, both positive and finite (what the inner loop may believe)
+        assert (info.published_per_sec is None) == (info.window_sec is None)
+        if info.published_per_sec is not None:
+            assert 0 < info.published_per_sec < math.inf and 0 < info.window_sec < math.inf
 
 
 @MODEST

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from throttling.core.circuit_breaker import Admission, BreakerPolicy, BreakerStatus
+from throttling.core.rate_limit_headers import RateLimitInfo
 from throttling.core.rate_limiter import RateDecision, RatePolicy
 from throttling.core.tunables import DownstreamTunables
 from throttling.runtime.downstream_client import (
@@ -67,6 +68,7 @@ class Limiter:
     answer_after_sec: list[float] = field(default_factory=list)
 
     reported: list[dict[str, Any]] = field(default_factory=list)
+    published: list[dict[str, Any]] = field(default_factory=list)
 
     def try_acquire(self, bucket: str, policy: RatePolicy, cost: int = 1, adaptive: Any = None) -> RateDecision:
         self.asked += 1
@@ -77,6 +79,10 @@ class Limiter:
     def report_signal(self, bucket: str, policy: RatePolicy, adaptive: Any, *, admitted_at: float,
                       retry_after_sec: float | None) -> None:
         self.reported.append({"bucket": bucket, "admitted_at": admitted_at, "retry_after_sec": retry_after_sec})
+
+    def report_published(self, bucket: str, policy: RatePolicy, adaptive: Any, *, admitted_at: float,
+                         published_per_sec: float | None) -> None:
+        self.published.append({"bucket": bucket, "admitted_at": admitted_at, "published_per_sec": published_per_sec})
 
 
 @dataclass
@@ -96,12 +102,14 @@ class Gateway:
     outcome: Any
     timeout_sec: float = 10.0
     calls: list[dict[str, Any]] = field(default_factory=list)
+    # What the gateway's 2xx headers say of its limit (nothing, unless a test says otherwise).
+    rate_limit: RateLimitInfo = field(default_factory=RateLimitInfo)
 
     def call(self, method: str, path: str, *, body: Any = None, headers: Any = None) -> DownstreamResponse:
         self.calls.append({"method": method, "path": path, "body": body, "headers": headers})
         if isinstance(self.outcome, Exception):
             raise self.outcome
-        return DownstreamResponse(status=200, body=self.outcome, latency_ms=300.0)
+        return DownstreamResponse(status=200, body=self.outcome, latency_ms=300.0, rate_limit=self.rate_limit)
 
 
 @dataclass
@@ -219,6 +227,26 @@ def test_a_throttling_answer_is_reported_to_the_shared_limiter_for_the_token_tha
     # THEN a 429, or a 503 with Retry-After, reaches the limiter naming that admission; nothing else does
     expected = [] if reported is None else [{"bucket": "payment_gateway", "admitted_at": 1_000.0, **reported}]
     assert limiter.reported == expected
+
+
+def test_a_limit_the_gateway_publishes_is_reported_from_a_2xx_and_from_a_429(authorizer, deps, fakes):
+    # GIVEN a token admitted at 1000.0, and a gateway whose 200 publishes 1.5 req/s
+    limiter, _, gateway = fakes
+    limiter.decisions[:] = [replace(ALLOW, decided_at=1_000.0), replace(ALLOW, decided_at=1_001.0)]
+    gateway.rate_limit = RateLimitInfo(limit=3, published_per_sec=1.5, window_sec=2.0)
+    # WHEN an order is authorized
+    authorizer.authorize(deps, order=ORDER, context=Context())
+    # THEN the published rate reached the limiter for that admission, and no signal did
+    assert limiter.published == [{"bucket": "payment_gateway", "admitted_at": 1_000.0, "published_per_sec": 1.5}]
+    assert limiter.reported == []
+    # WHEN the next answer is a 429 publishing 1 req/s
+    gateway.outcome = DownstreamThrottled({"status": 429, "retry_after_sec": 2.0},
+                                          rate_limit=RateLimitInfo(published_per_sec=1.0, window_sec=1.0))
+    with pytest.raises(DownstreamThrottled):
+        authorizer.authorize(deps, order=ORDER, context=Context())
+    # THEN the publication and then the signal are reported, both for that call's admission
+    assert limiter.published[-1] == {"bucket": "payment_gateway", "admitted_at": 1_001.0, "published_per_sec": 1.0}
+    assert limiter.reported == [{"bucket": "payment_gateway", "admitted_at": 1_001.0, "retry_after_sec": 2.0}]
 
 
 def test_a_report_the_limiter_cannot_take_leaves_the_gateways_error_to_the_workflow(authorizer, deps, fakes):

@@ -18,6 +18,7 @@ from throttling.runtime.downstream_client import (
     DownstreamThrottled,
     DownstreamUnavailable,
     KeepAliveOpener,
+    published_rate,
 )
 
 
@@ -45,6 +46,9 @@ class _Handler(BaseHTTPRequestHandler):
             "/down-twice": (503, [("Retry-After", "120"), ("Retry-After", "120")], 0.0),
             "/quota-twice": (200, [("X-RateLimit-Remaining", "7"), ("X-RateLimit-Remaining", "0"),
                                    ("X-RateLimit-Reset", "30"), ("X-RateLimit-Reset", "30")], 0.0),
+            "/published": (200, [("RateLimit-Policy", "5;w=1")], 0.0),
+            "/throttled-published": (429, [("Retry-After", "1"), ("RateLimit-Policy", '"default";q=10;w=4')], 0.0),
+            "/windowless": (200, [("X-RateLimit-Limit", "5000")], 0.0),
         }[self.path]
         time.sleep(delay)
         answer = json.dumps({"echo": body}).encode()
@@ -151,3 +155,21 @@ def test_rate_limit_headers_sent_twice_keep_the_safest_reading(server, opener):
     # GIVEN an answer saying 7 and 0 remaining / WHEN read THEN 0 remaining and a wait until the reset
     response = client.call("POST", "/quota-twice", body={})
     assert (response.rate_limit.remaining, response.rate_limit.wait_sec) == (0, 30.0)
+
+
+def test_a_published_limit_comes_with_a_response_and_with_a_429_alike(client):
+    # GIVEN / WHEN a 200 publishing 5 per second, and a 429 publishing 10 per 4 seconds
+    response = client.call("POST", "/published", body={})
+    with pytest.raises(DownstreamThrottled) as throttled:
+        client.call("POST", "/throttled-published", body={})
+
+    # THEN each carries its rate for the shared limiter, the error keeping its answer's headers
+    assert published_rate(response) == 5.0
+    assert throttled.value.rate_limit.wait_sec == 1.0
+    assert published_rate(throttled.value) == 2.5
+    # AND a limit with no window publishes nothing, nor does an error that never had an answer
+    assert published_rate(client.call("POST", "/windowless", body={})) is None
+    with pytest.raises(DownstreamUnavailable) as timed_out:
+        client.call("POST", "/slow", body={})
+    assert published_rate(timed_out.value) is None
+    assert published_rate(ValueError("not an answer")) is None

@@ -259,9 +259,9 @@ def test_client_within_rate_in_every_window_is_never_refused(rate_per_sec: int, 
 
 
 def test_rate_limit_headers_on_success():
-    # GIVEN a 2 rps downstream
+    # GIVEN a 2 rps downstream that publishes its limit
     clock = FakeClock()
-    simulator = make_simulator(clock, rate_per_sec=2, burst=2)
+    simulator = make_simulator(clock, rate_per_sec=2, burst=2, publishes_limit=True)
 
     # WHEN one request is admitted
     response = simulator.decide("GET", "/users/42")
@@ -277,7 +277,7 @@ def test_rate_limit_headers_on_success():
 
 def test_fractional_rate_is_advertised_over_a_longer_window():
     # GIVEN / WHEN a 2.5 rps downstream answers
-    response = make_simulator(FakeClock(), rate_per_sec=2.5, burst=2).decide("GET", "/a")
+    response = make_simulator(FakeClock(), rate_per_sec=2.5, burst=2, publishes_limit=True).decide("GET", "/a")
 
     # THEN the integer-only policy header spreads the quota over 2 s
     assert response.headers["RateLimit-Policy"] == "5;w=2"
@@ -489,6 +489,29 @@ def test_profile_change_clamps_tokens_and_changes_the_rate():
     assert right_after[2].headers["X-RateLimit-Limit"] == "1"
 
 
+def test_a_published_limit_follows_a_capacity_change_from_the_next_answer():
+    # GIVEN a 10 rps downstream that publishes its limit
+    clock = FakeClock()
+    simulator = make_simulator(clock, rate_per_sec=10, burst=10, publishes_limit=True)
+    before = simulator.decide("GET", "/a")
+
+    # WHEN its capacity is halved (as its control API does, mid-run)
+    simulator.set_profile(simulator.profile.merged_with({"rate_per_sec": 5, "burst": 5}))
+    after = simulator.decide("GET", "/a")
+
+    # THEN the very next answer publishes the halved rate
+    assert (before.headers["RateLimit-Policy"], after.headers["RateLimit-Policy"]) == ("10;w=1", "5;w=1")
+
+
+def test_a_downstream_that_does_not_publish_sends_no_window_to_read_a_rate_from():
+    # GIVEN / WHEN a downstream with the default profile answers
+    response = make_simulator(FakeClock(), rate_per_sec=10, burst=10).decide("GET", "/a")
+
+    # THEN it says what is left but not per what: no RateLimit-Policy
+    assert "RateLimit-Policy" not in response.headers
+    assert response.headers["X-RateLimit-Limit"] == "10"
+
+
 # ----- recording and the referee -----
 
 
@@ -621,7 +644,7 @@ def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None
 @pytest.fixture
 def instant_downstream():
     # A token every ~17 minutes: the second request is refused however slow the machine is.
-    profile = DownstreamProfile(name="instant", rate_per_sec=0.001, burst=2)
+    profile = DownstreamProfile(name="instant", rate_per_sec=0.001, burst=2, publishes_limit=True)
     with DownstreamSimulator(profile) as simulator:
         yield simulator
 

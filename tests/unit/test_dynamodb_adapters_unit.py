@@ -14,6 +14,7 @@ from throttling.adapters import _dynamodb
 from throttling.adapters import dynamodb_circuit_breaker as breaker_adapter
 from throttling.adapters import dynamodb_rate_limiter as limiter_adapter
 from throttling.adapters import dynamodb_semaphore as semaphore_adapter
+from throttling.core.adaptive_rate import AdaptiveRatePolicy
 from throttling.core.circuit_breaker import BreakerPolicy, BreakerStatus
 from throttling.core.clock import FakeClock
 from throttling.core.rate_limiter import TIME_GRID_SEC, RatePolicy, on_grid
@@ -93,6 +94,8 @@ def test_only_grid_values_are_written_as_limiter_numbers():
          {":cost_interval", ":expires_at", ":now", ":latest_tat", ":signals_seen"}),
         ((limiter_adapter.ADAPTIVE_SIGNAL_UPDATE, limiter_adapter.ADAPTIVE_SIGNAL_CONDITION), set(),
          {":rate_base", ":rate_base_at", ":rate_peak", ":blocked_until", ":expires_at", ":one", ":signals_seen"}),
+        ((limiter_adapter.ADAPTIVE_PUBLISHED_UPDATE, limiter_adapter.ADAPTIVE_PUBLISHED_CONDITION), set(),
+         {":published_rate", ":published_at", ":expires_at"}),
         ((semaphore_adapter.SEMAPHORE_ACQUIRE_UPDATE, semaphore_adapter.SEMAPHORE_ACQUIRE_CONDITION), {"#owner"}, {":expiry", ":one", ":limit"}),
         ((semaphore_adapter.SEMAPHORE_RENEW_UPDATE, semaphore_adapter.SEMAPHORE_RENEW_CONDITION), {"#owner"}, {":expiry"}),
         ((semaphore_adapter.SEMAPHORE_RELEASE_UPDATE, semaphore_adapter.SEMAPHORE_RELEASE_CONDITION), {"#owner"}, {":minus_one"}),
@@ -119,6 +122,18 @@ def test_bad_arguments_fail_before_any_dynamodb_call():
         limiter_adapter.DynamoDbRateLimiter("t", client=NoCallsClient(), max_attempts_per_shard=0)
     with pytest.raises(ValueError, match="headroom"):
         limiter_adapter.DynamoDbRateLimiter("t", client=NoCallsClient(), headroom=2)
+    with pytest.raises(ValueError, match="bucket must be a non-empty string, got ''"):
+        limiter_adapter.DynamoDbRateLimiter("t", client=NoCallsClient()).report_published(
+            "", RatePolicy(1, 1), AdaptiveRatePolicy(), admitted_at=0.0, published_per_sec=1.0)
+
+
+@pytest.mark.parametrize("published", [None, 0.0, -1.0, float("nan"), float("inf")])
+def test_a_publication_with_no_usable_rate_makes_no_dynamodb_call(published):
+    # GIVEN an adapter whose client fails the test if called
+    limiter = limiter_adapter.DynamoDbRateLimiter("t", client=NoCallsClient(), clock=FakeClock(1_000.0))
+    # WHEN an answer "published" garbage THEN nothing is written, on any shard
+    assert limiter.report_published("crm", RatePolicy(10, 10), AdaptiveRatePolicy(), admitted_at=1_000.0,
+                                    published_per_sec=published) == [False]
 
 
 def test_a_breaker_whose_store_is_down_admits_and_drops_outcomes_but_a_forced_open_raises():

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from throttling.core import names
 from throttling.core.backoff import postpone_for_sec
+from throttling.core.rate_limit_headers import RateLimitInfo
 from throttling.core.rate_limiter import RateDecision
 from throttling.core.tunables import DownstreamTunables
 from throttling.runtime.downstream_client import (
@@ -121,6 +122,7 @@ class FakeLimiter:
     clock: list[float] = field(default_factory=lambda: [1_000.0])
     calls: int = 0
     reported: list[dict[str, Any]] = field(default_factory=list)
+    published: list[dict[str, Any]] = field(default_factory=list)
     # (tenant, priority) of each take
     shares_asked: list[tuple[str | None, str | None]] = field(default_factory=list)
 
@@ -136,6 +138,10 @@ class FakeLimiter:
                       retry_after_sec: float | None) -> None:
         self.reported.append({"bucket": bucket, "admitted_at": admitted_at, "retry_after_sec": retry_after_sec})
 
+    def report_published(self, bucket: str, policy: Any, adaptive: Any, *, admitted_at: float,
+                         published_per_sec: float | None) -> None:
+        self.published.append({"bucket": bucket, "admitted_at": admitted_at, "published_per_sec": published_per_sec})
+
 
 @dataclass
 class FakeMainframe:
@@ -144,13 +150,15 @@ class FakeMainframe:
     errors: dict[str, Exception] = field(default_factory=dict)
     calls: list[tuple[str, dict]] = field(default_factory=list)
     timeout_sec: float = 10.0
+    # What its 2xx headers say of its limit (nothing, unless a test says otherwise).
+    rate_limit: RateLimitInfo = field(default_factory=RateLimitInfo)
 
     def call(self, method: str, path: str, *, body: Any = None, headers: dict | None = None) -> DownstreamResponse:
         assert (method, path) == ("POST", "/records")
         self.calls.append((body["record_id"], dict(headers or {})))
         if body["record_id"] in self.errors:
             raise self.errors[body["record_id"]]
-        return DownstreamResponse(status=200, body={}, latency_ms=3.0)
+        return DownstreamResponse(status=200, body={}, latency_ms=3.0, rate_limit=self.rate_limit)
 
 
 @dataclass
@@ -385,6 +393,19 @@ def test_a_429_is_reported_to_the_shared_limiter_so_every_consumer_slows(consume
     consumer.handler(sqs_event(*(record(f"r-{i}") for i in range(3))), FakeContext())
     # THEN the 429 was reported once, for the token of the call that met it, with its Retry-After
     assert limiter.reported == [{"bucket": "legacy_mainframe", "admitted_at": 1_000.0, "retry_after_sec": 4.2}]
+
+
+def test_a_limit_the_mainframe_publishes_in_its_2xx_is_reported_for_each_delivery(consumer, fakes):
+    limiter, mainframe, _, _ = fakes
+    # GIVEN tokens admitted at 1000.0 and 1001.0, and a mainframe whose 200s publish 0.5 req/s
+    limiter.decisions = [replace(ALLOW, decided_at=1_000.0), replace(ALLOW, decided_at=1_001.0)]
+    mainframe.rate_limit = RateLimitInfo(limit=1, published_per_sec=0.5, window_sec=2.0)
+    # WHEN a batch of two is delivered
+    consumer.handler(sqs_event(record("r-0"), record("r-1")), FakeContext())
+    # THEN each answer's publication reached the limiter for its own token, and no signal did
+    assert limiter.published == [{"bucket": "legacy_mainframe", "admitted_at": at, "published_per_sec": 0.5}
+                                 for at in (1_000.0, 1_001.0)]
+    assert limiter.reported == []
 
 
 def test_a_limiter_wait_the_invocation_cannot_afford_postpones_the_rest_without_a_call(consumer, fakes):

@@ -75,8 +75,9 @@ def test_early_ietf_draft_separate_fields():
     # GIVEN the draft-03 style fields, with policies after the quota
     headers = {"RateLimit-Limit": "10, 10;w=1, 1000;w=3600", "RateLimit-Remaining": "0", "RateLimit-Reset": "4"}
 
-    # WHEN / THEN
-    assert parse_rate_limit_headers(headers, now=NOW) == RateLimitInfo(wait_sec=4.0, remaining=0, limit=10)
+    # WHEN / THEN the lowest quota is the limit, and the published rate is the one both policies allow (1,000 an hour)
+    assert parse_rate_limit_headers(headers, now=NOW) == RateLimitInfo(
+        wait_sec=4.0, remaining=0, limit=10, published_per_sec=1000 / 3600, window_sec=3600.0)
 
 
 def test_structured_ratelimit_dictionary_form():
@@ -91,13 +92,72 @@ def test_structured_ratelimit_list_form_with_policy():
     # GIVEN the draft-08 list form and its policy field
     headers = {"RateLimit": '"default";r=0;t=5', "RateLimit-Policy": '"default";q=100;w=10'}
 
-    # WHEN / THEN
-    assert parse_rate_limit_headers(headers, now=NOW) == RateLimitInfo(wait_sec=5.0, remaining=0, limit=100)
+    # WHEN / THEN the policy's quota over its window is the published rate
+    assert parse_rate_limit_headers(headers, now=NOW) == RateLimitInfo(
+        wait_sec=5.0, remaining=0, limit=100, published_per_sec=10.0, window_sec=10.0)
 
 
 def test_policy_with_quota_as_the_item():
     # GIVEN / WHEN / THEN `RateLimit-Policy: 10;w=1`
     assert parse_rate_limit_headers({"ratelimit-policy": "10;w=1"}, now=NOW).limit == 10
+
+
+# -- the published rate: quota over window, only where one policy states both ---------------------
+
+@pytest.mark.parametrize(("headers", "per_sec", "window_sec"), [
+    ({"RateLimit-Policy": "10;w=1"}, 10.0, 1.0),
+    ({"RateLimit-Policy": "5;w=2"}, 2.5, 2.0),
+    ({"RateLimit-Policy": '"default";q=100;w=10'}, 10.0, 10.0),
+    ({"RateLimit-Policy": "1;w=0.5"}, 2.0, 0.5),
+    ({"RateLimit": '"default";q=50;w=5;r=3;t=1'}, 10.0, 5.0),
+    ({"RateLimit-Limit": "10, 10;w=1"}, 10.0, 1.0),
+], ids=["policy, quota as the item", "policy, awkward rate", "policy, q parameter", "policy, fractional window",
+        "structured RateLimit item", "early draft separate field"])
+def test_a_policy_with_a_window_publishes_its_rate(headers, per_sec, window_sec):
+    # GIVEN / WHEN one policy stating its quota and window
+    info = parse_rate_limit_headers(headers, now=NOW)
+
+    # THEN the published rate is the quota over the window
+    assert (info.published_per_sec, info.window_sec) == (per_sec, window_sec)
+
+
+@pytest.mark.parametrize("headers", [
+    {"X-RateLimit-Limit": "5000"},
+    {"RateLimit-Limit": "10"},
+    {"RateLimit": "limit=10, remaining=3, reset=1"},
+    {"RateLimit": '"default";r=0;t=5'},
+    {"RateLimit-Policy": '"default";q=100'},
+    {"RateLimit-Policy": '"default";w=10'},
+    {"RateLimit-Policy": "0;w=1"},
+    {"RateLimit-Policy": "10;w=0"},
+    {"RateLimit-Policy": "10;w=-1"},
+    {"RateLimit-Policy": "10;w=soon"},
+], ids=["x-ratelimit limit alone (github: per hour)", "draft limit alone", "draft-07 dictionary", "list item, no quota",
+        "policy without a window", "policy without a quota", "zero quota", "zero window", "negative window",
+        "garbage window"])
+def test_no_window_or_no_quota_publishes_no_rate(headers):
+    # GIVEN / WHEN headers that never state a quota and its window together
+    info = parse_rate_limit_headers(headers, now=NOW)
+
+    # THEN no rate is guessed
+    assert (info.published_per_sec, info.window_sec) == (None, None)
+
+
+def test_the_lowest_published_rate_wins_and_a_window_is_never_borrowed_from_another_header():
+    # GIVEN a per-second policy, a stricter per-minute one, and a limit with no window of its own
+    headers = [
+        ("RateLimit-Policy", '"burst";q=10;w=1, "sustained";q=300;w=60'),
+        ("X-RateLimit-Limit", "1"),
+        ("RateLimit-Policy", "20;w=1"),
+    ]
+
+    # WHEN they are parsed
+    info = parse_rate_limit_headers(headers, now=NOW)
+
+    # THEN the published rate is the sustained 5 req/s (the one every policy allows); the windowless limit of 1
+    # lowers `limit` but not the rate, since nothing says per what
+    assert (info.published_per_sec, info.window_sec) == (5.0, 60.0)
+    assert info.limit == 1
 
 
 def test_most_conservative_reading_wins_when_sources_disagree():
@@ -161,7 +221,7 @@ PUBLIC_API_EXAMPLES = {
         RateLimitInfo(wait_sec=30.0, remaining=0, limit=100)),
     "ietf structured fields": (
         {"RateLimit-Policy": '"default";q=100;w=60', "RateLimit": '"default";r=0;t=30'},
-        RateLimitInfo(wait_sec=30.0, remaining=0, limit=100)),
+        RateLimitInfo(wait_sec=30.0, remaining=0, limit=100, published_per_sec=100 / 60, window_sec=60.0)),
     "retry-after as an http-date": ({"Retry-After": "Mon, 24 Nov 2025 16:00:30 GMT"}, RateLimitInfo(wait_sec=30.0)),
 }
 

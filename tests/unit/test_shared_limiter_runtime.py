@@ -11,6 +11,7 @@ from moto import mock_aws
 from throttling.adapters.dynamodb_rate_limiter import DynamoDbRateLimiter
 from throttling.adapters.ssm_tunables import TunablesReader
 from throttling.core import names
+from throttling.core.adaptive_rate import AdaptiveRatePolicy
 from throttling.core.clock import FakeClock
 from throttling.core.rate_limiter import RatePolicy
 from throttling.core.tunables import DownstreamTunables
@@ -84,6 +85,41 @@ def test_an_answer_that_is_no_throttling_signal_writes_nothing(aws):
     # THEN none is a signal and the bucket is as it was
     assert reports == [False, False, False]
     assert dynamodb.scan(TableName=TABLE)["Items"] == before
+
+
+def test_a_published_limit_reported_holds_every_function_to_it_and_costs_a_write_only_when_news(aws):
+    dynamodb, _ = aws
+    clock = FakeClock(1_000.0)
+    document = '{"rate_per_sec": 2, "burst": 2, "max_concurrency": 2}'
+    ours, another_function = limiter_on(dynamodb, clock, document), limiter_on(dynamodb, clock, document)
+    token = ours.acquire(time_left_sec=0)
+    # WHEN the call it paid for is answered 200, publishing 1 req/s (half the contract)
+    assert ours.report(token, status=200, published_per_sec=1.0) is False
+    # THEN the bucket holds it, from that call's admission
+    (item,) = dynamodb.scan(TableName=TABLE)["Items"]
+    assert (item["published_rate"], item["published_at"]) == ({"N": "1.0"}, {"N": "1000"})
+    # AND the same rate from the next answer is no news: the item is untouched
+    clock.advance(1)
+    assert ours.report(ours.acquire(time_left_sec=0), status=200, published_per_sec=1.0) is False
+    assert dynamodb.scan(TableName=TABLE)["Items"][0]["published_at"] == {"N": "1000"}
+    # AND another function, the bucket full again, gets one token at an instant (the burst at 0.99 req/s), not two:
+    # its first write learnt the publication, its second is decided under it
+    clock.advance(10)
+    asked = [another_function.acquire(time_left_sec=0).admitted for _ in range(2)]
+    assert asked == [True, False]
+
+
+def test_a_429_that_publishes_a_limit_cuts_from_the_published_rate(aws):
+    dynamodb, _ = aws
+    clock = FakeClock(1_000.0)
+    limiter = limiter_on(dynamodb, clock, '{"rate_per_sec": 2, "burst": 2, "max_concurrency": 2}')
+    token = limiter.acquire(time_left_sec=0)
+    # WHEN the call it paid for is answered 429, publishing 1 req/s
+    assert limiter.report(token, status=429, retry_after_sec=None, published_per_sec=1.0) is True
+    # THEN the cut is from the published 0.99 req/s (its 1 % headroom left), not from the tunables' 2
+    (item,) = dynamodb.scan(TableName=TABLE)["Items"]
+    assert float(item["rate_peak"]["N"]) == pytest.approx(0.99)
+    assert float(item["rate_base"]["N"]) == pytest.approx(0.99 * AdaptiveRatePolicy().decrease_factor)
 
 
 def test_from_environment_reads_what_the_construct_wires(aws):

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import urllib.error
 import urllib.request
 
 import boto3
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from throttling.core.rate_limit_headers import parse_rate_limit_headers
 from throttling.runtime.shared_limiter import SharedLimiter
 
 ORDERS_API_URL = os.environ["ORDERS_API_URL"].rstrip("/")
@@ -38,11 +40,16 @@ def deliver(record, context) -> None:
     request = urllib.request.Request(f"{ORDERS_API_URL}/orders", data=json.dumps(order).encode(), method="POST",
                                      headers={"Content-Type": "application/json", "Idempotency-Key": order["order_id"]})
     try:
-        with urllib.request.urlopen(request, timeout=CALL_TIMEOUT_SEC):
+        with urllib.request.urlopen(request, timeout=CALL_TIMEOUT_SEC) as answer:
+            # A limit the API states in its answer (RateLimit-Policy) caps every caller's bucket at once.
+            published = parse_rate_limit_headers(answer.headers.items(), now=time.time()).published_per_sec
+            limiter.report(token, status=answer.status, published_per_sec=published)
             return
     except urllib.error.HTTPError as error:
         retry_after = error.headers.get("Retry-After", "")
-        limiter.report(token, status=error.code, retry_after_sec=float(retry_after) if retry_after.isdigit() else None)
+        published = parse_rate_limit_headers(error.headers.items(), now=time.time()).published_per_sec
+        limiter.report(token, status=error.code, retry_after_sec=float(retry_after) if retry_after.isdigit() else None,
+                       published_per_sec=published)
         raise
 
 

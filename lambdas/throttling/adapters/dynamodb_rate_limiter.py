@@ -27,6 +27,17 @@ Costs (how DynamoDB bills them: `throttling.adapters._dynamodb`):
   signal costs 1 write per shard when it cuts or lengthens the block, 0 when the state already
   answers it (a repeat from the same overload), plus 1 failed write per shard whose state moved
   since this instance saw it.
+- A published limit (`report_published`, `adaptive_rate.on_published`): the item also holds the rate the
+  downstream last published (`published_rate`, the shard's share of it) and the admission of the call that
+  carried it (`published_at`); while it is believed (`PUBLISHED_TTL_SEC`) it caps the bucket's rate, for
+  tenants as for the bucket as a whole. A report costs 0 writes when the state this instance last saw
+  (every admission's write returns the stored item at no extra cost) already holds that rate: the same
+  rate within 1 %, less than half its TTL old. Otherwise 1 conditional write per shard, which holds if
+  no newer call's publication was written meanwhile; one that finds newer news learns it and stops,
+  nothing retried. A downstream publishing a steady rate so costs each instance about one write every
+  half TTL, and a changed rate one write per instance that had not yet seen it. Admissions do not wait
+  for a publication they have not seen: an instance admits once more at the rate it knew, and learns the
+  new one from that write's answer.
 
 Tenants and priority classes (`tenant=`/`priority=`, `throttling.core.hierarchical_rate`): the same item
 also holds each tenant's TAT, as a top-level attribute `t#<tenant key>`, and an admission is still
@@ -58,6 +69,7 @@ import math
 import random
 import threading
 from collections.abc import Mapping
+from dataclasses import replace
 from decimal import ROUND_CEILING, Decimal, localcontext
 from typing import TYPE_CHECKING, Any
 
@@ -66,11 +78,13 @@ from botocore.exceptions import ClientError
 from throttling.adapters._dynamodb import failed_condition_item, number
 from throttling.core import names
 from throttling.core.adaptive_rate import (
+    PUBLISHED_TTL_SEC,
     AdaptiveRatePolicy,
     AdaptiveState,
     SignalOutcome,
     decide_adaptive,
     effective_policy,
+    on_published,
     on_signal,
     recovered_at,
 )
@@ -93,6 +107,8 @@ if TYPE_CHECKING:
 __all__ = [
     "ADAPTIVE_BACKLOG_CONDITION",
     "ADAPTIVE_CONDITION",
+    "ADAPTIVE_PUBLISHED_CONDITION",
+    "ADAPTIVE_PUBLISHED_UPDATE",
     "ADAPTIVE_SIGNAL_CONDITION",
     "ADAPTIVE_SIGNAL_UPDATE",
     "ADAPTIVE_UPDATE",
@@ -128,6 +144,11 @@ ADAPTIVE_BACKLOG_CONDITION = f"tat >= :now AND tat <= :latest_tat AND {_SIGNALS_
 ADAPTIVE_SIGNAL_UPDATE = ("SET rate_base = :rate_base, rate_base_at = :rate_base_at, rate_peak = :rate_peak, "
                           "blocked_until = :blocked_until, expires_at = :expires_at ADD signals :one")
 ADAPTIVE_SIGNAL_CONDITION = _SIGNALS_SEEN
+# A published rate: written unless the item already holds one carried by a later-admitted call (answers
+# overtake each other; an older call's headers are older news).
+ADAPTIVE_PUBLISHED_UPDATE = ("SET published_rate = :published_rate, published_at = :published_at, "
+                             "expires_at = :expires_at")
+ADAPTIVE_PUBLISHED_CONDITION = "attribute_not_exists(published_at) OR published_at <= :published_at"
 # Tenants: each tenant's TAT is the attribute `t#<tenant key>` of the shard's item.
 TENANT_TAT_PREFIX = names.LIMITER_TENANT_TAT_PREFIX
 # Idle tenants' entries an admission removes at most (each one adds a condition to its write).
@@ -291,6 +312,53 @@ class DynamoDbRateLimiter:
         return [self._signal_shard(rate_limiter_key(bucket, shard), shard_policy, adaptive, admitted_at, retry_after_sec)
                 for shard in range(shards)]
 
+    def report_published(self, bucket: str, policy: RatePolicy, adaptive: AdaptiveRatePolicy, *, admitted_at: float,
+                         published_per_sec: float | None) -> list[bool]:
+        """The downstream's answer to a call of `bucket` admitted at `admitted_at` published its limit,
+        `published_per_sec` for the whole downstream (`RateLimitInfo.published_per_sec`): each of the N shards
+        believes its share (published / N), as the policy is divided. Whether each shard's item was written.
+
+        Decided by `on_published` on the state this instance last saw, so an answer that is no news costs
+        nothing; news costs one conditional write per shard. A write that finds a newer call's publication
+        stored is not an error and is not retried: the state it returns is learnt, and that is newer news.
+        """
+        if not isinstance(bucket, str) or not bucket:
+            raise ValueError(f"bucket must be a non-empty string, got {bucket!r}")
+        shards = self.shards_for(policy)
+        shard_policy = split_policy(policy, shards) if shards > 1 else policy
+        share = None if published_per_sec is None else published_per_sec / shards
+        return [self._publish_shard(rate_limiter_key(bucket, shard), shard_policy, adaptive, admitted_at, share)
+                for shard in range(shards)]
+
+    def _publish_shard(self, key: str, shard_policy: RatePolicy, adaptive: AdaptiveRatePolicy, admitted_at: float,
+                       published_per_sec: float | None) -> bool:
+        now = self._clock.now()
+        new = on_published(self._state(key), now, admitted_at, published_per_sec)
+        if new is None:
+            return False
+        assert new.published_per_sec is not None and new.published_at is not None
+        try:
+            self._client.update_item(
+                TableName=self.table_name,
+                Key={"pk": {"S": key}},
+                UpdateExpression=ADAPTIVE_PUBLISHED_UPDATE,
+                ConditionExpression=ADAPTIVE_PUBLISHED_CONDITION,
+                ExpressionAttributeValues={
+                    ":published_rate": number(new.published_per_sec),
+                    ":published_at": _grid_number(new.published_at),
+                    ":expires_at": {"N": str(self._expiry(max(now, self._seen(key) or now), new, shard_policy, adaptive))},
+                },
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as error:  # a failed condition: a later call's publication is stored; else raised
+            self._learn(key, failed_condition_item(error))
+            return False
+        self._remember_state(key, new)
+        if new.published_per_sec * (1 - adaptive.published_headroom) < shard_policy.rate_per_sec:
+            logger.info("rate limiter shard %s: the downstream publishes %.3f req/s for it, under its ceiling %.3f",
+                        key, new.published_per_sec, shard_policy.rate_per_sec)
+        return True
+
     def seen_state(self, bucket: str, shard: int = 0) -> AdaptiveState:
         """The inner loop's state of one shard as this instance last saw it."""
         return self._state(rate_limiter_key(bucket, shard))
@@ -324,7 +392,7 @@ class DynamoDbRateLimiter:
                 self._learn(key, failed_condition_item(error))
                 continue
             self._remember(key, admitted.new_tat)
-            self._remember_state(key, _stored_state(old_item) if old_item and "rate_base" in old_item else started)
+            self._remember_state(key, _learned_state(old_item, started), item_says_publication=True)
             return admitted
         # Every write lost a race; the state the last one returned may still prove a real denial (a block, a full bucket).
         decision = decide_adaptive(self._seen(key), self._state(key), now, shard_policy, adaptive, cost)
@@ -390,7 +458,7 @@ class DynamoDbRateLimiter:
             self._learn_tenants(key, old_item, None, now=now, removed=removed)
             if adaptive is not None:
                 started = state.started(now, shard_policy.rate_per_sec, adaptive)
-                self._remember_state(key, _stored_state(old_item) if old_item and "rate_base" in old_item else started)
+                self._remember_state(key, _learned_state(old_item, started), item_says_publication=True)
             return admitted
         # Every write lost a race.
         logger.debug("rate limiter shard %s contended for %d attempts", key, self._max_attempts)
@@ -562,9 +630,11 @@ class DynamoDbRateLimiter:
 
     def _expiry(self, busy_until: float, state: AdaptiveState, shard_policy: RatePolicy,
                 adaptive: AdaptiveRatePolicy) -> int:
-        """When the item may go: once the bucket is full again, unblocked and back at its ceiling (an absent
-        item is all three), plus the margin."""
+        """When the item may go: once the bucket is full again, unblocked, back at its ceiling and no longer under a
+        published limit (an absent item is all four), plus the margin."""
         back_at = max(busy_until, state.blocked_until, recovered_at(state, shard_policy.rate_per_sec, adaptive))
+        if state.published_at is not None:
+            back_at = max(back_at, state.published_at + PUBLISHED_TTL_SEC)
         return math.ceil(back_at + self._ttl_margin_sec)
 
     def _set_from_idle_adaptive(self, key: str, decision: RateDecision, started: AdaptiveState, seen_state: AdaptiveState,
@@ -614,18 +684,29 @@ class DynamoDbRateLimiter:
         """What a failed condition returned: the stored TAT and the inner loop's state."""
         self._remember(key, _stored_tat(item))
         if item:
-            self._remember_state(key, _stored_state(item))
+            self._remember_state(key, _stored_state(item), item_says_publication=True)
 
     def _state(self, key: str) -> AdaptiveState:
         with self._seen_lock:
             return self._seen_state.get(key, _NEVER_USED)
 
-    def _remember_state(self, key: str, state: AdaptiveState) -> None:
+    def _remember_state(self, key: str, state: AdaptiveState, *, item_says_publication: bool = False) -> None:
+        """Keep `state` if it is newer than the one seen. With `item_says_publication`, `state` holds what a stored
+        item said of the publication (an admission never writes it, so the item before one is the truth): kept as
+        is, so a publication gone with its item (expired, or deleted) is forgotten here too."""
         with self._seen_lock:
             known = self._seen_state.get(key, _NEVER_USED)
             # Newer signals win; among equals, a state that knows when the rate started.
             if (state.signals, state.rate_base_at is not None) >= (known.signals, known.rate_base_at is not None):
-                self._seen_state[key] = state
+                kept, other = state, known
+            else:
+                kept, other = known, state
+            # A publication is written apart from the signals: the item's word, else the later-admitted call's.
+            if item_says_publication:
+                kept = replace(kept, published_per_sec=state.published_per_sec, published_at=state.published_at)
+            elif other.published_at is not None and (kept.published_at is None or other.published_at > kept.published_at):
+                kept = replace(kept, published_per_sec=other.published_per_sec, published_at=other.published_at)
+            self._seen_state[key] = kept
 
     def _set_from_idle(self, key: str, decision: RateDecision) -> RateDecision:
         assert decision.new_tat is not None  # an admitted decision always has a new TAT
@@ -712,7 +793,19 @@ def _stored_state(item: Mapping[str, Any]) -> AdaptiveState:
         blocked_until=grid("blocked_until") or 0.0,
         signals=int(item["signals"]["N"]) if "signals" in item else 0,
         rate_peak_per_sec=float(item["rate_peak"]["N"]) if "rate_peak" in item else None,
+        published_per_sec=float(item["published_rate"]["N"]) if "published_rate" in item else None,
+        published_at=grid("published_at"),
     )
+
+
+def _learned_state(old_item: Mapping[str, Any] | None, started: AdaptiveState) -> AdaptiveState:
+    """What an admission's write returned (the item before it) says of the inner loop's state: the stored state
+    once the bucket's rate started, else the one this instance started, with the publication the item holds
+    (one may have created the item before any admission; an absent item holds none)."""
+    stored = _stored_state(old_item or {})
+    if old_item and "rate_base" in old_item:
+        return stored
+    return replace(started, published_per_sec=stored.published_per_sec, published_at=stored.published_at)
 
 
 def _stored_tat(item: Mapping[str, Any] | None) -> float | None:

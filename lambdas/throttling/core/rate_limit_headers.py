@@ -13,9 +13,16 @@ a value is an epoch timestamp, since nobody means a 31-year delay; above
 `EPOCH_MILLISECONDS_THRESHOLD` (10**11, year 5138 in seconds) it is epoch milliseconds. A reset
 only counts as a wait when the same header says nothing is remaining (or does not say).
 
+A published rate (`RateLimitInfo.published_per_sec`, requests per second) is offered only where
+one item states both its quota and its window (`w=`): `RateLimit-Policy: 10;w=1`, `"default";q=100;w=10`,
+a structured `RateLimit` item with `q` and `w`, the early drafts' `RateLimit-Limit: 10, 10;w=1`. A
+limit alone gives none: `X-RateLimit-Limit: 5000` is GitHub's per hour and others' per second or
+per minute, and a guessed window would be a guessed rate.
+
 Several sources may disagree; the most conservative wins (longest wait, lowest remaining and
-limit). That includes one header sent twice, which arrives as two lines or, folded by the
-transport or a proxy, as one comma-separated list (`Retry-After: 120, 120`; an HTTP-date keeps its
+limit, lowest published rate: `10;w=1, 1000;w=3600` publishes 1,000 an hour, the rate both
+allow). That includes one header sent twice, which arrives as two lines or, folded by the transport
+or a proxy, as one comma-separated list (`Retry-After: 120, 120`; an HTTP-date keeps its
 own comma: `Wed, 21 Oct 2015 07:28:00 GMT, 120`): every member counts. Headers come from outside, so
 garbage never raises: it is ignored, and no usable header at all gives `RateLimitInfo()`, "no
 information".
@@ -60,11 +67,16 @@ class RateLimitInfo:
     wait_sec: seconds to wait before the next request is worth sending (>= 0).
     remaining: requests left in the current window.
     limit: requests allowed per window.
+    published_per_sec: the lowest rate a policy states with both its quota and its window
+        (quota / window, > 0); None when no policy gives a window.
+    window_sec: the window of that policy.
     """
 
     wait_sec: float | None = None
     remaining: int | None = None
     limit: int | None = None
+    published_per_sec: float | None = None
+    window_sec: float | None = None
 
 
 @dataclass
@@ -72,6 +84,13 @@ class _Findings:
     waits: list[float] = field(default_factory=list)
     remainings: list[int] = field(default_factory=list)
     limits: list[int] = field(default_factory=list)
+    # (requests per second, window) of every policy that states both.
+    policies: list[tuple[float, float]] = field(default_factory=list)
+
+    def add_policy(self, quota: int | None, window_sec: float | None) -> None:
+        # A quota of 0 says "nothing now", a wait rather than a rate; a window of 0 says nothing.
+        if quota is not None and quota > 0 and window_sec is not None and window_sec > 0:
+            self.policies.append((quota / window_sec, window_sec))
 
     def add_reset(self, wait_sec: float | None, remaining: int | None) -> None:
         # A reset with requests still remaining is when the window refills, not a reason to wait.
@@ -83,6 +102,8 @@ class _Findings:
             wait_sec=max(self.waits) if self.waits else None,
             remaining=min(self.remainings) if self.remainings else None,
             limit=min(self.limits) if self.limits else None,
+            published_per_sec=min(self.policies)[0] if self.policies else None,
+            window_sec=min(self.policies)[1] if self.policies else None,
         )
 
 
@@ -166,7 +187,11 @@ def _values_by_lowercase_name(headers: Mapping[str, str] | Iterable[tuple[str, s
 def _read_separate_fields(values: dict[str, list[str]], prefix: str, now: float, findings: _Findings) -> None:
     # Each value may be a list: a header sent twice and folded, or the early drafts' `10, 10;w=1`
     # (the quota, then its policy): every member's leading number counts, the safest one wins.
-    limits = [n for n in (_leading_integer(m) for m in _members(values, prefix + "limit")) if n is not None]
+    limit_members = _members(values, prefix + "limit")
+    limits = [n for n in (_leading_integer(m) for m in limit_members) if n is not None]
+    for member in limit_members:
+        # The early drafts' policy members (`10;w=1`) state their window.
+        findings.add_policy(_leading_integer(member), _number(_item_and_params(member)[1].get("w")))
     remainings = [n for n in (_leading_integer(m) for m in _members(values, prefix + "remaining")) if n is not None]
     waits = [w for w in (_reset_wait(_number(_before_parameters(m)), now) for m in _members(values, prefix + "reset"))
              if w is not None]
@@ -198,6 +223,7 @@ def _read_structured_ratelimit(value: str, now: float, findings: _Findings) -> N
         limit = _integer(params.get("q"))
         if limit is not None:
             findings.limits.append(limit)
+        findings.add_policy(limit, _number(params.get("w")))
         findings.add_reset(_reset_wait(_number(params.get("t")), now), remaining)
     if dictionary:
         _read_ratelimit_dictionary(dictionary, now, findings)
@@ -222,6 +248,7 @@ def _read_policy(value: str, findings: _Findings) -> None:
             limit = _integer(item)
         if limit is not None:
             findings.limits.append(limit)
+        findings.add_policy(limit, _number(params.get("w")))
 
 
 def _item_and_params(member: str) -> tuple[str, dict[str, str]]:

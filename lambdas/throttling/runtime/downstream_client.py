@@ -6,6 +6,9 @@ own shared limiter refused the call before it was sent, `DownstreamThrottled` fo
 4xx, which retrying cannot fix, and `DownstreamUnauthorized` for credentials refused even once
 renewed). Their message is a JSON document so a workflow can read
 `retry_after_sec` from the error's cause and wait exactly as long as the downstream asked.
+An error raised for an answer keeps what its rate-limit headers said (`rate_limit`), as a response
+does, so a limit the downstream publishes in a 429 reaches the shared limiter like one in a 200
+(`published_rate`).
 """
 
 from __future__ import annotations
@@ -26,10 +29,12 @@ from throttling.core.rate_limit_headers import RateLimitInfo, parse_rate_limit_h
 
 
 class DownstreamError(Exception):
-    """Base of the downstream errors; `details` is what the message carries as JSON."""
+    """Base of the downstream errors; `details` is what the message carries as JSON, `rate_limit` what the
+    answer's headers said (`RateLimitInfo()` when there was no answer, or it said nothing)."""
 
-    def __init__(self, details: Mapping[str, Any]) -> None:
+    def __init__(self, details: Mapping[str, Any], *, rate_limit: RateLimitInfo | None = None) -> None:
         self.details = dict(details)
+        self.rate_limit = rate_limit if rate_limit is not None else RateLimitInfo()
         super().__init__(json.dumps(self.details, sort_keys=True))
 
 
@@ -73,6 +78,16 @@ def throttling_signal(error: BaseException) -> ThrottlingSignal | None:
         retry_after_sec = _seconds(error.details.get("retry_after_sec"))
         if retry_after_sec is not None:
             return ThrottlingSignal(503, retry_after_sec)
+    return None
+
+
+def published_rate(answer: DownstreamResponse | BaseException) -> float | None:
+    """The rate limit (requests per second) an answer published, a response or an error raised for one; None
+    when it published none (`RateLimitInfo.published_per_sec`: only a policy with its window counts)."""
+    if isinstance(answer, DownstreamResponse):
+        return answer.rate_limit.published_per_sec
+    if isinstance(answer, DownstreamError):
+        return answer.rate_limit.published_per_sec
     return None
 
 
@@ -199,11 +214,11 @@ class DownstreamClient:
         rate_limit = parse_rate_limit_headers(response_headers, now=time.time())
         details = {"downstream": self.name, "status": status, "url": url}
         if status == 429:
-            raise DownstreamThrottled({**details, "retry_after_sec": rate_limit.wait_sec})
+            raise DownstreamThrottled({**details, "retry_after_sec": rate_limit.wait_sec}, rate_limit=rate_limit)
         if status >= 500:
-            raise DownstreamUnavailable({**details, "retry_after_sec": rate_limit.wait_sec})
+            raise DownstreamUnavailable({**details, "retry_after_sec": rate_limit.wait_sec}, rate_limit=rate_limit)
         if status >= 400:
-            raise DownstreamRejected({**details, "body": _decode(raw)})
+            raise DownstreamRejected({**details, "body": _decode(raw)}, rate_limit=rate_limit)
         return DownstreamResponse(status=status, body=_decode(raw), latency_ms=latency_ms, rate_limit=rate_limit)
 
 

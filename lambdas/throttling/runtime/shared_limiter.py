@@ -12,13 +12,16 @@ reads the same variables, so a handler needs no configuration of its own:
         token = limiter.acquire(time_left_sec=context.get_remaining_time_in_millis() / 1000 - 5)
         if not token.admitted:                          # the bucket is empty for longer than we can wait
             raise RuntimeError(f"throttled; retry in {token.retry_after_sec:.1f} s")
-        status, retry_after = call_my_api(event)        # your own HTTP call
-        limiter.report(token, status=status, retry_after_sec=retry_after)  # a 429 slows every caller at once
+        status, headers = call_my_api(event)            # your own HTTP call
+        said = parse_rate_limit_headers(headers, now=time.time())  # throttling.core.rate_limit_headers
+        limiter.report(token, status=status, retry_after_sec=said.wait_sec,  # a 429 slows every caller at once,
+                       published_per_sec=said.published_per_sec)            # a published limit caps them all
 
 Every caller of the downstream, in any function or workflow, draws from one bucket (a conditional
 DynamoDB write per token), at the rate in force in the tunables (read through Powertools' SSM
 provider with a cache, the last good value kept if a document is bad), never above the contract;
-`report` feeds the bucket's inner loop (`throttling.core.adaptive_rate`). The waiting, the stale
+`report` feeds the bucket's inner loop (`throttling.core.adaptive_rate`): the rate limit an answer
+publishes, then its throttling signal. The waiting, the stale
 tokens and the reports are the token gate's (`throttling.runtime.token_gate`), as for the app's own callers.
 """
 
@@ -109,18 +112,31 @@ class SharedLimiter:
                               stale_after_sec=stale_token_after_sec(policy, self.contract), adaptive=in_force.adaptive,
                               tenant=tenant, priority=priority, shares=in_force.shares)
 
-    def report(self, token: GateOutcome, *, status: int, retry_after_sec: float | None = None) -> bool:
+    def report(self, token: GateOutcome, *, status: int, retry_after_sec: float | None = None,
+               published_per_sec: float | None = None) -> bool:
         """Tell the bucket how the call `token` paid for was answered; whether it was a throttling signal.
 
-        A 429 (or a 503 with a short Retry-After) blocks the bucket until the Retry-After ends and cuts
-        its rate for every caller at once; any other answer is not a signal and writes nothing. Never
-        raises: a report is advice, and the next 429 reports again.
+        `published_per_sec`, the rate limit the answer published (`RateLimitInfo.published_per_sec`, in a
+        2xx or a 429 alike), is reported first: while believed (`adaptive_rate.PUBLISHED_TTL_SEC`) it caps
+        the bucket for every caller, and a 429 that comes with it cuts from it. It costs a write only when
+        it is news. A 429 (or a 503 with a short Retry-After) then blocks the bucket until the Retry-After
+        ends and cuts its rate for every caller at once; any other answer is not a signal. Never raises: a
+        report is advice, and the next answer reports again.
         """
+        if token.admitted_at is None:
+            return False
         in_force = self.tunables.get()
         adaptive = in_force.adaptive
-        if token.admitted_at is None or not is_throttling_signal(status, retry_after_sec, adaptive):
-            return False
         policy = RatePolicy(rate_per_sec=in_force.rate_per_sec, burst=in_force.burst)
+        if published_per_sec is not None:
+            try:
+                self.gate.limiter.report_published(self.downstream, policy, adaptive,  # type: ignore[attr-defined]
+                                                   admitted_at=token.admitted_at, published_per_sec=published_per_sec)
+            except Exception:  # noqa: BLE001 - see the docstring
+                _LOGGER.warning("could not report a published rate limit to the shared limiter", exc_info=True,
+                                extra={"bucket": self.downstream})
+        if not is_throttling_signal(status, retry_after_sec, adaptive):
+            return False
         try:
             self.gate.limiter.report_signal(self.downstream, policy, adaptive,  # type: ignore[attr-defined]
                                             admitted_at=token.admitted_at, retry_after_sec=retry_after_sec)

@@ -17,10 +17,14 @@ The deadline is `min(max_wait_sec, time_left_sec)` after the take starts: `time_
 the caller's invocation can afford (its remaining time less the call's own timeout and reserve).
 
 The inner loop: given the tunables' `adaptive` policy, the take is decided under the bucket's current
-rate and block, and `report` tells the limiter when the call the token paid for met a throttling
-signal (a 429, or a 503 with a short Retry-After: `adaptive_rate.is_throttling_signal`), so the whole fleet
-slows at its next take. A report that fails is logged and dropped: the downstream's own error is
-what the caller must raise, and the next 429 reports again.
+rate and block, and `report` tells the limiter how the call the token paid for was answered: first
+the rate limit the answer published, if any (`RateLimit-Policy` and its kin, in a 2xx or a 429 alike:
+believed as the bucket's ceiling for a while, `adaptive_rate.on_published`), then whether it was a
+throttling signal (a 429, or a 503 with a short Retry-After: `adaptive_rate.is_throttling_signal`), so
+the whole fleet slows at its next take, and a 429 under a lowered limit cuts from the lowered rate. A
+publication that is no news costs no DynamoDB call (the adapter decides on the state its last write
+returned). A report that fails is logged and dropped: the downstream's own error is what the caller
+must raise, and the next answer reports again.
 Tenants and classes: a take may name the `tenant` it is for and its `priority` class
 (`names.PRIORITY_CLASSES`), decided under the tunables' `shares` (`throttling.core.hierarchical_rate`):
 the tenant's share of the bucket, what it may borrow, and the depth its class may reach. A tenant counts
@@ -43,7 +47,7 @@ from typing import Any, Protocol
 from throttling.core.adaptive_rate import AdaptiveRatePolicy, is_throttling_signal
 from throttling.core.hierarchical_rate import TenantShares
 from throttling.core.rate_limiter import RateDecision, RatePolicy
-from throttling.runtime.downstream_client import throttling_signal
+from throttling.runtime.downstream_client import DownstreamResponse, published_rate, throttling_signal
 
 __all__ = ["GateKnobs", "GateOutcome", "Pause", "TokenGate", "TokenTake"]
 
@@ -63,6 +67,9 @@ class AdaptiveLimiter(Protocol):
 
     def report_signal(self, bucket: str, policy: RatePolicy, adaptive: AdaptiveRatePolicy, *, admitted_at: float,
                       retry_after_sec: float | None) -> Any: ...
+
+    def report_published(self, bucket: str, policy: RatePolicy, adaptive: AdaptiveRatePolicy, *, admitted_at: float,
+                         published_per_sec: float | None) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -242,13 +249,26 @@ class TokenGate:
                 self._sleep(step.seconds)
 
     def report(self, bucket: str, policy: RatePolicy, adaptive: AdaptiveRatePolicy | None, outcome: GateOutcome,
-               error: BaseException) -> bool:
-        """Tell the limiter that the call `outcome` admitted met `error`, if that is a throttling signal; whether it did.
+               answer: DownstreamResponse | BaseException) -> bool:
+        """Tell the limiter how the call `outcome` admitted was answered: the rate limit `answer` published (a
+        response, or the error raised for one), then whether it was a throttling signal; whether it was one.
 
-        Never raises: the caller is about to raise the downstream's error, which is what its workflow needs.
+        Publication first, as the lab's callers do: a 429 that also publishes a lowered limit then cuts from
+        the lowered rate. Never raises: the caller is about to raise the downstream's error, or return its
+        answer, which is what its workflow needs.
         """
-        signal = throttling_signal(error)
-        if signal is None or adaptive is None or outcome.admitted_at is None:
+        if adaptive is None or outcome.admitted_at is None:
+            return False
+        published_per_sec = published_rate(answer)
+        if published_per_sec is not None:
+            try:
+                self.limiter.report_published(bucket, policy, adaptive,  # type: ignore[attr-defined]
+                                              admitted_at=outcome.admitted_at, published_per_sec=published_per_sec)
+            except Exception:  # noqa: BLE001 - a report is advice; the next answer publishes again
+                self._logger.warning("could not report a published rate limit to the shared limiter", exc_info=True,
+                                     extra={"bucket": bucket, "published_per_sec": published_per_sec})
+        signal = throttling_signal(answer) if isinstance(answer, BaseException) else None
+        if signal is None:
             return False
         if not is_throttling_signal(signal.status, signal.retry_after_sec, adaptive):
             return False
