@@ -39,6 +39,7 @@ from throttling.core.controller import ALGORITHMS, Bounds, ControllerPolicy, Set
 from throttling.core.planning import (
     DEFAULT_PERIOD_SEC,
     DEFAULT_THROTTLE_RATE_THRESHOLD,
+    INNER_LOOP_THROTTLE_ALARM_RATE,
     SUSTAINED_ALARM_DATAPOINTS,
     SUSTAINED_ALARM_PERIODS,
     CapacityPlan,
@@ -174,11 +175,13 @@ def _rate_in_force(limiter: InMemoryRateLimiter | InMemoryAdaptiveRateLimiter | 
 
 def throttle_alarm_for(strategy: Strategy) -> ThrottleAlarm | None:
     """The 429 alarm the control-loop stack gives our controller (`stacks.control_loop_stack`): one minute
-    above the threshold, or 2 of 3 where the rate is the inner loop's; none for the baselines."""
+    above the threshold, or 2 of 3 above the inner loop's allowance where the rate is the inner loop's;
+    none for the baselines."""
     if not strategy.ours:
         return None
     if strategy.limiter == "adaptive":
-        return ThrottleAlarm(DEFAULT_THROTTLE_RATE_THRESHOLD, SUSTAINED_ALARM_PERIODS, SUSTAINED_ALARM_DATAPOINTS)
+        return ThrottleAlarm(max(DEFAULT_THROTTLE_RATE_THRESHOLD, INNER_LOOP_THROTTLE_ALARM_RATE), SUSTAINED_ALARM_PERIODS,
+                             SUSTAINED_ALARM_DATAPOINTS)
     return ThrottleAlarm(DEFAULT_THROTTLE_RATE_THRESHOLD)
 
 

@@ -566,20 +566,22 @@ class ControlLoopStack(Stack):
     def _throttle_rate_alarm(name: str, pascal: str, prefix: str, loop: ControlLoopConfig,
                              m: DownstreamMetrics) -> AlarmSpec:
         """One minute above the threshold where the controller moves the rate; where the callers' inner
-        loop does (`adjust_rate` false), 2 of 3 minutes: it answers a lone minute's 429s within the
-        call, and only 429s it did not contain should cut the concurrency."""
+        loop does (`adjust_rate` false), 2 of 3 minutes above `INNER_LOOP_THROTTLE_ALARM_RATE` (or the
+        threshold, if higher): the inner loop answers its own probes' 429s within the call, and only
+        429s it did not contain should cut the concurrency."""
         threshold = f"{loop.throttle_rate_threshold:.1%}"
         if loop.adjust_rate:
             return AlarmSpec(
                 f"{pascal}ThrottleRate", f"{prefix}-{name}-ThrottleRate",
                 f"{name} answers more than {threshold} of calls with 429: slow down",
                 m.throttle_rate_percent(), loop.throttle_rate_threshold * 100, route=(name, names.ALARM_THROTTLED))
+        sustained = max(loop.throttle_rate_threshold, planning.INNER_LOOP_THROTTLE_ALARM_RATE)
         return AlarmSpec(
             f"{pascal}ThrottleRate", f"{prefix}-{name}-ThrottleRate",
-            f"{name} answers more than {threshold} of calls with 429 in {planning.SUSTAINED_ALARM_DATAPOINTS} of"
+            f"{name} answers more than {sustained:.1%} of calls with 429 in {planning.SUSTAINED_ALARM_DATAPOINTS} of"
             f" {planning.SUSTAINED_ALARM_PERIODS} minutes, past what the limiter's inner loop contains: fewer calls"
             " in flight",
-            m.throttle_rate_percent(), loop.throttle_rate_threshold * 100,
+            m.throttle_rate_percent(), sustained * 100,
             evaluation_periods=planning.SUSTAINED_ALARM_PERIODS, datapoints_to_alarm=planning.SUSTAINED_ALARM_DATAPOINTS,
             route=(name, names.ALARM_THROTTLED))
 

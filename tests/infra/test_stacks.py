@@ -11,7 +11,7 @@ from aws_cdk import App
 from aws_cdk.assertions import Match, Template
 
 from tests.infra.cloudformation import referenced_ids
-from throttling.core import names
+from throttling.core import names, planning
 
 
 @pytest.fixture(scope="module")
@@ -441,10 +441,12 @@ def test_every_downstream_has_its_slow_down_alarms_with_the_configured_threshold
     for d in dev_config.downstreams:
         prefix = f"Throttling-dev-{d.name}"
         # THEN each alarm exists with its threshold and evaluation, and missing data is not breaching
-        # (the 429 alarm is sustained where the rate is the callers' inner loop's: it answers a lone minute's)
-        throttle_evaluation = (1, None) if loop.adjust_rate else (3, 2)
+        # (the 429 alarm is sustained where the rate is the callers' inner loop's, above the 429s the inner
+        # loop draws itself: it answers a lone minute's)
+        throttle_alarm = ((loop.throttle_rate_threshold, 1, None) if loop.adjust_rate else
+                          (max(loop.throttle_rate_threshold, planning.INNER_LOOP_THROTTLE_ALARM_RATE), 3, 2))
         expected = {
-            f"{prefix}-ThrottleRate": (loop.throttle_rate_threshold * 100, *throttle_evaluation),
+            f"{prefix}-ThrottleRate": (throttle_alarm[0] * 100, *throttle_alarm[1:]),
             f"{prefix}-ErrorRate": (loop.error_rate_threshold * 100, 1, None),
             f"{prefix}-ErrorRateSustained": (loop.breaker_error_rate_threshold * 100, loop.breaker_alarm_periods, None),
             f"{prefix}-LatencyP99": (min(d.expected_latency_ms * loop.p99_latency_factor, d.timeout_sec * 1000), 3, 2),
@@ -475,14 +477,14 @@ def test_the_429_alarm_is_one_minute_where_the_controller_moves_the_rate_and_2_o
 
     # GIVEN the dev stage as shipped (adjust_rate false) and the same stage with the controller moving the rate
     assert dev_config.control_loop.adjust_rate is False
-    for adjust_rate, evaluation in ((False, (3, 2)), (True, (1, None))):
+    for adjust_rate, evaluation in ((False, (5.0, 3, 2)), (True, (1.0, 1, None))):
         config = replace(dev_config, nag=False, control_loop=replace(dev_config.control_loop, adjust_rate=adjust_rate))
         app = App(outdir=str(tmp_path / str(adjust_rate)), context=dict(cdk_context))
         stacks = add_stacks(app, config)
         # WHEN it is synthesized
         alarm = _alarm(Template.from_stack(stacks["control_loop"]), "Throttling-dev-crm-ThrottleRate")
         # THEN the 429 alarm fires on one minute only where no inner loop answered those 429s first
-        assert (alarm["EvaluationPeriods"], alarm.get("DatapointsToAlarm")) == evaluation, adjust_rate
+        assert (alarm["Threshold"], alarm["EvaluationPeriods"], alarm.get("DatapointsToAlarm")) == evaluation, adjust_rate
         assert ("past what the limiter's inner loop contains" in alarm["AlarmDescription"]) is not adjust_rate
 
 

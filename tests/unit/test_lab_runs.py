@@ -137,6 +137,23 @@ def test_the_inner_loop_slows_the_fleet_within_seconds_of_a_capacity_drop_and_cl
     assert summary["succeeded"] + summary["failed"] + summary["backlog_at_end"] == summary["arrived"]
 
 
+@pytest.mark.parametrize("phase", [0.0, 30.0])
+def test_the_outer_loop_leaves_the_inner_loops_429s_alone_so_the_concurrency_is_there_when_capacity_returns(phase):
+    # GIVEN ten minutes at three times the limit, capacity halved at 3:00 and restored at 6:00, by a silent downstream
+    halved = short("capacity_halved", downstream=dataclasses.replace(
+        scenario("capacity_halved").downstream, capacity_changes=((180.0, 0.5), (360.0, 1.0))),
+        changes=((180.0, "halved"), (360.0, "restored")))
+    # WHEN the inner loop runs through it, its controller at either phase of the minute
+    result = run(strategy("inner_loop"), halved, seed=3, schedule_phase_sec=phase)
+    # THEN the minutes' 429s (the inner loop's cuts and probes) never cut the concurrency below what it was
+    before = result.ledger.concurrency_limit[179]
+    assert min(result.ledger.concurrency_limit[180:]) >= before
+    assert not any(a.action == "decrease" for _, a in result.decisions)
+    # AND within a minute of the capacity's return the successes are back at 0.95 of the limit
+    change = summarize(result)["by_change"][1]
+    assert change["recover_sec"] is not None and change["recover_sec"] <= 60
+
+
 def test_a_downstream_that_publishes_its_limit_is_followed_without_a_single_settled_429_and_at_once_back():
     # GIVEN the same halving and restoring, by a downstream whose every answer carries its current limit
     published = scenario("capacity_halved_published")
