@@ -30,10 +30,12 @@ against the `+inner_loop` rows what ours adds is the controller on the concurren
 static guess with a wider Map, the second never reaches the planned rate (2 calls of 200 ms in flight).
 
 "The plan" is `throttling.core.planning.plan_capacity` on the advertised limit and latency, with the
-headroom of the run (the stage's default, 1 %, unless the run is given another); the controller's
-bounds and p99 threshold are `planning.controller_bounds` and `planning.p99_latency_threshold_ms` with
+headroom of the run (the stage's default, 1 %, unless the run is given another). Its Map concurrency
+is sized for a caller behind the shared limiter: 3 for the CRM, enough to spend every token at 300 ms
+a call; `static_littles_law` takes its floor(limit x latency), 2, concurrency alone as the brake. The
+controller's bounds and p99 threshold are `planning.controller_bounds` and `planning.p99_latency_threshold_ms` with
 the control loop's defaults, as the control-loop stack gives them to a stage without a `control_loop`
-block (concurrency 1 to 4x the plan's, rate 10 % to 100 % of the planned rate, burst scaled with the
+block (concurrency 1 to 4x the Little's-law 2, rate 10 % to 100 % of the planned rate, burst scaled with the
 rate, the p99 threshold at 5x the expected latency but never above the timeout).
 """
 
@@ -82,6 +84,9 @@ class Strategy:
             return 0
         if self.map_concurrency == "seed":
             return SEED_MAP_CONCURRENCY
+        if self.map_concurrency == "littles_law":
+            # Concurrency alone as the brake, with no limiter: the plan's floor, not its limiter-backed figure.
+            return plan.littles_law_concurrency
         return plan.map_concurrency
 
 

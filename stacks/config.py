@@ -205,12 +205,16 @@ class DownstreamConfig:
 
     @property
     def default_max_concurrency(self) -> int:
-        """In-flight calls that keep the downstream at its limit, by Little's law (L = lambda * W).
+        """In-flight calls that spend every token of the shared limiter, by Little's law (L = lambda * W).
 
-        Rounded down, never below 1 (`littles_law_concurrency`): at 10 req/s and 200 ms that is 2
-        calls in flight, where the seed's guess of 5 would offer 25 req/s to a 10 req/s CRM.
+        Every deployed caller takes a token, so the limiter holds the rate and the concurrency must
+        never starve it: Little's law over the time a call holds its slot (a quarter slower than
+        `expected_latency_ms`, plus 50 ms for the network and the limiter's round trip), rounded up,
+        never below 1 nor above `max_in_flight` (`planning.planned_concurrency`). At 10 req/s and 200 ms
+        that is 3 calls in flight: floor(10 x 0.2) = 2 delivers about 7.4 req/s once the network and
+        slow calls count, and the seed's guess of 5 would offer 25 req/s for the limiter to hold back.
         """
-        return planning.littles_law_concurrency(self.max_rate_per_sec, self.expected_latency_ms)
+        return planning.planned_concurrency(self.max_rate_per_sec, self.expected_latency_ms, self.max_in_flight)
 
 
 @dataclass(frozen=True)
@@ -230,7 +234,8 @@ class ControlLoopConfig:
     :param p99_latency_factor: the p99 latency alarm fires at this many times the downstream's
         expected latency (never above its timeout); default 5 (a slow call, as the breaker counts).
     :param max_concurrency_factor: the concurrency ceiling is this many times the Little's-law
-        concurrency; default 4.
+        concurrency (floor(rate x latency)), never below the planned one the seed starts from
+        (`DownstreamConfig.default_max_concurrency`) nor above the downstream's `max_in_flight`; default 4.
     :param min_rate_fraction: the controller never sets a rate below this fraction of the planned
         rate; default 0.1 (a downstream that is down is the breaker's job).
     :param clean_periods_to_increase: clean minutes in a row before any increase; default 3.
@@ -280,7 +285,8 @@ class ControlLoopConfig:
         """
         return planning.controller_bounds(
             downstream.max_rate_per_sec, downstream.burst, downstream.expected_latency_ms, downstream.headroom,
-            max_concurrency_factor=self.max_concurrency_factor, min_rate_fraction=self.min_rate_fraction)
+            max_concurrency_factor=self.max_concurrency_factor, min_rate_fraction=self.min_rate_fraction,
+            max_in_flight=downstream.max_in_flight)
 
 
 @dataclass(frozen=True)

@@ -591,6 +591,7 @@ def _plan(ctx: _Context) -> int:
     lines = ["arithmetic:", *(f"  {step}" for step in result.steps), *discovery, "", "settings:",
              _indent(_table(("setting", "value"), [
                  ("Map MaxConcurrency (max_concurrency)", str(result.map_concurrency)),
+                 ("concurrency alone, no limiter", str(result.littles_law_concurrency)),
                  ("SQS consumer MaximumConcurrency", str(result.consumer_max_concurrency)),
                  ("limiter rate_per_sec", _v(result.limiter_rate_per_sec)),
                  ("limiter burst", str(result.limiter_burst)),
@@ -607,7 +608,7 @@ def _plan(ctx: _Context) -> int:
         raise Refused(
             f"refused: {check.concurrency} calls in flight of {args.latency_ms:g} ms offer {check.offered_rps:g} req/s,"
             f" {round(check.times_the_limit, 2):g}x the {check.limit_rps:g} req/s limit: use a max_concurrency of at"
-            f" most {result.map_concurrency} (the plan above)")
+            f" most {result.map_concurrency} (the plan above: as many as spend every token of the shared limiter)")
     return EXIT_OK
 
 

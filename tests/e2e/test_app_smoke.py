@@ -53,7 +53,7 @@ def test_a_deployed_handler_calls_the_downstream(cloud, crm_caller, fresh_simula
     (request,) = fresh_simulators["crm"].requests
     assert request.headers.get("X-Correlation-Id") == "smoke-1"
     # AND the tunables in force are the ones seeded in SSM
-    assert result["tunables_in_force"] == {"rate_per_sec": 9.9, "burst": 5, "max_concurrency": 2, "mode": "auto"}
+    assert result["tunables_in_force"] == {"rate_per_sec": 9.9, "burst": 5, "max_concurrency": 3, "mode": "auto"}
 
 
 def test_the_code_that_ran_is_the_deployed_asset(cloud, crm_caller, fresh_simulators):

@@ -209,7 +209,7 @@ def test_users_the_crm_cannot_serve_land_in_the_dlq_with_their_error(cloud, batc
     # THEN the run itself succeeds and reports both users as failed
     dead = drain_queue(cloud, batch["dead_letter_queue_url"])
     assert_every_user_accounted_for(result, user_ids, crm, dead)
-    assert result.output == {"segment_id": segment_id, "tenant": "default", "max_concurrency": 2,
+    assert result.output == {"segment_id": segment_id, "tenant": "default", "max_concurrency": 3,
                              "max_concurrency_note": None, "items": 2, "succeeded": 0, "failed": 2}
     # AND each one is in the dead-letter queue with the error and the CRM's answer
     for message in dead:
@@ -343,7 +343,7 @@ def test_an_unknown_segment_fails_the_run_by_name(cloud, batch):
 
 def test_an_empty_segment_reports_zero(cloud, batch, crm):
     segment_id, result = run_segment(cloud, batch, [])
-    assert result.output == {"segment_id": segment_id, "tenant": "default", "max_concurrency": 2,
+    assert result.output == {"segment_id": segment_id, "tenant": "default", "max_concurrency": 3,
                              "max_concurrency_note": None, "items": 0,
                              "succeeded": 0, "failed": 0}
     assert crm.requests == []

@@ -28,7 +28,7 @@ def test_the_shared_limiter_refuses_before_the_downstream_sees_the_call(cloud, d
         second, second_error = invoke(cloud, caller, {"path": "/users/2"})
     finally:
         cloud.client("ssm").put_parameter(Name=TUNABLES, Overwrite=True, Type="String", Value=json.dumps(
-            {"rate_per_sec": 9.9, "burst": 5, "max_concurrency": 2, "mode": "auto"}))
+            {"rate_per_sec": 9.9, "burst": 5, "max_concurrency": 3, "mode": "auto"}))  # the CRM's seed, restored
     # THEN the second is refused by our limiter with the wait, and never reached the CRM
     assert first_error is None
     assert (second_error, second["errorType"]) == ("Handled", "RateLimited")

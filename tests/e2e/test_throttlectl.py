@@ -109,7 +109,7 @@ def test_show_lists_every_tunable_with_its_value_seed_bounds_and_origin(ctl, dev
     entries = {e["key"]: e for e in result.json()["tunables"]}
     assert set(entries) == {f"{kind}/{d.name}" for d in dev_config.downstreams for kind in ("downstreams", "breakers")}
     crm = entries["downstreams/crm"]
-    assert crm["value"] == crm["seed"] == {"rate_per_sec": 9.9, "burst": 5, "max_concurrency": 2, "mode": "auto"}
+    assert crm["value"] == crm["seed"] == {"rate_per_sec": 9.9, "burst": 5, "max_concurrency": 3, "mode": "auto"}
     assert crm["bounds"] == {"rate_per_sec": "0.01..10 (contract)", "burst": "whole 1..10 (contract)",
                              "max_concurrency": "whole 1..1000", "mode": "auto|manual"}
     # AND the mainframe's burst bound comes from its consumer, the one function that calls it
@@ -159,7 +159,7 @@ def test_set_merges_validates_pins_and_audits_and_the_lambda_reads_it(ctl, cloud
     # THEN the merged document is written as version 2, and the output shows the diff and the audit
     assert result.code == 0, result.err
     assert json.loads(cloud.client("ssm").get_parameter(Name=CRM)["Parameter"]["Value"]) == {
-        "rate_per_sec": 5.0, "burst": 5, "max_concurrency": 2, "mode": "manual"}
+        "rate_per_sec": 5.0, "burst": 5, "max_concurrency": 3, "mode": "manual"}
     assert f"downstreams/crm: version {before} -> {before + 1}" in result.out
     assert "rate_per_sec  9.9   5.0" in result.out and "mode          auto  manual" in result.out
     assert f'by arn:aws:sts::123456789012:user/moto: "{REASON}"' in result.out
@@ -178,7 +178,7 @@ def test_set_merges_validates_pins_and_audits_and_the_lambda_reads_it(ctl, cloud
     response = cloud.client("lambda").invoke(FunctionName=caller, Payload=json.dumps({"path": "/users/1"}))
     answer = json.loads(response["Payload"].read())
     assert answer.get("tunables_in_force") == {
-        "rate_per_sec": 5.0, "burst": 5, "max_concurrency": 2, "mode": "manual"}, answer
+        "rate_per_sec": 5.0, "burst": 5, "max_concurrency": 3, "mode": "manual"}, answer
 
 
 def test_a_write_racing_another_writer_is_reported(ctl, cloud):
@@ -210,7 +210,7 @@ def test_dry_run_prints_the_diff_and_writes_nothing(ctl, cloud):
     # THEN the diff is printed and the parameter is untouched
     assert result.code == 0, result.err
     assert f"dry run, version {before} would become" in result.out
-    assert "burst            5    3" in result.out and "max_concurrency  2    1" in result.out
+    assert "burst            5    3" in result.out and "max_concurrency  3    1" in result.out
     assert result.out.rstrip().endswith("nothing written")
     assert _version(cloud) == before
 
@@ -224,7 +224,7 @@ def test_unpin_and_reset_to_the_seed(ctl, cloud):
     reset = ctl("set", "downstreams/crm", "--reset", "--reason", "back to the plan", "--json")
     # THEN the first only flips the mode and the second restores the seeded document
     assert [(c["field"], c["new"]) for c in unpinned.json()["changes"]] == [("mode", "auto")]
-    assert reset.json()["new"] == {"rate_per_sec": 9.9, "burst": 5, "max_concurrency": 2, "mode": "auto"}
+    assert reset.json()["new"] == {"rate_per_sec": 9.9, "burst": 5, "max_concurrency": 3, "mode": "auto"}
     assert _version(cloud) == before + 3
     # AND setting what is already there writes nothing
     same = ctl("set", "downstreams/crm", "rate_per_sec=9.9", "--reason", "no-op")
@@ -418,7 +418,7 @@ def test_status_shows_breakers_limiters_leases_queues_and_concurrency(ctl, cloud
     assert queues["LegacyConsumerDeadLetterQueue"]["sources"] == ["LegacyConsumerQueue"]
     concurrency = {c["downstream"]: c for c in status["concurrency"]}
     assert (concurrency["crm"]["max_concurrency"], concurrency["crm"]["note"]) == (1, "pinned (manual)")
-    assert concurrency["ai_model"]["max_concurrency"] == 4
+    assert concurrency["ai_model"]["max_concurrency"] == 3  # the seed: its max_in_flight caps the plan
     # AND the table says the same
     assert "crm               open" in text.out
     assert "CrmBatchEmailDeadLetterQueue   dead-letter  2" in text.out
@@ -585,12 +585,12 @@ def test_plan_shows_the_arithmetic_and_fails_a_concurrency_that_overruns_the_lim
     checked = ctl("plan", "--limit-rps", "10", "--latency-ms", "200", "--concurrency", "5", stage=None)
     planned = ctl("plan", "--limit-rps", "10", "--latency-ms", "200", "--burst", "10", "--json", stage=None)
     bad = ctl("plan", "--limit-rps", "0", "--latency-ms", "200", stage=None)
-    # THEN 5 x 200 ms is 25 req/s, too many (exit 2), and the plan itself is 2 in flight at 9.9 req/s
+    # THEN 5 x 200 ms is 25 req/s, too many (exit 2), and the plan itself is 3 in flight at 9.9 req/s
     assert checked.code == 2
     assert "check: 5 concurrent calls / 0.2 s = 25 req/s: too many for a 10 req/s limit (2.5x it)" in checked.out
     assert checked.err.splitlines()[-1].startswith("throttlectl: refused: 5 calls in flight of 200 ms offer 25 req/s")
     assert planned.code == 0
-    assert planned.json()["tunables_document"] == {"rate_per_sec": 9.9, "burst": 5, "max_concurrency": 2,
+    assert planned.json()["tunables_document"] == {"rate_per_sec": 9.9, "burst": 5, "max_concurrency": 3,
                                                     "mode": "auto"}
     assert (bad.code, bad.out) == (2, "")
     assert "limit_rps must be a number in [0.01, 10000] (req/s, the rates the Lambdas' tunables take), got 0.0" in bad.err

@@ -57,7 +57,7 @@ def test_a_fifth_downstream_gets_tunables_seeded_by_its_plan(fifth):
     config, stacks = fifth
     parameters = Template.from_stack(stacks["shared_limits"]).find_resources("AWS::SSM::Parameter").values()
     seeds = {p["Properties"]["Name"]: p["Properties"]["Value"] for p in parameters}
-    # THEN its tunables document is seeded with the planned rate, burst and Little's-law concurrency,
+    # THEN its tunables document is seeded with the planned rate, burst and concurrency,
     # which the callers' parser takes unclamped under its contract
     plan = planning.plan_capacity(NEW_DOWNSTREAM["rate_limit_per_sec"], NEW_DOWNSTREAM["expected_latency_ms"],
                                   burst=NEW_DOWNSTREAM["burst"])

@@ -27,14 +27,15 @@ def workflows(dev_assembly) -> Template:
 
 
 def test_one_tunables_document_per_downstream_under_the_stage_prefix(shared_limits, dev_config):
-    # THEN each downstream has its parameter, seeded with its contract rate and Little's-law concurrency
+    # THEN each downstream has its parameter, seeded with its planned rate and the concurrency that spends it
+    # (the CRM: 3 calls in flight at 300 ms a call)
     shared_limits.resource_count_is("AWS::SSM::Parameter", 2 * len(dev_config.downstreams))
     crm = shared_limits.find_resources(
         "AWS::SSM::Parameter", {"Properties": {"Name": "/throttling/dev/downstreams/crm"}}
     )
     (resource,) = crm.values()
     assert json.loads(resource["Properties"]["Value"]) == {
-        "burst": 5, "max_concurrency": 2, "mode": "auto", "rate_per_sec": 9.9,
+        "burst": 5, "max_concurrency": 3, "mode": "auto", "rate_per_sec": 9.9,
     }
 
 

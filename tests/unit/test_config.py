@@ -40,10 +40,13 @@ def test_little_law_sets_default_concurrency(stages):
     # GIVEN the CRM's 10 req/s limit at 200 ms, planned at 9.9 req/s with half its burst (jitter's room)
     crm = load_config(stages).downstream("crm")
     assert (crm.planned_rate_per_sec, crm.planned_burst) == (9.9, 5)
-    # THEN 2 calls in flight reach it (the seed's 5 would offer 25 req/s)
-    assert crm.default_max_concurrency == 2
+    # THEN 3 calls in flight spend every token at 300 ms a call (2 would leave a third unspent; the seed's 5
+    # would offer 25 req/s for the limiter to hold back)
+    assert crm.default_max_concurrency == 3
     # AND a downstream slower than one call per second still gets one call in flight
     assert load_config(stages).downstream("legacy_mainframe").default_max_concurrency == 1
+    # AND one with a concurrency contract never more than it allows (the AI model: 6 needed, 3 allowed)
+    assert load_config(stages).downstream("ai_model").default_max_concurrency == 3
 
 
 def test_a_concurrency_contract_is_read_where_a_downstream_has_one(stages):

@@ -46,8 +46,10 @@ def test_make_plan_reproduces_the_seeds_example_five_calls_of_200_ms_make_25_rps
     assert code == 2
     assert "check: 5 concurrent calls / 0.2 s = 25 req/s: too many for a 10 req/s limit (2.5x it)" in text
     # AND it answers every setting, each with the arithmetic behind it
-    assert "Map concurrency = max(1, floor(10 req/s x 0.2 s)) = max(1, floor(2)) = 2" in text
-    assert "queue consumer MaximumConcurrency = max(2 (Lambda's minimum for SQS), 2) = 2" in text
+    assert "concurrency alone (no limiter) = max(1, floor(10 req/s x 0.2 s)) = max(1, floor(2)) = 2" in text
+    assert "a call holds its slot W x 1.25 + 50 ms = 300 ms" in text
+    assert "Map concurrency = max(1, ceil(10 req/s x 0.3 s)) = max(1, ceil(3)) = 3: the shared limiter holds the rate" in text
+    assert "queue consumer MaximumConcurrency = max(2 (Lambda's minimum for SQS), 3) = 3" in text
     assert "limiter rate_per_sec = 10 x (1 - 0.01) = 9.9 req/s; burst = max(1, min(floor(10 / 2), floor(10 x (1 - 0.01)))) = 5" in text
     assert "jitter margin = (10 + 1 - 5) / 9.9 req/s - 1 / 10 req/s = 0.506 s" in text
     assert "retry MaxAttempts = 8" in text and '"JitterStrategy": "FULL"' in text
@@ -59,7 +61,8 @@ def test_make_plan_without_a_concurrency_to_check_succeeds_and_answers_in_json_t
     out = io.StringIO()
     assert main([*argv, "--json"], stdout=out, stderr=io.StringIO()) == 0
     plan = json.loads(out.getvalue())
-    assert (plan["map_concurrency"], plan["consumer_max_concurrency"]) == (2, 2)
+    assert (plan["map_concurrency"], plan["consumer_max_concurrency"], plan["littles_law_concurrency"]) == (3, 3, 2)
+    assert (plan["slot_time_ms"], plan["max_in_flight"]) == (300, None)
     assert (plan["limiter_rate_per_sec"], plan["limiter_burst"]) == (9.9, 5)
     assert plan["retry"]["asl"]["MaxAttempts"] == 8
 

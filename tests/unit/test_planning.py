@@ -1,4 +1,8 @@
-"""The planning arithmetic (Little's law), and that it agrees with the seeds the stacks write."""
+"""The planning arithmetic (Little's law), and that it agrees with the seeds the stacks write.
+
+The Map concurrency is planned for a downstream behind the shared limiter (every deployed caller takes a
+token): enough calls in flight to spend every token at the pace a call really holds its slot.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import pytest
 from throttling.core.names import SQS_MIN_MAXIMUM_CONCURRENCY
 from throttling.core.planning import (
     MAX_RETRY_ATTEMPTS,
+    controller_bounds,
     MIN_JITTER_MARGIN_SEC,
     headroom_for_margin,
     in_flight,
@@ -26,15 +31,80 @@ def test_five_concurrent_calls_of_200_ms_offer_25_rps_too_many_for_a_10_rps_limi
     # GIVEN the README's example: a CRM limited to 10 req/s answering in 200 ms, and a Map of 5
     # WHEN it is planned with that concurrency checked
     plan = plan_capacity(10, 200, burst=10, check_concurrency=5)
-    # THEN 5 in flight offer 25 req/s, two and a half times the limit, and the plan says so
+    # THEN 5 in flight offer 25 req/s, two and a half times the limit, more than the plan needs, and the plan says so
     assert offered_rps(5, 200) == 25
     assert plan.check is not None
     assert (plan.check.offered_rps, plan.check.exceeds_limit, plan.check.times_the_limit) == (25, True, 2.5)
-    assert "check: 5 concurrent calls / 0.2 s = 25 req/s: too many for a 10 req/s limit (2.5x it)" in plan.steps
-    # AND the Map concurrency that fits is 2 calls in flight, which offer exactly the limit
-    assert (plan.map_concurrency, plan.map_offered_rps) == (2, 10)
-    assert any(step.startswith("Map concurrency = max(1, floor(10 req/s x 0.2 s)) = max(1, floor(2)) = 2")
+    assert plan.steps[2] == ("check: 5 concurrent calls / 0.2 s = 25 req/s: too many for a 10 req/s limit (2.5x it):"
+                             " more than the 3 that spend every token of the shared limiter; the rest only wait for one")
+    # AND behind the shared limiter the Map needs 3: a call holds its slot 300 ms, and 3 / 0.3 s is the limit
+    assert (plan.map_concurrency, plan.slot_time_ms, plan.map_offered_rps) == (3, 300, 15)
+    assert ("a call holds its slot W x 1.25 + 50 ms = 300 ms (a quarter slower than expected, plus the network both"
+            " ways and the limiter's round trip)") in plan.steps
+    assert any(step.startswith("Map concurrency = max(1, ceil(10 req/s x 0.3 s)) = max(1, ceil(3)) = 3: the shared"
+                               " limiter holds the rate") and step.endswith("3 / 0.3 s = 10 req/s at that pace,"
+                                                                            " 3 / 0.2 s = 15 req/s at W")
                for step in plan.steps)
+    # AND concurrency alone, with no limiter, would be Little's law rounded down: 2, exactly the limit at 200 ms
+    assert plan.littles_law_concurrency == 2
+    assert any(step.startswith("concurrency alone (no limiter) = max(1, floor(10 req/s x 0.2 s)) = max(1, floor(2)) ="
+                               " 2: it offers 2 / 0.2 s = 10 req/s <= 10 req/s") for step in plan.steps)
+
+
+def test_the_plans_concurrency_is_the_verdict_a_checked_one_is_measured_against():
+    # GIVEN the CRM planned at 3 calls in flight
+    # WHEN 3, 2 and 1 are checked THEN 3 is the plan's (above the limit at W, which the limiter holds),
+    # 2 is within the limit but leaves tokens unspent, and so is 1
+    assert plan_capacity(10, 200, check_concurrency=3).steps[2] == (
+        "check: 3 concurrent calls / 0.2 s = 15 req/s: more than the 10 req/s limit (1.5x it) at W, which the shared"
+        " limiter holds to its rate; within the plan's 3")
+    assert plan_capacity(10, 200, check_concurrency=2).steps[2] == (
+        "check: 2 concurrent calls / 0.2 s = 10 req/s: within the 10 req/s limit; fewer than the plan's 3: calls"
+        " slower than W leave tokens unspent")
+    assert plan_capacity(10, 200, check_concurrency=1).steps[2].endswith("fewer than the plan's 3: calls slower than"
+                                                                        " W leave tokens unspent")
+
+
+def test_the_plans_concurrency_spends_the_limit_at_the_pace_where_littles_law_rounded_down_does_not():
+    # GIVEN the CRM: 10 req/s, 200 ms expected, a call holding its slot 300 ms
+    plan = plan_capacity(10, 200, burst=10)
+    # WHEN calls run as slowly as the plan allows for
+    # THEN the plan's 3 in flight still deliver the limit, and more than the limiter's 9.9 req/s
+    assert offered_rps(plan.map_concurrency, plan.slot_time_ms) == pytest.approx(10)
+    assert offered_rps(plan.map_concurrency, plan.slot_time_ms) >= plan.limiter_rate_per_sec
+    # AND Little's law rounded down (2) would deliver two thirds of it, leaving the limiter's tokens unspent
+    assert offered_rps(plan.littles_law_concurrency, plan.slot_time_ms) == pytest.approx(20 / 3)
+
+
+def test_a_concurrency_contract_caps_the_plan_and_the_shortfall_is_a_warning():
+    # GIVEN the AI model: 5 req/s at 800 ms, and at most 3 of our calls in flight (its semaphore's permits)
+    plan = plan_capacity(5, 800, burst=5, max_in_flight=3)
+    # THEN the plan names 3, never the 6 that would spend every token at 1.05 s a call
+    assert (plan.map_concurrency, plan.consumer_max_concurrency, plan.max_in_flight) == (3, 3, 3)
+    assert any("= 6; min(3 (its max_in_flight: the semaphore lets no more through), 6) = 3" in step
+               for step in plan.steps)
+    # AND it warns that the downstream's concurrency contract, not the limiter, may then hold the rate
+    assert plan.warnings == (
+        "6 calls in flight would be needed to spend every token of 5 req/s at 1050 ms a call, but its max_in_flight"
+        " of 3 caps them: 3 in flight offer 2.85714 req/s at that pace (3.75 req/s at 800 ms), so concurrency, not the"
+        " limiter, may hold the rate there",)
+    # AND a contract above what the plan needs changes nothing, and a bad one is refused with its value
+    assert plan_capacity(5, 800, burst=5, max_in_flight=10).map_concurrency == 6
+    with pytest.raises(ValueError, match=r"max_in_flight must be a whole number >= 1 .* got 0"):
+        plan_capacity(5, 800, max_in_flight=0)
+
+
+def test_the_controllers_concurrency_ceiling_holds_the_plan_within_the_concurrency_contract():
+    # GIVEN / WHEN / THEN the CRM's ceiling is 4 x Little's law (4 x 2 = 8), and its seed (3) inside the bounds
+    crm = controller_bounds(10, 10, 200)
+    assert (crm["min_concurrency"], crm["max_concurrency"]) == (1, 8)
+    assert crm["min_concurrency"] <= plan_capacity(10, 200).map_concurrency <= crm["max_concurrency"]
+    # AND a factor of 1 still leaves room for the plan's seed (3, not 1 x 2)
+    assert controller_bounds(10, 10, 200, max_concurrency_factor=1)["max_concurrency"] == 3
+    # AND the AI model's ceiling is its max_in_flight, which also caps its seed
+    assert controller_bounds(5, 5, 800, max_in_flight=3)["max_concurrency"] == 3
+    # AND no ceiling passes the 1,000 the Lambdas take
+    assert controller_bounds(10_000, 5_000, 60_000)["max_concurrency"] == MAX_CONCURRENCY_BOUNDS[1]
 
 
 def test_littles_law_both_ways():
@@ -50,7 +120,7 @@ def test_limiter_keeps_the_headroom_below_the_contract():
     plan = plan_capacity(10, 200, burst=10)
     # THEN the limiter admits 9.9 req/s with half the burst, which is the SSM document the plan proposes
     assert (plan.limiter_rate_per_sec, plan.limiter_burst) == (9.9, 5)
-    assert plan.tunables_document() == {"rate_per_sec": 9.9, "burst": 5, "max_concurrency": 2, "mode": "auto"}
+    assert plan.tunables_document() == {"rate_per_sec": 9.9, "burst": 5, "max_concurrency": 3, "mode": "auto"}
     assert any(step.startswith("limiter rate_per_sec = 10 x (1 - 0.01) = 9.9 req/s; "
                                "burst = max(1, min(floor(10 / 2), floor(10 x (1 - 0.01)))) = 5") for step in plan.steps)
     # AND calls may lag their decisions unevenly by half a second and never meet a 429
@@ -62,10 +132,11 @@ def test_limiter_keeps_the_headroom_below_the_contract():
 def test_a_slow_one_request_per_second_downstream_warns_that_only_the_limiter_holds_it():
     # GIVEN the mainframe: 1 req/s, 300 ms per call, 20 % headroom
     plan = plan_capacity(1, 300, burst=1, headroom=0.2)
-    # THEN one call in flight is the floor, it would offer 3.3 req/s, and the plan warns about it
-    assert plan.map_concurrency == 1
+    # THEN one call in flight is the floor, it would offer 3.3 req/s, and the plan warns that only the limiter holds it
+    assert (plan.map_concurrency, plan.littles_law_concurrency) == (1, 1)
     assert plan.map_offered_rps == pytest.approx(10 / 3, rel=1e-5)
-    assert any("only the shared limiter" in warning for warning in plan.warnings)
+    assert ("even 1 call in flight offers 3.33333 req/s > 1 req/s: concurrency alone cannot hold this limit; every"
+            " caller must take the shared limiter's token") in plan.warnings
     # AND the queue consumer cannot go below Lambda's SQS minimum
     assert plan.consumer_max_concurrency == SQS_MIN_MAXIMUM_CONCURRENCY
     # AND retries start one emission interval (1 / 0.8 s, rounded up) out
@@ -73,8 +144,9 @@ def test_a_slow_one_request_per_second_downstream_warns_that_only_the_limiter_ho
 
 
 def test_consumer_concurrency_follows_the_map_above_the_sqs_minimum():
+    # GIVEN 5 req/s at 800 ms: a call holds its slot 1.05 s, so 5.25 calls in flight, rounded up
     plan = plan_capacity(5, 800)
-    assert (plan.map_concurrency, plan.consumer_max_concurrency) == (4, 4)
+    assert (plan.map_concurrency, plan.consumer_max_concurrency) == (6, 6)
 
 
 def test_default_burst_is_one_second_worth():
@@ -106,7 +178,8 @@ def test_the_plan_reproduces_what_the_stacks_seed_for_every_configured_downstrea
     for downstream in dev_config.downstreams:
         # WHEN each is planned from its contract and latency
         plan = plan_capacity(downstream.rate_limit_per_sec, downstream.expected_latency_ms,
-                             burst=downstream.burst, headroom=downstream.headroom)
+                             burst=downstream.burst, headroom=downstream.headroom,
+                             max_in_flight=downstream.max_in_flight)
         # THEN the plan and the config agree on every seeded number
         assert plan.map_concurrency == downstream.default_max_concurrency, downstream.name
         assert plan.limiter_rate_per_sec == downstream.planned_rate_per_sec, downstream.name
@@ -208,7 +281,8 @@ def test_a_plan_past_the_concurrency_the_lambdas_take_names_their_bound_and_says
     assert parse_tunables(plan.tunables_document(), ceiling_rate_per_sec=10_000, ceiling_burst=plan.burst_limit
                           ).clamped_fields == ()
     # AND it shows the cap in the arithmetic and warns that concurrency then holds the rate below the limit
-    assert any("= 600000; min(1000 (the most the Lambdas take), 600000) = 1000" in step for step in plan.steps)
-    assert any(warning.startswith("600000 calls in flight would be needed to reach 10000 req/s at 60000 ms, but the"
-                                  " Lambdas clamp max_concurrency to 1000: 1000 in flight offer 16.6667 req/s")
+    assert any("= 750500; min(1000 (the most the Lambdas take), 750500) = 1000" in step for step in plan.steps)
+    assert any(warning.startswith("750500 calls in flight would be needed to spend every token of 10000 req/s at"
+                                  " 75050 ms a call, but the 1000 the Lambdas take (they clamp max_concurrency to it)"
+                                  " caps them: 1000 in flight offer 13.3245 req/s at that pace")
                for warning in plan.warnings)

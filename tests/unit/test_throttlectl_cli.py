@@ -121,7 +121,10 @@ def test_plan_ends_with_the_refusal_when_the_checked_concurrency_overruns_the_li
     # THEN the plan is printed, exit 2, and the refusal is the last line, saying what to use instead
     assert code == 2 and "SSM document" in out
     assert err.splitlines()[-1] == ("throttlectl: refused: 5 calls in flight of 200 ms offer 25 req/s, 2.5x the 10 req/s"
-                                    " limit: use a max_concurrency of at most 2 (the plan above)")
+                                    " limit: use a max_concurrency of at most 3 (the plan above: as many as spend"
+                                    " every token of the shared limiter)")
+    # AND the table names both figures: the plan's, and concurrency alone as the brake (no limiter)
+    assert "Map MaxConcurrency (max_concurrency)  3" in out and "concurrency alone, no limiter         2" in out
 
 
 def test_plan_accepts_its_own_concurrency_where_even_one_call_offers_too_much():

@@ -3,9 +3,13 @@
 Little's law: the calls in flight L equal the arrival rate lambda times the time each call takes W
 (L = lambda x W). Read the other way, N calls kept in flight at latency W offer N / W calls per second
 to the downstream: 5 concurrent calls of 200 ms offer 25 req/s, two and a half times a 10 req/s
-limit. So concurrency is sized from the limit (floor(limit x W)), the shared limiter admits a
-little less than the limit with half its burst (`limiter_settings`: the downstream's spare bucket is
-what absorbs jitter), and retries back off from one emission interval of the limiter with full jitter.
+limit. Every deployed caller takes a token from the shared limiter, which admits a little less than
+the limit with half its burst (`limiter_settings`: the downstream's spare bucket is what absorbs
+jitter), so the limiter, not the concurrency, is the brake: the concurrency is sized so that it never
+starves the limiter (`planned_concurrency`: Little's law over the time a call really holds its slot,
+rounded up), and retries back off from one emission interval of the limiter with full jitter. Where
+concurrency is the brake on its own (no limiter), `littles_law_concurrency` (floor(limit x W)) is the
+most in flight that never offer more than the limit.
 
 Every number comes with the arithmetic that produced it (`CapacityPlan.steps`), so a reader can
 check a plan by hand. The controller's defaults and bounds are planned here too, so a stage without
@@ -45,6 +49,8 @@ __all__ = [
     "MAX_RETRY_ATTEMPTS",
     "MIN_CONTROLLER_RATE_PER_SEC",
     "MIN_JITTER_MARGIN_SEC",
+    "SLOT_OVERHEAD_MS",
+    "SLOW_CALL_FACTOR",
     "CapacityPlan",
     "ConcurrencyCheck",
     "RetryPlan",
@@ -57,7 +63,9 @@ __all__ = [
     "offered_rps",
     "p99_latency_threshold_ms",
     "plan_capacity",
+    "planned_concurrency",
     "retry_plan",
+    "slot_time_ms",
     "tunables_document",
 ]
 
@@ -71,6 +79,15 @@ DEFAULT_HEADROOM = 0.01
 # round trip from Lambda with room for its tail. Every configured downstream clears it (the
 # mainframe's 20 % leaves 0.25 s); a burst-1 downstream at the 1 % default would keep 10 ms.
 MIN_JITTER_MARGIN_SEC = 0.1
+# The time a call holds its slot (a Map iteration, a consumer's batch) is more than the downstream's
+# expected latency W: calls run slower than expected (the lab's CRM answers in 200 +- 50 ms), the
+# request and its answer cross the network, and the caller first makes the limiter's conditional
+# write. Sized on W alone, 2 calls in flight for a 10 req/s, 200 ms CRM deliver about 7.4 req/s and
+# leave a quarter of the limiter's tokens unspent (the lab, seed 1). So the plan takes a slot to be held
+# a quarter longer than W (the lab's slowest calls) plus 50 ms (the network both ways, 20-60 ms in the
+# lab, and a DynamoDB write's round trip, as `MIN_JITTER_MARGIN_SEC` counts it).
+SLOW_CALL_FACTOR: Final = 1.25
+SLOT_OVERHEAD_MS: Final = 50
 # What a downstream's plan may start from, as a stage's config accepts it (`stacks.config` reads these):
 # a latency from 1 ms to a minute, and up to half the rate left unused. Its contract (rate, burst) is
 # bounded as the Lambdas' tunables are (`throttling.core.tunables`), so a plan never names a setting
@@ -158,7 +175,16 @@ class CapacityPlan:
     latency_ms: float
     burst_limit: int
     headroom: float
+    # Little's law rounded down: the most in flight that never offer more than the limit at the
+    # expected latency, for where concurrency is the brake on its own (no shared limiter).
+    littles_law_concurrency: int
+    # How long a call holds its slot, as the plan counts it (`slot_time_ms`).
+    slot_time_ms: float
+    # The downstream's concurrency contract (its semaphore's permits), None when it sets none.
+    max_in_flight: int | None
+    # Behind the shared limiter: enough calls in flight to spend every token (`planned_concurrency`).
     map_concurrency: int
+    # What `map_concurrency` offers at the expected latency (the limiter holds it to its rate).
     map_offered_rps: float
     consumer_max_concurrency: int
     limiter_rate_per_sec: float
@@ -256,12 +282,36 @@ def tunables_document(rate_per_sec: float, burst: int, max_concurrency: int) -> 
 
 
 def littles_law_concurrency(limit_rps: float, latency_ms: float) -> int:
-    """Calls in flight that keep a downstream at `limit_rps`, rounded down, never below 1.
+    """Calls in flight that never offer more than `limit_rps` at `latency_ms`, rounded down, never below 1.
 
-    At 10 req/s and 200 ms that is 2 in flight, where a guess of 5 would offer 25 req/s. The
-    epsilon keeps float noise (2.9999999999) from costing a whole call.
+    The concurrency where it is the brake on its own, with no shared limiter (the lab's
+    `static_littles_law`); behind the limiter the plan uses `planned_concurrency`. At 10 req/s and
+    200 ms that is 2 in flight, where a guess of 5 would offer 25 req/s. The epsilon keeps float
+    noise (2.9999999999) from costing a whole call.
     """
     return max(1, math.floor(in_flight(limit_rps, latency_ms) + 1e-9))
+
+
+def slot_time_ms(latency_ms: float) -> float:
+    """How long a call holds its slot when the downstream answers in `latency_ms`: a quarter slower than
+    expected plus the network both ways and the limiter's round trip (`SLOW_CALL_FACTOR`, `SLOT_OVERHEAD_MS`)."""
+    return latency_ms * SLOW_CALL_FACTOR + SLOT_OVERHEAD_MS
+
+
+def planned_concurrency(limit_rps: float, latency_ms: float, max_in_flight: int | None = None) -> int:
+    """Calls in flight that spend every token of a shared limiter at `limit_rps`: Little's law over the
+    time a call holds its slot (`slot_time_ms`), rounded up, never below 1.
+
+    The limiter holds the rate, so a call too many only waits for its token; a call too few leaves
+    tokens unspent. At 10 req/s and 200 ms that is ceil(10 x 0.3) = 3, where floor(10 x 0.2) = 2
+    delivers about 7.4 req/s. Never above the `MAX_CONCURRENCY_BOUNDS` the Lambdas take, nor above the
+    downstream's `max_in_flight` (its semaphore lets no more through: the rest would only queue for a
+    permit). The epsilon keeps float noise (3.0000000001) from adding a whole call.
+    """
+    needed = max(1, math.ceil(in_flight(limit_rps, slot_time_ms(latency_ms)) - 1e-9))
+    if max_in_flight is not None:
+        needed = min(needed, max_in_flight)
+    return min(needed, MAX_CONCURRENCY_BOUNDS[1])
 
 
 def controller_bounds(
@@ -272,18 +322,31 @@ def controller_bounds(
     *,
     max_concurrency_factor: int = DEFAULT_MAX_CONCURRENCY_FACTOR,
     min_rate_fraction: float = DEFAULT_MIN_RATE_FRACTION,
+    max_in_flight: int | None = None,
 ) -> dict[str, float | int]:
     """Where the controller may move a downstream (read by `throttling.core.controller.Bounds.from_document`).
 
     The rate and burst ceilings are the planned ones (`limiter_settings`: the contract less the
     headroom, half the downstream's burst, the room kept for jitter); the concurrency ceiling is
-    `max_concurrency_factor` times the Little's-law concurrency; the rate floor `min_rate_fraction`
-    of the planned rate (a downstream that is down is the breaker's job, not the controller's).
+    `max_concurrency_factor` times the Little's-law concurrency (`littles_law_concurrency`), and never
+    below the planned one the seed starts from (`planned_concurrency`), nor above the
+    `MAX_CONCURRENCY_BOUNDS` the Lambdas take or the downstream's `max_in_flight`; the rate floor
+    `min_rate_fraction` of the planned rate (a downstream that is down is the breaker's job, not the
+    controller's).
+
+    The ceiling stays a multiple of Little's law rounded down, not of the plan: concurrency above it piles calls
+    onto a downstream that has slowed down (the lab's latency creep, where it serves 4 at once: a
+    ceiling of 4 x 3 = 12 for the CRM netted 0.92 of the limit at worst against 0.995 at 4 x 2 = 8).
     """
     rate, our_burst = limiter_settings(limit_rps, burst, headroom)
+    planned = planned_concurrency(limit_rps, expected_latency_ms, max_in_flight)
+    ceiling = max(planned, min(littles_law_concurrency(limit_rps, expected_latency_ms) * max_concurrency_factor,
+                               MAX_CONCURRENCY_BOUNDS[1]))
+    if max_in_flight is not None:
+        ceiling = min(ceiling, max_in_flight)
     return {
         "min_concurrency": 1,
-        "max_concurrency": max(1, littles_law_concurrency(limit_rps, expected_latency_ms) * max_concurrency_factor),
+        "max_concurrency": max(1, ceiling),
         "min_rate_per_sec": max(MIN_CONTROLLER_RATE_PER_SEC, round(rate * min_rate_fraction, 3)),
         "max_rate_per_sec": rate,
         "max_burst": our_burst,
@@ -352,14 +415,20 @@ def plan_capacity(
     check_concurrency: int | None = None,
     ride_out_sec: float = 60.0,
     max_retry_delay_sec: int = 30,
+    max_in_flight: int | None = None,
 ) -> CapacityPlan:
     """Plan one downstream from its contract (`limit_rps`, `burst`) and its expected latency.
 
-    - Map concurrency: floor(limit x W), never below 1; in flight alone it never offers more than
-      the limit (at 1 it may: then only the shared limiter holds the rate, and a warning says so).
-      Never above the 1,000 the Lambdas take (`MAX_CONCURRENCY_BOUNDS`): beyond it they would
-      clamp the document, so the plan names the bound and warns that concurrency then holds the rate lower.
-    - Queue consumer: the same, but never below 2 (Lambda's minimum for SQS); extra batches wait
+    - Map concurrency: every deployed caller takes the shared limiter's token, so the limiter holds
+      the rate and the concurrency must never starve it: ceil(limit x slot time), where a call holds
+      its slot W x `SLOW_CALL_FACTOR` + `SLOT_OVERHEAD_MS` (`planned_concurrency`), never below 1.
+      At W it offers more than the limit; the limiter holds that to its rate. Never above the
+      downstream's `max_in_flight` (its semaphore lets no more through) nor the 1,000 the Lambdas
+      take (`MAX_CONCURRENCY_BOUNDS`: beyond it they would clamp the document); a cap that leaves
+      tokens unspent is a warning. The plan also gives floor(limit x W) (`littles_law_concurrency`),
+      the most in flight that never offer more than the limit, for where concurrency is the brake on
+      its own; where even 1 call offers more, a warning says only the limiter holds the rate.
+    - Queue consumer: the Map's, but never below 2 (Lambda's minimum for SQS); extra batches wait
       at the limiter, which holds the rate whatever the concurrency.
     - Limiter: the limit less `headroom` and half the burst (`limiter_settings`, which
       `DownstreamConfig` seeds too), with the jitter margin that leaves; a margin below
@@ -372,6 +441,8 @@ def plan_capacity(
     :param burst: the downstream's burst allowance; default one second's worth, floor(limit), in `BURST_BOUNDS`.
     :param headroom: fraction of the limit left unused; default `DEFAULT_HEADROOM` (1 %).
     :param check_concurrency: a proposed number of calls in flight to test against the limit.
+    :param max_in_flight: the downstream's concurrency contract (the permits of its semaphore); default
+        None, no such contract. The plan never names more calls in flight.
     """
     _within("limit_rps", limit_rps, RATE_PER_SEC_BOUNDS, "req/s, the rates the Lambdas' tunables take")
     _within("latency_ms", latency_ms, EXPECTED_LATENCY_MS_BOUNDS, "ms, the latencies a stage's config takes")
@@ -385,6 +456,9 @@ def plan_capacity(
         not is_int(check_concurrency) or check_concurrency < 1
     ):
         raise ValueError(f"check_concurrency must be a whole number >= 1, got {check_concurrency!r}")
+    if max_in_flight is not None and (not is_int(max_in_flight) or max_in_flight < 1):
+        raise ValueError(f"max_in_flight must be a whole number >= 1 (the calls the downstream takes at once) or None"
+                         f" (no such contract), got {max_in_flight!r}")
 
     latency_sec = latency_ms / 1000
     steps = [
@@ -393,41 +467,74 @@ def plan_capacity(
     ]
     warnings: list[str] = []
 
+    exact = in_flight(limit_rps, latency_ms)
+    littles_law = littles_law_concurrency(limit_rps, latency_ms)
+    littles_law_offered = offered_rps(littles_law, latency_ms)
+    steps.append(
+        f"concurrency alone (no limiter) = max(1, floor({_n(limit_rps)} req/s x {_n(latency_sec)} s)) = "
+        f"max(1, floor({_n(round(exact, 6))})) = {littles_law}: it offers {littles_law} / {_n(latency_sec)} s = "
+        f"{_n(round(littles_law_offered, 6))} req/s "
+        + (f"<= {_n(limit_rps)} req/s, the most that never offer more, but calls slower than W leave part of it unused"
+           if littles_law_offered <= limit_rps else f"> {_n(limit_rps)} req/s: concurrency alone cannot hold it")
+    )
+    if littles_law_offered > limit_rps:
+        warnings.append(
+            f"even 1 call in flight offers {_n(round(littles_law_offered, 6))} req/s > {_n(limit_rps)} req/s: "
+            f"concurrency alone cannot hold this limit; every caller must take the shared limiter's token"
+        )
+
+    slot_ms = slot_time_ms(latency_ms)
+    slot_sec = slot_ms / 1000
+    steps.append(
+        f"a call holds its slot W x {_n(SLOW_CALL_FACTOR)} + {SLOT_OVERHEAD_MS} ms = {_n(slot_ms)} ms "
+        f"(a quarter slower than expected, plus the network both ways and the limiter's round trip)"
+    )
+    needed = max(1, math.ceil(in_flight(limit_rps, slot_ms) - 1e-9))
+    map_concurrency = planned_concurrency(limit_rps, latency_ms, max_in_flight)
+    ceiling = MAX_CONCURRENCY_BOUNDS[1]
+    caps = []
+    if max_in_flight is not None and max_in_flight < needed and max_in_flight <= ceiling:
+        caps.append(f"min({max_in_flight} (its max_in_flight: the semaphore lets no more through), {needed}) = "
+                    f"{map_concurrency}")
+    elif needed > ceiling:
+        caps.append(f"min({ceiling} (the most the Lambdas take), {needed}) = {map_concurrency}")
+    map_offered = round(offered_rps(map_concurrency, latency_ms), 6)
+    spends = round(offered_rps(map_concurrency, slot_ms), 6)
+    steps.append(
+        f"Map concurrency = max(1, ceil({_n(limit_rps)} req/s x {_n(slot_sec)} s)) = "
+        f"max(1, ceil({_n(round(in_flight(limit_rps, slot_ms), 6))})) = {needed}"
+        f"{''.join('; ' + cap for cap in caps)}: the shared limiter holds the rate, so as many as spend every token:"
+        f" {map_concurrency} / {_n(slot_sec)} s = {_n(spends)} req/s at that pace, "
+        f"{map_concurrency} / {_n(latency_sec)} s = {_n(map_offered)} req/s at W"
+    )
+    if needed > map_concurrency:
+        held_by = (f"its max_in_flight of {max_in_flight}" if caps and caps[0].startswith(f"min({max_in_flight} ")
+                   else f"the {ceiling} the Lambdas take (they clamp max_concurrency to it)")
+        warnings.append(
+            f"{needed} calls in flight would be needed to spend every token of {_n(limit_rps)} req/s at"
+            f" {_n(slot_ms)} ms a call, but {held_by} caps them: {map_concurrency} in flight offer {_n(spends)} req/s"
+            f" at that pace ({_n(map_offered)} req/s at {_n(latency_ms)} ms), so concurrency, not the limiter, may"
+            f" hold the rate there"
+        )
+
     check = None
     if check_concurrency is not None:
         offered = offered_rps(check_concurrency, latency_ms)
         check = ConcurrencyCheck(check_concurrency, round(offered, 6), limit_rps)
-        verdict = (
-            f"too many for a {_n(limit_rps)} req/s limit ({_n(round(check.times_the_limit, 2))}x it)"
-            if check.exceeds_limit
-            else f"within the {_n(limit_rps)} req/s limit"
-        )
-        steps.append(
-            f"check: {check_concurrency} concurrent calls / {_n(latency_sec)} s = {_n(check.offered_rps)} req/s: {verdict}"
-        )
-
-    exact = in_flight(limit_rps, latency_ms)
-    littles_law = littles_law_concurrency(limit_rps, latency_ms)
-    ceiling = MAX_CONCURRENCY_BOUNDS[1]
-    map_concurrency = min(littles_law, ceiling)
-    map_offered = round(offered_rps(map_concurrency, latency_ms), 6)
-    capped = f"min({ceiling} (the most the Lambdas take), {littles_law}) = {map_concurrency}; " if littles_law > ceiling else ""
-    steps.append(
-        f"Map concurrency = max(1, floor({_n(limit_rps)} req/s x {_n(latency_sec)} s)) = "
-        f"max(1, floor({_n(round(exact, 6))})) = {littles_law}; {capped}it offers {map_concurrency} / {_n(latency_sec)} s = "
-        f"{_n(map_offered)} req/s {'<=' if map_offered <= limit_rps else '>'} {_n(limit_rps)} req/s"
-    )
-    if littles_law > ceiling:
-        warnings.append(
-            f"{littles_law} calls in flight would be needed to reach {_n(limit_rps)} req/s at {_n(latency_ms)} ms, but the"
-            f" Lambdas clamp max_concurrency to {ceiling}: {ceiling} in flight offer {_n(map_offered)} req/s, so concurrency,"
-            f" not the limiter, holds the rate there"
-        )
-    if map_offered > limit_rps:
-        warnings.append(
-            f"even 1 call in flight offers {_n(map_offered)} req/s > {_n(limit_rps)} req/s: concurrency cannot hold "
-            f"this limit, only the shared limiter does"
-        )
+        times = f"{_n(round(check.times_the_limit, 2))}x it"
+        if check.exceeds_limit and check_concurrency > map_concurrency:
+            verdict = (f"too many for a {_n(limit_rps)} req/s limit ({times}): more than the {map_concurrency} that"
+                       f" spend every token of the shared limiter; the rest only wait for one")
+        elif check.exceeds_limit:
+            verdict = (f"more than the {_n(limit_rps)} req/s limit ({times}) at W, which the shared limiter holds to"
+                       f" its rate; within the plan's {map_concurrency}")
+        else:
+            verdict = f"within the {_n(limit_rps)} req/s limit"
+            if check_concurrency < map_concurrency:
+                verdict += f"; fewer than the plan's {map_concurrency}: calls slower than W leave tokens unspent"
+        # Third, after the latency, where a reader looks for the verdict on the number they brought.
+        steps.insert(2, f"check: {check_concurrency} concurrent calls / {_n(latency_sec)} s = "
+                        f"{_n(check.offered_rps)} req/s: {verdict}")
 
     consumer = max(names.SQS_MIN_MAXIMUM_CONCURRENCY, map_concurrency)
     steps.append(
@@ -468,6 +575,9 @@ def plan_capacity(
         latency_ms=latency_ms,
         burst_limit=burst,
         headroom=headroom,
+        littles_law_concurrency=littles_law,
+        slot_time_ms=slot_ms,
+        max_in_flight=max_in_flight,
         map_concurrency=map_concurrency,
         map_offered_rps=map_offered,
         consumer_max_concurrency=consumer,
