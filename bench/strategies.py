@@ -50,7 +50,7 @@ BENCH_SCENARIOS = (*SCENARIOS, UNKNOWN_LIMIT)
 SEEDS = 5
 HEADROOM_SWEEP = (0.0, 0.01, 0.02, 0.05, 0.1)
 SMOOTHING_SEC = 30
-# Above the controllers' ceiling (4x the plan's 2): the inline Map's 40 would flatten everything else.
+# Above the controllers' ceiling (4x Little's law's 2, rounded down): the inline Map's 40 would flatten everything else.
 CONCURRENCY_AXIS_TOP = 9
 # The capacity change is judged twice: from a downstream that says nothing but 429s, and from one that
 # publishes its limit in every answer (`lab.scenarios`: only the second lets both targets be met).

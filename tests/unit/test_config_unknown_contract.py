@@ -34,7 +34,7 @@ def test_a_ceiling_is_planned_from_as_a_contract_would_be_and_the_seed_document_
     # THEN the contract is unknown, and everything planned is planned from the ceiling
     assert (crm.contract_known, crm.rate_limit_per_sec, crm.max_rate_per_sec) == (False, None, 50.0)
     assert (crm.planned_rate_per_sec, crm.planned_burst) == planning.limiter_settings(50.0, 10, crm.headroom)
-    assert crm.default_max_concurrency == planning.littles_law_concurrency(50.0, 200) == 10
+    assert crm.default_max_concurrency == planning.planned_concurrency(50.0, 200) == 15
     # AND the tunables document the stack seeds carries the discovery's seed (default a tenth) and floor (half it)
     document = json.loads(downstream_tunables_seed(crm))
     assert (document["rate_per_sec"], document["seed_fraction"], document["floor_fraction"]) == (49.5, 0.1, 0.05)

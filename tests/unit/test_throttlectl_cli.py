@@ -157,8 +157,8 @@ def test_plan_from_a_ceiling_plans_as_from_a_contract_and_seeds_the_discovery():
     plan = json.loads(out)
     # THEN the settings are those of a 50 req/s contract, and the document carries the seed and the floor
     assert (code, err) == (0, "")
-    assert (plan["limit_known"], plan["map_concurrency"], plan["limiter_rate_per_sec"]) == (False, 10, 49.5)
-    assert plan["tunables_document"] == {"burst": 5, "floor_fraction": 0.05, "max_concurrency": 10, "mode": "auto",
+    assert (plan["limit_known"], plan["map_concurrency"], plan["limiter_rate_per_sec"]) == (False, 15, 49.5)
+    assert plan["tunables_document"] == {"burst": 5, "floor_fraction": 0.05, "max_concurrency": 15, "mode": "auto",
                                          "rate_per_sec": 49.5, "seed_fraction": 0.1}
     # AND the text says where the bucket starts and that the limit is discovered under the ceiling
     code, out, err = run("plan", "--ceiling-rps", "50", "--latency-ms", "200", "--seed-fraction", "0.2")
