@@ -272,7 +272,7 @@ def test_a_breaker_policy_is_validated_by_the_breaker_parser(ctl, cloud):
         (("set", "downstreams/crm", "rate=5", "--reason", REASON), 2,
          "unknown field rate for downstreams/crm; known fields: borrow_depth, burst, decrease_factor,"
          " default_tenant_share, floor_fraction, increase_fraction_per_sec, max_concurrency, mode, rate_per_sec,"
-         " reserve_batch, reserve_standard, share_<name>"),
+         " reserve_batch, reserve_standard, seed_fraction, share_<name>"),
         # a write needs a reason; a breaker has no mode; nothing to do
         (("set", "downstreams/crm", "rate_per_sec=5"), 2, "--reason is required to write"),
         (("set", "breakers/crm", "--pin", "--reason", REASON), 2, "breakers/crm has no mode to pin"),
