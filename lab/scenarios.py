@@ -7,7 +7,7 @@ strategy takes to settle again (see `lab.run`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from lab.downstream import DownstreamModel, Latency
 from lab.workload import Arrivals
@@ -42,6 +42,9 @@ class Scenario:
     executions: int = 1
 
 
+_HALVED_THEN_RESTORED = replace(CRM, capacity_changes=((1215.0, 0.5), (2415.0, 1.0)))
+_HALVING_CHANGES = ((1215.0, "capacity halved"), (2415.0, "capacity restored"))
+
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         name="steady_overload",
@@ -52,11 +55,8 @@ SCENARIOS: tuple[Scenario, ...] = (
         name="capacity_halved",
         title="Capacity halved at 20:15 (10 -> 5 req/s), restored at 40:15; 30 req/s offered",
         arrivals=Arrivals(rate_per_sec=3 * LIMIT_RPS),
-        downstream=DownstreamModel(
-            rate_per_sec=LIMIT_RPS, burst=10, concurrency=8, latency=Latency("uniform", LATENCY_MS, 50.0),
-            capacity_changes=((1215.0, 0.5), (2415.0, 1.0)),
-        ),
-        changes=((1215.0, "capacity halved"), (2415.0, "capacity restored")),
+        downstream=_HALVED_THEN_RESTORED,
+        changes=_HALVING_CHANGES,
     ),
     # The same change, from a downstream that says so: every answer carries its current limit (as
     # `RateLimit-Policy: 5;w=1` would). Without it, no strategy can both draw no 429 in any 10 s
@@ -66,11 +66,8 @@ SCENARIOS: tuple[Scenario, ...] = (
         name="capacity_halved_published",
         title="Capacity halved at 20:15 and restored at 40:15 as above, by a downstream that publishes its limit",
         arrivals=Arrivals(rate_per_sec=3 * LIMIT_RPS),
-        downstream=DownstreamModel(
-            rate_per_sec=LIMIT_RPS, burst=10, concurrency=8, latency=Latency("uniform", LATENCY_MS, 50.0),
-            capacity_changes=((1215.0, 0.5), (2415.0, 1.0)), publishes_limit=True,
-        ),
-        changes=((1215.0, "capacity halved"), (2415.0, "capacity restored")),
+        downstream=replace(_HALVED_THEN_RESTORED, publishes_limit=True),
+        changes=_HALVING_CHANGES,
     ),
     Scenario(
         name="latency_creep",
