@@ -88,7 +88,7 @@ def smoke(cloud: LocalCloud, stacks: dict[str, Any], simulators: dict[str, Downs
     section("3. The use cases, each against its downstream's simulator")
     for run in (run_crm_batch, run_crm_segment_large, run_moderation, run_model_slots, run_payments,
                 run_payment_follow_ups, run_credentials, run_legacy, run_fair_queue, run_tenants, run_ingress,
-                run_control_loop, run_inner_loop):
+                run_control_loop, run_inner_loop, run_inner_loop_published):
         print(f"  {run(cloud, stacks, simulators)}", flush=True)
 
     section("4. An operator tunes the CRM through SSM, then someone writes garbage")
@@ -313,6 +313,22 @@ def run_inner_loop(cloud: LocalCloud, stacks: Mapping[str, DeployedStack], simul
         f"inner loop: the CRM halved to {_number(run.rate_after_per_sec)} req/s after {run.sent_before} requests;"
         f" from {run.settle_sec:g} s later our limiter sent {run.sent_settled_per_sec:.1f} req/s,"
         f" {run.throttled_settled} of {run.sent_settled} answered 429 ({run.throttled_total} in all);"
+        f" {run.execution.output['succeeded']} of {len(run.users)} users e-mailed, {len(run.dead_letters)} dead letters"
+    )
+
+
+def run_inner_loop_published(cloud: LocalCloud, stacks: Mapping[str, DeployedStack], simulators: Simulators, *,
+                             users: int = 40) -> str:
+    """The same halving by a CRM that publishes its limit in every answer: believed from the next answer."""
+    run = inner_loop.run_capacity_halved(cloud, stacks, simulators["crm"], users=users, halve_after_requests=30,
+                                         settle_sec=1.0, publishes_limit=True)
+    if run.execution.status != "SUCCEEDED":
+        return f"inner loop, limit published: execution {run.execution.status} ({run.execution.error}: {run.execution.cause})"
+    stored = "nothing" if run.published_per_sec_stored is None else f"{_number(run.published_per_sec_stored)} req/s"
+    return (
+        f"inner loop, limit published: the CRM said {_number(run.rate_after_per_sec)} req/s after {run.sent_before}"
+        f" requests and the bucket stored {stored}; from {run.settle_sec:g} s later our limiter sent"
+        f" {run.sent_settled_per_sec:.1f} req/s, {run.throttled_after_change} 429s after the change;"
         f" {run.execution.output['succeeded']} of {len(run.users)} users e-mailed, {len(run.dead_letters)} dead letters"
     )
 

@@ -192,7 +192,12 @@ def _downstream_bounds(ceiling: float | None, ceiling_burst: int | None) -> dict
 
 def _downstream_in_force(raw: Any, ceiling: float | None, ceiling_burst: int | None) -> tuple[dict[str, Any], tuple[str, ...]]:
     result = parse_tunables(raw, ceiling_rate_per_sec=ceiling, ceiling_burst=ceiling_burst)
-    return json.loads(result.tunables.to_document()), result.clamped_fields
+    values = json.loads(result.tunables.to_document())
+    # A field clamped to its default (a seed_fraction of 2 is the default 1) is left out of the document,
+    # yet the operator must see what it was clamped to.
+    for name in result.clamped_fields:
+        values.setdefault(name, getattr(result.tunables, name))
+    return values, result.clamped_fields
 
 
 DOWNSTREAM_LIMITS = TunableKind(

@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from localcloud.demo import run_inner_loop
+from localcloud.demo import run_inner_loop, run_inner_loop_published
 from localcloud.drivers.inner_loop import run_capacity_halved
 
 pytestmark = pytest.mark.emulator
@@ -74,3 +74,10 @@ def test_a_crm_that_publishes_its_limit_is_followed_from_its_next_answer_with_no
     # AND the halving drew (near) no 429s: the CRM's next answer said it, the calls admitted at the old rate before
     # every caller learnt it were absorbed by what was left of the CRM's burst
     assert run.throttled_after_change <= 2, run
+
+
+def test_the_demo_line_of_a_crm_that_publishes_its_limit(cloud, deployed, fresh_simulators, crm_dead_letters):
+    line = run_inner_loop_published(cloud, deployed, fresh_simulators, users=30)
+    assert re.fullmatch(r"inner loop, limit published: the CRM said 5 req/s after \d+ requests and the bucket stored"
+                        r" 5 req/s; from 1 s later our limiter sent \d+\.\d req/s, [0-2] 429s after the change;"
+                        r" 30 of 30 users e-mailed, 0 dead letters", line), line

@@ -191,3 +191,12 @@ def test_a_tenants_share_and_the_classes_reserves_pass_the_cli_and_a_wrong_one_i
         DOWNSTREAM_LIMITS.validate("downstreams/crm", {**document, "share_acme": 3})
     with pytest.raises(Refused, match="unknown field shares_acme"):
         DOWNSTREAM_LIMITS.validate("downstreams/crm", {**document, "shares_acme": 0.3})
+
+
+def test_a_field_clamped_to_its_default_is_still_shown_with_the_value_in_force():
+    # GIVEN a stored document whose seed_fraction (2) the Lambdas clamp to 1, its default
+    values, clamped = DOWNSTREAM_LIMITS.in_force('{"rate_per_sec": 5, "burst": 5, "max_concurrency": 2,'
+                                                 ' "seed_fraction": 2}', 10.0, 10)
+    # THEN the clamped field is listed, and shown at the value the Lambdas use
+    assert clamped == ("seed_fraction",)
+    assert values["seed_fraction"] == 1.0
