@@ -27,7 +27,6 @@ tokens and the reports are the token gate's (`throttling.runtime.token_gate`), a
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -37,7 +36,6 @@ import boto3
 from throttling.adapters.dynamodb_rate_limiter import DynamoDbRateLimiter
 from throttling.adapters.ssm_tunables import TunablesReader, downstream_tunables_reader
 from throttling.core import names
-from throttling.core.adaptive_rate import is_throttling_signal
 from throttling.core.rate_limiter import RatePolicy, stale_token_after_sec
 from throttling.core.tunables import DownstreamTunables
 from throttling.runtime.token_gate import GateKnobs, GateOutcome, TokenGate
@@ -48,7 +46,6 @@ if TYPE_CHECKING:
 
 __all__ = ["SharedLimiter"]
 
-_LOGGER = logging.getLogger(__name__)
 
 # What a function waits at most for one token before it hands the wait back (a queue's visibility
 # timeout, a workflow's Wait state are cheaper places to spend a long one).
@@ -123,24 +120,7 @@ class SharedLimiter:
         ends and cuts its rate for every caller at once; any other answer is not a signal. Never raises: a
         report is advice, and the next answer reports again.
         """
-        if token.admitted_at is None:
-            return False
         in_force = self.tunables.get()
-        adaptive = in_force.adaptive
         policy = RatePolicy(rate_per_sec=in_force.rate_per_sec, burst=in_force.burst)
-        if published_per_sec is not None:
-            try:
-                self.gate.limiter.report_published(self.downstream, policy, adaptive,  # type: ignore[attr-defined]
-                                                   admitted_at=token.admitted_at, published_per_sec=published_per_sec)
-            except Exception:  # noqa: BLE001 - see the docstring
-                _LOGGER.warning("could not report a published rate limit to the shared limiter", exc_info=True,
-                                extra={"bucket": self.downstream})
-        if not is_throttling_signal(status, retry_after_sec, adaptive):
-            return False
-        try:
-            self.gate.limiter.report_signal(self.downstream, policy, adaptive,  # type: ignore[attr-defined]
-                                            admitted_at=token.admitted_at, retry_after_sec=retry_after_sec)
-        except Exception:  # noqa: BLE001 - see the docstring
-            _LOGGER.warning("could not report a throttling signal to the shared limiter", exc_info=True,
-                            extra={"bucket": self.downstream})
-        return True
+        return self.gate.report_answered(self.downstream, policy, in_force.adaptive, token, status=status,
+                                         retry_after_sec=retry_after_sec, published_per_sec=published_per_sec)

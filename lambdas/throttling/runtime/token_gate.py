@@ -252,14 +252,24 @@ class TokenGate:
                answer: DownstreamResponse | BaseException) -> bool:
         """Tell the limiter how the call `outcome` admitted was answered: the rate limit `answer` published (a
         response, or the error raised for one), then whether it was a throttling signal; whether it was one.
+        Never raises: the caller is about to raise the downstream's error, or return its answer, which is
+        what its workflow needs."""
+        signal = throttling_signal(answer) if isinstance(answer, BaseException) else None
+        return self.report_answered(bucket, policy, adaptive, outcome, published_per_sec=published_rate(answer),
+                                    status=None if signal is None else signal.status,
+                                    retry_after_sec=None if signal is None else signal.retry_after_sec)
+
+    def report_answered(self, bucket: str, policy: RatePolicy, adaptive: AdaptiveRatePolicy | None,
+                        outcome: GateOutcome, *, status: int | None, retry_after_sec: float | None,
+                        published_per_sec: float | None) -> bool:
+        """`report` from the answer's numbers (`status` None: no HTTP answer, a timeout); whether it was a
+        throttling signal.
 
         Publication first, as the lab's callers do: a 429 that also publishes a lowered limit then cuts from
-        the lowered rate. Never raises: the caller is about to raise the downstream's error, or return its
-        answer, which is what its workflow needs.
+        the lowered rate. Never raises: a report is advice, and the next answer reports again.
         """
         if adaptive is None or outcome.admitted_at is None:
             return False
-        published_per_sec = published_rate(answer)
         if published_per_sec is not None:
             try:
                 self.limiter.report_published(bucket, policy, adaptive,  # type: ignore[attr-defined]
@@ -267,14 +277,11 @@ class TokenGate:
             except Exception:  # noqa: BLE001 - a report is advice; the next answer publishes again
                 self._logger.warning("could not report a published rate limit to the shared limiter", exc_info=True,
                                      extra={"bucket": bucket, "published_per_sec": published_per_sec})
-        signal = throttling_signal(answer) if isinstance(answer, BaseException) else None
-        if signal is None:
-            return False
-        if not is_throttling_signal(signal.status, signal.retry_after_sec, adaptive):
+        if status is None or not is_throttling_signal(status, retry_after_sec, adaptive):
             return False
         try:
             self.limiter.report_signal(bucket, policy, adaptive,  # type: ignore[attr-defined]
-                                       admitted_at=outcome.admitted_at, retry_after_sec=signal.retry_after_sec)
+                                       admitted_at=outcome.admitted_at, retry_after_sec=retry_after_sec)
         except Exception:  # noqa: BLE001 - a report is advice; the next throttling answer reports again
             self._logger.warning("could not report a throttling signal to the shared limiter", exc_info=True,
                                  extra={"bucket": bucket})
