@@ -13,6 +13,9 @@ Rules:
   the variables), stays within 3.5 KB of Lambda's 4 KB, leaving room for one more downstream or a
   longer stage name.
 - `ssm-parameter-size`: a String parameter's value fits its tier (4 KB standard, 8 KB advanced).
+- `alarm-evaluation`: an alarm's `DatapointsToAlarm` is at most its `EvaluationPeriods`, and its
+  periods times their length stay within what PutMetricAlarm takes (one day under an hour's period,
+  seven days otherwise): the sustained alarms ("2 of 3 minutes") depend on both, and moto takes any.
 - `powertools-layer`: every function of the shared asset (handler `handlers.*`, which import
   Powertools; the runtime does not ship it) gets the Powertools release `requirements-lambda.txt` pins,
   resolved at deploy from Powertools' public SSM parameter for its runtime and architecture; never a
@@ -79,6 +82,7 @@ RULES: dict[str, str] = {
     "state-machine-log-group": "state machines log under /aws/vendedlogs/states/",
     "lambda-environment-size": "a function's environment stays within 3.5 KB of Lambda's 4 KB",
     "ssm-parameter-size": "a String parameter fits its tier (4 KB standard, 8 KB advanced)",
+    "alarm-evaluation": "an alarm's datapoints fit its evaluation periods, and its window PutMetricAlarm's limits",
     "insight-rule-size": "a Contributor Insights rule's definition fits PutInsightRule's 8,192 characters",
     "powertools-layer": "functions get the Powertools release requirements-lambda.txt pins, resolved from its SSM parameter",
 }
@@ -103,6 +107,7 @@ def check_templates(templates: Mapping[str, Template], *, powertools_version: st
         findings += _lambda_environment_sizes(name, template, templates)
         findings += _ssm_parameter_sizes(name, template, templates)
         findings += _insight_rule_sizes(name, template, templates)
+        findings += _alarm_evaluations(name, template)
         findings += _powertools_layers(name, template, powertools_version)
     return findings
 
@@ -287,6 +292,38 @@ def _ssm_parameter_sizes(name: str, template: Template, templates: Mapping[str, 
                 fix="split the document (one parameter per downstream, as the controller's plans are) or use the"
                 " Advanced tier (charged per parameter)",
             )
+
+
+# PutMetricAlarm: Period x EvaluationPeriods at most one day for periods under an hour, else seven days.
+ALARM_WINDOW_LIMIT_SEC = {"under an hour": 86_400, "an hour or more": 604_800}
+
+
+def _alarm_evaluations(name: str, template: Template) -> Iterator[Finding]:
+    for logical_id, resource in (template.get("Resources") or {}).items():
+        if resource.get("Type") != "AWS::CloudWatch::Alarm":
+            continue
+        properties = resource.get("Properties") or {}
+        periods = properties.get("EvaluationPeriods")
+        datapoints = properties.get("DatapointsToAlarm")
+        if isinstance(periods, int) and isinstance(datapoints, int) and not 1 <= datapoints <= periods:
+            yield Finding(
+                rule="alarm-evaluation", template=name, logical_id=logical_id, location="Properties/DatapointsToAlarm",
+                message=f"alarm {logical_id} needs {datapoints} breaching datapoints of {periods} evaluation periods;"
+                " PutMetricAlarm refuses more datapoints than periods",
+                fix="lower DatapointsToAlarm to at most EvaluationPeriods, or evaluate more periods",
+            )
+        lengths = [properties.get("Period")] + [(m.get("MetricStat") or {}).get("Period", m.get("Period"))
+                                                for m in properties.get("Metrics") or []]
+        length = max((value for value in lengths if isinstance(value, int)), default=None)
+        if isinstance(periods, int) and length is not None:
+            limit = ALARM_WINDOW_LIMIT_SEC["under an hour" if length < 3_600 else "an hour or more"]
+            if periods * length > limit:
+                yield Finding(
+                    rule="alarm-evaluation", template=name, logical_id=logical_id, location="Properties/EvaluationPeriods",
+                    message=f"alarm {logical_id} evaluates {periods} periods of {length} s ({periods * length:,} s);"
+                    f" PutMetricAlarm takes at most {limit:,} s for that period",
+                    fix="evaluate fewer periods, or longer ones",
+                )
 
 
 # PutInsightRule's RuleDefinition: at most 8,192 characters (the rule body CloudFormation sends it).

@@ -189,6 +189,34 @@ def test_the_rule_catches_an_ssm_parameter_over_its_tier():
     assert check_templates({"Probe": template}) == []
 
 
+# -- alarm-evaluation ----------------------------------------------------------------------------
+
+
+def test_every_alarm_of_the_app_evaluates_a_window_put_metric_alarm_takes(dev_assembly):
+    # GIVEN the dev stage's templates, whose sustained alarms need 2 of 3 minutes
+    stacks, _ = dev_assembly
+    templates = {key: Template.from_stack(stack).to_json() for key, stack in stacks.items()}
+    alarms = [r for t in templates.values() for r in t["Resources"].values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    assert any(a["Properties"].get("DatapointsToAlarm") == 2 for a in alarms)
+    # THEN none breaks the rule
+    assert [f for f in check_templates(templates) if f.rule == "alarm-evaluation"] == []
+
+
+@pytest.mark.parametrize(("properties", "said"), [
+    ({"EvaluationPeriods": 3, "DatapointsToAlarm": 4, "Period": 60}, "4 breaching datapoints of 3"),
+    ({"EvaluationPeriods": 1441, "Period": 60}, "1441 periods of 60 s (86,460 s)"),
+    ({"EvaluationPeriods": 1441, "Metrics": [{"Id": "m", "MetricStat": {"Period": 60}}, {"Id": "e", "Expression": "m"}]},
+     "at most 86,400 s"),
+    ({"EvaluationPeriods": 169, "Period": 3600}, "at most 604,800 s"),
+])
+def test_the_rule_catches_an_alarm_put_metric_alarm_would_refuse(properties, said):
+    # GIVEN an alarm with more datapoints than periods, or a window too long for its period
+    template = {"Resources": {"Alarm": {"Type": "AWS::CloudWatch::Alarm", "Properties": properties}}}
+    # WHEN the rules run THEN it is found, saying why
+    (finding,) = check_templates({"t": template})
+    assert finding.rule == "alarm-evaluation" and said in finding.message
+
+
 # -- insight-rule-size ---------------------------------------------------------------------------
 
 
